@@ -1,0 +1,40 @@
+"""Every domain-separation label microsync signs, hashes or derives with, in one table.
+
+A label is fed to a primitive as ``len(label) || label || message`` (see :func:`frame`), so no
+label can be confused with another even when one is a prefix of the other. Changing a label's
+meaning means adding a new label with a new version, never editing an old one.
+"""
+
+from __future__ import annotations
+
+from typing import NewType
+
+__all__ = ["ALL_LABELS", "Label", "frame"]
+
+Label = NewType("Label", bytes)
+
+# Signatures
+ENTRY_SIGNATURE = Label(b"microsync/v1/entry")
+DEVICE_CERTIFICATE = Label(b"microsync/v1/device-certificate")
+DEVICE_REVOCATION = Label(b"microsync/v1/device-revocation")
+TRANSPORT_KEY_CERTIFICATE = Label(b"microsync/v1/transport-key-certificate")
+PREKEY_CERTIFICATE = Label(b"microsync/v1/prekey-certificate")
+
+# Hashes
+ENTRY_ID = Label(b"microsync/v1/entry-id")
+BODY_HASH = Label(b"microsync/v1/body-hash")
+FINGERPRINT = Label(b"microsync/v1/fingerprint")
+GROUP_ID = Label(b"microsync/v1/group-id")
+
+ALL_LABELS: dict[str, Label] = {
+    name: Label(value)
+    for name, value in globals().items()
+    if name.isupper() and isinstance(value, bytes)
+}
+
+
+def frame(label: Label) -> bytes:
+    """The prefix that binds ``label`` in front of a message: one length byte, then the label."""
+    if not 0 < len(label) < 256:
+        raise ValueError("a label must be 1 to 255 bytes")
+    return bytes((len(label),)) + label

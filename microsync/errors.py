@@ -1,0 +1,159 @@
+"""The one error tree of microsync (DESIGN 9).
+
+Every error microsync raises on purpose is a :class:`MicrosyncError`. Errors caused by input
+that came from a peer or from disk carry a short, fixed message: they never include secret
+bytes, and decryption failures never say *why* they failed.
+
+    MicrosyncError
+    ├── DecodeError                 malformed or non-canonical bytes
+    ├── VerificationError           a well-formed item broke a rule (one subclass per rule)
+    │   ├── UnknownVersion
+    │   ├── Oversize
+    │   ├── WrongGroup
+    │   ├── AuthorNotCertified
+    │   ├── AuthorRevoked
+    │   ├── BadSignature
+    │   ├── PrevMismatch
+    │   ├── SequenceGap
+    │   ├── BodyMismatch
+    │   ├── ForkedFeed
+    │   └── PendingQuotaExceeded
+    ├── DecryptionError             deliberately opaque
+    ├── ProtocolError
+    │   ├── LocalProtocolError      we tried to do something the protocol forbids
+    │   └── RemoteProtocolError     the peer did
+    ├── HandshakeError
+    ├── NotAMember
+    ├── InviteError
+    └── StorageError
+        ├── ProfileInUse
+        └── ProfileNotFound
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthorNotCertified",
+    "AuthorRevoked",
+    "BadSignature",
+    "BodyMismatch",
+    "DecodeError",
+    "DecryptionError",
+    "ForkedFeed",
+    "HandshakeError",
+    "InviteError",
+    "LocalProtocolError",
+    "MicrosyncError",
+    "NotAMember",
+    "Oversize",
+    "PendingQuotaExceeded",
+    "PrevMismatch",
+    "ProfileInUse",
+    "ProfileNotFound",
+    "ProtocolError",
+    "RemoteProtocolError",
+    "SequenceGap",
+    "StorageError",
+    "UnknownVersion",
+    "VerificationError",
+    "WrongGroup",
+]
+
+
+class MicrosyncError(Exception):
+    """Root of every error microsync raises deliberately."""
+
+
+class DecodeError(MicrosyncError):
+    """Bytes are not a well-formed, canonical encoding of the expected type."""
+
+
+class VerificationError(MicrosyncError):
+    """A well-formed item breaks a validation rule. Each rule has its own subclass."""
+
+
+class UnknownVersion(VerificationError):
+    """The item declares a format version this implementation does not speak."""
+
+
+class Oversize(VerificationError):
+    """The item, or a field of it, is larger than its limit."""
+
+
+class WrongGroup(VerificationError):
+    """The entry belongs to a different group than the feed it was offered to."""
+
+
+class AuthorNotCertified(VerificationError):
+    """No valid certificate binds the signing device to a person."""
+
+
+class AuthorRevoked(VerificationError):
+    """The signing device was revoked by its person."""
+
+
+class BadSignature(VerificationError):
+    """A signature does not verify."""
+
+
+class PrevMismatch(VerificationError):
+    """The entry's ``prev`` does not name the entry before it in its feed."""
+
+
+class SequenceGap(VerificationError):
+    """The entry skips sequence numbers (or starts anywhere but 1 with a ``prev``)."""
+
+
+class BodyMismatch(VerificationError):
+    """The body's hash or length differs from what the signed header promises."""
+
+
+class ForkedFeed(VerificationError):
+    """The device forked its feed; nothing at or after the fork point is accepted."""
+
+
+class PendingQuotaExceeded(VerificationError):
+    """Too many out-of-order entries are already waiting for this device's feed."""
+
+
+class DecryptionError(MicrosyncError):
+    """Decryption failed. Deliberately says nothing about why."""
+
+    def __init__(self) -> None:
+        super().__init__("decryption failed")
+
+
+class ProtocolError(MicrosyncError):
+    """A protocol rule was broken."""
+
+
+class LocalProtocolError(ProtocolError):
+    """This side attempted something the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow."""
+
+
+class HandshakeError(MicrosyncError):
+    """The secure handshake with a peer failed."""
+
+
+class NotAMember(MicrosyncError):
+    """The person or device is not (or no longer) a member of the group."""
+
+
+class InviteError(MicrosyncError):
+    """An invite is malformed, expired, revoked, already used or the code was wrong."""
+
+
+class StorageError(MicrosyncError):
+    """The profile's storage failed (full disk, corruption, permissions...)."""
+
+
+class ProfileInUse(StorageError):
+    """The profile directory is already open, in this process or another one."""
+
+
+class ProfileNotFound(StorageError):
+    """There is no profile at that path (and no name was given to create one)."""
