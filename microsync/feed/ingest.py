@@ -1,0 +1,235 @@
+"""Accepting entries into a store (``ingest``) and writing our own (``append``).
+
+Theory of operation
+-------------------
+:func:`ingest` validates one entry against the store with the rules of
+:mod:`microsync.feed.validate` and writes the result in one transaction:
+
+* ``APPEND``: the entry becomes the feed's head; pending entries that now chain on are promoted
+  in the same transaction (a pending entry whose ``prev`` does not chain is dropped).
+* ``PENDING``: a verified entry ahead of a gap waits in the pending buffer (at most
+  ``pending_quota`` per feed; with a quota of 0 a gap is a ``SequenceGap`` error).
+* ``DUPLICATE``: nothing changes (replays are idempotent).
+* ``FORK``: a second validly signed entry at a ``seq`` already taken (in the feed or in the
+  pending buffer). Both wire forms are kept as :class:`ForkEvidence`, the feed is marked forked
+  at that ``seq`` and pending entries at or after it are dropped; later entries at or after the
+  fork point raise ``ForkedFeed``.
+
+Any error leaves the store exactly as it was: checks run before the first write, and a
+failure during writing rolls the transaction back.
+
+Newest-first sync: a pending entry was signature-checked when it arrived, so when an entry's
+id equals the ``prev`` of the pending entry right after it, the hash chain already
+authenticates it and its signature is not checked again.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from microsync.crypto import SigningKey
+from microsync.errors import (
+    DecodeError,
+    ForkedFeed,
+    MicrosyncError,
+    Oversize,
+    PendingQuotaExceeded,
+    SequenceGap,
+    VerificationError,
+)
+from microsync.feed.entry import (
+    MAX_BODY_SIZE,
+    Entry,
+    EntryId,
+    GroupId,
+    Header,
+    body_hash,
+    parse_entry,
+    sign_entry,
+)
+from microsync.feed.store import FeedStatus, FeedStore, ForkEvidence
+from microsync.feed.validate import Placement, check_author, check_body, check_group, place
+from microsync.identity import DeviceId
+
+__all__ = ["DEFAULT_PENDING_QUOTA", "Ingested", "Outcome", "append", "ingest", "ingest_many"]
+
+DEFAULT_PENDING_QUOTA = 4096
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"
+    PENDING = "pending"
+    DUPLICATE = "duplicate"
+    FORK = "fork"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ingested:
+    """What :func:`ingest` did. ``accepted`` lists every entry that joined a feed, in order:
+    the entry itself and any pending entries it unblocked."""
+
+    outcome: Outcome
+    entry: Entry
+    accepted: tuple[Entry, ...] = ()
+
+
+def ingest(
+    store: FeedStore,
+    group: GroupId,
+    wire: bytes,
+    body: bytes | None,
+    *,
+    pending_quota: int = DEFAULT_PENDING_QUOTA,
+) -> Ingested:
+    """Validate ``wire`` (and ``body``, when given) and store the outcome atomically."""
+    with store.transaction():
+        return _ingest(store, group, wire, body, pending_quota)
+
+
+def ingest_many(
+    store: FeedStore,
+    group: GroupId,
+    items: Iterable[tuple[bytes, bytes | None]],
+    *,
+    pending_quota: int = DEFAULT_PENDING_QUOTA,
+) -> list[Ingested | MicrosyncError]:
+    """Ingest a batch in ONE transaction (the unit of durability for sync).
+
+    A rejected item leaves no trace and does not stop the batch: its error is returned in its
+    place. A storage failure rolls back the whole batch and is raised.
+    """
+    results: list[Ingested | MicrosyncError] = []
+    with store.transaction():
+        for wire, body in items:
+            try:
+                results.append(_ingest(store, group, wire, body, pending_quota))
+            except MicrosyncError as error:
+                if not _is_input_error(error):
+                    raise
+                results.append(error)
+    return results
+
+
+def _is_input_error(error: MicrosyncError) -> bool:
+    return isinstance(error, DecodeError | VerificationError)
+
+
+def _ingest(
+    store: FeedStore, group: GroupId, wire: bytes, body: bytes | None, quota: int
+) -> Ingested:
+    entry = parse_entry(wire)
+    header = entry.header
+    check_group(header, group)
+    if body is not None:
+        check_body(header, body)
+    feed = store.feed_status(group, header.device)
+    stored = (
+        store.entry_at(group, header.device, header.seq) if header.seq <= feed.head_seq else None
+    )
+    placement = place(header, entry.id, feed, None if stored is None else stored.entry.id)
+    if placement is Placement.DUPLICATE:
+        return Ingested(outcome=Outcome.DUPLICATE, entry=entry)
+    _authenticate(store, entry, feed)
+    if placement is Placement.FORK:
+        assert stored is not None
+        return _fork(store, entry, stored.entry.wire)
+    if placement is Placement.PENDING:
+        return _hold(store, entry, body, feed, quota)
+    store.insert_entry(entry, body)
+    promoted = _promote(store, entry) if feed.pending else []
+    return Ingested(outcome=Outcome.ACCEPTED, entry=entry, accepted=(entry, *promoted))
+
+
+def _authenticate(store: FeedStore, entry: Entry, feed: FeedStatus) -> None:
+    check_author(store.author_status(entry.header.device))
+    if feed.pending and _chain_authenticated(store, entry):
+        return
+    entry.verify_signature()
+
+
+def _chain_authenticated(store: FeedStore, entry: Entry) -> bool:
+    h = entry.header
+    successors = store.pending_at(h.group, h.device, h.seq + 1)
+    return any(s.entry.header.prev == entry.id for s in successors)
+
+
+def _hold(
+    store: FeedStore, entry: Entry, body: bytes | None, feed: FeedStatus, quota: int
+) -> Ingested:
+    h = entry.header
+    waiting = store.pending_at(h.group, h.device, h.seq)
+    if any(w.entry.id == entry.id for w in waiting):
+        return Ingested(outcome=Outcome.DUPLICATE, entry=entry)
+    if waiting:
+        return _fork(store, entry, waiting[0].entry.wire)
+    if quota == 0:
+        raise SequenceGap(f"entry {h.seq} arrived before entry {feed.head_seq + 1}")
+    if feed.pending >= quota:
+        raise PendingQuotaExceeded(f"{feed.pending} entries already wait for this feed")
+    store.insert_pending(entry, body)
+    return Ingested(outcome=Outcome.PENDING, entry=entry)
+
+
+def _fork(store: FeedStore, entry: Entry, first: bytes) -> Ingested:
+    h = entry.header
+    store.record_fork(
+        ForkEvidence(group=h.group, device=h.device, seq=h.seq, first=first, second=entry.wire)
+    )
+    store.delete_pending(h.group, h.device, h.seq, 2**63 - 1)
+    return Ingested(outcome=Outcome.FORK, entry=entry)
+
+
+def _promote(store: FeedStore, last: Entry) -> list[Entry]:
+    """Move pending entries that now chain onto ``last`` into the feed."""
+    promoted: list[Entry] = []
+    h = last.header
+    while store.feed_status(h.group, h.device).pending:
+        waiting = store.pending_at(h.group, h.device, h.seq + 1)
+        if not waiting:
+            break
+        store.delete_pending(h.group, h.device, h.seq + 1, h.seq + 1)
+        follower = next((w for w in waiting if w.entry.header.prev == last.id), None)
+        if follower is None:
+            break
+        store.insert_entry(follower.entry, follower.body)
+        promoted.append(follower.entry)
+        last, h = follower.entry, follower.entry.header
+    return promoted
+
+
+def append(
+    store: FeedStore,
+    key: SigningKey,
+    *,
+    group: GroupId,
+    type: int,
+    body: bytes,
+    epoch: int,
+    hlc: int,
+    deps: Sequence[EntryId] = (),
+) -> Entry:
+    """Sign and store the next entry of this device's feed in ``group``; durable on return."""
+    if len(body) > MAX_BODY_SIZE:
+        raise Oversize(f"body is {len(body)} bytes, over {MAX_BODY_SIZE}")
+    device = DeviceId(bytes(key.public))
+    with store.transaction():
+        feed = store.feed_status(group, device)
+        if feed.forked_at is not None:
+            raise ForkedFeed("this device's feed is marked forked; it cannot append")
+        header = Header(
+            group=group,
+            device=device,
+            seq=feed.head_seq + 1,
+            prev=feed.head_id,
+            epoch=epoch,
+            type=type,
+            hlc=hlc,
+            deps=tuple(deps),
+            body_hash=body_hash(body),
+            body_len=len(body),
+        )
+        entry = sign_entry(key, header)
+        store.insert_entry(entry, body)
+    return entry
