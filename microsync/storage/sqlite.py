@@ -1,0 +1,435 @@
+"""The SQLite :class:`~microsync.storage.base.Store`: one database per device profile.
+
+Theory of operation
+-------------------
+A profile directory holds ``profile.lock`` and ``profile.db`` (plus SQLite's ``-wal`` and
+``-shm`` files). :meth:`SqliteStore.open` first takes an exclusive, non-blocking ``flock`` on
+the lock file, so at most one store writes a profile: a second open, from this process (flock
+belongs to an open file description) or another one, raises
+:class:`~microsync.errors.ProfileInUse`. The kernel drops the lock when the holder closes it or
+dies. Then the database is opened in WAL mode with foreign keys on and brought up to date by
+:mod:`microsync.storage.migrations`.
+
+Transactions are explicit (the connection runs with ``isolation_level=None``): the outermost
+:meth:`~SqliteStore.transaction` block issues ``BEGIN IMMEDIATE`` and ``COMMIT``, or
+``ROLLBACK`` if it raises; inner blocks join it. A write outside any block runs in a
+transaction of its own, so every call is atomic.
+
+Every ``sqlite3`` failure becomes a :class:`~microsync.errors.StorageError`. Two kinds:
+
+* a constraint violation (duplicate key, missing referenced row) undoes only the failed
+  statement, exactly like :class:`~microsync.storage.memory.MemoryStore` raising before it
+  writes. Invariant: in every write method, only the FIRST statement can violate a constraint.
+* anything else (disk full, I/O error, corruption) rolls the whole transaction back at once
+  and marks it aborted: until the outermost block exits, every call raises, and a block that
+  exits normally raises instead of committing.
+
+The adapter only stores and finds; its answers, errors and :meth:`~SqliteStore.dump` match
+``MemoryStore`` exactly (``tests/test_storage_contract.py`` holds both to that). Speed:
+``feed_status`` is one SELECT, ``insert_entry`` at most three statements, and known authors are
+cached (cleared when trust records change or a transaction rolls back).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+
+from microsync.errors import ProfileInUse, StorageError
+from microsync.feed.entry import Entry, EntryId, GroupId, parse_entry
+from microsync.feed.store import AuthorStatus, FeedStatus, ForkEvidence, StoredEntry
+from microsync.identity import DeviceCertificate, DeviceId, DeviceRevocation
+from microsync.storage.dump import canonical_dump
+from microsync.storage.migrations import migrate
+
+__all__ = ["SqliteStore"]
+
+DATABASE_NAME: Final = "profile.db"
+LOCK_NAME: Final = "profile.lock"
+SYNCHRONOUS_LEVELS: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
+BUSY_TIMEOUT: Final = 0.1  # seconds; only tools outside microsync can contend (see the lock)
+_PAGE: Final = 256  # rows per query when iterating a feed
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**63 - 1
+
+Row = tuple[Any, ...]
+
+# Every statement the adapter runs (``?1``, ``?2``: positional parameters used twice).
+_PUT_META = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+_PUT_CERTIFICATE = """INSERT INTO certificates VALUES (?, ?)
+    ON CONFLICT (device) DO UPDATE SET record = excluded.record"""
+_PUT_REVOCATION = """INSERT INTO revocations VALUES (?, ?)
+    ON CONFLICT (device) DO UPDATE SET record = excluded.record"""
+_AUTHOR_STATUS = """SELECT EXISTS (SELECT 1 FROM revocations WHERE device = ?1),
+    EXISTS (SELECT 1 FROM certificates WHERE device = ?1)"""
+_PENDING_COUNT = "SELECT count(*) FROM pending AS p WHERE p.group_id = ?1 AND p.device = ?2"
+_FEED_STATUS = f"""SELECT f.head_seq, f.head_id, f.forked_at, ({_PENDING_COUNT})
+    FROM (SELECT 1) LEFT JOIN feeds AS f ON f.group_id = ?1 AND f.device = ?2"""
+_FEEDS = """SELECT f.device, f.head_seq, f.head_id, f.forked_at,
+    (SELECT count(*) FROM pending AS p WHERE p.group_id = f.group_id AND p.device = f.device)
+    FROM feeds AS f WHERE f.group_id = ?"""
+_ENTRY_AT = """SELECT e.wire, b.body FROM entries AS e LEFT JOIN bodies AS b ON b.id = e.id
+    WHERE e.group_id = ? AND e.device = ? AND e.seq = ?"""
+_ENTRIES_PAGE = """SELECT e.seq, e.wire, b.body
+    FROM entries AS e LEFT JOIN bodies AS b ON b.id = e.id
+    WHERE e.group_id = ? AND e.device = ? AND e.seq > ? AND e.seq <= ? ORDER BY e.seq LIMIT ?"""
+_INSERT_ENTRY = "INSERT INTO entries (group_id, device, seq, id, wire) VALUES (?, ?, ?, ?, ?)"
+_INSERT_BODY = "INSERT INTO bodies (id, body) VALUES (?, ?)"
+_SET_HEAD = """INSERT INTO feeds (group_id, device, head_seq, head_id) VALUES (?, ?, ?, ?)
+    ON CONFLICT (group_id, device) DO UPDATE
+    SET head_seq = excluded.head_seq, head_id = excluded.head_id"""
+_PENDING_AT = """SELECT wire, body FROM pending WHERE group_id = ? AND device = ? AND seq = ?
+    ORDER BY rowid"""
+_INSERT_PENDING = """INSERT INTO pending (group_id, device, seq, id, wire, body)
+    VALUES (?, ?, ?, ?, ?, ?)"""
+_DELETE_PENDING = "DELETE FROM pending WHERE group_id = ? AND device = ? AND seq BETWEEN ? AND ?"
+_INSERT_FORK = "INSERT INTO forks (group_id, device, seq, first, second) VALUES (?, ?, ?, ?, ?)"
+_MARK_FORKED = """INSERT INTO feeds (group_id, device, head_seq, forked_at) VALUES (?, ?, 0, ?)
+    ON CONFLICT (group_id, device) DO UPDATE
+    SET forked_at = min(coalesce(forked_at, excluded.forked_at), excluded.forked_at)"""
+_FORKS = """SELECT group_id, device, seq, first, second FROM forks
+    WHERE group_id = ? AND device = ? ORDER BY rowid"""
+_DUMP = {  # the rows of each table in canonical_dump's row shapes
+    "meta": "SELECT key, value FROM meta",
+    "certificates": "SELECT record FROM certificates",
+    "revocations": "SELECT record FROM revocations",
+    "entries": """SELECT e.group_id, e.device, e.seq, e.wire, b.body
+        FROM entries AS e LEFT JOIN bodies AS b ON b.id = e.id""",
+    "feeds": "SELECT group_id, device, head_seq, head_id, forked_at FROM feeds",
+    "pending": "SELECT group_id, device, seq, wire, body FROM pending",
+    "forks": "SELECT group_id, device, seq, first, second FROM forks",
+}
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Method = Callable[Concatenate["SqliteStore", P], R]
+
+
+def _atomic(method: Method[P, R]) -> Method[P, R]:
+    """Run a write method in the current transaction, or in one of its own."""
+
+    @functools.wraps(method)
+    def run(self: SqliteStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        if self._depth:
+            return method(self, *args, **kwargs)
+        with self.transaction():
+            return method(self, *args, **kwargs)
+
+    return run
+
+
+class SqliteStore:
+    """A device profile stored in ``<directory>/profile.db``. Create with :meth:`open`."""
+
+    def __init__(self, db: sqlite3.Connection, lock: int, directory: Path) -> None:
+        """Take over an open, migrated connection and the held lock (use :meth:`open`)."""
+        self._db = db
+        self._lock = lock
+        self.directory = directory
+        self._depth = 0
+        self._aborted = False
+        self._closed = False
+        self._authors: dict[bytes, AuthorStatus] = {}
+
+    @classmethod
+    def open(
+        cls,
+        directory: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        max_pages: int | None = None,
+    ) -> SqliteStore:
+        """Open (creating if needed) the profile in ``directory``.
+
+        ``synchronous`` is SQLite's durability level (``FULL``: a committed transaction
+        survives power loss). ``max_pages`` is for tests: cap the database size (in pages) to
+        provoke "database or disk is full". Raises :class:`ProfileInUse` if the profile is
+        open elsewhere, :class:`StorageError` if it cannot be opened or is not a database.
+        """
+        if synchronous not in SYNCHRONOUS_LEVELS:
+            raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_LEVELS)}")
+        path = Path(directory)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StorageError(f"cannot create the profile directory {path}: {error}") from error
+        lock = _lock(path)
+        try:
+            db = _connect(path / DATABASE_NAME, synchronous, max_pages)
+        except BaseException:
+            os.close(lock)
+            raise
+        return cls(db, lock, path)
+
+    # transactions and error handling
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all; inner blocks join the outer one."""
+        self._check_usable()
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._execute_control("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._rollback()
+            raise
+        else:
+            self._commit()
+        finally:
+            self._depth = 0
+            self._aborted = False
+
+    def _commit(self) -> None:
+        if self._closed:
+            raise StorageError("the store was closed inside a transaction; nothing was committed")
+        if self._aborted:
+            raise StorageError("the transaction was rolled back after a storage error")
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback()
+            raise StorageError(f"commit failed: {error}") from error
+
+    def _rollback(self) -> None:
+        self._authors.clear()
+        if not self._closed and self._db.in_transaction:
+            self._execute_control("ROLLBACK")
+
+    def _execute_control(self, statement: str) -> None:
+        try:
+            self._db.execute(statement)
+        except sqlite3.Error as error:
+            raise StorageError(f"{statement} failed: {error}") from error
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise StorageError("the store is closed")
+        if self._aborted:
+            raise StorageError("the transaction was rolled back after a storage error")
+
+    def _sql(self, statement: str, params: Sequence[object] = ()) -> list[Row]:
+        """Run one statement and fetch its rows; every failure becomes a StorageError."""
+        self._check_usable()
+        try:
+            return self._db.execute(statement, params).fetchall()
+        except sqlite3.IntegrityError as error:  # SQLite undid this statement only
+            raise StorageError(f"constraint failed: {error}") from error
+        except (OverflowError, UnicodeEncodeError) as error:  # refused before running
+            raise StorageError(f"value cannot be stored: {error}") from error
+        except sqlite3.Error as error:
+            self._abort()
+            raise StorageError(f"storage failed: {error}") from error
+
+    def _abort(self) -> None:
+        """After a failure mid-transaction: undo all of it now and refuse use until it ends."""
+        if self._depth:
+            self._aborted = True
+            self._authors.clear()
+            # The failure that got us here is what the caller hears about; if even ROLLBACK
+            # fails, SQLite undoes the unfinished transaction when the database next opens.
+            with suppress(sqlite3.Error):
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+
+    # profile values and trust
+    def get_meta(self, key: str) -> bytes | None:
+        rows = self._sql("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    @_atomic
+    def put_meta(self, key: str, value: bytes) -> None:
+        self._sql(_PUT_META, (key, bytes(value)))
+
+    def certificate(self, device: DeviceId) -> DeviceCertificate | None:
+        rows = self._sql("SELECT record FROM certificates WHERE device = ?", (device,))
+        return DeviceCertificate.from_bytes(rows[0][0]) if rows else None
+
+    @_atomic
+    def put_certificate(self, certificate: DeviceCertificate) -> None:
+        self._sql(_PUT_CERTIFICATE, (certificate.device, certificate.to_bytes()))
+        self._authors.pop(certificate.device, None)
+
+    def revocation(self, device: DeviceId) -> DeviceRevocation | None:
+        rows = self._sql("SELECT record FROM revocations WHERE device = ?", (device,))
+        return DeviceRevocation.from_bytes(rows[0][0]) if rows else None
+
+    @_atomic
+    def put_revocation(self, revocation: DeviceRevocation) -> None:
+        self._sql(_PUT_REVOCATION, (revocation.device, revocation.to_bytes()))
+        self._authors.pop(revocation.device, None)
+
+    def author_status(self, device: DeviceId) -> AuthorStatus:
+        self._check_usable()
+        status = self._authors.get(device)
+        if status is None:
+            revoked, certified = self._sql(_AUTHOR_STATUS, (device,))[0]
+            status = _author(revoked, certified)
+            if status is not AuthorStatus.UNKNOWN:  # unknown ids cost nothing to invent
+                self._authors[device] = status
+        return status
+
+    # feeds
+    def feed_status(self, group: GroupId, device: DeviceId) -> FeedStatus:
+        head_seq, head_id, forked_at, pending = self._sql(_FEED_STATUS, (group, device))[0]
+        return FeedStatus(
+            head_seq=head_seq or 0, head_id=head_id, forked_at=forked_at, pending=pending
+        )
+
+    def feeds(self, group: GroupId) -> dict[DeviceId, FeedStatus]:
+        return {
+            device: FeedStatus(head_seq=seq, head_id=head, forked_at=forked, pending=pending)
+            for device, seq, head, forked, pending in self._sql(_FEEDS, (group,))
+        }
+
+    def entry_at(self, group: GroupId, device: DeviceId, seq: int) -> StoredEntry | None:
+        if not _INT_MIN <= seq <= _INT_MAX:
+            self._check_usable()
+            return None
+        rows = self._sql(_ENTRY_AT, (group, device, seq))
+        return _stored(*rows[0]) if rows else None
+
+    def entries(
+        self, group: GroupId, device: DeviceId, after_seq: int = 0, limit: int | None = None
+    ) -> Iterator[StoredEntry]:
+        """Entries of one feed in ``seq`` order, after ``after_seq``, up to the head and to
+        ``after_seq + limit`` (read page by page as the caller iterates)."""
+        head = self.feed_status(group, device).head_seq
+        stop = head if limit is None else min(head, after_seq + limit)
+        last = min(max(after_seq, _INT_MIN), _INT_MAX)
+        while last < stop:
+            rows = self._sql(_ENTRIES_PAGE, (group, device, last, stop, _PAGE))
+            if not rows:
+                return
+            for _, wire, body in rows:
+                yield _stored(wire, body)
+            last = rows[-1][0]
+
+    @_atomic
+    def insert_entry(self, entry: Entry, body: bytes | None) -> None:
+        h = entry.header
+        self._sql(_INSERT_ENTRY, (h.group, h.device, h.seq, entry.id, entry.wire))
+        if body is not None:
+            self._sql(_INSERT_BODY, (entry.id, body))
+        self._sql(_SET_HEAD, (h.group, h.device, h.seq, entry.id))
+
+    @_atomic
+    def delete_body(self, entry_id: EntryId) -> None:
+        self._sql("DELETE FROM bodies WHERE id = ?", (entry_id,))
+
+    def pending_at(self, group: GroupId, device: DeviceId, seq: int) -> list[StoredEntry]:
+        if not _INT_MIN <= seq <= _INT_MAX:
+            self._check_usable()
+            return []
+        return [_stored(*row) for row in self._sql(_PENDING_AT, (group, device, seq))]
+
+    @_atomic
+    def insert_pending(self, entry: Entry, body: bytes | None) -> None:
+        h = entry.header
+        self._sql(_INSERT_PENDING, (h.group, h.device, h.seq, entry.id, entry.wire, body))
+
+    @_atomic
+    def delete_pending(self, group: GroupId, device: DeviceId, from_seq: int, to_seq: int) -> None:
+        """Drop pending entries with ``from_seq <= seq <= to_seq``."""
+        if from_seq > _INT_MAX or to_seq < _INT_MIN:
+            return
+        bounds = (max(from_seq, _INT_MIN), min(to_seq, _INT_MAX))
+        self._sql(_DELETE_PENDING, (group, device, *bounds))
+
+    @_atomic
+    def record_fork(self, evidence: ForkEvidence) -> None:
+        e = evidence
+        self._sql(_INSERT_FORK, (e.group, e.device, e.seq, e.first, e.second))
+        self._sql(_MARK_FORKED, (e.group, e.device, e.seq))
+
+    def fork_evidence(self, group: GroupId, device: DeviceId) -> list[ForkEvidence]:
+        return [
+            ForkEvidence(group=g, device=d, seq=seq, first=first, second=second)
+            for g, d, seq, first, second in self._sql(_FORKS, (group, device))
+        ]
+
+    # whole profile
+    def dump(self) -> bytes:
+        """The canonical dump (same bytes as a MemoryStore holding the same data)."""
+        return canonical_dump({name: self._sql(query) for name, query in _DUMP.items()})
+
+    def close(self) -> None:
+        """Close the database and release the profile lock. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._authors.clear()
+        try:
+            self._db.close()
+        finally:
+            os.close(self._lock)  # closing the descriptor releases the flock
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"SqliteStore({str(self.directory)!r}, {state})"
+
+
+def _lock(directory: Path) -> int:
+    """Hold ``profile.lock`` exclusively, or raise ProfileInUse."""
+    path = directory / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise StorageError(f"cannot open the profile lock {path}: {error}") from error
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ProfileInUse(f"the profile {directory} is already open") from None
+    except OSError as error:
+        os.close(fd)
+        raise StorageError(f"cannot lock the profile {directory}: {error}") from error
+    return fd
+
+
+def _connect(path: Path, synchronous: str, max_pages: int | None) -> sqlite3.Connection:
+    """Open, configure and migrate the database, or raise StorageError."""
+    db: sqlite3.Connection | None = None
+    try:
+        db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
+        _configure(db, synchronous, max_pages)
+    except BaseException as error:
+        if db is not None:
+            db.close()
+        if isinstance(error, sqlite3.Error):
+            raise StorageError(f"cannot open the profile database {path}: {error}") from error
+        raise
+    return db
+
+
+def _configure(db: sqlite3.Connection, synchronous: str, max_pages: int | None) -> None:
+    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode != "wal":
+        raise StorageError(f"the profile database refused WAL mode (got {mode!r})")
+    db.execute("PRAGMA foreign_keys = ON")
+    db.execute(f"PRAGMA synchronous = {synchronous}")
+    migrate(db)
+    if max_pages is not None:
+        db.execute(f"PRAGMA max_page_count = {int(max_pages)}")
+
+
+def _author(revoked: int, certified: int) -> AuthorStatus:
+    if revoked:
+        return AuthorStatus.REVOKED
+    return AuthorStatus.CERTIFIED if certified else AuthorStatus.UNKNOWN
+
+
+def _stored(wire: bytes, body: bytes | None) -> StoredEntry:
+    return StoredEntry(entry=parse_entry(wire), body=body)
