@@ -1,0 +1,1 @@
+"""The ``microsync`` command: parse arguments, call the public API, render with rich."""

@@ -1,0 +1,91 @@
+"""The layering rules of DESIGN 1, checked on the source: a layer imports only layers below it,
+and only ``microsync.crypto`` imports PyNaCl or cryptography."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "microsync"
+
+# lowest first; a module may import its own layer and any layer before it
+LAYERS = [
+    "errors",
+    "encoding",
+    "crypto",
+    "identity",
+    "feed",
+    "group",
+    "state",
+    "app",
+    "blobs",
+    "protocol",
+    "storage",
+    "net",
+    "node",
+    "cli",
+]
+SANS_IO = {
+    "errors",
+    "encoding",
+    "crypto",
+    "identity",
+    "feed",
+    "group",
+    "state",
+    "app",
+    "blobs",
+    "protocol",
+}
+IO_MODULES = {"sqlite3", "socket", "asyncio", "fcntl", "subprocess", "threading", "time"}
+CRYPTO_LIBRARIES = {"nacl", "cryptography"}
+
+
+def layer_of(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def imports(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+MODULES = sorted(
+    p for p in PACKAGE.rglob("*.py") if layer_of(p) not in {"__init__", "__main__", "testing"}
+)
+
+
+def test_every_module_has_a_known_layer() -> None:
+    assert MODULES
+    for path in MODULES:
+        assert layer_of(path) in LAYERS, f"{path} is in no layer of DESIGN 1"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_layer_imports_only_layers_below(path: Path) -> None:
+    own = LAYERS.index(layer_of(path))
+    for name in imports(path):
+        parts = name.split(".")
+        if parts[0] != "microsync" or len(parts) == 1:
+            continue
+        target = parts[1]
+        if target in LAYERS:
+            assert LAYERS.index(target) <= own, f"{path.name} ({LAYERS[own]}) imports {name}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_crypto_touches_crypto_libraries_and_core_has_no_io(path: Path) -> None:
+    roots = {name.split(".")[0] for name in imports(path)}
+    if layer_of(path) != "crypto":
+        assert not roots & CRYPTO_LIBRARIES, f"{path} imports a crypto library"
+    if layer_of(path) in SANS_IO:
+        assert not roots & IO_MODULES, f"{path} is sans-IO but imports {roots & IO_MODULES}"
