@@ -154,6 +154,20 @@ class X25519SecretKey:
         """The 32 secret bytes. Only for sealing the key into storage."""
         return self._secret
 
+    def exchange(self, peer: X25519PublicKey) -> bytes:
+        """The X25519 shared secret with ``peer``.
+
+        A low-order ``peer`` key (whose result would be all zeros, contributing nothing secret)
+        raises :class:`DecryptionError`, so a forged public key cannot force a known secret.
+        """
+        try:
+            shared = bytes(sodium.crypto_scalarmult(self._secret, bytes(peer)))
+        except (nacl.exceptions.CryptoError, nacl.exceptions.RuntimeError):
+            raise DecryptionError() from None
+        if not any(shared):
+            raise DecryptionError()
+        return shared
+
     def __repr__(self) -> str:
         return f"X25519SecretKey(public={fingerprint(bytes(self._public))})"
 

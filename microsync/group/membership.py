@@ -1,0 +1,590 @@
+"""Membership as a deterministic function of the SET of operations (DESIGN 4). Sans-IO, pure.
+
+The rules are written out, with the concurrent cases, in ``docs/membership.md``. In short:
+
+1. Operations form a DAG through ``deps`` (an operation names the membership heads its author
+   had seen). They are ordered topologically, ties broken by entry id: a total order that
+   depends only on the set.
+2. An operation is **causally valid** when its author was allowed to make it in the state
+   resolved from exactly its causal past (its ancestors).
+3. **Least privilege wins under concurrency.** A *reduction* (remove, leave, demote, revoke an
+   invite) that is causally valid always takes effect. Any other operation is void when a
+   causally valid reduction concurrent with it (neither is an ancestor of the other) takes the
+   authority it needed: its author removed / left / demoted (for admin operations), its target
+   removed (an add racing a remove), its invite revoked, or its target demoted (a promote racing
+   a demote).
+4. A device revocation names a cut-off ``seq``: the revoked device's operations after it are
+   void whatever their order.
+5. The state is the fold of the effective operations in the total order. An invite admits once:
+   the first consuming add in the order wins, later ones are void.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Final
+
+from microsync.crypto import X25519PublicKey, labelled_hash, labels
+from microsync.errors import DecodeError, MicrosyncError
+from microsync.feed.entry import EntryId, GroupId
+from microsync.group.ops import DeviceGrant, Op, OpKind, Role, recipients_digest
+from microsync.identity import (
+    DeviceCertificate,
+    DeviceId,
+    DeviceRevocation,
+    PersonId,
+    PrekeyCertificate,
+)
+
+__all__ = [
+    "INVITE_CLOCK_TOLERANCE_MS",
+    "DeviceInfo",
+    "EpochInfo",
+    "GroupState",
+    "InviteInfo",
+    "MemberInfo",
+    "OpRecord",
+    "Resolution",
+    "group_id_for",
+    "parse_grant",
+    "resolve",
+]
+
+INVITE_CLOCK_TOLERANCE_MS: Final = 120_000
+"""How far past its expiry (by the redeeming admin's clock) an invite is still honoured."""
+
+
+def group_id_for(founder: DeviceId, nonce: bytes) -> GroupId:
+    """A group's id: binds the founding device and a random nonce, so no one else can claim
+    to have founded it."""
+    return GroupId(labelled_hash(labels.GROUP_ID, founder, nonce))
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    device: DeviceId
+    person: PersonId
+    name: str
+    prekey_id: int
+    prekey: X25519PublicKey
+    certificate: bytes
+
+
+def parse_grant(grant: DeviceGrant) -> DeviceInfo:
+    """Verify a device grant: the certificate signed by its person, the prekey by its device."""
+    cert = DeviceCertificate.from_bytes(grant.certificate)
+    cert.verify()
+    prekey = PrekeyCertificate.from_bytes(grant.prekey_certificate)
+    prekey.verify()
+    if prekey.device != cert.device:
+        raise DecodeError("prekey certificate names another device")
+    return DeviceInfo(
+        device=cert.device,
+        person=cert.person,
+        name=cert.device_name,
+        prekey_id=prekey.prekey_id,
+        prekey=prekey.key,
+        certificate=grant.certificate,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OpRecord:
+    """A decrypted membership operation with the header fields the rules need."""
+
+    id: EntryId
+    device: DeviceId
+    seq: int
+    deps: tuple[EntryId, ...]
+    op: Op
+    grants: tuple[DeviceInfo, ...] = ()  # ``op.devices`` verified; empty if any failed
+    revocation: DeviceRevocation | None = None
+    malformed: bool = False  # a grant or revocation did not verify: never valid
+
+    @classmethod
+    def build(
+        cls, id: EntryId, device: DeviceId, seq: int, deps: Iterable[EntryId], op: Op
+    ) -> OpRecord:
+        try:
+            grants = tuple(parse_grant(g) for g in op.devices)
+            revocation = None
+            if op.revocation is not None:
+                revocation = DeviceRevocation.from_bytes(op.revocation)
+                revocation.verify()
+        except MicrosyncError:
+            return cls(id, device, seq, tuple(deps), op, malformed=True)
+        return cls(id, device, seq, tuple(deps), op, grants, revocation)
+
+
+@dataclass(slots=True)
+class MemberInfo:
+    person: PersonId
+    name: str
+    role: Role
+    devices: dict[DeviceId, DeviceInfo]
+
+
+@dataclass(slots=True)
+class InviteInfo:
+    invite_id: bytes
+    expires_at: int
+    role: Role
+    issuer: PersonId
+    op: EntryId
+    revoked: bool = False
+    consumed_by: EntryId | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EpochInfo:
+    number: int
+    commitment: bytes
+    recipients: frozenset[DeviceId]
+    op: EntryId
+    author: DeviceId
+
+
+@dataclass(slots=True)
+class GroupState:
+    """Who is in the group, with which devices and roles, and the epoch lineage."""
+
+    genesis: EntryId | None = None
+    founder: DeviceId | None = None
+    name: str = ""
+    history: str = "shared"
+    members: dict[PersonId, MemberInfo] = field(default_factory=dict)
+    revoked: dict[DeviceId, int] = field(default_factory=dict)  # device -> cut-off seq
+    invites: dict[bytes, InviteInfo] = field(default_factory=dict)
+    epochs: dict[tuple[int, bytes], EpochInfo] = field(default_factory=dict)
+
+    def copy(self) -> GroupState:
+        return GroupState(
+            genesis=self.genesis,
+            founder=self.founder,
+            name=self.name,
+            history=self.history,
+            members={p: replace(m, devices=dict(m.devices)) for p, m in self.members.items()},
+            revoked=dict(self.revoked),
+            invites={i: replace(v) for i, v in self.invites.items()},
+            epochs=dict(self.epochs),
+        )
+
+    def person_of(self, device: DeviceId) -> PersonId | None:
+        """The member whose active device ``device`` is, or ``None``."""
+        for member in self.members.values():
+            if device in member.devices:
+                return member.person
+        return None
+
+    def device(self, device: DeviceId) -> DeviceInfo | None:
+        for member in self.members.values():
+            found = member.devices.get(device)
+            if found is not None:
+                return found
+        return None
+
+    def entitled_devices(self) -> frozenset[DeviceId]:
+        """Every active device of every member: the devices a new epoch must be wrapped to."""
+        return frozenset(d for m in self.members.values() for d in m.devices)
+
+    @property
+    def max_epoch(self) -> int:
+        return max((n for n, _ in self.epochs), default=-1)
+
+    def current_epoch(self) -> EpochInfo | None:
+        """The epoch to write in: of the highest-numbered epochs, those wrapped only to devices
+        still entitled, the one with the smallest commitment. ``None`` means a rotation is due
+        (someone left, or racing rotations each kept a device that is no longer entitled)."""
+        top = self.max_epoch
+        entitled = self.entitled_devices()
+        candidates = [
+            e for (n, _), e in self.epochs.items() if n == top and e.recipients <= entitled
+        ]
+        return min(candidates, key=lambda e: e.commitment) if candidates else None
+
+    def signature(self) -> tuple[object, ...]:
+        """A comparable summary: equal for two replicas that resolved the same operations."""
+        return (
+            self.genesis,
+            self.name,
+            self.history,
+            tuple(
+                (p, m.name, int(m.role), sorted((d, i.prekey_id) for d, i in m.devices.items()))
+                for p, m in sorted(self.members.items(), key=lambda item: item[0])
+            ),
+            tuple(sorted(self.revoked.items())),
+            tuple(
+                (i, v.expires_at, int(v.role), v.revoked, v.consumed_by)
+                for i, v in sorted(self.invites.items())
+            ),
+            tuple((k, tuple(sorted(e.recipients)), e.op) for k, e in sorted(self.epochs.items())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """The outcome of :func:`resolve`: the state and which operations took effect."""
+
+    state: GroupState
+    order: tuple[EntryId, ...]
+    effective: frozenset[EntryId]
+    authors: Mapping[EntryId, PersonId]
+
+
+# --------------------------------------------------------------------------- rules
+
+_ADMIN_KINDS = frozenset(
+    {OpKind.ADD, OpKind.REMOVE, OpKind.SET_ROLE, OpKind.INVITE, OpKind.REVOKE_INVITE}
+)
+_EPOCH_KINDS = frozenset({OpKind.CREATE, OpKind.REMOVE, OpKind.REVOKE_DEVICE, OpKind.ROTATE})
+
+
+def _is_reduction(op: Op) -> bool:
+    return op.kind in {
+        OpKind.REMOVE,
+        OpKind.LEAVE,
+        OpKind.REVOKE_INVITE,
+        OpKind.REVOKE_DEVICE,
+    } or (op.kind is OpKind.SET_ROLE and op.role is Role.MEMBER)
+
+
+def _after(state: GroupState, rec: OpRecord, author: PersonId | None) -> GroupState:
+    """The state ``rec`` would produce (used to check an epoch's recipients)."""
+    trial = state.copy()
+    _apply(trial, rec, author)
+    return trial
+
+
+def _authorized(group: GroupId, rec: OpRecord, state: GroupState) -> tuple[bool, PersonId | None]:
+    """Is ``rec`` allowed in ``state`` (the state of its causal past)? Also its author."""
+    op = rec.op
+    if rec.malformed:
+        return False, None
+    if op.kind is OpKind.CREATE:
+        return _authorized_create(group, rec, state), (rec.grants[0].person if rec.grants else None)
+    if state.genesis is None:
+        return False, None
+    author = state.person_of(rec.device)
+    if author is None:
+        return False, None
+    member = state.members[author]
+    if op.kind in _ADMIN_KINDS and member.role is not Role.ADMIN:
+        return False, author
+    ok = _kind_rule(rec, state, author)
+    if ok and op.epoch is not None:
+        ok = _epoch_ok(rec, state, author)
+    elif ok and (op.kind in _EPOCH_KINDS or (op.kind is OpKind.ADD and state.history == "none")):
+        ok = False  # this kind must start an epoch
+    return ok, author
+
+
+def _authorized_create(group: GroupId, rec: OpRecord, state: GroupState) -> bool:
+    op = rec.op
+    if state.genesis is not None or rec.seq != 1 or rec.deps or op.nonce is None:
+        return False
+    if group_id_for(rec.device, op.nonce) != group:
+        return False
+    if len(rec.grants) != 1 or rec.grants[0].device != rec.device:
+        return False
+    epoch = op.epoch
+    return (
+        epoch is not None
+        and epoch.number == 0
+        and epoch.recipients_digest == recipients_digest([rec.device])
+    )
+
+
+def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
+    op = rec.op
+    kind = op.kind
+    if kind is OpKind.ADD:
+        assert op.person is not None and op.role is not None
+        if op.person in state.members or not rec.grants:
+            return False
+        if any(g.person != op.person or g.device in state.revoked for g in rec.grants):
+            return False
+        if op.invite_id is not None:
+            invite = state.invites.get(op.invite_id)
+            assert op.time is not None
+            if invite is None or invite.revoked or invite.consumed_by is not None:
+                return False
+            late = op.time > invite.expires_at + INVITE_CLOCK_TOLERANCE_MS
+            if late or op.role is not invite.role:
+                return False
+        return True
+    if kind is OpKind.REMOVE:
+        return op.person in state.members
+    if kind is OpKind.LEAVE:
+        return True
+    if kind is OpKind.SET_ROLE:
+        target = state.members.get(op.person) if op.person is not None else None
+        return target is not None and target.role is not op.role
+    if kind is OpKind.ADD_DEVICE:
+        return (
+            len(rec.grants) == 1
+            and rec.grants[0].person == author
+            and state.device(rec.grants[0].device) is None
+            and rec.grants[0].device not in state.revoked
+        )
+    if kind is OpKind.REVOKE_DEVICE:
+        r = rec.revocation
+        return (
+            r is not None
+            and r.person == author
+            and r.device != rec.device
+            and r.device in state.members[author].devices
+        )
+    if kind is OpKind.PREKEY:
+        if len(rec.grants) != 1 or rec.grants[0].device != rec.device:
+            return False
+        current = state.members[author].devices[rec.device]
+        return rec.grants[0].certificate == current.certificate and (
+            rec.grants[0].prekey_id > current.prekey_id
+        )
+    if kind is OpKind.ROTATE:
+        return True
+    if kind is OpKind.INVITE:
+        return op.invite_id not in state.invites
+    if kind is OpKind.REVOKE_INVITE:
+        invite = state.invites.get(op.invite_id) if op.invite_id is not None else None
+        return invite is not None and not invite.revoked
+    raise AssertionError(kind)  # pragma: no cover - every kind is listed
+
+
+def _epoch_ok(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
+    epoch = rec.op.epoch
+    assert epoch is not None
+    if epoch.number != state.max_epoch + 1:
+        return False
+    entitled = _after(state, rec, author).entitled_devices()
+    return epoch.recipients_digest == recipients_digest(entitled)
+
+
+def _apply(state: GroupState, rec: OpRecord, author: PersonId | None) -> bool:
+    """Fold ``rec`` into ``state``. Returns ``False`` when it had no effect (a second
+    redemption of one invite)."""
+    op = rec.op
+    kind = op.kind
+    if kind is OpKind.CREATE:
+        g = rec.grants[0]
+        assert op.name is not None and op.group_name is not None and op.history is not None
+        state.genesis, state.founder = rec.id, rec.device
+        state.name, state.history = op.group_name, op.history
+        state.members[g.person] = MemberInfo(g.person, op.name, Role.ADMIN, {g.device: g})
+    elif kind is OpKind.ADD:
+        assert op.person is not None and op.role is not None and op.name is not None
+        if op.invite_id is not None:
+            invite = state.invites.get(op.invite_id)
+            if invite is None or invite.consumed_by is not None or invite.revoked:
+                return False
+            invite.consumed_by = rec.id
+        existing = state.members.get(op.person)
+        if existing is None:
+            devices = {g.device: g for g in rec.grants if g.device not in state.revoked}
+            state.members[op.person] = MemberInfo(op.person, op.name, op.role, devices)
+        else:  # racing adds of one person: keep the first's name and role, join the devices
+            for g in rec.grants:
+                if g.device not in state.revoked:
+                    existing.devices.setdefault(g.device, g)
+    elif kind is OpKind.REMOVE:
+        assert op.person is not None
+        state.members.pop(op.person, None)
+    elif kind is OpKind.LEAVE:
+        if author is not None:
+            state.members.pop(author, None)
+    elif kind is OpKind.SET_ROLE:
+        assert op.person is not None and op.role is not None
+        target = state.members.get(op.person)
+        if target is not None:
+            target.role = op.role
+    elif kind is OpKind.ADD_DEVICE:
+        g = rec.grants[0]
+        member = state.members.get(g.person)
+        if member is not None and g.device not in state.revoked:
+            member.devices.setdefault(g.device, g)
+    elif kind is OpKind.REVOKE_DEVICE:
+        r = rec.revocation
+        assert r is not None and op.cutoff is not None
+        state.revoked[r.device] = min(op.cutoff, state.revoked.get(r.device, op.cutoff))
+        for member in state.members.values():
+            member.devices.pop(r.device, None)
+    elif kind is OpKind.PREKEY:
+        g = rec.grants[0]
+        member = state.members.get(g.person)
+        known = member.devices.get(g.device) if member is not None else None
+        if member is not None and known is not None and g.prekey_id > known.prekey_id:
+            member.devices[g.device] = g
+    elif kind is OpKind.INVITE:
+        assert op.invite_id is not None and op.time is not None and op.role is not None
+        if author is not None:
+            state.invites.setdefault(
+                op.invite_id, InviteInfo(op.invite_id, op.time, op.role, author, rec.id)
+            )
+    elif kind is OpKind.REVOKE_INVITE:
+        assert op.invite_id is not None
+        invite = state.invites.get(op.invite_id)
+        if invite is not None:
+            invite.revoked = True
+    if op.epoch is not None:
+        key = (op.epoch.number, op.epoch.commitment)
+        state.epochs.setdefault(
+            key,
+            EpochInfo(
+                op.epoch.number, op.epoch.commitment, state.entitled_devices(), rec.id, rec.device
+            ),
+        )
+    return True
+
+
+def _voids(r: OpRecord, r_author: PersonId | None, j: OpRecord, j_author: PersonId | None) -> bool:
+    """Does reduction ``r`` take the authority concurrent op ``j`` needed?"""
+    rk, jo = r.op.kind, j.op
+    if rk is OpKind.REMOVE:
+        return r.op.person == j_author or (jo.kind is OpKind.ADD and jo.person == r.op.person)
+    if rk is OpKind.LEAVE:
+        return r_author is not None and r_author == j_author
+    if rk is OpKind.SET_ROLE:  # a demote
+        return (r.op.person == j_author and jo.kind in _ADMIN_KINDS) or (
+            jo.kind is OpKind.SET_ROLE and jo.person == r.op.person
+        )
+    if rk is OpKind.REVOKE_INVITE:
+        return jo.kind is OpKind.ADD and jo.invite_id == r.op.invite_id
+    return False
+
+
+# ------------------------------------------------------------------------ resolution
+
+
+def topological_order(records: Mapping[EntryId, OpRecord]) -> list[EntryId]:
+    """Kahn's algorithm, smallest entry id first among the ready: depends only on the set.
+
+    Records whose ``deps`` are not all in ``records`` are left out (with their descendants).
+    """
+    children: dict[EntryId, list[EntryId]] = {}
+    missing: dict[EntryId, int] = {}
+    for rec in records.values():
+        deps = set(rec.deps)
+        missing[rec.id] = len(deps)
+        for dep in deps:
+            children.setdefault(dep, []).append(rec.id)
+    ready = [i for i, n in missing.items() if n == 0]
+    heapq.heapify(ready)
+    order: list[EntryId] = []
+    while ready:
+        current = heapq.heappop(ready)
+        order.append(current)
+        for child in children.get(current, ()):
+            missing[child] -= 1
+            if missing[child] == 0:
+                heapq.heappush(ready, child)
+    return order
+
+
+@dataclass(slots=True)
+class _Resolver:
+    group: GroupId
+    recs: list[OpRecord]
+    anc: list[int]
+    valid: list[bool] = field(default_factory=list)
+    author: list[PersonId | None] = field(default_factory=list)
+    memo: dict[int, tuple[GroupState, int]] = field(default_factory=dict)
+
+    def fold(self, subset: int) -> tuple[GroupState, int]:
+        """The state of a causally closed subset (bitset over the order) and its effective
+        ops (bitset)."""
+        cached = self.memo.get(subset)
+        if cached is not None:
+            return cached
+        state = GroupState()
+        effective = 0
+        reductions = [i for i in _bits(subset) if self.valid[i] and _is_reduction(self.recs[i].op)]
+        cutoffs: dict[DeviceId, int] = {}
+        for i in reductions:
+            if self.recs[i].op.kind is OpKind.REVOKE_DEVICE:
+                _add_cutoff(cutoffs, self.recs[i])
+        for i in _bits(subset):
+            if not self.effective_in(i, reductions, cutoffs):
+                continue
+            if _apply(state, self.recs[i], self.author[i]):
+                effective |= 1 << i
+        self.memo[subset] = (state, effective)
+        return state, effective
+
+    def effective_in(self, i: int, reductions: list[int], cutoffs: dict[DeviceId, int]) -> bool:
+        """Is op ``i`` effective given the valid reductions and revocation cut-offs around it?"""
+        if not self.valid[i]:
+            return False
+        rec = self.recs[i]
+        cutoff = cutoffs.get(rec.device)
+        if cutoff is not None and rec.seq > cutoff:
+            return False
+        if _is_reduction(rec.op):
+            return True
+        for r in reductions:
+            concurrent = not (self.anc[i] >> r) & 1 and not (self.anc[r] >> i) & 1
+            if concurrent and r != i and _voids(self.recs[r], self.author[r], rec, self.author[i]):
+                return False
+        return True
+
+
+def _add_cutoff(cutoffs: dict[DeviceId, int], rec: OpRecord) -> None:
+    assert rec.revocation is not None and rec.op.cutoff is not None
+    device = rec.revocation.device
+    cutoffs[device] = min(rec.op.cutoff, cutoffs.get(device, rec.op.cutoff))
+
+
+def _bits(value: int) -> Iterable[int]:
+    i = 0
+    while value:
+        if value & 1:
+            yield i
+        value >>= 1
+        i += 1
+
+
+def resolve(group: GroupId, records: Mapping[EntryId, OpRecord]) -> Resolution:
+    """Resolve a set of operations into the group state (see the module docstring).
+
+    A pure function of the set: any delivery order gives an equal result.
+    """
+    order = topological_order(records)
+    index = {op_id: i for i, op_id in enumerate(order)}
+    recs = [records[op_id] for op_id in order]
+    anc: list[int] = []
+    for rec in recs:
+        bits = 0
+        for dep in rec.deps:
+            j = index[dep]
+            bits |= anc[j] | (1 << j)
+        anc.append(bits)
+    resolver = _Resolver(group, recs, anc)
+    # running fold of the prefix, for the common case where an op has seen everything before it
+    running = GroupState()
+    running_effective = 0
+    running_reductions: list[int] = []
+    running_cutoffs: dict[DeviceId, int] = {}
+    for i, rec in enumerate(recs):
+        prefix = (1 << i) - 1
+        past = running if anc[i] == prefix else resolver.fold(anc[i])[0]
+        ok, author = _authorized(group, rec, past)
+        resolver.valid.append(ok)
+        resolver.author.append(author)
+        # extend the running fold by op i. A reduction that did not see everything before it
+        # (or any revocation, whose cut-off reaches back) may void ops already folded: refold.
+        reduction = ok and _is_reduction(rec.op)
+        if reduction:
+            running_reductions.append(i)
+        if reduction and (anc[i] != prefix or rec.op.kind is OpKind.REVOKE_DEVICE):
+            state, eff = resolver.fold(prefix | (1 << i))
+            running, running_effective = state.copy(), eff
+        elif resolver.effective_in(i, running_reductions, running_cutoffs) and _apply(
+            running, rec, author
+        ):
+            running_effective |= 1 << i
+        if ok and rec.op.kind is OpKind.REVOKE_DEVICE:
+            _add_cutoff(running_cutoffs, rec)
+    effective = frozenset(order[i] for i in _bits(running_effective))
+    authors = {order[i]: a for i, a in enumerate(resolver.author) if a is not None}
+    return Resolution(running, tuple(order), effective, authors)

@@ -1,0 +1,266 @@
+"""Membership operations and the envelope that carries them in a feed entry. Sans-IO.
+
+A membership operation is the body of an entry of type :data:`MEMBERSHIP_TYPE`::
+
+    body   = canonical CBOR [1, bundles, sealed]
+    bundles= [[purpose, bundle], ...]            key wraps (see ``group/keys.py``), readable
+                                                 only by the devices they are wrapped to
+    sealed = key ref || nonce || XChaCha20-Poly1305(control key of the header's epoch,
+                                                    canonical CBOR op map, AD = entry binding)
+
+The op map is decoded strictly (unknown keys, wrong types and oversize values are
+:class:`~microsync.errors.DecodeError`); which fields a kind needs is checked by
+:meth:`Op.from_bytes` as well, so a decoded :class:`Op` is always well-formed for its kind.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final, TypeVar
+
+from microsync import encoding
+from microsync.crypto import labelled_hash, labels
+from microsync.encoding import Value, expect_bytes, expect_int, expect_list, expect_str
+from microsync.errors import DecodeError
+from microsync.identity import MAX_NAME_LENGTH, DeviceId, PersonId
+
+__all__ = [
+    "MEMBERSHIP_TYPE",
+    "DeviceGrant",
+    "EpochAnnouncement",
+    "Op",
+    "OpKind",
+    "Role",
+    "recipients_digest",
+]
+
+MEMBERSHIP_TYPE: Final = 1
+MAX_OP_SIZE: Final = 256 * 1024
+MAX_GROUP_NAME: Final = 128
+_ID = 32
+_T = TypeVar("_T")
+
+
+class OpKind(enum.IntEnum):
+    CREATE = 1
+    ADD = 2
+    REMOVE = 3
+    LEAVE = 4
+    SET_ROLE = 5
+    ADD_DEVICE = 6
+    REVOKE_DEVICE = 7
+    PREKEY = 8
+    ROTATE = 9
+    INVITE = 10
+    REVOKE_INVITE = 11
+
+
+class Role(enum.IntEnum):
+    MEMBER = 1
+    ADMIN = 2
+
+    @classmethod
+    def parse(cls, value: str | Role) -> Role:
+        if isinstance(value, Role):
+            return value
+        try:
+            return cls[value.upper()]
+        except KeyError:
+            raise ValueError(f"role must be 'member' or 'admin', not {value!r}") from None
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceGrant:
+    """A device's certificate and its current prekey certificate, as encoded records."""
+
+    certificate: bytes
+    prekey_certificate: bytes
+
+    def to_value(self) -> Value:
+        return [self.certificate, self.prekey_certificate]
+
+    @classmethod
+    def from_value(cls, value: Value) -> DeviceGrant:
+        cert, prekey = expect_list(value, "device", 2)
+        return cls(
+            expect_bytes(cert, "certificate", max_size=1024),
+            expect_bytes(prekey, "prekey_certificate", max_size=1024),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EpochAnnouncement:
+    """A new epoch: its number, the commitment to its key, and a digest of the sorted device
+    ids it is wrapped to (every member checks that these are exactly the entitled devices)."""
+
+    number: int
+    commitment: bytes
+    recipients_digest: bytes
+
+    def to_value(self) -> Value:
+        return [self.number, self.commitment, self.recipients_digest]
+
+    @classmethod
+    def from_value(cls, value: Value) -> EpochAnnouncement:
+        number, digest, recipients = expect_list(value, "epoch", 3)
+        return cls(
+            expect_int(number, "number"),
+            expect_bytes(digest, "commitment", _ID),
+            expect_bytes(recipients, "recipients_digest", _ID),
+        )
+
+
+def recipients_digest(devices: Iterable[DeviceId]) -> bytes:
+    """The digest an :class:`EpochAnnouncement` carries for a set of recipient devices."""
+    return labelled_hash(labels.EPOCH_RECIPIENTS, *sorted(set(devices)))
+
+
+# which optional fields each kind requires (beyond "k"); any other field must be absent
+_FIELDS: dict[OpKind, frozenset[str]] = {
+    OpKind.CREATE: frozenset({"g", "h", "o", "n", "d", "e"}),
+    OpKind.ADD: frozenset({"p", "n", "r", "d"}),
+    OpKind.REMOVE: frozenset({"p", "e"}),
+    OpKind.LEAVE: frozenset(),
+    OpKind.SET_ROLE: frozenset({"p", "r"}),
+    OpKind.ADD_DEVICE: frozenset({"d"}),
+    OpKind.REVOKE_DEVICE: frozenset({"x", "c", "e"}),
+    OpKind.PREKEY: frozenset({"d"}),
+    OpKind.ROTATE: frozenset({"e"}),
+    OpKind.INVITE: frozenset({"i", "t", "r"}),
+    OpKind.REVOKE_INVITE: frozenset({"i"}),
+}
+_OPTIONAL: dict[OpKind, frozenset[str]] = {
+    OpKind.ADD: frozenset({"i", "t", "e"}),  # invite id + redemption time; epoch when history=none
+}
+HISTORY_SETTINGS: Final = ("shared", "none")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Op:
+    """One membership operation. Fields unused by ``kind`` are ``None`` / empty."""
+
+    kind: OpKind
+    person: PersonId | None = None
+    name: str | None = None
+    role: Role | None = None
+    devices: tuple[DeviceGrant, ...] = ()
+    revocation: bytes | None = None
+    cutoff: int | None = None
+    invite_id: bytes | None = None
+    time: int | None = None
+    history: str | None = None
+    nonce: bytes | None = None
+    group_name: str | None = None
+    epoch: EpochAnnouncement | None = None
+    _encoded: bytes = field(default=b"", compare=False, repr=False)
+
+    def to_bytes(self) -> bytes:
+        value: dict[str | int, Value] = {"k": int(self.kind)}
+        if self.person is not None:
+            value["p"] = self.person
+        if self.name is not None:
+            value["n"] = self.name
+        if self.role is not None:
+            value["r"] = int(self.role)
+        if self.devices:
+            value["d"] = [d.to_value() for d in self.devices]
+        if self.revocation is not None:
+            value["x"] = self.revocation
+        if self.cutoff is not None:
+            value["c"] = self.cutoff
+        if self.invite_id is not None:
+            value["i"] = self.invite_id
+        if self.time is not None:
+            value["t"] = self.time
+        if self.history is not None:
+            value["h"] = self.history
+        if self.nonce is not None:
+            value["o"] = self.nonce
+        if self.group_name is not None:
+            value["g"] = self.group_name
+        if self.epoch is not None:
+            value["e"] = self.epoch.to_value()
+        data = encoding.encode(value)
+        Op.from_bytes(data)  # refuse to write what a peer would reject
+        return data
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Op:
+        value = encoding.decode(data, max_size=MAX_OP_SIZE)
+        if type(value) is not dict:
+            raise DecodeError("op: expected a map")
+        try:
+            kind = OpKind(expect_int(value.get("k"), "kind"))
+        except ValueError:
+            raise DecodeError("op: unknown kind") from None
+        keys = {k for k in value if k != "k"}
+        if any(type(k) is not str for k in keys):
+            raise DecodeError("op: keys must be text")
+        required = _FIELDS[kind]
+        allowed = required | _OPTIONAL.get(kind, frozenset())
+        if not required <= keys or not keys <= allowed:
+            raise DecodeError(f"op {kind.name}: wrong fields {sorted(map(str, keys))}")
+        if kind is OpKind.ADD and ("i" in value) != ("t" in value):
+            raise DecodeError("op ADD: an invite id needs its redemption time")
+        return cls(
+            kind=kind,
+            person=_opt(value, "p", lambda v: PersonId(expect_bytes(v, "person", _ID))),
+            name=_opt(value, "n", _name),
+            role=_opt(value, "r", _role),
+            devices=tuple(DeviceGrant.from_value(d) for d in _opt_list(value, "d", 64)),
+            revocation=_opt(value, "x", lambda v: expect_bytes(v, "revocation", max_size=1024)),
+            cutoff=_opt(value, "c", lambda v: expect_int(v, "cutoff")),
+            invite_id=_opt(value, "i", lambda v: expect_bytes(v, "invite_id", _ID)),
+            time=_opt(value, "t", lambda v: expect_int(v, "time")),
+            history=_opt(value, "h", _history),
+            nonce=_opt(value, "o", lambda v: expect_bytes(v, "nonce", _ID)),
+            group_name=_opt(value, "g", _group_name),
+            epoch=_opt(value, "e", EpochAnnouncement.from_value),
+            _encoded=bytes(data),
+        )
+
+
+def _opt(value: dict[str | int, Value], key: str, parse: Callable[[Value], _T]) -> _T | None:
+    return parse(value[key]) if key in value else None
+
+
+def _opt_list(value: dict[str | int, Value], key: str, limit: int) -> list[Value]:
+    if key not in value:
+        return []
+    items = expect_list(value[key], key)
+    if not 0 < len(items) <= limit:
+        raise DecodeError(f"op: {key} must hold 1 to {limit} items")
+    return items
+
+
+def _name(value: Value) -> str:
+    name = expect_str(value, "name", MAX_NAME_LENGTH)
+    if not name:
+        raise DecodeError("name: empty")
+    return name
+
+
+def _group_name(value: Value) -> str:
+    name = expect_str(value, "group name", MAX_GROUP_NAME)
+    if not name:
+        raise DecodeError("group name: empty")
+    return name
+
+
+def _role(value: Value) -> Role:
+    try:
+        return Role(expect_int(value, "role"))
+    except ValueError:
+        raise DecodeError("role: unknown") from None
+
+
+def _history(value: Value) -> str:
+    history = expect_str(value, "history", 16)
+    if history not in HISTORY_SETTINGS:
+        raise DecodeError("history: unknown setting")
+    return history

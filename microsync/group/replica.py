@@ -1,0 +1,807 @@
+"""One device's replica of one group: receive entries, keep the keyring, author operations and
+encrypted content. Sans-IO: the store, the clock (``now``) and randomness (``rng``) are passed in.
+
+Receiving is :meth:`GroupReplica.receive`: the feed layer validates and stores each entry
+(signature, chain, author certificate); membership entries are then opened (key wraps addressed
+to this device, then the sealed operation), and membership is resolved from the set of
+operations (:mod:`microsync.group.membership`). Keys are kept only when the operation that
+carried them took effect and their commitment matches an announced epoch. Everything a batch
+changes commits in one transaction.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Final, Protocol
+
+from microsync import encoding
+from microsync.crypto import X25519SecretKey
+from microsync.crypto.random import Rng
+from microsync.encoding import Value, expect_bytes, expect_int, expect_list
+from microsync.errors import DecodeError, DecryptionError, MicrosyncError, NotAMember
+from microsync.feed import MAX_DEPS, Entry, EntryId, GroupId, Ingested, append, ingest_many
+from microsync.feed.store import FeedStore, StoredEntry
+from microsync.feed.trust import TrustStore
+from microsync.group.keys import (
+    EpochKey,
+    KeyGrant,
+    Purpose,
+    Recipient,
+    body_ref,
+    decrypt_content,
+    encrypt_content,
+    open_bundle,
+    seal_bundle,
+)
+from microsync.group.membership import (
+    DeviceInfo,
+    GroupState,
+    OpRecord,
+    Resolution,
+    _apply,
+    _authorized,
+    group_id_for,
+    parse_grant,
+    resolve,
+)
+from microsync.group.ops import (
+    MEMBERSHIP_TYPE,
+    DeviceGrant,
+    EpochAnnouncement,
+    Op,
+    OpKind,
+    Role,
+    recipients_digest,
+)
+from microsync.identity import (
+    DeviceId,
+    DeviceRevocation,
+    LocalIdentity,
+    PersonId,
+    PrekeyCertificate,
+)
+
+__all__ = ["GroupReplica", "GroupStore", "LocalMember"]
+
+_ENVELOPE_VERSION: Final = 1
+_MAX_BUNDLES: Final = 4
+
+
+class GroupStore(FeedStore, TrustStore, Protocol):
+    """What a replica needs from a profile's store."""
+
+    def get_meta(self, key: str) -> bytes | None: ...
+
+    def put_meta(self, key: str, value: bytes) -> None: ...
+
+
+@dataclass(slots=True)
+class LocalMember:
+    """This device as the group layer sees it: its identity and the prekey secrets it holds."""
+
+    identity: LocalIdentity
+    prekeys: dict[int, X25519SecretKey]
+    rng: Rng = os.urandom
+
+    @classmethod
+    def of(cls, identity: LocalIdentity, rng: Rng = os.urandom) -> LocalMember:
+        return cls(identity, {identity.prekey_certificate.prekey_id: identity.prekey}, rng)
+
+    @property
+    def device(self) -> DeviceId:
+        return self.identity.device_id
+
+    @property
+    def person(self) -> PersonId:
+        return self.identity.person_id
+
+    def grant(self) -> DeviceGrant:
+        return DeviceGrant(
+            self.identity.certificate.to_bytes(), self.identity.prekey_certificate.to_bytes()
+        )
+
+
+@dataclass(slots=True)
+class _Opened:
+    entry: Entry
+    record: OpRecord | None  # None while no key opens it
+    bundles: list[tuple[Purpose, int, Value]]
+    grants: list[KeyGrant]  # what the bundles held for this device
+
+
+def _encode_envelope(bundles: list[tuple[Purpose, int, Value]], sealed: bytes) -> bytes:
+    return encoding.encode([_ENVELOPE_VERSION, [[int(p), e, b] for p, e, b in bundles], sealed])
+
+
+def _decode_envelope(body: bytes) -> tuple[list[tuple[Purpose, int, Value]], bytes]:
+    version, bundles, sealed = expect_list(
+        encoding.decode(body, max_size=len(body) + 1), "envelope", 3
+    )
+    if expect_int(version, "envelope version") != _ENVELOPE_VERSION:
+        raise DecodeError("unknown envelope version")
+    items = expect_list(bundles, "bundles")
+    if len(items) > _MAX_BUNDLES:
+        raise DecodeError("too many bundles")
+    parsed: list[tuple[Purpose, int, Value]] = []
+    for item in items:
+        purpose, epoch, bundle = expect_list(item, "bundle entry", 3)
+        try:
+            kind = Purpose(expect_int(purpose, "purpose"))
+        except ValueError:
+            raise DecodeError("unknown bundle purpose") from None
+        parsed.append((kind, expect_int(epoch, "epoch"), bundle))
+    return parsed, expect_bytes(sealed, "sealed", max_size=len(body))
+
+
+class GroupReplica:
+    """This device's view of one group. Build it with :meth:`create`, :meth:`load` or
+    :meth:`join` (a group this device was added to)."""
+
+    def __init__(self, store: GroupStore, me: LocalMember, group: GroupId) -> None:
+        self.store = store
+        self.me = me
+        self.id = group
+        self._keys: dict[tuple[int, bytes], EpochKey] = {}
+        self._opened: dict[EntryId, _Opened] = {}
+        self._resolution = Resolution(GroupState(), (), frozenset(), {})
+        self._heads: set[EntryId] = set()
+        self._bodies: dict[EntryId, bytes] = {}
+        self._offered: list[KeyGrant] = []  # keys from key responses, kept once announced
+        self._pending_devices: dict[DeviceId, DeviceInfo] = {}
+        self._load_keys()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def create(
+        cls,
+        store: GroupStore,
+        me: LocalMember,
+        name: str,
+        *,
+        history: str = "shared",
+        now: int,
+    ) -> GroupReplica:
+        """Found a group: this device's person is its first admin, epoch 0 is wrapped to it."""
+        nonce = me.rng(32)
+        group = group_id_for(me.device, nonce)
+        replica = cls(store, me, group)
+        genesis = EpochKey.from_root(group, 0, me.rng(32))
+        op = Op(
+            kind=OpKind.CREATE,
+            group_name=name,
+            history=history,
+            nonce=nonce,
+            name=me.identity.name,
+            devices=(me.grant(),),
+            epoch=EpochAnnouncement(0, genesis.commitment, recipients_digest([me.device])),
+        )
+        bundle = replica._bundle(Purpose.ROTATION, 0, [me.device], [KeyGrant.of(genesis, True)])
+        replica._author(op, genesis, [bundle], now, extra_keys=[genesis])
+        return replica
+
+    @classmethod
+    def load(cls, store: GroupStore, me: LocalMember, group: GroupId) -> GroupReplica:
+        """Rebuild this device's view of ``group`` from the store."""
+        replica = cls(store, me, group)
+        entries = [
+            s.entry
+            for device in store.feeds(group)
+            for s in store.entries(group, device)
+            if s.entry.header.type == MEMBERSHIP_TYPE and s.body is not None
+        ]
+        bodies = {
+            s.entry.id: s.body
+            for device in store.feeds(group)
+            for s in store.entries(group, device)
+            if s.entry.header.type == MEMBERSHIP_TYPE and s.body is not None
+        }
+        replica._absorb([(e, bodies[e.id]) for e in entries])
+        return replica
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def state(self) -> GroupState:
+        return self._resolution.state
+
+    @property
+    def resolution(self) -> Resolution:
+        return self._resolution
+
+    @property
+    def is_member(self) -> bool:
+        return self.state.person_of(self.me.device) is not None
+
+    def epoch_keys(self) -> dict[tuple[int, bytes], EpochKey]:
+        """The epoch keys this device holds, by (number, commitment)."""
+        return dict(self._keys)
+
+    def current_epoch_key(self) -> EpochKey | None:
+        epoch = self.state.current_epoch()
+        if epoch is None:
+            return None
+        return self._keys.get((epoch.number, epoch.commitment))
+
+    def locked(self) -> list[EntryId]:
+        """Membership entries this device holds but cannot open (no key yet)."""
+        return [i for i, o in self._opened.items() if o.record is None]
+
+    def decrypt(self, stored: StoredEntry) -> bytes:
+        """The plaintext of a content entry (``DecryptionError`` if this device holds no key
+        for it, or the body was tampered with, moved, or purged)."""
+        h = stored.entry.header
+        if stored.body is None or h.group != self.id:
+            raise DecryptionError()
+        key = self._key_for(h.epoch, body_ref(stored.body))
+        content = None if key is None else key.content
+        if content is None:
+            raise DecryptionError()
+        return decrypt_content(
+            content,
+            stored.body,
+            group=self.id,
+            epoch=h.epoch,
+            device=h.device,
+            seq=h.seq,
+            type=h.type,
+        )
+
+    def _key_for(self, number: int, ref: bytes) -> EpochKey | None:
+        for (n, digest), key in self._keys.items():
+            if n == number and digest.startswith(ref):
+                return key
+        return None
+
+    # ------------------------------------------------------------------ receiving
+
+    def receive(
+        self, items: Sequence[tuple[bytes, bytes | None]]
+    ) -> list[Ingested | MicrosyncError]:
+        """Validate and store a batch of entries of this group, then update membership and keys.
+
+        Rejected items come back as errors in their place; storage is unchanged by them.
+        """
+        with self.store.transaction():
+            results = ingest_many(self.store, self.id, items)
+            accepted: list[tuple[Entry, bytes]] = []
+            for result in results:
+                if isinstance(result, Ingested):
+                    for entry in result.accepted:
+                        if entry.header.type != MEMBERSHIP_TYPE:
+                            continue
+                        stored = self.store.entry_at(self.id, entry.header.device, entry.header.seq)
+                        if stored is not None and stored.body is not None:
+                            accepted.append((entry, stored.body))
+            if accepted:
+                self._absorb(accepted)
+        return results
+
+    def _absorb(self, entries: Iterable[tuple[Entry, bytes]]) -> None:
+        fresh: list[EntryId] = []
+        for entry, body in entries:
+            if entry.id in self._opened:
+                continue
+            try:
+                bundles, _ = _decode_envelope(body)
+            except DecodeError:
+                continue  # a malformed envelope can never take effect
+            self._opened[entry.id] = _Opened(entry, None, bundles, [])
+            fresh.append(entry.id)
+            self._bodies[entry.id] = body
+        if not fresh:
+            return
+        self._open_all()
+        self._resolve(fresh)
+
+    def _candidate_keys(self) -> dict[tuple[int, bytes], EpochKey]:
+        keys = dict(self._keys)
+        offered = [g for o in self._opened.values() for g in o.grants] + self._offered
+        for grant in offered:
+            try:
+                key = grant.open(self.id)
+            except DecryptionError:
+                continue
+            known = keys.get((key.number, key.commitment))
+            if known is None or (known.root is None and key.root is not None):
+                keys[(key.number, key.commitment)] = key
+        return keys
+
+    def _open_all(self) -> None:
+        """Open bundles addressed to this device, then every sealed op a key opens; repeat while
+        newly opened ops bring keys that open more."""
+        for opened in self._opened.values():
+            if opened.grants or opened.record is not None:
+                continue
+            h = opened.entry.header
+            for purpose, epoch, bundle in opened.bundles:
+                try:
+                    grants = open_bundle(
+                        bundle,
+                        group=self.id,
+                        epoch=epoch,
+                        sender=h.device,
+                        purpose=purpose,
+                        me=self.me.device,
+                        prekeys=self.me.prekeys,
+                    )
+                except (DecryptionError, DecodeError):
+                    continue
+                if grants:
+                    opened.grants.extend(grants)
+        progress = True
+        while progress:
+            progress = False
+            keys = self._candidate_keys()
+            for opened in self._opened.values():
+                if opened.record is not None:
+                    continue
+                record = self._open_sealed(opened, keys)
+                if record is not None:
+                    opened.record = record
+                    progress = True
+
+    def _open_sealed(
+        self, opened: _Opened, keys: dict[tuple[int, bytes], EpochKey]
+    ) -> OpRecord | None:
+        h = opened.entry.header
+        try:
+            _, sealed = _decode_envelope(self._bodies[opened.entry.id])
+            ref = body_ref(sealed)
+        except (DecodeError, DecryptionError):
+            return None
+        for (number, digest), key in keys.items():
+            if number != h.epoch or not digest.startswith(ref):
+                continue
+            try:
+                plain = decrypt_content(
+                    key.control,
+                    sealed,
+                    group=self.id,
+                    epoch=h.epoch,
+                    device=h.device,
+                    seq=h.seq,
+                    type=h.type,
+                )
+                op = Op.from_bytes(plain)
+            except (DecryptionError, DecodeError):
+                continue
+            return OpRecord.build(opened.entry.id, h.device, h.seq, h.deps, op)
+        return None
+
+    def _records(self) -> dict[EntryId, OpRecord]:
+        return {i: o.record for i, o in self._opened.items() if o.record is not None}
+
+    def _resolve(self, fresh: list[EntryId]) -> None:
+        records = self._records()
+        single = fresh[0] if len(fresh) == 1 else None
+        rec = records.get(single) if single is not None else None
+        fast = (
+            rec is not None
+            and rec.op.kind is not OpKind.REVOKE_DEVICE  # its cut-off reaches back: refold
+            and set(rec.deps) == self._heads
+            and len(records) == len(self._resolution.order) + 1
+        )
+        if fast:
+            assert rec is not None
+            self._fast_path(rec)
+        else:
+            self._resolution = resolve(self.id, records)
+        ordered = set(self._resolution.order)
+        referenced = {d for r in records.values() if r.id in ordered for d in r.deps}
+        self._heads = ordered - referenced
+        self._accept_keys()
+
+    def _fast_path(self, rec: OpRecord) -> None:
+        """An op that saw every op before it: authorize against the current state and fold."""
+        res = self._resolution
+        state = res.state
+        ok, author = _authorized(self.id, rec, state)
+        effective = set(res.effective)
+        authors = dict(res.authors)
+        if author is not None:
+            authors[rec.id] = author
+        if ok and _apply(state, rec, author):
+            effective.add(rec.id)
+        self._resolution = Resolution(state, (*res.order, rec.id), frozenset(effective), authors)
+
+    def _accept_keys(self) -> None:
+        """Keep keys carried by effective ops (or key responses) whose commitment an effective
+        op announced."""
+        announced = set(self.state.epochs)
+        changed = False
+        for op_id in self._resolution.effective:
+            for grant in self._opened[op_id].grants:
+                changed |= self._keep(grant, announced)
+        for grant in self._offered:
+            changed |= self._keep(grant, announced)
+        if changed:
+            self._save_keys()
+
+    def _keep(self, grant: KeyGrant, announced: set[tuple[int, bytes]]) -> bool:
+        try:
+            key = grant.open(self.id)
+        except DecryptionError:
+            return False
+        slot = (key.number, key.commitment)
+        if slot not in announced:
+            return False
+        known = self._keys.get(slot)
+        if known is not None and (known.root is not None or key.root is None):
+            return False
+        self._keys[slot] = key
+        return True
+
+    # ------------------------------------------------------------------ keyring storage
+
+    @property
+    def _meta_key(self) -> str:
+        return f"group/{self.id.hex()}/keys"
+
+    def _load_keys(self) -> None:
+        data = self.store.get_meta(self._meta_key)
+        if data is None:
+            return
+        for item in expect_list(encoding.decode(data, max_size=2**24), "keyring"):
+            key = KeyGrant.from_value(item).open(self.id)
+            self._keys[(key.number, key.commitment)] = key
+
+    def _save_keys(self) -> None:
+        grants = [KeyGrant.of(k, k.root is not None).to_value() for k in self._keys.values()]
+        self.store.put_meta(self._meta_key, encoding.encode(grants))
+
+    # ------------------------------------------------------------------ authoring
+
+    def _recipients(self, devices: Iterable[DeviceId], state: GroupState) -> list[Recipient]:
+        out = []
+        for device in sorted(set(devices)):
+            info = state.device(device)
+            if info is None:
+                info = self._pending_devices.get(device)
+            if info is None:
+                raise NotAMember("no prekey is known for a recipient device")
+            out.append(Recipient(device, info.prekey_id, info.prekey))
+        return out
+
+    def _bundle(
+        self,
+        purpose: Purpose,
+        epoch: int,
+        devices: Iterable[DeviceId],
+        grants: list[KeyGrant],
+        infos: Iterable[DeviceInfo] = (),
+    ) -> tuple[Purpose, int, Value]:
+        self._pending_devices = {i.device: i for i in infos}
+        if not self.state.members:  # founding: only this device, from its own identity
+            me = self.me.identity
+            self._pending_devices[me.device_id] = DeviceInfo(
+                me.device_id,
+                me.person_id,
+                me.name,
+                me.prekey_certificate.prekey_id,
+                me.prekey_certificate.key,
+                me.certificate.to_bytes(),
+            )
+        recipients = self._recipients(devices, self.state)
+        bundle = seal_bundle(
+            self.me.rng,
+            group=self.id,
+            epoch=epoch,
+            sender=self.me.device,
+            purpose=purpose,
+            recipients=recipients,
+            grants=grants,
+        )
+        return purpose, epoch, bundle
+
+    def _seal_key(self) -> EpochKey:
+        """The key to seal an op under: the current epoch's, else the newest held."""
+        current = self.current_epoch_key()
+        if current is not None:
+            return current
+        if not self._keys:
+            raise NotAMember("this device holds no key of the group")
+        return max(self._keys.values(), key=lambda k: (k.number, k.root is not None))
+
+    def _author(
+        self,
+        op: Op,
+        seal: EpochKey,
+        bundles: list[tuple[Purpose, int, Value]],
+        now: int,
+        extra_keys: Sequence[EpochKey] = (),
+    ) -> Entry:
+        with self.store.transaction():
+            seq = self.store.feed_status(self.id, self.me.device).head_seq + 1
+            sealed = encrypt_content(
+                self.me.rng,
+                seal.control,
+                seal.ref,
+                op.to_bytes(),
+                group=self.id,
+                epoch=seal.number,
+                device=self.me.device,
+                seq=seq,
+                type=MEMBERSHIP_TYPE,
+            )
+            body = _encode_envelope(bundles, sealed)
+            deps = sorted(self._heads)[:MAX_DEPS]
+            entry = append(
+                self.store,
+                self.me.identity.device_key,
+                group=self.id,
+                type=MEMBERSHIP_TYPE,
+                body=body,
+                epoch=seal.number,
+                hlc=now,
+                deps=deps,
+            )
+            for key in extra_keys:
+                self._keys.setdefault((key.number, key.commitment), key)
+            self._absorb([(entry, body)])
+            if entry.id not in self._resolution.effective:
+                raise NotAMember(f"this device may not {op.kind.name.lower()} in this group now")
+        return entry
+
+    def _require_member(self) -> PersonId:
+        person = self.state.person_of(self.me.device)
+        if person is None:
+            raise NotAMember("this device is not a member of the group")
+        return person
+
+    def _new_epoch(
+        self, state_after: GroupState, extra: Iterable[DeviceInfo] = ()
+    ) -> tuple[EpochKey, EpochAnnouncement, tuple[Purpose, int, Value]]:
+        number = self.state.max_epoch + 1
+        key = EpochKey.from_root(self.id, number, self.me.rng(32))
+        devices = state_after.entitled_devices()
+        announcement = EpochAnnouncement(number, key.commitment, recipients_digest(devices))
+        bundle = self._bundle(Purpose.ROTATION, number, devices, [KeyGrant.of(key, True)], extra)
+        return key, announcement, bundle
+
+    def _preview(self, op: Op, grants: Sequence[DeviceInfo] = ()) -> GroupState:
+        """The state after ``op`` by this device (to compute a new epoch's recipients)."""
+        trial = self.state.copy()
+        rec = OpRecord(EntryId(b"\0" * 32), self.me.device, 0, (), op, tuple(grants))
+        _apply(trial, rec, self.state.person_of(self.me.device))
+        return trial
+
+    def add(
+        self,
+        person: PersonId,
+        name: str,
+        devices: Sequence[DeviceGrant],
+        *,
+        role: Role = Role.MEMBER,
+        invite_id: bytes | None = None,
+        now: int,
+    ) -> Entry:
+        """Admit ``person`` with ``devices`` (admin only). With ``history="shared"`` the joiner
+        gets every epoch key this device holds; with ``"none"`` a new epoch starts and the joiner
+        gets only the control keys of earlier epochs (it can check membership, not read)."""
+        self._require_member()
+        infos = [_checked_grant(g) for g in devices]
+        op = Op(
+            kind=OpKind.ADD,
+            person=person,
+            name=name,
+            role=role,
+            devices=tuple(devices),
+            invite_id=invite_id,
+            time=now if invite_id is not None else None,
+        )
+        joiners = [i.device for i in infos]
+        seal = self._seal_key()
+        bundles = []
+        full = self.state.history == "shared"
+        history = [KeyGrant.of(k, full and k.root is not None) for k in self._keys.values()]
+        extra: list[EpochKey] = []
+        if not full:
+            after = self._preview(op, infos)
+            key, announcement, rotation = self._new_epoch(after, infos)
+            op = replace(op, epoch=announcement)
+            bundles.append(rotation)
+            extra.append(key)
+        bundles.append(self._bundle(Purpose.HISTORY, seal.number, joiners, history, infos))
+        return self._author(op, seal, bundles, now, extra_keys=extra)
+
+    def remove(self, person: PersonId, *, now: int) -> Entry:
+        """Remove ``person`` (admin only; removing oneself is leaving) and start a new epoch
+        wrapped to every remaining device."""
+        self._require_member()
+        op = Op(kind=OpKind.REMOVE, person=person)
+        key, announcement, rotation = self._new_epoch(self._preview(op))
+        op = Op(kind=OpKind.REMOVE, person=person, epoch=announcement)
+        return self._author(op, self._seal_key(), [rotation], now, extra_keys=[key])
+
+    def leave(self, *, now: int) -> Entry:
+        """Leave the group. The leaver cannot choose the next key; the next member to write
+        starts a new epoch without it."""
+        self._require_member()
+        return self._author(Op(kind=OpKind.LEAVE), self._seal_key(), [], now)
+
+    def set_role(self, person: PersonId, role: Role, *, now: int) -> Entry:
+        self._require_member()
+        return self._author(
+            Op(kind=OpKind.SET_ROLE, person=person, role=role), self._seal_key(), [], now
+        )
+
+    def rotate(self, *, now: int) -> Entry:
+        """Start a new epoch wrapped to every entitled device (any member may)."""
+        self._require_member()
+        key, announcement, rotation = self._new_epoch(self.state)
+        op = Op(kind=OpKind.ROTATE, epoch=announcement)
+        return self._author(op, self._seal_key(), [rotation], now, extra_keys=[key])
+
+    def add_device(self, grant: DeviceGrant, *, now: int) -> Entry:
+        """Add a new device of this device's own person, giving it every key held here."""
+        person = self._require_member()
+        info = _checked_grant(grant)
+        if info.person != person:
+            raise NotAMember("a person may only add their own devices")
+        grants = [KeyGrant.of(k, k.root is not None) for k in self._keys.values()]
+        seal = self._seal_key()
+        bundle = self._bundle(Purpose.HISTORY, seal.number, [info.device], grants, [info])
+        return self._author(Op(kind=OpKind.ADD_DEVICE, devices=(grant,)), seal, [bundle], now)
+
+    def revoke_device(self, revocation: DeviceRevocation, *, now: int) -> Entry:
+        """Revoke one of this person's other devices and start an epoch without it. Its
+        operations after the cut-off (its feed head as seen here) are void everywhere."""
+        self._require_member()
+        cutoff = self.store.feed_status(self.id, revocation.device).head_seq
+        op = Op(kind=OpKind.REVOKE_DEVICE, revocation=revocation.to_bytes(), cutoff=cutoff)
+        rec = OpRecord.build(EntryId(b"\0" * 32), self.me.device, 0, (), op)
+        trial = self.state.copy()
+        _apply(trial, rec, self.state.person_of(self.me.device))
+        key, announcement, rotation = self._new_epoch(trial)
+        op = replace(op, epoch=announcement)
+        return self._author(op, self._seal_key(), [rotation], now, extra_keys=[key])
+
+    def update_prekey(self, certificate: PrekeyCertificate, *, now: int) -> Entry:
+        """Publish this device's new signed prekey (future wraps go to it)."""
+        self._require_member()
+        grant = DeviceGrant(self.me.identity.certificate.to_bytes(), certificate.to_bytes())
+        return self._author(Op(kind=OpKind.PREKEY, devices=(grant,)), self._seal_key(), [], now)
+
+    def create_invite(self, invite_id: bytes, *, expires_at: int, role: Role, now: int) -> Entry:
+        self._require_member()
+        op = Op(kind=OpKind.INVITE, invite_id=invite_id, time=expires_at, role=role)
+        return self._author(op, self._seal_key(), [], now)
+
+    def revoke_invite(self, invite_id: bytes, *, now: int) -> Entry:
+        self._require_member()
+        return self._author(
+            Op(kind=OpKind.REVOKE_INVITE, invite_id=invite_id), self._seal_key(), [], now
+        )
+
+    def ensure_writable(self, *, now: int) -> EpochKey:
+        """The key to write content under, rotating first when no valid epoch is held here."""
+        self._require_member()
+        key = self.current_epoch_key()
+        if key is None or key.root is None:
+            self.rotate(now=now)
+            key = self.current_epoch_key()
+        assert key is not None and key.root is not None
+        return key
+
+    def append_content(self, type: int, plaintext: bytes, *, now: int) -> Entry:
+        """Encrypt ``plaintext`` under the current epoch and append it to this device's feed."""
+        if type == MEMBERSHIP_TYPE:
+            raise ValueError("content cannot use the membership entry type")
+        with self.store.transaction():
+            key = self.ensure_writable(now=now)
+            content = key.content
+            assert content is not None
+            seq = self.store.feed_status(self.id, self.me.device).head_seq + 1
+            body = encrypt_content(
+                self.me.rng,
+                content,
+                key.ref,
+                plaintext,
+                group=self.id,
+                epoch=key.number,
+                device=self.me.device,
+                seq=seq,
+                type=type,
+            )
+            return append(
+                self.store,
+                self.me.identity.device_key,
+                group=self.id,
+                type=type,
+                body=body,
+                epoch=key.number,
+                hlc=now,
+            )
+
+    # ------------------------------------------------------------------ key requests
+
+    def missing_keys(self) -> list[tuple[int, bytes]]:
+        """Epochs announced in this group (or sealing ops here) that this device lacks."""
+        wanted = {slot for slot in self.state.epochs if slot not in self._keys}
+        wanted |= {
+            slot
+            for slot, key in self._keys.items()
+            if key.root is None and self.state.history == "shared"
+        }
+        for opened in self._opened.values():
+            if opened.record is None:
+                h = opened.entry.header
+                try:
+                    ref = body_ref(_decode_envelope(self._bodies[opened.entry.id])[1])
+                except (DecodeError, DecryptionError):
+                    continue
+                wanted.add((h.epoch, ref))
+        return sorted(wanted)
+
+    def answer_key_request(
+        self, requester: DeviceId, wanted: Iterable[tuple[int, bytes]]
+    ) -> tuple[Purpose, int, Value]:
+        """Wrap the requested keys this device holds to ``requester``'s current prekey.
+
+        Refused with :class:`NotAMember` unless ``requester`` is an active device of a current
+        member. Content keys go only to devices entitled to them (always with shared history;
+        with ``"none"``, only for epochs the requester's person was wrapped); control keys go
+        to every member device.
+        """
+        info = self.state.device(requester)
+        if info is None:
+            raise NotAMember("keys are only given to current members' devices")
+        grants = []
+        for number, ref in wanted:
+            key = self._key_for(number, ref[:16])
+            if key is None:
+                continue
+            full = key.root is not None and self._entitled_to_content(info, key)
+            grants.append(KeyGrant.of(key, full))
+        epoch = self.state.max_epoch
+        return self._bundle(Purpose.KEY_RESPONSE, epoch, [requester], grants)
+
+    def _entitled_to_content(self, info: DeviceInfo, key: EpochKey) -> bool:
+        if self.state.history == "shared":
+            return True
+        epoch = self.state.epochs.get((key.number, key.commitment))
+        if epoch is None:
+            return False
+        member = self.state.members.get(info.person)
+        devices = set(member.devices) if member is not None else set()
+        return bool(epoch.recipients & (devices | {info.device}))
+
+    def accept_key_response(self, sender: DeviceId, response: tuple[Purpose, int, Value]) -> int:
+        """Keep the keys in a response that match announced epochs. Returns how many were new.
+
+        A forged or misaddressed response raises :class:`DecryptionError`; keys that match no
+        announced epoch are ignored (no one can inject a key of their own).
+        """
+        purpose, epoch, bundle = response
+        if purpose is not Purpose.KEY_RESPONSE:
+            raise DecryptionError()
+        grants = open_bundle(
+            bundle,
+            group=self.id,
+            epoch=epoch,
+            sender=sender,
+            purpose=purpose,
+            me=self.me.device,
+            prekeys=self.me.prekeys,
+        )
+        if not grants:
+            return 0
+        with self.store.transaction():
+            # locked ops may open with these keys; then their announcements count too
+            self._offered.extend(grants)
+            before = {slot: key.root is not None for slot, key in self._keys.items()}
+            self._open_all()
+            self._resolve([])
+            gained = sum(
+                1
+                for slot, key in self._keys.items()
+                if before.get(slot) is None or (key.root is not None and not before[slot])
+            )
+            return gained
+
+
+def _checked_grant(grant: DeviceGrant) -> DeviceInfo:
+    return parse_grant(grant)
