@@ -17,19 +17,33 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from microsync.crypto import fingerprint, system_rng
-from microsync.errors import ProfileNotFound, StorageError
+from microsync import encoding
+from microsync.crypto import X25519SecretKey, fingerprint, system_rng
+from microsync.encoding import expect_bytes, expect_list
+from microsync.errors import NotAMember, ProfileNotFound, StorageError
+from microsync.feed import GroupId
 from microsync.feed.trust import add_certificate
-from microsync.identity import DeviceId, LocalIdentity, PersonId
+from microsync.group.ops import HISTORY_SETTINGS, Role
+from microsync.group.replica import GroupReplica, LocalMember
+from microsync.identity import (
+    DeviceId,
+    DeviceRevocation,
+    LocalIdentity,
+    PersonId,
+    PrekeyCertificate,
+)
 from microsync.storage.sqlite import DATABASE_NAME, SqliteStore
 
-__all__ = ["Device"]
+__all__ = ["Device", "Group", "Member"]
 
 _IDENTITY_KEY = "identity"
+_GROUPS_KEY = "groups"
+_PREKEYS_KEY = "prekeys"
 
 
 def _now_ms() -> int:
@@ -47,6 +61,11 @@ class Device:
         self._path = path
         self._store = store
         self._identity = identity
+        self._member = LocalMember(identity, _load_prekeys(store, identity), system_rng)
+        self._groups: dict[GroupId, Group] = {}
+        for group_id in _load_group_ids(store):
+            replica = GroupReplica.load(store, self._member, group_id)
+            self._groups[group_id] = Group(self, replica)
 
     @classmethod
     async def open(cls, path: str | os.PathLike[str], *, name: str | None = None) -> Device:
@@ -121,6 +140,80 @@ class Device:
         """The person key as 24 BIP39 words. Whoever holds them can act as this person."""
         return self._identity.recovery_words()
 
+    # ------------------------------------------------------------------ groups
+
+    async def create_group(self, name: str, *, history: str = "shared") -> Group:
+        """Found a group named ``name``; this person is its first admin.
+
+        ``history="shared"`` (the default) lets members added later read what was said before
+        they joined; with ``"none"`` they cannot (each add starts a new epoch). The name is
+        encrypted: it never crosses a wire in the clear.
+        """
+        if history not in HISTORY_SETTINGS:
+            raise ValueError(f"history must be one of {HISTORY_SETTINGS}, not {history!r}")
+        if not 0 < len(name) <= 128:
+            raise ValueError("a group name is 1 to 128 characters")
+        with self._store.transaction():
+            replica = GroupReplica.create(
+                self._store, self._member, name, history=history, now=_now_ms()
+            )
+            self._remember_group(replica.id)
+        group = Group(self, replica)
+        self._groups[replica.id] = group
+        return group
+
+    def groups(self) -> list[Group]:
+        """The groups this device holds, members or not any more, by name."""
+        return sorted(self._groups.values(), key=lambda g: (g.name, g.id))
+
+    def group(self, group_id: bytes) -> Group:
+        """The group with id ``group_id`` (``NotAMember`` if this device does not hold it)."""
+        found = self._groups.get(GroupId(bytes(group_id)))
+        if found is None:
+            raise NotAMember("this device holds no such group")
+        return found
+
+    def _remember_group(self, group_id: GroupId) -> None:
+        ids = _load_group_ids(self._store)
+        if group_id not in ids:
+            self._store.put_meta(_GROUPS_KEY, encoding.encode([*ids, group_id]))
+
+    async def rotate_prekey(self) -> None:
+        """Replace this device's signed prekey and rotate every group it is in.
+
+        After a compromise of this device's secrets, this heals it (post-compromise security):
+        the old prekey secret is forgotten, and the new epoch keys are wrapped to the new
+        prekey, which the attacker does not hold.
+        """
+        now = _now_ms()
+        identity = self._identity
+        secret = X25519SecretKey.generate(system_rng)
+        number = identity.prekey_certificate.prekey_id + 1
+        certificate = PrekeyCertificate.issue(identity.device_key, number, secret.public, now)
+        with self._store.transaction():
+            self._identity = replace(identity, prekey=secret, prekey_certificate=certificate)
+            self._store.put_meta(_IDENTITY_KEY, self._identity.to_bytes())
+            self._member.identity = self._identity
+            self._member.prekeys = {number: secret}
+            self._store.put_meta(_PREKEYS_KEY, _encode_prekeys(self._member.prekeys))
+            for group in self._groups.values():
+                if group._replica.is_member:
+                    group._replica.update_prekey(certificate, now=now)
+                    group._replica.rotate(now=now)
+
+    async def revoke_device(self, device: bytes) -> None:
+        """Revoke one of this person's other devices (a lost phone): every group it was in
+        starts a new epoch without it, and its operations after the cut-off are void."""
+        person_key = self._identity.person_key
+        if person_key is None:
+            raise NotAMember("only a device holding the person key may revoke devices")
+        now = _now_ms()
+        revocation = DeviceRevocation.issue(person_key, DeviceId(bytes(device)), now)
+        with self._store.transaction():
+            for group in self._groups.values():
+                if group._replica.state.device(revocation.device) is not None:
+                    group._replica.revoke_device(revocation, now=now)
+
     async def close(self) -> None:
         """Release the profile. Idempotent."""
         self._store.close()
@@ -141,3 +234,118 @@ class Device:
             f"Device(name={self.name!r}, person={fingerprint(self.person_id)}, "
             f"device={fingerprint(self.id)})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member of a group as this device sees it."""
+
+    person_id: PersonId
+    name: str
+    role: str  # "admin" or "member"
+    devices: tuple[DeviceId, ...]
+
+    def __repr__(self) -> str:
+        return (
+            f"Member(name={self.name!r}, person={fingerprint(self.person_id)}, "
+            f"role={self.role!r}, devices={len(self.devices)})"
+        )
+
+
+class Group:
+    """One group as this device holds it. Reads are plain methods; writes are ``async``.
+
+    Get one from :meth:`Device.create_group` or :meth:`Device.groups`.
+    """
+
+    def __init__(self, device: Device, replica: GroupReplica) -> None:
+        self._device = device
+        self._replica = replica
+
+    @property
+    def id(self) -> GroupId:
+        return self._replica.id
+
+    @property
+    def name(self) -> str:
+        return self._replica.state.name
+
+    @property
+    def history(self) -> str:
+        """``"shared"`` or ``"none"``: whether later members may read earlier content."""
+        return self._replica.state.history
+
+    @property
+    def epoch(self) -> int:
+        """The number of the epoch this device writes in (-1 while a rotation is due)."""
+        current = self._replica.state.current_epoch()
+        return -1 if current is None else current.number
+
+    def is_member(self) -> bool:
+        return self._replica.is_member
+
+    def members(self) -> list[Member]:
+        """Current members, admins first, then by name."""
+        found = [
+            Member(
+                person_id=m.person,
+                name=m.name,
+                role=str(m.role),
+                devices=tuple(sorted(m.devices)),
+            )
+            for m in self._replica.state.members.values()
+        ]
+        return sorted(found, key=lambda m: (m.role != "admin", m.name, m.person_id))
+
+    def _now(self) -> int:
+        return _now_ms()
+
+    async def rotate_keys(self) -> None:
+        """Start a new epoch now, wrapped to every current member device (any member may)."""
+        self._replica.rotate(now=self._now())
+
+    async def remove(self, person_id: bytes) -> None:
+        """Remove a member (admins only). Starts a new epoch the removed person cannot read."""
+        self._replica.remove(PersonId(bytes(person_id)), now=self._now())
+
+    async def leave(self) -> None:
+        """Leave the group. The remaining members rotate the key on their next write."""
+        self._replica.leave(now=self._now())
+
+    async def promote(self, person_id: bytes) -> None:
+        """Make a member an admin (admins only)."""
+        self._replica.set_role(PersonId(bytes(person_id)), Role.ADMIN, now=self._now())
+
+    async def demote(self, person_id: bytes) -> None:
+        """Make an admin a plain member (admins only)."""
+        self._replica.set_role(PersonId(bytes(person_id)), Role.MEMBER, now=self._now())
+
+    def __repr__(self) -> str:
+        count = len(self._replica.state.members)
+        return f"Group(name={self.name!r}, id={fingerprint(self.id)}, members={count})"
+
+
+def _load_group_ids(store: SqliteStore) -> list[GroupId]:
+    data = store.get_meta(_GROUPS_KEY)
+    if data is None:
+        return []
+    items = expect_list(encoding.decode(data, max_size=2**20), "groups")
+    return [GroupId(expect_bytes(item, "group", 32)) for item in items]
+
+
+def _encode_prekeys(prekeys: dict[int, X25519SecretKey]) -> bytes:
+    return encoding.encode([[n, k.secret_bytes()] for n, k in sorted(prekeys.items())])
+
+
+def _load_prekeys(store: SqliteStore, identity: LocalIdentity) -> dict[int, X25519SecretKey]:
+    data = store.get_meta(_PREKEYS_KEY)
+    current = {identity.prekey_certificate.prekey_id: identity.prekey}
+    if data is None:
+        return current
+    found = {}
+    for item in expect_list(encoding.decode(data, max_size=2**16), "prekeys"):
+        number, secret = expect_list(item, "prekey", 2)
+        if type(number) is not int:
+            raise StorageError("the stored prekeys are damaged")
+        found[number] = X25519SecretKey(expect_bytes(secret, "prekey", 32))
+    return found | current

@@ -12,7 +12,8 @@ changes commits in one transaction.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
 
@@ -257,6 +258,27 @@ class GroupReplica:
 
     # ------------------------------------------------------------------ receiving
 
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One store transaction; on any failure the in-memory view is put back as it was, so
+        memory and disk never disagree."""
+        saved = (
+            dict(self._keys),
+            dict(self._opened),
+            dict(self._bodies),
+            list(self._offered),
+            self._resolution,
+            set(self._heads),
+        )
+        try:
+            with self.store.transaction():
+                yield
+        except BaseException:
+            keys, opened, bodies, offered, resolution, heads = saved
+            self._keys, self._opened, self._bodies, self._offered = keys, opened, bodies, offered
+            self._resolution, self._heads = resolution, heads
+            raise
+
     def receive(
         self, items: Sequence[tuple[bytes, bytes | None]]
     ) -> list[Ingested | MicrosyncError]:
@@ -264,7 +286,7 @@ class GroupReplica:
 
         Rejected items come back as errors in their place; storage is unchanged by them.
         """
-        with self.store.transaction():
+        with self._atomic():
             results = ingest_many(self.store, self.id, items)
             accepted: list[tuple[Entry, bytes]] = []
             for result in results:
@@ -513,7 +535,7 @@ class GroupReplica:
         now: int,
         extra_keys: Sequence[EpochKey] = (),
     ) -> Entry:
-        with self.store.transaction():
+        with self._atomic():
             seq = self.store.feed_status(self.id, self.me.device).head_seq + 1
             sealed = encrypt_content(
                 self.me.rng,
@@ -540,6 +562,8 @@ class GroupReplica:
             )
             for key in extra_keys:
                 self._keys.setdefault((key.number, key.commitment), key)
+            if extra_keys:
+                self._save_keys()
             self._absorb([(entry, body)])
             if entry.id not in self._resolution.effective:
                 raise NotAMember(f"this device may not {op.kind.name.lower()} in this group now")
