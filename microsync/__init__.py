@@ -26,7 +26,7 @@ from microsync.errors import (
     VerificationError,
     WrongGroup,
 )
-from microsync.node import Device
+from microsync.node import Device, Group, Member
 
 __version__ = "0.1.0"
 
@@ -39,9 +39,11 @@ __all__ = [
     "DecryptionError",
     "Device",
     "ForkedFeed",
+    "Group",
     "HandshakeError",
     "InviteError",
     "LocalProtocolError",
+    "Member",
     "MicrosyncError",
     "NotAMember",
     "Oversize",

@@ -76,3 +76,32 @@ def test_bad_recovery_words_are_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "recovery phrase" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_group_create_list_members_rotate(tmp_path: Path) -> None:
+    home = str(tmp_path / "alice")
+    run("--home", home, "init", "--name", "Alice")
+    created = run("--home", home, "group", "create", "Family", "--history", "none")
+    assert created.returncode == 0, created.stderr
+    [group] = json.loads(run("--home", home, "groups", "--json").stdout)
+    assert (group["name"], group["members"], group["epoch"], group["history"]) == (
+        "Family",
+        1,
+        0,
+        "none",
+    )
+    assert group["id"] in created.stdout
+    [member] = json.loads(run("--home", home, "members", "Family", "--json").stdout)
+    assert (member["name"], member["role"], len(member["devices"])) == ("Alice", "admin", 1)
+    rotated = run("--home", home, "rotate", group["id"][:8])
+    assert rotated.returncode == 0, rotated.stderr
+    [group] = json.loads(run("--home", home, "groups", "--json").stdout)
+    assert group["epoch"] == 1
+
+
+def test_unknown_group_is_a_clear_error(tmp_path: Path) -> None:
+    home = str(tmp_path / "alice")
+    run("--home", home, "init", "--name", "Alice")
+    missing = run("--home", home, "members", "Nope")
+    assert missing.returncode == 1
+    assert "no group matches 'Nope'" in missing.stderr

@@ -20,7 +20,7 @@ from rich.console import Console
 import microsync
 from microsync.crypto import fingerprint
 from microsync.errors import MicrosyncError, ProfileNotFound
-from microsync.node import Device
+from microsync.node import Device, Group
 from microsync.storage.sqlite import DATABASE_NAME
 
 __all__ = ["main"]
@@ -84,6 +84,89 @@ async def cmd_recovery_words(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+async def cmd_group_create(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = await device.create_group(args.name, history=args.history)
+        out.print(
+            f"Created group [bold]{group.name}[/] ({group.id.hex()}), history {group.history}"
+        )
+    return 0
+
+
+async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        groups = device.groups()
+        if args.json:
+            out.print_json(
+                json.dumps(
+                    [
+                        {
+                            "id": g.id.hex(),
+                            "name": g.name,
+                            "members": len(g.members()),
+                            "epoch": g.epoch,
+                            "history": g.history,
+                            "member": g.is_member(),
+                        }
+                        for g in groups
+                    ]
+                )
+            )
+            return 0
+        if not groups:
+            out.print("No groups yet. Create one with: microsync group create NAME")
+        for g in groups:
+            status = "" if g.is_member() else "  (left)"
+            out.print(f"{g.id.hex()[:16]}  {g.name}  {len(g.members())} members{status}")
+    return 0
+
+
+def _find_group(device: Device, name_or_id: str | None) -> Group:
+    groups = device.groups()
+    if name_or_id is None:
+        if len(groups) != 1:
+            raise MicrosyncError(f"name the group (this profile holds {len(groups)} groups)")
+        return groups[0]
+    found = [g for g in groups if g.name == name_or_id or g.id.hex().startswith(name_or_id)]
+    if len(found) != 1:
+        raise MicrosyncError(
+            f"no group matches {name_or_id!r}" if not found else f"{name_or_id!r} is ambiguous"
+        )
+    return found[0]
+
+
+async def cmd_members(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = _find_group(device, args.group)
+        members = group.members()
+        if args.json:
+            out.print_json(
+                json.dumps(
+                    [
+                        {
+                            "person_id": m.person_id.hex(),
+                            "name": m.name,
+                            "role": m.role,
+                            "devices": [d.hex() for d in m.devices],
+                        }
+                        for m in members
+                    ]
+                )
+            )
+            return 0
+        for m in members:
+            out.print(f"{fingerprint(m.person_id)}  {m.name}  {m.role}  {len(m.devices)} device(s)")
+    return 0
+
+
+async def cmd_rotate(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = _find_group(device, args.group)
+        await group.rotate_keys()
+        out.print(f"{group.name}: new epoch {group.epoch}")
+    return 0
+
+
 def _print_identity(device: Device, out: Console) -> None:
     out.print(f"name:    {device.name}")
     out.print(f"person:  {device.person_id.hex()}  ({fingerprint(device.person_id)})")
@@ -94,6 +177,10 @@ COMMANDS: dict[str, Command] = {
     "init": cmd_init,
     "whoami": cmd_whoami,
     "recovery-words": cmd_recovery_words,
+    "group create": cmd_group_create,
+    "groups": cmd_groups,
+    "members": cmd_members,
+    "rotate": cmd_rotate,
 }
 
 
@@ -120,6 +207,23 @@ def build_parser() -> argparse.ArgumentParser:
     whoami = sub.add_parser("whoami", help="show this profile's person and device")
     whoami.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("recovery-words", help="print the person's 24 recovery words")
+    group = sub.add_parser("group", help="manage groups")
+    group_sub = group.add_subparsers(dest="group_command", metavar="ACTION", required=True)
+    create = group_sub.add_parser("create", help="create a group with you as its first admin")
+    create.add_argument("name", help="the group's name (encrypted; members see it)")
+    create.add_argument(
+        "--history",
+        choices=["shared", "none"],
+        default="shared",
+        help="may later members read earlier content? (default: shared)",
+    )
+    groups = sub.add_parser("groups", help="list this profile's groups")
+    groups.add_argument("--json", action="store_true", help="machine-readable output")
+    members = sub.add_parser("members", help="list a group's members")
+    members.add_argument("group", nargs="?", help="group name or id prefix")
+    members.add_argument("--json", action="store_true", help="machine-readable output")
+    rotate = sub.add_parser("rotate", help="start a new key epoch in a group now")
+    rotate.add_argument("group", nargs="?", help="group name or id prefix")
     return parser
 
 
@@ -129,7 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.home = args.home if args.home is not None else default_home()
     out = Console(highlight=False, soft_wrap=True)
     try:
-        return asyncio.run(COMMANDS[args.command](args, out))
+        command = args.command
+        if command == "group":
+            command = f"group {args.group_command}"
+        return asyncio.run(COMMANDS[command](args, out))
     except ProfileNotFound:
         _error(
             f"no profile at {args.home}; "
