@@ -157,3 +157,61 @@ class ProfileInUse(StorageError):
 
 class ProfileNotFound(StorageError):
     """There is no profile at that path (and no name was given to create one)."""
+
+
+# Invites and device pairing (microsync.group.invite). Appended as a block so that concurrent
+# edits elsewhere in this file merge cleanly; each is an InviteError for one broken rule.
+
+
+class MalformedInvite(InviteError):
+    """An invite link or short code is not in the expected format (or version)."""
+
+
+class InviteUnknown(InviteError):
+    """No open invite matches the presented secret or nameplate."""
+
+
+class InviteExpired(InviteError):
+    """The invite's expiry (plus the stated clock tolerance) has passed."""
+
+
+class InviteConsumed(InviteError):
+    """The invite was already redeemed: invites are single-use."""
+
+
+class InviteRevoked(InviteError):
+    """The issuer revoked the invite."""
+
+
+class InviteBurned(InviteError):
+    """A wrong short code was tried against this invite, which burned it."""
+
+
+class WrongPurpose(InviteError):
+    """A group invite was presented to link a device, or the other way round."""
+
+
+class WrongCode(InviteError):
+    """The short code did not match (the key confirmation failed). The code is now burned."""
+
+
+class InviteRefused(InviteError):
+    """The host's group layer refused the request."""
+
+
+class InviteProtocolError(InviteError):
+    """An unexpected, out-of-order or unsupported pairing message, or input after the end."""
+
+
+__all__ += [
+    "InviteBurned",
+    "InviteConsumed",
+    "InviteExpired",
+    "InviteProtocolError",
+    "InviteRefused",
+    "InviteRevoked",
+    "InviteUnknown",
+    "MalformedInvite",
+    "WrongCode",
+    "WrongPurpose",
+]

@@ -1,5 +1,5 @@
 """The layering rules of DESIGN 1, checked on the source: a layer imports only layers below it,
-and only ``microsync.crypto`` imports PyNaCl or cryptography."""
+and only ``microsync.crypto`` imports PyNaCl, cryptography or spake2."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ SANS_IO = {
     "protocol",
 }
 IO_MODULES = {"sqlite3", "socket", "asyncio", "fcntl", "subprocess", "threading", "time"}
-CRYPTO_LIBRARIES = {"nacl", "cryptography"}
+CRYPTO_LIBRARIES = {"nacl", "cryptography", "spake2"}
 
 
 def layer_of(path: Path) -> str:

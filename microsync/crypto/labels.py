@@ -43,6 +43,8 @@ INVITE_SESSION_KEY = Label(b"microsync/v1/invite-session-key")
 INVITE_CONFIRM_HOST = Label(b"microsync/v1/invite-confirm-host")
 INVITE_CONFIRM_GUEST = Label(b"microsync/v1/invite-confirm-guest")
 INVITE_PAYLOAD = Label(b"microsync/v1/invite-payload")
+INVITE_PAKE_GUEST = Label(b"microsync/v1/invite-pake-guest")
+INVITE_PAKE_HOST = Label(b"microsync/v1/invite-pake-host")
 
 ALL_LABELS: dict[str, Label] = {
     name: Label(value)
