@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -25,12 +25,24 @@ from typing import Self
 from microsync import encoding
 from microsync.crypto import X25519SecretKey, fingerprint, system_rng
 from microsync.encoding import expect_bytes, expect_list
-from microsync.errors import NotAMember, ProfileNotFound, StorageError
+from microsync.errors import MicrosyncError, NotAMember, ProfileNotFound, StorageError
 from microsync.feed import GroupId
 from microsync.feed.trust import add_certificate
-from microsync.group.ops import HISTORY_SETTINGS, Role
+from microsync.group.invite import Invite, InviteId, InvitePurpose, InviteState, PairingGuest
+from microsync.group.join import (
+    DeviceCandidate,
+    InviteBook,
+    InviteHost,
+    JoinRequest,
+    LinkRequest,
+    LinkResponse,
+    Welcome,
+    issue_invite,
+)
+from microsync.group.ops import HISTORY_SETTINGS, DeviceGrant, Role
 from microsync.group.replica import GroupReplica, LocalMember
 from microsync.identity import (
+    DeviceCertificate,
     DeviceId,
     DeviceRevocation,
     LocalIdentity,
@@ -39,7 +51,10 @@ from microsync.identity import (
 )
 from microsync.storage.sqlite import DATABASE_NAME, SqliteStore
 
-__all__ = ["Device", "Group", "Member"]
+__all__ = ["DEFAULT_PORT", "Device", "Group", "InviteStatus", "Member"]
+
+DEFAULT_PORT = 7425
+"""The TCP port ``microsync serve`` listens on unless told otherwise."""
 
 _IDENTITY_KEY = "identity"
 _GROUPS_KEY = "groups"
@@ -63,6 +78,7 @@ class Device:
         self._identity = identity
         self._member = LocalMember(identity, _load_prekeys(store, identity), system_rng)
         self._groups: dict[GroupId, Group] = {}
+        self._book = InviteBook(store)
         for group_id in _load_group_ids(store):
             replica = GroupReplica.load(store, self._member, group_id)
             self._groups[group_id] = Group(self, replica)
@@ -214,6 +230,122 @@ class Device:
                 if group._replica.state.device(revocation.device) is not None:
                     group._replica.revoke_device(revocation, now=now)
 
+    # ------------------------------------------------------------------ pairing
+
+    def _addresses(self, addresses: Sequence[str] | None) -> tuple[str, ...]:
+        return tuple(addresses) if addresses is not None else (f"127.0.0.1:{DEFAULT_PORT}",)
+
+    def invite_host(self) -> InviteHost:
+        """Answers incoming invite redemptions and device links for this device (the sync
+        transport hands each incoming ``invite``-purpose connection to ``.session()``)."""
+        return InviteHost(
+            {gid: g._replica for gid, g in self._groups.items()},
+            self._book,
+            rng=system_rng,
+            now=_now_ms,
+            link_device=self._certify if self._identity.person_key is not None else None,
+        )
+
+    async def link_device(
+        self, *, ttl: float = 600, addresses: Sequence[str] | None = None, relay: str | None = None
+    ) -> Invite:
+        """A one-time pairing secret (``.link`` for a QR code, ``.code`` to read aloud) that lets
+        a new device of this person join: it is certified by the person key and added to every
+        group this person is in. Needs a device holding the person key."""
+        if self._identity.person_key is None:
+            raise NotAMember("only a device holding the person key may link devices")
+        invite = Invite.issue(
+            rng=system_rng,
+            now=_now_ms(),
+            purpose=InvitePurpose.LINK,
+            addresses=self._addresses(addresses),
+            relay=relay,
+            ttl_ms=int(ttl * 1000),
+            taken_nameplates=self._book.open_nameplates(),
+        )
+        with self._store.transaction():
+            self._book.add(invite, None)
+        return invite
+
+    def _certify(self, request: LinkRequest) -> LinkResponse:
+        person_key = self._identity.person_key
+        assert person_key is not None
+        now = _now_ms()
+        certificate = DeviceCertificate.issue(person_key, request.device, request.name, now)
+        grant = DeviceGrant(certificate.to_bytes(), request.prekey.to_bytes())
+        joined = []
+        with self._store.transaction():
+            add_certificate(self._store, certificate)
+            for group in self._groups.values():
+                if group._replica.is_member:
+                    group._replica.add_device(grant, now=now)
+                    joined.append(group.id)
+        return LinkResponse(certificate, tuple(joined))
+
+    @classmethod
+    async def complete_link(
+        cls,
+        path: str | os.PathLike[str],
+        candidate: DeviceCandidate,
+        response: bytes,
+    ) -> Device:
+        """Create the linked device's profile at ``path`` from a finished pairing: same person,
+        this new device, and every group the person is in (they fill in as entries arrive)."""
+        directory = Path(path)
+        if (directory / DATABASE_NAME).exists():
+            raise StorageError(f"{directory} already holds a profile; link into a new one")
+        answer = LinkResponse.from_bytes(response)
+        identity = candidate.complete(answer)
+        device = cls._load_or_create(directory, lambda: identity)
+        with device._store.transaction():
+            for group_id in answer.groups:
+                device._remember_group(group_id)
+                replica = GroupReplica(device._store, device._member, group_id)
+                device._groups[group_id] = Group(device, replica)
+        return device
+
+    def join_guest(self, link_or_code: str) -> PairingGuest:
+        """The guest side of redeeming an invite (a link, or a short code) for this device.
+
+        The sync transport runs it against the inviter's :meth:`invite_host`; pass the final
+        response to :meth:`finish_join`.
+        """
+        request = JoinRequest.of(self._identity).to_bytes()
+        if link_or_code.startswith("microsync:"):
+            return PairingGuest.for_link(link_or_code, request=request)
+        return PairingGuest.for_code(
+            link_or_code, purpose=InvitePurpose.INVITE, request=request, rng=system_rng
+        )
+
+    async def finish_join(self, response: bytes) -> Group:
+        """Hold the group a finished invite pairing admitted this device to. Its members,
+        name and keys arrive with the group's entries."""
+        welcome = Welcome.from_bytes(response)
+        existing = self._groups.get(welcome.group)
+        if existing is not None:
+            return existing
+        with self._store.transaction():
+            self._remember_group(welcome.group)
+            replica = GroupReplica(self._store, self._member, welcome.group)
+        group = Group(self, replica)
+        self._groups[welcome.group] = group
+        return group
+
+    def receive(self, group_id: bytes, items: Sequence[tuple[bytes, bytes | None]]) -> int:
+        """Store entries of a group that arrived from a peer (the sync layer calls this).
+
+        Returns how many were accepted; rejected entries change nothing.
+        """
+        group = self._groups.get(GroupId(bytes(group_id)))
+        if group is None:
+            with self._store.transaction():
+                self._remember_group(GroupId(bytes(group_id)))
+                replica = GroupReplica(self._store, self._member, GroupId(bytes(group_id)))
+                group = Group(self, replica)
+                self._groups[replica.id] = group
+        results = group._replica.receive(items)
+        return sum(1 for r in results if not isinstance(r, MicrosyncError))
+
     async def close(self) -> None:
         """Release the profile. Idempotent."""
         self._store.close()
@@ -250,6 +382,18 @@ class Member:
             f"Member(name={self.name!r}, person={fingerprint(self.person_id)}, "
             f"role={self.role!r}, devices={len(self.devices)})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class InviteStatus:
+    """An invite as the group sees it: ``state`` is open, consumed, revoked or burned;
+    ``joined`` is the person it admitted."""
+
+    invite_id: bytes
+    role: str
+    expires_at: int
+    state: str
+    joined: PersonId | None
 
 
 class Group:
@@ -311,6 +455,60 @@ class Group:
     async def leave(self) -> None:
         """Leave the group. The remaining members rotate the key on their next write."""
         self._replica.leave(now=self._now())
+
+    async def invite(
+        self,
+        *,
+        ttl: float = 24 * 3600,
+        role: str = "member",
+        addresses: Sequence[str] | None = None,
+        relay: str | None = None,
+    ) -> Invite:
+        """A single-use invite (admins only) expiring after ``ttl`` seconds: ``.link`` carries a
+        256-bit secret and where to reach this device (for a QR code), ``.code`` a short code to
+        read aloud (one wrong guess burns it). ``addresses`` default to this machine's
+        ``microsync serve`` port."""
+        return issue_invite(
+            self._replica,
+            self._device._book,
+            rng=system_rng,
+            now=self._now(),
+            ttl_ms=int(ttl * 1000),
+            role=Role.parse(role),
+            addresses=self._device._addresses(addresses),
+            relay=relay,
+        )
+
+    async def revoke_invite(self, invite: Invite | bytes) -> None:
+        """Revoke an invite (admins only): no device will admit it any more."""
+        invite_id = invite.invite_id if isinstance(invite, Invite) else bytes(invite)
+        self._replica.revoke_invite(invite_id, now=self._now())
+
+    def invites(self) -> list[InviteStatus]:
+        """Every invite of this group with its state and, once used, who joined."""
+        found = []
+        for info in self._replica.state.invites.values():
+            state = "open"
+            joined = None
+            if info.revoked:
+                state = "revoked"
+            elif info.consumed_by is not None:
+                state = "consumed"
+                record = self._replica.operation(info.consumed_by)
+                joined = None if record is None else record.op.person
+            mine = self._device._book.get(InviteId(info.invite_id))
+            if mine is not None and mine[2] is InviteState.BURNED:
+                state = "burned"
+            found.append(
+                InviteStatus(
+                    invite_id=info.invite_id,
+                    role=str(info.role),
+                    expires_at=info.expires_at,
+                    state=state,
+                    joined=joined,
+                )
+            )
+        return sorted(found, key=lambda s: (s.expires_at, s.invite_id))
 
     async def promote(self, person_id: bytes) -> None:
         """Make a member an admin (admins only)."""

@@ -226,6 +226,11 @@ class GroupReplica:
             return None
         return self._keys.get((epoch.number, epoch.commitment))
 
+    def operation(self, op_id: EntryId) -> OpRecord | None:
+        """The opened membership operation with entry id ``op_id``, if this device holds it."""
+        opened = self._opened.get(op_id)
+        return None if opened is None else opened.record
+
     def locked(self) -> list[EntryId]:
         """Membership entries this device holds but cannot open (no key yet)."""
         return [i for i, o in self._opened.items() if o.record is None]
