@@ -331,6 +331,50 @@ class Device:
         self._groups[welcome.group] = group
         return group
 
+    def frontier(self, group_id: bytes) -> dict[DeviceId, int]:
+        """For each feed of the group this device holds: its head ``seq`` (what a peer
+        compares to decide what to send)."""
+        feeds = self._store.feeds(GroupId(bytes(group_id)))
+        return {device: status.head_seq for device, status in feeds.items()}
+
+    def entries_after(
+        self, group_id: bytes, frontier: dict[DeviceId, int] | None = None
+    ) -> list[tuple[bytes, bytes | None]]:
+        """The entries (wire, body) of the group a peer with ``frontier`` lacks, feed by feed
+        in order; everything when ``frontier`` is ``None``."""
+        group = GroupId(bytes(group_id))
+        seen = frontier or {}
+        return [
+            (stored.entry.wire, stored.body)
+            for device in self._store.feeds(group)
+            for stored in self._store.entries(group, device, after_seq=seen.get(device, 0))
+        ]
+
+    def certificates(self) -> list[bytes]:
+        """Device certificates this device knows (a sync handshake exchanges them)."""
+        return [self._identity.certificate.to_bytes()] + [
+            c.to_bytes() for c in self._known_certificates()
+        ]
+
+    def _known_certificates(self) -> list[DeviceCertificate]:
+        found: list[DeviceCertificate] = []
+        for group in self._groups.values():
+            for member in group._replica.state.members.values():
+                for info in member.devices.values():
+                    cert = self._store.certificate(info.device)
+                    if cert is not None and cert.device != self.id:
+                        found.append(cert)
+        return found
+
+    def learn_certificates(self, certificates: Sequence[bytes]) -> None:
+        """Keep the device certificates a peer sent (each is verified; bad ones are skipped)."""
+        with self._store.transaction():
+            for data in certificates:
+                try:
+                    add_certificate(self._store, DeviceCertificate.from_bytes(data))
+                except MicrosyncError:
+                    continue
+
     def receive(self, group_id: bytes, items: Sequence[tuple[bytes, bytes | None]]) -> int:
         """Store entries of a group that arrived from a peer (the sync layer calls this).
 
