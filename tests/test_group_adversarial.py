@@ -572,14 +572,6 @@ def test_history_none_refuses_content_keys_for_old_epochs_on_request() -> None:
 # --------------------------------------------------------------------------- known bugs
 
 
-VOID_ADD_BUG = (
-    "A void add (its admin concurrently demoted, or the losing redemption of an invite) has "
-    "already wrapped the current epoch key to the would-be joiner in its HISTORY bundle, and no "
-    "rule starts a new epoch afterwards: a non-member holds the key content is written under"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=VOID_ADD_BUG)
 @pytest.mark.parametrize("race", ["demoted-admin", "invite-redeemed-twice"])
 def test_a_voided_joiner_cannot_read_what_is_written_after(race: str) -> None:
     a, b, _c = peers = group_of("A", "B", "C", admins="AB")
@@ -607,14 +599,6 @@ def test_a_voided_joiner_cannot_read_what_is_written_after(race: str) -> None:
     assert not opens_with_any(everything_held(loser), body, entry)
 
 
-FAST_PATH_BUG = (
-    "GroupReplica._fast_path folds the op into the current GroupState in place; _atomic saves "
-    "only a reference to the Resolution, so when the store fails later in the same receive "
-    "(here put_meta while keeping the new key) the rolled-back replica keeps the op's effect "
-    "in memory while the store does not have it"
-)
-
-
 class FailingMetaStore(MemoryStore):
     fail = False
 
@@ -624,7 +608,6 @@ class FailingMetaStore(MemoryStore):
         super().put_meta(key, value)
 
 
-@pytest.mark.xfail(strict=True, reason=FAST_PATH_BUG)
 def test_a_storage_failure_while_receiving_leaves_memory_as_it_was() -> None:
     a, b = group_of("A", "B")
     store = FailingMetaStore()

@@ -182,16 +182,6 @@ def test_two_admins_removing_each_other_are_both_removed() -> None:
         c.group.add(a.person, "A", [a.member.grant()], now=11)
 
 
-RECORDED_RECIPIENTS_BUG = (
-    "EpochInfo.recipients is the set entitled in the FOLD state when the op is applied, not the "
-    "set the epoch was actually wrapped to (the author's causal past). When a concurrent "
-    "removal is ordered first, the other epoch is recorded without the removed device although "
-    "its key was wrapped to it, so current_epoch() can pick it and the removed device reads "
-    "what is written next (membership.py _apply: EpochInfo(..., state.entitled_devices(), ...))"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=RECORDED_RECIPIENTS_BUG)
 def test_after_admins_remove_each_other_neither_reads_what_comes_next() -> None:
     a, b, c = peers = group_of("A", "B", "C", admins="AB")
     a.group.remove(b.person, now=10)
@@ -204,7 +194,6 @@ def test_after_admins_remove_each_other_neither_reads_what_comes_next() -> None:
     assert c.group.state.max_epoch == 2
 
 
-@pytest.mark.xfail(strict=True, reason=RECORDED_RECIPIENTS_BUG)
 def test_a_rotation_racing_a_removal_never_reaches_the_removed_member() -> None:
     """A removes B while C, not having seen it, rotates to everyone (B included). Whichever
     wins, what A writes afterwards must stay closed to B. (With these seeds, seed s10 leaks.)"""
@@ -335,16 +324,6 @@ def test_a_leave_makes_the_next_writer_rotate_without_the_leaver() -> None:
     assert readable(c, a, entry) is None
 
 
-HISTORY_WRAP_BUG = (
-    "An add with history='shared' (and add_device) wraps the CURRENT epoch key to the new "
-    "device but the epoch's recorded recipients stay those of the op that started it, so when "
-    "that device later leaves, current_epoch() still returns the old epoch: nobody rotates and "
-    "the leaver reads everything written afterwards (docs/membership.md 'Leaving' promises the "
-    "opposite)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=HISTORY_WRAP_BUG)
 def test_a_member_added_without_rotation_cannot_read_after_leaving() -> None:
     a, _b, c = peers = group_of("A", "B", "C")  # B and C hold epoch 0 from their adds
     c.group.leave(now=10)

@@ -139,11 +139,27 @@ class InviteInfo:
 
 @dataclass(frozen=True, slots=True)
 class EpochInfo:
+    """An announced epoch.
+
+    ``recipients``: the devices its key was wrapped to (entitled in its author's view).
+    ``exposed``: every device that may hold its key by any route: the recipients, plus every
+    device a later history bundle gave keys to (an add or a linked device that was allowed in
+    its author's view, whether or not it took effect: a voided add still delivered its keys).
+    ``superseded``: a removal, leave or revocation happened that this epoch did not see, so a
+    device that lost its entitlement may hold the key.
+    """
+
     number: int
     commitment: bytes
     recipients: frozenset[DeviceId]
     op: EntryId
     author: DeviceId
+    exposed: frozenset[DeviceId] = frozenset()
+    superseded: bool = False
+
+    def usable(self, entitled: frozenset[DeviceId]) -> bool:
+        """May new content be written under this epoch's key?"""
+        return not self.superseded and self.exposed <= entitled
 
 
 @dataclass(slots=True)
@@ -199,9 +215,7 @@ class GroupState:
         (someone left, or racing rotations each kept a device that is no longer entitled)."""
         top = self.max_epoch
         entitled = self.entitled_devices()
-        candidates = [
-            e for (n, _), e in self.epochs.items() if n == top and e.recipients <= entitled
-        ]
+        candidates = [e for (n, _), e in self.epochs.items() if n == top and e.usable(entitled)]
         return min(candidates, key=lambda e: e.commitment) if candidates else None
 
     def signature(self) -> tuple[object, ...]:
@@ -219,7 +233,10 @@ class GroupState:
                 (i, v.expires_at, int(v.role), v.revoked, v.consumed_by)
                 for i, v in sorted(self.invites.items())
             ),
-            tuple((k, tuple(sorted(e.recipients)), e.op) for k, e in sorted(self.epochs.items())),
+            tuple(
+                (k, sorted(e.recipients), e.op, e.usable(self.entitled_devices()))
+                for k, e in sorted(self.epochs.items())
+            ),
         )
 
 
@@ -257,27 +274,43 @@ def _after(state: GroupState, rec: OpRecord, author: PersonId | None) -> GroupSt
     return trial
 
 
-def _authorized(group: GroupId, rec: OpRecord, state: GroupState) -> tuple[bool, PersonId | None]:
-    """Is ``rec`` allowed in ``state`` (the state of its causal past)? Also its author."""
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """Whether an op was allowed in its causal past, who made it, and (for an op starting an
+    epoch) the devices its key was wrapped to."""
+
+    ok: bool
+    author: PersonId | None
+    recipients: frozenset[DeviceId] = frozenset()
+
+
+def authorize(group: GroupId, rec: OpRecord, state: GroupState) -> Verdict:
+    """Is ``rec`` allowed in ``state`` (the state of its causal past)?"""
     op = rec.op
     if rec.malformed:
-        return False, None
+        return Verdict(False, None)
     if op.kind is OpKind.CREATE:
-        return _authorized_create(group, rec, state), (rec.grants[0].person if rec.grants else None)
+        person = rec.grants[0].person if rec.grants else None
+        ok = _authorized_create(group, rec, state)
+        return Verdict(ok, person, frozenset({rec.device}) if ok else frozenset())
     if state.genesis is None:
-        return False, None
+        return Verdict(False, None)
     author = state.person_of(rec.device)
     if author is None:
-        return False, None
+        return Verdict(False, None)
     member = state.members[author]
     if op.kind in _ADMIN_KINDS and member.role is not Role.ADMIN:
-        return False, author
-    ok = _kind_rule(rec, state, author)
-    if ok and op.epoch is not None:
-        ok = _epoch_ok(rec, state, author)
-    elif ok and (op.kind in _EPOCH_KINDS or (op.kind is OpKind.ADD and state.history == "none")):
-        ok = False  # this kind must start an epoch
-    return ok, author
+        return Verdict(False, author)
+    if not _kind_rule(rec, state, author):
+        return Verdict(False, author)
+    if op.epoch is not None:
+        recipients = _epoch_recipients(rec, state, author)
+        if recipients is None:
+            return Verdict(False, author)
+        return Verdict(True, author, recipients)
+    if op.kind in _EPOCH_KINDS or (op.kind is OpKind.ADD and state.history == "none"):
+        return Verdict(False, author)  # this kind must start an epoch
+    return Verdict(True, author)
 
 
 def _authorized_create(group: GroupId, rec: OpRecord, state: GroupState) -> bool:
@@ -353,16 +386,52 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
     raise AssertionError(kind)  # pragma: no cover - every kind is listed
 
 
-def _epoch_ok(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
+def _epoch_recipients(
+    rec: OpRecord, state: GroupState, author: PersonId
+) -> frozenset[DeviceId] | None:
+    """The devices a new epoch must be wrapped to (entitled after the op, in its author's
+    view), or ``None`` when the announcement does not match them or skips a number."""
     epoch = rec.op.epoch
     assert epoch is not None
     if epoch.number != state.max_epoch + 1:
-        return False
+        return None
     entitled = _after(state, rec, author).entitled_devices()
-    return epoch.recipients_digest == recipients_digest(entitled)
+    return entitled if epoch.recipients_digest == recipients_digest(entitled) else None
 
 
-def _apply(state: GroupState, rec: OpRecord, author: PersonId | None) -> bool:
+_MEMBER_REDUCTIONS = frozenset({OpKind.REMOVE, OpKind.LEAVE, OpKind.REVOKE_DEVICE})
+_HISTORY_KINDS = frozenset({OpKind.ADD, OpKind.ADD_DEVICE})
+
+
+def joiners(rec: OpRecord) -> frozenset[DeviceId]:
+    """Devices an op's history bundle gave keys to (an add or a linked device)."""
+    if rec.op.kind not in _HISTORY_KINDS:
+        return frozenset()
+    return frozenset(g.device for g in rec.grants)
+
+
+def note_appended(state: GroupState, rec: OpRecord, verdict: Verdict, effective: bool) -> None:
+    """Update epoch exposure after folding an op that saw every op before it (the fast path
+    of :func:`resolve`; equal to what a full resolution computes)."""
+    own = (rec.op.epoch.number, rec.op.epoch.commitment) if rec.op.epoch is not None else None
+    reduction = effective and rec.op.kind in _MEMBER_REDUCTIONS
+    exposed = joiners(rec) if verdict.ok else frozenset()
+    if not reduction and not exposed:
+        return
+    for key, epoch in list(state.epochs.items()):
+        if key == own:
+            continue
+        state.epochs[key] = replace(
+            epoch, superseded=epoch.superseded or reduction, exposed=epoch.exposed | exposed
+        )
+
+
+def _apply(
+    state: GroupState,
+    rec: OpRecord,
+    author: PersonId | None,
+    recipients: frozenset[DeviceId] = frozenset(),
+) -> bool:
     """Fold ``rec`` into ``state``. Returns ``False`` when it had no effect (a second
     redemption of one invite)."""
     op = rec.op
@@ -432,7 +501,12 @@ def _apply(state: GroupState, rec: OpRecord, author: PersonId | None) -> bool:
         state.epochs.setdefault(
             key,
             EpochInfo(
-                op.epoch.number, op.epoch.commitment, state.entitled_devices(), rec.id, rec.device
+                op.epoch.number,
+                op.epoch.commitment,
+                recipients,
+                rec.id,
+                rec.device,
+                exposed=recipients,
             ),
         )
     return True
@@ -489,6 +563,7 @@ class _Resolver:
     anc: list[int]
     valid: list[bool] = field(default_factory=list)
     author: list[PersonId | None] = field(default_factory=list)
+    recipients: list[frozenset[DeviceId]] = field(default_factory=list)
     memo: dict[int, tuple[GroupState, int]] = field(default_factory=dict)
 
     def fold(self, subset: int) -> tuple[GroupState, int]:
@@ -507,7 +582,7 @@ class _Resolver:
         for i in _bits(subset):
             if not self.effective_in(i, reductions, cutoffs):
                 continue
-            if _apply(state, self.recs[i], self.author[i]):
+            if _apply(state, self.recs[i], self.author[i], self.recipients[i]):
                 effective |= 1 << i
         self.memo[subset] = (state, effective)
         return state, effective
@@ -568,9 +643,11 @@ def resolve(group: GroupId, records: Mapping[EntryId, OpRecord]) -> Resolution:
     for i, rec in enumerate(recs):
         prefix = (1 << i) - 1
         past = running if anc[i] == prefix else resolver.fold(anc[i])[0]
-        ok, author = _authorized(group, rec, past)
+        verdict = authorize(group, rec, past)
+        ok, author = verdict.ok, verdict.author
         resolver.valid.append(ok)
         resolver.author.append(author)
+        resolver.recipients.append(verdict.recipients)
         # extend the running fold by op i. A reduction that did not see everything before it
         # (or any revocation, whose cut-off reaches back) may void ops already folded: refold.
         reduction = ok and _is_reduction(rec.op)
@@ -580,11 +657,28 @@ def resolve(group: GroupId, records: Mapping[EntryId, OpRecord]) -> Resolution:
             state, eff = resolver.fold(prefix | (1 << i))
             running, running_effective = state.copy(), eff
         elif resolver.effective_in(i, running_reductions, running_cutoffs) and _apply(
-            running, rec, author
+            running, rec, author, verdict.recipients
         ):
             running_effective |= 1 << i
         if ok and rec.op.kind is OpKind.REVOKE_DEVICE:
             _add_cutoff(running_cutoffs, rec)
+    _expose(running, resolver, running_effective)
     effective = frozenset(order[i] for i in _bits(running_effective))
     authors = {order[i]: a for i, a in enumerate(resolver.author) if a is not None}
     return Resolution(running, tuple(order), effective, authors)
+
+
+def _expose(state: GroupState, resolver: _Resolver, effective: int) -> None:
+    """Mark, for every epoch, who may hold its key and whether a loss of entitlement happened
+    that it did not see (see :class:`EpochInfo`)."""
+    recs, anc = resolver.recs, resolver.anc
+    index = {rec.id: i for i, rec in enumerate(recs)}
+    reductions = [i for i in _bits(effective) if recs[i].op.kind in _MEMBER_REDUCTIONS]
+    for key, epoch in list(state.epochs.items()):
+        e = index[epoch.op]
+        superseded = any(r != e and not (anc[e] >> r) & 1 for r in reductions)
+        exposed = set(epoch.exposed)
+        for j, rec in enumerate(recs):
+            if j != e and (anc[j] >> e) & 1 and resolver.valid[j]:
+                exposed |= joiners(rec)
+        state.epochs[key] = replace(epoch, superseded=superseded, exposed=frozenset(exposed))

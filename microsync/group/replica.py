@@ -42,8 +42,9 @@ from microsync.group.membership import (
     OpRecord,
     Resolution,
     _apply,
-    _authorized,
+    authorize,
     group_id_for,
+    note_appended,
     parse_grant,
     resolve,
 )
@@ -269,7 +270,7 @@ class GroupReplica:
         memory and disk never disagree."""
         saved = (
             dict(self._keys),
-            dict(self._opened),
+            {i: replace(o, grants=list(o.grants)) for i, o in self._opened.items()},
             dict(self._bodies),
             list(self._offered),
             self._resolution,
@@ -279,9 +280,11 @@ class GroupReplica:
             with self.store.transaction():
                 yield
         except BaseException:
-            keys, opened, bodies, offered, resolution, heads = saved
+            keys, opened, bodies, offered, _, heads = saved
             self._keys, self._opened, self._bodies, self._offered = keys, opened, bodies, offered
-            self._resolution, self._heads = resolution, heads
+            self._heads = heads
+            # the fast path folds into the live state: rebuild it from the restored ops
+            self._resolution = resolve(self.id, self._records())
             raise
 
     def receive(
@@ -425,13 +428,15 @@ class GroupReplica:
         """An op that saw every op before it: authorize against the current state and fold."""
         res = self._resolution
         state = res.state
-        ok, author = _authorized(self.id, rec, state)
+        verdict = authorize(self.id, rec, state)
         effective = set(res.effective)
         authors = dict(res.authors)
-        if author is not None:
-            authors[rec.id] = author
-        if ok and _apply(state, rec, author):
+        if verdict.author is not None:
+            authors[rec.id] = verdict.author
+        applied = verdict.ok and _apply(state, rec, verdict.author, verdict.recipients)
+        if applied:
             effective.add(rec.id)
+        note_appended(state, rec, verdict, applied)
         self._resolution = Resolution(state, (*res.order, rec.id), frozenset(effective), authors)
 
     def _accept_keys(self) -> None:
@@ -807,6 +812,8 @@ class GroupReplica:
         purpose, epoch, bundle = response
         if purpose is not Purpose.KEY_RESPONSE:
             raise DecryptionError()
+        if self.state.device(sender) is None:
+            raise NotAMember("keys are only taken from current members' devices")
         grants = open_bundle(
             bundle,
             group=self.id,
