@@ -537,6 +537,21 @@ class GroupReplica:
             raise NotAMember("this device holds no key of the group")
         return max(self._keys.values(), key=lambda k: (k.number, k.root is not None))
 
+    def _append(
+        self, type: int, body: bytes, epoch: int, now: int, deps: Sequence[EntryId] = ()
+    ) -> Entry:
+        """Sign and store the next entry of this device's feed in the group."""
+        return append(
+            self.store,
+            self.me.identity.device_key,
+            group=self.id,
+            type=type,
+            body=body,
+            epoch=epoch,
+            hlc=now,
+            deps=deps,
+        )
+
     def _author(
         self,
         op: Op,
@@ -560,16 +575,7 @@ class GroupReplica:
             )
             body = _encode_envelope(bundles, sealed)
             deps = sorted(self._heads)[:MAX_DEPS]
-            entry = append(
-                self.store,
-                self.me.identity.device_key,
-                group=self.id,
-                type=MEMBERSHIP_TYPE,
-                body=body,
-                epoch=seal.number,
-                hlc=now,
-                deps=deps,
-            )
+            entry = self._append(MEMBERSHIP_TYPE, body, seal.number, now, deps)
             for key in extra_keys:
                 self._keys.setdefault((key.number, key.commitment), key)
             if extra_keys:
@@ -740,15 +746,7 @@ class GroupReplica:
                 seq=seq,
                 type=type,
             )
-            return append(
-                self.store,
-                self.me.identity.device_key,
-                group=self.id,
-                type=type,
-                body=body,
-                epoch=key.number,
-                hlc=now,
-            )
+            return self._append(type, body, key.number, now)
 
     # ------------------------------------------------------------------ key requests
 
