@@ -138,3 +138,21 @@ def test_prekey_rotation_heals_a_compromised_device() -> None:
             me=bob_id.device_id,
             prekeys=stolen_prekeys,
         )
+
+
+def test_a_group_refuses_devices_beyond_what_one_rotation_can_carry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from microsync.group import membership
+
+    monkeypatch.setattr(membership, "MAX_GROUP_DEVICES", 2)
+    people = [LocalIdentity.create(n, os.urandom, 0) for n in ("Alice", "Bob", "Carol")]
+    store = MemoryStore()
+    for person in people:
+        add_certificate(store, person.certificate)
+    alice = GroupReplica.create(store, LocalMember.of(people[0]), "Family", now=1)
+    alice.add(people[1].person_id, "Bob", [LocalMember.of(people[1]).grant()], now=2)
+    with pytest.raises(NotAMember):
+        alice.add(people[2].person_id, "Carol", [LocalMember.of(people[2]).grant()], now=3)
+    assert set(alice.state.members) == {people[0].person_id, people[1].person_id}
+    alice.remove(people[1].person_id, now=4)  # a removal still fits

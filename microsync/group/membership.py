@@ -40,6 +40,7 @@ from microsync.identity import (
 
 __all__ = [
     "INVITE_CLOCK_TOLERANCE_MS",
+    "MAX_GROUP_DEVICES",
     "DeviceInfo",
     "EpochInfo",
     "GroupState",
@@ -51,6 +52,11 @@ __all__ = [
     "parse_grant",
     "resolve",
 ]
+
+MAX_GROUP_DEVICES: Final = 4000
+"""At most this many member devices: a rotation wraps to each (~61 bytes a wrap) in one entry
+whose body is capped at 256 KiB (``feed.MAX_BODY_SIZE``), so a larger group could no longer
+remove anyone."""
 
 INVITE_CLOCK_TOLERANCE_MS: Final = 120_000
 """How far past its expiry (by the redeeming admin's clock) an invite is still honoured."""
@@ -336,6 +342,8 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
         assert op.person is not None and op.role is not None
         if op.person in state.members or not rec.grants:
             return False
+        if len(state.entitled_devices()) + len(rec.grants) > MAX_GROUP_DEVICES:
+            return False
         if any(g.person != op.person or g.device in state.revoked for g in rec.grants):
             return False
         if op.invite_id is not None:
@@ -357,6 +365,7 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
     if kind is OpKind.ADD_DEVICE:
         return (
             len(rec.grants) == 1
+            and len(state.entitled_devices()) < MAX_GROUP_DEVICES
             and rec.grants[0].person == author
             and state.device(rec.grants[0].device) is None
             and rec.grants[0].device not in state.revoked

@@ -488,8 +488,9 @@ class GroupReplica:
 
     def _recipients(self, devices: Iterable[DeviceId], state: GroupState) -> list[Recipient]:
         out = []
+        index = {d: info for m in state.members.values() for d, info in m.devices.items()}
         for device in sorted(set(devices)):
-            info = state.device(device)
+            info = index.get(device)
             if info is None:
                 info = self._pending_devices.get(device)
             if info is None:
