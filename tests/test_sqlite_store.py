@@ -298,3 +298,126 @@ def test_after_a_failure_the_transaction_refuses_work_and_cannot_commit(tmp_path
         assert store.get_meta("next transaction") == b"works"
     finally:
         store.close()
+
+
+# --- feed status cached inside a transaction, heads written once at commit ----------------
+
+COUNT_HEAD_WRITES = """
+CREATE TABLE head_writes (n INTEGER);
+CREATE TRIGGER head_inserted AFTER INSERT ON feeds BEGIN INSERT INTO head_writes VALUES (1); END;
+CREATE TRIGGER head_updated AFTER UPDATE ON feeds BEGIN INSERT INTO head_writes VALUES (1); END;
+"""
+
+
+def outside(profile: Path, script: str) -> None:
+    """Run ``script`` on the database with a plain connection (a tool beside the store)."""
+    with closing(sqlite3.connect(profile / "profile.db", isolation_level=None)) as db:
+        db.executescript(script)
+
+
+def test_a_transaction_writes_each_moved_head_once_with_its_entries(tmp_path: Path) -> None:
+    store = SqliteStore.open(tmp_path)
+    try:
+        populate(store)
+        outside(tmp_path, COUNT_HEAD_WRITES)
+        made = entries(20)
+        with store.transaction():
+            for entry, body in made[3:]:
+                store.insert_entry(entry, body)
+            with closing(read_only(tmp_path)) as db:  # nothing of it is visible before COMMIT
+                assert db.execute("SELECT head_seq FROM feeds").fetchall() == [(3,)]
+                assert db.execute("SELECT count(*) FROM head_writes").fetchone() == (0,)
+        with closing(read_only(tmp_path)) as db:
+            assert db.execute("SELECT head_seq, head_id FROM feeds").fetchall() == [
+                (20, made[-1][0].id)
+            ]
+            assert db.execute("SELECT count(*) FROM entries").fetchone() == (20,)
+            assert db.execute("SELECT count(*) FROM head_writes").fetchone() == (1,)
+    finally:
+        store.close()
+
+
+def test_nothing_cached_outlives_its_transaction(tmp_path: Path) -> None:
+    store = SqliteStore.open(tmp_path)
+    try:
+        populate(store)
+        with store.transaction():
+            assert store.feed_status(GROUP, ALICE.device_id).pending == 0
+        pending = entries(5)[4][0]
+        outside(  # another tool adds a pending entry between our transactions
+            tmp_path,
+            "INSERT INTO pending (group_id, device, seq, id, wire) VALUES "
+            f"(x'{GROUP.hex()}', x'{ALICE.device_id.hex()}', 5, x'{pending.id.hex()}', "
+            f"x'{pending.wire.hex()}')",
+        )
+        assert store.feed_status(GROUP, ALICE.device_id).pending == 1
+        with store.transaction():
+            assert store.feed_status(GROUP, ALICE.device_id).pending == 1
+    finally:
+        store.close()
+
+
+def test_a_failure_writing_the_heads_at_commit_rolls_everything_back(tmp_path: Path) -> None:
+    store = SqliteStore.open(tmp_path)
+    try:
+        populate(store)
+        before = store.dump()
+        outside(
+            tmp_path,
+            "CREATE TRIGGER refuse AFTER UPDATE ON feeds BEGIN SELECT RAISE(ABORT, 'no'); END",
+        )
+        with pytest.raises(StorageError, match="no"), store.transaction():
+            store.put_meta("first write", b"x")
+            assert store.feed_status(GROUP, ALICE.device_id).head_seq == 3
+            for entry, body in entries(6)[3:]:
+                store.insert_entry(entry, body)
+            assert store.feed_status(GROUP, ALICE.device_id).head_seq == 6  # from the cache
+            # the heads are written only now, as the block commits, and the trigger refuses
+        outside(tmp_path, "DROP TRIGGER refuse")
+        assert store.dump() == before
+        assert store.feed_status(GROUP, ALICE.device_id).head_seq == 3
+        with store.transaction():  # the next transaction works and writes its head
+            store.insert_entry(*entries(4)[3])
+        assert store.feed_status(GROUP, ALICE.device_id).head_seq == 4
+    finally:
+        store.close()
+
+
+KILLED_MID_BATCH = textwrap.dedent(
+    """
+    import os, signal, sys
+    from microsync.storage import SqliteStore
+    from tests.test_sqlite_store import ALICE, GROUP, entries
+
+    store = SqliteStore.open(sys.argv[1])
+    made = entries(6)
+    with store.transaction():
+        for entry, body in made[:3]:
+            store.insert_entry(entry, body)
+    with store.transaction():
+        store.feed_status(GROUP, ALICE.device_id)
+        for entry, body in made[3:]:
+            store.insert_entry(entry, body)
+        store.feed_status(GROUP, ALICE.device_id)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_a_process_killed_mid_batch_keeps_the_last_committed_head(tmp_path: Path) -> None:
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_BATCH, str(tmp_path)],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == -9
+    made = entries(3)
+    store = SqliteStore.open(tmp_path)
+    try:
+        assert store.feed_status(GROUP, ALICE.device_id).head_seq == 3
+        assert store.feed_status(GROUP, ALICE.device_id).head_id == made[2][0].id
+        assert [s.entry for s in store.entries(GROUP, ALICE.device_id)] == [e for e, _ in made]
+        assert store.entry_at(GROUP, ALICE.device_id, 4) is None
+    finally:
+        store.close()

@@ -400,6 +400,74 @@ def test_an_error_caught_inside_the_outer_block_undoes_nothing(store: Store) -> 
     assert (store.get_meta("outer"), store.get_meta("inner")) == (b"1", b"2")
 
 
+def test_feed_status_inside_a_transaction_follows_every_write(store: Store) -> None:
+    fill(store, ALICE_FEED[:1])
+    with store.transaction():
+        assert store.feed_status(GROUP, A).head_seq == 1  # read first: may now be cached
+        store.insert_entry(*ALICE_FEED[1])
+        assert store.feed_status(GROUP, A) == FeedStatus(head_seq=2, head_id=ALICE_FEED[1][0].id)
+        with pytest.raises(StorageError):
+            store.insert_entry(*ALICE_FORK[1])  # refused: the head stays where it was
+        store.insert_pending(*ALICE_FEED[3])
+        store.insert_pending(*ALICE_FEED[4])
+        assert store.feed_status(GROUP, A).pending == 2
+        with pytest.raises(StorageError):
+            store.insert_pending(*ALICE_FEED[3])  # refused: still two pending
+        assert store.feed_status(GROUP, A).pending == 2
+        store.delete_pending(GROUP, A, 4, 4)
+        assert store.feed_status(GROUP, A).pending == 1
+        store.record_fork(evidence(ALICE_FEED[2][0], ALICE_FORK[2][0]))
+        assert store.feed_status(GROUP, A).forked_at == 3
+        store.insert_entry(*ALICE_FEED[2])
+        expected = FeedStatus(head_seq=3, head_id=ALICE_FEED[2][0].id, forked_at=3, pending=1)
+        assert store.feed_status(GROUP, A) == expected
+        assert store.feeds(GROUP) == {A: expected}
+        assert seqs(list(store.entries(GROUP, A))) == [1, 2, 3]
+    assert store.feed_status(GROUP, A) == expected
+
+
+FEED_READS: dict[str, Callable[[Store], object]] = {
+    "feed_status": lambda s: [s.feed_status(GROUP, d) for d in (A, BOB.device_id)],
+    "feeds": lambda s: s.feeds(GROUP),
+    "entries": lambda s: [seqs(list(s.entries(GROUP, d))) for d in (A, BOB.device_id)],
+    "dump": lambda s: s.dump(),
+}
+
+
+@pytest.mark.parametrize("read", sorted(FEED_READS))
+def test_every_read_inside_a_transaction_sees_the_heads_it_moved(store: Store, read: str) -> None:
+    answers = []
+    for s in (store, MemoryStore()):
+        fill(s, ALICE_FEED[:1])
+        with s.transaction():
+            s.feed_status(GROUP, A)
+            fill(s, BOB_FEED[:2])  # a feed not read before in this transaction
+            s.delete_pending(GROUP, A, 1, 9)  # drops whatever was known about ALICE's feed
+            fill(s, ALICE_FEED[1:3])
+            answers.append(FEED_READS[read](s))
+    assert answers[0] == answers[1]
+
+
+def test_a_rolled_back_transaction_leaves_no_cached_feed_status(store: Store) -> None:
+    fill(store, ALICE_FEED[:1])
+    before = (store.feed_status(GROUP, A), store.feeds(GROUP), store.dump())
+    with pytest.raises(RuntimeError), store.transaction():
+        store.feed_status(GROUP, A)
+        fill(store, ALICE_FEED[1:3])
+        store.insert_pending(*ALICE_FEED[4])
+        store.feed_status(GROUP, BOB.device_id)
+        fill(store, BOB_FEED)
+        assert store.feed_status(GROUP, A).head_seq == 3
+        assert store.feed_status(GROUP, BOB.device_id).head_seq == 3
+        raise RuntimeError("abort")
+    assert (store.feed_status(GROUP, A), store.feeds(GROUP), store.dump()) == before
+    assert store.feed_status(GROUP, BOB.device_id) == FeedStatus()
+    with store.transaction():  # the next transaction starts from the stored state
+        assert store.feed_status(GROUP, A) == before[0]
+        store.insert_entry(*ALICE_FEED[1])
+    assert store.feed_status(GROUP, A).head_seq == 2
+
+
 # --- closing ------------------------------------------------------------------------------------
 
 
@@ -509,6 +577,15 @@ def answers(store: Store) -> list[object]:
     return found
 
 
+def feed_reads(store: Store) -> list[object]:
+    """Every feed's status, asked both ways, then the dump."""
+    found: list[object] = []
+    for group in GROUPS:
+        found += [store.feed_status(group, device) for device in DEVICES]
+        found.append(store.feeds(group))
+    return [*found, store.dump()]
+
+
 class Abort(Exception):
     """Raised at the end of a transaction block the test wants rolled back."""
 
@@ -533,11 +610,14 @@ class AdaptersAgree(RuleBasedStateMachine):
         assert outcomes[0] == outcomes[1], ops
 
     @staticmethod
-    def _in_transaction(store: Store, ops: list[Op], fail: bool) -> list[str]:
-        outcomes: list[str] = []
+    def _in_transaction(store: Store, ops: list[Op], fail: bool) -> list[object]:
+        """The outcome of each op and the feed reads right after it, inside the transaction
+        (where an adapter may answer from what it cached earlier in the same transaction)."""
+        outcomes: list[object] = []
         try:
             with store.transaction():
-                outcomes += [apply(store, op) for op in ops]
+                for op in ops:
+                    outcomes += [apply(store, op), feed_reads(store)]
                 if fail:
                     raise Abort
         except Abort:

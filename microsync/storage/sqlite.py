@@ -25,9 +25,23 @@ Every ``sqlite3`` failure becomes a :class:`~microsync.errors.StorageError`. Two
   exits normally raises instead of committing.
 
 The adapter only stores and finds; its answers, errors and :meth:`~SqliteStore.dump` match
-``MemoryStore`` exactly (``tests/test_storage_contract.py`` holds both to that). Speed:
-``feed_status`` is one SELECT, ``insert_entry`` at most three statements, and known authors are
-cached (cleared when trust records change or a transaction rolls back).
+``MemoryStore`` exactly (``tests/test_storage_contract.py`` holds both to that).
+
+Speed: known authors are cached (cleared when trust records change or a transaction rolls
+back). Inside a transaction, feed status is cached too, and the ``feeds`` row of a feed that
+``insert_entry`` moved is written once, not per entry:
+
+* ``feed_status`` runs its SELECT once per feed per transaction; afterwards the adapter's own
+  writes keep the cached answer up to date (``insert_entry`` moves the head, ``insert_pending``
+  counts one more pending entry). ``delete_pending`` and ``record_fork`` drop the feed's
+  cached answer, so the next ``feed_status`` asks the database again.
+* ``insert_entry`` runs two statements (entry, body) and marks the feed's head dirty. Dirty
+  heads are written by one ``executemany`` upsert before any statement that reads the
+  ``feeds`` table, and at the latest just before ``COMMIT``, inside the same transaction: the
+  head is never committed without its entries, nor entries without their head. (``record_fork``
+  writes only ``forked_at``, so its upsert and a later head upsert commute.)
+* Both caches are dropped when the outermost block ends, whether it commits, rolls back or was
+  aborted by a storage error, so nothing cached outlives the transaction it was read in.
 """
 
 from __future__ import annotations
@@ -136,6 +150,9 @@ class SqliteStore:
         self._aborted = False
         self._closed = False
         self._authors: dict[bytes, AuthorStatus] = {}
+        # Valid only inside the outermost transaction (see the module docstring).
+        self._feeds: dict[tuple[bytes, bytes], FeedStatus] = {}
+        self._dirty_heads: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}
 
     @classmethod
     def open(
@@ -191,6 +208,7 @@ class SqliteStore:
         finally:
             self._depth = 0
             self._aborted = False
+            self._forget_feeds()  # the one place they go: an aborted block refuses reads
 
     def _commit(self) -> None:
         if self._closed:
@@ -198,10 +216,27 @@ class SqliteStore:
         if self._aborted:
             raise StorageError("the transaction was rolled back after a storage error")
         try:
+            self._write_heads()
+        except BaseException:
+            self._rollback()
+            raise
+        try:
             self._db.execute("COMMIT")
         except sqlite3.Error as error:
             self._rollback()
             raise StorageError(f"commit failed: {error}") from error
+
+    def _forget_feeds(self) -> None:
+        self._feeds.clear()
+        self._dirty_heads.clear()
+
+    def _write_heads(self) -> None:
+        """Write the heads ``insert_entry`` moved (before reading ``feeds`` and at commit)."""
+        if not self._dirty_heads:
+            return
+        rows = [(*feed, seq, head) for feed, (seq, head) in self._dirty_heads.items()]
+        self._sql_many(_SET_HEAD, rows)
+        self._dirty_heads.clear()  # only once written: a refused write is retried at commit
 
     def _rollback(self) -> None:
         self._authors.clear()
@@ -228,6 +263,19 @@ class SqliteStore:
         except sqlite3.IntegrityError as error:  # SQLite undid this statement only
             raise StorageError(f"constraint failed: {error}") from error
         except (OverflowError, UnicodeEncodeError) as error:  # refused before running
+            raise StorageError(f"value cannot be stored: {error}") from error
+        except sqlite3.Error as error:
+            self._abort()
+            raise StorageError(f"storage failed: {error}") from error
+
+    def _sql_many(self, statement: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run one statement once per row, with the error handling of :meth:`_sql`."""
+        self._check_usable()
+        try:
+            self._db.executemany(statement, rows)
+        except sqlite3.IntegrityError as error:
+            raise StorageError(f"constraint failed: {error}") from error
+        except (OverflowError, UnicodeEncodeError) as error:
             raise StorageError(f"value cannot be stored: {error}") from error
         except sqlite3.Error as error:
             self._abort()
@@ -283,12 +331,22 @@ class SqliteStore:
 
     # feeds
     def feed_status(self, group: GroupId, device: DeviceId) -> FeedStatus:
-        head_seq, head_id, forked_at, pending = self._sql(_FEED_STATUS, (group, device))[0]
-        return FeedStatus(
-            head_seq=head_seq or 0, head_id=head_id, forked_at=forked_at, pending=pending
-        )
+        self._check_usable()
+        key = (bytes(group), bytes(device))
+        status = self._feeds.get(key)
+        if status is None:
+            self._write_heads()
+            head_seq, head_id, forked_at, pending = self._sql(_FEED_STATUS, key)[0]
+            status = FeedStatus(
+                head_seq=head_seq or 0, head_id=head_id, forked_at=forked_at, pending=pending
+            )
+            if self._depth:
+                self._feeds[key] = status
+        return status
 
     def feeds(self, group: GroupId) -> dict[DeviceId, FeedStatus]:
+        self._check_usable()
+        self._write_heads()
         return {
             device: FeedStatus(head_seq=seq, head_id=head, forked_at=forked, pending=pending)
             for device, seq, head, forked, pending in self._sql(_FEEDS, (group,))
@@ -323,7 +381,13 @@ class SqliteStore:
         self._sql(_INSERT_ENTRY, (h.group, h.device, h.seq, entry.id, entry.wire))
         if body is not None:
             self._sql(_INSERT_BODY, (entry.id, body))
-        self._sql(_SET_HEAD, (h.group, h.device, h.seq, entry.id))
+        key = (bytes(h.group), bytes(h.device))
+        self._dirty_heads[key] = (h.seq, entry.id)  # written before COMMIT (_write_heads)
+        cached = self._feeds.get(key)
+        if cached is not None:
+            self._feeds[key] = FeedStatus(  # not dataclasses.replace: this is the hot path
+                head_seq=h.seq, head_id=entry.id, forked_at=cached.forked_at, pending=cached.pending
+            )
 
     @_atomic
     def delete_body(self, entry_id: EntryId) -> None:
@@ -339,6 +403,15 @@ class SqliteStore:
     def insert_pending(self, entry: Entry, body: bytes | None) -> None:
         h = entry.header
         self._sql(_INSERT_PENDING, (h.group, h.device, h.seq, entry.id, entry.wire, body))
+        key = (bytes(h.group), bytes(h.device))
+        cached = self._feeds.get(key)
+        if cached is not None:
+            self._feeds[key] = FeedStatus(
+                head_seq=cached.head_seq,
+                head_id=cached.head_id,
+                forked_at=cached.forked_at,
+                pending=cached.pending + 1,
+            )
 
     @_atomic
     def delete_pending(self, group: GroupId, device: DeviceId, from_seq: int, to_seq: int) -> None:
@@ -346,11 +419,13 @@ class SqliteStore:
         if from_seq > _INT_MAX or to_seq < _INT_MIN:
             return
         bounds = (max(from_seq, _INT_MIN), min(to_seq, _INT_MAX))
+        self._feeds.pop((bytes(group), bytes(device)), None)
         self._sql(_DELETE_PENDING, (group, device, *bounds))
 
     @_atomic
     def record_fork(self, evidence: ForkEvidence) -> None:
         e = evidence
+        self._feeds.pop((bytes(e.group), bytes(e.device)), None)
         self._sql(_INSERT_FORK, (e.group, e.device, e.seq, e.first, e.second))
         self._sql(_MARK_FORKED, (e.group, e.device, e.seq))
 
@@ -363,6 +438,8 @@ class SqliteStore:
     # whole profile
     def dump(self) -> bytes:
         """The canonical dump (same bytes as a MemoryStore holding the same data)."""
+        self._check_usable()
+        self._write_heads()
         return canonical_dump({name: self._sql(query) for name, query in _DUMP.items()})
 
     def close(self) -> None:
@@ -371,6 +448,7 @@ class SqliteStore:
             return
         self._closed = True
         self._authors.clear()
+        self._forget_feeds()
         try:
             self._db.close()
         finally:
