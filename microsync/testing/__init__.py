@@ -1,0 +1,40 @@
+"""The public test kit: simulated devices on memory stores, a fake clock and a lossy,
+partitionable network, with checks for convergence and for who can read what.
+
+>>> from microsync.testing import SimNetwork
+>>> net = SimNetwork(seed=1)
+>>> alice, bob = net.add_device("alice"), net.add_device("bob")
+>>> group = net.create_group(alice, "Family")
+>>> _ = alice.replica(group).add(bob.person_id, "Bob", [bob.grant()], now=net.clock.now)
+>>> _ = net.deliver(alice, bob, group, order="newest_first", duplicate=0.5)
+>>> _ = net.settle(group)
+>>> net.check_convergence(group)
+
+See ``microsync/testing/network.py`` for how delivery, partitions and settling work.
+"""
+
+from microsync.testing.checks import (
+    Readability,
+    check_convergence,
+    entitlement_report,
+    member_devices,
+    render_view,
+)
+from microsync.testing.clock import FakeClock
+from microsync.testing.device import SimDevice, device_rng
+from microsync.testing.network import Delivery, KeyExchange, Order, SimNetwork
+
+__all__ = [
+    "Delivery",
+    "FakeClock",
+    "KeyExchange",
+    "Order",
+    "Readability",
+    "SimDevice",
+    "SimNetwork",
+    "check_convergence",
+    "device_rng",
+    "entitlement_report",
+    "member_devices",
+    "render_view",
+]
