@@ -24,6 +24,8 @@ recipients ``R`` (the devices entitled when ``e`` started, in the view of ``o``'
   ``o``; with ``history="none"`` also every device not in ``R`` whose person had no device in
   ``R`` (it joined after ``e`` started, or concurrently with it); and any device no operation
   ever admitted.
+* (pending a fix, see ``UPGRADES_REQUESTED``: with ``history="none"`` a device that is not in
+  ``R`` but belongs to a person with a device in ``R`` may, rather than must, read.)
 * anything else may go either way, because it depends on timing, not on the rules: a member
   who joined with shared history and was removed later read whatever it was given or fetched
   while it was in; a device that received a history bundle of an add that was later voided keeps
@@ -32,6 +34,11 @@ recipients ``R`` (the devices entitled when ``e`` started, in the view of ``o``'
 
 Entries written under an epoch whose operation was voided (its author was concurrently removed)
 are held to the "must never read" rule of that operation's causal past.
+
+A device that still counts itself in but that no up-to-date member lists (its own admission was
+voided before it could open what voided it) is *stale* and left out of the comparison (see
+``microsync.testing.check_convergence``). Runs that hit one of the known group-layer bugs pinned
+below as strict-xfail cases are reported as Hypothesis events and not checked further.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ from microsync.group.membership import OpRecord, resolve
 from microsync.group.ops import OpKind, Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
-from microsync.testing import Readability, SimDevice, SimNetwork
+from microsync.testing import Readability, SimDevice, SimNetwork, check_resolution
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -70,6 +77,12 @@ UPGRADES_REQUESTED = False
 # that is fixed (see test_an_op_sealed_under_a_voided_epoch_reaches_every_member), a run in
 # that state is not checked further.
 VOID_SEAL_KEYS_SHARED = False
+
+# The replica's fast path (an op that saw every op before it) ignores the cut-off of a device
+# revocation that is valid but itself void, so the author counts an op effective that resolve()
+# voids. Until that is fixed (see test_an_op_cut_off_by_a_void_revocation_is_void_for_its_author),
+# a run in that state is not checked further.
+FAST_PATH_HONOURS_CUTOFFS = False
 
 
 # --------------------------------------------------------------------------- entitlement
@@ -253,6 +266,41 @@ def test_an_op_sealed_under_a_voided_epoch_reaches_every_member() -> None:
     net.check_convergence(group)
 
 
+def _fast_path_diverged(members: list[SimDevice], group: GroupId) -> bool:
+    """Does a member's live view differ from resolving its operations afresh?"""
+    for device in members:
+        try:
+            check_resolution(device.replica(group))
+        except AssertionError:
+            return True
+    return False
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="GroupReplica's fast path ignores the cut-off of a REVOKE_DEVICE that is valid but "
+    "itself void (two devices of one person revoked each other): the author's op counts as "
+    "effective in its live view, while resolve() and every other replica void it "
+    "(FAST_PATH_HONOURS_CUTOFFS)",
+)
+def test_an_op_cut_off_by_a_void_revocation_is_void_for_its_author() -> None:
+    net = SimNetwork(4)
+    a, b = net.add_device("a"), net.add_device("b")
+    b2 = net.add_linked_device(b, "b2")
+    group = net.create_group(a)
+    a.replica(group).add(b.person_id, "B", [b.grant(), b2.grant()], now=net.clock.advance())
+    net.settle(group)
+    b.replica(group).revoke_device(b.revoke(b2, net.clock.now), now=net.clock.advance())
+    b2.replica(group).revoke_device(b2.revoke(b, net.clock.now), now=net.clock.advance())
+    net.settle(group)  # both revocations are void, but both cut-offs (seq 0) hold
+    mine = b.replica(group)
+    with contextlib.suppress(NotAMember):  # the right answer: b's later ops are void
+        mine.rotate(now=net.clock.advance())
+    check_resolution(mine)
+    reloaded = GroupReplica.load(b.store, b.member, group)
+    assert reloaded.resolution.effective == mine.resolution.effective
+
+
 # --------------------------------------------------------------------------- the machine
 
 
@@ -331,17 +379,30 @@ class GroupMachine(RuleBasedStateMachine):
     def now(self) -> int:
         return self.net.clock.advance(1)
 
-    @staticmethod
-    def attempt(action: Callable[[], object]) -> None:
+    def attempt(self, action: Callable[[], object], *, post: GroupReplica | None = None) -> None:
+        """Run ``action`` (a refusal is fine); then, with ``post``, write content there."""
         with contextlib.suppress(NotAMember):  # the layer refused it in the author's view
             action()
+        if post is not None and post.is_member:
+            self.post(post)
+
+    def post(self, replica: GroupReplica) -> None:
+        self.texts += 1
+        text = f"post {self.texts}".encode()
+        with contextlib.suppress(NotAMember):
+            replica.append_content(100, text, now=self.now())
 
     # ------------------------------------------------------------------ membership rules
 
     @precondition(lambda self: self.actors(admin=True))
-    @rule(data=st.data(), role=st.sampled_from([Role.MEMBER, Role.ADMIN]), both=st.booleans())
+    @rule(
+        data=st.data(),
+        role=st.sampled_from([Role.MEMBER, Role.ADMIN]),
+        both=st.booleans(),
+        post=st.booleans(),
+    )
     @step
-    def add_member(self, data: st.DataObject, role: Role, both: bool) -> None:
+    def add_member(self, data: st.DataObject, role: Role, both: bool, post: bool) -> None:
         actor = self.pick(data, self.actors(admin=True), "actor")
         state = actor.replica(self.group).state
         outside = [ds[0] for p, ds in self.persons.items() if p not in state.members]
@@ -354,20 +415,24 @@ class GroupMachine(RuleBasedStateMachine):
             replica = actor.replica(self.group)
             name = f"{target.name}-person"
             self.attempt(
-                lambda: replica.add(target.person_id, name, grants, role=role, now=self.now())
+                lambda: replica.add(target.person_id, name, grants, role=role, now=self.now()),
+                post=replica if post else None,
             )
 
     @precondition(lambda self: self.actors(admin=True))
-    @rule(data=st.data())
+    @rule(data=st.data(), post=st.booleans())
     @step
-    def remove_member(self, data: st.DataObject) -> None:
+    def remove_member(self, data: st.DataObject, post: bool) -> None:
         actor = self.pick(data, self.actors(admin=True), "actor")
         replica = actor.replica(self.group)
         others = [ds[0] for p, ds in self.persons.items() if p in replica.state.members]
         others = [d for d in others if d.person_id != actor.person_id]
         if others:
             target = self.pick(data, others, "target")
-            self.attempt(lambda: replica.remove(target.person_id, now=self.now()))
+            self.attempt(
+                lambda: replica.remove(target.person_id, now=self.now()),
+                post=replica if post else None,
+            )
 
     @precondition(lambda self: self.actors())
     @rule(data=st.data())
@@ -379,28 +444,31 @@ class GroupMachine(RuleBasedStateMachine):
             self.attempt(lambda: replica.leave(now=self.now()))
 
     @precondition(lambda self: self.actors(admin=True))
-    @rule(data=st.data())
+    @rule(data=st.data(), post=st.booleans())
     @step
-    def set_role(self, data: st.DataObject) -> None:
+    def set_role(self, data: st.DataObject, post: bool) -> None:
         actor = self.pick(data, self.actors(admin=True), "actor")
         replica = actor.replica(self.group)
         members = [self.persons[p][0] for p in replica.state.members]
         target = self.pick(data, members, "target")
         role = replica.state.members[target.person_id].role
         flipped = Role.MEMBER if role is Role.ADMIN else Role.ADMIN
-        self.attempt(lambda: replica.set_role(target.person_id, flipped, now=self.now()))
+        self.attempt(
+            lambda: replica.set_role(target.person_id, flipped, now=self.now()),
+            post=replica if post else None,
+        )
 
     @precondition(lambda self: self.actors())
-    @rule(data=st.data())
+    @rule(data=st.data(), post=st.booleans())
     @step
-    def rotate(self, data: st.DataObject) -> None:
+    def rotate(self, data: st.DataObject, post: bool) -> None:
         replica = self.pick(data, self.actors(), "actor").replica(self.group)
-        self.attempt(lambda: replica.rotate(now=self.now()))
+        self.attempt(lambda: replica.rotate(now=self.now()), post=replica if post else None)
 
     @precondition(lambda self: self.actors())
-    @rule(data=st.data())
+    @rule(data=st.data(), post=st.booleans())
     @step
-    def add_device(self, data: st.DataObject) -> None:
+    def add_device(self, data: st.DataObject, post: bool) -> None:
         actor = self.pick(data, self.actors(), "actor")
         replica = actor.replica(self.group)
         state = replica.state
@@ -411,12 +479,15 @@ class GroupMachine(RuleBasedStateMachine):
         ]
         if candidates:
             target = self.pick(data, candidates, "device")
-            self.attempt(lambda: replica.add_device(target.grant(), now=self.now()))
+            self.attempt(
+                lambda: replica.add_device(target.grant(), now=self.now()),
+                post=replica if post else None,
+            )
 
     @precondition(lambda self: self.actors())
-    @rule(data=st.data())
+    @rule(data=st.data(), post=st.booleans())
     @step
-    def revoke_device(self, data: st.DataObject) -> None:
+    def revoke_device(self, data: st.DataObject, post: bool) -> None:
         actor = self.pick(data, self.actors(), "actor")
         replica = actor.replica(self.group)
         member = replica.state.members[actor.person_id]
@@ -425,16 +496,16 @@ class GroupMachine(RuleBasedStateMachine):
         if others:
             target = self.pick(data, others, "device")
             revocation = actor.revoke(target, self.net.clock.now)
-            self.attempt(lambda: replica.revoke_device(revocation, now=self.now()))
+            self.attempt(
+                lambda: replica.revoke_device(revocation, now=self.now()),
+                post=replica if post else None,
+            )
 
     @precondition(lambda self: self.actors())
     @rule(data=st.data())
     @step
     def write(self, data: st.DataObject) -> None:
-        replica = self.pick(data, self.actors(), "actor").replica(self.group)
-        self.texts += 1
-        text = f"post {self.texts}".encode()
-        self.attempt(lambda: replica.append_content(100, text, now=self.now()))
+        self.post(self.pick(data, self.actors(), "actor").replica(self.group))
 
     # ------------------------------------------------------------------ network rules
 
@@ -494,6 +565,9 @@ class GroupMachine(RuleBasedStateMachine):
         if not VOID_SEAL_KEYS_SHARED and _sealed_under_void_epoch(members, self.group):
             event("skipped: an op sealed under a voided epoch (known bug)")
             return
+        if not FAST_PATH_HONOURS_CUTOFFS and _fast_path_diverged(members, self.group):
+            event("skipped: the fast path ignored a revocation cut-off (known bug)")
+            return
         self.net.check_convergence(self.group)
         reference = (members or self.net.holders(self.group))[0].replica(self.group)
         check_entitlement(self.net, self.group, reference)
@@ -509,11 +583,4 @@ GroupMachine.TestCase.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-test_group_state_machine = pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "known group-layer convergence bugs, pinned by the strict-xfail cases above: a device "
-        "that missed keys cannot open ops sealed under an epoch it was never wrapped "
-        "(e.g. b2 cannot open b's ROTATE after the founder left); open work on issue 3"
-    ),
-)(GroupMachine.TestCase)
+test_group_state_machine = GroupMachine.TestCase

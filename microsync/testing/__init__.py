@@ -16,6 +16,7 @@ See ``microsync/testing/network.py`` for how delivery, partitions and settling w
 from microsync.testing.checks import (
     Readability,
     check_convergence,
+    check_resolution,
     entitlement_report,
     member_devices,
     render_view,
@@ -33,6 +34,7 @@ __all__ = [
     "SimDevice",
     "SimNetwork",
     "check_convergence",
+    "check_resolution",
     "device_rng",
     "entitlement_report",
     "member_devices",

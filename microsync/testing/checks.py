@@ -1,8 +1,10 @@
 """Checks over a simulated network: did the views converge, and who can read what.
 
-``check_convergence`` compares the *member* devices only: a device that was removed, left or
-was revoked can no longer open operations sealed after it went, so its view legitimately stops
-where it was cut off. Every device a member's view lists must itself hold an identical view.
+``check_convergence`` trusts the *informed* replicas: those that can open every membership
+entry they hold. A device that was removed, left or was revoked can no longer open operations
+sealed after it went, so its view legitimately stops where it was cut off; it is compared only
+while it is still informed. Every device an informed view lists as a member must hold an
+identical view.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from microsync.errors import DecryptionError
 from microsync.feed.entry import Entry, EntryId, GroupId
 from microsync.group.keys import KEY_REF_SIZE
-from microsync.group.membership import GroupState
+from microsync.group.membership import GroupState, resolve
 from microsync.group.ops import MEMBERSHIP_TYPE
 from microsync.group.replica import GroupReplica
 from microsync.testing.device import SimDevice
@@ -22,6 +24,7 @@ from microsync.testing.device import SimDevice
 __all__ = [
     "Readability",
     "check_convergence",
+    "check_resolution",
     "entitlement_report",
     "member_devices",
     "render_view",
@@ -101,27 +104,64 @@ def render_view(replica: GroupReplica, devices: Sequence[SimDevice]) -> list[str
 
 
 def member_devices(devices: Sequence[SimDevice], group: GroupId) -> list[SimDevice]:
-    """The devices that are members of ``group`` as the up-to-date members see it: every
-    *informed* member (its own view counts it in, and it can open every membership entry it
-    holds) and every device one of their views lists. (With no informed member: every device
-    that counts itself in.) These are the devices :func:`check_convergence` compares."""
-    return _members(devices, group)[0]
+    """The member devices of ``group`` as the *informed* replicas see it: those that can open
+    every membership entry they hold (after :meth:`SimNetwork.settle` their view is the
+    resolution of every operation). With no informed replica: every device that counts itself
+    in, and every device such a view lists."""
+    return [d for d in devices if d.device_id in _listed(devices, group)]
 
 
-def _members(devices: Sequence[SimDevice], group: GroupId) -> tuple[list[SimDevice], list[str]]:
-    """The member devices to compare, and the names of stale self-declared members."""
-    holders = [d for d in devices if d.holds(group)]
-    claim = [d for d in holders if d.replica(group).is_member]
-    informed = [d for d in claim if not d.replica(group).locked()] or claim
-    listed = {d.device_id for d in informed}
-    for device in informed:
+def _informed(devices: Sequence[SimDevice], group: GroupId) -> list[SimDevice]:
+    return [d for d in devices if d.holds(group) and not d.replica(group).locked()]
+
+
+def _listed(devices: Sequence[SimDevice], group: GroupId) -> set[bytes]:
+    views = _informed(devices, group)
+    if not views:
+        views = [d for d in devices if d.holds(group) and d.replica(group).is_member]
+    listed: set[bytes] = set()
+    for device in views:
         listed |= device.replica(group).state.entitled_devices()
-    stale = [d.name for d in claim if d.device_id not in listed]
-    return [d for d in devices if d.device_id in listed], stale
+    return listed
+
+
+def _subjects(devices: Sequence[SimDevice], group: GroupId) -> tuple[list[SimDevice], list[str]]:
+    """The devices to compare (informed replicas and listed members), and the names of stale
+    devices: they count themselves in, but are neither informed nor listed."""
+    listed = _listed(devices, group)
+    informed = {d.device_id for d in _informed(devices, group)}
+    subjects = [d for d in devices if d.device_id in listed | informed]
+    stale = [
+        d.name
+        for d in devices
+        if d.holds(group) and d.replica(group).is_member and d not in subjects
+    ]
+    return subjects, stale
 
 
 def _effective(replica: GroupReplica) -> frozenset[EntryId]:
     return replica.resolution.effective
+
+
+def check_resolution(replica: GroupReplica) -> None:
+    """Raise ``AssertionError`` unless ``replica``'s view (kept up to date incrementally) equals
+    :func:`~microsync.group.membership.resolve` run afresh on the operations it has opened:
+    membership must be a function of the set of operations."""
+    records = {}
+    for op_id in replica.resolution.order:
+        record = replica.operation(op_id)
+        assert record is not None  # only opened ops are ordered
+        records[op_id] = record
+    fresh = resolve(replica.id, records)
+    if fresh.effective != replica.resolution.effective:
+        gained = len(replica.resolution.effective - fresh.effective)
+        lost = len(fresh.effective - replica.resolution.effective)
+        raise AssertionError(
+            f"{replica.me.identity.name}: the live view counts {gained} op(s) effective and "
+            f"{lost} void that resolving its operations afresh does not"
+        )
+    if fresh.state.signature() != replica.state.signature():
+        raise AssertionError(f"{replica.me.identity.name}: the live state differs from resolve()")
 
 
 def check_convergence(
@@ -129,17 +169,22 @@ def check_convergence(
 ) -> None:
     """Raise ``AssertionError`` unless every member device of ``group`` has the same view.
 
-    The devices compared are :func:`member_devices`. Their ``state.signature()`` (members,
-    roles, devices, revocations, invites, epoch lineage) and their sets of effective operations
-    must be identical. The message shows each differing view as a unified diff against the
-    first.
+    The devices compared are the member devices (:func:`member_devices`) and every *informed*
+    replica (member or not) that can open every membership entry it holds. Each one's live view
+    must first equal a fresh resolution of the operations it holds (:func:`check_resolution`). Their
+    ``state.signature()`` (members, roles, devices, revocations, invites, epoch lineage) and
+    their sets of effective operations must be identical. The message shows each differing
+    view as a unified diff against the first.
 
-    A device that still counts itself in but is listed by no informed member is *stale*: it
+    A device that still counts itself in but is neither informed nor listed is *stale*: it
     cannot open the operation that put it out (for example its own admission was voided by a
     concurrent removal before it received a key). Stale devices fail the check only when
     ``strict``.
     """
-    subjects, stale = _members(devices, group)
+    subjects, stale = _subjects(devices, group)
+    for device in subjects:
+        if device.holds(group):
+            check_resolution(device.replica(group))
     if strict and stale:
         raise AssertionError(f"devices count themselves in but no member lists them: {stale}")
     absent = [d.name for d in subjects if not d.holds(group)]
