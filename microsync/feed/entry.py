@@ -88,7 +88,22 @@ class Header:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Header:
-        """Decode strictly; :class:`DecodeError` / :class:`UnknownVersion` on bad input."""
+        """Decode strictly; :class:`DecodeError` / :class:`UnknownVersion` on bad input.
+
+        The header is fixed-shape, so :func:`_parse_fast` reads the common case directly. It
+        never rejects: whatever it does not fully recognise goes to the generic strict decoder
+        (:meth:`_from_bytes_strict`), which alone decides every error, so both paths accept
+        the same bytes and give the same header (``tests/test_feed_fast_parse.py``).
+        """
+        if type(data) is bytes:
+            header = _parse_fast(data)
+            if header is not None:
+                return header
+        return cls._from_bytes_strict(data)
+
+    @classmethod
+    def _from_bytes_strict(cls, data: bytes) -> Header:
+        """The generic path: strict canonical CBOR decoding, then a type check per field."""
         items = expect_list(encoding.decode(data, max_size=MAX_ENTRY_SIZE), "header")
         if items and type(items[0]) is int and items[0] != VERSION:
             raise UnknownVersion(f"entry version {items[0]} is not supported")
@@ -120,6 +135,100 @@ def _deps(value: encoding.Value) -> tuple[EntryId, ...]:
     if len(items) > MAX_DEPS:
         raise DecodeError(f"deps: more than {MAX_DEPS}")
     return tuple(EntryId(expect_bytes(item, "dep", _ID)) for item in items)
+
+
+# The fast path of Header.from_bytes: canonical CBOR read byte by byte for the one shape a
+# header has. Each helper returns the value and the next offset, or None for anything it does
+# not recognise (the strict decoder then runs and reports the error, if there is one).
+_MAX_UINT: Final = 2**63 - 1  # the bound expect_int applies to every header integer
+
+
+def _uint(data: bytes, pos: int) -> tuple[int, int] | None:
+    """A canonical CBOR unsigned integer (major type 0, shortest head) at ``pos``."""
+    head = data[pos]
+    if head < 0x18:
+        return head, pos + 1
+    if head == 0x18:
+        value, end = data[pos + 1], pos + 2
+        return (value, end) if value >= 0x18 else None
+    size = _UINT_SIZES.get(head)
+    end = pos + 1 + size if size is not None else 0
+    if size is None or end > len(data):
+        return None
+    value = int.from_bytes(data[pos + 1 : end], "big")
+    return (value, end) if value >> (4 * size) and value <= _MAX_UINT else None
+
+
+# head byte -> length of the integer that follows; a shorter head must not have sufficed, so
+# the value must use its upper half: 2 bytes >= 2**8, 4 bytes >= 2**16, 8 bytes >= 2**32
+_UINT_SIZES: Final = {0x19: 2, 0x1A: 4, 0x1B: 8}
+
+
+def _id32(data: bytes, pos: int) -> bytes | None:
+    """A 32-byte byte string (head ``58 20``) at ``pos``."""
+    if data[pos] != 0x58 or data[pos + 1] != _ID or pos + 2 + _ID > len(data):
+        return None
+    return data[pos + 2 : pos + 2 + _ID]
+
+
+def _parse_fast(data: bytes) -> Header | None:
+    """The header in ``data`` if it has the plain canonical shape, else ``None``."""
+    try:
+        # No size check needed: this shape (at most 23 deps) is under 1 KiB, far below
+        # MAX_ENTRY_SIZE, and the last field must end exactly at the end of ``data``.
+        if data[0] != 0x8B or data[1] != VERSION:
+            return None
+        group = _id32(data, 2)
+        device = _id32(data, 36)
+        found = _uint(data, 70)
+        if group is None or device is None or found is None or found[0] < 1:
+            return None
+        seq, pos = found
+        if data[pos] == 0xF6:  # null
+            prev, pos = None, pos + 1
+        else:
+            prev = _id32(data, pos)
+            if prev is None:
+                return None
+            pos += 2 + _ID
+        numbers: list[int] = []
+        for _ in range(3):  # epoch, type, hlc
+            found = _uint(data, pos)
+            if found is None:
+                return None
+            numbers.append(found[0])
+            pos = found[1]
+        epoch, kind, hlc = numbers
+        count = data[pos] - 0x80  # an array of fewer than 24 items: one head byte
+        if not 0 <= count < 0x18 or kind > MAX_TYPE:
+            return None
+        pos += 1
+        deps: list[EntryId] = []
+        for _ in range(count):
+            dep = _id32(data, pos)
+            if dep is None:
+                return None
+            deps.append(EntryId(dep))
+            pos += 2 + _ID
+        digest = _id32(data, pos)
+        found = _uint(data, pos + 2 + _ID)
+        if digest is None or found is None or found[1] != len(data):
+            return None
+    except IndexError:  # ran off the end: truncated, let the strict decoder say so
+        return None
+    return Header(
+        group=GroupId(group),
+        device=DeviceId(device),
+        seq=seq,
+        prev=None if prev is None else EntryId(prev),
+        epoch=epoch,
+        type=kind,
+        hlc=hlc,
+        deps=tuple(deps),
+        body_hash=digest,
+        body_len=found[0],
+        v=VERSION,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
