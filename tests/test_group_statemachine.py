@@ -24,8 +24,6 @@ recipients ``R`` (the devices entitled when ``e`` started, in the view of ``o``'
   ``o``; with ``history="none"`` also every device not in ``R`` whose person had no device in
   ``R`` (it joined after ``e`` started, or concurrently with it); and any device no operation
   ever admitted.
-* (pending a fix, see ``UPGRADES_REQUESTED``: with ``history="none"`` a device that is not in
-  ``R`` but belongs to a person with a device in ``R`` may, rather than must, read.)
 * anything else may go either way, because it depends on timing, not on the rules: a member
   who joined with shared history and was removed later read whatever it was given or fetched
   while it was in; a device that received a history bundle of an add that was later voided keeps
@@ -37,8 +35,10 @@ are held to the "must never read" rule of that operation's causal past.
 
 A device that still counts itself in but that no up-to-date member lists (its own admission was
 voided before it could open what voided it) is *stale* and left out of the comparison (see
-``microsync.testing.check_convergence``). Runs that hit one of the known group-layer bugs pinned
-below as strict-xfail cases are reported as Hypothesis events and not checked further.
+``microsync.testing.check_convergence``).
+
+The four cases after the entitlement rules are group-layer bugs this machine found (now fixed),
+kept as minimal regression tests.
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import pytest
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
@@ -64,26 +63,6 @@ from microsync.testing import Readability, SimDevice, SimNetwork, check_resoluti
 F = TypeVar("F", bound=Callable[..., None])
 
 _ADMITTING = frozenset({OpKind.CREATE, OpKind.ADD, OpKind.ADD_DEVICE})
-
-# With history "none", a device admitted by an ADD holds only control keys of earlier epochs,
-# and ``missing_keys`` never asks to upgrade one, although ``answer_key_request`` would give
-# the content key to a device whose person was a recipient. Until that is fixed (see
-# test_a_device_of_a_recipient_person_asks_for_the_content_key), such a device MAY read.
-UPGRADES_REQUESTED = False
-
-# An operation sealed under the key of an epoch that ends up void (its author was removed
-# concurrently) can be opened only by the devices that epoch was wrapped to: nobody keeps or
-# hands out that key, so another member never opens it and its view differs for good. Until
-# that is fixed (see test_an_op_sealed_under_a_voided_epoch_reaches_every_member), a run in
-# that state is not checked further.
-VOID_SEAL_KEYS_SHARED = False
-
-# The replica's fast path (an op that saw every op before it) ignores the cut-off of a device
-# revocation that is valid but itself void, so the author counts an op effective that resolve()
-# voids. Until that is fixed (see test_an_op_cut_off_by_a_void_revocation_is_void_for_its_author),
-# a run in that state is not checked further.
-FAST_PATH_HONOURS_CUTOFFS = False
-
 
 # --------------------------------------------------------------------------- entitlement
 
@@ -139,8 +118,7 @@ def entitlement(
     else:
         holding = {p for p, m in state.members.items() if set(m.devices) & recipients}
         must = {d for d in members if d in recipients}
-        if UPGRADES_REQUESTED:
-            must |= {d for d in members if persons[d] in holding}
+        must |= {d for d in members if persons[d] in holding}
     return Entitlement(frozenset(must), frozenset(never))
 
 
@@ -184,27 +162,13 @@ def _starter(
     return None, False
 
 
-def _sealed_under_void_epoch(members: list[SimDevice], group: GroupId) -> bool:
-    """Does a member lack the key of a locked op, where no member's view announces that key?"""
-    announced = {slot for d in members for slot in d.replica(group).state.epochs}
-    for device in members:
-        for number, ref in device.replica(group).missing_keys():
-            if not any(n == number and c.startswith(ref) for n, c in announced):
-                return True
-    return False
-
-
 # --------------------------------------------------------------------------- found by the machine
-# Minimal cases of group-layer bugs the state machine found. Each is strict-xfail: when the
-# owner fixes the bug it XPASSes, fails, and the marker (and the flag above) must go.
+# Minimal cases of group-layer bugs the state machine found, fixed in microsync/group:
+# content keys a device is entitled to are asked for; a device whose admission was voided gets
+# the control keys that open what put it out; keys of void epochs are kept and handed out as
+# control keys; two devices of one person revoking each other are both out.
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GroupReplica.missing_keys never asks to upgrade a control-only key with history "
-    "'none', although answer_key_request would give the content key to a device whose "
-    "person was a recipient of the epoch (UPGRADES_REQUESTED)",
-)
 def test_a_device_of_a_recipient_person_asks_for_the_content_key() -> None:
     net = SimNetwork(1)
     a, b = net.add_device("a"), net.add_device("b")
@@ -221,12 +185,6 @@ def test_a_device_of_a_recipient_person_asks_for_the_content_key() -> None:
     assert report.readers == {"a", "b", "b2"}  # b2 holds only the control key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a device whose admission (ADD_DEVICE) was voided by a concurrent removal never "
-    "learns it is out: the removal is sealed under an epoch it never got, and every member "
-    "refuses its key request because it is not a member",
-)
 def test_a_device_whose_admission_was_voided_learns_it_is_out() -> None:
     net = SimNetwork(2)
     a, b = net.add_device("a"), net.add_device("b")
@@ -243,13 +201,6 @@ def test_a_device_whose_admission_was_voided_learns_it_is_out() -> None:
     net.check_convergence(group, strict=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an effective op (a LEAVE) sealed under the key of an epoch whose operation was "
-    "voided can be opened only by that epoch's recipients: replicas keep and answer only "
-    "announced keys, so a later member never opens it and its view differs for good "
-    "(VOID_SEAL_KEYS_SHARED)",
-)
 def test_an_op_sealed_under_a_voided_epoch_reaches_every_member() -> None:
     net = SimNetwork(3)
     a, c, d = net.add_device("a"), net.add_device("c"), net.add_device("d")
@@ -266,23 +217,6 @@ def test_an_op_sealed_under_a_voided_epoch_reaches_every_member() -> None:
     net.check_convergence(group)
 
 
-def _fast_path_diverged(members: list[SimDevice], group: GroupId) -> bool:
-    """Does a member's live view differ from resolving its operations afresh?"""
-    for device in members:
-        try:
-            check_resolution(device.replica(group))
-        except AssertionError:
-            return True
-    return False
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="GroupReplica's fast path ignores the cut-off of a REVOKE_DEVICE that is valid but "
-    "itself void (two devices of one person revoked each other): the author's op counts as "
-    "effective in its live view, while resolve() and every other replica void it "
-    "(FAST_PATH_HONOURS_CUTOFFS)",
-)
 def test_an_op_cut_off_by_a_void_revocation_is_void_for_its_author() -> None:
     net = SimNetwork(4)
     a, b = net.add_device("a"), net.add_device("b")
@@ -562,12 +496,6 @@ class GroupMachine(RuleBasedStateMachine):
     def check(self) -> None:
         self.net.settle(self.group)
         members = self.net.members(self.group)
-        if not VOID_SEAL_KEYS_SHARED and _sealed_under_void_epoch(members, self.group):
-            event("skipped: an op sealed under a voided epoch (known bug)")
-            return
-        if not FAST_PATH_HONOURS_CUTOFFS and _fast_path_diverged(members, self.group):
-            event("skipped: the fast path ignored a revocation cut-off (known bug)")
-            return
         self.net.check_convergence(self.group)
         reference = (members or self.net.holders(self.group))[0].replica(self.group)
         check_entitlement(self.net, self.group, reference)

@@ -254,6 +254,19 @@ class Resolution:
     order: tuple[EntryId, ...]
     effective: frozenset[EntryId]
     authors: Mapping[EntryId, PersonId]
+    valid: frozenset[EntryId] = frozenset()  # causally valid, whether or not effective
+
+    def void_epochs(self, records: Mapping[EntryId, OpRecord]) -> set[tuple[int, bytes]]:
+        """Epochs announced by causally valid operations that did not take effect (their
+        author was concurrently removed, for example). Ops may be sealed under such a key by
+        an author who had not seen the voiding yet, so replicas keep these keys and hand out
+        their control keys; nobody writes new content under them."""
+        out = set()
+        for op_id in self.valid - self.effective:
+            rec = records.get(op_id)
+            if rec is not None and rec.op.epoch is not None:
+                out.add((rec.op.epoch.number, rec.op.epoch.commitment))
+        return out - set(self.state.epochs)
 
 
 # --------------------------------------------------------------------------- rules
@@ -590,6 +603,8 @@ class _Resolver:
                 _add_cutoff(cutoffs, self.recs[i])
         for i in _bits(subset):
             if not self.effective_in(i, reductions, cutoffs):
+                if self.valid[i] and self.recs[i].op.kind is OpKind.REVOKE_DEVICE:
+                    _cut_off(state, self.recs[i])
                 continue
             if _apply(state, self.recs[i], self.author[i], self.recipients[i]):
                 effective |= 1 << i
@@ -611,6 +626,17 @@ class _Resolver:
             if concurrent and r != i and _voids(self.recs[r], self.author[r], rec, self.author[i]):
                 return False
         return True
+
+
+def _cut_off(state: GroupState, rec: OpRecord) -> None:
+    """A valid revocation that is itself void (its author was cut off by a concurrent
+    revocation: two devices of one person revoked each other) still puts its target out. It
+    starts no epoch. Least privilege: both devices are out, and neither keeps receiving keys."""
+    r = rec.revocation
+    assert r is not None and rec.op.cutoff is not None
+    state.revoked[r.device] = min(rec.op.cutoff, state.revoked.get(r.device, rec.op.cutoff))
+    for member in state.members.values():
+        member.devices.pop(r.device, None)
 
 
 def _add_cutoff(cutoffs: dict[DeviceId, int], rec: OpRecord) -> None:
@@ -674,7 +700,8 @@ def resolve(group: GroupId, records: Mapping[EntryId, OpRecord]) -> Resolution:
     _expose(running, resolver, running_effective)
     effective = frozenset(order[i] for i in _bits(running_effective))
     authors = {order[i]: a for i, a in enumerate(resolver.author) if a is not None}
-    return Resolution(running, tuple(order), effective, authors)
+    valid = frozenset(order[i] for i, ok in enumerate(resolver.valid) if ok)
+    return Resolution(running, tuple(order), effective, authors, valid)
 
 
 def _expose(state: GroupState, resolver: _Resolver, effective: int) -> None:

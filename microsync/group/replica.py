@@ -42,6 +42,8 @@ from microsync.group.membership import (
     OpRecord,
     Resolution,
     _apply,
+    _is_reduction,
+    _voids,
     authorize,
     group_id_for,
     note_appended,
@@ -437,20 +439,28 @@ class GroupReplica:
         if applied:
             effective.add(rec.id)
         note_appended(state, rec, verdict, applied)
-        self._resolution = Resolution(state, (*res.order, rec.id), frozenset(effective), authors)
+        valid = res.valid | {rec.id} if verdict.ok else res.valid
+        self._resolution = Resolution(
+            state, (*res.order, rec.id), frozenset(effective), authors, valid
+        )
 
     def _accept_keys(self) -> None:
-        """Keep keys carried by effective ops (or key responses) whose commitment an effective
-        op announced."""
-        announced = set(self.state.epochs)
+        """Keep keys carried by valid ops (or key responses) whose commitment a valid op
+        announced: an effective one, or one voided by a concurrent reduction (an author who had
+        not seen the voiding may have sealed operations under its key; see
+        :meth:`Resolution.void_epochs`)."""
+        announced = set(self.state.epochs) | self._void_epochs()
         changed = False
-        for op_id in self._resolution.effective:
+        for op_id in self._resolution.valid:
             for grant in self._opened[op_id].grants:
                 changed |= self._keep(grant, announced)
         for grant in self._offered:
             changed |= self._keep(grant, announced)
         if changed:
             self._save_keys()
+
+    def _void_epochs(self) -> set[tuple[int, bytes]]:
+        return self._resolution.void_epochs(self._records())
 
     def _keep(self, grant: KeyGrant, announced: set[tuple[int, bytes]]) -> bool:
         try:
@@ -530,13 +540,18 @@ class GroupReplica:
         return purpose, epoch, bundle
 
     def _seal_key(self) -> EpochKey:
-        """The key to seal an op under: the current epoch's, else the newest held."""
+        """The key to seal an op under: the current epoch's, else the newest held of an epoch
+        announced in this view (a void epoch's key only when no other is held)."""
         current = self.current_epoch_key()
         if current is not None:
             return current
         if not self._keys:
             raise NotAMember("this device holds no key of the group")
-        return max(self._keys.values(), key=lambda k: (k.number, k.root is not None))
+        announced = self.state.epochs
+        return max(
+            self._keys.values(),
+            key=lambda k: ((k.number, k.commitment) in announced, k.number, k.root is not None),
+        )
 
     def _append(
         self, type: int, body: bytes, epoch: int, now: int, deps: Sequence[EntryId] = ()
@@ -752,12 +767,15 @@ class GroupReplica:
     # ------------------------------------------------------------------ key requests
 
     def missing_keys(self) -> list[tuple[int, bytes]]:
-        """Epochs announced in this group (or sealing ops here) that this device lacks."""
+        """Epochs announced in this group (or sealing ops here) that this device lacks, and
+        epochs whose content key it is entitled to but holds only the control key of (see
+        :meth:`answer_key_request`)."""
         wanted = {slot for slot in self.state.epochs if slot not in self._keys}
+        me = self.state.device(self.me.device)
         wanted |= {
             slot
             for slot, key in self._keys.items()
-            if key.root is None and self.state.history == "shared"
+            if key.root is None and me is not None and self._entitled_to_content(me, key)
         }
         for opened in self._opened.values():
             if opened.record is None:
@@ -781,7 +799,7 @@ class GroupReplica:
         """
         info = self.state.device(requester)
         if info is None:
-            raise NotAMember("keys are only given to current members' devices")
+            return self._answer_former_device(requester, wanted)
         grants = []
         for number, ref in wanted:
             key = self._key_for(number, ref[:16])
@@ -792,12 +810,88 @@ class GroupReplica:
         epoch = self.state.max_epoch
         return self._bundle(Purpose.KEY_RESPONSE, epoch, [requester], grants)
 
+    def _answer_former_device(
+        self, requester: DeviceId, wanted: Iterable[tuple[int, bytes]]
+    ) -> tuple[Purpose, int, Value]:
+        """A device that a valid operation admitted but that is out now (removed, revoked, or
+        its admission voided by a concurrent reduction) may lack the key that seals the very
+        operation that put it out, and would then believe it is still in. It gets the control
+        keys (never content keys) of the epochs started in the causal past of those
+        operations: enough to open them and their past, nothing from after its exit."""
+        records = self._records()
+        admitted = [
+            r
+            for r in records.values()
+            if r.id in self._resolution.valid
+            and r.op.kind in (OpKind.CREATE, OpKind.ADD, OpKind.ADD_DEVICE)
+            and any(g.device == requester for g in r.grants)
+        ]
+        if not admitted:
+            raise NotAMember("keys are only given to members' devices")
+        known = [g for r in admitted for g in r.grants if g.device == requester]
+        for r in records.values():  # a prekey it published while it was in
+            if r.id in self._resolution.effective and r.op.kind is OpKind.PREKEY:
+                known.extend(g for g in r.grants if g.device == requester)
+        info = max(known, key=lambda g: g.prekey_id)
+        exits = self._exits(info, admitted, records)
+        allowed: set[tuple[int, bytes]] = set()
+        for exit_id in exits:
+            for op_id in _ancestors(records, exit_id):
+                started = records[op_id].op.epoch
+                if started is not None:
+                    allowed.add((started.number, started.commitment))
+        grants = []
+        for number, ref in wanted:
+            key = self._key_for(number, ref[:16])
+            if key is not None and (key.number, key.commitment) in allowed:
+                grants.append(KeyGrant.of(key, False))
+        if not grants:
+            raise NotAMember("keys are only given to members' devices")
+        epoch = self.state.max_epoch
+        return self._bundle(Purpose.KEY_RESPONSE, epoch, [requester], grants, [info])
+
+    def _exits(
+        self, info: DeviceInfo, admitted: list[OpRecord], records: dict[EntryId, OpRecord]
+    ) -> list[EntryId]:
+        """The effective reductions that put ``info.device`` out: the removal or departure of
+        its person, its revocation, and whatever voided an operation that admitted it."""
+        res = self._resolution
+        out: list[EntryId] = []
+        reductions = [
+            records[i] for i in res.effective if i in records and _is_reduction(records[i].op)
+        ]
+        for r in reductions:
+            op = r.op
+            revoked = r.revocation.device if r.revocation is not None else None
+            if (
+                (op.kind is OpKind.REMOVE and op.person == info.person)
+                or (op.kind is OpKind.LEAVE and res.authors.get(r.id) == info.person)
+                or revoked == info.device
+            ):
+                out.append(r.id)
+        for j in admitted:
+            if j.id in res.effective:
+                continue
+            past = _ancestors(records, j.id)
+            for r in reductions:
+                if r.id in past:
+                    continue
+                cut = r.op.cutoff
+                if r.revocation is not None and r.revocation.device == j.device:
+                    if cut is not None and j.seq > cut:  # its author's revocation cut it off
+                        out.append(r.id)
+                elif j.id not in _ancestors(records, r.id) and _voids(
+                    r, res.authors.get(r.id), j, res.authors.get(j.id)
+                ):
+                    out.append(r.id)
+        return out
+
     def _entitled_to_content(self, info: DeviceInfo, key: EpochKey) -> bool:
-        if self.state.history == "shared":
-            return True
         epoch = self.state.epochs.get((key.number, key.commitment))
         if epoch is None:
-            return False
+            return False  # a void epoch: its content is owed to no one
+        if self.state.history == "shared":
+            return True
         member = self.state.members.get(info.person)
         devices = set(member.devices) if member is not None else set()
         return bool(epoch.recipients & (devices | {info.device}))
@@ -806,13 +900,14 @@ class GroupReplica:
         """Keep the keys in a response that match announced epochs. Returns how many were new.
 
         A forged or misaddressed response raises :class:`DecryptionError`; keys that match no
-        announced epoch are ignored (no one can inject a key of their own).
+        announced epoch are ignored, so no one can inject a key of their own. The sender need
+        not be a member any more: a key is checked against the commitment a valid operation
+        announced, not against who passed it on, and the only devices holding the key that
+        seals an operation may have left or been revoked since.
         """
         purpose, epoch, bundle = response
         if purpose is not Purpose.KEY_RESPONSE:
             raise DecryptionError()
-        if self.state.device(sender) is None:
-            raise NotAMember("keys are only taken from current members' devices")
         grants = open_bundle(
             bundle,
             group=self.id,
@@ -840,3 +935,15 @@ class GroupReplica:
 
 def _checked_grant(grant: DeviceGrant) -> DeviceInfo:
     return parse_grant(grant)
+
+
+def _ancestors(records: dict[EntryId, OpRecord], op_id: EntryId) -> set[EntryId]:
+    """The causal past of ``op_id`` (the ops it names in ``deps``, transitively)."""
+    seen: set[EntryId] = set()
+    stack = list(records[op_id].deps)
+    while stack:
+        current = stack.pop()
+        if current not in seen and current in records:
+            seen.add(current)
+            stack.extend(records[current].deps)
+    return seen
