@@ -3,6 +3,7 @@ wrap and body is bound to, tampering, low-order keys, and pinned known-answer by
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import pytest
@@ -215,10 +216,38 @@ def test_keygrant_checks_a_full_key_against_its_commitment() -> None:
         KeyGrant.of(epoch().control_only(), True)
 
 
+def test_keygrant_checks_a_control_only_key_against_its_commitment() -> None:
+    real = KeyGrant.of(epoch(), False)
+    opened = real.open(GROUP)
+    assert opened == epoch().control_only() and opened.root is None
+    forged = [
+        KeyGrant(real.number, real.commitment, b"\x99" * 32, False, real.check),  # other key
+        KeyGrant(real.number, real.commitment, real.key, False, b"\x99" * 32),  # other check
+        KeyGrant(real.number + 1, real.commitment, real.key, False, real.check),
+        KeyGrant(real.number, epoch(seed=8).commitment, real.key, False, real.check),
+    ]
+    for grant in forged:
+        with pytest.raises(DecryptionError):
+            grant.open(GROUP)
+    with pytest.raises(DecryptionError):
+        real.open(OTHER_GROUP)
+
+
 def test_keygrant_value_round_trip_and_strict_decoding() -> None:
-    grant = KeyGrant.of(epoch(), False)
-    assert KeyGrant.from_value(grant.to_value()) == grant
-    for bad in ([3, b"x" * 32, 1, b"k" * 32], [3, b"x" * 31, True, b"k" * 32], [3, b"x" * 32]):
+    for grant in (KeyGrant.of(epoch(), False), KeyGrant.of(epoch(), True)):
+        assert KeyGrant.from_value(grant.to_value()) == grant
+    control = KeyGrant.of(epoch(), False).to_value()
+    full = KeyGrant.of(epoch(), True).to_value()
+    assert isinstance(control, list) and isinstance(full, list)
+    for bad in (
+        [3, b"x" * 32, 1, b"k" * 32, b""],  # full must be a boolean
+        [3, b"x" * 31, True, b"k" * 32, b""],
+        [3, b"x" * 32, True, b"k" * 32],  # the old four-field shape
+        [3, b"x" * 32],
+        [*full[:4], b"c" * 32],  # a check with a full key
+        [*control[:4], b""],  # a control-only key without its check
+        [*control[:4], b"c" * 31],
+    ):
         with pytest.raises(DecodeError):
             KeyGrant.from_value(bad)
 
@@ -339,17 +368,41 @@ KAT_BUNDLE = (
     "8358208f40c5adb68f25624ae5b214ea767a6ec94d829d3d7b5e1ad1ba6f3e2138285f8283481ffc4589691c"
     "c48f0158305234cfa1c505fb1fc2fbe50b3a3029d7ecbcab6eea3bf36a934fce86e6ffd991a37d9e9bf1e76f"
     "cb11a1a94d348d91b6834876064c5220afbb300158309933e8a33e1aec95553a505c359b21febad160cc08fb"
-    "0fb01b16c4265d464ff8bf45f0782d37a3db23b4b81b938c044a589fef7e2b6a045ad9dd7b769e3737cada75"
-    "fb8e31b82256cacf12b8ffab1e43002788cc7bfb6741d1b7f5d211fc06227fe8318979f9e50dfcda1bbbd6c8"
-    "e7a44cd8650a4710e6b8d0d4fc34f42a0c3d0b0e64be22e3a715c55a45f970b11ebcdf438605779acadbd61b"
-    "232dd794a6b2ebce6e4aad99fc59ac5e77a9c5e555430ec91e856be4a07a3c61c6c8c41c23215ce5ca7fd772"
-    "04c7a6ad66f6d4740c1f32"
+    "0fb01b16c4265d464ff8bf45f0782d37a3db23b4b81b938c044a58c2ef7f2b6a04f33ce366f94c5dbc1978b4"
+    "62a89158a3208f9901c63e2233469c9752e6ebd68f41d1b7f5d211fc06227fe8318979f9e50dfcda1bbbd6c8"
+    "e7a44cd8650a4710e6b8d0d438b3ae52972901e4f11e34c65a46b2b40a57f3ad611c8c4d0b5036d733b38e42"
+    "ec770f25921e93cb208e16afa0ce31ef21de4715701eee6e2a6f10bd89a4b1dc6ce3219c8016a205b8ef411f"
+    "8d23a50bd2982991d4e3d06e0604956129a0b775969fc7448d1ff8c76afb2e495e654fd21c0a792a88e986e6"
+    "f703"
 )
 KAT_BODY = (
-    "55ef0a44b3d40887e9a1b3e0158b28ba404142434445464748494a4b4c4d4e4f5051525354555657ac3ab3cf"
-    "2b476febc729fcf50c46a77f4a92e903b1bf21aa71e19f5e"
+    "fc0a34593c06620c3a037279332bc83b404142434445464748494a4b4c4d4e4f5051525354555657ac3ab3cf"
+    "2b476febc729fcf56ce1ca18b86251911f64291b17a20777"
 )
-KAT_COMMITMENT = "55ef0a44b3d40887e9a1b3e0158b28ba86e491538672d7a02be7c37d13f8b4e1"
+KAT_COMMITMENT = "fc0a34593c06620c3a037279332bc83bf0a1c740f8b35e8d2e7b73a739689909"
+
+
+def test_commitment_follows_the_spec() -> None:
+    """The commitment recomputed with hashlib alone, from docs/security.md: control key and
+    content check, each from the root by keyed BLAKE2b-256 / BLAKE2b-256 over framed labels."""
+
+    def framed(label: bytes) -> bytes:
+        return bytes((len(label),)) + label
+
+    root, number = b"\x07" * 32, (3).to_bytes(8, "big")
+    control = hashlib.blake2b(
+        framed(b"microsync/v1/epoch-control-key"), key=root, digest_size=32
+    ).digest()
+    check = hashlib.blake2b(
+        framed(b"microsync/v1/epoch-content-check") + GROUP + number + root, digest_size=32
+    ).digest()
+    expected = hashlib.blake2b(
+        framed(b"microsync/v2/epoch-commitment") + GROUP + number + control + check,
+        digest_size=32,
+    ).digest()
+    assert epoch().commitment == expected
+    assert expected.hex() == KAT_COMMITMENT
+    assert epoch().control.secret_bytes() == control and epoch().check == check
 
 
 def kat_bundle() -> bytes:

@@ -27,7 +27,10 @@ FINGERPRINT = Label(b"microsync/v1/fingerprint")
 GROUP_ID = Label(b"microsync/v1/group-id")
 
 # Groups: epoch keys, key wraps, routing values (microsync.group)
-EPOCH_COMMITMENT = Label(b"microsync/v1/epoch-commitment")
+# v2: the commitment covers the control key and a hash of the root, so a control-only grant
+# can be checked too (v1 hashed the root alone)
+EPOCH_COMMITMENT = Label(b"microsync/v2/epoch-commitment")
+EPOCH_CONTENT_CHECK = Label(b"microsync/v1/epoch-content-check")
 EPOCH_RECIPIENTS = Label(b"microsync/v1/epoch-recipients")
 EPOCH_CONTENT_KEY = Label(b"microsync/v1/epoch-content-key")
 EPOCH_CONTROL_KEY = Label(b"microsync/v1/epoch-control-key")

@@ -53,6 +53,8 @@ __all__ = [
     "Purpose",
     "Recipient",
     "commitment",
+    "commitment_of",
+    "content_check",
     "decrypt_content",
     "discovery_tag",
     "encrypt_content",
@@ -77,9 +79,22 @@ class Purpose(enum.IntEnum):
     KEY_RESPONSE = 3  # an answer to a key request
 
 
+def content_check(group: GroupId, number: int, root: bytes) -> bytes:
+    """A hash of epoch ``number``'s root: what a control-only holder keeps in its place."""
+    return labelled_hash(labels.EPOCH_CONTENT_CHECK, group, number.to_bytes(8, "big"), root)
+
+
+def commitment_of(group: GroupId, number: int, control: bytes, check: bytes) -> bytes:
+    """The public commitment to an epoch, from its control key and its :func:`content_check`:
+    ``H(EPOCH_COMMITMENT, group, number, control, check)``. A full grant (the root) and a
+    control-only grant (control key + check) can both be verified against it."""
+    return labelled_hash(labels.EPOCH_COMMITMENT, group, number.to_bytes(8, "big"), control, check)
+
+
 def commitment(group: GroupId, number: int, root: bytes) -> bytes:
-    """The public commitment to epoch ``number``'s root key."""
-    return labelled_hash(labels.EPOCH_COMMITMENT, group, number.to_bytes(8, "big"), root)
+    """The public commitment to epoch ``number``, from its root key."""
+    control = derive_key(labels.EPOCH_CONTROL_KEY, root)
+    return commitment_of(group, number, control, content_check(group, number, root))
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +109,18 @@ class EpochKey:
     commitment: bytes
     control: SymmetricKey
     root: bytes | None
+    check: bytes  # content_check(group, number, root): lets a control-only key be verified
 
     @classmethod
     def from_root(cls, group: GroupId, number: int, root: bytes) -> EpochKey:
+        control = derive_key(labels.EPOCH_CONTROL_KEY, root)
+        check = content_check(group, number, root)
         return cls(
             number=number,
-            commitment=commitment(group, number, root),
-            control=SymmetricKey(derive_key(labels.EPOCH_CONTROL_KEY, root)),
+            commitment=commitment_of(group, number, control, check),
+            control=SymmetricKey(control),
             root=root,
+            check=check,
         )
 
     @property
@@ -115,7 +134,7 @@ class EpochKey:
         return SymmetricKey(derive_key(labels.EPOCH_CONTENT_KEY, self.root))
 
     def control_only(self) -> EpochKey:
-        return EpochKey(self.number, self.commitment, self.control, None)
+        return EpochKey(self.number, self.commitment, self.control, None, self.check)
 
     def __repr__(self) -> str:
         kind = "full" if self.root is not None else "control-only"
@@ -124,43 +143,57 @@ class EpochKey:
 
 @dataclass(frozen=True, slots=True)
 class KeyGrant:
-    """One epoch key as carried in a bundle: ``[number, commitment, full, key]``."""
+    """One epoch key as carried in a bundle: ``[number, commitment, full, key, check]``.
+
+    Full: ``key`` is the root and ``check`` is empty. Control-only: ``key`` is the control key
+    and ``check`` the epoch's :func:`content_check`. Either way :meth:`open` verifies the key
+    against the commitment, so a grant can only ever carry the key an epoch announced.
+    """
 
     number: int
     commitment: bytes
     key: bytes  # the root when ``full``, else the control key
     full: bool
+    check: bytes = b""
 
     @classmethod
     def of(cls, epoch: EpochKey, full: bool) -> KeyGrant:
         if full and epoch.root is None:
             raise ValueError("cannot grant a full key from a control-only one")
-        key = epoch.root if full and epoch.root is not None else epoch.control.secret_bytes()
-        return cls(epoch.number, epoch.commitment, key, full)
+        if full and epoch.root is not None:
+            return cls(epoch.number, epoch.commitment, epoch.root, True)
+        return cls(epoch.number, epoch.commitment, epoch.control.secret_bytes(), False, epoch.check)
 
     def to_value(self) -> Value:
-        return [self.number, self.commitment, self.full, self.key]
+        return [self.number, self.commitment, self.full, self.key, self.check]
 
     @classmethod
     def from_value(cls, value: Value) -> KeyGrant:
-        number, digest, full, key = expect_list(value, "grant", 4)
+        number, digest, full, key, check = expect_list(value, "grant", 5)
         if type(full) is not bool:
             raise DecodeError("grant: full must be a boolean")
+        checked = expect_bytes(check, "check", max_size=_KEY)
+        if len(checked) != (0 if full else _KEY):
+            raise DecodeError("grant: a check goes with a control-only key, and only then")
         return cls(
             expect_int(number, "epoch"),
             expect_bytes(digest, "commitment", _KEY),
             expect_bytes(key, "key", _KEY),
             full,
+            checked,
         )
 
     def open(self, group: GroupId) -> EpochKey:
-        """The key this grant carries, checked against its own commitment when full."""
+        """The key this grant carries, checked against the commitment it names
+        (:class:`DecryptionError` if it does not match)."""
         if self.full:
             epoch = EpochKey.from_root(group, self.number, self.key)
             if epoch.commitment != self.commitment:
                 raise DecryptionError()
             return epoch
-        return EpochKey(self.number, self.commitment, SymmetricKey(self.key), None)
+        if commitment_of(group, self.number, self.key, self.check) != self.commitment:
+            raise DecryptionError()
+        return EpochKey(self.number, self.commitment, SymmetricKey(self.key), None, self.check)
 
 
 @dataclass(frozen=True, slots=True)
