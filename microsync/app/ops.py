@@ -1,0 +1,198 @@
+"""App operations: what a content entry of type :data:`APP_TYPE` carries, encrypted.
+
+Every app operation uses the same entry type, so the cleartext header never says whether an
+entry is a post, a reaction or a read cursor. The plaintext is canonical CBOR
+``[version, kind, {field: value}]``; decoding is strict (unknown kinds or fields, wrong types,
+oversize values: :class:`~microsync.errors.DecodeError`).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from microsync import encoding
+from microsync.encoding import Value
+from microsync.errors import DecodeError
+
+__all__ = [
+    "APP_TYPE",
+    "MAX_ATTACHMENTS",
+    "MAX_TEXT",
+    "PRECISIONS",
+    "AppOp",
+    "Kind",
+]
+
+APP_TYPE: Final = 2
+"""Feed entry type of every app operation (membership is type 1)."""
+
+_VERSION: Final = 1
+MAX_TEXT: Final = 64 * 1024
+"""Longest post, reply or edit text, in UTF-8 bytes."""
+MAX_ATTACHMENTS: Final = 32
+MAX_EMOJI: Final = 64
+MAX_REF: Final = 1024
+MAX_TTL_MS: Final = 10 * 365 * 24 * 3600 * 1000
+MAX_REMOVES: Final = 256
+MAX_CURSOR: Final = 4096
+PRECISIONS: Final = ("exact", "street", "city", "region")
+_ID: Final = 32
+
+
+class Kind(enum.IntEnum):
+    POST = 1  # a post, or a reply when ``reply_to`` is set
+    EDIT = 2
+    DELETE = 3
+    REACT = 4
+    UNREACT = 5
+    CURSOR = 6  # a person's read position, shared with their own devices
+    LOCATION = 7  # a location kept in history (the default is an ephemeral announcement)
+    DOC = 8  # an operation on a named document (microsync.state)
+
+
+@dataclass(frozen=True, slots=True)
+class AppOp:
+    """One app operation. Which fields are set depends on ``kind`` (see ``_FIELDS``)."""
+
+    kind: Kind
+    text: str | None = None
+    post: bytes | None = None  # the target post's entry id (edit, delete, react, unreact)
+    reply_to: bytes | None = None
+    attachments: tuple[bytes, ...] = ()
+    ttl_ms: int | None = None
+    emoji: str | None = None
+    removes: tuple[bytes, ...] = ()  # reaction entry ids an unreact withdraws
+    cursor: tuple[tuple[bytes, int], ...] = ()  # (device, seq) of app entries seen
+    lat: int | None = None  # micro-degrees, already coarsened to ``precision``
+    lon: int | None = None
+    precision: str | None = None
+    doc: str | None = None
+    payload: bytes | None = None
+
+    def to_bytes(self) -> bytes:
+        fields: dict[str | int, Value] = {}
+        required = _SCHEMA[self.kind][0]
+        for name in _FIELDS[self.kind]:
+            value = getattr(self, name)
+            if value is None or (value == () and name not in required):
+                continue
+            if name in ("attachments", "removes"):
+                fields[name] = list(value)
+            elif name == "cursor":
+                fields[name] = [[d, s] for d, s in value]
+            else:
+                fields[name] = value
+        _check(self.kind, fields)
+        return encoding.encode([_VERSION, int(self.kind), fields])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AppOp:
+        value = encoding.decode(data, max_size=MAX_TEXT + 64 * 1024)
+        if not isinstance(value, list) or len(value) != 3:
+            raise DecodeError("app op: expected [version, kind, fields]")
+        version, kind, fields = value
+        if version != _VERSION:
+            raise DecodeError("app op: unknown version")
+        try:
+            parsed = Kind(kind) if type(kind) is int else None
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise DecodeError("app op: unknown kind")
+        if not isinstance(fields, dict) or not all(type(k) is str for k in fields):
+            raise DecodeError("app op: fields must be a map of names")
+        _check(parsed, fields)
+        args: dict[str, object] = {}
+        for key, item in fields.items():
+            name = str(key)
+            if name in ("attachments", "removes"):
+                assert isinstance(item, list)
+                args[name] = tuple(item)
+            elif name == "cursor":
+                assert isinstance(item, list)
+                args[name] = tuple((pair[0], pair[1]) for pair in item)  # type: ignore[index]
+            else:
+                args[name] = item
+        return cls(parsed, **args)  # type: ignore[arg-type]
+
+
+def _is_id(value: Value) -> bool:
+    return type(value) is bytes and len(value) == _ID
+
+
+def _text(value: Value, limit: int) -> bool:
+    return type(value) is str and len(value.encode()) <= limit
+
+
+def _int(value: Value, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _ids(value: Value, limit: int) -> bool:
+    return isinstance(value, list) and len(value) <= limit and all(_is_id(v) for v in value)
+
+
+def _refs(value: Value) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) <= MAX_ATTACHMENTS
+        and all(type(v) is bytes and 0 < len(v) <= MAX_REF for v in value)
+    )
+
+
+def _cursor(value: Value) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) <= MAX_CURSOR
+        and all(
+            isinstance(p, list) and len(p) == 2 and _is_id(p[0]) and _int(p[1], 1, 2**63 - 1)
+            for p in value
+        )
+    )
+
+
+_CHECKS: dict[str, Callable[[Value], bool]] = {
+    "text": lambda v: _text(v, MAX_TEXT),
+    "post": _is_id,
+    "reply_to": _is_id,
+    "attachments": _refs,
+    "ttl_ms": lambda v: _int(v, 1000, MAX_TTL_MS),
+    "emoji": lambda v: _text(v, MAX_EMOJI) and v != "",
+    "removes": lambda v: _ids(v, MAX_REMOVES) and v != [],
+    "cursor": _cursor,
+    "lat": lambda v: _int(v, -90_000_000, 90_000_000),
+    "lon": lambda v: _int(v, -180_000_000, 180_000_000),
+    "precision": lambda v: v in PRECISIONS,
+    "doc": lambda v: _text(v, 256) and v != "",
+    "payload": lambda v: type(v) is bytes and len(v) <= 60 * 1024,
+}
+
+# kind -> (required fields, optional fields)
+_SCHEMA: dict[Kind, tuple[frozenset[str], frozenset[str]]] = {
+    Kind.POST: (frozenset({"text"}), frozenset({"reply_to", "attachments", "ttl_ms"})),
+    Kind.EDIT: (frozenset({"post", "text"}), frozenset()),
+    Kind.DELETE: (frozenset({"post"}), frozenset()),
+    Kind.REACT: (frozenset({"post", "emoji"}), frozenset()),
+    Kind.UNREACT: (frozenset({"post", "emoji", "removes"}), frozenset()),
+    Kind.CURSOR: (frozenset({"cursor"}), frozenset()),
+    Kind.LOCATION: (frozenset({"lat", "lon", "precision"}), frozenset()),
+    Kind.DOC: (frozenset({"doc", "payload"}), frozenset()),
+}
+_FIELDS = {k: sorted(req | opt) for k, (req, opt) in _SCHEMA.items()}
+
+
+def _check(kind: Kind, fields: Mapping[str | int, Value]) -> None:
+    required, optional = _SCHEMA[kind]
+    names: set[str | int] = set(fields)
+    if not required <= names:
+        missing = sorted(str(n) for n in required - names)
+        raise DecodeError(f"app op {kind.name.lower()}: missing {missing}")
+    if names - required - optional:
+        unknown = sorted(str(n) for n in names - required - optional)
+        raise DecodeError(f"app op {kind.name.lower()}: unknown {unknown}")
+    for name, value in fields.items():
+        if not _CHECKS[str(name)](value):
+            raise DecodeError(f"app op {kind.name.lower()}: bad {name}")

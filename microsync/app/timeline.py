@@ -1,0 +1,324 @@
+"""The app state of one group as a pure fold of app operations (no I/O, no clock reads).
+
+Operations are applied in causal order: an entry names in ``deps`` the app entries its author
+had applied, and waits here until they are applied too. Every rule is checked by every replica
+from signed authorship, never trusted from the UI:
+
+* a post's author is the person whose device signed it; only that person edits or deletes it;
+* edits are last-writer-wins by ``(hlc, entry id)``; a delete wins over every edit, for good;
+* a reaction is an (emoji, person) pair held by the reacting entries not withdrawn; an unreact
+  withdraws only the reacting entries it names, and only its own person's (observed-remove);
+* a read cursor counts only from the person's own devices and merges by pointwise maximum.
+
+Replicas that applied the same set of operations hold equal state, whatever the arrival order
+(``tests/test_app_timeline.py`` checks this with Hypothesis). A delete or an expiry reports the
+entry ids whose bodies the caller must purge from disk.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from microsync.app.ops import AppOp, Kind
+from microsync.feed.entry import EntryId
+from microsync.identity import DeviceId, PersonId
+
+__all__ = ["AppEntry", "Change", "PostState", "Timeline"]
+
+
+@dataclass(frozen=True, slots=True)
+class AppEntry:
+    """An app operation with the signed header fields the rules need."""
+
+    id: EntryId
+    device: DeviceId
+    person: PersonId
+    seq: int
+    hlc: int
+    deps: tuple[EntryId, ...]
+    op: AppOp
+
+
+@dataclass(slots=True)
+class PostState:
+    id: EntryId
+    author: PersonId
+    device: DeviceId
+    seq: int
+    created_at: int
+    text: str | None  # None once deleted or expired
+    attachments: tuple[bytes, ...]
+    reply_to: EntryId | None
+    ttl_ms: int | None
+    last_edit: tuple[int, bytes] | None = None
+    edits: list[EntryId] = field(default_factory=list)
+    deleted: bool = False
+    expired: bool = False
+    # emoji -> person -> the reacting entries still standing
+    reactions: dict[str, dict[PersonId, set[EntryId]]] = field(default_factory=dict)
+
+    @property
+    def edited(self) -> bool:
+        return self.last_edit is not None
+
+    @property
+    def gone(self) -> bool:
+        return self.deleted or self.expired
+
+    def reaction_summary(self) -> dict[str, frozenset[PersonId]]:
+        out = {}
+        for emoji, people in self.reactions.items():
+            holding = frozenset(p for p, tags in people.items() if tags)
+            if holding:
+                out[emoji] = holding
+        return dict(sorted(out.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What applying one entry changed (for events); ``purge`` lists bodies to delete."""
+
+    kind: str  # "post", "reply", "edit", "delete", "reaction", "cursor", "location", "doc"
+    entry: AppEntry
+    post: EntryId | None = None
+    purge: tuple[EntryId, ...] = ()
+
+
+class Timeline:
+    """Posts, threads, reactions and read cursors of one group."""
+
+    def __init__(self) -> None:
+        self.posts: dict[EntryId, PostState] = {}
+        self.replies: dict[EntryId, list[EntryId]] = {}
+        self.cursors: dict[PersonId, dict[DeviceId, int]] = {}
+        self.locations: dict[PersonId, AppEntry] = {}
+        self.applied: dict[EntryId, AppEntry] = {}
+        self.frontier: dict[DeviceId, int] = {}  # highest applied app entry per device
+        self.heads: set[EntryId] = set()
+        self.rejected: set[EntryId] = set()
+        self._waiting: dict[EntryId, AppEntry] = {}
+        self._blocked: dict[EntryId, int] = {}  # waiting entry -> deps not applied yet
+        self._waiters: dict[EntryId, list[EntryId]] = {}  # missing dep -> entries waiting on it
+        self._reactions: dict[EntryId, tuple[EntryId, str, PersonId]] = {}
+
+    # ------------------------------------------------------------------ applying
+
+    def add(self, entries: Iterable[AppEntry]) -> list[Change]:
+        """Apply every entry whose causal past is applied; keep the others waiting. Duplicates
+        change nothing. Among entries ready together, the order is ``(hlc, id)`` (any order
+        gives the same state; this one makes events come out in time order)."""
+        changes: list[Change] = []
+        ready: list[tuple[int, bytes, AppEntry]] = []
+        for entry in entries:
+            if entry.id in self.applied or entry.id in self._waiting:
+                continue
+            missing = {d for d in entry.deps if d not in self.applied}
+            if missing:
+                self._waiting[entry.id] = entry
+                self._blocked[entry.id] = len(missing)
+                for dep in missing:
+                    self._waiters.setdefault(dep, []).append(entry.id)
+            else:
+                heapq.heappush(ready, (entry.hlc, bytes(entry.id), entry))
+        while ready:
+            _, _, entry = heapq.heappop(ready)
+            if entry.id in self.applied:
+                continue
+            changes.extend(self._apply(entry))
+            for waiter in self._waiters.pop(entry.id, ()):
+                self._blocked[waiter] -= 1
+                if self._blocked[waiter] == 0:
+                    del self._blocked[waiter]
+                    unblocked = self._waiting.pop(waiter)
+                    heapq.heappush(ready, (unblocked.hlc, bytes(unblocked.id), unblocked))
+        return changes
+
+    @property
+    def waiting(self) -> int:
+        """Entries held back until their causal past arrives."""
+        return len(self._waiting)
+
+    def _apply(self, entry: AppEntry) -> list[Change]:
+        self.applied[entry.id] = entry
+        self.frontier[entry.device] = max(self.frontier.get(entry.device, 0), entry.seq)
+        self.heads -= set(entry.deps)
+        self.heads.add(entry.id)
+        op = entry.op
+        handler = _HANDLERS[op.kind]
+        change = handler(self, entry, op)
+        if change is None:
+            self.rejected.add(entry.id)
+            return []
+        return [change]
+
+    def _post(self, entry: AppEntry, op: AppOp) -> Change | None:
+        assert op.text is not None
+        reply_to = EntryId(op.reply_to) if op.reply_to is not None else None
+        if reply_to is not None and reply_to not in self.posts:
+            return None  # a reply names a post in its causal past, or it is refused
+        self.posts[entry.id] = PostState(
+            id=entry.id,
+            author=entry.person,
+            device=entry.device,
+            seq=entry.seq,
+            created_at=entry.hlc,
+            text=op.text,
+            attachments=op.attachments,
+            reply_to=reply_to,
+            ttl_ms=op.ttl_ms,
+        )
+        if reply_to is not None:
+            self.replies.setdefault(reply_to, []).append(entry.id)
+            return Change("reply", entry, entry.id)
+        return Change("post", entry, entry.id)
+
+    def _own_post(self, entry: AppEntry, op: AppOp) -> PostState | None:
+        post = self.posts.get(EntryId(op.post)) if op.post is not None else None
+        if post is None or post.author != entry.person:
+            return None  # only the author edits or deletes, checked on every replica
+        return post
+
+    def _edit(self, entry: AppEntry, op: AppOp) -> Change | None:
+        post = self._own_post(entry, op)
+        if post is None:
+            return None
+        post.edits.append(entry.id)
+        stamp = (entry.hlc, bytes(entry.id))
+        newest = post.last_edit is None or stamp > post.last_edit
+        if newest:
+            post.last_edit = stamp
+        if post.gone:  # an edit racing a delete: the delete wins, the edit's body goes too
+            return Change("edit", entry, post.id, purge=(entry.id,))
+        if newest:
+            post.text = op.text
+        return Change("edit", entry, post.id)
+
+    def _delete(self, entry: AppEntry, op: AppOp) -> Change | None:
+        post = self._own_post(entry, op)
+        if post is None:
+            return None
+        post.deleted = True
+        post.text = None
+        post.attachments = ()
+        return Change("delete", entry, post.id, purge=(post.id, *post.edits))
+
+    def _react(self, entry: AppEntry, op: AppOp) -> Change | None:
+        post = self.posts.get(EntryId(op.post)) if op.post is not None else None
+        if post is None or op.emoji is None:
+            return None
+        post.reactions.setdefault(op.emoji, {}).setdefault(entry.person, set()).add(entry.id)
+        self._reactions[entry.id] = (post.id, op.emoji, entry.person)
+        return Change("reaction", entry, post.id)
+
+    def _unreact(self, entry: AppEntry, op: AppOp) -> Change | None:
+        post = self.posts.get(EntryId(op.post)) if op.post is not None else None
+        if post is None or op.emoji is None:
+            return None
+        for tag in op.removes:
+            if self._reactions.get(EntryId(tag)) != (post.id, op.emoji, entry.person):
+                return None  # only the reactor withdraws, and only reactions it has seen
+        held = post.reactions.get(op.emoji, {}).get(entry.person, set())
+        held.difference_update(EntryId(t) for t in op.removes)
+        return Change("reaction", entry, post.id)
+
+    def _cursor(self, entry: AppEntry, op: AppOp) -> Change | None:
+        mine = self.cursors.setdefault(entry.person, {})
+        for device, seq in op.cursor:
+            key = DeviceId(device)
+            mine[key] = max(mine.get(key, 0), seq)
+        return Change("cursor", entry)
+
+    def _location(self, entry: AppEntry, op: AppOp) -> Change | None:
+        known = self.locations.get(entry.person)
+        if known is None or (entry.hlc, entry.id) > (known.hlc, known.id):
+            self.locations[entry.person] = entry
+        return Change("location", entry)
+
+    def _doc(self, entry: AppEntry, op: AppOp) -> Change | None:
+        return Change("doc", entry)
+
+    # ------------------------------------------------------------------ time
+
+    def expire(self, now: int) -> list[Change]:
+        """Mark disappearing posts whose time is up (by ``now``) and report what to purge."""
+        out = []
+        for post in self.posts.values():
+            if post.ttl_ms is None or post.gone or now < post.created_at + post.ttl_ms:
+                continue
+            post.expired = True
+            post.text = None
+            post.attachments = ()
+            out.append(Change("expire", self.applied[post.id], post.id, (post.id, *post.edits)))
+        return out
+
+    def forget_body(self, post_id: EntryId, deleted: bool) -> None:
+        """Record a purge done on an earlier run (the body is gone from disk)."""
+        post = self.posts.get(post_id)
+        if post is not None:
+            post.text, post.attachments = None, ()
+            if deleted:
+                post.deleted = True
+            else:
+                post.expired = True
+
+    # ------------------------------------------------------------------ reading
+
+    def visible(self) -> list[PostState]:
+        """Posts and replies not deleted or expired, newest first."""
+        found = [p for p in self.posts.values() if not p.gone]
+        return sorted(found, key=lambda p: (p.created_at, p.id), reverse=True)
+
+    def thread(self, post_id: EntryId) -> list[PostState]:
+        """Replies to ``post_id`` (and replies to them), oldest first, depth first."""
+        out: list[PostState] = []
+        stack = [post_id]
+        seen: set[EntryId] = set()
+        while stack:
+            current = stack.pop()
+            kids = sorted(
+                (self.posts[r] for r in self.replies.get(current, ())),
+                key=lambda p: (p.created_at, p.id),
+            )
+            for kid in reversed(kids):
+                if kid.id not in seen:
+                    seen.add(kid.id)
+                    stack.append(kid.id)
+            if current != post_id:
+                out.append(self.posts[current])
+        return [p for p in out if not p.gone]
+
+    def summary(self) -> tuple[object, ...]:
+        """A comparable digest: equal for replicas that applied the same set of entries."""
+        return (
+            tuple(
+                (
+                    p.id,
+                    p.author,
+                    p.text,
+                    p.attachments,
+                    p.reply_to,
+                    p.deleted,
+                    p.expired,
+                    p.last_edit,
+                    tuple((e, tuple(sorted(ps))) for e, ps in p.reaction_summary().items()),
+                )
+                for p in sorted(self.posts.values(), key=lambda p: p.id)
+            ),
+            tuple((p, tuple(sorted(c.items()))) for p, c in sorted(self.cursors.items())),
+            tuple((p, e.id) for p, e in sorted(self.locations.items())),
+            frozenset(self.rejected),
+        )
+
+
+_HANDLERS = {
+    Kind.POST: Timeline._post,
+    Kind.EDIT: Timeline._edit,
+    Kind.DELETE: Timeline._delete,
+    Kind.REACT: Timeline._react,
+    Kind.UNREACT: Timeline._unreact,
+    Kind.CURSOR: Timeline._cursor,
+    Kind.LOCATION: Timeline._location,
+    Kind.DOC: Timeline._doc,
+}
