@@ -1,10 +1,10 @@
 """The app timeline (microsync.app.timeline): a pure fold of app operations in causal order.
 
-Random histories across 3-5 replicas (devices; the first two belong to one person) that write posts, replies,
-edits, deletes, reactions, unreactions and cursors, sometimes on behalf of someone else (which
-every replica must refuse), while replicas sync in random pairs. Then every replica receives
-every entry in a random order with duplicates: all must hold equal state, equal to a fresh
-replica that got everything in one batch.
+Random histories across 3-5 replicas (devices; the first two belong to one person) that write
+posts, replies, edits, deletes, reactions, unreactions and cursors, sometimes on behalf of
+someone else (which every replica must refuse), while replicas sync in random pairs. Then every
+replica receives every entry in a random order with duplicates: all must hold equal state,
+equal to a fresh replica that got everything in one batch.
 """
 
 from __future__ import annotations
