@@ -14,19 +14,21 @@ A profile directory holds ``profile.db`` (SQLite, WAL) and ``profile.lock``. Onl
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from microsync import encoding
+from microsync.app.api import AppMixin, Event
 from microsync.crypto import X25519SecretKey, fingerprint, system_rng
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import MicrosyncError, NotAMember, ProfileNotFound, StorageError
-from microsync.feed import GroupId
+from microsync.feed import GroupId, Ingested
 from microsync.feed.trust import add_certificate
 from microsync.group.invite import Invite, InviteId, InvitePurpose, InviteState, PairingGuest
 from microsync.group.join import (
@@ -387,7 +389,15 @@ class Device:
                 replica = GroupReplica(self._store, self._member, GroupId(bytes(group_id)))
                 group = Group(self, replica)
                 self._groups[replica.id] = group
+        before = set(group._replica.state.members)
         results = group._replica.receive(items)
+        accepted = [e for r in results if isinstance(r, Ingested) for e in r.accepted]
+        group._app_received(accepted)
+        after = set(group._replica.state.members)
+        for person in sorted(after - before):
+            group._emit(Event("member_joined", person=person))
+        for person in sorted(before - after):
+            group._emit(Event("member_left", person=person))
         return sum(1 for r in results if not isinstance(r, MicrosyncError))
 
     async def close(self) -> None:
@@ -440,15 +450,18 @@ class InviteStatus:
     joined: PersonId | None
 
 
-class Group:
+class Group(AppMixin):
     """One group as this device holds it. Reads are plain methods; writes are ``async``.
 
-    Get one from :meth:`Device.create_group` or :meth:`Device.groups`.
+    Get one from :meth:`Device.create_group` or :meth:`Device.groups`. The app primitives
+    (posts, replies, reactions, read cursors, events) come from
+    :class:`~microsync.app.api.AppMixin`.
     """
 
     def __init__(self, device: Device, replica: GroupReplica) -> None:
         self._device = device
         self._replica = replica
+        self._listeners: list[asyncio.Queue[Event]] = []
 
     @property
     def id(self) -> GroupId:
@@ -487,6 +500,25 @@ class Group:
 
     def _now(self) -> int:
         return _now_ms()
+
+    def _person(self) -> PersonId:
+        return self._device.person_id
+
+    def _emit(self, event: Event) -> None:
+        for queue in self._listeners:
+            queue.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every change from now on, as it is applied: new posts, replies, edits, deletes,
+        expiries, reactions, members joining or leaving. Iterate with ``async for``."""
+        self._timeline()
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._listeners.append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._listeners.remove(queue)
 
     async def rotate_keys(self) -> None:
         """Start a new epoch now, wrapped to every current member device (any member may)."""

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microsync.app.ops import AppOp, Kind
-from microsync.app.timeline import AppEntry, Timeline
+from microsync.app.timeline import AppEntry, Timeline, deps_for
 from microsync.errors import DecodeError
 from microsync.feed.entry import EntryId
 from microsync.identity import DeviceId, PersonId
@@ -39,7 +39,7 @@ class Writer:
             person=person or self.person,
             seq=self.seq,
             hlc=hlc,
-            deps=tuple(sorted(self.timeline.heads)),
+            deps=deps_for(op, self.timeline.heads),
             op=AppOp.from_bytes(op.to_bytes()),  # everything goes through the codec
         )
         self.mine.append(entry)
@@ -179,6 +179,13 @@ def test_threads_come_out_in_order_and_replies_need_their_parent() -> None:
     )  # fmt: skip
     alice.timeline.add([orphan])
     assert orphan.id in alice.timeline.rejected
+    # a reply must name its post in deps, even when the replica happens to hold the post
+    stray = AppEntry(
+        EntryId(b"\x0a" * 32), alice.device, alice.person, 100, 10, (),
+        AppOp(Kind.POST, text="y", reply_to=root.id),
+    )  # fmt: skip
+    alice.timeline.add([stray])
+    assert stray.id in alice.timeline.rejected
 
 
 def test_an_entry_waits_for_its_causal_past() -> None:

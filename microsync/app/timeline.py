@@ -8,7 +8,9 @@ from signed authorship, never trusted from the UI:
 * edits are last-writer-wins by ``(hlc, entry id)``; a delete wins over every edit, for good;
 * a reaction is an (emoji, person) pair held by the reacting entries not withdrawn; an unreact
   withdraws only the reacting entries it names, and only its own person's (observed-remove);
-* a read cursor counts only from the person's own devices and merges by pointwise maximum.
+* a read cursor counts only from the person's own devices and merges by pointwise maximum;
+* an op names the entries it acts on (the post, the reactions it withdraws) in its ``deps``,
+  so every replica has applied them before it and decides alike (:func:`deps_for`).
 
 Replicas that applied the same set of operations hold equal state, whatever the arrival order
 (``tests/test_app_timeline.py`` checks this with Hypothesis). A delete or an expiry reports the
@@ -22,10 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from microsync.app.ops import AppOp, Kind
-from microsync.feed.entry import EntryId
+from microsync.feed.entry import MAX_DEPS, EntryId
 from microsync.identity import DeviceId, PersonId
 
-__all__ = ["AppEntry", "Change", "PostState", "Timeline"]
+__all__ = ["AppEntry", "Change", "PostState", "Timeline", "deps_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,15 @@ class Change:
     entry: AppEntry
     post: EntryId | None = None
     purge: tuple[EntryId, ...] = ()
+
+
+def deps_for(op: AppOp, heads: Iterable[EntryId]) -> tuple[EntryId, ...]:
+    """The ``deps`` of a new entry carrying ``op``: the entries it acts on, then as many of the
+    current heads as fit (``MAX_DEPS``)."""
+    named = [op.post, op.reply_to, *op.removes]
+    needed = sorted({EntryId(i) for i in named if i is not None})
+    rest = sorted(set(heads) - set(needed))
+    return tuple(needed + rest[: max(0, MAX_DEPS - len(needed))])
 
 
 class Timeline:
@@ -156,8 +167,8 @@ class Timeline:
     def _post(self, entry: AppEntry, op: AppOp) -> Change | None:
         assert op.text is not None
         reply_to = EntryId(op.reply_to) if op.reply_to is not None else None
-        if reply_to is not None and reply_to not in self.posts:
-            return None  # a reply names a post in its causal past, or it is refused
+        if reply_to is not None and (reply_to not in entry.deps or reply_to not in self.posts):
+            return None  # a reply names its post in deps, or it is refused
         self.posts[entry.id] = PostState(
             id=entry.id,
             author=entry.person,
@@ -174,8 +185,15 @@ class Timeline:
             return Change("reply", entry, entry.id)
         return Change("post", entry, entry.id)
 
+    def _target(self, entry: AppEntry, op: AppOp) -> PostState | None:
+        """The post an op acts on. It must be named in the op's ``deps``: then every replica
+        has applied it before the op, and they all decide alike."""
+        if op.post is None or EntryId(op.post) not in entry.deps:
+            return None
+        return self.posts.get(EntryId(op.post))
+
     def _own_post(self, entry: AppEntry, op: AppOp) -> PostState | None:
-        post = self.posts.get(EntryId(op.post)) if op.post is not None else None
+        post = self._target(entry, op)
         if post is None or post.author != entry.person:
             return None  # only the author edits or deletes, checked on every replica
         return post
@@ -205,7 +223,7 @@ class Timeline:
         return Change("delete", entry, post.id, purge=(post.id, *post.edits))
 
     def _react(self, entry: AppEntry, op: AppOp) -> Change | None:
-        post = self.posts.get(EntryId(op.post)) if op.post is not None else None
+        post = self._target(entry, op)
         if post is None or op.emoji is None:
             return None
         post.reactions.setdefault(op.emoji, {}).setdefault(entry.person, set()).add(entry.id)
@@ -213,10 +231,12 @@ class Timeline:
         return Change("reaction", entry, post.id)
 
     def _unreact(self, entry: AppEntry, op: AppOp) -> Change | None:
-        post = self.posts.get(EntryId(op.post)) if op.post is not None else None
+        post = self._target(entry, op)
         if post is None or op.emoji is None:
             return None
         for tag in op.removes:
+            if EntryId(tag) not in entry.deps:
+                return None
             if self._reactions.get(EntryId(tag)) != (post.id, op.emoji, entry.person):
                 return None  # only the reactor withdraws, and only reactions it has seen
         held = post.reactions.get(op.emoji, {}).get(entry.person, set())

@@ -742,8 +742,11 @@ class GroupReplica:
         assert key is not None and key.root is not None
         return key
 
-    def append_content(self, type: int, plaintext: bytes, *, now: int) -> Entry:
-        """Encrypt ``plaintext`` under the current epoch and append it to this device's feed."""
+    def append_content(
+        self, type: int, plaintext: bytes, *, now: int, deps: Sequence[EntryId] = ()
+    ) -> Entry:
+        """Encrypt ``plaintext`` under the current epoch and append it to this device's feed
+        (``deps``: the entries of the content layer this one follows causally)."""
         if type == MEMBERSHIP_TYPE:
             raise ValueError("content cannot use the membership entry type")
         with self.store.transaction():
@@ -762,7 +765,7 @@ class GroupReplica:
                 seq=seq,
                 type=type,
             )
-            return self._append(type, body, key.number, now)
+            return self._append(type, body, key.number, now, deps)
 
     # ------------------------------------------------------------------ key requests
 

@@ -199,5 +199,8 @@ class MemoryStore:
             }
         )
 
+    def scrub(self) -> None:
+        """Nothing to do: memory holds no deleted rows (``SqliteStore.scrub`` truncates its log)."""
+
     def close(self) -> None:
         self._closed = True

@@ -435,6 +435,15 @@ class SqliteStore:
             for g, d, seq, first, second in self._sql(_FORKS, (group, device))
         ]
 
+    def scrub(self) -> None:
+        """Checkpoint and truncate the write-ahead log, so rows deleted earlier (purged bodies)
+        survive in neither the database file (``secure_delete``) nor the log."""
+        self._check_usable()
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot checkpoint the profile database: {error}") from error
+
     # whole profile
     def dump(self) -> bytes:
         """The canonical dump (same bytes as a MemoryStore holding the same data)."""
@@ -498,6 +507,8 @@ def _configure(db: sqlite3.Connection, synchronous: str, max_pages: int | None) 
         raise StorageError(f"the profile database refused WAL mode (got {mode!r})")
     db.execute("PRAGMA foreign_keys = ON")
     db.execute(f"PRAGMA synchronous = {synchronous}")
+    # deleted rows are overwritten with zeros, so a purged body leaves no bytes in the file
+    db.execute("PRAGMA secure_delete = ON")
     migrate(db)
     if max_pages is not None:
         db.execute(f"PRAGMA max_page_count = {int(max_pages)}")

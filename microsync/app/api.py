@@ -1,0 +1,335 @@
+"""The app primitives on :class:`microsync.Group`: posts, threads, reactions, read cursors,
+delete-for-everyone and disappearing posts, and the event stream.
+
+The state is the :class:`~microsync.app.timeline.Timeline` fold of the group's app entries,
+rebuilt from the store when the group is first used in a process and kept current as entries
+arrive. Plaintext is never written to disk: bodies stay encrypted in the store, and a deleted or
+expired post's bodies are deleted from it (SQLite ``secure_delete`` plus a truncated WAL, so no
+copy is left in the file). Which bodies were purged, and why, is remembered in the profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+from microsync import encoding
+from microsync.app.ops import APP_TYPE, AppOp, Kind
+from microsync.app.timeline import AppEntry, Change, PostState, Timeline, deps_for
+from microsync.encoding import expect_bytes, expect_list
+from microsync.errors import DecodeError, DecryptionError, MicrosyncError, NotAMember
+from microsync.feed.entry import Entry, EntryId
+from microsync.identity import DeviceId, PersonId
+
+if TYPE_CHECKING:
+    from microsync.group.replica import GroupReplica
+
+__all__ = ["AppMixin", "Event", "Post"]
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    """A post or a reply as this device sees it now."""
+
+    id: EntryId
+    author: PersonId
+    author_name: str
+    text: str | None  # None once deleted or expired
+    created_at: datetime
+    attachments: tuple[bytes, ...]
+    reactions: dict[str, frozenset[PersonId]]
+    reply_to: EntryId | None
+    edited: bool
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened in a group: ``kind`` is ``"post"``, ``"reply"``, ``"edit"``,
+    ``"delete"``, ``"expire"``, ``"reaction"``, ``"member_joined"`` or ``"member_left"``."""
+
+    kind: str
+    post: Post | None = None
+    person: PersonId | None = None
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+class AppMixin:
+    """Mixed into :class:`microsync.Group`: needs ``_replica``, ``_now()``, ``_person()`` and
+    ``_emit(event)`` (the I/O side delivers events; this module stays sans-IO)."""
+
+    _replica: GroupReplica
+    _now: Callable[[], int]
+    _person: Callable[[], PersonId]
+    _emit: Callable[[Event], None]
+    _app: Timeline | None = None
+    _locked_app: dict[EntryId, tuple[Entry, int]]
+
+    # ------------------------------------------------------------------ loading
+
+    @property
+    def _purged_key(self) -> str:
+        return f"app/{self._replica.id.hex()}/purged"
+
+    def _timeline(self) -> Timeline:
+        if self._app is None:
+            self._app = Timeline()
+            self._locked_app = {}
+            store = self._replica.store
+            entries = [
+                s.entry
+                for device in store.feeds(self._replica.id)
+                for s in store.entries(self._replica.id, device)
+                if s.entry.header.type == APP_TYPE
+            ]
+            self._absorb_app(entries, quiet=True)
+            for post_id, deleted in self._purged().items():
+                self._app.forget_body(post_id, deleted)
+            self._expire(quiet=True)
+        return self._app
+
+    def _purged(self) -> dict[EntryId, bool]:
+        data = self._replica.store.get_meta(self._purged_key)
+        if data is None:
+            return {}
+        out = {}
+        for item in expect_list(encoding.decode(data, max_size=2**26), "purged"):
+            post, deleted = expect_list(item, "purged item", 2)
+            out[EntryId(expect_bytes(post, "post", 32))] = bool(deleted)
+        return out
+
+    def _absorb_app(self, entries: Sequence[Entry], *, quiet: bool = False) -> None:
+        """Decrypt and fold app entries (entries this device cannot open yet wait for a key)."""
+        timeline = self._app
+        assert timeline is not None
+        store = self._replica.store
+        state = self._replica.state
+        opened: list[AppEntry] = []
+        purged: dict[EntryId, bool] | None = None
+        for entry in entries:
+            h = entry.header
+            cutoff = state.revoked.get(h.device)
+            if cutoff is not None and h.seq > cutoff:
+                continue  # written by a revoked device after its cut-off: never counts
+            stored = store.entry_at(self._replica.id, h.device, h.seq)
+            if stored is None:
+                continue
+            if stored.body is None:
+                purged = self._purged() if purged is None else purged
+                if entry.id not in purged:
+                    continue  # never received: a body-less entry is not an op
+                op = AppOp(Kind.POST, text="")  # a purged post: its tombstone (forget_body)
+            else:
+                try:
+                    op = AppOp.from_bytes(self._replica.decrypt(stored))
+                except DecryptionError:
+                    self._locked_app[entry.id] = (entry, h.seq)
+                    continue
+                except DecodeError:
+                    continue  # a member wrote garbage: it never counts
+            self._locked_app.pop(entry.id, None)
+            certificate = store.certificate(h.device)
+            if certificate is None:
+                continue
+            opened.append(
+                AppEntry(entry.id, h.device, certificate.person, h.seq, h.hlc, h.deps, op)
+            )
+        self._apply_changes(timeline.add(opened), quiet=quiet)
+
+    def _apply_changes(self, changes: list[Change], *, quiet: bool = False) -> None:
+        purge = [c for c in changes if c.purge]
+        if purge:
+            store = self._replica.store
+            record = self._purged()
+            with store.transaction():
+                for change in purge:
+                    for entry_id in change.purge:
+                        store.delete_body(entry_id)
+                    if change.post is not None and change.kind in ("delete", "expire"):
+                        record[change.post] = change.kind == "delete"
+                value = [[p, d] for p, d in sorted(record.items())]
+                store.put_meta(self._purged_key, encoding.encode(value))  # type: ignore[arg-type]
+            scrub = getattr(store, "scrub", None)
+            if scrub is not None:
+                scrub()
+        if quiet:
+            return
+        for change in changes:
+            if change.kind in ("cursor", "location", "doc"):
+                continue
+            post = self._post_view(change.post) if change.post is not None else None
+            self._emit(Event(change.kind, post=post, person=change.entry.person))
+
+    def _app_received(self, accepted: Sequence[Entry]) -> None:
+        """Called after entries of this group were stored (sync, or this device's own)."""
+        if self._app is None:
+            return  # loaded from the store on first use
+        retry = [e for e, _ in self._locked_app.values()]
+        fresh = [e for e in accepted if e.header.type == APP_TYPE]
+        if fresh or retry:
+            self._absorb_app(retry + fresh)
+        self._expire()
+
+    def _expire(self, *, quiet: bool = False) -> None:
+        timeline = self._app
+        assert timeline is not None
+        self._apply_changes(timeline.expire(self._now()), quiet=quiet)
+
+    # ------------------------------------------------------------------ writing
+
+    async def _write(self, op: AppOp) -> Entry:
+        timeline = self._timeline()
+        if not self._replica.is_member:
+            raise NotAMember("this device is not a member of the group")
+        entry = self._replica.append_content(
+            APP_TYPE, op.to_bytes(), now=self._now(), deps=deps_for(op, timeline.heads)
+        )
+        self._absorb_app([entry])
+        if entry.id in timeline.rejected:
+            raise NotAMember(f"the group refuses this {op.kind.name.lower()} from this person")
+        return entry
+
+    async def post(
+        self, text: str, attachments: Sequence[bytes] = (), *, ttl: float | None = None
+    ) -> Post:
+        """Post ``text`` to the group. With ``ttl`` (seconds) the post disappears: every device
+        purges it from its disk once that time has passed."""
+        ttl_ms = None if ttl is None else int(ttl * 1000)
+        op = AppOp(Kind.POST, text=text, attachments=tuple(attachments), ttl_ms=ttl_ms)
+        entry = await self._write(op)
+        return self._must_view(entry.id)
+
+    async def reply(self, post_id: bytes, text: str, *, ttl: float | None = None) -> Post:
+        """Reply to a post (or to a reply)."""
+        self._require_post(post_id)
+        ttl_ms = None if ttl is None else int(ttl * 1000)
+        op = AppOp(Kind.POST, text=text, reply_to=bytes(post_id), ttl_ms=ttl_ms)
+        entry = await self._write(op)
+        return self._must_view(entry.id)
+
+    async def edit(self, post_id: bytes, text: str) -> Post:
+        """Change the text of one of your own posts (``NotAMember`` for someone else's)."""
+        self._require_post(post_id)
+        await self._write(AppOp(Kind.EDIT, post=bytes(post_id), text=text))
+        return self._must_view(EntryId(bytes(post_id)))
+
+    async def delete(self, post_id: bytes) -> None:
+        """Delete one of your own posts for everyone: every device that applies this purges
+        the post's text from its disk and keeps only a tombstone."""
+        self._require_post(post_id)
+        await self._write(AppOp(Kind.DELETE, post=bytes(post_id)))
+
+    async def react(self, post_id: bytes, emoji: str) -> None:
+        """React to a post with ``emoji``."""
+        self._require_post(post_id)
+        await self._write(AppOp(Kind.REACT, post=bytes(post_id), emoji=emoji))
+
+    async def unreact(self, post_id: bytes, emoji: str) -> None:
+        """Withdraw your own ``emoji`` reaction to a post (a no-op if you have none)."""
+        post = self._require_post(post_id)
+        tags = sorted(post.reactions.get(emoji, {}).get(self._person(), set()))
+        if tags:
+            op = AppOp(Kind.UNREACT, post=bytes(post_id), emoji=emoji, removes=tuple(tags[:32]))
+            await self._write(op)
+
+    # ------------------------------------------------------------------ reading
+
+    def _require_post(self, post_id: bytes) -> PostState:
+        post = self._timeline().posts.get(EntryId(bytes(post_id)))
+        if post is None:
+            raise KeyError(f"no post {bytes(post_id)[:4].hex()} in this group")
+        return post
+
+    def _names(self) -> dict[PersonId, str]:
+        return {p: m.name for p, m in self._replica.state.members.items()}
+
+    def _post_view(self, post_id: EntryId, names: dict[PersonId, str] | None = None) -> Post | None:
+        post = self._timeline().posts.get(post_id)
+        if post is None:
+            return None
+        names = self._names() if names is None else names
+        return Post(
+            id=post.id,
+            author=post.author,
+            author_name=names.get(post.author, "(former member)"),
+            text=post.text,
+            created_at=datetime.fromtimestamp(post.created_at / 1000).astimezone(),
+            attachments=post.attachments,
+            reactions=post.reaction_summary(),
+            reply_to=post.reply_to,
+            edited=post.edited,
+            deleted=post.deleted,
+        )
+
+    def _must_view(self, post_id: EntryId) -> Post:
+        view = self._post_view(post_id)
+        assert view is not None
+        return view
+
+    def post_by_id(self, post_id: bytes) -> Post:
+        """One post or reply (``KeyError`` if this device has none with that id)."""
+        self._require_post(post_id)
+        return self._must_view(EntryId(bytes(post_id)))
+
+    def thread(self, post_id: bytes) -> list[Post]:
+        """The replies to a post, oldest first (nested replies follow their parent)."""
+        self._require_post(post_id)
+        names = self._names()
+        found = self._timeline().thread(EntryId(bytes(post_id)))
+        return [v for p in found if (v := self._post_view(p.id, names)) is not None]
+
+    def _cursor(self) -> dict[DeviceId, int]:
+        return dict(self._timeline().cursors.get(self._person(), {}))
+
+    def _unseen(self) -> list[PostState]:
+        cursor = self._cursor()
+        me = self._person()
+        return [
+            p
+            for p in self._timeline().visible()
+            if p.author != me and p.seq > cursor.get(p.device, 0)
+        ]
+
+    def unread_count(self) -> int:
+        """Posts and replies by others that this person has not seen on any of their devices."""
+        return len(self._unseen())
+
+    def feed(self, since: Literal["last_opened"] | datetime | None = None) -> list[Post]:
+        """Posts and replies, newest first: all of them (``since=None``), those after a moment
+        (a ``datetime``), or those unseen since this person last opened the group
+        (``"last_opened"``), which also marks them read on every device of this person.
+        Deleted and expired posts are left out."""
+        timeline = self._timeline()
+        self._expire()
+        names = self._names()
+        if since == "last_opened":
+            chosen = self._unseen()
+            self._mark_read()
+        elif isinstance(since, datetime):
+            cut = _ms(since)
+            chosen = [p for p in timeline.visible() if p.created_at > cut]
+        elif since is None:
+            chosen = timeline.visible()
+        else:
+            raise ValueError('since is None, "last_opened" or a datetime')
+        return [v for p in chosen if (v := self._post_view(p.id, names)) is not None]
+
+    def _mark_read(self) -> None:
+        timeline = self._timeline()
+        cursor = self._cursor()
+        ahead = {d: s for d, s in timeline.frontier.items() if s > cursor.get(d, 0)}
+        if not ahead or not self._replica.is_member:
+            return
+        op = AppOp(Kind.CURSOR, cursor=tuple(sorted(ahead.items())))
+        try:
+            entry = self._replica.append_content(
+                APP_TYPE, op.to_bytes(), now=self._now(), deps=deps_for(op, timeline.heads)
+            )
+        except MicrosyncError:
+            return  # reading never fails because the cursor could not be written
+        self._absorb_app([entry])

@@ -1,0 +1,199 @@
+"""The app primitives through the public Group API on real SQLite profiles: posts, replies,
+reactions, edits, delete-for-everyone, disappearing posts, read cursors, events. Entries are
+passed between devices by hand (the sync issue carries them over Noise)."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+import microsync
+from microsync.app.ops import APP_TYPE, AppOp, Kind
+from microsync.app.timeline import deps_for
+from microsync.errors import NotAMember
+from microsync.feed.entry import EntryId
+from tests.test_device_groups import introduce, pair, sync
+
+
+async def family_of(stack: AsyncExitStack, root: Path, *names: str) -> list[microsync.Group]:
+    """Devices named ``names`` in one group founded by the first; returns each one's Group."""
+    devices = [
+        await stack.enter_async_context(await microsync.Device.open(root / n, name=n))
+        for n in names
+    ]
+    founder = devices[0]
+    family = await founder.create_group("Family")
+    groups = [family]
+    for device in devices[1:]:
+        introduce(*devices)
+        invite = await family.invite(ttl=3600)
+        response = pair(founder.invite_host().session(), device.join_guest(invite.link))
+        groups.append(await device.finish_join(response))
+        sync(founder, device, family.id)
+    for device in devices[1:]:
+        sync(founder, device, family.id)
+    return groups
+
+
+def devices_of(*groups: microsync.Group) -> list[microsync.Device]:
+    return [g._device for g in groups]
+
+
+def share(*groups: microsync.Group) -> None:
+    devices = devices_of(*groups)
+    for a in devices:
+        for b in devices:
+            if a is not b:
+                sync(a, b, groups[0].id)
+
+
+def raw_profile_bytes(device: microsync.Device) -> bytes:
+    directory = device.path
+    return b"".join(p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file())
+
+
+async def test_posts_replies_reactions_and_edits_reach_every_member(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
+        post = await alice.post("Landed in Oxford")
+        share(alice, bob, carol)
+        reply = await bob.reply(post.id, "Welcome back!")
+        await carol.react(post.id, "❤️")
+        await bob.react(post.id, "❤️")
+        share(alice, bob, carol)
+        nested = await alice.reply(reply.id, "Thanks!")
+        await alice.edit(post.id, "Landed in Oxford, finally")
+        share(alice, bob, carol)
+        for group in (alice, bob, carol):
+            seen = group.post_by_id(post.id)
+            assert seen.text == "Landed in Oxford, finally" and seen.edited
+            assert seen.author_name == "Alice"
+            assert seen.reactions == {"❤️": frozenset({bob._person(), carol._person()})}
+            assert [p.id for p in group.thread(post.id)] == [reply.id, nested.id]
+            assert group.feed()[0].id == nested.id  # newest first
+        await bob.unreact(post.id, "❤️")
+        share(alice, bob, carol)
+        assert alice.post_by_id(post.id).reactions == {"❤️": frozenset({carol._person()})}
+
+
+async def test_nobody_edits_deletes_or_unreacts_for_someone_else(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        post = await alice.post("mine")
+        await alice.react(post.id, "👍")
+        share(alice, bob)
+        with pytest.raises(NotAMember):
+            await bob.edit(post.id, "hijacked")
+        with pytest.raises(NotAMember):
+            await bob.delete(post.id)
+        # a hand-crafted withdrawal of Alice's reaction, signed by Bob, bypassing the API
+        tags = tuple(bob._timeline().posts[EntryId(post.id)].reactions["👍"][alice._person()])
+        op = AppOp(Kind.UNREACT, post=post.id, emoji="👍", removes=tags)
+        bob._replica.append_content(
+            APP_TYPE, op.to_bytes(), now=bob._now(), deps=deps_for(op, bob._timeline().heads)
+        )
+        share(alice, bob)
+        for group in (alice, bob):
+            seen = group.post_by_id(post.id)
+            assert seen.text == "mine" and not seen.deleted
+            assert seen.reactions == {"👍": frozenset({alice._person()})}
+
+
+async def test_delete_for_everyone_purges_the_body_from_every_disk(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        secret = "the door code is 4711-SECRET"
+        post = await alice.post(secret)
+        await alice.edit(post.id, secret + " (edited)")
+        share(alice, bob)
+        bodies = [
+            s.body
+            for d in devices_of(alice)
+            for s in d._store.entries(alice.id, d.id)
+            if s.entry.header.type == APP_TYPE and s.body is not None
+        ]
+        assert len(bodies) == 2
+        for device in devices_of(alice, bob):
+            assert all(b in raw_profile_bytes(device) for b in bodies)  # stored, encrypted
+        await alice.delete(post.id)
+        share(alice, bob)
+        for group in (alice, bob):
+            seen = group.post_by_id(post.id)
+            assert seen.deleted and seen.text is None
+            assert post.id not in [p.id for p in group.feed()]
+            raw = raw_profile_bytes(group._device)
+            assert secret.encode() not in raw
+            for body in bodies:
+                assert body not in raw and body[-32:] not in raw  # not even a fragment
+        # and it stays deleted after a restart
+        path = bob._device.path
+        await bob._device.close()
+        async with await microsync.Device.open(path) as again:
+            seen = again.group(alice.id).post_by_id(post.id)
+            assert seen.deleted and seen.text is None
+
+
+async def test_disappearing_posts_are_purged_after_their_time(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        clock = [alice._now()]
+        for group in (alice, bob):
+            group._now = lambda: clock[0]  # type: ignore[method-assign]
+        post = await alice.post("gone in a minute", ttl=60)
+        share(alice, bob)
+        assert bob.post_by_id(post.id).text == "gone in a minute"
+        clock[0] += 61_000
+        for group in (alice, bob):
+            assert post.id not in [p.id for p in group.feed()]
+            assert group.post_by_id(post.id).text is None
+            assert b"gone in a minute" not in raw_profile_bytes(group._device)
+            stored = group._device._store.entry_at(
+                group.id, alice._device.id, 0 + _seq(alice, post.id)
+            )
+            assert stored is not None and stored.body is None
+
+
+def _seq(group: microsync.Group, post_id: bytes) -> int:
+    return group._timeline().posts[EntryId(post_id)].seq
+
+
+async def test_read_cursors_give_exactly_the_unseen_posts_across_restarts(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        first = await alice.post("one")
+        second = await alice.post("two")
+        await bob.post("my own post is never unread")
+        share(alice, bob)
+        assert bob.unread_count() == 2
+        assert [p.id for p in bob.feed(since="last_opened")] == [second.id, first.id]
+        assert bob.unread_count() == 0 and bob.feed(since="last_opened") == []
+        third = await alice.post("three")
+        share(alice, bob)
+        path = bob._device.path
+        await bob._device.close()
+        async with await microsync.Device.open(path) as again:
+            group = again.group(alice.id)
+            assert group.unread_count() == 1
+            assert [p.id for p in group.feed(since="last_opened")] == [third.id]
+            assert group.unread_count() == 0
+
+
+async def test_events_arrive_as_entries_are_applied(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        stream = bob.events()
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        post = await alice.post("ping")
+        share(alice, bob)
+        event = await asyncio.wait_for(waiting, 5)
+        assert event.kind == "post" and event.post is not None and event.post.id == post.id
+        await alice.react(post.id, "🎉")
+        share(alice, bob)
+        event = await asyncio.wait_for(anext(stream), 5)
+        assert event.kind == "reaction" and event.post is not None
+        assert event.post.reactions == {"🎉": frozenset({alice._person()})}
+        await stream.aclose()
