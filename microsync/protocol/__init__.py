@@ -1,0 +1,12 @@
+"""Sans-IO protocols: the Noise transport (handshake, framing) and the sync session.
+
+Each name below is re-exported from its submodule; append new ones to ``__all__``.
+"""
+
+from microsync.protocol.noise import CipherState, HandshakeState, NoiseProtocol
+
+__all__ = [
+    "CipherState",
+    "HandshakeState",
+    "NoiseProtocol",
+]
