@@ -1,5 +1,7 @@
 """microsync: private micro-networks with encrypted group feeds and direct device sync."""
 
+from microsync.app.api import Event, Post
+from microsync.app.presence import Location, Presence
 from microsync.errors import (
     AuthorNotCertified,
     AuthorRevoked,
@@ -21,6 +23,7 @@ from microsync.errors import (
     ProtocolError,
     RemoteProtocolError,
     SequenceGap,
+    StaleAnnouncement,
     StorageError,
     UnknownVersion,
     VerificationError,
@@ -38,22 +41,27 @@ __all__ = [
     "DecodeError",
     "DecryptionError",
     "Device",
+    "Event",
     "ForkedFeed",
     "Group",
     "HandshakeError",
     "InviteError",
     "LocalProtocolError",
+    "Location",
     "Member",
     "MicrosyncError",
     "NotAMember",
     "Oversize",
     "PendingQuotaExceeded",
+    "Post",
+    "Presence",
     "PrevMismatch",
     "ProfileInUse",
     "ProfileNotFound",
     "ProtocolError",
     "RemoteProtocolError",
     "SequenceGap",
+    "StaleAnnouncement",
     "StorageError",
     "UnknownVersion",
     "VerificationError",

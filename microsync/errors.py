@@ -215,3 +215,14 @@ __all__ += [
     "WrongCode",
     "WrongPurpose",
 ]
+
+
+# Ephemeral announcements (presence, location: microsync.app.ephemeral).
+
+
+class StaleAnnouncement(VerificationError):
+    """An announcement that is expired, dated too far in the future, or not newer than the one
+    already held from the same device (a replay)."""
+
+
+__all__ += ["StaleAnnouncement"]

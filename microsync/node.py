@@ -24,7 +24,8 @@ from types import TracebackType
 from typing import Self
 
 from microsync import encoding
-from microsync.app.api import AppMixin, Event
+from microsync.app.api import Event
+from microsync.app.presence import PresenceMixin
 from microsync.crypto import X25519SecretKey, fingerprint, system_rng
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import MicrosyncError, NotAMember, ProfileNotFound, StorageError
@@ -450,7 +451,7 @@ class InviteStatus:
     joined: PersonId | None
 
 
-class Group(AppMixin):
+class Group(PresenceMixin):
     """One group as this device holds it. Reads are plain methods; writes are ``async``.
 
     Get one from :meth:`Device.create_group` or :meth:`Device.groups`. The app primitives

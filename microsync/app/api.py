@@ -48,11 +48,15 @@ class Post:
 @dataclass(frozen=True, slots=True)
 class Event:
     """Something that happened in a group: ``kind`` is ``"post"``, ``"reply"``, ``"edit"``,
-    ``"delete"``, ``"expire"``, ``"reaction"``, ``"member_joined"`` or ``"member_left"``."""
+    ``"delete"``, ``"expire"``, ``"reaction"``, ``"member_joined"``, ``"member_left"``,
+    ``"presence"``, ``"location"`` or ``"doc"``. ``detail`` carries the
+    :class:`~microsync.app.presence.Presence`, :class:`~microsync.app.presence.Location` or
+    document name the event is about."""
 
     kind: str
     post: Post | None = None
     person: PersonId | None = None
+    detail: object = None
 
 
 def _ms(moment: datetime) -> int:

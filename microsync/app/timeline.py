@@ -105,6 +105,7 @@ class Timeline:
         self.replies: dict[EntryId, list[EntryId]] = {}
         self.cursors: dict[PersonId, dict[DeviceId, int]] = {}
         self.locations: dict[PersonId, AppEntry] = {}
+        self.active: dict[PersonId, int] = {}  # latest hlc of an applied entry per person
         self.applied: dict[EntryId, AppEntry] = {}
         self.frontier: dict[DeviceId, int] = {}  # highest applied app entry per device
         self.heads: set[EntryId] = set()
@@ -156,6 +157,7 @@ class Timeline:
         self.frontier[entry.device] = max(self.frontier.get(entry.device, 0), entry.seq)
         self.heads -= set(entry.deps)
         self.heads.add(entry.id)
+        self.active[entry.person] = max(self.active.get(entry.person, 0), entry.hlc)
         op = entry.op
         handler = _HANDLERS[op.kind]
         change = handler(self, entry, op)

@@ -19,6 +19,7 @@ DEVICE_CERTIFICATE = Label(b"microsync/v1/device-certificate")
 DEVICE_REVOCATION = Label(b"microsync/v1/device-revocation")
 TRANSPORT_KEY_CERTIFICATE = Label(b"microsync/v1/transport-key-certificate")
 PREKEY_CERTIFICATE = Label(b"microsync/v1/prekey-certificate")
+ANNOUNCEMENT_SIGNATURE = Label(b"microsync/v1/announcement")
 
 # Hashes
 ENTRY_ID = Label(b"microsync/v1/entry-id")
@@ -39,6 +40,9 @@ KEY_WRAP_TAG = Label(b"microsync/v1/key-wrap-tag")
 KEY_BUNDLE = Label(b"microsync/v1/key-bundle")
 DISCOVERY_TAG = Label(b"microsync/v1/discovery-tag")
 RENDEZVOUS_ID = Label(b"microsync/v1/rendezvous-id")
+
+# Ephemeral announcements (presence, location: microsync.app.ephemeral)
+ANNOUNCEMENT_KEY = Label(b"microsync/v1/announcement-key")
 
 # Invites and device pairing (microsync.group.invite, microsync.crypto.pake)
 INVITE_ID = Label(b"microsync/v1/invite-id")

@@ -258,6 +258,11 @@ class GroupReplica:
             type=h.type,
         )
 
+    def key_for(self, number: int, ref: bytes) -> EpochKey | None:
+        """The key this device holds for epoch ``number`` whose commitment starts with
+        ``ref`` (a key ref), or ``None``."""
+        return self._key_for(number, ref)
+
     def _key_for(self, number: int, ref: bytes) -> EpochKey | None:
         for (n, digest), key in self._keys.items():
             if n == number and digest.startswith(ref):
