@@ -1,0 +1,471 @@
+"""The sync session's wire messages and their strict codec (see ``docs/sync.md``).
+
+Theory of operation
+-------------------
+Every record on the (already encrypted and authenticated) channel is ONE message: a canonical
+CBOR array ``[version, type, field...]`` written by :func:`encode_message` and read back by
+:func:`decode_message`. Decoding is strict: the record size is checked before parsing, the CBOR
+must be canonical (:func:`microsync.encoding.decode`), the version must be
+:data:`WIRE_VERSION`, the type known, the field count exact and every field within its limit
+(:class:`Limits`). Any failure raises :class:`~microsync.errors.DecodeError`, and a message
+that decodes always re-encodes to the same bytes.
+
+Messages are frozen, slotted, keyword-only dataclasses; groups are named by id only after both
+sides proved they hold the group (``Hello`` carries keyed tags, never an id).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, TypeAlias, assert_never
+
+from microsync import encoding
+from microsync.encoding import Value, expect_bytes, expect_int, expect_list, expect_str
+from microsync.errors import DecodeError
+from microsync.feed.entry import MAX_BODY_SIZE, MAX_ENTRY_SIZE, GroupId
+from microsync.identity import MAX_RECORD_SIZE as MAX_CERTIFICATE_SIZE
+
+__all__ = [
+    "MAX_RECORD_SIZE",
+    "WIRE_VERSION",
+    "Bye",
+    "Certificates",
+    "Credit",
+    "Digest",
+    "Done",
+    "Entries",
+    "Ephemeral",
+    "ErrorCode",
+    "ErrorMessage",
+    "Frontier",
+    "FrontierHead",
+    "Hello",
+    "Item",
+    "KeyRefused",
+    "KeyRequest",
+    "KeyResponse",
+    "Limits",
+    "Message",
+    "MsgType",
+    "Ping",
+    "decode_message",
+    "encode_message",
+]
+
+WIRE_VERSION: Final = 1
+ID_SIZE: Final = 32
+TAG_SIZE: Final = 16
+SIGNATURE_SIZE: Final = 64
+
+Item: TypeAlias = tuple[bytes, bytes | None]
+"""One entry on the wire: its signed header bytes and its body (``None`` when purged)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Every count and size the codec accepts. A peer exceeding one is a protocol error."""
+
+    max_tags: int = 512
+    max_feeds: int = 8192
+    max_batch_entries: int = 256
+    max_batch_bytes: int = 1024 * 1024
+    max_certificates: int = 512
+    max_wanted_keys: int = 256
+    max_key_response: int = 512 * 1024
+    max_ephemeral: int = 4096
+    max_reason: int = 200
+
+
+LIMITS: Final = Limits()
+MAX_RECORD_SIZE: Final = LIMITS.max_batch_bytes + 64 * 1024
+"""No record is larger: a full batch plus its CBOR overhead (about 12 bytes an item)."""
+
+
+class MsgType(enum.IntEnum):
+    """The message types; the value is the second item of every record."""
+
+    HELLO = 1
+    DIGEST = 2
+    FRONTIER = 3
+    CERTIFICATES = 4
+    ENTRIES = 5
+    CREDIT = 6
+    DONE = 7
+    KEY_REQUEST = 8
+    KEY_RESPONSE = 9
+    KEY_REFUSED = 10
+    EPHEMERAL = 11
+    PING = 12
+    BYE = 13
+    ERROR = 14
+
+
+class ErrorCode(enum.IntEnum):
+    """Why a session was closed with an :class:`ErrorMessage`."""
+
+    PROTOCOL = 1  # malformed, oversized or out-of-state message
+    TIMEOUT = 2  # the peer was silent for too long
+    INTERNAL = 3  # this side failed (storage...)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hello:
+    """Opens the session: membership tags (sorted, padded) and the first flow-control grant."""
+
+    tags: tuple[bytes, ...]
+    credit_batches: int
+    credit_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Digest:
+    """A hash of the sender's frontier of ``group``; equal digests end the round."""
+
+    group: GroupId
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FrontierHead:
+    """One feed of a frontier: its device, head ``seq`` and head entry id."""
+
+    device: bytes
+    seq: int
+    head: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Frontier:
+    """The sender's feeds of ``group`` (what it holds), and how it wants to be sent the rest."""
+
+    group: GroupId
+    heads: tuple[FrontierHead, ...]
+    newest_first: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Certificates:
+    """Device certificates the receiver needs to check the entries that follow."""
+
+    group: GroupId
+    certificates: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Entries:
+    """One batch of entries of ``group``; it spends one batch and its size of credit."""
+
+    group: GroupId
+    items: tuple[Item, ...]
+
+    @property
+    def size(self) -> int:
+        return batch_size(self.items)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credit:
+    """More flow-control credit for the receiver of this message to spend on entries."""
+
+    batches: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Done:
+    """The sender has sent everything of ``group`` the receiver lacked at the start."""
+
+    group: GroupId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRequest:
+    """Epoch keys of ``group`` the sender lacks: (epoch number, commitment or key ref)."""
+
+    group: GroupId
+    wanted: tuple[tuple[int, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyResponse:
+    """Keys wrapped to the requester (an opaque bundle the group layer opens)."""
+
+    group: GroupId
+    response: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyRefused:
+    """The answerer will not give keys of ``group`` to the requester."""
+
+    group: GroupId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ephemeral:
+    """Opaque bytes for ``group`` that are not stored (presence, location): the app verifies."""
+
+    group: GroupId
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ping:
+    """Keeps an idle session open (resets the peer's idle timer)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bye:
+    """The sender closes the session normally."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorMessage:
+    """The sender closes the session because of an error (a fixed, secret-free reason)."""
+
+    code: ErrorCode
+    reason: str
+
+
+Message: TypeAlias = (
+    Hello
+    | Digest
+    | Frontier
+    | Certificates
+    | Entries
+    | Credit
+    | Done
+    | KeyRequest
+    | KeyResponse
+    | KeyRefused
+    | Ephemeral
+    | Ping
+    | Bye
+    | ErrorMessage
+)
+
+
+def batch_size(items: tuple[Item, ...] | list[Item]) -> int:
+    """The bytes a batch of items counts against the flow-control credit."""
+    return sum(len(wire) + (0 if body is None else len(body)) for wire, body in items)
+
+
+def message_type(message: Message) -> MsgType:
+    """The :class:`MsgType` of ``message``."""
+    return _TYPES[type(message)]
+
+
+# ---------------------------------------------------------------------- encoding
+
+
+def encode_message(message: Message) -> bytes:
+    """The canonical record for ``message``."""
+    return encoding.encode([WIRE_VERSION, int(message_type(message)), *_fields(message)])
+
+
+def _fields(message: Message) -> list[Value]:
+    match message:
+        case Hello():
+            return [list(message.tags), message.credit_batches, message.credit_bytes]
+        case Digest():
+            return [message.group, message.digest]
+        case Frontier():
+            heads: list[Value] = [[h.device, h.seq, h.head] for h in message.heads]
+            return [message.group, heads, message.newest_first]
+        case Certificates():
+            return [message.group, list(message.certificates)]
+        case Entries():
+            return [message.group, [[w, b] for w, b in message.items]]
+        case Credit():
+            return [message.batches, message.bytes]
+        case Done() | KeyRefused():
+            return [message.group]
+        case KeyRequest():
+            return [message.group, [[n, ref] for n, ref in message.wanted]]
+        case KeyResponse():
+            return [message.group, message.response]
+        case Ephemeral():
+            return [message.group, message.data]
+        case Ping() | Bye():
+            return []
+        case ErrorMessage():
+            return [int(message.code), message.reason]
+        case _:
+            assert_never(message)
+
+
+# ---------------------------------------------------------------------- decoding
+
+
+def decode_message(record: bytes, limits: Limits = LIMITS) -> Message:
+    """Decode one record strictly, or raise :class:`DecodeError`."""
+    items = expect_list(encoding.decode(record, max_size=MAX_RECORD_SIZE, max_depth=5), "record")
+    if len(items) < 2:
+        raise DecodeError("record: expected a version and a type")
+    if expect_int(items[0], "version") != WIRE_VERSION:
+        raise DecodeError("record: unknown version")
+    try:
+        kind = MsgType(expect_int(items[1], "type"))
+    except ValueError:
+        raise DecodeError("record: unknown message type") from None
+    decoder, arity = _DECODERS[kind]
+    fields = items[2:]
+    if len(fields) != arity:
+        raise DecodeError(f"{kind.name}: expected {arity} fields, got {len(fields)}")
+    return decoder(fields, limits)
+
+
+def _group(value: Value) -> GroupId:
+    return GroupId(expect_bytes(value, "group", ID_SIZE))
+
+
+def _bounded(value: Value, name: str, limit: int) -> list[Value]:
+    items = expect_list(value, name)
+    if len(items) > limit:
+        raise DecodeError(f"{name}: more than {limit} items")
+    return items
+
+
+def _hello(f: list[Value], lim: Limits) -> Message:
+    tags = tuple(expect_bytes(t, "tag", TAG_SIZE) for t in _bounded(f[0], "tags", lim.max_tags))
+    if list(tags) != sorted(set(tags)):
+        raise DecodeError("tags: not sorted and distinct")
+    batches = expect_int(f[1], "credit_batches", 0, 2**20)
+    return Hello(
+        tags=tags, credit_batches=batches, credit_bytes=expect_int(f[2], "credit_bytes", 0, 2**40)
+    )
+
+
+def _digest(f: list[Value], lim: Limits) -> Message:
+    return Digest(group=_group(f[0]), digest=expect_bytes(f[1], "digest", ID_SIZE))
+
+
+def _frontier(f: list[Value], lim: Limits) -> Message:
+    heads = []
+    for value in _bounded(f[1], "heads", lim.max_feeds):
+        device, seq, head = expect_list(value, "head", 3)
+        heads.append(
+            FrontierHead(
+                device=expect_bytes(device, "device", ID_SIZE),
+                seq=expect_int(seq, "seq", 1),
+                head=expect_bytes(head, "head", ID_SIZE),
+            )
+        )
+    if [h.device for h in heads] != sorted({h.device for h in heads}):
+        raise DecodeError("heads: devices not sorted and distinct")
+    if type(f[2]) is not bool:
+        raise DecodeError("newest_first: expected a boolean")
+    return Frontier(group=_group(f[0]), heads=tuple(heads), newest_first=f[2])
+
+
+def _certificates(f: list[Value], lim: Limits) -> Message:
+    certs = _bounded(f[1], "certificates", lim.max_certificates)
+    return Certificates(
+        group=_group(f[0]),
+        certificates=tuple(
+            expect_bytes(c, "certificate", max_size=MAX_CERTIFICATE_SIZE) for c in certs
+        ),
+    )
+
+
+def _entries(f: list[Value], lim: Limits) -> Message:
+    items: list[Item] = []
+    for value in _bounded(f[1], "items", lim.max_batch_entries):
+        wire, body = expect_list(value, "item", 2)
+        wire_bytes = expect_bytes(wire, "wire", max_size=MAX_ENTRY_SIZE + SIGNATURE_SIZE)
+        body_bytes = None if body is None else expect_bytes(body, "body", max_size=MAX_BODY_SIZE)
+        items.append((wire_bytes, body_bytes))
+    if not items:
+        raise DecodeError("items: an empty batch")
+    if batch_size(items) > lim.max_batch_bytes:
+        raise DecodeError("items: batch over the byte limit")
+    return Entries(group=_group(f[0]), items=tuple(items))
+
+
+def _credit(f: list[Value], lim: Limits) -> Message:
+    return Credit(
+        batches=expect_int(f[0], "batches", 0, 2**20), bytes=expect_int(f[1], "bytes", 0, 2**40)
+    )
+
+
+def _done(f: list[Value], lim: Limits) -> Message:
+    return Done(group=_group(f[0]))
+
+
+def _key_request(f: list[Value], lim: Limits) -> Message:
+    wanted = []
+    for value in _bounded(f[1], "wanted", lim.max_wanted_keys):
+        number, ref = expect_list(value, "slot", 2)
+        wanted.append((expect_int(number, "epoch"), expect_bytes(ref, "ref", max_size=ID_SIZE)))
+    if not wanted:
+        raise DecodeError("wanted: an empty request")
+    return KeyRequest(group=_group(f[0]), wanted=tuple(wanted))
+
+
+def _key_response(f: list[Value], lim: Limits) -> Message:
+    response = expect_bytes(f[1], "response", max_size=lim.max_key_response)
+    return KeyResponse(group=_group(f[0]), response=response)
+
+
+def _key_refused(f: list[Value], lim: Limits) -> Message:
+    return KeyRefused(group=_group(f[0]))
+
+
+def _ephemeral(f: list[Value], lim: Limits) -> Message:
+    data = expect_bytes(f[1], "data", max_size=lim.max_ephemeral)
+    return Ephemeral(group=_group(f[0]), data=data)
+
+
+def _ping(f: list[Value], lim: Limits) -> Message:
+    return Ping()
+
+
+def _bye(f: list[Value], lim: Limits) -> Message:
+    return Bye()
+
+
+def _error(f: list[Value], lim: Limits) -> Message:
+    try:
+        code = ErrorCode(expect_int(f[0], "code"))
+    except ValueError:
+        raise DecodeError("code: unknown error code") from None
+    return ErrorMessage(code=code, reason=expect_str(f[1], "reason", lim.max_reason))
+
+
+_Decoder: TypeAlias = Callable[[list[Value], Limits], Message]
+
+_DECODERS: Final[dict[MsgType, tuple[_Decoder, int]]] = {
+    MsgType.HELLO: (_hello, 3),
+    MsgType.DIGEST: (_digest, 2),
+    MsgType.FRONTIER: (_frontier, 3),
+    MsgType.CERTIFICATES: (_certificates, 2),
+    MsgType.ENTRIES: (_entries, 2),
+    MsgType.CREDIT: (_credit, 2),
+    MsgType.DONE: (_done, 1),
+    MsgType.KEY_REQUEST: (_key_request, 2),
+    MsgType.KEY_RESPONSE: (_key_response, 2),
+    MsgType.KEY_REFUSED: (_key_refused, 1),
+    MsgType.EPHEMERAL: (_ephemeral, 2),
+    MsgType.PING: (_ping, 0),
+    MsgType.BYE: (_bye, 0),
+    MsgType.ERROR: (_error, 2),
+}
+
+_TYPES: Final[dict[type, MsgType]] = {
+    Hello: MsgType.HELLO,
+    Digest: MsgType.DIGEST,
+    Frontier: MsgType.FRONTIER,
+    Certificates: MsgType.CERTIFICATES,
+    Entries: MsgType.ENTRIES,
+    Credit: MsgType.CREDIT,
+    Done: MsgType.DONE,
+    KeyRequest: MsgType.KEY_REQUEST,
+    KeyResponse: MsgType.KEY_RESPONSE,
+    KeyRefused: MsgType.KEY_REFUSED,
+    Ephemeral: MsgType.EPHEMERAL,
+    Ping: MsgType.PING,
+    Bye: MsgType.BYE,
+    ErrorMessage: MsgType.ERROR,
+}

@@ -1,0 +1,748 @@
+"""The sync session: a sans-IO state machine over an authenticated, encrypted record channel.
+
+Theory of operation (``docs/sync.md`` has the full story)
+---------------------------------------------------------
+1. **Match.** Both sides send ``Hello`` at once: for every group the host holds, a 16-byte tag
+   ``derive_key(SYNC_GROUP_TAG, proof key, channel_binding || role)`` per proof key (the control
+   keys of the latest epochs), sorted and padded with random tags. Each side recomputes the
+   PEER's tags for its own proof keys, so the matched groups are exactly those where both sides
+   hold a common proof key: a non-member learns nothing, and a tag is useless on any other
+   connection (other binding) or reflected back (other role).
+2. **Compare.** Per matched group each side sends a ``Digest`` of its frontier. Equal digests:
+   the group goes LIVE after one message each way. Otherwise both send their ``Frontier``.
+3. **Stream.** The side that may serve the peer (``host.may_serve``) sends ``Certificates``,
+   then batches of ``Entries`` the peer lacks, each spending credit the peer granted (``Hello``,
+   then one ``Credit`` back per batch received), then ``Done``. Newest-first when asked, for the
+   first ``newest_first_window`` entries. When both ``Done`` are through, the group is LIVE.
+4. **Live.** :meth:`SyncSession.local_update` pushes whatever the peer lacks, judged by what
+   the session knows the peer holds (its frontier, plus everything sent and received since).
+5. **Keys.** After the peer's ``Done`` (or equal digests), and after live entries, keys the host
+   misses are asked for once each; answers are ``KeyResponse`` or ``KeyRefused``.
+
+Invariants: every legal (state, message) pair is a row of :data:`TRANSITIONS`; anything else,
+and any malformed record, closes the session with an ``ErrorMessage`` before the host is
+touched. The session never sends entries beyond the credit granted, never sends the host's data
+for a group the peer did not prove it holds, and never serves a peer ``may_serve`` refuses.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from microsync import encoding
+from microsync.crypto import derive_key, labelled_hash
+from microsync.crypto.labels import Label
+from microsync.crypto.random import Rng
+from microsync.errors import (
+    DecodeError,
+    DecryptionError,
+    LocalProtocolError,
+    MicrosyncError,
+    RemoteProtocolError,
+)
+from microsync.feed.entry import MAX_BODY_SIZE, MAX_ENTRY_SIZE, EntryId, GroupId, Header
+from microsync.identity import DeviceId
+from microsync.protocol.messages import (
+    LIMITS,
+    SIGNATURE_SIZE,
+    TAG_SIZE,
+    Bye,
+    Certificates,
+    Credit,
+    Digest,
+    Done,
+    Entries,
+    Ephemeral,
+    ErrorCode,
+    ErrorMessage,
+    Frontier,
+    FrontierHead,
+    Hello,
+    Item,
+    KeyRefused,
+    KeyRequest,
+    KeyResponse,
+    Limits,
+    Message,
+    MsgType,
+    Ping,
+    batch_size,
+    decode_message,
+    encode_message,
+    message_type,
+)
+
+__all__ = [
+    "SYNC_FRONTIER_DIGEST",
+    "SYNC_GROUP_TAG",
+    "TRANSITIONS",
+    "GroupPhase",
+    "GroupProof",
+    "SessionState",
+    "SessionStats",
+    "SyncHost",
+    "SyncOptions",
+    "SyncSession",
+    "frontier_digest",
+    "group_tag",
+]
+
+# TODO(labels): move both into microsync/crypto/labels.py (owned elsewhere); values are final.
+SYNC_GROUP_TAG: Final = Label(b"microsync/v1/sync-group-tag")
+SYNC_FRONTIER_DIGEST: Final = Label(b"microsync/v1/sync-frontier-digest")
+
+MAX_ITEM_SIZE: Final = MAX_ENTRY_SIZE + SIGNATURE_SIZE + MAX_BODY_SIZE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupProof:
+    """A group the host holds and the secrets that prove it (newest first, 16 to 64 bytes)."""
+
+    group: GroupId
+    keys: tuple[bytes, ...]
+
+
+class SyncHost(Protocol):
+    """What a session needs from the local device. Every method is synchronous and must not
+    block on the network; each group argument is a group :meth:`sync_groups` listed."""
+
+    def sync_groups(self) -> Sequence[GroupProof]:
+        """Every group this device holds, each with the control keys (``EpochKey.control``
+        bytes) of the latest epochs it holds, newest first, at most 3. A group with no key yet
+        is left out (it cannot be matched)."""
+        ...
+
+    def frontier(self, group: GroupId) -> Mapping[DeviceId, tuple[int, EntryId]]:
+        """For each non-empty feed of ``group``: its head ``(seq, entry id)``."""
+        ...
+
+    def entries_after(
+        self, group: GroupId, frontier: Mapping[DeviceId, int], *, newest_first: bool, limit: int
+    ) -> list[Item]:
+        """At most ``limit`` entries ``(wire, body)`` of ``group`` that a holder of
+        ``frontier`` (device -> head seq; absent = 0) lacks. ``newest_first=False``: feed by
+        feed, each feed in seq order from its frontier (so any prefix is chain-contiguous).
+        ``newest_first=True``: the newest ones across all feeds (by HLC), newest first."""
+        ...
+
+    def receive(self, group: GroupId, items: Sequence[Item]) -> int:
+        """Validate and store entries from the peer (one transaction); return how many were
+        accepted. Rejected items change nothing. Raise only on local failure."""
+        ...
+
+    def may_serve(self, group: GroupId, peer: DeviceId) -> bool:
+        """Is ``peer`` an active device of a current member of ``group`` in this view?"""
+        ...
+
+    def certificates(self, group: GroupId) -> list[bytes]:
+        """Device certificates (``DeviceCertificate.to_bytes``) of every device with a feed
+        in ``group`` and of every current member device, this device's own included."""
+        ...
+
+    def learn_certificates(self, certificates: Sequence[bytes]) -> None:
+        """Keep certificates from the peer, verifying each; skip bad ones silently."""
+        ...
+
+    def missing_keys(self, group: GroupId) -> list[tuple[int, bytes]]:
+        """Epoch slots ``(number, commitment or 16-byte key ref)`` this device lacks
+        (``GroupReplica.missing_keys``)."""
+        ...
+
+    def answer_key_request(
+        self, group: GroupId, peer: DeviceId, wanted: Sequence[tuple[int, bytes]]
+    ) -> bytes | None:
+        """Keys for ``peer`` as an opaque encoded bundle, or ``None`` to refuse
+        (``GroupReplica.answer_key_request``; ``NotAMember`` becomes ``None``)."""
+        ...
+
+    def accept_key_response(self, group: GroupId, peer: DeviceId, response: bytes) -> int:
+        """Open and keep the keys of a response (``GroupReplica.accept_key_response``); return
+        how many were new. A malformed or forged response raises ``DecodeError`` or
+        ``DecryptionError`` and changes nothing."""
+        ...
+
+    def ephemeral(self, group: GroupId, peer: DeviceId, data: bytes) -> None:
+        """An ephemeral message (presence, location) from ``peer``; the app verifies it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncOptions:
+    """Tunables of one session. ``window_*`` is the credit granted to the peer."""
+
+    newest_first: bool = False
+    newest_first_window: int = 1024
+    batch_entries: int = 256
+    batch_bytes: int = 1024 * 1024
+    window_batches: int = 4
+    window_bytes: int = 4 * 1024 * 1024
+    pad_tags: int = 8
+    max_key_rounds: int = 4
+    idle_timeout_ms: int = 90_000
+    keepalive_ms: int = 30_000
+    limits: Limits = LIMITS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_entries <= self.limits.max_batch_entries:
+            raise ValueError("batch_entries must be within the codec limit")
+        if not MAX_ITEM_SIZE <= self.batch_bytes <= self.limits.max_batch_bytes:
+            raise ValueError("batch_bytes must hold the largest entry and fit the codec limit")
+        if self.window_batches < 1 or self.window_bytes < MAX_ITEM_SIZE:
+            raise ValueError("the window must admit at least one batch of the largest entry")
+
+
+class SessionState(enum.Enum):
+    AWAIT_HELLO = "await-hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class GroupPhase(enum.Enum):
+    AWAIT_DIGEST = "await-digest"
+    AWAIT_FRONTIER = "await-frontier"
+    SYNCING = "syncing"
+    LIVE = "live"
+
+
+@dataclass(slots=True)
+class SessionStats:
+    """Counters for one session (entries and bytes count entry wire + body bytes)."""
+
+    entries_sent: int = 0
+    entries_received: int = 0
+    entries_accepted: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    records_sent: int = 0
+    records_received: int = 0
+    sent: dict[MsgType, int] = field(default_factory=dict)
+    received: dict[MsgType, int] = field(default_factory=dict)
+    keys_gained: int = 0
+    key_refusals: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _GroupSync:
+    """One matched group's progress in this session."""
+
+    group: GroupId
+    phase: GroupPhase = GroupPhase.AWAIT_DIGEST
+    snapshot: dict[DeviceId, int] = field(default_factory=dict)  # the frontier we digested
+    digest: bytes = b""  # the digest we sent
+    peer_known: dict[DeviceId, int] = field(default_factory=dict)  # peer holds 1..seq
+    sent_ahead: set[tuple[bytes, int]] = field(default_factory=set)  # newest-first, beyond
+    newest_budget: int = 0
+    serving: bool = False
+    certs_due: bool = False
+    certs_sent: set[bytes] = field(default_factory=set)
+    done_sent: bool = False
+    peer_done: bool = False
+    requested: set[tuple[int, bytes]] = field(default_factory=set)
+    key_rounds: int = 0
+    awaiting_keys: int = 0
+
+
+def group_tag(key: bytes, channel_binding: bytes, role: bytes) -> bytes:
+    """The membership tag for one proof key on one connection, for one role (b"I" or b"R")."""
+    return derive_key(SYNC_GROUP_TAG, key, channel_binding + role)[:TAG_SIZE]
+
+
+def frontier_digest(frontier: Mapping[DeviceId, tuple[int, EntryId]]) -> bytes:
+    """A hash of a frontier: over the sorted ``(device, seq, head id)`` triples."""
+    rows: list[encoding.Value] = [[d, s, h] for d, (s, h) in sorted(frontier.items())]
+    return labelled_hash(SYNC_FRONTIER_DIGEST, encoding.encode(rows))
+
+
+_GROUP_MESSAGES: Final = (
+    Digest,
+    Frontier,
+    Certificates,
+    Entries,
+    Done,
+    KeyRequest,
+    KeyResponse,
+    KeyRefused,
+    Ephemeral,
+)
+
+
+class SyncSession:
+    """One sync session with one peer. Feed it records with :meth:`receive`; send what every
+    call returns, in order. See the module docstring and ``docs/sync.md``."""
+
+    def __init__(
+        self,
+        host: SyncHost,
+        *,
+        our_device: DeviceId,
+        peer_device: DeviceId,
+        channel_binding: bytes,
+        initiator: bool,
+        rng: Rng,
+        options: SyncOptions | None = None,
+    ) -> None:
+        if len(channel_binding) < 16:
+            raise ValueError("the channel binding must be at least 16 bytes")
+        self.host = host
+        self.our_device = our_device
+        self.peer_device = peer_device
+        self.options = options or SyncOptions()
+        self.stats = SessionStats()
+        self.state = SessionState.AWAIT_HELLO
+        self.error: MicrosyncError | None = None
+        self._binding = channel_binding
+        self._role, self._peer_role = (b"I", b"R") if initiator else (b"R", b"I")
+        self._rng = rng
+        self._groups: dict[GroupId, _GroupSync] = {}
+        self._expected: dict[bytes, GroupId] = {}
+        self._dirty: dict[GroupId, None] = {}  # groups that may have entries to push, in order
+        self._credit = (0, 0)  # (batches, bytes) we may still send
+        self._peer_credit = (self.options.window_batches, self.options.window_bytes)
+        self._out: list[Message] = []
+        self._last_received = 0
+        self._last_sent = 0
+        self._started = False
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def closed(self) -> bool:
+        return self.state is SessionState.CLOSED
+
+    @property
+    def groups(self) -> dict[GroupId, GroupPhase]:
+        """The groups matched with the peer and the phase of each."""
+        return {gid: g.phase for gid, g in self._groups.items()}
+
+    @property
+    def synced(self) -> bool:
+        """Matched, every group LIVE and no key request outstanding."""
+        return self.state is SessionState.OPEN and all(
+            g.phase is GroupPhase.LIVE and not g.awaiting_keys for g in self._groups.values()
+        )
+
+    def start(self, now: int) -> list[bytes]:
+        """Begin: the ``Hello`` to send. Call once."""
+        if self._started:
+            raise LocalProtocolError("the session was already started")
+        self._started = True
+        self._last_received = self._last_sent = now
+        tags: set[bytes] = set()
+        for proof in self.host.sync_groups():
+            for key in proof.keys[:3]:
+                if len(tags) + self.options.pad_tags >= self.options.limits.max_tags:
+                    break
+                tags.add(group_tag(key, self._binding, self._role))
+                self._expected[group_tag(key, self._binding, self._peer_role)] = proof.group
+        step = self.options.pad_tags
+        target = max(step, -(-len(tags) // step) * step)
+        while len(tags) < target:  # random tags hide how many groups this device holds
+            tags.add(self._rng(TAG_SIZE))
+        batches, size = self._peer_credit
+        self._send(Hello(tags=tuple(sorted(tags)), credit_batches=batches, credit_bytes=size))
+        return self._flush(now)
+
+    def receive(self, record: bytes, now: int) -> list[bytes]:
+        """Handle one record from the peer; return the records to send. After the session
+        closed, input is ignored."""
+        if self.closed or not self._started:
+            return []
+        self._last_received = now
+        self.stats.records_received += 1
+        try:
+            message = decode_message(record, self.options.limits)
+            kind = message_type(message)
+            self.stats.received[kind] = self.stats.received.get(kind, 0) + 1
+            self._dispatch(message, kind)
+        except (DecodeError, RemoteProtocolError) as exc:
+            self._fail(ErrorCode.PROTOCOL, RemoteProtocolError(str(exc)))
+        except MicrosyncError as exc:
+            self._fail(ErrorCode.INTERNAL, exc)
+        return self._flush(now)
+
+    def local_update(self, group: GroupId) -> list[bytes]:
+        """The host appended or received entries of ``group``: push what the peer lacks."""
+        g = self._groups.get(group)
+        if self.closed or g is None or g.phase not in (GroupPhase.SYNCING, GroupPhase.LIVE):
+            return []
+        g.certs_due = True
+        self._dirty[group] = None
+        self._pump()
+        return self._flush(None)
+
+    def send_ephemeral(self, group: GroupId, data: bytes) -> list[bytes]:
+        """Send opaque ``data`` for ``group`` (nothing if the peer may not be served)."""
+        if len(data) > self.options.limits.max_ephemeral:
+            raise LocalProtocolError("ephemeral message over the size limit")
+        if self.closed or group not in self._groups:
+            return []
+        if self.host.may_serve(group, self.peer_device):
+            self._send(Ephemeral(group=group, data=data))
+        return self._flush(None)
+
+    def close(self) -> list[bytes]:
+        """End the session normally: a ``Bye``."""
+        if self.closed:
+            return []
+        self._send(Bye())
+        self.state = SessionState.CLOSED
+        return self._flush(None)
+
+    def next_deadline(self, now: int) -> int | None:
+        """When :meth:`handle_timeout` should next be called (``None`` once closed)."""
+        if self.closed:
+            return None
+        idle = self._last_received + self.options.idle_timeout_ms
+        return min(idle, self._last_sent + self.options.keepalive_ms)
+
+    def handle_timeout(self, now: int) -> list[bytes]:
+        """Close a session the peer left idle too long; keep a quiet one alive with a ping."""
+        if self.closed:
+            return []
+        if now >= self._last_received + self.options.idle_timeout_ms:
+            self._fail(ErrorCode.TIMEOUT, RemoteProtocolError("the peer was idle too long"))
+        elif now >= self._last_sent + self.options.keepalive_ms:
+            self._send(Ping())
+        return self._flush(now)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _send(self, message: Message) -> None:
+        self._out.append(message)
+
+    def _flush(self, now: int | None) -> list[bytes]:
+        records = []
+        for message in self._out:
+            kind = message_type(message)
+            self.stats.sent[kind] = self.stats.sent.get(kind, 0) + 1
+            records.append(encode_message(message))
+        self._out.clear()
+        self.stats.records_sent += len(records)
+        if records and now is not None:
+            self._last_sent = now
+        return records
+
+    def _fail(self, code: ErrorCode, error: MicrosyncError) -> None:
+        self._out.clear()
+        self._send(ErrorMessage(code=code, reason=str(error)[: self.options.limits.max_reason]))
+        self.error = error
+        self.state = SessionState.CLOSED
+
+    def _dispatch(self, message: Message, kind: MsgType) -> None:
+        phase: SessionState | GroupPhase = self.state
+        if isinstance(message, _GROUP_MESSAGES):
+            g = self._groups.get(message.group)
+            if g is None:
+                raise RemoteProtocolError(f"{kind.name} for a group not shared in this session")
+            phase = g.phase
+        handler = TRANSITIONS.get((phase, kind))
+        if handler is None:
+            raise RemoteProtocolError(f"{kind.name} is not allowed in state {phase.value}")
+        handler(self, message)
+
+    # ------------------------------------------------------------------ session messages
+
+    def _on_hello(self, m: Hello) -> None:
+        self._credit = (m.credit_batches, m.credit_bytes)
+        self.state = SessionState.OPEN
+        matched = sorted({self._expected[t] for t in m.tags if t in self._expected})
+        if not matched:
+            self._send(Bye())
+            self.state = SessionState.CLOSED
+            return
+        for group in matched:
+            g = _GroupSync(group)
+            heads = self.host.frontier(group)
+            g.snapshot = {d: seq for d, (seq, _) in heads.items()}
+            g.digest = frontier_digest(heads)
+            self._groups[group] = g
+            self._send(Digest(group=group, digest=g.digest))
+
+    def _on_credit(self, m: Credit) -> None:
+        batches, size = self._credit
+        self._credit = (batches + m.batches, size + m.bytes)
+        self._pump()
+
+    def _on_ping(self, m: Ping) -> None:
+        return None
+
+    def _on_bye(self, m: Bye) -> None:
+        self.state = SessionState.CLOSED
+
+    def _on_error(self, m: ErrorMessage) -> None:
+        self.error = RemoteProtocolError(f"the peer closed the session: {m.reason}")
+        self.state = SessionState.CLOSED
+
+    # ------------------------------------------------------------------ group messages
+
+    def _on_digest(self, m: Digest) -> None:
+        g = self._groups[m.group]
+        if m.digest == g.digest:  # both sides compare the same two digests: one decision
+            g.peer_known = dict(g.snapshot)
+            self._go_live(g)
+            self._maybe_request_keys(g)
+            return
+        heads = self.host.frontier(m.group)
+        rows = sorted(heads.items())[: self.options.limits.max_feeds]
+        frontier = tuple(FrontierHead(device=d, seq=s, head=h) for d, (s, h) in rows)
+        g.phase = GroupPhase.AWAIT_FRONTIER
+        self._send(Frontier(group=m.group, heads=frontier, newest_first=self.options.newest_first))
+
+    def _on_frontier(self, m: Frontier) -> None:
+        g = self._groups[m.group]
+        g.peer_known = {DeviceId(h.device): h.seq for h in m.heads}
+        g.newest_budget = self.options.newest_first_window if m.newest_first else 0
+        g.phase = GroupPhase.SYNCING
+        g.serving = self.host.may_serve(m.group, self.peer_device)
+        if g.serving:
+            g.certs_due = True
+            self._dirty[m.group] = None
+            self._pump()
+        else:
+            self._send_done(g)
+
+    def _on_certificates(self, m: Certificates) -> None:
+        self.host.learn_certificates(m.certificates)
+
+    def _on_entries(self, m: Entries) -> None:
+        g = self._groups[m.group]
+        size = m.size
+        batches, budget = self._peer_credit
+        if batches < 1 or size > budget:
+            raise RemoteProtocolError("entries beyond the granted credit")
+        self._peer_credit = (batches - 1, budget - size)
+        for wire, _ in m.items:
+            _note_held(g.peer_known, wire)
+        accepted = self.host.receive(m.group, m.items)
+        self.stats.entries_received += len(m.items)
+        self.stats.entries_accepted += accepted
+        self.stats.bytes_received += size
+        self._peer_credit = (self._peer_credit[0] + 1, self._peer_credit[1] + size)
+        self._send(Credit(batches=1, bytes=size))
+        if not g.serving and g.phase is not GroupPhase.AWAIT_FRONTIER:
+            self._reconsider_serving(g)
+        if g.peer_done:
+            self._maybe_request_keys(g)
+
+    def _on_done(self, m: Done) -> None:
+        g = self._groups[m.group]
+        g.peer_done = True
+        if g.done_sent:
+            self._go_live(g)
+        self._maybe_request_keys(g)
+
+    def _on_key_request(self, m: KeyRequest) -> None:
+        answer = self.host.answer_key_request(m.group, self.peer_device, m.wanted)
+        if answer is None or len(answer) > self.options.limits.max_key_response:
+            self._send(KeyRefused(group=m.group))
+        else:
+            self._send(KeyResponse(group=m.group, response=answer))
+
+    def _on_key_response(self, m: KeyResponse) -> None:
+        g = self._take_key_answer(m.group)
+        try:
+            gained = self.host.accept_key_response(m.group, self.peer_device, m.response)
+        except (DecodeError, DecryptionError):
+            raise RemoteProtocolError("a key response that does not open") from None
+        self.stats.keys_gained += gained
+        if gained:
+            self._maybe_request_keys(g)
+
+    def _on_key_refused(self, m: KeyRefused) -> None:
+        self._take_key_answer(m.group)
+        self.stats.key_refusals += 1
+
+    def _on_ephemeral(self, m: Ephemeral) -> None:
+        self.host.ephemeral(m.group, self.peer_device, m.data)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _go_live(self, g: _GroupSync) -> None:
+        g.phase = GroupPhase.LIVE
+        g.serving = self.host.may_serve(g.group, self.peer_device)
+        if g.serving:  # anything appended since the digest
+            g.certs_due = True
+            self._dirty[g.group] = None
+            self._pump()
+
+    def _reconsider_serving(self, g: _GroupSync) -> None:
+        """Entries from the peer may have shown it is a member after all (an add we lacked)."""
+        if self.host.may_serve(g.group, self.peer_device):
+            g.serving = g.certs_due = True
+            self._dirty[g.group] = None
+            self._pump()
+
+    def _send_done(self, g: _GroupSync) -> None:
+        g.done_sent = True
+        self._send(Done(group=g.group))
+        if g.peer_done:
+            g.phase = GroupPhase.LIVE
+
+    def _take_key_answer(self, group: GroupId) -> _GroupSync:
+        g = self._groups[group]
+        if not g.awaiting_keys:
+            raise RemoteProtocolError("a key answer nobody asked for")
+        g.awaiting_keys -= 1
+        return g
+
+    def _maybe_request_keys(self, g: _GroupSync) -> None:
+        if g.key_rounds >= self.options.max_key_rounds:
+            return
+        wanted = [s for s in self.host.missing_keys(g.group) if s not in g.requested]
+        wanted = wanted[: self.options.limits.max_wanted_keys]
+        if wanted:
+            g.requested.update(wanted)
+            g.key_rounds += 1
+            g.awaiting_keys += 1
+            self._send(KeyRequest(group=g.group, wanted=tuple(wanted)))
+
+    # ------------------------------------------------------------------ sending entries
+
+    def _pump(self) -> None:
+        """Send batches for every group with something to push, while credit lasts."""
+        for group in list(self._dirty):
+            if not self._push(self._groups[group]):
+                return
+
+    def _push(self, g: _GroupSync) -> bool:
+        """Push ``g`` until it has nothing left (True) or credit runs out (False)."""
+        if not self.host.may_serve(g.group, self.peer_device):
+            g.serving = False
+            return self._exhausted(g)
+        while True:
+            batches, budget = self._credit
+            if batches < 1:
+                return False
+            items = self._take(g, min(self.options.batch_bytes, budget))
+            if items is None:
+                return False
+            if not items:
+                return self._exhausted(g)
+            if g.certs_due:  # just before entries, so none are sent when nothing is due
+                g.certs_due = False
+                self._send_certificates(g)
+            size = batch_size(items)
+            self._credit = (batches - 1, budget - size)
+            self.stats.entries_sent += len(items)
+            self.stats.bytes_sent += size
+            self._send(Entries(group=g.group, items=tuple(items)))
+
+    def _exhausted(self, g: _GroupSync) -> bool:
+        self._dirty.pop(g.group, None)
+        if g.phase is GroupPhase.SYNCING and not g.done_sent:
+            self._send_done(g)
+        return True
+
+    def _send_certificates(self, g: _GroupSync) -> None:
+        fresh = [c for c in self.host.certificates(g.group) if c not in g.certs_sent]
+        step = self.options.limits.max_certificates
+        for start in range(0, len(fresh), step):
+            self._send(Certificates(group=g.group, certificates=tuple(fresh[start : start + step])))
+        g.certs_sent.update(fresh)
+
+    def _take(self, g: _GroupSync, budget: int) -> list[Item] | None:
+        """The next batch within ``budget`` bytes: [] when nothing is left, None when the
+        first item does not fit the credit left."""
+        if g.newest_budget > 0:
+            batch = self._take_newest(g, budget)
+            if batch is None or batch:
+                return batch
+            g.newest_budget = 0
+        return self._take_in_order(g, budget)
+
+    def _take_newest(self, g: _GroupSync, budget: int) -> list[Item] | None:
+        want = min(self.options.batch_entries, g.newest_budget)
+        found = self.host.entries_after(
+            g.group, g.peer_known, newest_first=True, limit=want + len(g.sent_ahead)
+        )
+        batch: list[Item] = []
+        for wire, body in found:
+            key = _position(wire)
+            if key in g.sent_ahead:
+                continue
+            if len(batch) == want or batch_size([*batch, (wire, body)]) > budget:
+                break
+            batch.append((wire, body))
+            g.sent_ahead.add(key)
+        if found and not batch and any(_position(w) not in g.sent_ahead for w, _ in found):
+            return None
+        g.newest_budget -= len(batch)
+        return batch
+
+    def _take_in_order(self, g: _GroupSync, budget: int) -> list[Item] | None:
+        batch: list[Item] = []
+        size = 0
+        while len(batch) < self.options.batch_entries:
+            want = self.options.batch_entries - len(batch) + len(g.sent_ahead)
+            found = self.host.entries_after(g.group, g.peer_known, newest_first=False, limit=want)
+            if not found:
+                return batch
+            for wire, body in found:
+                device, seq = _position(wire)
+                if (device, seq) in g.sent_ahead:
+                    g.sent_ahead.discard((device, seq))
+                    g.peer_known[DeviceId(device)] = seq
+                    continue
+                item_size = len(wire) + (0 if body is None else len(body))
+                if len(batch) == self.options.batch_entries or size + item_size > budget:
+                    return batch or None
+                batch.append((wire, body))
+                size += item_size
+                g.peer_known[DeviceId(device)] = seq
+            if len(found) < want:
+                return batch  # the host had no more
+        return batch
+
+
+def _position(wire: bytes) -> tuple[bytes, int]:
+    """(device, seq) of an entry's wire bytes (which came from our own store)."""
+    header = Header.from_bytes(wire[:-SIGNATURE_SIZE])
+    return header.device, header.seq
+
+
+def _note_held(known: dict[DeviceId, int], wire: bytes) -> None:
+    """The peer sent this entry, so it holds its feed up to it (feeds it serves are contiguous)."""
+    try:
+        header = Header.from_bytes(wire[:-SIGNATURE_SIZE])
+    except MicrosyncError:
+        return  # the host rejects it; nothing learnt
+    if header.seq > known.get(header.device, 0):
+        known[header.device] = header.seq
+
+
+_Handler = Callable[[SyncSession, Any], None]
+_G = GroupPhase
+_S = SessionState
+
+TRANSITIONS: Final[dict[tuple[SessionState | GroupPhase, MsgType], _Handler]] = {
+    # session level: keyed by the session state
+    (_S.AWAIT_HELLO, MsgType.HELLO): SyncSession._on_hello,
+    (_S.AWAIT_HELLO, MsgType.PING): SyncSession._on_ping,
+    (_S.AWAIT_HELLO, MsgType.BYE): SyncSession._on_bye,
+    (_S.AWAIT_HELLO, MsgType.ERROR): SyncSession._on_error,
+    (_S.OPEN, MsgType.CREDIT): SyncSession._on_credit,
+    (_S.OPEN, MsgType.PING): SyncSession._on_ping,
+    (_S.OPEN, MsgType.BYE): SyncSession._on_bye,
+    (_S.OPEN, MsgType.ERROR): SyncSession._on_error,
+    # group level: keyed by the phase of the group the message names
+    (_G.AWAIT_DIGEST, MsgType.DIGEST): SyncSession._on_digest,
+    (_G.AWAIT_FRONTIER, MsgType.FRONTIER): SyncSession._on_frontier,
+    (_G.SYNCING, MsgType.CERTIFICATES): SyncSession._on_certificates,
+    (_G.SYNCING, MsgType.ENTRIES): SyncSession._on_entries,
+    (_G.SYNCING, MsgType.DONE): SyncSession._on_done,
+    (_G.SYNCING, MsgType.KEY_REQUEST): SyncSession._on_key_request,
+    (_G.SYNCING, MsgType.KEY_RESPONSE): SyncSession._on_key_response,
+    (_G.SYNCING, MsgType.KEY_REFUSED): SyncSession._on_key_refused,
+    (_G.LIVE, MsgType.CERTIFICATES): SyncSession._on_certificates,
+    (_G.LIVE, MsgType.ENTRIES): SyncSession._on_entries,
+    (_G.LIVE, MsgType.KEY_REQUEST): SyncSession._on_key_request,
+    (_G.LIVE, MsgType.KEY_RESPONSE): SyncSession._on_key_response,
+    (_G.LIVE, MsgType.KEY_REFUSED): SyncSession._on_key_refused,
+    **{(phase, MsgType.EPHEMERAL): SyncSession._on_ephemeral for phase in GroupPhase},
+}
+"""Every legal (state, message type) -> handler. Group messages are looked up by the phase of
+the group they name (an unmatched group is an error before this table); all else by the session
+state. A pair not listed is a :class:`RemoteProtocolError`: the session closes with an error."""

@@ -1,0 +1,268 @@
+"""Sync-session test helpers: a :class:`SyncHost` over a real :class:`microsync.Device`, and a
+pure driver that pumps records between two sessions (with cuts).
+
+:class:`DeviceHost` is written to move into ``microsync/node.py`` as-is (each method is a thin
+wrapper over the Device's store and group replicas); the test-only parts are the logs it keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+from collections import deque
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import microsync
+from microsync import encoding
+from microsync.encoding import expect_int, expect_list
+from microsync.errors import DecodeError, NotAMember
+from microsync.feed import EntryId, GroupId
+from microsync.group.keys import Purpose
+from microsync.group.replica import GroupReplica
+from microsync.identity import DeviceId
+from microsync.protocol.messages import Item, Message, decode_message
+from microsync.protocol.session import GroupProof, SyncOptions, SyncSession
+
+T = TypeVar("T")
+
+PROOF_EPOCHS = 3
+MAX_KEY_RESPONSE = 512 * 1024
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run one coroutine of the async Device API from a synchronous test."""
+    return asyncio.run(coroutine)
+
+
+class DeviceHost:
+    """The :class:`~microsync.protocol.session.SyncHost` of one Device."""
+
+    def __init__(self, device: microsync.Device) -> None:
+        self.device = device
+        self.received: list[tuple[GroupId, list[Item]]] = []  # test log: every receive call
+        self.ephemerals: list[tuple[GroupId, DeviceId, bytes]] = []
+
+    def _replica(self, group: GroupId) -> GroupReplica:
+        return self.device.group(group)._replica
+
+    def sync_groups(self) -> list[GroupProof]:
+        proofs = []
+        for group in self.device.groups():
+            held = self._replica(group.id).epoch_keys()
+            latest = sorted(held.items(), reverse=True)[:PROOF_EPOCHS]
+            keys = tuple(key.control.secret_bytes() for _, key in latest)
+            if keys:
+                proofs.append(GroupProof(group=group.id, keys=keys))
+        return proofs
+
+    def frontier(self, group: GroupId) -> dict[DeviceId, tuple[int, EntryId]]:
+        feeds = self.device._store.feeds(group)
+        return {
+            device: (status.head_seq, status.head_id)
+            for device, status in feeds.items()
+            if status.head_seq > 0 and status.head_id is not None
+        }
+
+    def entries_after(
+        self, group: GroupId, frontier: Mapping[DeviceId, int], *, newest_first: bool, limit: int
+    ) -> list[Item]:
+        store = self.device._store
+        found = []
+        for device in sorted(store.feeds(group)):
+            room = None if newest_first else limit - len(found)
+            if room == 0:
+                break
+            for stored in store.entries(group, device, frontier.get(device, 0), room):
+                found.append(stored)
+        if newest_first:
+            found.sort(key=lambda s: (s.entry.header.hlc, s.entry.id), reverse=True)
+        return [(s.entry.wire, s.body) for s in found[:limit]]
+
+    def receive(self, group: GroupId, items: Sequence[Item]) -> int:
+        self.received.append((group, list(items)))
+        return self.device.receive(group, items)
+
+    def may_serve(self, group: GroupId, peer: DeviceId) -> bool:
+        return self._replica(group).state.device(peer) is not None
+
+    def certificates(self, group: GroupId) -> list[bytes]:
+        store = self.device._store
+        devices = set(store.feeds(group)) | {self.device.id}
+        for member in self._replica(group).state.members.values():
+            devices.update(member.devices)
+        found = (store.certificate(d) for d in sorted(devices))
+        return [c.to_bytes() for c in found if c is not None]
+
+    def learn_certificates(self, certificates: Sequence[bytes]) -> None:
+        self.device.learn_certificates(certificates)
+
+    def missing_keys(self, group: GroupId) -> list[tuple[int, bytes]]:
+        return self._replica(group).missing_keys()
+
+    def answer_key_request(
+        self, group: GroupId, peer: DeviceId, wanted: Sequence[tuple[int, bytes]]
+    ) -> bytes | None:
+        try:
+            purpose, epoch, bundle = self._replica(group).answer_key_request(peer, wanted)
+        except NotAMember:
+            return None
+        return encoding.encode([int(purpose), epoch, bundle])
+
+    def accept_key_response(self, group: GroupId, peer: DeviceId, response: bytes) -> int:
+        purpose, epoch, bundle = expect_list(
+            encoding.decode(response, max_size=MAX_KEY_RESPONSE), "key response", 3
+        )
+        try:
+            kind = Purpose(expect_int(purpose, "purpose"))
+        except ValueError:
+            raise DecodeError("unknown purpose") from None
+        replica = self._replica(group)
+        return replica.accept_key_response(peer, (kind, expect_int(epoch, "epoch"), bundle))
+
+    def ephemeral(self, group: GroupId, peer: DeviceId, data: bytes) -> None:
+        self.ephemerals.append((group, peer, data))
+
+
+# ---------------------------------------------------------------------- the driver
+
+
+def counter_rng(seed: str) -> Callable[[int], bytes]:
+    """Deterministic bytes (BLAKE2b in counter mode): the sessions' padding tags."""
+    counter = itertools.count()
+
+    def rng(n: int) -> bytes:
+        out = b""
+        while len(out) < n:
+            out += hashlib.blake2b(f"{seed}/{next(counter)}".encode()).digest()
+        return out[:n]
+
+    return rng
+
+
+@dataclass
+class Link:
+    """Two sessions joined by an ordered, reliable channel; ``log`` holds every delivered
+    message as (sender name, message)."""
+
+    a: SyncSession
+    b: SyncSession
+    to_a: deque[bytes] = field(default_factory=deque)
+    to_b: deque[bytes] = field(default_factory=deque)
+    log: list[tuple[str, Message]] = field(default_factory=list)
+    cut: bool = False
+
+    def sent_by(self, side: str) -> list[Message]:
+        return [m for s, m in self.log if s == side]
+
+    def queue(self, side: str, records: list[bytes]) -> None:
+        """Records produced by session ``side`` ("a" or "b") outside of :func:`pump`."""
+        (self.to_b if side == "a" else self.to_a).extend(records)
+
+    def update(self, group: GroupId) -> None:
+        """Both hosts may have new entries of ``group``: let both sessions push."""
+        self.queue("a", self.a.local_update(group))
+        self.queue("b", self.b.local_update(group))
+
+
+def connect(
+    host_a: DeviceHost,
+    host_b: DeviceHost,
+    *,
+    binding: bytes = b"\x01" * 64,
+    options_a: SyncOptions | None = None,
+    options_b: SyncOptions | None = None,
+) -> Link:
+    """Start a session between two hosts (``a`` is the initiator); nothing is delivered yet."""
+    a = SyncSession(
+        host_a,
+        our_device=host_a.device.id,
+        peer_device=host_b.device.id,
+        channel_binding=binding,
+        initiator=True,
+        rng=counter_rng(f"a/{binding.hex()}"),
+        options=options_a,
+    )
+    b = SyncSession(
+        host_b,
+        our_device=host_b.device.id,
+        peer_device=host_a.device.id,
+        channel_binding=binding,
+        initiator=False,
+        rng=counter_rng(f"b/{binding.hex()}"),
+        options=options_b,
+    )
+    link = Link(a, b)
+    link.queue("a", a.start(now=0))
+    link.queue("b", b.start(now=0))
+    return link
+
+
+def pump(
+    link: Link,
+    *,
+    now: int = 0,
+    limit: int | None = None,
+    observe: Callable[[Link, str, Message], None] | None = None,
+) -> int:
+    """Deliver records alternately until both directions are empty, or ``limit`` records were
+    delivered, after which the link is cut (in-flight records discarded). Returns the count."""
+    delivered = 0
+    while (link.to_a or link.to_b) and not link.cut:
+        for side in ("a", "b"):
+            queue, receiver = (link.to_b, link.b) if side == "a" else (link.to_a, link.a)
+            if not queue:
+                continue
+            if limit is not None and delivered >= limit:
+                link.cut = True
+                link.to_a.clear()
+                link.to_b.clear()
+                return delivered
+            record = queue.popleft()
+            message = decode_message(record)
+            link.log.append((side, message))
+            if observe is not None:
+                observe(link, side, message)
+            link.queue("b" if side == "a" else "a", receiver.receive(record, now))
+            delivered += 1
+    return delivered
+
+
+def sync_pair(host_a: DeviceHost, host_b: DeviceHost, **options: Any) -> Link:
+    """One full session between two hosts, run until nothing is in flight."""
+    link = connect(host_a, host_b, **options)
+    pump(link)
+    return link
+
+
+# ---------------------------------------------------------------------- fixtures
+
+
+def open_devices(root: Path, *names: str) -> list[microsync.Device]:
+    return [run(microsync.Device.open(root / name, name=name)) for name in names]
+
+
+def family(devices: Sequence[microsync.Device], *, history: str = "shared") -> GroupId:
+    """A group founded by ``devices[0]`` with every other device invited and joined. The
+    joiners are bootstrapped by hand (a device with no epoch key cannot match a group)."""
+    from tests.test_device_groups import introduce, pair, sync
+
+    founder = devices[0]
+    group = run(founder.create_group("Family", history=history))
+    introduce(*devices)
+    for device in devices[1:]:
+        invite = run(group.invite(ttl=3600))
+        response = pair(founder.invite_host().session(), device.join_guest(invite.link))
+        run(device.finish_join(response))
+        sync(founder, device, group.id)
+    for device in devices[1:]:
+        sync(founder, device, group.id)
+    return group.id
+
+
+def close_all(devices: Sequence[microsync.Device]) -> None:
+    for device in devices:
+        run(device.close())
