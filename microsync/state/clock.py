@@ -1,0 +1,77 @@
+"""Hybrid logical clock (Kulkarni et al. 2014): wall-clock milliseconds that never run backwards.
+
+A :class:`Timestamp` is ``(wall, counter, node)`` and timestamps sort in that order, so two
+devices never produce equal ones. :meth:`HLC.send` stamps a local event; :meth:`HLC.receive`
+folds in a timestamp seen on a remote operation so that the next local stamp is greater than
+it. ``now`` (milliseconds since the epoch) is always passed in: this module reads no clock.
+
+Far-future rule: a remote timestamp more than :data:`MAX_DRIFT_MS` ahead of the local ``now``
+is *not adopted* by :meth:`HLC.receive` (otherwise one peer with a wrong clock would drag every
+device's clock, and every later write, into its future). The operation carrying it is still
+applied, and applied the same way on every replica: convergence must never depend on a
+replica's own clock, since each replica's ``now`` differs. :func:`is_far_future` lets the app
+flag such operations. What keeps a far-future write from winning forever is the register rule
+in :mod:`microsync.state.registers`: a local write always beats the value it overwrites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = ["HLC", "MAX_DRIFT_MS", "Timestamp", "is_far_future"]
+
+MAX_DRIFT_MS: Final = 5 * 60 * 1000
+"""How far ahead of local ``now`` a remote timestamp may be and still be adopted."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Timestamp:
+    """A hybrid logical time: sorts by wall milliseconds, then counter, then node bytes."""
+
+    wall: int
+    counter: int
+    node: bytes
+
+    def successor(self, node: bytes) -> Timestamp:
+        """The smallest timestamp of ``node`` that is greater than this one."""
+        return Timestamp(self.wall, self.counter + 1, node)
+
+
+def is_far_future(ts: Timestamp, now: int, max_drift: int = MAX_DRIFT_MS) -> bool:
+    """Whether ``ts`` is more than ``max_drift`` milliseconds ahead of ``now``."""
+    return ts.wall > now + max_drift
+
+
+class HLC:
+    """The hybrid logical clock of one node."""
+
+    def __init__(self, node: bytes, last: Timestamp | None = None) -> None:
+        self.node = node
+        self.last = last if last is not None else Timestamp(0, 0, node)
+
+    def send(self, now: int) -> Timestamp:
+        """A timestamp for a local event at ``now``: greater than every one issued or adopted."""
+        if now > self.last.wall:
+            self.last = Timestamp(now, 0, self.node)
+        else:
+            self.last = Timestamp(self.last.wall, self.last.counter + 1, self.node)
+        return self.last
+
+    def receive(self, remote: Timestamp, now: int) -> Timestamp:
+        """Adopt ``remote`` (seen at ``now``) and return the timestamp of the receive event.
+        A far-future ``remote`` (:func:`is_far_future`) is ignored: this is then ``send(now)``."""
+        if is_far_future(remote, now):
+            return self.send(now)
+        last = self.last
+        wall = max(last.wall, remote.wall, now)
+        if wall == last.wall == remote.wall:
+            counter = max(last.counter, remote.counter) + 1
+        elif wall == last.wall:
+            counter = last.counter + 1
+        elif wall == remote.wall:
+            counter = remote.counter + 1
+        else:
+            counter = 0
+        self.last = Timestamp(wall, counter, self.node)
+        return self.last

@@ -1,0 +1,463 @@
+"""The sequence engine under text and lists: RGA with run-length elements and a position index.
+
+Theory of operation
+-------------------
+The sequence is every element ever inserted, deleted ones included (tombstones, ``visible``
+false), in one total order that every replica computes alike (RGA, Roh et al. 2011):
+
+* an insert names its *origin*, the element it was typed after (``None``: the start);
+* it is placed right after its origin, except that it first skips every element whose id is
+  greater than its own. Element ids are ``(counter, actor)`` with Lamport counters, so an
+  element's successors in its origin's subtree all have greater ids than it; skipping "greater
+  ids" therefore skips whole subtrees of concurrent inserts made at the same origin, and
+  concurrent inserts end up ordered by descending id, whatever the order they arrive in.
+
+A local insert takes a counter above everything seen, so it never skips: it goes right after its
+origin. Only remote inserts concurrent with others scan.
+
+Representation: elements live in :class:`Run` objects, each a run of elements one actor inserted
+with consecutive counters (``counter .. counter + length - 1``), all visible or all hidden. Runs
+are split on demand (an insert after the middle of a run, a delete of part of it) and typing at
+the end of one's own run extends it in place. Because counters increase along a run, "the first
+element of a run is greater than the new id" means "every element of it is", so the scan moves a
+run at a time and never splits.
+
+Runs sit in blocks of at most :data:`BLOCK` runs; each block caches its visible length. Finding
+visible index ``i`` walks blocks from a *finger* (the last block touched, with its start), which
+is cheap because edits are local. :class:`~microsync.state.runindex.RunIndex` maps an element id
+to its run for remote operations. Hidden text runs drop their characters (only ids and lengths
+are needed to merge later operations), and adjacent hidden runs of one actor are merged.
+
+Invariants: ``block.visible`` is the sum of the lengths of its visible runs; ``self._fstart`` is
+the visible length of ``blocks[:self._fbi]``; ``run.block`` is the block holding ``run``; every
+run is in its actor's index under its first counter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Final
+
+from microsync.state.ids import MissingDependency, OpId
+from microsync.state.runindex import RunIndex
+
+__all__ = ["BLOCK", "MoveSlot", "Run", "Sequence"]
+
+BLOCK: Final = 64
+"""Most runs in one block; a fuller block is split in two."""
+
+
+class Run:
+    """Elements ``(counter + i, actor)`` for ``i < length``; ``content`` is a ``str`` (text) or a
+    ``list`` (list values), ``None`` for a hidden text run."""
+
+    __slots__ = ("actor", "block", "content", "counter", "length", "visible")
+
+    def __init__(
+        self, actor: bytes, counter: int, length: int, content: Any, visible: bool, block: Block
+    ) -> None:
+        self.actor = actor
+        self.counter = counter
+        self.length = length
+        self.content = content
+        self.visible = visible
+        self.block = block
+
+    def __repr__(self) -> str:
+        state = "" if self.visible else " hidden"
+        return f"Run({self.counter}@{self.actor.hex()[:8]} x{self.length}{state})"
+
+
+class MoveSlot(Run):
+    """A list position created by a move: it shows element ``elem`` while it is that element's
+    winning position (see :mod:`microsync.state.listcrdt`). Always one element long."""
+
+    __slots__ = ("elem",)
+
+    def __init__(
+        self, actor: bytes, counter: int, value: Any, elem: OpId, visible: bool, block: Block
+    ) -> None:
+        super().__init__(actor, counter, 1, [value], visible, block)
+        self.elem = elem
+
+
+class Block:
+    """A few consecutive runs and the number of visible elements in them."""
+
+    __slots__ = ("runs", "visible")
+
+    def __init__(self) -> None:
+        self.runs: list[Run] = []
+        self.visible = 0
+
+
+class Sequence:
+    """An RGA sequence of text characters (``keep_hidden=False``) or list values (``True``)."""
+
+    def __init__(self, *, keep_hidden: bool) -> None:
+        self.keep_hidden = keep_hidden
+        self.blocks: list[Block] = [Block()]
+        self.length = 0
+        self._index: dict[bytes, RunIndex[Run]] = {}
+        self._fbi = 0  # the finger: a block index...
+        self._fstart = 0  # ...and the visible length before it
+
+    # ------------------------------------------------------------------ reading
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __bool__(self) -> bool:
+        """Whether anything was ever inserted (hidden elements count)."""
+        return bool(self._index)
+
+    def check(self, counter: int, actor: bytes, length: int) -> None:
+        """Raise :class:`MissingDependency` unless every element of the range is here."""
+        c, end = counter, counter + length
+        while c < end:
+            run, off = self.find(OpId(c, actor))
+            c += run.length - off
+
+    def runs(self) -> Iterator[Run]:
+        """Every run, hidden ones included, in sequence order."""
+        for block in self.blocks:
+            yield from block.runs
+
+    def find(self, elem: OpId) -> tuple[Run, int]:
+        """The run holding element ``elem`` and its offset there, or :class:`MissingDependency`."""
+        index = self._index.get(elem.actor)
+        found = index.find(elem.counter) if index is not None else None
+        if found is None or elem.counter >= found[0] + found[1].length:
+            raise MissingDependency("an operation names an element that is not here")
+        return found[1], elem.counter - found[0]
+
+    def contains(self, elem: OpId) -> bool:
+        """Whether element ``elem`` was inserted here."""
+        index = self._index.get(elem.actor)
+        found = index.find(elem.counter) if index is not None else None
+        return found is not None and elem.counter < found[0] + found[1].length
+
+    def locate(self, pos: int) -> tuple[int, int, int]:
+        """``(block index, run index, offset)`` of the visible element at index ``pos``."""
+        if not 0 <= pos < self.length:
+            raise IndexError(f"index {pos} out of range for length {self.length}")
+        blocks, bi, start = self.blocks, self._fbi, self._fstart
+        while pos < start:
+            bi -= 1
+            start -= blocks[bi].visible
+        while pos >= start + blocks[bi].visible:
+            start += blocks[bi].visible
+            bi += 1
+        self._fbi, self._fstart = bi, start
+        off = pos - start
+        for ii, run in enumerate(blocks[bi].runs):
+            if run.visible:
+                if off < run.length:
+                    return bi, ii, off
+                off -= run.length
+        raise AssertionError("block visible length out of sync")
+
+    def id_at(self, pos: int) -> OpId:
+        """The id of the visible element at index ``pos``."""
+        bi, ii, off = self.locate(pos)
+        run = self.blocks[bi].runs[ii]
+        return OpId(run.counter + off, run.actor)
+
+    def run_at(self, pos: int) -> tuple[Run, int]:
+        """The run holding the visible element at ``pos``, and the offset there."""
+        bi, ii, off = self.locate(pos)
+        return self.blocks[bi].runs[ii], off
+
+    def position(self, run: Run) -> int:
+        """The visible index of ``run``'s first element (where it is or would be if visible)."""
+        bi = self._block_index(run.block)
+        pos = self._block_start(bi)
+        for other in run.block.runs:
+            if other is run:
+                return pos
+            if other.visible:
+                pos += other.length
+        raise AssertionError("run not in its block")
+
+    # ------------------------------------------------------------------ local edits
+
+    def local_insert(self, pos: int, actor: bytes, counter: int, content: Any) -> OpId | None:
+        """Insert ``content`` (elements ``counter..``) before visible index ``pos`` and return the
+        origin. ``counter`` must exceed every counter in the sequence (a local operation)."""
+        n = len(content)
+        if pos == 0:
+            origin, bi, ii = None, 0, 0
+        else:
+            bi, ii, off = self.locate(pos - 1)
+            run = self.blocks[bi].runs[ii]
+            origin = OpId(run.counter + off, run.actor)
+            if off == run.length - 1:
+                if run.counter + run.length == counter and run.actor == actor:
+                    run.content += content
+                    run.length += n
+                    self._grow(bi, n)
+                    return origin
+            else:
+                self._split(run.block, ii, off + 1)
+            ii += 1
+        self._insert_run(bi, ii, Run(actor, counter, n, content, True, self.blocks[bi]))
+        return origin
+
+    def local_delete(self, pos: int, count: int) -> list[tuple[int, bytes, int]]:
+        """Hide ``count`` visible elements from index ``pos``; return the hidden id ranges as
+        ``(counter, actor, length)``, in sequence order, adjacent ranges coalesced."""
+        if count <= 0:
+            return []
+        if pos + count > self.length:
+            raise IndexError(f"deleting {count} from {pos} past the end ({self.length})")
+        ranges: list[tuple[int, bytes, int]] = []
+        bi, ii, off = self.locate(pos)
+        first, remaining = bi, count
+        while remaining:
+            block = self.blocks[bi]
+            if ii == len(block.runs):
+                bi, ii = bi + 1, 0
+                continue
+            run = block.runs[ii]
+            if not run.visible:
+                ii += 1
+                continue
+            if off:
+                self._split(block, ii, off)
+                ii, off = ii + 1, 0
+                continue
+            if run.length > remaining:
+                self._split(block, ii, remaining)
+            remaining -= run.length
+            self._add_range(ranges, run.counter, run.actor, run.length)
+            ii = self._hide_run(bi, ii)
+        for b in range(bi, first - 1, -1):  # splits may have overfilled the blocks
+            if len(self.blocks[b].runs) > BLOCK:
+                self._split_block(b)
+        return ranges
+
+    # ------------------------------------------------------------------ remote edits
+
+    def integrate(
+        self,
+        actor: bytes,
+        counter: int,
+        origin: OpId | None,
+        content: Any,
+        run: Run | None = None,
+    ) -> int | None:
+        """Place elements ``counter..`` of ``actor`` after ``origin`` by the RGA rule. ``run``, if
+        given, is a prepared run to place (a move slot). Return the visible index of the first
+        new element, or ``None`` if hidden or already here."""
+        if self.contains(OpId(counter, actor)):
+            return None
+        n = len(content)
+        if origin is None:
+            bi, ii = 0, 0
+        else:
+            left, off = self.find(origin)
+            bi = self._block_index(left.block)
+            ii = left.block.runs.index(left)
+            if off < left.length - 1:
+                self._split(left.block, ii, off + 1)
+            elif run is None and self._extends(left, bi, ii, actor, counter):
+                pos = self.position(left) + left.length if left.visible else None
+                left.content += content
+                left.length += n
+                if left.visible:
+                    self._grow(bi, n)
+                return pos
+            ii += 1
+        bi, ii = self._skip_greater(bi, ii, counter, actor)
+        if run is None:
+            run = Run(actor, counter, n, content, True, self.blocks[bi])
+        run.block = self.blocks[bi]
+        pos = self._block_start(bi) + sum(r.length for r in run.block.runs[:ii] if r.visible)
+        self._insert_run(bi, ii, run)
+        return pos if run.visible else None
+
+    def hide(self, counter: int, actor: bytes, length: int) -> list[tuple[int, int]]:
+        """Hide elements ``counter .. counter + length - 1`` of ``actor``. Return the visible
+        ``(index, count)`` removals in the order they happened (already hidden: nothing)."""
+        self.check(counter, actor, length)  # all or nothing
+        removed: list[tuple[int, int]] = []
+        c, end = counter, counter + length
+        while c < end:
+            run, off = self.find(OpId(c, actor))
+            take = min(run.length - off, end - c)
+            if run.visible:
+                block = run.block
+                bi, ii = self._block_index(block), block.runs.index(run)
+                if off:
+                    self._split(block, ii, off)
+                    ii += 1
+                if take < block.runs[ii].length:
+                    self._split(block, ii, take)
+                removed.append((self.position(block.runs[ii]), take))
+                self._hide_run(bi, ii)
+                if len(block.runs) > BLOCK:
+                    self._split_block(bi)
+            c += take
+        return removed
+
+    def set_visible(self, run: Run, visible: bool) -> int:
+        """Show or hide a one-element run (a list slot); return its visible index."""
+        pos = self.position(run)
+        if run.visible != visible:
+            run.visible = visible
+            self._grow(self._block_index(run.block), 1 if visible else -1)
+        return pos
+
+    # ------------------------------------------------------------------ restoring
+
+    def append_run(
+        self, actor: bytes, counter: int, content: Any, length: int, visible: bool
+    ) -> Run:
+        """Append a run at the end (restoring a snapshot, whose runs come in sequence order)."""
+        bi = len(self.blocks) - 1
+        run = Run(actor, counter, length, content, visible, self.blocks[bi])
+        self._insert_run(bi, len(self.blocks[bi].runs), run)
+        return run
+
+    def append_slot(self, slot: Run) -> None:
+        """Append a prepared run (a move slot) at the end, restoring a snapshot."""
+        bi = len(self.blocks) - 1
+        slot.block = self.blocks[bi]
+        self._insert_run(bi, len(slot.block.runs), slot)
+
+    # ------------------------------------------------------------------ internals
+
+    def _grow(self, bi: int, delta: int) -> None:
+        self.blocks[bi].visible += delta
+        self.length += delta
+        if bi < self._fbi:
+            self._fstart += delta
+
+    def _block_index(self, block: Block) -> int:
+        if self._fbi < len(self.blocks) and self.blocks[self._fbi] is block:
+            return self._fbi
+        return self.blocks.index(block)
+
+    def _block_start(self, bi: int) -> int:
+        blocks, fbi, start = self.blocks, self._fbi, self._fstart
+        while fbi < bi:
+            start += blocks[fbi].visible
+            fbi += 1
+        while fbi > bi:
+            fbi -= 1
+            start -= blocks[fbi].visible
+        self._fbi, self._fstart = fbi, start
+        return start
+
+    def _insert_run(self, bi: int, ii: int, run: Run) -> None:
+        block = self.blocks[bi]
+        block.runs.insert(ii, run)
+        index = self._index.get(run.actor)
+        if index is None:
+            index = self._index[run.actor] = RunIndex()
+        index.add(run.counter, run)
+        if run.visible:
+            self._grow(bi, run.length)
+        if len(block.runs) > BLOCK:
+            self._split_block(bi)
+
+    def _split(self, block: Block, ii: int, k: int) -> None:
+        """Cut run ``ii`` of ``block`` after its first ``k`` elements."""
+        run = block.runs[ii]
+        content = run.content
+        right = Run(
+            run.actor,
+            run.counter + k,
+            run.length - k,
+            None if content is None else content[k:],
+            run.visible,
+            block,
+        )
+        if content is not None:
+            run.content = content[:k]
+        run.length = k
+        block.runs.insert(ii + 1, right)
+        self._index[run.actor].add(right.counter, right)
+
+    def _split_block(self, bi: int) -> None:
+        block = self.blocks[bi]
+        half = len(block.runs) // 2
+        new = Block()
+        new.runs = block.runs[half:]
+        del block.runs[half:]
+        for run in new.runs:
+            run.block = new
+            if run.visible:
+                new.visible += run.length
+        block.visible -= new.visible
+        self.blocks.insert(bi + 1, new)
+        if self._fbi > bi:
+            self._fbi += 1
+
+    def _extends(self, left: Run, bi: int, ii: int, actor: bytes, counter: int) -> bool:
+        """Whether a new run ``counter..`` of ``actor`` with origin ``left``'s last element can be
+        appended to ``left`` (same actor, next counter, nothing greater to skip)."""
+        if left.actor != actor or left.counter + left.length != counter or type(left) is not Run:
+            return False
+        if not left.visible:
+            return False
+        nbi, nii = self._skip_greater(bi, ii + 1, counter, actor)
+        return (nbi, nii) == (bi, ii + 1) or (nii == 0 and nbi == bi + 1 and self._at_end(bi, ii))
+
+    def _at_end(self, bi: int, ii: int) -> bool:
+        return ii + 1 == len(self.blocks[bi].runs)
+
+    def _skip_greater(self, bi: int, ii: int, counter: int, actor: bytes) -> tuple[int, int]:
+        """From run ``ii`` of block ``bi``, skip the runs whose first id is greater than
+        ``(counter, actor)``."""
+        blocks = self.blocks
+        runs = blocks[bi].runs
+        while True:
+            if ii == len(runs):
+                if bi + 1 == len(blocks):
+                    return bi, ii
+                bi, ii = bi + 1, 0
+                runs = blocks[bi].runs
+                continue
+            nxt = runs[ii]
+            if nxt.counter > counter or (nxt.counter == counter and nxt.actor > actor):
+                ii += 1
+            else:
+                return bi, ii
+
+    def _hide_run(self, bi: int, ii: int) -> int:
+        """Hide run ``ii`` of block ``bi``; merge it into a hidden predecessor when possible.
+        Return the index of the run after it."""
+        block = self.blocks[bi]
+        run = block.runs[ii]
+        run.visible = False
+        self._grow(bi, -run.length)
+        if self.keep_hidden:
+            return ii + 1
+        run.content = None
+        if ii and self._mergeable(block.runs[ii - 1], run):
+            block.runs[ii - 1].length += run.length
+            del block.runs[ii]
+            self._index[run.actor].remove(run.counter)
+            return ii
+        return ii + 1
+
+    @staticmethod
+    def _mergeable(left: Run, right: Run) -> bool:
+        return (
+            not left.visible
+            and type(left) is Run
+            and left.actor == right.actor
+            and left.counter + left.length == right.counter
+        )
+
+    @staticmethod
+    def _add_range(
+        ranges: list[tuple[int, bytes, int]], counter: int, actor: bytes, n: int
+    ) -> None:
+        if ranges:
+            last_counter, last_actor, last_n = ranges[-1]
+            if last_actor == actor and last_counter + last_n == counter:
+                ranges[-1] = (last_counter, actor, last_n + n)
+                return
+        ranges.append((counter, actor, n))
