@@ -190,9 +190,11 @@ class AppMixin:
         timeline = self._timeline()
         if not self._replica.is_member:
             raise NotAMember("this device is not a member of the group")
-        entry = self._replica.append_content(
-            APP_TYPE, op.to_bytes(), now=self._now(), deps=deps_for(op, timeline.heads)
-        )
+        deps = deps_for(op, timeline.heads)
+        # a hybrid logical clock: never earlier than what it answers, whatever this clock says
+        applied = timeline.applied
+        now = max([self._now(), *(applied[d].hlc + 1 for d in deps if d in applied)])
+        entry = self._replica.append_content(APP_TYPE, op.to_bytes(), now=now, deps=deps)
         self._absorb_app([entry])
         if entry.id in timeline.rejected:
             raise NotAMember(f"the group refuses this {op.kind.name.lower()} from this person")

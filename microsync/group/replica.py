@@ -561,7 +561,16 @@ class GroupReplica:
     def _append(
         self, type: int, body: bytes, epoch: int, now: int, deps: Sequence[EntryId] = ()
     ) -> Entry:
-        """Sign and store the next entry of this device's feed in the group."""
+        """Sign and store the next entry of this device's feed in the group.
+
+        The entry's ``hlc`` is ``now``, but never less than one past the previous entry of the
+        feed: a feed's timestamps strictly increase even when the clock stands still or steps
+        back, so "newest first" never contradicts the order a device wrote in."""
+        head = self.store.feed_status(self.id, self.me.device)
+        if head.head_seq:
+            previous = self.store.entry_at(self.id, self.me.device, head.head_seq)
+            if previous is not None:
+                now = max(now, previous.entry.header.hlc + 1)
         return append(
             self.store,
             self.me.identity.device_key,
