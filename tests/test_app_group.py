@@ -5,6 +5,7 @@ passed between devices by hand (the sync issue carries them over Noise)."""
 from __future__ import annotations
 
 import asyncio
+import os
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.app.timeline import deps_for
 from microsync.errors import NotAMember
 from microsync.feed.entry import EntryId
+from microsync.group.invite import PairingGuest
+from microsync.group.join import DeviceCandidate
 from tests.test_device_groups import introduce, pair, sync
 
 
@@ -197,3 +200,48 @@ async def test_events_arrive_as_entries_are_applied(tmp_path: Path) -> None:
         assert event.kind == "reaction" and event.post is not None
         assert event.post.reactions == {"🎉": frozenset({alice._person()})}
         await stream.aclose()
+
+
+async def test_read_cursors_sync_across_a_persons_own_devices(tmp_path: Path) -> None:
+    """Reading on the phone marks the posts read on the laptop too (the cursor is an entry of
+    the person's feed); someone else's cursor never counts for this person."""
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        phone = alice._device
+        pairing = await phone.link_device(ttl=60)
+        candidate = DeviceCandidate.generate("Alice laptop", os.urandom, 0)
+        guest = PairingGuest.for_link(pairing.link, request=candidate.request().to_bytes())
+        response = pair(phone.invite_host().session(), guest)
+        laptop_device = await stack.enter_async_context(
+            await microsync.Device.complete_link(tmp_path / "laptop", candidate, response)
+        )
+        introduce(phone, laptop_device, bob._device)
+        sync(phone, laptop_device, alice.id)
+        laptop = laptop_device.group(alice.id)
+        first = await bob.post("one")
+        second = await bob.post("two")
+        share(alice, bob)
+        sync(phone, laptop_device, alice.id)
+        assert laptop.unread_count() == 2 and alice.unread_count() == 2
+        assert [p.id for p in alice.feed(since="last_opened")] == [second.id, first.id]
+        assert bob.unread_count() == 0  # bob's own posts
+        sync(phone, laptop_device, alice.id)
+        assert laptop.unread_count() == 0
+        assert laptop.feed(since="last_opened") == []
+        third = await bob.post("three")
+        share(alice, bob)
+        sync(phone, laptop_device, alice.id)
+        assert [p.id for p in laptop.feed(since="last_opened")] == [third.id]
+        sync(phone, laptop_device, alice.id)
+        assert alice.unread_count() == 0
+        # bob reading alice's posts does not mark anything read for alice
+        await alice.post("from alice")
+        share(alice, bob)
+        bob.feed(since="last_opened")
+        share(alice, bob)
+        assert alice.unread_count() == 0 and bob.unread_count() == 0
+        await bob.post("four")
+        share(alice, bob)
+        bob.feed(since="last_opened")
+        share(alice, bob)
+        assert alice.unread_count() == 1
