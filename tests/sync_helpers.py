@@ -20,7 +20,7 @@ import microsync
 from microsync import encoding
 from microsync.encoding import expect_int, expect_list
 from microsync.errors import DecodeError, NotAMember
-from microsync.feed import EntryId, GroupId
+from microsync.feed import EntryId, GroupId, StoredEntry
 from microsync.group.keys import Purpose
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId
@@ -71,7 +71,7 @@ class DeviceHost:
         self, group: GroupId, frontier: Mapping[DeviceId, int], *, newest_first: bool, limit: int
     ) -> list[Item]:
         store = self.device._store
-        found = []
+        found: list[StoredEntry] = []
         for device in sorted(store.feeds(group)):
             room = None if newest_first else limit - len(found)
             if room == 0:
@@ -201,19 +201,25 @@ def connect(
     return link
 
 
-def pump(
-    link: Link,
-    *,
-    now: int = 0,
-    limit: int | None = None,
-    observe: Callable[[Link, str, Message], None] | None = None,
-) -> int:
+def deliver(link: Link, side: str, now: int = 0) -> None:
+    """Deliver the oldest record in flight from ``side`` to the other session."""
+    queue, receiver = (link.to_b, link.b) if side == "a" else (link.to_a, link.a)
+    record = queue.popleft()
+    link.log.append((side, decode_message(record)))
+    link.queue("b" if side == "a" else "a", receiver.receive(record, now))
+
+
+def step(link: Link, now: int = 0) -> None:
+    """Deliver one record: a's oldest if any, else b's."""
+    deliver(link, "a" if link.to_b else "b", now)
+
+
+def pump(link: Link, *, now: int = 0, limit: int | None = None) -> int:
     """Deliver records alternately until both directions are empty, or ``limit`` records were
     delivered, after which the link is cut (in-flight records discarded). Returns the count."""
     delivered = 0
     while (link.to_a or link.to_b) and not link.cut:
-        for side in ("a", "b"):
-            queue, receiver = (link.to_b, link.b) if side == "a" else (link.to_a, link.a)
+        for side, queue in (("a", link.to_b), ("b", link.to_a)):
             if not queue:
                 continue
             if limit is not None and delivered >= limit:
@@ -221,12 +227,7 @@ def pump(
                 link.to_a.clear()
                 link.to_b.clear()
                 return delivered
-            record = queue.popleft()
-            message = decode_message(record)
-            link.log.append((side, message))
-            if observe is not None:
-                observe(link, side, message)
-            link.queue("b" if side == "a" else "a", receiver.receive(record, now))
+            deliver(link, side, now)
             delivered += 1
     return delivered
 

@@ -1,0 +1,560 @@
+"""The sync session between real Devices on SQLite profiles (through ``tests.sync_helpers``):
+group matching, digest/frontier/stream, newest-first, resumption after cuts, live push, key
+requests, ephemeral messages, flow control, and what bad input and non-members get."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from microsync.errors import LocalProtocolError, RemoteProtocolError
+from microsync.feed import GroupId, parse_entry
+from microsync.protocol.messages import (
+    Credit,
+    Digest,
+    Done,
+    Entries,
+    Ephemeral,
+    ErrorCode,
+    ErrorMessage,
+    Frontier,
+    Hello,
+    KeyRefused,
+    KeyRequest,
+    KeyResponse,
+    Message,
+    Ping,
+    decode_message,
+    encode_message,
+)
+from microsync.protocol.session import (
+    MAX_ITEM_SIZE,
+    TRANSITIONS,
+    GroupPhase,
+    SessionState,
+    SyncOptions,
+    SyncSession,
+    frontier_digest,
+    group_tag,
+)
+from tests.sync_helpers import (
+    DeviceHost,
+    Link,
+    close_all,
+    connect,
+    counter_rng,
+    family,
+    open_devices,
+    pump,
+    run,
+    step,
+    sync_pair,
+)
+
+
+@pytest.fixture
+def pair_in_group(tmp_path: Path) -> Iterator[tuple[DeviceHost, DeviceHost, GroupId]]:
+    devices = open_devices(tmp_path, "Alice", "Bob")
+    group = family(devices)
+    yield DeviceHost(devices[0]), DeviceHost(devices[1]), group
+    close_all(devices)
+
+
+def post(host: DeviceHost, group: GroupId, *texts: str) -> None:
+    for text in texts:
+        run(host.device.group(group).post(text))
+
+
+def texts(host: DeviceHost, group: GroupId) -> set[str | None]:
+    return {p.text for p in host.device.group(group).feed()}
+
+
+def kinds(messages: list[Message]) -> list[str]:
+    return [type(m).__name__ for m in messages]
+
+
+def dump(host: DeviceHost) -> bytes:
+    return host.device._store.dump()
+
+
+# ---------------------------------------------------------------------- compare and stream
+
+
+def test_devices_in_sync_exchange_one_digest_each_way_and_no_entries(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    link = sync_pair(alice, bob)
+    assert kinds(link.sent_by("a")) == kinds(link.sent_by("b")) == ["Hello", "Digest"]
+    assert link.a.synced and link.b.synced
+    assert link.a.groups == link.b.groups == {group: GroupPhase.LIVE}
+    assert link.a.stats.entries_sent == link.b.stats.entries_sent == 0
+
+
+def test_the_side_behind_catches_up_and_reads_the_posts(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    post(alice, group, "Landed in Oxford", "Rain")
+    post(bob, group, "Welcome back")
+    link = sync_pair(alice, bob)
+    assert alice.frontier(group) == bob.frontier(group)
+    assert texts(alice, group) == texts(bob, group) == {"Landed in Oxford", "Rain", "Welcome back"}
+    assert link.a.stats.entries_sent == 2 and link.b.stats.entries_sent == 1
+    assert link.b.stats.entries_accepted == 2 and link.a.stats.entries_accepted == 1
+    assert link.a.synced and link.b.synced
+    # a second session finds them equal at once
+    again = sync_pair(bob, alice)
+    assert kinds(again.sent_by("a")) == ["Hello", "Digest"]
+
+
+def test_newest_first_sends_the_latest_posts_first_and_converges(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    post(alice, group, *(f"post {i}" for i in range(30)))
+    held = {d: seq for d, (seq, _) in bob.frontier(group).items()}
+    wanted = alice.entries_after(group, held, newest_first=True, limit=99)
+    options = SyncOptions(newest_first=True, newest_first_window=16, batch_entries=8)
+    link = connect(alice, bob, options_a=SyncOptions(batch_entries=8), options_b=options)
+    pump(link)
+    batches = [m for m in link.sent_by("a") if isinstance(m, Entries)]
+    hlcs = [parse_entry(w).header.hlc for w, _ in batches[0].items]
+    newest = sorted((parse_entry(w).header.hlc for w, _ in wanted), reverse=True)
+    assert hlcs == newest[:8]  # the first batch: the 8 newest, newest first
+    assert [p.text for p in bob.device.group(group).feed()[:3]] == ["post 29", "post 28", "post 27"]
+    assert alice.frontier(group) == bob.frontier(group)
+    assert link.a.stats.entries_sent == len(wanted)  # nothing sent twice
+
+
+def test_newest_first_cut_midway_then_resumed_converges(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    post(alice, group, *(f"post {i}" for i in range(20)))
+    options = SyncOptions(newest_first=True, batch_entries=4)
+    first = connect(alice, bob, options_a=SyncOptions(batch_entries=4), options_b=options)
+    pump(first, limit=9)  # a cut in the middle of the stream
+    assert first.b.stats.entries_received > 0 and alice.frontier(group) != bob.frontier(group)
+    sync_pair(alice, bob, options_b=options)
+    assert alice.frontier(group) == bob.frontier(group)
+    assert len(texts(bob, group)) == 20
+
+
+def test_a_cut_session_resumes_without_resending_what_arrived(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    post(alice, group, *(f"post {i}" for i in range(24)))
+    small = SyncOptions(batch_entries=4)
+    first = connect(alice, bob, options_a=small, options_b=small)
+    pump(first, limit=10)
+    kept = first.b.stats.entries_accepted
+    assert 0 < kept < 24
+    second = sync_pair(alice, bob, options_a=small, options_b=small)
+    assert second.a.stats.entries_sent == 24 - kept
+    assert alice.frontier(group) == bob.frontier(group)
+
+
+# ---------------------------------------------------------------------- live push
+
+
+def test_live_push_after_the_initial_sync_sends_each_entry_once(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    link = sync_pair(alice, bob)
+    post(alice, group, "one", "two")
+    link.update(group)
+    pump(link)
+    assert texts(bob, group) == {"one", "two"}
+    post(bob, group, "three")
+    link.update(group)  # bob pushes "three"; alice has nothing new for bob
+    pump(link)
+    link.update(group)  # after receiving, each side's host tells its session: nothing to push
+    pump(link)
+    assert texts(alice, group) == texts(bob, group) == {"one", "two", "three"}
+    assert link.a.stats.entries_sent == 2 and link.b.stats.entries_sent == 1
+    assert link.a.stats.entries_accepted == 1 and link.b.stats.entries_accepted == 2
+    ids = [parse_entry(w).id for _, m in link.log if isinstance(m, Entries) for w, _ in m.items]
+    assert len(ids) == len(set(ids)) == 3
+
+
+def test_live_push_waits_for_credit(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    tight = SyncOptions(window_batches=1, window_bytes=MAX_ITEM_SIZE, batch_entries=2)
+    link = connect(alice, bob, options_b=tight)
+    pump(link)
+    post(alice, group, "a", "b", "c", "d", "e")
+    records = link.a.local_update(group)
+    assert kinds([decode_message(r) for r in records]) == ["Certificates", "Entries"]
+    link.queue("a", records)
+    pump(link)
+    assert len(texts(bob, group)) == 5
+
+
+# ---------------------------------------------------------------------- several devices
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    st.integers(3, 4),
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),  # who posts
+            st.integers(0, 3),  # posts this many
+            st.integers(0, 3),
+            st.integers(0, 3),  # a pair of devices that syncs
+            st.none() | st.integers(0, 12),  # cut after this many records
+            st.booleans(),  # newest first
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+def test_random_pairwise_sessions_with_cuts_converge(
+    size: int, schedule: list[tuple[int, int, int, int, int | None, bool]]
+) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        devices = open_devices(Path(root), *"ABCD"[:size])
+        try:
+            group = family(devices)
+            hosts = [DeviceHost(d) for d in devices]
+            written = 0
+            for author, count, i, j, cut, newest in schedule:
+                post(hosts[author % size], group, *(f"{written + n}" for n in range(count)))
+                written += count
+                a, b = hosts[i % size], hosts[j % size]
+                if a is b:
+                    continue
+                options = SyncOptions(newest_first=newest, batch_entries=2)
+                link = connect(a, b, options_a=options, options_b=options)
+                before = len(b.frontier(group)), sum(s for s, _ in b.frontier(group).values())
+                pump(link, limit=cut)
+                after = len(b.frontier(group)), sum(s for s, _ in b.frontier(group).values())
+                assert after >= before  # partial progress is kept
+            for _ in range(2):  # then, without cuts, everyone meets everyone
+                for a in hosts:
+                    for b in hosts:
+                        if a is not b:
+                            sync_pair(a, b)
+            frontiers = [h.frontier(group) for h in hosts]
+            assert all(f == frontiers[0] for f in frontiers)
+            contents = [texts(h, group) for h in hosts]
+            assert all(c == contents[0] for c in contents)
+            assert len(contents[0]) == written
+        finally:
+            close_all(devices)
+
+
+# ---------------------------------------------------------------------- who gets what
+
+
+def test_a_non_member_learns_no_group_and_nothing_changes(tmp_path: Path) -> None:
+    alice_device, bob_device, mallory_device = open_devices(tmp_path, "Alice", "Bob", "Mallory")
+    try:
+        group = family([alice_device, bob_device])
+        run(mallory_device.create_group("Mallory's own"))
+        alice, mallory = DeviceHost(alice_device), DeviceHost(mallory_device)
+        post(alice, group, "private")
+        before = dump(alice), dump(mallory)
+        link = sync_pair(mallory, alice)
+        for session in (link.a, link.b):
+            assert session.closed and session.error is None and session.groups == {}
+        assert kinds(link.sent_by("a")) == kinds(link.sent_by("b")) == ["Hello", "Bye"]
+        hellos = [m for m in (link.sent_by("a")[0], link.sent_by("b")[0])]
+        assert all(isinstance(h, Hello) and len(h.tags) == 8 for h in hellos)  # padded alike
+        assert (dump(alice), dump(mallory)) == before
+        assert mallory.received == [] and alice.received == []
+    finally:
+        close_all([alice_device, bob_device, mallory_device])
+
+
+def test_a_device_with_no_group_sends_only_padding(tmp_path: Path) -> None:
+    alice_device, stranger_device = open_devices(tmp_path, "Alice", "Stranger")
+    try:
+        family([alice_device])
+        link = sync_pair(DeviceHost(stranger_device), DeviceHost(alice_device))
+        [hello, _bye] = link.sent_by("a")
+        assert isinstance(hello, Hello) and len(hello.tags) == 8
+        assert link.b.groups == {} and link.b.closed
+    finally:
+        close_all([alice_device, stranger_device])
+
+
+def test_tags_replayed_from_another_connection_or_reflected_do_not_match(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, _group = pair_in_group
+    seen = connect(bob, alice, binding=b"\x01" * 64)
+    [bob_hello] = [decode_message(r) for r in seen.to_b]
+    alice_hello = seen.to_a[0]
+    for binding, record in ((b"\x02" * 64, encode_message(bob_hello)), (b"\x01" * 64, None)):
+        session = SyncSession(
+            alice,
+            our_device=alice.device.id,
+            peer_device=bob.device.id,
+            channel_binding=binding,
+            initiator=False,
+            rng=counter_rng("replay"),
+        )
+        [own_hello] = session.start(now=0)
+        # another binding: bob's old tags; same binding: alice's own tags reflected back
+        reply = session.receive(record if record is not None else own_hello, now=0)
+        assert kinds([decode_message(r) for r in reply]) == ["Bye"]
+        assert session.groups == {} and session.closed
+    assert alice_hello != own_hello
+    key = alice.sync_groups()[0].keys[0]
+    assert group_tag(key, b"\x01" * 64, b"I") != group_tag(key, b"\x02" * 64, b"I")
+    assert group_tag(key, b"\x01" * 64, b"I") != group_tag(key, b"\x01" * 64, b"R")
+
+
+def test_a_removed_member_gets_no_new_entries_and_is_refused_keys(tmp_path: Path) -> None:
+    devices = open_devices(tmp_path, "Alice", "Bob", "Carol")
+    try:
+        group = family(devices)
+        alice, _bob, carol = (DeviceHost(d) for d in devices)
+        post(alice, group, "before")
+        sync_pair(alice, carol)
+        assert "before" in texts(carol, group)
+        run(alice.device.group(group).remove(carol.device.person_id))
+        post(alice, group, "after")
+        carol_before = carol.frontier(group)
+        link = sync_pair(carol, alice)  # carol still holds an epoch alice sent a tag for
+        assert link.b.groups == {group: GroupPhase.LIVE}
+        assert link.b.stats.entries_sent == 0 and carol.frontier(group) == carol_before
+        link.update(group)
+        pump(link)
+        assert link.b.stats.entries_sent == 0
+        assert not [m for m in link.sent_by("b") if isinstance(m, Ephemeral)]
+        assert link.b.send_ephemeral(group, b"here") == []
+        # carol hears of her removal elsewhere, then asks alice for the new epoch's key
+        carol.device.receive(group, alice.entries_after(group, {}, newest_first=False, limit=999))
+        assert not carol.device.group(group).is_member() and carol.missing_keys(group)
+        keys_before = set(carol.device.group(group)._replica.epoch_keys())
+        asked = sync_pair(carol, alice)
+        assert [m for m in asked.sent_by("a") if isinstance(m, KeyRequest)]
+        assert [m for m in asked.sent_by("b") if isinstance(m, KeyRefused)]
+        assert asked.a.stats.key_refusals == 1 and not asked.a.closed
+        assert set(carol.device.group(group)._replica.epoch_keys()) == keys_before
+        assert "after" not in texts(carol, group)
+    finally:
+        close_all(devices)
+
+
+def test_a_member_missing_a_key_asks_and_gets_it(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    run(alice.device.group(group).rotate_keys())
+    sync_pair(alice, bob)
+    replica = bob.device.group(group)._replica
+    slot = max(replica._keys)
+    assert slot[0] == 1
+    del replica._keys[slot]  # as if it had never reached this device
+    assert slot in bob.missing_keys(group)
+    link = sync_pair(bob, alice)
+    assert [m for m in link.sent_by("a") if isinstance(m, KeyRequest)]
+    assert [m for m in link.sent_by("b") if isinstance(m, KeyResponse)]
+    assert link.a.stats.keys_gained == 1 and slot in replica.epoch_keys()
+    assert link.a.synced and link.b.synced
+
+
+def test_ephemeral_messages_reach_the_peer_host(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    link = sync_pair(alice, bob)
+    link.queue("a", link.a.send_ephemeral(group, b"presence: online"))
+    pump(link)
+    assert bob.ephemerals == [(group, alice.device.id, b"presence: online")]
+    with pytest.raises(LocalProtocolError):
+        link.a.send_ephemeral(group, b"x" * 5000)
+    assert link.a.send_ephemeral(GroupId(b"\0" * 32), b"unknown group") == []
+
+
+# ---------------------------------------------------------------------- flow control
+
+
+def test_the_sender_never_exceeds_the_granted_credit(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    post(alice, group, *(f"post {i}" for i in range(40)))
+    tight = SyncOptions(window_batches=2, window_bytes=MAX_ITEM_SIZE)
+    link = connect(alice, bob, options_a=SyncOptions(batch_entries=3), options_b=tight)
+    granted = [0, 0]  # what bob granted alice, as far as alice has received
+    spent = [0, 0]
+    while link.to_a or link.to_b:
+        if link.to_a:  # deliver to alice first: credit arrives before she may send more
+            record = link.to_a.popleft()
+            message = decode_message(record)
+            if isinstance(message, Hello):
+                granted = [message.credit_batches, message.credit_bytes]
+            elif isinstance(message, Credit):
+                granted = [granted[0] + message.batches, granted[1] + message.bytes]
+            for out in link.a.receive(record, now=0):
+                sent = decode_message(out)
+                if isinstance(sent, Entries):
+                    spent = [spent[0] + 1, spent[1] + sent.size]
+                    assert spent[0] <= granted[0] and spent[1] <= granted[1]
+                link.to_b.append(out)
+        elif link.to_b:
+            link.queue("b", link.b.receive(link.to_b.popleft(), now=0))
+    assert spent[0] >= 14 and alice.frontier(group) == bob.frontier(group)
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+def opened(
+    pair: tuple[DeviceHost, DeviceHost, GroupId], options_a: SyncOptions | None = None
+) -> Link:
+    """A session between alice (a) and bob (b) that has matched the group and compared."""
+    alice, bob, _group = pair
+    link = connect(alice, bob, options_a=options_a)
+    pump(link)
+    return link
+
+
+FOREIGN = GroupId(b"\x09" * 32)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"\xff\x00garbage",
+        encode_message(Credit(batches=1, bytes=1))[:-1],
+        b"\x00" * (2 * 1024 * 1024),  # oversized
+        encode_message(Hello(tags=(), credit_batches=1, credit_bytes=1)),  # a second Hello
+        encode_message(Digest(group=FOREIGN, digest=b"d" * 32)),  # a group not matched
+        encode_message(Done(group=FOREIGN)),
+        "digest-again",
+        "frontier-when-live",
+        "unasked-key-response",
+        "done-when-live",
+    ],
+)
+def test_bad_or_out_of_state_records_close_the_session_and_change_nothing(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId], bad: bytes | str
+) -> None:
+    alice, _bob, group = pair_in_group
+    link = opened(pair_in_group)
+    record = (
+        {
+            "digest-again": encode_message(Digest(group=group, digest=b"d" * 32)),
+            "frontier-when-live": encode_message(
+                Frontier(group=group, heads=(), newest_first=False)
+            ),
+            "unasked-key-response": encode_message(KeyResponse(group=group, response=b"r")),
+            "done-when-live": encode_message(Done(group=group)),
+        }.get(bad, bad)
+        if isinstance(bad, str)
+        else bad
+    )
+    assert isinstance(record, bytes)
+    before = dump(alice)
+    [reply] = link.a.receive(record, now=0)
+    answer = decode_message(reply)
+    assert isinstance(answer, ErrorMessage) and answer.code is ErrorCode.PROTOCOL
+    assert link.a.closed and isinstance(link.a.error, RemoteProtocolError)
+    assert dump(alice) == before
+    assert link.a.receive(encode_message(Ping()), now=0) == []  # closed: input ignored
+    # the peer closes on the error message without answering
+    assert link.b.receive(reply, now=0) == [] and link.b.closed
+    assert isinstance(link.b.error, RemoteProtocolError)
+
+
+def test_entries_before_the_frontier_exchange_are_out_of_state(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    post(bob, group, "hello")
+    link = connect(alice, bob)
+    hello = link.to_a.popleft()
+    link.a.receive(hello, now=0)  # alice matched and waits for bob's digest
+    assert link.a.groups == {group: GroupPhase.AWAIT_DIGEST}
+    item = bob.entries_after(group, {}, newest_first=False, limit=1)[0]
+    before = dump(alice)
+    [reply] = link.a.receive(encode_message(Entries(group=group, items=(item,))), now=0)
+    assert isinstance(decode_message(reply), ErrorMessage) and link.a.closed
+    assert dump(alice) == before
+
+
+def test_entries_beyond_the_credit_are_refused(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    post(bob, group, "hello")
+    tight = SyncOptions(window_batches=1, window_bytes=MAX_ITEM_SIZE)
+    link = opened(pair_in_group, options_a=tight)
+    bogus = encode_message(Entries(group=group, items=((b"not an entry", None),)))
+    link.b._credit = (9, 9 * MAX_ITEM_SIZE)  # a peer that ignores the window
+    before = dump(alice)
+    first = link.a.receive(bogus, now=0)  # within credit: rejected by the host, not an error
+    assert not link.a.closed and kinds([decode_message(r) for r in first]) == ["Credit"]
+    link.a._peer_credit = (0, 0)
+    [reply] = link.a.receive(bogus, now=0)
+    assert isinstance(decode_message(reply), ErrorMessage) and link.a.closed
+    assert dump(alice) == before
+
+
+def test_a_forged_key_response_closes_the_session_without_changing_keys(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    run(alice.device.group(group).rotate_keys())
+    sync_pair(alice, bob)
+    replica = bob.device.group(group)._replica
+    del replica._keys[max(replica._keys)]
+    link = connect(bob, alice)
+    forged = encode_message(KeyResponse(group=group, response=b"\x83\x03\x00\x40"))
+    while link.to_b or link.to_a:  # run until alice's answer is in flight, then swap it
+        if link.to_a and isinstance(decode_message(link.to_a[0]), KeyResponse):
+            link.to_a[0] = forged
+            break
+        step(link)
+    keys = set(replica.epoch_keys())
+    before = dump(bob)
+    [reply] = link.a.receive(link.to_a.popleft(), now=0)
+    assert isinstance(decode_message(reply), ErrorMessage) and link.a.closed
+    assert set(replica.epoch_keys()) == keys and dump(bob) == before
+
+
+# ---------------------------------------------------------------------- timers and table
+
+
+def test_idle_sessions_ping_then_time_out(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    link = opened(pair_in_group)
+    session = link.a
+    assert session.next_deadline(0) == 30_000
+    [ping] = session.handle_timeout(30_000)
+    assert isinstance(decode_message(ping), Ping)
+    assert session.next_deadline(30_000) == 60_000
+    assert session.handle_timeout(45_000) == []
+    [error] = session.handle_timeout(90_000)
+    message = decode_message(error)
+    assert isinstance(message, ErrorMessage) and message.code is ErrorCode.TIMEOUT
+    assert session.closed and session.next_deadline(90_000) is None
+    assert session.state is SessionState.CLOSED
+
+
+def test_the_transition_table_names_only_real_handlers() -> None:
+    for (state, _), handler in TRANSITIONS.items():
+        assert isinstance(state, SessionState | GroupPhase)
+        assert handler.__name__.startswith("_on_")
+    assert frontier_digest({}) != frontier_digest({b"d" * 32: (1, b"h" * 32)})  # type: ignore[dict-item]
