@@ -84,6 +84,19 @@ def test_truncated_input_waits() -> None:
     assert decoder.buffered == 1
 
 
+def test_frame_views_stay_valid_while_more_bytes_arrive() -> None:
+    decoder, second_frame = FrameDecoder(), encode_frame(b"second")
+    decoder.append(encode_frame(b"first") + second_frame[:5])
+    first = decoder.next_frame_view()
+    assert decoder.next_frame_view() is None
+    decoder.append(second_frame[5:])  # a partial frame was left over: now a growing buffer
+    second = decoder.next_frame_view()
+    decoder.append(encode_frame(b"third"))
+    assert first is not None and second is not None
+    assert (bytes(first), bytes(second)) == (b"first", b"second")
+    assert decoder.next_frame() == b"third" and decoder.buffered == 0
+
+
 def test_oversized_length_prefix_is_refused() -> None:
     decoder = FrameDecoder(max_frame_size=100)
     assert decoder.feed(encode_frame(bytes(100))) == [bytes(100)]
@@ -109,7 +122,7 @@ def test_frames_round_trip_in_any_slicing(bodies: list[bytes], cuts: list[int]) 
 @pytest.mark.parametrize("size", BOUNDARY_SIZES)
 def test_chunking_at_boundaries(size: int) -> None:
     record = os.urandom(size)
-    plaintexts = chunk_record(record)
+    plaintexts = list(chunk_record(record))
     assert len(plaintexts) == max(1, -(-size // MAX_CHUNK_SIZE))
     assert all(len(p) <= MAX_PLAINTEXT_SIZE for p in plaintexts)
     assert [p[0] for p in plaintexts] == [FLAG_MORE] * (len(plaintexts) - 1) + [FLAG_LAST]
@@ -130,7 +143,7 @@ def test_record_size_limits() -> None:
     with pytest.raises(LocalProtocolError):
         chunk_record(bytes(101), max_record_size=100)
     assembler = RecordAssembler(max_record_size=MAX_CHUNK_SIZE + 10)
-    plaintexts = chunk_record(bytes(MAX_CHUNK_SIZE + 11), max_record_size=10**6)
+    plaintexts = list(chunk_record(bytes(MAX_CHUNK_SIZE + 11), max_record_size=10**6))
     assert assembler.add(plaintexts[0]) is None
     with pytest.raises(RemoteProtocolError):
         assembler.add(plaintexts[1])

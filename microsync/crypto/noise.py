@@ -71,7 +71,7 @@ class ChaChaPoly:
         """``ciphertext || tag`` of ``plaintext`` under ``nonce`` (0 .. 2**64-1)."""
         return self._aead.encrypt(_NONCE.pack(nonce), plaintext, associated_data)
 
-    def decrypt(self, nonce: int, associated_data: bytes, ciphertext: bytes) -> bytes:
+    def decrypt(self, nonce: int, associated_data: bytes, ciphertext: bytes | memoryview) -> bytes:
         """Inverse of :meth:`encrypt`; every failure is one opaque :class:`DecryptionError`."""
         if len(ciphertext) < TAG_SIZE:
             raise DecryptionError()

@@ -29,6 +29,7 @@ channel for good: the failed frame does not advance the nonce, and every later c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Final
 
 from microsync.errors import LocalProtocolError, MicrosyncError, RemoteProtocolError
@@ -65,36 +66,55 @@ def encode_frame(body: bytes) -> bytes:
 
 
 class FrameDecoder:
-    """Splits a byte stream into frame bodies. Feed it any slices; it never blocks."""
+    """Splits a byte stream into frame bodies. Feed it any slices; it never blocks.
 
-    __slots__ = ("_buffer", "max_frame_size")
+    When everything fed so far was consumed, new bytes are kept as they are and frames are
+    cut out of them without a copy; only a partial frame left over is copied, into a growing
+    ``bytearray`` (so feeding one byte at a time stays linear).
+    """
+
+    __slots__ = ("_buffer", "_start", "max_frame_size")
 
     def __init__(self, max_frame_size: int = MAX_FRAME_SIZE) -> None:
-        self._buffer = bytearray()
+        self._buffer: bytes | bytearray = b""
+        self._start = 0  # bytes before this offset were handed out
         self.max_frame_size = max_frame_size
 
     @property
     def buffered(self) -> int:
         """How many bytes wait for the rest of their frame."""
-        return len(self._buffer)
+        return len(self._buffer) - self._start
 
     def append(self, data: bytes) -> None:
         """Add bytes from the stream; take frames out with :meth:`next_frame`."""
+        if self._start == len(self._buffer):
+            self._buffer, self._start = bytes(data), 0
+            return
+        if isinstance(self._buffer, bytes) or self._start:
+            self._buffer, self._start = bytearray(memoryview(self._buffer)[self._start :]), 0
         self._buffer += data
 
     def next_frame(self) -> bytes | None:
         """The next complete frame body, or ``None`` until more bytes arrive."""
-        if len(self._buffer) < LENGTH_SIZE:
+        view = self.next_frame_view()
+        return None if view is None else bytes(view)
+
+    def next_frame_view(self) -> memoryview | None:
+        """Like :meth:`next_frame`, as a read-only view over immutable bytes (often no copy)."""
+        buffer, start = self._buffer, self._start
+        if len(buffer) - start < LENGTH_SIZE:
             return None
-        size = int.from_bytes(self._buffer[:LENGTH_SIZE], "big")
+        size = (buffer[start] << 8) | buffer[start + 1]
         if size > self.max_frame_size:
             raise RemoteProtocolError(f"frame length above the limit of {self.max_frame_size}")
-        end = LENGTH_SIZE + size
-        if len(self._buffer) < end:
+        end = start + LENGTH_SIZE + size
+        if len(buffer) < end:
             return None
-        body = bytes(self._buffer[LENGTH_SIZE:end])
-        del self._buffer[:end]
-        return body
+        self._start = end
+        if isinstance(buffer, bytes):
+            return memoryview(buffer)[start + LENGTH_SIZE : end]
+        with memoryview(buffer) as view:
+            return memoryview(bytes(view[start + LENGTH_SIZE : end]))
 
     def feed(self, data: bytes) -> list[bytes]:
         """:meth:`append` then every complete frame body, in order."""
@@ -105,17 +125,20 @@ class FrameDecoder:
         return frames
 
     def __repr__(self) -> str:
-        return f"FrameDecoder(buffered={len(self._buffer)})"
+        return f"FrameDecoder(buffered={self.buffered})"
 
 
-def chunk_record(record: bytes, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> list[bytes]:
-    """The chunk plaintexts (flag byte first) that carry ``record``; at least one."""
+def chunk_record(record: bytes, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> Iterator[bytes]:
+    """The chunk plaintexts (flag byte first) that carry ``record``; at least one.
+
+    The size is checked at once; the chunks are made one at a time, as they are encrypted.
+    """
     if len(record) > max_record_size:
         raise LocalProtocolError(f"a record is at most {max_record_size} bytes")
     view = memoryview(record)
     starts = range(0, max(len(record), 1), MAX_CHUNK_SIZE)
     last = starts[-1]
-    return [_FLAGS[start == last] + view[start : start + MAX_CHUNK_SIZE] for start in starts]
+    return (_FLAGS[start == last] + view[start : start + MAX_CHUNK_SIZE] for start in starts)
 
 
 class RecordAssembler:
@@ -126,7 +149,7 @@ class RecordAssembler:
 
     def __init__(self, max_record_size: int = DEFAULT_MAX_RECORD_SIZE) -> None:
         self.max_record_size = max_record_size
-        self._parts: list[bytes] = []
+        self._parts: list[memoryview] = []  # chunks of the record so far, flag bytes cut off
         self._size = 0
 
     @property
@@ -138,7 +161,7 @@ class RecordAssembler:
         """Take one chunk plaintext; the whole record once its last chunk is in."""
         if not plaintext or plaintext[0] not in (FLAG_MORE, FLAG_LAST):
             raise RemoteProtocolError("a record chunk has an unknown flag")
-        chunk = plaintext[1:]
+        chunk = memoryview(plaintext)[1:]
         if plaintext[0] == FLAG_MORE and len(chunk) != MAX_CHUNK_SIZE:
             raise RemoteProtocolError("a record chunk before the last is not full")
         self._size += len(chunk)
@@ -147,7 +170,7 @@ class RecordAssembler:
         if plaintext[0] == FLAG_MORE:
             self._parts.append(chunk)
             return None
-        record = b"".join([*self._parts, chunk]) if self._parts else chunk
+        record = b"".join([*self._parts, chunk]) if self._parts else bytes(chunk)
         self._parts, self._size = [], 0
         return record
 
@@ -184,10 +207,11 @@ class SecureChannel:
     def encrypt_record(self, record: bytes) -> bytes:
         """The frames that carry ``record``, ready to write to the stream."""
         self._check_open()
-        plaintexts = chunk_record(record, self._assembler.max_record_size)
-        return b"".join(
-            encode_frame(self._send.encrypt_with_ad(b"", plaintext)) for plaintext in plaintexts
-        )
+        parts: list[bytes] = []
+        for plaintext in chunk_record(record, self._assembler.max_record_size):
+            ciphertext = self._send.encrypt_with_ad(b"", plaintext)
+            parts += (len(ciphertext).to_bytes(LENGTH_SIZE, "big"), ciphertext)
+        return b"".join(parts)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Take bytes from the stream; return every record they complete, in order.
@@ -206,7 +230,7 @@ class SecureChannel:
         """The next whole record from the bytes already fed, or ``None``."""
         self._check_open()
         try:
-            while (frame := self._decoder.next_frame()) is not None:
+            while (frame := self._decoder.next_frame_view()) is not None:
                 record = self._assembler.add(self._receive.decrypt_with_ad(b"", frame))
                 if record is not None:
                     return record

@@ -81,10 +81,10 @@ class CipherState:
         self._nonce += 1
         return ciphertext
 
-    def decrypt_with_ad(self, associated_data: bytes, ciphertext: bytes) -> bytes:
+    def decrypt_with_ad(self, associated_data: bytes, ciphertext: bytes | memoryview) -> bytes:
         """Decrypt and advance the nonce; a failure raises and leaves the nonce unchanged."""
         if self._cipher is None:
-            return ciphertext
+            return bytes(ciphertext)
         if len(ciphertext) > MAX_MESSAGE_SIZE:
             raise RemoteProtocolError(f"a Noise message is at most {MAX_MESSAGE_SIZE} bytes")
         plaintext = self._cipher.decrypt(self._use_nonce(), associated_data, ciphertext)
