@@ -384,6 +384,28 @@ def test_malformed_message_3_payload_is_refused(payload: bytes) -> None:
     expect_failure(r, lambda: r.receive(raw.message_3(payload)), "malformed")
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    garbage=st.lists(st.binary(max_size=120), min_size=1, max_size=4),
+    initiator_side=st.booleans(),
+    after_preamble=st.booleans(),
+)
+def test_garbage_from_the_peer_is_only_ever_a_handshake_error(
+    garbage: list[bytes], initiator_side: bool, after_preamble: bool
+) -> None:
+    i, r = pair()
+    victim = i if initiator_side else r
+    if after_preamble:  # a preamble both sides accept, then garbage where Noise should be
+        victim.receive(encode_frame(Preamble(versions=(1,), purposes=(1,)).to_bytes()))
+    try:
+        for piece in garbage:
+            victim.receive(encode_frame(piece) if len(piece) % 2 else piece)
+    except HandshakeError:
+        assert victim.step is Step.FAILED
+    else:
+        assert not victim.done
+
+
 # --- hygiene ----------------------------------------------------------------------------------
 
 
