@@ -48,7 +48,7 @@ messages: st.SearchStrategy[Message] = st.one_of(
         counts,
         counts,
     ),
-    st.builds(lambda g, d: Digest(group=g, digest=d), groups, ids),
+    st.builds(lambda g, d, s: Digest(group=g, digest=d, serving=s), groups, ids, st.booleans()),
     st.builds(
         lambda g, heads, nf: Frontier(
             group=g,
@@ -148,7 +148,9 @@ G = b"\x07" * 32
         raw(WIRE_VERSION, MsgType.BYE, 0),  # extra field
         raw(WIRE_VERSION, MsgType.DONE),  # missing field
         raw(WIRE_VERSION, MsgType.DONE, b"\x07" * 31),  # short group id
-        raw(WIRE_VERSION, MsgType.DIGEST, G, b"x" * 33),
+        raw(WIRE_VERSION, MsgType.DIGEST, G, b"x" * 33, True),
+        raw(WIRE_VERSION, MsgType.DIGEST, G, b"x" * 32, 1),  # not a boolean
+        raw(WIRE_VERSION, MsgType.DIGEST, G, b"x" * 32),
         raw(WIRE_VERSION, MsgType.HELLO, [b"b" * 16, b"a" * 16], 1, 1),  # unsorted tags
         raw(WIRE_VERSION, MsgType.HELLO, [b"a" * 16, b"a" * 16], 1, 1),  # duplicate tags
         raw(WIRE_VERSION, MsgType.HELLO, [b"a" * 15], 1, 1),

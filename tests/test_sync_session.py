@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from microsync.errors import LocalProtocolError, RemoteProtocolError
 from microsync.feed import GroupId, parse_entry
+from microsync.identity import DeviceId
 from microsync.protocol.messages import (
     Credit,
     Digest,
@@ -204,7 +205,7 @@ def test_live_push_waits_for_credit(
 
 
 @settings(
-    max_examples=8,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -334,6 +335,11 @@ def test_a_removed_member_gets_no_new_entries_and_is_refused_keys(tmp_path: Path
         link = sync_pair(carol, alice)  # carol still holds an epoch alice sent a tag for
         assert link.b.groups == {group: GroupPhase.LIVE}
         assert link.b.stats.entries_sent == 0 and carol.frontier(group) == carol_before
+        [digest] = [m for m in link.sent_by("b") if isinstance(m, Digest)]
+        assert not digest.serving
+        [frontier] = [m for m in link.sent_by("b") if isinstance(m, Frontier)]
+        for head in frontier.heads:  # alice's frontier, clamped: nothing carol did not know
+            assert (head.seq, head.head) == carol_before[DeviceId(head.device)]
         link.update(group)
         pump(link)
         assert link.b.stats.entries_sent == 0
@@ -431,16 +437,21 @@ def opened(
 FOREIGN = GroupId(b"\x09" * 32)
 
 
+BAD_RECORDS: dict[str, bytes] = {
+    "empty": b"",
+    "garbage": b"\xff\x00garbage",
+    "truncated": encode_message(Credit(batches=1, bytes=1))[:-1],
+    "oversized": b"\x00" * (2 * 1024 * 1024),
+    "second-hello": encode_message(Hello(tags=(), credit_batches=1, credit_bytes=1)),
+    "unmatched-group": encode_message(Digest(group=FOREIGN, digest=b"d" * 32, serving=True)),
+    "unmatched-done": encode_message(Done(group=FOREIGN)),
+}
+
+
 @pytest.mark.parametrize(
     "bad",
     [
-        b"",
-        b"\xff\x00garbage",
-        encode_message(Credit(batches=1, bytes=1))[:-1],
-        b"\x00" * (2 * 1024 * 1024),  # oversized
-        encode_message(Hello(tags=(), credit_batches=1, credit_bytes=1)),  # a second Hello
-        encode_message(Digest(group=FOREIGN, digest=b"d" * 32)),  # a group not matched
-        encode_message(Done(group=FOREIGN)),
+        *BAD_RECORDS,
         "digest-again",
         "frontier-when-live",
         "unasked-key-response",
@@ -448,23 +459,17 @@ FOREIGN = GroupId(b"\x09" * 32)
     ],
 )
 def test_bad_or_out_of_state_records_close_the_session_and_change_nothing(
-    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId], bad: bytes | str
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId], bad: str
 ) -> None:
     alice, _bob, group = pair_in_group
     link = opened(pair_in_group)
-    record = (
-        {
-            "digest-again": encode_message(Digest(group=group, digest=b"d" * 32)),
-            "frontier-when-live": encode_message(
-                Frontier(group=group, heads=(), newest_first=False)
-            ),
-            "unasked-key-response": encode_message(KeyResponse(group=group, response=b"r")),
-            "done-when-live": encode_message(Done(group=group)),
-        }.get(bad, bad)
-        if isinstance(bad, str)
-        else bad
-    )
-    assert isinstance(record, bytes)
+    in_state = {
+        "digest-again": encode_message(Digest(group=group, digest=b"d" * 32, serving=True)),
+        "frontier-when-live": encode_message(Frontier(group=group, heads=(), newest_first=False)),
+        "unasked-key-response": encode_message(KeyResponse(group=group, response=b"r")),
+        "done-when-live": encode_message(Done(group=group)),
+    }
+    record = BAD_RECORDS[bad] if bad in BAD_RECORDS else in_state[bad]
     before = dump(alice)
     [reply] = link.a.receive(record, now=0)
     answer = decode_message(reply)
@@ -558,3 +563,39 @@ def test_the_transition_table_names_only_real_handlers() -> None:
         assert isinstance(state, SessionState | GroupPhase)
         assert handler.__name__.startswith("_on_")
     assert frontier_digest({}) != frontier_digest({b"d" * 32: (1, b"h" * 32)})  # type: ignore[dict-item]
+
+
+def test_a_peer_shown_a_member_by_what_it_sends_is_then_served(tmp_path: Path) -> None:
+    from tests.test_device_groups import introduce, pair, sync
+
+    devices = open_devices(tmp_path, "Alice", "Carol", "Bob")
+    try:
+        group = family(devices[:2])
+        alice, carol, bob = (DeviceHost(d) for d in devices)
+        introduce(*devices)
+        invite = run(alice.device.group(group).invite(ttl=3600))
+        response = pair(alice.device.invite_host().session(), bob.device.join_guest(invite.link))
+        run(bob.device.finish_join(response))
+        sync(alice.device, bob.device, group)  # carol has not heard of bob yet
+        post(carol, group, "from carol")
+        assert not carol.may_serve(group, bob.device.id)
+        link = sync_pair(carol, bob)
+        [digest] = [m for m in link.sent_by("a") if isinstance(m, Digest)]
+        assert not digest.serving  # carol did not know bob at first ...
+        assert carol.may_serve(group, bob.device.id)  # ... bob's entries showed he is in
+        assert carol.frontier(group) == bob.frontier(group)
+        assert texts(bob, group) == {"from carol"}
+    finally:
+        close_all(devices)
+
+
+def test_when_neither_side_serves_no_frontier_is_sent(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    post(alice, group, "unseen")
+    for host in (alice, bob):
+        host.may_serve = lambda group, peer: False  # type: ignore[method-assign]
+    link = sync_pair(alice, bob)
+    assert kinds(link.sent_by("a")) == kinds(link.sent_by("b")) == ["Hello", "Digest", "Done"]
+    assert link.a.synced and link.b.synced and "unseen" not in texts(bob, group)

@@ -121,10 +121,12 @@ class Hello:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Digest:
-    """A hash of the sender's frontier of ``group``; equal digests end the round."""
+    """A hash of the sender's frontier of ``group``; equal digests end the round.
+    ``serving``: whether the sender will send entries to the receiver (``may_serve``)."""
 
     group: GroupId
     digest: bytes
+    serving: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -270,7 +272,7 @@ def _fields(message: Message) -> list[Value]:
         case Hello():
             return [list(message.tags), message.credit_batches, message.credit_bytes]
         case Digest():
-            return [message.group, message.digest]
+            return [message.group, message.digest, message.serving]
         case Frontier():
             heads: list[Value] = [[h.device, h.seq, h.head] for h in message.heads]
             return [message.group, heads, message.newest_first]
@@ -339,7 +341,14 @@ def _hello(f: list[Value], lim: Limits) -> Message:
 
 
 def _digest(f: list[Value], lim: Limits) -> Message:
-    return Digest(group=_group(f[0]), digest=expect_bytes(f[1], "digest", ID_SIZE))
+    digest = expect_bytes(f[1], "digest", ID_SIZE)
+    return Digest(group=_group(f[0]), digest=digest, serving=_bool(f[2], "serving"))
+
+
+def _bool(value: Value, name: str) -> bool:
+    if type(value) is not bool:
+        raise DecodeError(f"{name}: expected a boolean")
+    return value
 
 
 def _frontier(f: list[Value], lim: Limits) -> Message:
@@ -355,9 +364,8 @@ def _frontier(f: list[Value], lim: Limits) -> Message:
         )
     if [h.device for h in heads] != sorted({h.device for h in heads}):
         raise DecodeError("heads: devices not sorted and distinct")
-    if type(f[2]) is not bool:
-        raise DecodeError("newest_first: expected a boolean")
-    return Frontier(group=_group(f[0]), heads=tuple(heads), newest_first=f[2])
+    newest_first = _bool(f[2], "newest_first")
+    return Frontier(group=_group(f[0]), heads=tuple(heads), newest_first=newest_first)
 
 
 def _certificates(f: list[Value], lim: Limits) -> Message:
@@ -438,7 +446,7 @@ _Decoder: TypeAlias = Callable[[list[Value], Limits], Message]
 
 _DECODERS: Final[dict[MsgType, tuple[_Decoder, int]]] = {
     MsgType.HELLO: (_hello, 3),
-    MsgType.DIGEST: (_digest, 2),
+    MsgType.DIGEST: (_digest, 3),
     MsgType.FRONTIER: (_frontier, 3),
     MsgType.CERTIFICATES: (_certificates, 2),
     MsgType.ENTRIES: (_entries, 2),

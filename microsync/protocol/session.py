@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 from microsync import encoding
@@ -235,7 +235,9 @@ class _GroupSync:
     peer_known: dict[DeviceId, int] = field(default_factory=dict)  # peer holds 1..seq
     sent_ahead: set[tuple[bytes, int]] = field(default_factory=set)  # newest-first, beyond
     newest_budget: int = 0
-    serving: bool = False
+    serving: bool = False  # what we told the peer in our Digest, updated as views change
+    peer_serves: bool = False
+    knows_peer: bool = False  # peer_known came from the peer (its frontier or equal digests)
     certs_due: bool = False
     certs_sent: set[bytes] = field(default_factory=set)
     done_sent: bool = False
@@ -458,8 +460,9 @@ class SyncSession:
             heads = self.host.frontier(group)
             g.snapshot = {d: seq for d, (seq, _) in heads.items()}
             g.digest = frontier_digest(heads)
+            g.serving = self.host.may_serve(group, self.peer_device)
             self._groups[group] = g
-            self._send(Digest(group=group, digest=g.digest))
+            self._send(Digest(group=group, digest=g.digest, serving=g.serving))
 
     def _on_credit(self, m: Credit) -> None:
         batches, size = self._credit
@@ -480,29 +483,51 @@ class SyncSession:
 
     def _on_digest(self, m: Digest) -> None:
         g = self._groups[m.group]
+        g.peer_serves = m.serving
         if m.digest == g.digest:  # both sides compare the same two digests: one decision
-            g.peer_known = dict(g.snapshot)
+            g.peer_known, g.knows_peer = dict(g.snapshot), True
             self._go_live(g)
             self._maybe_request_keys(g)
-            return
-        heads = self.host.frontier(m.group)
-        rows = sorted(heads.items())[: self.options.limits.max_feeds]
-        frontier = tuple(FrontierHead(device=d, seq=s, head=h) for d, (s, h) in rows)
-        g.phase = GroupPhase.AWAIT_FRONTIER
-        self._send(Frontier(group=m.group, heads=frontier, newest_first=self.options.newest_first))
+        elif g.serving:  # the peer is a member in our view: it may see our frontier
+            g.phase = GroupPhase.AWAIT_FRONTIER
+            heads = sorted(self.host.frontier(m.group).items())
+            rows = [FrontierHead(device=d, seq=s, head=h) for d, (s, h) in heads]
+            self._send_frontier(g, rows)
+        elif m.serving:  # answer its frontier with ours clamped to it: it learns nothing new
+            g.phase = GroupPhase.AWAIT_FRONTIER
+        else:  # neither side sends entries: nothing to compare
+            g.phase = GroupPhase.SYNCING
+            self._send_done(g)
+
+    def _send_frontier(self, g: _GroupSync, heads: list[FrontierHead]) -> None:
+        rows = tuple(heads[: self.options.limits.max_feeds])
+        self._send(Frontier(group=g.group, heads=rows, newest_first=self.options.newest_first))
 
     def _on_frontier(self, m: Frontier) -> None:
         g = self._groups[m.group]
-        g.peer_known = {DeviceId(h.device): h.seq for h in m.heads}
+        g.peer_known, g.knows_peer = {DeviceId(h.device): h.seq for h in m.heads}, True
         g.newest_budget = self.options.newest_first_window if m.newest_first else 0
         g.phase = GroupPhase.SYNCING
-        g.serving = self.host.may_serve(m.group, self.peer_device)
         if g.serving:
             g.certs_due = True
             self._dirty[m.group] = None
             self._pump()
-        else:
-            self._send_done(g)
+            return
+        if g.peer_serves:
+            self._send_frontier(g, self._clamped(g.group, m.heads))
+        self._send_done(g)
+
+    def _clamped(self, group: GroupId, theirs: tuple[FrontierHead, ...]) -> list[FrontierHead]:
+        """Our frontier cut down to the peer's: where we are ahead we claim only its head."""
+        ours = self.host.frontier(group)
+        rows = []
+        for head in theirs:
+            mine = ours.get(DeviceId(head.device))
+            if mine is None:
+                continue
+            seq, entry = mine
+            rows.append(head if seq >= head.seq else replace(head, seq=seq, head=entry))
+        return rows
 
     def _on_certificates(self, m: Certificates) -> None:
         self.host.learn_certificates(m.certificates)
@@ -522,7 +547,7 @@ class SyncSession:
         self.stats.bytes_received += size
         self._peer_credit = (self._peer_credit[0] + 1, self._peer_credit[1] + size)
         self._send(Credit(batches=1, bytes=size))
-        if not g.serving and g.phase is not GroupPhase.AWAIT_FRONTIER:
+        if not g.serving:
             self._reconsider_serving(g)
         if g.peer_done:
             self._maybe_request_keys(g)
@@ -570,7 +595,7 @@ class SyncSession:
 
     def _reconsider_serving(self, g: _GroupSync) -> None:
         """Entries from the peer may have shown it is a member after all (an add we lacked)."""
-        if self.host.may_serve(g.group, self.peer_device):
+        if g.knows_peer and self.host.may_serve(g.group, self.peer_device):
             g.serving = g.certs_due = True
             self._dirty[g.group] = None
             self._pump()
@@ -609,7 +634,7 @@ class SyncSession:
 
     def _push(self, g: _GroupSync) -> bool:
         """Push ``g`` until it has nothing left (True) or credit runs out (False)."""
-        if not self.host.may_serve(g.group, self.peer_device):
+        if not g.knows_peer or not self.host.may_serve(g.group, self.peer_device):
             g.serving = False
             return self._exhausted(g)
         while True:
