@@ -15,6 +15,7 @@ A profile directory holds ``profile.db`` (SQLite, WAL) and ``profile.lock``. Onl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -402,7 +403,14 @@ class Device:
         return sum(1 for r in results if not isinstance(r, MicrosyncError))
 
     async def close(self) -> None:
-        """Release the profile. Idempotent."""
+        """Save a snapshot of each group whose app state was loaded (so the next start is
+        quick), then release the profile. Idempotent."""
+        if not self._store._closed:
+            for group in self._groups.values():
+                if group._app is not None:
+                    # a snapshot is only a cache: never fail a close over it
+                    with contextlib.suppress(MicrosyncError):
+                        group.snapshot()
         self._store.close()
 
     async def __aenter__(self) -> Self:

@@ -10,13 +10,15 @@ copy is left in the file). Which bodies were purged, and why, is remembered in t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from microsync import encoding
 from microsync.app.ops import APP_TYPE, AppOp, Kind
+from microsync.app.snapshot import Snapshot, open_snapshot, seal_snapshot
 from microsync.app.timeline import AppEntry, Change, PostState, Timeline, deps_for
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import DecodeError, DecryptionError, MicrosyncError, NotAMember
@@ -59,6 +61,12 @@ class Event:
     detail: object = None
 
 
+TOMBSTONE: Final = AppOp(Kind.POST, text="")
+"""What a purged post folds as: it existed, its content is gone."""
+PLACEHOLDER: Final = AppOp(Kind.CURSOR, cursor=())
+"""What any other purged entry folds as: it happened, it changes nothing."""
+
+
 def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -80,22 +88,101 @@ class AppMixin:
     def _purged_key(self) -> str:
         return f"app/{self._replica.id.hex()}/purged"
 
+    @property
+    def _snapshot_key(self) -> str:
+        return f"app/{self._replica.id.hex()}/snapshot"
+
     def _timeline(self) -> Timeline:
         if self._app is None:
             self._app = Timeline()
             self._locked_app = {}
-            store = self._replica.store
-            entries = [
-                s.entry
-                for device in store.feeds(self._replica.id)
-                for s in store.entries(self._replica.id, device)
-                if s.entry.header.type == APP_TYPE
-            ]
-            self._absorb_app(entries, quiet=True)
+            if not self._load_snapshot():
+                self._app = Timeline()
+                self._locked_app = {}
+                self._absorb_app(self._app_entries_after({}), quiet=True)
             for post_id, deleted in self._purged().items():
                 self._app.forget_body(post_id, deleted)
             self._expire(quiet=True)
         return self._app
+
+    def _app_entries_after(self, frontier: dict[DeviceId, int]) -> list[Entry]:
+        store = self._replica.store
+        group = self._replica.id
+        return [
+            s.entry
+            for device in store.feeds(group)
+            for s in store.entries(group, device, after_seq=frontier.get(device, 0))
+            if s.entry.header.type == APP_TYPE
+        ]
+
+    def _load_snapshot(self) -> bool:
+        """Fold this device's snapshot plus the tail of the store; ``False`` (and nothing
+        folded) unless the store still holds every entry the snapshot covers, as it names them:
+        a snapshot never overrides signed entries (see :mod:`microsync.app.snapshot`)."""
+        store = self._replica.store
+        data = store.get_meta(self._snapshot_key)
+        if not data:
+            return False
+        group = self._replica.id
+        try:
+            snapshot = open_snapshot(data, group=group, signer=self._replica.me.identity.device_key)
+        except MicrosyncError:
+            return False
+        for device, (seq, entry_id) in snapshot.frontier.items():
+            stored = store.entry_at(group, device, seq)
+            if stored is None or stored.entry.id != entry_id:
+                return False
+        revoked = self._replica.state.revoked
+        for e in snapshot.entries:
+            cutoff = revoked.get(e.device)
+            if cutoff is not None and e.seq > cutoff:
+                return False  # a revocation arrived since: its cut-off decides, replay it all
+        timeline = self._app
+        assert timeline is not None
+        timeline.add(snapshot.entries)
+        locked = [
+            stored.entry
+            for device, seq in snapshot.locked
+            if (stored := store.entry_at(group, device, seq)) is not None
+        ]
+        covered = {device: seq for device, (seq, _) in snapshot.frontier.items()}
+        self._absorb_app(locked + self._app_entries_after(covered), quiet=True)
+        return True
+
+    def snapshot(self) -> None:
+        """Save a snapshot of this group's app state in the profile, so the next start folds
+        it plus the entries stored since instead of decrypting all history again. Devices do
+        this themselves when they close; it is never needed for correctness."""
+        timeline = self._timeline()
+        replica = self._replica
+        store = replica.store
+        gone: set[EntryId] = set()
+        tombstones: set[EntryId] = set()
+        for post in timeline.posts.values():
+            if post.gone:
+                tombstones.add(post.id)
+                gone.update(post.edits)
+        entries = []
+        for e in timeline.recorded():
+            if e.id in tombstones:
+                e = dataclasses.replace(e, op=TOMBSTONE)
+            elif e.id in gone:
+                e = dataclasses.replace(e, op=PLACEHOLDER)
+            entries.append(e)
+        feeds = store.feeds(replica.id)
+        frontier = {
+            device: (status.head_seq, status.head_id)
+            for device, status in feeds.items()
+            if status.head_id is not None
+        }
+        locked = tuple(sorted((e.header.device, seq) for e, seq in self._locked_app.values()))
+        sealed = seal_snapshot(
+            Snapshot(frontier, tuple(entries), locked),
+            group=replica.id,
+            signer=replica.me.identity.device_key,
+            rng=replica.me.rng,
+        )
+        store.put_meta(self._snapshot_key, sealed)
 
     def _purged(self) -> dict[EntryId, bool]:
         data = self._replica.store.get_meta(self._purged_key)
@@ -125,9 +212,9 @@ class AppMixin:
                 continue
             if stored.body is None:
                 purged = self._purged() if purged is None else purged
-                if entry.id not in purged:
-                    continue  # never received: a body-less entry is not an op
-                op = AppOp(Kind.POST, text="")  # a purged post: its tombstone (forget_body)
+                # a purged post keeps a tombstone (see forget_body); any other body-less entry
+                # (a purged edit) is applied as a no-op, so what names it in deps can apply
+                op = TOMBSTONE if entry.id in purged else PLACEHOLDER
             else:
                 try:
                     op = AppOp.from_bytes(self._replica.decrypt(stored))
@@ -158,6 +245,7 @@ class AppMixin:
                         record[change.post] = change.kind == "delete"
                 value = [[p, d] for p, d in sorted(record.items())]
                 store.put_meta(self._purged_key, encoding.encode(value))  # type: ignore[arg-type]
+                store.put_meta(self._snapshot_key, b"")  # it may hold what was just purged
             scrub = getattr(store, "scrub", None)
             if scrub is not None:
                 scrub()

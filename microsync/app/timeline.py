@@ -147,6 +147,11 @@ class Timeline:
                     heapq.heappush(ready, (unblocked.hlc, bytes(unblocked.id), unblocked))
         return changes
 
+    def recorded(self) -> list[AppEntry]:
+        """Every entry given to :meth:`add`: the applied ones in the order they were applied,
+        then those still waiting for their causal past (what a snapshot keeps)."""
+        return [*self.applied.values(), *self._waiting.values()]
+
     @property
     def waiting(self) -> int:
         """Entries held back until their causal past arrives."""
@@ -205,13 +210,11 @@ class Timeline:
         if post is None:
             return None
         post.edits.append(entry.id)
-        stamp = (entry.hlc, bytes(entry.id))
-        newest = post.last_edit is None or stamp > post.last_edit
-        if newest:
-            post.last_edit = stamp
         if post.gone:  # an edit racing a delete: the delete wins, the edit's body goes too
             return Change("edit", entry, post.id, purge=(entry.id,))
-        if newest:
+        stamp = (entry.hlc, bytes(entry.id))
+        if post.last_edit is None or stamp > post.last_edit:
+            post.last_edit = stamp
             post.text = op.text
         return Change("edit", entry, post.id)
 
@@ -220,8 +223,7 @@ class Timeline:
         if post is None:
             return None
         post.deleted = True
-        post.text = None
-        post.attachments = ()
+        post.text, post.attachments, post.last_edit = None, (), None
         return Change("delete", entry, post.id, purge=(post.id, *post.edits))
 
     def _react(self, entry: AppEntry, op: AppOp) -> Change | None:
@@ -246,6 +248,8 @@ class Timeline:
         return Change("reaction", entry, post.id)
 
     def _cursor(self, entry: AppEntry, op: AppOp) -> Change | None:
+        if not op.cursor:
+            return Change("cursor", entry)  # a placeholder: changes nothing
         mine = self.cursors.setdefault(entry.person, {})
         for device, seq in op.cursor:
             key = DeviceId(device)
@@ -270,8 +274,7 @@ class Timeline:
             if post.ttl_ms is None or post.gone or now < post.created_at + post.ttl_ms:
                 continue
             post.expired = True
-            post.text = None
-            post.attachments = ()
+            post.text, post.attachments, post.last_edit = None, (), None
             out.append(Change("expire", self.applied[post.id], post.id, (post.id, *post.edits)))
         return out
 
@@ -279,7 +282,7 @@ class Timeline:
         """Record a purge done on an earlier run (the body is gone from disk)."""
         post = self.posts.get(post_id)
         if post is not None:
-            post.text, post.attachments = None, ()
+            post.text, post.attachments, post.last_edit = None, (), None
             if deleted:
                 post.deleted = True
             else:

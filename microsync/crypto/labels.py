@@ -20,6 +20,7 @@ DEVICE_REVOCATION = Label(b"microsync/v1/device-revocation")
 TRANSPORT_KEY_CERTIFICATE = Label(b"microsync/v1/transport-key-certificate")
 PREKEY_CERTIFICATE = Label(b"microsync/v1/prekey-certificate")
 ANNOUNCEMENT_SIGNATURE = Label(b"microsync/v1/announcement")
+SNAPSHOT_SIGNATURE = Label(b"microsync/v1/snapshot")
 
 # Hashes
 ENTRY_ID = Label(b"microsync/v1/entry-id")
@@ -43,6 +44,9 @@ RENDEZVOUS_ID = Label(b"microsync/v1/rendezvous-id")
 
 # Ephemeral announcements (presence, location: microsync.app.ephemeral)
 ANNOUNCEMENT_KEY = Label(b"microsync/v1/announcement-key")
+
+# Local snapshots of app state (microsync.app.snapshot)
+SNAPSHOT_KEY = Label(b"microsync/v1/snapshot-key")
 
 # Invites and device pairing (microsync.group.invite, microsync.crypto.pake)
 INVITE_ID = Label(b"microsync/v1/invite-id")

@@ -1,0 +1,213 @@
+"""Applying app operations: mixed posts, replies, reactions and location updates from 12
+members, received by one real device, against the floor of the same work, in one run.
+
+    python -m bench.feed_state [--ops 100000] [--members 12] [--batch 1000]
+
+* **generate**: 12 simulated members (``microsync.testing``, memory stores) write ``--ops``
+  app operations: 40% posts, 25% replies, 25% reactions, 10% location updates kept in history,
+  each naming its target in ``deps``.
+* **apply**: a real device (SQLite profile) receives them in generation order, ``--batch`` per
+  call of ``Device.receive``: strict decode, every feed rule, Ed25519 verify, body hash, store,
+  decrypt, app-op decode and the timeline fold (authorship rules, reactions, threads).
+* **fold only**: the same decrypted operations folded into a fresh ``Timeline``.
+* **floor**: PyNaCl Ed25519 verify of the same headers + XChaCha20-Poly1305 decrypt of the same
+  bodies + a batched insert of the same bytes into one bare SQLite table (same WAL and
+  ``synchronous=FULL`` settings).
+
+Resident memory is read from ``/proc/self/status`` before and after applying.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import sqlite3
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import nacl.bindings as sodium
+
+import microsync
+from microsync.app.ops import APP_TYPE, AppOp, Kind
+from microsync.app.timeline import AppEntry, Timeline
+from microsync.crypto import SymmetricKey, labels
+from microsync.crypto.labels import frame
+from microsync.feed.entry import Entry, EntryId, GroupId
+from microsync.group.keys import decrypt_content
+from microsync.testing import SimDevice, SimNetwork
+
+EMOJI = ("❤️", "👍", "😂", "🎉", "😮")
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def build(
+    ops: int, members: int, reader: microsync.Device, seed: int
+) -> tuple[SimNetwork, list[SimDevice], GroupId, list[tuple[Entry, bytes]]]:
+    net = SimNetwork(seed=seed)
+    people = [net.add_device(f"member{i}") for i in range(members)]
+    group = net.create_group(people[0], "Family")
+    admin = people[0].replica(group)
+    for person in people[1:]:
+        admin.add(person.person_id, person.name, [person.grant()], now=net.clock.now)
+    admin.add(reader.person_id, reader.name, [reader._member.grant()], now=net.clock.now)
+    net.settle(group)
+    rng = random.Random(seed)
+    posts: list[EntryId] = []
+    made: list[tuple[Entry, bytes]] = []
+    now = net.clock.now
+    for i in range(ops):
+        person = rng.choice(people)
+        replica = person.replica(group)
+        roll = rng.random()
+        if roll < 0.40 or not posts:
+            op = AppOp(Kind.POST, text=f"post {i}: " + "x" * rng.randrange(20, 200))
+            deps: tuple[EntryId, ...] = ()
+        elif roll < 0.65:
+            target = rng.choice(posts[-500:])
+            op = AppOp(Kind.POST, text=f"reply {i}", reply_to=target)
+            deps = (target,)
+        elif roll < 0.90:
+            target = rng.choice(posts[-500:])
+            op = AppOp(Kind.REACT, post=target, emoji=rng.choice(EMOJI))
+            deps = (target,)
+        else:
+            lat = rng.randrange(-900, 900) * 100_000 + 50_000
+            lon = rng.randrange(-1800, 1800) * 100_000 + 50_000
+            op = AppOp(Kind.LOCATION, lat=lat, lon=lon, precision="city")
+            deps = ()
+        entry = replica.append_content(APP_TYPE, op.to_bytes(), now=now + i, deps=deps)
+        if op.kind is Kind.POST:
+            posts.append(entry.id)
+        stored = person.store.entry_at(group, entry.header.device, entry.header.seq)
+        assert stored is not None and stored.body is not None
+        made.append((entry, stored.body))
+    return net, people, group, made
+
+
+def membership_items(people: list[SimDevice], group: GroupId) -> list[tuple[bytes, bytes | None]]:
+    store = people[0].store
+    gid = people[0].replica(group).id
+    return [
+        (s.entry.wire, s.body)
+        for device in store.feeds(gid)
+        for s in store.entries(gid, device)
+        if s.entry.header.type != APP_TYPE
+    ]
+
+
+def floor(
+    path: Path,
+    made: list[tuple[Entry, bytes]],
+    keys: Mapping[int, SymmetricKey | None],
+    batch: int,
+) -> float:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE entries (id BLOB PRIMARY KEY, wire BLOB, body BLOB) WITHOUT ROWID")
+    label = frame(labels.ENTRY_SIGNATURE)
+    start = time.perf_counter()
+    for first in range(0, len(made), batch):
+        db.execute("BEGIN")
+        for entry, body in made[first : first + batch]:
+            h = entry.header
+            sodium.crypto_sign_open(entry.signature + label + entry.header_bytes, h.device)
+            decrypt_content(
+                keys[h.epoch],  # type: ignore[arg-type]  # every epoch used here is a full key
+                body,
+                group=h.group,
+                epoch=h.epoch,
+                device=h.device,
+                seq=h.seq,
+                type=h.type,
+            )
+            db.execute("INSERT INTO entries VALUES (?, ?, ?)", (entry.id, entry.wire, body))
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    db.close()
+    return elapsed
+
+
+async def run(ops: int, members: int, batch: int, seed: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="microsync-bench-") as tmp:
+        work = Path(tmp)
+        async with await microsync.Device.open(work / "reader", name="Reader") as reader:
+            t0 = time.perf_counter()
+            _net, people, group, made = build(ops, members, reader, seed)
+            t_build = time.perf_counter() - t0
+            reader.learn_certificates([p.identity.certificate.to_bytes() for p in people])
+            reader.receive(group, membership_items(people, group))
+            family = reader.group(group)
+            assert family.is_member()
+            family.feed()  # load the (empty) timeline so the fold runs as entries arrive
+            items = [(e.wire, b) for e, b in made]
+            rss_before = rss_mib()
+            start = time.perf_counter()
+            accepted = 0
+            for first in range(0, len(items), batch):
+                accepted += reader.receive(group, items[first : first + batch])
+            t_apply = time.perf_counter() - start
+            rss_after = rss_mib()
+            assert accepted == len(items), f"only {accepted} of {len(items)} accepted"
+            timeline = family._timeline()
+            assert len(timeline.applied) == len(items) and timeline.waiting == 0
+            posts = len(family.feed())
+
+            # the fold alone, over the same decrypted operations
+            replica = family._replica
+            owners = {p.device_id: p.person_id for p in people}
+            opened = []
+            for e, _ in made:
+                h = e.header
+                stored = replica.store.entry_at(replica.id, h.device, h.seq)
+                assert stored is not None
+                op = AppOp.from_bytes(replica.decrypt(stored))
+                opened.append(AppEntry(e.id, h.device, owners[h.device], h.seq, h.hlc, h.deps, op))
+            start = time.perf_counter()
+            Timeline().add(opened)
+            t_fold = time.perf_counter() - start
+
+            keys = {n: k.content for (n, _), k in replica.epoch_keys().items()}
+            t_floor = floor(work / "floor.db", made, keys, batch)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    n = len(made)
+    print(
+        f"feed_state: {n:,} app ops from {members} members "
+        f"(40% posts, 25% replies, 25% reactions, 10% locations), batches of {batch}"
+    )
+    print(f"  generate on simulated members   {n / t_build:>9,.0f} ops/s ({t_build:.1f} s)")
+    print(f"  apply on a real device          {n / t_apply:>9,.0f} ops/s ({t_apply:.1f} s)")
+    print(f"  floor (verify + decrypt + insert) {n / t_floor:>7,.0f} ops/s ({t_floor:.1f} s)")
+    print(f"  fold only (Timeline.add)        {n / t_fold:>9,.0f} ops/s ({t_fold:.2f} s)")
+    print(f"  apply / floor = {t_floor / t_apply:.2f}")
+    print(
+        f"  resident memory: {rss_before:.0f} MiB before applying, {rss_after:.0f} MiB after "
+        f"(+{rss_after - rss_before:.0f} MiB for {n:,} ops, {posts:,} visible posts); "
+        f"peak {peak:.0f} MiB (includes the simulated members)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--ops", type=int, default=100_000)
+    parser.add_argument("--members", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=1_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    asyncio.run(run(args.ops, args.members, args.batch, args.seed))
+
+
+if __name__ == "__main__":
+    main()
