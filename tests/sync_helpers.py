@@ -22,6 +22,7 @@ from microsync.encoding import expect_int, expect_list
 from microsync.errors import DecodeError, NotAMember
 from microsync.feed import EntryId, GroupId, StoredEntry
 from microsync.group.keys import Purpose
+from microsync.group.ops import OpKind
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId
 from microsync.protocol.messages import Item, Message, decode_message
@@ -30,6 +31,7 @@ from microsync.protocol.session import GroupProof, SyncOptions, SyncSession
 T = TypeVar("T")
 
 PROOF_EPOCHS = 3
+FRESH_ADDS = 4
 MAX_KEY_RESPONSE = 512 * 1024
 
 
@@ -41,8 +43,11 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 class DeviceHost:
     """The :class:`~microsync.protocol.session.SyncHost` of one Device."""
 
-    def __init__(self, device: microsync.Device) -> None:
+    def __init__(
+        self, device: microsync.Device, welcomes: Mapping[GroupId, bytes] | None = None
+    ) -> None:
         self.device = device
+        self.welcomes = dict(welcomes or {})  # group -> the add that admitted this device
         self.received: list[tuple[GroupId, list[Item]]] = []  # test log: every receive call
         self.ephemerals: list[tuple[GroupId, DeviceId, bytes]] = []
 
@@ -50,14 +55,37 @@ class DeviceHost:
         return self.device.group(group)._replica
 
     def sync_groups(self) -> list[GroupProof]:
+        """Per group: the control keys of the latest epochs held, then the ids of the latest
+        adds whose devices have not written yet (a joiner with no key yet proves itself with
+        the id of the add that admitted it, from its Welcome)."""
         proofs = []
         for group in self.device.groups():
-            held = self._replica(group.id).epoch_keys()
-            latest = sorted(held.items(), reverse=True)[:PROOF_EPOCHS]
-            keys = tuple(key.control.secret_bytes() for _, key in latest)
+            replica = self._replica(group.id)
+            latest = sorted(replica.epoch_keys().items(), reverse=True)[:PROOF_EPOCHS]
+            keys = [key.control.secret_bytes() for _, key in latest]
             if keys:
-                proofs.append(GroupProof(group=group.id, keys=keys))
+                keys += self._fresh_adds(replica)
+            elif group.id in self.welcomes:
+                keys = [self.welcomes[group.id]]
+            if keys:
+                proofs.append(GroupProof(group=group.id, keys=tuple(keys)))
         return proofs
+
+    def _fresh_adds(self, replica: GroupReplica) -> list[bytes]:
+        written = set(self.device._store.feeds(replica.id))
+        records = replica._records()
+        found: list[bytes] = []
+        for op_id in reversed(replica.resolution.order):
+            record = records.get(op_id)
+            if record is None or op_id not in replica.resolution.effective:
+                continue
+            if record.op.kind in (OpKind.ADD, OpKind.ADD_DEVICE) and any(
+                grant.device not in written for grant in record.grants
+            ):
+                found.append(op_id)
+            if len(found) == FRESH_ADDS:
+                break
+        return found
 
     def frontier(self, group: GroupId) -> dict[DeviceId, tuple[int, EntryId]]:
         feeds = self.device._store.feeds(group)
@@ -262,6 +290,19 @@ def family(devices: Sequence[microsync.Device], *, history: str = "shared") -> G
     for device in devices[1:]:
         sync(founder, device, group.id)
     return group.id
+
+
+def join(founder: microsync.Device, group: GroupId, joiner: microsync.Device) -> bytes:
+    """``joiner`` redeems an invite to ``group`` from ``founder``; nothing is synced. Returns
+    the id of the add that admitted it (its Welcome's ``add``)."""
+    from microsync.group.join import Welcome
+    from tests.test_device_groups import introduce, pair
+
+    introduce(founder, joiner)
+    invite = run(founder.group(group).invite(ttl=3600))
+    response = pair(founder.invite_host().session(), joiner.join_guest(invite.link))
+    run(joiner.finish_join(response))
+    return Welcome.from_bytes(response).add
 
 
 def close_all(devices: Sequence[microsync.Device]) -> None:

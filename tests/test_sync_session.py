@@ -50,6 +50,7 @@ from tests.sync_helpers import (
     connect,
     counter_rng,
     family,
+    join,
     open_devices,
     pump,
     run,
@@ -599,3 +600,29 @@ def test_when_neither_side_serves_no_frontier_is_sent(
     link = sync_pair(alice, bob)
     assert kinds(link.sent_by("a")) == kinds(link.sent_by("b")) == ["Hello", "Digest", "Done"]
     assert link.a.synced and link.b.synced and "unseen" not in texts(bob, group)
+
+
+def test_a_new_device_with_no_key_matches_by_its_welcome_and_gets_newest_first(
+    tmp_path: Path,
+) -> None:
+    alice_device, bob_device = open_devices(tmp_path, "Alice", "Bob")
+    try:
+        group = family([alice_device])
+        alice = DeviceHost(alice_device)
+        post(alice, group, *(f"post {i}" for i in range(20)))
+        add = join(alice_device, group, bob_device)
+        bob = DeviceHost(bob_device, welcomes={group: add})
+        assert not bob_device.group(group).is_member() and bob.sync_groups()[0].keys == (add,)
+        newest = SyncOptions(newest_first=True, batch_entries=8)
+        link = connect(bob, alice, options_a=newest, options_b=SyncOptions(batch_entries=8))
+        pump(link)
+        first = next(m for m in link.sent_by("b") if isinstance(m, Entries))
+        hlcs = [parse_entry(w).header.hlc for w, _ in first.items]
+        assert hlcs == sorted(hlcs, reverse=True)
+        assert bob_device.group(group).is_member()
+        assert alice.frontier(group) == bob.frontier(group)
+        assert [p.text for p in bob_device.group(group).feed()[:2]] == ["post 19", "post 18"]
+        # once it holds keys, it matches by them first, like any member
+        assert bob.sync_groups()[0].keys[0] != add
+    finally:
+        close_all([alice_device, bob_device])
