@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from microsync.errors import LocalProtocolError, RemoteProtocolError
+from microsync.errors import LocalProtocolError, RemoteProtocolError, StorageError
 from microsync.feed import GroupId, parse_entry
 from microsync.identity import DeviceId
 from microsync.protocol.messages import (
@@ -626,3 +626,32 @@ def test_a_new_device_with_no_key_matches_by_its_welcome_and_gets_newest_first(
         assert bob.sync_groups()[0].keys[0] != add
     finally:
         close_all([alice_device, bob_device])
+
+
+def test_key_requests_are_answered_a_bounded_number_of_times(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, _bob, group = pair_in_group
+    link = opened(pair_in_group)
+    [slot] = [s for s in alice.device.group(group)._replica.epoch_keys()]
+    request = encode_message(KeyRequest(group=group, wanted=(slot,)))
+    answers = [decode_message(r) for _ in range(6) for r in link.a.receive(request, now=0)]
+    assert kinds(answers) == ["KeyResponse"] * 4 + ["KeyRefused"] * 2
+    assert not link.a.closed
+
+
+def test_a_local_failure_closes_with_an_opaque_internal_error(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    post(bob, group, "hello")
+
+    def broken(group: GroupId, items: object) -> int:
+        raise StorageError("disk full at /home/alice/secret-path")
+
+    alice.receive = broken  # type: ignore[method-assign]
+    link = connect(alice, bob)
+    pump(link)
+    [error] = [m for m in link.sent_by("a") if isinstance(m, ErrorMessage)]
+    assert error.code is ErrorCode.INTERNAL and error.reason == "internal error"
+    assert isinstance(link.a.error, StorageError) and link.a.closed and link.b.closed

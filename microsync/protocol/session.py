@@ -245,6 +245,8 @@ class _GroupSync:
     requested: set[tuple[int, bytes]] = field(default_factory=set)
     key_rounds: int = 0
     awaiting_keys: int = 0
+    answered: int = 0  # key requests from the peer
+    certs_received: int = 0
 
 
 def group_tag(key: bytes, channel_binding: bytes, role: bytes) -> bytes:
@@ -361,8 +363,8 @@ class SyncSession:
             self._dispatch(message, kind)
         except (DecodeError, RemoteProtocolError) as exc:
             self._fail(ErrorCode.PROTOCOL, RemoteProtocolError(str(exc)))
-        except MicrosyncError as exc:
-            self._fail(ErrorCode.INTERNAL, exc)
+        except MicrosyncError as exc:  # a local failure (storage...): say nothing about it
+            self._fail(ErrorCode.INTERNAL, exc, reason="internal error")
         return self._flush(now)
 
     def local_update(self, group: GroupId) -> list[bytes]:
@@ -427,9 +429,10 @@ class SyncSession:
             self._last_sent = now
         return records
 
-    def _fail(self, code: ErrorCode, error: MicrosyncError) -> None:
+    def _fail(self, code: ErrorCode, error: MicrosyncError, reason: str | None = None) -> None:
         self._out.clear()
-        self._send(ErrorMessage(code=code, reason=str(error)[: self.options.limits.max_reason]))
+        text = str(error) if reason is None else reason
+        self._send(ErrorMessage(code=code, reason=text[: self.options.limits.max_reason]))
         self.error = error
         self.state = SessionState.CLOSED
 
@@ -530,6 +533,10 @@ class SyncSession:
         return rows
 
     def _on_certificates(self, m: Certificates) -> None:
+        g = self._groups[m.group]
+        g.certs_received += len(m.certificates)
+        if g.certs_received > self.options.limits.max_feeds:
+            raise RemoteProtocolError("more certificates than a group has feeds")
         self.host.learn_certificates(m.certificates)
 
     def _on_entries(self, m: Entries) -> None:
@@ -560,7 +567,11 @@ class SyncSession:
         self._maybe_request_keys(g)
 
     def _on_key_request(self, m: KeyRequest) -> None:
-        answer = self.host.answer_key_request(m.group, self.peer_device, m.wanted)
+        g = self._groups[m.group]
+        g.answered += 1
+        answer = None
+        if g.answered <= self.options.max_key_rounds:  # each answer costs key wraps: bounded
+            answer = self.host.answer_key_request(m.group, self.peer_device, m.wanted)
         if answer is None or len(answer) > self.options.limits.max_key_response:
             self._send(KeyRefused(group=m.group))
         else:
@@ -703,11 +714,11 @@ class SyncSession:
         while len(batch) < self.options.batch_entries:
             want = self.options.batch_entries - len(batch) + len(g.sent_ahead)
             found = self.host.entries_after(g.group, g.peer_known, newest_first=False, limit=want)
-            if not found:
-                return batch
             for wire, body in found:
                 device, seq = _position(wire)
-                if (device, seq) in g.sent_ahead:
+                if seq <= g.peer_known.get(DeviceId(device), 0):
+                    raise LocalProtocolError("the host returned an entry the peer holds")
+                if (device, seq) in g.sent_ahead:  # sent newest-first already: skip over it
                     g.sent_ahead.discard((device, seq))
                     g.peer_known[DeviceId(device)] = seq
                     continue
