@@ -18,7 +18,10 @@ from noise.connection import Keypair, NoiseConnection  # type: ignore[import-unt
 
 from microsync.crypto import X25519PublicKey, X25519SecretKey
 from microsync.errors import DecryptionError, LocalProtocolError, RemoteProtocolError
+from microsync.protocol.framing import FLAG_LAST, FrameDecoder, encode_frame
+from microsync.protocol.handshake import CertificateChain, Handshake, Preamble, Purpose
 from microsync.protocol.noise import MAX_PLAINTEXT_SIZE, CipherState, HandshakeState
+from tests.conftest import make_identity, make_rng
 
 XX = "Noise_XX_25519_ChaChaPoly_BLAKE2b"
 PROLOGUE = b"microsync interop"
@@ -175,3 +178,29 @@ def test_cipher_state_rules() -> None:
         sender.encrypt_with_ad(b"", b"x")
     assert "key" not in repr(sender).replace("keyed", "")
     assert key.hex() not in repr(sender)
+
+
+def test_the_microsync_profile_is_plain_noise_on_the_wire() -> None:
+    """A noiseprotocol initiator that follows docs/protocol.md completes our handshake."""
+    alice, bob = make_identity("alice"), make_identity("bob")
+    responder = Handshake.responder(bob, now=1_700_000_000_000, rng=make_rng("r"))
+    decoder = FrameDecoder()
+    ours = Preamble(versions=(1,), purposes=(Purpose.SYNC,)).to_bytes()
+    theirs = decoder.feed(responder.bytes_to_send())[0]
+    peer = NoiseConnection.from_name(XX.encode())
+    peer.set_as_initiator()
+    peer.set_prologue(encode_frame(ours) + encode_frame(theirs))
+    peer.set_keypair_from_private_bytes(Keypair.STATIC, alice.transport_key.secret_bytes())
+    peer.start_handshake()
+    responder.receive(encode_frame(ours) + encode_frame(bytes(peer.write_message(b""))))
+    assert peer.read_message(decoder.feed(responder.bytes_to_send())[0]) == b""
+    chain = CertificateChain(device=alice.certificate, transport=alice.transport_certificate)
+    responder.receive(encode_frame(bytes(peer.write_message(chain.to_bytes()))))
+    assert responder.done and responder.peer == alice.certificate
+    record = peer.decrypt(decoder.feed(responder.bytes_to_send())[0])
+    assert record[0] == FLAG_LAST
+    assert CertificateChain.from_bytes(record[1:]).device == bob.certificate
+    sent = responder.transport.encrypt_record(b"hello")
+    assert peer.decrypt(decoder.feed(sent)[0]) == bytes([FLAG_LAST]) + b"hello"
+    reply = encode_frame(peer.encrypt(bytes([FLAG_LAST]) + b"hi"))
+    assert responder.transport.feed(reply) == [b"hi"]
