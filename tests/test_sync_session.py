@@ -4,6 +4,7 @@ requests, ephemeral messages, flow control, and what bad input and non-members g
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -655,3 +656,13 @@ def test_a_local_failure_closes_with_an_opaque_internal_error(
     [error] = [m for m in link.sent_by("a") if isinstance(m, ErrorMessage)]
     assert error.code is ErrorCode.INTERNAL and error.reason == "internal error"
     assert isinstance(link.a.error, StorageError) and link.a.closed and link.b.closed
+
+
+def test_the_table_in_docs_sync_md_is_the_transition_table() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "sync.md").read_text()
+    rows = set(re.findall(r"^\| `(\w+)\.(\w+)` \| `(\w+)` \| `(\w+)` \|$", text, re.MULTILINE))
+    table = {
+        (type(state).__name__, state.name, kind.name, handler.__name__)
+        for (state, kind), handler in TRANSITIONS.items()
+    }
+    assert rows == table
