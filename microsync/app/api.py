@@ -17,13 +17,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from microsync import encoding
+from microsync.app.docs import SharedDoc
 from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.app.snapshot import Snapshot, open_snapshot, seal_snapshot
 from microsync.app.timeline import AppEntry, Change, PostState, Timeline, deps_for
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import DecodeError, DecryptionError, MicrosyncError, NotAMember
-from microsync.feed.entry import Entry, EntryId
+from microsync.feed.entry import MAX_DEPS, Entry, EntryId
 from microsync.identity import DeviceId, PersonId
+from microsync.state import Document, Op, encode_op
 
 if TYPE_CHECKING:
     from microsync.group.replica import GroupReplica
@@ -249,6 +251,17 @@ class AppMixin:
             scrub = getattr(store, "scrub", None)
             if scrub is not None:
                 scrub()
+        docs = self._open_docs()
+        for change in changes:
+            op = change.entry.op
+            if change.kind != "doc" or op.doc is None or op.payload is None:
+                continue
+            if op.doc in docs:
+                changed = bool(docs[op.doc]._apply(change.entry, op.payload))
+            else:  # not open here: it is folded when it is opened
+                changed = SharedDoc.valid(change.entry, op.payload)
+            if changed and not quiet:
+                self._emit(Event("doc", person=change.entry.person, detail=op.doc))
         if quiet:
             return
         for change in changes:
@@ -279,6 +292,10 @@ class AppMixin:
         if not self._replica.is_member:
             raise NotAMember("this device is not a member of the group")
         deps = deps_for(op, timeline.heads)
+        mine = timeline.latest.get(self._replica.me.device)
+        if op.kind is Kind.DOC and mine is not None and mine not in deps:
+            # a document needs each device's operations in the order it made them
+            deps = (mine, *deps[: MAX_DEPS - 1])
         # a hybrid logical clock: never earlier than what it answers, whatever this clock says
         applied = timeline.applied
         now = max([self._now(), *(applied[d].hlc + 1 for d in deps if d in applied)])
@@ -330,6 +347,43 @@ class AppMixin:
         if tags:
             op = AppOp(Kind.UNREACT, post=bytes(post_id), emoji=emoji, removes=tuple(tags[:32]))
             await self._write(op)
+
+    # ------------------------------------------------------------------ documents
+
+    def _open_docs(self) -> dict[str, SharedDoc]:
+        docs: dict[str, SharedDoc] | None = self.__dict__.get("_docs")
+        if docs is None:
+            docs = {}
+            self.__dict__["_docs"] = docs
+        return docs
+
+    def doc(self, name: str) -> SharedDoc:
+        """The group's shared document ``name`` (created on first write): registers,
+        counters, sets, lists and texts every member can read and change, merged without
+        conflicts (see ``docs/state.md``)."""
+        if not isinstance(name, str) or not 0 < len(name.encode()) <= 256:
+            raise ValueError("a document name is 1 to 256 bytes of text")
+        docs = self._open_docs()
+        found = docs.get(name)
+        if found is not None:
+            return found
+        timeline = self._timeline()
+
+        async def publish(op: Op) -> None:
+            try:
+                await self._write(AppOp(Kind.DOC, doc=name, payload=encode_op(op)))
+            except BaseException:
+                docs.pop(name, None)  # the local change did not land: rebuild from the feed
+                raise
+
+        shared = SharedDoc(name, Document(bytes(self._replica.me.device)), publish, self._now)
+        for entry in timeline.applied.values():
+            op = entry.op
+            if op.kind is Kind.DOC and op.doc == name and entry.id not in timeline.rejected:
+                assert op.payload is not None
+                shared._apply(entry, op.payload)
+        docs[name] = shared
+        return shared
 
     # ------------------------------------------------------------------ reading
 

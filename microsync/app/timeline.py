@@ -108,6 +108,7 @@ class Timeline:
         self.active: dict[PersonId, int] = {}  # latest hlc of an applied entry per person
         self.applied: dict[EntryId, AppEntry] = {}
         self.frontier: dict[DeviceId, int] = {}  # highest applied app entry per device
+        self.latest: dict[DeviceId, EntryId] = {}  # the entry at that seq
         self.heads: set[EntryId] = set()
         self.rejected: set[EntryId] = set()
         self._waiting: dict[EntryId, AppEntry] = {}
@@ -159,7 +160,9 @@ class Timeline:
 
     def _apply(self, entry: AppEntry) -> list[Change]:
         self.applied[entry.id] = entry
-        self.frontier[entry.device] = max(self.frontier.get(entry.device, 0), entry.seq)
+        if entry.seq > self.frontier.get(entry.device, 0):
+            self.frontier[entry.device] = entry.seq
+            self.latest[entry.device] = entry.id
         self.heads -= set(entry.deps)
         self.heads.add(entry.id)
         self.active[entry.person] = max(self.active.get(entry.person, 0), entry.hlc)

@@ -1,0 +1,200 @@
+"""Named shared documents on a group (``Group.doc(name)``): a :class:`microsync.state.Document`
+whose operations travel as app entries of kind ``DOC``, encrypted like every post.
+
+Reads are plain methods; every change is ``async`` (it writes an entry). Operations are applied
+in the order of the feed's ``deps`` (the timeline's causal order). An operation whose id does not
+belong to the device that wrote its entry is refused on every replica (a member cannot write as
+another), and one that names an element this replica has not seen yet waits until it has.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from microsync.encoding import Value
+from microsync.errors import MicrosyncError
+from microsync.state import Document, MissingDependency, Op, decode_op
+from microsync.state.ops import Change as DocChange
+
+if TYPE_CHECKING:
+    from microsync.app.timeline import AppEntry
+
+__all__ = ["SharedCounter", "SharedDoc", "SharedList", "SharedSet", "SharedText"]
+
+Publish = Callable[[Op], Awaitable[None]]
+
+
+class SharedDoc:
+    """A group's named document: a map of registers (any CBOR value), counters, sets, lists
+    and texts. Get one with ``group.doc(name)``; changes arrive as ``"doc"`` events."""
+
+    def __init__(self, name: str, document: Document, publish: Publish, now: Callable[[], int]):
+        self.name = name
+        self._doc = document
+        self._publish = publish
+        self._now = now
+        self._pending: builtins.list[tuple[AppEntry, Op]] = []
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, key: str, default: Value = None) -> Value:
+        """The register ``key`` (``default`` if unset or deleted)."""
+        return self._doc.get(key, default)
+
+    def to_value(self) -> dict[str, Value]:
+        """The whole document as plain values (counters as ints, sets as sorted lists, texts
+        as strings)."""
+        return self._doc.to_value()
+
+    # ------------------------------------------------------------------ writing
+
+    async def set(self, key: str, value: Value) -> None:
+        """Set register ``key`` (last writer wins, by hybrid logical clock)."""
+        await self._publish(self._doc.set(key, value, now=self._now()))
+
+    async def delete(self, key: str) -> None:
+        """Delete register ``key``."""
+        await self._publish(self._doc.delete(key, now=self._now()))
+
+    def counter(self, key: str) -> SharedCounter:
+        return SharedCounter(self, key)
+
+    def orset(self, key: str) -> SharedSet:
+        return SharedSet(self, key)
+
+    def list(self, key: str) -> SharedList:
+        return SharedList(self, key)
+
+    def text(self, key: str) -> SharedText:
+        return SharedText(self, key)
+
+    # ------------------------------------------------------------------ remote
+
+    @staticmethod
+    def valid(entry: AppEntry, payload: bytes) -> bool:
+        """Would this operation be considered at all (well formed, its id the writer's)?"""
+        try:
+            return decode_op(payload).id.actor == bytes(entry.device)
+        except MicrosyncError:
+            return False
+
+    def _apply(self, entry: AppEntry, payload: bytes) -> builtins.list[DocChange]:
+        """Fold one received operation; refused ones change nothing."""
+        try:
+            op = decode_op(payload)
+        except MicrosyncError:
+            return []
+        if op.id.actor != bytes(entry.device):
+            return []  # written under someone else's id: never counts
+        self._pending.append((entry, op))
+        return self._drain()
+
+    def _drain(self) -> builtins.list[DocChange]:
+        changes: builtins.list[DocChange] = []
+        progress = True
+        while progress and self._pending:
+            progress = False
+            waiting = []
+            for entry, op in self._pending:
+                try:
+                    changes.extend(self._doc.apply(op))
+                    progress = True
+                except MissingDependency:
+                    waiting.append((entry, op))
+                except MicrosyncError:
+                    progress = True  # malformed against this state: dropped
+            self._pending = waiting
+        return changes
+
+    @property
+    def waiting(self) -> int:
+        """Operations held back until what they name arrives."""
+        return len(self._pending)
+
+    def __repr__(self) -> str:
+        return f"SharedDoc({self.name!r})"
+
+
+class SharedCounter:
+    """A PN-counter in a document."""
+
+    def __init__(self, doc: SharedDoc, key: str) -> None:
+        self._doc, self._key = doc, key
+
+    @property
+    def value(self) -> int:
+        return self._doc._doc.counter(self._key).value
+
+    async def add(self, delta: int = 1) -> None:
+        """Add ``delta`` (negative to subtract); concurrent adds all count."""
+        await self._doc._publish(self._doc._doc.counter(self._key).add(delta))
+
+
+class SharedSet:
+    """An observed-remove set in a document: an add concurrent with a discard wins."""
+
+    def __init__(self, doc: SharedDoc, key: str) -> None:
+        self._doc, self._key = doc, key
+
+    def values(self) -> list[Value]:
+        return self._doc._doc.orset(self._key).values
+
+    def __contains__(self, element: Value) -> bool:
+        return element in self._doc._doc.orset(self._key)
+
+    async def add(self, element: Value) -> None:
+        await self._doc._publish(self._doc._doc.orset(self._key).add(element))
+
+    async def discard(self, element: Value) -> None:
+        """Remove ``element`` as this device has seen it (a no-op if absent)."""
+        op = self._doc._doc.orset(self._key).discard(element)
+        if op is not None:
+            await self._doc._publish(op)
+
+
+class SharedList:
+    """An ordered list (RGA) in a document."""
+
+    def __init__(self, doc: SharedDoc, key: str) -> None:
+        self._doc, self._key = doc, key
+
+    @property
+    def value(self) -> list[Value]:
+        return self._doc._doc.list(self._key).value
+
+    def __len__(self) -> int:
+        return len(self._doc._doc.list(self._key))
+
+    async def insert(self, index: int, *values: Value) -> None:
+        await self._doc._publish(self._doc._doc.list(self._key).insert(index, *values))
+
+    async def delete(self, index: int, count: int = 1) -> None:
+        await self._doc._publish(self._doc._doc.list(self._key).delete(index, count))
+
+    async def move(self, index: int, to: int) -> None:
+        await self._doc._publish(self._doc._doc.list(self._key).move(index, to))
+
+
+class SharedText:
+    """Collaborative text in a document."""
+
+    def __init__(self, doc: SharedDoc, key: str) -> None:
+        self._doc, self._key = doc, key
+
+    @property
+    def value(self) -> str:
+        return self._doc._doc.text(self._key).value
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __len__(self) -> int:
+        return len(self._doc._doc.text(self._key))
+
+    async def insert(self, index: int, text: str) -> None:
+        await self._doc._publish(self._doc._doc.text(self._key).insert(index, text))
+
+    async def delete(self, index: int, length: int = 1) -> None:
+        await self._doc._publish(self._doc._doc.text(self._key).delete(index, length))
