@@ -221,22 +221,27 @@ def test_live_push_waits_for_credit(
             st.integers(0, 3),  # a pair of devices that syncs
             st.none() | st.integers(0, 12),  # cut after this many records
             st.booleans(),  # newest first
+            st.booleans(),  # the author rotates the group key first (at most twice in all)
         ),
         min_size=1,
         max_size=6,
     ),
 )
 def test_random_pairwise_sessions_with_cuts_converge(
-    size: int, schedule: list[tuple[int, int, int, int, int | None, bool]]
+    size: int, schedule: list[tuple[int, int, int, int, int | None, bool, bool]]
 ) -> None:
     with tempfile.TemporaryDirectory() as root:
         devices = open_devices(Path(root), *"ABCD"[:size])
         try:
             group = family(devices)
             hosts = [DeviceHost(d) for d in devices]
-            written = 0
-            for author, count, i, j, cut, newest in schedule:
-                post(hosts[author % size], group, *(f"{written + n}" for n in range(count)))
+            written = rotations = 0
+            for author, count, i, j, cut, newest, rotate in schedule:
+                writer = hosts[author % size]
+                if rotate and rotations < 2:  # members up to two rotations behind still match
+                    run(writer.device.group(group).rotate_keys())
+                    rotations += 1
+                post(writer, group, *(f"{written + n}" for n in range(count)))
                 written += count
                 a, b = hosts[i % size], hosts[j % size]
                 if a is b:
@@ -666,3 +671,47 @@ def test_the_table_in_docs_sync_md_is_the_transition_table() -> None:
         for (state, kind), handler in TRANSITIONS.items()
     }
     assert rows == table
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(1, 3), st.booleans()), max_size=8))
+def test_live_sessions_in_a_line_converge_and_deliver_each_entry_once(
+    steps: list[tuple[int, int, bool]],
+) -> None:
+    """A - B - C stay connected; posts anywhere reach everyone through B, each entry arriving
+    at each device exactly once (the host calls local_update on every session after a change).
+    """
+    with tempfile.TemporaryDirectory() as root:
+        devices = open_devices(Path(root), "A", "B", "C")
+        try:
+            group = family(devices)
+            hosts = [DeviceHost(d) for d in devices]
+            links = [connect(hosts[0], hosts[1]), connect(hosts[1], hosts[2])]
+
+            def settle() -> None:  # as a node does: after any change, update every session
+                while True:
+                    for link in links:
+                        link.update(group)
+                    if not any(link.to_a or link.to_b for link in links):
+                        return
+                    for link in links:
+                        pump(link)
+
+            settle()
+            written = 0
+            for who, count, settle_now in steps:
+                post(hosts[who], group, *(f"{written + n}" for n in range(count)))
+                written += count
+                for link in links:
+                    link.update(group)
+                if settle_now:
+                    settle()
+            settle()
+            assert all(link.a.synced and link.b.synced for link in links)
+            contents = [texts(h, group) for h in hosts]
+            assert all(c == {str(n) for n in range(written)} for c in contents)
+            for host in hosts:
+                ids = [parse_entry(w).id for _, items in host.received for w, _ in items]
+                assert len(ids) == len(set(ids))
+        finally:
+            close_all(devices)
