@@ -63,8 +63,11 @@ class Event:
     detail: object = None
 
 
-TOMBSTONE: Final = AppOp(Kind.POST, text="")
-"""What a purged post folds as: it existed, its content is gone."""
+def tombstone(reply_to: EntryId | None) -> AppOp:
+    """What a purged post folds as: it existed (in its thread), its content is gone."""
+    return AppOp(Kind.POST, text="", reply_to=reply_to)
+
+
 PLACEHOLDER: Final = AppOp(Kind.CURSOR, cursor=())
 """What any other purged entry folds as: it happened, it changes nothing."""
 
@@ -102,7 +105,7 @@ class AppMixin:
                 self._app = Timeline()
                 self._locked_app = {}
                 self._absorb_app(self._app_entries_after({}), quiet=True)
-            for post_id, deleted in self._purged().items():
+            for post_id, (deleted, _) in self._purged().items():
                 self._app.forget_body(post_id, deleted)
             self._expire(quiet=True)
         return self._app
@@ -167,7 +170,7 @@ class AppMixin:
         entries = []
         for e in timeline.recorded():
             if e.id in tombstones:
-                e = dataclasses.replace(e, op=TOMBSTONE)
+                e = dataclasses.replace(e, op=tombstone(timeline.posts[e.id].reply_to))
             elif e.id in gone:
                 e = dataclasses.replace(e, op=PLACEHOLDER)
             entries.append(e)
@@ -186,14 +189,17 @@ class AppMixin:
         )
         store.put_meta(self._snapshot_key, sealed)
 
-    def _purged(self) -> dict[EntryId, bool]:
+    def _purged(self) -> dict[EntryId, tuple[bool, EntryId | None]]:
+        """Purged posts: whether deleted (or expired), and the post a purged reply answered
+        (kept so the tombstone stays in its thread)."""
         data = self._replica.store.get_meta(self._purged_key)
         if data is None:
             return {}
         out = {}
         for item in expect_list(encoding.decode(data, max_size=2**26), "purged"):
-            post, deleted = expect_list(item, "purged item", 2)
-            out[EntryId(expect_bytes(post, "post", 32))] = bool(deleted)
+            post, deleted, *parent = expect_list(item, "purged item")
+            reply_to = EntryId(expect_bytes(parent[0], "reply_to", 32)) if parent else None
+            out[EntryId(expect_bytes(post, "post", 32))] = (bool(deleted), reply_to)
         return out
 
     def _absorb_app(self, entries: Sequence[Entry], *, quiet: bool = False) -> None:
@@ -203,7 +209,7 @@ class AppMixin:
         store = self._replica.store
         state = self._replica.state
         opened: list[AppEntry] = []
-        purged: dict[EntryId, bool] | None = None
+        purged: dict[EntryId, tuple[bool, EntryId | None]] | None = None
         for entry in entries:
             h = entry.header
             cutoff = state.revoked.get(h.device)
@@ -216,7 +222,7 @@ class AppMixin:
                 purged = self._purged() if purged is None else purged
                 # a purged post keeps a tombstone (see forget_body); any other body-less entry
                 # (a purged edit) is applied as a no-op, so what names it in deps can apply
-                op = TOMBSTONE if entry.id in purged else PLACEHOLDER
+                op = tombstone(purged[entry.id][1]) if entry.id in purged else PLACEHOLDER
             else:
                 try:
                     op = AppOp.from_bytes(self._replica.decrypt(stored))
@@ -236,6 +242,8 @@ class AppMixin:
 
     def _apply_changes(self, changes: list[Change], *, quiet: bool = False) -> None:
         purge = [c for c in changes if c.purge]
+        timeline = self._app
+        assert timeline is not None
         if purge:
             store = self._replica.store
             record = self._purged()
@@ -244,8 +252,9 @@ class AppMixin:
                     for entry_id in change.purge:
                         store.delete_body(entry_id)
                     if change.post is not None and change.kind in ("delete", "expire"):
-                        record[change.post] = change.kind == "delete"
-                value = [[p, d] for p, d in sorted(record.items())]
+                        gone = timeline.posts[change.post]
+                        record[change.post] = (change.kind == "delete", gone.reply_to)
+                value = [[p, d, *([r] if r else [])] for p, (d, r) in sorted(record.items())]
                 store.put_meta(self._purged_key, encoding.encode(value))  # type: ignore[arg-type]
                 store.put_meta(self._snapshot_key, b"")  # it may hold what was just purged
             scrub = getattr(store, "scrub", None)
