@@ -326,10 +326,12 @@ class ListHandle:
 
     @property
     def value(self) -> list[Value]:
-        return self._crdt().values()
+        lst = self._doc.lists.get(self.key)
+        return [] if lst is None else lst.values()
 
     def __len__(self) -> int:
-        return len(self._crdt())
+        lst = self._doc.lists.get(self.key)
+        return 0 if lst is None else len(lst)
 
     def insert(self, index: int, *values: Value) -> ListInsert:
         """Insert ``values`` so that the first one is at ``index``."""
@@ -382,13 +384,15 @@ class TextHandle:
 
     @property
     def value(self) -> str:
-        return text_value(self._text())
+        seq = self._doc.texts.get(self.key)
+        return "" if seq is None else text_value(seq)
 
     def __str__(self) -> str:
         return self.value
 
     def __len__(self) -> int:
-        return len(self._text())
+        seq = self._doc.texts.get(self.key)
+        return 0 if seq is None else len(seq)
 
     def insert(self, index: int, text: str) -> TextInsert:
         """Insert ``text`` so that it starts at character ``index``."""

@@ -192,7 +192,7 @@ class Sequence:
             run = self.blocks[bi].runs[ii]
             origin = OpId(run.counter + off, run.actor)
             if off == run.length - 1:
-                if run.counter + run.length == counter and run.actor == actor:
+                if run.counter + run.length == counter and run.actor == actor and type(run) is Run:
                     run.content += content
                     run.length += n
                     self._grow(bi, n)
