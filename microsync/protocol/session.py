@@ -110,9 +110,12 @@ class SyncHost(Protocol):
     block on the network; each group argument is a group :meth:`sync_groups` listed."""
 
     def sync_groups(self) -> Sequence[GroupProof]:
-        """Every group this device holds, each with the control keys (``EpochKey.control``
-        bytes) of the latest epochs it holds, newest first, at most 3. A group with no key yet
-        is left out (it cannot be matched)."""
+        """Every group this device holds, each with its proof keys (at most
+        ``SyncOptions.max_proofs_per_group`` are used): the control keys (``EpochKey.control``
+        bytes) of the latest 3 epochs it holds, newest first, then the ids of the latest adds
+        whose devices have not written to the group yet. A device holding no key of a group
+        it joined offers the id of the add that admitted it (its ``Welcome.add``); a group
+        with no proof key is left out (it cannot be matched)."""
         ...
 
     def frontier(self, group: GroupId) -> Mapping[DeviceId, tuple[int, EntryId]]:
@@ -180,6 +183,7 @@ class SyncOptions:
     window_batches: int = 4
     window_bytes: int = 4 * 1024 * 1024
     pad_tags: int = 8
+    max_proofs_per_group: int = 8
     max_key_rounds: int = 4
     idle_timeout_ms: int = 90_000
     keepalive_ms: int = 30_000
@@ -336,7 +340,7 @@ class SyncSession:
         self._last_received = self._last_sent = now
         tags: set[bytes] = set()
         for proof in self.host.sync_groups():
-            for key in proof.keys[:3]:
+            for key in proof.keys[: self.options.max_proofs_per_group]:
                 if len(tags) + self.options.pad_tags >= self.options.limits.max_tags:
                     break
                 tags.add(group_tag(key, self._binding, self._role))
