@@ -8,12 +8,15 @@ Theory of operation (``docs/sync.md`` has the full story)
    PEER's tags for its own proof keys, so the matched groups are exactly those where both sides
    hold a common proof key: a non-member learns nothing, and a tag is useless on any other
    connection (other binding) or reflected back (other role).
-2. **Compare.** Per matched group each side sends a ``Digest`` of its frontier. Equal digests:
-   the group goes LIVE after one message each way. Otherwise both send their ``Frontier``.
-3. **Stream.** The side that may serve the peer (``host.may_serve``) sends ``Certificates``,
-   then batches of ``Entries`` the peer lacks, each spending credit the peer granted (``Hello``,
-   then one ``Credit`` back per batch received), then ``Done``. Newest-first when asked, for the
-   first ``newest_first_window`` entries. When both ``Done`` are through, the group is LIVE.
+2. **Compare.** Per matched group each side sends a ``Digest`` of its frontier, saying whether
+   it serves the peer (``host.may_serve``). Equal digests: the group goes LIVE after one message
+   each way. Otherwise a side that serves sends its ``Frontier``; a side that does not, but is
+   served, answers the peer's frontier with its own clamped to it (a removed member learns
+   nothing new); when neither serves, both just send ``Done``.
+3. **Stream.** A serving side sends ``Certificates``, then batches of ``Entries`` the peer
+   lacks, each spending credit the peer granted (``Hello``, then one ``Credit`` back per batch
+   received), then ``Done``. Newest-first when asked, for the first ``newest_first_window``
+   entries. When both ``Done`` are through, the group is LIVE.
 4. **Live.** :meth:`SyncSession.local_update` pushes whatever the peer lacks, judged by what
    the session knows the peer holds (its frontier, plus everything sent and received since).
 5. **Keys.** After the peer's ``Done`` (or equal digests), and after live entries, keys the host
