@@ -29,6 +29,7 @@ from microsync.protocol.messages import (
     KeyRefused,
     KeyRequest,
     KeyResponse,
+    Match,
     Message,
     MsgType,
     Ping,
@@ -47,6 +48,10 @@ messages: st.SearchStrategy[Message] = st.one_of(
         st.lists(st.binary(min_size=16, max_size=16), max_size=20),
         counts,
         counts,
+    ),
+    st.builds(
+        lambda tags: Match(confirms=tuple(sorted(set(tags)))),
+        st.lists(st.binary(min_size=16, max_size=16), max_size=5),
     ),
     st.builds(lambda g, d, s: Digest(group=g, digest=d, serving=s), groups, ids, st.booleans()),
     st.builds(
@@ -127,7 +132,7 @@ def test_arbitrary_bytes_decode_or_raise_decode_error(data: bytes) -> None:
 
 
 def test_every_type_has_a_strategy_and_a_code() -> None:
-    assert {t.value for t in MsgType} == set(range(1, 15))
+    assert {t.value for t in MsgType} == set(range(1, 16))
     assert message_type(Bye()) is MsgType.BYE
 
 
@@ -156,6 +161,9 @@ G = b"\x07" * 32
         raw(WIRE_VERSION, MsgType.HELLO, [b"a" * 15], 1, 1),
         raw(WIRE_VERSION, MsgType.HELLO, [b"%016d" % i for i in range(513)], 1, 1),
         raw(WIRE_VERSION, MsgType.HELLO, [], -1, 1),
+        raw(WIRE_VERSION, MsgType.MATCH, [b"b" * 16, b"a" * 16]),  # unsorted confirmations
+        raw(WIRE_VERSION, MsgType.MATCH, [b"a" * 17]),
+        raw(WIRE_VERSION, MsgType.MATCH),
         raw(WIRE_VERSION, MsgType.HELLO, [], True, 1),  # a boolean is not a count
         raw(WIRE_VERSION, MsgType.FRONTIER, G, [[b"d" * 32, 0, b"h" * 32]], False),  # seq 0
         raw(WIRE_VERSION, MsgType.FRONTIER, G, [], 1),  # not a boolean

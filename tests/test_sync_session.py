@@ -29,6 +29,7 @@ from microsync.protocol.messages import (
     KeyRefused,
     KeyRequest,
     KeyResponse,
+    Match,
     Message,
     Ping,
     decode_message,
@@ -50,6 +51,7 @@ from tests.sync_helpers import (
     close_all,
     connect,
     counter_rng,
+    deliver,
     family,
     join,
     open_devices,
@@ -93,7 +95,7 @@ def test_devices_in_sync_exchange_one_digest_each_way_and_no_entries(
 ) -> None:
     alice, bob, group = pair_in_group
     link = sync_pair(alice, bob)
-    assert kinds(link.sent_by("a")) == kinds(link.sent_by("b")) == ["Hello", "Digest"]
+    assert kinds(link.sent_by("a")) == kinds(link.sent_by("b")) == ["Hello", "Match", "Digest"]
     assert link.a.synced and link.b.synced
     assert link.a.groups == link.b.groups == {group: GroupPhase.LIVE}
     assert link.a.stats.entries_sent == link.b.stats.entries_sent == 0
@@ -113,7 +115,7 @@ def test_the_side_behind_catches_up_and_reads_the_posts(
     assert link.a.synced and link.b.synced
     # a second session finds them equal at once
     again = sync_pair(bob, alice)
-    assert kinds(again.sent_by("a")) == ["Hello", "Digest"]
+    assert kinds(again.sent_by("a")) == ["Hello", "Match", "Digest"]
 
 
 def test_newest_first_sends_the_latest_posts_first_and_converges(
@@ -142,7 +144,7 @@ def test_newest_first_cut_midway_then_resumed_converges(
     post(alice, group, *(f"post {i}" for i in range(20)))
     options = SyncOptions(newest_first=True, batch_entries=4)
     first = connect(alice, bob, options_a=SyncOptions(batch_entries=4), options_b=options)
-    pump(first, limit=9)  # a cut in the middle of the stream
+    pump(first, limit=11)  # a cut in the middle of the stream
     assert first.b.stats.entries_received > 0 and alice.frontier(group) != bob.frontier(group)
     sync_pair(alice, bob, options_b=options)
     assert alice.frontier(group) == bob.frontier(group)
@@ -156,7 +158,7 @@ def test_a_cut_session_resumes_without_resending_what_arrived(
     post(alice, group, *(f"post {i}" for i in range(24)))
     small = SyncOptions(batch_entries=4)
     first = connect(alice, bob, options_a=small, options_b=small)
-    pump(first, limit=10)
+    pump(first, limit=12)
     kept = first.b.stats.entries_accepted
     assert 0 < kept < 24
     second = sync_pair(alice, bob, options_a=small, options_b=small)
@@ -280,7 +282,8 @@ def test_a_non_member_learns_no_group_and_nothing_changes(tmp_path: Path) -> Non
         link = sync_pair(mallory, alice)
         for session in (link.a, link.b):
             assert session.closed and session.error is None and session.groups == {}
-        assert kinds(link.sent_by("a")) == kinds(link.sent_by("b")) == ["Hello", "Bye"]
+        assert kinds(link.sent_by("a")) == kinds(link.sent_by("b")) == ["Hello", "Match", "Bye"]
+        assert all(m.confirms == () for _, m in link.log if isinstance(m, Match))
         hellos = [m for m in (link.sent_by("a")[0], link.sent_by("b")[0])]
         assert all(isinstance(h, Hello) and len(h.tags) == 8 for h in hellos)  # padded alike
         assert (dump(alice), dump(mallory)) == before
@@ -294,7 +297,7 @@ def test_a_device_with_no_group_sends_only_padding(tmp_path: Path) -> None:
     try:
         family([alice_device])
         link = sync_pair(DeviceHost(stranger_device), DeviceHost(alice_device))
-        [hello, _bye] = link.sent_by("a")
+        [hello, _match, _bye] = link.sent_by("a")
         assert isinstance(hello, Hello) and len(hello.tags) == 8
         assert link.b.groups == {} and link.b.closed
     finally:
@@ -320,8 +323,10 @@ def test_tags_replayed_from_another_connection_or_reflected_do_not_match(
         [own_hello] = session.start(now=0)
         # another binding: bob's old tags; same binding: alice's own tags reflected back
         reply = session.receive(record if record is not None else own_hello, now=0)
-        assert kinds([decode_message(r) for r in reply]) == ["Bye"]
-        assert session.groups == {} and session.closed
+        assert [decode_message(r) for r in reply] == [Match(confirms=())]
+        assert session.groups == {}
+        [bye] = session.receive(encode_message(Match(confirms=())), now=0)
+        assert kinds([decode_message(bye)]) == ["Bye"] and session.closed
     assert alice_hello != own_hello
     key = alice.sync_groups()[0].keys[0]
     assert group_tag(key, b"\x01" * 64, b"I") != group_tag(key, b"\x02" * 64, b"I")
@@ -604,7 +609,8 @@ def test_when_neither_side_serves_no_frontier_is_sent(
     for host in (alice, bob):
         host.may_serve = lambda group, peer: False  # type: ignore[method-assign]
     link = sync_pair(alice, bob)
-    assert kinds(link.sent_by("a")) == kinds(link.sent_by("b")) == ["Hello", "Digest", "Done"]
+    expected = ["Hello", "Match", "Digest", "Done"]
+    assert kinds(link.sent_by("a")) == kinds(link.sent_by("b")) == expected
     assert link.a.synced and link.b.synced and "unseen" not in texts(bob, group)
 
 
@@ -718,3 +724,43 @@ def test_live_sessions_in_a_line_converge_and_deliver_each_entry_once(
                 assert len(ids) == len(set(ids))
         finally:
             close_all(devices)
+
+
+def test_a_member_several_rotations_behind_is_recognised_and_catches_up(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    post(bob, group, "hi")  # bob has written: his add is no longer offered as a proof
+    sync_pair(alice, bob)
+    for _ in range(4):  # bob is away: alice's offered keys are all newer than his
+        run(alice.device.group(group).rotate_keys())
+    post(alice, group, "while you were away")
+    offered = set(alice.sync_groups()[0].keys)
+    assert not offered & set(bob.sync_groups()[0].keys)
+    link = sync_pair(bob, alice)
+    [match] = [m for m in link.sent_by("b") if isinstance(m, Match)]
+    assert len(match.confirms) == 1  # alice confirms under the key bob offered
+    assert link.a.synced and link.b.synced
+    assert alice.frontier(group) == bob.frontier(group)
+    assert texts(bob, group) == {"hi", "while you were away"}
+
+
+def test_a_confirmation_from_another_connection_is_refused(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, bob, group = pair_in_group
+    post(bob, group, "hi")
+    sync_pair(alice, bob)
+    for _ in range(4):
+        run(alice.device.group(group).rotate_keys())
+    old = connect(bob, alice, binding=b"\x05" * 64)
+    deliver(old, "a")  # alice gets bob's Hello and confirms
+    confirms = [m for r in old.to_a if isinstance(m := decode_message(r), Match)]
+    assert confirms and confirms[0].confirms
+    fresh = connect(bob, alice, binding=b"\x06" * 64)
+    deliver(fresh, "b")  # bob gets alice's Hello on the new connection: nothing matches
+    assert fresh.a.groups == {}
+    before = dump(bob)
+    [reply] = fresh.a.receive(encode_message(confirms[0]), now=0)  # replayed
+    assert isinstance(decode_message(reply), ErrorMessage) and fresh.a.closed
+    assert fresh.a.groups == {} and dump(bob) == before

@@ -47,6 +47,7 @@ __all__ = [
     "KeyRequest",
     "KeyResponse",
     "Limits",
+    "Match",
     "Message",
     "MsgType",
     "Ping",
@@ -100,6 +101,7 @@ class MsgType(enum.IntEnum):
     PING = 12
     BYE = 13
     ERROR = 14
+    MATCH = 15
 
 
 class ErrorCode(enum.IntEnum):
@@ -117,6 +119,14 @@ class Hello:
     tags: tuple[bytes, ...]
     credit_batches: int
     credit_bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Match:
+    """The answer to ``Hello``: for groups the receiver is behind in, a confirmation tag under
+    a key the receiver offered and the sender holds without offering it (sorted)."""
+
+    confirms: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,6 +243,7 @@ class ErrorMessage:
 
 Message: TypeAlias = (
     Hello
+    | Match
     | Digest
     | Frontier
     | Certificates
@@ -271,6 +282,8 @@ def _fields(message: Message) -> list[Value]:
     match message:
         case Hello():
             return [list(message.tags), message.credit_batches, message.credit_bytes]
+        case Match():
+            return [list(message.confirms)]
         case Digest():
             return [message.group, message.digest, message.serving]
         case Frontier():
@@ -330,14 +343,23 @@ def _bounded(value: Value, name: str, limit: int) -> list[Value]:
     return items
 
 
-def _hello(f: list[Value], lim: Limits) -> Message:
-    tags = tuple(expect_bytes(t, "tag", TAG_SIZE) for t in _bounded(f[0], "tags", lim.max_tags))
+def _tags(value: Value, name: str, lim: Limits) -> tuple[bytes, ...]:
+    tags = tuple(expect_bytes(t, "tag", TAG_SIZE) for t in _bounded(value, name, lim.max_tags))
     if list(tags) != sorted(set(tags)):
-        raise DecodeError("tags: not sorted and distinct")
+        raise DecodeError(f"{name}: not sorted and distinct")
+    return tags
+
+
+def _hello(f: list[Value], lim: Limits) -> Message:
+    tags = _tags(f[0], "tags", lim)
     batches = expect_int(f[1], "credit_batches", 0, 2**20)
     return Hello(
         tags=tags, credit_batches=batches, credit_bytes=expect_int(f[2], "credit_bytes", 0, 2**40)
     )
+
+
+def _match(f: list[Value], lim: Limits) -> Message:
+    return Match(confirms=_tags(f[0], "confirms", lim))
 
 
 def _digest(f: list[Value], lim: Limits) -> Message:
@@ -459,6 +481,7 @@ _DECODERS: Final[dict[MsgType, tuple[_Decoder, int]]] = {
     MsgType.PING: (_ping, 0),
     MsgType.BYE: (_bye, 0),
     MsgType.ERROR: (_error, 2),
+    MsgType.MATCH: (_match, 1),
 }
 
 _TYPES: Final[dict[type, MsgType]] = {
@@ -476,4 +499,5 @@ _TYPES: Final[dict[type, MsgType]] = {
     Ping: MsgType.PING,
     Bye: MsgType.BYE,
     ErrorMessage: MsgType.ERROR,
+    Match: MsgType.MATCH,
 }

@@ -69,6 +69,7 @@ from microsync.protocol.messages import (
     KeyRequest,
     KeyResponse,
     Limits,
+    Match,
     Message,
     MsgType,
     Ping,
@@ -102,10 +103,13 @@ MAX_ITEM_SIZE: Final = MAX_ENTRY_SIZE + SIGNATURE_SIZE + MAX_BODY_SIZE
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GroupProof:
-    """A group the host holds and the secrets that prove it (newest first, 16 to 64 bytes)."""
+    """A group the host holds and the secrets that prove it (16 to 64 bytes each): ``keys``
+    are offered in ``Hello`` (newest first); ``older`` are held but not offered, and only
+    recognise a peer that is behind (it offered one of them)."""
 
     group: GroupId
     keys: tuple[bytes, ...]
+    older: tuple[bytes, ...] = ()
 
 
 class SyncHost(Protocol):
@@ -203,6 +207,7 @@ class SyncOptions:
 
 class SessionState(enum.Enum):
     AWAIT_HELLO = "await-hello"
+    AWAIT_MATCH = "await-match"
     OPEN = "open"
     CLOSED = "closed"
 
@@ -308,7 +313,9 @@ class SyncSession:
         self._role, self._peer_role = (b"I", b"R") if initiator else (b"R", b"I")
         self._rng = rng
         self._groups: dict[GroupId, _GroupSync] = {}
-        self._expected: dict[bytes, GroupId] = {}
+        self._expected: dict[bytes, GroupId] = {}  # the peer's Hello tags for offered keys
+        self._behind: dict[bytes, tuple[GroupId, bytes]] = {}  # ... for keys not offered
+        self._confirms: dict[bytes, GroupId] = {}  # the peer's Match tags for offered keys
         self._dirty: dict[GroupId, None] = {}  # groups that may have entries to push, in order
         self._credit = (0, 0)  # (batches, bytes) we may still send
         self._peer_credit = (self.options.window_batches, self.options.window_bytes)
@@ -342,12 +349,17 @@ class SyncSession:
         self._started = True
         self._last_received = self._last_sent = now
         tags: set[bytes] = set()
+        binding, peer = self._binding, self._peer_role
         for proof in self.host.sync_groups():
-            for key in proof.keys[: self.options.max_proofs_per_group]:
+            offered = proof.keys[: self.options.max_proofs_per_group]
+            for key in offered:
                 if len(tags) + self.options.pad_tags >= self.options.limits.max_tags:
                     break
-                tags.add(group_tag(key, self._binding, self._role))
-                self._expected[group_tag(key, self._binding, self._peer_role)] = proof.group
+                tags.add(group_tag(key, binding, self._role))
+                self._expected[group_tag(key, binding, peer)] = proof.group
+                self._confirms[group_tag(key, binding, b"c" + peer)] = proof.group
+            for key in (*proof.keys[len(offered) :], *proof.older):
+                self._behind[group_tag(key, binding, peer)] = (proof.group, key)
         step = self.options.pad_tags
         target = max(step, -(-len(tags) // step) * step)
         while len(tags) < target:  # random tags hide how many groups this device holds
@@ -458,21 +470,42 @@ class SyncSession:
     # ------------------------------------------------------------------ session messages
 
     def _on_hello(self, m: Hello) -> None:
+        """Match the peer's tags; confirm the groups it is behind in (it matched none of our
+        offered keys there, but offered one we hold), then open every matched group."""
         self._credit = (m.credit_batches, m.credit_bytes)
-        self.state = SessionState.OPEN
-        matched = sorted({self._expected[t] for t in m.tags if t in self._expected})
-        if not matched:
+        self.state = SessionState.AWAIT_MATCH
+        matched = {self._expected[t] for t in m.tags if t in self._expected}
+        behind = dict(self._behind[t] for t in m.tags if t in self._behind)
+        confirms = {
+            group_tag(key, self._binding, b"c" + self._role)
+            for group, key in behind.items()
+            if group not in matched
+        }
+        self._send(Match(confirms=tuple(sorted(confirms))))
+        for group in sorted(matched | set(behind)):
+            self._open_group(group)
+
+    def _on_match(self, m: Match) -> None:
+        for tag in m.confirms:
+            group = self._confirms.get(tag)
+            if group is None:
+                raise RemoteProtocolError("a confirmation that matches no offered key")
+            if group not in self._groups:
+                self._open_group(group)
+        if not self._groups:  # nothing in common: say so and go
             self._send(Bye())
             self.state = SessionState.CLOSED
             return
-        for group in matched:
-            g = _GroupSync(group)
-            heads = self.host.frontier(group)
-            g.snapshot = {d: seq for d, (seq, _) in heads.items()}
-            g.digest = frontier_digest(heads)
-            g.serving = self.host.may_serve(group, self.peer_device)
-            self._groups[group] = g
-            self._send(Digest(group=group, digest=g.digest, serving=g.serving))
+        self.state = SessionState.OPEN
+
+    def _open_group(self, group: GroupId) -> None:
+        g = _GroupSync(group)
+        heads = self.host.frontier(group)
+        g.snapshot = {d: seq for d, (seq, _) in heads.items()}
+        g.digest = frontier_digest(heads)
+        g.serving = self.host.may_serve(group, self.peer_device)
+        self._groups[group] = g
+        self._send(Digest(group=group, digest=g.digest, serving=g.serving))
 
     def _on_credit(self, m: Credit) -> None:
         batches, size = self._credit
@@ -766,6 +799,10 @@ TRANSITIONS: Final[dict[tuple[SessionState | GroupPhase, MsgType], _Handler]] = 
     (_S.AWAIT_HELLO, MsgType.PING): SyncSession._on_ping,
     (_S.AWAIT_HELLO, MsgType.BYE): SyncSession._on_bye,
     (_S.AWAIT_HELLO, MsgType.ERROR): SyncSession._on_error,
+    (_S.AWAIT_MATCH, MsgType.MATCH): SyncSession._on_match,
+    (_S.AWAIT_MATCH, MsgType.PING): SyncSession._on_ping,
+    (_S.AWAIT_MATCH, MsgType.BYE): SyncSession._on_bye,
+    (_S.AWAIT_MATCH, MsgType.ERROR): SyncSession._on_error,
     (_S.OPEN, MsgType.CREDIT): SyncSession._on_credit,
     (_S.OPEN, MsgType.PING): SyncSession._on_ping,
     (_S.OPEN, MsgType.BYE): SyncSession._on_bye,
