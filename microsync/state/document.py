@@ -176,6 +176,11 @@ class Document:
     def _fold(self, op: Op) -> Changes:
         key = op.key
         match op:
+            case TextInsert():
+                pos = self._text(key).integrate(op.id.actor, op.id.counter, op.origin, op.text)
+                return [] if pos is None else [TextInserted(key=key, index=pos, text=op.text)]
+            case TextDelete():
+                return self._text_delete(key, op.ranges)
             case RegisterSet() | RegisterDelete():
                 deleted = isinstance(op, RegisterDelete)
                 value = None if isinstance(op, RegisterDelete) else op.value
@@ -194,28 +199,35 @@ class Document:
                 if self.sets.setdefault(key, ORSet()).remove(op.element, op.tags):
                     return [SetChanged(key=key, element=op.element, present=False)]
                 return []
-            case TextInsert():
-                text = self.texts.setdefault(key, Sequence(keep_hidden=False))
-                pos = text.integrate(op.id.actor, op.id.counter, op.origin, op.text)
-                return [] if pos is None else [TextInserted(key=key, index=pos, text=op.text)]
-            case TextDelete():
-                return self._text_delete(key, op.ranges)
             case ListInsert():
-                lst = self.lists.setdefault(key, ListCRDT())
+                lst = self._list(key)
                 edits = lst.insert(op.id.actor, op.id.counter, op.origin, list(op.values))
                 return _list_changes(key, edits)
             case ListDelete():
                 return self._list_delete(key, op.ranges)
             case ListMove():
-                lst = self.lists.setdefault(key, ListCRDT())
+                lst = self._list(key)
                 return _list_changes(key, lst.move(op.id, op.origin, op.element))
             case _:
                 assert_never(op)
 
+    def _text(self, key: str) -> Sequence:
+        text = self.texts.get(key)
+        if text is None:
+            text = self.texts[key] = Sequence(keep_hidden=False)
+        return text
+
+    def _list(self, key: str) -> ListCRDT:
+        lst = self.lists.get(key)
+        if lst is None:
+            lst = self.lists[key] = ListCRDT()
+        return lst
+
     def _text_delete(self, key: str, ranges: tuple[IdRange, ...]) -> Changes:
-        text = self.texts.setdefault(key, Sequence(keep_hidden=False))
-        for r in ranges:  # all or nothing
-            text.check(r.counter, r.actor, r.length)
+        text = self._text(key)
+        if len(ranges) > 1:  # all or nothing (hide checks a single range itself)
+            for r in ranges:
+                text.check(r.counter, r.actor, r.length)
         changes: Changes = []
         for r in ranges:
             for index, n in text.hide(r.counter, r.actor, r.length):
@@ -223,7 +235,7 @@ class Document:
         return changes
 
     def _list_delete(self, key: str, ranges: tuple[IdRange, ...]) -> Changes:
-        lst = self.lists.setdefault(key, ListCRDT())
+        lst = self._list(key)
         elements: Elements = [OpId(r.counter + i, r.actor) for r in ranges for i in range(r.length)]
         for element in elements:  # all or nothing
             lst.winner(element)

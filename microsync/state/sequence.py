@@ -170,14 +170,12 @@ class Sequence:
 
     def position(self, run: Run) -> int:
         """The visible index of ``run``'s first element (where it is or would be if visible)."""
-        bi = self._block_index(run.block)
-        pos = self._block_start(bi)
-        for other in run.block.runs:
-            if other is run:
-                return pos
-            if other.visible:
-                pos += other.length
-        raise AssertionError("run not in its block")
+        return self._position_at(self._block_index(run.block), run.block.runs.index(run))
+
+    def _position_at(self, bi: int, ii: int) -> int:
+        """The visible index of run ``ii`` of block ``bi`` (or of the end of the block)."""
+        runs = self.blocks[bi].runs
+        return self._block_start(bi) + sum([r.length for r in runs[:ii] if r.visible])
 
     # ------------------------------------------------------------------ local edits
 
@@ -246,12 +244,11 @@ class Sequence:
         content: Any,
         run: Run | None = None,
     ) -> int | None:
-        """Place elements ``counter..`` of ``actor`` after ``origin`` by the RGA rule. ``run``, if
-        given, is a prepared run to place (a move slot). Return the visible index of the first
-        new element, or ``None`` if hidden or already here."""
-        if self.contains(OpId(counter, actor)):
-            return None
-        n = len(content)
+        """Place elements ``counter..`` of ``actor`` after ``origin`` by the RGA rule and return
+        the visible index of the first one (``None`` if placed hidden). ``run``, if given, is a
+        prepared run to place (a move slot). The elements must not be here yet (the document
+        drops duplicates before they get here); a missing origin raises
+        :class:`MissingDependency` before anything changes."""
         if origin is None:
             bi, ii = 0, 0
         else:
@@ -261,18 +258,17 @@ class Sequence:
             if off < left.length - 1:
                 self._split(left.block, ii, off + 1)
             elif run is None and self._extends(left, bi, ii, actor, counter):
-                pos = self.position(left) + left.length if left.visible else None
+                pos = self._position_at(bi, ii) + left.length
                 left.content += content
-                left.length += n
-                if left.visible:
-                    self._grow(bi, n)
+                left.length += len(content)
+                self._grow(bi, len(content))
                 return pos
             ii += 1
         bi, ii = self._skip_greater(bi, ii, counter, actor)
         if run is None:
-            run = Run(actor, counter, n, content, True, self.blocks[bi])
+            run = Run(actor, counter, len(content), content, True, self.blocks[bi])
         run.block = self.blocks[bi]
-        pos = self._block_start(bi) + sum(r.length for r in run.block.runs[:ii] if r.visible)
+        pos = self._position_at(bi, ii)
         self._insert_run(bi, ii, run)
         return pos if run.visible else None
 
@@ -293,7 +289,7 @@ class Sequence:
                     ii += 1
                 if take < block.runs[ii].length:
                     self._split(block, ii, take)
-                removed.append((self.position(block.runs[ii]), take))
+                removed.append((self._position_at(bi, ii), take))
                 self._hide_run(bi, ii)
                 if len(block.runs) > BLOCK:
                     self._split_block(bi)

@@ -1,0 +1,241 @@
+"""The automerge-perf editing trace through microsync's text CRDT, pycrdt (Yjs) and a plain list.
+
+    python -m bench.crdt_trace [--repeat 3] [--trace tests/data/editing-trace.json.gz]
+
+Each engine runs in its own subprocess, which imports the engine's library, loads the trace,
+replays it and reports its time and resident memory: RSS is the honest figure for pycrdt, which
+allocates in Rust. ``peak`` is the subprocess's peak RSS (``ru_maxrss``, which includes the
+interpreter, the library and the parsed trace); ``growth`` is the resident memory the replay
+added (current RSS after minus before, from ``/proc/self/statm``): the engine's own state.
+
+* **microsync local**: ``doc.text(key).insert/delete`` per edit; each call makes a real CRDT
+  operation (id, origin or id ranges), which this run drops.
+* **microsync local+encode**: the same, plus ``encode_op`` of every operation, as a device that
+  publishes its edits would.
+* **microsync remote**: the operations of a local replay (made before the clock starts, kept in
+  memory) applied to a fresh replica with ``Document.apply``.
+* **pycrdt local**: one transaction per edit (``with doc.transaction(): ...``).
+* **pycrdt remote**: the update of each of those transactions applied to a fresh ``Doc``.
+* **list**: a Python list of characters (the floor: no CRDT at all).
+
+Every engine's final text is compared with the expected text. Times are the median of
+``--repeat`` runs; the machine swings between runs, so read the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import gzip
+import importlib
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+TRACE = ROOT / "tests" / "data" / "editing-trace.json.gz"
+FINAL = ROOT / "tests" / "data" / "editing-trace.final.txt.gz"
+Edits = list[list[Any]]
+
+
+def _open(path: Path) -> Any:
+    return gzip.open(path) if path.suffix == ".gz" else path.open("rb")
+
+
+def microsync_local(edits: Edits) -> Callable[[], str]:
+    from microsync.state import Document
+
+    doc = Document(b"\x01" * 32)
+    text = doc.text("paper")
+    for pos, deleted, inserted in edits:
+        if deleted:
+            text.delete(pos, deleted)
+        if inserted:
+            text.insert(pos, inserted)
+    return lambda: text.value
+
+
+def microsync_encode(edits: Edits) -> Callable[[], str]:
+    from microsync.state import Document, encode_op
+
+    doc = Document(b"\x01" * 32)
+    text = doc.text("paper")
+    size = 0
+    for pos, deleted, inserted in edits:
+        if deleted:
+            size += len(encode_op(text.delete(pos, deleted)))
+        if inserted:
+            size += len(encode_op(text.insert(pos, inserted)))
+    return lambda: text.value
+
+
+def microsync_remote_setup(edits: Edits) -> Callable[[], Callable[[], str]]:
+    from microsync.state import Document, Op
+
+    doc = Document(b"\x01" * 32)
+    text = doc.text("paper")
+    ops: list[Op] = []
+    for pos, deleted, inserted in edits:
+        if deleted:
+            ops.append(text.delete(pos, deleted))
+        if inserted:
+            ops.append(text.insert(pos, inserted))
+    del doc, text
+
+    def run() -> Callable[[], str]:
+        remote = Document(b"\x02" * 32)
+        for op in ops:
+            remote.apply(op)
+        return lambda: remote.text("paper").value
+
+    return run
+
+
+def pycrdt_local(edits: Edits) -> Callable[[], str]:
+    from pycrdt import Doc, Text
+
+    doc: Doc[Any] = Doc()
+    text = doc.get("paper", type=Text)
+    for pos, deleted, inserted in edits:
+        with doc.transaction():
+            if deleted:
+                del text[pos : pos + deleted]
+            if inserted:
+                text.insert(pos, inserted)
+    return lambda: str(text)
+
+
+def pycrdt_remote_setup(edits: Edits) -> Callable[[], Callable[[], str]]:
+    from pycrdt import Doc, Text
+
+    doc: Doc[Any] = Doc()
+    text = doc.get("paper", type=Text)
+    updates: list[bytes] = []
+    subscription = doc.observe(lambda event: updates.append(event.update))
+    for pos, deleted, inserted in edits:
+        with doc.transaction():
+            if deleted:
+                del text[pos : pos + deleted]
+            if inserted:
+                text.insert(pos, inserted)
+    doc.unobserve(subscription)
+    del doc, text
+
+    def run() -> Callable[[], str]:
+        remote: Doc[Any] = Doc()
+        remote_text = remote.get("paper", type=Text)
+        for update in updates:
+            remote.apply_update(update)
+        return lambda: str(remote_text)
+
+    return run
+
+
+def plain_list(edits: Edits) -> Callable[[], str]:
+    chars: list[str] = []
+    for pos, deleted, inserted in edits:
+        if deleted:
+            del chars[pos : pos + deleted]
+        if inserted:
+            chars[pos:pos] = inserted
+    return lambda: "".join(chars)
+
+
+ENGINES: dict[str, Callable[[Edits], Callable[[], str]]] = {
+    "microsync local": microsync_local,
+    "microsync local+encode": microsync_encode,
+    "pycrdt local": pycrdt_local,
+    "list": plain_list,
+}
+SETUPS: dict[str, Callable[[Edits], Callable[[], Callable[[], str]]]] = {
+    "microsync remote": microsync_remote_setup,
+    "pycrdt remote": pycrdt_remote_setup,
+}
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_mib() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    except OSError:  # not Linux: fall back to the peak
+        return _peak_mib()
+
+
+def run_one(engine: str, trace: Path) -> dict[str, Any]:
+    """Run ``engine`` once in this process; return its time, memory and whether it was right."""
+    if engine != "list":
+        importlib.import_module("pycrdt" if engine.startswith("pycrdt") else "microsync.state")
+    with _open(trace) as f:
+        edits = json.load(f)
+    with gzip.open(FINAL) as f:
+        expected = f.read().decode()
+    gc.collect()
+    before = _current_mib()
+    if engine in SETUPS:  # the remote replica's memory does not count the operations it reads
+        run = SETUPS[engine](edits)
+        gc.collect()
+        before = _current_mib()
+        start = time.perf_counter()
+        result = run()
+    else:
+        start = time.perf_counter()
+        result = ENGINES[engine](edits)
+    elapsed = time.perf_counter() - start
+    growth = _current_mib() - before
+    return {"time": elapsed, "peak": _peak_mib(), "growth": growth, "ok": result() == expected}
+
+
+def in_subprocess(engine: str, trace: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.crdt_trace", "--engine", engine, "--trace", str(trace)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--trace", type=Path, default=TRACE)
+    parser.add_argument("--engine", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.engine:
+        print(json.dumps(run_one(args.engine, args.trace)))
+        return
+    names = ["microsync local", "microsync local+encode", "pycrdt local", "list"]
+    names += ["microsync remote", "pycrdt remote"]
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for _ in range(args.repeat):
+        for name in names:
+            results[name].append(in_subprocess(name, args.trace))
+    print(f"crdt_trace: automerge-perf trace (259,778 edits), median of {args.repeat}, one core")
+    print(f"  {'engine':<24}{'time s':>8}{'vs pycrdt':>11}{'growth MiB':>12}{'peak MiB':>10}")
+    medians = {n: statistics.median(r["time"] for r in rs) for n, rs in results.items()}
+    for name in names:
+        rs = results[name]
+        reference = "pycrdt remote" if name.endswith("remote") else "pycrdt local"
+        ratio = medians[name] / medians[reference]
+        growth = max(r["growth"] for r in rs)
+        peak = max(r["peak"] for r in rs)
+        ok = "" if all(r["ok"] for r in rs) else "  WRONG RESULT"
+        print(f"  {name:<24}{medians[name]:>8.2f}{ratio:>10.2f}x{growth:>12.1f}{peak:>10.1f}{ok}")
+
+
+if __name__ == "__main__":
+    main()
