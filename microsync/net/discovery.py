@@ -39,7 +39,6 @@ from typing import Any
 import ifaddr
 from zeroconf import (
     DNSQuestionType,
-    Error,
     InterfaceChoice,
     IPVersion,
     ServiceStateChange,
@@ -282,8 +281,8 @@ class LanDiscovery:
             if self.bucket() != self._announced_bucket:
                 try:
                     await self._announce()
-                except (OSError, Error) as error:
-                    log.warning("re-announcing failed, will retry: %r", error)
+                except Exception:  # zeroconf, the network or the tags callback: retry next tick
+                    log.exception("re-announcing failed, will retry")
 
     # --- browsing -----------------------------------------------------------------------------
 
@@ -294,6 +293,8 @@ class LanDiscovery:
         name: str,
         state_change: ServiceStateChange,
     ) -> None:
+        if self._stopped:
+            return
         if state_change is ServiceStateChange.Removed:
             self._services.pop(name, None)
         elif name.lower() not in self._own_names and name not in self._resolving:
@@ -327,20 +328,23 @@ class LanDiscovery:
 
     async def _report(self, address: str, port: int) -> None:
         now = time.monotonic()
-        last = self._reported.get((address, port))
-        if last is not None and now - last < DEBOUNCE_SECONDS:
+        self._reported = {k: t for k, t in self._reported.items() if now - t < DEBOUNCE_SECONDS}
+        if (address, port) in self._reported:
             return
         self._reported[(address, port)] = now
         try:
             result = self._on_peer(address, port)
             if inspect.isawaitable(result):
                 await result
-        except asyncio.CancelledError:
-            raise
         except Exception:  # the caller's callback: log it, keep discovering
             log.exception("on_peer(%s, %d) failed", address, port)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("discovery task failed", exc_info=error)
