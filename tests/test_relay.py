@@ -35,6 +35,8 @@ from microsync.net.relay import (
     Paired,
     RelayLimits,
     RelayServer,
+    bucket_for,
+    data_sizes,
     decode,
     encode,
 )
@@ -158,6 +160,19 @@ def test_data_of_any_size_pads_to_the_smallest_bucket(size: int) -> None:
     wire = encode(Data(channel=1, payload=b"\x01" * size))
     assert len(wire) == min(b for b in BUCKETS if b >= size + 8)
     assert decode(wire, from_client=True) == Data(channel=1, payload=b"\x01" * size)
+
+
+@given(st.integers(0, 1_000_000))
+def test_writes_are_cut_with_the_least_padding(length: int) -> None:
+    sizes = data_sizes(length)
+    assert sum(sizes) == length and all(0 < size <= MAX_PAYLOAD for size in sizes)
+    naive = [min(MAX_PAYLOAD, length - start) for start in range(0, length, MAX_PAYLOAD)]
+    assert sum(bucket_for(8 + s) for s in sizes) <= sum(bucket_for(8 + s) for s in naive)
+
+
+def test_a_full_noise_frame_costs_under_one_percent_of_padding() -> None:
+    wire = sum(len(encode(Data(channel=1, payload=bytes(s)))) for s in data_sizes(65_537))
+    assert wire == 65_536 + 256
 
 
 def malformed_messages() -> list[bytes]:
@@ -555,14 +570,24 @@ async def test_the_channel_cap_limits_pairings_without_disconnecting(
     assert relay.stats.channels == 3 and relay.stats.clients == 4
 
 
-async def test_an_idle_client_is_dropped(stack: AsyncExitStack, tapped: Tapped) -> None:
+async def test_an_idle_client_is_dropped_but_a_waiting_one_is_not(
+    stack: AsyncExitStack, tapped: Tapped
+) -> None:
     relay = await start_relay(stack, tapped, RelayLimits(idle_timeout=0.3))
-    client = await client_factory(stack, relay)()
-    await client.join(rid("quiet"))
-    with pytest.raises(ConnectionResetError):
-        await within(client.accept(), 3.0)
-    assert client.error is ErrorCode.IDLE
-    assert relay.stats.clients == 0
+    open_client = client_factory(stack, relay)
+    idle, waiting, left = await open_client(), await open_client(), await open_client()
+    await waiting.join(rid("waiting"))
+    await left.join(rid("left"))
+    await left.leave(rid("left"))
+    for dropped in (idle, left):
+        with pytest.raises(ConnectionResetError):
+            await within(dropped.accept(), 3.0)
+        assert dropped.error is ErrorCode.IDLE
+    await asyncio.sleep(0.3)
+    late = await open_client()
+    await late.join(rid("waiting"))  # the waiting client is still there to pair with
+    assert (await accept(waiting)).initiator is False
+    assert relay.stats.clients == 2
 
 
 # --- shutdown ---------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from microsync.errors import DecodeError, RemoteProtocolError
 from microsync.net.relay import (
     MAX_MESSAGE,
-    MAX_PAYLOAD,
     RID_SIZE,
     ClientMessage,
     Close,
@@ -43,6 +42,7 @@ from microsync.net.relay import (
     Join,
     Leave,
     Paired,
+    data_sizes,
     decode,
     encode,
 )
@@ -83,13 +83,14 @@ class RelayChannel:
             return chunk
 
     async def write(self, data: bytes) -> None:
-        """Send ``data`` (in relay messages of at most MAX_PAYLOAD bytes); waits on a full
-        send buffer. :class:`ConnectionResetError` if the channel is closed."""
-        view = memoryview(data)
-        for start in range(0, len(view), MAX_PAYLOAD):
+        """Send ``data`` (cut by :func:`~microsync.net.relay.data_sizes`); waits while the
+        send buffer is full. :class:`ConnectionResetError` if the channel is closed."""
+        view, start = memoryview(data), 0
+        for size in data_sizes(len(view)):
             if self._eof or self._closed:
                 raise ConnectionResetError("relay channel closed")
-            await self._client._send(Data(channel=self._number, payload=view[start:][:MAX_PAYLOAD]))
+            await self._client._send(Data(channel=self._number, payload=view[start : start + size]))
+            start += size
 
     async def close(self) -> None:
         """Close this end (the other end reads EOF). Idempotent; never raises."""
