@@ -805,3 +805,16 @@ def test_any_sequence_of_messages_closes_cleanly_or_goes_on_and_changes_no_store
     if session.error is not None:
         assert session.closed and isinstance(session.error, RemoteProtocolError)
     assert dump(alice) == before
+
+
+def test_ephemeral_messages_beyond_the_rate_are_dropped(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    alice, _bob, group = pair_in_group
+    link = opened(pair_in_group)
+    flood = encode_message(Ephemeral(group=group, data=b"here"))
+    for _ in range(130):
+        link.a.receive(flood, now=1_000)
+    assert len(alice.ephemerals) == 120 and link.a.stats.ephemeral_dropped == 10
+    link.a.receive(flood, now=61_000)  # the next minute
+    assert len(alice.ephemerals) == 121 and not link.a.closed

@@ -192,6 +192,7 @@ class SyncOptions:
     pad_tags: int = 8
     max_proofs_per_group: int = 8
     max_key_rounds: int = 4
+    ephemeral_per_minute: int = 120  # from the peer; more are dropped (and counted)
     idle_timeout_ms: int = 90_000
     keepalive_ms: int = 30_000
     limits: Limits = LIMITS
@@ -234,6 +235,7 @@ class SessionStats:
     received: dict[MsgType, int] = field(default_factory=dict)
     keys_gained: int = 0
     key_refusals: int = 0
+    ephemeral_dropped: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -323,6 +325,7 @@ class SyncSession:
         self._last_received = 0
         self._last_sent = 0
         self._started = False
+        self._ephemeral_window = (0, 0)  # (minute, ephemeral messages received in it)
 
     # ------------------------------------------------------------------ public API
 
@@ -632,6 +635,13 @@ class SyncSession:
         self.stats.key_refusals += 1
 
     def _on_ephemeral(self, m: Ephemeral) -> None:
+        minute, count = self._ephemeral_window
+        now = self._last_received // 60_000
+        count = count + 1 if now == minute else 1
+        self._ephemeral_window = (now, count)
+        if count > self.options.ephemeral_per_minute:
+            self.stats.ephemeral_dropped += 1
+            return
         self.host.ephemeral(m.group, self.peer_device, m.data)
 
     # ------------------------------------------------------------------ helpers
