@@ -216,14 +216,14 @@ def test_live_push_waits_for_credit(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(
-    st.integers(3, 4),
+    st.integers(3, 5),
     st.lists(
         st.tuples(
-            st.integers(0, 3),  # who posts
+            st.integers(0, 4),  # who posts
             st.integers(0, 3),  # posts this many
-            st.integers(0, 3),
-            st.integers(0, 3),  # a pair of devices that syncs
-            st.none() | st.integers(0, 12),  # cut after this many records
+            st.integers(0, 4),
+            st.integers(0, 4),  # a pair of devices that syncs
+            st.none() | st.integers(0, 14),  # cut after this many records
             st.booleans(),  # newest first
             st.booleans(),  # the author rotates the group key first (at most 4 times in all)
         ),
@@ -235,7 +235,7 @@ def test_random_pairwise_sessions_with_cuts_converge(
     size: int, schedule: list[tuple[int, int, int, int, int | None, bool, bool]]
 ) -> None:
     with tempfile.TemporaryDirectory() as root:
-        devices = open_devices(Path(root), *"ABCD"[:size])
+        devices = open_devices(Path(root), *"ABCDE"[:size])
         try:
             group = family(devices)
             hosts = [DeviceHost(d) for d in devices]
