@@ -1,0 +1,215 @@
+"""Throughput through the microsync relay vs plain loopback TCP, measured in one run.
+
+    python -m bench.relay [--mb 64] [--write 65537] [--repeat 3]
+
+One sender streams ``--mb`` MiB to one receiver in writes of ``--write`` bytes (default: one
+maximal Noise frame, 2-byte length + 65,535 bytes) and the receiver reads until it has it all.
+The time runs from the first write to the last byte read. Sender and receiver are tasks of this
+process in every row; anything in the middle runs in a child process (spawned, bound to
+127.0.0.1 port 0, terminated in a ``finally``):
+
+* **tcp direct**: sender -> receiver over one loopback TCP connection (asyncio streams);
+* **tcp forwarder**: sender -> a plain asyncio TCP forwarder (child) -> receiver: the cost of
+  one extra hop with no framing at all;
+* **relay**: :class:`RelayClient` -> :class:`RelayServer` (child) -> :class:`RelayClient`:
+  WebSocket framing (compression off), padding to buckets, the channel multiplexing and the
+  client's bounded per-channel buffers.
+
+Figures are medians of ``--repeat`` runs; wire bytes are the relay's count of padded messages
+received from the sender. Loopback only; nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from multiprocessing.queues import Queue
+
+from microsync.net.relay import Data as DataMessage
+from microsync.net.relay import RelayLimits, RelayServer, data_sizes, encode
+from microsync.net.relay_client import RelayClient
+from microsync.net.stream import READ_SIZE
+
+RID = bytes(range(32))
+UNLIMITED = RelayLimits(max_bytes_per_window=2**62)
+
+
+# --- the child process: whatever sits in the middle ------------------------------------------
+
+
+async def _forwarder(ports: Queue[int]) -> None:
+    """Pair connections in arrival order and pipe bytes between each pair."""
+    waiting: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    pipes: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(READ_SIZE):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not waiting:
+            waiting.append((reader, writer))
+            return
+        other_reader, other_writer = waiting.pop()
+        for task in (pipe(reader, other_writer), pipe(other_reader, writer)):
+            pipes.add(asyncio.ensure_future(task))
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    ports.put(server.sockets[0].getsockname()[1])
+    async with server:
+        await server.serve_forever()
+
+
+async def _relay(ports: Queue[int]) -> None:
+    async with RelayServer(limits=UNLIMITED) as relay:
+        ports.put(relay.port)
+        await asyncio.Event().wait()
+
+
+def _child(kind: str, ports: Queue[int]) -> None:
+    asyncio.run(_forwarder(ports) if kind == "forwarder" else _relay(ports))
+
+
+class Middle:
+    """A child process running ``kind`` on 127.0.0.1; ``with Middle(kind) as port:``."""
+
+    def __init__(self, kind: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._ports: Queue[int] = context.Queue()
+        self._process = context.Process(target=_child, args=(kind, self._ports), daemon=True)
+
+    def __enter__(self) -> int:
+        self._process.start()
+        return int(self._ports.get(timeout=30))
+
+    def __exit__(self, *exc: object) -> None:
+        self._process.terminate()
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+
+# --- one measured transfer --------------------------------------------------------------------
+
+Write = Callable[[bytes], Awaitable[None]]
+Read = Callable[[], Awaitable[bytes]]
+
+
+async def transfer(write: Write, read: Read, total: int, chunk: bytes) -> float:
+    """Seconds to move ``total`` bytes in writes of ``chunk``."""
+
+    async def receive() -> None:
+        got = 0
+        while got < total:
+            data = await read()
+            if not data:
+                raise ConnectionError("EOF before the end")
+            got += len(data)
+
+    start = time.perf_counter()
+    receiver = asyncio.ensure_future(receive())
+    sent = 0
+    while sent < total:
+        piece = chunk[: total - sent]
+        await write(piece)
+        sent += len(piece)
+    await receiver
+    return time.perf_counter() - start
+
+
+async def tcp_pair(port: int | None) -> tuple[asyncio.StreamWriter, asyncio.StreamReader, object]:
+    """(sender writer, receiver reader, closer): direct when ``port`` is None."""
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    server = None
+    if port is None:
+
+        async def on_connect(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            await accepted.put((r, w))
+
+        server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, sender = await asyncio.open_connection("127.0.0.1", port)
+        receiver, receiver_writer = await accepted.get()
+    else:
+        _, sender = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.sleep(0.05)  # the forwarder pairs in arrival order
+        receiver, receiver_writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def close() -> None:
+        for writer in (sender, receiver_writer):
+            writer.close()
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+
+    return sender, receiver, close
+
+
+async def run_tcp(port: int | None, total: int, chunk: bytes) -> float:
+    sender, receiver, close = await tcp_pair(port)
+
+    async def write(data: bytes) -> None:
+        sender.write(data)
+        await sender.drain()
+
+    try:
+        return await transfer(write, lambda: receiver.read(READ_SIZE), total, chunk)
+    finally:
+        await close()  # type: ignore[operator]
+
+
+async def run_relay(port: int, total: int, chunk: bytes) -> float:
+    url = f"ws://127.0.0.1:{port}"
+    async with RelayClient(url) as sender, RelayClient(url) as receiver:
+        await sender.join(RID)
+        await receiver.join(RID)
+        out, into = await sender.accept(), await receiver.accept()
+        seconds = await transfer(out.write, into.read, total, chunk)
+        await sender.leave(RID)
+        await receiver.leave(RID)
+        return seconds
+
+
+def wire_bytes(total: int, write: int) -> int:
+    """Padded relay bytes for ``total`` payload bytes sent in writes of ``write``."""
+    whole, rest = divmod(total, write)
+    per_write = sum(
+        len(encode(DataMessage(channel=1, payload=bytes(s)))) for s in data_sizes(write)
+    )
+    tail = sum(len(encode(DataMessage(channel=1, payload=bytes(s)))) for s in data_sizes(rest))
+    return whole * per_write + tail
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mb", type=int, default=64, help="MiB per transfer")
+    parser.add_argument("--write", type=int, default=65_537, help="bytes per write")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    total, chunk = args.mb * 1024 * 1024, os.urandom(args.write)
+    rows: dict[str, list[float]] = {"tcp direct": [], "tcp forwarder": [], "relay": []}
+    with Middle("forwarder") as forwarder_port, Middle("relay") as relay_port:
+        for _ in range(args.repeat):
+            rows["tcp direct"].append(asyncio.run(run_tcp(None, total, chunk)))
+            rows["tcp forwarder"].append(asyncio.run(run_tcp(forwarder_port, total, chunk)))
+            rows["relay"].append(asyncio.run(run_relay(relay_port, total, chunk)))
+    print(f"{args.mb} MiB in writes of {args.write:,} bytes, median of {args.repeat}")
+    print(f"{'path':<15}{'seconds':>9}{'MB/s':>9}{'vs tcp direct':>15}")
+    direct = statistics.median(rows["tcp direct"])
+    for name, times in rows.items():
+        seconds = statistics.median(times)
+        print(f"{name:<15}{seconds:>9.3f}{total / seconds / 1e6:>9.0f}{direct / seconds:>14.2f}x")
+    overhead = wire_bytes(total, args.write) / total - 1
+    print(f"relay padding + framing overhead on the wire: {overhead:.2%}")
+
+
+if __name__ == "__main__":
+    main()
