@@ -6,7 +6,9 @@ Each engine runs in its own subprocess, which imports the engine's library, load
 replays it and reports its time and resident memory: RSS is the honest figure for pycrdt, which
 allocates in Rust. ``peak`` is the subprocess's peak RSS (``ru_maxrss``, which includes the
 interpreter, the library and the parsed trace); ``growth`` is the resident memory the replay
-added (current RSS after minus before, from ``/proc/self/statm``): the engine's own state.
+added (current RSS after minus before, from ``/proc/self/statm``): the engine's own state,
+shown for the local replays only (a remote replica reuses memory its process freed after making
+the operations, so its growth says little); ``import`` is what importing the library cost.
 
 * **microsync local**: ``doc.text(key).insert/delete`` per edit; each call makes a real CRDT
   operation (id, origin or id ranges), which this run drops.
@@ -173,8 +175,10 @@ def _current_mib() -> float:
 
 def run_one(engine: str, trace: Path) -> dict[str, Any]:
     """Run ``engine`` once in this process; return its time, memory and whether it was right."""
+    at_start = _current_mib()
     if engine != "list":
         importlib.import_module("pycrdt" if engine.startswith("pycrdt") else "microsync.state")
+    imported = _current_mib() - at_start
     with _open(trace) as f:
         edits = json.load(f)
     with gzip.open(FINAL) as f:
@@ -192,7 +196,8 @@ def run_one(engine: str, trace: Path) -> dict[str, Any]:
         result = ENGINES[engine](edits)
     elapsed = time.perf_counter() - start
     growth = _current_mib() - before
-    return {"time": elapsed, "peak": _peak_mib(), "growth": growth, "ok": result() == expected}
+    ok = result() == expected
+    return {"time": elapsed, "peak": _peak_mib(), "growth": growth, "import": imported, "ok": ok}
 
 
 def in_subprocess(engine: str, trace: Path) -> dict[str, Any]:
@@ -225,16 +230,19 @@ def main() -> None:
         for name in names:
             results[name].append(in_subprocess(name, args.trace))
     print(f"crdt_trace: automerge-perf trace (259,778 edits), median of {args.repeat}, one core")
-    print(f"  {'engine':<24}{'time s':>8}{'vs pycrdt':>11}{'growth MiB':>12}{'peak MiB':>10}")
+    head = f"  {'engine':<24}{'time s':>8}{'vs pycrdt':>11}"
+    print(f"{head}{'growth MiB':>12}{'peak MiB':>10}{'import MiB':>12}")
     medians = {n: statistics.median(r["time"] for r in rs) for n, rs in results.items()}
     for name in names:
         rs = results[name]
         reference = "pycrdt remote" if name.endswith("remote") else "pycrdt local"
         ratio = medians[name] / medians[reference]
-        growth = max(r["growth"] for r in rs)
+        growth = f"{max(r['growth'] for r in rs):.1f}" if "remote" not in name else "-"
         peak = max(r["peak"] for r in rs)
+        imported = max(r["import"] for r in rs)
         ok = "" if all(r["ok"] for r in rs) else "  WRONG RESULT"
-        print(f"  {name:<24}{medians[name]:>8.2f}{ratio:>10.2f}x{growth:>12.1f}{peak:>10.1f}{ok}")
+        row = f"  {name:<24}{medians[name]:>8.2f}{ratio:>10.2f}x"
+        print(f"{row}{growth:>12}{peak:>10.1f}{imported:>12.1f}{ok}")
 
 
 if __name__ == "__main__":

@@ -363,9 +363,15 @@ class ListHandle:
         lst = self._crdt()
         if count <= 0 or not 0 <= index <= index + count <= len(lst):
             raise IndexError(f"cannot delete {count} at {index} of {len(lst)}")
-        elements = [lst.element_at(index + i) for i in range(count)]
-        ranges = tuple(IdRange(e.counter, e.actor, 1) for e in elements)
-        op = ListDelete(id=self._doc._next_id(), key=self.key, ranges=ranges)
+        ranges: list[IdRange] = []
+        for i in range(count):
+            e = lst.element_at(index + i)
+            last = ranges[-1] if ranges else None
+            if last and last.actor == e.actor and last.counter + last.length == e.counter:
+                ranges[-1] = IdRange(last.counter, e.actor, last.length + 1)
+            else:
+                ranges.append(IdRange(e.counter, e.actor, 1))
+        op = ListDelete(id=self._doc._next_id(), key=self.key, ranges=tuple(ranges))
         self._doc._apply(op)
         return op
 
