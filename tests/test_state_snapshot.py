@@ -77,6 +77,7 @@ def test_unknown_snapshot_version() -> None:
         lambda t: t.__setitem__(1, [[b"A", 0]]),  # counter 0
         lambda t: t.__setitem__(6, [["note", [[5, 1, "x"]]]]),  # actor index out of range
         lambda t: t.__setitem__(6, [["note", [[0, 1, "x"], [0, 1, "y"]]]]),  # duplicate run
+        lambda t: t.__setitem__(6, [["note", [[0, 2, "q"], [0, 1, "xyz"]]]]),  # overlap
         lambda t: t.__setitem__(5, [["items", [[0, 1, "yes", [1]]]]]),  # visibility not bool
         lambda t: t.__setitem__(2, [["k", 1, 0, 1, b"A", 1, 2]]),  # deleted not bool
         lambda t: t.pop(),  # a section missing

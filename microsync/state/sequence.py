@@ -123,6 +123,17 @@ class Sequence:
         for block in self.blocks:
             yield from block.runs
 
+    def overlapping(self) -> bool:
+        """Whether two runs claim one element id (only a corrupt snapshot can cause this)."""
+        for index in self._index.values():
+            end = 0
+            for starts, runs in zip(index.starts, index.runs, strict=True):
+                for start, run in zip(starts, runs, strict=True):
+                    if start < end:
+                        return True
+                    end = start + run.length
+        return False
+
     def find(self, elem: OpId) -> tuple[Run, int]:
         """The run holding element ``elem`` and its offset there, or :class:`MissingDependency`."""
         index = self._index.get(elem.actor)

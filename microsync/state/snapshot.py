@@ -161,8 +161,12 @@ def decode_snapshot(data: bytes, doc: Document) -> Document:
                 s.add(check_value(element), OpId(_counter(tc), _actor(ta)))
     for k, runs in _keyed(lists):
         doc.lists[k] = _restore_list(runs, actors)
+        if doc.lists[k].seq.overlapping():
+            raise DecodeError("list: runs overlap")
     for k, runs in _keyed(texts):
         doc.texts[k] = _restore_text(runs, actors)
+        if doc.texts[k].overlapping():
+            raise DecodeError("text: runs overlap")
     if doc.snapshot_bytes() != data:
         raise DecodeError("snapshot is not canonical")
     return doc
