@@ -2,7 +2,8 @@
 
 ``python tests/mdns_peer.py peers SPEC_JSON`` starts one :class:`LanDiscovery` per entry of the
 JSON list ``SPEC_JSON`` (keys: ``id``, ``port``, ``groups`` (names), ``interface``, and optional
-``bucket_seconds``, ``skew`` (seconds added to the clock), ``on_peer`` (``"sync"``, ``"async"`` or
+``bucket_seconds``, ``skew`` (seconds added to the clock), ``match_groups`` (the groups
+looked for in others' announcements; default ``groups``), ``on_peer`` (``"sync"``, ``"async"`` or
 ``"raise"``)) and prints one JSON object per line: ``{"event": "announced", "id", "name",
 "bucket"}``, ``{"event": "peer", "id", "address", "port"}`` (on_peer was called) and
 ``{"event": "seen", "id", "name", "address", "port", "matched"}``. It stops its peers cleanly on
@@ -69,6 +70,7 @@ async def run_peers(spec: list[dict[str, Any]]) -> None:
 def make_peer(cls: Any, entry: dict[str, Any]) -> Any:
     name, groups, mode = entry["id"], entry["groups"], entry.get("on_peer", "sync")
     skew = float(entry.get("skew", 0.0))
+    matching = entry.get("match_groups", groups)
 
     def on_peer(address: str, port: int) -> object:
         emit(event="peer", id=name, address=address, port=port)
@@ -81,6 +83,7 @@ def make_peer(cls: Any, entry: dict[str, Any]) -> Any:
     return cls(
         port=entry["port"],
         tags=lambda bucket: [raw_tag(group, bucket) for group in groups],
+        match_tags=lambda bucket: [raw_tag(group, bucket) for group in matching],
         on_peer=on_peer,
         interfaces=[entry["interface"]],
         bucket_seconds=int(entry.get("bucket_seconds", 600)),

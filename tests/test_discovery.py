@@ -163,7 +163,8 @@ def published_tags(service: dict[str, Any]) -> set[bytes]:
 
 @pytest.fixture(scope="module")
 def loopback() -> Iterator[tuple[LoopbackNamespace, Events]]:
-    """A fresh namespace with A, C (groups x; y) in one process and B (x, z) in another."""
+    """A fresh namespace with peers in two processes: A (group x), C (y) and D (epoch 1 of w,
+    not yet rotated) in one; B (x, z) and E (epoch 2 of w, still matching epoch 1) in the other."""
     reason = loopback_unavailable()
     if reason:
         pytest.skip(reason)
@@ -174,11 +175,13 @@ def loopback() -> Iterator[tuple[LoopbackNamespace, Events]]:
             peers_argv(
                 {"id": "A", "port": 7001, "groups": ["x"], "on_peer": "async", **common},
                 {"id": "C", "port": 7003, "groups": ["y"], **common},
+                {"id": "D", "port": 7004, "groups": ["w1"], **common},
             )
         )
         two = namespace.run(
             peers_argv(
-                {"id": "B", "port": 7002, "groups": ["x", "z"], "on_peer": "raise", **common}
+                {"id": "B", "port": 7002, "groups": ["x", "z"], "on_peer": "raise", **common},
+                {"id": "E", "port": 7005, "groups": ["w2"], "match_groups": ["w2", "w1"], **common},
             )
         )
         yield namespace, Events(one, two)
@@ -200,7 +203,7 @@ def test_a_device_of_another_group_is_never_reported(
     loopback: tuple[LoopbackNamespace, Events],
 ) -> None:
     _, events = loopback
-    assert events.wait(lambda: len({e["port"] for e in events.of("seen", id="C")}) == 2)
+    assert events.wait(lambda: len({e["port"] for e in events.of("seen", id="C")}) == 4)
     assert events.wait(lambda: bool(events.of("seen", id="A", port=7003)))
     assert events.wait(lambda: bool(events.of("seen", id="B", port=7003)))
     assert not events.of("seen", matched=True, port=7003)
@@ -211,9 +214,9 @@ def test_an_outsider_sees_only_version_nonce_and_blinded_tags(
     loopback: tuple[LoopbackNamespace, Events],
 ) -> None:
     namespace, events = loopback
-    assert events.wait(lambda: len(events.current_names()) == 3)
+    assert events.wait(lambda: len(events.current_names()) == 5)
     services = raw_query(namespace.run, "127.0.0.1")
-    assert len(services) >= 3 and {s["port"] for s in services} == {7001, 7002, 7003}
+    assert {s["port"] for s in services} == {7001, 7002, 7003, 7004, 7005}
     for service in services:
         assert service["name"].endswith(SERVICE_TYPE.rstrip("."))
         assert HEX16.match(service["name"].split(".")[0])
@@ -222,7 +225,11 @@ def test_an_outsider_sees_only_version_nonce_and_blinded_tags(
         txt = txt_of(service)
         assert set(txt) == {"v", "n", "t"} and txt["v"] == "1"
         assert len(published_tags(service)) == MAX_TAGS
-    raw = {raw_tag(g, b) for g in "xyz" for b in range(time_bucket() - 2, time_bucket() + 3)}
+    raw = {
+        raw_tag(g, b)
+        for g in ("x", "y", "z", "w1", "w2")
+        for b in range(time_bucket() - 2, time_bucket() + 3)
+    }
     tags = {s["port"]: published_tags(s) for s in services}
     assert not set().union(*tags.values()) & raw
     assert not tags[7001] & tags[7002], "two members of x must not publish a common tag"
@@ -233,7 +240,7 @@ def test_names_hosts_and_tags_change_with_every_bucket(
     loopback: tuple[LoopbackNamespace, Events],
 ) -> None:
     namespace, events = loopback
-    assert events.wait(lambda: len(events.current_names()) == 3)
+    assert events.wait(lambda: len(events.current_names()) == 5)
     before = {name for name, _ in events.current_names().values()}
     first = raw_query(namespace.run, "127.0.0.1")
     bucket = max(b for _, b in events.current_names().values())
@@ -248,6 +255,15 @@ def test_names_hosts_and_tags_change_with_every_bucket(
     assert not {s["host"] for s in first} & {s["host"] for s in second}
     assert not {txt_of(s)["n"] for s in first} & {txt_of(s)["n"] for s in second}
     assert not set().union(*map(published_tags, first)) & set().union(*map(published_tags, second))
+
+
+def test_wider_match_tags_find_a_member_who_has_not_rotated_yet(
+    loopback: tuple[LoopbackNamespace, Events],
+) -> None:
+    _, events = loopback
+    assert events.wait(lambda: bool(events.of("peer", id="E", port=7004)))
+    assert events.wait(lambda: bool(events.of("seen", id="D", port=7005)))
+    assert not events.of("peer", id="D") and not events.of("seen", id="D", matched=True)
 
 
 def test_failing_or_async_callbacks_do_not_stop_discovery(

@@ -170,6 +170,10 @@ class LanDiscovery:
     by :meth:`stop`), so it should hand long work to the caller's own task group.
     ``interfaces`` are IPv4 addresses for zeroconf; ``None`` means zeroconf's default, the real
     LAN: tests must always pass explicit interfaces inside a network namespace.
+    ``match_tags(bucket)`` (default: ``tags``) gives the raw tags looked for in others'
+    announcements; it may be wider than what we announce, e.g. also the previous epoch's tag,
+    so a member who has not received the newest key yet is still found, while announcing only
+    the current epoch keeps a removed member from recognising current members.
     """
 
     def __init__(
@@ -181,10 +185,12 @@ class LanDiscovery:
         interfaces: Sequence[str] | None = None,
         bucket_seconds: int = 600,
         clock: Callable[[], float] = time.time,
+        match_tags: Callable[[int], Collection[bytes]] | None = None,
     ) -> None:
         if bucket_seconds <= 0:
             raise ValueError("bucket_seconds must be positive")
         self._port, self._tags, self._on_peer = port, tags, on_peer
+        self._match_tags = tags if match_tags is None else match_tags
         self._interfaces = None if interfaces is None else list(interfaces)
         self._bucket_seconds, self._clock = bucket_seconds, clock
         self._zc: AsyncZeroconf | None = None
@@ -318,7 +324,7 @@ class LanDiscovery:
         if announcement is None or not addresses or not info.port:
             return
         bucket = self.bucket()
-        ours = [tag for b in (bucket - 1, bucket, bucket + 1) for tag in self._tags(b)]
+        ours = [tag for b in (bucket - 1, bucket, bucket + 1) for tag in self._match_tags(b)]
         matched = announcement.matches(ours)
         self._services[name] = Sighting(
             address=addresses[0], port=info.port, matched=matched, seen=self._clock()
