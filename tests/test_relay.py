@@ -8,6 +8,7 @@ session end to end and what the relay sees of it, caps and bad clients, shutdown
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -191,6 +192,18 @@ def malformed_messages() -> list[bytes]:
         b"\x01\xff\xff\xff" + bytes(252),  # length beyond the message
         paired_bytes,
     ]
+
+
+@given(st.binary(max_size=80), st.sampled_from([256, 1024]), st.booleans())
+def test_any_bytes_decode_to_one_canonical_message_or_a_decode_error(
+    start: bytes, size: int, from_client: bool
+) -> None:
+    wire = start.ljust(size, b"\x00")
+    try:
+        message = decode(wire, from_client=from_client)
+    except DecodeError:
+        return
+    assert encode(message) == wire  # strict: nothing else decodes
 
 
 @pytest.mark.parametrize("wire", malformed_messages(), ids=range(len(malformed_messages())))
@@ -431,11 +444,14 @@ async def test_a_noise_session_runs_end_to_end_through_the_relay(clients: Client
 
 
 async def test_the_relay_sees_no_identifier_no_key_no_plaintext(
-    clients: Clients, tapped: Tapped
+    clients: Clients, tapped: Tapped, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     epoch = EpochKey.from_root(GroupId(bytes(32)), 3, make_rng("epoch")(32))
     rendezvous = rendezvous_id(epoch, 2_000_000)
     await noise_session(clients, rendezvous)
+    for shown in (rendezvous.hex(), repr(rendezvous)[2:20], repr(PLAINTEXT)[2:20]):
+        assert shown not in caplog.text  # nor in the relay's (or websockets') logs
     assert {flow for flow, _ in tapped} == {Flow.RECEIVED, Flow.SENT}
     everything = b"".join(raw for _, raw in tapped)
     payload_stream = b"".join(  # DATA payloads glued together, in case a secret spans two
