@@ -12,6 +12,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from typing import TypeVar
 
 import pytest
 from hypothesis import given
@@ -47,6 +48,7 @@ from tests.conftest import make_identity, make_rng
 
 NOW = 1_700_000_000_000
 TIMEOUT = 5.0
+T = TypeVar("T")
 
 Tapped = list[tuple[Flow, bytes]]
 Clients = Callable[..., Awaitable[RelayClient]]
@@ -56,7 +58,7 @@ def rid(name: str) -> bytes:
     return make_rng(f"rid {name}")(32)
 
 
-async def within(awaitable: Awaitable[object], seconds: float = TIMEOUT) -> object:
+async def within(awaitable: Awaitable[T], seconds: float = TIMEOUT) -> T:
     return await asyncio.wait_for(awaitable, seconds)
 
 
