@@ -445,6 +445,24 @@ async def test_a_noise_session_runs_end_to_end_through_the_relay(clients: Client
     await noise_session(clients, rid("noise"))
 
 
+async def test_the_connection_runner_works_over_relay_channels(clients: Clients) -> None:
+    from microsync.identity import LocalIdentity
+    from microsync.net.connection import handshake, now_ms
+
+    alice = LocalIdentity.create("alice", make_rng("runner alice"), now_ms())
+    bob = LocalIdentity.create("bob", make_rng("runner bob"), now_ms())
+    first, later = await paired(clients, "runner")
+    streams = await asyncio.gather(
+        handshake(first, alice, initiator=first.initiator, rng=make_rng("1")),
+        handshake(later, bob, initiator=later.initiator, rng=make_rng("2")),
+    )
+    assert {s.peer_device for s in streams} == {alice.device_id, bob.device_id}
+    await streams[1].send(PLAINTEXT)
+    assert await within(streams[0].receive()) == PLAINTEXT
+    await streams[1].close()
+    assert await within(streams[0].receive()) is None  # a clean EOF through the relay
+
+
 async def test_the_relay_sees_no_identifier_no_key_no_plaintext(
     clients: Clients, tapped: Tapped, caplog: pytest.LogCaptureFixture
 ) -> None:
