@@ -10,7 +10,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from microsync.state import Document
-from tests.test_state_support import Made, Replica, actor, causal_order, check_shadow, local_edit
+from tests.test_state_support import (
+    KINDS,
+    Made,
+    Replica,
+    actor,
+    causal_order,
+    check_shadow,
+    local_edit,
+)
 
 # MICROSYNC_STATE_EXAMPLES raises the number of examples for a longer hunt.
 EXAMPLES = int(os.environ.get("MICROSYNC_STATE_EXAMPLES", "60"))
@@ -19,7 +27,9 @@ SETTINGS = settings(
 )
 
 
-def run_session(data: st.DataObject, replicas: int, steps: int) -> tuple[list[Replica], list[Made]]:
+def run_session(
+    data: st.DataObject, replicas: int, steps: int, kinds: tuple[str, ...] = KINDS
+) -> tuple[list[Replica], list[Made]]:
     """Replicas edit and gossip: each step either edits at one replica or delivers a prefix of
     one replica's log (a causal order) to another, duplicates included."""
     reps = [Replica(Document(actor(i))) for i in range(replicas)]
@@ -31,7 +41,7 @@ def run_session(data: st.DataObject, replicas: int, steps: int) -> tuple[list[Re
         rep = reps[i]
         if data.draw(st.booleans(), label="edit?"):
             past = dict(rep.doc.versions)
-            op = local_edit(rep.doc, data, now + 7 * i)
+            op = local_edit(rep.doc, data, now + 7 * i, kinds)
             if op is not None:
                 rep.log.append(op)
                 made.append(Made(op, past))

@@ -20,7 +20,7 @@ def load_trace() -> tuple[list[tuple[int, int, str]], str]:
         edits = [tuple(e) for e in json.load(f)]
     with gzip.open(DATA / "editing-trace.final.txt.gz") as f:
         final = f.read().decode()
-    return edits, final  # type: ignore[return-value]
+    return edits, final
 
 
 @pytest.fixture(scope="module")
