@@ -508,6 +508,22 @@ async def test_more_clients_than_the_cap_are_refused(stack: AsyncExitStack, tapp
     await open_client()  # room again
 
 
+async def test_a_rush_of_clients_never_exceeds_the_cap(
+    stack: AsyncExitStack, tapped: Tapped
+) -> None:
+    relay = await start_relay(stack, tapped, RelayLimits(max_clients=3))
+    rush = [RelayClient(f"ws://127.0.0.1:{relay.port}") for _ in range(8)]
+    for client in rush:
+        stack.push_async_callback(client.close)
+    outcomes = await asyncio.gather(*(c.connect() for c in rush), return_exceptions=True)
+    await asyncio.sleep(0.2)
+    assert relay.stats.clients <= 3
+    refused_late = [c for c, o in zip(rush, outcomes, strict=True) if o is None and c.error]
+    refused_early = [o for o in outcomes if isinstance(o, ConnectionRefusedError)]
+    assert len(refused_early) + len(refused_late) == 8 - relay.stats.clients
+    assert all(c.error is ErrorCode.RELAY_FULL for c in refused_late)
+
+
 async def test_a_client_over_its_byte_cap_is_disconnected_others_continue(
     stack: AsyncExitStack, tapped: Tapped
 ) -> None:

@@ -183,6 +183,8 @@ class RelayClient:
     async def accept(self) -> RelayChannel:
         """The next channel the relay paired us on. :class:`ConnectionResetError` once the
         connection to the relay has ended."""
+        if self._ws is None:
+            raise RuntimeError("not connected: call connect() first")
         channel = await self._pending.get()
         if channel is None:
             self._pending.put_nowait(None)  # for the next caller
