@@ -226,3 +226,14 @@ class StaleAnnouncement(VerificationError):
 
 
 __all__ += ["StaleAnnouncement"]
+
+
+# Reaching peers (microsync.net, microsync.node).
+
+
+class PeerUnreachable(MicrosyncError):
+    """No connection could be made to the peer (refused, timed out, no route), or it hung up
+    before finishing."""
+
+
+__all__ += ["PeerUnreachable"]

@@ -160,6 +160,10 @@ class PresenceMixin(AppMixin):
         board = self._board()
         board.accept(announcement, sealed, now=self._now())
         self._save_board(board)
+        self._after_announce(sealed)
+
+    def _after_announce(self, sealed: bytes) -> None:
+        """Hook: an announcement of this device was made (the node sends it to peers)."""
 
     def _lifetime(self, ttl: float) -> tuple[int, int]:
         ttl_ms = int(ttl * 1000)

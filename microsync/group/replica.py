@@ -12,7 +12,7 @@ changes commits in one transaction.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Final, Protocol
@@ -154,6 +154,8 @@ class GroupReplica:
         self._bodies: dict[EntryId, bytes] = {}
         self._offered: list[KeyGrant] = []  # keys from key responses, kept once announced
         self._pending_devices: dict[DeviceId, DeviceInfo] = {}
+        self.on_append: Callable[[GroupId], None] | None = None
+        """Called (with the group id) whenever this device appends an entry: live sync."""
         self._load_keys()
 
     # ------------------------------------------------------------------ construction
@@ -566,6 +568,8 @@ class GroupReplica:
         The entry's ``hlc`` is ``now``, but never less than one past the previous entry of the
         feed: a feed's timestamps strictly increase even when the clock stands still or steps
         back, so "newest first" never contradicts the order a device wrote in."""
+        if self.on_append is not None:
+            self.on_append(self.id)
         head = self.store.feed_status(self.id, self.me.device)
         if head.head_seq:
             previous = self.store.entry_at(self.id, self.me.device, head.head_seq)

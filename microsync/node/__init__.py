@@ -53,9 +53,18 @@ from microsync.identity import (
     PersonId,
     PrekeyCertificate,
 )
+from microsync.node.runtime import NetworkMixin, PeerInfo, SyncResult
 from microsync.storage.sqlite import DATABASE_NAME, SqliteStore
 
-__all__ = ["DEFAULT_PORT", "Device", "Group", "InviteStatus", "Member"]
+__all__ = [
+    "DEFAULT_PORT",
+    "Device",
+    "Group",
+    "InviteStatus",
+    "Member",
+    "PeerInfo",
+    "SyncResult",
+]
 
 DEFAULT_PORT = 7425
 """The TCP port ``microsync serve`` listens on unless told otherwise."""
@@ -63,13 +72,14 @@ DEFAULT_PORT = 7425
 _IDENTITY_KEY = "identity"
 _GROUPS_KEY = "groups"
 _PREKEYS_KEY = "prekeys"
+_WELCOME_PREFIX = "welcome/"
 
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Device:
+class Device(NetworkMixin):
     """One device's profile: its identity, its store and (later) its groups and sync.
 
     Use :meth:`open` (create or load) or :meth:`restore` (recover a person on a new device);
@@ -237,7 +247,9 @@ class Device:
     # ------------------------------------------------------------------ pairing
 
     def _addresses(self, addresses: Sequence[str] | None) -> tuple[str, ...]:
-        return tuple(addresses) if addresses is not None else (f"127.0.0.1:{DEFAULT_PORT}",)
+        if addresses is not None:
+            return tuple(addresses)
+        return (f"127.0.0.1:{self.port or DEFAULT_PORT}",)
 
     def invite_host(self) -> InviteHost:
         """Answers incoming invite redemptions and device links for this device (the sync
@@ -329,11 +341,22 @@ class Device:
         if existing is not None:
             return existing
         with self._store.transaction():
+            self._store.put_meta(f"{_WELCOME_PREFIX}{welcome.group.hex()}", welcome.add)
             self._remember_group(welcome.group)
             replica = GroupReplica(self._store, self._member, welcome.group)
         group = Group(self, replica)
         self._groups[welcome.group] = group
         return group
+
+    def _welcomes(self) -> dict[GroupId, bytes]:
+        """For groups this device joined by invite: the id of the add that admitted it (how
+        it proves membership to a peer before it holds any key)."""
+        found = {}
+        for group_id in self._groups:
+            add = self._store.get_meta(f"{_WELCOME_PREFIX}{group_id.hex()}")
+            if add is not None:
+                found[group_id] = add
+        return found
 
     def frontier(self, group_id: bytes) -> dict[DeviceId, int]:
         """For each feed of the group this device holds: its head ``seq`` (what a peer
@@ -403,8 +426,9 @@ class Device:
         return sum(1 for r in results if not isinstance(r, MicrosyncError))
 
     async def close(self) -> None:
-        """Save a snapshot of each group whose app state was loaded (so the next start is
-        quick), then release the profile. Idempotent."""
+        """Go offline (:meth:`stop`), save a snapshot of each group whose app state was loaded
+        (so the next start is quick), then release the profile. Idempotent."""
+        await self.stop()
         if not self._store._closed:
             for group in self._groups.values():
                 if group._app is not None:
@@ -470,6 +494,7 @@ class Group(PresenceMixin):
     def __init__(self, device: Device, replica: GroupReplica) -> None:
         self._device = device
         self._replica = replica
+        replica.on_append = device._changed
         self._listeners: list[asyncio.Queue[Event]] = []
 
     @property
@@ -509,6 +534,9 @@ class Group(PresenceMixin):
 
     def _now(self) -> int:
         return _now_ms()
+
+    def _after_announce(self, sealed: bytes) -> None:
+        self._device._announced(self.id, sealed)
 
     def _person(self) -> PersonId:
         return self._device.person_id

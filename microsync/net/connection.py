@@ -1,0 +1,268 @@
+"""One connection to a peer: the Noise handshake, then a record channel (sync session or
+invite exchange), over any :class:`~microsync.net.stream.Stream`.
+
+The sans-IO machines (:class:`~microsync.protocol.handshake.Handshake`,
+:class:`~microsync.protocol.session.SyncSession`) decide everything; this module only moves
+bytes, keeps time and turns failures into a closed connection with a typed error. A peer that
+sends garbage, stalls, or drops the connection never takes the process down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Final
+
+from microsync.crypto.random import Rng
+from microsync.errors import HandshakeError, MicrosyncError, RemoteProtocolError
+from microsync.feed.entry import GroupId
+from microsync.identity import DeviceCertificate, DeviceId, LocalIdentity
+from microsync.net.stream import Stream
+from microsync.protocol.framing import SecureChannel
+from microsync.protocol.handshake import Handshake, Purpose
+from microsync.protocol.session import SyncHost, SyncOptions, SyncSession
+
+__all__ = ["HANDSHAKE_TIMEOUT", "SecureStream", "SyncConnection", "handshake"]
+
+log = logging.getLogger("microsync.net")
+
+HANDSHAKE_TIMEOUT: Final = 10.0
+"""Seconds a peer gets to complete the handshake."""
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SecureStream:
+    """Records over a finished handshake: ``send(record)``, ``await receive()``."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        channel: SecureChannel,
+        peer: DeviceCertificate,
+        purpose: Purpose,
+        early: list[bytes],
+    ) -> None:
+        self.stream = stream
+        self.channel = channel
+        self.peer = peer
+        self.purpose = purpose
+        self._records = list(early)
+
+    @property
+    def peer_device(self) -> DeviceId:
+        return self.peer.device
+
+    async def send(self, record: bytes) -> None:
+        await self.stream.write(self.channel.encrypt_record(record))
+
+    async def receive(self) -> bytes | None:
+        """The next record, or ``None`` when the peer closed the stream cleanly.
+        :class:`RemoteProtocolError` for a stream cut inside a record, a tampered frame..."""
+        while not self._records:
+            data = await self.stream.read()
+            if not data:
+                self.channel.receive_eof()
+                return None
+            self._records.extend(self.channel.feed(data))
+        return self._records.pop(0)
+
+    async def close(self) -> None:
+        self.channel.close()
+        await self.stream.close()
+
+
+async def handshake(
+    stream: Stream,
+    identity: LocalIdentity,
+    *,
+    initiator: bool,
+    purpose: Purpose = Purpose.SYNC,
+    accept_purposes: tuple[Purpose, ...] = (Purpose.SYNC,),
+    rng: Rng,
+    accept: Callable[[DeviceCertificate], bool] | None = None,
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> SecureStream:
+    """Run the microsync handshake over ``stream`` (closing it on failure).
+
+    Raises :class:`HandshakeError` for a peer that fails it (bad or foreign certificates, a
+    downgrade, tampering, itself), that stalls past ``timeout`` or that hangs up.
+    """
+    if initiator:
+        hs = Handshake.initiator(identity, purpose, now=now_ms(), rng=rng, accept=accept)
+    else:
+        hs = Handshake.responder(identity, accept_purposes, now=now_ms(), rng=rng, accept=accept)
+
+    async def run() -> None:
+        await stream.write(hs.bytes_to_send())
+        while not hs.done:
+            data = await stream.read()
+            if not data:
+                raise HandshakeError("the peer closed the connection during the handshake")
+            hs.receive(data)
+            out = hs.bytes_to_send()
+            if out:
+                await stream.write(out)
+
+    try:
+        await asyncio.wait_for(run(), timeout)
+    except TimeoutError:
+        await stream.close()
+        raise HandshakeError("the peer did not complete the handshake in time") from None
+    except (MicrosyncError, ConnectionError, OSError) as exc:
+        await stream.close()
+        if isinstance(exc, HandshakeError):
+            raise
+        raise HandshakeError(f"handshake failed: {type(exc).__name__}") from None
+    channel = hs.transport
+    assert hs.peer is not None and hs.purpose is not None
+    return SecureStream(stream, channel, hs.peer, hs.purpose, channel.feed(b""))
+
+
+class SyncConnection:
+    """A sync session with one peer, kept running (live) until closed.
+
+    ``notify(group)`` when the device has new entries of a group; ``send_ephemeral`` for
+    presence and location; ``synced`` is set once every shared group is up to date.
+    """
+
+    def __init__(
+        self,
+        secure: SecureStream,
+        host: SyncHost,
+        *,
+        our_device: DeviceId,
+        initiator: bool,
+        rng: Rng,
+        options: SyncOptions | None = None,
+        on_synced: Callable[[SyncConnection], None] | None = None,
+    ) -> None:
+        self.secure = secure
+        self.session = SyncSession(
+            host,
+            our_device=our_device,
+            peer_device=secure.peer_device,
+            channel_binding=secure.channel.handshake_hash,
+            initiator=initiator,
+            rng=rng,
+            options=options,
+        )
+        self.synced = asyncio.Event()
+        self.closed = asyncio.Event()
+        self.error: BaseException | None = None
+        self._on_synced = on_synced
+        self._outbox: asyncio.Queue[list[bytes]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def peer(self) -> DeviceCertificate:
+        return self.secure.peer
+
+    @property
+    def peer_address(self) -> str:
+        return self.secure.stream.peer
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self._run(), name=f"sync {self.peer_address}")
+        return self._task
+
+    async def wait(self) -> None:
+        await self.closed.wait()
+
+    def notify(self, group: GroupId) -> None:
+        """New entries of ``group`` here: push what the peer lacks."""
+        if not self.session.closed:
+            self._outbox.put_nowait(self.session.local_update(group))
+
+    def send_ephemeral(self, group: GroupId, data: bytes) -> None:
+        if not self.session.closed:
+            with contextlib.suppress(MicrosyncError):
+                self._outbox.put_nowait(self.session.send_ephemeral(group, data))
+
+    async def close(self) -> None:
+        """Say goodbye and close (idempotent)."""
+        if not self.session.closed:
+            self._outbox.put_nowait(self.session.close())
+        if self._task is not None and not self._task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 2.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._task
+        await self.secure.close()
+        self.closed.set()
+
+    async def _run(self) -> None:
+        try:
+            await self._send(self.session.start(now_ms()))
+            reader = asyncio.create_task(self._read_loop())
+            try:
+                await self._write_loop(reader)
+            finally:
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await reader
+        except (MicrosyncError, ConnectionError, OSError) as exc:
+            self.error = exc
+            log.info("sync with %s ended: %s", self.peer_address, type(exc).__name__)
+        finally:
+            if self.session.error is not None and self.error is None:
+                self.error = self.session.error
+            await self.secure.close()
+            self.closed.set()
+
+    async def _send(self, records: list[bytes]) -> None:
+        for record in records:
+            await self.secure.send(record)
+        self._check_synced()
+
+    def _check_synced(self) -> None:
+        if self.session.synced and not self.synced.is_set():
+            self.synced.set()
+            if self._on_synced is not None:
+                self._on_synced(self)
+
+    async def _read_loop(self) -> None:
+        while not self.session.closed:
+            record = await self.secure.receive()
+            if record is None:
+                self._outbox.put_nowait([])
+                raise ConnectionResetError("the peer closed the connection")
+            self._outbox.put_nowait(self.session.receive(record, now_ms()))
+
+    async def _write_loop(self, reader: asyncio.Task[None]) -> None:
+        while True:
+            deadline = self.session.next_deadline(now_ms())
+            if deadline is None:
+                return  # closed (Bye or error sent below already)
+            wait = max(0.0, (deadline - now_ms()) / 1000)
+            getter = asyncio.ensure_future(self._outbox.get())
+            done, _ = await asyncio.wait(
+                {getter, reader}, timeout=wait, return_when="FIRST_COMPLETED"
+            )
+            if getter in done:
+                await self._send(getter.result())
+            else:
+                getter.cancel()
+                with contextlib.suppress(BaseException):
+                    await getter
+                if reader in done:
+                    while not self._outbox.empty():
+                        await self._send(self._outbox.get_nowait())
+                    exc = reader.exception()
+                    if exc is not None:
+                        raise exc
+                    return
+                await self._send(self.session.handle_timeout(now_ms()))
+            if self.session.closed:
+                while not self._outbox.empty():
+                    await self._send(self._outbox.get_nowait())
+                if self.session.error is not None:
+                    raise RemoteProtocolError(str(self.session.error))
+                return

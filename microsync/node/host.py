@@ -1,0 +1,161 @@
+"""The :class:`~microsync.protocol.session.SyncHost` of a :class:`~microsync.node.Device`: the
+thin layer between a sync session and the device's store and group replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Final
+
+from microsync import encoding
+from microsync.encoding import expect_int, expect_list
+from microsync.errors import DecodeError, MicrosyncError, NotAMember
+from microsync.feed import EntryId, GroupId, StoredEntry
+from microsync.group.keys import Purpose
+from microsync.group.ops import OpKind
+from microsync.group.replica import GroupReplica
+from microsync.identity import DeviceId
+from microsync.protocol.messages import Item
+from microsync.protocol.session import GroupProof
+
+if TYPE_CHECKING:
+    from microsync.node import Device
+
+__all__ = ["DeviceHost"]
+
+PROOF_EPOCHS: Final = 3
+FRESH_ADDS: Final = 4
+MAX_KEY_RESPONSE: Final = 512 * 1024
+
+
+class DeviceHost:
+    """What a sync session may see and do on one device.
+
+    ``on_received(group, accepted)`` and ``on_ephemeral(group, peer, data)`` let the device's
+    runtime push what arrived to its other connections (live sync, gossip).
+    """
+
+    def __init__(
+        self,
+        device: Device,
+        *,
+        on_received: Callable[[GroupId, int], None] | None = None,
+        on_ephemeral: Callable[[GroupId, DeviceId, bytes], None] | None = None,
+    ) -> None:
+        self.device = device
+        self._on_received = on_received
+        self._on_ephemeral = on_ephemeral
+
+    def _replica(self, group: GroupId) -> GroupReplica:
+        return self.device.group(group)._replica
+
+    def sync_groups(self) -> list[GroupProof]:
+        """Per group: the control keys of the latest epochs held, then the ids of the latest
+        adds whose devices have not written yet (a joiner with no key yet proves itself with
+        the id of the add that admitted it, from its Welcome)."""
+        proofs = []
+        welcomes = self.device._welcomes()
+        for group in self.device.groups():
+            replica = group._replica
+            latest = sorted(replica.epoch_keys().items(), reverse=True)[:PROOF_EPOCHS]
+            keys = [key.control.secret_bytes() for _, key in latest]
+            if keys:
+                keys += self._fresh_adds(replica)
+            elif group.id in welcomes:
+                keys = [welcomes[group.id]]
+            if keys:
+                proofs.append(GroupProof(group=group.id, keys=tuple(keys)))
+        return proofs
+
+    def _fresh_adds(self, replica: GroupReplica) -> list[bytes]:
+        written = set(self.device._store.feeds(replica.id))
+        records = replica._records()
+        found: list[bytes] = []
+        for op_id in reversed(replica.resolution.order):
+            record = records.get(op_id)
+            if record is None or op_id not in replica.resolution.effective:
+                continue
+            if record.op.kind in (OpKind.ADD, OpKind.ADD_DEVICE) and any(
+                grant.device not in written for grant in record.grants
+            ):
+                found.append(op_id)
+            if len(found) == FRESH_ADDS:
+                break
+        return found
+
+    def frontier(self, group: GroupId) -> dict[DeviceId, tuple[int, EntryId]]:
+        feeds = self.device._store.feeds(group)
+        return {
+            device: (status.head_seq, status.head_id)
+            for device, status in feeds.items()
+            if status.head_seq > 0 and status.head_id is not None
+        }
+
+    def entries_after(
+        self, group: GroupId, frontier: Mapping[DeviceId, int], *, newest_first: bool, limit: int
+    ) -> list[Item]:
+        store = self.device._store
+        found: list[StoredEntry] = []
+        for device in sorted(store.feeds(group)):
+            room = None if newest_first else limit - len(found)
+            if room == 0:
+                break
+            for stored in store.entries(group, device, frontier.get(device, 0), room):
+                found.append(stored)
+        if newest_first:
+            found.sort(key=lambda s: (s.entry.header.hlc, s.entry.id), reverse=True)
+        return [(s.entry.wire, s.body) for s in found[:limit]]
+
+    def receive(self, group: GroupId, items: Sequence[Item]) -> int:
+        accepted = self.device.receive(group, items)
+        if accepted and self._on_received is not None:
+            self._on_received(group, accepted)
+        return accepted
+
+    def may_serve(self, group: GroupId, peer: DeviceId) -> bool:
+        return self._replica(group).state.device(peer) is not None
+
+    def certificates(self, group: GroupId) -> list[bytes]:
+        store = self.device._store
+        devices = set(store.feeds(group)) | {self.device.id}
+        for member in self._replica(group).state.members.values():
+            devices.update(member.devices)
+        found = (store.certificate(d) for d in sorted(devices))
+        return [c.to_bytes() for c in found if c is not None]
+
+    def learn_certificates(self, certificates: Sequence[bytes]) -> None:
+        self.device.learn_certificates(certificates)
+
+    def missing_keys(self, group: GroupId) -> list[tuple[int, bytes]]:
+        return self._replica(group).missing_keys()
+
+    def answer_key_request(
+        self, group: GroupId, peer: DeviceId, wanted: Sequence[tuple[int, bytes]]
+    ) -> bytes | None:
+        try:
+            purpose, epoch, bundle = self._replica(group).answer_key_request(peer, wanted)
+        except NotAMember:
+            return None
+        return encoding.encode([int(purpose), epoch, bundle])
+
+    def accept_key_response(self, group: GroupId, peer: DeviceId, response: bytes) -> int:
+        purpose, epoch, bundle = expect_list(
+            encoding.decode(response, max_size=MAX_KEY_RESPONSE), "key response", 3
+        )
+        try:
+            kind = Purpose(expect_int(purpose, "purpose"))
+        except ValueError:
+            raise DecodeError("unknown purpose") from None
+        replica = self._replica(group)
+        gained = replica.accept_key_response(peer, (kind, expect_int(epoch, "epoch"), bundle))
+        if gained:
+            # entries that waited for these keys can be opened now
+            self.device.group(group)._app_received([])
+        return gained
+
+    def ephemeral(self, group: GroupId, peer: DeviceId, data: bytes) -> None:
+        try:
+            fresh = self.device.group(group).receive_announcement(data)
+        except MicrosyncError:
+            return  # a bad announcement is dropped; the session goes on
+        if fresh and self._on_ephemeral is not None:
+            self._on_ephemeral(group, peer, data)

@@ -1,0 +1,456 @@
+"""A device on the network: listener, dialer, live sync with every connected peer, invites
+over the wire, presence heartbeats (mixed into :class:`~microsync.node.Device`).
+
+Everything here is plumbing around the sans-IO machines: the handshake and the sync session
+(:mod:`microsync.protocol`), carried by :mod:`microsync.net`. One task per connection; a peer
+that misbehaves or disappears only ends its own connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+from microsync.crypto import system_rng
+from microsync.errors import (
+    HandshakeError,
+    InviteError,
+    MicrosyncError,
+    PeerUnreachable,
+)
+from microsync.feed import GroupId
+from microsync.identity import DeviceId, LocalIdentity, PersonId
+from microsync.net.connection import SecureStream, SyncConnection, handshake
+from microsync.net.stream import Stream, TcpStream, open_tcp
+from microsync.protocol.handshake import Purpose
+from microsync.protocol.session import SyncOptions
+
+if TYPE_CHECKING:
+    from microsync.node import Device, Group
+
+__all__ = ["NetworkMixin", "PeerInfo", "SyncResult", "split_address"]
+
+log = logging.getLogger("microsync.node")
+
+PRESENCE_EVERY: Final = 60.0
+BACKOFF_START: Final = 0.5
+BACKOFF_MAX: Final = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """A peer this device is connected to now."""
+
+    device_id: DeviceId
+    person_id: PersonId
+    name: str
+    address: str
+    synced: bool
+    groups: tuple[GroupId, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    """What one :meth:`NetworkMixin.sync_with` did."""
+
+    peer: DeviceId
+    groups: tuple[GroupId, ...]
+    entries_received: int
+    entries_sent: int
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``"host:port"`` (or ``"[v6]:port"``) -> ``(host, port)``; ``ValueError`` if malformed."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"not a host:port address: {address!r}")
+    return host.strip("[]"), int(port)
+
+
+class NetworkMixin:
+    """The network half of :class:`~microsync.node.Device`."""
+
+    _identity: LocalIdentity
+    _groups: dict[GroupId, Group]
+    _net: _Runtime | None = None
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def port(self) -> int | None:
+        """The TCP port this device listens on, while started with a listener."""
+        net = self._net
+        return None if net is None else net.port
+
+    async def start(
+        self,
+        lan: bool = True,
+        port: int | None = 0,
+        relay: str | None = None,
+        *,
+        bind: str | None = None,
+        peers: tuple[str, ...] = (),
+        options: SyncOptions | None = None,
+    ) -> None:
+        """Go online: listen on ``port`` (0: any free port; ``None``: no listener), discover
+        group members on the LAN (``lan``), keep live sync with every peer found or listed in
+        ``peers`` (``"host:port"``), and announce presence. ``bind`` is the listening address
+        (default: all interfaces with ``lan``, else 127.0.0.1). Stop with :meth:`stop`."""
+        if self._net is not None:
+            raise RuntimeError("this device is already started")
+        device = self._device()
+        net = _Runtime(device, options)
+        self._net = net
+        try:
+            await net.start(lan=lan, port=port, relay=relay, bind=bind)
+            for address in peers:
+                net.keep(address)
+        except BaseException:
+            self._net = None
+            await net.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Go offline: close every connection, the listener and discovery. Idempotent."""
+        net, self._net = self._net, None
+        if net is not None:
+            await net.stop()
+
+    def connect(self, address: str) -> None:
+        """Keep a live connection to ``address`` (``"host:port"``), reconnecting with backoff
+        whenever it drops, until :meth:`stop`. Needs :meth:`start`."""
+        if self._net is None:
+            raise RuntimeError("start() the device first")
+        self._net.keep(address)
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers connected now."""
+        return [] if self._net is None else self._net.peers()
+
+    async def sync_with(self, host: str, port: int, *, timeout: float = 60.0) -> SyncResult:
+        """Connect to ``host:port``, sync every group both hold until both are up to date,
+        and disconnect. :class:`PeerUnreachable`, :class:`HandshakeError` or a
+        :class:`~microsync.errors.ProtocolError` if that fails."""
+        device = self._device()
+        net = self._net if self._net is not None else _Runtime(device, None)
+        connection = await net.dial(host, port, timeout=timeout)
+        try:
+            done = asyncio.ensure_future(connection.synced.wait())
+            ended = asyncio.ensure_future(connection.closed.wait())
+            await asyncio.wait({done, ended}, timeout=timeout, return_when="FIRST_COMPLETED")
+            for waiter in (done, ended):
+                waiter.cancel()
+            clean = connection.closed.is_set() and connection.error is None
+            if not connection.synced.is_set() and not clean:
+                error = connection.error
+                if isinstance(error, MicrosyncError):
+                    raise error
+                raise PeerUnreachable(f"{host}:{port} did not finish syncing in time")
+            stats = connection.session.stats
+            return SyncResult(
+                peer=connection.peer.device,
+                groups=tuple(connection.session.groups),
+                entries_received=stats.entries_accepted,
+                entries_sent=stats.entries_sent,
+            )
+        finally:
+            await connection.close()
+
+    async def join(self, link_or_code: str, *, at: str | None = None) -> Group:
+        """Redeem an invite over the network and sync the group: a link carries the
+        inviter's addresses; a short code needs ``at="host:port"``. Raises an
+        :class:`~microsync.errors.InviteError` for a bad, used, expired or revoked invite, or
+        :class:`PeerUnreachable`."""
+        device = self._device()
+        guest = device.join_guest(link_or_code)
+        addresses = _invite_addresses(link_or_code, at)
+        secure, address = await _dial_any(addresses, device._identity, Purpose.INVITE)
+        try:
+            response = await _run_guest(secure, guest)
+        finally:
+            await secure.close()
+        group = await device.finish_join(response)
+        host, port = split_address(address)
+        with contextlib.suppress(MicrosyncError):
+            await self.sync_with(host, port, timeout=30)
+        return group
+
+    # ------------------------------------------------------------------ hooks
+
+    def _device(self) -> Device:
+        from microsync.node import Device
+
+        assert isinstance(self, Device)
+        return self
+
+    def _changed(self, group: GroupId) -> None:
+        """This device wrote or received entries of ``group``: push them to live peers."""
+        if self._net is not None:
+            self._net.changed(group)
+
+    def _announced(self, group: GroupId, sealed: bytes, source: DeviceId | None = None) -> None:
+        if self._net is not None:
+            self._net.gossip(group, sealed, source)
+
+
+async def _dial_any(
+    addresses: list[str], identity: LocalIdentity, purpose: Purpose
+) -> tuple[SecureStream, str]:
+    errors = []
+    for address in addresses:
+        try:
+            host, port = split_address(address)
+            stream = await open_tcp(host, port, timeout=10)
+        except (OSError, TimeoutError, ValueError) as exc:
+            errors.append(f"{address}: {type(exc).__name__}")
+            continue
+        secure = await handshake(stream, identity, initiator=True, purpose=purpose, rng=system_rng)
+        return secure, address
+    raise PeerUnreachable("could not reach " + ("; ".join(errors) or "any address"))
+
+
+def _invite_addresses(link_or_code: str, at: str | None) -> list[str]:
+    if at is not None:
+        return [at]
+    if link_or_code.startswith("microsync:"):
+        from microsync.group.invite import parse_link
+
+        addresses = list(parse_link(link_or_code).addresses)
+        if addresses:
+            return addresses
+    raise ValueError("a short code (or a relay-only link) needs at='host:port'")
+
+
+async def _run_guest(secure: SecureStream, guest: object) -> bytes:
+    from microsync.group.invite import PairingGuest
+
+    assert isinstance(guest, PairingGuest)
+    message: bytes | None = guest.start()
+    while message is not None:
+        await secure.send(message)
+        reply = await asyncio.wait_for(secure.receive(), 30)
+        if reply is None:
+            raise InviteError("the inviter closed the connection")
+        message = guest.receive(reply)
+    return guest.response
+
+
+class _Runtime:
+    """The running network side of one device."""
+
+    def __init__(self, device: Device, options: SyncOptions | None) -> None:
+        self.device = device
+        self.options = options
+        self.port: int | None = None
+        self._server: asyncio.Server | None = None
+        self._connections: set[SyncConnection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._kept: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+        self._discovery: object | None = None
+        self._due: set[GroupId] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, *, lan: bool, port: int | None, relay: str | None, bind: str | None):  # type: ignore[no-untyped-def]
+        if port is not None:
+            address = bind if bind is not None else ("0.0.0.0" if lan else "127.0.0.1")
+            self._server = await asyncio.start_server(self._accept, address, port)
+            self.port = self._server.sockets[0].getsockname()[1]
+        self._spawn(self._heartbeat(), "presence")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in list(self._kept.values()):
+            task.cancel()
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self._connections):
+            await connection.close()
+        for task in list(self._tasks) + list(self._kept.values()):
+            task.cancel()
+        for task in list(self._tasks) + list(self._kept.values()):
+            with contextlib.suppress(BaseException):
+                await task
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ connections
+
+    def _host(self) -> object:
+        from microsync.node.host import DeviceHost
+
+        return DeviceHost(self.device, on_received=self._received, on_ephemeral=self._relay_on)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stream = TcpStream(reader, writer)
+        if self._stopping:
+            await stream.close()
+            return
+        self._spawn(self._serve(stream), f"serve {stream.peer}")
+
+    async def _serve(self, stream: Stream) -> None:
+        try:
+            secure = await handshake(
+                stream,
+                self.device._identity,
+                initiator=False,
+                accept_purposes=(Purpose.SYNC, Purpose.INVITE),
+                rng=system_rng,
+            )
+        except HandshakeError as exc:
+            log.info("handshake with %s failed: %s", stream.peer, exc)
+            return
+        if secure.purpose is Purpose.INVITE:
+            await self._serve_invite(secure)
+            return
+        connection = self._open(secure, initiator=False)
+        await connection.wait()
+
+    async def _serve_invite(self, secure: SecureStream) -> None:
+        host = self.device.invite_host().session()
+        try:
+            while True:
+                record = await asyncio.wait_for(secure.receive(), 30)
+                if record is None:
+                    return
+                try:
+                    reply = host.receive(record, now=_now())
+                except (InviteError, MicrosyncError):
+                    if host.abort_message is not None:
+                        await secure.send(host.abort_message)
+                    return
+                await secure.send(reply)
+                for group in self.device.groups():
+                    self.changed(group.id)
+        except (MicrosyncError, ConnectionError, OSError, TimeoutError):
+            return
+        finally:
+            await secure.close()
+
+    def _open(self, secure: SecureStream, *, initiator: bool) -> SyncConnection:
+        from microsync.node.host import DeviceHost
+
+        host = self._host()
+        assert isinstance(host, DeviceHost)
+        connection = SyncConnection(
+            secure,
+            host,
+            our_device=self.device.id,
+            initiator=initiator,
+            rng=system_rng,
+            options=self.options,
+            on_synced=self._synced,
+        )
+        self._connections.add(connection)
+        task = connection.start()
+        task.add_done_callback(lambda _: self._connections.discard(connection))
+        return connection
+
+    async def dial(self, host: str, port: int, *, timeout: float = 10.0) -> SyncConnection:
+        try:
+            stream = await open_tcp(host, port, timeout=min(timeout, 10.0))
+        except (OSError, TimeoutError) as exc:
+            raise PeerUnreachable(f"cannot reach {host}:{port} ({type(exc).__name__})") from None
+        secure = await handshake(stream, self.device._identity, initiator=True, rng=system_rng)
+        return self._open(secure, initiator=True)
+
+    def keep(self, address: str) -> None:
+        """Keep a connection to ``address`` up, reconnecting with backoff."""
+        if address in self._kept or self._stopping:
+            return
+        task = asyncio.ensure_future(self._keep(address))
+        task.set_name(f"keep {address}")
+        self._kept[address] = task
+
+    async def _keep(self, address: str) -> None:
+        host, port = split_address(address)
+        delay = BACKOFF_START
+        while not self._stopping:
+            try:
+                connection = await self.dial(host, port)
+                delay = BACKOFF_START
+                await connection.wait()
+            except (MicrosyncError, OSError) as exc:
+                log.info("connection to %s: %s", address, exc)
+            if self._stopping:
+                return
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def peers(self) -> list[PeerInfo]:
+        found = []
+        for c in self._connections:
+            if c.session.closed:
+                continue
+            cert = c.peer
+            found.append(
+                PeerInfo(
+                    device_id=cert.device,
+                    person_id=cert.person,
+                    name=cert.device_name,
+                    address=c.peer_address,
+                    synced=c.synced.is_set(),
+                    groups=tuple(c.session.groups),
+                )
+            )
+        return sorted(found, key=lambda p: (p.name, p.device_id))
+
+    # ------------------------------------------------------------------ live updates
+
+    def changed(self, group: GroupId) -> None:
+        """Push new entries of ``group`` to every connection, once the writing code (always
+        synchronous, inside one transaction) has finished and committed."""
+        if group in self._due:
+            return
+        self._due.add(group)
+        asyncio.get_running_loop().call_soon(self._push, group)
+
+    def _push(self, group: GroupId) -> None:
+        self._due.discard(group)
+        for connection in list(self._connections):
+            connection.notify(group)
+
+    def _received(self, group: GroupId, accepted: int) -> None:
+        self.changed(group)
+
+    def _synced(self, connection: SyncConnection) -> None:
+        for group in connection.session.groups:
+            with contextlib.suppress(KeyError, MicrosyncError):
+                for sealed in self.device.group(group).announcements():
+                    connection.send_ephemeral(group, sealed)
+
+    def gossip(self, group: GroupId, sealed: bytes, source: DeviceId | None) -> None:
+        for connection in list(self._connections):
+            if connection.peer.device != source and group in connection.session.groups:
+                connection.send_ephemeral(group, sealed)
+
+    def _relay_on(self, group: GroupId, peer: DeviceId, data: bytes) -> None:
+        self.gossip(group, data, peer)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            for group in list(self.device.groups()):
+                if group.is_member():
+                    with contextlib.suppress(MicrosyncError):
+                        await group.announce_presence("online")
+            await asyncio.sleep(PRESENCE_EVERY)
+
+
+def _now() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000

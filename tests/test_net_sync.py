@@ -1,0 +1,125 @@
+"""Devices syncing over real TCP on 127.0.0.1: one-shot sync, live push, invites redeemed over
+the wire, and peers that are absent, foreign or hostile."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+import microsync
+from microsync.errors import InviteError, PeerUnreachable
+from tests.test_app_group import family_of
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def opened(stack: AsyncExitStack, path: Path, name: str) -> microsync.Device:
+    return await stack.enter_async_context(await microsync.Device.open(path, name=name))
+
+
+async def test_one_shot_sync_over_tcp(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        await alice._device.start(lan=False, port=0)
+        for i in range(30):
+            await alice.post(f"post {i}")
+        port = alice._device.port
+        assert port
+        result = await bob._device.sync_with("127.0.0.1", port)
+        assert result.groups == (alice.id,) and result.entries_received >= 30
+        assert [p.text for p in bob.feed()][:3] == ["post 29", "post 28", "post 27"]
+        again = await bob._device.sync_with("127.0.0.1", port)
+        assert again.entries_received == 0 and again.entries_sent == 0
+
+
+async def test_live_push_both_ways_and_presence(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        await alice._device.start(lan=False, port=0)
+        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice._device.port}",))
+        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        [peer] = bob._device.peers()
+        assert peer.device_id == alice._device.id and peer.name == "Alice"
+        post = await alice.post("live from Oxford")
+        await eventually(lambda: any(p.id == post.id for p in bob.feed()))
+        await bob.react(post.id, "❤️")
+        await eventually(lambda: bool(alice.post_by_id(post.id).reactions))
+        await alice.share_location(51.752, -1.2577, precision="city")
+        await eventually(lambda: alice._person() in bob.locations())
+        await eventually(lambda: bob.presence()[alice._person()].online)
+
+
+async def test_join_by_link_and_by_code_over_tcp(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice = await opened(stack, tmp_path / "alice", "Alice")
+        bob = await opened(stack, tmp_path / "bob", "Bob")
+        carol = await opened(stack, tmp_path / "carol", "Carol")
+        await alice.start(lan=False, port=0)
+        family = await alice.create_group("Family")
+        await family.post("welcome, everyone")
+        invite = await family.invite(ttl=600)
+        assert f"127.0.0.1:{alice.port}" in invite.link
+        group = await bob.join(invite.link)
+        assert group.id == family.id and group.is_member()
+        assert [p.text for p in group.feed()] == ["welcome, everyone"]
+        with pytest.raises(InviteError):
+            await carol.join(invite.link)  # single use
+        second = await family.invite(ttl=600)
+        group = await carol.join(second.code, at=f"127.0.0.1:{alice.port}")
+        assert {m.name for m in group.members()} == {"Alice", "Bob", "Carol"}
+
+
+async def test_absent_foreign_and_hostile_peers(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        outsider = await opened(stack, tmp_path / "eve", "Eve")
+        await outsider.create_group("Eve's own")
+        await alice._device.start(lan=False, port=0)
+        port = alice._device.port
+        assert port
+        # nobody listening
+        probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        free = probe.sockets[0].getsockname()[1]
+        probe.close()
+        await probe.wait_closed()
+        with pytest.raises(PeerUnreachable):
+            await bob._device.sync_with("127.0.0.1", free)
+        # a device of no shared group completes the handshake and learns nothing
+        result = await outsider.sync_with("127.0.0.1", port)
+        assert result.groups == () and result.entries_received == 0
+        assert [g.name for g in outsider.groups()] == ["Eve's own"]
+        # garbage and a hang-up mid-handshake: alice keeps serving
+        for junk in (b"GET / HTTP/1.1\r\n\r\n", b"\x00\x05MSYN", b""):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(junk)
+            await writer.drain()
+            writer.close()
+        await alice.post("still here")
+        result = await bob._device.sync_with("127.0.0.1", port)
+        assert result.entries_received >= 1
+        assert bob.feed()[0].text == "still here"
+
+
+async def test_stop_closes_everything(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        await alice._device.start(lan=False, port=0)
+        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice._device.port}",))
+        await eventually(lambda: bool(alice._device.peers()))
+        before = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        assert before
+        await bob._device.stop()
+        await alice._device.stop()
+        await asyncio.sleep(0.05)
+        left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        assert left == [], left
