@@ -41,6 +41,7 @@ KEY_WRAP_TAG = Label(b"microsync/v1/key-wrap-tag")
 KEY_BUNDLE = Label(b"microsync/v1/key-bundle")
 DISCOVERY_TAG = Label(b"microsync/v1/discovery-tag")
 RENDEZVOUS_ID = Label(b"microsync/v1/rendezvous-id")
+DISCOVERY_BLIND = Label(b"microsync/v1/discovery-blind")  # per-announcement blinding of a tag
 
 # Ephemeral announcements (presence, location: microsync.app.ephemeral)
 ANNOUNCEMENT_KEY = Label(b"microsync/v1/announcement-key")

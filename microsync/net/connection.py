@@ -156,8 +156,13 @@ class SyncConnection:
         self.closed = asyncio.Event()
         self.error: BaseException | None = None
         self._on_synced = on_synced
+        self._initiator = initiator
         self._outbox: asyncio.Queue[list[bytes]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+
+    def initiator_device(self, ours: DeviceId) -> DeviceId:
+        """The device that dialled this connection."""
+        return ours if self._initiator else self.secure.peer_device
 
     @property
     def peer(self) -> DeviceCertificate:

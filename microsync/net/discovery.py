@@ -46,8 +46,7 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from microsync.crypto import Rng, labelled_hash, system_rng
-from microsync.crypto.labels import Label
+from microsync.crypto import Rng, labelled_hash, labels, system_rng
 
 __all__ = [
     "DISCOVERY_BLIND",
@@ -71,8 +70,7 @@ RESOLVE_TIMEOUT_MS = 3000
 DEBOUNCE_SECONDS = 30.0
 TICK_SECONDS = 1.0  # the rotation task looks at the clock at least this often
 
-# TODO(labels): move to microsync/crypto/labels.py as DISCOVERY_BLIND (net may not edit crypto).
-DISCOVERY_BLIND = Label(b"microsync/v1/discovery-blind")
+DISCOVERY_BLIND = labels.DISCOVERY_BLIND
 
 
 def blind(raw_tag: bytes, nonce: bytes) -> bytes:

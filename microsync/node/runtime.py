@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Coroutine
+import time
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -24,14 +25,19 @@ from microsync.errors import (
     PeerUnreachable,
 )
 from microsync.feed import GroupId
+from microsync.group.keys import discovery_tag, rendezvous_id
 from microsync.identity import DeviceId, LocalIdentity, PersonId
 from microsync.net.connection import SecureStream, SyncConnection, handshake
+from microsync.net.discovery import LanDiscovery
+from microsync.net.relay_client import RelayChannel, RelayClient
 from microsync.net.stream import Stream, TcpStream, open_tcp
 from microsync.protocol.handshake import Purpose
 from microsync.protocol.session import SyncOptions
 
 if TYPE_CHECKING:
     from microsync.node import Device, Group
+
+DEFAULT_PORT: Final = 7425
 
 __all__ = ["NetworkMixin", "PeerInfo", "SyncResult", "split_address"]
 
@@ -40,6 +46,9 @@ log = logging.getLogger("microsync.node")
 PRESENCE_EVERY: Final = 60.0
 BACKOFF_START: Final = 0.5
 BACKOFF_MAX: Final = 30.0
+RELAY_BUCKET_SECONDS: Final = 3600
+"""Rendezvous ids at the relay change every hour (and with every key rotation)."""
+RELAY_RECHECK: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,19 +104,22 @@ class NetworkMixin:
         *,
         bind: str | None = None,
         peers: tuple[str, ...] = (),
+        interfaces: Sequence[str] | None = None,
         options: SyncOptions | None = None,
     ) -> None:
         """Go online: listen on ``port`` (0: any free port; ``None``: no listener), discover
         group members on the LAN (``lan``), keep live sync with every peer found or listed in
         ``peers`` (``"host:port"``), and announce presence. ``bind`` is the listening address
-        (default: all interfaces with ``lan``, else 127.0.0.1). Stop with :meth:`stop`."""
+        (default: all interfaces with ``lan``, else 127.0.0.1); ``interfaces`` limits LAN
+        discovery to those addresses. With ``lan`` and ``port=0`` the well-known port 7425 is
+        used when free. Stop with :meth:`stop`."""
         if self._net is not None:
             raise RuntimeError("this device is already started")
         device = self._device()
         net = _Runtime(device, options)
         self._net = net
         try:
-            await net.start(lan=lan, port=port, relay=relay, bind=bind)
+            await net.start(lan=lan, port=port, relay=relay, bind=bind, interfaces=interfaces)
             for address in peers:
                 net.keep(address)
         except BaseException:
@@ -252,20 +264,151 @@ class _Runtime:
         self._tasks: set[asyncio.Task[None]] = set()
         self._kept: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
-        self._discovery: object | None = None
+        self._discovery: LanDiscovery | None = None
+        self._dialing: set[str] = set()
         self._due: set[GroupId] = set()
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, *, lan: bool, port: int | None, relay: str | None, bind: str | None):  # type: ignore[no-untyped-def]
+    async def start(
+        self,
+        *,
+        lan: bool,
+        port: int | None,
+        relay: str | None,
+        bind: str | None,
+        interfaces: Sequence[str] | None = None,
+    ) -> None:
         if port is not None:
             address = bind if bind is not None else ("0.0.0.0" if lan else "127.0.0.1")
-            self._server = await asyncio.start_server(self._accept, address, port)
+            if lan and port == 0:
+                # on a LAN, one well-known port: a random one would be unique to this device
+                # and link its announcements across time buckets (docs/discovery.md)
+                with contextlib.suppress(OSError):
+                    self._server = await asyncio.start_server(self._accept, address, DEFAULT_PORT)
+            if self._server is None:
+                self._server = await asyncio.start_server(self._accept, address, port)
             self.port = self._server.sockets[0].getsockname()[1]
+        if lan and self.port is not None:
+            self._discovery = LanDiscovery(
+                port=self.port,
+                tags=self._announce_tags,
+                match_tags=self._match_tags,
+                on_peer=self._found,
+                interfaces=interfaces,
+            )
+            await self._discovery.start()
+        if relay is not None:
+            self._spawn(self._relay(relay), f"relay {relay}")
         self._spawn(self._heartbeat(), "presence")
+
+    # ------------------------------------------------------------------ relay
+
+    def _rendezvous_ids(self, bucket: int) -> set[bytes]:
+        """One id per group: derived from its current epoch key and the time bucket, so it
+        changes with every rotation and every bucket, and only members can compute it."""
+        found = set()
+        for group in self.device.groups():
+            key = group._replica.current_epoch_key()
+            if key is not None:
+                found.add(rendezvous_id(key, bucket))
+        return found
+
+    async def _relay(self, url: str) -> None:
+        """Stay connected to the relay (backoff on failure); meet members under the current
+        rendezvous ids; reconnect when they rotate, so the relay cannot link a connection
+        across buckets."""
+        delay = BACKOFF_START
+        while not self._stopping:
+            bucket = int(time.time()) // RELAY_BUCKET_SECONDS
+            try:
+                async with RelayClient(url) as client:
+                    delay = BACKOFF_START
+                    joined = self._rendezvous_ids(bucket)
+                    for rid in sorted(joined):
+                        await client.join(rid)
+                    accepting = asyncio.ensure_future(self._relay_accept(client))
+                    try:
+                        while not self._stopping and not accepting.done():
+                            await asyncio.wait({accepting}, timeout=RELAY_RECHECK)
+                            now_bucket = int(time.time()) // RELAY_BUCKET_SECONDS
+                            if now_bucket != bucket:
+                                break  # a new bucket: reconnect with the new ids
+                            fresh = self._rendezvous_ids(bucket) - joined
+                            for rid in sorted(fresh):  # a rotation: meet under the new id too
+                                await client.join(rid)
+                            joined |= fresh
+                    finally:
+                        accepting.cancel()
+                        with contextlib.suppress(BaseException):
+                            await accepting
+                    continue
+            except (OSError, ConnectionError, MicrosyncError, TimeoutError) as exc:
+                log.info("relay %s: %s", url, exc)
+            if self._stopping:
+                return
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _relay_accept(self, client: RelayClient) -> None:
+        while True:
+            channel = await client.accept()
+            self._spawn(self._relay_session(channel), "relay channel")
+
+    async def _relay_session(self, channel: RelayChannel) -> None:
+        try:
+            secure = await handshake(
+                channel,
+                self.device._identity,
+                initiator=channel.initiator,
+                rng=system_rng,
+            )
+        except HandshakeError as exc:
+            log.info("handshake through the relay failed: %s", exc)
+            return
+        connection = self._open(secure, initiator=channel.initiator)
+        await connection.wait()
+
+    def _announce_tags(self, bucket: int) -> list[bytes]:
+        """The discovery tags to publish: the current epoch of each group."""
+        tags = []
+        for group in self.device.groups():
+            key = group._replica.current_epoch_key()
+            if key is not None:
+                tags.append(discovery_tag(key, bucket))
+        return tags
+
+    def _match_tags(self, bucket: int) -> list[bytes]:
+        """The tags to look for: the latest two epochs of each group (a member one rotation
+        behind is still found, and then catches up)."""
+        tags = []
+        for group in self.device.groups():
+            latest = sorted(group._replica.epoch_keys().items(), reverse=True)[:2]
+            tags += [discovery_tag(key, bucket) for _, key in latest]
+        return tags
+
+    def _found(self, host: str, port: int) -> None:
+        """Discovery saw a member's device: connect unless already connected there."""
+        address = f"{host}:{port}"
+        if self._stopping or address in self._dialing:
+            return
+        if any(c.peer_address == address for c in self._connections):
+            return
+        self._dialing.add(address)
+        self._spawn(self._dial_found(address, host, port), f"dial {address}")
+
+    async def _dial_found(self, address: str, host: str, port: int) -> None:
+        try:
+            await self.dial(host, port)
+        except (MicrosyncError, OSError) as exc:
+            log.info("could not sync with %s found on the LAN: %s", address, exc)
+        finally:
+            self._dialing.discard(address)
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._discovery is not None:
+            await self._discovery.stop()
         for task in list(self._kept.values()):
             task.cancel()
         if self._server is not None:
@@ -355,10 +498,25 @@ class _Runtime:
             options=self.options,
             on_synced=self._synced,
         )
+        self._drop_duplicate(connection)
         self._connections.add(connection)
         task = connection.start()
         task.add_done_callback(lambda _: self._connections.discard(connection))
         return connection
+
+    def _drop_duplicate(self, new: SyncConnection) -> None:
+        """Two devices that found each other both dial: keep one connection per pair, the one
+        whose initiator has the smaller device id (both sides decide alike)."""
+        me, peer = self.device.id, new.peer.device
+        for old in list(self._connections):
+            if old.peer.device != peer or old.session.closed:
+                continue
+            keep_new = (new.initiator_device(me) == min(me, peer)) and (
+                old.initiator_device(me) != min(me, peer)
+            )
+            if keep_new:
+                self._spawn(old.close(), "close duplicate")
+            return
 
     async def dial(self, host: str, port: int, *, timeout: float = 10.0) -> SyncConnection:
         try:
@@ -451,6 +609,4 @@ class _Runtime:
 
 
 def _now() -> int:
-    import time
-
     return time.time_ns() // 1_000_000
