@@ -49,6 +49,14 @@ def test_restored_document_keeps_editing_with_fresh_ids() -> None:
     assert doc.text("note").value == "world!"
 
 
+def test_a_clock_floor_numbers_new_operations_above_it() -> None:
+    doc = Document(b"A", clock=1_000)
+    assert doc.counter("c").add(1).id.counter == 1_001
+    again = Document.from_snapshot(doc.snapshot_bytes(), b"A", clock=5_000)
+    assert again.counter("c").add(1).id.counter == 5_001
+    assert Document.from_snapshot(doc.snapshot_bytes(), b"A").clock == 1_001
+
+
 def test_an_empty_document_has_a_snapshot_too() -> None:
     data = Document(b"A").snapshot_bytes()
     assert Document.from_snapshot(data, b"A").to_value() == {}

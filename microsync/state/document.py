@@ -69,11 +69,13 @@ Elements = list[OpId]
 class Document:
     """The replicated state of one named document, written by the device ``actor``."""
 
-    def __init__(self, actor: bytes) -> None:
+    def __init__(self, actor: bytes, *, clock: int = 0) -> None:
+        """``actor`` identifies this writer in the group (a device id). ``clock``, if given, is
+        a counter this actor may already have used: new operations are numbered above it."""
         if not 0 < len(actor) <= MAX_ACTOR:
             raise ValueError(f"actor must be 1 to {MAX_ACTOR} bytes")
         self.actor = actor
-        self.clock = 0  # the greatest counter seen (Lamport)
+        self.clock = clock  # the greatest counter seen (Lamport)
         self.versions: dict[bytes, int] = {}  # actor -> last counter applied
         self.hlc = HLC(actor)
         self.registers = Registers()
@@ -106,11 +108,12 @@ class Document:
         return encode_snapshot(self)
 
     @classmethod
-    def from_snapshot(cls, data: bytes, actor: bytes) -> Document:
-        """A document for ``actor`` holding the state ``data`` encodes."""
+    def from_snapshot(cls, data: bytes, actor: bytes, *, clock: int = 0) -> Document:
+        """A document for ``actor`` holding the state ``data`` encodes (``clock`` as in the
+        constructor; new operations are numbered above it and above the snapshot)."""
         from microsync.state.snapshot import decode_snapshot
 
-        return decode_snapshot(data, cls(actor))
+        return decode_snapshot(data, cls(actor, clock=clock))
 
     # ------------------------------------------------------------------ local edits
 
