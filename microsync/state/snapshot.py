@@ -179,7 +179,7 @@ def _versions(doc: Document, versions: Value) -> list[bytes]:
         a = _actor(actor)
         doc.versions[a] = _counter(last)
         actors.append(a)
-    doc.clock = max(doc.clock, *doc.versions.values())
+    doc.clock = max([doc.clock, *doc.versions.values()])
     return actors
 
 
