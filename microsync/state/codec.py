@@ -25,7 +25,7 @@ out-of-range input raises :class:`~microsync.errors.DecodeError`; an unknown ver
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Final, assert_never
 
 from microsync import encoding
 from microsync.encoding import Value, expect_bytes, expect_int, expect_list, expect_str
@@ -128,6 +128,8 @@ def _fields(op: Op) -> list[Value]:
             return [9, _ranges(op.ranges)]
         case ListMove():
             return [10, _origin(op.origin), _id(op.element)]
+        case _:
+            assert_never(op)
 
 
 def encode_op(op: Op) -> bytes:

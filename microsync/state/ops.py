@@ -183,6 +183,8 @@ class RegisterChanged:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CounterChanged:
+    """Counter ``key`` now has ``value``."""
+
     key: str
     value: int
 
@@ -198,6 +200,8 @@ class SetChanged:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TextInserted:
+    """``text`` was inserted at character ``index`` of text ``key``."""
+
     key: str
     index: int
     text: str
@@ -205,6 +209,8 @@ class TextInserted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TextDeleted:
+    """``length`` characters were deleted from ``index`` of text ``key``."""
+
     key: str
     index: int
     length: int
@@ -212,6 +218,8 @@ class TextDeleted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListInserted:
+    """``values`` were inserted at ``index`` of list ``key``."""
+
     key: str
     index: int
     values: tuple[Value, ...]
@@ -219,6 +227,8 @@ class ListInserted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ListDeleted:
+    """``count`` values were deleted from ``index`` of list ``key``."""
+
     key: str
     index: int
     count: int
