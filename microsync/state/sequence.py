@@ -286,11 +286,14 @@ class Sequence:
     def hide(self, counter: int, actor: bytes, length: int) -> list[tuple[int, int]]:
         """Hide elements ``counter .. counter + length - 1`` of ``actor``. Return the visible
         ``(index, count)`` removals in the order they happened (already hidden: nothing)."""
-        self.check(counter, actor, length)  # all or nothing
+        run, off = self.find(OpId(counter, actor))
+        if run.length - off < length:
+            self.check(counter, actor, length)  # all or nothing
         removed: list[tuple[int, int]] = []
         c, end = counter, counter + length
         while c < end:
-            run, off = self.find(OpId(c, actor))
+            if c != counter:
+                run, off = self.find(OpId(c, actor))
             take = min(run.length - off, end - c)
             if run.visible:
                 block = run.block
@@ -306,14 +309,6 @@ class Sequence:
                     self._split_block(bi)
             c += take
         return removed
-
-    def set_visible(self, run: Run, visible: bool) -> int:
-        """Show or hide a one-element run (a list slot); return its visible index."""
-        pos = self.position(run)
-        if run.visible != visible:
-            run.visible = visible
-            self._grow(self._block_index(run.block), 1 if visible else -1)
-        return pos
 
     # ------------------------------------------------------------------ restoring
 
@@ -408,11 +403,17 @@ class Sequence:
             return False
         if not left.visible:
             return False
-        nbi, nii = self._skip_greater(bi, ii + 1, counter, actor)
-        return (nbi, nii) == (bi, ii + 1) or (nii == 0 and nbi == bi + 1 and self._at_end(bi, ii))
-
-    def _at_end(self, bi: int, ii: int) -> bool:
-        return ii + 1 == len(self.blocks[bi].runs)
+        runs = self.blocks[bi].runs
+        if ii + 1 < len(runs):
+            nxt = runs[ii + 1]
+        else:
+            blocks, b = self.blocks, bi + 1
+            while b < len(blocks) and not blocks[b].runs:
+                b += 1
+            if b == len(blocks):
+                return True
+            nxt = blocks[b].runs[0]
+        return nxt.counter < counter or (nxt.counter == counter and nxt.actor < actor)
 
     def _skip_greater(self, bi: int, ii: int, counter: int, actor: bytes) -> tuple[int, int]:
         """From run ``ii`` of block ``bi``, skip the runs whose first id is greater than
