@@ -18,9 +18,11 @@ from typing import Any
 from rich.console import Console
 
 import microsync
+from microsync.cli import network, social
+from microsync.cli.demo import cmd_demo
 from microsync.crypto import fingerprint
-from microsync.errors import MicrosyncError, ProfileNotFound
-from microsync.node import Device, Group
+from microsync.errors import InviteError, MicrosyncError, ProfileNotFound
+from microsync.node import Device
 from microsync.storage.sqlite import DATABASE_NAME
 
 __all__ = ["main"]
@@ -121,23 +123,9 @@ async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def _find_group(device: Device, name_or_id: str | None) -> Group:
-    groups = device.groups()
-    if name_or_id is None:
-        if len(groups) != 1:
-            raise MicrosyncError(f"name the group (this profile holds {len(groups)} groups)")
-        return groups[0]
-    found = [g for g in groups if g.name == name_or_id or g.id.hex().startswith(name_or_id)]
-    if len(found) != 1:
-        raise MicrosyncError(
-            f"no group matches {name_or_id!r}" if not found else f"{name_or_id!r} is ambiguous"
-        )
-    return found[0]
-
-
 async def cmd_members(args: argparse.Namespace, out: Console) -> int:
     async with await Device.open(args.home) as device:
-        group = _find_group(device, args.group)
+        group = social.find_group(device, args.group)
         members = group.members()
         if args.json:
             out.print_json(
@@ -161,7 +149,7 @@ async def cmd_members(args: argparse.Namespace, out: Console) -> int:
 
 async def cmd_rotate(args: argparse.Namespace, out: Console) -> int:
     async with await Device.open(args.home) as device:
-        group = _find_group(device, args.group)
+        group = social.find_group(device, args.group)
         await group.rotate_keys()
         out.print(f"{group.name}: new epoch {group.epoch}")
     return 0
@@ -181,6 +169,20 @@ COMMANDS: dict[str, Command] = {
     "groups": cmd_groups,
     "members": cmd_members,
     "rotate": cmd_rotate,
+    "invite": social.cmd_invite,
+    "join": social.cmd_join,
+    "post": social.cmd_post,
+    "reply": social.cmd_reply,
+    "react": social.cmd_react,
+    "feed": social.cmd_feed,
+    "remove": social.cmd_remove,
+    "location set": social.cmd_location_set,
+    "location show": social.cmd_location_show,
+    "location stop": social.cmd_location_stop,
+    "serve": network.cmd_serve,
+    "sync": network.cmd_sync,
+    "relay": network.cmd_relay,
+    "demo": cmd_demo,
 }
 
 
@@ -224,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     members.add_argument("--json", action="store_true", help="machine-readable output")
     rotate = sub.add_parser("rotate", help="start a new key epoch in a group now")
     rotate.add_argument("group", nargs="?", help="group name or id prefix")
+    social.add_parsers(sub)
+    network.add_parsers(sub)
+    sub.add_parser("demo", help="three devices on this machine form a family group and sync")
     return parser
 
 
@@ -236,16 +241,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = args.command
         if command == "group":
             command = f"group {args.group_command}"
+        elif command == "location":
+            command = f"location {args.location_command}"
         return asyncio.run(COMMANDS[command](args, out))
     except ProfileNotFound:
         _error(
             f"no profile at {args.home}; "
             f"create one with: microsync --home {args.home} init --name NAME"
         )
+    except InviteError as error:
+        message = str(error)
+        _error(message if "invite" in message else f"bad invite: {message}")
     except MicrosyncError as error:
         _error(str(error))
     except ValueError as error:
         _error(str(error))
+    except OSError as error:
+        _error(f"{error.strerror or error}")
     except KeyboardInterrupt:
         return 130
     return 1

@@ -43,6 +43,10 @@ DISCOVERY_TAG = Label(b"microsync/v1/discovery-tag")
 RENDEZVOUS_ID = Label(b"microsync/v1/rendezvous-id")
 DISCOVERY_BLIND = Label(b"microsync/v1/discovery-blind")  # per-announcement blinding of a tag
 
+# Sync sessions (microsync.protocol.session)
+SYNC_GROUP_TAG = Label(b"microsync/v1/sync-group-tag")
+SYNC_FRONTIER_DIGEST = Label(b"microsync/v1/sync-frontier-digest")
+
 # Ephemeral announcements (presence, location: microsync.app.ephemeral)
 ANNOUNCEMENT_KEY = Label(b"microsync/v1/announcement-key")
 

@@ -582,6 +582,19 @@ _REASON_ERRORS: Final[dict[AbortReason, type[InviteError]]] = {
 }
 
 
+_REASON_TEXT: Final[dict[AbortReason, str]] = {
+    AbortReason.UNKNOWN: "it does not know this invite",
+    AbortReason.EXPIRED: "it has expired",
+    AbortReason.CONSUMED: "it was already used (invites are single-use)",
+    AbortReason.REVOKED: "it was revoked",
+    AbortReason.BURNED: "a wrong code was tried, which burned it",
+    AbortReason.WRONG_PURPOSE: "it is for something else (a group invite vs. a device link)",
+    AbortReason.WRONG_CODE: "wrong code (the code is now burned)",
+    AbortReason.REFUSED: "the group refused it",
+    AbortReason.PROTOCOL: "a protocol error",
+}
+
+
 def _reason_for(error: Exception) -> AbortReason:
     for reason, cls in _REASON_ERRORS.items():
         if type(error) is cls:
@@ -917,7 +930,7 @@ class PairingGuest:
             reason = AbortReason(expect_int(reason_field, "reason"))
         except ValueError:
             raise DecodeError("unknown abort reason") from None
-        raise _REASON_ERRORS[reason]("the host refused: " + reason.name.lower())
+        raise _REASON_ERRORS[reason]("the inviter refused the invite: " + _REASON_TEXT[reason])
 
     def _on_link_admit(self, fields: list[Value]) -> tuple[bytes | None, GuestState]:
         purpose_field, response_field = _fields(fields, Kind.LINK_ADMIT, 2)

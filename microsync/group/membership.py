@@ -271,7 +271,7 @@ class Resolution:
 
 # --------------------------------------------------------------------------- rules
 
-_ADMIN_KINDS = frozenset(
+ADMIN_KINDS = frozenset(
     {OpKind.ADD, OpKind.REMOVE, OpKind.SET_ROLE, OpKind.INVITE, OpKind.REVOKE_INVITE}
 )
 _EPOCH_KINDS = frozenset({OpKind.CREATE, OpKind.REMOVE, OpKind.REVOKE_DEVICE, OpKind.ROTATE})
@@ -318,7 +318,7 @@ def authorize(group: GroupId, rec: OpRecord, state: GroupState) -> Verdict:
     if author is None:
         return Verdict(False, None)
     member = state.members[author]
-    if op.kind in _ADMIN_KINDS and member.role is not Role.ADMIN:
+    if op.kind in ADMIN_KINDS and member.role is not Role.ADMIN:
         return Verdict(False, author)
     if not _kind_rule(rec, state, author):
         return Verdict(False, author)
@@ -542,7 +542,7 @@ def _voids(r: OpRecord, r_author: PersonId | None, j: OpRecord, j_author: Person
     if rk is OpKind.LEAVE:
         return r_author is not None and r_author == j_author
     if rk is OpKind.SET_ROLE:  # a demote
-        return (r.op.person == j_author and jo.kind in _ADMIN_KINDS) or (
+        return (r.op.person == j_author and jo.kind in ADMIN_KINDS) or (
             jo.kind is OpKind.SET_ROLE and jo.person == r.op.person
         )
     if rk is OpKind.REVOKE_INVITE:

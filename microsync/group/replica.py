@@ -37,6 +37,7 @@ from microsync.group.keys import (
     seal_bundle,
 )
 from microsync.group.membership import (
+    ADMIN_KINDS,
     DeviceInfo,
     GroupState,
     OpRecord,
@@ -616,7 +617,11 @@ class GroupReplica:
                 self._save_keys()
             self._absorb([(entry, body)])
             if entry.id not in self._resolution.effective:
-                raise NotAMember(f"this device may not {op.kind.name.lower()} in this group now")
+                verb = op.kind.name.lower().replace("_", " ")
+                mine = self.state.members.get(self.me.person)
+                if op.kind in ADMIN_KINDS and mine is not None and mine.role is not Role.ADMIN:
+                    raise NotAMember(f"only admins may {verb} (you are a {mine.role})")
+                raise NotAMember(f"this device may not {verb} in this group now")
         return entry
 
     def _require_member(self) -> PersonId:

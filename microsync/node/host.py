@@ -51,19 +51,21 @@ class DeviceHost:
     def sync_groups(self) -> list[GroupProof]:
         """Per group: the control keys of the latest epochs held, then the ids of the latest
         adds whose devices have not written yet (a joiner with no key yet proves itself with
-        the id of the add that admitted it, from its Welcome)."""
+        the id of the add that admitted it, from its Welcome); every older control key is
+        held back, to recognise a peer that is further behind."""
         proofs = []
         welcomes = self.device._welcomes()
         for group in self.device.groups():
             replica = group._replica
-            latest = sorted(replica.epoch_keys().items(), reverse=True)[:PROOF_EPOCHS]
-            keys = [key.control.secret_bytes() for _, key in latest]
+            held = [k.control.secret_bytes() for _, k in sorted(replica.epoch_keys().items())]
+            keys = held[::-1][:PROOF_EPOCHS]
             if keys:
                 keys += self._fresh_adds(replica)
             elif group.id in welcomes:
                 keys = [welcomes[group.id]]
+            older = tuple(held[::-1][PROOF_EPOCHS:])
             if keys:
-                proofs.append(GroupProof(group=group.id, keys=tuple(keys)))
+                proofs.append(GroupProof(group=group.id, keys=tuple(keys), older=older))
         return proofs
 
     def _fresh_adds(self, replica: GroupReplica) -> list[bytes]:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,7 +32,7 @@ from microsync.net.discovery import LanDiscovery
 from microsync.net.relay_client import RelayChannel, RelayClient
 from microsync.net.stream import Stream, TcpStream, open_tcp
 from microsync.protocol.handshake import Purpose
-from microsync.protocol.session import SyncOptions
+from microsync.protocol.session import SessionStats, SyncOptions
 
 if TYPE_CHECKING:
     from microsync.node import Device, Group
@@ -144,9 +144,17 @@ class NetworkMixin:
         """The peers connected now."""
         return [] if self._net is None else self._net.peers()
 
-    async def sync_with(self, host: str, port: int, *, timeout: float = 60.0) -> SyncResult:
+    async def sync_with(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 60.0,
+        progress: Callable[[SessionStats], None] | None = None,
+    ) -> SyncResult:
         """Connect to ``host:port``, sync every group both hold until both are up to date,
-        and disconnect. :class:`PeerUnreachable`, :class:`HandshakeError` or a
+        and disconnect. ``progress(stats)`` is called about ten times a second meanwhile (entries
+        and bytes so far). :class:`PeerUnreachable`, :class:`HandshakeError` or a
         :class:`~microsync.errors.ProtocolError` if that fails."""
         device = self._device()
         net = self._net if self._net is not None else _Runtime(device, None)
@@ -154,7 +162,16 @@ class NetworkMixin:
         try:
             done = asyncio.ensure_future(connection.synced.wait())
             ended = asyncio.ensure_future(connection.closed.wait())
-            await asyncio.wait({done, ended}, timeout=timeout, return_when="FIRST_COMPLETED")
+            deadline = asyncio.get_running_loop().time() + timeout
+            while not (done.done() or ended.done()):
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                await asyncio.wait(
+                    {done, ended}, timeout=min(left, 0.1), return_when="FIRST_COMPLETED"
+                )
+                if progress is not None:
+                    progress(connection.session.stats)
             for waiter in (done, ended):
                 waiter.cancel()
             clean = connection.closed.is_set() and connection.error is None
@@ -501,7 +518,14 @@ class _Runtime:
         self._drop_duplicate(connection)
         self._connections.add(connection)
         task = connection.start()
-        task.add_done_callback(lambda _: self._connections.discard(connection))
+        peer = secure.peer.device_name
+        log.info("connected to %s at %s", peer, connection.peer_address)
+
+        def ended(_: object) -> None:
+            self._connections.discard(connection)
+            log.info("disconnected from %s", peer)
+
+        task.add_done_callback(ended)
         return connection
 
     def _drop_duplicate(self, new: SyncConnection) -> None:

@@ -36,8 +36,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol
 
 from microsync import encoding
-from microsync.crypto import derive_key, labelled_hash
-from microsync.crypto.labels import Label
+from microsync.crypto import derive_key, labelled_hash, labels
 from microsync.crypto.random import Rng
 from microsync.errors import (
     DecodeError,
@@ -94,9 +93,8 @@ __all__ = [
     "group_tag",
 ]
 
-# TODO(labels): move both into microsync/crypto/labels.py (owned elsewhere); values are final.
-SYNC_GROUP_TAG: Final = Label(b"microsync/v1/sync-group-tag")
-SYNC_FRONTIER_DIGEST: Final = Label(b"microsync/v1/sync-frontier-digest")
+SYNC_GROUP_TAG: Final = labels.SYNC_GROUP_TAG
+SYNC_FRONTIER_DIGEST: Final = labels.SYNC_FRONTIER_DIGEST
 
 MAX_ITEM_SIZE: Final = MAX_ENTRY_SIZE + SIGNATURE_SIZE + MAX_BODY_SIZE
 

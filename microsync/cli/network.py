@@ -1,0 +1,185 @@
+"""Command-line commands that go on the network: serve, sync, relay, peers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import datetime
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from microsync.app.api import Event
+from microsync.identity import DeviceId
+from microsync.node import DEFAULT_PORT, Device, Group
+from microsync.protocol.session import SessionStats
+
+__all__ = ["add_parsers", "cmd_relay", "cmd_serve", "cmd_sync"]
+
+
+def _stamp() -> str:
+    return datetime.now().strftime("%H:%M:%S")
+
+
+def describe(group: Group, event: Event) -> str:
+    """One line for a log of what happened in a group."""
+    who = "someone"
+    if event.person is not None:
+        names = {m.person_id: m.name for m in group.members()}
+        who = names.get(event.person, event.person.hex()[:8])
+    post = event.post
+    text = f": {post.text}" if post is not None and post.text else ""
+    what = {
+        "post": "posted",
+        "reply": "replied",
+        "edit": "edited a post",
+        "delete": "deleted a post",
+        "expire": "(a post expired)",
+        "reaction": "reacted",
+        "member_joined": "joined",
+        "member_left": "left",
+        "presence": "is online",
+        "location": "shared a location",
+        "doc": f"changed document {event.detail!r}",
+    }.get(event.kind, event.kind)
+    return f"[{group.name}] {who} {what}{text}"
+
+
+async def _log_events(group: Group, out: Console) -> None:
+    async for event in group.events():
+        if event.kind != "presence":
+            out.print(f"{_stamp()}  {describe(group, event)}", soft_wrap=True)
+
+
+async def _log_peers(device: Device, out: Console) -> None:
+    known: dict[DeviceId, bool] = {}
+    while True:
+        now = {p.device_id: p.synced for p in device.peers()}
+        for peer in device.peers():
+            if peer.synced and not known.get(peer.device_id, False):
+                out.print(f"{_stamp()}  in sync with {peer.name}")
+        known = now
+        await asyncio.sleep(0.2)
+
+
+class _ConsoleLog(logging.Handler):
+    """What the node and network layers log (connections, failures), as serve's log lines."""
+
+    def __init__(self, out: Console) -> None:
+        super().__init__(logging.INFO)
+        self._out = out
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._out.print(f"{_stamp()}  {record.getMessage()}", soft_wrap=True, markup=False)
+
+
+async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
+    handler = _ConsoleLog(out)
+    for name in ("microsync.node", "microsync.net"):
+        logging.getLogger(name).addHandler(handler)
+        logging.getLogger(name).setLevel(logging.INFO)
+    async with await Device.open(args.home) as device:
+        peers = tuple(args.peer or ())
+        await device.start(
+            lan=not args.no_lan, port=args.port, relay=args.relay, bind=args.bind, peers=peers
+        )
+        where = f"port {device.port}" if device.port else "no listener"
+        lan = "off" if args.no_lan else "on"
+        out.print(
+            f"{_stamp()}  {device.name} online: {where}, LAN discovery {lan}"
+            + (f", relay {args.relay}" if args.relay else "")
+            + f", {len(device.groups())} group(s). Ctrl-C to stop."
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        tasks = [asyncio.create_task(_log_events(g, out)) for g in device.groups()]
+        tasks.append(asyncio.create_task(_log_peers(device, out)))
+        try:
+            if args.seconds:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), args.seconds)
+            else:
+                await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+            await device.stop()
+        out.print(f"{_stamp()}  stopped")
+    return 0
+
+
+async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
+    host, port = args.address
+    async with await Device.open(args.home) as device:
+        columns = (
+            SpinnerColumn(),
+            TextColumn("syncing with {task.fields[peer]}"),
+            BarColumn(bar_width=None),
+            TextColumn("{task.fields[received]} in, {task.fields[sent]} out, {task.fields[mb]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=out, transient=True, disable=args.quiet) as bar:
+            task = bar.add_task(
+                "sync", total=None, peer=f"{host}:{port}", received=0, sent=0, mb=""
+            )
+
+            def progress(stats: SessionStats) -> None:
+                size = (stats.bytes_received + stats.bytes_sent) / 1e6
+                bar.update(
+                    task,
+                    received=stats.entries_received,
+                    sent=stats.entries_sent,
+                    mb=f"{size:.1f} MB",
+                )
+
+            result = await device.sync_with(host, port, timeout=args.timeout, progress=progress)
+        names = {g.id: g.name for g in device.groups()}
+        shared = ", ".join(names.get(g, g.hex()[:8]) for g in result.groups) or "no shared group"
+        out.print(
+            f"Synced with {host}:{port} ({shared}): "
+            f"{result.entries_received} entries in, {result.entries_sent} out"
+        )
+    return 0
+
+
+async def cmd_relay(args: argparse.Namespace, out: Console) -> int:
+    from microsync.net.relay import run_relay
+
+    def ready(port: int) -> None:
+        out.print(f"{_stamp()}  relay listening on ws://{args.host}:{port} (stores nothing)")
+
+    with contextlib.suppress(asyncio.CancelledError):
+        await run_relay(args.host, args.port, ready=ready)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from microsync.cli.social import parse_peer
+
+    serve = sub.add_parser("serve", help="go online: listen, discover, sync live, log it")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    serve.add_argument("--bind", help="listening address (default: all interfaces)")
+    serve.add_argument("--no-lan", action="store_true", help="no mDNS discovery")
+    serve.add_argument("--relay", help="meet members through this relay (ws://host:port)")
+    serve.add_argument(
+        "--peer", action="append", metavar="HOST:PORT", help="keep a connection to this peer"
+    )
+    serve.add_argument("--seconds", type=float, default=0, help="stop after this long")
+
+    sync = sub.add_parser("sync", help="sync once with a peer and exit")
+    sync.add_argument("address", type=parse_peer, metavar="HOST:PORT")
+    sync.add_argument("--timeout", type=float, default=120)
+    sync.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    relay = sub.add_parser("relay", help="run a blind relay (forwards ciphertext only)")
+    relay.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    relay.add_argument("--port", type=int, default=7426)

@@ -1,0 +1,300 @@
+"""Command-line commands for a group's everyday life: invite, join, post, reply, react, feed,
+remove, location."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import ifaddr
+import segno
+from rich.console import Console
+
+from microsync.errors import MicrosyncError
+from microsync.node import DEFAULT_PORT, Device, Group
+from microsync.node.runtime import split_address
+
+__all__ = [
+    "cmd_feed",
+    "cmd_invite",
+    "cmd_join",
+    "cmd_location_set",
+    "cmd_location_show",
+    "cmd_location_stop",
+    "cmd_post",
+    "cmd_react",
+    "cmd_remove",
+    "cmd_reply",
+    "find_group",
+    "lan_addresses",
+]
+
+PRECISION_FLAGS = ("exact", "street", "city", "region")
+
+
+def find_group(device: Device, name_or_id: str | None) -> Group:
+    """The group named (or whose id starts with) ``name_or_id``; the only one if ``None``."""
+    groups = device.groups()
+    if name_or_id is None:
+        if len(groups) != 1:
+            raise MicrosyncError(
+                f"name the group with --group (this profile holds {len(groups)} groups)"
+            )
+        return groups[0]
+    found = [g for g in groups if g.name == name_or_id or g.id.hex().startswith(name_or_id)]
+    if len(found) != 1:
+        raise MicrosyncError(
+            f"no group matches {name_or_id!r}" if not found else f"{name_or_id!r} is ambiguous"
+        )
+    return found[0]
+
+
+def _find_post(group: Group, prefix: str) -> bytes:
+    matches = [p.id for p in group.feed() if p.id.hex().startswith(prefix.lower())]
+    if len(matches) != 1:
+        raise MicrosyncError(
+            f"no post starts with {prefix!r}" if not matches else f"{prefix!r} is ambiguous"
+        )
+    return matches[0]
+
+
+def lan_addresses(port: int) -> list[str]:
+    """``host:port`` for this machine's IPv4 addresses, loopback last."""
+    found: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str) and not ip.ip.startswith("169.254."):
+                found.append(ip.ip)
+    ordered = sorted(set(found), key=lambda a: (a.startswith("127."), a))
+    return [f"{a}:{port}" for a in ordered][:8] or [f"127.0.0.1:{port}"]
+
+
+def _qr(text: str) -> str:
+    buffer = io.StringIO()
+    segno.make(text, error="m").terminal(out=buffer, compact=True)
+    return buffer.getvalue()
+
+
+async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = find_group(device, args.group)
+        addresses = args.at or lan_addresses(args.port)
+        invite = await group.invite(
+            ttl=args.ttl, role=args.role, addresses=addresses, relay=args.relay
+        )
+        if args.json:
+            out.print_json(json.dumps({"link": invite.link, "code": invite.code}))
+            return 0
+        out.print(f"Invite to [bold]{group.name}[/] (single use, expires in {args.ttl:.0f} s)")
+        if not args.no_qr:
+            out.print(_qr(invite.link), end="")
+        out.print(f"link: {invite.link}", soft_wrap=True)
+        out.print(f"code: [bold]{invite.code}[/]  (read it aloud; one wrong guess burns it)")
+        out.print(f"Keep [bold]microsync --home {args.home} serve[/] running while they join.")
+    return 0
+
+
+async def cmd_join(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = await device.join(args.invite, at=args.at)
+        names = ", ".join(m.name for m in group.members())
+        out.print(f"Joined [bold]{group.name}[/] ({names})")
+    return 0
+
+
+async def cmd_post(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = find_group(device, args.group)
+        post = await group.post(args.text, ttl=args.ttl)
+        out.print(f"{post.id.hex()[:12]}  posted to {group.name}")
+    return 0
+
+
+async def cmd_reply(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = find_group(device, args.group)
+        post = await group.reply(_find_post(group, args.post), args.text)
+        out.print(f"{post.id.hex()[:12]}  replied in {group.name}")
+    return 0
+
+
+async def cmd_react(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = find_group(device, args.group)
+        target = _find_post(group, args.post)
+        if args.remove:
+            await group.unreact(target, args.emoji)
+        else:
+            await group.react(target, args.emoji)
+    return 0
+
+
+async def cmd_feed(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = find_group(device, args.group)
+        posts = group.feed(since="last_opened" if args.unread else None)
+        if args.limit:
+            posts = posts[: args.limit]
+        if args.json:
+            out.print_json(
+                json.dumps(
+                    [
+                        {
+                            "id": p.id.hex(),
+                            "author": p.author_name,
+                            "text": p.text,
+                            "created_at": p.created_at.isoformat(),
+                            "reply_to": p.reply_to.hex() if p.reply_to else None,
+                            "reactions": {e: len(who) for e, who in p.reactions.items()},
+                            "edited": p.edited,
+                        }
+                        for p in posts
+                    ]
+                )
+            )
+            return 0
+        if not posts:
+            out.print("Nothing new." if args.unread else "No posts yet.")
+        for p in posts:
+            when = p.created_at.strftime("%Y-%m-%d %H:%M")
+            reactions = " ".join(f"{e}{len(who)}" for e, who in p.reactions.items())
+            arrow = "  ↳ " if p.reply_to else ""
+            edited = " (edited)" if p.edited else ""
+            out.print(
+                f"{p.id.hex()[:12]}  {when}  {arrow}[bold]{p.author_name}[/]: "
+                f"{p.text}{edited}  {reactions}".rstrip()
+            )
+    return 0
+
+
+async def cmd_remove(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = find_group(device, args.group)
+        found = [
+            m
+            for m in group.members()
+            if m.name == args.member or m.person_id.hex().startswith(args.member.lower())
+        ]
+        if len(found) != 1:
+            raise MicrosyncError(
+                f"no member matches {args.member!r}"
+                if not found
+                else f"{args.member!r} is ambiguous"
+            )
+        await group.remove(found[0].person_id)
+        out.print(f"Removed {found[0].name} from {group.name}; new key epoch {group.epoch}")
+    return 0
+
+
+async def cmd_location_set(args: argparse.Namespace, out: Console) -> int:
+    precision = next((p for p in PRECISION_FLAGS if getattr(args, p)), "city")
+    async with await Device.open(args.home) as device:
+        group = find_group(device, args.group)
+        shared = await group.share_location(args.lat, args.lon, precision=precision, ttl=args.ttl)
+        out.print(
+            f"Sharing {shared.lat:.6g}, {shared.lon:.6g} ({precision}) with {group.name} "
+            f"for {args.ttl / 3600:.3g} h; the exact position never leaves this device."
+        )
+    return 0
+
+
+async def cmd_location_show(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = find_group(device, args.group)
+        found = group.locations()
+        if not found:
+            out.print("Nobody is sharing a location.")
+        for where in found.values():
+            out.print(
+                f"{where.name}: {where.lat:.6g}, {where.lon:.6g} ({where.precision}), "
+                f"{_age(where.age)} ago"
+            )
+    return 0
+
+
+async def cmd_location_stop(args: argparse.Namespace, out: Console) -> int:
+    async with await Device.open(args.home) as device:
+        group = find_group(device, args.group)
+        await group.stop_sharing_location()
+        out.print(f"Stopped sharing your location with {group.name}.")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register this module's commands on the top-level parser."""
+    invite = sub.add_parser("invite", help="invite someone: a link, a QR code and a short code")
+    invite.add_argument("--group", help="group name or id prefix")
+    invite.add_argument("--ttl", type=float, default=3600, help="seconds until it expires")
+    invite.add_argument("--role", choices=["member", "admin"], default="member")
+    invite.add_argument(
+        "--at",
+        action="append",
+        metavar="HOST:PORT",
+        help="where the joiner reaches you (default: this machine's addresses)",
+    )
+    invite.add_argument("--port", type=int, default=DEFAULT_PORT, help="your serve port")
+    invite.add_argument("--relay", help="a relay URL to put in the link")
+    invite.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
+    invite.add_argument("--json", action="store_true", help="machine-readable output")
+
+    join = sub.add_parser("join", help="join a group with an invite link or short code")
+    join.add_argument("invite", help="the link (microsync:...) or the short code")
+    join.add_argument("--at", metavar="HOST:PORT", help="the inviter's address (for a code)")
+
+    post = sub.add_parser("post", help="post to a group")
+    post.add_argument("text")
+    post.add_argument("--group", help="group name or id prefix")
+    post.add_argument("--ttl", type=float, help="disappear after this many seconds")
+
+    reply = sub.add_parser("reply", help="reply to a post")
+    reply.add_argument("post", help="post id prefix (as `feed` shows it)")
+    reply.add_argument("text")
+    reply.add_argument("--group", help="group name or id prefix")
+
+    react = sub.add_parser("react", help="react to a post with an emoji")
+    react.add_argument("post", help="post id prefix")
+    react.add_argument("emoji")
+    react.add_argument("--remove", action="store_true", help="withdraw your reaction")
+    react.add_argument("--group", help="group name or id prefix")
+
+    feed = sub.add_parser("feed", help="show a group's posts, newest first")
+    feed.add_argument("--group", help="group name or id prefix")
+    feed.add_argument("--unread", action="store_true", help="only what is new; marks it read")
+    feed.add_argument("--limit", type=int, default=0)
+    feed.add_argument("--json", action="store_true", help="machine-readable output")
+
+    remove = sub.add_parser("remove", help="remove a member (admins); rotates the keys")
+    remove.add_argument("member", help="name or person id prefix")
+    remove.add_argument("--group", help="group name or id prefix")
+
+    location = sub.add_parser("location", help="share, show or stop sharing a location")
+    location_sub = location.add_subparsers(dest="location_command", metavar="ACTION", required=True)
+    share = location_sub.add_parser("set", help="share where you are, coarsened first")
+    share.add_argument("lat", type=float)
+    share.add_argument("lon", type=float)
+    which = share.add_mutually_exclusive_group()
+    for flag in PRECISION_FLAGS:
+        which.add_argument(f"--{flag}", action="store_true", help=f"{flag} precision")
+    share.add_argument("--ttl", type=float, default=12 * 3600, help="seconds (default 12 h)")
+    share.add_argument("--group", help="group name or id prefix")
+    show = location_sub.add_parser("show", help="members' latest locations")
+    show.add_argument("--group", help="group name or id prefix")
+    stop = location_sub.add_parser("stop", help="stop sharing your location")
+    stop.add_argument("--group", help="group name or id prefix")
+
+
+def parse_peer(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` for argparse (a clear error otherwise)."""
+    try:
+        return split_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
