@@ -434,27 +434,35 @@ class Sequence:
                 return bi, ii
 
     def _hide_run(self, bi: int, ii: int) -> int:
-        """Hide run ``ii`` of block ``bi``; merge it into a hidden predecessor when possible.
-        Return the index of the run after it."""
+        """Hide run ``ii`` of block ``bi``; in a text, merge it with hidden neighbours it
+        continues. Return the index of the run after it."""
         block = self.blocks[bi]
-        run = block.runs[ii]
+        runs = block.runs
+        run = runs[ii]
         run.visible = False
         self._grow(bi, -run.length)
         if self.keep_hidden:
             return ii + 1
         run.content = None
-        if ii and self._mergeable(block.runs[ii - 1], run):
-            block.runs[ii - 1].length += run.length
-            del block.runs[ii]
+        if ii + 1 < len(runs) and self._mergeable(run, runs[ii + 1]):
+            self._index[run.actor].remove(runs[ii + 1].counter)
+            run.length += runs[ii + 1].length
+            del runs[ii + 1]
+        if ii and self._mergeable(runs[ii - 1], run):
+            runs[ii - 1].length += run.length
+            del runs[ii]
             self._index[run.actor].remove(run.counter)
             return ii
         return ii + 1
 
     @staticmethod
     def _mergeable(left: Run, right: Run) -> bool:
+        """Whether two adjacent hidden text runs are one run of consecutive ids."""
         return (
             not left.visible
+            and not right.visible
             and type(left) is Run
+            and type(right) is Run
             and left.actor == right.actor
             and left.counter + left.length == right.counter
         )
