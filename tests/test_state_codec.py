@@ -105,6 +105,9 @@ def test_encoding_an_oversized_op_is_a_local_error() -> None:
     op = TextInsert(id=OpId(1, A), key="t", origin=None, text="x" * MAX_OP_BYTES)
     with pytest.raises(LocalProtocolError):
         encode_op(op)
+    late = TextInsert(id=OpId(2**53, A), key="t", origin=None, text="xy")
+    with pytest.raises(LocalProtocolError):
+        encode_op(late)
 
 
 @pytest.mark.parametrize(

@@ -133,7 +133,10 @@ def _fields(op: Op) -> list[Value]:
 
 
 def encode_op(op: Op) -> bytes:
-    """The canonical bytes of ``op`` (:class:`LocalProtocolError` if over the size limit)."""
+    """The canonical bytes of ``op`` (:class:`LocalProtocolError` if over the size limit or
+    past the last counter)."""
+    if not 1 <= op.id.counter <= op.id.counter + span(op) - 1 <= MAX_COUNTER:
+        raise LocalProtocolError("operation counters outside 1 .. 2**53")
     kind, *rest = _fields(op)
     data = encoding.encode([VERSION, kind, op.id.actor, op.id.counter, op.key, *rest])
     if len(data) > MAX_OP_BYTES:
