@@ -18,6 +18,7 @@ from microsync.state import (
     TextDeleted,
     TextInsert,
     TextInserted,
+    references,
 )
 
 
@@ -167,3 +168,20 @@ def test_ids_use_the_given_actor_and_a_lamport_counter() -> None:
     assert a.counter("c").add(1).id == OpId(4, b"A")  # after the three characters
     b.apply(first)
     assert b.orset("s").add(1).id == OpId(4, b"B")  # above everything b has seen
+
+
+def test_references_name_what_must_come_first() -> None:
+    a = Document(b"A")
+    first = a.text("t").insert(0, "abc")
+    second = a.text("t").insert(3, "d")
+    assert references(first) == ()
+    assert references(second) == (OpId(3, b"A"),)
+    cut = a.text("t").delete(0, 4)
+    assert references(cut) == (OpId(1, b"A"), OpId(4, b"A"))  # one range: a..d
+    add = a.orset("s").add(1)
+    removal = a.orset("s").discard(1)
+    assert removal is not None and references(removal) == (add.id,)
+    a.list("l").insert(0, "x", "y")
+    move = a.list("l").move(0, 1)
+    assert references(move) == (move.origin, move.element)
+    assert references(a.counter("c").add(1)) == ()

@@ -39,6 +39,7 @@ from microsync.state.ops import (
     TextDeleted,
     TextInsert,
     TextInserted,
+    references,
 )
 
 __all__ = [
@@ -77,4 +78,5 @@ __all__ = [
     "decode_op",
     "encode_op",
     "is_far_future",
+    "references",
 ]

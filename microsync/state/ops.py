@@ -36,6 +36,7 @@ __all__ = [
     "TextDeleted",
     "TextInsert",
     "TextInserted",
+    "references",
     "span",
 ]
 
@@ -167,6 +168,23 @@ def span(op: Op) -> int:
     if isinstance(op, ListInsert):
         return len(op.values)
     return 1
+
+
+def references(op: Op) -> tuple[OpId, ...]:
+    """The element and operation ids ``op`` names, which must be applied before it (besides its
+    author's earlier operations): an insert's or move's origin, the moved element, the first
+    and last element of each deleted range, a remove's tags. For an integrator mapping ids to
+    the feed entries that carry them, to fill an entry's ``deps``."""
+    if isinstance(op, TextInsert | ListInsert):
+        return () if op.origin is None else (op.origin,)
+    if isinstance(op, ListMove):
+        return (op.element,) if op.origin is None else (op.origin, op.element)
+    if isinstance(op, TextDelete | ListDelete):
+        ends = {OpId(r.counter + i, r.actor) for r in op.ranges for i in (0, r.length - 1)}
+        return tuple(sorted(ends))
+    if isinstance(op, SetRemove):
+        return op.tags
+    return ()
 
 
 # ---------------------------------------------------------------------------------- events
