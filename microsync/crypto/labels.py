@@ -61,6 +61,7 @@ INVITE_CONFIRM_GUEST = Label(b"microsync/v1/invite-confirm-guest")
 INVITE_PAYLOAD = Label(b"microsync/v1/invite-payload")
 INVITE_PAKE_GUEST = Label(b"microsync/v1/invite-pake-guest")
 INVITE_PAKE_HOST = Label(b"microsync/v1/invite-pake-host")
+INVITE_RENDEZVOUS = Label(b"microsync/v1/invite-rendezvous")
 
 ALL_LABELS: dict[str, Label] = {
     name: Label(value)

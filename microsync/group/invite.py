@@ -102,6 +102,7 @@ __all__ = [
     "ShortCode",
     "format_link",
     "invite_id",
+    "invite_rendezvous",
     "parse_code",
     "parse_link",
 ]
@@ -208,6 +209,12 @@ class InviteLink:
         if not isinstance(self.secret, InviteSecret) or type(self.purpose) is not InvitePurpose:
             raise MalformedInvite("an invite link needs a secret and a purpose")
         _check_reachability(self.addresses, self.relay)
+
+
+def invite_rendezvous(secret: InviteSecret) -> bytes:
+    """The 32-byte relay rendezvous id of an invite link: only holders of the link (its issuer
+    and the guest) can compute it; it says nothing about the group."""
+    return derive_key(labels.INVITE_RENDEZVOUS, secret.secret_bytes())
 
 
 def format_link(link: InviteLink) -> str:

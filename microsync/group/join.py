@@ -267,6 +267,14 @@ class InviteBook:
             if state is InviteState.OPEN
         }
 
+    def relay_invites(self, now: int) -> list[Invite]:
+        """Open, unexpired invites whose link names a relay (the device waits there)."""
+        return [
+            invite
+            for invite, _, state in self._invites.values()
+            if state is InviteState.OPEN and invite.relay is not None and invite.expires_at > now
+        ]
+
     def find_code(self, nameplate: int) -> Invite | None:
         for invite, _, state in self._invites.values():
             if invite.short_code.nameplate == nameplate and state is InviteState.OPEN:

@@ -58,6 +58,10 @@ class SecureStream:
     def peer_device(self) -> DeviceId:
         return self.peer.device
 
+    def push_back(self, record: bytes) -> None:
+        """Put a received record back, to be received again first (a handover)."""
+        self._records.insert(0, record)
+
     async def send(self, record: bytes) -> None:
         await self.stream.write(self.channel.encrypt_record(record))
 

@@ -25,6 +25,7 @@ from microsync.errors import (
     PeerUnreachable,
 )
 from microsync.feed import GroupId
+from microsync.group.invite import HostState, InviteSecret, invite_rendezvous, parse_link
 from microsync.group.keys import discovery_tag, rendezvous_id
 from microsync.identity import DeviceId, LocalIdentity, PersonId
 from microsync.net.connection import SecureStream, SyncConnection, handshake
@@ -49,6 +50,8 @@ BACKOFF_MAX: Final = 30.0
 RELAY_BUCKET_SECONDS: Final = 3600
 """Rendezvous ids at the relay change every hour (and with every key rotation)."""
 RELAY_RECHECK: Final = 5.0
+RELAY_INVITE_WAIT: Final = 20.0
+"""Seconds a guest waits at the relay for the inviter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,16 +200,20 @@ class NetworkMixin:
         :class:`PeerUnreachable`."""
         device = self._device()
         guest = device.join_guest(link_or_code)
-        addresses = _invite_addresses(link_or_code, at)
-        secure, address = await _dial_any(addresses, device._identity, Purpose.INVITE)
+        secure = await _reach_inviter(link_or_code, at, device._identity)
         try:
             response = await _run_guest(secure, guest)
-        finally:
+            group = await device.finish_join(response)
+            # the same connection goes on as a sync session: the group arrives at once
+            net = self._net if self._net is not None else _Runtime(device, None)
+            connection = net._open(secure, initiator=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(connection.synced.wait(), 30)
+            if self._net is None:
+                await connection.close()
+        except BaseException:
             await secure.close()
-        group = await device.finish_join(response)
-        host, port = split_address(address)
-        with contextlib.suppress(MicrosyncError):
-            await self.sync_with(host, port, timeout=30)
+            raise
         return group
 
     # ------------------------------------------------------------------ hooks
@@ -227,32 +234,71 @@ class NetworkMixin:
             self._net.gossip(group, sealed, source)
 
 
-async def _dial_any(
-    addresses: list[str], identity: LocalIdentity, purpose: Purpose
-) -> tuple[SecureStream, str]:
+async def _reach_inviter(
+    link_or_code: str, at: str | None, identity: LocalIdentity
+) -> SecureStream:
+    """A finished ``invite`` handshake with the inviter: at ``at``, at the link's addresses in
+    turn, else through the link's relay (under the invite's rendezvous id)."""
+    addresses: list[str] = [at] if at is not None else []
+    relay: str | None = None
+    secret: InviteSecret | None = None
+    if link_or_code.startswith("microsync:") and at is None:
+        link = parse_link(link_or_code)
+        addresses, relay, secret = list(link.addresses), link.relay, link.secret
+    if not addresses and relay is None:
+        raise ValueError("a short code needs at='host:port' (where the inviter serves)")
     errors = []
     for address in addresses:
         try:
             host, port = split_address(address)
-            stream = await open_tcp(host, port, timeout=10)
+            stream: Stream = await open_tcp(host, port, timeout=5)
         except (OSError, TimeoutError, ValueError) as exc:
             errors.append(f"{address}: {type(exc).__name__}")
             continue
-        secure = await handshake(stream, identity, initiator=True, purpose=purpose, rng=system_rng)
-        return secure, address
-    raise PeerUnreachable("could not reach " + ("; ".join(errors) or "any address"))
+        return await handshake(
+            stream, identity, initiator=True, purpose=Purpose.INVITE, rng=system_rng
+        )
+    if relay is not None and secret is not None:
+        client = RelayClient(relay)
+        try:
+            await client.connect()
+            await client.join(invite_rendezvous(secret))
+            channel = await asyncio.wait_for(client.accept(), RELAY_INVITE_WAIT)
+        except (OSError, ConnectionError, TimeoutError) as exc:
+            await client.close()
+            errors.append(f"{relay}: {type(exc).__name__}")
+        else:
+            return await handshake(
+                _OwnedChannel(channel, client),
+                identity,
+                initiator=channel.initiator,
+                purpose=Purpose.INVITE,
+                accept_purposes=(Purpose.INVITE,),
+                rng=system_rng,
+            )
+    raise PeerUnreachable("could not reach the inviter: " + ("; ".join(errors) or "no address"))
 
 
-def _invite_addresses(link_or_code: str, at: str | None) -> list[str]:
-    if at is not None:
-        return [at]
-    if link_or_code.startswith("microsync:"):
-        from microsync.group.invite import parse_link
+class _OwnedChannel:
+    """A relay channel that closes its own relay connection when it is closed (a guest's
+    one-off connection to the relay)."""
 
-        addresses = list(parse_link(link_or_code).addresses)
-        if addresses:
-            return addresses
-    raise ValueError("a short code (or a relay-only link) needs at='host:port'")
+    def __init__(self, channel: RelayChannel, client: RelayClient) -> None:
+        self._channel, self._client = channel, client
+
+    @property
+    def peer(self) -> str:
+        return self._channel.peer
+
+    async def read(self) -> bytes:
+        return await self._channel.read()
+
+    async def write(self, data: bytes) -> None:
+        await self._channel.write(data)
+
+    async def close(self) -> None:
+        await self._channel.close()
+        await self._client.close()
 
 
 async def _run_guest(secure: SecureStream, guest: object) -> bytes:
@@ -331,6 +377,11 @@ class _Runtime:
                 found.add(rendezvous_id(key, bucket))
         return found
 
+    def _invite_ids(self) -> set[bytes]:
+        """Rendezvous ids of this device's open invites that name a relay."""
+        book = self.device._book
+        return {invite_rendezvous(i.secret) for i in book.relay_invites(_now())}
+
     async def _relay(self, url: str) -> None:
         """Stay connected to the relay (backoff on failure); meet members under the current
         rendezvous ids; reconnect when they rotate, so the relay cannot link a connection
@@ -341,7 +392,7 @@ class _Runtime:
             try:
                 async with RelayClient(url) as client:
                     delay = BACKOFF_START
-                    joined = self._rendezvous_ids(bucket)
+                    joined = self._rendezvous_ids(bucket) | self._invite_ids()
                     for rid in sorted(joined):
                         await client.join(rid)
                     accepting = asyncio.ensure_future(self._relay_accept(client))
@@ -351,7 +402,8 @@ class _Runtime:
                             now_bucket = int(time.time()) // RELAY_BUCKET_SECONDS
                             if now_bucket != bucket:
                                 break  # a new bucket: reconnect with the new ids
-                            fresh = self._rendezvous_ids(bucket) - joined
+                            wanted = self._rendezvous_ids(bucket) | self._invite_ids()
+                            fresh = wanted - joined
                             for rid in sorted(fresh):  # a rotation: meet under the new id too
                                 await client.join(rid)
                             joined |= fresh
@@ -373,15 +425,24 @@ class _Runtime:
             self._spawn(self._relay_session(channel), "relay channel")
 
     async def _relay_session(self, channel: RelayChannel) -> None:
+        """A member met through the relay: a sync session; or, under the rendezvous id of one
+        of this device's invites, a guest redeeming it (whichever side the relay made
+        initiator)."""
+        invite = channel.rid in self._invite_ids()
         try:
             secure = await handshake(
                 channel,
                 self.device._identity,
                 initiator=channel.initiator,
+                purpose=Purpose.INVITE if invite else Purpose.SYNC,
+                accept_purposes=(Purpose.INVITE,) if invite else (Purpose.SYNC,),
                 rng=system_rng,
             )
         except HandshakeError as exc:
             log.info("handshake through the relay failed: %s", exc)
+            return
+        if secure.purpose is Purpose.INVITE:
+            await self._serve_invite(secure)
             return
         connection = self._open(secure, initiator=channel.initiator)
         await connection.wait()
@@ -481,11 +542,20 @@ class _Runtime:
         await connection.wait()
 
     async def _serve_invite(self, secure: SecureStream) -> None:
+        """Answer one pairing; once it is done, a guest that stays connected goes on with a
+        sync session on the same connection (it gets the group at once)."""
         host = self.device.invite_host().session()
+        handed_over = False
         try:
             while True:
                 record = await asyncio.wait_for(secure.receive(), 30)
                 if record is None:
+                    return
+                if host.state is HostState.DONE:
+                    secure.push_back(record)
+                    handed_over = True
+                    connection = self._open(secure, initiator=False)
+                    await connection.wait()
                     return
                 try:
                     reply = host.receive(record, now=_now())
@@ -499,7 +569,8 @@ class _Runtime:
         except (MicrosyncError, ConnectionError, OSError, TimeoutError):
             return
         finally:
-            await secure.close()
+            if not handed_over:
+                await secure.close()
 
     def _open(self, secure: SecureStream, *, initiator: bool) -> SyncConnection:
         from microsync.node.host import DeviceHost
