@@ -1,7 +1,14 @@
-"""microsync: private micro-networks with encrypted group feeds and direct device sync."""
+"""microsync: private micro-networks with encrypted group feeds and direct device sync.
 
-from microsync.app.api import Event, Post
-from microsync.app.presence import Location, Presence
+The device API (``Device``, ``Group`` ...) is imported on first use, so importing a lower layer
+alone (``microsync.state``, ``microsync.encoding``) does not load the network stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from microsync.errors import (
     AuthorNotCertified,
     AuthorRevoked,
@@ -16,6 +23,7 @@ from microsync.errors import (
     MicrosyncError,
     NotAMember,
     Oversize,
+    PeerUnreachable,
     PendingQuotaExceeded,
     PrevMismatch,
     ProfileInUse,
@@ -29,7 +37,31 @@ from microsync.errors import (
     VerificationError,
     WrongGroup,
 )
-from microsync.node import Device, Group, Member
+
+if TYPE_CHECKING:
+    from microsync.app.api import Event, Post
+    from microsync.app.presence import Location, Presence
+    from microsync.node import Device, Group, Member
+
+_LAZY = {
+    "Device": "microsync.node",
+    "Group": "microsync.node",
+    "Member": "microsync.node",
+    "Event": "microsync.app.api",
+    "Post": "microsync.app.api",
+    "Location": "microsync.app.presence",
+    "Presence": "microsync.app.presence",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'microsync' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 
@@ -52,6 +84,7 @@ __all__ = [
     "MicrosyncError",
     "NotAMember",
     "Oversize",
+    "PeerUnreachable",
     "PendingQuotaExceeded",
     "Post",
     "Presence",
