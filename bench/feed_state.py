@@ -26,7 +26,7 @@ import resource
 import sqlite3
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nacl.bindings as sodium
@@ -51,7 +51,7 @@ def rss_mib() -> float:
 
 
 def build(
-    ops: int, members: int, reader: microsync.Device, seed: int
+    ops: int, members: int, reader: microsync.Device | Sequence[microsync.Device], seed: int
 ) -> tuple[SimNetwork, list[SimDevice], GroupId, list[tuple[Entry, bytes]]]:
     net = SimNetwork(seed=seed)
     people = [net.add_device(f"member{i}") for i in range(members)]
@@ -59,7 +59,8 @@ def build(
     admin = people[0].replica(group)
     for person in people[1:]:
         admin.add(person.person_id, person.name, [person.grant()], now=net.clock.now)
-    admin.add(reader.person_id, reader.name, [reader._member.grant()], now=net.clock.now)
+    for device in [reader] if isinstance(reader, microsync.Device) else reader:
+        admin.add(device.person_id, device.name, [device._member.grant()], now=net.clock.now)
     net.settle(group)
     rng = random.Random(seed)
     posts: list[EntryId] = []

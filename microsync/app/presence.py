@@ -136,7 +136,13 @@ class PresenceMixin(AppMixin):
         sealed, for passing on to a connected peer."""
         return self._board().sealed(self._now())
 
+    def _wants_events(self) -> bool:
+        """Hook: does anyone listen to events (computing a presence view loads the timeline)."""
+        return True
+
     def _announce_event(self, announcement: Announcement) -> None:
+        if not self._wants_events():
+            return
         person = self._replica.state.person_of(announcement.device)
         if person is None:
             return

@@ -541,6 +541,9 @@ class Group(PresenceMixin):
     def _person(self) -> PersonId:
         return self._device.person_id
 
+    def _wants_events(self) -> bool:
+        return bool(self._listeners)
+
     def _emit(self, event: Event) -> None:
         for queue in self._listeners:
             queue.put_nowait(event)
