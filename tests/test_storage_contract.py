@@ -637,3 +637,43 @@ class AdaptersAgree(RuleBasedStateMachine):
 
 AdaptersAgree.TestCase.settings = settings(max_examples=150, stateful_step_count=25, deadline=None)
 TestAdaptersAgree = AdaptersAgree.TestCase
+
+
+# ---------------------------------------------------------------------- vault chunks
+
+
+def _chunks(store: Store) -> Any:
+    from microsync.blobs import ChunkStore
+
+    assert isinstance(store, ChunkStore)
+    return store
+
+
+def test_chunks_put_get_delete_and_usage(store: Store) -> None:
+    from microsync.blobs import ChunkId
+
+    chunks = _chunks(store)
+    a, b = ChunkId(b"a" * 32), ChunkId(b"b" * 32)
+    assert chunks.get_chunk(GROUP, a) is None and not chunks.has_chunk(GROUP, a)
+    assert chunks.chunk_usage(GROUP) == (0, 0)
+    chunks.put_chunk(GROUP, a, b"x" * 100)
+    chunks.put_chunk(GROUP, b, b"")
+    chunks.put_chunk(GROUP, a, b"y" * 10)  # replaced whole
+    assert chunks.get_chunk(GROUP, a) == b"y" * 10 and chunks.get_chunk(GROUP, b) == b""
+    assert chunks.has_chunk(GROUP, a) and not chunks.has_chunk(OTHER_GROUP, a)
+    assert chunks.chunk_usage(GROUP) == (2, 10) and chunks.chunk_usage(OTHER_GROUP) == (0, 0)
+    assert chunks.delete_chunks(GROUP, [a, ChunkId(b"c" * 32)]) == 1
+    assert chunks.get_chunk(GROUP, a) is None and chunks.chunk_usage(GROUP) == (1, 0)
+    with pytest.raises(ValueError):
+        chunks.put_chunk(GROUP, ChunkId(b"short"), b"x")
+
+
+def test_chunks_are_not_rolled_back_with_a_transaction(store: Store) -> None:
+    """Chunks are a cache their manifest authenticates: kept even if a transaction fails."""
+    from microsync.blobs import ChunkId
+
+    chunks = _chunks(store)
+    with pytest.raises(RuntimeError), store.transaction():
+        chunks.put_chunk(GROUP, ChunkId(b"k" * 32), b"kept")
+        raise RuntimeError
+    assert chunks.get_chunk(GROUP, ChunkId(b"k" * 32)) == b"kept"

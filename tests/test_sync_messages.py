@@ -16,6 +16,9 @@ from microsync.protocol.messages import (
     WIRE_VERSION,
     Bye,
     Certificates,
+    ChunkData,
+    ChunkMissing,
+    ChunkRequest,
     Credit,
     Digest,
     Done,
@@ -93,6 +96,22 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.just(Ping()),
     st.just(Bye()),
     st.builds(
+        lambda g, i: ChunkRequest(group=g, ids=tuple(i)),
+        groups,
+        st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=16, unique=True),
+    ),
+    st.builds(
+        lambda g, i: ChunkMissing(group=g, ids=tuple(i)),
+        groups,
+        st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=16, unique=True),
+    ),
+    st.builds(
+        lambda g, i, d: ChunkData(group=g, id=i, data=d),
+        groups,
+        st.binary(min_size=32, max_size=32),
+        st.binary(max_size=300),
+    ),
+    st.builds(
         lambda c, r: ErrorMessage(code=c, reason=r),
         st.sampled_from(ErrorCode),
         st.text(max_size=50),
@@ -132,7 +151,7 @@ def test_arbitrary_bytes_decode_or_raise_decode_error(data: bytes) -> None:
 
 
 def test_every_type_has_a_strategy_and_a_code() -> None:
-    assert {t.value for t in MsgType} == set(range(1, 16))
+    assert {t.value for t in MsgType} == set(range(1, 19))
     assert message_type(Bye()) is MsgType.BYE
 
 
@@ -180,6 +199,14 @@ G = b"\x07" * 32
         raw(WIRE_VERSION, MsgType.ERROR, 77, "no such code"),
         raw(WIRE_VERSION, MsgType.ERROR, 1, "r" * 201),
         raw(WIRE_VERSION, MsgType.CREDIT, 2**21, 0),
+        raw(WIRE_VERSION, MsgType.CHUNK_REQUEST, G, []),  # an empty request
+        raw(WIRE_VERSION, MsgType.CHUNK_REQUEST, G, [b"c" * 32, b"c" * 32]),  # repeated
+        raw(WIRE_VERSION, MsgType.CHUNK_REQUEST, G, [b"%032d" % i for i in range(17)]),
+        raw(WIRE_VERSION, MsgType.CHUNK_REQUEST, G, [b"c" * 31]),
+        raw(WIRE_VERSION, MsgType.CHUNK_MISSING, G, []),
+        raw(WIRE_VERSION, MsgType.CHUNK_DATA, G, b"c" * 33, b"data"),
+        raw(WIRE_VERSION, MsgType.CHUNK_DATA, G, b"c" * 32, b"d" * (LIMITS.max_chunk_data + 1)),
+        raw(WIRE_VERSION, MsgType.CHUNK_DATA, G, b"c" * 32),
     ],
 )
 def test_malformed_records_raise_decode_error(record: bytes) -> None:
@@ -202,3 +229,10 @@ def test_non_canonical_and_oversized_records_are_refused() -> None:
     tagged = cbor2.dumps(cbor2.CBORTag(24, [WIRE_VERSION, int(MsgType.BYE)]))
     with pytest.raises(DecodeError):
         decode_message(tagged)
+
+
+def test_a_full_vault_chunk_fits_one_record() -> None:
+    data = b"d" * LIMITS.max_chunk_data
+    record = encode_message(ChunkData(group=GroupId(G), id=b"c" * 32, data=data))
+    assert len(record) <= MAX_RECORD_SIZE
+    assert decode_message(record) == ChunkData(group=GroupId(G), id=b"c" * 32, data=data)

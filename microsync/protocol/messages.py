@@ -32,6 +32,9 @@ __all__ = [
     "WIRE_VERSION",
     "Bye",
     "Certificates",
+    "ChunkData",
+    "ChunkMissing",
+    "ChunkRequest",
     "Credit",
     "Digest",
     "Done",
@@ -77,6 +80,8 @@ class Limits:
     max_key_response: int = 512 * 1024
     max_ephemeral: int = 4096
     max_reason: int = 200
+    max_chunk_ids: int = 16  # per ChunkRequest / ChunkMissing
+    max_chunk_data: int = 1024 * 1024 + 16  # one sealed vault chunk (blobs.MAX_CHUNK_SIZE + tag)
 
 
 LIMITS: Final = Limits()
@@ -102,6 +107,9 @@ class MsgType(enum.IntEnum):
     BYE = 13
     ERROR = 14
     MATCH = 15
+    CHUNK_REQUEST = 16
+    CHUNK_DATA = 17
+    CHUNK_MISSING = 18
 
 
 class ErrorCode(enum.IntEnum):
@@ -241,6 +249,33 @@ class ErrorMessage:
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChunkRequest:
+    """Vault chunks of ``group`` the sender wants (distinct ids). The request is the flow
+    control: the receiver answers each id once, with ``ChunkData`` or in a ``ChunkMissing``,
+    and the sender keeps a bounded number of ids outstanding."""
+
+    group: GroupId
+    ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChunkData:
+    """One requested sealed chunk (the requester checks it against its id before keeping it)."""
+
+    group: GroupId
+    id: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChunkMissing:
+    """Requested chunks the sender does not hold (or will not serve)."""
+
+    group: GroupId
+    ids: tuple[bytes, ...]
+
+
 Message: TypeAlias = (
     Hello
     | Match
@@ -257,6 +292,9 @@ Message: TypeAlias = (
     | Ping
     | Bye
     | ErrorMessage
+    | ChunkRequest
+    | ChunkData
+    | ChunkMissing
 )
 
 
@@ -307,6 +345,10 @@ def _fields(message: Message) -> list[Value]:
             return []
         case ErrorMessage():
             return [int(message.code), message.reason]
+        case ChunkRequest() | ChunkMissing():
+            return [message.group, list(message.ids)]
+        case ChunkData():
+            return [message.group, message.id, message.data]
         case _:
             assert_never(message)
 
@@ -464,6 +506,26 @@ def _error(f: list[Value], lim: Limits) -> Message:
     return ErrorMessage(code=code, reason=expect_str(f[1], "reason", lim.max_reason))
 
 
+def _chunk_ids(value: Value, lim: Limits) -> tuple[bytes, ...]:
+    ids = tuple(expect_bytes(i, "id", ID_SIZE) for i in _bounded(value, "ids", lim.max_chunk_ids))
+    if not ids or len(set(ids)) != len(ids):
+        raise DecodeError("ids: empty or repeated")
+    return ids
+
+
+def _chunk_request(f: list[Value], lim: Limits) -> Message:
+    return ChunkRequest(group=_group(f[0]), ids=_chunk_ids(f[1], lim))
+
+
+def _chunk_missing(f: list[Value], lim: Limits) -> Message:
+    return ChunkMissing(group=_group(f[0]), ids=_chunk_ids(f[1], lim))
+
+
+def _chunk_data(f: list[Value], lim: Limits) -> Message:
+    data = expect_bytes(f[2], "data", max_size=lim.max_chunk_data)
+    return ChunkData(group=_group(f[0]), id=expect_bytes(f[1], "id", ID_SIZE), data=data)
+
+
 _Decoder: TypeAlias = Callable[[list[Value], Limits], Message]
 
 _DECODERS: Final[dict[MsgType, tuple[_Decoder, int]]] = {
@@ -482,6 +544,9 @@ _DECODERS: Final[dict[MsgType, tuple[_Decoder, int]]] = {
     MsgType.BYE: (_bye, 0),
     MsgType.ERROR: (_error, 2),
     MsgType.MATCH: (_match, 1),
+    MsgType.CHUNK_REQUEST: (_chunk_request, 2),
+    MsgType.CHUNK_DATA: (_chunk_data, 3),
+    MsgType.CHUNK_MISSING: (_chunk_missing, 2),
 }
 
 _TYPES: Final[dict[type, MsgType]] = {
@@ -500,4 +565,7 @@ _TYPES: Final[dict[type, MsgType]] = {
     Bye: MsgType.BYE,
     ErrorMessage: MsgType.ERROR,
     Match: MsgType.MATCH,
+    ChunkRequest: MsgType.CHUNK_REQUEST,
+    ChunkData: MsgType.CHUNK_DATA,
+    ChunkMissing: MsgType.CHUNK_MISSING,
 }

@@ -19,7 +19,12 @@ Theory of operation (``docs/sync.md`` has the full story)
    entries. When both ``Done`` are through, the group is LIVE.
 4. **Live.** :meth:`SyncSession.local_update` pushes whatever the peer lacks, judged by what
    the session knows the peer holds (its frontier, plus everything sent and received since).
-5. **Keys.** After the peer's ``Done`` (or equal digests), and after live entries, keys the host
+5. **Vault chunks.** In any phase of a matched group, either side may send ``ChunkRequest``
+   (at most ``max_chunks_outstanding`` ids unanswered per group); the other answers each id once
+   with ``ChunkData`` or within a ``ChunkMissing``, only to a peer ``may_serve`` admits and only
+   from a host that is a :class:`ChunkHost`. Chunks spend no entry credit, so entry sync goes
+   on while they flow; the requester's window bounds the chunk bytes in flight.
+6. **Keys.** After the peer's ``Done`` (or equal digests), and after live entries, keys the host
    misses are asked for once each; answers are ``KeyResponse`` or ``KeyRefused``.
 
 Invariants: every legal (state, message) pair is a row of :data:`TRANSITIONS`; anything else,
@@ -33,7 +38,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, runtime_checkable
 
 from microsync import encoding
 from microsync.crypto import derive_key, labelled_hash, labels
@@ -53,6 +58,9 @@ from microsync.protocol.messages import (
     TAG_SIZE,
     Bye,
     Certificates,
+    ChunkData,
+    ChunkMissing,
+    ChunkRequest,
     Credit,
     Digest,
     Done,
@@ -82,6 +90,7 @@ __all__ = [
     "SYNC_FRONTIER_DIGEST",
     "SYNC_GROUP_TAG",
     "TRANSITIONS",
+    "ChunkHost",
     "GroupPhase",
     "GroupProof",
     "SessionState",
@@ -177,6 +186,23 @@ class SyncHost(Protocol):
         ...
 
 
+@runtime_checkable
+class ChunkHost(Protocol):
+    """What a host that serves and fetches vault chunks adds to :class:`SyncHost`."""
+
+    def chunk(self, group: GroupId, peer: DeviceId, chunk: bytes) -> bytes | None:
+        """The sealed chunk ``chunk`` of ``group`` for ``peer``, or ``None``."""
+        ...
+
+    def chunk_received(self, group: GroupId, peer: DeviceId, chunk: bytes, data: bytes) -> None:
+        """A chunk this side asked ``peer`` for (the host verifies it before keeping it)."""
+        ...
+
+    def chunks_missing(self, group: GroupId, peer: DeviceId, chunks: Sequence[bytes]) -> None:
+        """``peer`` does not hold these requested chunks."""
+        ...
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SyncOptions:
     """Tunables of one session. ``window_*`` is the credit granted to the peer."""
@@ -191,6 +217,7 @@ class SyncOptions:
     max_proofs_per_group: int = 8
     max_key_rounds: int = 4
     ephemeral_per_minute: int = 120  # from the peer; more are dropped (and counted)
+    max_chunks_outstanding: int = 64  # vault chunk ids asked of the peer, unanswered, per group
     idle_timeout_ms: int = 90_000
     keepalive_ms: int = 30_000
     limits: Limits = LIMITS
@@ -234,6 +261,10 @@ class SessionStats:
     keys_gained: int = 0
     key_refusals: int = 0
     ephemeral_dropped: int = 0
+    chunks_sent: int = 0
+    chunks_received: int = 0
+    chunk_bytes_sent: int = 0
+    chunk_bytes_received: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -259,6 +290,7 @@ class _GroupSync:
     awaiting_keys: int = 0
     answered: int = 0  # key requests from the peer
     certs_received: int = 0
+    chunks_asked: set[bytes] = field(default_factory=set)  # chunk ids asked, not yet answered
 
 
 def group_tag(key: bytes, channel_binding: bytes, role: bytes) -> bytes:
@@ -282,6 +314,9 @@ _GROUP_MESSAGES: Final = (
     KeyResponse,
     KeyRefused,
     Ephemeral,
+    ChunkRequest,
+    ChunkData,
+    ChunkMissing,
 )
 
 
@@ -406,6 +441,28 @@ class SyncSession:
         if self.host.may_serve(group, self.peer_device):
             self._send(Ephemeral(group=group, data=data))
         return self._flush(None)
+
+    def request_chunks(self, group: GroupId, ids: Sequence[bytes]) -> list[bytes]:
+        """Ask the peer for vault chunks of ``group`` (ids not already asked; at most
+        ``max_chunks_outstanding`` unanswered). Answers reach the host's ``chunk_received`` and
+        ``chunks_missing``. :class:`LocalProtocolError` beyond the window."""
+        g = self._groups.get(group)
+        if self.closed or g is None:
+            return []
+        fresh = [i for i in dict.fromkeys(ids) if i not in g.chunks_asked]
+        if len(g.chunks_asked) + len(fresh) > self.options.max_chunks_outstanding:
+            raise LocalProtocolError("more chunks asked than the window allows")
+        step = self.options.limits.max_chunk_ids
+        for start in range(0, len(fresh), step):
+            batch = tuple(fresh[start : start + step])
+            g.chunks_asked.update(batch)
+            self._send(ChunkRequest(group=group, ids=batch))
+        return self._flush(None)
+
+    def chunks_outstanding(self, group: GroupId) -> int:
+        """Chunk ids asked of the peer for ``group`` and not answered yet."""
+        g = self._groups.get(group)
+        return 0 if g is None else len(g.chunks_asked)
 
     def close(self) -> list[bytes]:
         """End the session normally: a ``Bye``."""
@@ -642,6 +699,40 @@ class SyncSession:
             return
         self.host.ephemeral(m.group, self.peer_device, m.data)
 
+    def _on_chunk_request(self, m: ChunkRequest) -> None:
+        host = self.host if isinstance(self.host, ChunkHost) else None
+        if host is not None and not self.host.may_serve(m.group, self.peer_device):
+            host = None
+        missing = []
+        for chunk in m.ids:
+            data = None if host is None else host.chunk(m.group, self.peer_device, chunk)
+            if data is None or len(data) > self.options.limits.max_chunk_data:
+                missing.append(chunk)
+                continue
+            self.stats.chunks_sent += 1
+            self.stats.chunk_bytes_sent += len(data)
+            self._send(ChunkData(group=m.group, id=chunk, data=data))
+        if missing:
+            self._send(ChunkMissing(group=m.group, ids=tuple(missing)))
+
+    def _on_chunk_data(self, m: ChunkData) -> None:
+        self._take_chunk_answers(m.group, (m.id,))
+        self.stats.chunks_received += 1
+        self.stats.chunk_bytes_received += len(m.data)
+        if isinstance(self.host, ChunkHost):
+            self.host.chunk_received(m.group, self.peer_device, m.id, m.data)
+
+    def _on_chunk_missing(self, m: ChunkMissing) -> None:
+        self._take_chunk_answers(m.group, m.ids)
+        if isinstance(self.host, ChunkHost):
+            self.host.chunks_missing(m.group, self.peer_device, m.ids)
+
+    def _take_chunk_answers(self, group: GroupId, ids: Sequence[bytes]) -> None:
+        asked = self._groups[group].chunks_asked
+        if not asked.issuperset(ids):
+            raise RemoteProtocolError("a chunk answer nobody asked for")
+        asked.difference_update(ids)
+
     # ------------------------------------------------------------------ helpers
 
     def _go_live(self, g: _GroupSync) -> None:
@@ -830,6 +921,10 @@ TRANSITIONS: Final[dict[tuple[SessionState | GroupPhase, MsgType], _Handler]] = 
     (_G.LIVE, MsgType.KEY_RESPONSE): SyncSession._on_key_response,
     (_G.LIVE, MsgType.KEY_REFUSED): SyncSession._on_key_refused,
     **{(phase, MsgType.EPHEMERAL): SyncSession._on_ephemeral for phase in GroupPhase},
+    # vault chunks: in every phase of a matched group, beside entry sync (never blocking it)
+    **{(phase, MsgType.CHUNK_REQUEST): SyncSession._on_chunk_request for phase in GroupPhase},
+    **{(phase, MsgType.CHUNK_DATA): SyncSession._on_chunk_data for phase in GroupPhase},
+    **{(phase, MsgType.CHUNK_MISSING): SyncSession._on_chunk_missing for phase in GroupPhase},
 }
 """Every legal (state, message type) -> handler. Group messages are looked up by the phase of
 the group they name (an unmatched group is an error before this table); all else by the session

@@ -6,10 +6,11 @@ them if the block raises, so a failed write leaves nothing behind, exactly like 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+from microsync.blobs.chunks import ChunkId
 from microsync.errors import StorageError
 from microsync.feed.entry import Entry, EntryId, GroupId
 from microsync.feed.store import AuthorStatus, FeedStatus, ForkEvidence, StoredEntry
@@ -42,6 +43,8 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._t = _Tables()
+        # vault chunks: outside the transactional tables, like SqliteStore's chunk files
+        self._chunks: dict[tuple[GroupId, ChunkId], bytes] = {}
         self._depth = 0
         self._closed = False
 
@@ -198,6 +201,31 @@ class MemoryStore:
                 ),
             }
         )
+
+    # vault chunks (microsync.blobs.store.ChunkStore)
+
+    def put_chunk(self, group: GroupId, chunk: ChunkId, data: bytes) -> None:
+        self._check_open()
+        if len(chunk) != 32:
+            raise ValueError("a chunk id is 32 bytes")
+        self._chunks[(group, chunk)] = bytes(data)
+
+    def get_chunk(self, group: GroupId, chunk: ChunkId) -> bytes | None:
+        self._check_open()
+        return self._chunks.get((group, chunk))
+
+    def has_chunk(self, group: GroupId, chunk: ChunkId) -> bool:
+        self._check_open()
+        return (group, chunk) in self._chunks
+
+    def delete_chunks(self, group: GroupId, chunks: Iterable[ChunkId]) -> int:
+        self._check_open()
+        return sum(self._chunks.pop((group, c), None) is not None for c in chunks)
+
+    def chunk_usage(self, group: GroupId) -> tuple[int, int]:
+        self._check_open()
+        held = [len(d) for (g, _), d in self._chunks.items() if g == group]
+        return len(held), sum(held)
 
     def scrub(self) -> None:
         """Nothing to do: memory holds no deleted rows (``SqliteStore.scrub`` truncates its log)."""

@@ -50,11 +50,12 @@ import fcntl
 import functools
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
+from microsync.blobs.chunks import ChunkId
 from microsync.errors import ProfileInUse, StorageError
 from microsync.feed.entry import Entry, EntryId, GroupId, parse_entry
 from microsync.feed.store import AuthorStatus, FeedStatus, ForkEvidence, StoredEntry
@@ -65,6 +66,7 @@ from microsync.storage.migrations import migrate
 __all__ = ["SqliteStore"]
 
 DATABASE_NAME: Final = "profile.db"
+CHUNKS_DIR: Final = "chunks"  # vault chunks: <profile>/chunks/<group hex>/<chunk id hex>
 LOCK_NAME: Final = "profile.lock"
 SYNCHRONOUS_LEVELS: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
 BUSY_TIMEOUT: Final = 0.1  # seconds; only tools outside microsync can contend (see the lock)
@@ -443,6 +445,70 @@ class SqliteStore:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error as error:
             raise StorageError(f"cannot checkpoint the profile database: {error}") from error
+
+    # vault chunks (microsync.blobs.store.ChunkStore): one file each, outside the database.
+    # Why files: a 1 GiB blob written once (no WAL copy then checkpoint copy), read and
+    # purged by plain file operations (an unlink leaves no copy in a log or a free page), and
+    # the database stays small. Each write goes to a temporary name, is flushed and fsynced,
+    # then renamed into place: a chunk is wholly there or absent after a crash.
+
+    def _chunk_path(self, group: GroupId, chunk: ChunkId) -> Path:
+        if len(chunk) != 32:
+            raise ValueError("a chunk id is 32 bytes")
+        return self.directory / CHUNKS_DIR / bytes(group).hex() / bytes(chunk).hex()
+
+    def put_chunk(self, group: GroupId, chunk: ChunkId, data: bytes) -> None:
+        self._check_usable()
+        path = self._chunk_path(group, chunk)
+        temp = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temp, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, path)
+        except OSError as error:
+            with suppress(OSError):
+                temp.unlink()
+            raise StorageError(f"cannot store a vault chunk: {error.strerror}") from error
+
+    def get_chunk(self, group: GroupId, chunk: ChunkId) -> bytes | None:
+        self._check_usable()
+        try:
+            return self._chunk_path(group, chunk).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise StorageError(f"cannot read a vault chunk: {error.strerror}") from error
+
+    def has_chunk(self, group: GroupId, chunk: ChunkId) -> bool:
+        self._check_usable()
+        return self._chunk_path(group, chunk).is_file()
+
+    def delete_chunks(self, group: GroupId, chunks: Iterable[ChunkId]) -> int:
+        self._check_usable()
+        deleted = 0
+        for chunk in chunks:
+            try:
+                self._chunk_path(group, chunk).unlink()
+                deleted += 1
+            except FileNotFoundError:
+                continue
+            except OSError as error:
+                raise StorageError(f"cannot delete a vault chunk: {error.strerror}") from error
+        return deleted
+
+    def chunk_usage(self, group: GroupId) -> tuple[int, int]:
+        self._check_usable()
+        folder = self.directory / CHUNKS_DIR / bytes(group).hex()
+        count = size = 0
+        with suppress(FileNotFoundError):
+            for entry in os.scandir(folder):
+                if len(entry.name) == 64 and entry.is_file():
+                    count += 1
+                    size += entry.stat().st_size
+        return count, size
 
     # whole profile
     def dump(self) -> bytes:
