@@ -188,7 +188,8 @@ async def _measure(
     # 3. newest first
     newest = devices["newest"]
     await welcome(newest, people, group)
-    visible = [p.id for p in newcomer.group(group).feed()][:50]
+    # the newest 50 posts (a reply shows once what it answers is here: causal order)
+    visible = [p.id for p in newcomer.group(group).feed() if p.reply_to is None][:50]
     start = time.perf_counter()
     await newest.start(
         lan=False, port=None, peers=(f"127.0.0.1:{port}",), options=SyncOptions(newest_first=True)

@@ -123,3 +123,39 @@ async def test_stop_closes_everything(tmp_path: Path) -> None:
         await asyncio.sleep(0.05)
         left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert left == [], left
+
+
+async def test_a_new_device_shows_the_newest_posts_before_the_history(tmp_path: Path) -> None:
+    from bench.feed_state import build, membership_items
+    from bench.sync import welcome
+    from microsync.protocol.session import SyncOptions
+
+    async with AsyncExitStack() as stack:
+        home = await opened(stack, tmp_path / "home", "Home")
+        newcomer = await opened(stack, tmp_path / "new", "New")
+        _net, people, group, made = build(1500, 3, [home, newcomer], seed=3)
+        certificates = [p.identity.certificate.to_bytes() for p in people]
+        home.learn_certificates([*certificates, newcomer._identity.certificate.to_bytes()])
+        home.receive(group, membership_items(people, group))
+        home.receive(group, [(e.wire, b) for e, b in made])
+        # the newest 20 posts (replies to posts not yet here wait for them: causal order)
+        newest = [p.id for p in home.group(group).feed() if p.reply_to is None][:20]
+        await home.start(lan=False, port=0)
+        await welcome(newcomer, people, group)
+        options = SyncOptions(newest_first=True, batch_entries=32, window_batches=1)
+        await newcomer.start(
+            lan=False, port=None, peers=(f"127.0.0.1:{home.port}",), options=options
+        )
+
+        def stored() -> int:
+            return sum(s.head_seq for s in newcomer._store.feeds(group).values())
+
+        def shows_newest() -> bool:
+            held = newcomer.group(group)
+            return held.is_member() and {p.id for p in held.feed()} >= set(newest)
+
+        await eventually(shows_newest, timeout=60)
+        assert stored() < len(made) // 2  # most of the history is still to come
+        await eventually(lambda: stored() >= len(made) + len(membership_items(people, group)))
+        mine = [p.id for p in newcomer.group(group).feed()]
+        assert mine == [p.id for p in home.group(group).feed()]

@@ -24,6 +24,7 @@ from microsync.app.timeline import AppEntry, Change, PostState, Timeline, deps_f
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import DecodeError, DecryptionError, MicrosyncError, NotAMember
 from microsync.feed.entry import MAX_DEPS, Entry, EntryId
+from microsync.feed.store import StoredEntry
 from microsync.identity import DeviceId, PersonId
 from microsync.state import Document, Op, encode_op
 
@@ -86,6 +87,7 @@ class AppMixin:
     _emit: Callable[[Event], None]
     _app: Timeline | None = None
     _locked_app: dict[EntryId, tuple[Entry, int]]
+    _provisional: dict[EntryId, tuple[Entry, bytes]] | None = None
 
     # ------------------------------------------------------------------ loading
 
@@ -107,8 +109,29 @@ class AppMixin:
                 self._absorb_app(self._app_entries_after({}), quiet=True)
             for post_id, (deleted, _) in self._purged().items():
                 self._app.forget_body(post_id, deleted)
+            if self._provisional:
+                self._absorb_app(
+                    [e for e, _ in self._provisional.values()],
+                    quiet=True,
+                    bodies={i: b for i, (_, b) in self._provisional.items()},
+                )
             self._expire(quiet=True)
         return self._app
+
+    def _app_pending(self, pending: Sequence[tuple[Entry, bytes]]) -> None:
+        """Entries whose signature verified but whose feed has a gap before them (a newest-first
+        sync sends the latest first): shown at once, provisionally. They are signed by their
+        author, so nothing about them changes when the gap fills; if it never does (a fork),
+        they stay shown until the next restart."""
+        fresh = [(e, b) for e, b in pending if e.header.type == APP_TYPE]
+        if not fresh:
+            return
+        if self._provisional is None:
+            self._provisional = {}
+        for entry, body in fresh:
+            self._provisional[entry.id] = (entry, body)
+        if self._app is not None:
+            self._absorb_app([e for e, _ in fresh], bodies=dict((e.id, b) for e, b in fresh))
 
     def _app_entries_after(self, frontier: dict[DeviceId, int]) -> list[Entry]:
         store = self._replica.store
@@ -202,8 +225,16 @@ class AppMixin:
             out[EntryId(expect_bytes(post, "post", 32))] = (bool(deleted), reply_to)
         return out
 
-    def _absorb_app(self, entries: Sequence[Entry], *, quiet: bool = False) -> None:
-        """Decrypt and fold app entries (entries this device cannot open yet wait for a key)."""
+    def _absorb_app(
+        self,
+        entries: Sequence[Entry],
+        *,
+        quiet: bool = False,
+        bodies: dict[EntryId, bytes] | None = None,
+    ) -> None:
+        """Decrypt and fold app entries (entries this device cannot open yet wait for a key).
+        ``bodies`` carries the bodies of provisional (pending) entries, which the store's feeds
+        do not hold yet."""
         timeline = self._app
         assert timeline is not None
         store = self._replica.store
@@ -215,7 +246,11 @@ class AppMixin:
             cutoff = state.revoked.get(h.device)
             if cutoff is not None and h.seq > cutoff:
                 continue  # written by a revoked device after its cut-off: never counts
-            stored = store.entry_at(self._replica.id, h.device, h.seq)
+            stored: StoredEntry | None
+            if bodies is not None and entry.id in bodies:
+                stored = StoredEntry(entry=entry, body=bodies[entry.id])
+            else:
+                stored = store.entry_at(self._replica.id, h.device, h.seq)
             if stored is None:
                 continue
             if stored.body is None:
@@ -232,6 +267,8 @@ class AppMixin:
                 except DecodeError:
                     continue  # a member wrote garbage: it never counts
             self._locked_app.pop(entry.id, None)
+            if self._provisional is not None and bodies is None:
+                self._provisional.pop(entry.id, None)  # in its feed now
             certificate = store.certificate(h.device)
             if certificate is None:
                 continue
@@ -283,10 +320,16 @@ class AppMixin:
         """Called after entries of this group were stored (sync, or this device's own)."""
         if self._app is None:
             return  # loaded from the store on first use
-        retry = [e for e, _ in self._locked_app.values()]
+        retry = [e for e, _ in self._locked_app.values() if e.id not in (self._provisional or {})]
         fresh = [e for e in accepted if e.header.type == APP_TYPE]
         if fresh or retry:
             self._absorb_app(retry + fresh)
+        locked_provisional = {
+            i: b for i, (e, b) in (self._provisional or {}).items() if i in self._locked_app
+        }
+        if locked_provisional:
+            entries = [self._provisional[i][0] for i in locked_provisional]  # type: ignore[index]
+            self._absorb_app(entries, bodies=locked_provisional)
         self._expire()
 
     def _expire(self, *, quiet: bool = False) -> None:

@@ -25,12 +25,14 @@ from types import TracebackType
 from typing import Self
 
 from microsync import encoding
-from microsync.app.api import Event
+from microsync.app.api import Event, Post
 from microsync.app.presence import PresenceMixin
+from microsync.blobs import BlobRef
 from microsync.crypto import X25519SecretKey, fingerprint, system_rng
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import MicrosyncError, NotAMember, ProfileNotFound, StorageError
 from microsync.feed import GroupId, Ingested
+from microsync.feed.ingest import Outcome
 from microsync.feed.trust import add_certificate
 from microsync.group.invite import Invite, InviteId, InvitePurpose, InviteState, PairingGuest
 from microsync.group.join import (
@@ -54,6 +56,7 @@ from microsync.identity import (
     PrekeyCertificate,
 )
 from microsync.node.runtime import NetworkMixin, PeerInfo, SyncResult
+from microsync.node.vault import Vault
 from microsync.storage.sqlite import DATABASE_NAME, SqliteStore
 
 __all__ = [
@@ -417,6 +420,12 @@ class Device(NetworkMixin):
         before = set(group._replica.state.members)
         results = group._replica.receive(items)
         accepted = [e for r in results if isinstance(r, Ingested) for e in r.accepted]
+        pending = [
+            (r.entry, body)
+            for r, (_, body) in zip(results, items, strict=True)
+            if isinstance(r, Ingested) and r.outcome is Outcome.PENDING and body is not None
+        ]
+        group._app_pending(pending)
         group._app_received(accepted)
         after = set(group._replica.state.members)
         for person in sorted(after - before):
@@ -534,6 +543,25 @@ class Group(PresenceMixin):
 
     def _now(self) -> int:
         return _now_ms()
+
+    # ---- vault (docs/vault.md) -------------------------------------------------------------
+
+    @property
+    def vault(self) -> Vault:
+        """The group's vault of encrypted files (:class:`~microsync.node.vault.Vault`)."""
+        found: Vault | None = self.__dict__.get("_vault")
+        if found is None:
+            found = self.__dict__["_vault"] = Vault(self)
+        return found
+
+    async def post(
+        self, text: str, attachments: Sequence[bytes | BlobRef] = (), *, ttl: float | None = None
+    ) -> Post:
+        """Post ``text``; ``attachments`` may be vault :class:`~microsync.blobs.BlobRef`s (a
+        post carries ``bytes(ref)``, the blob id: receivers resolve it with ``vault.get``)."""
+        return await super().post(text, [bytes(a) for a in attachments], ttl=ttl)
+
+    # ---- end of vault ----------------------------------------------------------------------
 
     def _after_announce(self, sealed: bytes) -> None:
         self._device._announced(self.id, sealed)

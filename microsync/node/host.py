@@ -7,11 +7,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from microsync import encoding
+from microsync.blobs import ChunkId
 from microsync.encoding import expect_int, expect_list
 from microsync.errors import DecodeError, MicrosyncError, NotAMember
 from microsync.feed import EntryId, GroupId, StoredEntry
 from microsync.group.keys import Purpose
-from microsync.group.ops import OpKind
+from microsync.group.ops import MEMBERSHIP_TYPE, OpKind
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId
 from microsync.protocol.messages import Item
@@ -104,11 +105,26 @@ class DeviceHost:
             for stored in store.entries(group, device, frontier.get(device, 0), room):
                 found.append(stored)
         if newest_first:
-            found.sort(key=lambda s: (s.entry.header.hlc, s.entry.id), reverse=True)
+            # what a new device needs to read anything comes first: in each feed, everything up
+            # to its last membership operation (in order, so it chains); then the rest, newest
+            # first (it waits in the peer's pending buffer and shows provisionally)
+            first: list[StoredEntry] = []
+            last_op: dict[DeviceId, int] = {}
+            for s in found:
+                if s.entry.header.type == MEMBERSHIP_TYPE:
+                    last_op[s.entry.header.device] = s.entry.header.seq
+            rest: list[StoredEntry] = []
+            for s in found:
+                h = s.entry.header
+                (first if h.seq <= last_op.get(h.device, 0) else rest).append(s)
+            rest.sort(key=lambda s: (s.entry.header.hlc, s.entry.id), reverse=True)
+            found = first + rest
         return [(s.entry.wire, s.body) for s in found[:limit]]
 
     def receive(self, group: GroupId, items: Sequence[Item]) -> int:
         accepted = self.device.receive(group, items)
+        if accepted:
+            self.device.group(group).vault.refresh()  # removals purge chunks right away
         if accepted and self._on_received is not None:
             self._on_received(group, accepted)
         return accepted
@@ -161,3 +177,17 @@ class DeviceHost:
             return  # a bad announcement is dropped; the session goes on
         if fresh and self._on_ephemeral is not None:
             self._on_ephemeral(group, peer, data)
+
+    # ------------------------------------------------------------------ vault chunks
+    # (microsync.protocol.session.ChunkHost; the vault checks every chunk it asked for)
+
+    def chunk(self, group: GroupId, peer: DeviceId, chunk: bytes) -> bytes | None:
+        if len(chunk) != 32:
+            return None
+        return self.device.group(group).vault.serve(peer, ChunkId(chunk))
+
+    def chunk_received(self, group: GroupId, peer: DeviceId, chunk: bytes, data: bytes) -> None:
+        self.device.group(group).vault.chunk_received(peer, ChunkId(chunk), data)
+
+    def chunks_missing(self, group: GroupId, peer: DeviceId, chunks: Sequence[bytes]) -> None:
+        self.device.group(group).vault.chunks_missing(peer, [ChunkId(c) for c in chunks])
