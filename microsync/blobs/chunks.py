@@ -107,10 +107,14 @@ class SealedChunk:
 class BlobEncryptor:
     """Seal a blob incrementally: :meth:`update` with pieces, then :meth:`finish`."""
 
+    def __repr__(self) -> str:
+        return f"BlobEncryptor(chunk_size={self.chunk_size}, size={self.size})"
+
     def __init__(self, key: bytes, ids_key: bytes, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
         _check_chunk_size(chunk_size)
         if len(key) != STREAM_KEY_SIZE:
             raise ValueError("a blob key is 32 bytes")
+        self.key = key
         self.chunk_size = chunk_size
         self.size = 0
         self.ids: list[ChunkId] = []

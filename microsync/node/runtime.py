@@ -694,6 +694,25 @@ class _Runtime:
     def _relay_on(self, group: GroupId, peer: DeviceId, data: bytes) -> None:
         self.gossip(group, data, peer)
 
+    # ---- vault chunks (microsync.node.vault) -------------------------------------------------
+
+    def chunk_peers(self, group: GroupId) -> dict[DeviceId, Callable[[Sequence[bytes]], None]]:
+        """Live connections sharing ``group``: peer device -> ``request(chunk ids)``."""
+        found: dict[DeviceId, Callable[[Sequence[bytes]], None]] = {}
+        for connection in self._connections:
+            session = connection.session
+            if session.closed or group not in session.groups:
+                continue
+
+            def request(ids: Sequence[bytes], connection: SyncConnection = connection) -> None:
+                connection.session.request_chunks(group, ids)
+                connection.notify(group)  # sends what the session queued, through its outbox
+
+            found[connection.peer.device] = request
+        return found
+
+    # ---- end of vault chunks -------------------------------------------------------------------
+
     async def _heartbeat(self) -> None:
         while True:
             for group in list(self.device.groups()):

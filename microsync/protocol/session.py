@@ -426,7 +426,7 @@ class SyncSession:
         """The host appended or received entries of ``group``: push what the peer lacks."""
         g = self._groups.get(group)
         if self.closed or g is None or g.phase not in (GroupPhase.SYNCING, GroupPhase.LIVE):
-            return []
+            return self._flush(None)  # only what was queued (chunk requests)
         g.certs_due = True
         self._dirty[group] = None
         self._pump()
@@ -442,13 +442,15 @@ class SyncSession:
             self._send(Ephemeral(group=group, data=data))
         return self._flush(None)
 
-    def request_chunks(self, group: GroupId, ids: Sequence[bytes]) -> list[bytes]:
+    def request_chunks(self, group: GroupId, ids: Sequence[bytes]) -> None:
         """Ask the peer for vault chunks of ``group`` (ids not already asked; at most
-        ``max_chunks_outstanding`` unanswered). Answers reach the host's ``chunk_received`` and
+        ``max_chunks_outstanding`` unanswered). The request goes out with the next records a
+        call returns (:meth:`local_update` or :meth:`flush`), so an I/O adapter sends it
+        through its one outbox. Answers reach the host's ``chunk_received`` and
         ``chunks_missing``. :class:`LocalProtocolError` beyond the window."""
         g = self._groups.get(group)
         if self.closed or g is None:
-            return []
+            return
         fresh = [i for i in dict.fromkeys(ids) if i not in g.chunks_asked]
         if len(g.chunks_asked) + len(fresh) > self.options.max_chunks_outstanding:
             raise LocalProtocolError("more chunks asked than the window allows")
@@ -457,6 +459,9 @@ class SyncSession:
             batch = tuple(fresh[start : start + step])
             g.chunks_asked.update(batch)
             self._send(ChunkRequest(group=group, ids=batch))
+
+    def flush(self) -> list[bytes]:
+        """Records queued by :meth:`request_chunks`, to send now."""
         return self._flush(None)
 
     def chunks_outstanding(self, group: GroupId) -> int:

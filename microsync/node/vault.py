@@ -1,0 +1,498 @@
+"""``Group.vault``: encrypted files shared with a group, stored in chunks and fetched lazily.
+
+Theory of operation (``docs/vault.md`` has the format)
+------------------------------------------------------
+:meth:`Vault.add` streams a file through :class:`~microsync.blobs.BlobEncryptor` (memory: at
+most two chunks plus one read), keeps each sealed chunk in the profile's chunk store as it is
+made, then appends the manifest as an encrypted feed entry of type
+:data:`~microsync.blobs.VAULT_TYPE`. The vault's state is the
+:class:`~microsync.blobs.VaultIndex` fold of those entries, refreshed from the store whenever it
+is read and after every sync batch (:meth:`Vault.refresh`); a removal purges the blob's chunks
+and its manifest body on every device that applies it.
+
+:meth:`Vault.fetch` gets the chunks this device lacks from every connected peer sharing the
+group (a window of chunks per peer, several peers at once), checks each against its keyed id
+and length BEFORE keeping it, and keeps it: an interrupted fetch resumes with what is still
+missing. Then it decrypts every chunk in order into ``<dest>.part`` and renames that onto
+``dest`` only once every chunk has opened: a bad chunk never reaches ``dest``.
+
+Per-device storage policy (a profile setting, per group): ``"all"`` keeps every chunk and
+:meth:`Vault.prefetch` fetches every blob; ``"thumbnails"`` (default) fetches only on demand
+and keeps what it fetched (manifests carry thumbnails, so those are always here);
+``"on_demand"`` also drops fetched chunks once the file is written. Chunks a device added are
+always kept: it may be the only holder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Final, Literal, cast
+
+from microsync.blobs import (
+    DEFAULT_CHUNK_SIZE,
+    VAULT_TYPE,
+    BlobDecryptor,
+    BlobEncryptor,
+    BlobId,
+    BlobRef,
+    ChunkId,
+    ChunkStore,
+    Manifest,
+    Purge,
+    VaultIndex,
+    VaultKind,
+    VaultOp,
+    chunk_length,
+    id_key,
+)
+from microsync.errors import DecodeError, DecryptionError, NotAMember, PeerUnreachable
+from microsync.feed import GroupId, StoredEntry
+from microsync.identity import DeviceId
+
+if TYPE_CHECKING:
+    from microsync.group.replica import GroupStore
+    from microsync.node import Group
+
+__all__ = ["POLICIES", "Policy", "Progress", "Vault", "VaultUsage"]
+
+Policy = Literal["all", "thumbnails", "on_demand"]
+POLICIES: Final = ("all", "thumbnails", "on_demand")
+Progress = Callable[[int, int], None]
+"""``progress(done_bytes, total_bytes)``."""
+
+WINDOW: Final = 8
+"""Chunks asked of one peer at a time (8 MiB in flight per peer at the default chunk size)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VaultUsage:
+    """How much of the group's vault this device holds."""
+
+    blobs: int  # blobs in the vault
+    total_bytes: int  # their plaintext size
+    complete: int  # blobs whose every chunk is here
+    chunks_held: int
+    bytes_held: int  # sealed chunk bytes on this device's disk
+
+
+@dataclass(slots=True, eq=False)
+class _Download:
+    """One fetch's chunks still wanted, and what each peer was asked or lacks."""
+
+    decryptor: BlobDecryptor
+    wanted: dict[ChunkId, int]  # chunk id -> index
+    asked: dict[DeviceId, set[ChunkId]] = field(default_factory=dict)
+    lacking: dict[ChunkId, set[DeviceId]] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: int = 0  # plaintext bytes received in this fetch
+    progressed: bool = False
+
+
+class Vault:
+    """The vault of one group on this device (``group.vault``)."""
+
+    def __init__(self, group: Group) -> None:
+        self._group = group
+        self._index = VaultIndex()
+        self._seen: dict[DeviceId, int] = {}
+        self._locked: dict[tuple[DeviceId, int], StoredEntry] = {}
+        self._mine: set[BlobId] = set()
+        self._downloads: list[_Download] = []
+        self._id_keys: dict[BlobId, bytes] = {}  # blob -> the id key its manifest names
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def _gid(self) -> GroupId:
+        return self._group.id
+
+    @property
+    def _store(self) -> GroupStore:
+        return self._group._replica.store
+
+    @property
+    def _chunks(self) -> ChunkStore:
+        store = self._store
+        if not isinstance(store, ChunkStore):
+            raise TypeError("this profile's store keeps no vault chunks")
+        return store
+
+    def _ids_key(self, epoch: int, body: bytes | None) -> bytes | None:
+        """The id key of ``epoch`` (the key whose ref the body names, when there are two)."""
+        ref = None if body is None else body[:16]
+        found = None
+        for (number, _), key in sorted(self._group._replica.epoch_keys().items()):
+            content = key.content
+            if number != epoch or content is None:
+                continue
+            found = id_key(content.secret_bytes())
+            if key.ref == ref:
+                return found
+        return found
+
+    # ------------------------------------------------------------------ the fold
+
+    def refresh(self) -> None:
+        """Fold vault entries stored since the last call; purge what removals delete."""
+        store = self._store
+        fresh: list[StoredEntry] = []
+        for device, status in store.feeds(self._gid).items():
+            after = self._seen.get(device, 0)
+            if status.head_seq <= after:
+                continue
+            for stored in store.entries(self._gid, device, after):
+                self._seen[device] = stored.entry.header.seq
+                if stored.entry.header.type == VAULT_TYPE:
+                    fresh.append(stored)
+        retry = list(self._locked.values())
+        self._locked.clear()
+        purges = [p for s in retry + fresh if (p := self._fold(s)) is not None]
+        if purges:
+            self._purge(purges)
+
+    def _fold(self, stored: StoredEntry) -> Purge | None:
+        h = stored.entry.header
+        replica = self._group._replica
+        cutoff = replica.state.revoked.get(h.device)
+        certificate = self._store.certificate(h.device)
+        if (cutoff is not None and h.seq > cutoff) or certificate is None or stored.body is None:
+            return None
+        try:
+            op = VaultOp.from_bytes(replica.decrypt(stored))
+        except DecryptionError:
+            self._locked[(h.device, h.seq)] = stored  # no key yet: retried on refresh
+            return None
+        except DecodeError:
+            return None  # a member wrote garbage: it never counts
+        ids_key = None
+        if op.kind is VaultKind.ADD:
+            assert op.manifest is not None
+            ids_key = self._ids_key(op.manifest.epoch, stored.body)
+            if ids_key is None:
+                return None
+            self._id_keys[op.manifest.blob_id(ids_key)] = ids_key
+        return self._index.apply(
+            entry=stored.entry.id, person=certificate.person, hlc=h.hlc, op=op, ids_key=ids_key
+        )
+
+    def _purge(self, purges: Sequence[Purge]) -> None:
+        store = self._store
+        with store.transaction():
+            for purge in purges:
+                for entry in purge.entries:
+                    store.delete_body(entry)
+        for purge in purges:
+            self._chunks.delete_chunks(self._gid, purge.chunks)
+        scrub = getattr(store, "scrub", None)
+        if scrub is not None:
+            scrub()
+
+    # ------------------------------------------------------------------ reading
+
+    def list(self) -> list[BlobRef]:
+        """The blobs in the group's vault, newest first."""
+        self.refresh()
+        refs = self._index.refs.values()
+        return sorted(refs, key=lambda r: (r.added_at, r.entry), reverse=True)
+
+    def get(self, ref: BlobRef | bytes | str) -> BlobRef:
+        """A blob by ref, id, attachment bytes or hex id prefix (``KeyError`` if unknown)."""
+        self.refresh()
+        refs = self._index.refs
+        if isinstance(ref, BlobRef):
+            ref = bytes(ref.id)
+        if isinstance(ref, str):
+            found = [r for b, r in refs.items() if bytes(b).hex().startswith(ref.lower())]
+            if len(found) != 1 or not ref:
+                raise KeyError(f"no single blob with an id starting {ref!r}")
+            return found[0]
+        blob = refs.get(BlobId(bytes(ref)))
+        if blob is None:
+            raise KeyError(f"no blob {bytes(ref)[:4].hex()} in this vault")
+        return blob
+
+    def missing(self, ref: BlobRef | bytes | str) -> builtins.list[ChunkId]:
+        """Chunks of a blob this device does not hold."""
+        manifest = self._index.manifests[self.get(ref).id]
+        chunks = self._chunks
+        return [c for c in manifest.ids if not chunks.has_chunk(self._gid, c)]
+
+    def usage(self) -> VaultUsage:
+        """Blobs, their size, and what this device holds of them."""
+        refs = self.list()
+        count, held = self._chunks.chunk_usage(self._gid)
+        complete = sum(1 for r in refs if not self.missing(r))
+        total = sum(r.size for r in refs)
+        return VaultUsage(len(refs), total, complete, count, held)
+
+    @property
+    def _policy_key(self) -> str:
+        return f"vault/{bytes(self._gid).hex()}/policy"
+
+    @property
+    def policy(self) -> Policy:
+        """This device's storage policy for the group (``"thumbnails"`` unless set)."""
+        value = self._store.get_meta(self._policy_key)
+        text = value.decode() if value else "thumbnails"
+        return cast(Policy, text) if text in POLICIES else "thumbnails"
+
+    @policy.setter
+    def policy(self, value: Policy) -> None:
+        if value not in POLICIES:
+            raise ValueError(f"policy is one of {POLICIES}")
+        self._store.put_meta(self._policy_key, value.encode())
+
+    # ------------------------------------------------------------------ writing
+
+    async def add(
+        self,
+        source: str | os.PathLike[str] | bytes,
+        name: str | None = None,
+        mime: str | None = None,
+        progress: Progress | None = None,
+        *,
+        thumbnail: bytes | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> BlobRef:
+        """Encrypt a file (a path, streamed) or bytes into the vault and announce it to the
+        group; returns its :class:`~microsync.blobs.BlobRef` (``bytes(ref)`` is the
+        attachment a post carries). ``progress(done, total)`` after every chunk."""
+        replica = self._group._replica
+        if not replica.is_member:
+            raise NotAMember("this device is not a member of the group")
+        epoch = replica.ensure_writable(now=self._group._now())
+        content = epoch.content
+        assert content is not None
+        ids_key = id_key(content.secret_bytes())
+        encryptor = BlobEncryptor(replica.me.rng(32), ids_key, chunk_size)
+        chunks = self._chunks
+        if isinstance(source, bytes):
+            label, total = name or "blob", len(source)
+            pieces = _slices(source, chunk_size)
+        else:
+            path = Path(source)
+            label, total = name or path.name, path.stat().st_size
+            pieces = _read(path, chunk_size)
+        for piece in pieces:
+            for sealed in encryptor.update(piece):
+                chunks.put_chunk(self._gid, sealed.id, sealed.data)
+                if progress is not None:
+                    progress(min(encryptor.size, (sealed.index + 1) * chunk_size), total)
+            await asyncio.sleep(0)  # let sync and other tasks run between chunks
+        last = encryptor.finish()
+        chunks.put_chunk(self._gid, last.id, last.data)
+        if progress is not None:
+            progress(encryptor.size, total)
+        manifest = Manifest(
+            key=encryptor.key,
+            chunk_size=chunk_size,
+            size=encryptor.size,
+            epoch=epoch.number,
+            ids=tuple(encryptor.ids),
+            name=label,
+            mime=mime or _guess_mime(label),
+            thumbnail=thumbnail,
+        )
+        return self._announce(manifest, encryptor.blob_id)
+
+    def _announce(self, manifest: Manifest, blob: BlobId) -> BlobRef:
+        replica = self._group._replica
+        data = VaultOp(kind=VaultKind.ADD, manifest=manifest).to_bytes()
+        VaultOp.from_bytes(data)  # every limit checked before anything is written
+        replica.append_content(VAULT_TYPE, data, now=self._group._now())
+        self._mine.add(blob)
+        self.refresh()
+        return self._index.refs[blob]
+
+    async def remove(self, ref: BlobRef | bytes | str) -> None:
+        """Delete a blob for everyone (only the person who added it may): every device that
+        applies this purges the blob's chunks and manifest from its disk."""
+        blob = self.get(ref)
+        if blob.author != self._group._person():
+            raise NotAMember("only the person who added a blob removes it")
+        op = VaultOp(kind=VaultKind.REMOVE, blob=blob.id)
+        self._group._replica.append_content(VAULT_TYPE, op.to_bytes(), now=self._group._now())
+        self.refresh()
+
+    # ------------------------------------------------------------------ fetching
+
+    async def fetch(
+        self,
+        ref: BlobRef | bytes | str,
+        dest: str | os.PathLike[str],
+        progress: Progress | None = None,
+        *,
+        timeout: float = 30.0,
+    ) -> Path:
+        """Write the blob's plaintext to ``dest``: chunks this device lacks come from the
+        connected peers that hold them, each verified before it is kept; ``dest`` appears
+        (atomically) only once every chunk has opened. An interrupted fetch resumes with the
+        chunks still missing. :class:`PeerUnreachable` when no connected peer holds a missing
+        chunk for ``timeout`` seconds; :class:`DecryptionError` if a chunk does not open."""
+        blob = self.get(ref)
+        decryptor = self._decryptor(blob.id)
+        manifest = self._index.manifests[blob.id]
+        wanted = {c: i for i, c in enumerate(manifest.ids) if c in set(self.missing(blob))}
+        if wanted:
+            await self._download(decryptor, wanted, progress, timeout)
+        target = Path(dest)
+        self._write(decryptor, target)
+        if progress is not None:
+            progress(blob.size, blob.size)
+        if self.policy == "on_demand" and blob.id not in self._mine:
+            self._chunks.delete_chunks(self._gid, wanted)
+        return target
+
+    async def prefetch(self, *, timeout: float = 30.0) -> int:
+        """Under the ``"all"`` policy, fetch every chunk this device lacks into its store;
+        returns how many blobs were completed (0 under the other policies)."""
+        if self.policy != "all":
+            return 0
+        done = 0
+        for blob in self.list():
+            missing = self.missing(blob)
+            if missing:
+                manifest = self._index.manifests[blob.id]
+                wanted = {c: manifest.ids.index(c) for c in missing}
+                await self._download(self._decryptor(blob.id), wanted, None, timeout)
+                done += 1
+        return done
+
+    def _decryptor(self, blob: BlobId) -> BlobDecryptor:
+        manifest = self._index.manifests[blob]
+        ids_key = self._id_keys[blob]
+        return BlobDecryptor(
+            manifest.key, ids_key, manifest.chunk_size, manifest.size, manifest.ids
+        )
+
+    def _write(self, decryptor: BlobDecryptor, target: Path) -> None:
+        temp = target.with_name(f".{target.name}.part")
+        chunks = self._chunks
+        try:
+            with open(temp, "wb") as file:
+                for index, chunk in enumerate(decryptor.ids):
+                    sealed = chunks.get_chunk(self._gid, chunk)
+                    try:
+                        if sealed is None:
+                            raise DecryptionError()
+                        file.write(decryptor.open(index, sealed))
+                    except DecryptionError:
+                        chunks.delete_chunks(self._gid, [chunk])  # fetched again next time
+                        raise
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
+
+    async def _download(
+        self,
+        decryptor: BlobDecryptor,
+        wanted: dict[ChunkId, int],
+        progress: Progress | None,
+        timeout: float,
+    ) -> None:
+        job = _Download(decryptor, dict(wanted))
+        held = decryptor.size - sum(
+            chunk_length(decryptor.size, decryptor.chunk_size, i) for i in wanted.values()
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._downloads.append(job)
+        try:
+            while job.wanted:
+                if self._ask(job) == "nobody" or loop.time() > deadline:
+                    left = len(job.wanted)
+                    raise PeerUnreachable(f"no connected peer holds the {left} missing chunks")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(job.wake.wait(), 0.2)
+                job.wake.clear()
+                if job.progressed:
+                    job.progressed = False
+                    deadline = loop.time() + timeout
+                    if progress is not None:
+                        progress(held + job.arrived, decryptor.size)
+        finally:
+            self._downloads.remove(job)
+
+    def _ask(self, job: _Download) -> str:
+        """Ask each connected peer for up to ``WINDOW`` chunks no other peer was asked for.
+        Returns ``"nobody"`` when peers are connected and every one lacks every chunk left."""
+        net = self._group._device._net
+        peers = {} if net is None else net.chunk_peers(self._gid)
+        for peer in [p for p in job.asked if p not in peers]:
+            del job.asked[peer]  # gone: what it was asked is asked again elsewhere
+        flying = {c for asked in job.asked.values() for c in asked}
+        for peer, request in peers.items():
+            mine = job.asked.setdefault(peer, set())
+            room = WINDOW - len(mine)
+            lacking = job.lacking
+            pick = [c for c in job.wanted if c not in flying and peer not in lacking.get(c, ())][
+                : max(0, room)
+            ]
+            if pick:
+                request(pick)
+                mine.update(pick)
+                flying.update(pick)
+        if (
+            peers
+            and not flying
+            and all(set(peers) <= job.lacking.get(c, set()) for c in job.wanted)
+        ):
+            return "nobody"
+        return "ok"
+
+    def chunk_received(self, peer: DeviceId, chunk: ChunkId, data: bytes) -> None:
+        """A chunk ``peer`` sent (the device's sync host calls this)."""
+        for job in self._downloads:
+            job.asked.get(peer, set()).discard(chunk)
+            index = job.wanted.get(chunk)
+            if index is None:
+                continue
+            if job.decryptor.verify(index, data):
+                self._chunks.put_chunk(self._gid, chunk, data)
+                del job.wanted[chunk]
+                job.arrived += chunk_length(job.decryptor.size, job.decryptor.chunk_size, index)
+                job.progressed = True
+            else:
+                job.lacking.setdefault(chunk, set()).add(peer)  # a bad copy: ask elsewhere
+            job.wake.set()
+
+    def chunks_missing(self, peer: DeviceId, chunks: Sequence[ChunkId]) -> None:
+        """``peer`` does not hold these chunks."""
+        for job in self._downloads:
+            for chunk in chunks:
+                job.asked.get(peer, set()).discard(chunk)
+                if chunk in job.wanted:
+                    job.lacking.setdefault(chunk, set()).add(peer)
+            job.wake.set()
+
+    def serve(self, peer: DeviceId, chunk: ChunkId) -> bytes | None:
+        """A chunk for ``peer`` (a member the session checked), if this device holds it."""
+        return self._chunks.get_chunk(self._gid, chunk)
+
+
+def _slices(data: bytes, size: int) -> Iterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(view), size):
+        yield bytes(view[start : start + size])
+
+
+def _read(path: Path, size: int) -> Iterator[bytes]:
+    with open(path, "rb") as file:
+        while piece := file.read(size):
+            yield piece
+
+
+def _guess_mime(name: str) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"

@@ -1,0 +1,192 @@
+"""Group.vault end to end: add, list, fetch (local and from peers over 127.0.0.1), resume after
+the serving peer stops, several peers at once, removal for everyone, policies, attachments,
+unlinkable ids across groups, and a removed member locked out of later blobs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from microsync.blobs import BlobRef
+from microsync.errors import DecryptionError, NotAMember, PeerUnreachable
+from tests.test_app_group import family_of, share, sync
+from tests.test_net_sync import eventually
+
+CHUNK = 64 * 1024
+
+
+def payload(size: int, seed: int = 1) -> bytes:
+    return (seed.to_bytes(4, "big") + os.urandom(60)) * (size // 64) + b"z" * (size % 64)
+
+
+async def test_add_list_fetch_locally_and_progress(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        [alice] = await family_of(stack, tmp_path, "Alice")
+        source = tmp_path / "photo.jpg"
+        data = payload(5 * CHUNK + 7)
+        source.write_bytes(data)
+        seen: list[tuple[int, int]] = []
+        ref = await alice.vault.add(
+            source, progress=lambda d, t: seen.append((d, t)), chunk_size=CHUNK, thumbnail=b"T"
+        )
+        assert ref.name == "photo.jpg" and ref.mime == "image/jpeg" and ref.size == len(data)
+        assert ref.chunks == 6 and ref.thumbnail == b"T"
+        assert seen[-1] == (len(data), len(data)) and len(seen) >= 6
+        assert alice.vault.list() == [ref] and alice.vault.get(ref.id.hex()[:8]) == ref
+        out = await alice.vault.fetch(ref, tmp_path / "out.jpg")
+        assert out.read_bytes() == data
+        usage = alice.vault.usage()
+        assert (usage.blobs, usage.complete, usage.chunks_held) == (1, 1, 6)
+        assert usage.bytes_held == len(data) + 6 * 16
+        empty = await alice.vault.add(b"", name="empty.txt")
+        assert empty.chunks == 1 and empty.mime == "text/plain"
+        assert (await alice.vault.fetch(empty, tmp_path / "e")).read_bytes() == b""
+        assert "secret" not in repr(ref) and "T" not in repr(ref).split("thumbnail")[0][-3:]
+
+
+async def test_post_carries_a_blob_ref_and_the_receiver_sees_it_before_fetching(
+    tmp_path: Path,
+) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        ref = await alice.vault.add(b"a picture", name="p.png", thumbnail=b"thumb")
+        post = await alice.post("look", attachments=[ref])
+        assert post.attachments == (bytes(ref),)
+        share(alice, bob)
+        [seen] = bob.feed()
+        theirs = bob.vault.get(seen.attachments[0])
+        assert isinstance(theirs, BlobRef) and theirs.thumbnail == b"thumb"
+        assert theirs.id == ref.id and bob.vault.missing(theirs)  # shown, not fetched yet
+
+
+async def test_tampered_chunk_is_detected_and_nothing_is_written(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        [alice] = await family_of(stack, tmp_path, "Alice")
+        ref = await alice.vault.add(payload(3 * CHUNK), name="f", chunk_size=CHUNK)
+        store = alice._replica.store
+        chunk = alice.vault._index.manifests[ref.id].ids[1]
+        sealed = bytearray(store.get_chunk(alice.id, chunk))  # type: ignore[attr-defined]
+        sealed[5] ^= 1
+        store.put_chunk(alice.id, chunk, bytes(sealed))  # type: ignore[attr-defined]
+        dest = tmp_path / "out"
+        with pytest.raises(DecryptionError):
+            await alice.vault.fetch(ref, dest)
+        assert not dest.exists() and not list(tmp_path.glob(".out*"))
+        assert chunk in alice.vault.missing(ref)  # the bad copy was dropped, fetched again later
+
+
+async def test_remove_purges_chunks_everywhere_and_only_the_author_removes(
+    tmp_path: Path,
+) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        ref = await alice.vault.add(payload(2 * CHUNK), name="f", chunk_size=CHUNK)
+        share(alice, bob)
+        with pytest.raises(NotAMember):
+            await bob.vault.remove(ref.id)
+        bob.vault.policy = "all"
+        await alice._device.start(lan=False, port=0)
+        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice._device.port}",))
+        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        assert await bob.vault.prefetch() == 1 and not bob.vault.missing(ref.id)
+        await alice.vault.remove(ref)
+        assert alice.vault.list() == [] and alice.vault.usage().chunks_held == 0
+        await eventually(lambda: bob.vault.usage().chunks_held == 0)
+        assert bob.vault.list() == []
+
+
+async def test_fetch_from_a_peer_then_from_two_peers_at_once(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
+        data = payload(40 * CHUNK + 3)
+        ref = await alice.vault.add(data, name="video.mp4", chunk_size=CHUNK)
+        share(alice, bob, carol)
+        for g in (alice, bob):
+            await g._device.start(lan=False, port=0)
+        await carol._device.start(
+            lan=False,
+            port=None,
+            peers=(f"127.0.0.1:{alice._device.port}",),
+        )
+        await eventually(lambda: any(p.synced for p in carol._device.peers()))
+        # bob fetches from alice (one peer)
+        await bob._device.sync_with("127.0.0.1", alice._device.port)  # type: ignore[arg-type]
+        bob._device.connect(f"127.0.0.1:{alice._device.port}")
+        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        assert (await bob.vault.fetch(ref, tmp_path / "b.mp4")).read_bytes() == data
+        # carol connects to bob too: now two peers hold every chunk
+        carol._device.connect(f"127.0.0.1:{bob._device.port}")
+        await eventually(lambda: sum(p.synced for p in carol._device.peers()) == 2)
+        out = await carol.vault.fetch(ref, tmp_path / "c.mp4")
+        assert out.read_bytes() == data
+        served = {
+            c.peer.device_name: c.session.stats.chunks_received
+            for c in carol._device._net._connections  # type: ignore[union-attr]
+        }
+        assert served["Alice"] > 0 and served["Bob"] > 0, served
+
+
+async def test_resume_after_the_serving_peer_stops_mid_transfer(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        data = payload(60 * CHUNK)
+        ref = await alice.vault.add(data, name="big", chunk_size=CHUNK)
+        share(alice, bob)
+        await alice._device.start(lan=False, port=0)
+        port = alice._device.port
+        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{port}",))
+        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        stopping: list[asyncio.Task[None]] = []
+
+        def stop_alice(done: int, total: int) -> None:
+            if done >= 10 * CHUNK and not stopping:
+                stopping.append(asyncio.ensure_future(alice._device.stop()))
+
+        dest = tmp_path / "big.out"
+        with pytest.raises(PeerUnreachable):
+            await bob.vault.fetch(ref, dest, progress=stop_alice, timeout=1.0)
+        await stopping[0]
+        assert not dest.exists()
+        left = len(bob.vault.missing(ref))
+        assert 0 < left < 60  # some chunks were kept
+        await alice._device.start(lan=False, port=port)
+        await eventually(lambda: any(p.synced for p in bob._device.peers()), timeout=20)
+        assert (await bob.vault.fetch(ref, dest)).read_bytes() == data
+        received = sum(
+            c.session.stats.chunks_received
+            for c in bob._device._net._connections  # type: ignore[union-attr]
+        )
+        assert received == left  # only the missing chunks came again
+
+
+async def test_same_file_in_two_groups_gets_unlinkable_ids(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        [family] = await family_of(stack, tmp_path, "Alice")
+        friends = await family._device.create_group("Friends")
+        data = payload(3 * CHUNK)
+        a = await family.vault.add(data, name="same.jpg", chunk_size=CHUNK)
+        b = await friends.vault.add(data, name="same.jpg", chunk_size=CHUNK)
+        assert a.id != b.id
+        ids_a = set(family.vault._index.manifests[a.id].ids)
+        ids_b = set(friends.vault._index.manifests[b.id].ids)
+        assert ids_a.isdisjoint(ids_b)
+
+
+async def test_a_removed_member_cannot_read_blobs_added_after(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
+        before = await alice.vault.add(b"old news", name="old")
+        share(alice, bob, carol)
+        assert bob.vault.get(before.id).name == "old"
+        await alice.remove(bob._person())
+        after = await alice.vault.add(b"family only", name="new")
+        share(alice, carol)
+        sync(alice._device, bob._device, alice.id)  # bob still gets the (encrypted) entries
+        assert carol.vault.get(after.id).name == "new"
+        with pytest.raises(KeyError):
+            bob.vault.get(after.id)  # the manifest is under an epoch key bob never gets
+        assert all(r.id != after.id for r in bob.vault.list())
