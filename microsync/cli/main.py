@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 import microsync
-from microsync.cli import network, social
+from microsync.cli import network, social, vault
 from microsync.cli.demo import cmd_demo
 from microsync.crypto import fingerprint
 from microsync.errors import InviteError, MicrosyncError, ProfileNotFound
@@ -182,6 +182,7 @@ COMMANDS: dict[str, Command] = {
     "serve": network.cmd_serve,
     "sync": network.cmd_sync,
     "relay": network.cmd_relay,
+    "vault": vault.cmd_vault,
     "demo": cmd_demo,
 }
 
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("group", nargs="?", help="group name or id prefix")
     social.add_parsers(sub)
     network.add_parsers(sub)
+    vault.add_parsers(sub)
     sub.add_parser("demo", help="three devices on this machine form a family group and sync")
     return parser
 
