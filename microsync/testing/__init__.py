@@ -13,6 +13,15 @@ partitionable network, with checks for convergence and for who can read what.
 See ``microsync/testing/network.py`` for how delivery, partitions and settling work.
 """
 
+from microsync.testing.app import (
+    AppOp,
+    AppView,
+    Kind,
+    app_view,
+    check_app_convergence,
+    doc_op,
+    write_app_op,
+)
 from microsync.testing.checks import (
     Readability,
     check_convergence,
@@ -26,17 +35,24 @@ from microsync.testing.device import SimDevice, device_rng
 from microsync.testing.network import Delivery, KeyExchange, Order, SimNetwork
 
 __all__ = [
+    "AppOp",
+    "AppView",
     "Delivery",
     "FakeClock",
     "KeyExchange",
+    "Kind",
     "Order",
     "Readability",
     "SimDevice",
     "SimNetwork",
+    "app_view",
+    "check_app_convergence",
     "check_convergence",
     "check_resolution",
     "device_rng",
+    "doc_op",
     "entitlement_report",
     "member_devices",
     "render_view",
+    "write_app_op",
 ]
