@@ -213,6 +213,13 @@ class SyncConnection:
             reader = asyncio.create_task(self._read_loop())
             try:
                 await self._write_loop(reader)
+            except (MicrosyncError, ConnectionError, OSError):
+                # a reader that failed (a cut record) closed the channel under the writer:
+                # report the reader's error, not "the secure channel is closed"
+                cause = reader.exception() if reader.done() and not reader.cancelled() else None
+                if cause is not None:
+                    raise cause from None
+                raise
             finally:
                 reader.cancel()
                 with contextlib.suppress(BaseException):
