@@ -318,6 +318,11 @@ class Board:
             if fam == family and h.announcement.expires_at > now
         ]
 
-    def sealed(self, now: int) -> list[bytes]:
-        """Every unexpired announcement held, sealed, for passing on to peers."""
-        return [h.sealed for _, h in sorted(self._held.items()) if h.announcement.expires_at > now]
+    def sealed(self, now: int, *, excluding: bytes | None = None) -> list[bytes]:
+        """Every unexpired announcement held, sealed, for passing on to peers (leaving out
+        those of device ``excluding``: a peer has its own)."""
+        return [
+            h.sealed
+            for (device, _), h in sorted(self._held.items())
+            if h.announcement.expires_at > now and device != excluding
+        ]

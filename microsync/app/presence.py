@@ -131,10 +131,10 @@ class PresenceMixin(AppMixin):
             self._announce_event(announcement)
         return fresh
 
-    def announcements(self) -> list[bytes]:
+    def announcements(self, *, excluding: bytes | None = None) -> list[bytes]:
         """Every unexpired announcement this device holds (its own and other members'),
-        sealed, for passing on to a connected peer."""
-        return self._board().sealed(self._now())
+        sealed, for passing on to a connected peer (``excluding`` that peer's own)."""
+        return self._board().sealed(self._now(), excluding=excluding)
 
     def _wants_events(self) -> bool:
         """Hook: does anyone listen to events (computing a presence view loads the timeline)."""

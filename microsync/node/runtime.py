@@ -683,7 +683,8 @@ class _Runtime:
     def _synced(self, connection: SyncConnection) -> None:
         for group in connection.session.groups:
             with contextlib.suppress(KeyError, MicrosyncError):
-                for sealed in self.device.group(group).announcements():
+                peer = connection.peer.device
+                for sealed in self.device.group(group).announcements(excluding=peer):
                     connection.send_ephemeral(group, sealed)
 
     def gossip(self, group: GroupId, sealed: bytes, source: DeviceId | None) -> None:
