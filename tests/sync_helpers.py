@@ -17,16 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import microsync
-from microsync import encoding
-from microsync.encoding import expect_int, expect_list
-from microsync.errors import DecodeError, NotAMember
-from microsync.feed import EntryId, GroupId, StoredEntry
-from microsync.group.keys import Purpose
-from microsync.group.ops import OpKind
-from microsync.group.replica import GroupReplica
+from microsync.feed import GroupId
 from microsync.identity import DeviceId
+from microsync.node.host import DeviceHost as LibraryHost
 from microsync.protocol.messages import Item, Message, decode_message
-from microsync.protocol.session import GroupProof, SyncOptions, SyncSession
+from microsync.protocol.session import SyncOptions, SyncSession
 
 T = TypeVar("T")
 
@@ -40,118 +35,24 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
-class DeviceHost:
-    """The :class:`~microsync.protocol.session.SyncHost` of one Device."""
+class DeviceHost(LibraryHost):
+    """The device's own :class:`~microsync.node.host.DeviceHost`, keeping a log of what the
+    session handed it, and with the welcomes given here (a device that joined by hand)."""
 
     def __init__(
         self, device: microsync.Device, welcomes: Mapping[GroupId, bytes] | None = None
     ) -> None:
-        self.device = device
-        self.welcomes = dict(welcomes or {})  # group -> the add that admitted this device
+        super().__init__(device)
+        self._welcomes = dict(welcomes or {})  # group -> the add that admitted this device
         self.received: list[tuple[GroupId, list[Item]]] = []  # test log: every receive call
         self.ephemerals: list[tuple[GroupId, DeviceId, bytes]] = []
 
-    def _replica(self, group: GroupId) -> GroupReplica:
-        return self.device.group(group)._replica
-
-    def sync_groups(self) -> list[GroupProof]:
-        """Per group: the control keys of the latest epochs held, then the ids of the latest
-        adds whose devices have not written yet (a joiner with no key yet proves itself with
-        the id of the add that admitted it, from its Welcome); every older control key is
-        held back, to recognise a peer that is further behind."""
-        proofs = []
-        for group in self.device.groups():
-            replica = self._replica(group.id)
-            held = [k.control.secret_bytes() for _, k in sorted(replica.epoch_keys().items())]
-            keys = held[::-1][:PROOF_EPOCHS]
-            if keys:
-                keys += self._fresh_adds(replica)
-            elif group.id in self.welcomes:
-                keys = [self.welcomes[group.id]]
-            older = tuple(held[::-1][PROOF_EPOCHS:])  # recognises a peer that is behind
-            if keys:
-                proofs.append(GroupProof(group=group.id, keys=tuple(keys), older=older))
-        return proofs
-
-    def _fresh_adds(self, replica: GroupReplica) -> list[bytes]:
-        written = set(self.device._store.feeds(replica.id))
-        records = replica._records()
-        found: list[bytes] = []
-        for op_id in reversed(replica.resolution.order):
-            record = records.get(op_id)
-            if record is None or op_id not in replica.resolution.effective:
-                continue
-            if record.op.kind in (OpKind.ADD, OpKind.ADD_DEVICE) and any(
-                grant.device not in written for grant in record.grants
-            ):
-                found.append(op_id)
-            if len(found) == FRESH_ADDS:
-                break
-        return found
-
-    def frontier(self, group: GroupId) -> dict[DeviceId, tuple[int, EntryId]]:
-        feeds = self.device._store.feeds(group)
-        return {
-            device: (status.head_seq, status.head_id)
-            for device, status in feeds.items()
-            if status.head_seq > 0 and status.head_id is not None
-        }
-
-    def entries_after(
-        self, group: GroupId, frontier: Mapping[DeviceId, int], *, newest_first: bool, limit: int
-    ) -> list[Item]:
-        store = self.device._store
-        found: list[StoredEntry] = []
-        for device in sorted(store.feeds(group)):
-            room = None if newest_first else limit - len(found)
-            if room == 0:
-                break
-            for stored in store.entries(group, device, frontier.get(device, 0), room):
-                found.append(stored)
-        if newest_first:
-            found.sort(key=lambda s: (s.entry.header.hlc, s.entry.id), reverse=True)
-        return [(s.entry.wire, s.body) for s in found[:limit]]
+    def welcomes(self) -> Mapping[GroupId, bytes]:
+        return {**self.device._welcomes(), **self._welcomes}
 
     def receive(self, group: GroupId, items: Sequence[Item]) -> int:
         self.received.append((group, list(items)))
-        return self.device.receive(group, items)
-
-    def may_serve(self, group: GroupId, peer: DeviceId) -> bool:
-        return self._replica(group).state.device(peer) is not None
-
-    def certificates(self, group: GroupId) -> list[bytes]:
-        store = self.device._store
-        devices = set(store.feeds(group)) | {self.device.id}
-        for member in self._replica(group).state.members.values():
-            devices.update(member.devices)
-        found = (store.certificate(d) for d in sorted(devices))
-        return [c.to_bytes() for c in found if c is not None]
-
-    def learn_certificates(self, certificates: Sequence[bytes]) -> None:
-        self.device.learn_certificates(certificates)
-
-    def missing_keys(self, group: GroupId) -> list[tuple[int, bytes]]:
-        return self._replica(group).missing_keys()
-
-    def answer_key_request(
-        self, group: GroupId, peer: DeviceId, wanted: Sequence[tuple[int, bytes]]
-    ) -> bytes | None:
-        try:
-            purpose, epoch, bundle = self._replica(group).answer_key_request(peer, wanted)
-        except NotAMember:
-            return None
-        return encoding.encode([int(purpose), epoch, bundle])
-
-    def accept_key_response(self, group: GroupId, peer: DeviceId, response: bytes) -> int:
-        purpose, epoch, bundle = expect_list(
-            encoding.decode(response, max_size=MAX_KEY_RESPONSE), "key response", 3
-        )
-        try:
-            kind = Purpose(expect_int(purpose, "purpose"))
-        except ValueError:
-            raise DecodeError("unknown purpose") from None
-        replica = self._replica(group)
-        return replica.accept_key_response(peer, (kind, expect_int(epoch, "epoch"), bundle))
+        return super().receive(group, items)
 
     def ephemeral(self, group: GroupId, peer: DeviceId, data: bytes) -> None:
         self.ephemerals.append((group, peer, data))

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from microsync.errors import LocalProtocolError, RemoteProtocolError, StorageError
 from microsync.feed import GroupId, parse_entry
+from microsync.group.ops import MEMBERSHIP_TYPE
 from microsync.identity import DeviceId
 from microsync.protocol.messages import (
     Credit,
@@ -633,9 +634,18 @@ def test_a_new_device_with_no_key_matches_by_its_welcome_and_gets_newest_first(
         newest = SyncOptions(newest_first=True, batch_entries=8)
         link = connect(bob, alice, options_a=newest, options_b=SyncOptions(batch_entries=8))
         pump(link)
-        first = next(m for m in link.sent_by("b") if isinstance(m, Entries))
-        hlcs = [parse_entry(w).header.hlc for w, _ in first.items]
-        assert hlcs == sorted(hlcs, reverse=True)
+        # what the newcomer needs to open anything comes first (each feed up to its last
+        # membership operation, in order), then the rest newest first
+        sent = [
+            parse_entry(w) for m in link.sent_by("b") if isinstance(m, Entries) for w, _ in m.items
+        ]
+        kinds = [e.header.type for e in sent]
+        last_op = max(i for i, t in enumerate(kinds) if t == MEMBERSHIP_TYPE)
+        rest = [e.header.hlc for e in sent[last_op + 1 :]]
+        assert rest == sorted(rest, reverse=True)  # here alice's add of bob ends her feed
+        assert [e.header.seq for e in sent[: last_op + 1]] == sorted(
+            e.header.seq for e in sent[: last_op + 1]
+        )
         assert bob_device.group(group).is_member()
         assert alice.frontier(group) == bob.frontier(group)
         assert [p.text for p in bob_device.group(group).feed()[:2]] == ["post 19", "post 18"]

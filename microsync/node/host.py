@@ -46,6 +46,11 @@ class DeviceHost:
         self._on_received = on_received
         self._on_ephemeral = on_ephemeral
 
+    def welcomes(self) -> Mapping[GroupId, bytes]:
+        """For groups joined by invite: the id of the admitting add (see
+        :meth:`sync_groups`)."""
+        return self.device._welcomes()
+
     def _replica(self, group: GroupId) -> GroupReplica:
         return self.device.group(group)._replica
 
@@ -55,7 +60,7 @@ class DeviceHost:
         the id of the add that admitted it, from its Welcome); every older control key is
         held back, to recognise a peer that is further behind."""
         proofs = []
-        welcomes = self.device._welcomes()
+        welcomes = self.welcomes()
         for group in self.device.groups():
             replica = group._replica
             held = [k.control.secret_bytes() for _, k in sorted(replica.epoch_keys().items())]
