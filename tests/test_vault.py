@@ -141,8 +141,10 @@ async def test_resume_after_the_serving_peer_stops_mid_transfer(tmp_path: Path) 
         await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{port}",))
         await eventually(lambda: any(p.synced for p in bob._device.peers()))
         stopping: list[asyncio.Task[None]] = []
+        arrived = [0]
 
         def stop_alice(done: int, total: int) -> None:
+            arrived[0] = done // CHUNK
             if done >= 10 * CHUNK and not stopping:
                 stopping.append(asyncio.ensure_future(alice._device.stop()))
 
@@ -151,8 +153,9 @@ async def test_resume_after_the_serving_peer_stops_mid_transfer(tmp_path: Path) 
             await bob.vault.fetch(ref, dest, progress=stop_alice, timeout=1.0)
         await stopping[0]
         assert not dest.exists()
-        left = len(bob.vault.missing(ref))
-        assert 0 < left < 60  # some chunks were kept
+        assert 10 <= arrived[0] < 60
+        kept = 60 - len(bob.vault.missing(ref))
+        assert kept == arrived[0]  # "thumbnails" (the default) keeps the chunks it fetched
         await alice._device.start(lan=False, port=port)
         await eventually(lambda: any(p.synced for p in bob._device.peers()), timeout=20)
         assert (await bob.vault.fetch(ref, dest)).read_bytes() == data
@@ -160,7 +163,33 @@ async def test_resume_after_the_serving_peer_stops_mid_transfer(tmp_path: Path) 
             c.session.stats.chunks_received
             for c in bob._device._net._connections  # type: ignore[union-attr]
         )
-        assert received == left  # only the missing chunks came again
+        assert received == 60 - arrived[0]  # only the missing chunks came again
+
+
+async def test_on_demand_keeps_no_chunk_and_resumes_from_the_part_file(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        data = payload(30 * CHUNK + 1)
+        ref = await alice.vault.add(data, name="clip", chunk_size=CHUNK)
+        share(alice, bob)
+        bob.vault.policy = "on_demand"
+        await alice._device.start(lan=False, port=0)
+        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice._device.port}",))
+        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        dest = tmp_path / "clip.out"
+        # a .part file left by an interrupted fetch: the first 12 chunks right, one damaged
+        part = tmp_path / ".clip.out.part"
+        part.write_bytes(data[: 12 * CHUNK])
+        with open(part, "r+b") as file:
+            file.seek(5 * CHUNK + 3)
+            file.write(b"\xff")
+        assert (await bob.vault.fetch(ref, dest)).read_bytes() == data
+        assert not part.exists() and bob.vault.usage().chunks_held == 0
+        received = sum(
+            c.session.stats.chunks_received
+            for c in bob._device._net._connections  # type: ignore[union-attr]
+        )
+        assert received == 31 - 11  # the 11 good chunks of the .part file were not fetched
 
 
 async def test_same_file_in_two_groups_gets_unlinkable_ids(tmp_path: Path) -> None:

@@ -186,6 +186,17 @@ class BlobDecryptor:
         expected = chunk_length(self.size, self.chunk_size, index) + CHUNK_TAG_SIZE
         return len(sealed) == expected and chunk_id(self._ids_key, sealed) == self.ids[index]
 
+    def matches(self, index: int, plaintext: bytes) -> bool:
+        """Is ``plaintext`` chunk ``index`` of this blob? It is sealed again (the construction
+        is deterministic for a given key and position) and its id compared: how a partly
+        written file is checked before a fetch resumes into it."""
+        if not 0 <= index < len(self.ids):
+            return False
+        if len(plaintext) != chunk_length(self.size, self.chunk_size, index):
+            return False
+        sealed = self._cipher.encrypt(index, index == len(self.ids) - 1, plaintext)
+        return chunk_id(self._ids_key, sealed) == self.ids[index]
+
     def open(self, index: int, sealed: bytes) -> bytes:
         """The plaintext of chunk ``index``; :class:`DecryptionError` for anything else."""
         if not 0 <= index < len(self.ids) or not self.verify(index, sealed):

@@ -20,8 +20,12 @@ __all__ = ["ChunkStore"]
 
 @runtime_checkable
 class ChunkStore(Protocol):
-    def put_chunk(self, group: GroupId, chunk: ChunkId, data: bytes) -> None:
-        """Keep ``data`` as chunk ``chunk`` of ``group`` (replacing any copy atomically)."""
+    def put_chunk(
+        self, group: GroupId, chunk: ChunkId, data: bytes, *, durable: bool = True
+    ) -> None:
+        """Keep ``data`` as chunk ``chunk`` of ``group`` (replacing any copy atomically).
+        ``durable=False`` skips the flush to disk: for a fetched chunk, which is verified
+        whenever it is read and fetched again if a crash lost it."""
         ...
 
     def get_chunk(self, group: GroupId, chunk: ChunkId) -> bytes | None:

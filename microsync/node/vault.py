@@ -12,15 +12,18 @@ and its manifest body on every device that applies it.
 
 :meth:`Vault.fetch` gets the chunks this device lacks from every connected peer sharing the
 group (a window of chunks per peer, several peers at once), checks each against its keyed id
-and length BEFORE keeping it, and keeps it: an interrupted fetch resumes with what is still
-missing. Then it decrypts every chunk in order into ``<dest>.part`` and renames that onto
-``dest`` only once every chunk has opened: a bad chunk never reaches ``dest``.
+and length and decrypts it BEFORE using it, writes the plaintext into ``.<dest>.part`` at its
+offset, and keeps the sealed chunk unless the policy says not to; chunks already held are
+decrypted from the store. ``.part`` is renamed onto ``dest`` only once every chunk has opened:
+a bad chunk never reaches ``dest``. An interrupted fetch resumes from the chunks kept and from
+the ``.part`` file (each chunk in it re-sealed and checked against its id).
 
-Per-device storage policy (a profile setting, per group): ``"all"`` keeps every chunk and
-:meth:`Vault.prefetch` fetches every blob; ``"thumbnails"`` (default) fetches only on demand
-and keeps what it fetched (manifests carry thumbnails, so those are always here);
-``"on_demand"`` also drops fetched chunks once the file is written. Chunks a device added are
-always kept: it may be the only holder.
+Per-device storage policy (a profile setting, per group). Manifests, and so thumbnails, are
+feed entries every member holds. ``"all"``: :meth:`Vault.prefetch` gets every chunk, and
+fetched chunks are kept (this device serves them to others); ``"thumbnails"`` (default): only
+what :meth:`Vault.fetch` asks for, kept the same way; ``"on_demand"``: fetched chunks are not
+kept at all (the written file is this device's only copy: the least disk). Chunks a device
+added are always kept: it may be the only holder.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ class _Download:
 
     decryptor: BlobDecryptor
     wanted: dict[ChunkId, int]  # chunk id -> index
+    sink: tuple[int, set[int]] | None  # (file descriptor, indices written) to decrypt into
+    keep: bool  # keep the sealed chunks in the chunk store (the policy)
     asked: dict[DeviceId, set[ChunkId]] = field(default_factory=dict)
     lacking: dict[ChunkId, set[DeviceId]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -331,23 +336,50 @@ class Vault:
         timeout: float = 30.0,
     ) -> Path:
         """Write the blob's plaintext to ``dest``: chunks this device lacks come from the
-        connected peers that hold them, each verified before it is kept; ``dest`` appears
-        (atomically) only once every chunk has opened. An interrupted fetch resumes with the
-        chunks still missing. :class:`PeerUnreachable` when no connected peer holds a missing
-        chunk for ``timeout`` seconds; :class:`DecryptionError` if a chunk does not open."""
+        connected peers that hold them, each verified and decrypted before it is written into
+        ``.<dest name>.part``, which is renamed onto ``dest`` only once every chunk has opened.
+        An interrupted fetch leaves the ``.part`` file; the next fetch to the same ``dest``
+        checks what it holds (re-sealing each chunk and comparing its id) and gets only the
+        rest. :class:`PeerUnreachable` when no connected peer holds a missing chunk for
+        ``timeout`` seconds; :class:`DecryptionError` if a chunk held here does not open."""
         blob = self.get(ref)
         decryptor = self._decryptor(blob.id)
-        manifest = self._index.manifests[blob.id]
-        wanted = {c: i for i, c in enumerate(manifest.ids) if c in set(self.missing(blob))}
-        if wanted:
-            await self._download(decryptor, wanted, progress, timeout)
+        keep = self.policy != "on_demand" or blob.id in self._mine
+        missing = set(self.missing(blob))
         target = Path(dest)
-        self._write(decryptor, target)
+        temp = target.with_name(f".{target.name}.part")
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            written = _resume(decryptor, fd, missing)
+            wanted = {
+                c: i for i, c in enumerate(decryptor.ids) if c in missing and i not in written
+            }
+            if wanted:
+                await self._download(decryptor, wanted, progress, timeout, (fd, written), keep)
+            self._write_held(decryptor, fd, written)
+            os.ftruncate(fd, decryptor.size)
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.replace(temp, target)
+        except DecryptionError:
+            temp.unlink(missing_ok=True)  # a bad chunk here: never keep what it touched
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
         if progress is not None:
             progress(blob.size, blob.size)
-        if self.policy == "on_demand" and blob.id not in self._mine:
-            self._chunks.delete_chunks(self._gid, wanted)
         return target
+
+    def evict(self, ref: BlobRef | bytes | str) -> int:
+        """Drop this device's copy of a blob's chunks (not of a blob it added: it may be the
+        only holder); the blob stays in the vault and can be fetched again. Returns how many
+        chunks were deleted."""
+        blob = self.get(ref)
+        if blob.id in self._mine:
+            return 0
+        return self._chunks.delete_chunks(self._gid, self._index.manifests[blob.id].ids)
 
     async def prefetch(self, *, timeout: float = 30.0) -> int:
         """Under the ``"all"`` policy, fetch every chunk this device lacks into its store;
@@ -371,27 +403,20 @@ class Vault:
             manifest.key, ids_key, manifest.chunk_size, manifest.size, manifest.ids
         )
 
-    def _write(self, decryptor: BlobDecryptor, target: Path) -> None:
-        temp = target.with_name(f".{target.name}.part")
+    def _write_held(self, decryptor: BlobDecryptor, fd: int, written: set[int]) -> None:
+        """Decrypt into ``fd`` every chunk not written yet, from the chunk store."""
         chunks = self._chunks
-        try:
-            with open(temp, "wb") as file:
-                for index, chunk in enumerate(decryptor.ids):
-                    sealed = chunks.get_chunk(self._gid, chunk)
-                    try:
-                        if sealed is None:
-                            raise DecryptionError()
-                        file.write(decryptor.open(index, sealed))
-                    except DecryptionError:
-                        chunks.delete_chunks(self._gid, [chunk])  # fetched again next time
-                        raise
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                temp.unlink()
-            raise
+        for index, chunk in enumerate(decryptor.ids):
+            if index in written:
+                continue
+            sealed = chunks.get_chunk(self._gid, chunk)
+            try:
+                if sealed is None:
+                    raise DecryptionError()
+                os.pwrite(fd, decryptor.open(index, sealed), index * decryptor.chunk_size)
+            except DecryptionError:
+                chunks.delete_chunks(self._gid, [chunk])  # fetched again next time
+                raise
 
     async def _download(
         self,
@@ -399,8 +424,10 @@ class Vault:
         wanted: dict[ChunkId, int],
         progress: Progress | None,
         timeout: float,
+        sink: tuple[int, set[int]] | None = None,
+        keep: bool = True,
     ) -> None:
-        job = _Download(decryptor, dict(wanted))
+        job = _Download(decryptor, dict(wanted), sink, keep)
         held = decryptor.size - sum(
             chunk_length(decryptor.size, decryptor.chunk_size, i) for i in wanted.values()
         )
@@ -457,13 +484,21 @@ class Vault:
             index = job.wanted.get(chunk)
             if index is None:
                 continue
-            if job.decryptor.verify(index, data):
-                self._chunks.put_chunk(self._gid, chunk, data)
-                del job.wanted[chunk]
-                job.arrived += chunk_length(job.decryptor.size, job.decryptor.chunk_size, index)
-                job.progressed = True
-            else:
+            try:
+                plain = job.decryptor.open(index, data)
+            except DecryptionError:
                 job.lacking.setdefault(chunk, set()).add(peer)  # a bad copy: ask elsewhere
+                job.wake.set()
+                continue
+            if job.keep:
+                self._chunks.put_chunk(self._gid, chunk, data, durable=False)
+            if job.sink is not None:
+                fd, written = job.sink
+                os.pwrite(fd, plain, index * job.decryptor.chunk_size)
+                written.add(index)
+            del job.wanted[chunk]
+            job.arrived += len(plain)
+            job.progressed = True
             job.wake.set()
 
     def chunks_missing(self, peer: DeviceId, chunks: Sequence[ChunkId]) -> None:
@@ -478,6 +513,20 @@ class Vault:
     def serve(self, peer: DeviceId, chunk: ChunkId) -> bytes | None:
         """A chunk for ``peer`` (a member the session checked), if this device holds it."""
         return self._chunks.get_chunk(self._gid, chunk)
+
+
+def _resume(decryptor: BlobDecryptor, fd: int, missing: set[ChunkId]) -> set[int]:
+    """Indices of missing chunks a partly written file already holds, correct."""
+    if os.fstat(fd).st_size == 0:
+        return set()
+    found = set()
+    for index, chunk in enumerate(decryptor.ids):
+        if chunk in missing:
+            length = chunk_length(decryptor.size, decryptor.chunk_size, index)
+            plain = os.pread(fd, length, index * decryptor.chunk_size)
+            if decryptor.matches(index, plain):
+                found.add(index)
+    return found
 
 
 def _slices(data: bytes, size: int) -> Iterator[bytes]:

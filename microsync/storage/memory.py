@@ -204,7 +204,9 @@ class MemoryStore:
 
     # vault chunks (microsync.blobs.store.ChunkStore)
 
-    def put_chunk(self, group: GroupId, chunk: ChunkId, data: bytes) -> None:
+    def put_chunk(
+        self, group: GroupId, chunk: ChunkId, data: bytes, *, durable: bool = True
+    ) -> None:
         self._check_open()
         if len(chunk) != 32:
             raise ValueError("a chunk id is 32 bytes")

@@ -449,15 +449,18 @@ class SqliteStore:
     # vault chunks (microsync.blobs.store.ChunkStore): one file each, outside the database.
     # Why files: a 1 GiB blob written once (no WAL copy then checkpoint copy), read and
     # purged by plain file operations (an unlink leaves no copy in a log or a free page), and
-    # the database stays small. Each write goes to a temporary name, is flushed and fsynced,
-    # then renamed into place: a chunk is wholly there or absent after a crash.
+    # the database stays small. Each write goes to a temporary name, is flushed and fsynced
+    # (unless the caller says the chunk is a re-fetchable cache), then renamed into place. Every
+    # chunk is checked against its keyed id whenever it is read, so a torn one is never used.
 
     def _chunk_path(self, group: GroupId, chunk: ChunkId) -> Path:
         if len(chunk) != 32:
             raise ValueError("a chunk id is 32 bytes")
         return self.directory / CHUNKS_DIR / bytes(group).hex() / bytes(chunk).hex()
 
-    def put_chunk(self, group: GroupId, chunk: ChunkId, data: bytes) -> None:
+    def put_chunk(
+        self, group: GroupId, chunk: ChunkId, data: bytes, *, durable: bool = True
+    ) -> None:
         self._check_usable()
         path = self._chunk_path(group, chunk)
         temp = path.with_name(path.name + ".tmp")
@@ -465,8 +468,9 @@ class SqliteStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(temp, "wb") as file:
                 file.write(data)
-                file.flush()
-                os.fsync(file.fileno())
+                if durable:
+                    file.flush()
+                    os.fsync(file.fileno())
             os.replace(temp, path)
         except OSError as error:
             with suppress(OSError):
