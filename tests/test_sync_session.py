@@ -828,3 +828,60 @@ def test_ephemeral_messages_beyond_the_rate_are_dropped(
     assert len(alice.ephemerals) == 120 and link.a.stats.ephemeral_dropped == 10
     link.a.receive(flood, now=61_000)  # the next minute
     assert len(alice.ephemerals) == 121 and not link.a.closed
+
+
+# ---------------------------------------------------------------------- vault chunks
+
+
+def test_chunk_requests_are_answered_with_data_or_missing_beside_entry_sync(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    from microsync.protocol.messages import ChunkData, ChunkMissing, ChunkRequest
+
+    alice, bob, group = pair_in_group
+    ref = run(alice.device.group(group).vault.add(b"x" * 100, name="x"))
+    post(alice, group, "a post that syncs while chunks flow")
+    link = opened(pair_in_group)  # matched and compared; entries still to come
+    bob.device.group(group).vault.refresh()
+    chunk = bob.device.group(group).vault._index.manifests[ref.id].ids[0]
+    link.b.request_chunks(group, [chunk, b"u" * 32])
+    assert link.b.chunks_outstanding(group) == 2
+    post(alice, group, "and another")
+    link.queue("b", link.b.flush())
+    link.update(group)
+    pump(link)
+    sent = link.sent_by("a")
+    assert ChunkRequest(group=group, ids=(chunk, b"u" * 32)) in link.sent_by("b")
+    data = [m for m in sent if isinstance(m, ChunkData)]
+    assert [m.id for m in data] == [chunk] and len(data[0].data) == 100 + 16
+    assert ChunkMissing(group=group, ids=(b"u" * 32,)) in sent
+    assert link.b.chunks_outstanding(group) == 0 and link.a.stats.chunks_sent == 1
+    assert "and another" in texts(bob, group)
+
+
+def test_unasked_chunk_answers_close_the_session_and_change_nothing(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    from microsync.protocol.messages import ChunkData, ChunkMissing
+
+    alice, _bob, group = pair_in_group
+    for message in (
+        ChunkData(group=group, id=b"c" * 32, data=b"sealed"),
+        ChunkMissing(group=group, ids=(b"c" * 32,)),
+    ):
+        link = opened(pair_in_group)
+        before = dump(alice)
+        [reply] = link.a.receive(encode_message(message), now=0)
+        assert isinstance(decode_message(reply), ErrorMessage) and link.a.closed
+        assert dump(alice) == before
+
+
+def test_chunk_requests_beyond_the_window_are_a_local_error(
+    pair_in_group: tuple[DeviceHost, DeviceHost, GroupId],
+) -> None:
+    _alice, _bob, group = pair_in_group
+    link = opened(pair_in_group, options_a=SyncOptions(max_chunks_outstanding=4))
+    link.a.request_chunks(group, [bytes([i]) * 32 for i in range(4)])
+    with pytest.raises(LocalProtocolError):
+        link.a.request_chunks(group, [b"\xff" * 32])
+    assert len(link.a.flush()) == 1  # one request of four ids
