@@ -5,12 +5,14 @@ unlinkable ids across groups, and a removed member locked out of later blobs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
+import microsync
 from microsync.blobs import BlobRef
 from microsync.errors import DecryptionError, NotAMember, PeerUnreachable
 from tests.test_app_group import family_of, share, sync
@@ -219,3 +221,55 @@ async def test_a_removed_member_cannot_read_blobs_added_after(tmp_path: Path) ->
         with pytest.raises(KeyError):
             bob.vault.get(after.id)  # the manifest is under an epoch key bob never gets
         assert all(r.id != after.id for r in bob.vault.list())
+
+
+async def test_fetch_through_the_relay_and_the_relay_sees_no_plaintext(tmp_path: Path) -> None:
+    from microsync.net.relay import RelayServer
+
+    seen: list[bytes] = []
+    async with AsyncExitStack() as stack:
+        relay = await stack.enter_async_context(
+            RelayServer("127.0.0.1", 0, tap=lambda flow, message: seen.append(message))
+        )
+        url = f"ws://127.0.0.1:{relay.port}"
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        data = b"through the relay " * 20_000
+        ref = await alice.vault.add(data, name="r.txt", chunk_size=CHUNK)
+        share(alice, bob)
+        await alice._device.start(lan=False, port=None, relay=url)
+        await bob._device.start(lan=False, port=None, relay=url)
+        await eventually(lambda: any(p.synced for p in bob._device.peers()), timeout=20)
+        out = await bob.vault.fetch(ref, tmp_path / "r.out", timeout=20)
+        assert out.read_bytes() == data
+        await bob._device.stop()
+        await alice._device.stop()
+    wire = b"".join(seen)
+    assert b"through the relay" not in wire and b"r.txt" not in wire
+
+
+async def test_policy_all_fetches_new_blobs_in_the_background_and_events(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        bob.vault.list()  # read once: later changes come as events
+        seen: list[microsync.Event] = []
+
+        async def collect() -> None:
+            async for event in bob.events():
+                seen.append(event)
+
+        collector = asyncio.ensure_future(collect())
+        await alice._device.start(lan=False, port=0)
+        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice._device.port}",))
+        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        bob.vault.policy = "all"
+        ref = await alice.vault.add(payload(5 * CHUNK), name="auto", chunk_size=CHUNK)
+        await eventually(lambda: any(e.kind == "vault_added" for e in seen))
+        [added] = [e for e in seen if e.kind == "vault_added"]
+        assert added.detail == bob.vault.get(ref.id) and added.person == alice._person()
+        await eventually(lambda: not bob.vault.missing(ref.id))  # fetched in the background
+        await alice.vault.remove(ref)
+        await eventually(lambda: any(e.kind == "vault_removed" for e in seen))
+        assert bob.vault.usage().chunks_held == 0
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector

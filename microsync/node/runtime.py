@@ -586,11 +586,9 @@ class _Runtime:
             options=self.options,
             on_synced=self._synced,
         )
-        redundant = self._drop_duplicate(connection)
+        self._drop_duplicate(connection)
         self._connections.add(connection)
         task = connection.start()
-        if redundant:
-            self._spawn(connection.close(), "close duplicate")
         peer = secure.peer.device_name
         log.info("connected to %s at %s", peer, connection.peer_address)
 
@@ -601,20 +599,19 @@ class _Runtime:
         task.add_done_callback(ended)
         return connection
 
-    def _drop_duplicate(self, new: SyncConnection) -> bool:
+    def _drop_duplicate(self, new: SyncConnection) -> None:
         """Two devices that found each other both dial: keep one connection per pair, the one
-        whose initiator has the smaller device id (both sides decide alike, in whichever order
-        the two connections arrive). Closes an old duplicate; ``True`` if ``new`` is one."""
+        whose initiator has the smaller device id (both sides decide alike)."""
         me, peer = self.device.id, new.peer.device
         for old in list(self._connections):
             if old.peer.device != peer or old.session.closed:
                 continue
-            new_preferred = new.initiator_device(me) == min(me, peer)
-            old_preferred = old.initiator_device(me) == min(me, peer)
-            if new_preferred and not old_preferred:
+            keep_new = (new.initiator_device(me) == min(me, peer)) and (
+                old.initiator_device(me) != min(me, peer)
+            )
+            if keep_new:
                 self._spawn(old.close(), "close duplicate")
-            return old_preferred and not new_preferred
-        return False
+            return
 
     async def dial(self, host: str, port: int, *, timeout: float = 10.0) -> SyncConnection:
         try:
@@ -714,6 +711,24 @@ class _Runtime:
 
             found[connection.peer.device] = request
         return found
+
+    def prefetch_soon(self, group: GroupId) -> None:
+        """Fetch in the background what the vault's ``"all"`` policy wants (one task per
+        group at a time, stopped with the device)."""
+        running: set[GroupId] = self.__dict__.setdefault("_vault_prefetching", set())
+        if group in running or self._stopping:
+            return
+        running.add(group)
+        self._spawn(self._prefetch(group, running), f"vault prefetch {group.hex()[:8]}")
+
+    async def _prefetch(self, group: GroupId, running: set[GroupId]) -> None:
+        try:
+            await asyncio.sleep(0)  # after the sync batch that asked for it
+            await self.device.group(group).vault.prefetch()
+        except (MicrosyncError, KeyError) as exc:
+            log.info("vault prefetch: %s", exc)
+        finally:
+            running.discard(group)
 
     # ---- end of vault chunks -------------------------------------------------------------------
 

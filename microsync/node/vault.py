@@ -23,7 +23,13 @@ feed entries every member holds. ``"all"``: :meth:`Vault.prefetch` gets every ch
 fetched chunks are kept (this device serves them to others); ``"thumbnails"`` (default): only
 what :meth:`Vault.fetch` asks for, kept the same way; ``"on_demand"``: fetched chunks are not
 kept at all (the written file is this device's only copy: the least disk). Chunks a device
-added are always kept: it may be the only holder.
+added are always kept: it may be the only holder. Under ``"all"``, a started device fetches in
+the background whenever the vault gains a blob or the policy is set (and :meth:`Vault.prefetch`
+does it on demand, for example after a restart).
+
+Events (``group.events()``): ``"vault_added"`` and ``"vault_removed"``, with the
+:class:`~microsync.blobs.BlobRef` as ``detail``, for changes that arrive after the vault was
+first read in this process.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, cast
 
+from microsync.app.api import Event
 from microsync.blobs import (
     DEFAULT_CHUNK_SIZE,
     VAULT_TYPE,
@@ -110,6 +117,7 @@ class Vault:
         self._mine: set[BlobId] = set()
         self._downloads: list[_Download] = []
         self._id_keys: dict[BlobId, bytes] = {}  # blob -> the id key its manifest names
+        self._loaded = False  # the first refresh folds history quietly (no events)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -157,9 +165,30 @@ class Vault:
                     fresh.append(stored)
         retry = list(self._locked.values())
         self._locked.clear()
+        before = dict(self._index.refs)
         purges = [p for s in retry + fresh if (p := self._fold(s)) is not None]
         if purges:
             self._purge(purges)
+        if self._loaded:
+            self._announce_changes(before)
+        self._loaded = True
+
+    def _announce_changes(self, before: dict[BlobId, BlobRef]) -> None:
+        """Events for blobs added or removed since ``before``; under ``"all"``, fetch."""
+        after = self._index.refs
+        for blob, ref in after.items():
+            if blob not in before:
+                self._group._emit(Event("vault_added", person=ref.author, detail=ref))
+        for blob, ref in before.items():
+            if blob not in after:
+                self._group._emit(Event("vault_removed", person=ref.author, detail=ref))
+        if set(after) - set(before) and self.policy == "all":
+            self._prefetch_soon()
+
+    def _prefetch_soon(self) -> None:
+        net = self._group._device._net
+        if net is not None:
+            net.prefetch_soon(self._gid)
 
     def _fold(self, stored: StoredEntry) -> Purge | None:
         h = stored.entry.header
@@ -252,6 +281,8 @@ class Vault:
         if value not in POLICIES:
             raise ValueError(f"policy is one of {POLICIES}")
         self._store.put_meta(self._policy_key, value.encode())
+        if value == "all":
+            self._prefetch_soon()
 
     # ------------------------------------------------------------------ writing
 
