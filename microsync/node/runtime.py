@@ -586,9 +586,11 @@ class _Runtime:
             options=self.options,
             on_synced=self._synced,
         )
-        self._drop_duplicate(connection)
+        redundant = self._drop_duplicate(connection)
         self._connections.add(connection)
         task = connection.start()
+        if redundant:
+            self._spawn(connection.close(), "close duplicate")
         peer = secure.peer.device_name
         log.info("connected to %s at %s", peer, connection.peer_address)
 
@@ -599,19 +601,20 @@ class _Runtime:
         task.add_done_callback(ended)
         return connection
 
-    def _drop_duplicate(self, new: SyncConnection) -> None:
+    def _drop_duplicate(self, new: SyncConnection) -> bool:
         """Two devices that found each other both dial: keep one connection per pair, the one
-        whose initiator has the smaller device id (both sides decide alike)."""
+        whose initiator has the smaller device id (both sides decide alike, in whichever order
+        the two connections arrive). Closes an old duplicate; ``True`` if ``new`` is one."""
         me, peer = self.device.id, new.peer.device
         for old in list(self._connections):
             if old.peer.device != peer or old.session.closed:
                 continue
-            keep_new = (new.initiator_device(me) == min(me, peer)) and (
-                old.initiator_device(me) != min(me, peer)
-            )
-            if keep_new:
+            new_preferred = new.initiator_device(me) == min(me, peer)
+            old_preferred = old.initiator_device(me) == min(me, peer)
+            if new_preferred and not old_preferred:
                 self._spawn(old.close(), "close duplicate")
-            return
+            return old_preferred and not new_preferred
+        return False
 
     async def dial(self, host: str, port: int, *, timeout: float = 10.0) -> SyncConnection:
         try:
