@@ -195,11 +195,18 @@ class PeerProcess:
     """``tests/net_peer.py`` as a subprocess: ``ask(cmd, **args)`` waits for the answer.
 
     ``prefix`` runs it inside a namespace (``["ip", "netns", "exec", NAME]``, which execs, so the
-    pid is the peer's own). Stopped by its own pid: :meth:`kill` (SIGKILL) or :meth:`stop`.
+    pid is the peer's own). The constructor waits up to ``ready`` seconds for the device to
+    start (``ready=0``: call :meth:`wait_ready` later, to start several at once). Stopped by
+    its own pid: :meth:`kill` (SIGKILL) or :meth:`stop`.
     """
 
     def __init__(
-        self, profile: Path, name: str, *options: str, prefix: Sequence[str] = (), ready: float = 30
+        self,
+        profile: Path,
+        name: str,
+        *options: str,
+        prefix: Sequence[str] = (),
+        ready: float = 30,
     ) -> None:
         argv = [*prefix, sys.executable, "tests/net_peer.py", str(profile), "--name", name]
         self.name = name
@@ -219,16 +226,24 @@ class PeerProcess:
         self.stderr: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
         threading.Thread(target=self._pump_err, daemon=True).start()
+        self.port: int | None = None
+        self.device = ""
+        if ready:
+            self.wait_ready(ready)
+
+    def wait_ready(self, timeout: float = 30) -> PeerProcess:
+        """Wait for the peer's ``ready`` line (its port and device id)."""
         try:
-            event = self._events.get(timeout=ready)
+            event = self._events.get(timeout=timeout)
         except queue.Empty:
             self.kill()
-            raise PeerFailed(f"{name} did not start: {''.join(self.stderr)[-2000:]}") from None
+            raise PeerFailed(f"{self.name} did not start: {''.join(self.stderr)[-2000:]}") from None
         if event.get("event") != "ready":
             self.kill()
-            raise PeerFailed(f"{name} did not start: {event} {''.join(self.stderr)[-2000:]}")
-        self.port: int | None = event["port"]
-        self.device: str = event["device"]
+            raise PeerFailed(f"{self.name} did not start: {event} {''.join(self.stderr)[-2000:]}")
+        self.port = event["port"]
+        self.device = event["device"]
+        return self
 
     def _pump(self) -> None:
         assert self.popen.stdout is not None
