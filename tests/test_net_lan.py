@@ -217,16 +217,20 @@ def test_devices_in_a_loopback_namespace_find_each_other(tmp_path: Path) -> None
     made = profiles(tmp_path)
     started: list[PeerProcess] = []
     with LoopbackNamespace() as namespace:
-        # a process parked in the namespace: the peers join its network namespace by its pid
-        anchor = namespace.run(["sleep", "600"])
+        # a process parked in the namespace (it says so once inside): the peers join its
+        # network namespace by its pid
+        anchor = namespace.run(["sh", "-c", "echo inside && exec sleep 600"])
+        assert anchor.next_line(10) == "inside", "".join(anchor.stderr)
         join = ["nsenter", "-t", str(anchor.popen.pid), "-n"]
         if os.geteuid() != 0:
             join[1:1] = ["-U", "--preserve-credentials"]
         try:
             for name in ("Alice Canary", "Bob Canary", "Eve Canary"):
                 options = ["--lan", "--interface", "127.0.0.1", "--bind", "127.0.0.1"]
-                started.append(PeerProcess(tmp_path / name, name, *options, prefix=[*join, "--"]))
-            alice, bob, eve = started
+                started.append(
+                    PeerProcess(tmp_path / name, name, *options, prefix=[*join, "--"], ready=0)
+                )
+            alice, bob, eve = (peer.wait_ready() for peer in started)
             discover_and_sync(alice, bob, eve, made)
 
             def inside(argv: list[str]) -> subprocess.Popen[str]:
