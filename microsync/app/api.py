@@ -11,7 +11,7 @@ copy is left in the file). Which bodies were purged, and why, is remembered in t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Final, Literal
@@ -106,14 +106,17 @@ class AppMixin:
             if not self._load_snapshot():
                 self._app = Timeline()
                 self._locked_app = {}
-                self._absorb_app(self._app_entries_after({}), quiet=True)
+                loaded = self._app_entries_after({})
+                bodies = {s.entry.id: s.body for s in loaded}
+                self._absorb_app([s.entry for s in loaded], quiet=True, known=bodies)
             for post_id, (deleted, _) in self._purged().items():
                 self._app.forget_body(post_id, deleted)
             if self._provisional:
                 self._absorb_app(
                     [e for e, _ in self._provisional.values()],
                     quiet=True,
-                    bodies={i: b for i, (_, b) in self._provisional.items()},
+                    known={i: b for i, (_, b) in self._provisional.items()},
+                    provisional=True,
                 )
             self._expire(quiet=True)
         return self._app
@@ -131,13 +134,15 @@ class AppMixin:
         for entry, body in fresh:
             self._provisional[entry.id] = (entry, body)
         if self._app is not None:
-            self._absorb_app([e for e, _ in fresh], bodies=dict((e.id, b) for e, b in fresh))
+            self._absorb_app(
+                [e for e, _ in fresh], known={e.id: b for e, b in fresh}, provisional=True
+            )
 
-    def _app_entries_after(self, frontier: dict[DeviceId, int]) -> list[Entry]:
+    def _app_entries_after(self, frontier: dict[DeviceId, int]) -> list[StoredEntry]:
         store = self._replica.store
         group = self._replica.id
         return [
-            s.entry
+            s
             for device in store.feeds(group)
             for s in store.entries(group, device, after_seq=frontier.get(device, 0))
             if s.entry.header.type == APP_TYPE
@@ -174,7 +179,10 @@ class AppMixin:
             if (stored := store.entry_at(group, device, seq)) is not None
         ]
         covered = {device: seq for device, (seq, _) in snapshot.frontier.items()}
-        self._absorb_app(locked + self._app_entries_after(covered), quiet=True)
+        tail = self._app_entries_after(covered)
+        self._absorb_app(
+            locked + [s.entry for s in tail], quiet=True, known={s.entry.id: s.body for s in tail}
+        )
         return True
 
     def snapshot(self) -> None:
@@ -230,25 +238,28 @@ class AppMixin:
         entries: Sequence[Entry],
         *,
         quiet: bool = False,
-        bodies: dict[EntryId, bytes] | None = None,
+        known: Mapping[EntryId, bytes | None] | None = None,
+        provisional: bool = False,
     ) -> None:
         """Decrypt and fold app entries (entries this device cannot open yet wait for a key).
-        ``bodies`` carries the bodies of provisional (pending) entries, which the store's feeds
-        do not hold yet."""
+        ``known`` holds bodies the caller already has (``None``: purged), which saves reading
+        them back from the store; with ``provisional`` they are pending entries, which the
+        store's feeds do not hold yet."""
         timeline = self._app
         assert timeline is not None
         store = self._replica.store
         state = self._replica.state
         opened: list[AppEntry] = []
         purged: dict[EntryId, tuple[bool, EntryId | None]] | None = None
+        people: dict[DeviceId, PersonId | None] = {}
         for entry in entries:
             h = entry.header
             cutoff = state.revoked.get(h.device)
             if cutoff is not None and h.seq > cutoff:
                 continue  # written by a revoked device after its cut-off: never counts
             stored: StoredEntry | None
-            if bodies is not None and entry.id in bodies:
-                stored = StoredEntry(entry=entry, body=bodies[entry.id])
+            if known is not None and entry.id in known:
+                stored = StoredEntry(entry=entry, body=known[entry.id])
             else:
                 stored = store.entry_at(self._replica.id, h.device, h.seq)
             if stored is None:
@@ -267,14 +278,15 @@ class AppMixin:
                 except DecodeError:
                     continue  # a member wrote garbage: it never counts
             self._locked_app.pop(entry.id, None)
-            if self._provisional is not None and bodies is None:
+            if self._provisional is not None and not provisional:
                 self._provisional.pop(entry.id, None)  # in its feed now
-            certificate = store.certificate(h.device)
-            if certificate is None:
+            if h.device not in people:
+                certificate = store.certificate(h.device)
+                people[h.device] = None if certificate is None else certificate.person
+            person = people[h.device]
+            if person is None:
                 continue
-            opened.append(
-                AppEntry(entry.id, h.device, certificate.person, h.seq, h.hlc, h.deps, op)
-            )
+            opened.append(AppEntry(entry.id, h.device, person, h.seq, h.hlc, h.deps, op))
         self._apply_changes(timeline.add(opened), quiet=quiet)
 
     def _apply_changes(self, changes: list[Change], *, quiet: bool = False) -> None:
@@ -329,7 +341,7 @@ class AppMixin:
         }
         if locked_provisional:
             entries = [self._provisional[i][0] for i in locked_provisional]  # type: ignore[index]
-            self._absorb_app(entries, bodies=locked_provisional)
+            self._absorb_app(entries, known=locked_provisional, provisional=True)
         self._expire()
 
     def _expire(self, *, quiet: bool = False) -> None:
