@@ -640,12 +640,21 @@ class _Runtime:
                 connection = await self.dial(host, port)
                 delay = BACKOFF_START
                 await connection.wait()
+                await self._while_connected(connection.peer.device)
             except (MicrosyncError, OSError) as exc:
                 log.info("connection to %s: %s", address, exc)
             if self._stopping:
                 return
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _while_connected(self, device: DeviceId) -> None:
+        """Wait while another connection to ``device`` lives (the one kept here was closed as
+        its duplicate): redialling now would only be closed again, every backoff period."""
+        while not self._stopping and any(
+            c.peer.device == device and not c.session.closed for c in self._connections
+        ):
+            await asyncio.sleep(BACKOFF_START)
 
     def peers(self) -> list[PeerInfo]:
         found = []
