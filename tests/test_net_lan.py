@@ -26,6 +26,7 @@ import pytest
 
 import microsync
 from microsync.node import DEFAULT_PORT
+from tests.faultproxy import FaultProxy
 from tests.net_peer import PeerProcess
 from tests.netns import Lan, LoopbackNamespace, lan_unavailable, loopback_unavailable, python
 from tests.test_app_group import family_of
@@ -129,7 +130,8 @@ def dig(netns: str, server: str, name: str, rtype: str) -> str:
 async def test_two_devices_that_dial_each_other_keep_one_connection(tmp_path: Path) -> None:
     """What two devices that discover each other do: both dial. Whichever connection each side
     registers first, both keep the one dialled by the smaller device id and close the other
-    (here the preferred one comes first on both sides, the order that used to keep both)."""
+    (here the preferred one comes first on both sides, the order that used to keep both); and
+    the side whose kept connection was the duplicate does not redial while the other lives."""
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
         first, second = sorted((alice._device, bob._device), key=lambda d: d.id)
@@ -137,10 +139,14 @@ async def test_two_devices_that_dial_each_other_keep_one_connection(tmp_path: Pa
             await device.start(lan=False, port=0)
         first.connect(f"127.0.0.1:{second.port}")
         await eventually(lambda: len(first.peers()) == len(second.peers()) == 1)
-        second.connect(f"127.0.0.1:{first.port}")
+        proxy = await stack.enter_async_context(FaultProxy(("127.0.0.1", first.port or 0)))
+        second.connect(proxy.address)  # counts the second device's dials
+        await eventually(lambda: proxy.accepted == 1)
         await asyncio.sleep(1.0)  # the second dial has long connected (and been closed)
         await eventually(lambda: len(first.peers()) == len(second.peers()) == 1)
         assert [p.address for p in first.peers()] == [f"127.0.0.1:{second.port}"]
+        await asyncio.sleep(1.5)  # a redial would come within 0.75 s of the close
+        assert proxy.accepted == 1 and len(first.peers()) == len(second.peers()) == 1
         post = await second.group(alice.id).post("over the one connection")
         await eventually(lambda: any(p.id == post.id for p in first.group(alice.id).feed()))
         for device in (first, second):
