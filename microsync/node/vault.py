@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -104,6 +105,8 @@ class _Download:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     arrived: int = 0  # plaintext bytes received in this fetch
     progressed: bool = False
+    checking: dict[ChunkId, asyncio.Future[int | None]] = field(default_factory=dict)
+    error: BaseException | None = None  # a local failure (disk...) while writing a chunk
 
 
 class Vault:
@@ -467,6 +470,8 @@ class Vault:
         self._downloads.append(job)
         try:
             while job.wanted:
+                if job.error is not None:
+                    raise job.error
                 if self._ask(job) == "nobody" or loop.time() > deadline:
                     left = len(job.wanted)
                     raise PeerUnreachable(f"no connected peer holds the {left} missing chunks")
@@ -480,6 +485,8 @@ class Vault:
                         progress(held + job.arrived, decryptor.size)
         finally:
             self._downloads.remove(job)
+            if job.checking:  # never leave a worker writing into a file about to be closed
+                await asyncio.wait(list(job.checking.values()))
 
     def _ask(self, job: _Download) -> str:
         """Ask each connected peer for up to ``WINDOW`` chunks no other peer was asked for.
@@ -488,7 +495,7 @@ class Vault:
         peers = {} if net is None else net.chunk_peers(self._gid)
         for peer in [p for p in job.asked if p not in peers]:
             del job.asked[peer]  # gone: what it was asked is asked again elsewhere
-        flying = {c for asked in job.asked.values() for c in asked}
+        flying = {c for asked in job.asked.values() for c in asked} | set(job.checking)
         for peer, request in peers.items():
             mine = job.asked.setdefault(peer, set())
             room = WINDOW - len(mine)
@@ -509,28 +516,52 @@ class Vault:
         return "ok"
 
     def chunk_received(self, peer: DeviceId, chunk: ChunkId, data: bytes) -> None:
-        """A chunk ``peer`` sent (the device's sync host calls this)."""
+        """A chunk ``peer`` sent (the device's sync host calls this). It is checked, decrypted
+        and written on a worker thread (BLAKE3 and the file writes release the GIL, so the
+        event loop keeps receiving meanwhile); :meth:`_checked` takes the result."""
+        loop = asyncio.get_running_loop()
         for job in self._downloads:
             job.asked.get(peer, set()).discard(chunk)
             index = job.wanted.get(chunk)
-            if index is None:
+            if index is None or chunk in job.checking:
                 continue
-            try:
-                plain = job.decryptor.open(index, data)
-            except DecryptionError:
-                job.lacking.setdefault(chunk, set()).add(peer)  # a bad copy: ask elsewhere
-                job.wake.set()
-                continue
-            if job.keep:
-                self._chunks.put_chunk(self._gid, chunk, data, durable=False)
-            if job.sink is not None:
-                fd, written = job.sink
-                os.pwrite(fd, plain, index * job.decryptor.chunk_size)
-                written.add(index)
-            del job.wanted[chunk]
-            job.arrived += len(plain)
-            job.progressed = True
-            job.wake.set()
+            future = loop.run_in_executor(None, self._check_and_write, job, index, data)
+            job.checking[chunk] = future
+            future.add_done_callback(functools.partial(self._checked, job, chunk, peer))
+
+    def _check_and_write(self, job: _Download, index: int, data: bytes) -> int | None:
+        """(worker thread) Verify and open chunk ``index``, keep and write it: its plaintext
+        length, or ``None`` if it is not the chunk the manifest names."""
+        try:
+            plain = job.decryptor.open(index, data)
+        except DecryptionError:
+            return None
+        if job.keep:
+            self._chunks.put_chunk(self._gid, job.decryptor.ids[index], data, durable=False)
+        if job.sink is not None:
+            os.pwrite(job.sink[0], plain, index * job.decryptor.chunk_size)
+        return len(plain)
+
+    def _checked(
+        self, job: _Download, chunk: ChunkId, peer: DeviceId, future: asyncio.Future[int | None]
+    ) -> None:
+        del job.checking[chunk]
+        job.wake.set()
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            job.error = job.error or error
+            return
+        length = future.result()
+        if length is None:
+            job.lacking.setdefault(chunk, set()).add(peer)  # a bad copy: ask elsewhere
+            return
+        index = job.wanted.pop(chunk)
+        if job.sink is not None:
+            job.sink[1].add(index)
+        job.arrived += length
+        job.progressed = True
 
     def chunks_missing(self, peer: DeviceId, chunks: Sequence[ChunkId]) -> None:
         """``peer`` does not hold these chunks."""
