@@ -519,6 +519,8 @@ class Vault:
         """A chunk ``peer`` sent (the device's sync host calls this). It is checked, decrypted
         and written on a worker thread (BLAKE3 and the file writes release the GIL, so the
         event loop keeps receiving meanwhile); :meth:`_checked` takes the result."""
+        if not self._downloads:
+            return  # nothing asked for (a fetch that ended meanwhile)
         loop = asyncio.get_running_loop()
         for job in self._downloads:
             job.asked.get(peer, set()).discard(chunk)
