@@ -328,14 +328,16 @@ class AppMixin:
             post = self._post_view(change.post) if change.post is not None else None
             self._emit(Event(change.kind, post=post, person=change.entry.person))
 
-    def _app_received(self, accepted: Sequence[Entry]) -> None:
+    def _app_received(
+        self, accepted: Sequence[Entry], known: Mapping[EntryId, bytes | None] | None = None
+    ) -> None:
         """Called after entries of this group were stored (sync, or this device's own)."""
         if self._app is None:
             return  # loaded from the store on first use
         retry = [e for e, _ in self._locked_app.values() if e.id not in (self._provisional or {})]
         fresh = [e for e in accepted if e.header.type == APP_TYPE]
         if fresh or retry:
-            self._absorb_app(retry + fresh)
+            self._absorb_app(retry + fresh, known=known)
         locked_provisional = {
             i: b for i, (e, b) in (self._provisional or {}).items() if i in self._locked_app
         }

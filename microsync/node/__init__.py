@@ -426,7 +426,9 @@ class Device(NetworkMixin):
             if isinstance(r, Ingested) and r.outcome is Outcome.PENDING and body is not None
         ]
         group._app_pending(pending)
-        group._app_received(accepted)
+        by_wire = {wire: body for wire, body in items if body is not None}
+        known = {e.id: by_wire[e.wire] for e in accepted if e.wire in by_wire}
+        group._app_received(accepted, known)
         after = set(group._replica.state.members)
         for person in sorted(after - before):
             group._emit(Event("member_joined", person=person))
