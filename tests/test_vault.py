@@ -273,3 +273,16 @@ async def test_policy_all_fetches_new_blobs_in_the_background_and_events(tmp_pat
         collector.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await collector
+
+
+async def test_a_device_never_evicts_what_it_added_even_after_a_restart(tmp_path: Path) -> None:
+    from microsync.node.vault import Vault
+
+    async with AsyncExitStack() as stack:
+        [alice] = await family_of(stack, tmp_path, "Alice")
+        ref = await alice.vault.add(payload(2 * CHUNK), name="mine", chunk_size=CHUNK)
+        fresh = Vault(alice)  # what a new process builds from the store
+        fresh.policy = "on_demand"
+        assert fresh.evict(ref.id) == 0 and not fresh.missing(ref.id)
+        assert (await fresh.fetch(ref.id, tmp_path / "o")).stat().st_size == 2 * CHUNK
+        assert not fresh.missing(ref.id)

@@ -213,7 +213,10 @@ class Vault:
             ids_key = self._ids_key(op.manifest.epoch, stored.body)
             if ids_key is None:
                 return None
-            self._id_keys[op.manifest.blob_id(ids_key)] = ids_key
+            blob = op.manifest.blob_id(ids_key)
+            self._id_keys[blob] = ids_key
+            if h.device == replica.me.device:
+                self._mine.add(blob)  # added here: its chunks are kept whatever the policy
         return self._index.apply(
             entry=stored.entry.id, person=certificate.person, hlc=h.hlc, op=op, ids_key=ids_key
         )
@@ -345,7 +348,6 @@ class Vault:
         data = VaultOp(kind=VaultKind.ADD, manifest=manifest).to_bytes()
         VaultOp.from_bytes(data)  # every limit checked before anything is written
         replica.append_content(VAULT_TYPE, data, now=self._group._now())
-        self._mine.add(blob)
         self.refresh()
         return self._index.refs[blob]
 
