@@ -89,6 +89,10 @@ class AppMixin:
     _locked_app: dict[EntryId, tuple[Entry, int]]
     _provisional: dict[EntryId, tuple[Entry, bytes]] | None = None
 
+    def _wants_events(self) -> bool:
+        """Hook: does anyone listen to events? (Building their views costs time.)"""
+        return True
+
     # ------------------------------------------------------------------ loading
 
     @property
@@ -320,7 +324,7 @@ class AppMixin:
                 changed = SharedDoc.valid(change.entry, op.payload)
             if changed and not quiet:
                 self._emit(Event("doc", person=change.entry.person, detail=op.doc))
-        if quiet:
+        if quiet or not self._wants_events():
             return
         for change in changes:
             if change.kind in ("cursor", "location", "doc"):

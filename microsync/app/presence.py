@@ -136,10 +136,6 @@ class PresenceMixin(AppMixin):
         sealed, for passing on to a connected peer (``excluding`` that peer's own)."""
         return self._board().sealed(self._now(), excluding=excluding)
 
-    def _wants_events(self) -> bool:
-        """Hook: does anyone listen to events (computing a presence view loads the timeline)."""
-        return True
-
     def _announce_event(self, announcement: Announcement) -> None:
         if not self._wants_events():
             return
