@@ -186,3 +186,43 @@ def test_relay_command_serves_until_stopped(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_commands_reach_a_running_serve(tmp_path: Path) -> None:
+    """While `serve` holds a profile, other commands on it run inside that process: a post
+    typed in a second terminal reaches a live peer at once."""
+    alice, bob = str(tmp_path / "alice"), str(tmp_path / "bob")
+    a_port, b_port = free_port(), free_port()
+    run("--home", alice, "init", "--name", "Alice")
+    run("--home", bob, "init", "--name", "Bob")
+    run("--home", alice, "group", "create", "Family")
+    invite = invite_json(alice, a_port)
+    with serving(alice, a_port):
+        assert run("--home", bob, "join", invite["link"]).returncode == 0
+        peer_at = f"127.0.0.1:{a_port}"
+        peer = subprocess.Popen(
+            [*MICROSYNC, "--home", bob, "serve", *serve_options(b_port), "--peer", peer_at],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            posted = run("--home", alice, "post", "typed in a second terminal")
+            assert posted.returncode == 0, posted.stderr
+            assert "posted to Family" in posted.stdout
+            deadline = time.monotonic() + 20
+            texts: list[str] = []
+            while time.monotonic() < deadline:
+                shown = run("--home", bob, "feed", "--json")  # runs inside bob's serve
+                assert shown.returncode == 0, shown.stderr
+                texts = [p["text"] for p in json.loads(shown.stdout)]
+                if texts:
+                    break
+                time.sleep(0.2)
+            assert texts == ["typed in a second terminal"]
+            refused = run("--home", bob, "init", "--name", "Again")
+            one_error_line(refused, "in use")
+        finally:
+            peer.send_signal(signal.SIGTERM)
+            peer.wait(10)
+    assert not (tmp_path / "alice" / "serve.sock").exists()

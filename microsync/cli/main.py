@@ -18,10 +18,11 @@ from typing import Any
 from rich.console import Console
 
 import microsync
-from microsync.cli import network, social, vault
+from microsync.cli import control, network, social, vault
+from microsync.cli.control import open_device
 from microsync.cli.demo import cmd_demo
 from microsync.crypto import fingerprint
-from microsync.errors import InviteError, MicrosyncError, ProfileNotFound
+from microsync.errors import InviteError, MicrosyncError, ProfileInUse, ProfileNotFound
 from microsync.node import Device
 from microsync.storage.sqlite import DATABASE_NAME
 
@@ -59,7 +60,7 @@ async def cmd_init(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_whoami(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         if args.json:
             out.print_json(
                 json.dumps(
@@ -77,7 +78,7 @@ async def cmd_whoami(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_recovery_words(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         words = device.export_recovery_words()
     Console(stderr=True).print(
         "[yellow]Anyone with these words can act as you. Keep them offline.[/]"
@@ -87,7 +88,7 @@ async def cmd_recovery_words(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_group_create(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = await device.create_group(args.name, history=args.history)
         out.print(
             f"Created group [bold]{group.name}[/] ({group.id.hex()}), history {group.history}"
@@ -96,7 +97,7 @@ async def cmd_group_create(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         groups = device.groups()
         if args.json:
             out.print_json(
@@ -124,7 +125,7 @@ async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_members(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = social.find_group(device, args.group)
         members = group.members()
         if args.json:
@@ -148,7 +149,7 @@ async def cmd_members(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_rotate(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = social.find_group(device, args.group)
         await group.rotate_keys()
         out.print(f"{group.name}: new epoch {group.epoch}")
@@ -236,39 +237,57 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(words)
     args.home = args.home if args.home is not None else default_home()
     out = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        return asyncio.run(run_command(args, out, err))
+    except ProfileInUse:
+        # `serve` holds this profile: run the command there, on the open device
+        if args.command not in control.NOT_FORWARDED:
+            code = control.forward(args.home, control.without_home(words))
+            if code is not None:
+                return code
+        _error(err, f"{args.home} is in use by another microsync process (stop it first)")
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+async def run_command(args: argparse.Namespace, out: Console, err: Console) -> int:
+    """Run one parsed command; errors microsync raises on purpose become one line on ``err``
+    and status 1 (:class:`ProfileInUse` is left to the caller)."""
     try:
         command = args.command
         if command == "group":
             command = f"group {args.group_command}"
         elif command == "location":
             command = f"location {args.location_command}"
-        return asyncio.run(COMMANDS[command](args, out))
+        return await COMMANDS[command](args, out)
+    except ProfileInUse:
+        raise
     except ProfileNotFound:
         _error(
+            err,
             f"no profile at {args.home}; "
-            f"create one with: microsync --home {args.home} init --name NAME"
+            f"create one with: microsync --home {args.home} init --name NAME",
         )
     except InviteError as error:
         message = str(error)
-        _error(message if "invite" in message else f"bad invite: {message}")
+        _error(err, message if "invite" in message else f"bad invite: {message}")
     except MicrosyncError as error:
-        _error(str(error))
+        _error(err, str(error))
     except ValueError as error:
-        _error(str(error))
+        _error(err, str(error))
     except OSError as error:
-        _error(f"{error.strerror or error}")
-    except KeyboardInterrupt:
-        return 130
+        _error(err, f"{error.strerror or error}")
     return 1
 
 
-def _error(message: str) -> None:
-    Console(stderr=True, highlight=False, soft_wrap=True).print(
-        f"[red]microsync: error:[/] {message}"
-    )
+def _error(err: Console, message: str) -> None:
+    err.print(f"[red]microsync: error:[/] {message}")
 
 
 if __name__ == "__main__":

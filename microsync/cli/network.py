@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from microsync.app.api import Event
+from microsync.cli.control import SOCKET_NAME, open_device, serve_commands
 from microsync.identity import DeviceId
 from microsync.node import DEFAULT_PORT, Device, Group
 from microsync.protocol.session import SessionStats
@@ -81,7 +82,7 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
     for name in ("microsync.node", "microsync.net"):
         logging.getLogger(name).addHandler(handler)
         logging.getLogger(name).setLevel(logging.INFO)
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         peers = tuple(args.peer or ())
         await device.start(
             lan=not args.no_lan, port=args.port, relay=args.relay, bind=args.bind, peers=peers
@@ -100,6 +101,9 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
                 loop.add_signal_handler(sig, stop.set)
         tasks = [asyncio.create_task(_log_events(g, out)) for g in device.groups()]
         tasks.append(asyncio.create_task(_log_peers(device, out)))
+        from microsync.cli.main import build_parser, run_command
+
+        commands = await serve_commands(device, build_parser().parse_args, run_command)
         try:
             if args.seconds:
                 with contextlib.suppress(TimeoutError):
@@ -107,6 +111,9 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
             else:
                 await stop.wait()
         finally:
+            commands.close()
+            with contextlib.suppress(FileNotFoundError):
+                (device.path / SOCKET_NAME).unlink()
             for task in tasks:
                 task.cancel()
             for task in tasks:
@@ -119,7 +126,7 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
 
 async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
     host, port = args.address
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         columns = (
             SpinnerColumn(),
             TextColumn("syncing with {task.fields[peer]}"),

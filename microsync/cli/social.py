@@ -11,6 +11,7 @@ import ifaddr
 import segno
 from rich.console import Console
 
+from microsync.cli.control import open_device
 from microsync.errors import MicrosyncError
 from microsync.node import DEFAULT_PORT, Device, Group
 from microsync.node.runtime import split_address
@@ -77,7 +78,7 @@ def _qr(text: str) -> str:
 
 
 async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         addresses = args.at or lan_addresses(args.port)
         invite = await group.invite(
@@ -96,7 +97,7 @@ async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_join(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = await device.join(args.invite, at=args.at)
         names = ", ".join(m.name for m in group.members())
         out.print(f"Joined [bold]{group.name}[/] ({names})")
@@ -104,7 +105,7 @@ async def cmd_join(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_post(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         post = await group.post(args.text, ttl=args.ttl)
         out.print(f"{post.id.hex()[:12]}  posted to {group.name}")
@@ -112,7 +113,7 @@ async def cmd_post(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_reply(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         post = await group.reply(_find_post(group, args.post), args.text)
         out.print(f"{post.id.hex()[:12]}  replied in {group.name}")
@@ -120,7 +121,7 @@ async def cmd_reply(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_react(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         target = _find_post(group, args.post)
         if args.remove:
@@ -131,7 +132,7 @@ async def cmd_react(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_feed(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         posts = group.feed(since="last_opened" if args.unread else None)
         if args.limit:
@@ -169,7 +170,7 @@ async def cmd_feed(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_remove(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         found = [
             m
@@ -189,7 +190,7 @@ async def cmd_remove(args: argparse.Namespace, out: Console) -> int:
 
 async def cmd_location_set(args: argparse.Namespace, out: Console) -> int:
     precision = next((p for p in PRECISION_FLAGS if getattr(args, p)), "city")
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         shared = await group.share_location(args.lat, args.lon, precision=precision, ttl=args.ttl)
         out.print(
@@ -200,7 +201,7 @@ async def cmd_location_set(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_location_show(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         found = group.locations()
         if not found:
@@ -214,7 +215,7 @@ async def cmd_location_show(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_location_stop(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         await group.stop_sharing_location()
         out.print(f"Stopped sharing your location with {group.name}.")
