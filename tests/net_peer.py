@@ -17,7 +17,7 @@ post       group, n, text (optional)        ids (hex)
 frontier   group                            frontier ({device hex: seq}), entries (sum)
 state      group, texts (a count)           frontier, entries, count, digest, members, texts
 has        group, ids                       has (those of ids the feed shows)
-peers                                       peers ([{name, address, synced}])
+peers                                       peers ([{name, address}])
 connect    address                          (keeps a connection, reconnecting with backoff)
 quit                                        (stops the device, closes the profile, exits 0)
 =========  ===============================  ==============================================
@@ -78,43 +78,45 @@ class Peer:
 
     async def run(self, cmd: str, args: dict[str, Any]) -> dict[str, Any]:
         device = self.device
-        if cmd == "create":
-            return {"group": (await device.create_group(args["name"])).id.hex()}
-        if cmd == "invite":
-            invite = await self.group(args).invite(ttl=600, addresses=args.get("addresses"))
-            return {"link": invite.link, "code": invite.code}
-        if cmd == "join":
-            return {"group": (await device.join(args["link"], at=args.get("at"))).id.hex()}
-        if cmd == "post":
-            group, text = self.group(args), args.get("text", "post")
-            ids = [(await group.post(f"{text} {i}")).id.hex() for i in range(args.get("n", 1))]
-            return {"ids": ids}
-        if cmd == "frontier":
-            return self.frontier(args)
-        if cmd == "state":
-            posts = self.group(args).feed()
-            return {
-                **self.frontier(args),
-                "count": len(posts),
-                "digest": digest_of([(p.id.hex(), p.text) for p in posts]),
-                "members": sorted(m.name for m in self.group(args).members()),
-                "texts": [p.text for p in posts[: args.get("texts", 0)]],
-            }
-        if cmd == "has":
-            shown = {p.id.hex() for p in self.group(args).feed()}
-            return {"has": [i for i in args["ids"] if i in shown]}
-        if cmd == "peers":
-            found = device.peers()
-            return {
-                "peers": [{"name": p.name, "address": p.address, "synced": p.synced} for p in found]
-            }
-        if cmd == "connect":
-            device.connect(args["address"])
-            return {}
-        if cmd == "quit":
-            self.done.set()
-            return {}
+        match cmd:
+            case "create":
+                return {"group": (await device.create_group(args["name"])).id.hex()}
+            case "invite":
+                invite = await self.group(args).invite(ttl=600, addresses=args.get("addresses"))
+                return {"link": invite.link, "code": invite.code}
+            case "join":
+                return {"group": (await device.join(args["link"], at=args.get("at"))).id.hex()}
+            case "post":
+                group, text, n = self.group(args), args.get("text", "post"), args.get("n", 1)
+                return {"ids": [(await group.post(f"{text} {i}")).id.hex() for i in range(n)]}
+            case "frontier":
+                return self.frontier(args)
+            case "state":
+                return self.state(args)
+            case "has":
+                shown = {p.id.hex() for p in self.group(args).feed()}
+                return {"has": [i for i in args["ids"] if i in shown]}
+            case "peers":
+                found = device.peers()
+                return {"peers": [{"name": p.name, "address": p.address} for p in found]}
+            case "connect":
+                device.connect(args["address"])
+                return {}
+            case "quit":
+                self.done.set()
+                return {}
         raise ValueError(f"unknown command {cmd!r}")
+
+    def state(self, args: dict[str, Any]) -> dict[str, Any]:
+        group = self.group(args)
+        posts = group.feed()
+        return {
+            **self.frontier(args),
+            "count": len(posts),
+            "digest": digest_of([(p.id.hex(), p.text) for p in posts]),
+            "members": sorted(m.name for m in group.members()),
+            "texts": [p.text for p in posts[: args.get("texts", 0)]],
+        }
 
     async def answer(self, line: str) -> None:
         request: dict[str, Any] = {}

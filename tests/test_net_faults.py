@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,10 @@ def same(*groups: microsync.Group) -> Callable[[], bool]:
         return all(view == views[0] for view in views)
 
     return check
+
+
+def shows(group: microsync.Group, post: bytes) -> bool:
+    return any(p.id == post for p in group.feed())
 
 
 async def bulk(group: microsync.Group, n: int, text: str) -> None:
@@ -122,7 +127,7 @@ async def test_sync_and_live_posts_with_a_50ms_one_way_delay(tmp_path: Path) -> 
         for _ in range(3):
             sent = loop.time()
             post = await alice.post("live, late")
-            await eventually(lambda p=post: any(q.id == p.id for q in bob.feed()), timeout=10)  # type: ignore[misc]
+            await eventually(partial(shows, bob, post.id), timeout=10)
             assert loop.time() - sent >= 0.05
         await bob.post("and back")
         await eventually(same(alice, bob), timeout=20)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,7 @@ def test_processes_form_a_group_sync_live_survive_kills_and_converge(peers: Peer
     for author in (alice, bob, carol):
         [post] = author.ask("post", group=family, text=f"live from {author.name}")["ids"]
         for reader in (alice, bob, carol):
-            wait_for(lambda r=reader, p=post: shows(r, family, p))  # type: ignore[misc]
+            wait_for(partial(shows, reader, family, post))
 
     # Carol posts, acknowledges, and is killed at once: the acknowledged post survives
     [kept] = carol.ask("post", group=family, text="acknowledged, then killed")["ids"]
@@ -134,4 +135,4 @@ def test_processes_form_a_group_sync_live_survive_kills_and_converge(peers: Peer
 
 
 def shows(peer: PeerProcess, group: str, post: str) -> bool:
-    return peer.ask("has", group=group, ids=[post])["has"] == [post]
+    return bool(peer.ask("has", group=group, ids=[post])["has"] == [post])
