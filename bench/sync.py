@@ -33,6 +33,7 @@ import time
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import microsync
 from bench.feed_state import build, membership_items
@@ -40,6 +41,7 @@ from microsync.feed import GroupId
 from microsync.group.join import Welcome
 from microsync.group.ops import OpKind
 from microsync.net import stream as stream_module
+from microsync.node import runtime as runtime_module
 from microsync.protocol.session import SyncOptions
 from microsync.testing import SimDevice
 
@@ -61,13 +63,22 @@ def counted() -> Iterator[list[tuple[str, int, str]]]:
         log.append(("w", len(data), self.peer))
         await original_write(self, data)
 
+    original_handshake = getattr(runtime_module, "handshake")  # noqa: B009
+
+    async def handshake(stream: Any, *args: Any, **kwargs: Any) -> Any:
+        secure = await original_handshake(stream, *args, **kwargs)
+        log.append(("done", 0, stream.peer))  # the handshake ends here, on this side
+        return secure
+
     stream_module.TcpStream.read = read  # type: ignore[method-assign]
     stream_module.TcpStream.write = write  # type: ignore[method-assign]
+    setattr(runtime_module, "handshake", handshake)  # noqa: B010
     try:
         yield log
     finally:
         stream_module.TcpStream.read = original_read  # type: ignore[method-assign]
         stream_module.TcpStream.write = original_write  # type: ignore[method-assign]
+        setattr(runtime_module, "handshake", original_handshake)  # noqa: B010
 
 
 SERVE = (sys.executable, "-m", "microsync", "--home")
@@ -177,11 +188,11 @@ async def _measure(
         again = await newcomer.sync_with("127.0.0.1", port)
     mine = [(d, n) for d, n, peer in log if peer.endswith(client)]
     assert again.entries_received == 0 and again.entries_sent == 0
-    handshake = mine[:4]  # our preamble+message 1, their answer, message 3, their chain
-    after = mine[4:]
+    end = next(i for i, (d, _) in enumerate(mine) if d == "done")
+    handshake, after = mine[:end], mine[end + 1 :]
     print(
         f"  already in sync: {sum(n for _, n in mine)} bytes both ways, "
-        f"{sum(n for _, n in handshake)} of them the handshake; after it "
+        f"{sum(n for _, n in handshake)} in the handshake; after it "
         f"{sum(n for _, n in after)} bytes, {round_trips(after)} round trip(s), 1 group"
     )
 

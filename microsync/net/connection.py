@@ -53,6 +53,7 @@ class SecureStream:
         self.peer = peer
         self.purpose = purpose
         self._records = list(early)
+        self._unsent = b""  # the end of the handshake, sent with the first record
 
     @property
     def peer_device(self) -> DeviceId:
@@ -63,11 +64,18 @@ class SecureStream:
         self._records.insert(0, record)
 
     async def send(self, record: bytes) -> None:
-        await self.stream.write(self.channel.encrypt_record(record))
+        data, self._unsent = self._unsent + self.channel.encrypt_record(record), b""
+        await self.stream.write(data)
+
+    async def _flush_handshake(self) -> None:
+        if self._unsent:
+            data, self._unsent = self._unsent, b""
+            await self.stream.write(data)
 
     async def receive(self) -> bytes | None:
         """The next record, or ``None`` when the peer closed the stream cleanly.
         :class:`RemoteProtocolError` for a stream cut inside a record, a tampered frame..."""
+        await self._flush_handshake()  # the peer waits for it before it sends anything
         while not self._records:
             data = await self.stream.read()
             if not data:
@@ -91,8 +99,14 @@ async def handshake(
     rng: Rng,
     accept: Callable[[DeviceCertificate], bool] | None = None,
     timeout: float = HANDSHAKE_TIMEOUT,
+    coalesce: bool = False,
 ) -> SecureStream:
     """Run the microsync handshake over ``stream`` (closing it on failure).
+
+    With ``coalesce``, a responder keeps its last handshake message (its certificate chain)
+    and sends it with the first record, or before its first receive: one write fewer, and the
+    peer gets the chain and the first record together (saving it a round trip). The caller
+    must then send or receive right away.
 
     Raises :class:`HandshakeError` for a peer that fails it (bad or foreign certificates, a
     downgrade, tampering, itself), that stalls past ``timeout`` or that hangs up.
@@ -102,7 +116,10 @@ async def handshake(
     else:
         hs = Handshake.responder(identity, accept_purposes, now=now_ms(), rng=rng, accept=accept)
 
+    last = b""
+
     async def run() -> None:
+        nonlocal last
         await stream.write(hs.bytes_to_send())
         while not hs.done:
             data = await stream.read()
@@ -110,7 +127,9 @@ async def handshake(
                 raise HandshakeError("the peer closed the connection during the handshake")
             hs.receive(data)
             out = hs.bytes_to_send()
-            if out:
+            if out and hs.done and coalesce:
+                last = out  # the responder's chain: it leaves with the first record
+            elif out:
                 await stream.write(out)
 
     try:
@@ -125,7 +144,9 @@ async def handshake(
         raise HandshakeError(f"handshake failed: {type(exc).__name__}") from None
     channel = hs.transport
     assert hs.peer is not None and hs.purpose is not None
-    return SecureStream(stream, channel, hs.peer, hs.purpose, channel.feed(b""))
+    secure = SecureStream(stream, channel, hs.peer, hs.purpose, channel.feed(b""))
+    secure._unsent = last
+    return secure
 
 
 class SyncConnection:

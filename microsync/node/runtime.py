@@ -161,7 +161,7 @@ class NetworkMixin:
         :class:`~microsync.errors.ProtocolError` if that fails."""
         device = self._device()
         net = self._net if self._net is not None else _Runtime(device, None)
-        connection = await net.dial(host, port, timeout=timeout)
+        connection = await net.dial(host, port, timeout=timeout, oneshot=True)
         try:
             done = asyncio.ensure_future(connection.synced.wait())
             ended = asyncio.ensure_future(connection.closed.wait())
@@ -531,6 +531,7 @@ class _Runtime:
                 initiator=False,
                 accept_purposes=(Purpose.SYNC, Purpose.INVITE),
                 rng=system_rng,
+                coalesce=True,
             )
         except HandshakeError as exc:
             log.info("handshake with %s failed: %s", stream.peer, exc)
@@ -572,7 +573,9 @@ class _Runtime:
             if not handed_over:
                 await secure.close()
 
-    def _open(self, secure: SecureStream, *, initiator: bool) -> SyncConnection:
+    def _open(
+        self, secure: SecureStream, *, initiator: bool, oneshot: bool = False
+    ) -> SyncConnection:
         from microsync.node.host import DeviceHost
 
         host = self._host()
@@ -586,7 +589,7 @@ class _Runtime:
             options=self.options,
             on_synced=self._synced,
         )
-        redundant = self._drop_duplicate(connection)
+        redundant = self._drop_duplicate(connection) and not oneshot
         self._connections.add(connection)
         task = connection.start()
         if redundant:
@@ -604,7 +607,8 @@ class _Runtime:
     def _drop_duplicate(self, new: SyncConnection) -> bool:
         """Two devices that found each other both dial: keep one connection per pair, the one
         whose initiator has the smaller device id (both sides decide alike, in whichever order
-        the two connections arrive). Closes an old duplicate; ``True`` if ``new`` is one."""
+        the two connections arrive). Closes an old duplicate; ``True`` if ``new`` is one that
+        this device dialled (it closes it; the peer just sees it end)."""
         me, peer = self.device.id, new.peer.device
         for old in list(self._connections):
             if old.peer.device != peer or old.session.closed:
@@ -613,16 +617,20 @@ class _Runtime:
             old_preferred = old.initiator_device(me) == min(me, peer)
             if new_preferred and not old_preferred:
                 self._spawn(old.close(), "close duplicate")
-            return old_preferred and not new_preferred
+            return old_preferred and not new_preferred and new.initiator_device(me) == me
         return False
 
-    async def dial(self, host: str, port: int, *, timeout: float = 10.0) -> SyncConnection:
+    async def dial(
+        self, host: str, port: int, *, timeout: float = 10.0, oneshot: bool = False
+    ) -> SyncConnection:
+        """A sync connection to ``host:port``; ``oneshot`` (a ``sync_with``) is never closed
+        here as the duplicate of a live connection to the same device."""
         try:
             stream = await open_tcp(host, port, timeout=min(timeout, 10.0))
         except (OSError, TimeoutError) as exc:
             raise PeerUnreachable(f"cannot reach {host}:{port} ({type(exc).__name__})") from None
         secure = await handshake(stream, self.device._identity, initiator=True, rng=system_rng)
-        return self._open(secure, initiator=True)
+        return self._open(secure, initiator=True, oneshot=oneshot)
 
     def keep(self, address: str) -> None:
         """Keep a connection to ``address`` up, reconnecting with backoff."""
