@@ -77,8 +77,9 @@ POLICIES: Final = ("all", "thumbnails", "on_demand")
 Progress = Callable[[int, int], None]
 """``progress(done_bytes, total_bytes)``."""
 
-WINDOW: Final = 8
-"""Chunks asked of one peer at a time (8 MiB in flight per peer at the default chunk size)."""
+WINDOW: Final = 4
+"""Chunks asked of one peer at a time (4 MiB in flight per peer at the default chunk size:
+above the bandwidth-delay product of a LAN or a relay path, and a small share of memory)."""
 
 
 @dataclass(frozen=True, slots=True)
