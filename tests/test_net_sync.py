@@ -159,3 +159,18 @@ async def test_a_new_device_shows_the_newest_posts_before_the_history(tmp_path: 
         await eventually(lambda: stored() >= len(made) + len(membership_items(people, group)))
         mine = [p.id for p in newcomer.group(group).feed()]
         assert mine == [p.id for p in home.group(group).feed()]
+
+
+async def test_the_inviter_sees_who_joined_as_an_event(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice = await opened(stack, tmp_path / "alice", "Alice")
+        bob = await opened(stack, tmp_path / "bob", "Bob")
+        await alice.start(lan=False, port=0)
+        family = await alice.create_group("Family")
+        stream = family.events()
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0)
+        await bob.join((await family.invite(ttl=60)).link)
+        event = await asyncio.wait_for(first, 10)
+        assert event.kind == "member_joined" and event.person == bob.person_id
+        await stream.aclose()  # type: ignore[attr-defined]

@@ -417,7 +417,6 @@ class Device(NetworkMixin):
                 replica = GroupReplica(self._store, self._member, GroupId(bytes(group_id)))
                 group = Group(self, replica)
                 self._groups[replica.id] = group
-        before = set(group._replica.state.members)
         results = group._replica.receive(items)
         accepted = [e for r in results if isinstance(r, Ingested) for e in r.accepted]
         pending = [
@@ -429,11 +428,7 @@ class Device(NetworkMixin):
         by_wire = {wire: body for wire, body in items if body is not None}
         known = {e.id: by_wire[e.wire] for e in accepted if e.wire in by_wire}
         group._app_received(accepted, known)
-        after = set(group._replica.state.members)
-        for person in sorted(after - before):
-            group._emit(Event("member_joined", person=person))
-        for person in sorted(before - after):
-            group._emit(Event("member_left", person=person))
+        group._check_members()
         return sum(1 for r in results if not isinstance(r, MicrosyncError))
 
     async def close(self) -> None:
@@ -506,6 +501,7 @@ class Group(PresenceMixin):
         self._device = device
         self._replica = replica
         replica.on_append = device._changed
+        self._known_members = set(replica.state.members)
         self._listeners: list[asyncio.Queue[Event]] = []
 
     @property
@@ -573,6 +569,16 @@ class Group(PresenceMixin):
 
     def _wants_events(self) -> bool:
         return bool(self._listeners)
+
+    def _check_members(self) -> None:
+        """Emit ``member_joined`` / ``member_left`` for what changed since the last check
+        (entries received, or this device's own operations such as admitting an invite)."""
+        now = set(self._replica.state.members)
+        for person in sorted(now - self._known_members):
+            self._emit(Event("member_joined", person=person))
+        for person in sorted(self._known_members - now):
+            self._emit(Event("member_left", person=person))
+        self._known_members = now
 
     def _emit(self, event: Event) -> None:
         for queue in self._listeners:

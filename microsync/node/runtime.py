@@ -225,9 +225,14 @@ class NetworkMixin:
         return self
 
     def _changed(self, group: GroupId) -> None:
-        """This device wrote or received entries of ``group``: push them to live peers."""
+        """This device wrote or received entries of ``group``: push them to live peers, and
+        (once the writing code is done) report membership changes it made."""
         if self._net is not None:
             self._net.changed(group)
+        with contextlib.suppress(RuntimeError):  # no running loop: a synchronous caller
+            found = self._groups.get(group)
+            if found is not None:
+                asyncio.get_running_loop().call_soon(found._check_members)
 
     def _announced(self, group: GroupId, sealed: bytes, source: DeviceId | None = None) -> None:
         if self._net is not None:
