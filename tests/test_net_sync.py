@@ -173,4 +173,4 @@ async def test_the_inviter_sees_who_joined_as_an_event(tmp_path: Path) -> None:
         await bob.join((await family.invite(ttl=60)).link)
         event = await asyncio.wait_for(first, 10)
         assert event.kind == "member_joined" and event.person == bob.person_id
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()

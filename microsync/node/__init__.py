@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
@@ -584,7 +584,7 @@ class Group(PresenceMixin):
         for queue in self._listeners:
             queue.put_nowait(event)
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncGenerator[Event, None]:
         """Every change from now on, as it is applied: new posts, replies, edits, deletes,
         expiries, reactions, members joining or leaving. Iterate with ``async for``."""
         self._timeline()
