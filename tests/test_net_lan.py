@@ -131,7 +131,8 @@ async def test_two_devices_that_dial_each_other_keep_one_connection(tmp_path: Pa
     """What two devices that discover each other do: both dial. Whichever connection each side
     registers first, both keep the one dialled by the smaller device id and close the other
     (here the preferred one comes first on both sides, the order that used to keep both); and
-    the side whose kept connection was the duplicate does not redial while the other lives."""
+    the side whose kept connection was the duplicate does not redial while the other lives;
+    a one-shot ``sync_with`` beside the live connection still completes."""
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
         first, second = sorted((alice._device, bob._device), key=lambda d: d.id)
@@ -149,6 +150,10 @@ async def test_two_devices_that_dial_each_other_keep_one_connection(tmp_path: Pa
         assert proxy.accepted == 1 and len(first.peers()) == len(second.peers()) == 1
         post = await second.group(alice.id).post("over the one connection")
         await eventually(lambda: any(p.id == post.id for p in first.group(alice.id).feed()))
+        # a one-shot sync beside the live connection is not closed as its duplicate
+        await first.group(alice.id).post("fetched by a one-shot sync too")
+        result = await second.sync_with("127.0.0.1", first.port or 0)
+        assert result.groups == (alice.id,)
         for device in (first, second):
             await device.stop()
 
