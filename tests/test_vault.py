@@ -286,3 +286,19 @@ async def test_a_device_never_evicts_what_it_added_even_after_a_restart(tmp_path
         assert fresh.evict(ref.id) == 0 and not fresh.missing(ref.id)
         assert (await fresh.fetch(ref.id, tmp_path / "o")).stat().st_size == 2 * CHUNK
         assert not fresh.missing(ref.id)
+
+
+async def test_bad_limits_are_refused_before_any_chunk_is_written(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        [alice] = await family_of(stack, tmp_path, "Alice")
+        for kwargs in (
+            {"name": "n" * 256},
+            {"mime": "m" * 256},
+            {"thumbnail": b"t" * (48 * 1024 + 1)},
+            {"chunk_size": 8},
+        ):
+            with pytest.raises(ValueError):
+                await alice.vault.add(payload(CHUNK), **kwargs)  # type: ignore[arg-type]
+        with pytest.raises(ValueError):
+            await alice.vault.add(payload(5000), chunk_size=1)
+        assert alice.vault.usage().chunks_held == 0 and alice.vault.list() == []

@@ -47,6 +47,9 @@ from typing import TYPE_CHECKING, Final, Literal, cast
 from microsync.app.api import Event
 from microsync.blobs import (
     DEFAULT_CHUNK_SIZE,
+    MAX_CHUNK_SIZE,
+    MAX_CHUNKS,
+    MIN_CHUNK_SIZE,
     VAULT_TYPE,
     BlobDecryptor,
     BlobEncryptor,
@@ -59,9 +62,11 @@ from microsync.blobs import (
     VaultIndex,
     VaultKind,
     VaultOp,
+    chunk_count,
     chunk_length,
     id_key,
 )
+from microsync.blobs.manifest import MAX_MIME, MAX_NAME, MAX_THUMBNAIL
 from microsync.errors import DecodeError, DecryptionError, NotAMember, PeerUnreachable
 from microsync.feed import GroupId, StoredEntry
 from microsync.identity import DeviceId
@@ -309,12 +314,6 @@ class Vault:
         replica = self._group._replica
         if not replica.is_member:
             raise NotAMember("this device is not a member of the group")
-        epoch = replica.ensure_writable(now=self._group._now())
-        content = epoch.content
-        assert content is not None
-        ids_key = id_key(content.secret_bytes())
-        encryptor = BlobEncryptor(replica.me.rng(32), ids_key, chunk_size)
-        chunks = self._chunks
         if isinstance(source, bytes):
             label, total = name or "blob", len(source)
             pieces = _slices(source, chunk_size)
@@ -322,27 +321,38 @@ class Vault:
             path = Path(source)
             label, total = name or path.name, path.stat().st_size
             pieces = _read(path, chunk_size)
-        for piece in pieces:
-            for sealed in encryptor.update(piece):
-                chunks.put_chunk(self._gid, sealed.id, sealed.data)
-                if progress is not None:
-                    progress(min(encryptor.size, (sealed.index + 1) * chunk_size), total)
-            await asyncio.sleep(0)  # let sync and other tasks run between chunks
-        last = encryptor.finish()
-        chunks.put_chunk(self._gid, last.id, last.data)
+        mime = mime or _guess_mime(label)
+        _check_limits(label, mime, thumbnail, total, chunk_size)  # before any chunk is written
+        epoch = replica.ensure_writable(now=self._group._now())
+        content = epoch.content
+        assert content is not None
+        encryptor = BlobEncryptor(replica.me.rng(32), id_key(content.secret_bytes()), chunk_size)
+        try:
+            for piece in pieces:
+                for sealed in encryptor.update(piece):
+                    self._chunks.put_chunk(self._gid, sealed.id, sealed.data)
+                    if progress is not None:
+                        progress(min(encryptor.size, (sealed.index + 1) * chunk_size), total)
+                await asyncio.sleep(0)  # let sync and other tasks run between chunks
+            last = encryptor.finish()
+            self._chunks.put_chunk(self._gid, last.id, last.data)
+            manifest = Manifest(
+                key=encryptor.key,
+                chunk_size=chunk_size,
+                size=encryptor.size,
+                epoch=epoch.number,
+                ids=tuple(encryptor.ids),
+                name=label,
+                mime=mime,
+                thumbnail=thumbnail,
+            )
+            ref = self._announce(manifest, encryptor.blob_id)
+        except BaseException:
+            self._chunks.delete_chunks(self._gid, encryptor.ids)  # nothing names them
+            raise
         if progress is not None:
             progress(encryptor.size, total)
-        manifest = Manifest(
-            key=encryptor.key,
-            chunk_size=chunk_size,
-            size=encryptor.size,
-            epoch=epoch.number,
-            ids=tuple(encryptor.ids),
-            name=label,
-            mime=mime or _guess_mime(label),
-            thumbnail=thumbnail,
-        )
-        return self._announce(manifest, encryptor.blob_id)
+        return ref
 
     def _announce(self, manifest: Manifest, blob: BlobId) -> BlobRef:
         replica = self._group._replica
@@ -606,6 +616,19 @@ def _read(path: Path, size: int) -> Iterator[bytes]:
     with open(path, "rb") as file:
         while piece := file.read(size):
             yield piece
+
+
+def _check_limits(
+    name: str, mime: str, thumbnail: bytes | None, size: int, chunk_size: int
+) -> None:
+    if len(name) > MAX_NAME or len(mime) > MAX_MIME:
+        raise ValueError(f"a name or media type is at most {MAX_NAME} characters")
+    if thumbnail is not None and len(thumbnail) > MAX_THUMBNAIL:
+        raise ValueError(f"a thumbnail is at most {MAX_THUMBNAIL} bytes")
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk_size must be {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes")
+    if chunk_count(size, chunk_size) > MAX_CHUNKS:
+        raise ValueError(f"a file is at most {MAX_CHUNKS} chunks ({MAX_CHUNKS * chunk_size} bytes)")
 
 
 def _guess_mime(name: str) -> str:
