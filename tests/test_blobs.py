@@ -292,3 +292,27 @@ def test_vault_fold_is_order_independent(order: list[int]) -> None:
     assert set(index.refs) == {b2}
     assert purged == [b1]
     assert index.refs[b2].name == "two"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=300) | st.sampled_from([bytes.fromhex(FOX_ADD)]).map(bytearray).map(bytes)
+)
+def test_vault_op_decoding_is_canonical_on_arbitrary_bytes(data: bytes) -> None:
+    try:
+        op = VaultOp.from_bytes(data)
+    except DecodeError:
+        return
+    assert op.to_bytes() == data
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, len(bytes.fromhex(FOX_ADD)) - 1), st.integers(1, 255))
+def test_every_single_byte_change_of_a_manifest_is_refused_or_canonical(at: int, xor: int) -> None:
+    data = bytearray(bytes.fromhex(FOX_ADD))
+    data[at] ^= xor
+    try:
+        op = VaultOp.from_bytes(bytes(data))
+    except DecodeError:
+        return
+    assert op.to_bytes() == bytes(data)
