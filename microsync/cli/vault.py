@@ -1,4 +1,7 @@
-"""``microsync vault add|get|ls|rm``: the group's encrypted files, with progress bars."""
+"""``microsync vault add|get|ls|rm|policy``: the group's encrypted files, with progress bars.
+
+Like every command, these run inside ``microsync serve`` when it holds the profile
+(:func:`~microsync.cli.control.open_device`)."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from microsync.cli.control import open_device
 from microsync.cli.social import find_group
 from microsync.errors import PeerUnreachable
 from microsync.node import Device
@@ -57,7 +61,7 @@ def _size(n: int) -> str:
 
 
 async def cmd_add(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         path = Path(args.file)
         with _bar(out, f"encrypting {path.name}", args.quiet) as progress:
@@ -67,13 +71,17 @@ async def cmd_add(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_get(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         ref = group.vault.get(args.id)
         if args.peer:
-            await device.start(lan=False, port=None, peers=tuple(args.peer))
             for address in args.peer:
                 split_address(address)  # a clear error for a bad address
+            try:
+                await device.start(lan=False, port=None, peers=tuple(args.peer))
+            except RuntimeError:  # already online (run inside `serve`): add these peers
+                for address in args.peer:
+                    device.connect(address)
             await _wait_for_peers(device, args.timeout)
         dest = Path(args.dest)
         if dest.is_dir():
@@ -93,7 +101,7 @@ async def _wait_for_peers(device: Device, timeout: float) -> None:
 
 
 async def cmd_ls(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         vault = group.vault
         refs = vault.list()
@@ -126,7 +134,7 @@ async def cmd_ls(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_rm(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         ref = group.vault.get(args.id)
         await group.vault.remove(ref)
@@ -135,7 +143,7 @@ async def cmd_rm(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_policy(args: argparse.Namespace, out: Console) -> int:
-    async with await Device.open(args.home) as device:
+    async with open_device(args.home) as device:
         group = find_group(device, args.group)
         if args.policy:
             group.vault.policy = args.policy
