@@ -236,3 +236,33 @@ def test_a_full_vault_chunk_fits_one_record() -> None:
     record = encode_message(ChunkData(group=GroupId(G), id=b"c" * 32, data=data))
     assert len(record) <= MAX_RECORD_SIZE
     assert decode_message(record) == ChunkData(group=GroupId(G), id=b"c" * 32, data=data)
+
+
+@pytest.mark.parametrize("size", [0, 1, 23, 24, 255, 256, 65535, 65536, LIMITS.max_chunk_data])
+def test_chunk_data_records_are_the_generic_canonical_encoding(size: int) -> None:
+    """CHUNK_DATA has a copy-saving encoder and decoder: same bytes, same strictness."""
+    message = ChunkData(group=GroupId(G), id=b"c" * 32, data=bytes(range(256)) * (size // 256))
+    message = ChunkData(group=message.group, id=message.id, data=message.data + b"x" * (size % 256))
+    record = encode_message(message)
+    assert record == encoding.encode(
+        [WIRE_VERSION, int(MsgType.CHUNK_DATA), G, b"c" * 32, message.data]
+    )
+    assert decode_message(record) == message
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        # a 5-byte payload written with a 1-byte length (not the shortest head)
+        bytes((0x85, 1, 17, 0x58, 32)) + G + bytes((0x58, 32)) + b"c" * 32 + b"\x58\x05abcde",
+        # a length that does not match what follows
+        bytes((0x85, 1, 17, 0x58, 32)) + G + bytes((0x58, 32)) + b"c" * 32 + b"\x45abcd",
+        # a short id
+        bytes((0x85, 1, 17, 0x58, 32)) + G + bytes((0x58, 31)) + b"c" * 31 + b"\x41a",
+        # over the chunk limit
+        encoding.encode([WIRE_VERSION, 17, G, b"c" * 32, b"d" * (LIMITS.max_chunk_data + 1)]),
+    ],
+)
+def test_malformed_chunk_data_records_are_refused(record: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_message(record)

@@ -313,7 +313,51 @@ def message_type(message: Message) -> MsgType:
 
 def encode_message(message: Message) -> bytes:
     """The canonical record for ``message``."""
+    if type(message) is ChunkData:
+        return _encode_chunk_data(message)
     return encoding.encode([WIRE_VERSION, int(message_type(message)), *_fields(message)])
+
+
+# A vault chunk is up to 1 MiB: its record is written and read without a generic CBOR pass
+# (the generic decoder re-encodes to prove canonical form: one more copy of the chunk). The
+# bytes are exactly ``encoding.encode([1, 17, group, id, data])`` (tests/test_sync_messages.py).
+_CHUNK_DATA_HEAD: Final = bytes((0x85, WIRE_VERSION, 17, 0x58, ID_SIZE))
+
+
+def _bytes_head(n: int) -> bytes:
+    """The canonical (shortest) CBOR head of a byte string of ``n`` bytes."""
+    if n < 24:
+        return bytes((0x40 + n,))
+    if n < 0x100:
+        return bytes((0x58, n))
+    if n < 0x10000:
+        return b"\x59" + n.to_bytes(2, "big")
+    return b"\x5a" + n.to_bytes(4, "big")
+
+
+def _encode_chunk_data(m: ChunkData) -> bytes:
+    if len(m.group) != ID_SIZE or len(m.id) != ID_SIZE or len(m.data) >= 2**32:
+        return encoding.encode([WIRE_VERSION, int(MsgType.CHUNK_DATA), *_fields(m)])
+    head = _CHUNK_DATA_HEAD + m.group + bytes((0x58, ID_SIZE)) + m.id
+    return b"".join((head, _bytes_head(len(m.data)), m.data))
+
+
+def _decode_chunk_data(record: bytes, limits: Limits) -> ChunkData | None:
+    """The message if ``record`` is exactly a canonical CHUNK_DATA record, else ``None`` (the
+    generic path then decodes it or says what is wrong)."""
+    view = memoryview(record)
+    if view[:5] != _CHUNK_DATA_HEAD or view[37:39] != bytes((0x58, ID_SIZE)):
+        return None
+    for width in (1, 2, 3, 5):  # the data's head: the one canonical form for its length
+        n = len(record) - 71 - width
+        if n >= 0 and view[71 : 71 + width] == _bytes_head(n) and len(_bytes_head(n)) == width:
+            break
+    else:
+        return None
+    if n > limits.max_chunk_data:
+        raise DecodeError("data: longer than the chunk limit")
+    group, chunk = GroupId(bytes(view[5:37])), bytes(view[39:71])
+    return ChunkData(group=group, id=chunk, data=bytes(view[71 + width :]))
 
 
 def _fields(message: Message) -> list[Value]:
@@ -358,6 +402,10 @@ def _fields(message: Message) -> list[Value]:
 
 def decode_message(record: bytes, limits: Limits = LIMITS) -> Message:
     """Decode one record strictly, or raise :class:`DecodeError`."""
+    if record[:3] == _CHUNK_DATA_HEAD[:3] and len(record) <= MAX_RECORD_SIZE:
+        fast = _decode_chunk_data(record, limits)
+        if fast is not None:
+            return fast
     items = expect_list(encoding.decode(record, max_size=MAX_RECORD_SIZE, max_depth=5), "record")
     if len(items) < 2:
         raise DecodeError("record: expected a version and a type")
