@@ -302,3 +302,14 @@ async def test_bad_limits_are_refused_before_any_chunk_is_written(tmp_path: Path
         with pytest.raises(ValueError):
             await alice.vault.add(payload(5000), chunk_size=1)
         assert alice.vault.usage().chunks_held == 0 and alice.vault.list() == []
+
+
+async def test_an_offline_fetch_of_missing_chunks_fails_at_once(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        ref = await alice.vault.add(b"remote", name="r")
+        share(alice, bob)
+        start = asyncio.get_running_loop().time()
+        with pytest.raises(PeerUnreachable, match="offline"):
+            await bob.vault.fetch(ref.id, tmp_path / "r", timeout=30)
+        assert asyncio.get_running_loop().time() - start < 5

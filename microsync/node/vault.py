@@ -487,7 +487,10 @@ class Vault:
                     raise job.error
                 if self._ask(job) == "nobody" or loop.time() > deadline:
                     left = len(job.wanted)
-                    raise PeerUnreachable(f"no connected peer holds the {left} missing chunks")
+                    raise PeerUnreachable(
+                        f"no connected peer holds the {left} missing chunks"
+                        + ("" if self._group._device._net else " (this device is offline)")
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(job.wake.wait(), 0.2)
                 job.wake.clear()
@@ -503,9 +506,12 @@ class Vault:
 
     def _ask(self, job: _Download) -> str:
         """Ask each connected peer for up to ``WINDOW`` chunks no other peer was asked for.
-        Returns ``"nobody"`` when peers are connected and every one lacks every chunk left."""
+        Returns ``"nobody"`` when the device is offline, or peers are connected and every one
+        lacks every chunk left."""
         net = self._group._device._net
-        peers = {} if net is None else net.chunk_peers(self._gid)
+        if net is None:
+            return "nobody"  # offline: no peer will ever answer (start() the device first)
+        peers = net.chunk_peers(self._gid)
         for peer in [p for p in job.asked if p not in peers]:
             del job.asked[peer]  # gone: what it was asked is asked again elsewhere
         flying = {c for asked in job.asked.values() for c in asked} | set(job.checking)
