@@ -41,7 +41,9 @@ from microsync.errors import (
 if TYPE_CHECKING:
     from microsync.app.api import Event, Post
     from microsync.app.presence import Location, Presence
+    from microsync.blobs.index import BlobRef
     from microsync.node import Device, Group, Member
+    from microsync.node.vault import Vault, VaultUsage
 
 _LAZY = {
     "Device": "microsync.node",
@@ -51,6 +53,9 @@ _LAZY = {
     "Post": "microsync.app.api",
     "Location": "microsync.app.presence",
     "Presence": "microsync.app.presence",
+    "BlobRef": "microsync.blobs.index",
+    "Vault": "microsync.node.vault",
+    "VaultUsage": "microsync.node.vault",
 }
 
 
@@ -69,6 +74,7 @@ __all__ = [
     "AuthorNotCertified",
     "AuthorRevoked",
     "BadSignature",
+    "BlobRef",
     "BodyMismatch",
     "DecodeError",
     "DecryptionError",
@@ -97,6 +103,8 @@ __all__ = [
     "StaleAnnouncement",
     "StorageError",
     "UnknownVersion",
+    "Vault",
+    "VaultUsage",
     "VerificationError",
     "WrongGroup",
     "__version__",

@@ -50,6 +50,12 @@ SYNC_FRONTIER_DIGEST = Label(b"microsync/v1/sync-frontier-digest")
 # Ephemeral announcements (presence, location: microsync.app.ephemeral)
 ANNOUNCEMENT_KEY = Label(b"microsync/v1/announcement-key")
 
+# The vault (microsync.crypto.stream, microsync.blobs)
+VAULT_CHUNK = Label(b"microsync/v1/vault-chunk")  # AD of every chunk
+VAULT_ID_KEY = Label(b"microsync/v1/vault-id-key")  # epoch content key -> id key
+VAULT_CHUNK_ID = Label(b"microsync/v1/vault-chunk-id")
+VAULT_BLOB_ID = Label(b"microsync/v1/vault-blob-id")
+
 # Local snapshots of app state (microsync.app.snapshot)
 SNAPSHOT_KEY = Label(b"microsync/v1/snapshot-key")
 

@@ -25,6 +25,7 @@ import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from microsync.crypto import labels
 from microsync.crypto.labels import Label, frame
 from microsync.errors import DecryptionError
 
@@ -40,12 +41,11 @@ __all__ = [
     "stream_nonce",
 ]
 
-# Vault labels. (They belong in crypto/labels.py with every other label; they live here until
-# that table's owner merges them, unchanged.)
-VAULT_CHUNK: Final = Label(b"microsync/v1/vault-chunk")  # AD of every chunk
-VAULT_ID_KEY: Final = Label(b"microsync/v1/vault-id-key")  # epoch content key -> id key
-VAULT_CHUNK_ID: Final = Label(b"microsync/v1/vault-chunk-id")
-VAULT_BLOB_ID: Final = Label(b"microsync/v1/vault-blob-id")
+# Vault labels (defined with every other label in crypto/labels.py)
+VAULT_CHUNK: Final = labels.VAULT_CHUNK
+VAULT_ID_KEY: Final = labels.VAULT_ID_KEY
+VAULT_CHUNK_ID: Final = labels.VAULT_CHUNK_ID
+VAULT_BLOB_ID: Final = labels.VAULT_BLOB_ID
 
 STREAM_KEY_SIZE: Final = 32
 CHUNK_TAG_SIZE: Final = 16

@@ -31,6 +31,8 @@ log = logging.getLogger("microsync.net")
 
 HANDSHAKE_TIMEOUT: Final = 10.0
 """Seconds a peer gets to complete the handshake."""
+MAX_OUTBOX_BYTES: Final = 128 * 1024 * 1024
+"""Answers (bytes) allowed to wait for a peer that does not read them; then it is dropped."""
 
 
 def now_ms() -> int:
@@ -183,6 +185,7 @@ class SyncConnection:
         self._on_synced = on_synced
         self._initiator = initiator
         self._outbox: asyncio.Queue[list[bytes]] = asyncio.Queue()
+        self._queued = 0  # bytes waiting in the outbox
         self._task: asyncio.Task[None] | None = None
 
     def initiator_device(self, ours: DeviceId) -> DeviceId:
@@ -232,19 +235,30 @@ class SyncConnection:
         try:
             await self._send(self.session.start(now_ms()))
             reader = asyncio.create_task(self._read_loop())
+            writer = asyncio.create_task(self._write_loop(reader))
             try:
-                await self._write_loop(reader)
-            except (MicrosyncError, ConnectionError, OSError):
-                # a reader that failed (a cut record) closed the channel under the writer:
-                # report the reader's error, not "the secure channel is closed"
-                cause = reader.exception() if reader.done() and not reader.cancelled() else None
-                if cause is not None:
-                    raise cause from None
-                raise
+                await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+                failed = reader.done() and not reader.cancelled() and reader.exception()
+                if failed and not writer.done():
+                    # the writer may be stuck on a peer that does not read: stop it
+                    writer.cancel()
+                    with contextlib.suppress(BaseException):
+                        await writer
+                    raise failed
+                try:
+                    await writer
+                except (MicrosyncError, ConnectionError, OSError):
+                    # a reader that failed (a cut record) closed the channel under the writer:
+                    # report the reader's error, not "the secure channel is closed"
+                    cause = reader.exception() if reader.done() and not reader.cancelled() else None
+                    if cause is not None:
+                        raise cause from None
+                    raise
             finally:
-                reader.cancel()
-                with contextlib.suppress(BaseException):
-                    await reader
+                for task in (reader, writer):
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
         except (MicrosyncError, ConnectionError, OSError) as exc:
             self.error = exc
             log.info("sync with %s ended: %s", self.peer_address, type(exc).__name__)
@@ -257,6 +271,7 @@ class SyncConnection:
     async def _send(self, records: list[bytes]) -> None:
         for record in records:
             await self.secure.send(record)
+            self._queued = max(0, self._queued - len(record))
         self._check_synced()
 
     def _check_synced(self) -> None:
@@ -271,7 +286,13 @@ class SyncConnection:
             if record is None:
                 self._outbox.put_nowait([])
                 raise ConnectionResetError("the peer closed the connection")
-            self._outbox.put_nowait(self.session.receive(record, now_ms()))
+            answers = self.session.receive(record, now_ms())
+            self._queued += sum(len(a) for a in answers)
+            self._outbox.put_nowait(answers)
+            if self._queued > MAX_OUTBOX_BYTES:
+                # an honest peer reads what it asked for: its windows (entry credit, chunk
+                # requests in flight) keep what waits here far below this
+                raise RemoteProtocolError("the peer asks for more than it reads")
 
     async def _write_loop(self, reader: asyncio.Task[None]) -> None:
         while True:
