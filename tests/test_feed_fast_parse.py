@@ -21,7 +21,7 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from microsync.errors import MicrosyncError
-from microsync.feed.entry import MAX_DEPS, EntryId, GroupId, Header, _parse_fast
+from microsync.feed.entry import MAX_DEPS, EntryId, GroupId, Header, _parse_fast, feed_position
 from microsync.identity import DeviceId
 
 VECTORS = json.loads((Path(__file__).parent / "vectors" / "feed-v1.json").read_text())
@@ -248,3 +248,16 @@ def test_every_valid_header_round_trips(header: Header) -> None:
     data = header.to_bytes()
     assert Header.from_bytes(data) == header == Header._from_bytes_strict(data)
     assert _parse_fast(data) in (None, header)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(data=header_like())
+@example(data=bytes.fromhex(VECTORS["entries"][0]["header"]))
+def test_feed_position_agrees_with_the_strict_parse_on_every_valid_header(data: bytes) -> None:
+    """The sync session's cheap (device, seq) read gives what the full parse gives, for every
+    header the strict parser accepts."""
+    strict = outcome(Header._from_bytes_strict, data)
+    if strict[0] == "accepted":
+        header = strict[1]
+        assert isinstance(header, Header)
+        assert feed_position(data) == (header.device, header.seq)

@@ -36,6 +36,7 @@ __all__ = [
     "GroupId",
     "Header",
     "body_hash",
+    "feed_position",
     "parse_entry",
     "sign_entry",
 ]
@@ -169,6 +170,23 @@ def _id32(data: bytes, pos: int) -> bytes | None:
     if data[pos] != 0x58 or data[pos + 1] != _ID or pos + 2 + _ID > len(data):
         return None
     return data[pos + 2 : pos + 2 + _ID]
+
+
+def feed_position(header: bytes) -> tuple[DeviceId, int]:
+    """``(device, seq)`` of an entry's header bytes, reading only those two fields when the
+    header has the plain canonical shape (a few bytes in, no hashing); the full strict parse
+    otherwise (:class:`DecodeError` for malformed bytes). For bookkeeping only: it checks
+    nothing an entry must satisfy."""
+    try:
+        if header[0] == 0x8B and header[1] == VERSION:
+            device = _id32(header, 36)
+            found = _uint(header, 70)
+            if device is not None and found is not None and found[0] >= 1:
+                return DeviceId(device), found[0]
+    except IndexError:
+        pass
+    parsed = Header.from_bytes(header)
+    return parsed.device, parsed.seq
 
 
 def _parse_fast(data: bytes) -> Header | None:

@@ -50,7 +50,13 @@ from microsync.errors import (
     MicrosyncError,
     RemoteProtocolError,
 )
-from microsync.feed.entry import MAX_BODY_SIZE, MAX_ENTRY_SIZE, EntryId, GroupId, Header
+from microsync.feed.entry import (
+    MAX_BODY_SIZE,
+    MAX_ENTRY_SIZE,
+    EntryId,
+    GroupId,
+    feed_position,
+)
 from microsync.identity import DeviceId
 from microsync.protocol.messages import (
     LIMITS,
@@ -879,18 +885,17 @@ class SyncSession:
 
 def _position(wire: bytes) -> tuple[bytes, int]:
     """(device, seq) of an entry's wire bytes (which came from our own store)."""
-    header = Header.from_bytes(wire[:-SIGNATURE_SIZE])
-    return header.device, header.seq
+    return feed_position(wire[:-SIGNATURE_SIZE])
 
 
 def _note_held(known: dict[DeviceId, int], wire: bytes) -> None:
     """The peer sent this entry, so it holds its feed up to it (feeds it serves are contiguous)."""
     try:
-        header = Header.from_bytes(wire[:-SIGNATURE_SIZE])
+        device, seq = feed_position(wire[:-SIGNATURE_SIZE])
     except MicrosyncError:
         return  # the host rejects it; nothing learnt
-    if header.seq > known.get(header.device, 0):
-        known[header.device] = header.seq
+    if seq > known.get(device, 0):
+        known[device] = seq
 
 
 _Handler = Callable[[SyncSession, Any], None]
