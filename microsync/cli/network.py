@@ -84,6 +84,8 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     async with open_device(args.home) as device:
         peers = tuple(args.peer or ())
+        for group in device.groups():
+            group.feed()  # fold each group now (from its snapshot if any), not while syncing
         await device.start(
             lan=not args.no_lan, port=args.port, relay=args.relay, bind=args.bind, peers=peers
         )
