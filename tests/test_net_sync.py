@@ -12,7 +12,7 @@ import pytest
 
 import microsync
 from microsync.errors import InviteError, PeerUnreachable
-from tests.test_app_group import family_of
+from tests.test_app_group import family_of, share
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -174,3 +174,24 @@ async def test_the_inviter_sees_who_joined_as_an_event(tmp_path: Path) -> None:
         event = await asyncio.wait_for(first, 10)
         assert event.kind == "member_joined" and event.person == bob.person_id
         await stream.aclose()
+
+
+async def test_a_removed_member_is_told_it_is_out_and_nothing_more(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
+        await alice.post("before")
+        share(alice, bob, carol)
+        await alice.remove(carol._person())
+        removal_seq = alice._device._store.feed_status(alice.id, alice._device.id).head_seq
+        await alice.post("after: planning the party")
+        dave = await opened(stack, tmp_path / "dave", "Dave")
+        await alice._device.start(lan=False, port=0)
+        await dave.join((await alice.invite(ttl=60)).link)
+        assert carol.is_member()  # it has not heard yet
+        result = await carol._device.sync_with("127.0.0.1", alice._device.port or 0)
+        assert result.groups == (alice.id,)
+        assert not carol.is_member()  # now it knows
+        held = carol._device._store.feed_status(alice.id, alice._device.id).head_seq
+        assert held == removal_seq  # the removal, and nothing written after it
+        assert carol._device._store.certificate(dave.id) is None  # nor who joined since
+        assert [p.text for p in carol.feed()] == ["before"]

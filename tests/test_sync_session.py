@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from microsync.errors import LocalProtocolError, RemoteProtocolError, StorageError
 from microsync.feed import GroupId, parse_entry
 from microsync.group.ops import MEMBERSHIP_TYPE
-from microsync.identity import DeviceId
 from microsync.protocol.messages import (
     Credit,
     Digest,
@@ -336,7 +335,7 @@ def test_tags_replayed_from_another_connection_or_reflected_do_not_match(
     assert group_tag(key, b"\x01" * 64, b"I") != group_tag(key, b"\x01" * 64, b"R")
 
 
-def test_a_removed_member_gets_no_new_entries_and_is_refused_keys(tmp_path: Path) -> None:
+def test_a_removed_member_learns_only_its_removal_and_is_refused_keys(tmp_path: Path) -> None:
     devices = open_devices(tmp_path, "Alice", "Bob", "Carol")
     try:
         group = family(devices)
@@ -346,23 +345,23 @@ def test_a_removed_member_gets_no_new_entries_and_is_refused_keys(tmp_path: Path
         assert "before" in texts(carol, group)
         run(alice.device.group(group).remove(carol.device.person_id))
         post(alice, group, "after")
-        carol_before = carol.frontier(group)
+        removal = alice.frontier(group)[alice.device.id][0] - 1  # "after" came after it
         link = sync_pair(carol, alice)  # carol still holds an epoch alice sent a tag for
         assert link.b.groups == {group: GroupPhase.LIVE}
-        assert link.b.stats.entries_sent == 0 and carol.frontier(group) == carol_before
-        [digest] = [m for m in link.sent_by("b") if isinstance(m, Digest)]
-        assert not digest.serving
+        # alice serves carol exactly the causal past of the removal: carol learns she is out,
+        # and gets nothing written after it
+        assert link.b.stats.entries_sent == 1
+        assert not carol.device.group(group).is_member()
+        assert carol.frontier(group)[alice.device.id][0] == removal
         [frontier] = [m for m in link.sent_by("b") if isinstance(m, Frontier)]
-        for head in frontier.heads:  # alice's frontier, clamped: nothing carol did not know
-            assert (head.seq, head.head) == carol_before[DeviceId(head.device)]
+        assert all(h.seq <= removal for h in frontier.heads if h.device == alice.device.id)
         link.update(group)
         pump(link)
-        assert link.b.stats.entries_sent == 0
+        assert link.b.stats.entries_sent == 1
         assert not [m for m in link.sent_by("b") if isinstance(m, Ephemeral)]
         assert link.b.send_ephemeral(group, b"here") == []
-        # carol hears of her removal elsewhere, then asks alice for the new epoch's key
-        carol.device.receive(group, alice.entries_after(group, {}, newest_first=False, limit=999))
-        assert not carol.device.group(group).is_member() and carol.missing_keys(group)
+        # then it asks alice for the new epoch's key: refused
+        assert carol.missing_keys(group)
         keys_before = set(carol.device.group(group)._replica.epoch_keys())
         asked = sync_pair(carol, alice)
         assert [m for m in asked.sent_by("a") if isinstance(m, KeyRequest)]

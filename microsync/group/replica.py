@@ -836,6 +836,27 @@ class GroupReplica:
         epoch = self.state.max_epoch
         return self._bundle(Purpose.KEY_RESPONSE, epoch, [requester], grants)
 
+    def exits_of(self, device: DeviceId) -> list[EntryId]:
+        """The effective operations that put ``device`` out of the group, if a valid
+        operation ever admitted it (else none)."""
+        records = self._records()
+        admitted = [
+            r
+            for r in records.values()
+            if r.id in self._resolution.valid
+            and r.op.kind in (OpKind.CREATE, OpKind.ADD, OpKind.ADD_DEVICE)
+            and any(g.device == device for g in r.grants)
+        ]
+        if not admitted or self.state.device(device) is not None:
+            return []
+        known = [g for r in admitted for g in r.grants if g.device == device]
+        info = max(known, key=lambda g: g.prekey_id)
+        return self._exits(info, admitted, records)
+
+    def causal_past(self, op_id: EntryId) -> set[EntryId]:
+        """The membership operations ``op_id`` names in its deps, transitively."""
+        return _ancestors(self._records(), op_id)
+
     def _answer_former_device(
         self, requester: DeviceId, wanted: Iterable[tuple[int, bytes]]
     ) -> tuple[Purpose, int, Value]:

@@ -137,6 +137,26 @@ class DeviceHost:
     def may_serve(self, group: GroupId, peer: DeviceId) -> bool:
         return self._replica(group).state.device(peer) is not None
 
+    def exit_limit(
+        self, group: GroupId, peer: DeviceId
+    ) -> dict[DeviceId, tuple[int, EntryId]] | None:
+        """How far a former member's device may be served: the operations that put it out
+        and their causal past (:class:`~microsync.protocol.session.ExitHost`)."""
+        replica = self._replica(group)
+        if replica.state.device(peer) is not None:
+            return None
+        exits = replica.exits_of(peer)
+        if not exits:
+            return None
+        records = replica._records()
+        limit: dict[DeviceId, tuple[int, EntryId]] = {}
+        for op_id in exits:
+            for past in {op_id, *replica.causal_past(op_id)}:
+                record = records.get(past)
+                if record is not None and record.seq > limit.get(record.device, (0, b""))[0]:
+                    limit[record.device] = (record.seq, record.id)
+        return limit or None
+
     def certificates(self, group: GroupId) -> list[bytes]:
         store = self.device._store
         devices = set(store.feeds(group)) | {self.device.id}

@@ -57,7 +57,7 @@ from microsync.feed.entry import (
     GroupId,
     feed_position,
 )
-from microsync.identity import DeviceId
+from microsync.identity import DeviceCertificate, DeviceId
 from microsync.protocol.messages import (
     LIMITS,
     SIGNATURE_SIZE,
@@ -193,6 +193,20 @@ class SyncHost(Protocol):
 
 
 @runtime_checkable
+class ExitHost(Protocol):
+    """Optional: what a host adds to tell a former member that it is out."""
+
+    def exit_limit(
+        self, group: GroupId, peer: DeviceId
+    ) -> Mapping[DeviceId, tuple[int, EntryId]] | None:
+        """For a device that was a member of ``group`` and is out now: per feed, the last
+        ``(seq, entry id)`` in the causal past of the operations that put it out (those
+        included); ``None`` for any other device. The session serves such a peer exactly that
+        much, so it learns it is out and nothing written after."""
+        ...
+
+
+@runtime_checkable
 class ChunkHost(Protocol):
     """What a host that serves and fetches vault chunks adds to :class:`SyncHost`."""
 
@@ -297,6 +311,9 @@ class _GroupSync:
     answered: int = 0  # key requests from the peer
     certs_received: int = 0
     chunks_asked: set[bytes] = field(default_factory=set)  # chunk ids asked, not yet answered
+    # for a former member: how far each feed may be served (the causal past of its exit)
+    limit: dict[DeviceId, int] | None = None
+    limit_heads: dict[DeviceId, tuple[int, EntryId]] = field(default_factory=dict)
 
 
 def group_tag(key: bytes, channel_binding: bytes, role: bytes) -> bytes:
@@ -572,7 +589,7 @@ class SyncSession:
         heads = self.host.frontier(group)
         g.snapshot = {d: seq for d, (seq, _) in heads.items()}
         g.digest = frontier_digest(heads)
-        g.serving = self.host.may_serve(group, self.peer_device)
+        g.serving = self._serves(g)
         self._groups[group] = g
         self._send(Digest(group=group, digest=g.digest, serving=g.serving))
 
@@ -602,7 +619,8 @@ class SyncSession:
             self._maybe_request_keys(g)
         elif g.serving:  # the peer is a member in our view: it may see our frontier
             g.phase = GroupPhase.AWAIT_FRONTIER
-            heads = sorted(self.host.frontier(m.group).items())
+            ours = g.limit_heads if g.limit is not None else self.host.frontier(m.group)
+            heads = sorted(ours.items())
             rows = [FrontierHead(device=d, seq=s, head=h) for d, (s, h) in heads]
             self._send_frontier(g, rows)
         elif m.serving:  # answer its frontier with ours clamped to it: it learns nothing new
@@ -748,7 +766,7 @@ class SyncSession:
 
     def _go_live(self, g: _GroupSync) -> None:
         g.phase = GroupPhase.LIVE
-        g.serving = self.host.may_serve(g.group, self.peer_device)
+        g.serving = self._serves(g)
         if g.serving:  # anything appended since the digest
             g.certs_due = True
             self._dirty[g.group] = None
@@ -756,10 +774,39 @@ class SyncSession:
 
     def _reconsider_serving(self, g: _GroupSync) -> None:
         """Entries from the peer may have shown it is a member after all (an add we lacked)."""
-        if g.knows_peer and self.host.may_serve(g.group, self.peer_device):
+        if g.knows_peer and self._serves(g):
             g.serving = g.certs_due = True
             self._dirty[g.group] = None
             self._pump()
+
+    def _serves(self, g: _GroupSync) -> bool:
+        """May the peer be sent entries of ``g``: a member's device in our view, or a former
+        one, up to the operation that put it out (so it learns it is out, and nothing more)."""
+        if self.host.may_serve(g.group, self.peer_device):
+            g.limit = None
+            return True
+        exit_limit = getattr(self.host, "exit_limit", None)
+        limit = None if exit_limit is None else exit_limit(g.group, self.peer_device)
+        g.limit = None if limit is None else {d: seq for d, (seq, _) in limit.items()}
+        g.limit_heads = {} if limit is None else dict(limit)
+        return g.limit is not None
+
+    def _capped(self, g: _GroupSync) -> dict[DeviceId, int]:
+        """What to ask the host for: the peer's frontier, with every feed it may not be
+        served further marked as held in full."""
+        if g.limit is None:
+            return g.peer_known
+        beyond = 2**62
+        return {
+            d: seq if seq < g.limit.get(d, 0) else beyond
+            for d, seq in {**{d: 0 for d in g.limit}, **g.peer_known}.items()
+        } | {d: beyond for d in self.host.frontier(g.group) if d not in g.limit}
+
+    def _within(self, g: _GroupSync, wire: bytes) -> bool:
+        if g.limit is None:
+            return True
+        device, seq = _position(wire)
+        return seq <= g.limit.get(DeviceId(device), 0)
 
     def _send_done(self, g: _GroupSync) -> None:
         g.done_sent = True
@@ -795,7 +842,7 @@ class SyncSession:
 
     def _push(self, g: _GroupSync) -> bool:
         """Push ``g`` until it has nothing left (True) or credit runs out (False)."""
-        if not g.knows_peer or not self.host.may_serve(g.group, self.peer_device):
+        if not g.knows_peer or not self._serves(g):
             g.serving = False
             return self._exhausted(g)
         while True:
@@ -824,6 +871,9 @@ class SyncSession:
 
     def _send_certificates(self, g: _GroupSync) -> None:
         fresh = [c for c in self.host.certificates(g.group) if c not in g.certs_sent]
+        if g.limit is not None:
+            allowed = set(g.limit)
+            fresh = [c for c in fresh if DeviceCertificate.from_bytes(c).device in allowed]
         step = self.options.limits.max_certificates
         for start in range(0, len(fresh), step):
             self._send(Certificates(group=g.group, certificates=tuple(fresh[start : start + step])))
@@ -832,7 +882,7 @@ class SyncSession:
     def _take(self, g: _GroupSync, budget: int) -> list[Item] | None:
         """The next batch within ``budget`` bytes: [] when nothing is left, None when the
         first item does not fit the credit left."""
-        if g.newest_budget > 0:
+        if g.newest_budget > 0 and g.limit is None:
             batch = self._take_newest(g, budget)
             if batch is None or batch:
                 return batch
@@ -863,8 +913,12 @@ class SyncSession:
         size = 0
         while len(batch) < self.options.batch_entries:
             want = self.options.batch_entries - len(batch) + len(g.sent_ahead)
-            found = self.host.entries_after(g.group, g.peer_known, newest_first=False, limit=want)
+            found = self.host.entries_after(
+                g.group, self._capped(g), newest_first=False, limit=want
+            )
             for wire, body in found:
+                if not self._within(g, wire):
+                    continue  # past the peer's exit: never sent
                 device, seq = _position(wire)
                 if seq <= g.peer_known.get(DeviceId(device), 0):
                     raise LocalProtocolError("the host returned an entry the peer holds")
