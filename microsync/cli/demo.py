@@ -108,14 +108,15 @@ async def run_demo(root: Path, out: Console) -> float:
         out.print(f"   epoch {before} → {family.epoch}")
         secret = await family.post("Planning Carol's surprise party 🎉")
         await until(lambda: any(p.id == secret.id for p in bob_family.feed()), "Bob has it")
+        await until(lambda: not carol_family.is_member(), "Carol's device learns she is out")
         await asyncio.sleep(0.3)  # give the live push every chance to (wrongly) reach Carol
         show("Bob", _feed(bob_family)[-1:])
         show("Carol", [line for line in _feed(carol_family) if "surprise" in line])
         if any(p.id == secret.id for p in carol_family.feed()):
             raise MicrosyncError("demo: a removed member read a new post")
         members = ", ".join(m.name for m in family.members())
-        out.print(f"   members now: {members}. Carol's device is served nothing new, and")
-        out.print("   could not decrypt it anyway: it holds no key of the new epoch.")
+        out.print(f"   members now: {members}. Carol's device was told of the removal and")
+        out.print("   nothing after it; it holds no key of the new epoch anyway.")
 
         say("Everyone goes offline")
         for device in (carol, bob, alice):
