@@ -839,6 +839,19 @@ class GroupReplica:
     def exits_of(self, device: DeviceId) -> list[EntryId]:
         """The effective operations that put ``device`` out of the group, if a valid
         operation ever admitted it (else none)."""
+        if self.state.device(device) is not None:
+            return []
+        found = self._former(device)
+        if found is None:
+            return []
+        admitted, info, records = found
+        return self._exits(info, admitted, records)
+
+    def _former(
+        self, device: DeviceId
+    ) -> tuple[list[OpRecord], DeviceInfo, dict[EntryId, OpRecord]] | None:
+        """The valid operations that admitted ``device``, its latest grant (admissions and the
+        prekeys it published while in), and the records; ``None`` if nothing admitted it."""
         records = self._records()
         admitted = [
             r
@@ -847,11 +860,13 @@ class GroupReplica:
             and r.op.kind in (OpKind.CREATE, OpKind.ADD, OpKind.ADD_DEVICE)
             and any(g.device == device for g in r.grants)
         ]
-        if not admitted or self.state.device(device) is not None:
-            return []
+        if not admitted:
+            return None
         known = [g for r in admitted for g in r.grants if g.device == device]
-        info = max(known, key=lambda g: g.prekey_id)
-        return self._exits(info, admitted, records)
+        for r in records.values():  # a prekey it published while it was in
+            if r.id in self._resolution.effective and r.op.kind is OpKind.PREKEY:
+                known.extend(g for g in r.grants if g.device == device)
+        return admitted, max(known, key=lambda g: g.prekey_id), records
 
     def causal_past(self, op_id: EntryId) -> set[EntryId]:
         """The membership operations ``op_id`` names in its deps, transitively."""
@@ -865,21 +880,10 @@ class GroupReplica:
         operation that put it out, and would then believe it is still in. It gets the control
         keys (never content keys) of the epochs started in the causal past of those
         operations: enough to open them and their past, nothing from after its exit."""
-        records = self._records()
-        admitted = [
-            r
-            for r in records.values()
-            if r.id in self._resolution.valid
-            and r.op.kind in (OpKind.CREATE, OpKind.ADD, OpKind.ADD_DEVICE)
-            and any(g.device == requester for g in r.grants)
-        ]
-        if not admitted:
+        found = self._former(requester)
+        if found is None:
             raise NotAMember("keys are only given to members' devices")
-        known = [g for r in admitted for g in r.grants if g.device == requester]
-        for r in records.values():  # a prekey it published while it was in
-            if r.id in self._resolution.effective and r.op.kind is OpKind.PREKEY:
-                known.extend(g for g in r.grants if g.device == requester)
-        info = max(known, key=lambda g: g.prekey_id)
+        admitted, info, records = found
         exits = self._exits(info, admitted, records)
         allowed: set[tuple[int, bytes]] = set()
         for exit_id in exits:
