@@ -18,9 +18,12 @@ def test_memory_does_not_grow_with_the_file() -> None:
     for run in (small, large):
         assert run["identical"] == 1.0
         assert run["add_delta"] < 32 * MiB and run["fetch_delta"] < 48 * MiB, run
-    # six times the file, the same few chunks in flight: at most a few MiB of noise
+    # six times the file (80 MiB more), the same few chunks in flight: memory that grew with
+    # the file would differ by 80 MiB or more; allocator noise from the 1 MiB buffers of the
+    # chunks in flight and the fetch's worker thread reaches ~11 MiB on this machine (measured
+    # over repeated runs), so the bound leaves room for that and nothing proportional
     assert large["add_delta"] - small["add_delta"] < 8 * MiB, (small, large)
-    assert large["fetch_delta"] - small["fetch_delta"] < 8 * MiB, (small, large)
+    assert large["fetch_delta"] - small["fetch_delta"] < 16 * MiB, (small, large)
 
 
 @pytest.mark.slow

@@ -66,7 +66,9 @@ class SecureStream:
         self._records.insert(0, record)
 
     async def send(self, record: bytes) -> None:
-        data, self._unsent = self._unsent + self.channel.encrypt_record(record), b""
+        data = self.channel.encrypt_record(record)
+        if self._unsent:  # the end of the handshake goes first, in the same write
+            data, self._unsent = self._unsent + data, b""
         await self.stream.write(data)
 
     async def _flush_handshake(self) -> None:
