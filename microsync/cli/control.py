@@ -20,9 +20,9 @@ from typing import Final
 
 from rich.console import Console
 
-from microsync.node import Device
+from microsync.node import Device, Group
 
-__all__ = ["SOCKET_NAME", "forward", "open_device", "serve_commands"]
+__all__ = ["SOCKET_NAME", "forward", "open_device", "open_group", "serve_commands"]
 
 SOCKET_NAME: Final = "serve.sock"
 MAX_REQUEST: Final = 1 << 20
@@ -41,6 +41,16 @@ async def open_device(home: Path) -> AsyncIterator[Device]:
         return
     async with await Device.open(home) as device:
         yield device
+
+
+@contextlib.asynccontextmanager
+async def open_group(args: argparse.Namespace) -> AsyncIterator[Group]:
+    """The group a command names (``--group``, or the profile's only one), on the profile
+    :func:`open_device` gives."""
+    from microsync.cli.social import find_group
+
+    async with open_device(args.home) as device:
+        yield find_group(device, args.group)
 
 
 Runner = Callable[[argparse.Namespace, Console, Console], Awaitable[int]]

@@ -19,7 +19,7 @@ from rich.console import Console
 
 import microsync
 from microsync.cli import control, network, social, vault
-from microsync.cli.control import open_device
+from microsync.cli.control import open_device, open_group
 from microsync.cli.demo import cmd_demo
 from microsync.crypto import fingerprint
 from microsync.errors import InviteError, MicrosyncError, ProfileInUse, ProfileNotFound
@@ -125,8 +125,7 @@ async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_members(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = social.find_group(device, args.group)
+    async with open_group(args) as group:
         members = group.members()
         if args.json:
             out.print_json(
@@ -149,8 +148,7 @@ async def cmd_members(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_rotate(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = social.find_group(device, args.group)
+    async with open_group(args) as group:
         await group.rotate_keys()
         out.print(f"{group.name}: new epoch {group.epoch}")
     return 0

@@ -11,7 +11,7 @@ import ifaddr
 import segno
 from rich.console import Console
 
-from microsync.cli.control import open_device
+from microsync.cli.control import open_device, open_group
 from microsync.errors import MicrosyncError
 from microsync.node import DEFAULT_PORT, Device, Group
 from microsync.node.runtime import split_address
@@ -78,8 +78,7 @@ def _qr(text: str) -> str:
 
 
 async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         addresses = args.at or lan_addresses(args.port)
         invite = await group.invite(
             ttl=args.ttl, role=args.role, addresses=addresses, relay=args.relay
@@ -105,24 +104,21 @@ async def cmd_join(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_post(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         post = await group.post(args.text, ttl=args.ttl)
         out.print(f"{post.id.hex()[:12]}  posted to {group.name}")
     return 0
 
 
 async def cmd_reply(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         post = await group.reply(_find_post(group, args.post), args.text)
         out.print(f"{post.id.hex()[:12]}  replied in {group.name}")
     return 0
 
 
 async def cmd_react(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         target = _find_post(group, args.post)
         if args.remove:
             await group.unreact(target, args.emoji)
@@ -132,8 +128,7 @@ async def cmd_react(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_feed(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         posts = group.feed(since="last_opened" if args.unread else None)
         if args.limit:
             posts = posts[: args.limit]
@@ -170,8 +165,7 @@ async def cmd_feed(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_remove(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         found = [
             m
             for m in group.members()
@@ -190,8 +184,7 @@ async def cmd_remove(args: argparse.Namespace, out: Console) -> int:
 
 async def cmd_location_set(args: argparse.Namespace, out: Console) -> int:
     precision = next((p for p in PRECISION_FLAGS if getattr(args, p)), "city")
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         shared = await group.share_location(args.lat, args.lon, precision=precision, ttl=args.ttl)
         out.print(
             f"Sharing {shared.lat:.6g}, {shared.lon:.6g} ({precision}) with {group.name} "
@@ -201,8 +194,7 @@ async def cmd_location_set(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_location_show(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         found = group.locations()
         if not found:
             out.print("Nobody is sharing a location.")
@@ -215,8 +207,7 @@ async def cmd_location_show(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_location_stop(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         await group.stop_sharing_location()
         out.print(f"Stopped sharing your location with {group.name}.")
     return 0

@@ -23,7 +23,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from microsync.cli.control import open_device
+from microsync.cli.control import open_device, open_group
 from microsync.cli.social import find_group
 from microsync.errors import PeerUnreachable
 from microsync.node import Device
@@ -61,8 +61,7 @@ def _size(n: int) -> str:
 
 
 async def cmd_add(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         path = Path(args.file)
         with _bar(out, f"encrypting {path.name}", args.quiet) as progress:
             ref = await group.vault.add(path, name=args.name, mime=args.mime, progress=progress)
@@ -134,8 +133,7 @@ async def cmd_ls(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_rm(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         ref = group.vault.get(args.id)
         await group.vault.remove(ref)
         out.print(f"{ref.id.hex()[:12]}  {ref.name}  removed for everyone")
@@ -143,8 +141,7 @@ async def cmd_rm(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_policy(args: argparse.Namespace, out: Console) -> int:
-    async with open_device(args.home) as device:
-        group = find_group(device, args.group)
+    async with open_group(args) as group:
         if args.policy:
             group.vault.policy = args.policy
         out.print(f"{group.name}: {group.vault.policy}")

@@ -55,7 +55,7 @@ from microsync.identity import (
     PersonId,
     PrekeyCertificate,
 )
-from microsync.node.runtime import NetworkMixin, PeerInfo, SyncResult
+from microsync.node.runtime import DEFAULT_PORT, NetworkMixin, PeerInfo, SyncResult
 from microsync.node.vault import Vault
 from microsync.storage.sqlite import DATABASE_NAME, SqliteStore
 
@@ -69,8 +69,6 @@ __all__ = [
     "SyncResult",
 ]
 
-DEFAULT_PORT = 7425
-"""The TCP port ``microsync serve`` listens on unless told otherwise."""
 
 _IDENTITY_KEY = "identity"
 _GROUPS_KEY = "groups"

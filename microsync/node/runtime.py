@@ -39,8 +39,10 @@ if TYPE_CHECKING:
     from microsync.node import Device, Group
 
 DEFAULT_PORT: Final = 7425
+"""The TCP port ``microsync serve`` listens on unless told otherwise (and a LAN device's
+port when it is free, so the port does not single a device out)."""
 
-__all__ = ["NetworkMixin", "PeerInfo", "SyncResult", "split_address"]
+__all__ = ["DEFAULT_PORT", "NetworkMixin", "PeerInfo", "SyncResult", "split_address"]
 
 log = logging.getLogger("microsync.node")
 
