@@ -10,7 +10,7 @@ import pytest
 import microsync.testing
 from microsync.feed.entry import GroupId
 from microsync.group.ops import Role
-from microsync.testing import FakeClock, SimDevice, SimNetwork, checks, clock, network
+from microsync.testing import FakeClock, SimDevice, SimNetwork, checks, clock, hostile, network
 
 
 def family(seed: int = 1, *, history: str = "shared") -> tuple[SimNetwork, GroupId]:
@@ -29,7 +29,7 @@ def stored(device: SimDevice, group: GroupId) -> int:
     return sum(f.head_seq for f in device.store.feeds(group).values())
 
 
-@pytest.mark.parametrize("module", [microsync.testing, clock, network, checks])
+@pytest.mark.parametrize("module", [microsync.testing, clock, network, checks, hostile])
 def test_the_examples_in_the_docs_run(module: object) -> None:
     assert doctest.testmod(module, raise_on_error=True).failed == 0  # type: ignore[arg-type]
 

@@ -32,6 +32,7 @@ from microsync.testing.checks import (
 )
 from microsync.testing.clock import FakeClock
 from microsync.testing.device import SimDevice, device_rng
+from microsync.testing.hostile import Hostile
 from microsync.testing.network import Delivery, KeyExchange, Order, SimNetwork
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "AppView",
     "Delivery",
     "FakeClock",
+    "Hostile",
     "KeyExchange",
     "Kind",
     "Order",
