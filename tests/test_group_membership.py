@@ -79,8 +79,9 @@ def busy_history() -> tuple[GroupId, dict[EntryId, OpRecord], list[Item], str]:
         for new in (x, y, z):
             add_certificate(peer.store, new.identity.certificate)
     # a round of concurrent operations, none seeing the others
-    a.group.remove(b.person, now=20)  # A and B remove each other
-    b.group.remove(a.person, now=20)
+    a.group.remove(b.person, now=20)  # A removes B; B may not remove A, who outranks B
+    with pytest.raises(NotAMember):
+        b.group.remove(a.person, now=20)
     c.group.set_role(d.person, Role.ADMIN, now=20)  # promote racing ...
     c.group.add(x.person, "X", [x.member.grant()], invite_id=b"i" * 32, now=20)
     d.group.rotate(now=20)  # ... a rotation
@@ -101,8 +102,9 @@ def test_busy_history_resolves_as_documented() -> None:
     group, records, _, _ = busy_history()
     state = resolve(group, records).state
     names = {m.name: m.role for m in state.members.values()}
-    # A and B removed each other; E left; X came in on the invite; Y was added by C
+    # A removed B; E left; X came in on the invite; Y was added by C
     assert names == {
+        "A": Role.ADMIN,
         "C": Role.ADMIN,
         "D": Role.ADMIN,
         "O": Role.MEMBER,
@@ -171,27 +173,48 @@ def test_replicas_receiving_in_any_order_converge(rnd: random.Random, batch: int
 # --------------------------------------------------------------------------- concurrent cases
 
 
-def test_two_admins_removing_each_other_are_both_removed() -> None:
-    a, b, c = peers = group_of("A", "B", "C", admins="AB")
-    removes = [a.group.remove(b.person, now=10), b.group.remove(a.person, now=10)]
+def test_admins_of_one_rank_cannot_remove_or_demote_each_other() -> None:
+    """B and C were both made admins by the founder A: neither may take the other's rights
+    (so two admins can never remove each other at once); A may remove either."""
+    a, b, c = peers = group_of("A", "B", "C", admins="ABC")
+    with pytest.raises(NotAMember):
+        b.group.remove(c.person, now=10)
+    with pytest.raises(NotAMember):
+        c.group.set_role(b.person, Role.MEMBER, now=10)
+    with pytest.raises(NotAMember):
+        b.group.remove(a.person, now=10)
     converged(peers)
-    for peer in peers:
-        assert members(peer) == {"C": Role.MEMBER}
-        assert all(r.id in peer.group.resolution.effective for r in removes)
-    with pytest.raises(NotAMember):  # no admin is left: nobody can add
-        c.group.add(a.person, "A", [a.member.grant()], now=11)
+    assert members(a) == {"A": Role.ADMIN, "B": Role.ADMIN, "C": Role.ADMIN}
+    a.group.remove(b.person, now=11)
+    converged(peers)
+    assert members(c) == {"A": Role.ADMIN, "C": Role.ADMIN}
 
 
-def test_after_admins_remove_each_other_neither_reads_what_comes_next() -> None:
+def test_whoever_an_admin_makes_admin_ranks_below_it() -> None:
     a, b, c = peers = group_of("A", "B", "C", admins="AB")
-    a.group.remove(b.person, now=10)
-    b.group.remove(a.person, now=10)
+    b.group.set_role(c.person, Role.ADMIN, now=10)  # C: rank 2, below B (rank 1)
     converged(peers)
-    entry = c.group.append_content(100, b"alone", now=11)
-    assert readable(a, c, entry) is None and readable(b, c, entry) is None
-    # as docs/membership.md says: each removal's epoch went to the other admin, so neither
-    # qualifies and C rotated before writing
-    assert c.group.state.max_epoch == 2
+    assert [a.group.state.members[p.person].rank for p in peers] == [0, 1, 2]
+    with pytest.raises(NotAMember):
+        c.group.remove(b.person, now=11)
+    b.group.set_role(c.person, Role.MEMBER, now=12)
+    converged(peers)
+    assert members(a) == {"A": Role.ADMIN, "B": Role.ADMIN, "C": Role.MEMBER}
+
+
+def test_what_a_removed_admin_wrote_before_it_knew_does_not_count() -> None:
+    """A removes B while B, not knowing, removes C: B's removal lies past the cut-off A's
+    removal drew through B's feed, so it counts nowhere, whatever it declares."""
+    a, b, c, d = peers = group_of("A", "B", "C", "D", admins="AB")
+    removal = a.group.remove(b.person, now=10)
+    late = b.group.remove(c.person, now=10)
+    post = b.group.append_content(100, b"concurrent", now=10)
+    converged(peers)
+    for peer in (a, c, d):
+        assert members(peer) == {"A": Role.ADMIN, "C": Role.MEMBER, "D": Role.MEMBER}
+        assert removal.id in peer.group.resolution.effective
+        assert late.id not in peer.group.resolution.effective
+        assert not peer.group.state.counts(b.device, post.header.seq)
 
 
 def test_a_rotation_racing_a_removal_never_reaches_the_removed_member() -> None:
@@ -228,8 +251,7 @@ def test_an_add_racing_a_remove_of_the_same_person_loses() -> None:
 def test_a_promote_racing_a_demote_loses() -> None:
     a, b, c, d = peers = group_of("A", "B", "C", "D", admins="ABC")
     a.group.set_role(d.person, Role.ADMIN, now=10)
-    sync(a, b)
-    demote = b.group.set_role(d.person, Role.MEMBER, now=11)  # B saw the promote
+    demote = a.group.set_role(d.person, Role.MEMBER, now=11)  # A saw its own promote
     promote = c.group.set_role(d.person, Role.ADMIN, now=11)  # C saw neither
     converged(peers)
     for peer in peers:

@@ -25,6 +25,7 @@ from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import DecodeError, DecryptionError, MicrosyncError, NotAMember
 from microsync.feed.entry import MAX_DEPS, Entry, EntryId
 from microsync.feed.store import StoredEntry
+from microsync.group.membership import Window
 from microsync.identity import DeviceId, PersonId
 from microsync.state import Document, Op, encode_op
 
@@ -88,6 +89,7 @@ class AppMixin:
     _app: Timeline | None = None
     _locked_app: dict[EntryId, tuple[Entry, int]]
     _provisional: dict[EntryId, tuple[Entry, bytes]] | None = None
+    _app_windows: dict[DeviceId, tuple[Window, ...]] | None = None
 
     def _wants_events(self) -> bool:
         """Hook: does anyone listen to events? (Building their views costs time.)"""
@@ -123,7 +125,14 @@ class AppMixin:
                     provisional=True,
                 )
             self._expire(quiet=True)
+            self._app_windows = dict(self._replica.state.windows)
         return self._app
+
+    def _cutoffs_moved(self) -> bool:
+        """Did a device's counted stretch of feed change since the timeline was folded?"""
+        windows = self._replica.state.windows
+        old = self._app_windows or {}
+        return any(windows.get(device) != stretch for device, stretch in old.items())
 
     def _app_pending(self, pending: Sequence[tuple[Entry, bytes]]) -> None:
         """Entries whose signature verified but whose feed has a gap before them (a newest-first
@@ -169,11 +178,10 @@ class AppMixin:
             stored = store.entry_at(group, device, seq)
             if stored is None or stored.entry.id != entry_id:
                 return False
-        revoked = self._replica.state.revoked
+        state = self._replica.state
         for e in snapshot.entries:
-            cutoff = revoked.get(e.device)
-            if cutoff is not None and e.seq > cutoff:
-                return False  # a revocation arrived since: its cut-off decides, replay it all
+            if not state.counts(e.device, e.seq):
+                return False  # a cut-off arrived since that reaches back: replay it all
         timeline = self._app
         assert timeline is not None
         timeline.add(snapshot.entries)
@@ -258,9 +266,8 @@ class AppMixin:
         people: dict[DeviceId, PersonId | None] = {}
         for entry in entries:
             h = entry.header
-            cutoff = state.revoked.get(h.device)
-            if cutoff is not None and h.seq > cutoff:
-                continue  # written by a revoked device after its cut-off: never counts
+            if not state.counts(h.device, h.seq):
+                continue  # not admitted, or past its removal's / revocation's cut-off
             stored: StoredEntry | None
             if known is not None and entry.id in known:
                 stored = StoredEntry(entry=entry, body=known[entry.id])
@@ -336,6 +343,8 @@ class AppMixin:
         self, accepted: Sequence[Entry], known: Mapping[EntryId, bytes | None] | None = None
     ) -> None:
         """Called after entries of this group were stored (sync, or this device's own)."""
+        if self._app is not None and self._cutoffs_moved():
+            self._app = None  # a removal's cut-off reached back over entries already folded
         if self._app is None:
             return  # loaded from the store on first use
         retry = [e for e, _ in self._locked_app.values() if e.id not in (self._provisional or {})]

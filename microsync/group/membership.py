@@ -22,7 +22,7 @@ The rules are written out, with the concurrent cases, in ``docs/membership.md``.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -126,10 +126,19 @@ class OpRecord:
 
 @dataclass(slots=True)
 class MemberInfo:
+    """A member. ``rank``: how far from the founder the op that gave this member its role was
+    (the founder is 0; whoever an admin of rank ``r`` adds or promotes gets ``r + 1``). An admin
+    may remove or demote only members and admins of a higher rank (``docs/membership.md``)."""
+
     person: PersonId
     name: str
     role: Role
     devices: dict[DeviceId, DeviceInfo]
+    rank: int = 0
+
+
+Window = tuple[int, int | None]
+"""The positions of one device's feed that count: ``start < seq <= end`` (``None``: open)."""
 
 
 @dataclass(slots=True)
@@ -180,6 +189,11 @@ class GroupState:
     revoked: dict[DeviceId, int] = field(default_factory=dict)  # device -> cut-off seq
     invites: dict[bytes, InviteInfo] = field(default_factory=dict)
     epochs: dict[tuple[int, bytes], EpochInfo] = field(default_factory=dict)
+    windows: dict[DeviceId, tuple[Window, ...]] = field(default_factory=dict)
+    """For every device ever admitted: the stretches of its feed that count."""
+    seen: dict[DeviceId, int] = field(default_factory=dict)
+    """The highest ``seq`` of each device's membership operations folded here (valid or not):
+    an operation may not draw a device's line below what its own causal past holds."""
 
     def copy(self) -> GroupState:
         return GroupState(
@@ -191,7 +205,22 @@ class GroupState:
             revoked=dict(self.revoked),
             invites={i: replace(v) for i, v in self.invites.items()},
             epochs=dict(self.epochs),
+            windows=dict(self.windows),
+            seen=dict(self.seen),
         )
+
+    def counts(self, device: DeviceId, seq: int) -> bool:
+        """Does entry ``seq`` of ``device``'s feed count, of any entry type? Only while a
+        membership operation had admitted the device and before any cut-off drawn by its
+        removal, its person's leaving or its revocation (``docs/membership.md``, rule 4)."""
+        return any(
+            start < seq and (end is None or seq <= end)
+            for start, end in self.windows.get(device, ())
+        )
+
+    def admitted(self, device: DeviceId) -> bool:
+        """Was ``device`` ever admitted to the group (whatever happened since)?"""
+        return device in self.windows
 
     def person_of(self, device: DeviceId) -> PersonId | None:
         """The member whose active device ``device`` is, or ``None``."""
@@ -231,10 +260,17 @@ class GroupState:
             self.name,
             self.history,
             tuple(
-                (p, m.name, int(m.role), sorted((d, i.prekey_id) for d, i in m.devices.items()))
+                (
+                    p,
+                    m.name,
+                    int(m.role),
+                    m.rank,
+                    sorted((d, i.prekey_id) for d, i in m.devices.items()),
+                )
                 for p, m in sorted(self.members.items(), key=lambda item: item[0])
             ),
             tuple(sorted(self.revoked.items())),
+            tuple(sorted(self.windows.items())),
             tuple(
                 (i, v.expires_at, int(v.role), v.revoked, v.consumed_by)
                 for i, v in sorted(self.invites.items())
@@ -367,14 +403,24 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
             late = op.time > invite.expires_at + INVITE_CLOCK_TOLERANCE_MS
             if late or op.role is not invite.role:
                 return False
-        return True
+        return _covers(rec, {g.device for g in rec.grants}, state)
     if kind is OpKind.REMOVE:
-        return op.person in state.members
+        target = state.members.get(op.person) if op.person is not None else None
+        return (
+            target is not None
+            and _outranks(state.members[author], target)
+            and _covers(rec, set(target.devices), state)
+        )
     if kind is OpKind.LEAVE:
-        return True
+        return _covers(rec, set(state.members[author].devices) - {rec.device}, state)
     if kind is OpKind.SET_ROLE:
         target = state.members.get(op.person) if op.person is not None else None
-        return target is not None and target.role is not op.role
+        return (
+            target is not None
+            and target.role is not op.role
+            and _outranks(state.members[author], target)
+            and _covers(rec, set(target.devices), state)
+        )
     if kind is OpKind.ADD_DEVICE:
         return (
             len(rec.grants) == 1
@@ -382,6 +428,7 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
             and rec.grants[0].person == author
             and state.device(rec.grants[0].device) is None
             and rec.grants[0].device not in state.revoked
+            and _covers(rec, {rec.grants[0].device}, state)
         )
     if kind is OpKind.REVOKE_DEVICE:
         r = rec.revocation
@@ -390,6 +437,8 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
             and r.person == author
             and r.device != rec.device
             and r.device in state.members[author].devices
+            and op.cutoff is not None
+            and op.cutoff >= state.seen.get(r.device, 0)
         )
     if kind is OpKind.PREKEY:
         if len(rec.grants) != 1 or rec.grants[0].device != rec.device:
@@ -406,6 +455,27 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
         invite = state.invites.get(op.invite_id) if op.invite_id is not None else None
         return invite is not None and not invite.revoked
     raise AssertionError(kind)  # pragma: no cover - every kind is listed
+
+
+def _outranks(author: MemberInfo, target: MemberInfo) -> bool:
+    """May ``author`` (an admin) remove or demote ``target``? Itself, any member, and admins of
+    a higher rank: never an admin of its own rank or lower, so two admins can never take each
+    other's rights at once, and a removed admin's backdated operations have no one to remove who
+    could have removed it."""
+    return (
+        author.person == target.person
+        or target.role is Role.MEMBER
+        or target.rank > author.rank
+    )
+
+
+def _covers(rec: OpRecord, devices: set[DeviceId], state: GroupState) -> bool:
+    """Does ``rec`` name the feed position of exactly ``devices``, none below what its own
+    causal past holds of that device?"""
+    positions = dict(rec.op.positions)
+    return set(positions) == devices and all(
+        seq >= state.seen.get(device, 0) for device, seq in positions.items()
+    )
 
 
 def _epoch_recipients(
@@ -464,6 +534,7 @@ def _apply(
         state.genesis, state.founder = rec.id, rec.device
         state.name, state.history = op.group_name, op.history
         state.members[g.person] = MemberInfo(g.person, op.name, Role.ADMIN, {g.device: g})
+        _open_window(state, g.device, 0)
     elif kind is OpKind.ADD:
         assert op.person is not None and op.role is not None and op.name is not None
         if op.invite_id is not None:
@@ -474,33 +545,28 @@ def _apply(
         existing = state.members.get(op.person)
         if existing is None:
             devices = {g.device: g for g in rec.grants if g.device not in state.revoked}
-            state.members[op.person] = MemberInfo(op.person, op.name, op.role, devices)
+            rank = _rank_after(state, author)
+            state.members[op.person] = MemberInfo(op.person, op.name, op.role, devices, rank)
         else:  # racing adds of one person: keep the first's name and role, join the devices
             for g in rec.grants:
                 if g.device not in state.revoked:
                     existing.devices.setdefault(g.device, g)
-    elif kind is OpKind.REMOVE:
-        assert op.person is not None
-        state.members.pop(op.person, None)
-    elif kind is OpKind.LEAVE:
-        if author is not None:
-            state.members.pop(author, None)
+        _open_windows(state, rec, state.members[op.person].devices)
+    elif kind in _EXITS:
+        _exit(state, rec, author)
     elif kind is OpKind.SET_ROLE:
         assert op.person is not None and op.role is not None
         target = state.members.get(op.person)
         if target is not None:
+            if op.role is Role.ADMIN:
+                target.rank = _rank_after(state, author)
             target.role = op.role
     elif kind is OpKind.ADD_DEVICE:
         g = rec.grants[0]
         member = state.members.get(g.person)
         if member is not None and g.device not in state.revoked:
             member.devices.setdefault(g.device, g)
-    elif kind is OpKind.REVOKE_DEVICE:
-        r = rec.revocation
-        assert r is not None and op.cutoff is not None
-        state.revoked[r.device] = min(op.cutoff, state.revoked.get(r.device, op.cutoff))
-        for member in state.members.values():
-            member.devices.pop(r.device, None)
+            _open_windows(state, rec, member.devices)
     elif kind is OpKind.PREKEY:
         g = rec.grants[0]
         member = state.members.get(g.person)
@@ -532,6 +598,96 @@ def _apply(
             ),
         )
     return True
+
+
+_EXITS = frozenset({OpKind.REMOVE, OpKind.LEAVE, OpKind.REVOKE_DEVICE})
+
+
+def _rank_after(state: GroupState, author: PersonId | None) -> int:
+    granter = state.members.get(author) if author is not None else None
+    return 0 if granter is None else granter.rank + 1
+
+
+def _open_window(state: GroupState, device: DeviceId, start: int) -> None:
+    windows = state.windows.get(device, ())
+    if windows and windows[-1][1] is None:
+        return  # already counting (racing adds of one device)
+    state.windows[device] = (*windows, (start, None))
+
+
+def _open_windows(state: GroupState, rec: OpRecord, admitted: Mapping[DeviceId, object]) -> None:
+    positions = dict(rec.op.positions)
+    for g in rec.grants:
+        if g.device in admitted:
+            _open_window(state, g.device, positions.get(g.device, 0))
+
+
+def _close_window(state: GroupState, device: DeviceId, end: int | None) -> None:
+    """Stop counting ``device`` after ``end`` (``None``: after nothing new). A second exit
+    (two admins removing one person at once) can only move the line earlier."""
+    windows = state.windows.get(device, ())
+    if not windows:
+        return
+    start, current = windows[-1]
+    end = start if end is None else max(start, end)
+    if current is not None:
+        end = min(current, end)
+    state.windows[device] = (*windows[:-1], (start, end))
+
+
+def _exit(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
+    """A removal, a leave or a device revocation: the devices it puts out stop counting at
+    the cut-off the operation itself names (see :func:`cuts_of`)."""
+    op = rec.op
+    for device, cutoff, full in cuts_of(rec):
+        if full:
+            _close_window(state, device, cutoff)
+    if op.kind is OpKind.REVOKE_DEVICE:
+        r = rec.revocation
+        assert r is not None and op.cutoff is not None
+        state.revoked[r.device] = min(op.cutoff, state.revoked.get(r.device, op.cutoff))
+        for member in state.members.values():
+            member.devices.pop(r.device, None)
+        return
+    person = op.person if op.kind is OpKind.REMOVE else author
+    gone = state.members.pop(person, None) if person is not None else None
+    for device in () if gone is None else gone.devices:
+        named = {d for d, _, _ in cuts_of(rec)}
+        if device not in named:  # joined concurrently: nothing of it after its start counts
+            _close_window(state, device, None)
+
+
+Cut = tuple[DeviceId, int, bool]
+"""(device, last seq that counts, whether the cut is total or only of admin operations)."""
+
+
+def cuts_of(rec: OpRecord) -> tuple[Cut, ...]:
+    """The lines an operation draws through other feeds: a removal through the removed
+    person's devices, a leave through the leaver's (its own entry is the last that counts), a
+    revocation through the revoked device, a demotion through the demoted person's devices
+    (for admin operations only). Positions are the author's view, named in the op itself."""
+    op = rec.op
+    if op.kind is OpKind.REVOKE_DEVICE:
+        if rec.revocation is None or op.cutoff is None:
+            return ()
+        return ((rec.revocation.device, op.cutoff, True),)
+    named = tuple((d, seq, op.kind is not OpKind.SET_ROLE) for d, seq in op.positions)
+    if op.kind is OpKind.REMOVE or (op.kind is OpKind.SET_ROLE and op.role is Role.MEMBER):
+        return named
+    if op.kind is OpKind.LEAVE:
+        return ((rec.device, rec.seq, True), *named)
+    return ()
+
+
+def opens_of(rec: OpRecord) -> tuple[Cut, ...]:
+    """The admissions an operation starts: (device, position it starts after, total?). An add
+    or a linked device admits wholly; a promotion gives back admin rights."""
+    op = rec.op
+    if op.kind in _HISTORY_KINDS:
+        return tuple((d, seq, True) for d, seq in op.positions)
+    if op.kind is OpKind.SET_ROLE and op.role is Role.ADMIN:
+        return tuple((d, seq, False) for d, seq in op.positions)
+    return ()
 
 
 def _voids(r: OpRecord, r_author: PersonId | None, j: OpRecord, j_author: PersonId | None) -> bool:
@@ -586,39 +742,96 @@ class _Resolver:
     valid: list[bool] = field(default_factory=list)
     author: list[PersonId | None] = field(default_factory=list)
     recipients: list[frozenset[DeviceId]] = field(default_factory=list)
-    memo: dict[int, tuple[GroupState, int]] = field(default_factory=dict)
+    memo: dict[int, _Fold] = field(default_factory=dict)
+    cuts: list[tuple[Cut, ...]] = field(default_factory=list)
+    opens: list[tuple[Cut, ...]] = field(default_factory=list)
 
-    def fold(self, subset: int) -> tuple[GroupState, int]:
-        """The state of a causally closed subset (bitset over the order) and its effective
-        ops (bitset)."""
+    def __post_init__(self) -> None:
+        self.cuts = [cuts_of(r) for r in self.recs]
+        self.opens = [opens_of(r) for r in self.recs]
+
+    def fold(self, subset: int) -> _Fold:
+        """The state of a causally closed subset (bitset over the order), its effective ops
+        (bitset) and the cut-offs in force in it."""
         cached = self.memo.get(subset)
         if cached is not None:
             return cached
+        members = list(_bits(subset))
+        acting, forced = self.acting_cutters(members)
+        cut = {i for i in members if self.is_cut(i, acting, members)}
+        reductions = [
+            i
+            for i in members
+            if self.valid[i] and _is_reduction(self.recs[i].op) and (i not in cut or i in forced)
+        ]
         state = GroupState()
         effective = 0
-        reductions = [i for i in _bits(subset) if self.valid[i] and _is_reduction(self.recs[i].op)]
-        cutoffs: dict[DeviceId, int] = {}
-        for i in reductions:
-            if self.recs[i].op.kind is OpKind.REVOKE_DEVICE:
-                _add_cutoff(cutoffs, self.recs[i])
-        for i in _bits(subset):
-            if not self.effective_in(i, reductions, cutoffs):
-                if self.valid[i] and self.recs[i].op.kind is OpKind.REVOKE_DEVICE:
-                    _cut_off(state, self.recs[i])
+        for i in members:
+            note_seen(state, self.recs[i])
+            if i in cut or not self.effective_in(i, reductions):
+                if i in forced:
+                    _force(state, self.recs[i], self.author[i])
                 continue
             if _apply(state, self.recs[i], self.author[i], self.recipients[i]):
                 effective |= 1 << i
-        self.memo[subset] = (state, effective)
-        return state, effective
+        result = _Fold(state, effective, acting, reductions)
+        self.memo[subset] = result
+        return result
 
-    def effective_in(self, i: int, reductions: list[int], cutoffs: dict[DeviceId, int]) -> bool:
-        """Is op ``i`` effective given the valid reductions and revocation cut-offs around it?"""
+    def acting_cutters(self, members: Sequence[int]) -> tuple[list[int], set[int]]:
+        """Which valid cut-drawing ops of ``members`` are in force: those no op in force cuts
+        off (grounded: decided from the ops nothing cuts, outwards). Ops that cut each other in
+        a cycle (two devices of one person revoking each other) all act, least privilege: their
+        targets are out, and none of them takes effect itself (``forced``)."""
+        cutters = [i for i in members if self.valid[i] and self.cuts[i]]
+        attackers = {i: [r for r in cutters if self.attacks(r, i, members)] for i in cutters}
+        status: dict[int, bool] = {}
+        changed = True
+        while changed:
+            changed = False
+            for i in cutters:
+                if i in status:
+                    continue
+                if any(status.get(a) is True for a in attackers[i]):
+                    status[i], changed = False, True
+                elif all(status.get(a) is False for a in attackers[i]):
+                    status[i], changed = True, True
+        forced = {i for i in cutters if i not in status}
+        return [i for i in cutters if status.get(i, True)], forced
+
+    def attacks(self, r: int, i: int, members: Sequence[int]) -> bool:
+        """Does cutter ``r`` cut op ``i`` off (``i`` lies past a line ``r`` draws through its
+        author's feed, and no admission that saw ``r`` started again before ``i``)?"""
+        if r == i:
+            return False
+        rec = self.recs[i]
+        for device, cutoff, total in self.cuts[r]:
+            if device != rec.device or rec.seq <= cutoff:
+                continue
+            if not total and rec.op.kind not in ADMIN_KINDS:
+                continue
+            if not self.readmitted(r, i, total, members):
+                return True
+        return False
+
+    def readmitted(self, r: int, i: int, total: bool, members: Sequence[int]) -> bool:
+        rec = self.recs[i]
+        for a in members:
+            if not self.valid[a] or not (self.anc[a] >> r) & 1:
+                continue
+            for device, start, whole in self.opens[a]:
+                if device == rec.device and start < rec.seq and (whole or not total):
+                    return True
+        return False
+
+    def is_cut(self, i: int, acting: list[int], members: Sequence[int]) -> bool:
+        return any(self.attacks(r, i, members) for r in acting)
+
+    def effective_in(self, i: int, reductions: list[int]) -> bool:
+        """Is valid op ``i`` left standing by the valid reductions concurrent with it?"""
         if not self.valid[i]:
             return False
         rec = self.recs[i]
-        cutoff = cutoffs.get(rec.device)
-        if cutoff is not None and rec.seq > cutoff:
-            return False
         if _is_reduction(rec.op):
             return True
         for r in reductions:
@@ -628,21 +841,24 @@ class _Resolver:
         return True
 
 
-def _cut_off(state: GroupState, rec: OpRecord) -> None:
-    """A valid revocation that is itself void (its author was cut off by a concurrent
-    revocation: two devices of one person revoked each other) still puts its target out. It
-    starts no epoch. Least privilege: both devices are out, and neither keeps receiving keys."""
-    r = rec.revocation
-    assert r is not None and rec.op.cutoff is not None
-    state.revoked[r.device] = min(rec.op.cutoff, state.revoked.get(r.device, rec.op.cutoff))
-    for member in state.members.values():
-        member.devices.pop(r.device, None)
+@dataclass(frozen=True, slots=True)
+class _Fold:
+    state: GroupState
+    effective: int
+    acting: list[int]  # cut-drawing ops in force
+    reductions: list[int]  # reductions that may void concurrent ops
 
 
-def _add_cutoff(cutoffs: dict[DeviceId, int], rec: OpRecord) -> None:
-    assert rec.revocation is not None and rec.op.cutoff is not None
-    device = rec.revocation.device
-    cutoffs[device] = min(rec.op.cutoff, cutoffs.get(device, rec.op.cutoff))
+def _force(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
+    """What a cut-drawing op caught in a cycle still does: its target loses what it took."""
+    if rec.op.kind in _EXITS:
+        _exit(state, rec, author)
+    elif rec.op.kind is OpKind.SET_ROLE and rec.op.person in state.members:
+        state.members[rec.op.person].role = Role.MEMBER
+
+
+def note_seen(state: GroupState, rec: OpRecord) -> None:
+    state.seen[rec.device] = max(rec.seq, state.seen.get(rec.device, 0))
 
 
 def _bits(value: int) -> Iterable[int]:
@@ -671,37 +887,39 @@ def resolve(group: GroupId, records: Mapping[EntryId, OpRecord]) -> Resolution:
         anc.append(bits)
     resolver = _Resolver(group, recs, anc)
     # running fold of the prefix, for the common case where an op has seen everything before it
-    running = GroupState()
-    running_effective = 0
-    running_reductions: list[int] = []
-    running_cutoffs: dict[DeviceId, int] = {}
+    running = _Fold(GroupState(), 0, [], [])
+    cut_devices: set[DeviceId] = set()
     for i, rec in enumerate(recs):
         prefix = (1 << i) - 1
-        past = running if anc[i] == prefix else resolver.fold(anc[i])[0]
+        past = running.state if anc[i] == prefix else resolver.fold(anc[i]).state
         verdict = authorize(group, rec, past)
-        ok, author = verdict.ok, verdict.author
-        resolver.valid.append(ok)
-        resolver.author.append(author)
+        resolver.valid.append(verdict.ok)
+        resolver.author.append(verdict.author)
         resolver.recipients.append(verdict.recipients)
-        # extend the running fold by op i. A reduction that did not see everything before it
-        # (or any revocation, whose cut-off reaches back) may void ops already folded: refold.
-        reduction = ok and _is_reduction(rec.op)
-        if reduction:
-            running_reductions.append(i)
-        if reduction and (anc[i] != prefix or rec.op.kind is OpKind.REVOKE_DEVICE):
-            state, eff = resolver.fold(prefix | (1 << i))
-            running, running_effective = state.copy(), eff
-        elif resolver.effective_in(i, running_reductions, running_cutoffs) and _apply(
-            running, rec, author, verdict.recipients
+        # extend the running fold by op i. An op that draws cut-offs, a reduction that did not
+        # see everything, or an admission of a device some op cut off may change what ops
+        # already folded count for: refold.
+        draws = verdict.ok and bool(resolver.cuts[i])
+        cut_devices.update(d for d, _, _ in resolver.cuts[i])
+        reduction = verdict.ok and _is_reduction(rec.op)
+        readmits = any(d in cut_devices for d, _, _ in resolver.opens[i])
+        if draws or readmits or (reduction and anc[i] != prefix):
+            running = resolver.fold(prefix | (1 << i))
+            running = replace(running, state=running.state.copy())
+            continue
+        note_seen(running.state, rec)
+        if resolver.is_cut(i, running.acting, range(i + 1)) or not resolver.effective_in(
+            i, running.reductions
         ):
-            running_effective |= 1 << i
-        if ok and rec.op.kind is OpKind.REVOKE_DEVICE:
-            _add_cutoff(running_cutoffs, rec)
-    _expose(running, resolver, running_effective)
-    effective = frozenset(order[i] for i in _bits(running_effective))
+            continue
+        if _apply(running.state, rec, verdict.author, verdict.recipients):
+            running = replace(running, effective=running.effective | (1 << i))
+    state = running.state
+    _expose(state, resolver, running.effective)
+    effective = frozenset(order[i] for i in _bits(running.effective))
     authors = {order[i]: a for i, a in enumerate(resolver.author) if a is not None}
     valid = frozenset(order[i] for i, ok in enumerate(resolver.valid) if ok)
-    return Resolution(running, tuple(order), effective, authors, valid)
+    return Resolution(state, tuple(order), effective, authors, valid)
 
 
 def _expose(state: GroupState, resolver: _Resolver, effective: int) -> None:

@@ -135,8 +135,14 @@ _FIELDS: dict[OpKind, frozenset[str]] = {
     OpKind.REVOKE_INVITE: frozenset({"i"}),
 }
 _OPTIONAL: dict[OpKind, frozenset[str]] = {
-    OpKind.ADD: frozenset({"i", "t", "e"}),  # invite id + redemption time; epoch when history=none
+    # invite id + redemption time; epoch when history=none; positions of the added devices
+    OpKind.ADD: frozenset({"i", "t", "e", "s"}),
+    OpKind.REMOVE: frozenset({"s"}),
+    OpKind.LEAVE: frozenset({"s"}),
+    OpKind.SET_ROLE: frozenset({"s"}),
+    OpKind.ADD_DEVICE: frozenset({"s"}),
 }
+_MAX_POSITIONS: Final = 64
 HISTORY_SETTINGS: Final = ("shared", "none")
 
 
@@ -157,6 +163,11 @@ class Op:
     nonce: bytes | None = None
     group_name: str | None = None
     epoch: EpochAnnouncement | None = None
+    positions: tuple[tuple[DeviceId, int], ...] = ()
+    """For an op that admits or cuts off devices (add, add device, remove, leave, promote,
+    demote): the feed head ``seq`` of each such device in this group as the author saw it,
+    sorted by device. It fixes the cut-off (or the start of a new admission) in the op itself,
+    so every replica draws the same line (``docs/membership.md``, rule 4)."""
     _encoded: bytes = field(default=b"", compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
@@ -185,6 +196,8 @@ class Op:
             value["g"] = self.group_name
         if self.epoch is not None:
             value["e"] = self.epoch.to_value()
+        if self.positions:
+            value["s"] = [[device, seq] for device, seq in self.positions]
         data = encoding.encode(value)
         Op.from_bytes(data)  # refuse to write what a peer would reject
         return data
@@ -221,6 +234,7 @@ class Op:
             nonce=_opt(value, "o", lambda v: expect_bytes(v, "nonce", _ID)),
             group_name=_opt(value, "g", _group_name),
             epoch=_opt(value, "e", EpochAnnouncement.from_value),
+            positions=_positions(_opt_list(value, "s", _MAX_POSITIONS)),
             _encoded=bytes(data),
         )
 
@@ -236,6 +250,16 @@ def _opt_list(value: dict[str | int, Value], key: str, limit: int) -> list[Value
     if not 0 < len(items) <= limit:
         raise DecodeError(f"op: {key} must hold 1 to {limit} items")
     return items
+
+
+def _positions(items: list[Value]) -> tuple[tuple[DeviceId, int], ...]:
+    out = []
+    for item in items:
+        device, seq = expect_list(item, "position", 2)
+        out.append((DeviceId(expect_bytes(device, "device", _ID)), expect_int(seq, "seq")))
+    if [d for d, _ in out] != sorted({d for d, _ in out}):
+        raise DecodeError("op: positions must be sorted by device, each device once")
+    return tuple(out)
 
 
 def _name(value: Value) -> str:

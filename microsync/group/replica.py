@@ -46,8 +46,10 @@ from microsync.group.membership import (
     _is_reduction,
     _voids,
     authorize,
+    cuts_of,
     group_id_for,
     note_appended,
+    note_seen,
     parse_grant,
     resolve,
 )
@@ -420,7 +422,7 @@ class GroupReplica:
         rec = records.get(single) if single is not None else None
         fast = (
             rec is not None
-            and rec.op.kind is not OpKind.REVOKE_DEVICE  # its cut-off reaches back: refold
+            and not cuts_of(rec)  # a cut-off may reach back: refold
             and set(rec.deps) == self._heads
             and len(records) == len(self._resolution.order) + 1
         )
@@ -439,6 +441,7 @@ class GroupReplica:
         res = self._resolution
         state = res.state
         verdict = authorize(self.id, rec, state)
+        note_seen(state, rec)
         effective = set(res.effective)
         authors = dict(res.authors)
         if verdict.author is not None:
@@ -670,6 +673,7 @@ class GroupReplica:
             devices=tuple(devices),
             invite_id=invite_id,
             time=now if invite_id is not None else None,
+            positions=self._positions(i.device for i in infos),
         )
         joiners = [i.device for i in infos]
         seal = self._seal_key()
@@ -690,21 +694,36 @@ class GroupReplica:
         """Remove ``person`` (admin only; removing oneself is leaving) and start a new epoch
         wrapped to every remaining device."""
         self._require_member()
-        op = Op(kind=OpKind.REMOVE, person=person)
+        target = self.state.members.get(person)
+        positions = self._positions(target.devices if target is not None else ())
+        op = Op(kind=OpKind.REMOVE, person=person, positions=positions)
         key, announcement, rotation = self._new_epoch(self._preview(op))
-        op = Op(kind=OpKind.REMOVE, person=person, epoch=announcement)
+        op = replace(op, epoch=announcement)
         return self._author(op, self._seal_key(), [rotation], now, extra_keys=[key])
 
     def leave(self, *, now: int) -> Entry:
         """Leave the group. The leaver cannot choose the next key; the next member to write
         starts a new epoch without it."""
-        self._require_member()
-        return self._author(Op(kind=OpKind.LEAVE), self._seal_key(), [], now)
+        person = self._require_member()
+        others = set(self.state.members[person].devices) - {self.me.device}
+        op = Op(kind=OpKind.LEAVE, positions=self._positions(others))
+        return self._author(op, self._seal_key(), [], now)
 
     def set_role(self, person: PersonId, role: Role, *, now: int) -> Entry:
+        """Promote or demote ``person`` (admin only, and only a member or an admin of a
+        higher rank than this device's person: see ``docs/membership.md``)."""
         self._require_member()
-        return self._author(
-            Op(kind=OpKind.SET_ROLE, person=person, role=role), self._seal_key(), [], now
+        target = self.state.members.get(person)
+        positions = self._positions(target.devices if target is not None else ())
+        op = Op(kind=OpKind.SET_ROLE, person=person, role=role, positions=positions)
+        return self._author(op, self._seal_key(), [], now)
+
+    def _positions(self, devices: Iterable[DeviceId]) -> tuple[tuple[DeviceId, int], ...]:
+        """The feed heads of ``devices`` in this group as this device holds them: the line
+        an op that admits or cuts them off draws."""
+        return tuple(
+            (device, self.store.feed_status(self.id, device).head_seq)
+            for device in sorted(set(devices))
         )
 
     def rotate(self, *, now: int) -> Entry:
@@ -723,7 +742,8 @@ class GroupReplica:
         grants = [KeyGrant.of(k, k.root is not None) for k in self._keys.values()]
         seal = self._seal_key()
         bundle = self._bundle(Purpose.HISTORY, seal.number, [info.device], grants, [info])
-        return self._author(Op(kind=OpKind.ADD_DEVICE, devices=(grant,)), seal, [bundle], now)
+        op = Op(kind=OpKind.ADD_DEVICE, devices=(grant,), positions=self._positions([info.device]))
+        return self._author(op, seal, [bundle], now)
 
     def revoke_device(self, revocation: DeviceRevocation, *, now: int) -> Entry:
         """Revoke one of this person's other devices and start an epoch without it. Its

@@ -202,9 +202,9 @@ class Vault:
     def _fold(self, stored: StoredEntry) -> Purge | None:
         h = stored.entry.header
         replica = self._group._replica
-        cutoff = replica.state.revoked.get(h.device)
         certificate = self._store.certificate(h.device)
-        if (cutoff is not None and h.seq > cutoff) or certificate is None or stored.body is None:
+        counts = replica.state.counts(h.device, h.seq)
+        if not counts or certificate is None or stored.body is None:
             return None
         try:
             op = VaultOp.from_bytes(replica.decrypt(stored))
