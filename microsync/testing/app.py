@@ -26,7 +26,9 @@ from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.app.timeline import AppEntry, Timeline, deps_for
 from microsync.errors import DecodeError, DecryptionError
 from microsync.feed.entry import MAX_DEPS, Entry, GroupId
+from microsync.group.membership import Window
 from microsync.group.replica import GroupReplica
+from microsync.identity import DeviceId
 from microsync.state import Document, Op
 from microsync.state import encode_op as _encode_op
 from microsync.testing.device import SimDevice
@@ -68,9 +70,14 @@ class AppView:
         return found._doc if found is not None else Document(b"\x00")
 
 
-_VIEWS: weakref.WeakKeyDictionary[GroupReplica, tuple[AppView, set[bytes]]] = (
-    weakref.WeakKeyDictionary()
-)
+@dataclass(slots=True)
+class _Cached:
+    view: AppView
+    seen: set[bytes]
+    windows: dict[DeviceId, tuple[Window, ...]]
+
+
+_VIEWS: weakref.WeakKeyDictionary[GroupReplica, _Cached] = weakref.WeakKeyDictionary()
 
 
 def app_view(device: SimDevice, group: GroupId, *, fresh: bool = False) -> AppView:
@@ -78,14 +85,20 @@ def app_view(device: SimDevice, group: GroupId, *, fresh: bool = False) -> AppVi
     incrementally, each call adding the entries that arrived (and became readable) since the
     last call, in the order they are applied, so the order of arrival matters exactly as much
     as it does on a real device. ``fresh=True`` folds everything held from scratch instead (a
-    restart); both must give the same state."""
+    restart); both must give the same state. A cut-off that reaches back over entries already
+    folded (a removal seen late) makes the next call fold again from scratch, as a device
+    does."""
     replica = device.replica(group)
+    windows = dict(replica.state.windows)
     cached = None if fresh else _VIEWS.get(replica)
+    if cached is not None and any(windows.get(d) != w for d, w in cached.windows.items()):
+        cached = None
     if cached is None:
-        cached = (AppView(Timeline()), set())
+        cached = _Cached(AppView(Timeline()), set(), windows)
         if not fresh:
             _VIEWS[replica] = cached
-    view, seen = cached
+    cached.windows = windows
+    view, seen = cached.view, cached.seen
     store = device.store
     found: list[AppEntry] = []
     for author in store.feeds(group):
@@ -93,6 +106,8 @@ def app_view(device: SimDevice, group: GroupId, *, fresh: bool = False) -> AppVi
             h = stored.entry.header
             if h.type != APP_TYPE or stored.entry.id in seen:
                 continue
+            if not replica.state.counts(h.device, h.seq):
+                continue  # not admitted, or past a removal's or revocation's cut-off
             certificate = store.certificate(h.device)
             if certificate is None:
                 continue

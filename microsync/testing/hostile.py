@@ -26,6 +26,9 @@ What it can do:
   epoch key the device holds (:meth:`Hostile.keys`), not only the current one.
 - :meth:`Hostile.append_op`: a membership operation of any kind with any fields (cut-offs,
   positions, epoch announcements), sealed under any control key held, with any key wraps.
+- :meth:`Hostile.backdated_op`: a removal, demotion, promotion, rotation or leave made as an
+  honest device would have made it in an older causal past (announcement and wraps computed
+  there), appended now: what a removed admin writes to pretend it had not heard.
 - :meth:`Hostile.forge_identity`: a made-up person and device (a certificate that verifies),
   and :meth:`Hostile.plant_certificate` to make this device hand it to peers at sync.
 
@@ -40,14 +43,16 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from microsync.feed.entry import Entry, EntryId, GroupId, Header, body_hash, sign_entry
 from microsync.feed.trust import add_certificate
 from microsync.group.keys import EpochKey, Purpose, encrypt_content
-from microsync.group.ops import MEMBERSHIP_TYPE, Op
+from microsync.group.membership import resolve
+from microsync.group.ops import MEMBERSHIP_TYPE, Op, OpKind, Role
 from microsync.group.replica import GroupReplica, _encode_envelope
-from microsync.identity import DeviceCertificate, LocalIdentity
+from microsync.identity import DeviceCertificate, LocalIdentity, PersonId
 
 if TYPE_CHECKING:
     from microsync.encoding import Value
@@ -232,7 +237,74 @@ class Hostile:
         entry = self.craft(type=MEMBERSHIP_TYPE, body=body, epoch=epoch, hlc=hlc, deps=deps)
         return self.append(entry, body)
 
+    def backdated_op(
+        self,
+        kind: OpKind,
+        *,
+        deps: Sequence[EntryId],
+        person: PersonId | None = None,
+        role: Role | None = None,
+        hlc: int = 1,
+    ) -> Entry:
+        """Append, now, a membership operation made exactly as an honest device would have
+        made it had it seen only ``deps`` and their causal past: a valid removal, demotion,
+        promotion, rotation or leave as of before this device lost its rights (its epoch
+        announcement and key wraps are computed in that past), with those ``deps``."""
+        replica = self.replica
+        past = _closure(replica, deps)
+        records = {i: r for i in past if (r := replica.operation(i)) is not None}
+        saved = replica._resolution
+        replica._resolution = resolve(replica.id, records)
+        try:
+            op, bundles, key = self._author_in_past(kind, person, role)
+        finally:
+            replica._resolution = saved
+        return self.append_op(op, key=key, bundles=bundles, hlc=hlc, deps=deps)
+
+    def _author_in_past(
+        self, kind: OpKind, person: PersonId | None, role: Role | None
+    ) -> tuple[Op, list[tuple[Purpose, int, Value]], EpochKey]:
+        replica = self.replica
+        state = replica.state
+        target = state.members.get(person) if person is not None else None
+        own = state.person_of(replica.me.device)
+        mine = state.members[own].devices if own is not None else {}
+        devices = target.devices if target is not None else mine
+        if kind is OpKind.LEAVE:
+            devices = {d: i for d, i in mine.items() if d != replica.me.device}
+        positions = tuple((d, state.seen.get(d, 0)) for d in sorted(devices))
+        if kind is OpKind.REMOVE:
+            op = Op(kind=kind, person=person, positions=positions)
+        elif kind is OpKind.SET_ROLE:
+            op = Op(kind=kind, person=person, role=role, positions=positions)
+        elif kind is OpKind.LEAVE:
+            op = Op(kind=kind, positions=positions)
+        else:
+            op = Op(kind=kind)
+        seal = replica._seal_key()
+        bundles: list[tuple[Purpose, int, Value]] = []
+        if kind in (OpKind.REMOVE, OpKind.ROTATE):
+            after = replica._preview(op) if kind is OpKind.REMOVE else state
+            _, announcement, rotation = replica._new_epoch(after)
+            op = replace(op, epoch=announcement)
+            bundles.append(rotation)
+        return op, bundles, seal
+
     def membership_ops(self) -> list[EntryId]:
         """The ids of the membership operations this device holds, in resolution order (to
         pick backdated deps from)."""
         return list(self.replica.resolution.order)
+
+
+def _closure(replica: GroupReplica, heads: Sequence[EntryId]) -> set[EntryId]:
+    """``heads`` and every membership operation in their causal past."""
+    out: set[EntryId] = set()
+    todo = list(heads)
+    while todo:
+        op_id = todo.pop()
+        record = replica.operation(op_id)
+        if op_id in out or record is None:
+            continue
+        out.add(op_id)
+        todo.extend(record.deps)
+    return out
