@@ -249,7 +249,7 @@ def test_an_add_racing_a_remove_of_the_same_person_loses() -> None:
 
 
 def test_a_promote_racing_a_demote_loses() -> None:
-    a, b, c, d = peers = group_of("A", "B", "C", "D", admins="ABC")
+    a, _b, c, d = peers = group_of("A", "B", "C", "D", admins="ABC")
     a.group.set_role(d.person, Role.ADMIN, now=10)
     demote = a.group.set_role(d.person, Role.MEMBER, now=11)  # A saw its own promote
     promote = c.group.set_role(d.person, Role.ADMIN, now=11)  # C saw neither

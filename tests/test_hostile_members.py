@@ -19,7 +19,6 @@ from microsync.feed.entry import GroupId
 from microsync.group.ops import OpKind, Role
 from microsync.testing import AppOp, Hostile, Kind, SimDevice, SimNetwork, app_view
 from tests.test_app_group import family_of, share
-from tests.test_net_sync import eventually
 
 SCAM = "send money to IBAN XX00"
 
