@@ -112,7 +112,12 @@ def members(cls: type) -> list[tuple[str, str]]:
         for parameter in list(inspect.signature(init).parameters.values())[1:]:
             kind = parameter.annotation
             found.append((parameter.name, "" if kind is inspect.Parameter.empty else str(kind)))
+        found += [(name, kind) for name, kind in ASSIGNED.findall(inspect.getsource(init))]
     return found
+
+
+ASSIGNED = re.compile(r"self\.(\w+)\s*(?::\s*([^=\n]+?))?\s*=(?!=)")
+"""``self.name = ...`` or ``self.name: kind = ...`` in an ``__init__``."""
 
 
 def _names_a_secret(name: str, kind: str) -> bool:
@@ -122,6 +127,17 @@ def _names_a_secret(name: str, kind: str) -> bool:
     if tokens == {"str"} or tokens == {"str", "None"}:
         return TEXT_SECRET_NAME.search(name) is not None
     return SECRET_NAME.search(name) is not None
+
+
+def _holds_by_name(cls: type) -> bool:
+    """A member named like a secret, judged by its annotation where any spelling has one."""
+    kinds: dict[str, set[str]] = {}
+    for name, kind in members(cls):
+        kinds.setdefault(name.lstrip("_"), set()).add(kind)
+    return any(
+        any(_names_a_secret(name, kind) for kind in (found - {""} or {""}))
+        for name, found in kinds.items()
+    )
 
 
 def key_material_classes(classes: dict[str, type]) -> dict[str, type]:
@@ -134,7 +150,7 @@ def key_material_classes(classes: dict[str, type]) -> dict[str, type]:
     holding = {
         name
         for name, cls in candidates.items()
-        if cls.__name__ in SEED_TYPES or any(_names_a_secret(n, k) for n, k in members(cls))
+        if cls.__name__ in SEED_TYPES or _holds_by_name(cls)
     }
     while True:
         secret_types = {  # a secret reaches a repr only through reprs that print fields
