@@ -29,6 +29,7 @@ import pathlib
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
@@ -91,6 +92,7 @@ def package_modules() -> Iterator[ModuleType]:
             yield importlib.import_module(name)
 
 
+@cache
 def package_classes() -> dict[str, type]:
     found: dict[str, type] = {}
     for module in package_modules():
