@@ -148,6 +148,8 @@ class KeyGrant:
     Full: ``key`` is the root and ``check`` is empty. Control-only: ``key`` is the control key
     and ``check`` the epoch's :func:`content_check`. Either way :meth:`open` verifies the key
     against the commitment, so a grant can only ever carry the key an epoch announced.
+    ``repr`` shows the epoch number, a prefix of the (public) commitment and the kind, never
+    ``key``.
     """
 
     number: int
@@ -182,6 +184,10 @@ class KeyGrant:
             full,
             checked,
         )
+
+    def __repr__(self) -> str:
+        kind = "full" if self.full else "control-only"
+        return f"KeyGrant({self.number}, {self.commitment[:4].hex()}, {kind})"
 
     def open(self, group: GroupId) -> EpochKey:
         """The key this grant carries, checked against the commitment it names

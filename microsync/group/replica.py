@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final, Protocol
 
 from microsync import encoding
@@ -115,7 +115,7 @@ class _Opened:
     entry: Entry
     record: OpRecord | None  # None while no key opens it
     bundles: list[tuple[Purpose, int, Value]]
-    grants: list[KeyGrant]  # what the bundles held for this device
+    grants: list[KeyGrant] = field(repr=False)  # what the bundles held for this device
 
 
 def _encode_envelope(bundles: list[tuple[Purpose, int, Value]], sealed: bytes) -> bytes:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, Protocol, runtime_checkable
 
 from microsync import encoding
-from microsync.crypto import derive_key, labelled_hash, labels
+from microsync.crypto import derive_key, fingerprint, labelled_hash, labels
 from microsync.crypto.random import Rng
 from microsync.errors import (
     DecodeError,
@@ -118,11 +118,16 @@ MAX_ITEM_SIZE: Final = MAX_ENTRY_SIZE + SIGNATURE_SIZE + MAX_BODY_SIZE
 class GroupProof:
     """A group the host holds and the secrets that prove it (16 to 64 bytes each): ``keys``
     are offered in ``Hello`` (newest first); ``older`` are held but not offered, and only
-    recognise a peer that is behind (it offered one of them)."""
+    recognise a peer that is behind (it offered one of them). The keys are secret: ``repr``
+    shows the group's fingerprint and how many keys there are, never their bytes."""
 
     group: GroupId
     keys: tuple[bytes, ...]
     older: tuple[bytes, ...] = ()
+
+    def __repr__(self) -> str:
+        group = fingerprint(self.group)
+        return f"GroupProof(group={group}, keys={len(self.keys)}, older={len(self.older)})"
 
 
 class SyncHost(Protocol):
