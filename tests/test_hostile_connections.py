@@ -6,6 +6,7 @@ Each attack runs with real sockets on 127.0.0.1 against a started :class:`micros
 * a peer that never finishes the handshake is closed after ``handshake_timeout``;
 * a peer that finishes it and then only pings (never a ``Hello``) is closed once the session
   has not matched a group within ``SyncOptions.match_timeout_ms``: pings do not extend it;
+  one that opens an invite exchange and stalls, after ``pairing_timeout``;
 * connections over the per-address or total cap are closed at once, before any handshake;
 * an ``accept()`` that fails for want of descriptors backs off and logs one line per interval
   (asyncio's own accept loop logged every failure: 557,399 lines in two minutes).
@@ -42,6 +43,7 @@ from microsync.net.limits import (
     address_key,
 )
 from microsync.net.stream import open_tcp
+from microsync.protocol.handshake import Purpose
 from microsync.protocol.messages import ErrorCode, ErrorMessage, Hello, Ping, decode_message
 from microsync.protocol.messages import encode_message as encode
 from microsync.protocol.session import SessionState, SyncOptions, SyncSession
@@ -248,6 +250,29 @@ async def test_a_stranger_that_only_pings_is_closed_at_the_match_deadline(
     await member_syncs(alice, bob, port)
 
 
+async def test_a_stranger_that_opens_an_invite_exchange_and_stalls_is_closed(
+    family: list[microsync.Group],
+) -> None:
+    alice, bob = family
+    limits = ServeLimits(handshake_timeout=0.5, pairing_timeout=0.8)
+    port = await serving(alice, limits)
+    stranger = LocalIdentity.create("mallory", os.urandom, now_ms())
+    secure = await handshake(
+        await open_tcp("127.0.0.1", port),
+        stranger,
+        initiator=True,
+        purpose=Purpose.INVITE,
+        rng=os.urandom,
+    )
+    start = time.monotonic()
+    try:
+        assert await asyncio.wait_for(secure.receive(), 5.0) is None
+    finally:
+        await secure.close()
+    assert 0.6 <= time.monotonic() - start < 3.0
+    await member_syncs(alice, bob, port)
+
+
 async def test_connections_over_the_per_address_cap_are_closed_at_once(
     family: list[microsync.Group], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -366,6 +391,7 @@ def test_limits_are_checked() -> None:
         {"max_connections": 0},
         {"max_per_address": 0},
         {"handshake_timeout": 0},
+        {"pairing_timeout": -1},
         {"accept_backoff_start": 1.0, "accept_backoff_max": 0.5},
     ):
         with pytest.raises(ValueError):

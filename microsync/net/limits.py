@@ -47,7 +47,7 @@ class ServeLimits:
 
     Time before a connection can prove anything is bounded twice: ``handshake_timeout`` for
     the Noise handshake, then ``SyncOptions.match_timeout_ms`` for the session to match a
-    group (pings do not extend it).
+    group (pings do not extend it) or ``pairing_timeout`` for an invite's pairing.
     """
 
     max_connections: int = 256
@@ -57,6 +57,9 @@ class ServeLimits:
     """Inbound connections at once from one IP (one IPv6 /64)."""
     handshake_timeout: float = 10.0
     """Seconds a peer gets to complete the handshake."""
+    pairing_timeout: float = 30.0
+    """Seconds a peer that handshook to redeem an invite gets to complete the pairing (a
+    stranger without the invite's secret fails sooner)."""
     accept_backoff_start: float = 0.05
     accept_backoff_max: float = 2.0
     """When ``accept()`` fails (out of descriptors), wait this long before the next try,
@@ -67,7 +70,7 @@ class ServeLimits:
     def __post_init__(self) -> None:
         if self.max_connections < 1 or self.max_per_address < 1:
             raise ValueError("connection caps must be at least 1")
-        if self.handshake_timeout <= 0 or self.log_interval <= 0:
+        if min(self.handshake_timeout, self.pairing_timeout, self.log_interval) <= 0:
             raise ValueError("timeouts and intervals must be positive")
         if not 0 < self.accept_backoff_start <= self.accept_backoff_max:
             raise ValueError("the accept backoff must grow from a positive start")

@@ -634,9 +634,11 @@ class _Runtime:
         sync session on the same connection (it gets the group at once)."""
         host = self.device.invite_host().session()
         handed_over = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.pairing_timeout  # for the whole exchange
         try:
             while True:
-                record = await asyncio.wait_for(secure.receive(), 30)
+                record = await asyncio.wait_for(secure.receive(), deadline - loop.time())
                 if record is None:
                     return
                 if host.state is HostState.DONE:
