@@ -348,7 +348,9 @@ class _Runtime:
         self.port: int | None = None
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
-        self._quota = ConnectionQuota(total=limits.max_connections, per_address=1)
+        self._quota = ConnectionQuota(
+            total=limits.max_connections, per_address=limits.max_per_address
+        )  # its total is lowered at start if descriptors are short
         self._refused = {reason: LogBudget(limits.log_interval) for reason in Refusal}
         self._failed_handshakes = LogBudget(limits.log_interval)
         self._connections: set[SyncConnection] = set()
