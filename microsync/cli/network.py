@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from microsync.app.api import Event
 from microsync.cli.control import SOCKET_NAME, open_device, serve_commands
 from microsync.identity import DeviceId
+from microsync.net.limits import ServeLimits
 from microsync.node import DEFAULT_PORT, Device, Group
 from microsync.protocol.session import SessionStats
 
@@ -86,8 +87,16 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
         peers = tuple(args.peer or ())
         for group in device.groups():
             group.feed()  # fold each group now (from its snapshot if any), not while syncing
+        limits = ServeLimits(
+            max_connections=args.max_connections, max_per_address=args.max_per_address
+        )
         await device.start(
-            lan=not args.no_lan, port=args.port, relay=args.relay, bind=args.bind, peers=peers
+            lan=not args.no_lan,
+            port=args.port,
+            relay=args.relay,
+            bind=args.bind,
+            peers=peers,
+            limits=limits,
         )
         where = f"port {device.port}" if device.port else "no listener"
         lan = "off" if args.no_lan else "on"
@@ -161,13 +170,20 @@ async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_relay(args: argparse.Namespace, out: Console) -> int:
-    from microsync.net.relay import run_relay
+    from microsync.net.relay import RelayLimits, run_relay
+
+    given = {
+        "max_clients": args.max_clients,
+        "max_clients_per_address": args.max_per_address,
+        "unpaired_timeout": args.unpaired_timeout,
+    }
+    limits = RelayLimits(**{k: v for k, v in given.items() if v is not None})
 
     def ready(port: int) -> None:
         out.print(f"{_stamp()}  relay listening on ws://{args.host}:{port} (stores nothing)")
 
     with contextlib.suppress(asyncio.CancelledError):
-        await run_relay(args.host, args.port, ready=ready)
+        await run_relay(args.host, args.port, limits=limits, ready=ready)
     return 0
 
 
@@ -183,6 +199,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--peer", action="append", metavar="HOST:PORT", help="keep a connection to this peer"
     )
     serve.add_argument("--seconds", type=float, default=0, help="stop after this long")
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=ServeLimits().max_connections,
+        metavar="N",
+        help="inbound connections at once (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-per-address",
+        type=int,
+        default=ServeLimits().max_per_address,
+        metavar="N",
+        help="inbound connections at once from one IP (default %(default)s)",
+    )
 
     sync = sub.add_parser("sync", help="sync once with a peer and exit")
     sync.add_argument("address", type=parse_peer, metavar="HOST:PORT")
@@ -192,3 +222,24 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     relay = sub.add_parser("relay", help="run a blind relay (forwards ciphertext only)")
     relay.add_argument("--host", default="127.0.0.1", help="address to listen on")
     relay.add_argument("--port", type=int, default=7426)
+    relay.add_argument(
+        "--max-clients",
+        type=int,
+        default=None,
+        metavar="N",
+        help="clients at once (default 1000)",
+    )
+    relay.add_argument(
+        "--max-per-address",
+        type=int,
+        default=None,
+        metavar="N",
+        help="clients at once from one IP; behind a proxy, raise it (default 16)",
+    )
+    relay.add_argument(
+        "--unpaired-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="close a client whose ids pair with nobody this long (default 300 s)",
+    )

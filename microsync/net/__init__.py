@@ -4,6 +4,7 @@ only layer below ``node`` that does I/O."""
 
 from microsync.net.connection import SecureStream, SyncConnection, handshake
 from microsync.net.discovery import LanDiscovery
+from microsync.net.limits import ServeLimits
 from microsync.net.relay import RelayLimits, RelayServer, RelayStats, run_relay
 from microsync.net.relay_client import RelayChannel, RelayClient
 from microsync.net.stream import Stream, TcpStream, open_tcp
@@ -16,6 +17,7 @@ __all__ = [
     "RelayServer",
     "RelayStats",
     "SecureStream",
+    "ServeLimits",
     "Stream",
     "SyncConnection",
     "TcpStream",

@@ -24,6 +24,9 @@ Wire (one binary WebSocket message each; :func:`encode` / :func:`decode`)::
     ERROR  7  code u16                 relay -> client    (then the relay disconnects)
 
 Channel ids are per client (1, 2, 3...), so the two ends of one channel see different numbers.
+No client keeps a slot for free: at most ``max_clients_per_address`` come from one IP, and one
+with no open channel is closed after ``idle_timeout`` (no rid) or ``unpaired_timeout`` (rids
+that never pair), counted from when it connected or its last channel closed.
 Decoding is strict: a bucket length, a known kind for the direction, an exact body layout, an
 all-zero padding. A client that breaks any rule or exceeds a cap (:class:`RelayLimits`) gets
 ERROR and is disconnected; its channels close (CLOSED to the other ends); nobody else notices.
@@ -49,6 +52,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from microsync.errors import DecodeError, RemoteProtocolError
+from microsync.net.limits import ConnectionQuota, Refusal, address_key
 
 __all__ = [
     "BUCKETS",
@@ -109,6 +113,8 @@ class ErrorCode(IntEnum):
     TOO_MANY_RIDS = 3
     RATE_LIMIT = 4
     IDLE = 5
+    ADDRESS_FULL = 6
+    UNPAIRED = 7
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,6 +306,8 @@ class RelayLimits:
     """The relay's caps. A client over a per-client cap gets ERROR and is disconnected."""
 
     max_clients: int = 1000
+    max_clients_per_address: int = 16
+    """Clients at once from one IP (an IPv6 address: from its /64); the next is answered 429."""
     max_rids_per_client: int = 64
     max_channels_per_client: int = 256
     """Pairs beyond this (on either side) are not made; nobody is disconnected for it."""
@@ -307,8 +315,11 @@ class RelayLimits:
     """Bytes (padded) a client may send per ``window`` seconds: ~25 MB/s sustained."""
     window: float = 10.0
     idle_timeout: float = 60.0
-    """Seconds a client may stay connected holding no rendezvous id and no channel. (A client
-    that holds either is waiting for a peer: keepalive pings, not silence, decide it is gone.)"""
+    """Seconds a client may stay connected holding no rendezvous id and no channel."""
+    unpaired_timeout: float = 300.0
+    """Seconds a client may hold rendezvous ids with no open channel; then it is closed
+    (ERROR 7) and a device reconnects. Both clocks start when the client connects or its last
+    channel closes, and nothing the client sends moves them."""
     ping_interval: float = 20.0
     ping_timeout: float = 20.0
     """WebSocket keepalive: a dead TCP connection (or a client that stops reading) is dropped
@@ -345,6 +356,9 @@ class _Refused(Exception):
 @dataclass(eq=False, slots=True)
 class _Client:
     conn: ServerConnection
+    address: str = ""  # the quota key of its IP
+    admitted: bool = False  # holds a quota slot
+    alone_since: float = 0.0  # when it last had no channel (connected, or its last one closed)
     rids: dict[bytes, None] = field(default_factory=dict)
     channels: dict[int, _Channel] = field(default_factory=dict)
     last_channel: int = 0
@@ -385,6 +399,9 @@ class RelayServer:
         self._host, self._port, self.limits, self._tap = host, port, limits, tap
         self._server: Server | None = None
         self._clients: set[_Client] = set()
+        self._quota = ConnectionQuota(
+            total=limits.max_clients, per_address=limits.max_clients_per_address
+        )
         self._rids: dict[bytes, dict[_Client, None]] = {}
         self._received = self._sent = self._forwarded = 0
         self.port = 0
@@ -439,16 +456,22 @@ class RelayServer:
     # --- one connection ----------------------------------------------------------------------
 
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Refuse the opening handshake with HTTP 503 once ``max_clients`` are connected."""
-        if len(self._clients) < self.limits.max_clients:
-            return None
-        return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "relay full\n")
+        """Refuse the opening handshake with HTTP 503 once ``max_clients`` are connected, and
+        with 429 once ``max_clients_per_address`` are connected from the client's address."""
+        if self._quota.held >= self._quota.total:
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "relay full\n")
+        if self._quota.held_by(_address(connection)) >= self._quota.per_address:
+            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many connections\n")
+        return None
 
     async def _handle(self, conn: ServerConnection) -> None:
-        client = _Client(conn)
-        if len(self._clients) >= self.limits.max_clients:
-            await self._refuse(client, ErrorCode.RELAY_FULL)
+        client = _Client(conn, _address(conn))
+        refusal = self._quota.admit(client.address)  # again: a rush passes _admit together
+        if refusal is not None:
+            full = ErrorCode.RELAY_FULL if refusal is Refusal.TOTAL else ErrorCode.ADDRESS_FULL
+            await self._refuse(client, full)
             return
+        client.admitted = True
         self._clients.add(client)
         log.debug("relay client connected (%d)", len(self._clients))
         try:
@@ -456,7 +479,7 @@ class RelayServer:
         except _Refused as refused:
             await self._refuse(client, refused.code)
         except TimeoutError:
-            await self._refuse(client, ErrorCode.IDLE)
+            await self._refuse(client, ErrorCode.UNPAIRED if client.rids else ErrorCode.IDLE)
         except (DecodeError, RemoteProtocolError):
             await self._refuse(client, ErrorCode.MALFORMED)
         except ConnectionClosed:
@@ -467,7 +490,7 @@ class RelayServer:
 
     async def _serve_client(self, client: _Client) -> None:
         loop = asyncio.get_running_loop()
-        client.window_start = loop.time()
+        client.window_start = client.alone_since = loop.time()
         async with asyncio.timeout(self.limits.idle_timeout) as deadline:
             client.deadline = deadline
             while True:
@@ -489,12 +512,13 @@ class RelayServer:
             raise _Refused(ErrorCode.RATE_LIMIT)
 
     def _rearm(self, client: _Client) -> None:
-        """Run the idle timer only while ``client`` holds no rid and no channel."""
+        """Run the timer only while ``client`` has no channel: ``idle_timeout`` from when it
+        was left alone if it holds no rid, else ``unpaired_timeout``. Messages never move it
+        (a client cannot stay by sending JOINs or LEAVEs, as it could not by pings)."""
         if client.deadline is None or not client.alive:
             return
-        busy = client.rids or client.channels
-        when = asyncio.get_running_loop().time() + self.limits.idle_timeout
-        client.deadline.reschedule(None if busy else when)
+        wait = self.limits.unpaired_timeout if client.rids else self.limits.idle_timeout
+        client.deadline.reschedule(None if client.channels else client.alone_since + wait)
 
     async def _dispatch(self, client: _Client, message: Message) -> None:
         match message:
@@ -592,6 +616,8 @@ class RelayServer:
         channel.ready.set()
         for party, number in channel.ends.items():
             party.channels.pop(number, None)
+            if not party.channels:
+                party.alone_since = asyncio.get_running_loop().time()
             self._rearm(party)
         for party, number in channel.ends.items():
             if party in channel.announced and party.alive:
@@ -623,10 +649,18 @@ class RelayServer:
             return
         client.alive = False
         self._clients.discard(client)
+        if client.admitted:
+            self._quota.release(client.address)
         for rid in list(client.rids):
             self._leave(client, rid)
         for channel in list(client.channels.values()):
             await self._close_channel(channel)
+
+
+def _address(connection: ServerConnection) -> str:
+    """The quota key of a connection's remote IP."""
+    remote = connection.remote_address
+    return address_key(str(remote[0]) if isinstance(remote, tuple) else str(remote))
 
 
 async def run_relay(

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -30,6 +32,16 @@ from microsync.group.keys import discovery_tag, rendezvous_id
 from microsync.identity import DeviceId, LocalIdentity, PersonId
 from microsync.net.connection import SecureStream, SyncConnection, handshake
 from microsync.net.discovery import LanDiscovery
+from microsync.net.limits import (
+    RESOURCE_ERRNOS,
+    AcceptBackoff,
+    ConnectionQuota,
+    LogBudget,
+    Refusal,
+    ServeLimits,
+    address_key,
+    descriptor_room,
+)
 from microsync.net.relay_client import RelayChannel, RelayClient
 from microsync.net.stream import Stream, TcpStream, open_tcp
 from microsync.protocol.handshake import Purpose
@@ -111,17 +123,19 @@ class NetworkMixin:
         peers: tuple[str, ...] = (),
         interfaces: Sequence[str] | None = None,
         options: SyncOptions | None = None,
+        limits: ServeLimits | None = None,
     ) -> None:
         """Go online: listen on ``port`` (0: any free port; ``None``: no listener), discover
         group members on the LAN (``lan``), keep live sync with every peer found or listed in
         ``peers`` (``"host:port"``), and announce presence. ``bind`` is the listening address
         (default: all interfaces with ``lan``, else 127.0.0.1); ``interfaces`` limits LAN
         discovery to those addresses. With ``lan`` and ``port=0`` the well-known port 7425 is
-        used when free. Stop with :meth:`stop`."""
+        used when free. ``limits`` caps what the listener admits (connections in total and
+        per address, the handshake's time; default :class:`ServeLimits`). Stop with :meth:`stop`."""
         if self._net is not None:
             raise RuntimeError("this device is already started")
         device = self._device()
-        net = _Runtime(device, options)
+        net = _Runtime(device, options, limits)
         self._net = net
         try:
             await net.start(lan=lan, port=port, relay=relay, bind=bind, interfaces=interfaces)
@@ -325,11 +339,20 @@ async def _run_guest(secure: SecureStream, guest: object) -> bytes:
 class _Runtime:
     """The running network side of one device."""
 
-    def __init__(self, device: Device, options: SyncOptions | None) -> None:
+    def __init__(
+        self, device: Device, options: SyncOptions | None, limits: ServeLimits | None = None
+    ) -> None:
         self.device = device
         self.options = options
+        self.limits = limits = limits if limits is not None else ServeLimits()
         self.port: int | None = None
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._quota = ConnectionQuota(
+            total=limits.max_connections, per_address=limits.max_per_address
+        )  # its total is lowered at start if descriptors are short
+        self._refused = {reason: LogBudget(limits.log_interval) for reason in Refusal}
+        self._failed_handshakes = LogBudget(limits.log_interval)
         self._connections: set[SyncConnection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._kept: dict[str, asyncio.Task[None]] = {}
@@ -355,10 +378,15 @@ class _Runtime:
                 # on a LAN, one well-known port: a random one would be unique to this device
                 # and link its announcements across time buckets (docs/discovery.md)
                 with contextlib.suppress(OSError):
-                    self._server = await asyncio.start_server(self._accept, address, DEFAULT_PORT)
-            if self._server is None:
-                self._server = await asyncio.start_server(self._accept, address, port)
-            self.port = self._server.sockets[0].getsockname()[1]
+                    self._listener = _listen(address, DEFAULT_PORT)
+            if self._listener is None:
+                self._listener = _listen(address, port)
+            self.port = self._listener.getsockname()[1]
+            self._quota = ConnectionQuota(
+                total=_total_cap(self.limits), per_address=self.limits.max_per_address
+            )
+            name = f"accept on port {self.port}"
+            self._accepting = self._spawn(self._accept_loop(self._listener), name)
         if lan and self.port is not None:
             self._discovery = LanDiscovery(
                 port=self.port,
@@ -496,8 +524,8 @@ class _Runtime:
             await self._discovery.stop()
         for task in list(self._kept.values()):
             task.cancel()
-        if self._server is not None:
-            self._server.close()
+        if self._accepting is not None:
+            self._accepting.cancel()  # no new connection from here on
         for connection in list(self._connections):
             await connection.close()
         for task in list(self._tasks) + list(self._kept.values()):
@@ -505,9 +533,8 @@ class _Runtime:
         for task in list(self._tasks) + list(self._kept.values()):
             with contextlib.suppress(BaseException):
                 await task
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+        if self._listener is not None:
+            self._listener.close()
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coroutine)
@@ -523,12 +550,59 @@ class _Runtime:
 
         return DeviceHost(self.device, on_received=self._received, on_ephemeral=self._relay_on)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        stream = TcpStream(reader, writer)
-        if self._stopping:
-            await stream.close()
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        """Accept connections until cancelled. A failing ``accept()`` (out of descriptors)
+        is retried after a growing delay and logged once per interval, with a count."""
+        loop = asyncio.get_running_loop()
+        backoff = AcceptBackoff(self.limits.accept_backoff_start, self.limits.accept_backoff_max)
+        failures = LogBudget(self.limits.log_interval)
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except OSError as exc:
+                self._note_accept_failure(exc, failures, loop.time())
+                if exc.errno in RESOURCE_ERRNOS:
+                    await asyncio.sleep(backoff.failed())
+                continue  # else one connection's trouble (reset before we took it)
+            if backoff.failing:
+                log.warning("accepting connections again (%d more failures)", failures.flush())
+            backoff.succeeded()
+            self._admit(sock, address)
+
+    def _note_accept_failure(self, exc: OSError, failures: LogBudget, now: float) -> None:
+        count = failures.count(now)
+        if count is not None:
+            reason = os.strerror(exc.errno) if exc.errno else type(exc).__name__
+            log.warning(
+                "cannot accept connections: %s (%d failure(s) since the last report)",
+                reason,
+                count,
+            )
+
+    def _admit(self, sock: socket.socket, address: object) -> None:
+        """Serve an accepted socket if the quota has room for its address, else close it."""
+        host = str(address[0]) if isinstance(address, tuple) else str(address)
+        key = address_key(host)
+        refusal = Refusal.TOTAL if self._stopping else self._quota.admit(key)
+        if refusal is not None:
+            sock.close()
+            count = self._refused[refusal].count(asyncio.get_running_loop().time())
+            if count is not None and not self._stopping:
+                log.warning("refused %d connection(s): %s", count, refusal.value)
             return
-        self._spawn(self._serve(stream), f"serve {stream.peer}")
+        self._spawn(self._serve_socket(sock, key), f"serve {host}")
+
+    async def _serve_socket(self, sock: socket.socket, key: str) -> None:
+        """One admitted connection, holding its quota slot until it ends."""
+        try:
+            try:
+                reader, writer = await asyncio.open_connection(sock=sock)
+            except OSError:
+                sock.close()
+                return
+            await self._serve(TcpStream(reader, writer))
+        finally:
+            self._quota.release(key)
 
     async def _serve(self, stream: Stream) -> None:
         try:
@@ -538,10 +612,18 @@ class _Runtime:
                 initiator=False,
                 accept_purposes=(Purpose.SYNC, Purpose.INVITE),
                 rng=system_rng,
+                timeout=self.limits.handshake_timeout,
                 coalesce=True,
             )
         except HandshakeError as exc:
-            log.info("handshake with %s failed: %s", stream.peer, exc)
+            count = self._failed_handshakes.count(asyncio.get_running_loop().time())
+            if count is not None:  # a flood of them makes one line per interval
+                log.info(
+                    "handshake with %s failed: %s (%d since the last report)",
+                    stream.peer,
+                    exc,
+                    count,
+                )
             return
         if secure.purpose is Purpose.INVITE:
             await self._serve_invite(secure)
@@ -554,9 +636,11 @@ class _Runtime:
         sync session on the same connection (it gets the group at once)."""
         host = self.device.invite_host().session()
         handed_over = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.pairing_timeout  # for the whole exchange
         try:
             while True:
-                record = await asyncio.wait_for(secure.receive(), 30)
+                record = await asyncio.wait_for(secure.receive(), deadline - loop.time())
                 if record is None:
                     return
                 if host.state is HostState.DONE:
@@ -770,3 +854,23 @@ class _Runtime:
 
 def _now() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _listen(address: str, port: int) -> socket.socket:
+    """A non-blocking listening TCP socket on ``address:port`` (``OSError`` if taken)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    listener = socket.create_server((address, port), family=family, backlog=128)
+    listener.setblocking(False)
+    return listener
+
+
+def _total_cap(limits: ServeLimits) -> int:
+    """``limits.max_connections``, lowered to half the descriptors this process has left (the
+    other half stays for storage, dials and the relay), so inbound connections alone never
+    run the process out of descriptors."""
+    room = descriptor_room()
+    if room is None or room // 2 >= limits.max_connections:
+        return limits.max_connections
+    cap = max(1, room // 2)
+    log.info("at most %d inbound connections (descriptors left: %d)", cap, room)
+    return cap

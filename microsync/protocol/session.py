@@ -245,6 +245,9 @@ class SyncOptions:
     max_chunks_outstanding: int = 64  # vault chunk ids asked of the peer, unanswered, per group
     idle_timeout_ms: int = 90_000
     keepalive_ms: int = 30_000
+    match_timeout_ms: int = 10_000
+    """Time from :meth:`SyncSession.start` for the session to open (Hello and Match both
+    ways); a peer that matches no group by then is closed, whatever it sends meanwhile."""
     limits: Limits = LIMITS
 
     def __post_init__(self) -> None:
@@ -386,6 +389,7 @@ class SyncSession:
         self._last_received = 0
         self._last_sent = 0
         self._started = False
+        self._open_by = 0  # when an unopened session times out (started + match_timeout_ms)
         self._ephemeral_window = (0, 0)  # (minute, ephemeral messages received in it)
 
     # ------------------------------------------------------------------ public API
@@ -412,6 +416,7 @@ class SyncSession:
             raise LocalProtocolError("the session was already started")
         self._started = True
         self._last_received = self._last_sent = now
+        self._open_by = now + self.options.match_timeout_ms
         tags: set[bytes] = set()
         binding, peer = self._binding, self._peer_role
         for proof in self.host.sync_groups():
@@ -510,17 +515,27 @@ class SyncSession:
         if self.closed:
             return None
         idle = self._last_received + self.options.idle_timeout_ms
-        return min(idle, self._last_sent + self.options.keepalive_ms)
+        deadline = min(idle, self._last_sent + self.options.keepalive_ms)
+        return min(deadline, self._open_by) if self._opening else deadline
 
     def handle_timeout(self, now: int) -> list[bytes]:
-        """Close a session the peer left idle too long; keep a quiet one alive with a ping."""
+        """Close a session that did not open in time or that the peer left idle too long;
+        keep a quiet one alive with a ping. Pings from the peer count as activity only once
+        the session is open: they never keep an unmatched peer connected."""
         if self.closed:
             return []
-        if now >= self._last_received + self.options.idle_timeout_ms:
+        if self._opening and now >= self._open_by:
+            self._fail(ErrorCode.TIMEOUT, RemoteProtocolError("no group matched in time"))
+        elif now >= self._last_received + self.options.idle_timeout_ms:
             self._fail(ErrorCode.TIMEOUT, RemoteProtocolError("the peer was idle too long"))
         elif now >= self._last_sent + self.options.keepalive_ms:
             self._send(Ping())
         return self._flush(now)
+
+    @property
+    def _opening(self) -> bool:
+        """Started, and Hello and Match not both through yet."""
+        return self.state in (SessionState.AWAIT_HELLO, SessionState.AWAIT_MATCH)
 
     # ------------------------------------------------------------------ plumbing
 
