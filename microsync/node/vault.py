@@ -65,6 +65,7 @@ from microsync.blobs import (
     ChunkStore,
     Manifest,
     Purge,
+    Quota,
     Refusal,
     VaultIndex,
     VaultKind,
@@ -75,6 +76,7 @@ from microsync.blobs import (
     id_key,
     key_commitment,
 )
+from microsync.blobs.index import DEFAULT_QUOTA
 from microsync.blobs.manifest import MAX_MIME, MAX_NAME, MAX_THUMBNAIL
 from microsync.errors import (
     DecodeError,
@@ -134,9 +136,11 @@ class _Download:
 class Vault:
     """The vault of one group on this device (``group.vault``)."""
 
-    def __init__(self, group: Group) -> None:
+    def __init__(self, group: Group, *, quota: Quota = DEFAULT_QUOTA) -> None:
+        """``quota``: what each person's blobs may hold (the same on every device: the
+        default, unless a test builds a vault with a smaller one)."""
         self._group = group
-        self._index = VaultIndex()
+        self._index = VaultIndex(quota=quota)
         self._seen: dict[DeviceId, int] = {}
         self._locked: dict[tuple[DeviceId, int], StoredEntry] = {}
         self._mine: set[BlobId] = set()

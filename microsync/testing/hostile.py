@@ -26,6 +26,8 @@ What it can do:
   epoch key the device holds (:meth:`Hostile.keys`), not only the current one.
 - :meth:`Hostile.append_op`: a membership operation of any kind with any fields (cut-offs,
   positions, epoch announcements), sealed under any control key held, with any key wraps.
+- :meth:`Hostile.read_content`: the plaintext of every content entry of a type it can open
+  (to copy and re-announce another member's entry).
 - :meth:`Hostile.forge_identity`: a made-up person and device (a certificate that verifies),
   and :meth:`Hostile.plant_certificate` to make this device hand it to peers at sync.
 
@@ -37,11 +39,13 @@ is tested against with it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from microsync.errors import DecryptionError
 from microsync.feed.entry import Entry, EntryId, GroupId, Header, body_hash, sign_entry
 from microsync.feed.trust import add_certificate
 from microsync.group.keys import EpochKey, Purpose, encrypt_content
@@ -231,6 +235,17 @@ class Hostile:
         epoch, body = self.seal_op(op, key=key, bundles=bundles)
         entry = self.craft(type=MEMBERSHIP_TYPE, body=body, epoch=epoch, hlc=hlc, deps=deps)
         return self.append(entry, body)
+
+    def read_content(self, type: int) -> list[tuple[Entry, bytes]]:
+        """Every content entry of ``type`` this device holds that it can open, with its
+        plaintext (what a member reads to copy, tweak and re-announce someone's entry)."""
+        store, found = self.replica.store, []
+        for device in store.feeds(self.replica.id):
+            for stored in store.entries(self.replica.id, device, 0):
+                if stored.entry.header.type == type and stored.body is not None:
+                    with contextlib.suppress(DecryptionError):
+                        found.append((stored.entry, self.replica.decrypt(stored)))
+        return found
 
     def membership_ops(self) -> list[EntryId]:
         """The ids of the membership operations this device holds, in resolution order (to
