@@ -236,7 +236,8 @@ class VaultIndex:
 
     def _count_foreign_removes(self, blob: BlobId, adder: PersonId) -> None:
         others = self.removed.get(blob, set()) - {adder}
-        self.refused[Refusal.NOT_THE_ADDER] += len(others)
+        if others:
+            self.refused[Refusal.NOT_THE_ADDER] += len(others)
 
     # ------------------------------------------------------------------ REMOVE
 
