@@ -336,9 +336,9 @@ def _manifest(name: str, key: bytes) -> Manifest:
     )
 
 
-def _fold(ops: list[tuple[EntryId, PersonId, int, VaultOp]], order: list[int]) -> tuple[
-    VaultIndex, dict[bytes, tuple[bytes, ...]]
-]:
+def _fold(
+    ops: list[tuple[EntryId, PersonId, int, VaultOp]], order: list[int]
+) -> tuple[VaultIndex, dict[bytes, tuple[bytes, ...]]]:
     """Apply ``ops`` in ``order`` as a device would, reading again (by locator) every blob the
     index wants back; returns the index and what was purged (blob -> chunk addresses)."""
     from microsync.blobs import Quota
@@ -432,6 +432,33 @@ def test_a_member_announcing_10000_blobs_keeps_only_his_quota_in_memory() -> Non
         index.apply(entry=EntryId(b"a" * 32), person=alice, hlc=1, op=op, ids_key=IDS_KEY)
         assert index.refs[m.blob_id(IDS_KEY, alice)].author == alice
         assert elapsed < 10, elapsed  # linear, not quadratic (about 1 s on 2 vCPUs)
+
+
+def test_a_blob_kept_out_by_the_quota_is_purged_by_reading_its_entry_again() -> None:
+    """Its manifest is not in memory: the purge says where the entry is, for the caller to
+    find the chunk addresses; a blob behind it in the order comes in and is wanted back."""
+    from microsync.blobs import Quota
+    from microsync.identity import DeviceId
+
+    alice = PersonId(b"a" * 32)
+    m1, m2, m3 = (_manifest(n, k * 32) for n, k in (("one", b"1"), ("two", b"2"), ("3", b"3")))
+    index = VaultIndex(quota=Quota(blobs=1))
+    for i, m in enumerate((m1, m2, m3)):
+        op = VaultOp(kind=VaultKind.ADD, manifest=m)
+        where = (DeviceId(b"d" * 32), i + 1)
+        index.apply(
+            entry=EntryId(bytes([i]) * 32), person=alice, hlc=i, op=op, ids_key=IDS_KEY, where=where
+        )
+    b1, b2, b3 = (m.blob_id(IDS_KEY, alice) for m in (m1, m2, m3))
+    assert set(index.refs) == {b1} and not index.wanted
+    remove = VaultOp(kind=VaultKind.REMOVE, blob=b2)
+    purge = index.apply(entry=EntryId(b"r" * 32), person=alice, hlc=9, op=remove, ids_key=None)
+    assert purge is not None and purge.chunks == () and purge.reread == (DeviceId(b"d" * 32), 2)
+    assert purge.entries == (EntryId(bytes([1]) * 32),) and set(index.refs) == {b1}
+    remove = VaultOp(kind=VaultKind.REMOVE, blob=b1)
+    purge = index.apply(entry=EntryId(b"s" * 32), person=alice, hlc=9, op=remove, ids_key=None)
+    assert purge is not None and purge.chunks == m1.addresses(IDS_KEY, alice)
+    assert index.wanted == {b3: (DeviceId(b"d" * 32), 3)} and not index.refs  # read it again
 
 
 def _fields(m: Manifest) -> dict[str, object]:

@@ -191,3 +191,19 @@ async def test_the_quota_bounds_a_flood_on_every_device_and_refuses_a_local_add(
         with pytest.raises(VaultQuotaExceeded):
             await capped.add(b"one too many", name="a2")
         assert capped.usage().chunks_held == held and {r.name for r in mine} == {"a0", "a1"}
+
+
+async def test_removing_a_blob_kept_out_by_the_quota_still_purges_its_chunks(
+    tmp_path: Path,
+) -> None:
+    async with AsyncExitStack() as stack:
+        [alice] = await family_of(stack, tmp_path, "Alice")
+        first = await alice.vault.add(payload(2 * CHUNK), name="first", chunk_size=CHUNK)
+        second = await alice.vault.add(payload(3 * CHUNK), name="second", chunk_size=CHUNK)
+        small = Vault(alice, quota=Quota(blobs=1))  # "second" is beyond it here
+        assert [r.name for r in small.list()] == ["first"]
+        assert small.usage().chunks_held == 5
+        remove(Hostile.of_group(alice), second, hlc=second.added_at + 1)  # her own removal
+        small.refresh()  # reads the kept-out manifest again to find its chunks
+        assert small.usage().chunks_held == 2 and [r.name for r in small.list()] == ["first"]
+        assert not small.missing(first)
