@@ -461,6 +461,69 @@ def test_a_blob_kept_out_by_the_quota_is_purged_by_reading_its_entry_again() -> 
     assert index.wanted == {b3: (DeviceId(b"d" * 32), 3)} and not index.refs  # read it again
 
 
+_POOL = [_manifest(f"{i}" * (10 * i + 5), bytes([65 + i]) * 32) for i in range(6)]  # 5-55 B
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.integers(0, 1),
+            st.integers(0, 5),
+            st.integers(0, 1),
+            st.integers(0, 20),
+        ),
+        max_size=24,
+    ),
+    st.integers(1, 3),
+    st.integers(20, 120),
+)
+def test_the_incremental_quota_matches_a_recount_from_scratch(
+    steps: list[tuple[bool, int, int, int, int]], blobs: int, size: int
+) -> None:
+    """After any sequence of adds (with copies) and removals by two people, in any order,
+    the blobs shown are, per person, the longest prefix by (hlc, entry id) of their blobs
+    not removed by them that fits the quota: what a recount from scratch gives."""
+    from microsync.blobs import Quota
+    from microsync.identity import DeviceId
+
+    people = [PersonId(b"a" * 32), PersonId(b"b" * 32)]
+    quota = Quota(blobs=blobs, bytes=size)
+    index = VaultIndex(quota=quota)
+    ops: list[tuple[EntryId, PersonId, int, VaultOp]] = []
+    for seq, (is_add, who, which, whose, hlc) in enumerate(steps):
+        person, manifest = people[who], _POOL[which]
+        if is_add:
+            op = VaultOp(kind=VaultKind.ADD, manifest=manifest)
+        else:
+            op = VaultOp(kind=VaultKind.REMOVE, blob=manifest.blob_id(IDS_KEY, people[whose]))
+        ops.append((EntryId(seq.to_bytes(32, "big")), person, hlc, op))
+    for seq, (entry, person, hlc, op) in enumerate(ops):
+        where = (DeviceId(b"d" * 32), seq)
+        index.apply(entry=entry, person=person, hlc=hlc, op=op, ids_key=IDS_KEY, where=where)
+        for _, (_, at) in list(index.wanted.items()):
+            e, p, h, o = ops[at]
+            index.apply(entry=e, person=p, hlc=h, op=o, ids_key=IDS_KEY, where=(where[0], at))
+    expected = set()
+    for person in people:
+        removed = {o.blob for _, p, _, o in ops if p == person and o.blob is not None}
+        first: dict[BlobId, tuple[int, bytes]] = {}
+        for entry, p, hlc, o in ops:
+            if p == person and o.manifest is not None:
+                blob = o.manifest.blob_id(IDS_KEY, person)
+                first[blob] = min(first.get(blob, (hlc, bytes(entry))), (hlc, bytes(entry)))
+        live = sorted((k, b) for b, k in first.items() if b not in removed)
+        total = 0
+        for count, (_, blob) in enumerate(live, start=1):
+            total += next(m.size for m in _POOL if m.blob_id(IDS_KEY, person) == blob)
+            if count > quota.blobs or total > quota.bytes:
+                break
+            expected.add(blob)
+    assert set(index.refs) == expected
+    assert not index.wanted
+
+
 def _fields(m: Manifest) -> dict[str, object]:
     return {f: getattr(m, f) for f in Manifest.__dataclass_fields__}
 

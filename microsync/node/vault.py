@@ -200,6 +200,9 @@ class Vault:
         purges += self._reread_wanted()
         if purges:
             self._purge(purges)
+        if before.keys() != self._index.refs.keys():
+            for gone in [b for b in self._addresses if b not in self._index.refs]:
+                del self._addresses[gone]  # removed or crowded out: not kept in memory
         if self._loaded:
             self._announce_changes(before)
         self._loaded = True
@@ -540,7 +543,10 @@ class Vault:
             return 0
         done, skipped = 0, None
         for blob in self.list():
-            missing = set(self.missing(blob))
+            try:
+                missing = set(self.missing(blob))
+            except KeyError:
+                continue  # removed (or crowded out by its person's quota) meanwhile
             if missing:
                 addresses = self.chunks(blob)
                 wanted = {a: i for i, a in enumerate(addresses) if a in missing}
