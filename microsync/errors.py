@@ -24,6 +24,7 @@ bytes, and decryption failures never say *why* they failed.
     │   └── RemoteProtocolError     the peer did
     ├── HandshakeError
     ├── NotAMember
+    ├── VaultQuotaExceeded          an add beyond the person's vault quota (docs/vault.md)
     ├── InviteError
     └── StorageError
         ├── ProfileInUse
@@ -55,6 +56,7 @@ __all__ = [
     "SequenceGap",
     "StorageError",
     "UnknownVersion",
+    "VaultQuotaExceeded",
     "VerificationError",
     "WrongGroup",
 ]
@@ -141,6 +143,10 @@ class HandshakeError(MicrosyncError):
 
 class NotAMember(MicrosyncError):
     """The person or device is not (or no longer) a member of the group."""
+
+
+class VaultQuotaExceeded(MicrosyncError):
+    """Adding this file would take the person beyond their quota in the group's vault."""
 
 
 class InviteError(MicrosyncError):

@@ -842,7 +842,7 @@ def test_chunk_requests_are_answered_with_data_or_missing_beside_entry_sync(
     post(alice, group, "a post that syncs while chunks flow")
     link = opened(pair_in_group)  # matched and compared; entries still to come
     bob.device.group(group).vault.refresh()
-    chunk = bob.device.group(group).vault._index.manifests[ref.id].ids[0]
+    chunk = bob.device.group(group).vault.missing(ref)[0]
     link.b.request_chunks(group, [chunk, b"u" * 32])
     assert link.b.chunks_outstanding(group) == 2
     post(alice, group, "and another")

@@ -70,7 +70,7 @@ async def test_tampered_chunk_is_detected_and_nothing_is_written(tmp_path: Path)
         [alice] = await family_of(stack, tmp_path, "Alice")
         ref = await alice.vault.add(payload(3 * CHUNK), name="f", chunk_size=CHUNK)
         store = alice._replica.store
-        chunk = alice.vault._index.manifests[ref.id].ids[1]
+        chunk = alice.vault.chunks(ref)[1]
         sealed = bytearray(store.get_chunk(alice.id, chunk))  # type: ignore[attr-defined]
         sealed[5] ^= 1
         store.put_chunk(alice.id, chunk, bytes(sealed))  # type: ignore[attr-defined]

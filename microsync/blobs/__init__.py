@@ -13,13 +13,15 @@ from microsync.blobs.chunks import (
     ChunkId,
     SealedChunk,
     blob_id,
+    chunk_address,
     chunk_count,
     chunk_id,
     chunk_length,
     id_key,
+    key_commitment,
     open_stream,
 )
-from microsync.blobs.index import BlobRef, Purge, VaultIndex
+from microsync.blobs.index import BlobRef, Purge, Quota, Refusal, VaultIndex
 from microsync.blobs.manifest import VAULT_TYPE, Manifest, VaultKind, VaultOp
 from microsync.blobs.store import ChunkStore
 
@@ -37,14 +39,18 @@ __all__ = [
     "ChunkStore",
     "Manifest",
     "Purge",
+    "Quota",
+    "Refusal",
     "SealedChunk",
     "VaultIndex",
     "VaultKind",
     "VaultOp",
     "blob_id",
+    "chunk_address",
     "chunk_count",
     "chunk_id",
     "chunk_length",
     "id_key",
+    "key_commitment",
     "open_stream",
 ]

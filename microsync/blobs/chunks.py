@@ -6,10 +6,17 @@ A blob of ``size`` bytes is cut into ``n = max(1, ceil(size / chunk_size))`` chu
 blob is ONE empty chunk, so even it authenticates). Chunk ``i`` is sealed as
 ``ChaCha20-Poly1305(blob key, nonce(i, last=(i == n - 1)), plaintext, AD=label)``
 (:class:`~microsync.crypto.stream.ChunkCipher`): decrypting it at any other position, or with
-the other last flag, fails. Its address is ``chunk_id = BLAKE3(id key, label || ciphertext)``,
-and the blob's is ``blob_id = BLAKE3(id key, label || chunk_size || size || chunk ids)``, with
-the id key derived from the group's epoch content key (:func:`id_key`): ids are unlinkable
-across groups, and a member can check a chunk before storing it.
+the other last flag, fails. Its id is ``chunk_id = BLAKE3(id key, label || ciphertext)``, with the
+id key derived from the group's epoch content key (:func:`id_key`): ids are unlinkable across
+groups, and a member can check a chunk before storing it.
+
+A blob's id binds WHO added it: ``blob_id = BLAKE3(id key, label || adder person id ||
+key commitment || chunk_size || size || details || chunk ids)`` (:func:`blob_id`), so another
+member who announces the same chunks, key or thumbnail makes a different blob, never a change
+to this one. Chunks are stored and requested at an **address** scoped the same way,
+``BLAKE3(id key, label || adder || key commitment || chunk id)`` (:func:`chunk_address`): what
+one member's manifest names can never reach the chunks of another member's blob, whatever
+chunk ids it copies.
 
 :class:`BlobEncryptor` takes the plaintext in pieces of any size and releases each chunk once
 it knows whether it is the last: memory stays below two chunks plus the piece being fed.
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 from typing import Final, NewType
 
 from microsync.crypto import derive_key
+from microsync.crypto.labels import VAULT_CHUNK_ADDRESS, VAULT_KEY_COMMITMENT
 from microsync.crypto.stream import (
     CHUNK_TAG_SIZE,
     STREAM_KEY_SIZE,
@@ -46,10 +54,12 @@ __all__ = [
     "ChunkId",
     "SealedChunk",
     "blob_id",
+    "chunk_address",
     "chunk_count",
     "chunk_id",
     "chunk_length",
     "id_key",
+    "key_commitment",
 ]
 
 ChunkId = NewType("ChunkId", bytes)
@@ -74,10 +84,36 @@ def chunk_id(key: bytes, sealed: bytes) -> ChunkId:
     return ChunkId(keyed_hash(key, VAULT_CHUNK_ID, sealed))
 
 
-def blob_id(key: bytes, chunk_size: int, size: int, ids: Sequence[bytes]) -> BlobId:
-    """The address of a blob: binds its chunk size, plaintext size and chunk ids in order."""
+def key_commitment(key: bytes) -> bytes:
+    """A commitment to a blob key that reveals nothing of it (BLAKE3 keyed BY the blob key)."""
+    return keyed_hash(key, VAULT_KEY_COMMITMENT)
+
+
+def blob_id(
+    key: bytes,
+    *,
+    adder: bytes,
+    commitment: bytes,
+    chunk_size: int,
+    size: int,
+    details: bytes,
+    ids: Sequence[bytes],
+) -> BlobId:
+    """The id of a blob (``key``: :func:`id_key`). It binds the adder's 32-byte person id, the
+    :func:`key_commitment` of the blob key, the chunk size, the plaintext size, a 32-byte
+    digest of the ``details`` (the manifest's name, type and thumbnail) and the chunk ids in
+    order: one id names one manifest announced by one person."""
+    if len(adder) != 32 or len(commitment) != 32 or len(details) != 32:
+        raise ValueError("adder, commitment and details are 32 bytes each")
     head = chunk_size.to_bytes(8, "big") + size.to_bytes(8, "big")
-    return BlobId(keyed_hash(key, VAULT_BLOB_ID, head, *ids))
+    return BlobId(keyed_hash(key, VAULT_BLOB_ID, adder, commitment, head, details, *ids))
+
+
+def chunk_address(key: bytes, adder: bytes, commitment: bytes, chunk: bytes) -> ChunkId:
+    """Where chunk ``chunk`` of the blob ``(adder, commitment)`` is stored and asked for
+    (``key``: :func:`id_key`). Two people's blobs never share an address, even if one copies
+    the other's chunk ids into his manifest."""
+    return ChunkId(keyed_hash(key, VAULT_CHUNK_ADDRESS, adder, commitment, chunk))
 
 
 def chunk_count(size: int, chunk_size: int) -> int:
@@ -151,12 +187,6 @@ class BlobEncryptor:
         if len(self.ids) > MAX_CHUNKS:
             raise ValueError(f"a blob has at most {MAX_CHUNKS} chunks")
         return sealed
-
-    @property
-    def blob_id(self) -> BlobId:
-        if not self._finished:
-            raise ValueError("finish() the blob first")
-        return blob_id(self._ids_key, self.chunk_size, self.size, self.ids)
 
     def _seal(self, plaintext: bytes, *, last: bool) -> SealedChunk:
         index = len(self.ids)

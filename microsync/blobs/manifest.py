@@ -12,6 +12,10 @@ Decoding checks every size and count (:class:`~microsync.errors.DecodeError`), t
 count matches the size, and that the bytes are canonical: ``decode(encode(x)) == x`` and a
 decoded op re-encodes to the same bytes. ``epoch`` names the group epoch whose content key
 the ids are computed under.
+
+A manifest does not carry its blob id: every reader computes it (:meth:`Manifest.blob_id`)
+from the manifest and the person whose signed entry announced it, so no announcement can name
+another person's blob.
 """
 
 from __future__ import annotations
@@ -29,8 +33,12 @@ from microsync.blobs.chunks import (
     BlobId,
     ChunkId,
     blob_id,
+    chunk_address,
     chunk_count,
+    key_commitment,
 )
+from microsync.crypto.labels import VAULT_BLOB_DETAILS
+from microsync.crypto.stream import keyed_hash
 from microsync.encoding import Value, expect_bytes, expect_int, expect_list, expect_str
 from microsync.errors import DecodeError
 
@@ -79,8 +87,34 @@ class Manifest:
             f"chunks={len(self.ids)}, epoch={self.epoch})"
         )
 
-    def blob_id(self, ids_key: bytes) -> BlobId:
-        return blob_id(ids_key, self.chunk_size, self.size, self.ids)
+    @property
+    def commitment(self) -> bytes:
+        """The commitment to :attr:`key` the blob id binds."""
+        return key_commitment(self.key)
+
+    def details(self, ids_key: bytes) -> bytes:
+        """A digest of the name, media type and thumbnail (bound into the blob id)."""
+        return keyed_hash(
+            ids_key, VAULT_BLOB_DETAILS, encoding.encode([self.name, self.mime, self.thumbnail])
+        )
+
+    def blob_id(self, ids_key: bytes, adder: bytes) -> BlobId:
+        """The id of this blob as announced by the person ``adder`` (``ids_key``: the id key
+        of :attr:`epoch`)."""
+        return blob_id(
+            ids_key,
+            adder=adder,
+            commitment=self.commitment,
+            chunk_size=self.chunk_size,
+            size=self.size,
+            details=self.details(ids_key),
+            ids=self.ids,
+        )
+
+    def addresses(self, ids_key: bytes, adder: bytes) -> tuple[ChunkId, ...]:
+        """Where this blob's chunks are stored and asked for, in order."""
+        commitment = self.commitment
+        return tuple(chunk_address(ids_key, adder, commitment, c) for c in self.ids)
 
     def to_value(self) -> list[Value]:
         return [

@@ -54,7 +54,10 @@ ANNOUNCEMENT_KEY = Label(b"microsync/v1/announcement-key")
 VAULT_CHUNK = Label(b"microsync/v1/vault-chunk")  # AD of every chunk
 VAULT_ID_KEY = Label(b"microsync/v1/vault-id-key")  # epoch content key -> id key
 VAULT_CHUNK_ID = Label(b"microsync/v1/vault-chunk-id")
-VAULT_BLOB_ID = Label(b"microsync/v1/vault-blob-id")
+VAULT_BLOB_ID = Label(b"microsync/v2/vault-blob-id")  # v2: binds the adder and the key
+VAULT_KEY_COMMITMENT = Label(b"microsync/v1/vault-key-commitment")  # blob key -> commitment
+VAULT_CHUNK_ADDRESS = Label(b"microsync/v1/vault-chunk-address")  # (adder, key, chunk id)
+VAULT_BLOB_DETAILS = Label(b"microsync/v1/vault-blob-details")  # name, type, thumbnail
 
 # Local snapshots of app state (microsync.app.snapshot)
 SNAPSHOT_KEY = Label(b"microsync/v1/snapshot-key")

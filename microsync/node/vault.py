@@ -27,6 +27,12 @@ added are always kept: it may be the only holder. Under ``"all"``, a started dev
 the background whenever the vault gains a blob or the policy is set (and :meth:`Vault.prefetch`
 does it on demand, for example after a restart).
 
+Authorship: a blob's id and its chunks' addresses are scoped to the person who added it
+(:mod:`microsync.blobs.index`), so another member's announcement, copy or removal never
+changes, hides, or purges it; :attr:`Vault.refused` counts what was ignored. Each person's
+blobs count within a :class:`~microsync.blobs.Quota` on every device, and :meth:`Vault.add`
+refuses (:class:`~microsync.errors.VaultQuotaExceeded`) an add beyond it.
+
 Events (``group.events()``): ``"vault_added"`` and ``"vault_removed"``, with the
 :class:`~microsync.blobs.BlobRef` as ``detail``, for changes that arrive after the vault was
 first read in this process.
@@ -39,7 +45,7 @@ import builtins
 import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, cast
@@ -59,17 +65,28 @@ from microsync.blobs import (
     ChunkStore,
     Manifest,
     Purge,
+    Quota,
+    Refusal,
     VaultIndex,
     VaultKind,
     VaultOp,
+    chunk_address,
     chunk_count,
     chunk_length,
     id_key,
+    key_commitment,
 )
+from microsync.blobs.index import DEFAULT_QUOTA
 from microsync.blobs.manifest import MAX_MIME, MAX_NAME, MAX_THUMBNAIL
-from microsync.errors import DecodeError, DecryptionError, NotAMember, PeerUnreachable
+from microsync.errors import (
+    DecodeError,
+    DecryptionError,
+    NotAMember,
+    PeerUnreachable,
+    VaultQuotaExceeded,
+)
 from microsync.feed import GroupId, StoredEntry
-from microsync.identity import DeviceId
+from microsync.identity import DeviceId, PersonId
 
 if TYPE_CHECKING:
     from microsync.group.replica import GroupStore
@@ -103,7 +120,8 @@ class _Download:
     """One fetch's chunks still wanted, and what each peer was asked or lacks."""
 
     decryptor: BlobDecryptor
-    wanted: dict[ChunkId, int]  # chunk id -> index
+    addresses: tuple[ChunkId, ...]  # where each chunk is stored and asked for
+    wanted: dict[ChunkId, int]  # chunk address -> index
     sink: tuple[int, set[int]] | None  # (file descriptor, indices written) to decrypt into
     keep: bool  # keep the sealed chunks in the chunk store (the policy)
     asked: dict[DeviceId, set[ChunkId]] = field(default_factory=dict)
@@ -118,14 +136,17 @@ class _Download:
 class Vault:
     """The vault of one group on this device (``group.vault``)."""
 
-    def __init__(self, group: Group) -> None:
+    def __init__(self, group: Group, *, quota: Quota = DEFAULT_QUOTA) -> None:
+        """``quota``: what each person's blobs may hold (the same on every device: the
+        default, unless a test builds a vault with a smaller one)."""
         self._group = group
-        self._index = VaultIndex()
+        self._index = VaultIndex(quota=quota)
         self._seen: dict[DeviceId, int] = {}
         self._locked: dict[tuple[DeviceId, int], StoredEntry] = {}
         self._mine: set[BlobId] = set()
         self._downloads: list[_Download] = []
         self._id_keys: dict[BlobId, bytes] = {}  # blob -> the id key its manifest names
+        self._addresses: dict[BlobId, tuple[ChunkId, ...]] = {}  # cache of blob -> addresses
         self._loaded = False  # the first refresh folds history quietly (no events)
 
     # ------------------------------------------------------------------ plumbing
@@ -176,11 +197,26 @@ class Vault:
         self._locked.clear()
         before = dict(self._index.refs)
         purges = [p for s in retry + fresh if (p := self._fold(s)) is not None]
+        purges += self._reread_wanted()
         if purges:
             self._purge(purges)
+        if before.keys() != self._index.refs.keys():
+            for gone in [b for b in self._addresses if b not in self._index.refs]:
+                del self._addresses[gone]  # removed or crowded out: not kept in memory
         if self._loaded:
             self._announce_changes(before)
         self._loaded = True
+
+    def _reread_wanted(self) -> builtins.list[Purge]:
+        """Fold again the entries of blobs that came within their person's quota (their
+        manifests were not kept in memory while they were beyond it)."""
+        purges = []
+        for blob, (device, seq) in builtins.list(self._index.wanted.items()):
+            stored = self._store.entry_at(self._gid, device, seq)
+            if stored is not None and (purge := self._fold(stored)) is not None:
+                purges.append(purge)
+            self._index.wanted.pop(blob, None)  # read once: an unreadable one stays hidden
+        return purges
 
     def _announce_changes(self, before: dict[BlobId, BlobRef]) -> None:
         """Events for blobs added or removed since ``before``; under ``"all"``, fetch."""
@@ -212,32 +248,59 @@ class Vault:
             self._locked[(h.device, h.seq)] = stored  # no key yet: retried on refresh
             return None
         except DecodeError:
-            return None  # a member wrote garbage: it never counts
+            self._index.note(Refusal.UNREADABLE)  # a member wrote garbage: it never counts
+            return None
         ids_key = None
         if op.kind is VaultKind.ADD:
             assert op.manifest is not None
             ids_key = self._ids_key(op.manifest.epoch, stored.body)
             if ids_key is None:
                 return None
-            blob = op.manifest.blob_id(ids_key)
+            blob = op.manifest.blob_id(ids_key, certificate.person)
             self._id_keys[blob] = ids_key
             if h.device == replica.me.device:
                 self._mine.add(blob)  # added here: its chunks are kept whatever the policy
         return self._index.apply(
-            entry=stored.entry.id, person=certificate.person, hlc=h.hlc, op=op, ids_key=ids_key
+            entry=stored.entry.id,
+            person=certificate.person,
+            hlc=h.hlc,
+            op=op,
+            ids_key=ids_key,
+            where=(h.device, h.seq),
         )
 
     def _purge(self, purges: Sequence[Purge]) -> None:
         store = self._store
+        purges = [self._with_chunks(p) for p in purges]
         with store.transaction():
             for purge in purges:
                 for entry in purge.entries:
                     store.delete_body(entry)
         for purge in purges:
+            self._addresses.pop(purge.blob, None)
             self._chunks.delete_chunks(self._gid, purge.chunks)
         scrub = getattr(store, "scrub", None)
         if scrub is not None:
             scrub()
+
+    def _with_chunks(self, purge: Purge) -> Purge:
+        """``purge`` with its chunk addresses, reading its manifest entry if it was not in
+        memory (a blob beyond its person's quota when it was removed)."""
+        if purge.reread is None:
+            return purge
+        stored = self._store.entry_at(self._gid, *purge.reread)
+        certificate = self._store.certificate(purge.reread[0])
+        if stored is None or stored.body is None or certificate is None:
+            return purge
+        try:
+            op = VaultOp.from_bytes(self._group._replica.decrypt(stored))
+        except (DecryptionError, DecodeError):
+            return purge
+        ids_key = None if op.manifest is None else self._ids_key(op.manifest.epoch, stored.body)
+        if op.manifest is None or ids_key is None:
+            return purge
+        chunks = op.manifest.addresses(ids_key, certificate.person)
+        return Purge(purge.blob, chunks, purge.entries)
 
     # ------------------------------------------------------------------ reading
 
@@ -263,11 +326,28 @@ class Vault:
             raise KeyError(f"no blob {bytes(ref)[:4].hex()} in this vault")
         return blob
 
+    def chunks(self, ref: BlobRef | bytes | str) -> tuple[ChunkId, ...]:
+        """The addresses a blob's chunks are stored and asked for at, in order (scoped to
+        its adder: see :func:`~microsync.blobs.chunk_address`)."""
+        blob = self.get(ref)
+        found = self._addresses.get(blob.id)
+        if found is None:
+            manifest = self._index.manifests[blob.id]
+            found = manifest.addresses(self._id_keys[blob.id], blob.author)
+            self._addresses[blob.id] = found
+        return found
+
     def missing(self, ref: BlobRef | bytes | str) -> builtins.list[ChunkId]:
-        """Chunks of a blob this device does not hold."""
-        manifest = self._index.manifests[self.get(ref).id]
+        """Chunks of a blob this device does not hold (their addresses)."""
         chunks = self._chunks
-        return [c for c in manifest.ids if not chunks.has_chunk(self._gid, c)]
+        return [c for c in self.chunks(ref) if not chunks.has_chunk(self._gid, c)]
+
+    @property
+    def refused(self) -> Mapping[Refusal, int]:
+        """How many vault operations this device ignored, by reason: removals by someone
+        other than the adder, adds beyond their person's quota, entries that do not decode."""
+        self.refresh()
+        return dict(self._index.refused)
 
     def usage(self) -> VaultUsage:
         """Blobs, their size, and what this device holds of them."""
@@ -323,19 +403,26 @@ class Vault:
             pieces = _read(path, chunk_size)
         mime = mime or _guess_mime(label)
         _check_limits(label, mime, thumbnail, total, chunk_size)  # before any chunk is written
+        person = self._group._person()
+        self._check_quota(person, total, chunk_count(total, chunk_size), thumbnail)
         epoch = replica.ensure_writable(now=self._group._now())
         content = epoch.content
         assert content is not None
-        encryptor = BlobEncryptor(replica.me.rng(32), id_key(content.secret_bytes()), chunk_size)
+        ids_key = id_key(content.secret_bytes())
+        encryptor = BlobEncryptor(replica.me.rng(32), ids_key, chunk_size)
+        commitment = key_commitment(encryptor.key)
+        stored: builtins.list[ChunkId] = []
         try:
             for piece in pieces:
                 for sealed in encryptor.update(piece):
-                    self._chunks.put_chunk(self._gid, sealed.id, sealed.data)
+                    stored.append(chunk_address(ids_key, person, commitment, sealed.id))
+                    self._chunks.put_chunk(self._gid, stored[-1], sealed.data)
                     if progress is not None:
                         progress(min(encryptor.size, (sealed.index + 1) * chunk_size), total)
                 await asyncio.sleep(0)  # let sync and other tasks run between chunks
             last = encryptor.finish()
-            self._chunks.put_chunk(self._gid, last.id, last.data)
+            stored.append(chunk_address(ids_key, person, commitment, last.id))
+            self._chunks.put_chunk(self._gid, stored[-1], last.data)
             manifest = Manifest(
                 key=encryptor.key,
                 chunk_size=chunk_size,
@@ -346,13 +433,28 @@ class Vault:
                 mime=mime,
                 thumbnail=thumbnail,
             )
-            ref = self._announce(manifest, encryptor.blob_id)
+            ref = self._announce(manifest, manifest.blob_id(ids_key, person))
         except BaseException:
-            self._chunks.delete_chunks(self._gid, encryptor.ids)  # nothing names them
+            self._chunks.delete_chunks(self._gid, stored)  # nothing names them
             raise
         if progress is not None:
             progress(encryptor.size, total)
         return ref
+
+    def _check_quota(
+        self, person: PersonId, size: int, chunks: int, thumbnail: bytes | None
+    ) -> None:
+        """:class:`VaultQuotaExceeded` unless such a blob fits ``person``'s quota now."""
+        self.refresh()
+        if not self._index.room(person, size=size, chunks=chunks, thumbnail=len(thumbnail or b"")):
+            raise self._over_quota()
+
+    def _over_quota(self) -> VaultQuotaExceeded:
+        quota = self._index.quota
+        return VaultQuotaExceeded(
+            f"a person's blobs in a vault hold at most {quota.blobs} files, {quota.bytes} "
+            f"bytes, {quota.chunks} chunks and {quota.thumbnail_bytes} thumbnail bytes"
+        )
 
     def _announce(self, manifest: Manifest, blob: BlobId) -> BlobRef:
         replica = self._group._replica
@@ -360,7 +462,10 @@ class Vault:
         VaultOp.from_bytes(data)  # every limit checked before anything is written
         replica.append_content(VAULT_TYPE, data, now=self._group._now())
         self.refresh()
-        return self._index.refs[blob]
+        ref = self._index.refs.get(blob)
+        if ref is None:  # blobs of this person synced during the add took the room
+            raise self._over_quota()
+        return ref
 
     async def remove(self, ref: BlobRef | bytes | str) -> None:
         """Delete a blob for everyone (only the person who added it may): every device that
@@ -391,19 +496,20 @@ class Vault:
         ``timeout`` seconds; :class:`DecryptionError` if a chunk held here does not open."""
         blob = self.get(ref)
         decryptor = self._decryptor(blob.id)
+        addresses = self.chunks(blob)
         keep = self.policy != "on_demand" or blob.id in self._mine
         missing = set(self.missing(blob))
         target = Path(dest)
         temp = target.with_name(f".{target.name}.part")
         fd = os.open(temp, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            written = _resume(decryptor, fd, missing)
-            wanted = {
-                c: i for i, c in enumerate(decryptor.ids) if c in missing and i not in written
-            }
+            lacking = {i for i, a in enumerate(addresses) if a in missing}
+            written = _resume(decryptor, fd, lacking)
+            wanted = {a: i for i, a in enumerate(addresses) if i in lacking - written}
             if wanted:
-                await self._download(decryptor, wanted, progress, timeout, (fd, written), keep)
-            self._write_held(decryptor, fd, written)
+                job = _Download(decryptor, addresses, wanted, (fd, written), keep)
+                await self._download(job, progress, timeout)
+            self._write_held(decryptor, addresses, fd, written)
             os.ftruncate(fd, decryptor.size)
             os.fsync(fd)
             os.close(fd)
@@ -426,21 +532,33 @@ class Vault:
         blob = self.get(ref)
         if blob.id in self._mine:
             return 0
-        return self._chunks.delete_chunks(self._gid, self._index.manifests[blob.id].ids)
+        return self._chunks.delete_chunks(self._gid, self.chunks(blob))
 
     async def prefetch(self, *, timeout: float = 30.0) -> int:
         """Under the ``"all"`` policy, fetch every chunk this device lacks into its store;
-        returns how many blobs were completed (0 under the other policies)."""
+        returns how many blobs were completed (0 under the other policies). A blob no
+        connected peer can serve is skipped (another member's unfetchable announcement
+        never holds up the rest); :class:`PeerUnreachable` if some were and none completed."""
         if self.policy != "all":
             return 0
-        done = 0
+        done, skipped = 0, None
         for blob in self.list():
-            missing = self.missing(blob)
+            try:
+                missing = set(self.missing(blob))
+            except KeyError:
+                continue  # removed (or crowded out by its person's quota) meanwhile
             if missing:
-                manifest = self._index.manifests[blob.id]
-                wanted = {c: manifest.ids.index(c) for c in missing}
-                await self._download(self._decryptor(blob.id), wanted, None, timeout)
+                addresses = self.chunks(blob)
+                wanted = {a: i for i, a in enumerate(addresses) if a in missing}
+                job = _Download(self._decryptor(blob.id), addresses, wanted, None, True)
+                try:
+                    await self._download(job, None, timeout)
+                except PeerUnreachable as error:
+                    skipped = error
+                    continue
                 done += 1
+        if skipped is not None and not done:
+            raise skipped
         return done
 
     def _decryptor(self, blob: BlobId) -> BlobDecryptor:
@@ -450,10 +568,16 @@ class Vault:
             manifest.key, ids_key, manifest.chunk_size, manifest.size, manifest.ids
         )
 
-    def _write_held(self, decryptor: BlobDecryptor, fd: int, written: set[int]) -> None:
+    def _write_held(
+        self,
+        decryptor: BlobDecryptor,
+        addresses: Sequence[ChunkId],
+        fd: int,
+        written: set[int],
+    ) -> None:
         """Decrypt into ``fd`` every chunk not written yet, from the chunk store."""
         chunks = self._chunks
-        for index, chunk in enumerate(decryptor.ids):
+        for index, chunk in enumerate(addresses):
             if index in written:
                 continue
             sealed = chunks.get_chunk(self._gid, chunk)
@@ -465,18 +589,10 @@ class Vault:
                 chunks.delete_chunks(self._gid, [chunk])  # fetched again next time
                 raise
 
-    async def _download(
-        self,
-        decryptor: BlobDecryptor,
-        wanted: dict[ChunkId, int],
-        progress: Progress | None,
-        timeout: float,
-        sink: tuple[int, set[int]] | None = None,
-        keep: bool = True,
-    ) -> None:
-        job = _Download(decryptor, dict(wanted), sink, keep)
+    async def _download(self, job: _Download, progress: Progress | None, timeout: float) -> None:
+        decryptor = job.decryptor
         held = decryptor.size - sum(
-            chunk_length(decryptor.size, decryptor.chunk_size, i) for i in wanted.values()
+            chunk_length(decryptor.size, decryptor.chunk_size, i) for i in job.wanted.values()
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -558,7 +674,7 @@ class Vault:
         except DecryptionError:
             return None
         if job.keep:
-            self._chunks.put_chunk(self._gid, job.decryptor.ids[index], data, durable=False)
+            self._chunks.put_chunk(self._gid, job.addresses[index], data, durable=False)
         if job.sink is not None:
             os.pwrite(job.sink[0], plain, index * job.decryptor.chunk_size)
         return len(plain)
@@ -598,13 +714,13 @@ class Vault:
         return self._chunks.get_chunk(self._gid, chunk)
 
 
-def _resume(decryptor: BlobDecryptor, fd: int, missing: set[ChunkId]) -> set[int]:
+def _resume(decryptor: BlobDecryptor, fd: int, missing: set[int]) -> set[int]:
     """Indices of missing chunks a partly written file already holds, correct."""
     if os.fstat(fd).st_size == 0:
         return set()
     found = set()
-    for index, chunk in enumerate(decryptor.ids):
-        if chunk in missing:
+    for index in range(len(decryptor.ids)):
+        if index in missing:
             length = chunk_length(decryptor.size, decryptor.chunk_size, index)
             plain = os.pread(fd, length, index * decryptor.chunk_size)
             if decryptor.matches(index, plain):

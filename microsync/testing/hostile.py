@@ -29,6 +29,8 @@ What it can do:
 - :meth:`Hostile.backdated_op`: a removal, demotion, promotion, rotation or leave made as an
   honest device would have made it in an older causal past (announcement and wraps computed
   there), appended now: what a removed admin writes to pretend it had not heard.
+- :meth:`Hostile.read_content`: the plaintext of every content entry of a type it can open
+  (to copy and re-announce another member's entry).
 - :meth:`Hostile.forge_identity`: a made-up person and device (a certificate that verifies),
   and :meth:`Hostile.plant_certificate` to make this device hand it to peers at sync.
 
@@ -40,12 +42,14 @@ is tested against with it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from microsync.errors import DecryptionError
 from microsync.feed.entry import Entry, EntryId, GroupId, Header, body_hash, sign_entry
 from microsync.feed.trust import add_certificate
 from microsync.group.keys import EpochKey, Purpose, encrypt_content
@@ -289,6 +293,16 @@ class Hostile:
             op = replace(op, epoch=announcement)
             bundles.append(rotation)
         return op, bundles, seal
+    def read_content(self, type: int) -> list[tuple[Entry, bytes]]:
+        """Every content entry of ``type`` this device holds that it can open, with its
+        plaintext (what a member reads to copy, tweak and re-announce someone's entry)."""
+        store, found = self.replica.store, []
+        for device in store.feeds(self.replica.id):
+            for stored in store.entries(self.replica.id, device, 0):
+                if stored.entry.header.type == type and stored.body is not None:
+                    with contextlib.suppress(DecryptionError):
+                        found.append((stored.entry, self.replica.decrypt(stored)))
+        return found
 
     def membership_ops(self) -> list[EntryId]:
         """The ids of the membership operations this device holds, in resolution order (to
