@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -349,25 +349,39 @@ async def test_a_peer_serving_a_partial_view_shows_as_stale(tmp_path: Path) -> N
 # ---------------------------------------------------------------------- over TCP
 
 
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
 async def test_a_fork_is_caught_between_real_devices_over_tcp(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        alice, carol, mallory = await three(stack, tmp_path)
+        alice, carol, mallory, bob = await family_of(
+            stack, tmp_path, "Alice", "Carol", "Mallory", "Bob"
+        )
         evil = Hostile.of_group(mallory)
         m = evil.identity.device_id
-        await mallory._device.start(lan=False, port=0)
-        await alice._device.start(lan=False, port=0)
-        stack.push_async_callback(mallory._device.stop)
-        stack.push_async_callback(alice._device.stop)
+        for device in (mallory._device, alice._device):
+            await device.start(lan=False, port=0)
+            stack.push_async_callback(device.stop)
+        alice_at = f"127.0.0.1:{alice._device.port}"
+        await bob._device.start(lan=False, port=None, peers=(alice_at,))  # live with Alice
+        stack.push_async_callback(bob._device.stop)
+        await eventually(lambda: any(p.synced for p in bob._device.peers()))
         [a], [b] = versions(evil)  # version A in Mallory's own feed ...
         k = evil.head()[0]
         await alice._device.sync_with("127.0.0.1", mallory._device.port or 0)
         assert "version A 0" in texts(alice)
         assert carol._device.receive(carol.id, [b]) == 1  # ... version B handed to Carol
-        heard = [await listening(stack, g) for g in (alice, carol)]
+        heard = [await listening(stack, g) for g in (alice, carol, bob)]
 
         await carol._device.sync_with("127.0.0.1", alice._device.port or 0)
 
-        for group, listener in zip((alice, carol), heard, strict=True):
+        # Bob, connected live to Alice, is passed the evidence as soon as she has it
+        await eventually(lambda: forked_at(bob, m) == k)
+        for group, listener in zip((alice, carol, bob), heard, strict=True):
             assert forked_at(group, m) == k
             assert evidence(group, m) == {frozenset((a[0], b[0]))}
             assert not {"version A 0", "version B 0"} & texts(group)

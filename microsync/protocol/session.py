@@ -827,21 +827,22 @@ class SyncSession:
     def _fork_host(self) -> ForkHost | None:
         return self.host if isinstance(self.host, ForkHost) else None
 
-    def _serves_fully(self, g: _GroupSync) -> bool:
-        """May the peer be told of forks: a member's device (not a former one: a fork past its
-        exit is news it must not get)."""
-        return self._serves(g) and g.limit is None
+    def _may_tell(self, g: _GroupSync, device: DeviceId, seq: int) -> bool:
+        """May the peer be sent our entry of ``device``'s feed at ``seq`` (in a conflict or in
+        evidence): it is served, and a former member only within the causal past of its exit."""
+        return self._serves(g) and (g.limit is None or seq <= g.limit.get(device, 0))
 
     def _share_forks(self, g: _GroupSync, *, also: DeviceId | None = None) -> None:
         """Send the evidence of every fork the peer is not known to hold (and of ``also``'s
         feed in any case), with the certificates it needs to check it."""
         host = self._fork_host()
-        if host is None or not self._serves_fully(g):
+        if host is None:
             return
         fresh = [
-            e
-            for e in host.fork_evidence(g.group)
-            if e[1] < g.forks_shared.get(e[0], e[1] + 1) or e[0] == also
+            (device, seq, first, second)
+            for device, seq, first, second in host.fork_evidence(g.group)
+            if (seq < g.forks_shared.get(device, seq + 1) or device == also)
+            and self._may_tell(g, device, seq)
         ]
         if not fresh:
             return
@@ -857,29 +858,28 @@ class SyncSession:
         host = self._fork_host()
         if host is None:
             return
+        ours = self.host.frontier(g.group)
         check = compare_heads(
             heads,
-            self.host.frontier(g.group),
+            ours,
             host.forks(g.group),
             lambda d, seq: next(iter(host.entry_wires(g.group, d, seq, 1)), None),
         )
         if g.peer_serves and check.stale:
             self.stats.stale.update(check.stale)
-        if not self._serves_fully(g):
-            return
         for device, seq in check.conflicts:
-            self._send_conflict(g, device, seq)
-            held = self.host.frontier(g.group).get(device, (0, b""))[0]
-            g.peer_known[device] = max(held, g.peer_known.get(device, 0))  # ours won't chain
+            if self._send_conflict(g, device, seq):  # ours from there on will not chain
+                g.peer_known[device] = max(ours[device][0], g.peer_known.get(device, 0))
 
-    def _send_conflict(self, g: _GroupSync, device: DeviceId, seq: int) -> None:
+    def _send_conflict(self, g: _GroupSync, device: DeviceId, seq: int) -> bool:
         host = self._fork_host()
-        if host is None or not self._serves_fully(g):
-            return
+        if host is None or not self._may_tell(g, device, seq):
+            return False
         run = host.entry_wires(g.group, device, seq, self.options.limits.max_conflict_entries)
         if run:
             self._send(Conflict(group=g.group, entries=tuple(run)))
             g.conflicts_out += g.peer_serves  # a peer that serves us answers it
+        return bool(run)
 
     # ------------------------------------------------------------------ helpers
 
