@@ -32,6 +32,7 @@ from microsync.protocol.messages import (
     Message,
     encode_message,
 )
+from microsync.protocol.session import SyncOptions
 from microsync.testing.hostile import Hostile
 from tests.sync_helpers import DeviceHost, connect, deliver, pump, sync_pair
 from tests.test_app_group import family_of
@@ -391,3 +392,22 @@ async def test_a_fork_is_caught_between_real_devices_over_tcp(tmp_path: Path) ->
         await alice._device.sync_with("127.0.0.1", mallory._device.port or 0)
         assert forked_at(mallory, m) == k  # Mallory was told
         assert alice._replica.store.entry_at(alice.id, m, later.header.seq) is None
+
+
+async def test_a_peer_sending_conflict_after_conflict_is_cut_off(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, carol, mallory = await three(stack, tmp_path)
+        [a], _ = versions(Hostile.of_group(mallory))
+        alice._device.receive(alice.id, [a])
+        link = connect(
+            DeviceHost(alice._device),
+            DeviceHost(carol._device),
+            options_a=SyncOptions(max_conflicts=2),
+        )
+        pump(link)
+        before = dump(alice)
+        for _ in range(3):  # Alice's own version back at her: nothing to learn, but work
+            link.to_a.append(encode_message(Conflict(group=GroupId(alice.id), entries=(a[0],))))
+            deliver(link, "b")
+        assert isinstance(link.a.error, RemoteProtocolError) and link.a.closed
+        assert dump(alice) == before

@@ -234,11 +234,11 @@ def accept_fork_evidence(store: FeedStore, group: GroupId, first: bytes, second:
     check_prev(hb)
     if store.author_status(ha.device) is AuthorStatus.UNKNOWN:  # a revoked one may fork too
         raise AuthorNotCertified("no certificate for the signing device")
+    if not _lowers(store, group, ha.device, ha.seq):
+        return False  # known as far down already: not even worth a signature check
     a.verify_signature()
     b.verify_signature()
     with store.transaction():
-        if not _lowers(store, ha.group, ha.device, ha.seq):
-            return False
         _fork(store, b, first)
     return True
 
@@ -262,11 +262,11 @@ def accept_conflict(store: FeedStore, group: GroupId, wires: Sequence[bytes]) ->
     if found is None or store.author_status(device) is AuthorStatus.UNKNOWN:
         return None
     theirs, ours = found
-    theirs.verify_signature()
     seq = theirs.header.seq
+    if not _lowers(store, group, device, seq):
+        return None
+    theirs.verify_signature()
     with store.transaction():
-        if not _lowers(store, group, device, seq):
-            return None
         _fork(store, theirs, ours)
     below = store.entry_at(group, device, seq - 1) if seq > 1 else None
     earlier = below is not None and theirs is run[-1] and theirs.header.prev != below.entry.id

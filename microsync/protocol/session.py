@@ -248,6 +248,7 @@ class SyncOptions:
     max_key_rounds: int = 4
     ephemeral_per_minute: int = 120  # from the peer; more are dropped (and counted)
     max_chunks_outstanding: int = 64  # vault chunk ids asked of the peer, unanswered, per group
+    max_conflicts: int = 256  # Conflicts from the peer per group per session (a walk back)
     idle_timeout_ms: int = 90_000
     keepalive_ms: int = 30_000
     limits: Limits = LIMITS
@@ -330,6 +331,7 @@ class _GroupSync:
     limit_heads: dict[DeviceId, tuple[int, EntryId]] = field(default_factory=dict)
     forks_shared: dict[DeviceId, int] = field(default_factory=dict)  # evidence sent or received
     conflicts_out: int = 0  # Conflicts sent to a peer that serves us, not answered yet
+    conflicts_in: int = 0
 
 
 def group_tag(key: bytes, channel_binding: bytes, role: bytes) -> bytes:
@@ -798,6 +800,9 @@ class SyncSession:
         if host is None:
             return
         g.conflicts_out = max(0, g.conflicts_out - 1)  # the peer's answer to ours, or its own
+        g.conflicts_in += 1
+        if g.conflicts_in > self.options.max_conflicts:  # each costs lookups and an answer
+            raise RemoteProtocolError("more conflicts than a walk back needs")
         try:
             found = host.accept_conflict(m.group, self.peer_device, m.entries)
             device, _ = feed_position(m.entries[0][:-SIGNATURE_SIZE])
