@@ -27,11 +27,13 @@ Theory of operation (``docs/sync.md`` has the full story)
 6. **Keys.** After the peer's ``Done`` (or equal digests), and after live entries, keys the host
    misses are asked for once each; answers are ``KeyResponse`` or ``KeyRefused``.
 7. **Forks** (a :class:`~microsync.protocol.forks.ForkHost`). The digest covers the fork points
-   too. A serving side passes on the fork evidence the peer may lack (``ForkEvidence``) before
-   its frontier, then checks the peer's frontier head ids against its own entries: a different
-   entry at a position both hold sends the peer ours from there back (``Conflict``), which
-   gives the peer the evidence, and it passes it back. A served side notes the feeds where the
-   peer's (whole) view is older than ours in ``stats.stale``.
+   too. A serving side passes on the fork evidence the peer may lack (``ForkEvidenceMessage``)
+   before its frontier, then checks the peer's frontier head ids against its own entries: a
+   different entry at a position both hold sends the peer ours from there back (``Conflict``),
+   which gives the peer the evidence; it answers with the evidence (or, if the feeds differ
+   further back, with its own entries from there: a walk back). A side that sent a
+   ``Conflict`` is not ``synced`` until it is answered. A served side notes the feeds where
+   the peer's (whole) view is older than ours in ``stats.stale``.
 
 Invariants: every legal (state, message) pair is a row of :data:`TRANSITIONS`; anything else,
 and any malformed record, closes the session with an ``ErrorMessage`` before the host is
