@@ -411,3 +411,24 @@ async def test_a_peer_sending_conflict_after_conflict_is_cut_off(tmp_path: Path)
             deliver(link, "b")
         assert isinstance(link.a.error, RemoteProtocolError) and link.a.closed
         assert dump(alice) == before
+
+
+async def test_a_fork_stays_known_and_hidden_after_a_restart(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, carol, mallory = await three(stack, tmp_path)
+        evil = Hostile.of_group(mallory)
+        [a], [b] = versions(evil)
+        alice._device.receive(alice.id, [a])
+        carol._device.receive(carol.id, [b])
+        texts(alice)  # the view is loaded, so closing saves a snapshot of it
+        sync_pair(DeviceHost(alice._device), DeviceHost(carol._device))
+        await alice._device.close()
+        again = await stack.enter_async_context(
+            await microsync.Device.open(tmp_path / "Alice", name="Alice")
+        )
+        group = again.group(alice.id)
+        heard = await listening(stack, group)
+        assert forked_at(group, evil.identity.device_id) == evil.head()[0]
+        assert not {"version A 0", "version B 0"} & texts(group)
+        sync_pair(DeviceHost(again), DeviceHost(carol._device))
+        assert await heard.forks() == []  # known already: no second event
