@@ -432,3 +432,23 @@ async def test_a_fork_stays_known_and_hidden_after_a_restart(tmp_path: Path) -> 
         assert not {"version A 0", "version B 0"} & texts(group)
         sync_pair(DeviceHost(again), DeviceHost(carol._device))
         assert await heard.forks() == []  # known already: no second event
+
+
+async def test_a_one_shot_sync_waits_for_the_answer_to_its_conflict(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, carol, mallory = await three(stack, tmp_path)
+        evil = Hostile.of_group(mallory)
+        m = evil.identity.device_id
+        a, b = versions(evil, run=4)
+        alice._device.receive(alice.id, a)  # Alice is ahead: only she can compare ...
+        carol._device.receive(carol.id, b[:1])
+        link = connect(DeviceHost(alice._device), DeviceHost(carol._device))
+        while not link.a.synced:  # ... and she stops the moment she is synced (sync_with)
+            assert link.to_a or link.to_b, "nothing in flight, and not synced"
+            if link.to_b and not link.a.synced:
+                deliver(link, "a")
+            if link.to_a:
+                deliver(link, "b")
+        k = evil.head()[0] - 3
+        assert forked_at(alice, m) == k and forked_at(carol, m) == k
+        assert evidence(alice, m) == evidence(carol, m) == {frozenset((a[0][0], b[0][0]))}
