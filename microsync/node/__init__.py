@@ -606,7 +606,8 @@ class Group(PresenceMixin):
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Every change from now on, as it is applied: new posts, replies, edits, deletes,
-        expiries, reactions, members joining or leaving. Iterate with ``async for``."""
+        expiries, reactions, members joining or leaving, a device found forked (its posts from
+        the fork on are then gone from :meth:`feed`). Iterate with ``async for``."""
         self._timeline()
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._listeners.append(queue)
