@@ -17,6 +17,7 @@ bytes, and decryption failures never say *why* they failed.
     │   ├── SequenceGap
     │   ├── BodyMismatch
     │   ├── ForkedFeed
+    │   ├── BadForkEvidence
     │   └── PendingQuotaExceeded
     ├── DecryptionError             deliberately opaque
     ├── ProtocolError
@@ -36,6 +37,7 @@ from __future__ import annotations
 __all__ = [
     "AuthorNotCertified",
     "AuthorRevoked",
+    "BadForkEvidence",
     "BadSignature",
     "BodyMismatch",
     "DecodeError",
@@ -112,6 +114,11 @@ class BodyMismatch(VerificationError):
 
 class ForkedFeed(VerificationError):
     """The device forked its feed; nothing at or after the fork point is accepted."""
+
+
+class BadForkEvidence(VerificationError):
+    """Entries offered as proof of a fork do not prove one: they are not different entries of
+    one device's feed at one position (or, for a conflict, not one run of that feed)."""
 
 
 class PendingQuotaExceeded(VerificationError):

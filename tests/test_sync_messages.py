@@ -19,6 +19,7 @@ from microsync.protocol.messages import (
     ChunkData,
     ChunkMissing,
     ChunkRequest,
+    Conflict,
     Credit,
     Digest,
     Done,
@@ -26,6 +27,7 @@ from microsync.protocol.messages import (
     Ephemeral,
     ErrorCode,
     ErrorMessage,
+    ForkEvidenceMessage,
     Frontier,
     FrontierHead,
     Hello,
@@ -112,6 +114,17 @@ messages: st.SearchStrategy[Message] = st.one_of(
         st.binary(max_size=300),
     ),
     st.builds(
+        lambda g, e: Conflict(group=g, entries=tuple(e)),
+        groups,
+        st.lists(st.binary(max_size=300), min_size=1, max_size=16),
+    ),
+    st.builds(
+        lambda g, a, b: ForkEvidenceMessage(group=g, first=a, second=a + b),
+        groups,
+        st.binary(max_size=300),
+        st.binary(min_size=1, max_size=300),
+    ),
+    st.builds(
         lambda c, r: ErrorMessage(code=c, reason=r),
         st.sampled_from(ErrorCode),
         st.text(max_size=50),
@@ -151,7 +164,7 @@ def test_arbitrary_bytes_decode_or_raise_decode_error(data: bytes) -> None:
 
 
 def test_every_type_has_a_strategy_and_a_code() -> None:
-    assert {t.value for t in MsgType} == set(range(1, 19))
+    assert {t.value for t in MsgType} == set(range(1, 21))
     assert message_type(Bye()) is MsgType.BYE
 
 
@@ -207,6 +220,13 @@ G = b"\x07" * 32
         raw(WIRE_VERSION, MsgType.CHUNK_DATA, G, b"c" * 33, b"data"),
         raw(WIRE_VERSION, MsgType.CHUNK_DATA, G, b"c" * 32, b"d" * (LIMITS.max_chunk_data + 1)),
         raw(WIRE_VERSION, MsgType.CHUNK_DATA, G, b"c" * 32),
+        raw(WIRE_VERSION, MsgType.CONFLICT, G, []),  # an empty conflict
+        raw(WIRE_VERSION, MsgType.CONFLICT, G, [b"w"] * 17),  # more than 16 entries
+        raw(WIRE_VERSION, MsgType.CONFLICT, G, [b"w" * 4161]),  # longer than an entry
+        raw(WIRE_VERSION, MsgType.CONFLICT, G, ["text"]),
+        raw(WIRE_VERSION, MsgType.FORK_EVIDENCE, G, b"a", b"a"),  # one entry twice
+        raw(WIRE_VERSION, MsgType.FORK_EVIDENCE, G, b"a", b"b" * 4161),
+        raw(WIRE_VERSION, MsgType.FORK_EVIDENCE, G, b"a"),
     ],
 )
 def test_malformed_records_raise_decode_error(record: bytes) -> None:
@@ -266,3 +286,24 @@ def test_chunk_data_records_are_the_generic_canonical_encoding(size: int) -> Non
 def test_malformed_chunk_data_records_are_refused(record: bytes) -> None:
     with pytest.raises(DecodeError):
         decode_message(record)
+
+
+# Known-answer vectors: the exact bytes of the fork messages (docs/sync.md, "Messages").
+# 0x84/0x85 array head, 0x01 version, 0x13 (19) / 0x14 (20) type, 0x58 0x20 + 32-byte group,
+# then the fields; any change to these bytes is a wire change.
+FORK_VECTORS = [
+    (
+        Conflict(group=GroupId(G), entries=(b"\xaa" * 3, b"\xbb")),
+        "840113" + "5820" + "07" * 32 + "82" + "43aaaaaa" + "41bb",
+    ),
+    (
+        ForkEvidenceMessage(group=GroupId(G), first=b"\x01\x02", second=b"\x03"),
+        "850114" + "5820" + "07" * 32 + "420102" + "4103",
+    ),
+]
+
+
+@pytest.mark.parametrize(("message", "hex_record"), FORK_VECTORS)
+def test_fork_messages_match_their_known_answer_bytes(message: Message, hex_record: str) -> None:
+    assert encode_message(message).hex() == hex_record
+    assert decode_message(bytes.fromhex(hex_record)) == message

@@ -32,7 +32,7 @@ from microsync.state import Document, Op, encode_op
 if TYPE_CHECKING:
     from microsync.group.replica import GroupReplica
 
-__all__ = ["AppMixin", "Event", "Post"]
+__all__ = ["AppMixin", "DeviceForked", "Event", "Post"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,14 +55,24 @@ class Post:
 class Event:
     """Something that happened in a group: ``kind`` is ``"post"``, ``"reply"``, ``"edit"``,
     ``"delete"``, ``"expire"``, ``"reaction"``, ``"member_joined"``, ``"member_left"``,
-    ``"presence"``, ``"location"`` or ``"doc"``. ``detail`` carries the
-    :class:`~microsync.app.presence.Presence`, :class:`~microsync.app.presence.Location` or
-    document name the event is about."""
+    ``"presence"``, ``"location"``, ``"doc"`` or ``"device_forked"``. ``detail`` carries the
+    :class:`~microsync.app.presence.Presence`, :class:`~microsync.app.presence.Location`,
+    document name or :class:`DeviceForked` the event is about (``person``: the forked
+    device's owner)."""
 
     kind: str
     post: Post | None = None
     person: PersonId | None = None
     detail: object = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceForked:
+    """A device signed two different entries at one position of its feed (a cloned or
+    restored-from-backup device key): nothing it wrote from ``seq`` on is accepted or shown."""
+
+    device: DeviceId
+    seq: int
 
 
 def tombstone(reply_to: EntryId | None) -> AppOp:
@@ -154,12 +164,28 @@ class AppMixin:
     def _app_entries_after(self, frontier: dict[DeviceId, int]) -> list[StoredEntry]:
         store = self._replica.store
         group = self._replica.id
+        feeds = store.feeds(group)
         return [
             s
-            for device in store.feeds(group)
+            for device, status in feeds.items()
             for s in store.entries(group, device, after_seq=frontier.get(device, 0))
             if s.entry.header.type == APP_TYPE
+            and (status.forked_at is None or s.entry.header.seq < status.forked_at)
         ]
+
+    def _forget_forked(self, forks: Mapping[DeviceId, int]) -> None:
+        """Feeds were found forked at ``forks`` (device -> seq): rebuild the view from the store
+        without what they hold from there on. The saved snapshot may hold it, so it goes."""
+        self._replica.store.put_meta(self._snapshot_key, b"")
+        if self._provisional:
+            self._provisional = {
+                i: (e, b)
+                for i, (e, b) in self._provisional.items()
+                if e.header.seq < forks.get(e.header.device, e.header.seq + 1)
+            }
+        if self._app is not None:
+            self._app = None
+            self._timeline()
 
     def _load_snapshot(self) -> bool:
         """Fold this device's snapshot plus the tail of the store; ``False`` (and nothing

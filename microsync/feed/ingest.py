@@ -15,6 +15,13 @@ Theory of operation
   at that ``seq`` and pending entries at or after it are dropped; later entries at or after the
   fork point raise ``ForkedFeed``.
 
+Forks are also learnt without a second full entry: :func:`accept_fork_evidence` keeps a pair of
+signed headers a peer passed on (both verified: one device, one ``seq``, two ids), and
+:func:`accept_conflict` compares a peer's run of its own headers with ours, from a position
+where the two views disagree, and keeps the lowest pair that differs. Either way only a
+*lower* fork point than the one already known is written, so a peer cannot grow the evidence
+kept for a feed beyond one pair per position it lowers.
+
 Any error leaves the store exactly as it was: checks run before the first write, and a
 failure during writing rolls the transaction back.
 
@@ -31,6 +38,8 @@ from dataclasses import dataclass
 
 from microsync.crypto import SigningKey
 from microsync.errors import (
+    AuthorNotCertified,
+    BadForkEvidence,
     DecodeError,
     ForkedFeed,
     MicrosyncError,
@@ -49,11 +58,28 @@ from microsync.feed.entry import (
     parse_entry,
     sign_entry,
 )
-from microsync.feed.store import FeedStatus, FeedStore, ForkEvidence
-from microsync.feed.validate import Placement, check_author, check_body, check_group, place
+from microsync.feed.store import AuthorStatus, FeedStatus, FeedStore, ForkEvidence
+from microsync.feed.validate import (
+    Placement,
+    check_author,
+    check_body,
+    check_group,
+    check_prev,
+    place,
+)
 from microsync.identity import DeviceId
 
-__all__ = ["DEFAULT_PENDING_QUOTA", "Ingested", "Outcome", "append", "ingest", "ingest_many"]
+__all__ = [
+    "DEFAULT_PENDING_QUOTA",
+    "Conflicted",
+    "Ingested",
+    "Outcome",
+    "accept_conflict",
+    "accept_fork_evidence",
+    "append",
+    "ingest",
+    "ingest_many",
+]
 
 DEFAULT_PENDING_QUOTA = 4096
 
@@ -179,6 +205,89 @@ def _fork(store: FeedStore, entry: Entry, first: bytes) -> Ingested:
     )
     store.delete_pending(h.group, h.device, h.seq, 2**63 - 1)
     return Ingested(outcome=Outcome.FORK, entry=entry)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conflicted:
+    """What :func:`accept_conflict` found: the feed differs from ours at ``seq`` (the fork
+    point as far as this run shows); ``earlier``: it differs below the run too (the peer's
+    entry at ``seq`` names another ``prev`` than ours), so the fork is further back."""
+
+    device: DeviceId
+    seq: int
+    earlier: bool
+
+
+def accept_fork_evidence(store: FeedStore, group: GroupId, first: bytes, second: bytes) -> bool:
+    """Verify two signed headers as proof that their device forked its feed of ``group`` and
+    keep them; ``True`` when they lowered (or set) the feed's fork point here. Raises
+    ``DecodeError`` / ``VerificationError`` (``BadForkEvidence``, ``BadSignature``...) for
+    anything that is not such a proof, ``AuthorNotCertified`` for a device this store has no
+    certificate of; nothing changes then."""
+    a, b = parse_entry(first), parse_entry(second)
+    ha, hb = a.header, b.header
+    check_group(ha, group)
+    check_group(hb, group)
+    if ha.device != hb.device or ha.seq != hb.seq or a.id == b.id:
+        raise BadForkEvidence("not two entries of one device at one position")
+    check_prev(ha)
+    check_prev(hb)
+    if store.author_status(ha.device) is AuthorStatus.UNKNOWN:  # a revoked one may fork too
+        raise AuthorNotCertified("no certificate for the signing device")
+    if not _lowers(store, group, ha.device, ha.seq):
+        return False  # known as far down already: not even worth a signature check
+    a.verify_signature()
+    b.verify_signature()
+    with store.transaction():
+        _fork(store, b, first)
+    return True
+
+
+def accept_conflict(store: FeedStore, group: GroupId, wires: Sequence[bytes]) -> Conflicted | None:
+    """A peer's own entries of one feed (headers), from ``seq`` going back one by one: keep
+    the lowest that differs from ours as fork evidence (its signature verified) and say where
+    it is. ``None`` when none differs from what is stored here, the fork is known already at
+    or below it, or the author is unknown here. Raises ``DecodeError`` /
+    ``VerificationError`` when the run is not one signed, chained run of one feed."""
+    run = [parse_entry(w) for w in wires]
+    _check_run(run, group)
+    device = run[0].header.device
+    found: tuple[Entry, bytes] | None = None
+    for theirs in run:  # from the highest: the first equal one means all below are equal
+        stored = store.entry_at(group, device, theirs.header.seq)
+        if stored is not None and stored.entry.id == theirs.id:
+            break
+        if stored is not None:
+            found = (theirs, stored.entry.wire)
+    if found is None or store.author_status(device) is AuthorStatus.UNKNOWN:
+        return None
+    theirs, ours = found
+    seq = theirs.header.seq
+    if not _lowers(store, group, device, seq):
+        return None
+    theirs.verify_signature()
+    with store.transaction():
+        _fork(store, theirs, ours)
+    below = store.entry_at(group, device, seq - 1) if seq > 1 else None
+    earlier = below is not None and theirs is run[-1] and theirs.header.prev != below.entry.id
+    return Conflicted(device=device, seq=seq, earlier=earlier)
+
+
+def _check_run(run: Sequence[Entry], group: GroupId) -> None:
+    top = run[0].header
+    for i, entry in enumerate(run):
+        h = entry.header
+        check_group(h, group)
+        check_prev(h)
+        if h.device != top.device or h.seq != top.seq - i:
+            raise BadForkEvidence("a conflict must be one feed, going back one entry at a time")
+        if i and run[i - 1].header.prev != entry.id:
+            raise BadForkEvidence("a conflict's entries must chain")
+
+
+def _lowers(store: FeedStore, group: GroupId, device: DeviceId, seq: int) -> bool:
+    forked_at = store.feed_status(group, device).forked_at
+    return forked_at is None or seq < forked_at
 
 
 def _promote(store: FeedStore, last: Entry) -> list[Entry]:

@@ -28,7 +28,7 @@ from microsync.errors import (
 from microsync.feed.entry import MAX_BODY_SIZE, EntryId, GroupId, Header, body_hash
 from microsync.feed.store import AuthorStatus, FeedStatus
 
-__all__ = ["Placement", "check_author", "check_body", "check_group", "place"]
+__all__ = ["Placement", "check_author", "check_body", "check_group", "check_prev", "place"]
 
 
 class Placement(enum.Enum):
@@ -59,12 +59,16 @@ def check_author(status: AuthorStatus) -> None:
         raise AuthorRevoked("the signing device was revoked")
 
 
+def check_prev(header: Header) -> None:
+    if (header.prev is None) != (header.seq == 1):
+        raise PrevMismatch("prev must be empty exactly for the first entry")
+
+
 def place(
     header: Header, entry_id: EntryId, feed: FeedStatus, id_at_seq: EntryId | None
 ) -> Placement:
     """Decide where an entry goes. ``id_at_seq``: the stored id at ``header.seq``, if any."""
-    if (header.prev is None) != (header.seq == 1):
-        raise PrevMismatch("prev must be empty exactly for the first entry")
+    check_prev(header)
     if header.seq <= feed.head_seq:
         return Placement.DUPLICATE if id_at_seq == entry_id else Placement.FORK
     if feed.forked_at is not None and header.seq >= feed.forked_at:

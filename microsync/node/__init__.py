@@ -25,7 +25,7 @@ from types import TracebackType
 from typing import Self
 
 from microsync import encoding
-from microsync.app.api import Event, Post
+from microsync.app.api import DeviceForked, Event, Post
 from microsync.app.presence import PresenceMixin
 from microsync.blobs import BlobRef
 from microsync.crypto import X25519SecretKey, fingerprint, system_rng
@@ -427,6 +427,7 @@ class Device(NetworkMixin):
         known = {e.id: by_wire[e.wire] for e in accepted if e.wire in by_wire}
         group._app_received(accepted, known)
         group._check_members()
+        group._check_forks()
         return sum(1 for r in results if not isinstance(r, MicrosyncError))
 
     async def close(self) -> None:
@@ -500,6 +501,7 @@ class Group(PresenceMixin):
         self._replica = replica
         replica.on_append = device._changed
         self._known_members = set(replica.state.members)
+        self._known_forks = self._fork_points()
         self._listeners: list[asyncio.Queue[Event]] = []
 
     @property
@@ -578,13 +580,34 @@ class Group(PresenceMixin):
             self._emit(Event("member_left", person=person))
         self._known_members = now
 
+    def _fork_points(self) -> dict[DeviceId, int]:
+        feeds = self._replica.store.feeds(self.id)
+        return {d: s.forked_at for d, s in feeds.items() if s.forked_at is not None}
+
+    def _check_forks(self) -> None:
+        """Emit ``device_forked`` for every fork found (or found earlier in its feed) since the
+        last check, and take what the device wrote from its fork on out of the view."""
+        points = self._fork_points()
+        fresh = {d: s for d, s in points.items() if s < self._known_forks.get(d, s + 1)}
+        self._known_forks = points
+        if not fresh:
+            return
+        self._forget_forked(points)
+        for device, seq in sorted(fresh.items()):
+            certificate = self._replica.store.certificate(device)
+            person = None if certificate is None else certificate.person
+            self._emit(
+                Event("device_forked", person=person, detail=DeviceForked(device=device, seq=seq))
+            )
+
     def _emit(self, event: Event) -> None:
         for queue in self._listeners:
             queue.put_nowait(event)
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Every change from now on, as it is applied: new posts, replies, edits, deletes,
-        expiries, reactions, members joining or leaving. Iterate with ``async for``."""
+        expiries, reactions, members joining or leaving, a device found forked (its posts from
+        the fork on are then gone from :meth:`feed`). Iterate with ``async for``."""
         self._timeline()
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._listeners.append(queue)

@@ -1,5 +1,10 @@
 """The :class:`~microsync.protocol.session.SyncHost` of a :class:`~microsync.node.Device`: the
-thin layer between a sync session and the device's store and group replicas."""
+thin layer between a sync session and the device's store and group replicas.
+
+It is also a :class:`~microsync.protocol.forks.ForkHost`: a forked feed is served and claimed
+only up to the entry before its fork (what every device that knows the fork agrees on), and
+every fork learnt from a peer is handed to the group (its ``device_forked`` event) and to the
+runtime (which passes the evidence on to the other connections)."""
 
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ from typing import TYPE_CHECKING, Final
 from microsync import encoding
 from microsync.blobs import ChunkId
 from microsync.encoding import expect_int, expect_list
-from microsync.errors import DecodeError, MicrosyncError, NotAMember
+from microsync.errors import AuthorNotCertified, DecodeError, MicrosyncError, NotAMember
 from microsync.feed import EntryId, GroupId, StoredEntry
+from microsync.feed.ingest import Conflicted, accept_conflict, accept_fork_evidence
 from microsync.group.keys import Purpose
 from microsync.group.ops import MEMBERSHIP_TYPE, OpKind
 from microsync.group.replica import GroupReplica
@@ -91,23 +97,34 @@ class DeviceHost:
         return found
 
     def frontier(self, group: GroupId) -> dict[DeviceId, tuple[int, EntryId]]:
-        feeds = self.device._store.feeds(group)
-        return {
-            device: (status.head_seq, status.head_id)
-            for device, status in feeds.items()
-            if status.head_seq > 0 and status.head_id is not None
-        }
+        """Per feed its head; for a forked feed, the entry just before the fork."""
+        store = self.device._store
+        heads = {}
+        for device, status in store.feeds(group).items():
+            seq, head = status.head_seq, status.head_id
+            if status.forked_at is not None and seq >= status.forked_at:
+                before = store.entry_at(group, device, status.forked_at - 1)
+                seq, head = (
+                    (0, None) if before is None else (before.entry.header.seq, before.entry.id)
+                )
+            if seq > 0 and head is not None:
+                heads[device] = (seq, head)
+        return heads
 
     def entries_after(
         self, group: GroupId, frontier: Mapping[DeviceId, int], *, newest_first: bool, limit: int
     ) -> list[Item]:
         store = self.device._store
         found: list[StoredEntry] = []
-        for device in sorted(store.feeds(group)):
+        feeds = store.feeds(group)
+        for device in sorted(feeds):
             room = None if newest_first else limit - len(found)
             if room == 0:
                 break
+            forked_at = feeds[device].forked_at
             for stored in store.entries(group, device, frontier.get(device, 0), room):
+                if forked_at is not None and stored.entry.header.seq >= forked_at:
+                    break  # nobody who knows the fork accepts these
                 found.append(stored)
         if newest_first:
             # what a new device needs to read anything comes first: in each feed, everything up
@@ -127,7 +144,10 @@ class DeviceHost:
         return [(s.entry.wire, s.body) for s in found[:limit]]
 
     def receive(self, group: GroupId, items: Sequence[Item]) -> int:
+        forks = self.forks(group)
         accepted = self.device.receive(group, items)
+        if self.forks(group) != forks and self._on_received is not None:
+            self._on_received(group, 0)  # a fork found in the batch: pass the evidence on
         if accepted:
             self.device.group(group).vault.refresh()  # removals purge chunks right away
         if accepted and self._on_received is not None:
@@ -202,6 +222,56 @@ class DeviceHost:
             return  # a bad announcement is dropped; the session goes on
         if fresh and self._on_ephemeral is not None:
             self._on_ephemeral(group, peer, data)
+
+    # ------------------------------------------------------------------ forks
+    # (microsync.protocol.forks.ForkHost)
+
+    def forks(self, group: GroupId) -> dict[DeviceId, int]:
+        feeds = self.device._store.feeds(group)
+        return {d: s.forked_at for d, s in feeds.items() if s.forked_at is not None}
+
+    def fork_evidence(self, group: GroupId) -> list[tuple[DeviceId, int, bytes, bytes]]:
+        found = []
+        for device, seq in sorted(self.forks(group).items()):
+            pairs = [e for e in self.device._store.fork_evidence(group, device) if e.seq == seq]
+            if pairs:
+                found.append((device, seq, pairs[0].first, pairs[0].second))
+        return found
+
+    def entry_wires(self, group: GroupId, device: DeviceId, seq: int, limit: int) -> list[bytes]:
+        store = self.device._store
+        wires = []
+        for at in range(seq, max(0, seq - limit), -1):
+            stored = store.entry_at(group, device, at)
+            if stored is None:
+                break
+            wires.append(stored.entry.wire)
+        return wires
+
+    def accept_fork_evidence(
+        self, group: GroupId, peer: DeviceId, first: bytes, second: bytes
+    ) -> bool:
+        try:
+            lowered = accept_fork_evidence(self.device._store, group, first, second)
+        except AuthorNotCertified:
+            return False  # a device this one never heard of: nothing to mark
+        if lowered:
+            self._fork_learnt(group)
+        return lowered
+
+    def accept_conflict(
+        self, group: GroupId, peer: DeviceId, entries: Sequence[bytes]
+    ) -> Conflicted | None:
+        found = accept_conflict(self.device._store, group, entries)
+        if found is not None:
+            self._fork_learnt(group)
+        return found
+
+    def _fork_learnt(self, group: GroupId) -> None:
+        """Tell the group (event, view) and the runtime (gossip to the other connections)."""
+        self.device.group(group)._check_forks()
+        if self._on_received is not None:
+            self._on_received(group, 0)
 
     # ------------------------------------------------------------------ vault chunks
     # (microsync.protocol.session.ChunkHost; the vault checks every chunk it asked for)

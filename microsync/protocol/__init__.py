@@ -4,6 +4,7 @@ Each name below is re-exported from its submodule; append new ones to ``__all__`
 """
 
 from microsync.protocol import messages
+from microsync.protocol.forks import ForkHost
 from microsync.protocol.framing import FrameDecoder, SecureChannel
 from microsync.protocol.handshake import Handshake, Purpose
 from microsync.protocol.noise import CipherState, HandshakeState, NoiseProtocol
@@ -19,6 +20,7 @@ from microsync.protocol.session import (
 
 __all__ = [
     "CipherState",
+    "ForkHost",
     "FrameDecoder",
     "GroupPhase",
     "GroupProof",

@@ -35,6 +35,7 @@ __all__ = [
     "ChunkData",
     "ChunkMissing",
     "ChunkRequest",
+    "Conflict",
     "Credit",
     "Digest",
     "Done",
@@ -42,6 +43,7 @@ __all__ = [
     "Ephemeral",
     "ErrorCode",
     "ErrorMessage",
+    "ForkEvidenceMessage",
     "Frontier",
     "FrontierHead",
     "Hello",
@@ -82,6 +84,7 @@ class Limits:
     max_reason: int = 200
     max_chunk_ids: int = 16  # per ChunkRequest / ChunkMissing
     max_chunk_data: int = 1024 * 1024 + 16  # one sealed vault chunk (blobs.MAX_CHUNK_SIZE + tag)
+    max_conflict_entries: int = 16  # signed headers per Conflict
 
 
 LIMITS: Final = Limits()
@@ -110,6 +113,8 @@ class MsgType(enum.IntEnum):
     CHUNK_REQUEST = 16
     CHUNK_DATA = 17
     CHUNK_MISSING = 18
+    CONFLICT = 19
+    FORK_EVIDENCE = 20
 
 
 class ErrorCode(enum.IntEnum):
@@ -276,6 +281,26 @@ class ChunkMissing:
     ids: tuple[bytes, ...]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conflict:
+    """The sender's own entries of one feed (signed headers, no bodies), from the position
+    where the receiver's frontier names a different head, going back one by one: the receiver
+    finds the lowest that differs from its own and keeps the pair as evidence of a fork."""
+
+    group: GroupId
+    entries: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForkEvidenceMessage:
+    """Proof that a device forked its feed: two different entries it signed at one position
+    (signed headers, no bodies). The receiver verifies both before it marks the feed forked."""
+
+    group: GroupId
+    first: bytes
+    second: bytes
+
+
 Message: TypeAlias = (
     Hello
     | Match
@@ -295,6 +320,8 @@ Message: TypeAlias = (
     | ChunkRequest
     | ChunkData
     | ChunkMissing
+    | Conflict
+    | ForkEvidenceMessage
 )
 
 
@@ -393,6 +420,10 @@ def _fields(message: Message) -> list[Value]:
             return [message.group, list(message.ids)]
         case ChunkData():
             return [message.group, message.id, message.data]
+        case Conflict():
+            return [message.group, list(message.entries)]
+        case ForkEvidenceMessage():
+            return [message.group, message.first, message.second]
         case _:
             assert_never(message)
 
@@ -574,6 +605,24 @@ def _chunk_data(f: list[Value], lim: Limits) -> Message:
     return ChunkData(group=_group(f[0]), id=expect_bytes(f[1], "id", ID_SIZE), data=data)
 
 
+def _wire(value: Value, name: str) -> bytes:
+    return expect_bytes(value, name, max_size=MAX_ENTRY_SIZE + SIGNATURE_SIZE)
+
+
+def _conflict(f: list[Value], lim: Limits) -> Message:
+    entries = tuple(_wire(w, "entry") for w in _bounded(f[1], "entries", lim.max_conflict_entries))
+    if not entries:
+        raise DecodeError("entries: an empty conflict")
+    return Conflict(group=_group(f[0]), entries=entries)
+
+
+def _fork_evidence(f: list[Value], lim: Limits) -> Message:
+    first, second = _wire(f[1], "first"), _wire(f[2], "second")
+    if first == second:
+        raise DecodeError("fork evidence: the same entry twice")
+    return ForkEvidenceMessage(group=_group(f[0]), first=first, second=second)
+
+
 _Decoder: TypeAlias = Callable[[list[Value], Limits], Message]
 
 _DECODERS: Final[dict[MsgType, tuple[_Decoder, int]]] = {
@@ -595,6 +644,8 @@ _DECODERS: Final[dict[MsgType, tuple[_Decoder, int]]] = {
     MsgType.CHUNK_REQUEST: (_chunk_request, 2),
     MsgType.CHUNK_DATA: (_chunk_data, 3),
     MsgType.CHUNK_MISSING: (_chunk_missing, 2),
+    MsgType.CONFLICT: (_conflict, 2),
+    MsgType.FORK_EVIDENCE: (_fork_evidence, 3),
 }
 
 _TYPES: Final[dict[type, MsgType]] = {
@@ -616,4 +667,6 @@ _TYPES: Final[dict[type, MsgType]] = {
     ChunkRequest: MsgType.CHUNK_REQUEST,
     ChunkData: MsgType.CHUNK_DATA,
     ChunkMissing: MsgType.CHUNK_MISSING,
+    Conflict: MsgType.CONFLICT,
+    ForkEvidenceMessage: MsgType.FORK_EVIDENCE,
 }

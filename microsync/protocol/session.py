@@ -26,6 +26,14 @@ Theory of operation (``docs/sync.md`` has the full story)
    on while they flow; the requester's window bounds the chunk bytes in flight.
 6. **Keys.** After the peer's ``Done`` (or equal digests), and after live entries, keys the host
    misses are asked for once each; answers are ``KeyResponse`` or ``KeyRefused``.
+7. **Forks** (a :class:`~microsync.protocol.forks.ForkHost`). The digest covers the fork points
+   too. A serving side passes on the fork evidence the peer may lack (``ForkEvidenceMessage``)
+   before its frontier, then checks the peer's frontier head ids against its own entries: a
+   different entry at a position both hold sends the peer ours from there back (``Conflict``),
+   which gives the peer the evidence; it answers with the evidence (or, if the feeds differ
+   further back, with its own entries from there: a walk back). A side that sent a
+   ``Conflict`` is not ``synced`` until it is answered. A served side notes the feeds where
+   the peer's (whole) view is older than ours in ``stats.stale``.
 
 Invariants: every legal (state, message) pair is a row of :data:`TRANSITIONS`; anything else,
 and any malformed record, closes the session with an ``ErrorMessage`` before the host is
@@ -49,6 +57,7 @@ from microsync.errors import (
     LocalProtocolError,
     MicrosyncError,
     RemoteProtocolError,
+    VerificationError,
 )
 from microsync.feed.entry import (
     MAX_BODY_SIZE,
@@ -58,6 +67,7 @@ from microsync.feed.entry import (
     feed_position,
 )
 from microsync.identity import DeviceCertificate, DeviceId
+from microsync.protocol.forks import ForkHost, compare_heads
 from microsync.protocol.messages import (
     LIMITS,
     SIGNATURE_SIZE,
@@ -67,6 +77,7 @@ from microsync.protocol.messages import (
     ChunkData,
     ChunkMissing,
     ChunkRequest,
+    Conflict,
     Credit,
     Digest,
     Done,
@@ -74,6 +85,7 @@ from microsync.protocol.messages import (
     Ephemeral,
     ErrorCode,
     ErrorMessage,
+    ForkEvidenceMessage,
     Frontier,
     FrontierHead,
     Hello,
@@ -243,6 +255,7 @@ class SyncOptions:
     max_key_rounds: int = 4
     ephemeral_per_minute: int = 120  # from the peer; more are dropped (and counted)
     max_chunks_outstanding: int = 64  # vault chunk ids asked of the peer, unanswered, per group
+    max_conflicts: int = 256  # Conflicts from the peer per group per session (a walk back)
     idle_timeout_ms: int = 90_000
     keepalive_ms: int = 30_000
     match_timeout_ms: int = 10_000
@@ -293,6 +306,10 @@ class SessionStats:
     chunks_received: int = 0
     chunk_bytes_sent: int = 0
     chunk_bytes_received: int = 0
+    forks_learnt: int = 0  # fork points found or lowered here through this session
+    # feeds where the peer's whole view (it serves us) ends at one of our entries, but an
+    # older one: (peer's seq, ours). A peer that serves a stale or partial view shows here.
+    stale: dict[DeviceId, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True, eq=False)
@@ -322,6 +339,9 @@ class _GroupSync:
     # for a former member: how far each feed may be served (the causal past of its exit)
     limit: dict[DeviceId, int] | None = None
     limit_heads: dict[DeviceId, tuple[int, EntryId]] = field(default_factory=dict)
+    forks_shared: dict[DeviceId, int] = field(default_factory=dict)  # evidence sent or received
+    conflicts_out: int = 0  # Conflicts sent to a peer that serves us, not answered yet
+    conflicts_in: int = 0
 
 
 def group_tag(key: bytes, channel_binding: bytes, role: bytes) -> bytes:
@@ -329,9 +349,15 @@ def group_tag(key: bytes, channel_binding: bytes, role: bytes) -> bytes:
     return derive_key(SYNC_GROUP_TAG, key, channel_binding + role)[:TAG_SIZE]
 
 
-def frontier_digest(frontier: Mapping[DeviceId, tuple[int, EntryId]]) -> bytes:
-    """A hash of a frontier: over the sorted ``(device, seq, head id)`` triples."""
+def frontier_digest(
+    frontier: Mapping[DeviceId, tuple[int, EntryId]], forks: Mapping[DeviceId, int] | None = None
+) -> bytes:
+    """A hash of a frontier: over the sorted ``(device, seq, head id)`` triples, and, when some
+    feeds are known forked, ``[triples, sorted (device, fork seq) pairs]``."""
     rows: list[encoding.Value] = [[d, s, h] for d, (s, h) in sorted(frontier.items())]
+    if forks:
+        marks: list[encoding.Value] = [[d, s] for d, s in sorted(forks.items())]
+        rows = [rows, marks]
     return labelled_hash(SYNC_FRONTIER_DIGEST, encoding.encode(rows))
 
 
@@ -348,6 +374,8 @@ _GROUP_MESSAGES: Final = (
     ChunkRequest,
     ChunkData,
     ChunkMissing,
+    Conflict,
+    ForkEvidenceMessage,
 )
 
 
@@ -405,9 +433,10 @@ class SyncSession:
 
     @property
     def synced(self) -> bool:
-        """Matched, every group LIVE and no key request outstanding."""
+        """Matched, every group LIVE and no key request or conflict outstanding."""
         return self.state is SessionState.OPEN and all(
-            g.phase is GroupPhase.LIVE and not g.awaiting_keys for g in self._groups.values()
+            g.phase is GroupPhase.LIVE and not g.awaiting_keys and not g.conflicts_out
+            for g in self._groups.values()
         )
 
     def start(self, now: int) -> list[bytes]:
@@ -461,6 +490,7 @@ class SyncSession:
         if self.closed or g is None or g.phase not in (GroupPhase.SYNCING, GroupPhase.LIVE):
             return self._flush(None)  # only what was queued (chunk requests)
         g.certs_due = True
+        self._share_forks(g)
         self._dirty[group] = None
         self._pump()
         return self._flush(None)
@@ -608,7 +638,8 @@ class SyncSession:
         g = _GroupSync(group)
         heads = self.host.frontier(group)
         g.snapshot = {d: seq for d, (seq, _) in heads.items()}
-        g.digest = frontier_digest(heads)
+        forks = self._fork_host()
+        g.digest = frontier_digest(heads, None if forks is None else forks.forks(group))
         g.serving = self._serves(g)
         self._groups[group] = g
         self._send(Digest(group=group, digest=g.digest, serving=g.serving))
@@ -639,6 +670,7 @@ class SyncSession:
             self._maybe_request_keys(g)
         elif g.serving:  # the peer is a member in our view: it may see our frontier
             g.phase = GroupPhase.AWAIT_FRONTIER
+            self._share_forks(g)  # before the frontier: the peer serves us nothing forked
             ours = g.limit_heads if g.limit is not None else self.host.frontier(m.group)
             heads = sorted(ours.items())
             rows = [FrontierHead(device=d, seq=s, head=h) for d, (s, h) in heads]
@@ -658,6 +690,7 @@ class SyncSession:
         g.peer_known, g.knows_peer = {DeviceId(h.device): h.seq for h in m.heads}, True
         g.newest_budget = self.options.newest_first_window if m.newest_first else 0
         g.phase = GroupPhase.SYNCING
+        self._check_heads(g, m.heads)
         if g.serving:
             g.certs_due = True
             self._dirty[m.group] = None
@@ -781,6 +814,99 @@ class SyncSession:
         if not asked.issuperset(ids):
             raise RemoteProtocolError("a chunk answer nobody asked for")
         asked.difference_update(ids)
+
+    def _on_conflict(self, m: Conflict) -> None:
+        """The peer's own entries where it saw ours differ: keep the fork, then pass the
+        evidence back, or, when the feeds differ further back still, our entries below."""
+        g, host = self._groups[m.group], self._fork_host()
+        if host is None:
+            return
+        g.conflicts_out = max(0, g.conflicts_out - 1)  # the peer's answer to ours, or its own
+        g.conflicts_in += 1
+        if g.conflicts_in > self.options.max_conflicts:  # each costs lookups and an answer
+            raise RemoteProtocolError("more conflicts than a walk back needs")
+        try:
+            found = host.accept_conflict(m.group, self.peer_device, m.entries)
+            device, _ = feed_position(m.entries[0][:-SIGNATURE_SIZE])
+        except (DecodeError, VerificationError):
+            raise RemoteProtocolError("a conflict that is not a signed run of one feed") from None
+        self.stats.forks_learnt += found is not None
+        if found is not None and found.earlier:
+            self._send_conflict(g, found.device, found.seq - 1)
+        else:  # always answered with the evidence held, so the peer may stop waiting
+            self._share_forks(g, also=device)
+
+    def _on_fork_evidence(self, m: ForkEvidenceMessage) -> None:
+        g, host = self._groups[m.group], self._fork_host()
+        if host is None:
+            return
+        g.conflicts_out = max(0, g.conflicts_out - 1)
+        try:
+            lowered = host.accept_fork_evidence(m.group, self.peer_device, m.first, m.second)
+            device, seq = feed_position(m.first[:-SIGNATURE_SIZE])
+        except (DecodeError, VerificationError):
+            raise RemoteProtocolError("fork evidence that does not verify") from None
+        g.forks_shared[device] = min(seq, g.forks_shared.get(device, seq))
+        self.stats.forks_learnt += lowered
+
+    # ------------------------------------------------------------------ forks
+
+    def _fork_host(self) -> ForkHost | None:
+        return self.host if isinstance(self.host, ForkHost) else None
+
+    def _may_tell(self, g: _GroupSync, device: DeviceId, seq: int) -> bool:
+        """May the peer be sent our entry of ``device``'s feed at ``seq`` (in a conflict or in
+        evidence): it is served, and a former member only within the causal past of its exit."""
+        return self._serves(g) and (g.limit is None or seq <= g.limit.get(device, 0))
+
+    def _share_forks(self, g: _GroupSync, *, also: DeviceId | None = None) -> None:
+        """Send the evidence of every fork the peer is not known to hold (and of ``also``'s
+        feed in any case), with the certificates it needs to check it."""
+        host = self._fork_host()
+        if host is None:
+            return
+        fresh = [
+            (device, seq, first, second)
+            for device, seq, first, second in host.fork_evidence(g.group)
+            if (seq < g.forks_shared.get(device, seq + 1) or device == also)
+            and self._may_tell(g, device, seq)
+        ]
+        if not fresh:
+            return
+        self._send_certificates(g)
+        for device, seq, first, second in fresh:
+            g.forks_shared[device] = seq
+            self._send(ForkEvidenceMessage(group=g.group, first=first, second=second))
+
+    def _check_heads(self, g: _GroupSync, heads: tuple[FrontierHead, ...]) -> None:
+        """Compare the peer's frontier with what we hold: a different head at a position we
+        hold is a fork (we send ours from there back); an older one, from a peer that serves
+        us, is a stale view (counted)."""
+        host = self._fork_host()
+        if host is None:
+            return
+        ours = self.host.frontier(g.group)
+        check = compare_heads(
+            heads,
+            ours,
+            host.forks(g.group),
+            lambda d, seq: next(iter(host.entry_wires(g.group, d, seq, 1)), None),
+        )
+        if g.peer_serves and check.stale:
+            self.stats.stale.update(check.stale)
+        for device, seq in check.conflicts:
+            if self._send_conflict(g, device, seq):  # ours from there on will not chain
+                g.peer_known[device] = max(ours[device][0], g.peer_known.get(device, 0))
+
+    def _send_conflict(self, g: _GroupSync, device: DeviceId, seq: int) -> bool:
+        host = self._fork_host()
+        if host is None or not self._may_tell(g, device, seq):
+            return False
+        run = host.entry_wires(g.group, device, seq, self.options.limits.max_conflict_entries)
+        if run:
+            self._send(Conflict(group=g.group, entries=tuple(run)))
+            g.conflicts_out += g.peer_serves  # a peer that serves us answers it
+        return bool(run)
 
     # ------------------------------------------------------------------ helpers
 
@@ -993,6 +1119,7 @@ TRANSITIONS: Final[dict[tuple[SessionState | GroupPhase, MsgType], _Handler]] = 
     # group level: keyed by the phase of the group the message names
     (_G.AWAIT_DIGEST, MsgType.DIGEST): SyncSession._on_digest,
     (_G.AWAIT_FRONTIER, MsgType.FRONTIER): SyncSession._on_frontier,
+    (_G.AWAIT_FRONTIER, MsgType.CERTIFICATES): SyncSession._on_certificates,
     (_G.SYNCING, MsgType.CERTIFICATES): SyncSession._on_certificates,
     (_G.SYNCING, MsgType.ENTRIES): SyncSession._on_entries,
     (_G.SYNCING, MsgType.DONE): SyncSession._on_done,
@@ -1005,6 +1132,12 @@ TRANSITIONS: Final[dict[tuple[SessionState | GroupPhase, MsgType], _Handler]] = 
     (_G.LIVE, MsgType.KEY_RESPONSE): SyncSession._on_key_response,
     (_G.LIVE, MsgType.KEY_REFUSED): SyncSession._on_key_refused,
     **{(phase, MsgType.EPHEMERAL): SyncSession._on_ephemeral for phase in GroupPhase},
+    # forks: evidence may precede the frontier; a conflict answers one
+    (_G.AWAIT_FRONTIER, MsgType.FORK_EVIDENCE): SyncSession._on_fork_evidence,
+    (_G.SYNCING, MsgType.FORK_EVIDENCE): SyncSession._on_fork_evidence,
+    (_G.LIVE, MsgType.FORK_EVIDENCE): SyncSession._on_fork_evidence,
+    (_G.SYNCING, MsgType.CONFLICT): SyncSession._on_conflict,
+    (_G.LIVE, MsgType.CONFLICT): SyncSession._on_conflict,
     # vault chunks: in every phase of a matched group, beside entry sync (never blocking it)
     **{(phase, MsgType.CHUNK_REQUEST): SyncSession._on_chunk_request for phase in GroupPhase},
     **{(phase, MsgType.CHUNK_DATA): SyncSession._on_chunk_data for phase in GroupPhase},
