@@ -245,3 +245,23 @@ async def test_a_removed_members_post_is_refused_over_tcp(tmp_path: Path) -> Non
         share(alice, carol)
         for group in (alice, carol):
             assert SCAM not in [p.text for p in group.feed()]
+
+
+def test_a_forked_devices_operations_from_its_fork_on_stop_counting() -> None:
+    """Mallory signs two entries at one position: a rotation for Alice, a post for Carol. When
+    Alice learns the fork, the rotation she had applied stops counting."""
+    net = SimNetwork(seed=18)
+    group, (alice, mallory, _carol) = family(net, "alice", "mallory", "carol")
+    evil = Hostile.of_sim(mallory, group)
+    seq = evil.head()[0] + 1
+    epoch, body = evil.seal_content(APP_TYPE, AppOp(Kind.POST, text="other").to_bytes(), seq=seq)
+    other = evil.craft(type=APP_TYPE, body=body, epoch=epoch, hlc=5, seq=seq)
+    rotation = evil.backdated_op(OpKind.ROTATE, deps=evil.membership_ops()[-1:])
+    net.deliver(mallory, alice, group)
+    replica = alice.replica(group)
+    assert rotation.id in replica.resolution.effective
+    replica.receive([(other.wire, body)])  # the second version: a fork
+    assert alice.store.feed_status(group, mallory.device_id).forked_at == seq
+    replica.forget_forked()
+    assert rotation.id not in replica.resolution.effective
+    assert rotation.id not in replica.resolution.order

@@ -8,15 +8,21 @@ The rules are written out, with the concurrent cases, in ``docs/membership.md``.
 2. An operation is **causally valid** when its author was allowed to make it in the state
    resolved from exactly its causal past (its ancestors).
 3. **Least privilege wins under concurrency.** A *reduction* (remove, leave, demote, revoke an
-   invite) that is causally valid always takes effect. Any other operation is void when a
-   causally valid reduction concurrent with it (neither is an ancestor of the other) takes the
-   authority it needed: its author removed / left / demoted (for admin operations), its target
-   removed (an add racing a remove), its invite revoked, or its target demoted (a promote racing
-   a demote).
-4. A device revocation names a cut-off ``seq``: the revoked device's operations after it are
-   void whatever their order.
-5. The state is the fold of the effective operations in the total order. An invite admits once:
-   the first consuming add in the order wins, later ones are void.
+   invite or a device) that is causally valid and not cut off always takes effect. Any other
+   operation is void when such a reduction concurrent with it (neither is an ancestor of the
+   other) takes the authority it needed: its author removed / left / demoted (for admin
+   operations), its target removed (an add racing a remove), its invite revoked, or its target
+   demoted (a promote racing a demote).
+4. **Cut-offs.** A removal, leave, revocation or demotion names, in the op itself, the feed
+   positions of the devices it ends (:func:`cuts_of`); every operation of those devices past
+   them is void whatever deps or timestamp it declares, and :meth:`GroupState.counts` tells
+   every layer above which entries count at all. Lines in force are decided outwards from the
+   ops nothing cuts (:meth:`_Resolver.acting_cutters`).
+5. **Ranks.** An admin may remove or demote only members and admins of a higher rank (the
+   founder is rank 0; whoever rank ``r`` makes admin gets ``r + 1``), so no two admins can take
+   each other's rights and a removed admin's backdated ops can reach nobody who removed it.
+6. The state is the fold of the effective operations in the total order. An invite admits
+   once: the first consuming add in the order wins, later ones are void.
 """
 
 from __future__ import annotations

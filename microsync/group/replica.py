@@ -414,7 +414,28 @@ class GroupReplica:
         return None
 
     def _records(self) -> dict[EntryId, OpRecord]:
-        return {i: o.record for i, o in self._opened.items() if o.record is not None}
+        """Every opened operation, but none of a forked device from its fork on."""
+        forks = {
+            device: status.forked_at
+            for device, status in self.store.feeds(self.id).items()
+            if status.forked_at is not None
+        }
+        return {
+            i: o.record
+            for i, o in self._opened.items()
+            if o.record is not None and o.record.seq < forks.get(o.record.device, o.record.seq + 1)
+        }
+
+    def forget_forked(self) -> None:
+        """Resolve again without what forked devices wrote from their fork on (called when a
+        fork is learnt: ops already folded from past the fork stop counting)."""
+        with self._atomic():
+            self._resolution = resolve(self.id, self._records())
+            ordered = set(self._resolution.order)
+            records = self._records()
+            referenced = {d for r in records.values() if r.id in ordered for d in r.deps}
+            self._heads = ordered - referenced
+            self._accept_keys()
 
     def _resolve(self, fresh: list[EntryId]) -> None:
         records = self._records()

@@ -592,6 +592,7 @@ class Group(PresenceMixin):
         self._known_forks = points
         if not fresh:
             return
+        self._replica.forget_forked()
         self._forget_forked(points)
         for device, seq in sorted(fresh.items()):
             certificate = self._replica.store.certificate(device)
