@@ -106,9 +106,10 @@ class Purge:
     reread: Locator | None = None
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, repr=False)
 class _Add:
-    """One blob announced and not removed; ``manifest`` only while it counts."""
+    """One blob announced and not removed; ``manifest`` only while it counts. (No field repr:
+    ``ids_key`` and the manifest's blob key are secret.)"""
 
     blob: BlobId
     author: PersonId
