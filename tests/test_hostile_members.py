@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from microsync import Device, Group
 from microsync.app.ops import APP_TYPE
 from microsync.errors import NotAMember
 from microsync.feed.entry import GroupId
@@ -265,3 +266,36 @@ def test_a_forked_devices_operations_from_its_fork_on_stop_counting() -> None:
     replica.forget_forked()
     assert rotation.id not in replica.resolution.effective
     assert rotation.id not in replica.resolution.order
+
+
+async def test_posts_that_arrive_before_their_authors_add_show_once_it_does(tmp_path: Path) -> None:
+    """An entry whose device is not admitted *yet* here is not lost: it waits, like an entry
+    with no key, and counts as soon as the add that admits it is open."""
+    from tests.test_device_groups import introduce, pair, sync
+
+    async with AsyncExitStack() as stack:
+        alice, carol = await family_of(stack, tmp_path, "Alice", "Carol")
+        assert carol.feed() == []  # Carol's timeline is folded before anything of Dave's
+        device = await stack.enter_async_context(
+            await Device.open(tmp_path / "Dave", name="Dave")
+        )
+        introduce(alice._device, carol._device, device)
+        invite = await alice.invite(ttl=3600)
+        response = pair(alice._device.invite_host().session(), device.join_guest(invite.link))
+        dave = await device.finish_join(response)
+        sync(alice._device, device, alice.id)
+        await dave.post("hello from the new one")
+        mine = {d: s for d, s in carol._device.frontier(alice.id).items()}
+        carol._device.receive(
+            alice.id,
+            [it for it in device.entries_after(alice.id, mine) if it[0] in _feed(device, alice)],
+        )
+        assert carol.feed() == []  # Dave's add has not reached Carol: not shown yet
+        share(alice, carol)
+        assert [p.text for p in carol.feed()] == ["hello from the new one"]
+
+
+def _feed(device: Device, group: Group) -> set[bytes]:
+    """The wire forms of ``device``'s own entries in ``group``."""
+    own = device._store.entries(group.id, device.id)
+    return {stored.entry.wire for stored in own}

@@ -293,7 +293,10 @@ class AppMixin:
         for entry in entries:
             h = entry.header
             if not state.counts(h.device, h.seq):
-                continue  # not admitted, or past its removal's / revocation's cut-off
+                # not admitted (yet: its add may not be open here), or past a cut-off: it
+                # waits like an entry with no key, and is tried again as membership moves
+                self._locked_app[entry.id] = (entry, h.seq)
+                continue
             stored: StoredEntry | None
             if known is not None and entry.id in known:
                 stored = StoredEntry(entry=entry, body=known[entry.id])

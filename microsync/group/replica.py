@@ -157,6 +157,7 @@ class GroupReplica:
         self._bodies: dict[EntryId, bytes] = {}
         self._offered: list[KeyGrant] = []  # keys from key responses, kept once announced
         self._pending_devices: dict[DeviceId, DeviceInfo] = {}
+        self._forks: dict[DeviceId, int] = {}  # device -> fork point, as of the last check
         self.on_append: Callable[[GroupId], None] | None = None
         """Called (with the group id) whenever this device appends an entry: live sync."""
         self._load_keys()
@@ -206,6 +207,11 @@ class GroupReplica:
             for device in store.feeds(group)
             for s in store.entries(group, device)
             if s.entry.header.type == MEMBERSHIP_TYPE and s.body is not None
+        }
+        replica._forks = {
+            device: status.forked_at
+            for device, status in store.feeds(group).items()
+            if status.forked_at is not None
         }
         replica._absorb([(e, bodies[e.id]) for e in entries])
         return replica
@@ -415,11 +421,7 @@ class GroupReplica:
 
     def _records(self) -> dict[EntryId, OpRecord]:
         """Every opened operation, but none of a forked device from its fork on."""
-        forks = {
-            device: status.forked_at
-            for device, status in self.store.feeds(self.id).items()
-            if status.forked_at is not None
-        }
+        forks = self._forks
         return {
             i: o.record
             for i, o in self._opened.items()
@@ -429,6 +431,11 @@ class GroupReplica:
     def forget_forked(self) -> None:
         """Resolve again without what forked devices wrote from their fork on (called when a
         fork is learnt: ops already folded from past the fork stop counting)."""
+        self._forks = {
+            device: status.forked_at
+            for device, status in self.store.feeds(self.id).items()
+            if status.forked_at is not None
+        }
         with self._atomic():
             self._resolution = resolve(self.id, self._records())
             ordered = set(self._resolution.order)
