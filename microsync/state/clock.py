@@ -15,8 +15,9 @@ in :mod:`microsync.state.registers`: a local write always beats the value it ove
 
 Bounds: a counter never passes :data:`MAX_TICK` (what a document operation may carry, see
 :mod:`microsync.state.codec`): a step that would pass it moves to the next millisecond with
-counter 0 instead, which is just as much greater. So a peer's timestamp with the largest legal
-counter cannot make this clock issue one that peers refuse to decode.
+counter 0 instead, which is just as much greater; nor does the wall pass :data:`MAX_WALL`. So
+a peer's timestamp with the largest legal values cannot make this clock issue one that peers
+refuse to decode (which would make this device's write count here and nowhere else).
 
 The app layer keeps the same rule for entry times: :func:`bounded` is how far a time derived
 from what peers wrote may go, ``now + MAX_DRIFT_MS`` at the most (``docs/security.md``,
@@ -28,12 +29,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["HLC", "MAX_DRIFT_MS", "MAX_TICK", "Timestamp", "bounded", "is_far_future"]
+__all__ = ["HLC", "MAX_DRIFT_MS", "MAX_TICK", "MAX_WALL", "Timestamp", "bounded", "is_far_future"]
 
 MAX_DRIFT_MS: Final = 5 * 60 * 1000
 """How far ahead of local ``now`` a remote timestamp may be and still be adopted."""
 MAX_TICK: Final = 2**32
 """The largest counter a timestamp may carry (the bound the document codec decodes)."""
+MAX_WALL: Final = 2**63 - 1
+"""The largest wall time a timestamp may carry (the codec's bound on every integer)."""
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -51,10 +54,14 @@ class Timestamp:
 
 
 def _step(wall: int, counter: int, node: bytes) -> Timestamp:
-    """``(wall, counter + 1)``, or ``(wall + 1, 0)`` when the counter is at :data:`MAX_TICK`."""
-    if counter >= MAX_TICK:
+    """``(wall, counter + 1)``, or ``(wall + 1, 0)`` when the counter is at :data:`MAX_TICK`;
+    at the very top (:data:`MAX_WALL`, :data:`MAX_TICK`) it stays there: a timestamp past it
+    could not be decoded by peers (nodes and ids then break the tie, alike everywhere)."""
+    if counter < MAX_TICK:
+        return Timestamp(wall, counter + 1, node)
+    if wall < MAX_WALL:
         return Timestamp(wall + 1, 0, node)
-    return Timestamp(wall, counter + 1, node)
+    return Timestamp(MAX_WALL, MAX_TICK, node)
 
 
 def bounded(derived: int, now: int, max_drift: int = MAX_DRIFT_MS) -> int:
