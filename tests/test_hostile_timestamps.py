@@ -149,9 +149,15 @@ async def test_a_far_future_entry_is_shown_at_its_arrival(tmp_path: Path) -> Non
         shown = evil_post.created_at.timestamp() * 1000
         assert arrived - 1000 <= shown <= arrived + MAX_DRIFT_MS + 1000
         assert later.created_at.timestamp() * 1000 <= now_ms() + MAX_DRIFT_MS
+        path = bob._device.path
+        await bob._device.close()
+        for _ in range(2):  # from the entries, then from the snapshot saved at close
+            async with await microsync.Device.open(path) as again:
+                [group] = again.groups()
+                assert group.post_by_id(evil_post.id).created_at == evil_post.created_at
 
 
-@pytest.mark.parametrize("hlc", [10 * YEAR_MS, MAX_HLC], ids=["+10y", "2^63-1"])
+@pytest.mark.parametrize("hlc", [60_000, 10 * YEAR_MS, MAX_HLC], ids=["+1min", "+10y", "2^63-1"])
 async def test_a_far_future_disappearing_post_expires_after_its_ttl(
     tmp_path: Path, hlc: int
 ) -> None:
