@@ -142,8 +142,11 @@ class AppMixin:
         """Record ``now`` as the arrival of each ``(entry id, hlc)`` dated after it (the first
         arrival counts: a recorded one is kept)."""
         now = self._now()
+        future = [i for i, hlc in dated if hlc > now]
+        if not future:
+            return  # the common case: nothing read from the profile
         arrived = self._arrivals()
-        fresh = {i: now for i, hlc in dated if hlc > now and i not in arrived}
+        fresh = {i: now for i in future if i not in arrived}
         if not fresh:
             return
         arrived.update(fresh)
