@@ -22,12 +22,14 @@ from hypothesis import strategies as st
 
 import microsync
 from microsync import encoding
+from microsync.app import arrivals
 from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.errors import LocalProtocolError, MicrosyncError
 from microsync.feed.entry import MAX_HLC, EntryId
 from microsync.state import RegisterSet, Timestamp, encode_op
 from microsync.state.clock import HLC, MAX_DRIFT_MS, MAX_TICK
 from microsync.state.ids import MAX_COUNTER, OpId
+from microsync.storage.memory import MemoryStore
 from microsync.testing.hostile import Hostile
 from tests.test_app_group import family_of, share
 
@@ -331,3 +333,15 @@ def test_entries_past_the_largest_hlc_are_refused_with_a_typed_error(tmp_path: P
             assert_usable(bob)
 
     asyncio.run(run())
+
+
+def test_the_arrival_log_appends_batches_keeps_the_first_and_compacts() -> None:
+    store = MemoryStore()
+    ids = [EntryId(bytes([i]) * 32) for i in range(arrivals.MAX_CHUNKS + 8)]
+    for n, entry_id in enumerate(ids):
+        arrivals.append(store, "a", {entry_id: 1000 + n})
+        arrivals.append(store, "a", {entry_id: 5000 + n})  # a later arrival never counts
+    expected = {entry_id: 1000 + n for n, entry_id in enumerate(ids)}
+    assert arrivals.load(store, "a") == expected  # compacts: more than MAX_CHUNKS chunks
+    assert store.get_meta("a/n") == encoding.encode(0)
+    assert arrivals.load(store, "a") == expected

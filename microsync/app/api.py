@@ -24,11 +24,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from microsync import encoding
+from microsync.app import arrivals
 from microsync.app.docs import SharedDoc
 from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.app.snapshot import Snapshot, open_snapshot, seal_snapshot
 from microsync.app.timeline import AppEntry, Change, PostState, Timeline, deps_for
-from microsync.encoding import expect_bytes, expect_int, expect_list
+from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import DecodeError, DecryptionError, MicrosyncError, NotAMember
 from microsync.feed.entry import MAX_DEPS, Entry, EntryId
 from microsync.feed.store import StoredEntry
@@ -129,14 +130,7 @@ class AppMixin:
         the same dict as the timeline's once it is loaded."""
         if self._app is not None:
             return self._app.arrived
-        data = self._replica.store.get_meta(self._arrived_key)
-        if not data:
-            return {}
-        out: dict[EntryId, int] = {}
-        for item in expect_list(encoding.decode(data, max_size=2**26), "arrived"):
-            entry_id, at = expect_list(item, "arrival", 2)
-            out[EntryId(expect_bytes(entry_id, "entry", 32))] = expect_int(at, "arrived at")
-        return out
+        return arrivals.load(self._replica.store, self._arrived_key)
 
     def _note_arrivals(self, dated: Iterable[tuple[EntryId, int]]) -> None:
         """Record ``now`` as the arrival of each ``(entry id, hlc)`` dated after it (the first
@@ -145,13 +139,10 @@ class AppMixin:
         future = [i for i, hlc in dated if hlc > now]
         if not future:
             return  # the common case: nothing read from the profile
-        arrived = self._arrivals()
-        fresh = {i: now for i in future if i not in arrived}
-        if not fresh:
-            return
-        arrived.update(fresh)
-        value = [[i, at] for i, at in sorted(arrived.items())]
-        self._replica.store.put_meta(self._arrived_key, encoding.encode(value))  # type: ignore[arg-type]
+        known = self._app.arrived if self._app is not None else {}  # else: load keeps the first
+        fresh = {i: now for i in future if i not in known}
+        known.update(fresh)
+        arrivals.append(self._replica.store, self._arrived_key, fresh)
 
     def _timeline(self) -> Timeline:
         if self._app is None:
