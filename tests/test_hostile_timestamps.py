@@ -24,8 +24,10 @@ import microsync
 from microsync import encoding
 from microsync.app import arrivals
 from microsync.app.ops import APP_TYPE, AppOp, Kind
+from microsync.app.timeline import AppEntry, Timeline
 from microsync.errors import LocalProtocolError, MicrosyncError
 from microsync.feed.entry import MAX_HLC, EntryId
+from microsync.identity import DeviceId, PersonId
 from microsync.state import RegisterSet, Timestamp, encode_op
 from microsync.state.clock import HLC, MAX_DRIFT_MS, MAX_TICK
 from microsync.state.ids import MAX_COUNTER, OpId
@@ -345,3 +347,29 @@ def test_the_arrival_log_appends_batches_keeps_the_first_and_compacts() -> None:
     assert arrivals.load(store, "a") == expected  # compacts: more than MAX_CHUNKS chunks
     assert store.get_meta("a/n") == encoding.encode(0)
     assert arrivals.load(store, "a") == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hlc=st.integers(0, MAX_HLC),
+    arrival=st.integers(0, 2**45),
+    ttl=st.none() | st.integers(1000, 10 * YEAR_MS),
+)
+def test_the_timeline_shows_and_expires_by_the_arrival(
+    hlc: int, arrival: int, ttl: int | None
+) -> None:
+    """Whatever the signed time: shown at most MAX_DRIFT_MS after arrival, gone at the latest
+    ttl after it (by the receiver's clock), and exactly as signed when it was not ahead."""
+    entry_id = EntryId(b"\x01" * 32)
+    timeline = Timeline({entry_id: arrival} if hlc > arrival else {})
+    op = AppOp(Kind.POST, text="t", ttl_ms=ttl)
+    entry = AppEntry(entry_id, DeviceId(b"d" * 32), PersonId(b"p" * 32), 1, hlc, (), op)
+    timeline.add([entry])
+    post = timeline.posts[entry_id]
+    assert post.created_at == min(hlc, arrival + MAX_DRIFT_MS)
+    assert timeline.active[entry.person] == post.created_at
+    if ttl is not None:
+        assert [c.kind for c in timeline.expire(arrival + ttl)] == ["expire"]
+        assert post.expired
+    else:
+        assert timeline.expire(MAX_HLC) == []
