@@ -9,10 +9,11 @@ copy is left in the file). Which bodies were purged, and why, is remembered in t
 
 Times (``docs/security.md``, "Timestamps"): an entry's ``hlc`` is whatever its author signed,
 up to ``2**63 - 1``. Every app entry dated after the moment it reached this device has that
-moment recorded in the profile (``app/<group>/arrived``, by this device's clock, kept for good),
-and the :class:`~microsync.app.timeline.Timeline` shows it at no more than ``MAX_DRIFT_MS``
-after it, and expires it by it. This device's own writes are dated at its clock, never more
-than ``MAX_DRIFT_MS`` ahead of it whatever they answer (:func:`~microsync.state.clock.bounded`).
+moment recorded in the profile (:mod:`microsync.app.arrivals`, by this device's clock, kept
+for good), and the :class:`~microsync.app.timeline.Timeline` shows it at no more than
+``MAX_DRIFT_MS`` after it, and expires it by it. This device's own writes are dated at its
+clock, never more than ``MAX_DRIFT_MS`` ahead of it whatever they answer
+(:func:`~microsync.state.clock.bounded`).
 """
 
 from __future__ import annotations
