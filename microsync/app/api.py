@@ -6,17 +6,26 @@ rebuilt from the store when the group is first used in a process and kept curren
 arrive. Plaintext is never written to disk: bodies stay encrypted in the store, and a deleted or
 expired post's bodies are deleted from it (SQLite ``secure_delete`` plus a truncated WAL, so no
 copy is left in the file). Which bodies were purged, and why, is remembered in the profile.
+
+Times (``docs/security.md``, "Timestamps"): an entry's ``hlc`` is whatever its author signed,
+up to ``2**63 - 1``. Every app entry dated after the moment it reached this device has that
+moment recorded in the profile (:mod:`microsync.app.arrivals`, by this device's clock, kept
+for good), and the :class:`~microsync.app.timeline.Timeline` shows it at no more than
+``MAX_DRIFT_MS`` after it, and expires it by it. This device's own writes are dated at its
+clock, never more than ``MAX_DRIFT_MS`` ahead of it whatever they answer
+(:func:`~microsync.state.clock.bounded`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, Literal
 
 from microsync import encoding
+from microsync.app import arrivals
 from microsync.app.docs import SharedDoc
 from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.app.snapshot import Snapshot, open_snapshot, seal_snapshot
@@ -28,6 +37,7 @@ from microsync.feed.store import StoredEntry
 from microsync.group.membership import Window
 from microsync.identity import DeviceId, PersonId
 from microsync.state import Document, Op, encode_op
+from microsync.state.clock import bounded
 
 if TYPE_CHECKING:
     from microsync.group.replica import GroupReplica
@@ -88,6 +98,15 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
+_LAST_MS: Final = int(datetime.max.replace(tzinfo=UTC).timestamp() * 1000) - 86_400_000
+
+
+def when(ms: int) -> datetime:
+    """Milliseconds since the epoch as a local ``datetime``: any integer gives one (times past
+    what ``datetime`` holds, year 9999, are shown at its end rather than raising)."""
+    return datetime.fromtimestamp(min(max(ms, 0), _LAST_MS) / 1000).astimezone()
+
+
 class AppMixin:
     """Mixed into :class:`microsync.Group`: needs ``_replica``, ``_now()``, ``_person()`` and
     ``_emit(event)`` (the I/O side delivers events; this module stays sans-IO)."""
@@ -115,12 +134,36 @@ class AppMixin:
     def _snapshot_key(self) -> str:
         return f"app/{self._replica.id.hex()}/snapshot"
 
+    @property
+    def _arrived_key(self) -> str:
+        return f"app/{self._replica.id.hex()}/arrived"
+
+    def _arrivals(self) -> dict[EntryId, int]:
+        """Arrival times of the app entries dated after they arrived (see the module doc);
+        the same dict as the timeline's once it is loaded."""
+        if self._app is not None:
+            return self._app.arrived
+        return arrivals.load(self._replica.store, self._arrived_key)
+
+    def _note_arrivals(self, dated: Iterable[tuple[EntryId, int]]) -> None:
+        """Record ``now`` as the arrival of each ``(entry id, hlc)`` dated after it (the first
+        arrival counts: a recorded one is kept)."""
+        now = self._now()
+        future = [i for i, hlc in dated if hlc > now]
+        if not future:
+            return  # the common case: nothing read from the profile
+        known = self._app.arrived if self._app is not None else {}  # else: load keeps the first
+        fresh = {i: now for i in future if i not in known}
+        known.update(fresh)
+        arrivals.append(self._replica.store, self._arrived_key, fresh)
+
     def _timeline(self) -> Timeline:
         if self._app is None:
-            self._app = Timeline()
+            arrived = self._arrivals()
+            self._app = Timeline(arrived)
             self._locked_app = {}
             if not self._load_snapshot():
-                self._app = Timeline()
+                self._app = Timeline(arrived)
                 self._locked_app = {}
                 loaded = self._app_entries_after({})
                 bodies = {s.entry.id: s.body for s in loaded}
@@ -152,6 +195,7 @@ class AppMixin:
         fresh = [(e, b) for e, b in pending if e.header.type == APP_TYPE]
         if not fresh:
             return
+        self._note_arrivals((e.id, e.header.hlc) for e, _ in fresh)
         if self._provisional is None:
             self._provisional = {}
         for entry, body in fresh:
@@ -210,6 +254,7 @@ class AppMixin:
                 return False  # a cut-off arrived since that reaches back: replay it all
         timeline = self._app
         assert timeline is not None
+        self._note_arrivals((e.id, e.hlc) for e in snapshot.entries)  # saved by older versions
         timeline.add(snapshot.entries)
         locked = [
             stored.entry
@@ -327,6 +372,7 @@ class AppMixin:
             if person is None:
                 continue
             opened.append(AppEntry(entry.id, h.device, person, h.seq, h.hlc, h.deps, op))
+        self._note_arrivals((e.id, e.hlc) for e in opened)  # stored before this was recorded
         self._apply_changes(timeline.add(opened), quiet=quiet)
 
     def _apply_changes(self, changes: list[Change], *, quiet: bool = False) -> None:
@@ -372,6 +418,7 @@ class AppMixin:
         self, accepted: Sequence[Entry], known: Mapping[EntryId, bytes | None] | None = None
     ) -> None:
         """Called after entries of this group were stored (sync, or this device's own)."""
+        self._note_arrivals((e.id, e.header.hlc) for e in accepted if e.header.type == APP_TYPE)
         if self._app is not None and self._cutoffs_moved():
             self._app = None  # a removal's cut-off reached back over entries already folded
         if self._app is None:
@@ -404,9 +451,11 @@ class AppMixin:
         if op.kind is Kind.DOC and mine is not None and mine not in deps:
             # a document needs each device's operations in the order it made them
             deps = (mine, *deps[: MAX_DEPS - 1])
-        # a hybrid logical clock: never earlier than what it answers, whatever this clock says
+        # a hybrid logical clock: never earlier than what it answers (as shown here), but never
+        # more than MAX_DRIFT_MS ahead of this device's clock, whatever a peer dated its entry
         applied = timeline.applied
-        now = max([self._now(), *(applied[d].hlc + 1 for d in deps if d in applied)])
+        answered = [timeline.shown_at(applied[d]) + 1 for d in deps if d in applied]
+        now = bounded(max([0, *answered]), self._now())
         entry = self._replica.append_content(APP_TYPE, op.to_bytes(), now=now, deps=deps)
         self._absorb_app([entry])
         if entry.id in timeline.rejected:
@@ -514,7 +563,7 @@ class AppMixin:
             author=post.author,
             author_name=names.get(post.author, "(former member)"),
             text=post.text,
-            created_at=datetime.fromtimestamp(post.created_at / 1000).astimezone(),
+            created_at=when(post.created_at),
             attachments=post.attachments,
             reactions=post.reaction_summary(),
             reply_to=post.reply_to,

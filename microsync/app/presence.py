@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from microsync import encoding
-from microsync.app.api import AppMixin, Event
+from microsync.app.api import AppMixin, Event, when
 from microsync.app.ephemeral import (
     MAX_TTL_MS,
     STATUSES,
@@ -70,7 +70,7 @@ class Presence:
 
 
 def _when(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000).astimezone()
+    return when(ms)
 
 
 class PresenceMixin(AppMixin):
@@ -286,13 +286,15 @@ class PresenceMixin(AppMixin):
             else:
                 assert a.lat is not None and a.lon is not None and a.precision is not None
                 latest[person] = (a.issued_at, a.lat, a.lon, a.precision)
-        for person, entry in self._timeline().locations.items():
+        timeline = self._timeline()
+        for person, entry in timeline.locations.items():
             op = entry.op
-            if person not in state.members or entry.hlc <= stamp.get(person, -1):
+            shown = timeline.shown_at(entry)  # a far-future entry does not pin it
+            if person not in state.members or shown <= stamp.get(person, -1):
                 continue
             assert op.lat is not None and op.lon is not None and op.precision is not None
-            stamp[person] = entry.hlc
-            latest[person] = (entry.hlc, op.lat, op.lon, op.precision)
+            stamp[person] = shown
+            latest[person] = (shown, op.lat, op.lon, op.precision)
         out: dict[PersonId, Location] = {}
         for person, found in sorted(latest.items()):
             if found is None:

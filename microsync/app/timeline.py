@@ -15,6 +15,15 @@ from signed authorship, never trusted from the UI:
 Replicas that applied the same set of operations hold equal state, whatever the arrival order
 (``tests/test_app_timeline.py`` checks this with Hypothesis). A delete or an expiry reports the
 entry ids whose bodies the caller must purge from disk.
+
+Times (``docs/security.md``, "Timestamps"): the rules above that must agree on every replica
+(edits, locations) use the signed ``hlc``. What only this device sees uses it *bounded by when
+the entry arrived here*: ``arrived`` maps each entry that was dated after its arrival to the
+arrival time (by this device's clock; the caller keeps it). Such an entry is shown, sorted and
+counted as activity at ``min(hlc, arrival + MAX_DRIFT_MS)``, and a disappearing post expires
+at ``min(hlc, arrival) + ttl``: at the latest its time-to-live after it arrived, whatever the
+author's clock (or an attacker) wrote. An entry not in ``arrived`` was not dated in the future
+when it arrived, and its ``hlc`` is used as it is.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from dataclasses import dataclass, field
 from microsync.app.ops import AppOp, Kind
 from microsync.feed.entry import MAX_DEPS, EntryId
 from microsync.identity import DeviceId, PersonId
+from microsync.state.clock import MAX_DRIFT_MS
 
 __all__ = ["AppEntry", "Change", "PostState", "Timeline", "deps_for"]
 
@@ -49,11 +59,12 @@ class PostState:
     author: PersonId
     device: DeviceId
     seq: int
-    created_at: int
+    created_at: int  # as shown here: the hlc bounded by the arrival (see the module docstring)
     text: str | None  # None once deleted or expired
     attachments: tuple[bytes, ...]
     reply_to: EntryId | None
     ttl_ms: int | None
+    expires_at: int | None = None  # by this device's clock: min(hlc, arrival) + ttl
     last_edit: tuple[int, bytes] | None = None
     edits: list[EntryId] = field(default_factory=list)
     deleted: bool = False
@@ -100,12 +111,13 @@ def deps_for(op: AppOp, heads: Iterable[EntryId]) -> tuple[EntryId, ...]:
 class Timeline:
     """Posts, threads, reactions and read cursors of one group."""
 
-    def __init__(self) -> None:
+    def __init__(self, arrived: dict[EntryId, int] | None = None) -> None:
+        self.arrived: dict[EntryId, int] = {} if arrived is None else arrived
         self.posts: dict[EntryId, PostState] = {}
         self.replies: dict[EntryId, list[EntryId]] = {}
         self.cursors: dict[PersonId, dict[DeviceId, int]] = {}
         self.locations: dict[PersonId, AppEntry] = {}
-        self.active: dict[PersonId, int] = {}  # latest hlc of an applied entry per person
+        self.active: dict[PersonId, int] = {}  # latest shown time of an applied entry per person
         self.applied: dict[EntryId, AppEntry] = {}
         self.frontier: dict[DeviceId, int] = {}  # highest applied app entry per device
         self.latest: dict[DeviceId, EntryId] = {}  # the entry at that seq
@@ -153,6 +165,17 @@ class Timeline:
         then those still waiting for their causal past (what a snapshot keeps)."""
         return [*self.applied.values(), *self._waiting.values()]
 
+    def shown_at(self, entry: AppEntry) -> int:
+        """When ``entry`` is shown as written here: its ``hlc``, but never more than
+        ``MAX_DRIFT_MS`` after it arrived."""
+        arrived = self.arrived.get(entry.id)
+        return entry.hlc if arrived is None else min(entry.hlc, arrived + MAX_DRIFT_MS)
+
+    def _expires_at(self, entry: AppEntry, ttl_ms: int | None) -> int | None:
+        if ttl_ms is None:
+            return None
+        return min(entry.hlc, self.arrived.get(entry.id, entry.hlc)) + ttl_ms
+
     @property
     def waiting(self) -> int:
         """Entries held back until their causal past arrives."""
@@ -165,7 +188,7 @@ class Timeline:
             self.latest[entry.device] = entry.id
         self.heads -= set(entry.deps)
         self.heads.add(entry.id)
-        self.active[entry.person] = max(self.active.get(entry.person, 0), entry.hlc)
+        self.active[entry.person] = max(self.active.get(entry.person, 0), self.shown_at(entry))
         op = entry.op
         handler = _HANDLERS[op.kind]
         change = handler(self, entry, op)
@@ -184,11 +207,12 @@ class Timeline:
             author=entry.person,
             device=entry.device,
             seq=entry.seq,
-            created_at=entry.hlc,
+            created_at=self.shown_at(entry),
             text=op.text,
             attachments=op.attachments,
             reply_to=reply_to,
             ttl_ms=op.ttl_ms,
+            expires_at=self._expires_at(entry, op.ttl_ms),
         )
         if reply_to is not None:
             self.replies.setdefault(reply_to, []).append(entry.id)
@@ -271,10 +295,11 @@ class Timeline:
     # ------------------------------------------------------------------ time
 
     def expire(self, now: int) -> list[Change]:
-        """Mark disappearing posts whose time is up (by ``now``) and report what to purge."""
+        """Mark disappearing posts whose time is up (by ``now``, this device's clock) and report
+        what to purge."""
         out = []
         for post in self.posts.values():
-            if post.ttl_ms is None or post.gone or now < post.created_at + post.ttl_ms:
+            if post.expires_at is None or post.gone or now < post.expires_at:
                 continue
             post.expired = True
             post.text, post.attachments, post.last_edit = None, (), None

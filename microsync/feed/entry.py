@@ -31,6 +31,7 @@ __all__ = [
     "MAX_BODY_SIZE",
     "MAX_DEPS",
     "MAX_ENTRY_SIZE",
+    "MAX_HLC",
     "Entry",
     "EntryId",
     "GroupId",
@@ -49,6 +50,9 @@ MAX_DEPS: Final = 64
 MAX_ENTRY_SIZE: Final = 4096
 MAX_BODY_SIZE: Final = 256 * 1024
 MAX_TYPE: Final = 0xFFFF
+MAX_HLC: Final = 2**63 - 1
+"""The largest ``hlc`` a header decodes with (every header integer is signed 64-bit at most, as
+SQLite stores it); an author never signs a larger one (``GroupReplica._append``)."""
 _ID = 32
 _HEADER_FIELDS = 11
 

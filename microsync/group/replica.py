@@ -23,6 +23,7 @@ from microsync.crypto.random import Rng
 from microsync.encoding import Value, expect_bytes, expect_int, expect_list
 from microsync.errors import DecodeError, DecryptionError, MicrosyncError, NotAMember
 from microsync.feed import MAX_DEPS, Entry, EntryId, GroupId, Ingested, append, ingest_many
+from microsync.feed.entry import MAX_HLC
 from microsync.feed.store import FeedStore, StoredEntry
 from microsync.feed.trust import TrustStore
 from microsync.group.keys import (
@@ -599,14 +600,18 @@ class GroupReplica:
 
         The entry's ``hlc`` is ``now``, but never less than one past the previous entry of the
         feed: a feed's timestamps strictly increase even when the clock stands still or steps
-        back, so "newest first" never contradicts the order a device wrote in."""
+        back, so "newest first" never contradicts the order a device wrote in. Only this
+        device's own entry is read (a peer's timestamps never reach here: the app layer bounds
+        what it derives from them), and the result never passes the largest ``hlc`` an entry
+        may carry, so this device never signs an entry that it, or a peer, cannot decode."""
         if self.on_append is not None:
             self.on_append(self.id)
         head = self.store.feed_status(self.id, self.me.device)
         if head.head_seq:
             previous = self.store.entry_at(self.id, self.me.device, head.head_seq)
             if previous is not None:
-                now = max(now, previous.entry.header.hlc + 1)
+                now = max(now, min(previous.entry.header.hlc + 1, MAX_HLC))
+        now = min(max(now, 0), MAX_HLC)
         return append(
             self.store,
             self.me.identity.device_key,
