@@ -177,7 +177,7 @@ def test_admins_of_one_rank_cannot_remove_or_demote_each_other() -> None:
     """B and C were both made admins by the founder A: neither may take the other's rights
     (so two admins can never remove each other at once); A may remove either."""
     a, b, c = peers = group_of("A", "B", "C", admins="ABC")
-    with pytest.raises(NotAMember):
+    with pytest.raises(NotAMember, match="cannot remove C: an admin may remove only"):
         b.group.remove(c.person, now=10)
     with pytest.raises(NotAMember):
         c.group.set_role(b.person, Role.MEMBER, now=10)

@@ -657,6 +657,19 @@ class GroupReplica:
                 mine = self.state.members.get(self.me.person)
                 if op.kind in ADMIN_KINDS and mine is not None and mine.role is not Role.ADMIN:
                     raise NotAMember(f"only admins may {verb} (you are a {mine.role})")
+                target = self.state.members.get(op.person) if op.person is not None else None
+                if (
+                    op.kind in (OpKind.REMOVE, OpKind.SET_ROLE)
+                    and mine is not None
+                    and target is not None
+                    and target.role is Role.ADMIN
+                    and target.person != mine.person
+                    and target.rank <= mine.rank
+                ):
+                    raise NotAMember(
+                        f"cannot {verb} {target.name}: an admin may {verb} only members and "
+                        "admins ranked below it (made admin further from the founder)"
+                    )
                 raise NotAMember(f"this device may not {verb} in this group now")
         return entry
 
