@@ -47,7 +47,6 @@ from microsync.group.membership import (
     _is_reduction,
     _voids,
     authorize,
-    cuts_of,
     group_id_for,
     note_appended,
     note_seen,
@@ -451,7 +450,9 @@ class GroupReplica:
         rec = records.get(single) if single is not None else None
         fast = (
             rec is not None
-            and not cuts_of(rec)  # a cut-off may reach back: refold
+            # an op that saw every op may draw cut-offs (none can reach below what it saw),
+            # but a revocation's cut-off is kept on the full path, as it always was
+            and rec.op.kind is not OpKind.REVOKE_DEVICE
             and set(rec.deps) == self._heads
             and len(records) == len(self._resolution.order) + 1
         )
