@@ -2,6 +2,11 @@
 commands on the same ``--home`` are handed to it over a Unix socket in the profile directory
 (``serve.sock``, readable by the owner only) and run there, on the open device: posting from a
 second terminal reaches connected peers at once.
+
+A forwarded request carries the caller's working directory: a path the user typed
+(``vault add photo.jpg``, ``vault get ID out/``) is resolved there by :func:`user_path`, not in
+the directory ``serve`` was started in. A command that fails inside ``serve`` still answers:
+its one-line error comes back to the caller's terminal with its exit status.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import io
 import json
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Final
@@ -22,13 +28,51 @@ from rich.console import Console
 
 from microsync.node import Device, Group
 
-__all__ = ["SOCKET_NAME", "forward", "open_device", "open_group", "serve_commands"]
+__all__ = [
+    "SOCKET_NAME",
+    "error_console",
+    "errors_to",
+    "forward",
+    "open_device",
+    "open_group",
+    "serve_commands",
+    "user_path",
+    "without_home",
+]
 
 SOCKET_NAME: Final = "serve.sock"
 MAX_REQUEST: Final = 1 << 20
 NOT_FORWARDED: Final = frozenset({"init", "serve", "relay", "demo"})
 
 _SERVING: ContextVar[Device | None] = ContextVar("microsync_serving_device", default=None)
+_CALLER_CWD: ContextVar[Path | None] = ContextVar("microsync_caller_cwd", default=None)
+
+
+_ERRORS: ContextVar[Console | None] = ContextVar("microsync_error_console", default=None)
+
+
+@contextlib.contextmanager
+def errors_to(err: Console) -> Iterator[None]:
+    """Within this block, :func:`error_console` is ``err`` (the caller's stderr, also inside
+    ``serve``)."""
+    token = _ERRORS.set(err)
+    try:
+        yield
+    finally:
+        _ERRORS.reset(token)
+
+
+def error_console() -> Console:
+    """Where a command writes warnings: the caller's stderr."""
+    return _ERRORS.get() or Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def user_path(text: str) -> Path:
+    """A path the user typed, resolved in the user's working directory (the caller's, for a
+    command forwarded to ``serve``; this process's otherwise)."""
+    path = Path(text).expanduser()
+    cwd = _CALLER_CWD.get()
+    return path if cwd is None or path.is_absolute() else cwd / path
 
 
 @contextlib.asynccontextmanager
@@ -66,39 +110,64 @@ async def serve_commands(
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            argv = json.loads(line[:MAX_REQUEST])["argv"]
-            if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
-                raise ValueError("argv must be a list of strings")
-            out_buffer, err_buffer = io.StringIO(), io.StringIO()
-            out = Console(file=out_buffer, highlight=False, soft_wrap=True, width=100)
-            err = Console(file=err_buffer, highlight=False, soft_wrap=True, width=100)
-            try:
-                args = parse(argv)
-            except SystemExit as exit_:
-                code = int(exit_.code or 0)
-            else:
-                args.home = device.path
-                if args.command in NOT_FORWARDED:
-                    err.print(f"microsync: error: `{args.command}` cannot run inside serve")
-                    code = 1
-                else:
-                    token = _SERVING.set(device)
-                    try:
-                        code = await run(args, out, err)
-                    finally:
-                        _SERVING.reset(token)
-            reply = {"code": code, "stdout": out_buffer.getvalue(), "stderr": err_buffer.getvalue()}
+            argv, cwd = _read_request(await asyncio.wait_for(reader.readline(), 10))
+        except (ValueError, KeyError, TypeError, TimeoutError, ConnectionError):
+            writer.close()  # a broken client: nothing to answer
+            return
+        try:
+            reply = await _run_forwarded(device, parse, run, argv, cwd)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
-        except (ValueError, KeyError, TimeoutError, ConnectionError):
-            pass  # a broken client: nothing to answer
+        except ConnectionError:
+            pass  # the caller went away (Ctrl-C): the command ran, nobody to tell
         finally:
             writer.close()
 
     server = await asyncio.start_unix_server(handle, path=str(path))
     os.chmod(path, 0o600)
     return server
+
+
+def _read_request(line: bytes) -> tuple[list[str], Path | None]:
+    """``argv`` and the caller's directory from one request line (``ValueError`` if bad)."""
+    request = json.loads(line[:MAX_REQUEST])
+    argv, cwd = request["argv"], request.get("cwd")
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise ValueError("argv must be a list of strings")
+    if cwd is not None and not (isinstance(cwd, str) and os.path.isabs(cwd)):
+        raise ValueError("cwd must be an absolute path")
+    return argv, None if cwd is None else Path(cwd)
+
+
+async def _run_forwarded(
+    device: Device,
+    parse: Callable[[Sequence[str]], argparse.Namespace],
+    run: Runner,
+    argv: list[str],
+    cwd: Path | None,
+) -> dict[str, object]:
+    """Run one forwarded command on ``device``; its exit status and what it printed."""
+    out_buffer, err_buffer = io.StringIO(), io.StringIO()
+    out = Console(file=out_buffer, highlight=False, soft_wrap=True, width=100)
+    err = Console(file=err_buffer, highlight=False, soft_wrap=True, width=100)
+    try:
+        with contextlib.redirect_stderr(err_buffer), contextlib.redirect_stdout(out_buffer):
+            args = parse(argv)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 2
+    else:
+        args.home = device.path
+        if args.command in NOT_FORWARDED:
+            err.print(f"microsync: error: `{args.command}` cannot run inside serve")
+            code = 1
+        else:
+            tokens = (_SERVING.set(device), _CALLER_CWD.set(cwd))
+            try:
+                code = await run(args, out, err)
+            finally:
+                _CALLER_CWD.reset(tokens[1])
+                _SERVING.reset(tokens[0])
+    return {"code": code, "stdout": out_buffer.getvalue(), "stderr": err_buffer.getvalue()}
 
 
 def forward(home: Path, argv: Sequence[str]) -> int | None:
@@ -111,7 +180,8 @@ def forward(home: Path, argv: Sequence[str]) -> int | None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
             client.settimeout(600)
             client.connect(str(path))
-            client.sendall(json.dumps({"argv": list(argv)}).encode() + b"\n")
+            request = {"argv": list(argv), "cwd": os.getcwd()}
+            client.sendall(json.dumps(request).encode() + b"\n")
             chunks = []
             while chunk := client.recv(65536):
                 chunks.append(chunk)
@@ -120,8 +190,6 @@ def forward(home: Path, argv: Sequence[str]) -> int | None:
     reply = json.loads(b"".join(chunks) or b"null")
     if not isinstance(reply, dict):
         return None
-    import sys
-
     sys.stdout.write(str(reply.get("stdout", "")))
     sys.stderr.write(str(reply.get("stderr", "")))
     return int(reply.get("code", 1))
@@ -139,6 +207,3 @@ def without_home(argv: Sequence[str]) -> list[str]:
         elif not arg.startswith("--home="):
             out.append(arg)
     return out
-
-
-__all__ += ["without_home"]

@@ -1,7 +1,10 @@
 """Entry point of the ``microsync`` command.
 
-Every command is an async function taking the parsed arguments and a :class:`Console`; errors
-that microsync raises on purpose become one clear line on stderr and exit status 1.
+Every command is an async function taking the parsed arguments and a :class:`Console`. Every
+error is one line on stderr, ``microsync: error: ...``, never a traceback: a bad argument exits
+with status 2 (the line names the argument and ``--help``), anything else with status 1. An
+error nobody anticipated is reported the same way, by its type and message (set
+``MICROSYNC_DEBUG=1`` to see the traceback as well).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -80,7 +83,7 @@ async def cmd_whoami(args: argparse.Namespace, out: Console) -> int:
 async def cmd_recovery_words(args: argparse.Namespace, out: Console) -> int:
     async with open_device(args.home) as device:
         words = device.export_recovery_words()
-    Console(stderr=True).print(
+    control.error_console().print(
         "[yellow]Anyone with these words can act as you. Keep them offline.[/]"
     )
     out.print(" ".join(words), soft_wrap=True)
@@ -186,8 +189,15 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"microsync: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="microsync",
         description="Private micro-networks: encrypted group feeds synced device to device.",
     )
@@ -198,7 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="profile directory (default: $MICROSYNC_HOME or ~/.microsync)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     init = sub.add_parser("init", help="create a profile (a new person, or --restore one)")
     init.add_argument("--name", required=True, help="this device's display name")
     init.add_argument(
@@ -263,7 +275,8 @@ async def run_command(args: argparse.Namespace, out: Console, err: Console) -> i
             command = f"group {args.group_command}"
         elif command == "location":
             command = f"location {args.location_command}"
-        return await COMMANDS[command](args, out)
+        with control.errors_to(err):
+            return await COMMANDS[command](args, out)
     except ProfileInUse:
         raise
     except ProfileNotFound:
@@ -280,8 +293,18 @@ async def run_command(args: argparse.Namespace, out: Console, err: Console) -> i
     except ValueError as error:
         _error(err, str(error))
     except OSError as error:
-        _error(err, f"{error.strerror or error}")
+        _error(err, _os_error(error))
+    except Exception as error:  # a bug, not the user's doing: still one line, never a traceback
+        if os.environ.get("MICROSYNC_DEBUG"):
+            raise
+        _error(err, f"unexpected {type(error).__name__}: {error} (MICROSYNC_DEBUG=1 shows where)")
     return 1
+
+
+def _os_error(error: OSError) -> str:
+    """An operating-system error with the file it is about, when it is about one."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
 
 
 def _error(err: Console, message: str) -> None:

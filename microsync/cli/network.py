@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
+import socket
+from collections.abc import Iterator
 from datetime import datetime
 
 from rich.console import Console
@@ -14,6 +17,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from microsync.app.api import Event
 from microsync.cli.control import SOCKET_NAME, open_device, serve_commands
+from microsync.errors import MicrosyncError
 from microsync.identity import DeviceId
 from microsync.net.limits import ServeLimits
 from microsync.node import DEFAULT_PORT, Device, Group
@@ -90,14 +94,15 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
         limits = ServeLimits(
             max_connections=args.max_connections, max_per_address=args.max_per_address
         )
-        await device.start(
-            lan=not args.no_lan,
-            port=args.port,
-            relay=args.relay,
-            bind=args.bind,
-            peers=peers,
-            limits=limits,
-        )
+        with _listening(args.bind, args.port):
+            await device.start(
+                lan=not args.no_lan,
+                port=args.port,
+                relay=args.relay,
+                bind=args.bind,
+                peers=peers,
+                limits=limits,
+            )
         where = f"port {device.port}" if device.port else "no listener"
         lan = "off" if args.no_lan else "on"
         out.print(
@@ -182,33 +187,66 @@ async def cmd_relay(args: argparse.Namespace, out: Console) -> int:
     def ready(port: int) -> None:
         out.print(f"{_stamp()}  relay listening on ws://{args.host}:{port} (stores nothing)")
 
-    with contextlib.suppress(asyncio.CancelledError):
+    with contextlib.suppress(asyncio.CancelledError), _listening(args.host, args.port):
         await run_relay(args.host, args.port, limits=limits, ready=ready)
     return 0
 
 
+@contextlib.contextmanager
+def _listening(host: str | None, port: int) -> Iterator[None]:
+    """Say in the user's words why listening on ``host:port`` failed, and what to try."""
+    try:
+        yield
+    except OSError as error:
+        raise MicrosyncError(_listen_failure(error, host, port)) from None
+
+
+def _listen_failure(error: OSError, host: str | None, port: int) -> str:
+    """One line for a failed bind."""
+    where = f"{host or 'all interfaces'}, port {port}"
+    if isinstance(error, socket.gaierror) or (error.errno or 0) < 0:
+        return f"cannot listen on {host!r}: not an address of this machine (try --bind 127.0.0.1)"
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the port is in use (is another microsync running? "
+            "pick another with --port)"
+        )
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: {host} is not an address of this machine"
+    return f"cannot listen on {where}: {error.strerror or error}"
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from microsync.cli.args import peer_address, port_number, positive_count, relay_url
     from microsync.cli.social import parse_peer
 
     serve = sub.add_parser("serve", help="go online: listen, discover, sync live, log it")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    serve.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}"
+    )
     serve.add_argument("--bind", help="listening address (default: all interfaces)")
     serve.add_argument("--no-lan", action="store_true", help="no mDNS discovery")
-    serve.add_argument("--relay", help="meet members through this relay (ws://host:port)")
     serve.add_argument(
-        "--peer", action="append", metavar="HOST:PORT", help="keep a connection to this peer"
+        "--relay", type=relay_url, help="meet members through this relay (ws://HOST:PORT)"
+    )
+    serve.add_argument(
+        "--peer",
+        type=peer_address,
+        action="append",
+        metavar="HOST:PORT",
+        help="keep a connection to this peer",
     )
     serve.add_argument("--seconds", type=float, default=0, help="stop after this long")
     serve.add_argument(
         "--max-connections",
-        type=int,
+        type=positive_count,
         default=ServeLimits().max_connections,
         metavar="N",
         help="inbound connections at once (default %(default)s)",
     )
     serve.add_argument(
         "--max-per-address",
-        type=int,
+        type=positive_count,
         default=ServeLimits().max_per_address,
         metavar="N",
         help="inbound connections at once from one IP (default %(default)s)",
@@ -221,17 +259,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     relay = sub.add_parser("relay", help="run a blind relay (forwards ciphertext only)")
     relay.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    relay.add_argument("--port", type=int, default=7426)
+    relay.add_argument("--port", type=port_number, default=7426)
     relay.add_argument(
         "--max-clients",
-        type=int,
+        type=positive_count,
         default=None,
         metavar="N",
         help="clients at once (default 1000)",
     )
     relay.add_argument(
         "--max-per-address",
-        type=int,
+        type=positive_count,
         default=None,
         metavar="N",
         help="clients at once from one IP; behind a proxy, raise it (default 16)",

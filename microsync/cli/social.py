@@ -79,7 +79,7 @@ def _qr(text: str) -> str:
 
 async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
     async with open_group(args) as group:
-        addresses = args.at or lan_addresses(args.port)
+        addresses = args.at or lan_addresses(args.port or DEFAULT_PORT)
         invite = await group.invite(
             ttl=args.ttl, role=args.role, addresses=addresses, relay=args.relay
         )
@@ -96,6 +96,11 @@ async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_join(args: argparse.Namespace, out: Console) -> int:
+    if not args.invite.startswith("microsync:") and args.at is None:
+        raise MicrosyncError(
+            "a short code needs the inviter's address: microsync join CODE --at HOST:PORT "
+            "(their invite shows it)"
+        )
     async with open_device(args.home) as device:
         group = await device.join(args.invite, at=args.at)
         names = ", ".join(m.name for m in group.members())
@@ -223,24 +228,35 @@ def _age(seconds: float) -> str:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register this module's commands on the top-level parser."""
+    from microsync.cli.args import peer_address, port_number, positive_count, relay_url
+
     invite = sub.add_parser("invite", help="invite someone: a link, a QR code and a short code")
     invite.add_argument("--group", help="group name or id prefix")
     invite.add_argument("--ttl", type=float, default=3600, help="seconds until it expires")
     invite.add_argument("--role", choices=["member", "admin"], default="member")
     invite.add_argument(
         "--at",
+        type=peer_address,
         action="append",
         metavar="HOST:PORT",
         help="where the joiner reaches you (default: this machine's addresses)",
     )
-    invite.add_argument("--port", type=int, default=DEFAULT_PORT, help="your serve port")
-    invite.add_argument("--relay", help="a relay URL to put in the link")
+    invite.add_argument(
+        "--port",
+        type=port_number,
+        help="your serve port (default: the running serve's, else 7425)",
+    )
+    invite.add_argument(
+        "--relay", type=relay_url, help="a relay (ws://HOST:PORT) to put in the link"
+    )
     invite.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
     invite.add_argument("--json", action="store_true", help="machine-readable output")
 
     join = sub.add_parser("join", help="join a group with an invite link or short code")
     join.add_argument("invite", help="the link (microsync:...) or the short code")
-    join.add_argument("--at", metavar="HOST:PORT", help="the inviter's address (for a code)")
+    join.add_argument(
+        "--at", type=peer_address, metavar="HOST:PORT", help="the inviter's address (for a code)"
+    )
 
     post = sub.add_parser("post", help="post to a group")
     post.add_argument("text")
@@ -261,7 +277,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     feed = sub.add_parser("feed", help="show a group's posts, newest first")
     feed.add_argument("--group", help="group name or id prefix")
     feed.add_argument("--unread", action="store_true", help="only what is new; marks it read")
-    feed.add_argument("--limit", type=int, default=0)
+    feed.add_argument("--limit", type=positive_count, help="show at most this many posts")
     feed.add_argument("--json", action="store_true", help="machine-readable output")
 
     remove = sub.add_parser("remove", help="remove a member (admins); rotates the keys")

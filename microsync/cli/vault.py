@@ -23,10 +23,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from microsync.cli.control import open_device, open_group
+from microsync.blobs import BlobRef
+from microsync.cli.control import open_device, open_group, user_path
 from microsync.cli.social import find_group
-from microsync.errors import PeerUnreachable
-from microsync.node import Device
+from microsync.errors import MicrosyncError, PeerUnreachable
+from microsync.node import Device, Group
 from microsync.node.runtime import split_address
 from microsync.node.vault import Progress as ProgressCallback
 
@@ -60,9 +61,29 @@ def _size(n: int) -> str:
     raise AssertionError
 
 
+def _find_file(group: Group, prefix: str) -> BlobRef:
+    """The vault file whose id starts with ``prefix`` (one clear line if none or several)."""
+    try:
+        return group.vault.get(prefix)
+    except KeyError:
+        raise MicrosyncError(
+            f"no single file in {group.name}'s vault has an id starting {prefix!r} "
+            "(see: microsync vault ls)"
+        ) from None
+
+
+def _source(text: str) -> Path:
+    """The file the user named for ``vault add``, checked before any work starts."""
+    path = user_path(text)
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise MicrosyncError(f"cannot add {path}: it {what}")
+    return path
+
+
 async def cmd_add(args: argparse.Namespace, out: Console) -> int:
     async with open_group(args) as group:
-        path = Path(args.file)
+        path = _source(args.file)
         with _bar(out, f"encrypting {path.name}", args.quiet) as progress:
             ref = await group.vault.add(path, name=args.name, mime=args.mime, progress=progress)
         out.print(f"{ref.id.hex()[:12]}  {ref.name}  {_size(ref.size)}  added to {group.name}")
@@ -72,7 +93,7 @@ async def cmd_add(args: argparse.Namespace, out: Console) -> int:
 async def cmd_get(args: argparse.Namespace, out: Console) -> int:
     async with open_device(args.home) as device:
         group = find_group(device, args.group)
-        ref = group.vault.get(args.id)
+        ref = _find_file(group, args.id)
         if args.peer:
             for address in args.peer:
                 split_address(address)  # a clear error for a bad address
@@ -82,7 +103,7 @@ async def cmd_get(args: argparse.Namespace, out: Console) -> int:
                 for address in args.peer:
                     device.connect(address)
             await _wait_for_peers(device, args.timeout)
-        dest = Path(args.dest)
+        dest = user_path(args.dest)
         if dest.is_dir():
             dest = dest / Path(ref.name).name
         with _bar(out, f"fetching {ref.name}", args.quiet) as progress:
@@ -134,7 +155,7 @@ async def cmd_ls(args: argparse.Namespace, out: Console) -> int:
 
 async def cmd_rm(args: argparse.Namespace, out: Console) -> int:
     async with open_group(args) as group:
-        ref = group.vault.get(args.id)
+        ref = _find_file(group, args.id)
         await group.vault.remove(ref)
         out.print(f"{ref.id.hex()[:12]}  {ref.name}  removed for everyone")
     return 0
@@ -158,6 +179,8 @@ async def cmd_vault(args: argparse.Namespace, out: Console) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``vault`` and its actions on the top-level parser."""
+    from microsync.cli.args import peer_address
+
     vault = sub.add_parser("vault", help="encrypted files shared with a group")
     actions = vault.add_subparsers(dest="vault_command", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="encrypt a file into the group's vault")
@@ -170,6 +193,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     get.add_argument(
         "--from",
         dest="peer",
+        type=peer_address,
         action="append",
         metavar="HOST:PORT",
         help="a peer to fetch missing chunks from (repeat for several)",

@@ -1,0 +1,136 @@
+"""Every error a new user met (issue 17, items 5 and 7), as they met it: real subprocesses,
+real profiles, real TCP on 127.0.0.1. Each is one line on stderr naming the real reason, no
+traceback, a non-zero exit; and a command handed to a running ``serve`` answers with its own
+error, not "in use"."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.test_cli import run
+from tests.test_cli_network import MICROSYNC, free_port, serving
+
+
+def run_all(commands: Sequence[Sequence[str]]) -> list[subprocess.CompletedProcess[str]]:
+    """Run the commands at once (each is a whole process start), and wait for all."""
+    procs = [
+        subprocess.Popen(
+            [*MICROSYNC, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for argv in commands
+    ]
+    done = []
+    for argv, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=60)
+        done.append(subprocess.CompletedProcess(list(argv), proc.returncode, out, err))
+    return done
+
+
+def one_line(done: subprocess.CompletedProcess[str], *words: str) -> None:
+    """Exit non-zero with one ``microsync: error:`` line containing ``words``, no traceback."""
+    said = f"{done.args}: {done.stderr!r}"
+    assert done.returncode != 0, said
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("microsync: error:"), said
+    assert "Traceback" not in done.stderr and "Task exception" not in done.stderr, said
+    for word in words:
+        assert word in lines[0], said
+
+
+def test_every_error_path_is_one_line(tmp_path: Path) -> None:
+    home = str(tmp_path / "alice")
+    assert run("--home", home, "init", "--name", "Alice").returncode == 0
+    assert run("--home", home, "group", "create", "Family").returncode == 0
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = str(taken.getsockname()[1])
+    nobody = f"127.0.0.1:{free_port()}"
+    h = ("--home", home)
+    cases: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
+        (("vault", "get", "zzzz", "DEST"), ("zzzz", "vault ls")),
+        (("vault", "rm", "zzzz"), ("zzzz",)),
+        (("serve", "--port", "99999"), ("--port", "99999", "65535")),
+        (("serve", "--port", "-1"), ("--port", "-1")),
+        (("relay", "--port", "99999"), ("--port", "65535")),
+        (("serve", "--relay", "notaurl"), ("--relay", "ws://HOST:PORT")),
+        (("serve", "--peer", "nonsense"), ("--peer", "HOST:PORT", "port is missing")),
+        (("vault", "add", "/x/nothere.jpg"), ("/x/nothere.jpg", "does not exist")),
+        (("invite", "--relay", "127.0.0.1:17450"), ("ws://HOST:PORT",)),
+        (("join", "12-abc", "--at", "localhost"), ("HOST:PORT", "port is missing")),
+        (("join", "12-abc"), ("--at HOST:PORT",)),
+        (("join", "microsync:join?v=1&s=nonsense"), ("invite",)),
+        (("sync", nobody), ("reach", nobody)),
+        (("serve", "--bind", "127.0.0.1", "--port", busy, "--no-lan"), (busy, "in use", "--port")),
+        (("relay", "--host", "127.0.0.1", "--port", busy), (busy, "in use", "--port")),
+        (("serve", "--bind", "999.1.1.1", "--no-lan"), ("999.1.1.1", "not an address")),
+        (("feed", "--limit", "-1"), ("--limit",)),
+        (("members", "Nope"), ("Nope",)),
+    ]
+    try:
+        results = run_all([(*h, *argv) for argv, _ in cases])
+    finally:
+        taken.close()
+    for (_, words), done in zip(cases, results, strict=True):
+        one_line(done, *words)
+
+
+def test_a_command_failing_inside_serve_says_why(tmp_path: Path) -> None:
+    """Forwarded to a running ``serve``, a failing command's own one-line error and status come
+    back to the caller's terminal (it used to say the profile is "in use")."""
+    home = str(tmp_path / "alice")
+    run("--home", home, "init", "--name", "Alice")
+    run("--home", home, "group", "create", "Family")
+    with serving(home, free_port()) as server:
+        missing, bad_limit, nothere = run_all(
+            [
+                ("--home", home, "vault", "rm", "zzzz"),
+                ("--home", home, "feed", "--limit", "-1"),
+                ("--home", home, "vault", "add", "nothere.jpg"),
+            ]
+        )
+        warned = run("--home", home, "recovery-words")
+    one_line(missing, "zzzz")
+    one_line(bad_limit, "--limit")
+    one_line(nothere, str(Path.cwd() / "nothere.jpg"))
+    for done in (missing, bad_limit, nothere):
+        assert "in use" not in done.stderr
+    assert "Keep them offline" in warned.stderr and len(warned.stdout.split()) == 24
+    assert "Keep them offline" not in (server.stdout.read() if server.stdout else "")
+
+
+def test_forwarded_commands_resolve_paths_where_the_user_is(tmp_path: Path) -> None:
+    """``vault add local.bin`` and ``vault get ID rel.bin`` typed in another directory, while
+    ``serve`` (started elsewhere) holds the profile: both paths are the user's."""
+    home = str(tmp_path / "alice")
+    run("--home", home, "init", "--name", "Alice")
+    run("--home", home, "group", "create", "Family")
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    data = os.urandom(300_000)
+    (here / "local.bin").write_bytes(data)
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*MICROSYNC, "--home", home, *argv],
+            capture_output=True,
+            text=True,
+            cwd=here,
+            timeout=60,
+        )
+
+    with serving(home, free_port()):
+        added = cli("vault", "add", "local.bin", "--quiet")
+        assert added.returncode == 0, added.stderr
+        blob = added.stdout.split()[0]
+        got = cli("vault", "get", blob, "rel.bin", "--quiet")
+        assert got.returncode == 0, got.stderr
+        assert (here / "rel.bin").read_bytes() == data
+        (here / "out").mkdir()
+        assert cli("vault", "get", blob, "out", "--quiet").returncode == 0
+        assert (here / "out" / "local.bin").read_bytes() == data
+    assert not (Path.cwd() / "rel.bin").exists()
