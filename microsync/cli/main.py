@@ -24,7 +24,6 @@ import microsync
 from microsync.cli import control, network, social, vault
 from microsync.cli.control import open_device, open_group
 from microsync.cli.demo import cmd_demo
-from microsync.crypto import fingerprint
 from microsync.errors import InviteError, MicrosyncError, ProfileInUse, ProfileNotFound
 from microsync.node import Device
 from microsync.storage.sqlite import DATABASE_NAME
@@ -123,7 +122,7 @@ async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
             out.print("No groups yet. Create one with: microsync group create NAME")
         for g in groups:
             status = "" if g.is_member() else "  (left)"
-            out.print(f"{g.id.hex()[:16]}  {g.name}  {len(g.members())} members{status}")
+            out.print(f"{g.id.hex()[:16]}  {g.name}  {_count(len(g.members()), 'member')}{status}")
     return 0
 
 
@@ -146,7 +145,8 @@ async def cmd_members(args: argparse.Namespace, out: Console) -> int:
             )
             return 0
         for m in members:
-            out.print(f"{fingerprint(m.person_id)}  {m.name}  {m.role}  {len(m.devices)} device(s)")
+            devices = _count(len(m.devices), "device")
+            out.print(f"{social.member_id(m.person_id)}  {m.name}  {m.role}  {devices}")
     return 0
 
 
@@ -157,10 +157,17 @@ async def cmd_rotate(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 device``, ``2 devices``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _print_identity(device: Device, out: Console) -> None:
     out.print(f"name:    {device.name}")
-    out.print(f"person:  {device.person_id.hex()}  ({fingerprint(device.person_id)})")
-    out.print(f"device:  {device.id.hex()}  ({fingerprint(device.id)})")
+    out.print(
+        f"person:  {device.person_id.hex()}  (in `members`: {social.member_id(device.person_id)})"
+    )
+    out.print(f"device:  {device.id.hex()}")
 
 
 COMMANDS: dict[str, Command] = {
@@ -178,6 +185,9 @@ COMMANDS: dict[str, Command] = {
     "react": social.cmd_react,
     "feed": social.cmd_feed,
     "remove": social.cmd_remove,
+    "leave": social.cmd_leave,
+    "promote": social.cmd_promote,
+    "demote": social.cmd_demote,
     "location set": social.cmd_location_set,
     "location show": social.cmd_location_show,
     "location stop": social.cmd_location_stop,
@@ -234,10 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     groups = sub.add_parser("groups", help="list this profile's groups")
     groups.add_argument("--json", action="store_true", help="machine-readable output")
     members = sub.add_parser("members", help="list a group's members")
-    members.add_argument("group", nargs="?", help="group name or id prefix")
     members.add_argument("--json", action="store_true", help="machine-readable output")
     rotate = sub.add_parser("rotate", help="start a new key epoch in a group now")
-    rotate.add_argument("group", nargs="?", help="group name or id prefix")
+    for takes_group in (members, rotate):
+        takes_group.add_argument("--group", help="group name or id prefix")
+        takes_group.add_argument("group_word", nargs="?", metavar="GROUP", help="same as --group")
     social.add_parsers(sub)
     network.add_parsers(sub)
     vault.add_parsers(sub)
@@ -275,6 +286,8 @@ async def run_command(args: argparse.Namespace, out: Console, err: Console) -> i
             command = f"group {args.group_command}"
         elif command == "location":
             command = f"location {args.location_command}"
+        if getattr(args, "group_word", None) is not None:
+            args.group = args.group or args.group_word
         with control.errors_to(err):
             return await COMMANDS[command](args, out)
     except ProfileInUse:

@@ -13,22 +13,27 @@ from rich.console import Console
 
 from microsync.cli.control import open_device, open_group
 from microsync.errors import MicrosyncError
-from microsync.node import DEFAULT_PORT, Device, Group
+from microsync.node import DEFAULT_PORT, Device, Group, Member
 from microsync.node.runtime import split_address
 
 __all__ = [
+    "cmd_demote",
     "cmd_feed",
     "cmd_invite",
     "cmd_join",
+    "cmd_leave",
     "cmd_location_set",
     "cmd_location_show",
     "cmd_location_stop",
     "cmd_post",
+    "cmd_promote",
     "cmd_react",
     "cmd_remove",
     "cmd_reply",
     "find_group",
+    "find_member",
     "lan_addresses",
+    "member_id",
 ]
 
 PRECISION_FLAGS = ("exact", "street", "city", "region")
@@ -169,21 +174,56 @@ async def cmd_feed(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+def member_id(person_id: bytes) -> str:
+    """The one id form the command line shows for a person and accepts back (with any
+    unique prefix of it, or the full hex of ``--json``): 16 hex digits of the person id."""
+    return bytes(person_id).hex()[:16]
+
+
+def find_member(group: Group, text: str) -> Member:
+    """The member whose name (any case) is ``text``, or whose id starts with it; one clear
+    line naming the candidates otherwise."""
+    members = group.members()
+    wanted = text.strip().lower()
+    found = [m for m in members if m.name.lower() == wanted]
+    if not found and len(wanted) >= 4:
+        found = [m for m in members if m.person_id.hex().startswith(wanted)]
+    if len(found) == 1:
+        return found[0]
+    shown = found or members
+    listed = ", ".join(f"{m.name} ({member_id(m.person_id)})" for m in shown)
+    problem = "matches several members" if found else f"matches no member of {group.name}"
+    raise MicrosyncError(f"{text!r} {problem}: {listed} (use the id `members` shows)")
+
+
 async def cmd_remove(args: argparse.Namespace, out: Console) -> int:
     async with open_group(args) as group:
-        found = [
-            m
-            for m in group.members()
-            if m.name == args.member or m.person_id.hex().startswith(args.member.lower())
-        ]
-        if len(found) != 1:
-            raise MicrosyncError(
-                f"no member matches {args.member!r}"
-                if not found
-                else f"{args.member!r} is ambiguous"
-            )
-        await group.remove(found[0].person_id)
-        out.print(f"Removed {found[0].name} from {group.name}; new key epoch {group.epoch}")
+        member = find_member(group, args.member)
+        await group.remove(member.person_id, force=args.force)
+        out.print(f"Removed {member.name} from {group.name}; new key epoch {group.epoch}")
+    return 0
+
+
+async def cmd_leave(args: argparse.Namespace, out: Console) -> int:
+    async with open_group(args) as group:
+        await group.leave(force=args.force)
+        out.print(f"You left {group.name}; its members start a new key epoch without you.")
+    return 0
+
+
+async def cmd_promote(args: argparse.Namespace, out: Console) -> int:
+    async with open_group(args) as group:
+        member = find_member(group, args.member)
+        await group.promote(member.person_id)
+        out.print(f"{member.name} is now an admin of {group.name}")
+    return 0
+
+
+async def cmd_demote(args: argparse.Namespace, out: Console) -> int:
+    async with open_group(args) as group:
+        member = find_member(group, args.member)
+        await group.demote(member.person_id, force=args.force)
+        out.print(f"{member.name} is now a plain member of {group.name}")
     return 0
 
 
@@ -280,9 +320,25 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     feed.add_argument("--limit", type=positive_count, help="show at most this many posts")
     feed.add_argument("--json", action="store_true", help="machine-readable output")
 
+    force = (
+        "even if it leaves the group with no admin: nobody could ever invite, remove or "
+        "promote again"
+    )
+    member = "name, or the id `members` shows (a prefix will do)"
     remove = sub.add_parser("remove", help="remove a member (admins); rotates the keys")
-    remove.add_argument("member", help="name or person id prefix")
+    remove.add_argument("member", help=member)
     remove.add_argument("--group", help="group name or id prefix")
+    remove.add_argument("--force", action="store_true", help=force)
+    leave = sub.add_parser("leave", help="leave a group; its members rotate the keys")
+    leave.add_argument("--group", help="group name or id prefix")
+    leave.add_argument("--force", action="store_true", help=force)
+    promote = sub.add_parser("promote", help="make a member an admin (admins)")
+    promote.add_argument("member", help=member)
+    promote.add_argument("--group", help="group name or id prefix")
+    demote = sub.add_parser("demote", help="make an admin a plain member (admins)")
+    demote.add_argument("member", help=member)
+    demote.add_argument("--group", help="group name or id prefix")
+    demote.add_argument("--force", action="store_true", help=force)
 
     location = sub.add_parser("location", help="share, show or stop sharing a location")
     location_sub = location.add_subparsers(dest="location_command", metavar="ACTION", required=True)

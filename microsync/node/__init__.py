@@ -622,13 +622,38 @@ class Group(PresenceMixin):
         """Start a new epoch now, wrapped to every current member device (any member may)."""
         self._replica.rotate(now=self._now())
 
-    async def remove(self, person_id: bytes) -> None:
-        """Remove a member (admins only). Starts a new epoch the removed person cannot read."""
-        self._replica.remove(PersonId(bytes(person_id)), now=self._now())
+    async def remove(self, person_id: bytes, *, force: bool = False) -> None:
+        """Remove a member (admins only). Starts a new epoch the removed person cannot read.
+        Removing yourself while you are the group's only admin and others remain raises
+        :class:`NotAMember` unless ``force`` (then nobody can ever invite, remove or promote
+        again): promote another admin first."""
+        person = PersonId(bytes(person_id))
+        self._refuse_last_admin(person, "remove", force)
+        self._replica.remove(person, now=self._now())
 
-    async def leave(self) -> None:
-        """Leave the group. The remaining members rotate the key on their next write."""
+    async def leave(self, *, force: bool = False) -> None:
+        """Leave the group. The remaining members rotate the key on their next write. Refused
+        (:class:`NotAMember`) while you are its only admin and others remain, unless ``force``."""
+        self._refuse_last_admin(self._device.person_id, "leave", force)
         self._replica.leave(now=self._now())
+
+    def _refuse_last_admin(self, person: PersonId, verb: str, force: bool) -> None:
+        """Raise unless taking ``person``'s admin rights leaves the group another admin (or no
+        one to administer). Only you can take your own rights while you are the last admin:
+        any other admin who could would still be one (ranks, ``docs/membership.md``), so
+        this looks at your own person only and leaves every other refusal to the replica."""
+        members = self._replica.state.members
+        me = members.get(self._device.person_id)
+        if force or person != self._device.person_id or me is None or me.role is not Role.ADMIN:
+            return
+        admins = [m for m in members.values() if m.role is Role.ADMIN and m.person != person]
+        if admins or (len(members) == 1 and verb != "demote"):  # alone: the group ends with you
+            return
+        raise NotAMember(
+            f"cannot {verb}: you are the only admin of {self.name}, and without one nobody "
+            "could invite, remove or promote again; promote another member first "
+            "(or force it: --force)"
+        )
 
     async def invite(
         self,
@@ -688,9 +713,12 @@ class Group(PresenceMixin):
         """Make a member an admin (admins only)."""
         self._replica.set_role(PersonId(bytes(person_id)), Role.ADMIN, now=self._now())
 
-    async def demote(self, person_id: bytes) -> None:
-        """Make an admin a plain member (admins only)."""
-        self._replica.set_role(PersonId(bytes(person_id)), Role.MEMBER, now=self._now())
+    async def demote(self, person_id: bytes, *, force: bool = False) -> None:
+        """Make an admin a plain member (admins only). Demoting yourself while you are the
+        only admin raises :class:`NotAMember` unless ``force``."""
+        person = PersonId(bytes(person_id))
+        self._refuse_last_admin(person, "demote", force)
+        self._replica.set_role(person, Role.MEMBER, now=self._now())
 
     def __repr__(self) -> str:
         count = len(self._replica.state.members)
