@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 import microsync
 from microsync.cli import control, network, social, vault
@@ -263,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.home = args.home if args.home is not None else default_home()
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    _warnings_to(err)
     try:
         return asyncio.run(run_command(args, out, err))
     except ProfileInUse:
@@ -318,6 +321,23 @@ def _os_error(error: OSError) -> str:
     """An operating-system error with the file it is about, when it is about one."""
     reason = error.strerror or str(error)
     return f"{error.filename}: {reason}" if error.filename else reason
+
+
+class _Warnings(logging.Handler):
+    """The library's warnings (a profile made private) as ``microsync: warning:`` lines."""
+
+    def __init__(self, err: Console) -> None:
+        super().__init__(logging.WARNING)
+        self._err = err
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._err.print(f"[yellow]microsync: warning:[/] {escape(record.getMessage())}")
+
+
+def _warnings_to(err: Console) -> None:
+    storage = logging.getLogger("microsync.storage")
+    if not any(isinstance(h, _Warnings) for h in storage.handlers):
+        storage.addHandler(_Warnings(err))
 
 
 def _error(err: Console, message: str) -> None:
