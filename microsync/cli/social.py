@@ -7,14 +7,13 @@ import argparse
 import io
 import json
 
-import ifaddr
 import segno
 from rich.console import Console
 
 from microsync.cli.control import open_device, open_group
 from microsync.errors import MicrosyncError
 from microsync.node import DEFAULT_PORT, Device, Group, Member
-from microsync.node.runtime import split_address
+from microsync.node.runtime import machine_addresses, split_address
 
 __all__ = [
     "cmd_demote",
@@ -67,13 +66,7 @@ def _find_post(group: Group, prefix: str) -> bytes:
 
 def lan_addresses(port: int) -> list[str]:
     """``host:port`` for this machine's IPv4 addresses, loopback last."""
-    found: list[str] = []
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str) and not ip.ip.startswith("169.254."):
-                found.append(ip.ip)
-    ordered = sorted(set(found), key=lambda a: (a.startswith("127."), a))
-    return [f"{a}:{port}" for a in ordered][:8] or [f"127.0.0.1:{port}"]
+    return [f"{a}:{port}" for a in machine_addresses()]
 
 
 def _qr(text: str) -> str:
@@ -83,8 +76,12 @@ def _qr(text: str) -> str:
 
 
 async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
-    async with open_group(args) as group:
-        addresses = args.at or lan_addresses(args.port or DEFAULT_PORT)
+    async with open_device(args.home) as device:
+        group = find_group(device, args.group)
+        online = device.port is not None or device.relay is not None
+        addresses = args.at
+        if not online and addresses is None:  # serve is not running: where it will listen
+            addresses = lan_addresses(args.port or DEFAULT_PORT)
         invite = await group.invite(
             ttl=args.ttl, role=args.role, addresses=addresses, relay=args.relay
         )
@@ -96,7 +93,10 @@ async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
             out.print(_qr(invite.link), end="")
         out.print(f"link: {invite.link}", soft_wrap=True)
         out.print(f"code: [bold]{invite.code}[/]  (read it aloud; one wrong guess burns it)")
-        out.print(f"Keep [bold]microsync --home {args.home} serve[/] running while they join.")
+        if online:
+            out.print("Your serve is running: they can join now.")
+        else:
+            out.print(f"Keep [bold]microsync --home {args.home} serve[/] running while they join.")
     return 0
 
 
@@ -279,7 +279,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         type=peer_address,
         action="append",
         metavar="HOST:PORT",
-        help="where the joiner reaches you (default: this machine's addresses)",
+        help="where the joiner reaches you (default: where your serve listens)",
     )
     invite.add_argument(
         "--port",

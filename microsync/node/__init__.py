@@ -30,7 +30,13 @@ from microsync.app.presence import PresenceMixin
 from microsync.blobs import BlobRef
 from microsync.crypto import X25519SecretKey, fingerprint, system_rng
 from microsync.encoding import expect_bytes, expect_list
-from microsync.errors import MicrosyncError, NotAMember, ProfileNotFound, StorageError
+from microsync.errors import (
+    InviteError,
+    MicrosyncError,
+    NotAMember,
+    ProfileNotFound,
+    StorageError,
+)
 from microsync.feed import GroupId, Ingested
 from microsync.feed.ingest import Outcome
 from microsync.feed.trust import add_certificate
@@ -247,10 +253,24 @@ class Device(NetworkMixin):
 
     # ------------------------------------------------------------------ pairing
 
-    def _addresses(self, addresses: Sequence[str] | None) -> tuple[str, ...]:
-        if addresses is not None:
-            return tuple(addresses)
-        return (f"127.0.0.1:{self.port or DEFAULT_PORT}",)
+    def _reachable(
+        self, addresses: Sequence[str] | None, relay: str | None
+    ) -> tuple[tuple[str, ...], str | None]:
+        """Where an invite says to reach this device: what the caller gave, else where the
+        running device really is (:meth:`listen_addresses`, :attr:`relay`), and nothing it
+        does not listen on. A device not started yet names this machine's default serve
+        address, ``127.0.0.1:7425``, where ``microsync serve`` will listen."""
+        if self._net is None:
+            fallback = (f"127.0.0.1:{DEFAULT_PORT}",)
+            return (tuple(addresses) if addresses is not None else fallback), relay
+        found = tuple(addresses) if addresses is not None else self.listen_addresses()
+        relay = relay if relay is not None else self.relay
+        if not found and relay is None:
+            raise InviteError(
+                "this device listens on no port and uses no relay, so nobody could redeem "
+                "an invite: start it with a port or a relay, or name addresses"
+            )
+        return found, relay
 
     def invite_host(self) -> InviteHost:
         """Answers incoming invite redemptions and device links for this device (the sync
@@ -271,12 +291,13 @@ class Device(NetworkMixin):
         group this person is in. Needs a device holding the person key."""
         if self._identity.person_key is None:
             raise NotAMember("only a device holding the person key may link devices")
+        addresses_, relay_ = self._reachable(addresses, relay)
         invite = Invite.issue(
             rng=system_rng,
             now=_now_ms(),
             purpose=InvitePurpose.LINK,
-            addresses=self._addresses(addresses),
-            relay=relay,
+            addresses=addresses_,
+            relay=relay_,
             ttl_ms=int(ttl * 1000),
             taken_nameplates=self._book.open_nameplates(),
         )
@@ -665,8 +686,10 @@ class Group(PresenceMixin):
     ) -> Invite:
         """A single-use invite (admins only) expiring after ``ttl`` seconds: ``.link`` carries a
         256-bit secret and where to reach this device (for a QR code), ``.code`` a short code to
-        read aloud (one wrong guess burns it). ``addresses`` default to this machine's
-        ``microsync serve`` port."""
+        read aloud (one wrong guess burns it). ``addresses`` and ``relay`` default to where
+        this device is reachable while started (its listener's real addresses and port, its
+        relay; :class:`InviteError` if neither), else to ``127.0.0.1:7425``."""
+        addresses_, relay_ = self._device._reachable(addresses, relay)
         return issue_invite(
             self._replica,
             self._device._book,
@@ -674,8 +697,8 @@ class Group(PresenceMixin):
             now=self._now(),
             ttl_ms=int(ttl * 1000),
             role=Role.parse(role),
-            addresses=self._device._addresses(addresses),
-            relay=relay,
+            addresses=addresses_,
+            relay=relay_,
         )
 
     async def revoke_invite(self, invite: Invite | bytes) -> None:

@@ -54,7 +54,14 @@ DEFAULT_PORT: Final = 7425
 """The TCP port ``microsync serve`` listens on unless told otherwise (and a LAN device's
 port when it is free, so the port does not single a device out)."""
 
-__all__ = ["DEFAULT_PORT", "NetworkMixin", "PeerInfo", "SyncResult", "split_address"]
+__all__ = [
+    "DEFAULT_PORT",
+    "NetworkMixin",
+    "PeerInfo",
+    "SyncResult",
+    "machine_addresses",
+    "split_address",
+]
 
 log = logging.getLogger("microsync.node")
 
@@ -90,6 +97,20 @@ class SyncResult:
     entries_sent: int
 
 
+def machine_addresses(limit: int = 8) -> list[str]:
+    """This machine's IPv4 addresses (no link-local ones), loopback last, at most ``limit``."""
+    import ifaddr
+
+    found = {
+        ip.ip
+        for adapter in ifaddr.get_adapters()
+        for ip in adapter.ips
+        if isinstance(ip.ip, str) and not ip.ip.startswith("169.254.")
+    }
+    ordered = sorted(found, key=lambda a: (a.startswith("127."), a))
+    return ordered[:limit] or ["127.0.0.1"]
+
+
 def split_address(address: str) -> tuple[str, int]:
     """``"host:port"`` (or ``"[v6]:port"``) -> ``(host, port)``; ``ValueError`` if malformed."""
     host, sep, port = address.rpartition(":")
@@ -112,6 +133,24 @@ class NetworkMixin:
         """The TCP port this device listens on, while started with a listener."""
         net = self._net
         return None if net is None else net.port
+
+    @property
+    def relay(self) -> str | None:
+        """The relay this device meets members through, while started with one."""
+        net = self._net
+        return None if net is None else net.relay
+
+    def listen_addresses(self) -> tuple[str, ...]:
+        """``host:port`` where this device accepts connections now: its bind address, or for
+        a listener on all interfaces this machine's IPv4 addresses (loopback last); empty
+        while it has no listener. What an invite names by default."""
+        net = self._net
+        if net is None or net.port is None or net.bind is None:
+            return ()
+        if net.bind in ("0.0.0.0", "::", ""):
+            return tuple(f"{a}:{net.port}" for a in machine_addresses())
+        host = f"[{net.bind}]" if ":" in net.bind else net.bind
+        return (f"{host}:{net.port}",)
 
     async def start(
         self,
@@ -346,6 +385,8 @@ class _Runtime:
         self.options = options
         self.limits = limits = limits if limits is not None else ServeLimits()
         self.port: int | None = None
+        self.bind: str | None = None  # the listener's address, while there is one
+        self.relay: str | None = None
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._quota = ConnectionQuota(
@@ -382,6 +423,7 @@ class _Runtime:
             if self._listener is None:
                 self._listener = _listen(address, port)
             self.port = self._listener.getsockname()[1]
+            self.bind = address
             self._quota = ConnectionQuota(
                 total=_total_cap(self.limits), per_address=self.limits.max_per_address
             )
@@ -397,6 +439,7 @@ class _Runtime:
             )
             await self._discovery.start()
         if relay is not None:
+            self.relay = relay
             self._spawn(self._relay(relay), f"relay {relay}")
         self._spawn(self._heartbeat(), "presence")
 
