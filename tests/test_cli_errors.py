@@ -6,6 +6,7 @@ error, not "in use"."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Sequence
@@ -50,7 +51,6 @@ def test_every_error_path_is_one_line(tmp_path: Path) -> None:
     taken.listen()
     busy = str(taken.getsockname()[1])
     nobody = f"127.0.0.1:{free_port()}"
-    h = ("--home", home)
     cases: list[tuple[tuple[str, ...], tuple[str, ...]]] = [
         (("vault", "get", "zzzz", "DEST"), ("zzzz", "vault ls")),
         (("vault", "rm", "zzzz"), ("zzzz",)),
@@ -64,15 +64,21 @@ def test_every_error_path_is_one_line(tmp_path: Path) -> None:
         (("join", "12-abc", "--at", "localhost"), ("HOST:PORT", "port is missing")),
         (("join", "12-abc"), ("--at HOST:PORT",)),
         (("join", "microsync:join?v=1&s=nonsense"), ("invite",)),
-        (("sync", nobody), ("reach", nobody)),
+        (("sync", nobody), ("reach", nobody, "nothing is listening")),
+        (("join", "810-have-floor", "--at", nobody), ("serve running", "nothing is listening")),
         (("serve", "--bind", "127.0.0.1", "--port", busy, "--no-lan"), (busy, "in use", "--port")),
         (("relay", "--host", "127.0.0.1", "--port", busy), (busy, "in use", "--port")),
         (("serve", "--bind", "999.1.1.1", "--no-lan"), ("999.1.1.1", "not an address")),
         (("feed", "--limit", "-1"), ("--limit",)),
         (("members", "Nope"), ("Nope",)),
     ]
+    homes = [str(tmp_path / f"copy{i}") for i in range(len(cases))]
+    for copy in homes:  # one profile each: they run at once, and a profile has one writer
+        shutil.copytree(home, copy)
     try:
-        results = run_all([(*h, *argv) for argv, _ in cases])
+        results = run_all(
+            [("--home", copy, *argv) for copy, (argv, _) in zip(homes, cases, strict=True)]
+        )
     finally:
         taken.close()
     for (_, words), done in zip(cases, results, strict=True):
@@ -134,3 +140,23 @@ def test_forwarded_commands_resolve_paths_where_the_user_is(tmp_path: Path) -> N
         assert cli("vault", "get", blob, "out", "--quiet").returncode == 0
         assert (here / "out" / "local.bin").read_bytes() == data
     assert not (Path.cwd() / "rel.bin").exists()
+
+
+def test_a_burned_code_says_so_and_the_inviter_hears_of_the_wrong_guess(tmp_path: Path) -> None:
+    alice, bob = str(tmp_path / "alice"), str(tmp_path / "bob")
+    port = free_port()
+    run("--home", alice, "init", "--name", "Alice")
+    run("--home", bob, "init", "--name", "Bob")
+    run("--home", alice, "group", "create", "Family")
+    shown = run("--home", alice, "invite", "--at", f"127.0.0.1:{port}", "--no-qr")
+    assert "give or take 120 s" in shown.stdout  # the clock tolerance is no secret
+    code = next(line.split()[1] for line in shown.stdout.splitlines() if line.startswith("code:"))
+    number, *words = code.split("-")
+    wrong = "-".join([number, *words[:-1], "abandon" if words[-1] != "abandon" else "ability"])
+    at = ("--at", f"127.0.0.1:{port}")
+    with serving(alice, port) as server:
+        one_line(run("--home", bob, "join", wrong, *at), "wrong code", "burned")
+        again = run("--home", bob, "join", code, *at)
+    one_line(again, "one wrong guess burns it", "new invite")
+    log = server.stdout.read() if server.stdout else ""
+    assert "'Bob' tried to redeem an invite and failed" in log

@@ -11,7 +11,8 @@ import segno
 from rich.console import Console
 
 from microsync.cli.control import open_device, open_group
-from microsync.errors import MicrosyncError
+from microsync.errors import InviteError, MicrosyncError
+from microsync.group.membership import INVITE_CLOCK_TOLERANCE_MS
 from microsync.node import DEFAULT_PORT, Device, Group, Member
 from microsync.node.runtime import machine_addresses, split_address
 
@@ -88,7 +89,11 @@ async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
         if args.json:
             out.print_json(json.dumps({"link": invite.link, "code": invite.code}))
             return 0
-        out.print(f"Invite to [bold]{group.name}[/] (single use, expires in {args.ttl:.0f} s)")
+        slack = INVITE_CLOCK_TOLERANCE_MS // 1000
+        out.print(
+            f"Invite to [bold]{group.name}[/] (single use, expires in {args.ttl:.0f} s, "
+            f"give or take {slack} s for clocks that differ)"
+        )
         if not args.no_qr:
             out.print(_qr(invite.link), end="")
         out.print(f"link: {invite.link}", soft_wrap=True)
@@ -107,7 +112,15 @@ async def cmd_join(args: argparse.Namespace, out: Console) -> int:
             "(their invite shows it)"
         )
     async with open_device(args.home) as device:
-        group = await device.join(args.invite, at=args.at)
+        try:
+            group = await device.join(args.invite, at=args.at)
+        except InviteError as error:
+            if args.invite.startswith("microsync:") or "does not know" not in str(error):
+                raise
+            raise InviteError(
+                f"{error}: a code works once, and one wrong guess burns it "
+                "(ask for a new invite; check the code and --at)"
+            ) from None
         names = ", ".join(m.name for m in group.members())
         out.print(f"Joined [bold]{group.name}[/] ({names})")
     return 0

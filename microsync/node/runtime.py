@@ -313,7 +313,7 @@ async def _reach_inviter(
             host, port = split_address(address)
             stream: Stream = await open_tcp(host, port, timeout=5)
         except (OSError, TimeoutError, ValueError) as exc:
-            errors.append(f"{address}: {type(exc).__name__}")
+            errors.append(f"{address}: {why_unreachable(exc)}")
             continue
         return await handshake(
             stream, identity, initiator=True, purpose=Purpose.INVITE, rng=system_rng
@@ -326,7 +326,7 @@ async def _reach_inviter(
             channel = await asyncio.wait_for(client.accept(), RELAY_INVITE_WAIT)
         except (OSError, ConnectionError, TimeoutError) as exc:
             await client.close()
-            errors.append(f"{relay}: {type(exc).__name__}")
+            errors.append(f"{relay}: {why_unreachable(exc)}")
         else:
             return await handshake(
                 _OwnedChannel(channel, client),
@@ -336,7 +336,23 @@ async def _reach_inviter(
                 accept_purposes=(Purpose.INVITE,),
                 rng=system_rng,
             )
-    raise PeerUnreachable("could not reach the inviter: " + ("; ".join(errors) or "no address"))
+    raise PeerUnreachable(
+        "could not reach the inviter (is their serve running?): "
+        + ("; ".join(errors) or "no address")
+    )
+
+
+def why_unreachable(error: BaseException) -> str:
+    """A failed connection attempt in the user's words."""
+    if isinstance(error, ConnectionRefusedError):
+        return "nothing is listening there"
+    if isinstance(error, TimeoutError):
+        return "no answer (a firewall, or the wrong address?)"
+    if isinstance(error, socket.gaierror):
+        return "no such host"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
 
 
 class _OwnedChannel:
@@ -674,6 +690,14 @@ class _Runtime:
         connection = self._open(secure, initiator=False)
         await connection.wait()
 
+    def _log_failed_redemption(self, secure: SecureStream, error: MicrosyncError) -> None:
+        """One log line for an invite someone failed to redeem here (a wrong code burns it:
+        the inviter should know), at most one per interval under a flood."""
+        count = self._failed_handshakes.count(asyncio.get_running_loop().time())
+        if count is not None:
+            name = secure.peer.device_name
+            log.info("%r tried to redeem an invite and failed: %s", name, error)
+
     async def _serve_invite(self, secure: SecureStream) -> None:
         """Answer one pairing; once it is done, a guest that stays connected goes on with a
         sync session on the same connection (it gets the group at once)."""
@@ -694,7 +718,8 @@ class _Runtime:
                     return
                 try:
                     reply = host.receive(record, now=_now())
-                except (InviteError, MicrosyncError):
+                except (InviteError, MicrosyncError) as exc:
+                    self._log_failed_redemption(secure, exc)
                     if host.abort_message is not None:
                         await secure.send(host.abort_message)
                     return
@@ -762,7 +787,7 @@ class _Runtime:
         try:
             stream = await open_tcp(host, port, timeout=min(timeout, 10.0))
         except (OSError, TimeoutError) as exc:
-            raise PeerUnreachable(f"cannot reach {host}:{port} ({type(exc).__name__})") from None
+            raise PeerUnreachable(f"cannot reach {host}:{port}: {why_unreachable(exc)}") from None
         secure = await handshake(stream, self.device._identity, initiator=True, rng=system_rng)
         return self._open(secure, initiator=True, oneshot=oneshot)
 
