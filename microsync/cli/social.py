@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import re
+import unicodedata
 
 import segno
 from rich.console import Console
 
+from microsync.app.api import Post
 from microsync.cli.control import open_device, open_group
 from microsync.errors import InviteError, MicrosyncError
 from microsync.group.membership import INVITE_CLOCK_TOLERANCE_MS
@@ -126,27 +129,43 @@ async def cmd_join(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+def _text(text: str, what: str) -> str:
+    """A post's or reply's text: refused when there is nothing to read."""
+    if not text.strip():
+        raise MicrosyncError(f"{what} needs some text (it is empty or only spaces)")
+    return text
+
+
 async def cmd_post(args: argparse.Namespace, out: Console) -> int:
     async with open_group(args) as group:
-        post = await group.post(args.text, ttl=args.ttl)
+        post = await group.post(_text(args.text, "a post"), ttl=args.ttl)
         out.print(f"{post.id.hex()[:12]}  posted to {group.name}")
     return 0
 
 
 async def cmd_reply(args: argparse.Namespace, out: Console) -> int:
     async with open_group(args) as group:
-        post = await group.reply(_find_post(group, args.post), args.text)
+        post = await group.reply(_find_post(group, args.post), _text(args.text, "a reply"))
         out.print(f"{post.id.hex()[:12]}  replied in {group.name}")
     return 0
 
 
 async def cmd_react(args: argparse.Namespace, out: Console) -> int:
-    async with open_group(args) as group:
+    emoji = args.emoji.strip()
+    if not is_one_emoji(emoji):
+        raise MicrosyncError(f"a reaction is one emoji, such as 👍 or ❤️ (not {args.emoji!r})")
+    async with open_device(args.home) as device:
+        group = find_group(device, args.group)
         target = _find_post(group, args.post)
         if args.remove:
-            await group.unreact(target, args.emoji)
+            post = next(p for p in group.feed() if p.id == target)
+            if device.person_id not in post.reactions.get(emoji, frozenset()):
+                raise MicrosyncError(f"you have not reacted {emoji} to that post")
+            await group.unreact(target, emoji)
+            out.print(f"Withdrew your {emoji} in {group.name}")
         else:
-            await group.react(target, args.emoji)
+            await group.react(target, emoji)
+            out.print(f"Reacted {emoji} in {group.name}")
     return 0
 
 
@@ -156,35 +175,81 @@ async def cmd_feed(args: argparse.Namespace, out: Console) -> int:
         if args.limit:
             posts = posts[: args.limit]
         if args.json:
-            out.print_json(
-                json.dumps(
-                    [
-                        {
-                            "id": p.id.hex(),
-                            "author": p.author_name,
-                            "text": p.text,
-                            "created_at": p.created_at.isoformat(),
-                            "reply_to": p.reply_to.hex() if p.reply_to else None,
-                            "reactions": {e: len(who) for e, who in p.reactions.items()},
-                            "edited": p.edited,
-                        }
-                        for p in posts
-                    ]
-                )
-            )
+            out.print_json(json.dumps([_post_json(p) for p in posts]))
             return 0
         if not posts:
             out.print("Nothing new." if args.unread else "No posts yet.")
-        for p in posts:
-            when = p.created_at.strftime("%Y-%m-%d %H:%M")
-            reactions = " ".join(f"{e}{len(who)}" for e, who in p.reactions.items())
-            arrow = "  ↳ " if p.reply_to else ""
-            edited = " (edited)" if p.edited else ""
-            out.print(
-                f"{p.id.hex()[:12]}  {when}  {arrow}[bold]{p.author_name}[/]: "
-                f"{p.text}{edited}  {reactions}".rstrip()
-            )
+        for post, depth in threaded(posts):
+            out.print(_post_line(post, depth), markup=False)
     return 0
+
+
+def _post_json(p: Post) -> dict[str, object]:
+    return {
+        "id": p.id.hex(),
+        "author": p.author_name,
+        "text": p.text,
+        "created_at": p.created_at.isoformat(),
+        "reply_to": p.reply_to.hex() if p.reply_to else None,
+        "reactions": {e: len(who) for e, who in p.reactions.items()},
+        "edited": p.edited,
+    }
+
+
+def threaded(posts: list[Post]) -> list[tuple[Post, int]]:
+    """``posts`` (newest first) as threads: each post not replying to a shown one, newest
+    first, followed by its replies oldest first, nested; with each post's depth."""
+    shown = {p.id for p in posts}
+    replies: dict[bytes, list[Post]] = {}
+    for p in reversed(posts):
+        if p.reply_to is not None and p.reply_to in shown:
+            replies.setdefault(p.reply_to, []).append(p)
+    found: list[tuple[Post, int]] = []
+
+    def walk(post: Post, depth: int) -> None:
+        found.append((post, depth))
+        for child in replies.get(post.id, []):
+            walk(child, depth + 1)
+
+    for p in posts:
+        if p.reply_to is None or p.reply_to not in shown:
+            walk(p, 0)
+    return found
+
+
+def _post_line(p: Post, depth: int) -> str:
+    """One post as the feed shows it; later lines of a multi-line text keep its indent."""
+    when = p.created_at.strftime("%Y-%m-%d %H:%M")
+    reactions = " ".join(f"{e}{len(who)}" for e, who in p.reactions.items())
+    arrow = "  " * (depth - 1) + "  ↳ " if depth else ""
+    head = f"{p.id.hex()[:12]}  {when}  {arrow}{p.author_name}: "
+    text = p.text if p.text is not None else "(deleted)"
+    edited = " (edited)" if p.edited else ""
+    body = text.replace("\n", "\n" + " " * len(head))
+    return f"{head}{body}{edited}  {reactions}".rstrip()
+
+
+_MODIFIERS = {0xFE0E, 0xFE0F, *range(0x1F3FB, 0x1F400), *range(0xE0020, 0xE0080)}
+_KEYCAP = re.compile("[#*0-9]\ufe0f?\u20e3")
+
+
+def is_one_emoji(text: str) -> bool:
+    """Is ``text`` exactly one emoji: a symbol with its modifiers (skin tone, presentation,
+    tags), a ZWJ sequence of those, a flag (two regional indicators) or a keycap?"""
+    if _KEYCAP.fullmatch(text):
+        return True
+    if len(text) == 2 and all(0x1F1E6 <= ord(c) <= 0x1F1FF for c in text):
+        return True
+    return bool(text) and all(_one_symbol(part) for part in text.split("\u200d"))
+
+
+def _one_symbol(part: str) -> bool:
+    return (
+        bool(part)
+        and unicodedata.category(part[0]) == "So"
+        and not 0x1F1E6 <= ord(part[0]) <= 0x1F1FF  # half a flag
+        and all(ord(c) in _MODIFIERS for c in part[1:])
+    )
 
 
 def member_id(person_id: bytes) -> str:
@@ -265,7 +330,10 @@ async def cmd_location_show(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_location_stop(args: argparse.Namespace, out: Console) -> int:
-    async with open_group(args) as group:
+    async with open_device(args.home) as device:
+        group = find_group(device, args.group)
+        if device.person_id not in group.locations():
+            raise MicrosyncError(f"you are not sharing a location with {group.name}")
         await group.stop_sharing_location()
         out.print(f"Stopped sharing your location with {group.name}.")
     return 0
