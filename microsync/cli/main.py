@@ -255,7 +255,17 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_parsers(sub)
     vault.add_parsers(sub)
     sub.add_parser("demo", help="three devices on this machine form a family group and sync")
+    _home_anywhere(sub)
     return parser
+
+
+def _home_anywhere(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Let ``--home DIR`` come after the command too (``microsync feed --home ./bob``)."""
+    for parser in set(sub.choices.values()):
+        parser.add_argument("--home", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _home_anywhere(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -165,12 +165,16 @@ async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
                 )
 
             result = await device.sync_with(host, port, timeout=args.timeout, progress=progress)
+        if not result.groups:
+            raise MicrosyncError(
+                f"{host}:{port} answered, but you have no group in common (nothing to sync)"
+            )
         names = {g.id: g.name for g in device.groups()}
-        shared = ", ".join(names.get(g, g.hex()[:8]) for g in result.groups) or "no shared group"
-        out.print(
-            f"Synced with {host}:{port} ({shared}): "
-            f"{result.entries_received} entries in, {result.entries_sent} out"
+        shared = ", ".join(names.get(g, g.hex()[:8]) for g in result.groups)
+        received = (
+            "1 entry" if result.entries_received == 1 else f"{result.entries_received} entries"
         )
+        out.print(f"Synced with {host}:{port} ({shared}): {received} in, {result.entries_sent} out")
     return 0
 
 

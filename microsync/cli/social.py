@@ -37,26 +37,38 @@ __all__ = [
     "find_member",
     "lan_addresses",
     "member_id",
+    "qr_text",
 ]
 
 PRECISION_FLAGS = ("exact", "street", "city", "region")
 
 
 def find_group(device: Device, name_or_id: str | None) -> Group:
-    """The group named (or whose id starts with) ``name_or_id``; the only one if ``None``."""
+    """The group named ``name_or_id`` (any case), else the one whose name or id starts with
+    it; the only one if ``None``. One line listing the candidates otherwise."""
     groups = device.groups()
     if name_or_id is None:
-        if len(groups) != 1:
-            raise MicrosyncError(
-                f"name the group with --group (this profile holds {len(groups)} groups)"
-            )
-        return groups[0]
-    found = [g for g in groups if g.name == name_or_id or g.id.hex().startswith(name_or_id)]
-    if len(found) != 1:
-        raise MicrosyncError(
-            f"no group matches {name_or_id!r}" if not found else f"{name_or_id!r} is ambiguous"
-        )
-    return found[0]
+        if len(groups) == 1:
+            return groups[0]
+        if not groups:
+            raise MicrosyncError("this profile holds no group yet (microsync group create NAME)")
+        raise MicrosyncError(f"name the group with --group: {_listed(groups)}")
+    wanted = name_or_id.strip().lower()
+    found = [g for g in groups if g.name.lower() == wanted]
+    if not found:
+        found = [
+            g for g in groups if g.name.lower().startswith(wanted) or g.id.hex().startswith(wanted)
+        ]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise MicrosyncError(f"{name_or_id!r} matches several groups: {_listed(found)}")
+    held = f"; this profile holds {_listed(groups)}" if groups else ""
+    raise MicrosyncError(f"no group matches {name_or_id!r}{held}")
+
+
+def _listed(groups: list[Group]) -> str:
+    return ", ".join(f"{g.name} ({g.id.hex()[:8]})" for g in groups)
 
 
 def _find_post(group: Group, prefix: str) -> bytes:
@@ -73,10 +85,29 @@ def lan_addresses(port: int) -> list[str]:
     return [f"{a}:{port}" for a in machine_addresses()]
 
 
-def _qr(text: str) -> str:
-    buffer = io.StringIO()
-    segno.make(text, error="m").terminal(out=buffer, compact=True)
-    return buffer.getvalue()
+_HALVES = {(True, True): "█", (True, False): "▀", (False, True): "▄", (False, False): " "}
+
+
+def qr_text(text: str, *, light: bool = False) -> str:
+    """``text`` as a QR code drawn with half blocks, two rows of modules per line. For a dark
+    terminal (the default) the blocks are the light modules; for a light one (``light``), the
+    dark modules, with a margin of blank (light) space either way."""
+    if not light:
+        buffer = io.StringIO()
+        segno.make(text, error="m").terminal(out=buffer, compact=True)
+        return buffer.getvalue()
+    matrix = segno.make(text, error="m").matrix
+    size, border = len(matrix), 2
+
+    def ink(row: int, col: int) -> bool:
+        return 0 <= row < size and 0 <= col < size and bool(matrix[row][col])
+
+    span = range(-border, size + border)
+    lines = (
+        "".join(_HALVES[ink(row, col), ink(row + 1, col)] for col in span)
+        for row in range(-border, size + border, 2)
+    )
+    return "\n".join(lines) + "\n"
 
 
 async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
@@ -98,7 +129,7 @@ async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
             f"give or take {slack} s for clocks that differ)"
         )
         if not args.no_qr:
-            out.print(_qr(invite.link), end="")
+            out.print(qr_text(invite.link, light=args.qr_light), end="", markup=False)
         out.print(f"link: {invite.link}", soft_wrap=True)
         out.print(f"code: [bold]{invite.code}[/]  (read it aloud; one wrong guess burns it)")
         if online:
@@ -371,6 +402,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--relay", type=relay_url, help="a relay (ws://HOST:PORT) to put in the link"
     )
     invite.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
+    invite.add_argument(
+        "--qr-light", action="store_true", help="draw the QR code for a light terminal background"
+    )
     invite.add_argument("--json", action="store_true", help="machine-readable output")
 
     join = sub.add_parser("join", help="join a group with an invite link or short code")

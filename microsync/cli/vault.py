@@ -147,7 +147,7 @@ async def cmd_ls(args: argparse.Namespace, out: Console) -> int:
             out.print(f"{r.id.hex()[:12]}  {when}  {_size(r.size):>9}  {here:6}  {who}: {r.name}")
         usage = vault.usage()
         out.print(
-            f"{usage.blobs} files, {_size(usage.total_bytes)}; "
+            f"{usage.blobs} {'file' if usage.blobs == 1 else 'files'}, {_size(usage.total_bytes)}; "
             f"{_size(usage.bytes_held)} on this device (policy: {vault.policy})"
         )
     return 0
