@@ -60,3 +60,19 @@ def test_empty_input_is_refused_with_one_line(tmp_path: Path) -> None:
     assert [p["text"] for p in feed] == ["hello"]  # nothing was posted
     assert run("--home", str(home), "react", post, "👍🏽").returncode == 0
     assert run("--home", str(home), "react", post, "👍🏽", "--remove").returncode == 0
+
+
+def test_edit_and_delete_for_everyone(tmp_path: Path) -> None:
+    home = str(tmp_path / "alice")
+    h = ("--home", home)
+    run(*h, "init", "--name", "Alice")
+    run(*h, "group", "create", "Family")
+    post = run(*h, "post", "Landed in Oxfrod").stdout.split()[0]
+    edited = run(*h, "edit", post, "Landed in Oxford")
+    assert edited.returncode == 0 and "edited in Family" in edited.stdout, edited.stderr
+    [shown] = json.loads(run(*h, "feed", "--json").stdout)
+    assert (shown["text"], shown["edited"]) == ("Landed in Oxford", True)
+    deleted = run(*h, "delete", post)
+    assert deleted.returncode == 0 and "deleted for everyone" in deleted.stdout, deleted.stderr
+    assert "Oxford" not in run(*h, "feed").stdout
+    one_line(run(*h, "edit", "ffffffff", "x"), "no post starts with 'ffffffff'")

@@ -184,6 +184,8 @@ COMMANDS: dict[str, Command] = {
     "join": social.cmd_join,
     "post": social.cmd_post,
     "reply": social.cmd_reply,
+    "edit": social.cmd_edit,
+    "delete": social.cmd_delete,
     "react": social.cmd_react,
     "feed": social.cmd_feed,
     "remove": social.cmd_remove,

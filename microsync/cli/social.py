@@ -20,7 +20,9 @@ from microsync.node import DEFAULT_PORT, Device, Group, Member
 from microsync.node.runtime import machine_addresses, split_address
 
 __all__ = [
+    "cmd_delete",
     "cmd_demote",
+    "cmd_edit",
     "cmd_feed",
     "cmd_invite",
     "cmd_join",
@@ -178,6 +180,24 @@ async def cmd_reply(args: argparse.Namespace, out: Console) -> int:
     async with open_group(args) as group:
         post = await group.reply(_find_post(group, args.post), _text(args.text, "a reply"))
         out.print(f"{post.id.hex()[:12]}  replied in {group.name}")
+    return 0
+
+
+async def cmd_edit(args: argparse.Namespace, out: Console) -> int:
+    async with open_group(args) as group:
+        post = await group.edit(_find_post(group, args.post), _text(args.text, "an edit"))
+        out.print(f"{post.id.hex()[:12]}  edited in {group.name}")
+    return 0
+
+
+async def cmd_delete(args: argparse.Namespace, out: Console) -> int:
+    async with open_group(args) as group:
+        target = _find_post(group, args.post)
+        await group.delete(target)
+        out.print(
+            f"{target.hex()[:12]}  deleted for everyone in {group.name} "
+            "(each device purges its text as it hears of this)"
+        )
     return 0
 
 
@@ -422,6 +442,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     reply.add_argument("post", help="post id prefix (as `feed` shows it)")
     reply.add_argument("text")
     reply.add_argument("--group", help="group name or id prefix")
+
+    edit = sub.add_parser("edit", help="change the text of one of your posts")
+    edit.add_argument("post", help="post id prefix (as `feed` shows it)")
+    edit.add_argument("text")
+    edit.add_argument("--group", help="group name or id prefix")
+
+    delete = sub.add_parser("delete", help="delete one of your posts, for everyone")
+    delete.add_argument("post", help="post id prefix (as `feed` shows it)")
+    delete.add_argument("--group", help="group name or id prefix")
 
     react = sub.add_parser("react", help="react to a post with an emoji")
     react.add_argument("post", help="post id prefix")
