@@ -7,9 +7,11 @@ import argparse
 import re
 from typing import Final
 
-from microsync.node.runtime import split_address
+__all__ = ["DEFAULT_PORT", "peer_address", "port_number", "positive_count", "relay_url"]
 
-__all__ = ["peer_address", "port_number", "positive_count", "relay_url"]
+DEFAULT_PORT: Final = 7425
+"""``microsync.node.DEFAULT_PORT``, without importing the device stack to show ``--help``
+(``tests/test_cli_startup.py`` holds them equal)."""
 
 _RELAY_URL: Final = re.compile(r"wss?://[A-Za-z0-9._~\[\]:-]+(?::\d{1,5})?(?:/[A-Za-z0-9._~/-]*)?")
 
@@ -30,6 +32,8 @@ def positive_count(text: str) -> int:
 
 def peer_address(text: str) -> str:
     """``HOST:PORT`` (``[v6]:PORT`` for IPv6), returned as typed."""
+    from microsync.node.runtime import split_address
+
     try:
         split_address(text)
     except ValueError:

@@ -12,7 +12,6 @@ its one-line error comes back to the caller's terminal with its exit status.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import io
 import json
@@ -22,11 +21,14 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from rich.console import Console
+if TYPE_CHECKING:  # the device stack (and asyncio, rich) load only when needed
+    import asyncio
 
-from microsync.node import Device, Group
+    from rich.console import Console
+
+    from microsync.node import Device, Group
 
 __all__ = [
     "SOCKET_NAME",
@@ -64,6 +66,8 @@ def errors_to(err: Console) -> Iterator[None]:
 
 def error_console() -> Console:
     """Where a command writes warnings: the caller's stderr."""
+    from rich.console import Console
+
     return _ERRORS.get() or Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -83,6 +87,8 @@ async def open_device(home: Path) -> AsyncIterator[Device]:
     if serving is not None:
         yield serving
         return
+    from microsync.node import Device
+
     async with await Device.open(home) as device:
         yield device
 
@@ -97,13 +103,15 @@ async def open_group(args: argparse.Namespace) -> AsyncIterator[Group]:
         yield find_group(device, args.group)
 
 
-Runner = Callable[[argparse.Namespace, Console, Console], Awaitable[int]]
+Runner = Callable[[argparse.Namespace, "Console", "Console"], Awaitable[int]]
 
 
 async def serve_commands(
     device: Device, parse: Callable[[Sequence[str]], argparse.Namespace], run: Runner
 ) -> asyncio.AbstractServer:
     """Accept commands for ``device`` on its profile's socket (until the server is closed)."""
+    import asyncio
+
     path = device.path / SOCKET_NAME
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -147,6 +155,8 @@ async def _run_forwarded(
     cwd: Path | None,
 ) -> dict[str, object]:
     """Run one forwarded command on ``device``; its exit status and what it printed."""
+    from rich.console import Console
+
     out_buffer, err_buffer = io.StringIO(), io.StringIO()
     out = Console(file=out_buffer, highlight=False, soft_wrap=True, width=100)
     err = Console(file=err_buffer, highlight=False, soft_wrap=True, width=100)

@@ -10,29 +10,27 @@ error nobody anticipated is reported the same way, by its type and message (set
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
-
-from rich.console import Console
-from rich.markup import escape
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import microsync
 from microsync.cli import control, network, social, vault
 from microsync.cli.control import open_device, open_group
-from microsync.cli.demo import cmd_demo
 from microsync.errors import InviteError, MicrosyncError, ProfileInUse, ProfileNotFound
-from microsync.node import Device
-from microsync.storage.sqlite import DATABASE_NAME
+
+if TYPE_CHECKING:  # loaded once a command runs: --help needs none of them
+    from rich.console import Console
+
+    from microsync.node import Device
 
 __all__ = ["main"]
 
-Command = Callable[[argparse.Namespace, Console], Coroutine[Any, Any, int]]
+Command = Callable[[argparse.Namespace, "Console"], Coroutine[Any, Any, int]]
 
 
 def default_home() -> Path:
@@ -41,6 +39,9 @@ def default_home() -> Path:
 
 
 async def cmd_init(args: argparse.Namespace, out: Console) -> int:
+    from microsync.node import Device
+    from microsync.storage.sqlite import DATABASE_NAME
+
     home: Path = args.home
     if (home / DATABASE_NAME).exists():
         async with await Device.open(home) as existing:
@@ -159,6 +160,12 @@ async def cmd_rotate(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+async def _demo(args: argparse.Namespace, out: Console) -> int:
+    from microsync.cli.demo import cmd_demo
+
+    return await cmd_demo(args, out)
+
+
 def _count(n: int, noun: str) -> str:
     """``1 device``, ``2 devices``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
@@ -199,7 +206,7 @@ COMMANDS: dict[str, Command] = {
     "sync": network.cmd_sync,
     "relay": network.cmd_relay,
     "vault": vault.cmd_vault,
-    "demo": cmd_demo,
+    "demo": _demo,
 }
 
 
@@ -275,6 +282,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(words)
     args.home = args.home if args.home is not None else default_home()
+    forwardable = args.command not in control.NOT_FORWARDED
+    if forwardable and (args.home / control.SOCKET_NAME).exists():
+        # `serve` holds this profile (most likely): run it there without loading the device
+        code = control.forward(args.home, control.without_home(words))
+        if code is not None:
+            return code
+    import asyncio
+
+    from rich.console import Console
+
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     _warnings_to(err)
@@ -282,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_command(args, out, err))
     except ProfileInUse:
         # `serve` holds this profile: run the command there, on the open device
-        if args.command not in control.NOT_FORWARDED:
+        if forwardable:
             code = control.forward(args.home, control.without_home(words))
             if code is not None:
                 return code
@@ -343,6 +360,8 @@ class _Warnings(logging.Handler):
         self._err = err
 
     def emit(self, record: logging.LogRecord) -> None:
+        from rich.markup import escape
+
         self._err.print(f"[yellow]microsync: warning:[/] {escape(record.getMessage())}")
 
 

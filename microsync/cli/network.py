@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import errno
 import logging
@@ -11,17 +10,24 @@ import signal
 import socket
 from collections.abc import Iterator
 from datetime import datetime
+from typing import TYPE_CHECKING, Final
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-from microsync.app.api import Event
+from microsync.cli.args import DEFAULT_PORT
 from microsync.cli.control import SOCKET_NAME, open_device, serve_commands
 from microsync.errors import MicrosyncError
-from microsync.identity import DeviceId
-from microsync.net.limits import ServeLimits
-from microsync.node import DEFAULT_PORT, Device, Group
-from microsync.protocol.session import SessionStats
+
+if TYPE_CHECKING:  # the device stack (and asyncio, rich) load only when a command runs
+    from rich.console import Console
+
+    from microsync.app.api import Event
+    from microsync.identity import DeviceId
+    from microsync.node import Device, Group
+    from microsync.protocol.session import SessionStats
+
+MAX_CONNECTIONS: Final = 256
+MAX_PER_ADDRESS: Final = 16
+"""``ServeLimits()``'s defaults, for ``--help`` without the network stack
+(``tests/test_cli_startup.py`` holds them equal)."""
 
 __all__ = ["add_parsers", "cmd_relay", "cmd_serve", "cmd_sync"]
 
@@ -61,6 +67,8 @@ async def _log_events(group: Group, out: Console) -> None:
 
 
 async def _log_peers(device: Device, out: Console) -> None:
+    import asyncio
+
     known: dict[DeviceId, bool] = {}
     while True:
         now = {p.device_id: p.synced for p in device.peers()}
@@ -83,6 +91,8 @@ class _ConsoleLog(logging.Handler):
 
 
 async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
+    import asyncio
+
     handler = _ConsoleLog(out)
     for name in ("microsync.node", "microsync.net"):
         logging.getLogger(name).addHandler(handler)
@@ -91,6 +101,8 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
         peers = tuple(args.peer or ())
         for group in device.groups():
             group.feed()  # fold each group now (from its snapshot if any), not while syncing
+        from microsync.net.limits import ServeLimits
+
         limits = ServeLimits(
             max_connections=args.max_connections, max_per_address=args.max_per_address
         )
@@ -141,6 +153,8 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     host, port = args.address
     async with open_device(args.home) as device:
         columns = (
@@ -179,6 +193,8 @@ async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_relay(args: argparse.Namespace, out: Console) -> int:
+    import asyncio
+
     from microsync.net.relay import RelayLimits, run_relay
 
     given = {
@@ -244,14 +260,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     serve.add_argument(
         "--max-connections",
         type=positive_count,
-        default=ServeLimits().max_connections,
+        default=MAX_CONNECTIONS,
         metavar="N",
         help="inbound connections at once (default %(default)s)",
     )
     serve.add_argument(
         "--max-per-address",
         type=positive_count,
-        default=ServeLimits().max_per_address,
+        default=MAX_PER_ADDRESS,
         metavar="N",
         help="inbound connections at once from one IP (default %(default)s)",
     )

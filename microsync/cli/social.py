@@ -8,16 +8,17 @@ import io
 import json
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 
-import segno
-from rich.console import Console
-
-from microsync.app.api import Post
+from microsync.cli.args import DEFAULT_PORT
 from microsync.cli.control import open_device, open_group
 from microsync.errors import InviteError, MicrosyncError
-from microsync.group.membership import INVITE_CLOCK_TOLERANCE_MS
-from microsync.node import DEFAULT_PORT, Device, Group, Member
-from microsync.node.runtime import machine_addresses, split_address
+
+if TYPE_CHECKING:  # the device stack (and rich) load only when a command runs
+    from rich.console import Console
+
+    from microsync.app.api import Post
+    from microsync.node import Device, Group, Member
 
 __all__ = [
     "cmd_delete",
@@ -84,6 +85,8 @@ def _find_post(group: Group, prefix: str) -> bytes:
 
 def lan_addresses(port: int) -> list[str]:
     """``host:port`` for this machine's IPv4 addresses, loopback last."""
+    from microsync.node.runtime import machine_addresses
+
     return [f"{a}:{port}" for a in machine_addresses()]
 
 
@@ -94,6 +97,8 @@ def qr_text(text: str, *, light: bool = False) -> str:
     """``text`` as a QR code drawn with half blocks, two rows of modules per line. For a dark
     terminal (the default) the blocks are the light modules; for a light one (``light``), the
     dark modules, with a margin of blank (light) space either way."""
+    import segno
+
     if not light:
         buffer = io.StringIO()
         segno.make(text, error="m").terminal(out=buffer, compact=True)
@@ -125,6 +130,8 @@ async def cmd_invite(args: argparse.Namespace, out: Console) -> int:
         if args.json:
             out.print_json(json.dumps({"link": invite.link, "code": invite.code}))
             return 0
+        from microsync.group.membership import INVITE_CLOCK_TOLERANCE_MS
+
         slack = INVITE_CLOCK_TOLERANCE_MS // 1000
         out.print(
             f"Invite to [bold]{group.name}[/] (single use, expires in {args.ttl:.0f} s, "
@@ -502,6 +509,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 def parse_peer(text: str) -> tuple[str, int]:
     """``HOST:PORT`` for argparse (a clear error otherwise)."""
+    from microsync.node.runtime import split_address
+
     try:
         return split_address(text)
     except ValueError as error:

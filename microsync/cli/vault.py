@@ -6,30 +6,23 @@ Like every command, these run inside ``microsync serve`` when it holds the profi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-
-from microsync.blobs import BlobRef
 from microsync.cli.control import open_device, open_group, user_path
 from microsync.cli.social import find_group
 from microsync.errors import MicrosyncError, PeerUnreachable
-from microsync.node import Device, Group
-from microsync.node.runtime import split_address
-from microsync.node.vault import Progress as ProgressCallback
+
+if TYPE_CHECKING:  # the device stack (and asyncio, rich) load only when a command runs
+    from rich.console import Console
+
+    from microsync.blobs import BlobRef
+    from microsync.node import Device, Group
+    from microsync.node.vault import Progress as ProgressCallback
 
 __all__ = ["add_parsers", "cmd_vault"]
 
@@ -37,6 +30,15 @@ __all__ = ["add_parsers", "cmd_vault"]
 @contextmanager
 def _bar(out: Console, label: str, quiet: bool) -> Iterator[ProgressCallback]:
     """A progress bar showing bytes, rate and time left; yields the vault's callback."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn(label),
         BarColumn(bar_width=None),
@@ -95,8 +97,6 @@ async def cmd_get(args: argparse.Namespace, out: Console) -> int:
         group = find_group(device, args.group)
         ref = _find_file(group, args.id)
         if args.peer:
-            for address in args.peer:
-                split_address(address)  # a clear error for a bad address
             try:
                 await device.start(lan=False, port=None, peers=tuple(args.peer))
             except RuntimeError:  # already online (run inside `serve`): add these peers
@@ -113,6 +113,8 @@ async def cmd_get(args: argparse.Namespace, out: Console) -> int:
 
 
 async def _wait_for_peers(device: Device, timeout: float) -> None:
+    import asyncio
+
     deadline = asyncio.get_running_loop().time() + timeout
     while not any(p.synced for p in device.peers()):
         if asyncio.get_running_loop().time() > deadline:
