@@ -19,9 +19,8 @@ from microsync.errors import MicrosyncError
 if TYPE_CHECKING:  # the device stack (and asyncio, rich) load only when a command runs
     from rich.console import Console
 
-    from microsync.app.api import Event
     from microsync.identity import DeviceId
-    from microsync.node import Device, Group
+    from microsync.node import Device
     from microsync.protocol.session import SessionStats
 
 MAX_CONNECTIONS: Final = 256
@@ -34,36 +33,6 @@ __all__ = ["add_parsers", "cmd_relay", "cmd_serve", "cmd_sync"]
 
 def _stamp() -> str:
     return datetime.now().strftime("%H:%M:%S")
-
-
-def describe(group: Group, event: Event) -> str:
-    """One line for a log of what happened in a group."""
-    who = "someone"
-    if event.person is not None:
-        names = {m.person_id: m.name for m in group.members()}
-        who = names.get(event.person, event.person.hex()[:8])
-    post = event.post
-    text = f": {post.text}" if post is not None and post.text else ""
-    what = {
-        "post": "posted",
-        "reply": "replied",
-        "edit": "edited a post",
-        "delete": "deleted a post",
-        "expire": "(a post expired)",
-        "reaction": "reacted",
-        "member_joined": "joined",
-        "member_left": "left",
-        "presence": "is online",
-        "location": "shared a location",
-        "doc": f"changed document {event.detail!r}",
-    }.get(event.kind, event.kind)
-    return f"[{group.name}] {who} {what}{text}"
-
-
-async def _log_events(group: Group, out: Console) -> None:
-    async for event in group.events():
-        if event.kind != "presence":
-            out.print(f"{_stamp()}  {describe(group, event)}", soft_wrap=True)
 
 
 async def _log_peers(device: Device, out: Console) -> None:
@@ -127,8 +96,15 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        tasks = [asyncio.create_task(_log_events(g, out)) for g in device.groups()]
-        tasks.append(asyncio.create_task(_log_peers(device, out)))
+        from microsync.cli.servelog import follow_groups
+
+        def say(line: str) -> None:
+            out.print(f"{_stamp()}  {line}", soft_wrap=True, markup=False)
+
+        tasks = [
+            asyncio.create_task(follow_groups(device, say, show_text=args.show_text)),
+            asyncio.create_task(_log_peers(device, out)),
+        ]
         from microsync.cli.main import build_parser, run_command
 
         commands = await serve_commands(device, build_parser().parse_args, run_command)
@@ -257,6 +233,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="keep a connection to this peer",
     )
     serve.add_argument("--seconds", type=float, default=0, help="stop after this long")
+    serve.add_argument(
+        "--show-text",
+        action="store_true",
+        help="log the text of posts and replies (a log file keeps what a delete purges)",
+    )
     serve.add_argument(
         "--max-connections",
         type=positive_count,
