@@ -5,6 +5,8 @@ error, not "in use"."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import socket
@@ -160,3 +162,43 @@ def test_a_burned_code_says_so_and_the_inviter_hears_of_the_wrong_guess(tmp_path
     one_line(again, "one wrong guess burns it", "new invite")
     log = server.stdout.read() if server.stdout else ""
     assert "'Bob' tried to redeem an invite and failed" in log
+
+
+def test_a_forwarded_command_streams_its_output_and_progress(tmp_path: Path) -> None:
+    """Handed to ``serve``, ``vault add`` reports progress as it goes (a bar on the caller's
+    terminal) and its result line; ``recovery-words`` warns on the caller's stderr."""
+    import pty
+
+    home = str(tmp_path / "alice")
+    run("--home", home, "init", "--name", "Alice")
+    run("--home", home, "group", "create", "Family")
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(8_000_000))
+    with serving(home, free_port()):
+        request = {"argv": ["vault", "add", str(big)], "cwd": str(tmp_path)}
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(tmp_path / "alice" / "serve.sock"))
+            client.sendall(json.dumps(request).encode() + b"\n")
+            messages = [json.loads(line) for line in client.makefile("rb")]
+        progress = [m["progress"] for m in messages if "progress" in m]
+        assert progress and progress[-1] == ["encrypting big.bin", 8_000_000, 8_000_000]
+        assert messages[-1] == {"done": 0}
+        assert "added to Family" in "".join(m.get("out", "") for m in messages)
+        leader, follower = pty.openpty()
+        try:
+            proc = subprocess.Popen(
+                [*MICROSYNC, "--home", home, "vault", "add", str(big), "--name", "again.bin"],
+                stdout=subprocess.PIPE,
+                stderr=follower,
+                text=True,
+            )
+            out, _ = proc.communicate(timeout=60)
+            os.close(follower)
+            drawn = b""
+            with contextlib.suppress(OSError):
+                while chunk := os.read(leader, 65536):
+                    drawn += chunk
+        finally:
+            os.close(leader)
+    assert proc.returncode == 0 and "again.bin" in out
+    assert b"encrypting big.bin" in drawn and b"100%" in drawn

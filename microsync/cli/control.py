@@ -18,7 +18,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the device stack (and asyncio, rich) load only when needed
 
 __all__ = [
     "SOCKET_NAME",
+    "caller_progress",
     "error_console",
     "errors_to",
     "forward",
@@ -48,6 +49,17 @@ NOT_FORWARDED: Final = frozenset({"init", "serve", "relay", "demo"})
 
 _SERVING: ContextVar[Device | None] = ContextVar("microsync_serving_device", default=None)
 _CALLER_CWD: ContextVar[Path | None] = ContextVar("microsync_caller_cwd", default=None)
+
+
+_PROGRESS: ContextVar[Callable[[str, int, int], None] | None] = ContextVar(
+    "microsync_caller_progress", default=None
+)
+
+
+def caller_progress() -> Callable[[str, int, int], None] | None:
+    """Inside ``serve``, where a forwarded command reports progress ``(label, done, total)``
+    for the caller's terminal to draw; ``None`` outside."""
+    return _PROGRESS.get()
 
 
 _ERRORS: ContextVar[Console | None] = ContextVar("microsync_error_console", default=None)
@@ -123,8 +135,9 @@ async def serve_commands(
             writer.close()  # a broken client: nothing to answer
             return
         try:
-            reply = await _run_forwarded(device, parse, run, argv, cwd)
-            writer.write(json.dumps(reply).encode() + b"\n")
+            send = _sender(writer)
+            code = await _run_forwarded(device, parse, run, argv, cwd, send)
+            send({"done": code})
             await writer.drain()
         except ConnectionError:
             pass  # the caller went away (Ctrl-C): the command ran, nobody to tell
@@ -134,6 +147,33 @@ async def serve_commands(
     server = await asyncio.start_unix_server(handle, path=str(path))
     os.chmod(path, 0o600)
     return server
+
+
+Send = Callable[[dict[str, object]], None]
+
+
+def _sender(writer: asyncio.StreamWriter) -> Send:
+    """Send one message to the caller, a JSON line: ``{"out": text}``, ``{"err": text}``,
+    ``{"progress": [label, done, total]}``, and last ``{"done": exit status}``."""
+
+    def send(message: dict[str, object]) -> None:
+        if not writer.is_closing():
+            writer.write(json.dumps(message).encode() + b"\n")
+
+    return send
+
+
+class _Relayed(io.StringIO):
+    """A text file whose writes go to the caller's stdout or stderr as they happen."""
+
+    def __init__(self, send: Send, key: str) -> None:
+        super().__init__()
+        self._send, self._key = send, key
+
+    def write(self, text: str) -> int:
+        if text:
+            self._send({self._key: text})
+        return len(text)
 
 
 def _read_request(line: bytes) -> tuple[list[str], Path | None]:
@@ -153,56 +193,103 @@ async def _run_forwarded(
     run: Runner,
     argv: list[str],
     cwd: Path | None,
-) -> dict[str, object]:
-    """Run one forwarded command on ``device``; its exit status and what it printed."""
+    send: Send,
+) -> int:
+    """Run one forwarded command on ``device``, relaying what it prints (and its progress)
+    to the caller as it happens; its exit status."""
     from rich.console import Console
 
-    out_buffer, err_buffer = io.StringIO(), io.StringIO()
-    out = Console(file=out_buffer, highlight=False, soft_wrap=True, width=100)
-    err = Console(file=err_buffer, highlight=False, soft_wrap=True, width=100)
+    out_file, err_file = _Relayed(send, "out"), _Relayed(send, "err")
+    out = Console(file=out_file, highlight=False, soft_wrap=True, width=100)
+    err = Console(file=err_file, highlight=False, soft_wrap=True, width=100)
     try:
-        with contextlib.redirect_stderr(err_buffer), contextlib.redirect_stdout(out_buffer):
+        with contextlib.redirect_stderr(err_file), contextlib.redirect_stdout(out_file):
             args = parse(argv)
     except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 2
-    else:
-        args.home = device.path
-        if args.command in NOT_FORWARDED:
-            err.print(f"microsync: error: `{args.command}` cannot run inside serve")
-            code = 1
-        else:
-            tokens = (_SERVING.set(device), _CALLER_CWD.set(cwd))
-            try:
-                code = await run(args, out, err)
-            finally:
-                _CALLER_CWD.reset(tokens[1])
-                _SERVING.reset(tokens[0])
-    return {"code": code, "stdout": out_buffer.getvalue(), "stderr": err_buffer.getvalue()}
+        return exit_.code if isinstance(exit_.code, int) else 2
+    args.home = device.path
+    if args.command in NOT_FORWARDED:
+        err.print(f"microsync: error: `{args.command}` cannot run inside serve")
+        return 1
+
+    def progress(label: str, done: int, total: int) -> None:
+        send({"progress": [label, done, total]})
+
+    tokens = (_SERVING.set(device), _CALLER_CWD.set(cwd), _PROGRESS.set(progress))
+    try:
+        return await run(args, out, err)
+    finally:
+        _PROGRESS.reset(tokens[2])
+        _CALLER_CWD.reset(tokens[1])
+        _SERVING.reset(tokens[0])
 
 
 def forward(home: Path, argv: Sequence[str]) -> int | None:
     """Run ``argv`` in the ``serve`` process that holds ``home`` open; ``None`` if there is
-    none to ask. Prints what the command printed and returns its exit status."""
+    none to ask. Prints what the command prints as it prints it (a progress bar on a
+    terminal) and returns its exit status."""
     path = Path(home) / SOCKET_NAME
     if not path.exists():
         return None
+    client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.settimeout(600)
-            client.connect(str(path))
-            request = {"argv": list(argv), "cwd": os.getcwd()}
-            client.sendall(json.dumps(request).encode() + b"\n")
-            chunks = []
-            while chunk := client.recv(65536):
-                chunks.append(chunk)
+        client.settimeout(600)
+        client.connect(str(path))
     except OSError:
+        client.close()
         return None  # a socket left behind by a serve that died
-    reply = json.loads(b"".join(chunks) or b"null")
-    if not isinstance(reply, dict):
-        return None
-    sys.stdout.write(str(reply.get("stdout", "")))
-    sys.stderr.write(str(reply.get("stderr", "")))
-    return int(reply.get("code", 1))
+    with client, client.makefile("rb") as replies:
+        request = {"argv": list(argv), "cwd": os.getcwd()}
+        client.sendall(json.dumps(request).encode() + b"\n")
+        return _show_replies(replies)
+
+
+def _show_replies(replies: Iterable[bytes]) -> int:
+    """Print the messages of a forwarded command as they come; its exit status (1, with a
+    line saying so, if ``serve`` went away before the command finished)."""
+    bar = _ProgressLine()
+    try:
+        for line in replies:
+            message = json.loads(line)
+            if "done" in message:
+                return int(message["done"])
+            if "progress" in message:
+                bar.show(*message["progress"])
+                continue
+            bar.clear()
+            for key, stream in (("out", sys.stdout), ("err", sys.stderr)):
+                if key in message:
+                    stream.write(str(message[key]))
+                    stream.flush()
+    except (OSError, ValueError):
+        pass
+    finally:
+        bar.clear()
+    sys.stderr.write("microsync: error: serve stopped before the command finished\n")
+    return 1
+
+
+class _ProgressLine:
+    """A one-line progress display on the caller's terminal (nothing when stderr is not one)."""
+
+    def __init__(self) -> None:
+        self._shown = False
+        self._live = sys.stderr.isatty()
+
+    def show(self, label: str, done: int, total: int) -> None:
+        if not self._live:
+            return
+        share = f"{100 * done / total:3.0f}%  " if total else ""
+        size = f"{done / 1e6:.1f}" + (f" / {total / 1e6:.1f} MB" if total else " MB")
+        sys.stderr.write(f"\r{label}  {share}{size}\x1b[K")
+        sys.stderr.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self._shown = False
 
 
 def without_home(argv: Sequence[str]) -> list[str]:

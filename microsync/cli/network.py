@@ -84,13 +84,6 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
                 peers=peers,
                 limits=limits,
             )
-        where = f"port {device.port}" if device.port else "no listener"
-        lan = "off" if args.no_lan else "on"
-        out.print(
-            f"{_stamp()}  {device.name} online: {where}, LAN discovery {lan}"
-            + (f", relay {args.relay}" if args.relay else "")
-            + f", {len(device.groups())} group(s). Ctrl-C to stop."
-        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -108,6 +101,14 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
         from microsync.cli.main import build_parser, run_command
 
         commands = await serve_commands(device, build_parser().parse_args, run_command)
+        where = f"port {device.port}" if device.port else "no listener"
+        lan = "off" if args.no_lan else "on"
+        count = len(device.groups())
+        out.print(
+            f"{_stamp()}  {device.name} online: {where}, LAN discovery {lan}"
+            + (f", relay {args.relay}" if args.relay else "")
+            + f", {count} {'group' if count == 1 else 'groups'}. Ctrl-C to stop."
+        )
         try:
             if args.seconds:
                 with contextlib.suppress(TimeoutError):

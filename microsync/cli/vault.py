@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from microsync.cli.control import open_device, open_group, user_path
+from microsync.cli.control import caller_progress, open_device, open_group, user_path
 from microsync.cli.social import find_group
 from microsync.errors import MicrosyncError, PeerUnreachable
 
@@ -29,7 +30,23 @@ __all__ = ["add_parsers", "cmd_vault"]
 
 @contextmanager
 def _bar(out: Console, label: str, quiet: bool) -> Iterator[ProgressCallback]:
-    """A progress bar showing bytes, rate and time left; yields the vault's callback."""
+    """A progress bar showing bytes, rate and time left; yields the vault's callback. Inside
+    ``serve`` the caller's terminal draws it (at most ten updates a second, and the last)."""
+    remote = caller_progress()
+    if remote is not None:
+        if quiet:
+            yield lambda done, total: None
+            return
+        last = [0.0]
+
+        def relay(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.1 or done >= total:
+                last[0] = now
+                remote(label, done, total)
+
+        yield relay
+        return
     from rich.progress import (
         BarColumn,
         DownloadColumn,
