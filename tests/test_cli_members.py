@@ -87,3 +87,6 @@ def test_members_ids_are_the_ones_remove_takes_and_leave(tmp_path: Path) -> None
     assert left.returncode == 0, left.stderr
     [group] = json.loads(run("--home", alice, "groups", "--json").stdout)
     assert not group["member"]
+    assert "no longer a member" in run("--home", alice, "groups").stdout
+    one_line(run("--home", alice, "post", "still here?"), "no longer a member of Family")
+    assert run("--home", alice, "feed").returncode == 0  # what she had stays readable

@@ -23,6 +23,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from microsync.errors import NotAMember
+
 if TYPE_CHECKING:  # the device stack (and asyncio, rich) load only when needed
     import asyncio
 
@@ -112,7 +114,24 @@ async def open_group(args: argparse.Namespace) -> AsyncIterator[Group]:
     from microsync.cli.social import find_group
 
     async with open_device(args.home) as device:
-        yield find_group(device, args.group)
+        group = find_group(device, args.group)
+        if not group.is_member() and _writes(args):
+            raise NotAMember(
+                f"you are no longer a member of {group.name} (you left, or an admin removed "
+                "you): what you had stays readable here, but you cannot write to it"
+            )
+        yield group
+
+
+_WRITES: Final = frozenset({"post", "reply", "edit", "delete", "react", "remove", "leave"})
+_WRITES_TOO: Final = frozenset({"promote", "demote", "rotate", "location set", "vault add"})
+
+
+def _writes(args: argparse.Namespace) -> bool:
+    """Does this command write to its group (so needs its writer to be a member)?"""
+    action = getattr(args, "location_command", None) or getattr(args, "vault_command", None)
+    command = f"{args.command} {action}" if action else args.command
+    return command in _WRITES or command in _WRITES_TOO or command == "vault rm"
 
 
 Runner = Callable[[argparse.Namespace, "Console", "Console"], Awaitable[int]]

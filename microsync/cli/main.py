@@ -124,7 +124,7 @@ async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
         if not groups:
             out.print("No groups yet. Create one with: microsync group create NAME")
         for g in groups:
-            status = "" if g.is_member() else "  (left)"
+            status = "" if g.is_member() else "  (no longer a member: left or removed)"
             out.print(f"{g.id.hex()[:16]}  {g.name}  {_count(len(g.members()), 'member')}{status}")
     return 0
 

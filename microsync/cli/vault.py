@@ -113,6 +113,13 @@ async def cmd_get(args: argparse.Namespace, out: Console) -> int:
     async with open_device(args.home) as device:
         group = find_group(device, args.group)
         ref = _find_file(group, args.id)
+        online = device.port is not None or device.relay is not None
+        if not args.peer and not online and group.vault.missing(ref):
+            raise MicrosyncError(
+                f"{ref.name} is not all on this device, and nothing here is online to fetch it: "
+                "start `microsync serve` in another terminal (this command then runs there, "
+                "fetching from connected members), or add --from HOST:PORT of a member's serve"
+            )
         if args.peer:
             try:
                 await device.start(lan=False, port=None, peers=tuple(args.peer))
