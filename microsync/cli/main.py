@@ -204,6 +204,7 @@ COMMANDS: dict[str, Command] = {
     "location stop": social.cmd_location_stop,
     "serve": network.cmd_serve,
     "sync": network.cmd_sync,
+    "status": network.cmd_status,
     "relay": network.cmd_relay,
     "vault": vault.cmd_vault,
     "demo": _demo,

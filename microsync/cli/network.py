@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import logging
 import signal
 import socket
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from microsync.cli.args import DEFAULT_PORT
 from microsync.cli.control import SOCKET_NAME, open_device, serve_commands
@@ -28,7 +29,7 @@ MAX_PER_ADDRESS: Final = 16
 """``ServeLimits()``'s defaults, for ``--help`` without the network stack
 (``tests/test_cli_startup.py`` holds them equal)."""
 
-__all__ = ["add_parsers", "cmd_relay", "cmd_serve", "cmd_sync"]
+__all__ = ["add_parsers", "cmd_relay", "cmd_serve", "cmd_status", "cmd_sync"]
 
 
 def _stamp() -> str:
@@ -169,6 +170,57 @@ async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+async def cmd_status(args: argparse.Namespace, out: Console) -> int:
+    """Whether this profile is online, where, through which relay, and per group who is
+    connected now and in sync (run it while ``serve`` runs: it is handed to serve)."""
+    async with open_device(args.home) as device:
+        online = device.port is not None or device.relay is not None
+        peers = device.peers()
+        rows = [
+            {
+                "id": g.id.hex(),
+                "name": g.name,
+                "member": g.is_member(),
+                "epoch": g.epoch,
+                "peers": [
+                    {"name": p.name, "address": p.address, "synced": p.synced}
+                    for p in peers
+                    if g.id in p.groups
+                ],
+            }
+            for g in device.groups()
+        ]
+        if args.json:
+            found = {
+                "online": online,
+                "listening": list(device.listen_addresses()),
+                "relay": device.relay,
+                "groups": rows,
+            }
+            out.print_json(json.dumps(found))
+            return 0
+        if not online:
+            out.print("Offline: run `microsync serve` to listen, discover members and sync live.")
+        else:
+            where = ", ".join(device.listen_addresses()) or "no listener"
+            relay = f"; relay {device.relay}" if device.relay else ""
+            out.print(f"Online: listening on {where}{relay}")
+        for row in rows:
+            out.print(_group_status(row), markup=False)
+    return 0
+
+
+def _group_status(row: dict[str, Any]) -> str:
+    """One group's line for ``status``."""
+    peers = row["peers"]
+    if not row["member"]:
+        return f"{row['name']}: no longer a member"
+    if not peers:
+        return f"{row['name']}: epoch {row['epoch']}, no member connected"
+    shown = ", ".join(f"{p['name']} ({'in sync' if p['synced'] else 'syncing'})" for p in peers)
+    return f"{row['name']}: epoch {row['epoch']}, connected to {shown}"
+
+
 async def cmd_relay(args: argparse.Namespace, out: Console) -> int:
     import asyncio
 
@@ -253,6 +305,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         metavar="N",
         help="inbound connections at once from one IP (default %(default)s)",
     )
+
+    status = sub.add_parser("status", help="online or not, where, and who is connected per group")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
 
     sync = sub.add_parser("sync", help="sync once with a peer and exit")
     sync.add_argument("address", type=parse_peer, metavar="HOST:PORT")
