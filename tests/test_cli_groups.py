@@ -70,3 +70,15 @@ def test_sync_with_no_group_in_common_fails(tmp_path: Path) -> None:
     with serving(carol, port):
         done = run("--home", bob, "sync", f"127.0.0.1:{port}", "--quiet")
     one_line(done, "no group in common")
+
+
+def test_no_stray_blank_line_when_output_is_not_a_terminal(tmp_path: Path) -> None:
+    home = str(tmp_path / "alice")
+    run("--home", home, "init", "--name", "Alice")
+    run("--home", home, "group", "create", "Family")
+    (tmp_path / "note.txt").write_text("hello")
+    added = run("--home", home, "vault", "add", str(tmp_path / "note.txt"))  # no --quiet
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.splitlines()[0].endswith("added to Family")
+    nobody = run("--home", home, "sync", f"127.0.0.1:{free_port()}")
+    assert nobody.stdout == "" and nobody.stderr.startswith("microsync: error:")

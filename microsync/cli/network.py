@@ -142,7 +142,9 @@ async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
             TextColumn("{task.fields[received]} in, {task.fields[sent]} out, {task.fields[mb]}"),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=out, transient=True, disable=args.quiet) as bar:
+        with Progress(
+            *columns, console=out, transient=True, disable=args.quiet or not out.is_terminal
+        ) as bar:
             task = bar.add_task(
                 "sync", total=None, peer=f"{host}:{port}", received=0, sent=0, mb=""
             )

@@ -63,7 +63,9 @@ def _bar(out: Console, label: str, quiet: bool) -> Iterator[ProgressCallback]:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=out, transient=True, disable=quiet) as bar:
+    with Progress(
+        *columns, console=out, transient=True, disable=quiet or not out.is_terminal
+    ) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
