@@ -79,3 +79,11 @@ def test_invite_through_serve_names_serves_real_port(tmp_path: Path) -> None:
         assert "they can join now" in plain.stdout
         joined = run("--home", bob, "join", json.loads(shown.stdout)["link"])
         assert joined.returncode == 0, joined.stderr
+
+
+async def test_a_relay_that_is_not_a_url_is_refused_at_start(tmp_path: Path) -> None:
+    """It used to start, log 'Task exception was never retrieved' and run on with no relay."""
+    async with await microsync.Device.open(tmp_path / "alice", name="Alice") as alice:
+        with pytest.raises(ValueError, match="ws://HOST:PORT"):
+            await alice.start(lan=False, port=None, relay="notaurl")
+        assert alice.relay is None and alice.port is None

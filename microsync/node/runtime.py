@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -97,6 +98,9 @@ class SyncResult:
     entries_sent: int
 
 
+_RELAY_URL: Final = re.compile(r"wss?://[A-Za-z0-9._~\[\]:-]+(?:/[A-Za-z0-9._~/-]*)?")
+
+
 def machine_addresses(limit: int = 8) -> list[str]:
     """This machine's IPv4 addresses (no link-local ones), loopback last, at most ``limit``."""
     import ifaddr
@@ -173,6 +177,8 @@ class NetworkMixin:
         per address, the handshake's time; default :class:`ServeLimits`). Stop with :meth:`stop`."""
         if self._net is not None:
             raise RuntimeError("this device is already started")
+        if relay is not None and not _RELAY_URL.fullmatch(relay):
+            raise ValueError(f"not a relay URL: {relay!r} (expected ws://HOST:PORT or wss://...)")
         device = self._device()
         net = _Runtime(device, options, limits)
         self._net = net
