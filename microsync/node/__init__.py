@@ -673,7 +673,7 @@ class Group(PresenceMixin):
         raise NotAMember(
             f"cannot {verb}: you are the only admin of {self.name}, and without one nobody "
             "could invite, remove or promote again; promote another member first "
-            "(or force it: --force)"
+            "(or pass force=True; on the command line, --force)"
         )
 
     async def invite(
