@@ -1,34 +1,36 @@
 """Entry point of the ``microsync`` command.
 
-Every command is an async function taking the parsed arguments and a :class:`Console`; errors
-that microsync raises on purpose become one clear line on stderr and exit status 1.
+Every command is an async function taking the parsed arguments and a :class:`Console`. Every
+error is one line on stderr, ``microsync: error: ...``, never a traceback: a bad argument exits
+with status 2 (the line names the argument and ``--help``), anything else with status 1. An
+error nobody anticipated is reported the same way, by its type and message (set
+``MICROSYNC_DEBUG=1`` to see the traceback as well).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import microsync
 from microsync.cli import control, network, social, vault
 from microsync.cli.control import open_device, open_group
-from microsync.cli.demo import cmd_demo
-from microsync.crypto import fingerprint
 from microsync.errors import InviteError, MicrosyncError, ProfileInUse, ProfileNotFound
-from microsync.node import Device
-from microsync.storage.sqlite import DATABASE_NAME
+
+if TYPE_CHECKING:  # loaded once a command runs: --help needs none of them
+    from rich.console import Console
+
+    from microsync.node import Device
 
 __all__ = ["main"]
 
-Command = Callable[[argparse.Namespace, Console], Coroutine[Any, Any, int]]
+Command = Callable[[argparse.Namespace, "Console"], Coroutine[Any, Any, int]]
 
 
 def default_home() -> Path:
@@ -37,6 +39,9 @@ def default_home() -> Path:
 
 
 async def cmd_init(args: argparse.Namespace, out: Console) -> int:
+    from microsync.node import Device
+    from microsync.storage.sqlite import DATABASE_NAME
+
     home: Path = args.home
     if (home / DATABASE_NAME).exists():
         async with await Device.open(home) as existing:
@@ -80,7 +85,7 @@ async def cmd_whoami(args: argparse.Namespace, out: Console) -> int:
 async def cmd_recovery_words(args: argparse.Namespace, out: Console) -> int:
     async with open_device(args.home) as device:
         words = device.export_recovery_words()
-    Console(stderr=True).print(
+    control.error_console().print(
         "[yellow]Anyone with these words can act as you. Keep them offline.[/]"
     )
     out.print(" ".join(words), soft_wrap=True)
@@ -119,8 +124,8 @@ async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
         if not groups:
             out.print("No groups yet. Create one with: microsync group create NAME")
         for g in groups:
-            status = "" if g.is_member() else "  (left)"
-            out.print(f"{g.id.hex()[:16]}  {g.name}  {len(g.members())} members{status}")
+            status = "" if g.is_member() else "  (no longer a member: left or removed)"
+            out.print(f"{g.id.hex()[:16]}  {g.name}  {_count(len(g.members()), 'member')}{status}")
     return 0
 
 
@@ -143,7 +148,8 @@ async def cmd_members(args: argparse.Namespace, out: Console) -> int:
             )
             return 0
         for m in members:
-            out.print(f"{fingerprint(m.person_id)}  {m.name}  {m.role}  {len(m.devices)} device(s)")
+            devices = _count(len(m.devices), "device")
+            out.print(f"{social.member_id(m.person_id)}  {m.name}  {m.role}  {devices}")
     return 0
 
 
@@ -154,10 +160,23 @@ async def cmd_rotate(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+async def _demo(args: argparse.Namespace, out: Console) -> int:
+    from microsync.cli.demo import cmd_demo
+
+    return await cmd_demo(args, out)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 device``, ``2 devices``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _print_identity(device: Device, out: Console) -> None:
     out.print(f"name:    {device.name}")
-    out.print(f"person:  {device.person_id.hex()}  ({fingerprint(device.person_id)})")
-    out.print(f"device:  {device.id.hex()}  ({fingerprint(device.id)})")
+    out.print(
+        f"person:  {device.person_id.hex()}  (in `members`: {social.member_id(device.person_id)})"
+    )
+    out.print(f"device:  {device.id.hex()}")
 
 
 COMMANDS: dict[str, Command] = {
@@ -172,22 +191,35 @@ COMMANDS: dict[str, Command] = {
     "join": social.cmd_join,
     "post": social.cmd_post,
     "reply": social.cmd_reply,
+    "edit": social.cmd_edit,
+    "delete": social.cmd_delete,
     "react": social.cmd_react,
     "feed": social.cmd_feed,
     "remove": social.cmd_remove,
+    "leave": social.cmd_leave,
+    "promote": social.cmd_promote,
+    "demote": social.cmd_demote,
     "location set": social.cmd_location_set,
     "location show": social.cmd_location_show,
     "location stop": social.cmd_location_stop,
     "serve": network.cmd_serve,
     "sync": network.cmd_sync,
+    "status": network.cmd_status,
     "relay": network.cmd_relay,
     "vault": vault.cmd_vault,
-    "demo": cmd_demo,
+    "demo": _demo,
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"microsync: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="microsync",
         description="Private micro-networks: encrypted group feeds synced device to device.",
     )
@@ -198,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="profile directory (default: $MICROSYNC_HOME or ~/.microsync)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     init = sub.add_parser("init", help="create a profile (a new person, or --restore one)")
     init.add_argument("--name", required=True, help="this device's display name")
     init.add_argument(
@@ -222,15 +256,26 @@ def build_parser() -> argparse.ArgumentParser:
     groups = sub.add_parser("groups", help="list this profile's groups")
     groups.add_argument("--json", action="store_true", help="machine-readable output")
     members = sub.add_parser("members", help="list a group's members")
-    members.add_argument("group", nargs="?", help="group name or id prefix")
     members.add_argument("--json", action="store_true", help="machine-readable output")
     rotate = sub.add_parser("rotate", help="start a new key epoch in a group now")
-    rotate.add_argument("group", nargs="?", help="group name or id prefix")
+    for takes_group in (members, rotate):
+        takes_group.add_argument("--group", help="group name or id prefix")
+        takes_group.add_argument("group_word", nargs="?", metavar="GROUP", help="same as --group")
     social.add_parsers(sub)
     network.add_parsers(sub)
     vault.add_parsers(sub)
     sub.add_parser("demo", help="three devices on this machine form a family group and sync")
+    _home_anywhere(sub)
     return parser
+
+
+def _home_anywhere(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Let ``--home DIR`` come after the command too (``microsync feed --home ./bob``)."""
+    for parser in set(sub.choices.values()):
+        parser.add_argument("--home", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _home_anywhere(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -238,13 +283,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(words)
     args.home = args.home if args.home is not None else default_home()
+    forwardable = args.command not in control.NOT_FORWARDED
+    if forwardable and (args.home / control.SOCKET_NAME).exists():
+        # `serve` holds this profile (most likely): run it there without loading the device
+        code = control.forward(args.home, control.without_home(words))
+        if code is not None:
+            return code
+    import asyncio
+
+    from rich.console import Console
+
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    _warnings_to(err)
     try:
         return asyncio.run(run_command(args, out, err))
     except ProfileInUse:
         # `serve` holds this profile: run the command there, on the open device
-        if args.command not in control.NOT_FORWARDED:
+        if forwardable:
             code = control.forward(args.home, control.without_home(words))
             if code is not None:
                 return code
@@ -263,7 +319,10 @@ async def run_command(args: argparse.Namespace, out: Console, err: Console) -> i
             command = f"group {args.group_command}"
         elif command == "location":
             command = f"location {args.location_command}"
-        return await COMMANDS[command](args, out)
+        if getattr(args, "group_word", None) is not None:
+            args.group = args.group or args.group_word
+        with control.errors_to(err):
+            return await COMMANDS[command](args, out)
     except ProfileInUse:
         raise
     except ProfileNotFound:
@@ -280,8 +339,37 @@ async def run_command(args: argparse.Namespace, out: Console, err: Console) -> i
     except ValueError as error:
         _error(err, str(error))
     except OSError as error:
-        _error(err, f"{error.strerror or error}")
+        _error(err, _os_error(error))
+    except Exception as error:  # a bug, not the user's doing: still one line, never a traceback
+        if os.environ.get("MICROSYNC_DEBUG"):
+            raise
+        _error(err, f"unexpected {type(error).__name__}: {error} (MICROSYNC_DEBUG=1 shows where)")
     return 1
+
+
+def _os_error(error: OSError) -> str:
+    """An operating-system error with the file it is about, when it is about one."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
+
+
+class _Warnings(logging.Handler):
+    """The library's warnings (a profile made private) as ``microsync: warning:`` lines."""
+
+    def __init__(self, err: Console) -> None:
+        super().__init__(logging.WARNING)
+        self._err = err
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from rich.markup import escape
+
+        self._err.print(f"[yellow]microsync: warning:[/] {escape(record.getMessage())}")
+
+
+def _warnings_to(err: Console) -> None:
+    storage = logging.getLogger("microsync.storage")
+    if not any(isinstance(h, _Warnings) for h in storage.handlers):
+        storage.addHandler(_Warnings(err))
 
 
 def _error(err: Console, message: str) -> None:

@@ -3,60 +3,42 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
+import errno
+import json
 import logging
 import signal
+import socket
+from collections.abc import Iterator
 from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-from microsync.app.api import Event
+from microsync.cli.args import DEFAULT_PORT
 from microsync.cli.control import SOCKET_NAME, open_device, serve_commands
-from microsync.identity import DeviceId
-from microsync.net.limits import ServeLimits
-from microsync.node import DEFAULT_PORT, Device, Group
-from microsync.protocol.session import SessionStats
+from microsync.errors import MicrosyncError
 
-__all__ = ["add_parsers", "cmd_relay", "cmd_serve", "cmd_sync"]
+if TYPE_CHECKING:  # the device stack (and asyncio, rich) load only when a command runs
+    from rich.console import Console
+
+    from microsync.identity import DeviceId
+    from microsync.node import Device
+    from microsync.protocol.session import SessionStats
+
+MAX_CONNECTIONS: Final = 256
+MAX_PER_ADDRESS: Final = 16
+"""``ServeLimits()``'s defaults, for ``--help`` without the network stack
+(``tests/test_cli_startup.py`` holds them equal)."""
+
+__all__ = ["add_parsers", "cmd_relay", "cmd_serve", "cmd_status", "cmd_sync"]
 
 
 def _stamp() -> str:
     return datetime.now().strftime("%H:%M:%S")
 
 
-def describe(group: Group, event: Event) -> str:
-    """One line for a log of what happened in a group."""
-    who = "someone"
-    if event.person is not None:
-        names = {m.person_id: m.name for m in group.members()}
-        who = names.get(event.person, event.person.hex()[:8])
-    post = event.post
-    text = f": {post.text}" if post is not None and post.text else ""
-    what = {
-        "post": "posted",
-        "reply": "replied",
-        "edit": "edited a post",
-        "delete": "deleted a post",
-        "expire": "(a post expired)",
-        "reaction": "reacted",
-        "member_joined": "joined",
-        "member_left": "left",
-        "presence": "is online",
-        "location": "shared a location",
-        "doc": f"changed document {event.detail!r}",
-    }.get(event.kind, event.kind)
-    return f"[{group.name}] {who} {what}{text}"
-
-
-async def _log_events(group: Group, out: Console) -> None:
-    async for event in group.events():
-        if event.kind != "presence":
-            out.print(f"{_stamp()}  {describe(group, event)}", soft_wrap=True)
-
-
 async def _log_peers(device: Device, out: Console) -> None:
+    import asyncio
+
     known: dict[DeviceId, bool] = {}
     while True:
         now = {p.device_id: p.synced for p in device.peers()}
@@ -79,6 +61,8 @@ class _ConsoleLog(logging.Handler):
 
 
 async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
+    import asyncio
+
     handler = _ConsoleLog(out)
     for name in ("microsync.node", "microsync.net"):
         logging.getLogger(name).addHandler(handler)
@@ -87,34 +71,45 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
         peers = tuple(args.peer or ())
         for group in device.groups():
             group.feed()  # fold each group now (from its snapshot if any), not while syncing
+        from microsync.net.limits import ServeLimits
+
         limits = ServeLimits(
             max_connections=args.max_connections, max_per_address=args.max_per_address
         )
-        await device.start(
-            lan=not args.no_lan,
-            port=args.port,
-            relay=args.relay,
-            bind=args.bind,
-            peers=peers,
-            limits=limits,
-        )
-        where = f"port {device.port}" if device.port else "no listener"
-        lan = "off" if args.no_lan else "on"
-        out.print(
-            f"{_stamp()}  {device.name} online: {where}, LAN discovery {lan}"
-            + (f", relay {args.relay}" if args.relay else "")
-            + f", {len(device.groups())} group(s). Ctrl-C to stop."
-        )
+        with _listening(args.bind, args.port):
+            await device.start(
+                lan=not args.no_lan,
+                port=args.port,
+                relay=args.relay,
+                bind=args.bind,
+                peers=peers,
+                limits=limits,
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        tasks = [asyncio.create_task(_log_events(g, out)) for g in device.groups()]
-        tasks.append(asyncio.create_task(_log_peers(device, out)))
+        from microsync.cli.servelog import follow_groups
+
+        def say(line: str) -> None:
+            out.print(f"{_stamp()}  {line}", soft_wrap=True, markup=False)
+
+        tasks = [
+            asyncio.create_task(follow_groups(device, say, show_text=args.show_text)),
+            asyncio.create_task(_log_peers(device, out)),
+        ]
         from microsync.cli.main import build_parser, run_command
 
         commands = await serve_commands(device, build_parser().parse_args, run_command)
+        where = f"port {device.port}" if device.port else "no listener"
+        lan = "off" if args.no_lan else "on"
+        count = len(device.groups())
+        out.print(
+            f"{_stamp()}  {device.name} online: {where}, LAN discovery {lan}"
+            + (f", relay {args.relay}" if args.relay else "")
+            + f", {count} {'group' if count == 1 else 'groups'}. Ctrl-C to stop."
+        )
         try:
             if args.seconds:
                 with contextlib.suppress(TimeoutError):
@@ -136,6 +131,8 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     host, port = args.address
     async with open_device(args.home) as device:
         columns = (
@@ -145,7 +142,9 @@ async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
             TextColumn("{task.fields[received]} in, {task.fields[sent]} out, {task.fields[mb]}"),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=out, transient=True, disable=args.quiet) as bar:
+        with Progress(
+            *columns, console=out, transient=True, disable=args.quiet or not out.is_terminal
+        ) as bar:
             task = bar.add_task(
                 "sync", total=None, peer=f"{host}:{port}", received=0, sent=0, mb=""
             )
@@ -160,16 +159,73 @@ async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
                 )
 
             result = await device.sync_with(host, port, timeout=args.timeout, progress=progress)
+        if not result.groups:
+            raise MicrosyncError(
+                f"{host}:{port} answered, but you have no group in common (nothing to sync)"
+            )
         names = {g.id: g.name for g in device.groups()}
-        shared = ", ".join(names.get(g, g.hex()[:8]) for g in result.groups) or "no shared group"
-        out.print(
-            f"Synced with {host}:{port} ({shared}): "
-            f"{result.entries_received} entries in, {result.entries_sent} out"
+        shared = ", ".join(names.get(g, g.hex()[:8]) for g in result.groups)
+        received = (
+            "1 entry" if result.entries_received == 1 else f"{result.entries_received} entries"
         )
+        out.print(f"Synced with {host}:{port} ({shared}): {received} in, {result.entries_sent} out")
     return 0
 
 
+async def cmd_status(args: argparse.Namespace, out: Console) -> int:
+    """Whether this profile is online, where, through which relay, and per group who is
+    connected now and in sync (run it while ``serve`` runs: it is handed to serve)."""
+    async with open_device(args.home) as device:
+        online = device.port is not None or device.relay is not None
+        peers = device.peers()
+        rows = [
+            {
+                "id": g.id.hex(),
+                "name": g.name,
+                "member": g.is_member(),
+                "epoch": g.epoch,
+                "peers": [
+                    {"name": p.name, "address": p.address, "synced": p.synced}
+                    for p in peers
+                    if g.id in p.groups
+                ],
+            }
+            for g in device.groups()
+        ]
+        if args.json:
+            found = {
+                "online": online,
+                "listening": list(device.listen_addresses()),
+                "relay": device.relay,
+                "groups": rows,
+            }
+            out.print_json(json.dumps(found))
+            return 0
+        if not online:
+            out.print("Offline: run `microsync serve` to listen, discover members and sync live.")
+        else:
+            where = ", ".join(device.listen_addresses()) or "no listener"
+            relay = f"; relay {device.relay}" if device.relay else ""
+            out.print(f"Online: listening on {where}{relay}")
+        for row in rows:
+            out.print(_group_status(row), markup=False)
+    return 0
+
+
+def _group_status(row: dict[str, Any]) -> str:
+    """One group's line for ``status``."""
+    peers = row["peers"]
+    if not row["member"]:
+        return f"{row['name']}: no longer a member"
+    if not peers:
+        return f"{row['name']}: epoch {row['epoch']}, no member connected"
+    shown = ", ".join(f"{p['name']} ({'in sync' if p['synced'] else 'syncing'})" for p in peers)
+    return f"{row['name']}: epoch {row['epoch']}, connected to {shown}"
+
+
 async def cmd_relay(args: argparse.Namespace, out: Console) -> int:
+    import asyncio
+
     from microsync.net.relay import RelayLimits, run_relay
 
     given = {
@@ -182,37 +238,78 @@ async def cmd_relay(args: argparse.Namespace, out: Console) -> int:
     def ready(port: int) -> None:
         out.print(f"{_stamp()}  relay listening on ws://{args.host}:{port} (stores nothing)")
 
-    with contextlib.suppress(asyncio.CancelledError):
+    with contextlib.suppress(asyncio.CancelledError), _listening(args.host, args.port):
         await run_relay(args.host, args.port, limits=limits, ready=ready)
     return 0
 
 
+@contextlib.contextmanager
+def _listening(host: str | None, port: int) -> Iterator[None]:
+    """Say in the user's words why listening on ``host:port`` failed, and what to try."""
+    try:
+        yield
+    except OSError as error:
+        raise MicrosyncError(_listen_failure(error, host, port)) from None
+
+
+def _listen_failure(error: OSError, host: str | None, port: int) -> str:
+    """One line for a failed bind."""
+    where = f"{host or 'all interfaces'}, port {port}"
+    if isinstance(error, socket.gaierror) or (error.errno or 0) < 0:
+        return f"cannot listen on {host!r}: not an address of this machine (try --bind 127.0.0.1)"
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"cannot listen on {where}: the port is in use (is another microsync running? "
+            "pick another with --port)"
+        )
+    if error.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on {where}: {host} is not an address of this machine"
+    return f"cannot listen on {where}: {error.strerror or error}"
+
+
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from microsync.cli.args import peer_address, port_number, positive_count, relay_url
     from microsync.cli.social import parse_peer
 
     serve = sub.add_parser("serve", help="go online: listen, discover, sync live, log it")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    serve.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}"
+    )
     serve.add_argument("--bind", help="listening address (default: all interfaces)")
     serve.add_argument("--no-lan", action="store_true", help="no mDNS discovery")
-    serve.add_argument("--relay", help="meet members through this relay (ws://host:port)")
     serve.add_argument(
-        "--peer", action="append", metavar="HOST:PORT", help="keep a connection to this peer"
+        "--relay", type=relay_url, help="meet members through this relay (ws://HOST:PORT)"
+    )
+    serve.add_argument(
+        "--peer",
+        type=peer_address,
+        action="append",
+        metavar="HOST:PORT",
+        help="keep a connection to this peer",
     )
     serve.add_argument("--seconds", type=float, default=0, help="stop after this long")
     serve.add_argument(
+        "--show-text",
+        action="store_true",
+        help="log the text of posts and replies (a log file keeps what a delete purges)",
+    )
+    serve.add_argument(
         "--max-connections",
-        type=int,
-        default=ServeLimits().max_connections,
+        type=positive_count,
+        default=MAX_CONNECTIONS,
         metavar="N",
         help="inbound connections at once (default %(default)s)",
     )
     serve.add_argument(
         "--max-per-address",
-        type=int,
-        default=ServeLimits().max_per_address,
+        type=positive_count,
+        default=MAX_PER_ADDRESS,
         metavar="N",
         help="inbound connections at once from one IP (default %(default)s)",
     )
+
+    status = sub.add_parser("status", help="online or not, where, and who is connected per group")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
 
     sync = sub.add_parser("sync", help="sync once with a peer and exit")
     sync.add_argument("address", type=parse_peer, metavar="HOST:PORT")
@@ -221,17 +318,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
     relay = sub.add_parser("relay", help="run a blind relay (forwards ciphertext only)")
     relay.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    relay.add_argument("--port", type=int, default=7426)
+    relay.add_argument("--port", type=port_number, default=7426)
     relay.add_argument(
         "--max-clients",
-        type=int,
+        type=positive_count,
         default=None,
         metavar="N",
         help="clients at once (default 1000)",
     )
     relay.add_argument(
         "--max-per-address",
-        type=int,
+        type=positive_count,
         default=None,
         metavar="N",
         help="clients at once from one IP; behind a proxy, raise it (default 16)",

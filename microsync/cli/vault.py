@@ -6,36 +6,56 @@ Like every command, these run inside ``microsync serve`` when it holds the profi
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-
-from microsync.cli.control import open_device, open_group
+from microsync.cli.control import caller_progress, open_device, open_group, user_path
 from microsync.cli.social import find_group
-from microsync.errors import PeerUnreachable
-from microsync.node import Device
-from microsync.node.runtime import split_address
-from microsync.node.vault import Progress as ProgressCallback
+from microsync.errors import MicrosyncError, PeerUnreachable
+
+if TYPE_CHECKING:  # the device stack (and asyncio, rich) load only when a command runs
+    from rich.console import Console
+
+    from microsync.blobs import BlobRef
+    from microsync.node import Device, Group
+    from microsync.node.vault import Progress as ProgressCallback
 
 __all__ = ["add_parsers", "cmd_vault"]
 
 
 @contextmanager
 def _bar(out: Console, label: str, quiet: bool) -> Iterator[ProgressCallback]:
-    """A progress bar showing bytes, rate and time left; yields the vault's callback."""
+    """A progress bar showing bytes, rate and time left; yields the vault's callback. Inside
+    ``serve`` the caller's terminal draws it (at most ten updates a second, and the last)."""
+    remote = caller_progress()
+    if remote is not None:
+        if quiet:
+            yield lambda done, total: None
+            return
+        last = [0.0]
+
+        def relay(done: int, total: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 0.1 or done >= total:
+                last[0] = now
+                remote(label, done, total)
+
+        yield relay
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     columns = (
         TextColumn(label),
         BarColumn(bar_width=None),
@@ -43,7 +63,9 @@ def _bar(out: Console, label: str, quiet: bool) -> Iterator[ProgressCallback]:
         TransferSpeedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=out, transient=True, disable=quiet) as bar:
+    with Progress(
+        *columns, console=out, transient=True, disable=quiet or not out.is_terminal
+    ) as bar:
         task = bar.add_task(label, total=None)
 
         def update(done: int, total: int) -> None:
@@ -60,9 +82,29 @@ def _size(n: int) -> str:
     raise AssertionError
 
 
+def _find_file(group: Group, prefix: str) -> BlobRef:
+    """The vault file whose id starts with ``prefix`` (one clear line if none or several)."""
+    try:
+        return group.vault.get(prefix)
+    except KeyError:
+        raise MicrosyncError(
+            f"no single file in {group.name}'s vault has an id starting {prefix!r} "
+            "(see: microsync vault ls)"
+        ) from None
+
+
+def _source(text: str) -> Path:
+    """The file the user named for ``vault add``, checked before any work starts."""
+    path = user_path(text)
+    if not path.is_file():
+        what = "is a directory, not a file" if path.is_dir() else "does not exist"
+        raise MicrosyncError(f"cannot add {path}: it {what}")
+    return path
+
+
 async def cmd_add(args: argparse.Namespace, out: Console) -> int:
     async with open_group(args) as group:
-        path = Path(args.file)
+        path = _source(args.file)
         with _bar(out, f"encrypting {path.name}", args.quiet) as progress:
             ref = await group.vault.add(path, name=args.name, mime=args.mime, progress=progress)
         out.print(f"{ref.id.hex()[:12]}  {ref.name}  {_size(ref.size)}  added to {group.name}")
@@ -72,17 +114,22 @@ async def cmd_add(args: argparse.Namespace, out: Console) -> int:
 async def cmd_get(args: argparse.Namespace, out: Console) -> int:
     async with open_device(args.home) as device:
         group = find_group(device, args.group)
-        ref = group.vault.get(args.id)
+        ref = _find_file(group, args.id)
+        online = device.port is not None or device.relay is not None
+        if not args.peer and not online and group.vault.missing(ref):
+            raise MicrosyncError(
+                f"{ref.name} is not all on this device, and nothing here is online to fetch it: "
+                "start `microsync serve` in another terminal (this command then runs there, "
+                "fetching from connected members), or add --from HOST:PORT of a member's serve"
+            )
         if args.peer:
-            for address in args.peer:
-                split_address(address)  # a clear error for a bad address
             try:
                 await device.start(lan=False, port=None, peers=tuple(args.peer))
             except RuntimeError:  # already online (run inside `serve`): add these peers
                 for address in args.peer:
                     device.connect(address)
             await _wait_for_peers(device, args.timeout)
-        dest = Path(args.dest)
+        dest = user_path(args.dest)
         if dest.is_dir():
             dest = dest / Path(ref.name).name
         with _bar(out, f"fetching {ref.name}", args.quiet) as progress:
@@ -92,6 +139,8 @@ async def cmd_get(args: argparse.Namespace, out: Console) -> int:
 
 
 async def _wait_for_peers(device: Device, timeout: float) -> None:
+    import asyncio
+
     deadline = asyncio.get_running_loop().time() + timeout
     while not any(p.synced for p in device.peers()):
         if asyncio.get_running_loop().time() > deadline:
@@ -126,7 +175,7 @@ async def cmd_ls(args: argparse.Namespace, out: Console) -> int:
             out.print(f"{r.id.hex()[:12]}  {when}  {_size(r.size):>9}  {here:6}  {who}: {r.name}")
         usage = vault.usage()
         out.print(
-            f"{usage.blobs} files, {_size(usage.total_bytes)}; "
+            f"{usage.blobs} {'file' if usage.blobs == 1 else 'files'}, {_size(usage.total_bytes)}; "
             f"{_size(usage.bytes_held)} on this device (policy: {vault.policy})"
         )
     return 0
@@ -134,7 +183,7 @@ async def cmd_ls(args: argparse.Namespace, out: Console) -> int:
 
 async def cmd_rm(args: argparse.Namespace, out: Console) -> int:
     async with open_group(args) as group:
-        ref = group.vault.get(args.id)
+        ref = _find_file(group, args.id)
         await group.vault.remove(ref)
         out.print(f"{ref.id.hex()[:12]}  {ref.name}  removed for everyone")
     return 0
@@ -158,6 +207,8 @@ async def cmd_vault(args: argparse.Namespace, out: Console) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``vault`` and its actions on the top-level parser."""
+    from microsync.cli.args import peer_address
+
     vault = sub.add_parser("vault", help="encrypted files shared with a group")
     actions = vault.add_subparsers(dest="vault_command", metavar="ACTION", required=True)
     add = actions.add_parser("add", help="encrypt a file into the group's vault")
@@ -170,6 +221,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     get.add_argument(
         "--from",
         dest="peer",
+        type=peer_address,
         action="append",
         metavar="HOST:PORT",
         help="a peer to fetch missing chunks from (repeat for several)",

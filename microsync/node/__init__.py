@@ -30,7 +30,13 @@ from microsync.app.presence import PresenceMixin
 from microsync.blobs import BlobRef
 from microsync.crypto import X25519SecretKey, fingerprint, system_rng
 from microsync.encoding import expect_bytes, expect_list
-from microsync.errors import MicrosyncError, NotAMember, ProfileNotFound, StorageError
+from microsync.errors import (
+    InviteError,
+    MicrosyncError,
+    NotAMember,
+    ProfileNotFound,
+    StorageError,
+)
 from microsync.feed import GroupId, Ingested
 from microsync.feed.ingest import Outcome
 from microsync.feed.trust import add_certificate
@@ -247,10 +253,24 @@ class Device(NetworkMixin):
 
     # ------------------------------------------------------------------ pairing
 
-    def _addresses(self, addresses: Sequence[str] | None) -> tuple[str, ...]:
-        if addresses is not None:
-            return tuple(addresses)
-        return (f"127.0.0.1:{self.port or DEFAULT_PORT}",)
+    def _reachable(
+        self, addresses: Sequence[str] | None, relay: str | None
+    ) -> tuple[tuple[str, ...], str | None]:
+        """Where an invite says to reach this device: what the caller gave, else where the
+        running device really is (:meth:`listen_addresses`, :attr:`relay`), and nothing it
+        does not listen on. A device not started yet names this machine's default serve
+        address, ``127.0.0.1:7425``, where ``microsync serve`` will listen."""
+        if self._net is None:
+            fallback = (f"127.0.0.1:{DEFAULT_PORT}",)
+            return (tuple(addresses) if addresses is not None else fallback), relay
+        found = tuple(addresses) if addresses is not None else self.listen_addresses()
+        relay = relay if relay is not None else self.relay
+        if not found and relay is None:
+            raise InviteError(
+                "this device listens on no port and uses no relay, so nobody could redeem "
+                "an invite: start it with a port or a relay, or name addresses"
+            )
+        return found, relay
 
     def invite_host(self) -> InviteHost:
         """Answers incoming invite redemptions and device links for this device (the sync
@@ -271,12 +291,13 @@ class Device(NetworkMixin):
         group this person is in. Needs a device holding the person key."""
         if self._identity.person_key is None:
             raise NotAMember("only a device holding the person key may link devices")
+        addresses_, relay_ = self._reachable(addresses, relay)
         invite = Invite.issue(
             rng=system_rng,
             now=_now_ms(),
             purpose=InvitePurpose.LINK,
-            addresses=self._addresses(addresses),
-            relay=relay,
+            addresses=addresses_,
+            relay=relay_,
             ttl_ms=int(ttl * 1000),
             taken_nameplates=self._book.open_nameplates(),
         )
@@ -622,13 +643,38 @@ class Group(PresenceMixin):
         """Start a new epoch now, wrapped to every current member device (any member may)."""
         self._replica.rotate(now=self._now())
 
-    async def remove(self, person_id: bytes) -> None:
-        """Remove a member (admins only). Starts a new epoch the removed person cannot read."""
-        self._replica.remove(PersonId(bytes(person_id)), now=self._now())
+    async def remove(self, person_id: bytes, *, force: bool = False) -> None:
+        """Remove a member (admins only). Starts a new epoch the removed person cannot read.
+        Removing yourself while you are the group's only admin and others remain raises
+        :class:`NotAMember` unless ``force`` (then nobody can ever invite, remove or promote
+        again): promote another admin first."""
+        person = PersonId(bytes(person_id))
+        self._refuse_last_admin(person, "remove", force)
+        self._replica.remove(person, now=self._now())
 
-    async def leave(self) -> None:
-        """Leave the group. The remaining members rotate the key on their next write."""
+    async def leave(self, *, force: bool = False) -> None:
+        """Leave the group. The remaining members rotate the key on their next write. Refused
+        (:class:`NotAMember`) while you are its only admin and others remain, unless ``force``."""
+        self._refuse_last_admin(self._device.person_id, "leave", force)
         self._replica.leave(now=self._now())
+
+    def _refuse_last_admin(self, person: PersonId, verb: str, force: bool) -> None:
+        """Raise unless taking ``person``'s admin rights leaves the group another admin (or no
+        one to administer). Only you can take your own rights while you are the last admin:
+        any other admin who could would still be one (ranks, ``docs/membership.md``), so
+        this looks at your own person only and leaves every other refusal to the replica."""
+        members = self._replica.state.members
+        me = members.get(self._device.person_id)
+        if force or person != self._device.person_id or me is None or me.role is not Role.ADMIN:
+            return
+        admins = [m for m in members.values() if m.role is Role.ADMIN and m.person != person]
+        if admins or (len(members) == 1 and verb != "demote"):  # alone: the group ends with you
+            return
+        raise NotAMember(
+            f"cannot {verb}: you are the only admin of {self.name}, and without one nobody "
+            "could invite, remove or promote again; promote another member first "
+            "(or pass force=True; on the command line, --force)"
+        )
 
     async def invite(
         self,
@@ -640,8 +686,10 @@ class Group(PresenceMixin):
     ) -> Invite:
         """A single-use invite (admins only) expiring after ``ttl`` seconds: ``.link`` carries a
         256-bit secret and where to reach this device (for a QR code), ``.code`` a short code to
-        read aloud (one wrong guess burns it). ``addresses`` default to this machine's
-        ``microsync serve`` port."""
+        read aloud (one wrong guess burns it). ``addresses`` and ``relay`` default to where
+        this device is reachable while started (its listener's real addresses and port, its
+        relay; :class:`InviteError` if neither), else to ``127.0.0.1:7425``."""
+        addresses_, relay_ = self._device._reachable(addresses, relay)
         return issue_invite(
             self._replica,
             self._device._book,
@@ -649,8 +697,8 @@ class Group(PresenceMixin):
             now=self._now(),
             ttl_ms=int(ttl * 1000),
             role=Role.parse(role),
-            addresses=self._device._addresses(addresses),
-            relay=relay,
+            addresses=addresses_,
+            relay=relay_,
         )
 
     async def revoke_invite(self, invite: Invite | bytes) -> None:
@@ -688,9 +736,12 @@ class Group(PresenceMixin):
         """Make a member an admin (admins only)."""
         self._replica.set_role(PersonId(bytes(person_id)), Role.ADMIN, now=self._now())
 
-    async def demote(self, person_id: bytes) -> None:
-        """Make an admin a plain member (admins only)."""
-        self._replica.set_role(PersonId(bytes(person_id)), Role.MEMBER, now=self._now())
+    async def demote(self, person_id: bytes, *, force: bool = False) -> None:
+        """Make an admin a plain member (admins only). Demoting yourself while you are the
+        only admin raises :class:`NotAMember` unless ``force``."""
+        person = PersonId(bytes(person_id))
+        self._refuse_last_admin(person, "demote", force)
+        self._replica.set_role(person, Role.MEMBER, now=self._now())
 
     def __repr__(self) -> str:
         count = len(self._replica.state.members)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -54,7 +55,14 @@ DEFAULT_PORT: Final = 7425
 """The TCP port ``microsync serve`` listens on unless told otherwise (and a LAN device's
 port when it is free, so the port does not single a device out)."""
 
-__all__ = ["DEFAULT_PORT", "NetworkMixin", "PeerInfo", "SyncResult", "split_address"]
+__all__ = [
+    "DEFAULT_PORT",
+    "NetworkMixin",
+    "PeerInfo",
+    "SyncResult",
+    "machine_addresses",
+    "split_address",
+]
 
 log = logging.getLogger("microsync.node")
 
@@ -90,6 +98,23 @@ class SyncResult:
     entries_sent: int
 
 
+_RELAY_URL: Final = re.compile(r"wss?://[A-Za-z0-9._~\[\]:-]+(?:/[A-Za-z0-9._~/-]*)?")
+
+
+def machine_addresses(limit: int = 8) -> list[str]:
+    """This machine's IPv4 addresses (no link-local ones), loopback last, at most ``limit``."""
+    import ifaddr
+
+    found = {
+        ip.ip
+        for adapter in ifaddr.get_adapters()
+        for ip in adapter.ips
+        if isinstance(ip.ip, str) and not ip.ip.startswith("169.254.")
+    }
+    ordered = sorted(found, key=lambda a: (a.startswith("127."), a))
+    return ordered[:limit] or ["127.0.0.1"]
+
+
 def split_address(address: str) -> tuple[str, int]:
     """``"host:port"`` (or ``"[v6]:port"``) -> ``(host, port)``; ``ValueError`` if malformed."""
     host, sep, port = address.rpartition(":")
@@ -113,6 +138,24 @@ class NetworkMixin:
         net = self._net
         return None if net is None else net.port
 
+    @property
+    def relay(self) -> str | None:
+        """The relay this device meets members through, while started with one."""
+        net = self._net
+        return None if net is None else net.relay
+
+    def listen_addresses(self) -> tuple[str, ...]:
+        """``host:port`` where this device accepts connections now: its bind address, or for
+        a listener on all interfaces this machine's IPv4 addresses (loopback last); empty
+        while it has no listener. What an invite names by default."""
+        net = self._net
+        if net is None or net.port is None or net.bind is None:
+            return ()
+        if net.bind in ("0.0.0.0", "::", ""):
+            return tuple(f"{a}:{net.port}" for a in machine_addresses())
+        host = f"[{net.bind}]" if ":" in net.bind else net.bind
+        return (f"{host}:{net.port}",)
+
     async def start(
         self,
         lan: bool = True,
@@ -134,6 +177,8 @@ class NetworkMixin:
         per address, the handshake's time; default :class:`ServeLimits`). Stop with :meth:`stop`."""
         if self._net is not None:
             raise RuntimeError("this device is already started")
+        if relay is not None and not _RELAY_URL.fullmatch(relay):
+            raise ValueError(f"not a relay URL: {relay!r} (expected ws://HOST:PORT or wss://...)")
         device = self._device()
         net = _Runtime(device, options, limits)
         self._net = net
@@ -274,7 +319,7 @@ async def _reach_inviter(
             host, port = split_address(address)
             stream: Stream = await open_tcp(host, port, timeout=5)
         except (OSError, TimeoutError, ValueError) as exc:
-            errors.append(f"{address}: {type(exc).__name__}")
+            errors.append(f"{address}: {why_unreachable(exc)}")
             continue
         return await handshake(
             stream, identity, initiator=True, purpose=Purpose.INVITE, rng=system_rng
@@ -287,7 +332,7 @@ async def _reach_inviter(
             channel = await asyncio.wait_for(client.accept(), RELAY_INVITE_WAIT)
         except (OSError, ConnectionError, TimeoutError) as exc:
             await client.close()
-            errors.append(f"{relay}: {type(exc).__name__}")
+            errors.append(f"{relay}: {why_unreachable(exc)}")
         else:
             return await handshake(
                 _OwnedChannel(channel, client),
@@ -297,7 +342,23 @@ async def _reach_inviter(
                 accept_purposes=(Purpose.INVITE,),
                 rng=system_rng,
             )
-    raise PeerUnreachable("could not reach the inviter: " + ("; ".join(errors) or "no address"))
+    raise PeerUnreachable(
+        "could not reach the inviter (is their serve running?): "
+        + ("; ".join(errors) or "no address")
+    )
+
+
+def why_unreachable(error: BaseException) -> str:
+    """A failed connection attempt in the user's words."""
+    if isinstance(error, ConnectionRefusedError):
+        return "nothing is listening there"
+    if isinstance(error, TimeoutError):
+        return "no answer (a firewall, or the wrong address?)"
+    if isinstance(error, socket.gaierror):
+        return "no such host"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
 
 
 class _OwnedChannel:
@@ -346,6 +407,8 @@ class _Runtime:
         self.options = options
         self.limits = limits = limits if limits is not None else ServeLimits()
         self.port: int | None = None
+        self.bind: str | None = None  # the listener's address, while there is one
+        self.relay: str | None = None
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._quota = ConnectionQuota(
@@ -382,6 +445,7 @@ class _Runtime:
             if self._listener is None:
                 self._listener = _listen(address, port)
             self.port = self._listener.getsockname()[1]
+            self.bind = address
             self._quota = ConnectionQuota(
                 total=_total_cap(self.limits), per_address=self.limits.max_per_address
             )
@@ -397,6 +461,7 @@ class _Runtime:
             )
             await self._discovery.start()
         if relay is not None:
+            self.relay = relay
             self._spawn(self._relay(relay), f"relay {relay}")
         self._spawn(self._heartbeat(), "presence")
 
@@ -631,6 +696,14 @@ class _Runtime:
         connection = self._open(secure, initiator=False)
         await connection.wait()
 
+    def _log_failed_redemption(self, secure: SecureStream, error: MicrosyncError) -> None:
+        """One log line for an invite someone failed to redeem here (a wrong code burns it:
+        the inviter should know), at most one per interval under a flood."""
+        count = self._failed_handshakes.count(asyncio.get_running_loop().time())
+        if count is not None:
+            name = secure.peer.device_name
+            log.info("%r tried to redeem an invite and failed: %s", name, error)
+
     async def _serve_invite(self, secure: SecureStream) -> None:
         """Answer one pairing; once it is done, a guest that stays connected goes on with a
         sync session on the same connection (it gets the group at once)."""
@@ -651,7 +724,8 @@ class _Runtime:
                     return
                 try:
                     reply = host.receive(record, now=_now())
-                except (InviteError, MicrosyncError):
+                except (InviteError, MicrosyncError) as exc:
+                    self._log_failed_redemption(secure, exc)
                     if host.abort_message is not None:
                         await secure.send(host.abort_message)
                     return
@@ -719,7 +793,7 @@ class _Runtime:
         try:
             stream = await open_tcp(host, port, timeout=min(timeout, 10.0))
         except (OSError, TimeoutError) as exc:
-            raise PeerUnreachable(f"cannot reach {host}:{port} ({type(exc).__name__})") from None
+            raise PeerUnreachable(f"cannot reach {host}:{port}: {why_unreachable(exc)}") from None
         secure = await handshake(stream, self.device._identity, initiator=True, rng=system_rng)
         return self._open(secure, initiator=True, oneshot=oneshot)
 

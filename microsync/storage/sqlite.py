@@ -10,6 +10,13 @@ belongs to an open file description) or another one, raises
 dies. Then the database is opened in WAL mode with foreign keys on and brought up to date by
 :mod:`microsync.storage.migrations`.
 
+Privacy on disk: the profile holds the device's secret keys, so like ``~/.ssh`` it is for its
+owner only. The directory (and every directory in it) is created ``0700`` and every file
+``0600`` (SQLite gives ``-wal`` and ``-shm`` the database file's mode). A profile found readable
+or writable by others is fixed when it is opened, with a warning on the ``microsync.storage``
+logger naming what was fixed; one that cannot be fixed (another user's) is refused with a
+:class:`~microsync.errors.StorageError`.
+
 Transactions are explicit (the connection runs with ``isolation_level=None``): the outermost
 :meth:`~SqliteStore.transaction` block issues ``BEGIN IMMEDIATE`` and ``COMMIT``, or
 ``ROLLBACK`` if it raises; inner blocks join it. A write outside any block runs in a
@@ -48,8 +55,10 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import logging
 import os
 import sqlite3
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -65,7 +74,11 @@ from microsync.storage.migrations import migrate
 
 __all__ = ["SqliteStore"]
 
+log = logging.getLogger(__name__)
+
 DATABASE_NAME: Final = "profile.db"
+PRIVATE_DIR: Final = 0o700
+PRIVATE_FILE: Final = 0o600
 CHUNKS_DIR: Final = "chunks"  # vault chunks: <profile>/chunks/<group hex>/<chunk id hex>
 LOCK_NAME: Final = "profile.lock"
 SYNCHRONOUS_LEVELS: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
@@ -175,11 +188,13 @@ class SqliteStore:
             raise ValueError(f"synchronous must be one of {sorted(SYNCHRONOUS_LEVELS)}")
         path = Path(directory)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         except OSError as error:
             raise StorageError(f"cannot create the profile directory {path}: {error}") from error
+        _make_private(path)
         lock = _lock(path)
         try:
+            _create_private(path / DATABASE_NAME)
             db = _connect(path / DATABASE_NAME, synchronous, max_pages)
         except BaseException:
             os.close(lock)
@@ -465,8 +480,9 @@ class SqliteStore:
         path = self._chunk_path(group, chunk)
         temp = path.with_name(path.name + ".tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temp, "wb") as file:
+            path.parent.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+            path.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+            with open(temp, "wb", opener=_private_opener) as file:
                 file.write(data)
                 if durable:
                     file.flush()
@@ -536,6 +552,53 @@ class SqliteStore:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"SqliteStore({str(self.directory)!r}, {state})"
+
+
+def _private_opener(path: str, flags: int) -> int:
+    """``open(..., opener=)`` that creates the file for its owner only."""
+    return os.open(path, flags, PRIVATE_FILE)
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` empty and ``0600`` if it does not exist (SQLite then keeps that mode,
+    also for its ``-wal`` and ``-shm`` files)."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE))
+
+
+def _make_private(directory: Path) -> None:
+    """Take every permission for others off the profile ``directory`` and all in it, warning
+    about each fix; StorageError if that is not possible."""
+    fixed: list[str] = []
+    try:
+        for root, dirs, files in os.walk(directory):
+            for name, private in [(".", PRIVATE_DIR)] + [(f, PRIVATE_FILE) for f in files]:
+                target = os.path.normpath(os.path.join(root, name))
+                if _restrict(target, private):
+                    fixed.append(target)
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+    except OSError as error:
+        raise StorageError(
+            f"the profile {directory} can be read by others and cannot be made private: "
+            f"{error.strerror or error}"
+        ) from error
+    if fixed:
+        shown = ", ".join(fixed[:3]) + (f" and {len(fixed) - 3} more" if len(fixed) > 3 else "")
+        log.warning(
+            "the profile %s could be read by other users of this machine; made it private "
+            "to you (%s)",
+            directory,
+            shown,
+        )
+
+
+def _restrict(target: str, private: int) -> bool:
+    """Clear the group and other bits of a regular file or directory; did it have any?"""
+    mode = os.lstat(target).st_mode
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) or not stat.S_IMODE(mode) & 0o077:
+        return False
+    os.chmod(target, stat.S_IMODE(mode) & private)
+    return True
 
 
 def _lock(directory: Path) -> int:
