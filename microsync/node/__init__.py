@@ -94,6 +94,9 @@ class Device(NetworkMixin):
         self._member = LocalMember(identity, _load_prekeys(store, identity), system_rng)
         self._groups: dict[GroupId, Group] = {}
         self._book = InviteBook(store)
+        self.refused: dict[str, int] = {}
+        """Entries refused from peers since the profile was opened, by error type (for
+        example ``HeldQuotaExceeded``: entries of devices no group operation admits)."""
         for group_id in _load_group_ids(store):
             replica = GroupReplica.load(store, self._member, group_id)
             self._groups[group_id] = Group(self, replica)
@@ -395,18 +398,33 @@ class Device(NetworkMixin):
         return found
 
     def learn_certificates(self, certificates: Sequence[bytes]) -> None:
-        """Keep the device certificates a peer sent (each is verified; bad ones are skipped)."""
+        """Keep the device certificates a peer sent of devices some group here admits (each is
+        verified; bad ones, and ones of devices no group admits, are skipped: an admitted
+        device's certificate also rides in the grant that admitted it)."""
         with self._store.transaction():
             for data in certificates:
                 try:
-                    add_certificate(self._store, DeviceCertificate.from_bytes(data))
+                    certificate = DeviceCertificate.from_bytes(data)
+                    if self._admitted_anywhere(certificate.device):
+                        add_certificate(self._store, certificate)
                 except MicrosyncError:
                     continue
 
-    def receive(self, group_id: bytes, items: Sequence[tuple[bytes, bytes | None]]) -> int:
-        """Store entries of a group that arrived from a peer (the sync layer calls this).
+    def _admitted_anywhere(self, device: DeviceId) -> bool:
+        return any(g._replica.admits(device, 1) for g in self._groups.values())
 
-        Returns how many were accepted; rejected entries change nothing.
+    def receive(
+        self,
+        group_id: bytes,
+        items: Sequence[tuple[bytes, bytes | None]],
+        *,
+        peer: DeviceId | None = None,
+    ) -> int:
+        """Store entries of a group that arrived from a peer (the sync layer calls this with the
+        peer's device id, which bounds what may wait for admission per peer).
+
+        Returns how many were accepted; rejected entries change nothing. Each error is counted
+        by type in :attr:`refused`.
         """
         group = self._groups.get(GroupId(bytes(group_id)))
         if group is None:
@@ -415,8 +433,9 @@ class Device(NetworkMixin):
                 replica = GroupReplica(self._store, self._member, GroupId(bytes(group_id)))
                 group = Group(self, replica)
                 self._groups[replica.id] = group
-        results = group._replica.receive(items)
+        results = group._replica.receive(items, peer=peer)
         accepted = [e for r in results if isinstance(r, Ingested) for e in r.accepted]
+        accepted += group._replica.released
         pending = [
             (r.entry, body)
             for r, (_, body) in zip(results, items, strict=True)
@@ -428,7 +447,14 @@ class Device(NetworkMixin):
         group._app_received(accepted, known)
         group._check_members()
         group._check_forks()
-        return sum(1 for r in results if not isinstance(r, MicrosyncError))
+        for r in results:
+            if isinstance(r, MicrosyncError):
+                self.refused[type(r).__name__] = self.refused.get(type(r).__name__, 0) + 1
+        return sum(
+            1
+            for r in results
+            if not isinstance(r, MicrosyncError) and r.outcome is not Outcome.HELD
+        )
 
     async def close(self) -> None:
         """Go offline (:meth:`stop`), save a snapshot of each group whose app state was loaded

@@ -51,6 +51,7 @@ class DeviceHost:
         self.device = device
         self._on_received = on_received
         self._on_ephemeral = on_ephemeral
+        self._peer: DeviceId | None = None  # who sent the batch being received
 
     def welcomes(self) -> Mapping[GroupId, bytes]:
         """For groups joined by invite: the id of the admitting add (see
@@ -143,9 +144,18 @@ class DeviceHost:
             found = first + rest
         return [(s.entry.wire, s.body) for s in found[:limit]]
 
+    def receive_from(self, group: GroupId, peer: DeviceId, items: Sequence[Item]) -> int:
+        """Entries from ``peer`` (what waits for its devices' admission is bounded per peer):
+        :meth:`receive`, told who sent them."""
+        self._peer = peer
+        try:
+            return self.receive(group, items)
+        finally:
+            self._peer = None
+
     def receive(self, group: GroupId, items: Sequence[Item]) -> int:
         forks = self.forks(group)
-        accepted = self.device.receive(group, items)
+        accepted = self.device.receive(group, items, peer=self._peer)
         if self.forks(group) != forks and self._on_received is not None:
             self._on_received(group, 0)  # a fork found in the batch: pass the evidence on
         if accepted:
