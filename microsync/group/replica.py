@@ -409,8 +409,8 @@ class GroupReplica:
         self.released = []
         try:
             with self._atomic():
-                first = self._admitted_positions(items)
-                self._store_items([(i, *items[i]) for i in first], results)
+                first, devices = self._admitted_positions(items)
+                self._store_items([(i, *items[i]) for i in first], results, devices)
                 waiting = self._screen(items, results, peer)
                 pool = self._settle([*((None, h) for h in self._held.values()), *waiting], results)
         except BaseException:
@@ -458,10 +458,13 @@ class GroupReplica:
             self._admission = (res, found)
         return self._admission[1]
 
-    def _admitted_positions(self, items: Sequence[tuple[bytes, bytes | None]]) -> list[int]:
+    def _admitted_positions(
+        self, items: Sequence[tuple[bytes, bytes | None]]
+    ) -> tuple[list[int], set[DeviceId]]:
         """Indices of the items whose device and seq :meth:`admits` (malformed ones too: the
-        feed layer names their error)."""
+        feed layer names their error), and their devices."""
         found = []
+        devices = set()
         for i, (wire, _) in enumerate(items):
             try:
                 device, seq = feed_position(wire[:-SIGNATURE_SIZE])
@@ -470,18 +473,21 @@ class GroupReplica:
                 continue
             if self.admits(device, seq):
                 found.append(i)
-        return found
+                devices.add(device)
+        return found, devices
 
     def _store_items(
         self,
         batch: Sequence[tuple[int | None, bytes, bytes | None]],
         results: list[Ingested | MicrosyncError | None],
+        devices: set[DeviceId],
     ) -> None:
-        """Ingest admitted items (their certificates taken from their grants when missing) and
-        absorb the membership entries that joined a feed. ``None``: an entry held earlier."""
+        """Ingest admitted items of ``devices`` (their certificates taken from their grants
+        when missing) and absorb the membership entries that joined a feed. Index ``None``: an
+        entry held earlier."""
         if not batch:
             return
-        self._trust_grants(batch)
+        self._trust_grants(devices)
         out = ingest_many(self.store, self.id, [(w, b) for _, w, b in batch])
         accepted: list[tuple[Entry, bytes]] = []
         for (index, _, _), result in zip(batch, out, strict=True):
@@ -500,16 +506,10 @@ class GroupReplica:
         if accepted:
             self._absorb(accepted)
 
-    def _trust_grants(self, batch: Sequence[tuple[int | None, bytes, bytes | None]]) -> None:
+    def _trust_grants(self, devices: set[DeviceId]) -> None:
         """Keep the certificate an admitting grant carries for devices the store lacks one of
         (a joiner never needs a peer to hand it the certificates of the members)."""
         admitted = self._admitted()
-        devices = set()
-        for _, wire, _ in batch:
-            try:
-                devices.add(feed_position(wire[:-SIGNATURE_SIZE])[0])
-            except (DecodeError, IndexError):
-                continue
         for device in devices:
             info = admitted.get(device)
             if info is None or self.store.author_status(device) is not AuthorStatus.UNKNOWN:
@@ -559,7 +559,8 @@ class GroupReplica:
             chosen = {id(p) for p in ready}
             pool = [p for p in pool if id(p) not in chosen]
             ready.sort(key=lambda p: (p[1].entry.header.device, p[1].entry.header.seq))
-            self._store_items([(i, h.entry.wire, h.body) for i, h in ready], results)
+            devices = {h.entry.header.device for _, h in ready}
+            self._store_items([(i, h.entry.wire, h.body) for i, h in ready], results, devices)
         return pool
 
     def _admits_held(self, held: _Held) -> bool:
