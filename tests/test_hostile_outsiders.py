@@ -253,3 +253,19 @@ def test_held_entries_are_bounded_per_peer_and_per_group() -> None:
     second = victim.receive(items[15:], peer=alice.device_id)
     assert sum(isinstance(r, HeldQuotaExceeded) for r in second) == 25 - 10  # group bound
     assert bob.store.dump() == before  # nothing stored
+
+
+async def test_junk_stored_before_the_check_is_not_forwarded(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        _, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
+        legacy = Hostile.of_group(bob)  # what an older version stored on Bob's profile
+        forged = legacy.forge_identity("Mum")
+        legacy.plant_certificate(forged.certificate)
+        legacy.as_device(forged).append_content(APP_TYPE, post("Mum here, new number"))
+        await bob.post("hello from Bob")
+        await bob._device.start(lan=False, port=0)
+        assert bob._device.port
+        await carol._device.sync_with("127.0.0.1", bob._device.port)
+        assert "hello from Bob" in texts(carol)
+        assert forged.device_id not in carol._device._store.feeds(carol.id)
+        assert carol._device._store.certificate(forged.device_id) is None

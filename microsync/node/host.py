@@ -118,10 +118,13 @@ class DeviceHost:
         store = self.device._store
         found: list[StoredEntry] = []
         feeds = store.feeds(group)
+        replica = self._replica(group)
         for device in sorted(feeds):
             room = None if newest_first else limit - len(found)
             if room == 0:
                 break
+            if not replica.admits(device, 1):
+                continue  # stored before admission was checked: never forwarded
             forked_at = feeds[device].forked_at
             for stored in store.entries(group, device, frontier.get(device, 0), room):
                 if forked_at is not None and stored.entry.header.seq >= forked_at:
@@ -188,9 +191,12 @@ class DeviceHost:
         return limit or None
 
     def certificates(self, group: GroupId) -> list[bytes]:
+        """This device's certificate and those of the group's admitted devices with a feed
+        here or in the membership (never a certificate that only a peer vouched for)."""
         store = self.device._store
-        devices = set(store.feeds(group)) | {self.device.id}
-        for member in self._replica(group).state.members.values():
+        replica = self._replica(group)
+        devices = {d for d in store.feeds(group) if replica.admits(d, 1)} | {self.device.id}
+        for member in replica.state.members.values():
             devices.update(member.devices)
         found = (store.certificate(d) for d in sorted(devices))
         return [c.to_bytes() for c in found if c is not None]

@@ -53,7 +53,7 @@ from microsync.errors import DecryptionError
 from microsync.feed.entry import Entry, EntryId, GroupId, Header, body_hash, sign_entry
 from microsync.feed.trust import add_certificate
 from microsync.group.keys import EpochKey, Purpose, encrypt_content
-from microsync.group.membership import resolve
+from microsync.group.membership import DeviceInfo, resolve
 from microsync.group.ops import MEMBERSHIP_TYPE, Op, OpKind, Role
 from microsync.group.replica import GroupReplica, _encode_envelope
 from microsync.identity import DeviceCertificate, LocalIdentity, PersonId
@@ -108,9 +108,21 @@ class Hostile:
         return LocalIdentity.create(name, self._rng, now)
 
     def plant_certificate(self, certificate: DeviceCertificate) -> None:
-        """Keep ``certificate`` in this device's store, so it is handed to peers at sync."""
+        """Keep ``certificate`` in this device's store and treat its device as admitted here,
+        so this (modified) device serves that device's feed and hands the certificate to peers
+        at sync, as an honest device does only for devices its group admitted."""
         with self.replica.store.transaction():
             add_certificate(self.replica.store, certificate)
+        prekey = self.replica.me.identity.prekey_certificate  # never wrapped to: any will do
+        self.replica._vouched[certificate.device] = DeviceInfo(
+            certificate.device,
+            certificate.person,
+            certificate.device_name,
+            prekey.prekey_id,
+            prekey.key,
+            certificate.to_bytes(),
+        )
+        self.replica._admission = None  # the replica's admission cache
 
     def _rng(self, n: int) -> bytes:
         return self.rng.randbytes(n)
