@@ -243,7 +243,7 @@ class GroupReplica:
         self._held: dict[EntryId, _Held] = {}
         self._vouched: dict[DeviceId, DeviceInfo] = {}
         self._admission: tuple[Resolution, dict[DeviceId, DeviceInfo]] | None = None
-        self._tried: tuple[frozenset[EntryId], int, int] | None = None
+        self._tried: tuple[frozenset[EntryId], int] | None = None  # held ops, keys
         self._load_keys()
 
     # ------------------------------------------------------------------ construction
@@ -576,11 +576,10 @@ class GroupReplica:
             for _, h in pool
             if h.entry.header.type == MEMBERSHIP_TYPE and h.body is not None
         ]
-        attempt = (frozenset(e.id for e, _ in ops), len(self._opened), len(self._keys))
-        if not ops or attempt == self._tried:
+        if not ops or not self._worth_a_trial(ops):
             return False
-        self._tried = attempt
-        trial = self._trial([(e, b) for e, b in ops if b is not None])
+        self._tried = (frozenset(e.id for e, _ in ops), len(self._keys))
+        trial = self._trial(ops)
         vouched = False
         for _, held in pool:
             h = held.entry.header
@@ -590,6 +589,41 @@ class GroupReplica:
         if vouched:
             self._admission = None
         return vouched
+
+    def _worth_a_trial(self, ops: list[tuple[Entry, bytes]]) -> bool:
+        """A trial costs a resolution of every operation, so it runs only when it may admit
+        someone new: a key arrived, the held operations doubled since the last trial, or (on a
+        device not in the group yet, which may be bootstrapping) a new one is a feed's first
+        entry or wraps keys to this device. A member flooded with forged operations thus pays
+        for a number of trials logarithmic in the flood, not one per batch."""
+        tried, keys = self._tried or (frozenset(), -1)
+        if keys != len(self._keys) or len(ops) >= 2 * len(tried) > 0:
+            return True
+        if self.is_member:
+            return False
+        fresh = [(e, b) for e, b in ops if e.id not in tried]
+        return any(e.header.seq == 1 or self._wraps_to_me(e, b) for e, b in fresh)
+
+    def _wraps_to_me(self, entry: Entry, body: bytes) -> bool:
+        try:
+            bundles, _ = _decode_envelope(body)
+        except DecodeError:
+            return False
+        for purpose, epoch, bundle in bundles:
+            try:
+                if open_bundle(
+                    bundle,
+                    group=self.id,
+                    epoch=epoch,
+                    sender=entry.header.device,
+                    purpose=purpose,
+                    me=self.me.device,
+                    prekeys=self.me.prekeys,
+                ):
+                    return True
+            except (DecryptionError, DecodeError):
+                continue
+        return False
 
     def _trial(self, ops: list[tuple[Entry, bytes]]) -> GroupReplica:
         """A copy of this replica's view that has also absorbed ``ops``; it writes nothing."""
