@@ -43,6 +43,7 @@ from microsync.feed.entry import MAX_HLC, feed_position, parse_entry
 from microsync.feed.store import AuthorStatus, FeedStore, StoredEntry
 from microsync.feed.trust import TrustStore, add_certificate
 from microsync.feed.validate import check_body, check_group
+from microsync.group.held import DryStore, Held, HeldLimits, HeldUsage
 from microsync.group.keys import (
     EpochKey,
     KeyGrant,
@@ -161,63 +162,6 @@ def _decode_envelope(body: bytes) -> tuple[list[tuple[Purpose, int, Value]], byt
     return parsed, expect_bytes(sealed, "sealed", max_size=len(body))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class HeldLimits:
-    """How many entries of devices not admitted yet may wait in memory, per group and per
-    peer: content entries (``entries``, ``bytes``) and membership entries (``ops``,
-    ``op_bytes``: a joiner must hold every operation up to its own add). A peer may use half of
-    each."""
-
-    entries: int = 2048
-    bytes: int = 8 * 2**20
-    ops: int = 4096
-    op_bytes: int = 16 * 2**20
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    entry: Entry
-    body: bytes | None
-    peer: DeviceId | None
-    size: int
-
-
-@dataclass(slots=True)
-class _HeldUsage:
-    """Running totals while choosing which held entries fit (:meth:`GroupReplica._keep_held`)."""
-
-    group: dict[bool, list[int]] = field(default_factory=lambda: {True: [0, 0], False: [0, 0]})
-    peers: dict[tuple[DeviceId | None, bool], list[int]] = field(default_factory=dict)
-
-    def add(self, held: _Held, limits: HeldLimits) -> bool:
-        op = held.entry.header.type == MEMBERSHIP_TYPE
-        count, size = (limits.ops, limits.op_bytes) if op else (limits.entries, limits.bytes)
-        mine = self.peers.setdefault((held.peer, op), [0, 0])
-        ours = self.group[op]
-        if ours[0] + 1 > count or ours[1] + held.size > size:
-            return False
-        if held.peer is not None and (mine[0] + 1 > count // 2 or mine[1] + held.size > size // 2):
-            return False
-        for totals in (ours, mine):
-            totals[0] += 1
-            totals[1] += held.size
-        return True
-
-
-class _DryStore:
-    """A store seen through a trial replica: reads pass through, metadata writes are
-    dropped (a trial absorbs operations only to learn whom they admit)."""
-
-    def __init__(self, store: GroupStore) -> None:
-        self._store = store
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._store, name)
-
-    def put_meta(self, key: str, value: bytes) -> None:
-        return None
-
-
 class GroupReplica:
     """This device's view of one group. Build it with :meth:`create`, :meth:`load` or
     :meth:`join` (a group this device was added to)."""
@@ -240,7 +184,7 @@ class GroupReplica:
         """Bounds on the entries of not-yet-admitted devices waiting in memory."""
         self.released: list[Entry] = []
         """Entries held by an earlier :meth:`receive` that the last one stored."""
-        self._held: dict[EntryId, _Held] = {}
+        self._held: dict[EntryId, Held] = {}
         self._vouched: dict[DeviceId, DeviceInfo] = {}
         self._admission: tuple[Resolution, dict[DeviceId, DeviceInfo]] | None = None
         self._tried: tuple[frozenset[EntryId], int] | None = None  # held ops, keys
@@ -414,7 +358,7 @@ class GroupReplica:
                 waiting = self._screen(items, results, peer)
                 pool = self._settle([*((None, h) for h in self._held.values()), *waiting], results)
         except BaseException:
-            self._vouched, self._admission = vouched, None
+            self._vouched, self._admission, self.released = vouched, None, []
             raise
         self._held = self._keep_held(pool, results)
         self._report_released(results)
@@ -524,10 +468,10 @@ class GroupReplica:
         items: Sequence[tuple[bytes, bytes | None]],
         results: list[Ingested | MicrosyncError | None],
         peer: DeviceId | None,
-    ) -> list[tuple[int | None, _Held]]:
+    ) -> list[tuple[int | None, Held]]:
         """Check the shape, group, body and signature of the items not stored yet: only an
         entry its device really signed may wait."""
-        found: list[tuple[int | None, _Held]] = []
+        found: list[tuple[int | None, Held]] = []
         for i, (wire, body) in enumerate(items):
             if results[i] is not None:
                 continue
@@ -540,14 +484,14 @@ class GroupReplica:
             except (DecodeError, VerificationError) as error:
                 results[i] = error
                 continue
-            found.append((i, _Held(entry, body, peer, len(wire) + len(body or b""))))
+            found.append((i, Held(entry, body, peer, len(wire) + len(body or b""))))
         return found
 
     def _settle(
         self,
-        pool: list[tuple[int | None, _Held]],
+        pool: list[tuple[int | None, Held]],
         results: list[Ingested | MicrosyncError | None],
-    ) -> list[tuple[int | None, _Held]]:
+    ) -> list[tuple[int | None, Held]]:
         """Store waiting entries as operations admit their devices, until nothing changes.
         Returns what still waits."""
         while pool:
@@ -563,10 +507,10 @@ class GroupReplica:
             self._store_items([(i, h.entry.wire, h.body) for i, h in ready], results, devices)
         return pool
 
-    def _admits_held(self, held: _Held) -> bool:
+    def _admits_held(self, held: Held) -> bool:
         return self.admits(held.entry.header.device, held.entry.header.seq)
 
-    def _vouch(self, pool: list[tuple[int | None, _Held]]) -> bool:
+    def _vouch(self, pool: list[tuple[int | None, Held]]) -> bool:
         """Open the waiting membership operations in a trial copy of this replica (nothing is
         written): devices the trial admits are admitted here too. This is how a founder's
         create and a joiner's own add, sealed under keys that only the add's wraps bring,
@@ -627,7 +571,7 @@ class GroupReplica:
 
     def _trial(self, ops: list[tuple[Entry, bytes]]) -> GroupReplica:
         """A copy of this replica's view that has also absorbed ``ops``; it writes nothing."""
-        trial = GroupReplica(cast(GroupStore, _DryStore(self.store)), self.me, self.id)
+        trial = GroupReplica(cast(GroupStore, DryStore(self.store)), self.me, self.id)
         trial._keys = dict(self._keys)
         trial._opened = {i: replace(o, grants=list(o.grants)) for i, o in self._opened.items()}
         trial._bodies = dict(self._bodies)
@@ -640,13 +584,13 @@ class GroupReplica:
 
     def _keep_held(
         self,
-        pool: list[tuple[int | None, _Held]],
+        pool: list[tuple[int | None, Held]],
         results: list[Ingested | MicrosyncError | None],
-    ) -> dict[EntryId, _Held]:
+    ) -> dict[EntryId, Held]:
         """The entries that go on waiting, within :attr:`held_limits`; each new one that does
         not fit is refused with :class:`HeldQuotaExceeded`."""
-        kept: dict[EntryId, _Held] = {}
-        usage = _HeldUsage()
+        kept: dict[EntryId, Held] = {}
+        usage = HeldUsage()
         for index, held in pool:
             result: Ingested | MicrosyncError
             if held.entry.id in kept or usage.add(held, self.held_limits):
