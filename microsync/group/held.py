@@ -11,25 +11,37 @@ pass through, metadata writes are dropped).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from microsync.feed import Entry
 from microsync.group.ops import MEMBERSHIP_TYPE
 from microsync.identity import DeviceId
 
-__all__ = ["DryStore", "Held", "HeldLimits", "HeldUsage"]
+__all__ = ["JOINING", "DryStore", "Held", "HeldLimits", "HeldUsage"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HeldLimits:
     """How many entries of devices not admitted yet may wait in memory, per group and per
     peer: content entries (``entries``, ``bytes``) and membership entries (``ops``,
-    ``op_bytes``: a joiner must hold every operation up to its own add). A peer may use half of
-    each."""
+    ``op_bytes``). A peer may use ``1 / peer_share`` of each.
+
+    The defaults are a member's: a new member's first entries may arrive before its add, and
+    anything else waiting is an attacker's. :data:`JOINING` is for a device not in the group
+    yet, which must hold everything up to its own add (the founder's feed up to it, and the
+    feeds of members it has not opened the adds of), all from the peer that invited it."""
 
     entries: int = 2048
     bytes: int = 8 * 2**20
     ops: int = 4096
     op_bytes: int = 16 * 2**20
+    peer_share: int = 2
+
+
+JOINING: Final = HeldLimits(
+    entries=65536, bytes=64 * 2**20, ops=8192, op_bytes=32 * 2**20, peer_share=1
+)
+"""What a device not in the group yet may hold in memory while it bootstraps."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +68,10 @@ class HeldUsage:
         ours = self.group[op]
         if ours[0] + 1 > count or ours[1] + held.size > size:
             return False
-        if held.peer is not None and (mine[0] + 1 > count // 2 or mine[1] + held.size > size // 2):
+        share = limits.peer_share
+        if held.peer is not None and (
+            mine[0] + 1 > count // share or mine[1] + held.size > size // share
+        ):
             return False
         for totals in (ours, mine):
             totals[0] += 1

@@ -43,7 +43,7 @@ from microsync.feed.entry import MAX_HLC, feed_position, parse_entry
 from microsync.feed.store import AuthorStatus, FeedStore, StoredEntry
 from microsync.feed.trust import TrustStore, add_certificate
 from microsync.feed.validate import check_body, check_group
-from microsync.group.held import DryStore, Held, HeldLimits, HeldUsage
+from microsync.group.held import JOINING, DryStore, Held, HeldLimits, HeldUsage
 from microsync.group.keys import (
     EpochKey,
     KeyGrant,
@@ -181,7 +181,9 @@ class GroupReplica:
         self.on_append: Callable[[GroupId], None] | None = None
         """Called (with the group id) whenever this device appends an entry: live sync."""
         self.held_limits = HeldLimits()
-        """Bounds on the entries of not-yet-admitted devices waiting in memory."""
+        """Bounds on the entries of not-yet-admitted devices waiting in memory (a member's)."""
+        self.joining_limits = JOINING
+        """The same bounds while this device is not in the group (it bootstraps)."""
         self.released: list[Entry] = []
         """Entries held by an earlier :meth:`receive` that the last one stored."""
         self._held: dict[EntryId, Held] = {}
@@ -389,6 +391,22 @@ class GroupReplica:
         applied where content is interpreted; see docs/membership.md)."""
         return device in self._admitted() and seq >= 1
 
+    def vouch(self, certificate: DeviceCertificate) -> None:
+        """Admit ``certificate``'s device here until this replica can check for itself: for a
+        device joining by invite, the peer that proved it holds the joiner's own add (so the
+        founder's feed up to that add is stored as it streams, not held in memory). Only the
+        device's feed is affected; membership is still resolved from its operations."""
+        prekey = self.me.identity.prekey_certificate  # never wrapped to: a vouch is no grant
+        self._vouched[certificate.device] = DeviceInfo(
+            certificate.device,
+            certificate.person,
+            certificate.device_name,
+            prekey.prekey_id,
+            prekey.key,
+            certificate.to_bytes(),
+        )
+        self._admission = None
+
     def _admitted(self) -> dict[DeviceId, DeviceInfo]:
         """Every device a valid operation granted (with its grant), cached per resolution."""
         res = self._resolution
@@ -587,13 +605,15 @@ class GroupReplica:
         pool: list[tuple[int | None, Held]],
         results: list[Ingested | MicrosyncError | None],
     ) -> dict[EntryId, Held]:
-        """The entries that go on waiting, within :attr:`held_limits`; each new one that does
-        not fit is refused with :class:`HeldQuotaExceeded`."""
+        """The entries that go on waiting, within :attr:`held_limits` (:attr:`joining_limits`
+        while this device is not in the group); each new one that does not fit is refused with
+        :class:`HeldQuotaExceeded`."""
         kept: dict[EntryId, Held] = {}
         usage = HeldUsage()
+        limits = self.held_limits if self.is_member else self.joining_limits
         for index, held in pool:
             result: Ingested | MicrosyncError
-            if held.entry.id in kept or usage.add(held, self.held_limits):
+            if held.entry.id in kept or usage.add(held, limits):
                 kept[held.entry.id] = held
                 result = Ingested(outcome=Outcome.HELD, entry=held.entry)
             else:

@@ -74,6 +74,7 @@ _IDENTITY_KEY = "identity"
 _GROUPS_KEY = "groups"
 _PREKEYS_KEY = "prekeys"
 _WELCOME_PREFIX = "welcome/"
+MAX_UNADMITTED_CERTIFICATES = 1024  # certificates of devices no group admits, in memory
 
 
 def _now_ms() -> int:
@@ -94,6 +95,7 @@ class Device(NetworkMixin):
         self._member = LocalMember(identity, _load_prekeys(store, identity), system_rng)
         self._groups: dict[GroupId, Group] = {}
         self._book = InviteBook(store)
+        self._unadmitted: dict[DeviceId, DeviceCertificate] = {}  # from peers, not kept
         self.refused: dict[str, int] = {}
         """Entries refused from peers since the profile was opened, by error type (for
         example ``HeldQuotaExceeded``: entries of devices no group operation admits)."""
@@ -405,10 +407,27 @@ class Device(NetworkMixin):
             for data in certificates:
                 try:
                     certificate = DeviceCertificate.from_bytes(data)
-                    if self._admitted_anywhere(certificate.device):
-                        add_certificate(self._store, certificate)
+                    certificate.verify()
                 except MicrosyncError:
                     continue
+                if not self._admitted_anywhere(certificate.device):
+                    self._unadmitted[certificate.device] = certificate  # memory only, bounded
+                    while len(self._unadmitted) > MAX_UNADMITTED_CERTIFICATES:
+                        del self._unadmitted[next(iter(self._unadmitted))]
+                    continue
+                with contextlib.suppress(MicrosyncError):
+                    add_certificate(self._store, certificate)
+
+    def _vouch_for_joiner(self, group: Group, peer: DeviceId) -> None:
+        """While this device has joined ``group`` by invite and cannot check membership yet,
+        the peer it syncs with proved it holds the add that admitted this device (the sync
+        match used that add's id): its own feed is stored as it streams."""
+        replica = group._replica
+        if replica.is_member or group.id not in self._welcomes():
+            return
+        certificate = self._store.certificate(peer) or self._unadmitted.get(peer)
+        if certificate is not None:
+            replica.vouch(certificate)
 
     def _admitted_anywhere(self, device: DeviceId) -> bool:
         return any(g._replica.admits(device, 1) for g in self._groups.values())
@@ -433,6 +452,8 @@ class Device(NetworkMixin):
                 replica = GroupReplica(self._store, self._member, GroupId(bytes(group_id)))
                 group = Group(self, replica)
                 self._groups[replica.id] = group
+        if peer is not None:
+            self._vouch_for_joiner(group, peer)
         results = group._replica.receive(items, peer=peer)
         accepted = [e for r in results if isinstance(r, Ingested) for e in r.accepted]
         accepted += group._replica.released

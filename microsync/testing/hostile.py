@@ -53,7 +53,7 @@ from microsync.errors import DecryptionError
 from microsync.feed.entry import Entry, EntryId, GroupId, Header, body_hash, sign_entry
 from microsync.feed.trust import add_certificate
 from microsync.group.keys import EpochKey, Purpose, encrypt_content
-from microsync.group.membership import DeviceInfo, resolve
+from microsync.group.membership import resolve
 from microsync.group.ops import MEMBERSHIP_TYPE, Op, OpKind, Role
 from microsync.group.replica import GroupReplica, _encode_envelope
 from microsync.identity import DeviceCertificate, LocalIdentity, PersonId
@@ -113,16 +113,7 @@ class Hostile:
         at sync, as an honest device does only for devices its group admitted."""
         with self.replica.store.transaction():
             add_certificate(self.replica.store, certificate)
-        prekey = self.replica.me.identity.prekey_certificate  # never wrapped to: any will do
-        self.replica._vouched[certificate.device] = DeviceInfo(
-            certificate.device,
-            certificate.person,
-            certificate.device_name,
-            prekey.prekey_id,
-            prekey.key,
-            certificate.to_bytes(),
-        )
-        self.replica._admission = None  # the replica's admission cache
+        self.replica.vouch(certificate)  # as the modified client it is
 
     def _rng(self, n: int) -> bytes:
         return self.rng.randbytes(n)
