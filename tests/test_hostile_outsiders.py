@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 import microsync
 from microsync.app.ops import APP_TYPE, AppOp, Kind
-from microsync.errors import HeldQuotaExceeded
+from microsync.errors import BadSignature, HeldQuotaExceeded
 from microsync.feed import GroupId, Ingested, Outcome
 from microsync.feed.trust import add_certificate
 from microsync.group.ops import DeviceGrant, Op, OpKind, Role
@@ -269,3 +269,25 @@ async def test_junk_stored_before_the_check_is_not_forwarded(tmp_path: Path) -> 
         assert "hello from Bob" in texts(carol)
         assert forged.device_id not in carol._device._store.feeds(carol.id)
         assert carol._device._store.certificate(forged.device_id) is None
+
+
+def test_what_waits_for_admission_is_signed_by_its_device() -> None:
+    net = SimNetwork(5)
+    alice, mallory, bob = (net.add_device(n) for n in ("alice", "mallory", "bob"))
+    group = net.create_group(alice, "Den")
+    for person in (mallory, bob):
+        alice.replica(group).add(
+            person.person_id, person.name, [person.grant()], now=net.clock.advance()
+        )
+    net.settle(group)
+    evil = Hostile.of_sim(mallory, group)
+    writer = evil.as_device(evil.forge_identity("forged"))
+    entry = writer.append_content(APP_TYPE, post("junk"))
+    body = mallory.store.entry_at(group, entry.header.device, 1)
+    assert body is not None
+    forged_signature = entry.wire[:-1] + bytes([entry.wire[-1] ^ 1])
+    [bad, good] = bob.replica(group).receive(
+        [(forged_signature, body.body), (entry.wire, body.body)], peer=mallory.device_id
+    )
+    assert isinstance(bad, BadSignature)
+    assert isinstance(good, Ingested) and good.outcome is Outcome.HELD

@@ -487,8 +487,9 @@ class GroupReplica:
         results: list[Ingested | MicrosyncError | None],
         peer: DeviceId | None,
     ) -> list[tuple[int | None, Held]]:
-        """Check the shape, group, body and signature of the items not stored yet: only an
-        entry its device really signed may wait."""
+        """Check the shape, group and body of the items not stored yet, and the signature of
+        membership entries (a trial may open them); content is verified if it is to wait
+        (:meth:`_keep_held`), or by the feed layer if it is stored in this batch."""
         found: list[tuple[int | None, Held]] = []
         for i, (wire, body) in enumerate(items):
             if results[i] is not None:
@@ -498,7 +499,8 @@ class GroupReplica:
                 check_group(entry.header, self.id)
                 if body is not None:
                     check_body(entry.header, body)
-                entry.verify_signature()
+                if entry.header.type == MEMBERSHIP_TYPE:  # a trial may open it
+                    entry.verify_signature()
             except (DecodeError, VerificationError) as error:
                 results[i] = error
                 continue
@@ -613,6 +615,12 @@ class GroupReplica:
         limits = self.held_limits if self.is_member else self.joining_limits
         for index, held in pool:
             result: Ingested | MicrosyncError
+            if index is not None and held.entry.header.type != MEMBERSHIP_TYPE:
+                try:  # content is verified only if it stays: what is stored now, ingest checks
+                    held.entry.verify_signature()
+                except VerificationError as error:
+                    results[index] = error
+                    continue
             if held.entry.id in kept or usage.add(held, limits):
                 kept[held.entry.id] = held
                 result = Ingested(outcome=Outcome.HELD, entry=held.entry)
