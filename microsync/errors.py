@@ -18,7 +18,9 @@ bytes, and decryption failures never say *why* they failed.
     │   ├── BodyMismatch
     │   ├── ForkedFeed
     │   ├── BadForkEvidence
-    │   └── PendingQuotaExceeded
+    │   ├── PendingQuotaExceeded
+    │   └── AuthorNotAdmitted
+    │       └── HeldQuotaExceeded
     ├── DecryptionError             deliberately opaque
     ├── ProtocolError
     │   ├── LocalProtocolError      we tried to do something the protocol forbids
@@ -250,3 +252,20 @@ class PeerUnreachable(MicrosyncError):
 
 
 __all__ += ["PeerUnreachable"]
+
+
+# Who may be stored (microsync.group.replica.GroupReplica.admits; docs/membership.md).
+
+
+class AuthorNotAdmitted(VerificationError):
+    """The signing device is not admitted to the group by any causally valid membership
+    operation this device holds, and its entry cannot wait for one. Nothing is stored; a peer
+    offers the entry again at the next sync."""
+
+
+class HeldQuotaExceeded(AuthorNotAdmitted):
+    """Too many entries of not-yet-admitted devices already wait in memory for this group or
+    from this peer (``GroupReplica.held_limits``), so this one is refused."""
+
+
+__all__ += ["AuthorNotAdmitted", "HeldQuotaExceeded"]

@@ -89,6 +89,7 @@ class Outcome(enum.Enum):
     PENDING = "pending"
     DUPLICATE = "duplicate"
     FORK = "fork"
+    HELD = "held"  # GroupReplica only: verified, not stored, waits for its device's admission
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -15,17 +15,35 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 from microsync import encoding
-from microsync.crypto import X25519SecretKey
+from microsync.crypto import SIGNATURE_SIZE, X25519SecretKey
 from microsync.crypto.random import Rng
 from microsync.encoding import Value, expect_bytes, expect_int, expect_list
-from microsync.errors import DecodeError, DecryptionError, MicrosyncError, NotAMember
-from microsync.feed import MAX_DEPS, Entry, EntryId, GroupId, Ingested, append, ingest_many
-from microsync.feed.entry import MAX_HLC
-from microsync.feed.store import FeedStore, StoredEntry
-from microsync.feed.trust import TrustStore
+from microsync.errors import (
+    DecodeError,
+    DecryptionError,
+    HeldQuotaExceeded,
+    MicrosyncError,
+    NotAMember,
+    VerificationError,
+)
+from microsync.feed import (
+    MAX_DEPS,
+    Entry,
+    EntryId,
+    GroupId,
+    Ingested,
+    Outcome,
+    append,
+    ingest_many,
+)
+from microsync.feed.entry import MAX_HLC, feed_position, parse_entry
+from microsync.feed.store import AuthorStatus, FeedStore, StoredEntry
+from microsync.feed.trust import TrustStore, add_certificate
+from microsync.feed.validate import check_body, check_group
+from microsync.group.held import JOINING, DryStore, Held, HeldLimits, HeldUsage
 from microsync.group.keys import (
     EpochKey,
     KeyGrant,
@@ -63,6 +81,7 @@ from microsync.group.ops import (
     recipients_digest,
 )
 from microsync.identity import (
+    DeviceCertificate,
     DeviceId,
     DeviceRevocation,
     LocalIdentity,
@@ -70,10 +89,11 @@ from microsync.identity import (
     PrekeyCertificate,
 )
 
-__all__ = ["GroupReplica", "GroupStore", "LocalMember"]
+__all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember"]
 
 _ENVELOPE_VERSION: Final = 1
 _MAX_BUNDLES: Final = 4
+_ADMITTING: Final = (OpKind.CREATE, OpKind.ADD, OpKind.ADD_DEVICE)
 
 
 class GroupStore(FeedStore, TrustStore, Protocol):
@@ -160,6 +180,16 @@ class GroupReplica:
         self._forks: dict[DeviceId, int] = {}  # device -> fork point, as of the last check
         self.on_append: Callable[[GroupId], None] | None = None
         """Called (with the group id) whenever this device appends an entry: live sync."""
+        self.held_limits = HeldLimits()
+        """Bounds on the entries of not-yet-admitted devices waiting in memory (a member's)."""
+        self.joining_limits = JOINING
+        """The same bounds while this device is not in the group (it bootstraps)."""
+        self.released: list[Entry] = []
+        """Entries held by an earlier :meth:`receive` that the last one stored."""
+        self._held: dict[EntryId, Held] = {}
+        self._vouched: dict[DeviceId, DeviceInfo] = {}
+        self._admission: tuple[Resolution, dict[DeviceId, DeviceInfo]] | None = None
+        self._tried: tuple[frozenset[EntryId], int] | None = None  # held ops, keys
         self._load_keys()
 
     # ------------------------------------------------------------------ construction
@@ -246,8 +276,10 @@ class GroupReplica:
         return None if opened is None else opened.record
 
     def locked(self) -> list[EntryId]:
-        """Membership entries this device holds but cannot open (no key yet)."""
-        return [i for i, o in self._opened.items() if o.record is None]
+        """Membership entries this device holds but cannot open (no key yet), stored or held
+        in memory until their author is admitted."""
+        held = [i for i, _ in self._held_sealed()]
+        return [i for i, o in self._opened.items() if o.record is None] + held
 
     def decrypt(self, stored: StoredEntry) -> bytes:
         """The plaintext of a content entry (``DecryptionError`` if this device holds no key
@@ -306,26 +338,297 @@ class GroupReplica:
             raise
 
     def receive(
-        self, items: Sequence[tuple[bytes, bytes | None]]
+        self, items: Sequence[tuple[bytes, bytes | None]], *, peer: DeviceId | None = None
     ) -> list[Ingested | MicrosyncError]:
         """Validate and store a batch of entries of this group, then update membership and keys.
 
+        Only entries of devices this replica :meth:`admits` are stored. The others wait in
+        memory, checked and bounded per group and per ``peer`` (:class:`HeldLimits`), until an
+        operation admits their device (in this batch or a later one); they come back as
+        ``Outcome.HELD``, or :class:`HeldQuotaExceeded` when there is no room.
         Rejected items come back as errors in their place; storage is unchanged by them.
+        Entries held from earlier batches that join a feed now are listed in the ``accepted``
+        of the first item stored (or in :attr:`released` when no item of this batch was).
         """
-        with self._atomic():
-            results = ingest_many(self.store, self.id, items)
-            accepted: list[tuple[Entry, bytes]] = []
-            for result in results:
-                if isinstance(result, Ingested):
-                    for entry in result.accepted:
-                        if entry.header.type != MEMBERSHIP_TYPE:
-                            continue
-                        stored = self.store.entry_at(self.id, entry.header.device, entry.header.seq)
-                        if stored is not None and stored.body is not None:
-                            accepted.append((entry, stored.body))
-            if accepted:
-                self._absorb(accepted)
-        return results
+        results: list[Ingested | MicrosyncError | None] = [None] * len(items)
+        vouched = dict(self._vouched)
+        self.released = []
+        try:
+            with self._atomic():
+                first, devices = self._admitted_positions(items)
+                self._store_items([(i, *items[i]) for i in first], results, devices)
+                waiting = self._screen(items, results, peer)
+                pool = self._settle([*((None, h) for h in self._held.values()), *waiting], results)
+        except BaseException:
+            self._vouched, self._admission, self.released = vouched, None, []
+            raise
+        self._held = self._keep_held(pool, results)
+        self._report_released(results)
+        assert all(r is not None for r in results)
+        return cast(list[Ingested | MicrosyncError], results)
+
+    def _report_released(self, results: list[Ingested | MicrosyncError | None]) -> None:
+        """List the held entries this batch released as unblocked by its first stored item
+        (as pending entries an entry unblocks are); :attr:`released` keeps the rest."""
+        if not self.released:
+            return
+        for i, result in enumerate(results):
+            if isinstance(result, Ingested) and result.accepted:
+                results[i] = replace(result, accepted=(*result.accepted, *self.released))
+                self.released = []
+                return
+
+    # ------------------------------------------------------------------ who may be stored
+
+    def admits(self, device: DeviceId, seq: int) -> bool:
+        """May the entry at ``seq`` of ``device``'s feed be stored, shown and forwarded?
+
+        Yes when a causally valid operation of this group held here (the founder's create, an
+        add, an added device) granted ``device``, or a trial resolution that includes the
+        held operations did (:meth:`_vouch`). ``seq`` is where cut-offs apply: not today's
+        revocation cut-offs, because a revocation can itself be void and entries past a
+        cut-off must still reach every replica to resolve alike (``state.revoked`` is
+        applied where content is interpreted; see docs/membership.md)."""
+        return device in self._admitted() and seq >= 1
+
+    def vouch(self, certificate: DeviceCertificate) -> None:
+        """Admit ``certificate``'s device here until this replica can check for itself: for a
+        device joining by invite, the peer that proved it holds the joiner's own add (so the
+        founder's feed up to that add is stored as it streams, not held in memory). Only the
+        device's feed is affected; membership is still resolved from its operations."""
+        prekey = self.me.identity.prekey_certificate  # never wrapped to: a vouch is no grant
+        self._vouched[certificate.device] = DeviceInfo(
+            certificate.device,
+            certificate.person,
+            certificate.device_name,
+            prekey.prekey_id,
+            prekey.key,
+            certificate.to_bytes(),
+        )
+        self._admission = None
+
+    def _admitted(self) -> dict[DeviceId, DeviceInfo]:
+        """Every device a valid operation granted (with its grant), cached per resolution."""
+        res = self._resolution
+        if self._admission is None or self._admission[0] is not res:
+            records = self._records()
+            found = dict(self._vouched)
+            for op_id in res.valid:
+                rec = records.get(op_id)
+                if rec is not None and rec.op.kind in _ADMITTING:
+                    found.update((g.device, g) for g in rec.grants)
+            self._admission = (res, found)
+        return self._admission[1]
+
+    def _admitted_positions(
+        self, items: Sequence[tuple[bytes, bytes | None]]
+    ) -> tuple[list[int], set[DeviceId]]:
+        """Indices of the items whose device and seq :meth:`admits` (malformed ones too: the
+        feed layer names their error), and their devices."""
+        found = []
+        devices = set()
+        for i, (wire, _) in enumerate(items):
+            try:
+                device, seq = feed_position(wire[:-SIGNATURE_SIZE])
+            except (DecodeError, IndexError):
+                found.append(i)
+                continue
+            if self.admits(device, seq):
+                found.append(i)
+                devices.add(device)
+        return found, devices
+
+    def _store_items(
+        self,
+        batch: Sequence[tuple[int | None, bytes, bytes | None]],
+        results: list[Ingested | MicrosyncError | None],
+        devices: set[DeviceId],
+    ) -> None:
+        """Ingest admitted items of ``devices`` (their certificates taken from their grants
+        when missing) and absorb the membership entries that joined a feed. Index ``None``: an
+        entry held earlier."""
+        if not batch:
+            return
+        self._trust_grants(devices)
+        out = ingest_many(self.store, self.id, [(w, b) for _, w, b in batch])
+        accepted: list[tuple[Entry, bytes]] = []
+        for (index, _, _), result in zip(batch, out, strict=True):
+            if index is not None:
+                results[index] = result
+            if not isinstance(result, Ingested):
+                continue
+            if index is None:
+                self.released.extend(result.accepted)
+            for entry in result.accepted:
+                if entry.header.type != MEMBERSHIP_TYPE:
+                    continue
+                stored = self.store.entry_at(self.id, entry.header.device, entry.header.seq)
+                if stored is not None and stored.body is not None:
+                    accepted.append((entry, stored.body))
+        if accepted:
+            self._absorb(accepted)
+
+    def _trust_grants(self, devices: set[DeviceId]) -> None:
+        """Keep the certificate an admitting grant carries for devices the store lacks one of
+        (a joiner never needs a peer to hand it the certificates of the members)."""
+        admitted = self._admitted()
+        for device in devices:
+            info = admitted.get(device)
+            if info is None or self.store.author_status(device) is not AuthorStatus.UNKNOWN:
+                continue
+            try:
+                add_certificate(self.store, DeviceCertificate.from_bytes(info.certificate))
+            except MicrosyncError:
+                continue  # another person certified this key: the feed layer refuses it
+
+    def _screen(
+        self,
+        items: Sequence[tuple[bytes, bytes | None]],
+        results: list[Ingested | MicrosyncError | None],
+        peer: DeviceId | None,
+    ) -> list[tuple[int | None, Held]]:
+        """Check the shape, group and body of the items not stored yet, and the signature of
+        membership entries (a trial may open them); content is verified if it is to wait
+        (:meth:`_keep_held`), or by the feed layer if it is stored in this batch."""
+        found: list[tuple[int | None, Held]] = []
+        for i, (wire, body) in enumerate(items):
+            if results[i] is not None:
+                continue
+            try:
+                entry = parse_entry(wire)
+                check_group(entry.header, self.id)
+                if body is not None:
+                    check_body(entry.header, body)
+                if entry.header.type == MEMBERSHIP_TYPE:  # a trial may open it
+                    entry.verify_signature()
+            except (DecodeError, VerificationError) as error:
+                results[i] = error
+                continue
+            found.append((i, Held(entry, body, peer, len(wire) + len(body or b""))))
+        return found
+
+    def _settle(
+        self,
+        pool: list[tuple[int | None, Held]],
+        results: list[Ingested | MicrosyncError | None],
+    ) -> list[tuple[int | None, Held]]:
+        """Store waiting entries as operations admit their devices, until nothing changes.
+        Returns what still waits."""
+        while pool:
+            ready = [p for p in pool if self._admits_held(p[1])]
+            if not ready and self._vouch(pool):
+                ready = [p for p in pool if self._admits_held(p[1])]
+            if not ready:
+                break
+            chosen = {id(p) for p in ready}
+            pool = [p for p in pool if id(p) not in chosen]
+            ready.sort(key=lambda p: (p[1].entry.header.device, p[1].entry.header.seq))
+            devices = {h.entry.header.device for _, h in ready}
+            self._store_items([(i, h.entry.wire, h.body) for i, h in ready], results, devices)
+        return pool
+
+    def _admits_held(self, held: Held) -> bool:
+        return self.admits(held.entry.header.device, held.entry.header.seq)
+
+    def _vouch(self, pool: list[tuple[int | None, Held]]) -> bool:
+        """Open the waiting membership operations in a trial copy of this replica (nothing is
+        written): devices the trial admits are admitted here too. This is how a founder's
+        create and a joiner's own add, sealed under keys that only the add's wraps bring,
+        admit each other. Returns whether any device was newly admitted."""
+        ops = [
+            (h.entry, h.body)
+            for _, h in pool
+            if h.entry.header.type == MEMBERSHIP_TYPE and h.body is not None
+        ]
+        if not ops or not self._worth_a_trial(ops):
+            return False
+        self._tried = (frozenset(e.id for e, _ in ops), len(self._keys))
+        trial = self._trial(ops)
+        vouched = False
+        for _, held in pool:
+            h = held.entry.header
+            if not self._admits_held(held) and trial._admits_held(held):
+                self._vouched[h.device] = trial._admitted()[h.device]
+                vouched = True
+        if vouched:
+            self._admission = None
+        return vouched
+
+    def _worth_a_trial(self, ops: list[tuple[Entry, bytes]]) -> bool:
+        """A trial costs a resolution of every operation, so it runs only when it may admit
+        someone new: a key arrived, the held operations doubled since the last trial, or (on a
+        device not in the group yet, which may be bootstrapping) a new one is a feed's first
+        entry or wraps keys to this device. A member flooded with forged operations thus pays
+        for a number of trials logarithmic in the flood, not one per batch."""
+        tried, keys = self._tried or (frozenset(), -1)
+        if keys != len(self._keys) or len(ops) >= 2 * len(tried) > 0:
+            return True
+        if self.is_member:
+            return False
+        fresh = [(e, b) for e, b in ops if e.id not in tried]
+        return any(e.header.seq == 1 or self._wraps_to_me(e, b) for e, b in fresh)
+
+    def _wraps_to_me(self, entry: Entry, body: bytes) -> bool:
+        try:
+            bundles, _ = _decode_envelope(body)
+        except DecodeError:
+            return False
+        for purpose, epoch, bundle in bundles:
+            try:
+                if open_bundle(
+                    bundle,
+                    group=self.id,
+                    epoch=epoch,
+                    sender=entry.header.device,
+                    purpose=purpose,
+                    me=self.me.device,
+                    prekeys=self.me.prekeys,
+                ):
+                    return True
+            except (DecryptionError, DecodeError):
+                continue
+        return False
+
+    def _trial(self, ops: list[tuple[Entry, bytes]]) -> GroupReplica:
+        """A copy of this replica's view that has also absorbed ``ops``; it writes nothing."""
+        trial = GroupReplica(cast(GroupStore, DryStore(self.store)), self.me, self.id)
+        trial._keys = dict(self._keys)
+        trial._opened = {i: replace(o, grants=list(o.grants)) for i, o in self._opened.items()}
+        trial._bodies = dict(self._bodies)
+        trial._offered = list(self._offered)
+        trial._resolution = replace(self._resolution, state=self._resolution.state.copy())
+        trial._heads = set(self._heads)
+        trial._vouched = dict(self._vouched)
+        trial._absorb(ops)
+        return trial
+
+    def _keep_held(
+        self,
+        pool: list[tuple[int | None, Held]],
+        results: list[Ingested | MicrosyncError | None],
+    ) -> dict[EntryId, Held]:
+        """The entries that go on waiting, within :attr:`held_limits` (:attr:`joining_limits`
+        while this device is not in the group); each new one that does not fit is refused with
+        :class:`HeldQuotaExceeded`."""
+        kept: dict[EntryId, Held] = {}
+        usage = HeldUsage()
+        limits = self.held_limits if self.is_member else self.joining_limits
+        for index, held in pool:
+            result: Ingested | MicrosyncError
+            if index is not None and held.entry.header.type != MEMBERSHIP_TYPE:
+                try:  # content is verified only if it stays: what is stored now, ingest checks
+                    held.entry.verify_signature()
+                except VerificationError as error:
+                    results[index] = error
+                    continue
+            if held.entry.id in kept or usage.add(held, limits):
+                kept[held.entry.id] = held
+                result = Ingested(outcome=Outcome.HELD, entry=held.entry)
+            else:
+                result = HeldQuotaExceeded("too many entries wait for their devices' admission")
+            if index is not None:
+                results[index] = result
+        return kept
 
     def _absorb(self, entries: Iterable[tuple[Entry, bytes]]) -> None:
         fresh: list[EntryId] = []
@@ -878,7 +1181,26 @@ class GroupReplica:
                 except (DecodeError, DecryptionError):
                     continue
                 wanted.add((h.epoch, ref))
-        return sorted(wanted)
+        return sorted(wanted | self._held_key_slots())
+
+    def _held_key_slots(self) -> set[tuple[int, bytes]]:
+        """The keys sealing the held membership entries that no key held here opens yet."""
+        return {slot for _, slot in self._held_sealed()}
+
+    def _held_sealed(self) -> list[tuple[EntryId, tuple[int, bytes]]]:
+        """Held membership entries sealed under a key not held here, with that key's slot."""
+        found = []
+        for held in self._held.values():
+            h = held.entry.header
+            if h.type != MEMBERSHIP_TYPE or held.body is None:
+                continue
+            try:
+                ref = body_ref(_decode_envelope(held.body)[1])
+            except (DecodeError, DecryptionError):
+                continue
+            if self._key_for(h.epoch, ref) is None:
+                found.append((held.entry.id, (h.epoch, ref)))
+        return found
 
     def answer_key_request(
         self, requester: DeviceId, wanted: Iterable[tuple[int, bytes]]

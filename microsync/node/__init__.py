@@ -80,6 +80,7 @@ _IDENTITY_KEY = "identity"
 _GROUPS_KEY = "groups"
 _PREKEYS_KEY = "prekeys"
 _WELCOME_PREFIX = "welcome/"
+MAX_UNADMITTED_CERTIFICATES = 1024  # certificates of devices no group admits, in memory
 
 
 def _now_ms() -> int:
@@ -100,6 +101,10 @@ class Device(NetworkMixin):
         self._member = LocalMember(identity, _load_prekeys(store, identity), system_rng)
         self._groups: dict[GroupId, Group] = {}
         self._book = InviteBook(store)
+        self._unadmitted: dict[DeviceId, DeviceCertificate] = {}  # from peers, not kept
+        self.refused: dict[str, int] = {}
+        """Entries refused from peers since the profile was opened, by error type (for
+        example ``HeldQuotaExceeded``: entries of devices no group operation admits)."""
         for group_id in _load_group_ids(store):
             replica = GroupReplica.load(store, self._member, group_id)
             self._groups[group_id] = Group(self, replica)
@@ -416,18 +421,50 @@ class Device(NetworkMixin):
         return found
 
     def learn_certificates(self, certificates: Sequence[bytes]) -> None:
-        """Keep the device certificates a peer sent (each is verified; bad ones are skipped)."""
+        """Keep the device certificates a peer sent of devices some group here admits (each is
+        verified; bad ones, and ones of devices no group admits, are skipped: an admitted
+        device's certificate also rides in the grant that admitted it)."""
         with self._store.transaction():
             for data in certificates:
                 try:
-                    add_certificate(self._store, DeviceCertificate.from_bytes(data))
+                    certificate = DeviceCertificate.from_bytes(data)
+                    certificate.verify()
                 except MicrosyncError:
                     continue
+                if not self._admitted_anywhere(certificate.device):
+                    self._unadmitted[certificate.device] = certificate  # memory only, bounded
+                    while len(self._unadmitted) > MAX_UNADMITTED_CERTIFICATES:
+                        del self._unadmitted[next(iter(self._unadmitted))]
+                    continue
+                with contextlib.suppress(MicrosyncError):
+                    add_certificate(self._store, certificate)
 
-    def receive(self, group_id: bytes, items: Sequence[tuple[bytes, bytes | None]]) -> int:
-        """Store entries of a group that arrived from a peer (the sync layer calls this).
+    def _vouch_for_joiner(self, group: Group, peer: DeviceId) -> None:
+        """While this device has joined ``group`` by invite and cannot check membership yet,
+        the peer it syncs with proved it holds the add that admitted this device (the sync
+        match used that add's id): its own feed is stored as it streams."""
+        replica = group._replica
+        if replica.is_member or group.id not in self._welcomes():
+            return
+        certificate = self._store.certificate(peer) or self._unadmitted.get(peer)
+        if certificate is not None:
+            replica.vouch(certificate)
 
-        Returns how many were accepted; rejected entries change nothing.
+    def _admitted_anywhere(self, device: DeviceId) -> bool:
+        return any(g._replica.admits(device, 1) for g in self._groups.values())
+
+    def receive(
+        self,
+        group_id: bytes,
+        items: Sequence[tuple[bytes, bytes | None]],
+        *,
+        peer: DeviceId | None = None,
+    ) -> int:
+        """Store entries of a group that arrived from a peer (the sync layer calls this with the
+        peer's device id, which bounds what may wait for admission per peer).
+
+        Returns how many were accepted; rejected entries change nothing. Each error is counted
+        by type in :attr:`refused`.
         """
         group = self._groups.get(GroupId(bytes(group_id)))
         if group is None:
@@ -436,8 +473,11 @@ class Device(NetworkMixin):
                 replica = GroupReplica(self._store, self._member, GroupId(bytes(group_id)))
                 group = Group(self, replica)
                 self._groups[replica.id] = group
-        results = group._replica.receive(items)
+        if peer is not None:
+            self._vouch_for_joiner(group, peer)
+        results = group._replica.receive(items, peer=peer)
         accepted = [e for r in results if isinstance(r, Ingested) for e in r.accepted]
+        accepted += group._replica.released
         pending = [
             (r.entry, body)
             for r, (_, body) in zip(results, items, strict=True)
@@ -449,7 +489,14 @@ class Device(NetworkMixin):
         group._app_received(accepted, known)
         group._check_members()
         group._check_forks()
-        return sum(1 for r in results if not isinstance(r, MicrosyncError))
+        for r in results:
+            if isinstance(r, MicrosyncError):
+                self.refused[type(r).__name__] = self.refused.get(type(r).__name__, 0) + 1
+        return sum(
+            1
+            for r in results
+            if not isinstance(r, MicrosyncError) and r.outcome is not Outcome.HELD
+        )
 
     async def close(self) -> None:
         """Go offline (:meth:`stop`), save a snapshot of each group whose app state was loaded

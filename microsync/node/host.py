@@ -51,6 +51,7 @@ class DeviceHost:
         self.device = device
         self._on_received = on_received
         self._on_ephemeral = on_ephemeral
+        self._peer: DeviceId | None = None  # who sent the batch being received
 
     def welcomes(self) -> Mapping[GroupId, bytes]:
         """For groups joined by invite: the id of the admitting add (see
@@ -117,10 +118,13 @@ class DeviceHost:
         store = self.device._store
         found: list[StoredEntry] = []
         feeds = store.feeds(group)
+        replica = self._replica(group)
         for device in sorted(feeds):
             room = None if newest_first else limit - len(found)
             if room == 0:
                 break
+            if not replica.admits(device, 1):
+                continue  # stored before admission was checked: never forwarded
             forked_at = feeds[device].forked_at
             for stored in store.entries(group, device, frontier.get(device, 0), room):
                 if forked_at is not None and stored.entry.header.seq >= forked_at:
@@ -143,9 +147,18 @@ class DeviceHost:
             found = first + rest
         return [(s.entry.wire, s.body) for s in found[:limit]]
 
+    def receive_from(self, group: GroupId, peer: DeviceId, items: Sequence[Item]) -> int:
+        """Entries from ``peer`` (what waits for its devices' admission is bounded per peer):
+        :meth:`receive`, told who sent them."""
+        self._peer = peer
+        try:
+            return self.receive(group, items)
+        finally:
+            self._peer = None
+
     def receive(self, group: GroupId, items: Sequence[Item]) -> int:
         forks = self.forks(group)
-        accepted = self.device.receive(group, items)
+        accepted = self.device.receive(group, items, peer=self._peer)
         if self.forks(group) != forks and self._on_received is not None:
             self._on_received(group, 0)  # a fork found in the batch: pass the evidence on
         if accepted:
@@ -178,9 +191,12 @@ class DeviceHost:
         return limit or None
 
     def certificates(self, group: GroupId) -> list[bytes]:
+        """This device's certificate and those of the group's admitted devices with a feed
+        here or in the membership (never a certificate that only a peer vouched for)."""
         store = self.device._store
-        devices = set(store.feeds(group)) | {self.device.id}
-        for member in self._replica(group).state.members.values():
+        replica = self._replica(group)
+        devices = {d for d in store.feeds(group) if replica.admits(d, 1)} | {self.device.id}
+        for member in replica.state.members.values():
             devices.update(member.devices)
         found = (store.certificate(d) for d in sorted(devices))
         return [c.to_bytes() for c in found if c is not None]

@@ -111,6 +111,7 @@ __all__ = [
     "ChunkHost",
     "GroupPhase",
     "GroupProof",
+    "PeerReceiver",
     "SessionState",
     "SessionStats",
     "SyncHost",
@@ -207,6 +208,14 @@ class SyncHost(Protocol):
     def ephemeral(self, group: GroupId, peer: DeviceId, data: bytes) -> None:
         """An ephemeral message (presence, location) from ``peer``; the app verifies it."""
         ...
+
+
+@runtime_checkable
+class PeerReceiver(Protocol):
+    """A host that bounds per peer what it holds back (entries of devices not admitted yet):
+    the session hands it each batch with the peer's device id instead of calling ``receive``."""
+
+    def receive_from(self, group: GroupId, peer: DeviceId, items: Sequence[Item]) -> int: ...
 
 
 @runtime_checkable
@@ -728,7 +737,10 @@ class SyncSession:
         self._peer_credit = (batches - 1, budget - size)
         for wire, _ in m.items:
             _note_held(g.peer_known, wire)
-        accepted = self.host.receive(m.group, m.items)
+        if isinstance(self.host, PeerReceiver):
+            accepted = self.host.receive_from(m.group, self.peer_device, m.items)
+        else:
+            accepted = self.host.receive(m.group, m.items)
         self.stats.entries_received += len(m.items)
         self.stats.entries_accepted += accepted
         self.stats.bytes_received += size

@@ -108,9 +108,12 @@ class Hostile:
         return LocalIdentity.create(name, self._rng, now)
 
     def plant_certificate(self, certificate: DeviceCertificate) -> None:
-        """Keep ``certificate`` in this device's store, so it is handed to peers at sync."""
+        """Keep ``certificate`` in this device's store and treat its device as admitted here,
+        so this (modified) device serves that device's feed and hands the certificate to peers
+        at sync, as an honest device does only for devices its group admitted."""
         with self.replica.store.transaction():
             add_certificate(self.replica.store, certificate)
+        self.replica.vouch(certificate)  # as the modified client it is
 
     def _rng(self, n: int) -> bytes:
         return self.rng.randbytes(n)

@@ -65,8 +65,9 @@ class Delivery:
 
     ``offered``: entries ``src`` held that ``dst`` lacked; ``sent``: messages that reached
     ``dst`` (duplicates included); ``accepted``: entries that joined ``dst``'s feeds (pending
-    ones they unblocked included); ``pending``: messages parked ahead of a gap; ``rejected``:
-    the errors ``receive`` returned in place of refused entries.
+    and held ones they unblocked included); ``pending``: messages parked ahead of a gap;
+    ``held``: messages kept in memory until an operation admits their device (not stored);
+    ``rejected``: the errors ``receive`` returned in place of refused entries.
     """
 
     offered: int = 0
@@ -76,6 +77,7 @@ class Delivery:
     blocked: bool = False
     accepted: int = 0
     pending: int = 0
+    held: int = 0
     rejected: tuple[MicrosyncError, ...] = ()
 
 
@@ -260,6 +262,7 @@ class SimNetwork:
             duplicated=duplicated,
             accepted=sum(len(r.accepted) for r in ingested),
             pending=sum(1 for r in ingested if r.outcome is Outcome.PENDING),
+            held=sum(1 for r in ingested if r.outcome is Outcome.HELD),
             rejected=tuple(r for r in results if isinstance(r, MicrosyncError)),
         )
 
