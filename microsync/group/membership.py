@@ -807,7 +807,7 @@ class _Resolver:
 
     def attacks(self, r: int, i: int, members: Sequence[int]) -> bool:
         """Does cutter ``r`` cut op ``i`` off (``i`` lies past a line ``r`` draws through its
-        author's feed, and no admission that saw ``r`` started again before ``i``)?"""
+        author's feed, and no later admission that ``i`` follows started again before it)?"""
         if r == i:
             return False
         rec = self.recs[i]
@@ -821,9 +821,13 @@ class _Resolver:
         return False
 
     def readmitted(self, r: int, i: int, total: bool, members: Sequence[int]) -> bool:
+        """Did a valid admission after ``r`` in the total order (as the fold reopens the
+        device's stretch) start again before op ``i``, and had ``i`` seen it? (A re-admitted
+        device's operations count again once they follow its re-admission; what it wrote
+        while out, claiming older deps, stays cut.)"""
         rec = self.recs[i]
         for a in members:
-            if not self.valid[a] or not (self.anc[a] >> r) & 1:
+            if a <= r or not self.valid[a] or not (self.anc[i] >> a) & 1:
                 continue
             for device, start, whole in self.opens[a]:
                 if device == rec.device and start < rec.seq and (whole or not total):
