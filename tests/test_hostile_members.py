@@ -299,3 +299,32 @@ def _feed(device: Device, group: Group) -> set[bytes]:
     """The wire forms of ``device``'s own entries in ``group``."""
     own = device._store.entries(group.id, device.id)
     return {stored.entry.wire for stored in own}
+
+
+def test_entries_waiting_ahead_of_gaps_are_bounded_per_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two members' feeds, delivered without their first entries: past the group's bound the
+    rest is refused with a typed error (and offered again at the next sync), nothing else
+    changes, and once the gaps fill everything is stored."""
+    import microsync.group.replica as replica_module
+    from microsync.errors import PendingQuotaExceeded
+
+    monkeypatch.setattr(replica_module, "GROUP_PENDING_QUOTA", 5)
+    net = SimNetwork(seed=19)
+    group, (alice, bob, carol, dave) = family(net, "alice", "bob", "carol", "dave")
+    body = AppOp(Kind.POST, text="x").to_bytes()
+    for writer in (bob, carol):
+        for _ in range(4):
+            writer.replica(group).append_content(APP_TYPE, body, now=net.clock.advance())
+    items = [
+        (s.entry.wire, s.body)
+        for writer in (bob, carol)
+        for s in list(writer.store.entries(group, writer.device_id))[1:]
+    ]
+    results = dave.replica(group).receive(items)
+    refused = [r for r in results if isinstance(r, PendingQuotaExceeded)]
+    assert len(refused) == len(items) - 5
+    net.settle(group)
+    for writer in (bob, carol):
+        assert dave.store.feed_status(group, writer.device_id).head_seq == 4

@@ -112,7 +112,7 @@ def ingest(
 ) -> Ingested:
     """Validate ``wire`` (and ``body``, when given) and store the outcome atomically."""
     with store.transaction():
-        return _ingest(store, group, wire, body, pending_quota)
+        return _ingest(store, group, wire, body, _Quota(pending_quota, _Room(None)))
 
 
 def ingest_many(
@@ -121,17 +121,22 @@ def ingest_many(
     items: Iterable[tuple[bytes, bytes | None]],
     *,
     pending_quota: int = DEFAULT_PENDING_QUOTA,
+    group_pending_room: int | None = None,
 ) -> list[Ingested | MicrosyncError]:
     """Ingest a batch in ONE transaction (the unit of durability for sync).
 
+    ``pending_quota`` bounds the entries waiting ahead of a gap in one feed;
+    ``group_pending_room``, when given, how many more may wait in the whole group (the caller
+    knows the group's feeds): past either, ``PendingQuotaExceeded``.
     A rejected item leaves no trace and does not stop the batch: its error is returned in its
     place. A storage failure rolls back the whole batch and is raised.
     """
     results: list[Ingested | MicrosyncError] = []
+    room = _Room(group_pending_room)
     with store.transaction():
         for wire, body in items:
             try:
-                results.append(_ingest(store, group, wire, body, pending_quota))
+                results.append(_ingest(store, group, wire, body, _Quota(pending_quota, room)))
             except MicrosyncError as error:
                 if not _is_input_error(error):
                     raise
@@ -139,12 +144,23 @@ def ingest_many(
     return results
 
 
+@dataclass(slots=True)
+class _Room:
+    left: int | None  # None: no group-wide bound
+
+
+@dataclass(frozen=True, slots=True)
+class _Quota:
+    per_feed: int
+    group: _Room
+
+
 def _is_input_error(error: MicrosyncError) -> bool:
     return isinstance(error, DecodeError | VerificationError)
 
 
 def _ingest(
-    store: FeedStore, group: GroupId, wire: bytes, body: bytes | None, quota: int
+    store: FeedStore, group: GroupId, wire: bytes, body: bytes | None, quota: _Quota
 ) -> Ingested:
     entry = parse_entry(wire)
     header = entry.header
@@ -183,7 +199,7 @@ def _chain_authenticated(store: FeedStore, entry: Entry) -> bool:
 
 
 def _hold(
-    store: FeedStore, entry: Entry, body: bytes | None, feed: FeedStatus, quota: int
+    store: FeedStore, entry: Entry, body: bytes | None, feed: FeedStatus, quota: _Quota
 ) -> Ingested:
     h = entry.header
     waiting = store.pending_at(h.group, h.device, h.seq)
@@ -191,11 +207,15 @@ def _hold(
         return Ingested(outcome=Outcome.DUPLICATE, entry=entry)
     if waiting:
         return _fork(store, entry, waiting[0].entry.wire)
-    if quota == 0:
+    if quota.per_feed == 0:
         raise SequenceGap(f"entry {h.seq} arrived before entry {feed.head_seq + 1}")
-    if feed.pending >= quota:
+    if quota.group.left is not None and quota.group.left <= 0:
+        raise PendingQuotaExceeded("the group's entries waiting ahead of gaps are at the limit")
+    if feed.pending >= quota.per_feed:
         raise PendingQuotaExceeded(f"{feed.pending} entries already wait for this feed")
     store.insert_pending(entry, body)
+    if quota.group.left is not None:
+        quota.group.left -= 1
     return Ingested(outcome=Outcome.PENDING, entry=entry)
 
 

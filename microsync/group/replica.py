@@ -92,6 +92,10 @@ from microsync.identity import (
 __all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember"]
 
 _ENVELOPE_VERSION: Final = 1
+GROUP_PENDING_QUOTA: Final = 16_384
+"""At most this many entries of a group's admitted devices wait ahead of gaps in their feeds
+(besides ``feed.DEFAULT_PENDING_QUOTA`` per feed): only members' signed entries can wait there,
+so one peer can fill it only with what members really wrote."""
 _MAX_BUNDLES: Final = 4
 _ADMITTING: Final = (OpKind.CREATE, OpKind.ADD, OpKind.ADD_DEVICE)
 
@@ -450,7 +454,13 @@ class GroupReplica:
         if not batch:
             return
         self._trust_grants(devices)
-        out = ingest_many(self.store, self.id, [(w, b) for _, w, b in batch])
+        waiting = sum(self.store.feed_status(self.id, d).pending for d in self._admitted())
+        out = ingest_many(
+            self.store,
+            self.id,
+            [(w, b) for _, w, b in batch],
+            group_pending_room=GROUP_PENDING_QUOTA - waiting,
+        )
         accepted: list[tuple[Entry, bytes]] = []
         for (index, _, _), result in zip(batch, out, strict=True):
             if index is not None:
