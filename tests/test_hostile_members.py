@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import microsync.group.replica as replica_module
 from microsync import Device, Group
 from microsync.app.ops import APP_TYPE
 from microsync.errors import NotAMember
@@ -307,12 +308,11 @@ def test_entries_waiting_ahead_of_gaps_are_bounded_per_group(
     """Two members' feeds, delivered without their first entries: past the group's bound the
     rest is refused with a typed error (and offered again at the next sync), nothing else
     changes, and once the gaps fill everything is stored."""
-    import microsync.group.replica as replica_module
     from microsync.errors import PendingQuotaExceeded
 
     monkeypatch.setattr(replica_module, "GROUP_PENDING_QUOTA", 5)
     net = SimNetwork(seed=19)
-    group, (alice, bob, carol, dave) = family(net, "alice", "bob", "carol", "dave")
+    group, (_alice, bob, carol, dave) = family(net, "alice", "bob", "carol", "dave")
     body = AppOp(Kind.POST, text="x").to_bytes()
     for writer in (bob, carol):
         for _ in range(4):
@@ -328,3 +328,20 @@ def test_entries_waiting_ahead_of_gaps_are_bounded_per_group(
     net.settle(group)
     for writer in (bob, carol):
         assert dave.store.feed_status(group, writer.device_id).head_seq == 4
+
+
+def test_a_removed_member_cannot_make_members_store_an_endless_feed() -> None:
+    net = SimNetwork(seed=20)
+    group, (alice, bob, carol) = family(net, "alice", "bob", "carol")
+    alice.replica(group).remove(bob.person_id, now=net.clock.advance())
+    net.settle(group)
+    cut = alice.replica(group).state.windows[bob.device_id][-1][1]
+    assert cut is not None
+    evil = Hostile.of_sim(bob, group)
+    for _ in range(300):
+        evil.append_content(APP_TYPE, AppOp(Kind.POST, text="junk").to_bytes())
+    net.settle(group)
+    for honest in (alice, carol):
+        stored = honest.store.feed_status(group, bob.device_id).head_seq
+        assert stored <= cut + replica_module.CUT_OFF_SLACK
+        assert "junk" not in texts(honest, group)

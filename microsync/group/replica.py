@@ -92,6 +92,9 @@ from microsync.identity import (
 __all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember"]
 
 _ENVELOPE_VERSION: Final = 1
+CUT_OFF_SLACK: Final = 64
+"""How many entries past the cut-off of a device that is out are still stored (what it wrote
+before it knew, and room for a line that is lifted later); beyond, it is held or refused."""
 GROUP_PENDING_QUOTA: Final = 16_384
 """At most this many entries of a group's admitted devices wait ahead of gaps in their feeds
 (besides ``feed.DEFAULT_PENDING_QUOTA`` per feed): only members' signed entries can wait there,
@@ -389,11 +392,17 @@ class GroupReplica:
 
         Yes when a causally valid operation of this group held here (the founder's create, an
         add, an added device) granted ``device``, or a trial resolution that includes the
-        held operations did (:meth:`_vouch`). ``seq`` is where cut-offs apply: not today's
-        revocation cut-offs, because a revocation can itself be void and entries past a
-        cut-off must still reach every replica to resolve alike (``state.revoked`` is
-        applied where content is interpreted; see docs/membership.md)."""
-        return device in self._admitted() and seq >= 1
+        held operations did (:meth:`_vouch`). Past the cut-off of the device's last exit,
+        only :data:`CUT_OFF_SLACK` more entries are stored: they count nowhere
+        (:meth:`GroupState.counts` decides that where entries are read) unless the line is
+        lifted, by a re-admission for example; the rest wait, bounded, in the held buffer. So
+        a removed member cannot make every member store and forward an endless feed."""
+        if device not in self._admitted() or seq < 1:
+            return False
+        windows = self.state.windows.get(device)
+        if not windows or windows[-1][1] is None:
+            return True  # counting now, or vouched for while joining
+        return seq <= windows[-1][1] + CUT_OFF_SLACK
 
     def vouch(self, certificate: DeviceCertificate) -> None:
         """Admit ``certificate``'s device here until this replica can check for itself: for a
