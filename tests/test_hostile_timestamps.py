@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from microsync.state.ids import MAX_COUNTER, OpId
 from microsync.storage.memory import MemoryStore
 from microsync.testing.hostile import Hostile
 from tests.test_app_group import family_of, share
+from tests.test_net_sync import eventually
 
 YEAR_MS = 365 * 24 * 3600 * 1000
 
@@ -47,12 +47,6 @@ def extremes() -> list[int]:
     return [0, 1, now - 10 * YEAR_MS, now + 10 * YEAR_MS, 2**62, MAX_HLC]
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def evil_op(evil: Hostile, op: AppOp, hlc: int, deps: tuple[EntryId, ...] = ()) -> EntryId:
