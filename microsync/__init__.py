@@ -10,16 +10,27 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from microsync.errors import (
+    AuthorNotAdmitted,
     AuthorNotCertified,
     AuthorRevoked,
+    BadForkEvidence,
     BadSignature,
     BodyMismatch,
     DecodeError,
     DecryptionError,
     ForkedFeed,
     HandshakeError,
+    HeldQuotaExceeded,
+    InviteBurned,
+    InviteConsumed,
     InviteError,
+    InviteExpired,
+    InviteProtocolError,
+    InviteRefused,
+    InviteRevoked,
+    InviteUnknown,
     LocalProtocolError,
+    MalformedInvite,
     MicrosyncError,
     NotAMember,
     Oversize,
@@ -34,8 +45,11 @@ from microsync.errors import (
     StaleAnnouncement,
     StorageError,
     UnknownVersion,
+    VaultQuotaExceeded,
     VerificationError,
+    WrongCode,
     WrongGroup,
+    WrongPurpose,
 )
 
 if TYPE_CHECKING:
@@ -59,6 +73,11 @@ _LAZY = {
 }
 
 
+def __dir__() -> list[str]:
+    """The public names only (not this module's helpers), lazy ones included."""
+    return sorted(__all__)
+
+
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
@@ -71,8 +90,10 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthorNotAdmitted",
     "AuthorNotCertified",
     "AuthorRevoked",
+    "BadForkEvidence",
     "BadSignature",
     "BlobRef",
     "BodyMismatch",
@@ -83,9 +104,18 @@ __all__ = [
     "ForkedFeed",
     "Group",
     "HandshakeError",
+    "HeldQuotaExceeded",
+    "InviteBurned",
+    "InviteConsumed",
     "InviteError",
+    "InviteExpired",
+    "InviteProtocolError",
+    "InviteRefused",
+    "InviteRevoked",
+    "InviteUnknown",
     "LocalProtocolError",
     "Location",
+    "MalformedInvite",
     "Member",
     "MicrosyncError",
     "NotAMember",
@@ -104,8 +134,11 @@ __all__ = [
     "StorageError",
     "UnknownVersion",
     "Vault",
+    "VaultQuotaExceeded",
     "VaultUsage",
     "VerificationError",
+    "WrongCode",
     "WrongGroup",
+    "WrongPurpose",
     "__version__",
 ]

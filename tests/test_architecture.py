@@ -89,3 +89,14 @@ def test_only_crypto_touches_crypto_libraries_and_core_has_no_io(path: Path) -> 
         assert not roots & CRYPTO_LIBRARIES, f"{path} imports a crypto library"
     if layer_of(path) in SANS_IO:
         assert not roots & IO_MODULES, f"{path} is sans-IO but imports {roots & IO_MODULES}"
+
+
+def test_the_top_level_shows_and_exports_every_error_and_nothing_private() -> None:
+    import microsync
+    from microsync import errors
+
+    assert set(errors.__all__) <= set(microsync.__all__)
+    for name in microsync.__all__:
+        assert getattr(microsync, name) is not None
+    assert dir(microsync) == sorted(microsync.__all__)
+    assert {"Any", "TYPE_CHECKING", "importlib"}.isdisjoint(dir(microsync))
