@@ -1,4 +1,4 @@
-"""The one error tree of microsync (DESIGN 9).
+"""The one error tree of microsync.
 
 Every error microsync raises on purpose is a :class:`MicrosyncError`. Errors caused by input
 that came from a peer or from disk carry a short, fixed message: they never include secret

@@ -1,4 +1,4 @@
-"""Persons, devices and the signed records that bind them (DESIGN 2).
+"""Persons, devices and the signed records that bind them.
 
 Theory of operation
 -------------------

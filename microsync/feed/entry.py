@@ -1,4 +1,4 @@
-"""Feed entries: a signed header plus a separately stored body (DESIGN 3).
+"""Feed entries: a signed header plus a separately stored body.
 
 Wire form of an entry::
 

@@ -1,4 +1,4 @@
-"""Encrypted groups: membership, epoch keyring, key wraps and invites (DESIGN 4).
+"""Encrypted groups: membership, epoch keyring, key wraps and invites.
 
 ``docs/membership.md`` has the rules and how concurrent changes resolve; ``docs/security.md``
 the keys, the threat model and which test covers each claim.

@@ -1,4 +1,4 @@
-"""Epoch keys, key wraps and content encryption for groups (DESIGN 4). Sans-IO.
+"""Epoch keys, key wraps and content encryption for groups. Sans-IO.
 
 Theory of operation
 -------------------

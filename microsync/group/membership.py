@@ -1,4 +1,4 @@
-"""Membership as a deterministic function of the SET of operations (DESIGN 4). Sans-IO, pure.
+"""Membership as a deterministic function of the SET of operations. Sans-IO, pure.
 
 The rules are written out, with the concurrent cases, in ``docs/membership.md``. In short:
 

@@ -1,4 +1,4 @@
-"""Shared state: operation-based CRDTs folded in causal order (DESIGN 5). Sans-IO.
+"""Shared state: operation-based CRDTs folded in causal order. Sans-IO.
 
 :class:`Document` is the entry point: local edits return an operation to publish
 (:func:`encode_op` makes its bytes), :meth:`Document.apply` folds in a remote one
