@@ -918,6 +918,8 @@ def resolve(group: GroupId, records: Mapping[EntryId, OpRecord]) -> Resolution:
             running = replace(running, state=running.state.copy())
             continue
         note_seen(running.state, rec)
+        if reduction:  # a revoked invite voids what consumes it concurrently, later in order
+            running = replace(running, reductions=[*running.reductions, i])
         if resolver.is_cut(i, running.acting, range(i + 1)) or not resolver.effective_in(
             i, running.reductions
         ):
