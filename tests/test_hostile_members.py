@@ -345,3 +345,14 @@ def test_a_removed_member_cannot_make_members_store_an_endless_feed() -> None:
         stored = honest.store.feed_status(group, bob.device_id).head_seq
         assert stored <= cut + replica_module.CUT_OFF_SLACK
         assert "junk" not in texts(honest, group)
+
+
+async def test_a_late_cut_off_also_reaches_into_open_documents(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
+        await alice.remove(bob._device.person_id)  # Carol has not heard yet
+        await bob.doc("plans").set("who", "bob was here")  # Bob has not either
+        share(bob, carol)
+        assert carol.doc("plans").to_value() == {"who": "bob was here"}
+        share(alice, carol)
+        assert carol.doc("plans").to_value() == alice.doc("plans").to_value() == {}

@@ -420,7 +420,10 @@ class AppMixin:
         """Called after entries of this group were stored (sync, or this device's own)."""
         self._note_arrivals((e.id, e.header.hlc) for e in accepted if e.header.type == APP_TYPE)
         if self._app is not None and self._cutoffs_moved():
-            self._app = None  # a removal's cut-off reached back over entries already folded
+            # a removal's cut-off reached back over entries already folded: fold again, and
+            # reopen the documents (a handle from before shows the old state; ask doc() again)
+            self._app = None
+            self.__dict__.pop("_docs", None)
         if self._app is None:
             return  # loaded from the store on first use
         retry = [e for e, _ in self._locked_app.values() if e.id not in (self._provisional or {})]
