@@ -20,21 +20,21 @@ from tests.test_cli_network import free_port, serving
 def test_group_by_prefix_any_case_and_home_after_the_command(tmp_path: Path) -> None:
     home = str(tmp_path / "alice")
     run("init", "--name", "Alice", "--home", home)
-    for name in ("Family", "Fun", "Work"):
+    for name in ("Garden", "Games", "Work"):  # no name starts like a hex id
         assert run("group", "create", name, "--home", home).returncode == 0
     groups = {
         g["name"]: g["id"] for g in json.loads(run("groups", "--json", "--home", home).stdout)
     }
     posted = run("post", "hi", "--group", "wo", "--home", home)
     assert posted.returncode == 0 and "posted to Work" in posted.stdout, posted.stderr
-    assert "posted to Family" in run("--home", home, "post", "x", "--group", "FAMILY").stdout
-    shown = run("members", "--group", groups["Fun"][:6], "--home", home)
+    assert "posted to Garden" in run("--home", home, "post", "x", "--group", "GARDEN").stdout
+    shown = run("members", "--group", groups["Games"][:6], "--home", home)
     assert shown.returncode == 0 and "Alice  admin  1 device" in shown.stdout, shown.stderr
-    assert run("rotate", "--group", "fun", "--home", home).returncode == 0
-    ambiguous = run("feed", "--group", "f", "--home", home)
-    one_line(ambiguous, "several groups", "Family", "Fun")
+    assert run("rotate", "--group", "games", "--home", home).returncode == 0
+    ambiguous = run("feed", "--group", "ga", "--home", home)
+    one_line(ambiguous, "several groups", "Garden", "Games")
     assert "Work" not in ambiguous.stderr
-    one_line(run("feed", "--home", home), "--group", "Family", "Fun", "Work")
+    one_line(run("feed", "--home", home), "--group", "Garden", "Games", "Work")
     one_line(run("vault", "ls", "--group", "nope", "--home", home), "no group", "Work")
     assert "1 member" in run("groups", "--home", home).stdout.splitlines()[0]
     assert "1 members" not in run("groups", "--home", home).stdout
