@@ -16,7 +16,7 @@ import random
 import re
 import socket
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -409,6 +409,7 @@ class _Runtime:
         self.port: int | None = None
         self.bind: str | None = None  # the listener's address, while there is one
         self.relay: str | None = None
+        self.relay_connected = False  # the WebSocket to the relay is up now
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._quota = ConnectionQuota(
@@ -490,7 +491,7 @@ class _Runtime:
         while not self._stopping:
             bucket = int(time.time()) // RELAY_BUCKET_SECONDS
             try:
-                async with RelayClient(url) as client:
+                async with RelayClient(url) as client, self._relay_up():
                     delay = BACKOFF_START
                     joined = self._rendezvous_ids(bucket) | self._invite_ids()
                     for rid in sorted(joined):
@@ -518,6 +519,15 @@ class _Runtime:
                 return
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
+
+    @contextlib.asynccontextmanager
+    async def _relay_up(self) -> AsyncIterator[None]:
+        """While inside, :attr:`relay_connected` is true."""
+        self.relay_connected = True
+        try:
+            yield
+        finally:
+            self.relay_connected = False
 
     async def _relay_accept(self, client: RelayClient) -> None:
         while True:
@@ -764,6 +774,8 @@ class _Runtime:
 
         def ended(_: object) -> None:
             self._connections.discard(connection)
+            if connection.synced.is_set():  # in sync while live, up to its end
+                self._note_sync(connection)
             log.info("disconnected from %s", peer)
 
         task.add_done_callback(ended)
@@ -865,7 +877,22 @@ class _Runtime:
     def _received(self, group: GroupId, accepted: int) -> None:
         self.changed(group)
 
+    def _note_sync(self, connection: SyncConnection) -> None:
+        """Record, per group of ``connection``, that it was in sync with the peer now and
+        what the peer holds (:class:`~microsync.node.status.SyncLog`)."""
+        log_ = self.device._sync_log
+        at, peer = _now(), connection.peer.device
+        for group in connection.session.groups:
+            frontier = connection.session.peer_frontier(group)
+            if frontier is not None:
+                log_.note(group, peer, at, frontier)
+
+    def live(self) -> list[SyncConnection]:
+        """The open sync connections."""
+        return [c for c in self._connections if not c.session.closed]
+
     def _synced(self, connection: SyncConnection) -> None:
+        self._note_sync(connection)
         for group in connection.session.groups:
             with contextlib.suppress(KeyError, MicrosyncError):
                 peer = connection.peer.device
