@@ -8,9 +8,14 @@ import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
+
 import microsync
-from microsync.node import DeviceStatus, GroupStatus, PeerStatus
+from microsync.errors import PeerUnreachable
+from microsync.net.relay import RelayServer
+from microsync.node import DeviceStatus, GroupStatus, PeerStatus, RelayStatus
 from tests.test_app_group import devices_of, family_of
+from tests.test_cli_network import free_port
 from tests.test_net_sync import eventually
 
 
@@ -90,3 +95,35 @@ async def test_last_sync_survives_a_restart(tmp_path: Path) -> None:
             group = _only_group(again.status())
             assert group.last_sync == synced_at and group.pending_outgoing == 1
             assert [p.name for p in group.peers] == ["Alice"]
+
+
+async def test_relay_state_and_a_one_shot_sync_through_the_relay(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        relay = await stack.enter_async_context(RelayServer("127.0.0.1", 0))
+        url = f"ws://127.0.0.1:{relay.port}"
+        alice_group, bob_group = await family_of(stack, tmp_path, "Alice", "Bob")
+        alice, bob = devices_of(alice_group, bob_group)
+        with pytest.raises(PeerUnreachable, match="no member of your groups was at"):
+            await bob.sync_via_relay(url, timeout=0.5)
+        await alice.start(lan=False, port=None, relay=url)
+        await eventually(lambda: alice.status().relay == RelayStatus(url=url, connected=True))
+        assert alice.status().listen_addresses == ()
+        await alice_group.post("through the relay")
+        [result] = await bob.sync_via_relay(url, timeout=20)
+        assert result.peer == alice.id and result.groups == (alice_group.id,)
+        assert result.entries_received >= 1
+        assert [p.text for p in bob_group.feed()] == ["through the relay"]
+        [peer] = _only_group(bob.status()).peers
+        assert (peer.name, peer.connected, peer.pending_outgoing) == ("Alice", False, 0)
+        assert _recent(peer.last_sync) and not bob.status().online
+
+
+async def test_a_relay_nobody_runs_is_one_clear_error(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        _, bob_group = await family_of(stack, tmp_path, "Alice", "Bob")
+        [bob] = devices_of(bob_group)
+        port = free_port()
+        with pytest.raises(PeerUnreachable, match="cannot reach the relay"):
+            await bob.sync_via_relay(f"ws://127.0.0.1:{port}", timeout=5)
+        with pytest.raises(ValueError, match="not a relay URL"):
+            await bob.sync_via_relay("127.0.0.1:7426")

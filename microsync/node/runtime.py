@@ -254,6 +254,41 @@ class NetworkMixin:
         finally:
             await connection.close()
 
+    async def sync_via_relay(
+        self,
+        relay: str,
+        *,
+        timeout: float = 60.0,
+        settle: float = 1.0,
+        progress: Callable[[SessionStats], None] | None = None,
+    ) -> list[SyncResult]:
+        """Meet the members of this device's groups at ``relay`` (``ws://HOST:PORT``), sync with
+        every one met until all are up to date, and disconnect: once at least one is in sync
+        and no connection has been syncing for ``settle`` seconds. Only members at the relay
+        now are met (a running ``serve --relay``). ``progress(stats)`` as for :meth:`sync_with`,
+        summed over the connections. :class:`PeerUnreachable` if the relay cannot be reached
+        or no member is in sync within ``timeout``; ``RuntimeError`` on a started device (it
+        syncs through its relay live)."""
+        if not _RELAY_URL.fullmatch(relay):
+            raise ValueError(f"not a relay URL: {relay!r} (expected ws://HOST:PORT or wss://...)")
+        if self._net is not None:
+            raise RuntimeError("this device is started: it syncs live through its own relay")
+        await _probe_relay(relay, min(timeout, 10.0))
+        net = _Runtime(self._device(), None)
+        net.relay = relay
+        net._spawn(net._relay(relay), f"relay {relay}")
+        try:
+            seen = await net.gather(timeout, settle, progress)
+        finally:
+            await net.stop()
+        done = [_result(c) for c in seen if c.synced.is_set()]
+        if not done:
+            raise PeerUnreachable(
+                f"no member of your groups was at {relay} within {timeout:g} s "
+                f"(is their `microsync serve --relay {relay}` running?)"
+            )
+        return done
+
     async def join(self, link_or_code: str, *, at: str | None = None) -> Group:
         """Redeem an invite over the network and sync the group: a link carries the
         inviter's addresses; a short code needs ``at="host:port"``. Raises an
@@ -345,6 +380,39 @@ async def _reach_inviter(
     raise PeerUnreachable(
         "could not reach the inviter (is their serve running?): "
         + ("; ".join(errors) or "no address")
+    )
+
+
+async def _probe_relay(url: str, timeout: float) -> None:
+    """:class:`PeerUnreachable` unless the relay at ``url`` accepts a connection."""
+    client = RelayClient(url)
+    try:
+        await asyncio.wait_for(client.connect(), timeout)
+    except (OSError, ConnectionError, TimeoutError, MicrosyncError) as exc:
+        raise PeerUnreachable(f"cannot reach the relay {url}: {why_unreachable(exc)}") from None
+    finally:
+        await client.close()
+
+
+def _result(connection: SyncConnection) -> SyncResult:
+    stats = connection.session.stats
+    return SyncResult(
+        peer=connection.peer.device,
+        groups=tuple(connection.session.groups),
+        entries_received=stats.entries_accepted,
+        entries_sent=stats.entries_sent,
+    )
+
+
+def _summed(connections: Sequence[SyncConnection]) -> SessionStats:
+    """The stats of ``connections`` added up (entries and bytes)."""
+    every = [c.session.stats for c in connections]
+    return SessionStats(
+        entries_sent=sum(s.entries_sent for s in every),
+        entries_received=sum(s.entries_received for s in every),
+        entries_accepted=sum(s.entries_accepted for s in every),
+        bytes_sent=sum(s.bytes_sent for s in every),
+        bytes_received=sum(s.bytes_received for s in every),
     )
 
 
@@ -886,6 +954,28 @@ class _Runtime:
             frontier = connection.session.peer_frontier(group)
             if frontier is not None:
                 log_.note(group, peer, at, frontier)
+
+    async def gather(
+        self, timeout: float, settle: float, progress: Callable[[SessionStats], None] | None
+    ) -> list[SyncConnection]:
+        """Every connection made within ``timeout``, waiting until one is in sync and none has
+        been syncing for ``settle`` seconds (a one-shot sync through the relay)."""
+        loop = asyncio.get_running_loop()
+        deadline, quiet_since = loop.time() + timeout, None
+        seen: list[SyncConnection] = []
+        while loop.time() < deadline:
+            seen += [c for c in self._connections if c not in seen]
+            busy = any(not c.synced.is_set() and not c.closed.is_set() for c in seen)
+            if busy or not any(c.synced.is_set() for c in seen):
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = loop.time()
+            elif loop.time() - quiet_since >= settle:
+                break
+            if progress is not None:
+                progress(_summed(seen))
+            await asyncio.sleep(0.05)
+        return seen
 
     def live(self) -> list[SyncConnection]:
         """The open sync connections."""
