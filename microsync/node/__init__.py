@@ -304,11 +304,9 @@ class Device(NetworkMixin):
     def _past_peer(
         self, group: Group, device: DeviceId, record: SyncRecord, ours: dict[DeviceId, int]
     ) -> PeerStatus:
-        certificate = self._store.certificate(device)
-        person = None if certificate is None else certificate.person
         return PeerStatus(
             device_id=device,
-            name=None if person is None else group._person_name(person),
+            name=group._device_owner(device),
             address=None,
             connected=False,
             in_sync=False,
@@ -710,6 +708,11 @@ class Group(PresenceMixin):
 
     def _now(self) -> int:
         return _now_ms()
+
+    def _device_owner(self, device: DeviceId) -> str | None:
+        """The name of the member whose device ``device`` is, if one is."""
+        members = self._replica.state.members.values()
+        return next((m.name for m in members if device in m.devices), None)
 
     def _person_name(self, person: PersonId) -> str | None:
         """``person``'s name as a member of this group, if it is one."""

@@ -267,12 +267,10 @@ class NetworkMixin:
         and no connection has been syncing for ``settle`` seconds. Only members at the relay
         now are met (a running ``serve --relay``). ``progress(stats)`` as for :meth:`sync_with`,
         summed over the connections. :class:`PeerUnreachable` if the relay cannot be reached
-        or no member is in sync within ``timeout``; ``RuntimeError`` on a started device (it
-        syncs through its relay live)."""
+        or no member is in sync within ``timeout``. A started device does this on a connection
+        of its own, besides its live ones."""
         if not _RELAY_URL.fullmatch(relay):
             raise ValueError(f"not a relay URL: {relay!r} (expected ws://HOST:PORT or wss://...)")
-        if self._net is not None:
-            raise RuntimeError("this device is started: it syncs live through its own relay")
         await _probe_relay(relay, min(timeout, 10.0))
         net = _Runtime(self._device(), None)
         net.relay = relay
