@@ -98,8 +98,11 @@ async def test_last_sync_survives_a_restart(tmp_path: Path) -> None:
 
 
 async def test_relay_state_and_a_one_shot_sync_through_the_relay(tmp_path: Path) -> None:
+    seen: list[bytes] = []
     async with AsyncExitStack() as stack:
-        relay = await stack.enter_async_context(RelayServer("127.0.0.1", 0))
+        relay = await stack.enter_async_context(
+            RelayServer("127.0.0.1", 0, tap=lambda flow, message: seen.append(message))
+        )
         url = f"ws://127.0.0.1:{relay.port}"
         alice_group, bob_group = await family_of(stack, tmp_path, "Alice", "Bob")
         alice, bob = devices_of(alice_group, bob_group)
@@ -116,6 +119,9 @@ async def test_relay_state_and_a_one_shot_sync_through_the_relay(tmp_path: Path)
         [peer] = _only_group(bob.status()).peers
         assert (peer.name, peer.connected, peer.pending_outgoing) == ("Alice", False, 0)
         assert _recent(peer.last_sync) and not bob.status().online
+    wire = b"".join(seen)  # the relay saw ciphertext only: no id, name or text
+    for secret in (alice_group.id, alice.id, bob.id, b"through the relay", b"Alice"):
+        assert bytes(secret) not in wire
 
 
 async def test_a_relay_nobody_runs_is_one_clear_error(tmp_path: Path) -> None:
