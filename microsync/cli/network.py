@@ -9,7 +9,7 @@ import json
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -19,9 +19,10 @@ from microsync.errors import MicrosyncError
 
 if TYPE_CHECKING:  # the device stack (and asyncio, rich) load only when a command runs
     from rich.console import Console
+    from rich.progress import Progress
 
     from microsync.identity import DeviceId
-    from microsync.node import Device
+    from microsync.node import Device, DeviceStatus, GroupStatus, PeerStatus, RelayStatus
     from microsync.protocol.session import SessionStats
 
 MAX_CONNECTIONS: Final = 256
@@ -131,96 +132,179 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
 
 
 async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
+    """Sync once: with the peer at ``HOST:PORT``, or with every member met at ``--relay``."""
+    if (args.address is None) == (args.relay is None):
+        raise ValueError("sync needs HOST:PORT or --relay ws://HOST:PORT (one of the two)")
+    async with open_device(args.home) as device:
+        if args.relay is not None:
+            return await _sync_via_relay(device, args, out)
+        return await _sync_with(device, args, out)
+
+
+def _sync_bar(
+    args: argparse.Namespace, out: Console, peer: str
+) -> tuple[Progress, Callable[[SessionStats], None]]:
+    """The transient progress bar of a one-shot sync (none off a terminal or with --quiet)."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    host, port = args.address
-    async with open_device(args.home) as device:
-        columns = (
-            SpinnerColumn(),
-            TextColumn("syncing with {task.fields[peer]}"),
-            BarColumn(bar_width=None),
-            TextColumn("{task.fields[received]} in, {task.fields[sent]} out, {task.fields[mb]}"),
-            TimeElapsedColumn(),
+    columns = (
+        SpinnerColumn(),
+        TextColumn("syncing with {task.fields[peer]}"),
+        BarColumn(bar_width=None),
+        TextColumn("{task.fields[received]} in, {task.fields[sent]} out, {task.fields[mb]}"),
+        TimeElapsedColumn(),
+    )
+    bar = Progress(*columns, console=out, transient=True, disable=args.quiet or not out.is_terminal)
+    task = bar.add_task("sync", total=None, peer=peer, received=0, sent=0, mb="")
+
+    def progress(stats: SessionStats) -> None:
+        size = (stats.bytes_received + stats.bytes_sent) / 1e6
+        bar.update(
+            task, received=stats.entries_received, sent=stats.entries_sent, mb=f"{size:.1f} MB"
         )
-        with Progress(
-            *columns, console=out, transient=True, disable=args.quiet or not out.is_terminal
-        ) as bar:
-            task = bar.add_task(
-                "sync", total=None, peer=f"{host}:{port}", received=0, sent=0, mb=""
-            )
 
-            def progress(stats: SessionStats) -> None:
-                size = (stats.bytes_received + stats.bytes_sent) / 1e6
-                bar.update(
-                    task,
-                    received=stats.entries_received,
-                    sent=stats.entries_sent,
-                    mb=f"{size:.1f} MB",
-                )
+    return bar, progress
 
-            result = await device.sync_with(host, port, timeout=args.timeout, progress=progress)
-        if not result.groups:
-            raise MicrosyncError(
-                f"{host}:{port} answered, but you have no group in common (nothing to sync)"
-            )
-        names = {g.id: g.name for g in device.groups()}
+
+async def _sync_via_relay(device: Device, args: argparse.Namespace, out: Console) -> int:
+    """``sync --relay URL``: every member met at the relay, one line each."""
+    bar, progress = _sync_bar(args, out, f"the members at {args.relay}")
+    with bar:
+        results = await device.sync_via_relay(args.relay, timeout=args.timeout, progress=progress)
+    names = {g.id: g.name for g in device.groups()}
+    for result in results:
+        peer = _peer_words(device, result.peer)
         shared = ", ".join(names.get(g, g.hex()[:8]) for g in result.groups)
-        received = (
-            "1 entry" if result.entries_received == 1 else f"{result.entries_received} entries"
+        out.print(
+            f"Synced with {peer} through {args.relay} ({shared}): "
+            f"{_count(result.entries_received)} in, {result.entries_sent} out",
+            markup=False,
         )
-        out.print(f"Synced with {host}:{port} ({shared}): {received} in, {result.entries_sent} out")
+    return 0
+
+
+def _peer_words(device: Device, peer: DeviceId) -> str:
+    """A peer's person name as a member of one of the groups (else its device id)."""
+    for group in device.status().groups:
+        for known in group.peers:
+            if known.device_id == peer and known.name:
+                return known.name
+    return peer.hex()[:16]
+
+
+async def _sync_with(device: Device, args: argparse.Namespace, out: Console) -> int:
+    """``sync HOST:PORT``."""
+    host, port = args.address
+    bar, progress = _sync_bar(args, out, f"{host}:{port}")
+    with bar:
+        result = await device.sync_with(host, port, timeout=args.timeout, progress=progress)
+    if not result.groups:
+        raise MicrosyncError(
+            f"{host}:{port} answered, but you have no group in common (nothing to sync)"
+        )
+    names = {g.id: g.name for g in device.groups()}
+    shared = ", ".join(names.get(g, g.hex()[:8]) for g in result.groups)
+    received = _count(result.entries_received)
+    out.print(f"Synced with {host}:{port} ({shared}): {received} in, {result.entries_sent} out")
     return 0
 
 
 async def cmd_status(args: argparse.Namespace, out: Console) -> int:
     """Whether this profile is online, where, through which relay, and per group who is
-    connected now and in sync (run it while ``serve`` runs: it is handed to serve)."""
+    connected now and in sync, when it last synced and how many entries a peer still lacks
+    (run it while ``serve`` runs: it is handed to serve, which knows the live connections)."""
     async with open_device(args.home) as device:
-        online = device.port is not None or device.relay is not None
-        peers = device.peers()
-        rows = [
-            {
-                "id": g.id.hex(),
-                "name": g.name,
-                "member": g.is_member(),
-                "epoch": g.epoch,
-                "peers": [
-                    {"name": p.name, "address": p.address, "synced": p.synced}
-                    for p in peers
-                    if g.id in p.groups
-                ],
-            }
-            for g in device.groups()
-        ]
-        if args.json:
-            found = {
-                "online": online,
-                "listening": list(device.listen_addresses()),
-                "relay": device.relay,
-                "groups": rows,
-            }
-            out.print_json(json.dumps(found))
-            return 0
-        if not online:
-            out.print("Offline: run `microsync serve` to listen, discover members and sync live.")
-        else:
-            where = ", ".join(device.listen_addresses()) or "no listener"
-            relay = f"; relay {device.relay}" if device.relay else ""
-            out.print(f"Online: listening on {where}{relay}")
-        for row in rows:
-            out.print(_group_status(row), markup=False)
+        status = device.status()
+    if args.json:
+        out.print_json(json.dumps(_status_json(status)))
+        return 0
+    if not status.online:
+        out.print("Offline: run `microsync serve` to listen, discover members and sync live.")
+    else:
+        where = ", ".join(status.listen_addresses) or "no listener"
+        out.print(f"Online: listening on {where}{_relay_words(status.relay)}", markup=False)
+    for group in status.groups:
+        out.print(_group_status(group), markup=False)
     return 0
 
 
-def _group_status(row: dict[str, Any]) -> str:
-    """One group's line for ``status``."""
-    peers = row["peers"]
-    if not row["member"]:
-        return f"{row['name']}: no longer a member"
-    if not peers:
-        return f"{row['name']}: epoch {row['epoch']}, no member connected"
-    shown = ", ".join(f"{p['name']} ({'in sync' if p['synced'] else 'syncing'})" for p in peers)
-    return f"{row['name']}: epoch {row['epoch']}, connected to {shown}"
+def _relay_words(relay: RelayStatus | None) -> str:
+    if relay is None:
+        return ""
+    return f"; relay {relay.url} ({'connected' if relay.connected else 'not connected'})"
+
+
+def _status_json(status: DeviceStatus) -> dict[str, Any]:
+    """``status --json``: times in unix milliseconds, ids in hex."""
+    relay = status.relay
+    return {
+        "online": status.online,
+        "listening": list(status.listen_addresses),
+        "relay": None if relay is None else relay.url,
+        "relay_connected": None if relay is None else relay.connected,
+        "groups": [
+            {
+                "id": g.group_id.hex(),
+                "name": g.name,
+                "member": g.member,
+                "epoch": g.epoch,
+                "last_sync": g.last_sync,
+                "pending_outgoing": g.pending_outgoing,
+                "peers": [
+                    {
+                        "device": p.device_id.hex(),
+                        "name": p.name,
+                        "address": p.address,
+                        "connected": p.connected,
+                        "synced": p.in_sync,
+                        "last_sync": p.last_sync,
+                        "pending_outgoing": p.pending_outgoing,
+                    }
+                    for p in g.peers
+                ],
+            }
+            for g in status.groups
+        ],
+    }
+
+
+def _when(ms: int) -> str:
+    """A sync time, for a person: the time of day today, else the date and time."""
+    moment = datetime.fromtimestamp(ms / 1000)
+    today = moment.date() == datetime.now().date()
+    return moment.strftime("%H:%M:%S" if today else "%Y-%m-%d %H:%M")
+
+
+def _peer_name(peer: PeerStatus) -> str:
+    return peer.name or peer.device_id.hex()[:16]
+
+
+def _group_status(group: GroupStatus) -> str:
+    """One group's line for ``status``: who is connected, the last sync, what is pending."""
+    if not group.member:
+        return f"{group.name}: no longer a member"
+    live = [p for p in group.peers if p.connected]
+    if live:
+        shown = ", ".join(
+            f"{_peer_name(p)} ({'in sync' if p.in_sync else 'syncing'})" for p in live
+        )
+        line = f"{group.name}: epoch {group.epoch}, connected to {shown}"
+    else:
+        line = f"{group.name}: epoch {group.epoch}, no member connected"
+    if group.last_sync is None:
+        return line + "; never synced"
+    latest = max(group.peers, key=lambda p: p.last_sync or 0)
+    line += f"; last sync {_when(group.last_sync)} with {_peer_name(latest)}"
+    lacking = [
+        f"{_peer_name(p)} lacks {_count(p.pending_outgoing)}"
+        for p in group.peers
+        if p.pending_outgoing
+    ]
+    return line + ("; " + ", ".join(lacking) if lacking else "; nothing pending")
+
+
+def _count(entries: int | None) -> str:
+    return "1 entry" if entries == 1 else f"{entries} entries"
 
 
 async def cmd_relay(args: argparse.Namespace, out: Console) -> int:
@@ -311,8 +395,16 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     status = sub.add_parser("status", help="online or not, where, and who is connected per group")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
-    sync = sub.add_parser("sync", help="sync once with a peer and exit")
-    sync.add_argument("address", type=parse_peer, metavar="HOST:PORT")
+    sync = sub.add_parser(
+        "sync", help="sync once with a peer (HOST:PORT) or the members at a relay, and exit"
+    )
+    sync.add_argument("address", type=parse_peer, metavar="HOST:PORT", nargs="?")
+    sync.add_argument(
+        "--relay",
+        type=relay_url,
+        help="instead of HOST:PORT: sync with the members serving through this relay "
+        "(ws://HOST:PORT)",
+    )
     sync.add_argument("--timeout", type=float, default=120)
     sync.add_argument("--quiet", action="store_true", help="no progress bar")
 

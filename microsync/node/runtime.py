@@ -16,7 +16,7 @@ import random
 import re
 import socket
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -254,6 +254,39 @@ class NetworkMixin:
         finally:
             await connection.close()
 
+    async def sync_via_relay(
+        self,
+        relay: str,
+        *,
+        timeout: float = 60.0,
+        settle: float = 1.0,
+        progress: Callable[[SessionStats], None] | None = None,
+    ) -> list[SyncResult]:
+        """Meet the members of this device's groups at ``relay`` (``ws://HOST:PORT``), sync with
+        every one met until all are up to date, and disconnect: once at least one is in sync
+        and no connection has been syncing for ``settle`` seconds. Only members at the relay
+        now are met (a running ``serve --relay``). ``progress(stats)`` as for :meth:`sync_with`,
+        summed over the connections. :class:`PeerUnreachable` if the relay cannot be reached
+        or no member is in sync within ``timeout``. A started device does this on a connection
+        of its own, besides its live ones."""
+        if not _RELAY_URL.fullmatch(relay):
+            raise ValueError(f"not a relay URL: {relay!r} (expected ws://HOST:PORT or wss://...)")
+        await _probe_relay(relay, min(timeout, 10.0))
+        net = _Runtime(self._device(), None)
+        net.relay = relay
+        net._spawn(net._relay(relay), f"relay {relay}")
+        try:
+            seen = await net.gather(timeout, settle, progress)
+        finally:
+            await net.stop()
+        done = [_result(c) for c in seen if c.synced.is_set()]
+        if not done:
+            raise PeerUnreachable(
+                f"no member of your groups was at {relay} within {timeout:g} s "
+                f"(is their `microsync serve --relay {relay}` running?)"
+            )
+        return done
+
     async def join(self, link_or_code: str, *, at: str | None = None) -> Group:
         """Redeem an invite over the network and sync the group: a link carries the
         inviter's addresses; a short code needs ``at="host:port"``. Raises an
@@ -348,6 +381,39 @@ async def _reach_inviter(
     )
 
 
+async def _probe_relay(url: str, timeout: float) -> None:
+    """:class:`PeerUnreachable` unless the relay at ``url`` accepts a connection."""
+    client = RelayClient(url)
+    try:
+        await asyncio.wait_for(client.connect(), timeout)
+    except (OSError, ConnectionError, TimeoutError, MicrosyncError) as exc:
+        raise PeerUnreachable(f"cannot reach the relay {url}: {why_unreachable(exc)}") from None
+    finally:
+        await client.close()
+
+
+def _result(connection: SyncConnection) -> SyncResult:
+    stats = connection.session.stats
+    return SyncResult(
+        peer=connection.peer.device,
+        groups=tuple(connection.session.groups),
+        entries_received=stats.entries_accepted,
+        entries_sent=stats.entries_sent,
+    )
+
+
+def _summed(connections: Sequence[SyncConnection]) -> SessionStats:
+    """The stats of ``connections`` added up (entries and bytes)."""
+    every = [c.session.stats for c in connections]
+    return SessionStats(
+        entries_sent=sum(s.entries_sent for s in every),
+        entries_received=sum(s.entries_received for s in every),
+        entries_accepted=sum(s.entries_accepted for s in every),
+        bytes_sent=sum(s.bytes_sent for s in every),
+        bytes_received=sum(s.bytes_received for s in every),
+    )
+
+
 def why_unreachable(error: BaseException) -> str:
     """A failed connection attempt in the user's words."""
     if isinstance(error, ConnectionRefusedError):
@@ -409,6 +475,7 @@ class _Runtime:
         self.port: int | None = None
         self.bind: str | None = None  # the listener's address, while there is one
         self.relay: str | None = None
+        self.relay_connected = False  # the WebSocket to the relay is up now
         self._listener: socket.socket | None = None
         self._accepting: asyncio.Task[None] | None = None
         self._quota = ConnectionQuota(
@@ -490,7 +557,7 @@ class _Runtime:
         while not self._stopping:
             bucket = int(time.time()) // RELAY_BUCKET_SECONDS
             try:
-                async with RelayClient(url) as client:
+                async with RelayClient(url) as client, self._relay_up():
                     delay = BACKOFF_START
                     joined = self._rendezvous_ids(bucket) | self._invite_ids()
                     for rid in sorted(joined):
@@ -518,6 +585,15 @@ class _Runtime:
                 return
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
+
+    @contextlib.asynccontextmanager
+    async def _relay_up(self) -> AsyncIterator[None]:
+        """While inside, :attr:`relay_connected` is true."""
+        self.relay_connected = True
+        try:
+            yield
+        finally:
+            self.relay_connected = False
 
     async def _relay_accept(self, client: RelayClient) -> None:
         while True:
@@ -764,6 +840,8 @@ class _Runtime:
 
         def ended(_: object) -> None:
             self._connections.discard(connection)
+            if connection.synced.is_set():  # in sync while live, up to its end
+                self._note_sync(connection)
             log.info("disconnected from %s", peer)
 
         task.add_done_callback(ended)
@@ -865,7 +943,44 @@ class _Runtime:
     def _received(self, group: GroupId, accepted: int) -> None:
         self.changed(group)
 
+    def _note_sync(self, connection: SyncConnection) -> None:
+        """Record, per group of ``connection``, that it was in sync with the peer now and
+        what the peer holds (:class:`~microsync.node.status.SyncLog`)."""
+        log_ = self.device._sync_log
+        at, peer = _now(), connection.peer.device
+        for group in connection.session.groups:
+            frontier = connection.session.peer_frontier(group)
+            if frontier is not None:
+                log_.note(group, peer, at, frontier)
+
+    async def gather(
+        self, timeout: float, settle: float, progress: Callable[[SessionStats], None] | None
+    ) -> list[SyncConnection]:
+        """Every connection made within ``timeout``, waiting until one is in sync and none has
+        been syncing for ``settle`` seconds (a one-shot sync through the relay)."""
+        loop = asyncio.get_running_loop()
+        deadline, quiet_since = loop.time() + timeout, None
+        seen: list[SyncConnection] = []
+        while loop.time() < deadline:
+            seen += [c for c in self._connections if c not in seen]
+            busy = any(not c.synced.is_set() and not c.closed.is_set() for c in seen)
+            if busy or not any(c.synced.is_set() for c in seen):
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = loop.time()
+            elif loop.time() - quiet_since >= settle:
+                break
+            if progress is not None:
+                progress(_summed(seen))
+            await asyncio.sleep(0.05)
+        return seen
+
+    def live(self) -> list[SyncConnection]:
+        """The open sync connections."""
+        return [c for c in self._connections if not c.session.closed]
+
     def _synced(self, connection: SyncConnection) -> None:
+        self._note_sync(connection)
         for group in connection.session.groups:
             with contextlib.suppress(KeyError, MicrosyncError):
                 peer = connection.peer.device

@@ -448,6 +448,12 @@ class SyncSession:
             for g in self._groups.values()
         )
 
+    def peer_frontier(self, group: GroupId) -> dict[DeviceId, int] | None:
+        """What the session knows the peer holds of ``group`` (device -> head seq): the
+        frontier it sent, plus every entry sent and received since; ``None`` until known."""
+        g = self._groups.get(group)
+        return None if g is None or not g.knows_peer else dict(g.peer_known)
+
     def start(self, now: int) -> list[bytes]:
         """Begin: the ``Hello`` to send. Call once."""
         if self._started:
