@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from microsync.app.presence import Location, Presence
     from microsync.blobs.index import BlobRef
     from microsync.node import Device, Group, Member
+    from microsync.node.status import DeviceStatus, GroupStatus, PeerStatus, RelayStatus
     from microsync.node.vault import Vault, VaultUsage
 
 _LAZY = {
@@ -70,6 +71,10 @@ _LAZY = {
     "BlobRef": "microsync.blobs.index",
     "Vault": "microsync.node.vault",
     "VaultUsage": "microsync.node.vault",
+    "DeviceStatus": "microsync.node.status",
+    "GroupStatus": "microsync.node.status",
+    "PeerStatus": "microsync.node.status",
+    "RelayStatus": "microsync.node.status",
 }
 
 
@@ -100,9 +105,11 @@ __all__ = [
     "DecodeError",
     "DecryptionError",
     "Device",
+    "DeviceStatus",
     "Event",
     "ForkedFeed",
     "Group",
+    "GroupStatus",
     "HandshakeError",
     "HeldQuotaExceeded",
     "InviteBurned",
@@ -120,6 +127,7 @@ __all__ = [
     "MicrosyncError",
     "NotAMember",
     "Oversize",
+    "PeerStatus",
     "PeerUnreachable",
     "PendingQuotaExceeded",
     "Post",
@@ -128,6 +136,7 @@ __all__ = [
     "ProfileInUse",
     "ProfileNotFound",
     "ProtocolError",
+    "RelayStatus",
     "RemoteProtocolError",
     "SequenceGap",
     "StaleAnnouncement",
