@@ -61,6 +61,7 @@ from microsync.identity import (
     PersonId,
     PrekeyCertificate,
 )
+from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.runtime import DEFAULT_PORT, NetworkMixin, PeerInfo, SyncResult
 from microsync.node.vault import Vault
 from microsync.storage.sqlite import DATABASE_NAME, SqliteStore
@@ -628,6 +629,11 @@ class Group(PresenceMixin):
         return await super().post(text, [bytes(a) for a in attachments], ttl=ttl)
 
     # ---- end of vault ----------------------------------------------------------------------
+
+    def known_peers(self) -> list[KnownPeer]:
+        """Where this device last finished a sync of this group, most recent first: addresses
+        it dialled and relays it met members through (:mod:`microsync.node.peers`)."""
+        return known_peers(self._device._store, self.id)
 
     def _after_announce(self, sealed: bytes) -> None:
         self._device._announced(self.id, sealed)
