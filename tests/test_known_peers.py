@@ -8,6 +8,8 @@ import os
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import pytest
+
 import microsync
 from microsync.cli.main import main
 from microsync.feed import GroupId
@@ -15,6 +17,7 @@ from microsync.net.relay import RelayServer
 from microsync.node.peers import MAX_KNOWN, known_peers, remember_peer, way_back
 from microsync.storage.sqlite import SqliteStore
 from tests.test_app_group import family_of
+from tests.test_device_groups import sync
 from tests.test_net_sync import eventually
 
 GROUP = GroupId(b"\1" * 32)
@@ -80,3 +83,23 @@ async def test_vault_get_fetches_through_the_relay_it_last_met_members_at(tmp_pa
         assert await asyncio.to_thread(main, argv) == 0
         assert dest.read_bytes() == data
         await alice._device.stop()
+
+
+async def test_vault_get_knowing_no_address_says_what_to_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A device that never finished a sync over the network (joined by hand here) knows no
+    address: one line, both ways out, and a non-zero exit."""
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        bob.vault.policy = "on_demand"
+        ref = await alice.vault.add(os.urandom(1000), name="note.txt")
+        sync(alice._device, bob._device, alice.id)
+        assert bob.known_peers() == []
+        home = str(bob._device.path)
+        await bob._device.close()
+        argv = ["--home", home, "vault", "get", ref.id.hex()[:8], str(tmp_path / "x")]
+        assert await asyncio.to_thread(main, argv) == 1
+        [line] = capsys.readouterr().err.splitlines()
+        assert "knows no member's address" in line and "--from HOST:PORT" in line
+        assert "microsync serve" in line and not (tmp_path / "x").exists()
