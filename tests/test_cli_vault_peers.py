@@ -13,7 +13,7 @@ from tests.test_cli_errors import one_line
 from tests.test_cli_network import free_port, invite_json, serving
 
 
-def test_vault_get_fetches_from_the_known_peer_and_says_whom_it_tried(tmp_path: Path) -> None:
+def test_vault_get_fetches_from_the_known_peer_with_no_from(tmp_path: Path) -> None:
     alice, bob = str(tmp_path / "alice"), str(tmp_path / "bob")
     port = free_port()
     run("--home", alice, "init", "--name", "Alice")
