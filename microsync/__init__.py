@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from microsync.app.presence import Location, Presence
     from microsync.blobs.index import BlobRef
     from microsync.node import Device, Group, Member
+    from microsync.node.exits import GroupExit
     from microsync.node.status import DeviceStatus, GroupStatus, PeerStatus, RelayStatus
     from microsync.node.vault import Vault, VaultUsage
 
@@ -72,6 +73,7 @@ _LAZY = {
     "Vault": "microsync.node.vault",
     "VaultUsage": "microsync.node.vault",
     "DeviceStatus": "microsync.node.status",
+    "GroupExit": "microsync.node.exits",
     "GroupStatus": "microsync.node.status",
     "PeerStatus": "microsync.node.status",
     "RelayStatus": "microsync.node.status",
@@ -109,6 +111,7 @@ __all__ = [
     "Event",
     "ForkedFeed",
     "Group",
+    "GroupExit",
     "GroupStatus",
     "HandshakeError",
     "HeldQuotaExceeded",

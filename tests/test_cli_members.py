@@ -86,7 +86,30 @@ def test_members_ids_are_the_ones_remove_takes_and_leave(tmp_path: Path) -> None
     left = run("--home", alice, "leave")  # alone now: nobody needs an admin
     assert left.returncode == 0, left.stderr
     [group] = json.loads(run("--home", alice, "groups", "--json").stdout)
-    assert not group["member"]
-    assert "no longer a member" in run("--home", alice, "groups").stdout
-    one_line(run("--home", alice, "post", "still here?"), "no longer a member of Family")
+    assert not group["member"] and group["exit"]["how"] == "left"
+    assert "(you left Family)" in run("--home", alice, "groups").stdout
+    one_line(run("--home", alice, "post", "still here?"), "you left Family", "stays readable")
     assert run("--home", alice, "feed").returncode == 0  # what she had stays readable
+
+
+def test_a_removed_member_is_told_by_whom(tmp_path: Path) -> None:
+    """Issue 17, item 11: "you were removed from Family by Alice", in ``groups`` (and its
+    ``--json``) and in the error a write gives, not "(left)" or "not a member"."""
+    alice, bob = str(tmp_path / "alice"), str(tmp_path / "bob")
+    port = free_port()
+    run("--home", alice, "init", "--name", "Alice")
+    run("--home", bob, "init", "--name", "Bob")
+    run("--home", alice, "group", "create", "Family")
+    invite = invite_json(alice, port)
+    with serving(alice, port):
+        assert run("--home", bob, "join", invite["link"]).returncode == 0
+        removed = run("--home", alice, "remove", "Bob")
+        assert removed.returncode == 0, removed.stderr
+        synced = run("--home", bob, "sync", f"127.0.0.1:{port}")
+        assert synced.returncode == 0, synced.stderr
+    said = "you were removed from Family by Alice"
+    assert f"({said})" in run("--home", bob, "groups").stdout
+    [group] = json.loads(run("--home", bob, "groups", "--json").stdout)
+    assert not group["member"]
+    assert (group["exit"]["how"], group["exit"]["by_name"]) == ("removed", "Alice")
+    one_line(run("--home", bob, "post", "hello?"), said)

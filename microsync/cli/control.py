@@ -115,10 +115,11 @@ async def open_group(args: argparse.Namespace) -> AsyncIterator[Group]:
 
     async with open_device(args.home) as device:
         group = find_group(device, args.group)
-        if not group.is_member() and _writes(args):
+        gone = group.exit()
+        if gone is not None and _writes(args):
             raise NotAMember(
-                f"you are no longer a member of {group.name} (you left, or an admin removed "
-                "you): what you had stays readable here, but you cannot write to it"
+                f"{gone.sentence(group.name)}: what you had stays readable here, but you "
+                "cannot write to it"
             )
         yield group
 

@@ -26,7 +26,7 @@ from microsync.errors import InviteError, MicrosyncError, ProfileInUse, ProfileN
 if TYPE_CHECKING:  # loaded once a command runs: --help needs none of them
     from rich.console import Console
 
-    from microsync.node import Device
+    from microsync.node import Device, Group
 
 __all__ = ["main"]
 
@@ -101,6 +101,16 @@ async def cmd_group_create(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+def _exit_json(group: Group) -> dict[str, str | None] | None:
+    """How this device came to be out of ``group``, for ``groups --json`` (``None``: in)."""
+    gone = group.exit()
+    if gone is None:
+        return None
+    by = None if gone.by is None else gone.by.hex()
+    at = None if gone.at is None else gone.at.isoformat()
+    return {"how": gone.how, "by": by, "by_name": gone.by_name, "at": at}
+
+
 async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
     async with open_device(args.home) as device:
         groups = device.groups()
@@ -115,6 +125,7 @@ async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
                             "epoch": g.epoch,
                             "history": g.history,
                             "member": g.is_member(),
+                            "exit": _exit_json(g),
                         }
                         for g in groups
                     ]
@@ -124,7 +135,8 @@ async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
         if not groups:
             out.print("No groups yet. Create one with: microsync group create NAME")
         for g in groups:
-            status = "" if g.is_member() else "  (no longer a member: left or removed)"
+            gone = g.exit()
+            status = "" if gone is None else f"  ({gone.sentence(g.name)})"
             out.print(f"{g.id.hex()[:16]}  {g.name}  {_count(len(g.members()), 'member')}{status}")
     return 0
 

@@ -49,6 +49,8 @@ class GroupLog:
         self._names.update((m.person_id, m.name) for m in self._group.members())
         if event.kind == "presence":
             return None
+        if event.kind == "exit":  # about this device: "you were removed from Family by Alice"
+            return f"[{self._group.name}] {self._exit(event)}"
         who = self._who(event)
         return f"[{self._group.name}] {who} {self._what(event)}"
 
@@ -79,6 +81,14 @@ class GroupLog:
         if kind == "device_forked":
             return "has a device that signed two histories (a cloned key?): its posts are hidden"
         return f"did something this version cannot describe ({kind})"
+
+    def _exit(self, event: Event) -> str:
+        from microsync.node.exits import GroupExit
+
+        gone = event.detail
+        if isinstance(gone, GroupExit):
+            return gone.sentence(self._group.name)
+        return f"you are no longer a member of {self._group.name}"
 
     def _reaction(self, post: Post) -> str:
         before, now = self._reactions.get(post.id, {}), _counts(post)

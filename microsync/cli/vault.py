@@ -116,19 +116,12 @@ async def cmd_get(args: argparse.Namespace, out: Console) -> int:
         group = find_group(device, args.group)
         ref = _find_file(group, args.id)
         online = device.port is not None or device.relay is not None
-        if not args.peer and not online and group.vault.missing(ref):
-            raise MicrosyncError(
-                f"{ref.name} is not all on this device, and nothing here is online to fetch it: "
-                "start `microsync serve` in another terminal (this command then runs there, "
-                "fetching from connected members), or add --from HOST:PORT of a member's serve"
-            )
-        if args.peer:
-            try:
-                await device.start(lan=False, port=None, peers=tuple(args.peer))
-            except RuntimeError:  # already online (run inside `serve`): add these peers
-                for address in args.peer:
-                    device.connect(address)
-            await _wait_for_peers(device, args.timeout)
+        if not online and group.vault.missing(ref):
+            await _go_online_briefly(device, group, ref.name, list(args.peer or ()), args.timeout)
+        elif args.peer:  # already online (run inside `serve`): add these peers
+            for address in args.peer:
+                device.connect(address)
+            await _wait_for_peers(device, group, args.timeout)
         dest = user_path(args.dest)
         if dest.is_dir():
             dest = dest / Path(ref.name).name
@@ -138,11 +131,39 @@ async def cmd_get(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-async def _wait_for_peers(device: Device, timeout: float) -> None:
+async def _go_online_briefly(
+    device: Device, group: Group, name: str, given: list[str], timeout: float
+) -> None:
+    """Start this (not serving) device with no listener, dialling the peers given with
+    ``--from`` and every address it last reached ``group``'s members at (and their relay), and
+    wait until one has synced; ``open_device`` stops it again. One line if none answers."""
+    known = group.known_peers()
+    addresses = list(dict.fromkeys([*given, *(p.address for p in known if not p.is_relay)]))
+    relays = [p.address for p in known if p.is_relay]
+    tried = [*addresses, *relays[:1]]
+    if not tried:
+        raise MicrosyncError(
+            f"{name} is not all on this device, and it knows no member's address to fetch it "
+            "from: start `microsync serve` in another terminal (this command then runs there, "
+            "fetching from connected members), or add --from HOST:PORT of a member's serve"
+        )
+    await device.start(lan=False, port=None, relay=relays[0] if relays else None, peers=())
+    for address in addresses:
+        device.connect(address)
+    try:
+        await _wait_for_peers(device, group, timeout)
+    except PeerUnreachable:
+        raise PeerUnreachable(
+            f"cannot fetch {name}: no member answered at {', '.join(tried)}; start "
+            "`microsync serve` on a device that has it, or add --from HOST:PORT of one"
+        ) from None
+
+
+async def _wait_for_peers(device: Device, group: Group, timeout: float) -> None:
     import asyncio
 
     deadline = asyncio.get_running_loop().time() + timeout
-    while not any(p.synced for p in device.peers()):
+    while not any(p.synced and group.id in p.groups for p in device.peers()):
         if asyncio.get_running_loop().time() > deadline:
             raise PeerUnreachable("no peer answered in time")
         await asyncio.sleep(0.05)

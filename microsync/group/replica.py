@@ -282,6 +282,46 @@ class GroupReplica:
         opened = self._opened.get(op_id)
         return None if opened is None else opened.record
 
+    def exit_record(self) -> tuple[OpRecord, int] | None:
+        """Read-only: the effective operation, last in resolution order, that put this device
+        out (its person's REMOVE or LEAVE, or a REVOKE_DEVICE of this device), with the ``hlc``
+        its author signed; ``None`` while a member or if this device holds no such operation
+        (it was put out by an operation voiding the one that admitted it, for example)."""
+        if self.is_member:
+            return None
+        res, me = self._resolution, self.me
+        found: OpRecord | None = None
+        for op_id in res.order:
+            rec = self.operation(op_id) if op_id in res.effective else None
+            if rec is None:
+                continue
+            op = rec.op
+            if (
+                (op.kind is OpKind.REMOVE and op.person == me.person)
+                or (op.kind is OpKind.LEAVE and res.authors.get(op_id) == me.person)
+                or (rec.revocation is not None and rec.revocation.device == me.device)
+            ):
+                found = rec
+        return None if found is None else (found, self._opened[found.id].entry.header.hlc)
+
+    def name_of(self, person: PersonId) -> str | None:
+        """Read-only: ``person``'s name as a member now, else as the operation that founded
+        the group with them or added them last named them (``None`` if none did)."""
+        member = self.state.members.get(person)
+        if member is not None:
+            return member.name
+        name = None
+        for op_id in self._resolution.order:
+            rec = self.operation(op_id)
+            if rec is None or rec.op.name is None:
+                continue
+            named = rec.op.person if rec.op.kind is OpKind.ADD else None
+            if rec.op.kind is OpKind.CREATE and rec.grants:
+                named = rec.grants[0].person
+            if named == person:
+                name = rec.op.name
+        return name
+
     def locked(self) -> list[EntryId]:
         """Membership entries this device holds but cannot open (no key yet), stored or held
         in memory until their author is admitted."""

@@ -61,6 +61,8 @@ from microsync.identity import (
     PersonId,
     PrekeyCertificate,
 )
+from microsync.node.exits import GroupExit, exit_of
+from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.runtime import DEFAULT_PORT, NetworkMixin, PeerInfo, SyncResult
 from microsync.node.status import (
     DeviceStatus,
@@ -82,6 +84,7 @@ __all__ = [
     "Device",
     "DeviceStatus",
     "Group",
+    "GroupExit",
     "GroupStatus",
     "InviteStatus",
     "Member",
@@ -668,6 +671,7 @@ class Group(PresenceMixin):
         self._replica = replica
         replica.on_append = device._changed
         self._known_members = set(replica.state.members)
+        self._was_member = replica.is_member
         self._known_forks = self._fork_points()
         self._listeners: list[asyncio.Queue[Event]] = []
 
@@ -692,6 +696,11 @@ class Group(PresenceMixin):
 
     def is_member(self) -> bool:
         return self._replica.is_member
+
+    def exit(self) -> GroupExit | None:
+        """How this device came to be out of the group (removed, and by whom; left; revoked),
+        or ``None`` while it is a member. Read-only (:mod:`microsync.node.exits`)."""
+        return exit_of(self._replica)
 
     def members(self) -> list[Member]:
         """Current members, admins first, then by name."""
@@ -738,6 +747,11 @@ class Group(PresenceMixin):
 
     # ---- end of vault ----------------------------------------------------------------------
 
+    def known_peers(self) -> list[KnownPeer]:
+        """Where this device last finished a sync of this group, most recent first: addresses
+        it dialled and relays it met members through (:mod:`microsync.node.peers`)."""
+        return known_peers(self._device._store, self.id)
+
     def _after_announce(self, sealed: bytes) -> None:
         self._device._announced(self.id, sealed)
 
@@ -756,6 +770,10 @@ class Group(PresenceMixin):
         for person in sorted(self._known_members - now):
             self._emit(Event("member_left", person=person))
         self._known_members = now
+        if self._was_member and not self._replica.is_member:
+            found = self.exit()
+            self._emit(Event("exit", person=None if found is None else found.by, detail=found))
+        self._was_member = self._replica.is_member
 
     def _fork_points(self) -> dict[DeviceId, int]:
         feeds = self._replica.store.feeds(self.id)
@@ -785,7 +803,9 @@ class Group(PresenceMixin):
     async def events(self) -> AsyncGenerator[Event, None]:
         """Every change from now on, as it is applied: new posts, replies, edits, deletes,
         expiries, reactions, members joining or leaving, a device found forked (its posts from
-        the fork on are then gone from :meth:`feed`). Iterate with ``async for``."""
+        the fork on are then gone from :meth:`feed`), and this device's own ``"exit"`` (its
+        ``detail`` the :class:`GroupExit`, ``person`` who did it) when it is removed, leaves or
+        is revoked. Iterate with ``async for``."""
         self._timeline()
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._listeners.append(queue)

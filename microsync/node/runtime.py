@@ -981,6 +981,10 @@ class _Runtime:
 
     def _synced(self, connection: SyncConnection) -> None:
         self._note_sync(connection)
+        from microsync.node.peers import remember_sync
+
+        with contextlib.suppress(MicrosyncError):  # only a hint: a closed store is no failure
+            remember_sync(self.device._store, connection, self.device.id, _now())
         for group in connection.session.groups:
             with contextlib.suppress(KeyError, MicrosyncError):
                 peer = connection.peer.device
