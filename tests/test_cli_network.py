@@ -38,10 +38,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(home: str, port: int) -> Iterator[subprocess.Popen[str]]:
-    """``microsync serve`` in the background on 127.0.0.1:port (no mDNS); stopped by SIGTERM."""
+def running(*args: str, ready: str) -> Iterator[subprocess.Popen[str]]:
+    """``microsync ARGS`` in the background until its first line shows ``ready``; SIGTERM."""
     proc = subprocess.Popen(
-        [*MICROSYNC, "--home", home, "serve", *serve_options(port)],
+        [*MICROSYNC, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -50,7 +50,7 @@ def serving(home: str, port: int) -> Iterator[subprocess.Popen[str]]:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert "online" in line, line + (proc.stderr.read() if proc.stderr else "")
+        assert ready in line, line + (proc.stderr.read() if proc.stderr else "")
         yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -59,6 +59,13 @@ def serving(home: str, port: int) -> Iterator[subprocess.Popen[str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def serving(home: str, port: int) -> Iterator[subprocess.Popen[str]]:
+    """``microsync serve`` in the background on 127.0.0.1:port (no mDNS); stopped by SIGTERM."""
+    with running("--home", home, "serve", *serve_options(port), ready="online") as proc:
+        yield proc
 
 
 def one_error_line(done: subprocess.CompletedProcess[str], *words: str) -> None:

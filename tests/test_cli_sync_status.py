@@ -5,46 +5,17 @@ through a running ``serve``, in words and ``--json``; ``microsync sync --relay``
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from tests.test_cli import run
 from tests.test_cli_network import (
-    MICROSYNC,
     free_port,
     invite_json,
     one_error_line,
+    running,
     serve_options,
     serving,
 )
-
-
-@contextmanager
-def running(*args: str, ready: str) -> Iterator[subprocess.Popen[str]]:
-    """``microsync ARGS`` in the background until its first line shows ``ready``; SIGTERM."""
-    proc = subprocess.Popen(
-        [*MICROSYNC, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert ready in line, line + (proc.stderr.read() if proc.stderr else "")
-        yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def two_members(tmp_path: Path) -> tuple[str, str, int]:
