@@ -13,7 +13,7 @@ import microsync
 from microsync.errors import NotAMember
 from tests.test_cli import run
 from tests.test_cli_errors import one_line
-from tests.test_cli_network import free_port, invite_json, serving
+from tests.test_cli_network import family_served, two_members
 
 
 async def test_the_last_admin_cannot_leave_remove_or_demote_herself(tmp_path: Path) -> None:
@@ -61,14 +61,7 @@ async def test_force_strands_the_group_on_purpose_and_alone_you_may_leave(
 
 
 def test_members_ids_are_the_ones_remove_takes_and_leave(tmp_path: Path) -> None:
-    alice, bob = str(tmp_path / "alice"), str(tmp_path / "bob")
-    port = free_port()
-    run("--home", alice, "init", "--name", "Alice")
-    run("--home", bob, "init", "--name", "Bob")
-    run("--home", alice, "group", "create", "Family")
-    invite = invite_json(alice, port)
-    with serving(alice, port):
-        assert run("--home", bob, "join", invite["link"]).returncode == 0
+    alice, _bob, _port = two_members(tmp_path)
     shown = run("--home", alice, "members", "--group", "Family").stdout.splitlines()
     ids = {line.split()[1]: line.split()[0] for line in shown}
     assert set(ids) == {"Alice", "Bob"}
@@ -95,14 +88,7 @@ def test_members_ids_are_the_ones_remove_takes_and_leave(tmp_path: Path) -> None
 def test_a_removed_member_is_told_by_whom(tmp_path: Path) -> None:
     """Issue 17, item 11: "you were removed from Family by Alice", in ``groups`` (and its
     ``--json``) and in the error a write gives, not "(left)" or "not a member"."""
-    alice, bob = str(tmp_path / "alice"), str(tmp_path / "bob")
-    port = free_port()
-    run("--home", alice, "init", "--name", "Alice")
-    run("--home", bob, "init", "--name", "Bob")
-    run("--home", alice, "group", "create", "Family")
-    invite = invite_json(alice, port)
-    with serving(alice, port):
-        assert run("--home", bob, "join", invite["link"]).returncode == 0
+    with family_served(tmp_path) as (alice, bob, port):
         removed = run("--home", alice, "remove", "Bob")
         assert removed.returncode == 0, removed.stderr
         synced = run("--home", bob, "sync", f"127.0.0.1:{port}")

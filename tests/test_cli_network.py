@@ -68,6 +68,27 @@ def serving(home: str, port: int) -> Iterator[subprocess.Popen[str]]:
         yield proc
 
 
+@contextmanager
+def family_served(tmp_path: Path) -> Iterator[tuple[str, str, int]]:
+    """(alice, bob, port): Alice's Family with Bob joined by invite through Alice's ``serve``
+    on 127.0.0.1:port, which runs for the block."""
+    alice, bob = str(tmp_path / "alice"), str(tmp_path / "bob")
+    port = free_port()
+    run("--home", alice, "init", "--name", "Alice")
+    run("--home", bob, "init", "--name", "Bob")
+    run("--home", alice, "group", "create", "Family")
+    invite = invite_json(alice, port)
+    with serving(alice, port):
+        assert run("--home", bob, "join", invite["link"]).returncode == 0
+        yield alice, bob, port
+
+
+def two_members(tmp_path: Path) -> tuple[str, str, int]:
+    """The same, with Alice's ``serve`` stopped again."""
+    with family_served(tmp_path) as members:
+        return members
+
+
 def one_error_line(done: subprocess.CompletedProcess[str], *words: str) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()

@@ -10,25 +10,12 @@ from pathlib import Path
 from tests.test_cli import run
 from tests.test_cli_network import (
     free_port,
-    invite_json,
     one_error_line,
     running,
     serve_options,
     serving,
+    two_members,
 )
-
-
-def two_members(tmp_path: Path) -> tuple[str, str, int]:
-    """Alice's Family, with Bob joined through Alice's serve (then stopped)."""
-    alice, bob = str(tmp_path / "alice"), str(tmp_path / "bob")
-    port = free_port()
-    run("--home", alice, "init", "--name", "Alice")
-    run("--home", bob, "init", "--name", "Bob")
-    run("--home", alice, "group", "create", "Family")
-    invite = invite_json(alice, port)
-    with serving(alice, port):
-        assert run("--home", bob, "join", invite["link"]).returncode == 0
-    return alice, bob, port
 
 
 def status_json(home: str) -> dict[str, object]:

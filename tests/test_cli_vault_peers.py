@@ -10,22 +10,17 @@ from pathlib import Path
 
 from tests.test_cli import run
 from tests.test_cli_errors import one_line
-from tests.test_cli_network import free_port, invite_json, serving
+from tests.test_cli_network import family_served
 
 
 def test_vault_get_fetches_from_the_known_peer_with_no_from(tmp_path: Path) -> None:
-    alice, bob = str(tmp_path / "alice"), str(tmp_path / "bob")
-    port = free_port()
-    run("--home", alice, "init", "--name", "Alice")
-    run("--home", bob, "init", "--name", "Bob")
-    run("--home", alice, "group", "create", "Family")
     source = tmp_path / "clip.mp4"
     data = os.urandom(2 * 1024 * 1024 + 7)
     source.write_bytes(data)
-    blob = run("--home", alice, "vault", "add", str(source), "--quiet").stdout.split()[0]
-    invite = invite_json(alice, port)
-    with serving(alice, port):
-        assert run("--home", bob, "join", invite["link"]).returncode == 0
+    with family_served(tmp_path) as (alice, bob, port):
+        added = run("--home", alice, "vault", "add", str(source), "--quiet")  # through serve
+        assert added.returncode == 0, added.stderr
+        blob = added.stdout.split()[0]
         synced = run("--home", bob, "sync", f"127.0.0.1:{port}")
         assert synced.returncode == 0, synced.stderr
         [row] = json.loads(run("--home", bob, "vault", "ls", "--json").stdout)
@@ -37,17 +32,13 @@ def test_vault_get_fetches_from_the_known_peer_with_no_from(tmp_path: Path) -> N
 
 
 def test_vault_get_with_no_known_peer_says_what_to_run(tmp_path: Path) -> None:
-    alice, bob = str(tmp_path / "alice"), str(tmp_path / "bob")
-    port = free_port()
-    run("--home", alice, "init", "--name", "Alice")
-    run("--home", bob, "init", "--name", "Bob")
-    run("--home", alice, "group", "create", "Family")
     source = tmp_path / "clip.mp4"
     source.write_bytes(os.urandom(300_000))
-    blob = run("--home", alice, "vault", "add", str(source), "--quiet").stdout.split()[0]
-    invite = invite_json(alice, port)
-    with serving(alice, port):
-        assert run("--home", bob, "join", invite["link"]).returncode == 0
+    with family_served(tmp_path) as (alice, bob, port):
+        added = run("--home", alice, "vault", "add", str(source), "--quiet")
+        assert added.returncode == 0, added.stderr
+        blob = added.stdout.split()[0]
+        assert run("--home", bob, "sync", f"127.0.0.1:{port}").returncode == 0
     dead = run("--home", bob, "vault", "get", blob, str(tmp_path / "x"), "--timeout", "2")
     one_line(dead, "no member answered", f"127.0.0.1:{port}", "microsync serve")
     assert not (tmp_path / "x").exists()

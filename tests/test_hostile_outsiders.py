@@ -28,6 +28,7 @@ from microsync.testing.device import SimDevice
 from microsync.testing.hostile import Hostile
 from tests.test_app_group import family_of, raw_profile_bytes
 from tests.test_device_groups import entries, introduce, pair
+from tests.test_hostile_members import family
 
 FORGED = 40
 JUNK_PER_FEED = 30
@@ -230,13 +231,7 @@ def test_held_entries_are_bounded_per_peer_and_per_group() -> None:
     from microsync.group.replica import HeldLimits
 
     net = SimNetwork(4)
-    alice, mallory, bob = (net.add_device(n) for n in ("alice", "mallory", "bob"))
-    group = net.create_group(alice, "Den")
-    for person in (mallory, bob):
-        alice.replica(group).add(
-            person.person_id, person.name, [person.grant()], now=net.clock.advance()
-        )
-    net.settle(group)
+    group, (alice, mallory, bob) = family(net, "alice", "mallory", "bob")
     evil = Hostile.of_sim(mallory, group)
     forged = evil.forge_identity("forged")
     writer = evil.as_device(forged)
@@ -273,13 +268,7 @@ async def test_junk_stored_before_the_check_is_not_forwarded(tmp_path: Path) -> 
 
 def test_what_waits_for_admission_is_signed_by_its_device() -> None:
     net = SimNetwork(5)
-    alice, mallory, bob = (net.add_device(n) for n in ("alice", "mallory", "bob"))
-    group = net.create_group(alice, "Den")
-    for person in (mallory, bob):
-        alice.replica(group).add(
-            person.person_id, person.name, [person.grant()], now=net.clock.advance()
-        )
-    net.settle(group)
+    group, (_alice, mallory, bob) = family(net, "alice", "mallory", "bob")
     evil = Hostile.of_sim(mallory, group)
     writer = evil.as_device(evil.forge_identity("forged"))
     entry = writer.append_content(APP_TYPE, post("junk"))

@@ -244,13 +244,7 @@ class NetworkMixin:
                 if isinstance(error, MicrosyncError):
                     raise error
                 raise PeerUnreachable(f"{host}:{port} did not finish syncing in time")
-            stats = connection.session.stats
-            return SyncResult(
-                peer=connection.peer.device,
-                groups=tuple(connection.session.groups),
-                entries_received=stats.entries_accepted,
-                entries_sent=stats.entries_sent,
-            )
+            return _result(connection)
         finally:
             await connection.close()
 
