@@ -42,7 +42,6 @@ import os
 import pstats
 import random
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -52,13 +51,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import nacl.bindings as sodium
-
 import microsync
+from bench.floors import receive_floor, receive_work
 from bench.report import Figure, Report
-from microsync.crypto import labels
-from microsync.crypto.labels import frame
-from microsync.feed import parse_entry
 
 ROOT = Path(__file__).resolve().parent.parent
 Item = tuple[bytes, bytes | None]
@@ -180,66 +175,6 @@ def _complete(device: microsync.Device, group: microsync.Group, host: Host) -> b
     return len(group.feed()) == host.posts
 
 
-# ---------------------------------------------------------------- the floor
-
-
-@dataclass(frozen=True, slots=True)
-class FloorInput:
-    signed: list[tuple[bytes, bytes]]  # (signature || label || header, device key)
-    sealed: list[tuple[bytes, bytes, bytes]]  # (ciphertext, associated data, nonce)
-    rows: list[tuple[int, bytes, bytes | None]]  # (integer key, wire, body)
-    key: bytes
-
-
-def floor_input(items: Sequence[Item]) -> FloorInput:
-    """The floor's inputs for ``items``, made before its clock starts."""
-    label = frame(labels.ENTRY_SIGNATURE)
-    key = os.urandom(32)
-    signed: list[tuple[bytes, bytes]] = []
-    sealed: list[tuple[bytes, bytes, bytes]] = []
-    for wire, body in items:
-        entry = parse_entry(wire)
-        signed.append((entry.signature + label + entry.header_bytes, entry.header.device))
-        if body:
-            nonce = os.urandom(24)
-            plain = os.urandom(max(0, len(body) - 24 - 16))
-            ad = entry.header_bytes
-            ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plain, ad, nonce, key)
-            sealed.append((ct, ad, nonce))
-    rows = [(n, wire, body) for n, (wire, body) in enumerate(items, start=1)]
-    return FloorInput(signed, sealed, rows, key)
-
-
-def durable_db(path: Path) -> sqlite3.Connection:
-    """A bare table with an integer key, as durable as a profile (WAL, ``synchronous=FULL``)."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE entries (n INTEGER PRIMARY KEY, wire BLOB NOT NULL, body BLOB)")
-    return db
-
-
-def floor(path: Path, work: FloorInput, batch: int = 1_000) -> float:
-    """Seconds to verify, decrypt and durably insert everything in ``work``, ``batch`` rows
-    per ``executemany`` and transaction."""
-    db = durable_db(path)
-    verify = sodium.crypto_sign_open
-    decrypt = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt
-    key = work.key
-    start = time.perf_counter()
-    for first in range(0, len(work.rows), batch):
-        for signed, device in work.signed[first : first + batch]:
-            verify(signed, device)
-        for ct, ad, nonce in work.sealed[first : first + batch]:
-            decrypt(ct, ad, nonce, key)
-        db.execute("BEGIN")
-        db.executemany("INSERT INTO entries VALUES (?, ?, ?)", work.rows[first : first + batch])
-        db.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    db.close()
-    return elapsed
-
-
 # ---------------------------------------------------------------- the profile by layer
 
 
@@ -313,14 +248,14 @@ def measure(
             scratch = _scratch("microsync-bench-host-")
             try:
                 host = asyncio.run(build_host(Path(scratch) / "host", posts, seed))
-                work = floor_input(host.items)
+                work = receive_work(host.items)
                 with hosted(host.path) as process:
                     runs = []
                     for run in range(repeat if posts in sizes else 0):
                         here = Path(disk) / f"{posts}-{run}"
                         here.mkdir()
                         t = asyncio.run(catch_up(invite(process), here / "newcomer", host))
-                        runs.append((t, floor(here / "floor.db", work)))
+                        runs.append((t, receive_floor(here / "floor.db", work)))
                     if posts == profile_posts:
                         profile = cProfile.Profile()
                         here = Path(disk) / f"{posts}-profile"
