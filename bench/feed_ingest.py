@@ -90,9 +90,13 @@ def measure(entries: int, batch: int, repeat: int) -> dict[str, float]:
     return {k: entries / statistics.median(v) for k, v in times.items()}
 
 
-def figures(quick: bool = False) -> Report:
-    """For ``python -m bench``: 5,000 entries once (quick) or 50,000, median of 3 (full)."""
-    entries, repeat = (5_000, 1) if quick else (50_000, 3)
+def figures(
+    quick: bool = False, *, entries: int | None = None, repeat: int | None = None
+) -> Report:
+    """For ``python -m bench``: 5,000 entries once (quick) or 50,000, median of 3 (full);
+    ``entries`` and ``repeat`` override the mode's."""
+    entries = entries or (5_000 if quick else 50_000)
+    repeat = repeat or (1 if quick else 3)
     rate = measure(entries, 1_000, repeat)
     return Report(
         figures=[
