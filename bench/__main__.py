@@ -111,10 +111,8 @@ def main(
         only = f" --only {args.only}" if args.only else ""
         command = f"python -m bench{' --quick' if args.quick else ''}{only}"
         heading = (
-            f"## All benchmarks in one run ({mode} mode, {started:%Y-%m-%d %H:%M} UTC)\n\n"
-            "Each ratio is time / floor time for the same work, both measured in the same run "
-            "(1.00 is the floor, lower is better); targets are in the same unit. Reproduce "
-            "with:"
+            f"Last written by a {mode} run that started {started:%Y-%m-%d %H:%M} UTC (time / "
+            "floor time, both measured in the same run; lower is better). Reproduce with:"
         )
         write_section(
             target, figures_section(reports, heading=heading, command=command, failed=failed)

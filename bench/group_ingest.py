@@ -119,8 +119,8 @@ def measure(entries: int, members: int, batch: int, repeat: int) -> tuple[int, d
 
 
 def figures(quick: bool = False) -> Report:
-    """For ``python -m bench``: 3,000 posts once (quick), or 20,000, median of 3 (full)."""
-    n, rate = measure(3_000 if quick else 20_000, 12, 1_000, 1 if quick else 3)
+    """For ``python -m bench``: 3,000 posts once (quick), or 10,000, median of 3 (full)."""
+    n, rate = measure(3_000 if quick else 10_000, 12, 1_000, 1 if quick else 3)
     return Report(
         figures=[
             Figure(
