@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 import traceback
@@ -96,7 +97,7 @@ def main(
             parser.error(f"unknown benchmark(s): {', '.join(unknown)}")
         benchmarks = registry(names)
     mode = "quick" if args.quick else "full"
-    started = datetime.now(UTC)
+    started, load = datetime.now(UTC), os.getloadavg()
     reports, failed = collect(benchmarks, args.quick)
     figures = [f for r in reports.values() for f in r.figures]
     print()
@@ -110,9 +111,12 @@ def main(
     if target is not None:
         only = f" --only {args.only}" if args.only else ""
         command = f"python -m bench{' --quick' if args.quick else ''}{only}"
+        took = (datetime.now(UTC) - started).total_seconds() / 60
         heading = (
-            f"Last written by a {mode} run that started {started:%Y-%m-%d %H:%M} UTC (time / "
-            "floor time, both measured in the same run; lower is better). Reproduce with:"
+            f"Last written by a {mode} run that started {started:%Y-%m-%d %H:%M} UTC and took "
+            f"{took:.0f} min; load average {load[0]:.1f} at the start, {os.getloadavg()[0]:.1f} "
+            f"at the end, on {os.cpu_count()} cores (time / floor time, both measured in the "
+            "same run; lower is better). Reproduce with:"
         )
         write_section(
             target, figures_section(reports, heading=heading, command=command, failed=failed)
