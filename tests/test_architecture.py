@@ -22,6 +22,7 @@ LAYERS = [
     "app",
     "blobs",
     "protocol",
+    "clock",
     "storage",
     "net",
     "node",

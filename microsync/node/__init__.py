@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
-import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +28,8 @@ from microsync import encoding
 from microsync.app.api import DeviceForked, Event, Post
 from microsync.app.presence import PresenceMixin
 from microsync.blobs import BlobRef
-from microsync.crypto import X25519SecretKey, fingerprint, system_rng
+from microsync.clock import Clock, system_clock
+from microsync.crypto import Rng, X25519SecretKey, fingerprint, system_rng
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import (
     InviteError,
@@ -61,9 +62,12 @@ from microsync.identity import (
     PersonId,
     PrekeyCertificate,
 )
+from microsync.net.limits import ServeLimits
+from microsync.node.addresses import DEFAULT_PORT
 from microsync.node.exits import GroupExit, exit_of
+from microsync.node.network import Network, PeerInfo, SyncResult
 from microsync.node.peers import KnownPeer, known_peers
-from microsync.node.runtime import DEFAULT_PORT, NetworkMixin, PeerInfo, SyncResult
+from microsync.node.runtime import Runtime, brief
 from microsync.node.status import (
     DeviceStatus,
     GroupStatus,
@@ -74,6 +78,7 @@ from microsync.node.status import (
     pending,
 )
 from microsync.node.vault import Vault
+from microsync.protocol.session import SessionStats, SyncOptions
 from microsync.storage.sqlite import DATABASE_NAME, SqliteStore
 
 if TYPE_CHECKING:
@@ -99,25 +104,34 @@ _IDENTITY_KEY = "identity"
 _GROUPS_KEY = "groups"
 _PREKEYS_KEY = "prekeys"
 _WELCOME_PREFIX = "welcome/"
+log = logging.getLogger("microsync.node")
+
 MAX_UNADMITTED_CERTIFICATES = 1024  # certificates of devices no group admits, in memory
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-class Device(NetworkMixin):
+class Device:
     """One device's profile: its identity, its store and (later) its groups and sync.
 
     Use :meth:`open` (create or load) or :meth:`restore` (recover a person on a new device);
     leave the ``async with`` block, or call :meth:`close`, to release the profile.
     """
 
-    def __init__(self, path: Path, store: SqliteStore, identity: LocalIdentity) -> None:
+    def __init__(
+        self,
+        path: Path,
+        store: SqliteStore,
+        identity: LocalIdentity,
+        *,
+        clock: Clock = system_clock,
+        rng: Rng = system_rng,
+    ) -> None:
         self._path = path
         self._store = store
         self._identity = identity
-        self._member = LocalMember(identity, _load_prekeys(store, identity), system_rng)
+        self._clock = clock
+        self._rng = rng
+        self._network = Network(self)
+        self._member = LocalMember(identity, _load_prekeys(store, identity), rng)
         self._groups: dict[GroupId, Group] = {}
         self._book = InviteBook(store)
         self._unadmitted: dict[DeviceId, DeviceCertificate] = {}  # from peers, not kept
@@ -130,27 +144,46 @@ class Device(NetworkMixin):
             self._groups[group_id] = Group(self, replica)
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, name: str | None = None) -> Device:
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        clock: Clock | None = None,
+        rng: Rng | None = None,
+    ) -> Device:
         """Load the profile at ``path``, or create one named ``name`` if there is none.
+
+        ``clock`` (milliseconds since the Unix epoch, :mod:`microsync.clock`) and ``rng`` are
+        what the device, its groups and its network read time and randomness from: this
+        machine's by default; a test passes a :class:`microsync.testing.FakeClock`.
 
         Raises :class:`ProfileNotFound` when there is no profile and no ``name``, and
         :class:`~microsync.errors.ProfileInUse` when the profile is open elsewhere.
         """
         directory = Path(path)
+        clock_, rng_ = clock or system_clock, rng or system_rng
         if name is None:
             if not (directory / DATABASE_NAME).exists():
                 raise ProfileNotFound(f"no microsync profile at {directory}")
-            return cls._load_or_create(directory, None)
+            return cls._load_or_create(directory, None, clock_, rng_)
         new_name = name
         return cls._load_or_create(
-            directory, lambda: LocalIdentity.create(new_name, system_rng, _now_ms())
+            directory, lambda: LocalIdentity.create(new_name, rng_, clock_()), clock_, rng_
         )
 
     @classmethod
     async def restore(
-        cls, path: str | os.PathLike[str], words: list[str] | str, *, name: str
+        cls,
+        path: str | os.PathLike[str],
+        words: list[str] | str,
+        *,
+        name: str,
+        clock: Clock | None = None,
+        rng: Rng | None = None,
     ) -> Device:
-        """Recover a person from their 24 recovery words into a NEW profile at ``path``.
+        """Recover a person from their 24 recovery words into a NEW profile at ``path``
+        (``clock`` and ``rng`` as for :meth:`open`).
 
         The person is the same; the device key is new (a restored device is a new device).
         Refuses to touch a directory that already holds a profile.
@@ -158,11 +191,18 @@ class Device(NetworkMixin):
         directory = Path(path)
         if (directory / DATABASE_NAME).exists():
             raise StorageError(f"{directory} already holds a profile; restore into a new one")
-        identity = LocalIdentity.restore(words, name, system_rng, _now_ms())
-        return cls._load_or_create(directory, lambda: identity)
+        clock_, rng_ = clock or system_clock, rng or system_rng
+        identity = LocalIdentity.restore(words, name, rng_, clock_())
+        return cls._load_or_create(directory, lambda: identity, clock_, rng_)
 
     @classmethod
-    def _load_or_create(cls, directory: Path, make: Callable[[], LocalIdentity] | None) -> Device:
+    def _load_or_create(
+        cls,
+        directory: Path,
+        make: Callable[[], LocalIdentity] | None,
+        clock: Clock = system_clock,
+        rng: Rng = system_rng,
+    ) -> Device:
         store = SqliteStore.open(directory)
         try:
             bundle = store.get_meta(_IDENTITY_KEY)
@@ -178,7 +218,7 @@ class Device(NetworkMixin):
         except BaseException:
             store.close()
             raise
-        return cls(directory, store, identity)
+        return cls(directory, store, identity, clock=clock, rng=rng)
 
     @property
     def id(self) -> DeviceId:
@@ -198,9 +238,147 @@ class Device(NetworkMixin):
     def path(self) -> Path:
         return self._path
 
+    @property
+    def clock(self) -> Clock:
+        """Where this device reads the time (ms since the Unix epoch): given to :meth:`open`."""
+        return self._clock
+
+    @property
+    def rng(self) -> Rng:
+        """Where this device draws randomness: given to :meth:`open`."""
+        return self._rng
+
     def export_recovery_words(self) -> list[str]:
         """The person key as 24 BIP39 words. Whoever holds them can act as this person."""
         return self._identity.recovery_words()
+
+    # ------------------------------------------------------------------ network
+    # (microsync.node.network.Network does the work)
+
+    @property
+    def port(self) -> int | None:
+        """The TCP port this device listens on, while started with a listener."""
+        return self._network.port
+
+    @property
+    def relay(self) -> str | None:
+        """The relay this device meets members through, while started with one."""
+        return self._network.relay
+
+    def listen_addresses(self) -> tuple[str, ...]:
+        """``host:port`` where this device accepts connections now: its bind address, or for
+        a listener on all interfaces this machine's IPv4 addresses (loopback last); empty
+        while it has no listener. What an invite names by default."""
+        return self._network.listen_addresses()
+
+    async def start(
+        self,
+        lan: bool = True,
+        port: int | None = 0,
+        relay: str | None = None,
+        *,
+        bind: str | None = None,
+        peers: tuple[str, ...] = (),
+        interfaces: Sequence[str] | None = None,
+        options: SyncOptions | None = None,
+        limits: ServeLimits | None = None,
+    ) -> None:
+        """Go online: listen on ``port`` (0: any free port; ``None``: no listener), discover
+        group members on the LAN (``lan``), keep live sync with every peer found or listed in
+        ``peers`` (``"host:port"``), and announce presence. ``bind`` is the listening address
+        (default: all interfaces with ``lan``, else 127.0.0.1); ``interfaces`` limits LAN
+        discovery to those addresses. With ``lan`` and ``port=0`` the well-known port 7425 is
+        used when free. ``limits`` caps what the listener admits (connections in total and
+        per address, the handshake's time; default :class:`ServeLimits`). Stop with :meth:`stop`."""
+        await self._network.start(
+            lan=lan,
+            port=port,
+            relay=relay,
+            bind=bind,
+            peers=peers,
+            interfaces=interfaces,
+            options=options,
+            limits=limits,
+        )
+
+    async def stop(self) -> None:
+        """Go offline: close every connection, the listener and discovery. Idempotent. Raises
+        the error of a background task that failed while online (a bug: it stopped them all)."""
+        await self._network.stop()
+
+    def connect(self, address: str) -> None:
+        """Keep a live connection to ``address`` (``"host:port"``), reconnecting with backoff
+        whenever it drops, until :meth:`stop`. Needs :meth:`start`."""
+        self._network.connect(address)
+
+    def peers(self) -> list[PeerInfo]:
+        """The peers connected now."""
+        return self._network.peers()
+
+    async def sync_with(
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 60.0,
+        progress: Callable[[SessionStats], None] | None = None,
+    ) -> SyncResult:
+        """Connect to ``host:port``, sync every group both hold until both are up to date,
+        and disconnect. ``progress(stats)`` is called about ten times a second meanwhile (entries
+        and bytes so far). :class:`PeerUnreachable`, :class:`HandshakeError` or a
+        :class:`~microsync.errors.ProtocolError` if that fails."""
+        return await self._network.sync_with(host, port, timeout=timeout, progress=progress)
+
+    async def sync_via_relay(
+        self,
+        relay: str,
+        *,
+        timeout: float = 60.0,
+        settle: float = 1.0,
+        progress: Callable[[SessionStats], None] | None = None,
+    ) -> list[SyncResult]:
+        """Meet the members of this device's groups at ``relay`` (``ws://HOST:PORT``), sync with
+        every one met until all are up to date, and disconnect: once at least one is in sync
+        and no connection has been syncing for ``settle`` seconds. Only members at the relay
+        now are met (a running ``serve --relay``). ``progress(stats)`` as for :meth:`sync_with`,
+        summed over the connections. :class:`PeerUnreachable` if the relay cannot be reached
+        or no member is in sync within ``timeout``. A started device does this on a connection
+        of its own, besides its live ones."""
+        return await self._network.sync_via_relay(
+            relay, timeout=timeout, settle=settle, progress=progress
+        )
+
+    async def join(self, link_or_code: str, *, at: str | None = None) -> Group:
+        """Redeem an invite over the network and sync the group: a link carries the
+        inviter's addresses; a short code needs ``at="host:port"``. Raises an
+        :class:`~microsync.errors.InviteError` for a bad, used, expired or revoked invite, or
+        :class:`PeerUnreachable`."""
+        return await self._network.join(link_or_code, at=at)
+
+    @property
+    def _net(self) -> Runtime | None:
+        """The running network side while started (for the vault's chunk requests)."""
+        return self._network.runtime
+
+    def _changed(self, group: GroupId) -> None:
+        """This device wrote or received entries of ``group``: push them to live peers, and
+        (once the writing code is done) report membership changes it made."""
+        self._network.changed(group)
+        found = self._groups.get(group)
+        if found is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no running loop: a synchronous caller checks members itself
+        loop.call_soon(found._check_members)
+
+    def _announced(self, group: GroupId, sealed: bytes, source: DeviceId | None = None) -> None:
+        self._network.announced(group, sealed, source)
+
+    def _held(self, group_id: GroupId) -> Group | None:
+        """The group with id ``group_id`` if this device holds it."""
+        return self._groups.get(group_id)
 
     # ------------------------------------------------------------------ groups
 
@@ -217,7 +395,7 @@ class Device(NetworkMixin):
             raise ValueError("a group name is 1 to 128 characters")
         with self._store.transaction():
             replica = GroupReplica.create(
-                self._store, self._member, name, history=history, now=_now_ms()
+                self._store, self._member, name, history=history, now=self._clock()
             )
             self._remember_group(replica.id)
         group = Group(self, replica)
@@ -258,7 +436,7 @@ class Device(NetworkMixin):
 
     def _group_status(self, group: Group, live: Sequence[SyncConnection]) -> GroupStatus:
         """One group's :class:`GroupStatus`: its live peers, then those synced with before."""
-        now = _now_ms()
+        now = self._clock()
         ours = {d: s.head_seq for d, s in self._store.feeds(group.id).items()}
         records = self._sync_log.records(group.id)
         peers: dict[DeviceId, PeerStatus] = {}
@@ -329,9 +507,9 @@ class Device(NetworkMixin):
         the old prekey secret is forgotten, and the new epoch keys are wrapped to the new
         prekey, which the attacker does not hold.
         """
-        now = _now_ms()
+        now = self._clock()
         identity = self._identity
-        secret = X25519SecretKey.generate(system_rng)
+        secret = X25519SecretKey.generate(self._rng)
         number = identity.prekey_certificate.prekey_id + 1
         certificate = PrekeyCertificate.issue(identity.device_key, number, secret.public, now)
         with self._store.transaction():
@@ -351,7 +529,7 @@ class Device(NetworkMixin):
         person_key = self._identity.person_key
         if person_key is None:
             raise NotAMember("only a device holding the person key may revoke devices")
-        now = _now_ms()
+        now = self._clock()
         revocation = DeviceRevocation.issue(person_key, DeviceId(bytes(device)), now)
         with self._store.transaction():
             for group in self._groups.values():
@@ -385,8 +563,8 @@ class Device(NetworkMixin):
         return InviteHost(
             {gid: g._replica for gid, g in self._groups.items()},
             self._book,
-            rng=system_rng,
-            now=_now_ms,
+            rng=self._rng,
+            now=self._clock,
             link_device=self._certify if self._identity.person_key is not None else None,
         )
 
@@ -400,8 +578,8 @@ class Device(NetworkMixin):
             raise NotAMember("only a device holding the person key may link devices")
         addresses_, relay_ = self._reachable(addresses, relay)
         invite = Invite.issue(
-            rng=system_rng,
-            now=_now_ms(),
+            rng=self._rng,
+            now=self._clock(),
             purpose=InvitePurpose.LINK,
             addresses=addresses_,
             relay=relay_,
@@ -415,7 +593,7 @@ class Device(NetworkMixin):
     def _certify(self, request: LinkRequest) -> LinkResponse:
         person_key = self._identity.person_key
         assert person_key is not None
-        now = _now_ms()
+        now = self._clock()
         certificate = DeviceCertificate.issue(person_key, request.device, request.name, now)
         grant = DeviceGrant(certificate.to_bytes(), request.prekey.to_bytes())
         joined = []
@@ -433,6 +611,9 @@ class Device(NetworkMixin):
         path: str | os.PathLike[str],
         candidate: DeviceCandidate,
         response: bytes,
+        *,
+        clock: Clock | None = None,
+        rng: Rng | None = None,
     ) -> Device:
         """Create the linked device's profile at ``path`` from a finished pairing: same person,
         this new device, and every group the person is in (they fill in as entries arrive)."""
@@ -441,7 +622,8 @@ class Device(NetworkMixin):
             raise StorageError(f"{directory} already holds a profile; link into a new one")
         answer = LinkResponse.from_bytes(response)
         identity = candidate.complete(answer)
-        device = cls._load_or_create(directory, lambda: identity)
+        clock_, rng_ = clock or system_clock, rng or system_rng
+        device = cls._load_or_create(directory, lambda: identity, clock_, rng_)
         with device._store.transaction():
             for group_id in answer.groups:
                 device._remember_group(group_id)
@@ -459,7 +641,7 @@ class Device(NetworkMixin):
         if link_or_code.startswith("microsync:"):
             return PairingGuest.for_link(link_or_code, request=request)
         return PairingGuest.for_code(
-            link_or_code, purpose=InvitePurpose.INVITE, request=request, rng=system_rng
+            link_or_code, purpose=InvitePurpose.INVITE, request=request, rng=self._rng
         )
 
     async def finish_join(self, response: bytes) -> Group:
@@ -603,14 +785,22 @@ class Device(NetworkMixin):
     async def close(self) -> None:
         """Go offline (:meth:`stop`), save a snapshot of each group whose app state was loaded
         (so the next start is quick), then release the profile. Idempotent."""
-        await self.stop()
-        if not self._store._closed:
-            for group in self._groups.values():
-                if group._app is not None:
-                    # a snapshot is only a cache: never fail a close over it
-                    with contextlib.suppress(MicrosyncError):
-                        group.snapshot()
-        self._store.close()
+        try:
+            await self.stop()
+        finally:
+            if not self._store._closed:
+                for group in self._groups.values():
+                    if group._app is not None:
+                        self._snapshot(group)
+            self._store.close()
+
+    def _snapshot(self, group: Group) -> None:
+        """Save ``group``'s app snapshot; it is only a cache, so a failure is logged, never
+        raised (the next start folds from the feeds instead)."""
+        try:
+            group.snapshot()
+        except MicrosyncError as exc:
+            log.info("no snapshot of %s: %s", group.name, brief(exc))
 
     async def __aenter__(self) -> Self:
         return self
@@ -716,7 +906,7 @@ class Group(PresenceMixin):
         return sorted(found, key=lambda m: (m.role != "admin", m.name, m.person_id))
 
     def _now(self) -> int:
-        return _now_ms()
+        return self._device.clock()
 
     def _device_owner(self, device: DeviceId) -> str | None:
         """The name of the member whose device ``device`` is, if one is."""
@@ -869,7 +1059,7 @@ class Group(PresenceMixin):
         return issue_invite(
             self._replica,
             self._device._book,
-            rng=system_rng,
+            rng=self._device.rng,
             now=self._now(),
             ttl_ms=int(ttl * 1000),
             role=Role.parse(role),
