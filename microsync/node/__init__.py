@@ -15,7 +15,6 @@ A profile directory holds ``profile.db`` (SQLite, WAL) and ``profile.lock``. Onl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -38,8 +37,7 @@ from microsync.errors import (
     ProfileNotFound,
     StorageError,
 )
-from microsync.feed import GroupId, Ingested
-from microsync.feed.ingest import Outcome
+from microsync.feed import GroupId
 from microsync.feed.trust import add_certificate
 from microsync.group.invite import Invite, InviteId, InvitePurpose, InviteState, PairingGuest
 from microsync.group.join import (
@@ -65,6 +63,8 @@ from microsync.identity import (
 from microsync.net.limits import ServeLimits
 from microsync.node.addresses import DEFAULT_PORT
 from microsync.node.exits import GroupExit, exit_of
+from microsync.node.host import DeviceHost
+from microsync.node.inbound import WELCOME_PREFIX, Inbound
 from microsync.node.network import Network, PeerInfo, SyncResult
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.runtime import Runtime, brief
@@ -103,10 +103,7 @@ __all__ = [
 _IDENTITY_KEY = "identity"
 _GROUPS_KEY = "groups"
 _PREKEYS_KEY = "prekeys"
-_WELCOME_PREFIX = "welcome/"
 log = logging.getLogger("microsync.node")
-
-MAX_UNADMITTED_CERTIFICATES = 1024  # certificates of devices no group admits, in memory
 
 
 class Device:
@@ -134,11 +131,11 @@ class Device:
         self._member = LocalMember(identity, _load_prekeys(store, identity), rng)
         self._groups: dict[GroupId, Group] = {}
         self._book = InviteBook(store)
-        self._unadmitted: dict[DeviceId, DeviceCertificate] = {}  # from peers, not kept
         self._sync_log = SyncLog(store)
-        self.refused: dict[str, int] = {}
-        """Entries refused from peers since the profile was opened, by error type (for
-        example ``HeldQuotaExceeded``: entries of devices no group operation admits)."""
+        self._inbound = Inbound(self)
+        self._host = DeviceHost(
+            self, on_received=self._network.received, on_ephemeral=self._network.ephemeral
+        )
         for group_id in _load_group_ids(store):
             replica = GroupReplica.load(store, self._member, group_id)
             self._groups[group_id] = Group(self, replica)
@@ -652,22 +649,12 @@ class Device:
         if existing is not None:
             return existing
         with self._store.transaction():
-            self._store.put_meta(f"{_WELCOME_PREFIX}{welcome.group.hex()}", welcome.add)
+            self._store.put_meta(f"{WELCOME_PREFIX}{welcome.group.hex()}", welcome.add)
             self._remember_group(welcome.group)
             replica = GroupReplica(self._store, self._member, welcome.group)
         group = Group(self, replica)
         self._groups[welcome.group] = group
         return group
-
-    def _welcomes(self) -> dict[GroupId, bytes]:
-        """For groups this device joined by invite: the id of the add that admitted it (how
-        it proves membership to a peer before it holds any key)."""
-        found = {}
-        for group_id in self._groups:
-            add = self._store.get_meta(f"{_WELCOME_PREFIX}{group_id.hex()}")
-            if add is not None:
-                found[group_id] = add
-        return found
 
     def frontier(self, group_id: bytes) -> dict[DeviceId, int]:
         """For each feed of the group this device holds: its head ``seq`` (what a peer
@@ -690,52 +677,13 @@ class Device:
 
     def certificates(self) -> list[bytes]:
         """Device certificates this device knows (a sync handshake exchanges them)."""
-        return [self._identity.certificate.to_bytes()] + [
-            c.to_bytes() for c in self._known_certificates()
-        ]
-
-    def _known_certificates(self) -> list[DeviceCertificate]:
-        found: list[DeviceCertificate] = []
-        for group in self._groups.values():
-            for member in group._replica.state.members.values():
-                for info in member.devices.values():
-                    cert = self._store.certificate(info.device)
-                    if cert is not None and cert.device != self.id:
-                        found.append(cert)
-        return found
+        known = self._inbound.known_certificates()
+        return [self._identity.certificate.to_bytes()] + [c.to_bytes() for c in known]
 
     def learn_certificates(self, certificates: Sequence[bytes]) -> None:
         """Keep the device certificates a peer sent of devices some group here admits (each is
-        verified; bad ones, and ones of devices no group admits, are skipped: an admitted
-        device's certificate also rides in the grant that admitted it)."""
-        with self._store.transaction():
-            for data in certificates:
-                try:
-                    certificate = DeviceCertificate.from_bytes(data)
-                    certificate.verify()
-                except MicrosyncError:
-                    continue
-                if not self._admitted_anywhere(certificate.device):
-                    self._unadmitted[certificate.device] = certificate  # memory only, bounded
-                    while len(self._unadmitted) > MAX_UNADMITTED_CERTIFICATES:
-                        del self._unadmitted[next(iter(self._unadmitted))]
-                    continue
-                with contextlib.suppress(MicrosyncError):
-                    add_certificate(self._store, certificate)
-
-    def _vouch_for_joiner(self, group: Group, peer: DeviceId) -> None:
-        """While this device has joined ``group`` by invite and cannot check membership yet,
-        the peer it syncs with proved it holds the add that admitted this device (the sync
-        match used that add's id): its own feed is stored as it streams."""
-        replica = group._replica
-        if replica.is_member or group.id not in self._welcomes():
-            return
-        certificate = self._store.certificate(peer) or self._unadmitted.get(peer)
-        if certificate is not None:
-            replica.vouch(certificate)
-
-    def _admitted_anywhere(self, device: DeviceId) -> bool:
-        return any(g._replica.admits(device, 1) for g in self._groups.values())
+        verified; bad ones, and ones of devices no group admits, are skipped)."""
+        self._inbound.learn_certificates(certificates)
 
     def receive(
         self,
@@ -750,37 +698,22 @@ class Device:
         Returns how many were accepted; rejected entries change nothing. Each error is counted
         by type in :attr:`refused`.
         """
-        group = self._groups.get(GroupId(bytes(group_id)))
-        if group is None:
-            with self._store.transaction():
-                self._remember_group(GroupId(bytes(group_id)))
-                replica = GroupReplica(self._store, self._member, GroupId(bytes(group_id)))
-                group = Group(self, replica)
-                self._groups[replica.id] = group
-        if peer is not None:
-            self._vouch_for_joiner(group, peer)
-        results = group._replica.receive(items, peer=peer)
-        accepted = [e for r in results if isinstance(r, Ingested) for e in r.accepted]
-        accepted += group._replica.released
-        pending = [
-            (r.entry, body)
-            for r, (_, body) in zip(results, items, strict=True)
-            if isinstance(r, Ingested) and r.outcome is Outcome.PENDING and body is not None
-        ]
-        group._app_pending(pending)
-        by_wire = {wire: body for wire, body in items if body is not None}
-        known = {e.id: by_wire[e.wire] for e in accepted if e.wire in by_wire}
-        group._app_received(accepted, known)
-        group._check_members()
-        group._check_forks()
-        for r in results:
-            if isinstance(r, MicrosyncError):
-                self.refused[type(r).__name__] = self.refused.get(type(r).__name__, 0) + 1
-        return sum(
-            1
-            for r in results
-            if not isinstance(r, MicrosyncError) and r.outcome is not Outcome.HELD
-        )
+        return self._inbound.receive(GroupId(bytes(group_id)), items, peer)
+
+    @property
+    def refused(self) -> dict[str, int]:
+        """Entries refused from peers since the profile was opened, by error type (for
+        example ``HeldQuotaExceeded``: entries of devices no group operation admits)."""
+        return self._inbound.refused
+
+    def _adopt(self, group_id: GroupId) -> Group:
+        """Hold a group this device did not know, now that entries of it arrived."""
+        with self._store.transaction():
+            self._remember_group(group_id)
+            replica = GroupReplica(self._store, self._member, group_id)
+        group = Group(self, replica)
+        self._groups[replica.id] = group
+        return group
 
     async def close(self) -> None:
         """Go offline (:meth:`stop`), save a snapshot of each group whose app state was loaded

@@ -61,6 +61,7 @@ class Network:
         self._device = device
         self.runtime: Runtime | None = None
         """The running network side while started, else ``None``."""
+        self._running: list[Runtime] = []  # the started one and those opened for one call
 
     # ------------------------------------------------------------------ state
 
@@ -110,19 +111,35 @@ class Network:
             check_relay_url(relay)
         net = Runtime(self._device, options, limits)
         self.runtime = net
+        self._running.append(net)
         try:
             await net.start(lan=lan, port=port, relay=relay, bind=bind, interfaces=interfaces)
             for address in peers:
                 net.keep(address)
         except BaseException:
             self.runtime = None
-            await net.stop()
+            await self._stop(net)
             raise
 
     async def stop(self) -> None:
         net, self.runtime = self.runtime, None
         if net is not None:
+            await self._stop(net)
+
+    async def _open(self, net: Runtime) -> Runtime:
+        self._running.append(net)
+        try:
+            await net.open()
+        except BaseException:
+            self._running.remove(net)
+            raise
+        return net
+
+    async def _stop(self, net: Runtime) -> None:
+        try:
             await net.stop()
+        finally:
+            self._running.remove(net)
 
     def connect(self, address: str) -> None:
         if self.runtime is None:
@@ -135,12 +152,11 @@ class Network:
         if self.runtime is not None:
             yield self.runtime
             return
-        net = Runtime(self._device, None)
-        await net.open()
+        net = await self._open(Runtime(self._device, None))
         try:
             yield net
         finally:
-            await net.stop()
+            await self._stop(net)
 
     # ------------------------------------------------------------------ one-shot syncs
 
@@ -176,13 +192,13 @@ class Network:
     ) -> list[SyncResult]:
         check_relay_url(relay)
         await probe_relay(relay, min(timeout, 10.0))
-        net = Runtime(self._device, None)  # a connection of its own, besides the live ones
-        await net.open()
+        # a connection of its own, besides the live ones
+        net = await self._open(Runtime(self._device, None))
         try:
             net.meet_at(relay)
             seen = await net.gather(timeout, settle, progress)
         finally:
-            await net.stop()
+            await self._stop(net)
         done = [result(c) for c in seen if c.synced.is_set()]
         if not done:
             raise PeerUnreachable(
@@ -217,6 +233,17 @@ class Network:
     def announced(self, group: GroupId, sealed: bytes, source: DeviceId | None) -> None:
         if self.runtime is not None:
             self.runtime.gossip(group, sealed, source)
+
+    def received(self, group: GroupId, accepted: int) -> None:
+        """The sync host stored entries of ``group`` (or learnt a fork in it): push them on
+        from every running runtime."""
+        for net in self._running:
+            net.changed(group)
+
+    def ephemeral(self, group: GroupId, peer: DeviceId, data: bytes) -> None:
+        """An announcement from ``peer`` was news: pass it on to every other connection."""
+        for net in self._running:
+            net.gossip(group, data, peer)
 
 
 async def _until_synced(

@@ -24,6 +24,7 @@ from microsync.errors import (
     InviteError,
     MicrosyncError,
     PeerUnreachable,
+    StorageError,
 )
 from microsync.feed import GroupId
 from microsync.group.invite import HostState
@@ -39,7 +40,6 @@ from microsync.node.addresses import (
     split_address,
     why_unreachable,
 )
-from microsync.node.host import DeviceHost
 from microsync.node.listener import Listener, listen
 from microsync.node.peers import remember_sync
 from microsync.node.relay_link import BACKOFF_MAX, BACKOFF_START, RelayLink
@@ -91,7 +91,6 @@ class Runtime:
         self._dialing: set[str] = set()
         self._due: set[GroupId] = set()
         self._prefetching: set[GroupId] = set()
-        self._host = DeviceHost(device, on_received=self._received, on_ephemeral=self._relay_on)
 
     @property
     def relay(self) -> str | None:
@@ -248,7 +247,7 @@ class Runtime:
         """A sync session on ``secure``, run as a child task until it ends."""
         connection = SyncConnection(
             secure,
-            self._host,
+            self.device._host,
             our_device=self.device.id,
             initiator=initiator,
             rng=self.rng,
@@ -393,9 +392,6 @@ class Runtime:
         for connection in list(self._connections):
             connection.notify(group)
 
-    def _received(self, group: GroupId, accepted: int) -> None:
-        self.changed(group)
-
     def _note_sync(self, connection: SyncConnection) -> None:
         """Record, per group of ``connection``, that it was in sync with the peer now and
         what the peer holds (:class:`~microsync.node.status.SyncLog`)."""
@@ -410,7 +406,7 @@ class Runtime:
         self._note_sync(connection)
         try:
             remember_sync(self.device._store, connection, self.device.id, self.clock())
-        except MicrosyncError as exc:  # only a hint: a closed store is no failure
+        except StorageError as exc:  # only a hint: a closed store is no failure
             log.info("could not remember how %s was reached: %s", connection.peer_address, exc)
         peer = connection.peer.device
         for group_id in connection.session.groups:
@@ -425,9 +421,6 @@ class Runtime:
         for connection in list(self._connections):
             if connection.peer.device != source and group in connection.session.groups:
                 connection.send_ephemeral(group, sealed)
-
-    def _relay_on(self, group: GroupId, peer: DeviceId, data: bytes) -> None:
-        self.gossip(group, data, peer)
 
     async def gather(
         self, timeout: float, settle: float, progress: Callable[[SessionStats], None] | None

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from microsync import encoding
-from microsync.errors import MicrosyncError
+from microsync.errors import DecodeError, StorageError
 from microsync.feed import GroupId
 from microsync.identity import DeviceId
 from microsync.storage.sqlite import SqliteStore
@@ -129,7 +129,7 @@ class SyncLog:
         found[peer] = SyncRecord(at=at, frontier=dict(frontier))
         while len(found) > MAX_PEERS_PER_GROUP:
             del found[min(found, key=lambda d: found[d].at)]
-        with contextlib.suppress(MicrosyncError):
+        with contextlib.suppress(StorageError):  # a closed store: memory only
             self._store.put_meta(_META_KEY, _encode(self._records))
 
 
@@ -147,7 +147,7 @@ def _load(store: SqliteStore) -> dict[GroupId, dict[DeviceId, SyncRecord]]:
     data = store.get_meta(_META_KEY)
     if data is None:
         return found
-    with contextlib.suppress(MicrosyncError, ValueError, TypeError):
+    with contextlib.suppress(DecodeError, ValueError, TypeError):
         for row in encoding.expect_list(encoding.decode(data, max_size=2**22), "sync log"):
             group, peer, at, frontier = encoding.expect_list(row, "sync record", 4)
             heads = {
