@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import Self
 
 from microsync import encoding
 from microsync.app.api import DeviceForked, Event, Post
@@ -74,15 +74,11 @@ from microsync.node.status import (
     PeerStatus,
     RelayStatus,
     SyncLog,
-    SyncRecord,
-    pending,
+    device_status,
 )
 from microsync.node.vault import Vault
 from microsync.protocol.session import SessionStats, SyncOptions
 from microsync.storage.sqlite import DATABASE_NAME, SqliteStore
-
-if TYPE_CHECKING:
-    from microsync.net.connection import SyncConnection
 
 __all__ = [
     "DEFAULT_PORT",
@@ -416,81 +412,7 @@ class Device:
         synced with before (name, address, in sync, last sync, entries held here that each
         lacks: ``pending_outgoing``). Known after a restart too: the last syncs are kept in
         the profile. See :mod:`microsync.node.status`."""
-        net = self._net
-        live = [] if net is None else net.live()
-        relay = (
-            None
-            if net is None or net.relay is None
-            else RelayStatus(url=net.relay, connected=net.relay_connected)
-        )
-        groups = tuple(self._group_status(g, live) for g in self.groups())
-        return DeviceStatus(
-            online=net is not None,
-            listen_addresses=self.listen_addresses(),
-            relay=relay,
-            groups=groups,
-        )
-
-    def _group_status(self, group: Group, live: Sequence[SyncConnection]) -> GroupStatus:
-        """One group's :class:`GroupStatus`: its live peers, then those synced with before."""
-        now = self._clock()
-        ours = {d: s.head_seq for d, s in self._store.feeds(group.id).items()}
-        records = self._sync_log.records(group.id)
-        peers: dict[DeviceId, PeerStatus] = {}
-        for c in live:
-            if group.id in c.session.groups and c.peer.device not in peers:
-                peers[c.peer.device] = self._live_peer(group, c, ours, records, now)
-        for device, record in sorted(records.items(), key=lambda i: -i[1].at):
-            if device not in peers:
-                peers[device] = self._past_peer(group, device, record, ours)
-        known = [r.frontier for d, r in records.items() if d not in peers or not peers[d].connected]
-        known += [f for c in live if (f := c.session.peer_frontier(group.id)) is not None]
-        floor = {d: min(f.get(d, 0) for f in known) for d in ours} if known else None
-        synced = [p.last_sync for p in peers.values() if p.last_sync is not None]
-        return GroupStatus(
-            group_id=group.id,
-            name=group.name,
-            member=group.is_member(),
-            epoch=group.epoch,
-            peers=tuple(peers.values()),
-            last_sync=max(synced, default=None),
-            pending_outgoing=None if floor is None else pending(ours, floor),
-        )
-
-    def _live_peer(
-        self,
-        group: Group,
-        connection: SyncConnection,
-        ours: dict[DeviceId, int],
-        records: Mapping[DeviceId, SyncRecord],
-        now: int,
-    ) -> PeerStatus:
-        device = connection.peer.device
-        frontier = connection.session.peer_frontier(group.id)
-        in_sync = connection.session.synced
-        before = records.get(device)
-        return PeerStatus(
-            device_id=device,
-            name=group._person_name(connection.peer.person),
-            address=connection.peer_address,
-            connected=True,
-            in_sync=in_sync,
-            last_sync=now if in_sync else (None if before is None else before.at),
-            pending_outgoing=None if frontier is None else pending(ours, frontier),
-        )
-
-    def _past_peer(
-        self, group: Group, device: DeviceId, record: SyncRecord, ours: dict[DeviceId, int]
-    ) -> PeerStatus:
-        return PeerStatus(
-            device_id=device,
-            name=group._device_owner(device),
-            address=None,
-            connected=False,
-            in_sync=False,
-            last_sync=record.at,
-            pending_outgoing=pending(ours, record.frontier),
-        )
+        return device_status(self)
 
     def _remember_group(self, group_id: GroupId) -> None:
         ids = _load_group_ids(self._store)
