@@ -32,6 +32,7 @@ class TaskTree:
         self._main: asyncio.Task[None] | None = None
         self._children: set[asyncio.Task[None]] = set()  # to cancel them at close
         self._closing = False
+        self._failed = False  # a child ended with an error: the group is cancelling the rest
 
     async def open(self) -> None:
         """Start the supervisor; from now on :meth:`spawn` starts children."""
@@ -56,7 +57,7 @@ class TaskTree:
     @property
     def running(self) -> bool:
         """Open, not closing, and no child has failed."""
-        return self._group is not None and not self._closing
+        return self._group is not None and not (self._closing or self._failed)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None] | None:
         """Run ``coroutine`` as a child; ``None`` (and it never runs) once closing began."""
@@ -65,8 +66,13 @@ class TaskTree:
             return None
         task = self._group.create_task(coroutine, name=name)
         self._children.add(task)
-        task.add_done_callback(self._children.discard)
+        task.add_done_callback(self._child_ended)
         return task
+
+    def _child_ended(self, task: asyncio.Task[None]) -> None:
+        self._children.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._failed = True
 
     async def close(self) -> None:
         """Cancel every child still running, wait for all, and raise what failed in one
