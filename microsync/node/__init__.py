@@ -23,37 +23,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from microsync import encoding
 from microsync.app.api import DeviceForked, Event, Post
 from microsync.app.presence import PresenceMixin
 from microsync.blobs import BlobRef
 from microsync.clock import Clock, system_clock
 from microsync.crypto import Rng, X25519SecretKey, fingerprint, system_rng
-from microsync.encoding import expect_bytes, expect_list
-from microsync.errors import (
-    InviteError,
-    MicrosyncError,
-    NotAMember,
-    ProfileNotFound,
-    StorageError,
-)
+from microsync.errors import MicrosyncError, NotAMember, ProfileNotFound, StorageError
 from microsync.feed import GroupId
-from microsync.feed.trust import add_certificate
-from microsync.group.invite import Invite, InviteId, InvitePurpose, InviteState, PairingGuest
+from microsync.group.invite import Invite, InviteId, InviteState, PairingGuest
 from microsync.group.join import (
     DeviceCandidate,
     InviteBook,
     InviteHost,
-    JoinRequest,
-    LinkRequest,
     LinkResponse,
     Welcome,
     issue_invite,
 )
-from microsync.group.ops import HISTORY_SETTINGS, DeviceGrant, Role
+from microsync.group.ops import HISTORY_SETTINGS, Role
 from microsync.group.replica import GroupReplica, LocalMember
 from microsync.identity import (
-    DeviceCertificate,
     DeviceId,
     DeviceRevocation,
     LocalIdentity,
@@ -65,8 +53,16 @@ from microsync.node.addresses import DEFAULT_PORT
 from microsync.node.exits import GroupExit, exit_of
 from microsync.node.host import DeviceHost
 from microsync.node.inbound import WELCOME_PREFIX, Inbound
+from microsync.node.invites import DeviceInvites
 from microsync.node.network import Network, PeerInfo, SyncResult
 from microsync.node.peers import KnownPeer, known_peers
+from microsync.node.profile import (
+    group_ids,
+    load_prekeys,
+    open_profile,
+    remember_group,
+    save_identity,
+)
 from microsync.node.runtime import Runtime, brief
 from microsync.node.status import (
     DeviceStatus,
@@ -96,9 +92,6 @@ __all__ = [
 ]
 
 
-_IDENTITY_KEY = "identity"
-_GROUPS_KEY = "groups"
-_PREKEYS_KEY = "prekeys"
 log = logging.getLogger("microsync.node")
 
 
@@ -124,7 +117,7 @@ class Device:
         self._clock = clock
         self._rng = rng
         self._network = Network(self)
-        self._member = LocalMember(identity, _load_prekeys(store, identity), rng)
+        self._member = LocalMember(identity, load_prekeys(store, identity), rng)
         self._groups: dict[GroupId, Group] = {}
         self._book = InviteBook(store)
         self._sync_log = SyncLog(store)
@@ -132,9 +125,9 @@ class Device:
         self._host = DeviceHost(
             self, on_received=self._network.received, on_ephemeral=self._network.ephemeral
         )
-        for group_id in _load_group_ids(store):
-            replica = GroupReplica.load(store, self._member, group_id)
-            self._groups[group_id] = Group(self, replica)
+        self._invites = DeviceInvites(self)
+        for group_id in group_ids(store):
+            self._hold(GroupReplica.load(store, self._member, group_id))
 
     @classmethod
     async def open(
@@ -196,21 +189,7 @@ class Device:
         clock: Clock = system_clock,
         rng: Rng = system_rng,
     ) -> Device:
-        store = SqliteStore.open(directory)
-        try:
-            bundle = store.get_meta(_IDENTITY_KEY)
-            if bundle is None:
-                if make is None:
-                    raise ProfileNotFound(f"no microsync profile at {directory}")
-                identity = make()
-                with store.transaction():
-                    store.put_meta(_IDENTITY_KEY, identity.to_bytes())
-                    add_certificate(store, identity.certificate)
-            else:
-                identity = LocalIdentity.from_bytes(bundle)
-        except BaseException:
-            store.close()
-            raise
+        store, identity = open_profile(directory, make)
         return cls(directory, store, identity, clock=clock, rng=rng)
 
     @property
@@ -390,10 +369,8 @@ class Device:
             replica = GroupReplica.create(
                 self._store, self._member, name, history=history, now=self._clock()
             )
-            self._remember_group(replica.id)
-        group = Group(self, replica)
-        self._groups[replica.id] = group
-        return group
+            remember_group(self._store, replica.id)
+        return self._hold(replica)
 
     def groups(self) -> list[Group]:
         """The groups this device holds, members or not any more, by name."""
@@ -414,10 +391,18 @@ class Device:
         the profile. See :mod:`microsync.node.status`."""
         return device_status(self)
 
-    def _remember_group(self, group_id: GroupId) -> None:
-        ids = _load_group_ids(self._store)
-        if group_id not in ids:
-            self._store.put_meta(_GROUPS_KEY, encoding.encode([*ids, group_id]))
+    def _hold(self, replica: GroupReplica) -> Group:
+        """Hold ``replica``'s group from now on."""
+        group = Group(self, replica)
+        self._groups[replica.id] = group
+        return group
+
+    def _adopt(self, group_id: GroupId) -> Group:
+        """Hold a group this device did not know (entries of it arrived, or it joined it)."""
+        with self._store.transaction():
+            remember_group(self._store, group_id)
+            replica = GroupReplica(self._store, self._member, group_id)
+        return self._hold(replica)
 
     async def rotate_prekey(self) -> None:
         """Replace this device's signed prekey and rotate every group it is in.
@@ -433,10 +418,9 @@ class Device:
         certificate = PrekeyCertificate.issue(identity.device_key, number, secret.public, now)
         with self._store.transaction():
             self._identity = replace(identity, prekey=secret, prekey_certificate=certificate)
-            self._store.put_meta(_IDENTITY_KEY, self._identity.to_bytes())
             self._member.identity = self._identity
             self._member.prekeys = {number: secret}
-            self._store.put_meta(_PREKEYS_KEY, _encode_prekeys(self._member.prekeys))
+            save_identity(self._store, self._identity, self._member.prekeys)
             for group in self._groups.values():
                 if group._replica.is_member:
                     group._replica.update_prekey(certificate, now=now)
@@ -460,32 +444,13 @@ class Device:
     def _reachable(
         self, addresses: Sequence[str] | None, relay: str | None
     ) -> tuple[tuple[str, ...], str | None]:
-        """Where an invite says to reach this device: what the caller gave, else where the
-        running device really is (:meth:`listen_addresses`, :attr:`relay`), and nothing it
-        does not listen on. A device not started yet names this machine's default serve
-        address, ``127.0.0.1:7425``, where ``microsync serve`` will listen."""
-        if self._net is None:
-            fallback = (f"127.0.0.1:{DEFAULT_PORT}",)
-            return (tuple(addresses) if addresses is not None else fallback), relay
-        found = tuple(addresses) if addresses is not None else self.listen_addresses()
-        relay = relay if relay is not None else self.relay
-        if not found and relay is None:
-            raise InviteError(
-                "this device listens on no port and uses no relay, so nobody could redeem "
-                "an invite: start it with a port or a relay, or name addresses"
-            )
-        return found, relay
+        """Where an invite says to reach this device (:mod:`microsync.node.invites`)."""
+        return self._invites.reachable(addresses, relay)
 
     def invite_host(self) -> InviteHost:
         """Answers incoming invite redemptions and device links for this device (the sync
         transport hands each incoming ``invite``-purpose connection to ``.session()``)."""
-        return InviteHost(
-            {gid: g._replica for gid, g in self._groups.items()},
-            self._book,
-            rng=self._rng,
-            now=self._clock,
-            link_device=self._certify if self._identity.person_key is not None else None,
-        )
+        return self._invites.host()
 
     async def link_device(
         self, *, ttl: float = 600, addresses: Sequence[str] | None = None, relay: str | None = None
@@ -493,36 +458,7 @@ class Device:
         """A one-time pairing secret (``.link`` for a QR code, ``.code`` to read aloud) that lets
         a new device of this person join: it is certified by the person key and added to every
         group this person is in. Needs a device holding the person key."""
-        if self._identity.person_key is None:
-            raise NotAMember("only a device holding the person key may link devices")
-        addresses_, relay_ = self._reachable(addresses, relay)
-        invite = Invite.issue(
-            rng=self._rng,
-            now=self._clock(),
-            purpose=InvitePurpose.LINK,
-            addresses=addresses_,
-            relay=relay_,
-            ttl_ms=int(ttl * 1000),
-            taken_nameplates=self._book.open_nameplates(),
-        )
-        with self._store.transaction():
-            self._book.add(invite, None)
-        return invite
-
-    def _certify(self, request: LinkRequest) -> LinkResponse:
-        person_key = self._identity.person_key
-        assert person_key is not None
-        now = self._clock()
-        certificate = DeviceCertificate.issue(person_key, request.device, request.name, now)
-        grant = DeviceGrant(certificate.to_bytes(), request.prekey.to_bytes())
-        joined = []
-        with self._store.transaction():
-            add_certificate(self._store, certificate)
-            for group in self._groups.values():
-                if group._replica.is_member:
-                    group._replica.add_device(grant, now=now)
-                    joined.append(group.id)
-        return LinkResponse(certificate, tuple(joined))
+        return self._invites.link_device(ttl, addresses, relay)
 
     @classmethod
     async def complete_link(
@@ -545,9 +481,7 @@ class Device:
         device = cls._load_or_create(directory, lambda: identity, clock_, rng_)
         with device._store.transaction():
             for group_id in answer.groups:
-                device._remember_group(group_id)
-                replica = GroupReplica(device._store, device._member, group_id)
-                device._groups[group_id] = Group(device, replica)
+                device._adopt(group_id)
         return device
 
     def join_guest(self, link_or_code: str) -> PairingGuest:
@@ -556,12 +490,7 @@ class Device:
         The sync transport runs it against the inviter's :meth:`invite_host`; pass the final
         response to :meth:`finish_join`.
         """
-        request = JoinRequest.of(self._identity).to_bytes()
-        if link_or_code.startswith("microsync:"):
-            return PairingGuest.for_link(link_or_code, request=request)
-        return PairingGuest.for_code(
-            link_or_code, purpose=InvitePurpose.INVITE, request=request, rng=self._rng
-        )
+        return self._invites.guest(link_or_code)
 
     async def finish_join(self, response: bytes) -> Group:
         """Hold the group a finished invite pairing admitted this device to. Its members,
@@ -572,11 +501,7 @@ class Device:
             return existing
         with self._store.transaction():
             self._store.put_meta(f"{WELCOME_PREFIX}{welcome.group.hex()}", welcome.add)
-            self._remember_group(welcome.group)
-            replica = GroupReplica(self._store, self._member, welcome.group)
-        group = Group(self, replica)
-        self._groups[welcome.group] = group
-        return group
+            return self._adopt(welcome.group)
 
     def frontier(self, group_id: bytes) -> dict[DeviceId, int]:
         """For each feed of the group this device holds: its head ``seq`` (what a peer
@@ -627,15 +552,6 @@ class Device:
         """Entries refused from peers since the profile was opened, by error type (for
         example ``HeldQuotaExceeded``: entries of devices no group operation admits)."""
         return self._inbound.refused
-
-    def _adopt(self, group_id: GroupId) -> Group:
-        """Hold a group this device did not know, now that entries of it arrived."""
-        with self._store.transaction():
-            self._remember_group(group_id)
-            replica = GroupReplica(self._store, self._member, group_id)
-        group = Group(self, replica)
-        self._groups[replica.id] = group
-        return group
 
     async def close(self) -> None:
         """Go offline (:meth:`stop`), save a snapshot of each group whose app state was loaded
@@ -967,29 +883,3 @@ class Group(PresenceMixin):
     def __repr__(self) -> str:
         count = len(self._replica.state.members)
         return f"Group(name={self.name!r}, id={fingerprint(self.id)}, members={count})"
-
-
-def _load_group_ids(store: SqliteStore) -> list[GroupId]:
-    data = store.get_meta(_GROUPS_KEY)
-    if data is None:
-        return []
-    items = expect_list(encoding.decode(data, max_size=2**20), "groups")
-    return [GroupId(expect_bytes(item, "group", 32)) for item in items]
-
-
-def _encode_prekeys(prekeys: dict[int, X25519SecretKey]) -> bytes:
-    return encoding.encode([[n, k.secret_bytes()] for n, k in sorted(prekeys.items())])
-
-
-def _load_prekeys(store: SqliteStore, identity: LocalIdentity) -> dict[int, X25519SecretKey]:
-    data = store.get_meta(_PREKEYS_KEY)
-    current = {identity.prekey_certificate.prekey_id: identity.prekey}
-    if data is None:
-        return current
-    found = {}
-    for item in expect_list(encoding.decode(data, max_size=2**16), "prekeys"):
-        number, secret = expect_list(item, "prekey", 2)
-        if type(number) is not int:
-            raise StorageError("the stored prekeys are damaged")
-        found[number] = X25519SecretKey(expect_bytes(secret, "prekey", 32))
-    return found | current
