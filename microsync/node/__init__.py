@@ -18,7 +18,7 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -27,7 +27,7 @@ from microsync.app.api import DeviceForked, Event, Post
 from microsync.app.presence import PresenceMixin
 from microsync.blobs import BlobRef
 from microsync.clock import Clock, system_clock
-from microsync.crypto import Rng, X25519SecretKey, fingerprint, system_rng
+from microsync.crypto import Rng, fingerprint, system_rng
 from microsync.errors import MicrosyncError, NotAMember, ProfileNotFound, StorageError
 from microsync.feed import GroupId
 from microsync.group.invite import Invite, InviteId, InviteState, PairingGuest
@@ -43,10 +43,8 @@ from microsync.group.ops import HISTORY_SETTINGS, Role
 from microsync.group.replica import GroupReplica, LocalMember
 from microsync.identity import (
     DeviceId,
-    DeviceRevocation,
     LocalIdentity,
     PersonId,
-    PrekeyCertificate,
 )
 from microsync.net.limits import ServeLimits
 from microsync.node.addresses import DEFAULT_PORT
@@ -54,6 +52,7 @@ from microsync.node.exits import GroupExit, exit_of
 from microsync.node.host import DeviceHost
 from microsync.node.inbound import WELCOME_PREFIX, Inbound
 from microsync.node.invites import DeviceInvites
+from microsync.node.keys import revoke_device, rotate_prekey
 from microsync.node.network import Network, PeerInfo, SyncResult
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.profile import (
@@ -61,7 +60,6 @@ from microsync.node.profile import (
     load_prekeys,
     open_profile,
     remember_group,
-    save_identity,
 )
 from microsync.node.runtime import Runtime, brief
 from microsync.node.status import (
@@ -336,14 +334,6 @@ class Device:
         """This device wrote or received entries of ``group``: push them to live peers, and
         (once the writing code is done) report membership changes it made."""
         self._network.changed(group)
-        found = self._groups.get(group)
-        if found is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no running loop: a synchronous caller checks members itself
-        loop.call_soon(found._check_members)
 
     def _announced(self, group: GroupId, sealed: bytes, source: DeviceId | None = None) -> None:
         self._network.announced(group, sealed, source)
@@ -411,33 +401,12 @@ class Device:
         the old prekey secret is forgotten, and the new epoch keys are wrapped to the new
         prekey, which the attacker does not hold.
         """
-        now = self._clock()
-        identity = self._identity
-        secret = X25519SecretKey.generate(self._rng)
-        number = identity.prekey_certificate.prekey_id + 1
-        certificate = PrekeyCertificate.issue(identity.device_key, number, secret.public, now)
-        with self._store.transaction():
-            self._identity = replace(identity, prekey=secret, prekey_certificate=certificate)
-            self._member.identity = self._identity
-            self._member.prekeys = {number: secret}
-            save_identity(self._store, self._identity, self._member.prekeys)
-            for group in self._groups.values():
-                if group._replica.is_member:
-                    group._replica.update_prekey(certificate, now=now)
-                    group._replica.rotate(now=now)
+        rotate_prekey(self)
 
     async def revoke_device(self, device: bytes) -> None:
         """Revoke one of this person's other devices (a lost phone): every group it was in
         starts a new epoch without it, and its operations after the cut-off are void."""
-        person_key = self._identity.person_key
-        if person_key is None:
-            raise NotAMember("only a device holding the person key may revoke devices")
-        now = self._clock()
-        revocation = DeviceRevocation.issue(person_key, DeviceId(bytes(device)), now)
-        with self._store.transaction():
-            for group in self._groups.values():
-                if group._replica.state.device(revocation.device) is not None:
-                    group._replica.revoke_device(revocation, now=now)
+        revoke_device(self, DeviceId(bytes(device)))
 
     # ------------------------------------------------------------------ pairing
 

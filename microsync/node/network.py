@@ -227,8 +227,18 @@ class Network:
     # ------------------------------------------------------------------ hooks
 
     def changed(self, group: GroupId) -> None:
+        """The device wrote or received entries of ``group``: push them to live peers, and
+        (once the writing code is done) report membership changes it made."""
         if self.runtime is not None:
             self.runtime.changed(group)
+        found = self._device._held(group)
+        if found is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no running loop: a synchronous caller checks members itself
+        loop.call_soon(found._check_members)
 
     def announced(self, group: GroupId, sealed: bytes, source: DeviceId | None) -> None:
         if self.runtime is not None:
