@@ -154,3 +154,11 @@ async def test_a_one_shot_sync_leaves_no_task_behind(tmp_path: Path) -> None:
         await asyncio.sleep(0.05)
         left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert left == [], left
+
+
+async def test_a_malformed_address_is_refused_by_connect_not_by_a_task(tmp_path: Path) -> None:
+    async with await microsync.Device.open(tmp_path / "a", name="Alice") as alice:
+        await alice.start(lan=False, port=None)
+        with pytest.raises(ValueError, match="host:port"):
+            alice.connect("no port here")
+        await alice.stop()  # nothing failed in the background

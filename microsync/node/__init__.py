@@ -28,7 +28,7 @@ from microsync.app.presence import PresenceMixin
 from microsync.blobs import BlobRef
 from microsync.clock import Clock, system_clock
 from microsync.crypto import Rng, fingerprint, system_rng
-from microsync.errors import MicrosyncError, NotAMember, ProfileNotFound, StorageError
+from microsync.errors import NotAMember, ProfileNotFound, StorageError
 from microsync.feed import GroupId
 from microsync.group.invite import Invite, InviteId, InviteState, PairingGuest
 from microsync.group.join import (
@@ -539,7 +539,7 @@ class Device:
         raised (the next start folds from the feeds instead)."""
         try:
             group.snapshot()
-        except MicrosyncError as exc:
+        except StorageError as exc:
             log.info("no snapshot of %s: %s", group.name, brief(exc))
 
     async def __aenter__(self) -> Self:

@@ -23,6 +23,7 @@ from microsync.errors import (
     HandshakeError,
     InviteError,
     MicrosyncError,
+    NotAMember,
     PeerUnreachable,
     StorageError,
 )
@@ -64,6 +65,8 @@ log = logging.getLogger("microsync.node")
 PRESENCE_EVERY: Final = 60.0
 PEER_ERRORS: Final = (MicrosyncError, ConnectionError, OSError, TimeoutError)
 """What a peer can make a connection fail with: it ends that connection, nothing more."""
+DIAL_ERRORS: Final = (PeerUnreachable, HandshakeError, OSError)
+"""What dialling an address can fail with (:meth:`Runtime.dial`): tried again later."""
 
 
 class Runtime:
@@ -305,14 +308,14 @@ class Runtime:
 
     def keep(self, address: str) -> None:
         """Keep a connection to ``address`` up, reconnecting with backoff."""
+        host, port = split_address(address)  # ValueError for the caller, not for the task
         if address in self._kept or self.stopping:
             return
-        task = self.spawn(self._keep(address), f"keep {address}")
+        task = self.spawn(self._keep(address, host, port), f"keep {address}")
         if task is not None:
             self._kept[address] = task
 
-    async def _keep(self, address: str) -> None:
-        host, port = split_address(address)
+    async def _keep(self, address: str, host: str, port: int) -> None:
         delay = BACKOFF_START
         while not self.stopping:
             try:
@@ -320,7 +323,7 @@ class Runtime:
                 delay = BACKOFF_START
                 await connection.wait()
                 await self._while_connected(connection.peer.device)
-            except (MicrosyncError, OSError) as exc:
+            except DIAL_ERRORS as exc:
                 log.info("connection to %s: %s", address, brief(exc))
             if self.stopping:
                 return
@@ -372,7 +375,7 @@ class Runtime:
     async def _dial_found(self, address: str, host: str, port: int) -> None:
         try:
             await self.dial(host, port)
-        except (MicrosyncError, OSError) as exc:
+        except DIAL_ERRORS as exc:
             log.info("could not sync with %s found on the LAN: %s", address, brief(exc))
         finally:
             self._dialing.discard(address)
@@ -475,8 +478,8 @@ class Runtime:
             found = self.device._held(group)
             if found is not None:
                 await found.vault.prefetch()
-        except MicrosyncError as exc:
-            log.info("vault prefetch: %s", brief(exc))
+        except MicrosyncError as exc:  # a best-effort background fetch: any failure waits
+            log.info("vault prefetch: %s", brief(exc))  # for the next sync that asks again
         finally:
             self._prefetching.discard(group)
 
@@ -488,7 +491,7 @@ class Runtime:
                 if group.is_member():
                     try:
                         await group.announce_presence("online")
-                    except MicrosyncError as exc:
+                    except (NotAMember, StorageError) as exc:  # left meanwhile; store closing
                         log.info("presence in %s: %s", group.name, brief(exc))
             await asyncio.sleep(PRESENCE_EVERY)
 
