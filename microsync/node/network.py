@@ -196,7 +196,7 @@ class Network:
         net = await self._open(Runtime(self._device, None))
         try:
             net.meet_at(relay)
-            seen = await net.gather(timeout, settle, progress)
+            seen = await _gather(net, timeout, settle, progress)
         finally:
             await self._stop(net)
         done = [result(c) for c in seen if c.synced.is_set()]
@@ -275,6 +275,41 @@ async def _until_synced(
                 progress(connection.session.stats)
         done.cancel()
         ended.cancel()
+
+
+async def _gather(
+    net: Runtime, timeout: float, settle: float, progress: Callable[[SessionStats], None] | None
+) -> list[SyncConnection]:
+    """Every connection made within ``timeout``, waiting until one is in sync and none has
+    been syncing for ``settle`` seconds (a one-shot sync through the relay)."""
+    loop = asyncio.get_running_loop()
+    deadline, quiet_since = loop.time() + timeout, None
+    seen: list[SyncConnection] = []
+    while loop.time() < deadline:
+        seen += [c for c in net.connections() if c not in seen]
+        busy = any(not c.synced.is_set() and not c.closed.is_set() for c in seen)
+        if busy or not any(c.synced.is_set() for c in seen):
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = loop.time()
+        elif loop.time() - quiet_since >= settle:
+            break
+        if progress is not None:
+            progress(_summed(seen))
+        await asyncio.sleep(0.05)
+    return seen
+
+
+def _summed(connections: Sequence[SyncConnection]) -> SessionStats:
+    """The stats of ``connections`` added up (entries and bytes)."""
+    every = [c.session.stats for c in connections]
+    return SessionStats(
+        entries_sent=sum(s.entries_sent for s in every),
+        entries_received=sum(s.entries_received for s in every),
+        entries_accepted=sum(s.entries_accepted for s in every),
+        bytes_sent=sum(s.bytes_sent for s in every),
+        bytes_received=sum(s.bytes_received for s in every),
+    )
 
 
 def result(connection: SyncConnection) -> SyncResult:

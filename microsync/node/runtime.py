@@ -46,7 +46,7 @@ from microsync.node.peers import remember_sync
 from microsync.node.relay_link import BACKOFF_MAX, BACKOFF_START, RelayLink
 from microsync.node.tasks import TaskTree
 from microsync.protocol.handshake import Purpose
-from microsync.protocol.session import SessionStats, SyncOptions
+from microsync.protocol.session import SyncOptions
 
 if TYPE_CHECKING:
     from microsync.node import Device
@@ -342,6 +342,10 @@ class Runtime:
         """The open sync connections."""
         return [c for c in self._connections if not c.session.closed]
 
+    def connections(self) -> list[SyncConnection]:
+        """Every sync connection whose task has not ended yet (open or closing)."""
+        return list(self._connections)
+
     # ------------------------------------------------------------------ discovery
 
     def _announce_tags(self, bucket: int) -> list[bytes]:
@@ -425,28 +429,6 @@ class Runtime:
             if connection.peer.device != source and group in connection.session.groups:
                 connection.send_ephemeral(group, sealed)
 
-    async def gather(
-        self, timeout: float, settle: float, progress: Callable[[SessionStats], None] | None
-    ) -> list[SyncConnection]:
-        """Every connection made within ``timeout``, waiting until one is in sync and none has
-        been syncing for ``settle`` seconds (a one-shot sync through the relay)."""
-        loop = asyncio.get_running_loop()
-        deadline, quiet_since = loop.time() + timeout, None
-        seen: list[SyncConnection] = []
-        while loop.time() < deadline:
-            seen += [c for c in self._connections if c not in seen]
-            busy = any(not c.synced.is_set() and not c.closed.is_set() for c in seen)
-            if busy or not any(c.synced.is_set() for c in seen):
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = loop.time()
-            elif loop.time() - quiet_since >= settle:
-                break
-            if progress is not None:
-                progress(_summed(seen))
-            await asyncio.sleep(0.05)
-        return seen
-
     # ---- vault chunks (microsync.node.vault) -------------------------------------------------
 
     def chunk_peers(self, group: GroupId) -> dict[DeviceId, Callable[[Sequence[bytes]], None]]:
@@ -500,15 +482,3 @@ def brief(error: BaseException) -> str:
     """An error's one-line message (its type when it has none)."""
     text = str(error).splitlines()[0] if str(error) else ""
     return text or type(error).__name__
-
-
-def _summed(connections: Sequence[SyncConnection]) -> SessionStats:
-    """The stats of ``connections`` added up (entries and bytes)."""
-    every = [c.session.stats for c in connections]
-    return SessionStats(
-        entries_sent=sum(s.entries_sent for s in every),
-        entries_received=sum(s.entries_received for s in every),
-        entries_accepted=sum(s.entries_accepted for s in every),
-        bytes_sent=sum(s.bytes_sent for s in every),
-        bytes_received=sum(s.bytes_received for s in every),
-    )
