@@ -86,6 +86,11 @@ __all__ = [
 log = logging.getLogger("microsync.node")
 
 
+def _or_system(clock: Clock | None, rng: Rng | None) -> tuple[Clock, Rng]:
+    """The clock and rng given, else this machine's."""
+    return (system_clock if clock is None else clock), (system_rng if rng is None else rng)
+
+
 class Device:
     """One device's profile: its identity, its store and (later) its groups and sync.
 
@@ -139,7 +144,7 @@ class Device:
         :class:`~microsync.errors.ProfileInUse` when the profile is open elsewhere.
         """
         directory = Path(path)
-        clock_, rng_ = clock or system_clock, rng or system_rng
+        clock_, rng_ = _or_system(clock, rng)
         if name is None:
             if not (directory / DATABASE_NAME).exists():
                 raise ProfileNotFound(f"no microsync profile at {directory}")
@@ -168,7 +173,7 @@ class Device:
         directory = Path(path)
         if (directory / DATABASE_NAME).exists():
             raise StorageError(f"{directory} already holds a profile; restore into a new one")
-        clock_, rng_ = clock or system_clock, rng or system_rng
+        clock_, rng_ = _or_system(clock, rng)
         identity = LocalIdentity.restore(words, name, rng_, clock_())
         return cls._load_or_create(directory, lambda: identity, clock_, rng_)
 
@@ -439,7 +444,7 @@ class Device:
             raise StorageError(f"{directory} already holds a profile; link into a new one")
         answer = LinkResponse.from_bytes(response)
         identity = candidate.complete(answer)
-        clock_, rng_ = clock or system_clock, rng or system_rng
+        clock_, rng_ = _or_system(clock, rng)
         device = cls._load_or_create(directory, lambda: identity, clock_, rng_)
         with device._store.transaction():
             for group_id in answer.groups:
