@@ -1,0 +1,403 @@
+"""The keeper wire protocol: messages and their padded, strict codec (sans-IO).
+
+Theory of operation
+-------------------
+A client and a keeper exchange one binary WebSocket message per protocol message::
+
+    message = u8 kind || u24 body length || canonical CBOR body || zeros up to a bucket
+
+Every message is exactly one of :data:`BUCKETS` long (an item's bucket follows its padded
+size: :data:`microsync.group.mailbox.ITEM_SIZES` plus fixed room for the framing), so the
+keeper, and anyone watching, sees padded sizes and timing only. The body is a CBOR array whose
+layout the kind fixes:
+
+    ======== ==== ==================================================== ===============
+    kind     code body                                                 direction
+    ======== ==== ==================================================== ===============
+    PROVE    1    [request, mailbox, public key, signature]            client -> keeper
+    PUSH     2    [request, mailbox, item id, payload]                 client -> keeper
+    PULL     3    [request, mailbox, after, before, newest_first, n]   client -> keeper
+    DELETE   4    [request, mailbox, [item id, ...]]                   client -> keeper
+    CHALLENGE 16  [nonce]                                              keeper -> client
+    PROVED   17   [request]                                            keeper -> client
+    STORED   18   [request, cursor, duplicate]                         keeper -> client
+    ITEM     19   [request, cursor, item id, payload]                  keeper -> client
+    END      20   [request, more]                                      keeper -> client
+    DELETED  21   [request, count]                                     keeper -> client
+    REFUSED  22   [request, code]                                      keeper -> client
+    ERROR    23   [code]                    (then the keeper hangs up) keeper -> client
+    ======== ==== ==================================================== ===============
+
+A cursor is the keeper's per-mailbox position of an item (1, 2, 3..., never reused). Decoding
+is strict: a bucket length, all-zero padding, a known kind for the direction, canonical CBOR,
+exact array lengths and field sizes. Anything else is a :class:`~microsync.errors.DecodeError`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final, TypeVar, assert_never
+
+from microsync import encoding
+from microsync.crypto.keys import SIGNATURE_SIZE, VerifyKey
+from microsync.encoding import Value, expect_bytes, expect_int, expect_list
+from microsync.errors import DecodeError, MicrosyncError
+from microsync.group.mailbox import (
+    CHALLENGE_SIZE,
+    ID_SIZE,
+    ITEM_OVERHEAD,
+    ITEM_SIZES,
+    ItemId,
+    MailboxId,
+    Proof,
+    SealedItem,
+)
+
+__all__ = [
+    "BUCKETS",
+    "MAX_DELETE",
+    "MAX_MESSAGE",
+    "MAX_PAGE",
+    "Challenge",
+    "ClientMessage",
+    "Delete",
+    "Deleted",
+    "End",
+    "Error",
+    "ErrorCode",
+    "Item",
+    "KeeperError",
+    "KeeperMessage",
+    "KeeperRefused",
+    "Prove",
+    "Proved",
+    "Pull",
+    "Push",
+    "Refusal",
+    "Refused",
+    "Stored",
+    "decode",
+    "encode",
+]
+
+E = TypeVar("E", bound=IntEnum)
+
+HEADER_SIZE: Final = 4
+ROOM: Final = 512
+"""Framing room in every bucket: header, CBOR heads, request, cursor and item id."""
+BUCKETS: Final = tuple(size + ITEM_OVERHEAD + ROOM for size in ITEM_SIZES)
+MAX_MESSAGE: Final = BUCKETS[-1]
+MAX_PAGE: Final = 256
+"""The most items one PULL asks for (the keeper sends them one message each)."""
+MAX_DELETE: Final = 256
+"""The most item ids one DELETE names."""
+MAX_PAYLOAD: Final = ITEM_SIZES[-1] + ITEM_OVERHEAD
+MAX_CURSOR: Final = 2**63 - 1
+
+
+class Refusal(IntEnum):
+    """Why the keeper refused one request (the connection stays open)."""
+
+    NOT_PROVED = 1
+    """The request names a mailbox not proved on this connection."""
+    BAD_PROOF = 2
+    MAILBOX_FULL = 3
+    """The mailbox is at its quota: delete, or wait for retention to free room."""
+    CONNECTION_FULL = 4
+    """This connection pushed its quota of bytes: reconnect later."""
+    KEEPER_FULL = 5
+    """The keeper's disk (or its configured cap) is full: retry later."""
+    TOO_MANY_MAILBOXES = 6
+    """This connection proved its quota of mailboxes."""
+
+
+class ErrorCode(IntEnum):
+    """Why the keeper is about to hang up."""
+
+    MALFORMED = 1
+    TOO_MANY_FAILURES = 2
+    BUSY = 3
+    IDLE = 4
+
+
+class KeeperRefused(MicrosyncError):
+    """The keeper refused a request; ``code`` says why (a :class:`Refusal`)."""
+
+    def __init__(self, code: Refusal) -> None:
+        super().__init__(f"the keeper refused: {code.name.lower().replace('_', ' ')}")
+        self.code = code
+
+
+class KeeperError(MicrosyncError):
+    """The keeper hung up on this connection; ``code`` says why (an :class:`ErrorCode`)."""
+
+    def __init__(self, code: ErrorCode) -> None:
+        super().__init__(f"the keeper closed the connection: {code.name.lower()}")
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prove:
+    request: int
+    proof: Proof
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Push:
+    request: int
+    mailbox: MailboxId
+    item: SealedItem
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pull:
+    """Up to ``limit`` items with ``after < cursor`` (and ``cursor < before`` unless ``before``
+    is 0), oldest first, or newest first when ``newest_first``."""
+
+    request: int
+    mailbox: MailboxId
+    after: int = 0
+    before: int = 0
+    newest_first: bool = False
+    limit: int = MAX_PAGE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delete:
+    request: int
+    mailbox: MailboxId
+    items: tuple[ItemId, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Challenge:
+    nonce: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Proved:
+    request: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Stored:
+    request: int
+    cursor: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Item:
+    request: int
+    cursor: int
+    item: SealedItem
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class End:
+    """The page of a PULL is complete; ``more``: items past it remain."""
+
+    request: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deleted:
+    request: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Refused:
+    request: int
+    code: Refusal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Error:
+    code: ErrorCode
+
+
+ClientMessage = Prove | Push | Pull | Delete
+KeeperMessage = Challenge | Proved | Stored | Item | End | Deleted | Refused | Error
+Message = ClientMessage | KeeperMessage
+
+
+class Kind(IntEnum):
+    PROVE = 1
+    PUSH = 2
+    PULL = 3
+    DELETE = 4
+    CHALLENGE = 16
+    PROVED = 17
+    STORED = 18
+    ITEM = 19
+    END = 20
+    DELETED = 21
+    REFUSED = 22
+    ERROR = 23
+
+
+CLIENT_KINDS: Final = frozenset({Kind.PROVE, Kind.PUSH, Kind.PULL, Kind.DELETE})
+
+
+def _fields(message: Message) -> tuple[Kind, list[Value]]:
+    match message:
+        case Prove(request=r, proof=p):
+            return Kind.PROVE, [r, p.mailbox, bytes(p.key), p.signature]
+        case Push(request=r, mailbox=m, item=item):
+            return Kind.PUSH, [r, m, item.id, item.payload]
+        case Pull(request=r, mailbox=m, after=a, before=b, newest_first=n, limit=k):
+            return Kind.PULL, [r, m, a, b, n, k]
+        case Delete(request=r, mailbox=m, items=items):
+            return Kind.DELETE, [r, m, list[Value](items)]
+        case Challenge(nonce=nonce):
+            return Kind.CHALLENGE, [nonce]
+        case Proved(request=r):
+            return Kind.PROVED, [r]
+        case Stored(request=r, cursor=c, duplicate=d):
+            return Kind.STORED, [r, c, d]
+        case Item(request=r, cursor=c, item=item):
+            return Kind.ITEM, [r, c, item.id, item.payload]
+        case End(request=r, more=more):
+            return Kind.END, [r, more]
+        case Deleted(request=r, count=count):
+            return Kind.DELETED, [r, count]
+        case Refused(request=r, code=code):
+            return Kind.REFUSED, [r, int(code)]
+        case Error(code=code):
+            return Kind.ERROR, [int(code)]
+        case _:
+            assert_never(message)
+
+
+def bucket_for(length: int) -> int:
+    """The smallest bucket that holds ``length`` bytes."""
+    for size in BUCKETS:
+        if length <= size:
+            return size
+    raise ValueError("message larger than the largest keeper bucket")
+
+
+def encode(message: Message) -> bytes:
+    """The padded wire form of ``message`` (its length is one of :data:`BUCKETS`)."""
+    kind, fields = _fields(message)
+    body = encoding.encode(fields)
+    size = bucket_for(HEADER_SIZE + len(body))
+    header = bytes((kind,)) + len(body).to_bytes(3, "big")
+    return b"".join((header, body, bytes(size - HEADER_SIZE - len(body))))
+
+
+def decode(data: bytes, *, from_client: bool) -> Message:
+    """Strictly decode one message sent by a client (``from_client``) or by the keeper."""
+    if len(data) not in BUCKETS:
+        raise DecodeError("a keeper message length is not a bucket")
+    end = HEADER_SIZE + int.from_bytes(data[1:HEADER_SIZE], "big")
+    if end > len(data) or data.count(0, end) != len(data) - end:
+        raise DecodeError("bad keeper message length or padding")
+    try:
+        kind = Kind(data[0])
+    except ValueError:
+        raise DecodeError("unknown keeper message kind") from None
+    if (kind in CLIENT_KINDS) != from_client:
+        raise DecodeError("keeper message kind not allowed in this direction")
+    body = encoding.decode(data[HEADER_SIZE:end], max_size=MAX_MESSAGE)
+    return _parse(kind, body)
+
+
+def _request(value: Value) -> int:
+    return expect_int(value, "request", 1, 2**32 - 1)
+
+
+def _cursor(value: Value, low: int = 0) -> int:
+    return expect_int(value, "cursor", low, MAX_CURSOR)
+
+
+def _id(value: Value, name: str) -> bytes:
+    return expect_bytes(value, name, ID_SIZE)
+
+
+def _bool(value: Value, name: str) -> bool:
+    if type(value) is not bool:
+        raise DecodeError(f"{name}: expected a boolean")
+    return value
+
+
+def _item(item_id: Value, payload: Value) -> SealedItem:
+    sealed = expect_bytes(payload, "payload", max_size=MAX_PAYLOAD)
+    if len(sealed) - ITEM_OVERHEAD not in ITEM_SIZES:
+        raise DecodeError("an item payload is not a padded size")
+    return SealedItem(id=ItemId(_id(item_id, "item")), payload=sealed)
+
+
+def _parse(kind: Kind, body: Value) -> Message:
+    counts = {Kind.PROVE: 4, Kind.PUSH: 4, Kind.PULL: 6, Kind.DELETE: 3, Kind.CHALLENGE: 1}
+    counts |= {Kind.PROVED: 1, Kind.STORED: 3, Kind.ITEM: 4, Kind.END: 2, Kind.DELETED: 2}
+    counts |= {Kind.REFUSED: 2, Kind.ERROR: 1}
+    f = expect_list(body, kind.name.lower(), counts[kind])
+    if kind in CLIENT_KINDS:
+        return _parse_client(kind, f)
+    return _parse_keeper(kind, f)
+
+
+def _parse_client(kind: Kind, f: list[Value]) -> ClientMessage:
+    request, mailbox = _request(f[0]), MailboxId(_id(f[1], "mailbox"))
+    match kind:
+        case Kind.PROVE:
+            key = VerifyKey(_id(f[2], "key"))
+            signature = expect_bytes(f[3], "signature", SIGNATURE_SIZE)
+            return Prove(
+                request=request, proof=Proof(mailbox=mailbox, key=key, signature=signature)
+            )
+        case Kind.PUSH:
+            return Push(request=request, mailbox=mailbox, item=_item(f[2], f[3]))
+        case Kind.PULL:
+            after, before = _cursor(f[2]), _cursor(f[3])
+            newest_first = _bool(f[4], "newest_first")
+            limit = expect_int(f[5], "limit", 1, MAX_PAGE)
+            return Pull(
+                request=request,
+                mailbox=mailbox,
+                after=after,
+                before=before,
+                newest_first=newest_first,
+                limit=limit,
+            )
+        case Kind.DELETE:
+            ids = expect_list(f[2], "items")
+            if not 0 < len(ids) <= MAX_DELETE:
+                raise DecodeError(f"delete: 1 to {MAX_DELETE} item ids")
+            items = tuple(ItemId(_id(i, "item")) for i in ids)
+            return Delete(request=request, mailbox=mailbox, items=items)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _parse_keeper(kind: Kind, f: list[Value]) -> KeeperMessage:
+    match kind:
+        case Kind.CHALLENGE:
+            return Challenge(nonce=expect_bytes(f[0], "nonce", CHALLENGE_SIZE))
+        case Kind.PROVED:
+            return Proved(request=_request(f[0]))
+        case Kind.STORED:
+            return Stored(
+                request=_request(f[0]), cursor=_cursor(f[1], 1), duplicate=_bool(f[2], "dup")
+            )
+        case Kind.ITEM:
+            return Item(request=_request(f[0]), cursor=_cursor(f[1], 1), item=_item(f[2], f[3]))
+        case Kind.END:
+            return End(request=_request(f[0]), more=_bool(f[1], "more"))
+        case Kind.DELETED:
+            return Deleted(request=_request(f[0]), count=expect_int(f[1], "count", 0, MAX_DELETE))
+        case Kind.REFUSED:
+            return Refused(request=_request(f[0]), code=_enum(Refusal, f[1]))
+        case Kind.ERROR:
+            return Error(code=_enum(ErrorCode, f[0]))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _enum(kind: type[E], value: Value) -> E:
+    try:
+        return kind(expect_int(value, "code", 0, 2**16))
+    except ValueError:
+        raise DecodeError(f"unknown {kind.__name__} code") from None
