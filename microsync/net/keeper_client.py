@@ -143,15 +143,14 @@ class KeeperClient:
             await self._prove(mailbox)
             return await self._push(mailbox, list(records), on_stored)
 
-    async def pull(self, mailbox: Mailbox, *, after: int = 0) -> AsyncIterator[Pulled]:
-        """Every item with a cursor above ``after``, oldest first."""
-        async for pulled in self._pull(mailbox, after=after, newest_first=False):
-            yield pulled
+    def pull(self, mailbox: Mailbox, *, after: int = 0) -> AsyncIterator[Pulled]:
+        """Every item with a cursor above ``after``, oldest first (an async iterator: iterate
+        it to the end, or ``aclose()`` it to stop early)."""
+        return self._pull(mailbox, after=after, newest_first=False)
 
-    async def pull_newest(self, mailbox: Mailbox, *, before: int = 0) -> AsyncIterator[Pulled]:
+    def pull_newest(self, mailbox: Mailbox, *, before: int = 0) -> AsyncIterator[Pulled]:
         """Every item with a cursor below ``before`` (0: all), newest first."""
-        async for pulled in self._pull(mailbox, before=before, newest_first=True):
-            yield pulled
+        return self._pull(mailbox, before=before, newest_first=True)
 
     async def delete(self, mailbox: Mailbox, names: Iterable[bytes]) -> int:
         """Purge the records named ``names``; how many the keeper held."""

@@ -1,0 +1,378 @@
+"""The keeper end to end: a real ``microsync keeper`` subprocess on 127.0.0.1, its real SQLite
+database, and the async client. Canary scans feed it real encrypted entries from the test kit."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import random
+from collections.abc import Awaitable
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from microsync import encoding
+from microsync.group.mailbox import Mailbox
+from microsync.net.keeper import KeeperServer
+from microsync.net.keeper_client import KeeperClient, Pulled, Record
+from microsync.net.relay import Flow
+from microsync.protocol.keeper import (
+    Challenge,
+    KeeperRefused,
+    Prove,
+    Refusal,
+    Refused,
+    decode,
+    encode,
+)
+from microsync.testing import AppOp, Hostile, Kind, SimNetwork, write_app_op
+from tests.conftest import make_rng
+from tests.keeper_helpers import Keeper, everything_under, keeper, pieces, start_keeper
+
+
+def box(seed: str = "family epoch 1") -> Mailbox:
+    return Mailbox.derive(make_rng(seed)(32))
+
+
+def records(count: int, prefix: str = "r", size: int = 100) -> list[Record]:
+    return [Record(name=f"{prefix}{i}".encode(), data=os.urandom(size)) for i in range(count)]
+
+
+async def pull_all(client: KeeperClient, mailbox: Mailbox, after: int = 0) -> list[Pulled]:
+    return [p async for p in client.pull(mailbox, after=after)]
+
+
+# --- the round trip -------------------------------------------------------------------------
+
+
+async def test_push_then_pull_both_ways_and_resume(tmp_path: Path) -> None:
+    family, sent = box(), records(300)
+    with keeper(tmp_path / "k") as running:
+        async with await KeeperClient.connect(running.url) as client:
+            stored: list[int] = []
+            cursors = await client.push(family, sent, on_stored=lambda r, c: stored.append(c))
+            assert cursors == stored == list(range(1, 301))
+            again = await client.push(family, sent[:5])  # a retry duplicates nothing
+            assert again == [1, 2, 3, 4, 5]
+        async with await KeeperClient.connect(running.url) as client:  # a new connection
+            oldest = await pull_all(client, family)
+            assert [p.data for p in oldest] == [r.data for r in sent]  # across two pages
+            assert [p.item for p in oldest] == [family.item_id(r.name) for r in sent]
+            newest = [p async for p in client.pull_newest(family)]
+            assert newest == oldest[::-1]
+            resumed = await pull_all(client, family, after=oldest[199].cursor)
+            assert resumed == oldest[200:]
+            below = [p async for p in client.pull_newest(family, before=oldest[10].cursor)]
+            assert below == oldest[:10][::-1]
+
+
+async def test_an_abandoned_pull_leaves_the_connection_usable(tmp_path: Path) -> None:
+    family = box()
+    with keeper(tmp_path / "k") as running:
+        async with await KeeperClient.connect(running.url) as client:
+            await client.push(family, records(40))
+            pulls = client.pull(family)
+            first = await anext(pulls)
+            await pulls.aclose()  # stopped after one item: the rest of the page is dropped
+            assert first.cursor == 1
+            assert len(await pull_all(client, family)) == 40
+            assert await client.push(family, records(1, "more")) == [41]
+
+
+# --- who may read and write -----------------------------------------------------------------
+
+
+async def test_a_non_member_can_neither_read_nor_write_a_mailbox(tmp_path: Path) -> None:
+    family, outsider = box(), box("an outsider's guess")
+    claimed = dataclasses.replace(outsider, id=family.id)  # its own key, the family's id
+    with keeper(tmp_path / "k") as running:
+        async with await KeeperClient.connect(running.url) as client:
+            await client.push(family, records(3))
+        async with await KeeperClient.connect(running.url) as client:
+            with pytest.raises(KeeperRefused) as refused:
+                await client.push(claimed, records(1, "spam"))
+            assert refused.value.code is Refusal.BAD_PROOF
+            with pytest.raises(KeeperRefused):
+                await pull_all(client, claimed)
+            assert await pull_all(client, outsider) == []  # its own mailbox: empty
+        async with await KeeperClient.connect(running.url) as client:
+            assert len(await pull_all(client, family)) == 3  # nothing was added
+
+
+async def test_a_replayed_proof_is_refused(tmp_path: Path) -> None:
+    family = box()
+    with keeper(tmp_path / "k") as running:
+        async with connect(running.url, compression=None) as first:
+            challenge = decode(bytes(await first.recv()), from_client=False)
+            assert isinstance(challenge, Challenge)
+            recorded = encode(Prove(request=1, proof=family.prove(challenge.nonce)))
+            await first.send(recorded)
+            assert not isinstance(decode(bytes(await first.recv()), from_client=False), Refused)
+        async with connect(running.url, compression=None) as second:
+            fresh = decode(bytes(await second.recv()), from_client=False)
+            assert isinstance(fresh, Challenge) and fresh.nonce != challenge.nonce
+            await second.send(recorded)  # the eavesdropper's replay on a new connection
+            answer = decode(bytes(await second.recv()), from_client=False)
+            assert answer == Refused(request=1, code=Refusal.BAD_PROOF)
+
+
+# --- quotas, disk full, retention -----------------------------------------------------------
+
+
+async def test_a_full_mailbox_is_refused_with_its_reason_and_others_go_on(tmp_path: Path) -> None:
+    family, friends = box(), box("friends")
+    with keeper(tmp_path / "k", "--quota", "64K") as running:
+        async with await KeeperClient.connect(running.url) as client:
+            acked: list[Record] = []
+            with pytest.raises(KeeperRefused) as refused:
+                await client.push(
+                    family, records(80, size=900), on_stored=lambda r, c: acked.append(r)
+                )
+            assert refused.value.code is Refusal.MAILBOX_FULL
+            assert 0 < len(acked) < 80
+            pulled = await pull_all(client, family)
+            assert [p.data for p in pulled] == [r.data for r in acked]
+            assert await client.push(friends, records(3)) == [1, 2, 3]  # another mailbox
+            assert await client.delete(family, [r.name for r in acked[:10]]) == 10
+            assert len(await client.push(family, records(5, "after delete", 900))) == 5
+
+
+async def test_a_full_disk_is_a_typed_refusal_and_keeps_what_was_stored(tmp_path: Path) -> None:
+    family = box()
+    with keeper(tmp_path / "k", "--max-disk", "2M") as running:
+        async with await KeeperClient.connect(running.url) as client:
+            acked: list[Record] = []
+            with pytest.raises(KeeperRefused) as refused:
+                await client.push(
+                    family, records(40, size=200_000), on_stored=lambda r, c: acked.append(r)
+                )
+            assert refused.value.code is Refusal.KEEPER_FULL
+            assert acked and [p.data for p in await pull_all(client, family)] == [
+                r.data for r in acked
+            ]
+
+
+async def test_retention_purges_old_items(tmp_path: Path) -> None:
+    family = box()
+    sent = records(3, size=3000)
+    with keeper(tmp_path / "k", "--retention", str(1.5 / 86400)) as running:
+        async with await KeeperClient.connect(running.url) as client:
+            await client.push(family, sent)
+            assert len(await pull_all(client, family)) == 3
+            stored = everything_under(running.data)
+            assert any(p in stored for p in pieces(family.item_id(sent[0].name)))
+            await asyncio.sleep(2.0)
+            assert await pull_all(client, family) == []  # never served once expired
+            await asyncio.sleep(0.5)  # and the sweep (every retention / 8) purged them
+    leftover = everything_under(tmp_path / "k")
+    for record in sent:
+        assert not any(p in leftover for p in pieces(family.item_id(record.name)))
+
+
+# --- delete purges --------------------------------------------------------------------------
+
+
+async def test_delete_purges_every_byte_from_the_data_directory(tmp_path: Path) -> None:
+    family = box()
+    doomed, kept = records(20, "doomed", 5000), records(20, "kept", 5000)
+    replay = make_rng("seal")  # the client's nonces, so the stored bytes are known
+    canaries = {r.name: family.seal(replay, r.name, r.data) for r in doomed}
+    with keeper(tmp_path / "k") as running:
+        async with await KeeperClient.connect(running.url, rng=make_rng("seal")) as client:
+            await client.push(family, doomed)
+            await client.push(family, kept)
+            stored = everything_under(running.data)
+            for sealed in canaries.values():
+                assert all(p in stored for p in pieces(sealed.payload[-64:]))  # the scan works
+            assert await client.delete(family, [r.name for r in doomed]) == 20
+            assert [p.data for p in await pull_all(client, family)] == [r.data for r in kept]
+            after = everything_under(running.data)  # while the keeper still runs
+    stopped = everything_under(tmp_path / "k")  # and after it stopped (checkpointed)
+    for sealed in canaries.values():
+        for piece in [*pieces(sealed.payload, 32, 256), *pieces(sealed.id)]:
+            assert piece not in after
+            assert piece not in stopped
+
+
+# --- what the keeper learns -----------------------------------------------------------------
+
+
+def family_with_posts(
+    net: SimNetwork, name: str, texts: list[str]
+) -> tuple[Hostile, list[Record], dict[str, bytes]]:
+    """A two-member group with ``texts`` posted: its newest epoch's kit, its entries as keeper
+    records (``[wire, body]`` named by entry id), and every identifying value."""
+    alice, bob = net.add_device(f"{name}-alice"), net.add_device(f"{name}-bob")
+    group = net.create_group(alice, f"{name} group")
+    alice.replica(group).add(bob.person_id, f"{name} Bob", [bob.grant()], now=net.clock.advance())
+    net.settle(group)
+    for text in texts:
+        write_app_op(net, alice, group, AppOp(Kind.POST, text=text))
+    net.settle(group)
+    kit = Hostile.of_sim(alice, group)
+    found: list[Record] = []
+    for device in (alice, bob):
+        for stored in alice.store.entries(group, device.device_id):
+            wire = [stored.entry.wire, stored.body if stored.body is not None else b""]
+            found.append(Record(name=bytes(stored.entry.id), data=encoding.encode(wire)))
+    secrets = {"group id": bytes(group)}
+    for device in (alice, bob):
+        secrets |= {
+            f"{device.name} device": bytes(device.device_id),
+            f"{device.name} person": bytes(device.person_id),
+            f"{device.name} name": device.name.encode(),
+        }
+    for text in texts:
+        secrets[f"post {text[:10]}"] = text.encode()
+    for record in found:
+        secrets[f"entry {record.name[:4].hex()}"] = record.name
+        secrets[f"wire {record.name[:4].hex()}"] = record.data
+    epochs = kit.keys()  # a list, oldest first
+    for key in epochs:
+        secrets[f"control {key.number}"] = key.control.secret_bytes()
+        secrets[f"commitment {key.number}"] = key.commitment
+    return kit, found, secrets
+
+
+async def test_the_keeper_sees_no_group_key_name_or_text_and_groups_share_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    net = SimNetwork(seed=16)
+    texts = ["Landed in Oxford, the canary is singing", "Seattle says hello back, canary two"]
+    kits, wire = {}, []
+    secrets: dict[str, bytes] = {}
+    tapped: list[tuple[Flow, bytes]] = []
+    data = tmp_path / "k"
+    async with KeeperServer(data, tap=lambda flow, raw: tapped.append((flow, raw))) as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        for name in ("family", "friends"):
+            kit, found, named = family_with_posts(net, name, texts)
+            secrets |= {f"{name} {k}": v for k, v in named.items()}
+            mailbox = Mailbox.derive(kit.keys()[-1].control.secret_bytes())
+            kits[name] = mailbox
+            async with await KeeperClient.connect(url) as client:
+                await client.push(mailbox, found)
+                back = await pull_all(client, mailbox)
+                assert {p.data for p in back} == {r.data for r in found}
+                wire.append([p.item for p in back])
+        stored_ids = {m: server.store.usage(m.id).items for m in kits.values()}
+    assert all(stored_ids.values())
+    everything = b"".join(raw for _, raw in tapped) + everything_under(data)
+    assert {flow for flow, _ in tapped} == {Flow.RECEIVED, Flow.SENT}
+    for name, secret in secrets.items():
+        for piece in pieces(secret):
+            assert piece not in everything, name
+            assert piece.hex() not in caplog.text, name
+    family, friends = kits["family"], kits["friends"]
+    assert family.id != friends.id and not set(wire[0]) & set(wire[1])
+
+
+# --- crash safety ---------------------------------------------------------------------------
+
+LOST_CONNECTION = (ConnectionClosed, OSError, TimeoutError)
+
+
+async def until_killed(running: Keeper, delay: float, work: Awaitable[None]) -> None:
+    """Run ``work`` against ``running`` and SIGKILL the keeper ``delay`` seconds in."""
+
+    async def kill_later() -> None:
+        await asyncio.sleep(delay)
+        running.kill()
+
+    killer = asyncio.create_task(kill_later())
+    try:
+        await work
+    except LOST_CONNECTION:
+        pass
+    finally:
+        await killer
+
+
+async def check_invariants(
+    client: KeeperClient, mailbox: Mailbox, attempted: dict[bytes, bytes], acked: set[bytes]
+) -> list[Pulled]:
+    """Everything acknowledged is there, once, and nothing else is."""
+    pulled = await pull_all(client, mailbox)
+    items = [p.item for p in pulled]
+    assert len(items) == len(set(items)), "an item is duplicated"
+    pushed = {mailbox.item_id(name): data for name, data in attempted.items()}
+    assert all(pushed[p.item] == p.data for p in pulled)
+    lost = {mailbox.item_id(name) for name in acked} - set(items)
+    assert not lost, f"{len(lost)} acknowledged items lost"
+    return pulled
+
+
+async def push_trial(
+    running: Keeper, mailbox: Mailbox, batch: list[Record], acked: set[bytes]
+) -> None:
+    async with await KeeperClient.connect(running.url) as client:
+        await client.push(mailbox, batch, on_stored=lambda record, _: acked.add(record.name))
+
+
+async def pull_trial(running: Keeper, mailbox: Mailbox, got: list[Pulled]) -> None:
+    async with await KeeperClient.connect(running.url) as client:
+        async for pulled in client.pull(mailbox, after=got[-1].cursor if got else 0):
+            got.append(pulled)
+
+
+@pytest.mark.slow
+async def test_sigkill_at_random_moments_loses_nothing_acknowledged_and_duplicates_nothing(
+    tmp_path: Path,
+) -> None:
+    data, family = tmp_path / "k", box()
+    chance = random.Random(os.urandom(8))
+    attempted: dict[bytes, bytes] = {}
+    acked: set[bytes] = set()
+    for trial in range(12):  # 12 trials: pushes killed at a random moment
+        running = start_keeper(data)
+        async with await KeeperClient.connect(running.url) as client:
+            await check_invariants(client, family, attempted, acked)
+        batch = records(150, f"t{trial}-", 2000)
+        attempted |= {r.name: r.data for r in batch}
+        await until_killed(
+            running, chance.uniform(0.02, 0.5), push_trial(running, family, batch, acked)
+        )
+    assert acked and len(acked) < len(attempted)  # some kills did land mid-push
+    got: list[Pulled] = []
+    for _ in range(10):  # 10 trials: pulls killed at a random moment, each resuming
+        running = start_keeper(data)
+        await until_killed(running, chance.uniform(0.02, 0.3), pull_trial(running, family, got))
+    with keeper(data) as running:
+        async with await KeeperClient.connect(running.url) as client:
+            got += await pull_all(client, family, after=got[-1].cursor if got else 0)
+            assert got == await check_invariants(client, family, attempted, acked)
+            retry = [Record(name=n, data=d) for n, d in attempted.items() if n not in acked]
+            await client.push(family, retry)  # what was never acknowledged, pushed again
+            final = await check_invariants(client, family, attempted, set(attempted))
+    assert len(final) == len(attempted)  # everything, exactly once
+
+
+# --- bounded memory -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_mailbox_far_larger_than_any_buffer_streams_in_bounded_memory(
+    tmp_path: Path,
+) -> None:
+    family, size, count = box(), 1 << 20, 96  # 96 MiB in one mailbox
+    with keeper(tmp_path / "k") as running:
+        async with await KeeperClient.connect(running.url) as client:
+            baseline = running.peak_memory()
+            for start in range(0, count, 8):
+                batch = [
+                    Record(name=f"big{i}".encode(), data=bytes([i]) * size)
+                    for i in range(start, start + 8)
+                ]
+                await client.push(family, batch)
+            seen = 0
+            async for pulled in client.pull(family):
+                assert pulled.data == bytes([seen]) * size
+                seen += 1
+            assert seen == count
+            grown = running.peak_memory() - baseline
+    assert grown < 24 * (1 << 20), f"the keeper grew by {grown >> 20} MiB for a 96 MiB mailbox"
