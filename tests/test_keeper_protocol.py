@@ -114,14 +114,14 @@ BOX = mailbox()
 ITEM = BOX.seal(make_rng("n"), b"x", b"hello")
 CLIENT_MESSAGES = [
     Prove(request=1, proof=BOX.prove(CHALLENGE)),
-    Push(request=2, mailbox=BOX.id, item=ITEM),
+    Push(request=2, mailbox=BOX.id, items=(ITEM, BOX.seal(make_rng("m"), b"y", bytes(5000)))),
     Pull(request=3, mailbox=BOX.id, after=5, before=9, newest_first=True, limit=7),
     Delete(request=4, mailbox=BOX.id, items=(ITEM.id, BOX.item_id(b"y"))),
 ]
 KEEPER_MESSAGES = [
     Challenge(nonce=CHALLENGE),
     Proved(request=1),
-    Stored(request=2, cursor=1, duplicate=True),
+    Stored(request=2, cursors=(1, 7), duplicates=(True, False)),
     Item(request=3, cursor=8, item=ITEM),
     End(request=3, more=False),
     Deleted(request=4, count=2),
@@ -174,7 +174,7 @@ def test_nothing_before_a_proof_and_everything_after() -> None:
         refused = keeper.receive(type(message)(**{**_fields(message), "request": request}))
         assert refused == Refused(request=request, code=Refusal.NOT_PROVED)
     assert keeper.receive(Prove(request=10, proof=BOX.prove(CHALLENGE))) == Proved(request=10)
-    assert isinstance(keeper.receive(Push(request=11, mailbox=BOX.id, item=ITEM)), Store)
+    assert isinstance(keeper.receive(Push(request=11, mailbox=BOX.id, items=(ITEM,))), Store)
     assert isinstance(keeper.receive(Pull(request=12, mailbox=BOX.id)), Read)
     purge = keeper.receive(Delete(request=13, mailbox=BOX.id, items=(ITEM.id,)))
     assert purge == Purge(request=13, mailbox=BOX.id, items=(ITEM.id,))
@@ -208,9 +208,9 @@ def test_connection_quotas_refuse_with_their_reason() -> None:
     assert keeper.receive(Prove(request=2, proof=other)) == Refused(
         request=2, code=Refusal.TOO_MANY_MAILBOXES
     )
-    for request in (3, 4):
-        assert isinstance(keeper.receive(Push(request=request, mailbox=BOX.id, item=ITEM)), Store)
-    assert keeper.receive(Push(request=5, mailbox=BOX.id, item=ITEM)) == Refused(
+    two = Push(request=3, mailbox=BOX.id, items=(ITEM, ITEM))
+    assert isinstance(keeper.receive(two), Store)
+    assert keeper.receive(Push(request=5, mailbox=BOX.id, items=(ITEM,))) == Refused(
         request=5, code=Refusal.CONNECTION_FULL
     )
 
@@ -230,7 +230,11 @@ def test_the_client_machine_matches_answers_to_requests() -> None:
 
 @pytest.mark.parametrize(
     "answer",
-    [Stored(request=1, cursor=1, duplicate=False), Proved(request=2), Challenge(nonce=CHALLENGE)],
+    [
+        Stored(request=1, cursors=(1,), duplicates=(False,)),
+        Proved(request=2),
+        Challenge(nonce=CHALLENGE),
+    ],
 )
 def test_the_client_machine_refuses_what_answers_nothing(answer: object) -> None:
     client = ClientMachine()
@@ -238,6 +242,14 @@ def test_the_client_machine_refuses_what_answers_nothing(answer: object) -> None
     client.send(Pull(request=client.next_request(), mailbox=BOX.id))
     with pytest.raises(RemoteProtocolError):
         client.receive(answer)  # type: ignore[arg-type]
+
+
+def test_a_stored_must_answer_every_item_of_its_push() -> None:
+    client = ClientMachine()
+    client.receive(Challenge(nonce=CHALLENGE))
+    push = client.send(Push(request=client.next_request(), mailbox=BOX.id, items=(ITEM, ITEM)))
+    with pytest.raises(RemoteProtocolError):
+        client.receive(Stored(request=push.request, cursors=(1,), duplicates=(False,)))
 
 
 def test_an_error_from_the_keeper_is_raised_with_its_code() -> None:

@@ -235,8 +235,8 @@ class KeeperServer:
 
     async def _perform(self, conn: ServerConnection, action: Action) -> None:
         match action:
-            case Store(request=request, mailbox=mailbox, item=item):
-                await self._send(conn, self._store_item(request, mailbox, item))
+            case Store(request=request, mailbox=mailbox, items=items):
+                await self._send(conn, self._store_items(request, mailbox, items))
             case Read():
                 await self._stream(conn, action)
             case Purge(request=request, mailbox=mailbox, items=items):
@@ -245,16 +245,18 @@ class KeeperServer:
             case _:
                 assert_never(action)
 
-    def _store_item(self, request: int, mailbox: bytes, item: SealedItem) -> KeeperMessage:
+    def _store_items(
+        self, request: int, mailbox: bytes, items: tuple[SealedItem, ...]
+    ) -> KeeperMessage:
+        pairs = [(item.id, item.payload) for item in items]
         try:
-            cursor, duplicate = self.store.put(
-                mailbox, item.id, item.payload, int(time.time() * 1000)
-            )
+            stored = self.store.put(mailbox, pairs, int(time.time() * 1000))
         except MailboxFull:
             return Refused(request=request, code=Refusal.MAILBOX_FULL)
         except KeeperFull:
             return Refused(request=request, code=Refusal.KEEPER_FULL)
-        return Stored(request=request, cursor=cursor, duplicate=duplicate)
+        cursors, duplicates = zip(*stored, strict=True)
+        return Stored(request=request, cursors=cursors, duplicates=duplicates)
 
     async def _stream(self, conn: ServerConnection, read: Read) -> None:
         """One page: each item read from disk just before it is sent."""

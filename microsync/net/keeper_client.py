@@ -10,7 +10,8 @@ ciphertext under opaque ids.
 
 Resumable both ways, at item granularity:
 
-* **push**: :meth:`KeeperClient.push` returns (and reports through ``on_stored``) the cursor
+* **push**: records go in batches (one PUSH, one commit, up to 64 items) with a few batches
+  in flight. :meth:`KeeperClient.push` returns (and reports through ``on_stored``) the cursor
   of each record the keeper has committed. A caller that lost the connection pushes again what
   it was not told was stored; the keeper answers a record it already holds with its cursor
   (``duplicate``), so a retry never duplicates anything.
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -35,8 +36,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from microsync.crypto.random import Rng, system_rng
 from microsync.errors import LocalProtocolError, RemoteProtocolError
-from microsync.group.mailbox import ItemId, Mailbox, MailboxId
+from microsync.group.mailbox import ItemId, Mailbox, MailboxId, SealedItem
 from microsync.protocol.keeper import (
+    MAX_BATCH,
     MAX_DELETE,
     MAX_MESSAGE,
     MAX_PAGE,
@@ -61,8 +63,12 @@ __all__ = ["KeeperClient", "Pulled", "Record"]
 
 T = TypeVar("T")
 
-PUSH_WINDOW: Final = 16
-"""Pushes in flight before the client waits for the first answer."""
+PUSH_WINDOW: Final = 4
+"""PUSH messages in flight before the client waits for the first answer."""
+ITEM_ROOM: Final = 48
+"""CBOR framing of one item inside a PUSH."""
+BATCH_BYTES: Final = MAX_MESSAGE - 512
+"""Sealed bytes one PUSH carries at most (it then fits the largest bucket)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,26 +193,26 @@ class KeeperClient:
         on_stored: Callable[[Record, int], None] | None,
     ) -> list[int]:
         cursors: list[int] = []
-        in_flight: deque[tuple[int, Record]] = deque()
+        in_flight: deque[tuple[int, list[Record]]] = deque()
         refusals: list[KeeperRefused] = []
 
         async def settle() -> None:
-            request, record = in_flight.popleft()
+            request, batch = in_flight.popleft()
             answer = await self._answer(request)
             if isinstance(answer, Refused):
                 refusals.append(KeeperRefused(answer.code))
                 return
-            cursors.append(_expect(answer, Stored).cursor)
-            if on_stored is not None:
-                on_stored(record, cursors[-1])
+            for record, cursor in zip(batch, _expect(answer, Stored).cursors, strict=True):
+                cursors.append(cursor)
+                if on_stored is not None:
+                    on_stored(record, cursor)
 
-        for record in records:
+        for batch, sealed in self._batches(mailbox, records):
             if refusals:
                 break
-            sealed = mailbox.seal(self._rng, record.name, record.data)
-            push = Push(request=self._machine.next_request(), mailbox=mailbox.id, item=sealed)
+            push = Push(request=self._machine.next_request(), mailbox=mailbox.id, items=sealed)
             await self._send(push)
-            in_flight.append((push.request, record))
+            in_flight.append((push.request, batch))
             if len(in_flight) >= PUSH_WINDOW:
                 await settle()
         while in_flight:
@@ -214,6 +220,26 @@ class KeeperClient:
         if refusals:
             raise refusals[0]
         return cursors
+
+    def _batches(
+        self, mailbox: Mailbox, records: Iterable[Record]
+    ) -> Iterator[tuple[list[Record], tuple[SealedItem, ...]]]:
+        """Records sealed and grouped into PUSH messages (at most ``MAX_BATCH`` items, one
+        largest bucket), sealed only as they are sent."""
+        batch: list[Record] = []
+        sealed: list[SealedItem] = []
+        size = 0
+        for record in records:
+            item = mailbox.seal(self._rng, record.name, record.data)
+            cost = len(item.payload) + ITEM_ROOM
+            if batch and (len(batch) == MAX_BATCH or size + cost > BATCH_BYTES):
+                yield batch, tuple(sealed)
+                batch, sealed, size = [], [], 0
+            batch.append(record)
+            sealed.append(item)
+            size += cost
+        if batch:
+            yield batch, tuple(sealed)
 
     async def _pull(
         self, mailbox: Mailbox, *, after: int = 0, before: int = 0, newest_first: bool

@@ -15,12 +15,12 @@ layout the kind fixes:
     kind     code body                                                 direction
     ======== ==== ==================================================== ===============
     PROVE    1    [request, mailbox, public key, signature]            client -> keeper
-    PUSH     2    [request, mailbox, item id, payload]                 client -> keeper
+    PUSH     2    [request, mailbox, [[item id, payload], ...]]        client -> keeper
     PULL     3    [request, mailbox, after, before, newest_first, n]   client -> keeper
     DELETE   4    [request, mailbox, [item id, ...]]                   client -> keeper
     CHALLENGE 16  [nonce]                                              keeper -> client
     PROVED   17   [request]                                            keeper -> client
-    STORED   18   [request, cursor, duplicate]                         keeper -> client
+    STORED   18   [request, [[cursor, duplicate], ...]]                keeper -> client
     ITEM     19   [request, cursor, item id, payload]                  keeper -> client
     END      20   [request, more]                                      keeper -> client
     DELETED  21   [request, count]                                     keeper -> client
@@ -28,6 +28,8 @@ layout the kind fixes:
     ERROR    23   [code]                    (then the keeper hangs up) keeper -> client
     ======== ==== ==================================================== ===============
 
+A PUSH carries 1 to :data:`MAX_BATCH` items and commits all or none of them (one fsync for
+the lot); its STORED lists each item's cursor, in order, and whether the keeper already held it.
 A cursor is the keeper's per-mailbox position of an item (1, 2, 3..., never reused). Decoding
 is strict: a bucket length, all-zero padding, a known kind for the direction, canonical CBOR,
 exact array lengths and field sizes. Anything else is a :class:`~microsync.errors.DecodeError`.
@@ -56,6 +58,7 @@ from microsync.group.mailbox import (
 
 __all__ = [
     "BUCKETS",
+    "MAX_BATCH",
     "MAX_DELETE",
     "MAX_MESSAGE",
     "MAX_PAGE",
@@ -86,10 +89,25 @@ E = TypeVar("E", bound=IntEnum)
 HEADER_SIZE: Final = 4
 ROOM: Final = 512
 """Framing room in every bucket: header, CBOR heads, request, cursor and item id."""
-BUCKETS: Final = tuple(size + ITEM_OVERHEAD + ROOM for size in ITEM_SIZES)
+_ITEM_BUCKETS: Final = tuple(size + ITEM_OVERHEAD + ROOM for size in ITEM_SIZES)
+_STEPS: Final = {m << k for k in range(13, 20) for m in (2, 3)}
+BUCKETS: Final = tuple(
+    sorted(
+        {*_ITEM_BUCKETS}
+        | {
+            s
+            for s in _STEPS
+            if s < _ITEM_BUCKETS[-1] and min(abs(s - b) for b in _ITEM_BUCKETS) > 4096
+        }
+    )
+)
+"""One item of each padded size fits its own bucket exactly; the steps between them (2 and 3
+times powers of two) keep a batch of small items from padding by more than half."""
 MAX_MESSAGE: Final = BUCKETS[-1]
 MAX_PAGE: Final = 256
 """The most items one PULL asks for (the keeper sends them one message each)."""
+MAX_BATCH: Final = 64
+"""The most items one PUSH carries."""
 MAX_DELETE: Final = 256
 """The most item ids one DELETE names."""
 MAX_PAYLOAD: Final = ITEM_SIZES[-1] + ITEM_OVERHEAD
@@ -147,7 +165,7 @@ class Prove:
 class Push:
     request: int
     mailbox: MailboxId
-    item: SealedItem
+    items: tuple[SealedItem, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,9 +200,11 @@ class Proved:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Stored:
+    """Each pushed item's cursor, and whether the keeper held it already, in push order."""
+
     request: int
-    cursor: int
-    duplicate: bool
+    cursors: tuple[int, ...]
+    duplicates: tuple[bool, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -246,8 +266,8 @@ def _fields(message: Message) -> tuple[Kind, list[Value]]:
     match message:
         case Prove(request=r, proof=p):
             return Kind.PROVE, [r, p.mailbox, bytes(p.key), p.signature]
-        case Push(request=r, mailbox=m, item=item):
-            return Kind.PUSH, [r, m, item.id, item.payload]
+        case Push(request=r, mailbox=m, items=items):
+            return Kind.PUSH, [r, m, [[item.id, item.payload] for item in items]]
         case Pull(request=r, mailbox=m, after=a, before=b, newest_first=n, limit=k):
             return Kind.PULL, [r, m, a, b, n, k]
         case Delete(request=r, mailbox=m, items=items):
@@ -256,8 +276,8 @@ def _fields(message: Message) -> tuple[Kind, list[Value]]:
             return Kind.CHALLENGE, [nonce]
         case Proved(request=r):
             return Kind.PROVED, [r]
-        case Stored(request=r, cursor=c, duplicate=d):
-            return Kind.STORED, [r, c, d]
+        case Stored(request=r, cursors=cursors, duplicates=duplicates):
+            return Kind.STORED, [r, [[c, d] for c, d in zip(cursors, duplicates, strict=True)]]
         case Item(request=r, cursor=c, item=item):
             return Kind.ITEM, [r, c, item.id, item.payload]
         case End(request=r, more=more):
@@ -332,8 +352,8 @@ def _item(item_id: Value, payload: Value) -> SealedItem:
 
 
 def _parse(kind: Kind, body: Value) -> Message:
-    counts = {Kind.PROVE: 4, Kind.PUSH: 4, Kind.PULL: 6, Kind.DELETE: 3, Kind.CHALLENGE: 1}
-    counts |= {Kind.PROVED: 1, Kind.STORED: 3, Kind.ITEM: 4, Kind.END: 2, Kind.DELETED: 2}
+    counts = {Kind.PROVE: 4, Kind.PUSH: 3, Kind.PULL: 6, Kind.DELETE: 3, Kind.CHALLENGE: 1}
+    counts |= {Kind.PROVED: 1, Kind.STORED: 2, Kind.ITEM: 4, Kind.END: 2, Kind.DELETED: 2}
     counts |= {Kind.REFUSED: 2, Kind.ERROR: 1}
     f = expect_list(body, kind.name.lower(), counts[kind])
     if kind in CLIENT_KINDS:
@@ -351,7 +371,11 @@ def _parse_client(kind: Kind, f: list[Value]) -> ClientMessage:
                 request=request, proof=Proof(mailbox=mailbox, key=key, signature=signature)
             )
         case Kind.PUSH:
-            return Push(request=request, mailbox=mailbox, item=_item(f[2], f[3]))
+            pairs = expect_list(f[2], "items")
+            if not 0 < len(pairs) <= MAX_BATCH:
+                raise DecodeError(f"push: 1 to {MAX_BATCH} items")
+            items = tuple(_item(*expect_list(pair, "item", 2)) for pair in pairs)
+            return Push(request=request, mailbox=mailbox, items=items)
         case Kind.PULL:
             after, before = _cursor(f[2]), _cursor(f[3])
             newest_first = _bool(f[4], "newest_first")
@@ -368,8 +392,8 @@ def _parse_client(kind: Kind, f: list[Value]) -> ClientMessage:
             ids = expect_list(f[2], "items")
             if not 0 < len(ids) <= MAX_DELETE:
                 raise DecodeError(f"delete: 1 to {MAX_DELETE} item ids")
-            items = tuple(ItemId(_id(i, "item")) for i in ids)
-            return Delete(request=request, mailbox=mailbox, items=items)
+            names = tuple(ItemId(_id(i, "item")) for i in ids)
+            return Delete(request=request, mailbox=mailbox, items=names)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -380,9 +404,12 @@ def _parse_keeper(kind: Kind, f: list[Value]) -> KeeperMessage:
         case Kind.PROVED:
             return Proved(request=_request(f[0]))
         case Kind.STORED:
-            return Stored(
-                request=_request(f[0]), cursor=_cursor(f[1], 1), duplicate=_bool(f[2], "dup")
-            )
+            pairs = [expect_list(pair, "stored", 2) for pair in expect_list(f[1], "stored")]
+            if not 0 < len(pairs) <= MAX_BATCH:
+                raise DecodeError(f"stored: 1 to {MAX_BATCH} cursors")
+            cursors = tuple(_cursor(c, 1) for c, _ in pairs)
+            duplicates = tuple(_bool(d, "duplicate") for _, d in pairs)
+            return Stored(request=_request(f[0]), cursors=cursors, duplicates=duplicates)
         case Kind.ITEM:
             return Item(request=_request(f[0]), cursor=_cursor(f[1], 1), item=_item(f[2], f[3]))
         case Kind.END:

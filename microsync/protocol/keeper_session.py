@@ -77,7 +77,7 @@ class ConnectionLimits:
 class Store:
     request: int
     mailbox: MailboxId
-    item: SealedItem
+    items: tuple[SealedItem, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,8 +136,8 @@ class KeeperRules:
         match message:
             case Prove(request=request, proof=proof):
                 return self._prove(request, proof)
-            case Push(request=request, mailbox=mailbox, item=item):
-                return self._gate(request, mailbox) or self._push(request, mailbox, item)
+            case Push(request=request, mailbox=mailbox, items=items):
+                return self._gate(request, mailbox) or self._push(request, mailbox, items)
             case Pull(request=r, mailbox=m, after=a, before=b, newest_first=n, limit=k):
                 read = Read(request=r, mailbox=m, after=a, before=b, newest_first=n, limit=k)
                 return self._gate(r, m) or read
@@ -167,11 +167,14 @@ class KeeperRules:
         self.proved.add(proof.mailbox)
         return Proved(request=request)
 
-    def _push(self, request: int, mailbox: MailboxId, item: SealedItem) -> Refused | Store:
-        if self.pushed_bytes + len(item.payload) > self.limits.max_bytes:
+    def _push(
+        self, request: int, mailbox: MailboxId, items: tuple[SealedItem, ...]
+    ) -> Refused | Store:
+        size = sum(len(item.payload) for item in items)
+        if self.pushed_bytes + size > self.limits.max_bytes:
             return Refused(request=request, code=Refusal.CONNECTION_FULL)
-        self.pushed_bytes += len(item.payload)
-        return Store(request=request, mailbox=mailbox, item=item)
+        self.pushed_bytes += size
+        return Store(request=request, mailbox=mailbox, items=items)
 
 
 # --- the client's machine ------------------------------------------------------------------
@@ -216,6 +219,7 @@ class ClientMachine:
     last_request: int = 0
     pulled: dict[int, int] = field(default_factory=dict)  # pull request -> items so far
     limits: dict[int, int] = field(default_factory=dict)  # pull request -> its limit
+    pushed: dict[int, int] = field(default_factory=dict)  # push request -> items in it
 
     def next_request(self) -> int:
         """A fresh request number (they strictly increase)."""
@@ -231,6 +235,8 @@ class ClientMachine:
         self.pending[message.request] = _ask_of(message)
         if isinstance(message, Pull):
             self.pulled[message.request], self.limits[message.request] = 0, message.limit
+        if isinstance(message, Push):
+            self.pushed[message.request] = len(message.items)
         return message
 
     def receive(self, message: KeeperMessage) -> bool:
@@ -260,9 +266,12 @@ class ClientMachine:
             self.pulled[message.request] += 1
             if self.pulled[message.request] > self.limits.get(message.request, MAX_PAGE):
                 raise RemoteProtocolError("more items than the pull asked for")
+        if isinstance(message, Stored) and len(message.cursors) != self.pushed.get(message.request):
+            raise RemoteProtocolError("a STORED that does not match its PUSH")
         if type(message) in final:
             del self.pending[message.request]
             self.pulled.pop(message.request, None)
             self.limits.pop(message.request, None)
+            self.pushed.pop(message.request, None)
             return True
         return False

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 One database file, ``keeper.sqlite3`` under the keeper's data directory, in WAL mode with
-``synchronous=FULL`` (a returned :meth:`KeeperStore.put` survives ``kill -9`` and power loss)
+``synchronous=FULL`` (what :meth:`KeeperStore.put` returned survives ``kill -9`` and power loss)
 and ``secure_delete=ON`` (a deleted payload's bytes are overwritten, not left in free pages).
 After a delete or an expiry the WAL is checkpointed and truncated, so no copy of a purged item
 stays in the log either.
@@ -105,37 +105,42 @@ class KeeperStore:
     def close(self) -> None:
         self._db.close()
 
-    def put(self, mailbox: bytes, item: bytes, payload: bytes, now_ms: int) -> tuple[int, bool]:
-        """Store ``payload`` as ``item``; ``(cursor, duplicate)`` once committed."""
+    def put(
+        self, mailbox: bytes, items: Sequence[tuple[bytes, bytes]], now_ms: int
+    ) -> list[tuple[int, bool]]:
+        """Store ``(item id, payload)`` pairs, all or none; each one's ``(cursor, duplicate)``
+        once committed. :class:`MailboxFull` if the new ones exceed the quota."""
         try:
-            return self._put(mailbox, item, payload, now_ms)
+            with self._transaction():
+                return [self._put_one(mailbox, item, payload, now_ms) for item, payload in items]
         except sqlite3.OperationalError as error:
             if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
                 raise KeeperFull("the keeper is full") from None
             raise
 
-    def _put(self, mailbox: bytes, item: bytes, payload: bytes, now_ms: int) -> tuple[int, bool]:
-        with self._transaction():
-            found = self._db.execute(
-                "SELECT cursor FROM items WHERE mailbox = ? AND item = ?", (mailbox, item)
-            ).fetchone()
-            if found is not None:
-                return int(found[0]), True
-            row = self._db.execute(
-                "SELECT next_cursor, items, bytes FROM mailboxes WHERE id = ?", (mailbox,)
-            ).fetchone()
-            cursor, items, used = row if row is not None else (1, 0, 0)
-            if used + len(payload) > self.mailbox_quota or items + 1 > self.mailbox_items:
-                raise MailboxFull("the mailbox is full")
-            self._db.execute(
-                "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
-                (mailbox, cursor, item, now_ms, len(payload), payload),
-            )
-            self._db.execute(
-                "INSERT OR REPLACE INTO mailboxes VALUES (?, ?, ?, ?)",
-                (mailbox, cursor + 1, items + 1, used + len(payload)),
-            )
-            return int(cursor), False
+    def _put_one(
+        self, mailbox: bytes, item: bytes, payload: bytes, now_ms: int
+    ) -> tuple[int, bool]:
+        found = self._db.execute(
+            "SELECT cursor FROM items WHERE mailbox = ? AND item = ?", (mailbox, item)
+        ).fetchone()
+        if found is not None:
+            return int(found[0]), True
+        row = self._db.execute(
+            "SELECT next_cursor, items, bytes FROM mailboxes WHERE id = ?", (mailbox,)
+        ).fetchone()
+        cursor, items, used = row if row is not None else (1, 0, 0)
+        if used + len(payload) > self.mailbox_quota or items + 1 > self.mailbox_items:
+            raise MailboxFull("the mailbox is full")
+        self._db.execute(
+            "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+            (mailbox, cursor, item, now_ms, len(payload), payload),
+        )
+        self._db.execute(
+            "INSERT OR REPLACE INTO mailboxes VALUES (?, ?, ?, ?)",
+            (mailbox, cursor + 1, items + 1, used + len(payload)),
+        )
+        return int(cursor), False
 
     def page(
         self,
