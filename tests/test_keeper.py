@@ -328,20 +328,24 @@ async def test_sigkill_at_random_moments_loses_nothing_acknowledged_and_duplicat
     chance = random.Random(os.urandom(8))
     attempted: dict[bytes, bytes] = {}
     acked: set[bytes] = set()
+    interrupted = 0
     for trial in range(12):  # 12 trials: pushes killed at a random moment
         running = start_keeper(data)
         async with await KeeperClient.connect(running.url) as client:
             await check_invariants(client, family, attempted, acked)
-        batch = records(150, f"t{trial}-", 2000)
+        batch = records(2000, f"t{trial}-", 1000)
         attempted |= {r.name: r.data for r in batch}
+        before = len(acked)
         await until_killed(
-            running, chance.uniform(0.02, 0.5), push_trial(running, family, batch, acked)
+            running, chance.uniform(0.0, 0.4), push_trial(running, family, batch, acked)
         )
-    assert acked and len(acked) < len(attempted)  # some kills did land mid-push
+        interrupted += len(acked) - before < len(batch)
+    assert interrupted >= 3, "too few kills landed during a push"
     got: list[Pulled] = []
     for _ in range(10):  # 10 trials: pulls killed at a random moment, each resuming
         running = start_keeper(data)
-        await until_killed(running, chance.uniform(0.02, 0.3), pull_trial(running, family, got))
+        await until_killed(running, chance.uniform(0.0, 0.3), pull_trial(running, family, got))
+        assert len({p.item for p in got}) == len(got)
     with keeper(data) as running:
         async with await KeeperClient.connect(running.url) as client:
             got += await pull_all(client, family, after=got[-1].cursor if got else 0)

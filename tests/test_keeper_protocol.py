@@ -28,7 +28,7 @@ from microsync.protocol.keeper import (
     End,
     Error,
     ErrorCode,
-    Item,
+    Items,
     KeeperError,
     Prove,
     Proved,
@@ -122,7 +122,7 @@ KEEPER_MESSAGES = [
     Challenge(nonce=CHALLENGE),
     Proved(request=1),
     Stored(request=2, cursors=(1, 7), duplicates=(True, False)),
-    Item(request=3, cursor=8, item=ITEM),
+    Items(request=3, cursors=(8, 9), items=(ITEM, ITEM)),
     End(request=3, more=False),
     Deleted(request=4, count=2),
     Refused(request=5, code=Refusal.MAILBOX_FULL),
@@ -222,10 +222,10 @@ def test_the_client_machine_matches_answers_to_requests() -> None:
     client = ClientMachine()
     assert client.receive(Challenge(nonce=CHALLENGE)) is False
     pull = client.send(Pull(request=client.next_request(), mailbox=BOX.id, limit=2))
-    assert client.receive(Item(request=pull.request, cursor=1, item=ITEM)) is False
-    assert client.receive(Item(request=pull.request, cursor=2, item=ITEM)) is False
+    assert client.receive(Items(request=pull.request, cursors=(1,), items=(ITEM,))) is False
+    assert client.receive(Items(request=pull.request, cursors=(2,), items=(ITEM,))) is False
     with pytest.raises(RemoteProtocolError):  # more than asked for
-        client.receive(Item(request=pull.request, cursor=3, item=ITEM))
+        client.receive(Items(request=pull.request, cursors=(3,), items=(ITEM,)))
 
 
 @pytest.mark.parametrize(

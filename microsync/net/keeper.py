@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -38,13 +38,16 @@ from microsync.group.mailbox import CHALLENGE_SIZE, ItemId, SealedItem
 from microsync.net.limits import ConnectionQuota, address_key
 from microsync.net.relay import Flow
 from microsync.protocol.keeper import (
+    BATCH_BYTES,
+    ITEM_ROOM,
+    MAX_BATCH,
     MAX_MESSAGE,
     ClientMessage,
     Delete,
     End,
     Error,
     ErrorCode,
-    Item,
+    Items,
     KeeperMessage,
     Prove,
     Pull,
@@ -64,7 +67,7 @@ from microsync.protocol.keeper_session import (
     Read,
     Store,
 )
-from microsync.storage.keeper_store import KeeperFull, KeeperStore, MailboxFull
+from microsync.storage.keeper_store import ItemRef, KeeperFull, KeeperStore, MailboxFull
 
 __all__ = ["KeeperLimits", "KeeperServer", "run_keeper"]
 
@@ -259,7 +262,8 @@ class KeeperServer:
         return Stored(request=request, cursors=cursors, duplicates=duplicates)
 
     async def _stream(self, conn: ServerConnection, read: Read) -> None:
-        """One page: each item read from disk just before it is sent."""
+        """One page, in ITEMS messages of at most one bucket: each batch read from disk just
+        before it is sent."""
         refs = self.store.page(
             read.mailbox,
             after=read.after,
@@ -268,11 +272,15 @@ class KeeperServer:
             limit=read.limit + 1,
             not_before_ms=self._oldest_kept_ms(),
         )
-        for ref in refs[: read.limit]:
-            payload = self.store.payload(read.mailbox, ref.cursor)
-            if payload is not None:  # deleted while this page was being sent
-                item = SealedItem(id=ItemId(ref.item), payload=payload)
-                await self._send(conn, Item(request=read.request, cursor=ref.cursor, item=item))
+        for batch in _batches(refs[: read.limit]):
+            payloads = self.store.payloads(read.mailbox, [ref.cursor for ref in batch])
+            found = [ref for ref in batch if ref.cursor in payloads]  # not deleted meanwhile
+            if found:
+                cursors = tuple(ref.cursor for ref in found)
+                items = tuple(
+                    SealedItem(id=ItemId(ref.item), payload=payloads[ref.cursor]) for ref in found
+                )
+                await self._send(conn, Items(request=read.request, cursors=cursors, items=items))
         await self._send(conn, End(request=read.request, more=len(refs) > read.limit))
 
     async def _send(self, conn: ServerConnection, message: KeeperMessage) -> None:
@@ -289,6 +297,20 @@ class KeeperServer:
         with contextlib.suppress(ConnectionClosed, TimeoutError):
             await asyncio.wait_for(self._send(conn, Error(code=code)), 1.0)
             await asyncio.wait_for(conn.close(1008, code.name.lower()), 2.0)
+
+
+def _batches(refs: list[ItemRef]) -> Iterator[list[ItemRef]]:
+    """``refs`` cut into runs that fit one ITEMS message."""
+    batch: list[ItemRef] = []
+    size = 0
+    for ref in refs:
+        if batch and (len(batch) == MAX_BATCH or size + ref.size + ITEM_ROOM > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(ref)
+        size += ref.size + ITEM_ROOM
+    if batch:
+        yield batch
 
 
 def _from_client(raw: bytes) -> ClientMessage:

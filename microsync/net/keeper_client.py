@@ -38,6 +38,8 @@ from microsync.crypto.random import Rng, system_rng
 from microsync.errors import LocalProtocolError, RemoteProtocolError
 from microsync.group.mailbox import ItemId, Mailbox, MailboxId, SealedItem
 from microsync.protocol.keeper import (
+    BATCH_BYTES,
+    ITEM_ROOM,
     MAX_BATCH,
     MAX_DELETE,
     MAX_MESSAGE,
@@ -46,7 +48,7 @@ from microsync.protocol.keeper import (
     Delete,
     Deleted,
     End,
-    Item,
+    Items,
     KeeperMessage,
     KeeperRefused,
     Prove,
@@ -65,10 +67,6 @@ T = TypeVar("T")
 
 PUSH_WINDOW: Final = 4
 """PUSH messages in flight before the client waits for the first answer."""
-ITEM_ROOM: Final = 48
-"""CBOR framing of one item inside a PUSH."""
-BATCH_BYTES: Final = MAX_MESSAGE - 512
-"""Sealed bytes one PUSH carries at most (it then fits the largest bucket)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -260,13 +258,14 @@ class KeeperClient:
                 try:
                     while True:
                         answer = await self._answer(pull.request)
-                        if not isinstance(answer, Item):
+                        if not isinstance(answer, Items):
                             more = _expect(_refusal(answer), End).more
                             break
-                        _check_order(answer.cursor, after, before)
-                        after, before = _advance(answer.cursor, after, before, newest_first)
-                        data = mailbox.open(answer.item)
-                        yield Pulled(cursor=answer.cursor, item=answer.item.id, data=data)
+                        for cursor, item in zip(answer.cursors, answer.items, strict=True):
+                            _check_order(cursor, after, before)
+                            after, before = _advance(cursor, after, before, newest_first)
+                            data = mailbox.open(item)
+                            yield Pulled(cursor=cursor, item=item.id, data=data)
                 except GeneratorExit:
                     self._abandoned.add(pull.request)
                     raise

@@ -21,7 +21,7 @@ layout the kind fixes:
     CHALLENGE 16  [nonce]                                              keeper -> client
     PROVED   17   [request]                                            keeper -> client
     STORED   18   [request, [[cursor, duplicate], ...]]                keeper -> client
-    ITEM     19   [request, cursor, item id, payload]                  keeper -> client
+    ITEMS    19   [request, [[cursor, item id, payload], ...]]         keeper -> client
     END      20   [request, more]                                      keeper -> client
     DELETED  21   [request, count]                                     keeper -> client
     REFUSED  22   [request, code]                                      keeper -> client
@@ -57,7 +57,9 @@ from microsync.group.mailbox import (
 )
 
 __all__ = [
+    "BATCH_BYTES",
     "BUCKETS",
+    "ITEM_ROOM",
     "MAX_BATCH",
     "MAX_DELETE",
     "MAX_MESSAGE",
@@ -69,7 +71,7 @@ __all__ = [
     "End",
     "Error",
     "ErrorCode",
-    "Item",
+    "Items",
     "KeeperError",
     "KeeperMessage",
     "KeeperRefused",
@@ -107,7 +109,11 @@ MAX_MESSAGE: Final = BUCKETS[-1]
 MAX_PAGE: Final = 256
 """The most items one PULL asks for (the keeper sends them one message each)."""
 MAX_BATCH: Final = 64
-"""The most items one PUSH carries."""
+"""The most items one PUSH or ITEMS carries."""
+ITEM_ROOM: Final = 48
+"""CBOR framing of one item inside a PUSH or ITEMS."""
+BATCH_BYTES: Final = MAX_MESSAGE - ROOM
+"""Sealed bytes plus ``ITEM_ROOM`` each that one batch holds at most (it fits a bucket)."""
 MAX_DELETE: Final = 256
 """The most item ids one DELETE names."""
 MAX_PAYLOAD: Final = ITEM_SIZES[-1] + ITEM_OVERHEAD
@@ -208,10 +214,12 @@ class Stored:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Item:
+class Items:
+    """Some items of a PULL's page, in the order asked for (at most ``MAX_BATCH``)."""
+
     request: int
-    cursor: int
-    item: SealedItem
+    cursors: tuple[int, ...]
+    items: tuple[SealedItem, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -240,7 +248,7 @@ class Error:
 
 
 ClientMessage = Prove | Push | Pull | Delete
-KeeperMessage = Challenge | Proved | Stored | Item | End | Deleted | Refused | Error
+KeeperMessage = Challenge | Proved | Stored | Items | End | Deleted | Refused | Error
 Message = ClientMessage | KeeperMessage
 
 
@@ -252,7 +260,7 @@ class Kind(IntEnum):
     CHALLENGE = 16
     PROVED = 17
     STORED = 18
-    ITEM = 19
+    ITEMS = 19
     END = 20
     DELETED = 21
     REFUSED = 22
@@ -278,8 +286,9 @@ def _fields(message: Message) -> tuple[Kind, list[Value]]:
             return Kind.PROVED, [r]
         case Stored(request=r, cursors=cursors, duplicates=duplicates):
             return Kind.STORED, [r, [[c, d] for c, d in zip(cursors, duplicates, strict=True)]]
-        case Item(request=r, cursor=c, item=item):
-            return Kind.ITEM, [r, c, item.id, item.payload]
+        case Items(request=r, cursors=cursors, items=items):
+            rows: list[Value] = [[c, i.id, i.payload] for c, i in zip(cursors, items, strict=True)]
+            return Kind.ITEMS, [r, rows]
         case End(request=r, more=more):
             return Kind.END, [r, more]
         case Deleted(request=r, count=count):
@@ -353,7 +362,7 @@ def _item(item_id: Value, payload: Value) -> SealedItem:
 
 def _parse(kind: Kind, body: Value) -> Message:
     counts = {Kind.PROVE: 4, Kind.PUSH: 3, Kind.PULL: 6, Kind.DELETE: 3, Kind.CHALLENGE: 1}
-    counts |= {Kind.PROVED: 1, Kind.STORED: 2, Kind.ITEM: 4, Kind.END: 2, Kind.DELETED: 2}
+    counts |= {Kind.PROVED: 1, Kind.STORED: 2, Kind.ITEMS: 2, Kind.END: 2, Kind.DELETED: 2}
     counts |= {Kind.REFUSED: 2, Kind.ERROR: 1}
     f = expect_list(body, kind.name.lower(), counts[kind])
     if kind in CLIENT_KINDS:
@@ -410,8 +419,13 @@ def _parse_keeper(kind: Kind, f: list[Value]) -> KeeperMessage:
             cursors = tuple(_cursor(c, 1) for c, _ in pairs)
             duplicates = tuple(_bool(d, "duplicate") for _, d in pairs)
             return Stored(request=_request(f[0]), cursors=cursors, duplicates=duplicates)
-        case Kind.ITEM:
-            return Item(request=_request(f[0]), cursor=_cursor(f[1], 1), item=_item(f[2], f[3]))
+        case Kind.ITEMS:
+            rows = [expect_list(row, "item", 3) for row in expect_list(f[1], "items")]
+            if not 0 < len(rows) <= MAX_BATCH:
+                raise DecodeError(f"items: 1 to {MAX_BATCH}")
+            cursors = tuple(_cursor(c, 1) for c, _, _ in rows)
+            items = tuple(_item(i, p) for _, i, p in rows)
+            return Items(request=_request(f[0]), cursors=cursors, items=items)
         case Kind.END:
             return End(request=_request(f[0]), more=_bool(f[1], "more"))
         case Kind.DELETED:

@@ -39,7 +39,7 @@ from microsync.protocol.keeper import (
     End,
     Error,
     ErrorCode,
-    Item,
+    Items,
     KeeperError,
     KeeperMessage,
     Prove,
@@ -191,7 +191,7 @@ ANSWERS: Final[dict[Ask, tuple[tuple[type, ...], tuple[type, ...]]]] = {
     # request: (messages that answer it, those of them that end it)
     Ask.PROVE: ((Proved, Refused), (Proved, Refused)),
     Ask.PUSH: ((Stored, Refused), (Stored, Refused)),
-    Ask.PULL: ((Item, End, Refused), (End, Refused)),
+    Ask.PULL: ((Items, End, Refused), (End, Refused)),
     Ask.DELETE: ((Deleted, Refused), (Deleted, Refused)),
 }
 
@@ -250,20 +250,20 @@ class ClientMachine:
                     raise RemoteProtocolError("a second challenge")
                 self.challenge = nonce
                 return False
-            case Proved() | Stored() | Item() | End() | Deleted() | Refused():
+            case Proved() | Stored() | Items() | End() | Deleted() | Refused():
                 return self._answer(message)
             case _:
                 assert_never(message)
 
-    def _answer(self, message: Proved | Stored | Item | End | Deleted | Refused) -> bool:
+    def _answer(self, message: Proved | Stored | Items | End | Deleted | Refused) -> bool:
         ask = self.pending.get(message.request)
         if ask is None:
             raise RemoteProtocolError("an answer to no open request")
         answers, final = ANSWERS[ask]
         if type(message) not in answers:
             raise RemoteProtocolError(f"{type(message).__name__} does not answer a {ask.value}")
-        if isinstance(message, Item):
-            self.pulled[message.request] += 1
+        if isinstance(message, Items):
+            self.pulled[message.request] += len(message.items)
             if self.pulled[message.request] > self.limits.get(message.request, MAX_PAGE):
                 raise RemoteProtocolError("more items than the pull asked for")
         if isinstance(message, Stored) and len(message.cursors) != self.pushed.get(message.request):

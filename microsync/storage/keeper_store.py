@@ -11,9 +11,9 @@ stays in the log either.
 Tables: ``mailboxes(id, next_cursor, items, bytes)`` and ``items(mailbox, cursor, item,
 stored_at, size, payload)`` with ``(mailbox, item)`` unique: pushing an item id again returns
 the cursor it already has (nothing is duplicated by a client that retries after a crash).
-Cursors grow per mailbox and are never reused. Reads page through metadata, then fetch one
-payload at a time (:meth:`payload`): the store never holds more than one item in memory, however
-large a mailbox is.
+Cursors grow per mailbox and are never reused. Reads page through metadata, then fetch
+payloads a bounded batch at a time (:meth:`KeeperStore.payloads`): memory does not grow with a
+mailbox, however large it is.
 
 Quotas: ``mailbox_quota`` bytes (and ``mailbox_items``) per mailbox, refused with
 :class:`MailboxFull`; ``max_bytes`` for the whole file (``PRAGMA max_page_count``) and a
@@ -163,12 +163,14 @@ class KeeperStore:
         ).fetchall()
         return [ItemRef(cursor=c, item=i, size=s) for c, i, s in rows]
 
-    def payload(self, mailbox: bytes, cursor: int) -> bytes | None:
-        """One item's payload; ``None`` if it was deleted meanwhile."""
-        row = self._db.execute(
-            "SELECT payload FROM items WHERE mailbox = ? AND cursor = ?", (mailbox, cursor)
-        ).fetchone()
-        return None if row is None else bytes(row[0])
+    def payloads(self, mailbox: bytes, cursors: Sequence[int]) -> dict[int, bytes]:
+        """The payloads at ``cursors`` still held (a caller bounds how many it asks for)."""
+        marks = ", ".join("?" * len(cursors))
+        rows = self._db.execute(
+            f"SELECT cursor, payload FROM items WHERE mailbox = ? AND cursor IN ({marks})",
+            (mailbox, *cursors),
+        ).fetchall()
+        return {int(cursor): bytes(payload) for cursor, payload in rows}
 
     def delete(self, mailbox: bytes, items: Sequence[bytes]) -> int:
         """Purge these items of ``mailbox`` (payload bytes overwritten); how many there were."""
