@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import random
+import subprocess
 from collections.abc import Awaitable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from microsync import encoding
+from microsync.cli.keeper import byte_size
 from microsync.group.mailbox import Mailbox
 from microsync.net.keeper import KeeperServer
 from microsync.net.keeper_client import KeeperClient, Pulled, Record
@@ -29,9 +31,10 @@ from microsync.protocol.keeper import (
     decode,
     encode,
 )
+from microsync.storage.keeper_store import KeeperStore, MailboxFull, Usage
 from microsync.testing import AppOp, Hostile, Kind, SimNetwork, write_app_op
 from tests.conftest import make_rng
-from tests.keeper_helpers import Keeper, everything_under, keeper, pieces, start_keeper
+from tests.keeper_helpers import MICROSYNC, Keeper, everything_under, keeper, pieces, start_keeper
 
 
 def box(seed: str = "family epoch 1") -> Mailbox:
@@ -380,3 +383,45 @@ async def test_a_mailbox_far_larger_than_any_buffer_streams_in_bounded_memory(
             assert seen == count
             grown = running.peak_memory() - baseline
     assert grown < 24 * (1 << 20), f"the keeper grew by {grown >> 20} MiB for a 96 MiB mailbox"
+
+
+# --- the command and the store --------------------------------------------------------------
+
+
+def test_bad_keeper_arguments_are_one_line_and_status_2(tmp_path: Path) -> None:
+    for bad in (["--quota", "lots"], ["--retention", "-1"], ["--max-disk", "0"], []):
+        done = subprocess.run(
+            [*MICROSYNC, "keeper", *(["--data", str(tmp_path)] if bad else []), *bad],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("microsync: error:") and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "size"), [("4096", 4096), ("64K", 65536), ("500M", 500 << 20), ("1.5GiB", 3 << 29)]
+)
+def test_sizes_read_as_people_write_them(text: str, size: int) -> None:
+    assert byte_size(text) == size
+
+
+def test_the_store_dedupes_within_a_batch_and_counts_what_it_holds(tmp_path: Path) -> None:
+    store = KeeperStore(tmp_path, mailbox_quota=10_000)
+    try:
+        one, two = b"\1" * 32, b"\2" * 32
+        assert store.put(b"m" * 32, [(one, b"a" * 100), (two, b"b" * 100), (one, b"c")], 5) == [
+            (1, False),
+            (2, False),
+            (1, True),
+        ]
+        assert store.usage(b"m" * 32) == Usage(mailboxes=1, items=2, bytes=200)
+        with pytest.raises(MailboxFull):  # all or nothing: the first would fit, not the second
+            store.put(b"m" * 32, [(b"\3" * 32, b"x" * 5000), (b"\4" * 32, b"y" * 5000)], 6)
+        assert store.usage(b"m" * 32).items == 2
+        assert store.expire(older_than_ms=6) == 2
+        assert store.usage() == Usage(mailboxes=0, items=0, bytes=0)
+        assert store.put(b"m" * 32, [(one, b"again")], 7) == [(3, False)]  # never reused
+    finally:
+        store.close()

@@ -11,9 +11,10 @@ stays in the log either.
 Tables: ``mailboxes(id, next_cursor, items, bytes)`` and ``items(mailbox, cursor, item,
 stored_at, size, payload)`` with ``(mailbox, item)`` unique: pushing an item id again returns
 the cursor it already has (nothing is duplicated by a client that retries after a crash).
-Cursors grow per mailbox and are never reused. Reads page through metadata, then fetch
-payloads a bounded batch at a time (:meth:`KeeperStore.payloads`): memory does not grow with a
-mailbox, however large it is.
+Cursors grow per mailbox and are never reused (an emptied mailbox keeps its row, ~80 bytes,
+so a client resuming after cursor ``n`` never misses a new item numbered below it). Reads
+page through metadata, then fetch payloads a bounded batch at a time
+(:meth:`KeeperStore.payloads`): memory does not grow with a mailbox, however large it is.
 
 Quotas: ``mailbox_quota`` bytes (and ``mailbox_items``) per mailbox, refused with
 :class:`MailboxFull`; ``max_bytes`` for the whole file (``PRAGMA max_page_count``) and a
@@ -196,16 +197,17 @@ class KeeperStore:
             ).fetchall()
             for mailbox, size in rows:
                 self._shrink(mailbox, 1, size)
-            self._db.execute("DELETE FROM mailboxes WHERE items = 0")
         if rows:
             self._checkpoint()
         return len(rows)
 
     def usage(self, mailbox: bytes | None = None) -> Usage:
-        """Items and bytes held: in ``mailbox``, or in all of them."""
+        """Items and bytes held: in ``mailbox``, or in all of them (``mailboxes`` counts
+        the ones that hold something)."""
         where, args = ("WHERE id = ?", (mailbox,)) if mailbox is not None else ("", ())
         count, items, used = self._db.execute(
-            f"SELECT COUNT(*), TOTAL(items), TOTAL(bytes) FROM mailboxes {where}", args
+            f"SELECT COUNT(NULLIF(items, 0)), TOTAL(items), TOTAL(bytes) FROM mailboxes {where}",
+            args,
         ).fetchone()
         return Usage(mailboxes=int(count), items=int(items), bytes=int(used))
 
