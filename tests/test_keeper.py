@@ -73,6 +73,17 @@ async def test_push_then_pull_both_ways_and_resume(tmp_path: Path) -> None:
             assert below == oldest[:10][::-1]
 
 
+async def test_the_keeper_id_survives_restarts_and_changes_with_the_database(
+    tmp_path: Path,
+) -> None:
+    ids = []
+    for data in ("k", "k", "other"):
+        with keeper(tmp_path / data) as running:
+            async with await KeeperClient.connect(running.url) as client:
+                ids.append(client.keeper_id)
+    assert ids[0] == ids[1] != ids[2] and len(ids[0]) == 16
+
+
 async def test_an_abandoned_pull_leaves_the_connection_usable(tmp_path: Path) -> None:
     family = box()
     with keeper(tmp_path / "k") as running:

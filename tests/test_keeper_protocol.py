@@ -51,6 +51,7 @@ from microsync.protocol.keeper_session import (
 from tests.conftest import make_rng
 
 CHALLENGE = bytes(range(32))
+KEEPER = bytes(range(16))
 
 
 def mailbox(seed: str = "epoch") -> Mailbox:
@@ -119,7 +120,7 @@ CLIENT_MESSAGES = [
     Delete(request=4, mailbox=BOX.id, items=(ITEM.id, BOX.item_id(b"y"))),
 ]
 KEEPER_MESSAGES = [
-    Challenge(nonce=CHALLENGE),
+    Challenge(nonce=CHALLENGE, keeper=KEEPER),
     Proved(request=1),
     Stored(request=2, cursors=(1, 7), duplicates=(True, False)),
     Items(request=3, cursors=(8, 9), items=(ITEM, ITEM)),
@@ -164,12 +165,12 @@ def test_any_bytes_decode_to_a_canonical_message_or_a_decode_error(data: bytes) 
 
 
 def rules(**limits: int) -> KeeperRules:
-    return KeeperRules(CHALLENGE, ConnectionLimits(**limits))
+    return KeeperRules(CHALLENGE, KEEPER, ConnectionLimits(**limits))
 
 
 def test_nothing_before_a_proof_and_everything_after() -> None:
     keeper = rules()
-    assert keeper.hello() == Challenge(nonce=CHALLENGE)
+    assert keeper.hello() == Challenge(nonce=CHALLENGE, keeper=KEEPER)
     for request, message in enumerate(CLIENT_MESSAGES[1:], start=2):
         refused = keeper.receive(type(message)(**{**_fields(message), "request": request}))
         assert refused == Refused(request=request, code=Refusal.NOT_PROVED)
@@ -220,7 +221,7 @@ def test_connection_quotas_refuse_with_their_reason() -> None:
 
 def test_the_client_machine_matches_answers_to_requests() -> None:
     client = ClientMachine()
-    assert client.receive(Challenge(nonce=CHALLENGE)) is False
+    assert client.receive(Challenge(nonce=CHALLENGE, keeper=KEEPER)) is False
     pull = client.send(Pull(request=client.next_request(), mailbox=BOX.id, limit=2))
     assert client.receive(Items(request=pull.request, cursors=(1,), items=(ITEM,))) is False
     assert client.receive(Items(request=pull.request, cursors=(2,), items=(ITEM,))) is False
@@ -233,12 +234,12 @@ def test_the_client_machine_matches_answers_to_requests() -> None:
     [
         Stored(request=1, cursors=(1,), duplicates=(False,)),
         Proved(request=2),
-        Challenge(nonce=CHALLENGE),
+        Challenge(nonce=CHALLENGE, keeper=KEEPER),
     ],
 )
 def test_the_client_machine_refuses_what_answers_nothing(answer: object) -> None:
     client = ClientMachine()
-    client.receive(Challenge(nonce=CHALLENGE))
+    client.receive(Challenge(nonce=CHALLENGE, keeper=KEEPER))
     client.send(Pull(request=client.next_request(), mailbox=BOX.id))
     with pytest.raises(RemoteProtocolError):
         client.receive(answer)  # type: ignore[arg-type]
@@ -246,7 +247,7 @@ def test_the_client_machine_refuses_what_answers_nothing(answer: object) -> None
 
 def test_a_stored_must_answer_every_item_of_its_push() -> None:
     client = ClientMachine()
-    client.receive(Challenge(nonce=CHALLENGE))
+    client.receive(Challenge(nonce=CHALLENGE, keeper=KEEPER))
     push = client.send(Push(request=client.next_request(), mailbox=BOX.id, items=(ITEM, ITEM)))
     with pytest.raises(RemoteProtocolError):
         client.receive(Stored(request=push.request, cursors=(1,), duplicates=(False,)))

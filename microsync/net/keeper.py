@@ -208,7 +208,10 @@ class KeeperServer:
             await self._hang_up(conn, ErrorCode.BUSY)
             return
         try:
-            await self._serve(conn, KeeperRules(os.urandom(CHALLENGE_SIZE), self.limits.connection))
+            rules = KeeperRules(
+                os.urandom(CHALLENGE_SIZE), self.store.keeper_id, self.limits.connection
+            )
+            await self._serve(conn, rules)
         except ConnectionClosed:
             pass
         finally:

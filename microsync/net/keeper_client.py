@@ -17,7 +17,8 @@ Resumable both ways, at item granularity:
   (``duplicate``), so a retry never duplicates anything.
 * **pull**: :meth:`KeeperClient.pull` yields items oldest first after a cursor and
   :meth:`KeeperClient.pull_newest` newest first before one. A caller that remembers the last
-  cursor it processed resumes exactly there.
+  cursor it processed (with :attr:`KeeperClient.keeper_id`) resumes exactly there; cursors are
+  never reused by one keeper database, and another database has another id.
 
 Memory is bounded whatever a mailbox holds: a pull asks one page at a time and yields each item
 as it arrives (websockets' ``max_queue`` bounds what is buffered). One operation at a time per
@@ -114,6 +115,13 @@ class KeeperClient:
             await conn.close()
             raise RemoteProtocolError("the keeper did not open with a challenge")
         return client
+
+    @property
+    def keeper_id(self) -> bytes:
+        """The keeper database's random id: cursors kept from a connection with another id
+        (a keeper whose data was wiped or replaced) must restart from 0."""
+        assert self._machine.keeper is not None  # connect() waited for the challenge
+        return self._machine.keeper
 
     async def close(self) -> None:
         await self._conn.close()

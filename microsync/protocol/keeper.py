@@ -18,7 +18,7 @@ layout the kind fixes:
     PUSH     2    [request, mailbox, [[item id, payload], ...]]        client -> keeper
     PULL     3    [request, mailbox, after, before, newest_first, n]   client -> keeper
     DELETE   4    [request, mailbox, [item id, ...]]                   client -> keeper
-    CHALLENGE 16  [nonce]                                              keeper -> client
+    CHALLENGE 16  [nonce, keeper id]                                   keeper -> client
     PROVED   17   [request]                                            keeper -> client
     STORED   18   [request, [[cursor, duplicate], ...]]                keeper -> client
     ITEMS    19   [request, [[cursor, item id, payload], ...]]         keeper -> client
@@ -60,6 +60,7 @@ __all__ = [
     "BATCH_BYTES",
     "BUCKETS",
     "ITEM_ROOM",
+    "KEEPER_ID_SIZE",
     "MAX_BATCH",
     "MAX_DELETE",
     "MAX_MESSAGE",
@@ -108,6 +109,7 @@ times powers of two) keep a batch of small items from padding by more than half.
 MAX_MESSAGE: Final = BUCKETS[-1]
 MAX_PAGE: Final = 256
 """The most items one PULL asks for (the keeper sends them one message each)."""
+KEEPER_ID_SIZE: Final = 16
 MAX_BATCH: Final = 64
 """The most items one PUSH or ITEMS carries."""
 ITEM_ROOM: Final = 48
@@ -196,7 +198,11 @@ class Delete:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Challenge:
+    """The fresh per-connection ``nonce``, and the keeper's ``keeper`` id: random, made with
+    its database, so a client that sees it change knows its cursors mean nothing there."""
+
     nonce: bytes
+    keeper: bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -280,8 +286,8 @@ def _fields(message: Message) -> tuple[Kind, list[Value]]:
             return Kind.PULL, [r, m, a, b, n, k]
         case Delete(request=r, mailbox=m, items=items):
             return Kind.DELETE, [r, m, list[Value](items)]
-        case Challenge(nonce=nonce):
-            return Kind.CHALLENGE, [nonce]
+        case Challenge(nonce=nonce, keeper=keeper):
+            return Kind.CHALLENGE, [nonce, keeper]
         case Proved(request=r):
             return Kind.PROVED, [r]
         case Stored(request=r, cursors=cursors, duplicates=duplicates):
@@ -361,7 +367,7 @@ def _item(item_id: Value, payload: Value) -> SealedItem:
 
 
 def _parse(kind: Kind, body: Value) -> Message:
-    counts = {Kind.PROVE: 4, Kind.PUSH: 3, Kind.PULL: 6, Kind.DELETE: 3, Kind.CHALLENGE: 1}
+    counts = {Kind.PROVE: 4, Kind.PUSH: 3, Kind.PULL: 6, Kind.DELETE: 3, Kind.CHALLENGE: 2}
     counts |= {Kind.PROVED: 1, Kind.STORED: 2, Kind.ITEMS: 2, Kind.END: 2, Kind.DELETED: 2}
     counts |= {Kind.REFUSED: 2, Kind.ERROR: 1}
     f = expect_list(body, kind.name.lower(), counts[kind])
@@ -409,7 +415,8 @@ def _parse_client(kind: Kind, f: list[Value]) -> ClientMessage:
 def _parse_keeper(kind: Kind, f: list[Value]) -> KeeperMessage:
     match kind:
         case Kind.CHALLENGE:
-            return Challenge(nonce=expect_bytes(f[0], "nonce", CHALLENGE_SIZE))
+            nonce = expect_bytes(f[0], "nonce", CHALLENGE_SIZE)
+            return Challenge(nonce=nonce, keeper=expect_bytes(f[1], "keeper", KEEPER_ID_SIZE))
         case Kind.PROVED:
             return Proved(request=_request(f[0]))
         case Kind.STORED:

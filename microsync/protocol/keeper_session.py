@@ -108,9 +108,11 @@ class _Fatal(Exception):
 
 @dataclass(slots=True)
 class KeeperRules:
-    """One connection's rules at the keeper. ``challenge``: the fresh nonce it was sent."""
+    """One connection's rules at the keeper. ``challenge``: the fresh nonce it was sent;
+    ``keeper``: the keeper's id."""
 
     challenge: bytes
+    keeper: bytes
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     proved: set[MailboxId] = field(default_factory=set)
     failed_proofs: int = 0
@@ -119,7 +121,7 @@ class KeeperRules:
 
     def hello(self) -> Challenge:
         """The first message of the connection."""
-        return Challenge(nonce=self.challenge)
+        return Challenge(nonce=self.challenge, keeper=self.keeper)
 
     def receive(self, message: ClientMessage) -> KeeperMessage | Action:
         """The reply to ``message``, or the store action that answers it; an :class:`Error`
@@ -215,6 +217,7 @@ class ClientMachine:
     """The client's view of one keeper connection: the challenge, and the open requests."""
 
     challenge: bytes | None = None
+    keeper: bytes | None = None
     pending: dict[int, Ask] = field(default_factory=dict)
     last_request: int = 0
     pulled: dict[int, int] = field(default_factory=dict)  # pull request -> items so far
@@ -245,10 +248,10 @@ class ClientMachine:
         match message:
             case Error(code=code):
                 raise KeeperError(code)
-            case Challenge(nonce=nonce):
+            case Challenge(nonce=nonce, keeper=keeper):
                 if self.challenge is not None:
                     raise RemoteProtocolError("a second challenge")
-                self.challenge = nonce
+                self.challenge, self.keeper = nonce, keeper
                 return False
             case Proved() | Stored() | Items() | End() | Deleted() | Refused():
                 return self._answer(message)

@@ -24,6 +24,7 @@ either way the transaction rolls back and nothing changes.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from microsync.errors import StorageError
 __all__ = ["DATABASE_NAME", "ItemRef", "KeeperFull", "KeeperStore", "MailboxFull", "Usage"]
 
 DATABASE_NAME: Final = "keeper.sqlite3"
+KEEPER_ID_SIZE: Final = 16
 PAGE: Final = 1024
 """The most metadata rows one page query returns."""
 
@@ -56,6 +58,7 @@ CREATE TABLE IF NOT EXISTS items (
     UNIQUE (mailbox, item)
 );
 CREATE INDEX IF NOT EXISTS items_by_age ON items (stored_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -99,6 +102,13 @@ class KeeperStore:
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(_SCHEMA)
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('keeper', ?)", (os.urandom(KEEPER_ID_SIZE),)
+        )
+        self.keeper_id = bytes(
+            self._db.execute("SELECT value FROM meta WHERE key = 'keeper'").fetchone()[0]
+        )
+        """This database's random id (a new database, even at the same place, has another)."""
         if max_bytes is not None:
             page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
             self._db.execute(f"PRAGMA max_page_count={max(max_bytes // page_size, 16)}")
