@@ -117,6 +117,45 @@ async def test_a_non_member_can_neither_read_nor_write_a_mailbox(tmp_path: Path)
             assert len(await pull_all(client, family)) == 3  # nothing was added
 
 
+def mailboxes_of(kit: Hostile) -> list[Mailbox]:
+    """Every mailbox a device can compute: one per epoch key it holds."""
+    epochs = kit.keys()
+    return [Mailbox.derive(key.control.secret_bytes()) for key in epochs]
+
+
+async def test_a_removed_member_cannot_find_read_or_write_the_next_mailbox(
+    tmp_path: Path,
+) -> None:
+    net = SimNetwork(seed=7)
+    alice, bob, carol = (net.add_device(n) for n in ("alice", "bob", "carol"))
+    group = net.create_group(alice, "Family")
+    for member in (bob, carol):
+        alice.replica(group).add(
+            member.person_id, member.name, [member.grant()], now=net.clock.advance()
+        )
+    net.settle(group)
+    before = {m.id for m in mailboxes_of(Hostile.of_sim(bob, group))}
+    alice.replica(group).remove(bob.person_id, now=net.clock.advance())
+    net.settle(group)
+    newest = Hostile.of_sim(alice, group).keys()[-1]
+    assert newest.commitment == Hostile.of_sim(carol, group).keys()[-1].commitment
+    current = Mailbox.derive(newest.control.secret_bytes())
+    bobs = mailboxes_of(Hostile.of_sim(bob, group))
+    assert {m.id for m in bobs} == before and current.id not in before  # he cannot find it
+    with keeper(tmp_path / "k") as running:
+        async with await KeeperClient.connect(running.url) as client:
+            await client.push(current, records(3, "after bob left"))
+        async with await KeeperClient.connect(running.url) as client:
+            for old in bobs:  # his best tries: his own keys, under the new mailbox's id
+                forged = dataclasses.replace(old, id=current.id)
+                with pytest.raises(KeeperRefused):
+                    await pull_all(client, forged)
+                with pytest.raises(KeeperRefused):
+                    await client.push(forged, records(1, "bob's spam"))
+        async with await KeeperClient.connect(running.url) as client:
+            assert len(await pull_all(client, current)) == 3
+
+
 async def test_a_replayed_proof_is_refused(tmp_path: Path) -> None:
     family = box()
     with keeper(tmp_path / "k") as running:
