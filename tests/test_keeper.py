@@ -84,6 +84,49 @@ async def test_the_keeper_id_survives_restarts_and_changes_with_the_database(
     assert ids[0] == ids[1] != ids[2] and len(ids[0]) == 16
 
 
+async def test_a_watcher_gets_each_new_item_live(tmp_path: Path) -> None:
+    family = box()
+    with keeper(tmp_path / "k") as running:
+        async with (
+            await KeeperClient.connect(running.url) as watcher,
+            await KeeperClient.connect(running.url) as writer,
+        ):
+            await writer.push(family, records(2, "old"))
+            live = watcher.watch(family)
+            assert [(await anext(live)).cursor for _ in range(2)] == [1, 2]  # what was there
+            latencies = []
+            for n in range(5):
+                pending = asyncio.ensure_future(anext(live))
+                await asyncio.sleep(0.05)  # the watcher's PULL is held at the keeper
+                assert not pending.done()
+                started = asyncio.get_running_loop().time()
+                await writer.push(family, [Record(name=b"new %d" % n, data=b"post %d" % n)])
+                arrived = await asyncio.wait_for(pending, 5)
+                latencies.append(asyncio.get_running_loop().time() - started)
+                assert (arrived.cursor, arrived.data) == (3 + n, b"post %d" % n)
+            await live.aclose()
+            assert max(latencies) < 1.0, latencies
+        async with await KeeperClient.connect(running.url) as client:  # nothing was lost
+            assert len(await pull_all(client, family)) == 7
+
+
+async def test_stopping_the_keeper_ends_a_waiting_pull_at_once(tmp_path: Path) -> None:
+    family = box()
+    server = KeeperServer(tmp_path / "k")
+    await server.start()
+    client = await KeeperClient.connect(f"ws://127.0.0.1:{server.port}")
+    live = client.watch(family)
+    pending = asyncio.ensure_future(anext(live))
+    await asyncio.sleep(0.1)
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(server.stop(), 5)
+    with pytest.raises(LOST_CONNECTION):
+        await asyncio.wait_for(pending, 5)
+    assert asyncio.get_running_loop().time() - started < 3
+    await live.aclose()
+    await client.close()
+
+
 async def test_an_abandoned_pull_leaves_the_connection_usable(tmp_path: Path) -> None:
     family = box()
     with keeper(tmp_path / "k") as running:

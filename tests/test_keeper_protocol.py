@@ -117,6 +117,7 @@ CLIENT_MESSAGES = [
     Prove(request=1, proof=BOX.prove(CHALLENGE)),
     Push(request=2, mailbox=BOX.id, items=(ITEM, BOX.seal(make_rng("m"), b"y", bytes(5000)))),
     Pull(request=3, mailbox=BOX.id, after=5, before=9, newest_first=True, limit=7),
+    Pull(request=5, mailbox=BOX.id, after=5, wait=True),
     Delete(request=4, mailbox=BOX.id, items=(ITEM.id, BOX.item_id(b"y"))),
 ]
 KEEPER_MESSAGES = [
@@ -148,6 +149,15 @@ def test_a_message_from_the_wrong_side_or_altered_is_refused(message: object) ->
         decode(wire + b"\0", from_client=client)  # not a bucket
     with pytest.raises(DecodeError):
         decode(wire[:-1] + b"\1", from_client=client)  # padding not zero
+
+
+def test_only_an_open_ended_oldest_first_pull_may_wait() -> None:
+    for pull in (
+        Pull(request=1, mailbox=BOX.id, newest_first=True, wait=True),
+        Pull(request=1, mailbox=BOX.id, before=5, wait=True),
+    ):
+        with pytest.raises(DecodeError):
+            decode(encode(pull), from_client=True)
 
 
 @given(st.binary(max_size=900))

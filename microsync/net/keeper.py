@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -94,6 +95,9 @@ class KeeperLimits:
     """Seconds a connection may stay without sending a request."""
     max_queue: int = 4
     """Incoming messages websockets buffers per connection (each at most ~1.1 MiB)."""
+    live_wait: float = 50.0
+    """Seconds a waiting PULL is held when nothing arrives (then END, and the client asks
+    again)."""
 
 
 class KeeperServer:
@@ -113,6 +117,7 @@ class KeeperServer:
         self._store: KeeperStore | None = None
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._arrivals = _Arrivals()
         self._quota = ConnectionQuota(
             total=limits.max_clients, per_address=limits.max_clients_per_address
         )
@@ -157,6 +162,7 @@ class KeeperServer:
         """Close every connection, stop listening, close the store. Idempotent."""
         server, self._server = self._server, None
         sweeper, self._sweeper = self._sweeper, None
+        self._arrivals.wake_all()  # waiting pulls answer END now
         if sweeper is not None:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -262,19 +268,17 @@ class KeeperServer:
         except KeeperFull:
             return Refused(request=request, code=Refusal.KEEPER_FULL)
         cursors, duplicates = zip(*stored, strict=True)
+        if not all(duplicates):
+            self._arrivals.arrived(mailbox)
         return Stored(request=request, cursors=cursors, duplicates=duplicates)
 
     async def _stream(self, conn: ServerConnection, read: Read) -> None:
         """One page, in ITEMS messages of at most one bucket: each batch read from disk just
-        before it is sent."""
-        refs = self.store.page(
-            read.mailbox,
-            after=read.after,
-            before=read.before,
-            newest_first=read.newest_first,
-            limit=read.limit + 1,
-            not_before_ms=self._oldest_kept_ms(),
-        )
+        before it is sent. A waiting pull with nothing to send first waits for an arrival."""
+        refs = self._page(read)
+        if not refs and read.wait and self._server is not None:
+            await self._until_arrival(conn, read.mailbox)
+            refs = self._page(read)
         for batch in _batches(refs[: read.limit]):
             payloads = self.store.payloads(read.mailbox, [ref.cursor for ref in batch])
             found = [ref for ref in batch if ref.cursor in payloads]  # not deleted meanwhile
@@ -285,6 +289,33 @@ class KeeperServer:
                 )
                 await self._send(conn, Items(request=read.request, cursors=cursors, items=items))
         await self._send(conn, End(request=read.request, more=len(refs) > read.limit))
+
+    def _page(self, read: Read) -> list[ItemRef]:
+        return self.store.page(
+            read.mailbox,
+            after=read.after,
+            before=read.before,
+            newest_first=read.newest_first,
+            limit=read.limit + 1,
+            not_before_ms=self._oldest_kept_ms(),
+        )
+
+    async def _until_arrival(self, conn: ServerConnection, mailbox: bytes) -> None:
+        """Until an item lands in ``mailbox``, the client goes, the keeper stops, or
+        ``live_wait`` passes, whichever is first."""
+        with self._arrivals.waiting(mailbox) as arrival:
+            waits = [
+                asyncio.ensure_future(arrival.wait()),
+                asyncio.ensure_future(conn.wait_closed()),
+            ]
+            try:
+                await asyncio.wait(
+                    waits, timeout=self.limits.live_wait, return_when=FIRST_COMPLETED
+                )
+            finally:
+                for wait in waits:
+                    wait.cancel()
+                await asyncio.gather(*waits, return_exceptions=True)
 
     async def _send(self, conn: ServerConnection, message: KeeperMessage) -> None:
         raw = encode(message)
@@ -300,6 +331,38 @@ class KeeperServer:
         with contextlib.suppress(ConnectionClosed, TimeoutError):
             await asyncio.wait_for(self._send(conn, Error(code=code)), 1.0)
             await asyncio.wait_for(conn.close(1008, code.name.lower()), 2.0)
+
+
+class _Arrivals:
+    """One event per mailbox that someone waits on, set (and forgotten) when an item lands;
+    forgotten too when its last waiter leaves, so waiting costs nothing afterwards."""
+
+    def __init__(self) -> None:
+        self._events: dict[bytes, tuple[asyncio.Event, int]] = {}
+
+    @contextlib.contextmanager
+    def waiting(self, mailbox: bytes) -> Iterator[asyncio.Event]:
+        event, count = self._events.get(mailbox, (asyncio.Event(), 0))
+        self._events[mailbox] = (event, count + 1)
+        try:
+            yield event
+        finally:
+            current = self._events.get(mailbox)
+            if current is not None and current[0] is event:
+                if current[1] <= 1:
+                    del self._events[mailbox]
+                else:
+                    self._events[mailbox] = (event, current[1] - 1)
+
+    def arrived(self, mailbox: bytes) -> None:
+        entry = self._events.pop(mailbox, None)
+        if entry is not None:
+            entry[0].set()
+
+    def wake_all(self) -> None:
+        for event, _ in self._events.values():
+            event.set()
+        self._events.clear()
 
 
 def _batches(refs: list[ItemRef]) -> Iterator[list[ItemRef]]:

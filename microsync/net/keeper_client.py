@@ -160,6 +160,12 @@ class KeeperClient:
         it to the end, or ``aclose()`` it to stop early)."""
         return self._pull(mailbox, after=after, newest_first=False)
 
+    def watch(self, mailbox: Mailbox, *, after: int = 0) -> AsyncIterator[Pulled]:
+        """Every item above ``after``, then each new one as it lands, until the iterator is
+        closed: live delivery (the keeper holds each request until something arrives). Use a
+        client of its own for it: it is one operation that never ends."""
+        return self._pull(mailbox, after=after, newest_first=False, wait=True)
+
     def pull_newest(self, mailbox: Mailbox, *, before: int = 0) -> AsyncIterator[Pulled]:
         """Every item with a cursor below ``before`` (0: all), newest first."""
         return self._pull(mailbox, before=before, newest_first=True)
@@ -248,7 +254,13 @@ class KeeperClient:
             yield batch, tuple(sealed)
 
     async def _pull(
-        self, mailbox: Mailbox, *, after: int = 0, before: int = 0, newest_first: bool
+        self,
+        mailbox: Mailbox,
+        *,
+        after: int = 0,
+        before: int = 0,
+        newest_first: bool,
+        wait: bool = False,
     ) -> AsyncIterator[Pulled]:
         with self._operation():
             await self._prove(mailbox)
@@ -261,13 +273,14 @@ class KeeperClient:
                     before=before,
                     newest_first=newest_first,
                     limit=MAX_PAGE,
+                    wait=wait,
                 )
                 await self._send(pull)
                 try:
                     while True:
                         answer = await self._answer(pull.request)
                         if not isinstance(answer, Items):
-                            more = _expect(_refusal(answer), End).more
+                            more = _expect(_refusal(answer), End).more or wait
                             break
                         for cursor, item in zip(answer.cursors, answer.items, strict=True):
                             _check_order(cursor, after, before)

@@ -16,7 +16,8 @@ layout the kind fixes:
     ======== ==== ==================================================== ===============
     PROVE    1    [request, mailbox, public key, signature]            client -> keeper
     PUSH     2    [request, mailbox, [[item id, payload], ...]]        client -> keeper
-    PULL     3    [request, mailbox, after, before, newest_first, n]   client -> keeper
+    PULL     3    [request, mailbox, after, before, newest_first, n,   client -> keeper
+                   wait]
     DELETE   4    [request, mailbox, [item id, ...]]                   client -> keeper
     CHALLENGE 16  [nonce, keeper id]                                   keeper -> client
     PROVED   17   [request]                                            keeper -> client
@@ -179,7 +180,10 @@ class Push:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pull:
     """Up to ``limit`` items with ``after < cursor`` (and ``cursor < before`` unless ``before``
-    is 0), oldest first, or newest first when ``newest_first``."""
+    is 0), oldest first, or newest first when ``newest_first``.
+
+    ``wait`` (oldest first only): if there is none yet, the keeper holds the request until an
+    item arrives or its live wait ends (END with ``more`` false): live delivery by long poll."""
 
     request: int
     mailbox: MailboxId
@@ -187,6 +191,7 @@ class Pull:
     before: int = 0
     newest_first: bool = False
     limit: int = MAX_PAGE
+    wait: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -282,8 +287,8 @@ def _fields(message: Message) -> tuple[Kind, list[Value]]:
             return Kind.PROVE, [r, p.mailbox, bytes(p.key), p.signature]
         case Push(request=r, mailbox=m, items=items):
             return Kind.PUSH, [r, m, [[item.id, item.payload] for item in items]]
-        case Pull(request=r, mailbox=m, after=a, before=b, newest_first=n, limit=k):
-            return Kind.PULL, [r, m, a, b, n, k]
+        case Pull(request=r, mailbox=m, after=a, before=b, newest_first=n, limit=k, wait=w):
+            return Kind.PULL, [r, m, a, b, n, k, w]
         case Delete(request=r, mailbox=m, items=items):
             return Kind.DELETE, [r, m, list[Value](items)]
         case Challenge(nonce=nonce, keeper=keeper):
@@ -367,7 +372,7 @@ def _item(item_id: Value, payload: Value) -> SealedItem:
 
 
 def _parse(kind: Kind, body: Value) -> Message:
-    counts = {Kind.PROVE: 4, Kind.PUSH: 3, Kind.PULL: 6, Kind.DELETE: 3, Kind.CHALLENGE: 2}
+    counts = {Kind.PROVE: 4, Kind.PUSH: 3, Kind.PULL: 7, Kind.DELETE: 3, Kind.CHALLENGE: 2}
     counts |= {Kind.PROVED: 1, Kind.STORED: 2, Kind.ITEMS: 2, Kind.END: 2, Kind.DELETED: 2}
     counts |= {Kind.REFUSED: 2, Kind.ERROR: 1}
     f = expect_list(body, kind.name.lower(), counts[kind])
@@ -394,7 +399,9 @@ def _parse_client(kind: Kind, f: list[Value]) -> ClientMessage:
         case Kind.PULL:
             after, before = _cursor(f[2]), _cursor(f[3])
             newest_first = _bool(f[4], "newest_first")
-            limit = expect_int(f[5], "limit", 1, MAX_PAGE)
+            limit, wait = expect_int(f[5], "limit", 1, MAX_PAGE), _bool(f[6], "wait")
+            if wait and (newest_first or before):
+                raise DecodeError("pull: only an oldest-first pull with no end waits")
             return Pull(
                 request=request,
                 mailbox=mailbox,
@@ -402,6 +409,7 @@ def _parse_client(kind: Kind, f: list[Value]) -> ClientMessage:
                 before=before,
                 newest_first=newest_first,
                 limit=limit,
+                wait=wait,
             )
         case Kind.DELETE:
             ids = expect_list(f[2], "items")

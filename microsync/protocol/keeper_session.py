@@ -88,6 +88,7 @@ class Read:
     before: int
     newest_first: bool
     limit: int
+    wait: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,8 +141,10 @@ class KeeperRules:
                 return self._prove(request, proof)
             case Push(request=request, mailbox=mailbox, items=items):
                 return self._gate(request, mailbox) or self._push(request, mailbox, items)
-            case Pull(request=r, mailbox=m, after=a, before=b, newest_first=n, limit=k):
-                read = Read(request=r, mailbox=m, after=a, before=b, newest_first=n, limit=k)
+            case Pull(request=r, mailbox=m, after=a, before=b, newest_first=n, limit=k, wait=w):
+                read = Read(
+                    request=r, mailbox=m, after=a, before=b, newest_first=n, limit=k, wait=w
+                )
                 return self._gate(r, m) or read
             case Delete(request=request, mailbox=mailbox, items=items):
                 purge = Purge(request=request, mailbox=mailbox, items=items)
