@@ -8,6 +8,7 @@ import dataclasses
 import logging
 import os
 import random
+import socket
 import subprocess
 from collections.abc import Awaitable
 from pathlib import Path
@@ -491,6 +492,21 @@ def test_bad_keeper_arguments_are_one_line_and_status_2(tmp_path: Path) -> None:
         )
         assert done.returncode == 2, done.stderr
         assert done.stderr.startswith("microsync: error:") and done.stderr.count("\n") == 1
+
+
+def test_a_taken_port_is_one_line_that_says_so(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = subprocess.run(
+            [*MICROSYNC, "keeper", "--data", str(tmp_path), "--port", port],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert "port is in use" in done.stderr and done.stderr.count("\n") == 1
 
 
 @pytest.mark.parametrize(

@@ -140,19 +140,24 @@ class KeeperServer:
             mailbox_items=limits.mailbox_items,
             max_bytes=limits.max_bytes,
         )
-        self._sweep()
-        self._server = await serve(
-            self._handle,
-            self._host,
-            self._port,
-            compression=None,
-            max_size=MAX_MESSAGE,
-            max_queue=limits.max_queue,
-            write_limit=256 * 1024,
-            close_timeout=2,
-            server_header=None,
-            process_request=self._admit,
-        )
+        try:
+            self._sweep()
+            self._server = await serve(
+                self._handle,
+                self._host,
+                self._port,
+                compression=None,
+                max_size=MAX_MESSAGE,
+                max_queue=limits.max_queue,
+                write_limit=256 * 1024,
+                close_timeout=2,
+                server_header=None,
+                process_request=self._admit,
+            )
+        except BaseException:  # the port is taken, or cancelled: leave nothing open
+            self._store.close()
+            self._store = None
+            raise
         self.port = int(self._server.sockets[0].getsockname()[1])
         if limits.retention is not None:
             self._sweeper = asyncio.create_task(self._sweep_every(limits.retention / 8))
