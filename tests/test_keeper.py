@@ -27,8 +27,10 @@ from microsync.protocol.keeper import (
     Challenge,
     KeeperRefused,
     Prove,
+    Push,
     Refusal,
     Refused,
+    Stored,
     decode,
     encode,
 )
@@ -215,6 +217,25 @@ async def test_a_replayed_proof_is_refused(tmp_path: Path) -> None:
             await second.send(recorded)  # the eavesdropper's replay on a new connection
             answer = decode(bytes(await second.recv()), from_client=False)
             assert answer == Refused(request=1, code=Refusal.BAD_PROOF)
+
+
+async def test_an_item_that_does_not_open_is_skipped_and_counted(tmp_path: Path) -> None:
+    family, other = box(), box("another epoch")
+    with keeper(tmp_path / "k") as running:
+        async with await KeeperClient.connect(running.url) as client:
+            await client.push(family, records(2, "good"))
+        async with connect(running.url, compression=None) as raw:  # a member gone bad
+            challenge = decode(bytes(await raw.recv()), from_client=False)
+            assert isinstance(challenge, Challenge)
+            await raw.send(encode(Prove(request=1, proof=family.prove(challenge.nonce))))
+            await raw.recv()
+            junk = other.seal(os.urandom, b"junk", b"not sealed for this mailbox")
+            await raw.send(encode(Push(request=2, mailbox=family.id, items=(junk,))))
+            assert isinstance(decode(bytes(await raw.recv()), from_client=False), Stored)
+        async with await KeeperClient.connect(running.url) as client:
+            await client.push(family, records(1, "after"))
+            pulled = await pull_all(client, family)
+            assert [p.cursor for p in pulled] == [1, 2, 4] and client.unreadable == 1
 
 
 # --- quotas, disk full, retention -----------------------------------------------------------

@@ -29,14 +29,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from microsync.crypto.random import Rng, system_rng
-from microsync.errors import LocalProtocolError, RemoteProtocolError
+from microsync.errors import DecryptionError, LocalProtocolError, RemoteProtocolError
 from microsync.group.mailbox import ItemId, Mailbox, MailboxId, SealedItem
 from microsync.protocol.keeper import (
     BATCH_BYTES,
@@ -95,6 +95,8 @@ class KeeperClient:
         self._proved: set[MailboxId] = set()
         self._abandoned: set[int] = set()
         self._busy = False
+        self.unreadable = 0
+        """Items pulled that did not open (forged by the keeper, or moved): skipped."""
 
     @classmethod
     async def connect(
@@ -146,14 +148,15 @@ class KeeperClient:
         *,
         on_stored: Callable[[Record, int], None] | None = None,
     ) -> list[int]:
-        """Seal and push ``records``; their cursors, in order, once each is committed.
+        """Seal and push ``records`` (sealed as they are sent, so an iterator of any length
+        is fine); their cursors, in order, once each is committed.
 
         ``on_stored(record, cursor)`` runs as each one is acknowledged, so a caller learns
         what is safe even if a later record is refused (:class:`KeeperRefused`) or the
         connection drops."""
         with self._operation():
             await self._prove(mailbox)
-            return await self._push(mailbox, list(records), on_stored)
+            return await self._push(mailbox, records, on_stored)
 
     def pull(self, mailbox: Mailbox, *, after: int = 0) -> AsyncIterator[Pulled]:
         """Every item with a cursor above ``after``, oldest first (an async iterator: iterate
@@ -201,7 +204,7 @@ class KeeperClient:
     async def _push(
         self,
         mailbox: Mailbox,
-        records: Sequence[Record],
+        records: Iterable[Record],
         on_stored: Callable[[Record, int], None] | None,
     ) -> list[int]:
         cursors: list[int] = []
@@ -285,7 +288,11 @@ class KeeperClient:
                         for cursor, item in zip(answer.cursors, answer.items, strict=True):
                             _check_order(cursor, after, before)
                             after, before = _advance(cursor, after, before, newest_first)
-                            data = mailbox.open(item)
+                            try:
+                                data = mailbox.open(item)
+                            except DecryptionError:  # forged or moved: skip it, count it
+                                self.unreadable += 1
+                                continue
                             yield Pulled(cursor=cursor, item=item.id, data=data)
                 except GeneratorExit:
                     self._abandoned.add(pull.request)
