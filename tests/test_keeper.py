@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from microsync import encoding
 from microsync.cli.keeper import byte_size
@@ -392,7 +392,8 @@ async def test_the_keeper_sees_no_group_key_name_or_text_and_groups_share_nothin
 
 # --- crash safety ---------------------------------------------------------------------------
 
-LOST_CONNECTION = (ConnectionClosed, OSError, TimeoutError)
+LOST_CONNECTION = (ConnectionClosed, InvalidHandshake, OSError, TimeoutError)
+"""What a client sees of a keeper killed under it (during the opening handshake too)."""
 
 
 async def until_killed(running: Keeper, delay: float, work: Awaitable[None]) -> None:
