@@ -49,8 +49,10 @@ from microsync.group.invite import (
     InvitePurpose,
     InviteRecord,
     InviteState,
+    LinkHello,
     PairingGuest,
     PairingHost,
+    ReadyForLink,
     parse_link,
 )
 from microsync.group.join import DeviceCandidate
@@ -395,6 +397,23 @@ def build_invite_link(world: World) -> Built:
     return link, invite_secrets(invite)
 
 
+def build_link_hello(world: World) -> Built:
+    invite = _invite()
+    guest = PairingGuest.for_link(invite.link, request=b"a request")
+    step = guest.step
+    assert isinstance(step, ReadyForLink)
+    hello = LinkHello(purpose=invite.purpose, secret=step.link.secret, request=b"a request")
+    assert hello.to_bytes() == guest.start()
+    return hello, invite_secrets(invite)
+
+
+def build_ready_for_link(world: World) -> Built:
+    invite = _invite()
+    step = PairingGuest.for_link(invite.link, request=b"a request").step
+    assert isinstance(step, ReadyForLink)
+    return step, invite_secrets(invite)
+
+
 def build_short_code(world: World) -> Built:
     invite = _invite()
     return invite.short_code, invite_secrets(invite)
@@ -554,12 +573,14 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.crypto.noise.ChaChaPoly": build_chachapoly,
     "microsync.crypto.stream.ChunkCipher": build_chunk_cipher,
     "microsync.crypto.pake.Spake2": build_spake2,
-    "microsync.group.invite.InviteSecret": build_invite_secret,
-    "microsync.group.invite.InviteLink": build_invite_link,
-    "microsync.group.invite.ShortCode": build_short_code,
-    "microsync.group.invite.Invite": build_invite,
-    "microsync.group.invite.PairingHost": build_pairing_host,
-    "microsync.group.invite.PairingGuest": build_pairing_guest,
+    "microsync.group.invite.link.InviteSecret": build_invite_secret,
+    "microsync.group.invite.link.InviteLink": build_invite_link,
+    "microsync.group.invite.shortcode.ShortCode": build_short_code,
+    "microsync.group.invite.terms.Invite": build_invite,
+    "microsync.group.invite.messages.LinkHello": build_link_hello,
+    "microsync.group.invite.host.PairingHost": build_pairing_host,
+    "microsync.group.invite.guest.PairingGuest": build_pairing_guest,
+    "microsync.group.invite.guest.ReadyForLink": build_ready_for_link,
     "microsync.group.join.DeviceCandidate": build_device_candidate,
     "microsync.group.keys.EpochKey": build_epoch_key,
     "microsync.group.keys.KeyGrant": build_key_grant,
