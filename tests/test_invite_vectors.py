@@ -2,7 +2,8 @@
 pairing message (link mode, code mode, each ABORT reason), of the join and link payloads and of
 the issuer's stored invite book, all under seeded randomness. They pin the wire and stored
 formats, so a refactoring of :mod:`microsync.group.invite` or :mod:`microsync.group.join` that
-changes a byte fails here."""
+changes a byte fails here. Then the typed messages (each pinned message decodes to its class and
+re-encodes to the same bytes) and the state objects each machine moves through."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import hashlib
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from microsync.encoding import encode
 from microsync.errors import (
@@ -27,14 +30,36 @@ from microsync.errors import (
 )
 from microsync.feed.entry import EntryId, GroupId
 from microsync.group.invite import (
+    GUEST_TRANSITIONS,
+    HOST_TRANSITIONS,
     INVITE_CLOCK_TOLERANCE_MS,
+    MAX_NAMEPLATE,
+    Abort,
+    AbortReason,
+    Admitted,
+    AwaitingCodeAdmit,
+    AwaitingCodeConfirm,
+    AwaitingHello,
+    Claim,
+    CodeAdmit,
+    CodeConfirm,
+    CodeHello,
+    CodeReply,
     Invite,
     InviteId,
     InvitePurpose,
     InviteRecord,
+    InviteSecret,
     InviteState,
+    Kind,
+    LinkAdmit,
+    LinkHello,
+    Message,
     PairingGuest,
     PairingHost,
+    Redeemed,
+    Refused,
+    decode_message,
 )
 from microsync.group.join import (
     DeviceCandidate,
@@ -292,3 +317,128 @@ def test_the_invite_book_is_stored_in_the_known_bytes_and_reloads() -> None:
     assert again.get(device_link.invite_id) == (device_link, None, InviteState.OPEN)
     again.mark(device_link.invite_id, InviteState.OPEN)  # rewrites the same bytes
     assert store.get_meta("invites") == stored
+
+
+# --------------------------------------------------------------------------- typed messages
+
+PINNED = [
+    *LINK_TRANSCRIPT,
+    *DEVICE_LINK_TRANSCRIPT,
+    *CODE_TRANSCRIPT,
+    *(abort(reason).hex() for reason in AbortReason),
+]
+KIND_CLASSES = {
+    Kind.LINK_HELLO: LinkHello,
+    Kind.LINK_ADMIT: LinkAdmit,
+    Kind.CODE_HELLO: CodeHello,
+    Kind.CODE_REPLY: CodeReply,
+    Kind.CODE_CONFIRM: CodeConfirm,
+    Kind.CODE_ADMIT: CodeAdmit,
+    Kind.ABORT: Abort,
+}
+
+
+@pytest.mark.parametrize("text", PINNED)
+def test_every_pinned_message_decodes_to_its_typed_message_and_back(text: str) -> None:
+    data = bytes.fromhex(text)
+    message = decode_message(data)
+    assert type(message) is KIND_CLASSES[Kind(data[2])] and message.kind == data[2]
+    assert message.to_bytes() == data
+
+
+def test_the_typed_link_hello_is_the_documented_array() -> None:
+    invite = issue()
+    hello = decode_message(bytes.fromhex(LINK_TRANSCRIPT[0]))
+    assert hello == LinkHello(
+        purpose=InvitePurpose.INVITE, secret=invite.secret, request=b"alice's device"
+    )
+    assert invite.secret.secret_bytes().hex() not in repr(hello)
+    assert decode_message(bytes.fromhex(LINK_TRANSCRIPT[1])) == LinkAdmit(
+        purpose=InvitePurpose.INVITE, response=b"welcome alice's device"
+    )
+
+
+BYTES_32 = st.binary(min_size=32, max_size=32)
+PAYLOADS = st.binary(max_size=64)
+TYPED_MESSAGES = st.one_of(
+    st.builds(
+        LinkHello,
+        purpose=st.sampled_from(InvitePurpose),
+        secret=BYTES_32.map(InviteSecret),
+        request=PAYLOADS,
+    ),
+    st.builds(LinkAdmit, purpose=st.sampled_from(InvitePurpose), response=PAYLOADS),
+    st.builds(
+        CodeHello,
+        purpose=st.sampled_from(InvitePurpose),
+        nameplate=st.integers(1, MAX_NAMEPLATE),
+        pake=st.binary(min_size=33, max_size=33),
+    ),
+    st.builds(CodeReply, pake=st.binary(min_size=33, max_size=33)),
+    st.builds(
+        CodeConfirm, confirm=BYTES_32, nonce=st.binary(min_size=24, max_size=24), sealed=PAYLOADS
+    ),
+    st.builds(
+        CodeAdmit, confirm=BYTES_32, nonce=st.binary(min_size=24, max_size=24), sealed=PAYLOADS
+    ),
+    st.builds(Abort, reason=st.sampled_from(AbortReason)),
+)
+
+
+@given(TYPED_MESSAGES)
+def test_every_typed_message_round_trips(message: Message) -> None:
+    data = message.to_bytes()
+    assert decode_message(data) == message
+    assert decode_message(data).to_bytes() == data
+
+
+def test_each_machine_moves_exactly_as_its_table_says() -> None:
+    """Every step of a link and a code redemption is an entry of the host's or the guest's
+    table, and each table entry that leads on is taken by one of these redemptions."""
+    seen: set[tuple[object, Kind, object]] = set()
+    for mode in ("link", "code"):
+        invite = issue()
+        guest = link_guest(invite) if mode == "link" else code_guest(invite)
+        host = Registry(invite).host()
+        message: bytes | None = guest.start()
+        while message is not None:
+            before = host.state
+            reply = host.receive(message, now=NOW)
+            seen.add((before, Kind(message[2]), host.state))
+            assert HOST_TRANSITIONS[(before, Kind(message[2]))] is host.state
+            before_guest = guest.state
+            message = guest.receive(reply)
+            seen.add((before_guest, Kind(reply[2]), guest.state))
+            assert GUEST_TRANSITIONS[(before_guest, Kind(reply[2]))] is guest.state
+    leading_on = {(s, k, n) for (s, k), n in HOST_TRANSITIONS.items()}
+    leading_on |= {(s, k, n) for (s, k), n in GUEST_TRANSITIONS.items() if k is not Kind.ABORT}
+    assert seen == leading_on
+
+
+def test_a_host_keeps_its_session_keys_only_while_it_awaits_the_confirmation() -> None:
+    invite = issue()
+    guest, host = code_guest(invite), Registry(invite).host()
+    assert isinstance(host.step, AwaitingHello)
+    confirm = guest.receive(host.receive(guest.start(), now=NOW))
+    assert isinstance(host.step, AwaitingCodeConfirm) and isinstance(guest.step, AwaitingCodeAdmit)
+    assert host.step.claim == Claim(invite.invite_id, InvitePurpose.INVITE)
+    assert confirm is not None
+    assert guest.receive(host.receive(confirm, now=NOW)) is None
+    assert host.step == Admitted(Claim(invite.invite_id, InvitePurpose.INVITE))
+    assert guest.step == Redeemed(b"welcome bob's phone")
+
+
+def test_a_refused_host_names_the_invite_and_the_abort() -> None:
+    invite = issue()
+    registry = Registry(invite)
+    registry.records[invite.invite_id] = replace(
+        registry.records[invite.invite_id], state=InviteState.REVOKED
+    )
+    host = registry.host()
+    with pytest.raises(InviteRevoked):
+        host.receive(link_guest(invite).start(), now=NOW)
+    assert host.step == Refused(
+        claim=Claim(invite.invite_id, InvitePurpose.INVITE),
+        abort=Abort(reason=AbortReason.REVOKED),
+    )
+    assert host.invite_id == invite.invite_id and host.abort_message == abort(4)

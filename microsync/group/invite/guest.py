@@ -213,20 +213,22 @@ class PairingGuest:
     def start(self) -> bytes:
         """The first message to send to the host."""
         step = self._step
+        hello: LinkHello | CodeHello
         match step:
             case ReadyForLink():
+                hello = LinkHello(
+                    purpose=self._purpose, secret=step.link.secret, request=self._request
+                )
                 self._step = AwaitingLinkAdmit()
-                secret = step.link.secret
-                return LinkHello(
-                    purpose=self._purpose, secret=secret, request=self._request
-                ).to_bytes()
             case ReadyForCode():
                 pake = code_pake(PakeSide.A, step.code, self._purpose, step.rng)
-                pake_a = pake.start()
-                self._step = AwaitingCodeReply(step, pake, pake_a)
-                nameplate = step.code.nameplate
-                return CodeHello(purpose=self._purpose, nameplate=nameplate, pake=pake_a).to_bytes()
-        raise LocalProtocolError("start() may only be called once")
+                hello = CodeHello(
+                    purpose=self._purpose, nameplate=step.code.nameplate, pake=pake.start()
+                )
+                self._step = AwaitingCodeReply(step, pake, hello.pake)
+            case _:
+                raise LocalProtocolError("start() may only be called once")
+        return hello.to_bytes()
 
     def receive(self, data: bytes) -> bytes | None:
         """Handle one host message; return the next message to send, or ``None`` when DONE.
@@ -238,9 +240,12 @@ class PairingGuest:
             raise InviteProtocolError(f"no message is expected in {step.state.value}")
         self._step = Failed()  # until the message is handled
         kind, fields = split_message(data)
-        if (step.state, kind) not in GUEST_TRANSITIONS:
+        follows = GUEST_TRANSITIONS.get((step.state, kind))
+        if follows is None:
             raise InviteProtocolError(f"unexpected {kind.name} in {step.state.value}")
-        reply, self._step = self._advance(step, parse_message(kind, fields))
+        reply, after = self._advance(step, parse_message(kind, fields))
+        assert after.state is follows, "a handler disagrees with GUEST_TRANSITIONS"
+        self._step = after
         return None if reply is None else reply.to_bytes()
 
     def _advance(

@@ -194,9 +194,11 @@ class PairingHost:
         self._step = Refused(claim=_claim_of(step))  # until the message is handled
         try:
             kind, fields = split_message(data)
-            if (step.state, kind) not in HOST_TRANSITIONS:
+            follows = HOST_TRANSITIONS.get((step.state, kind))
+            if follows is None:
                 raise InviteProtocolError(f"unexpected {kind.name} in {step.state.value}")
             reply, after = self._advance(step, parse_message(kind, fields), now)
+            assert after.state is follows, "a handler disagrees with HOST_TRANSITIONS"
         except (InviteError, DecodeError) as error:
             self._refuse(error, burn=isinstance(step, AwaitingCodeConfirm))
             raise
