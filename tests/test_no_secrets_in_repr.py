@@ -55,7 +55,7 @@ from microsync.group.invite import (
     ReadyForLink,
     parse_link,
 )
-from microsync.group.join import DeviceCandidate
+from microsync.group.join import DeviceCandidate, InviteBook
 from microsync.group.keys import EpochKey, KeyGrant
 from microsync.group.ops import Role
 from microsync.group.replica import _Opened
@@ -64,6 +64,7 @@ from microsync.node.host import DeviceHost
 from microsync.protocol.handshake import Handshake, Purpose, pump
 from microsync.protocol.noise import CipherState, HandshakeState, SymmetricState
 from microsync.protocol.session import GroupProof
+from microsync.storage.memory import MemoryStore
 from microsync.testing import SimNetwork
 from microsync.testing.device import SimDevice
 from tests.conftest import make_identity, make_rng
@@ -424,6 +425,15 @@ def build_invite(world: World) -> Built:
     return invite, invite_secrets(invite)
 
 
+def build_book_entry(world: World) -> Built:
+    invite = _invite()
+    book = InviteBook(MemoryStore())
+    book.add(invite, world.group)
+    entry = book.get(invite.invite_id)
+    assert entry is not None and entry.invite == invite
+    return entry, invite_secrets(invite)
+
+
 def build_pairing_host(world: World) -> Built:
     _, host, invite = _pairing_midway()
     return host, invite_secrets(invite)
@@ -581,7 +591,8 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.group.invite.host.PairingHost": build_pairing_host,
     "microsync.group.invite.guest.PairingGuest": build_pairing_guest,
     "microsync.group.invite.guest.ReadyForLink": build_ready_for_link,
-    "microsync.group.join.DeviceCandidate": build_device_candidate,
+    "microsync.group.invite.payloads.DeviceCandidate": build_device_candidate,
+    "microsync.group.join.BookEntry": build_book_entry,
     "microsync.group.keys.EpochKey": build_epoch_key,
     "microsync.group.keys.KeyGrant": build_key_grant,
     "microsync.group.replica._Opened": build_opened,
@@ -620,7 +631,7 @@ PUBLIC: dict[str, str] = {
     "microsync.group.membership.OpRecord": "grants are DeviceInfo: public prekeys",
     "microsync.group.ops.DeviceGrant": "two public certificates",
     "microsync.group.ops.Op": "an operation's plaintext; _encoded is not printed (repr=False)",
-    "microsync.group.join.LinkRequest": "a public device key and public certificates",
+    "microsync.group.invite.payloads.LinkRequest": "a public device key and public certificates",
     "microsync.identity.TransportCertificate": "certifies a public key",
     "microsync.identity.PrekeyCertificate": "certifies a public key",
     "microsync.net.relay.Error": "an error code",

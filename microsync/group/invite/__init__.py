@@ -33,7 +33,11 @@ working for all of them:
 ``session_keys.py``    code mode's SPAKE2, confirmations and payload key
 ``host.py``            :class:`PairingHost`: its states, one object each, and its table
 ``guest.py``           :class:`PairingGuest`: the same for the redeeming side
+``payloads.py``        what travels inside: join and link requests and their answers
 =====================  ==========================================================
+
+The group side (answering the callbacks from the group state, the issuer's book of invites) is
+:mod:`microsync.group.join`.
 
 Invariants
 ----------
