@@ -8,7 +8,9 @@ re-encodes to the same bytes) and the state objects each machine moves through."
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -442,3 +444,14 @@ def test_a_refused_host_names_the_invite_and_the_abort() -> None:
         abort=Abort(reason=AbortReason.REVOKED),
     )
     assert host.invite_id == invite.invite_id and host.abort_message == abort(4)
+
+
+def test_the_tables_in_docs_invites_are_the_code() -> None:
+    text = (Path(__file__).parents[1] / "docs" / "invites.md").read_text()
+    rows = re.findall(r"^\| `([a-z-]+)` \| `([A-Z_]+)` \| `([a-z-]+)` \|$", text, re.MULTILINE)
+    documented = {(state, kind, after) for state, kind, after in rows}
+    code = {(s.value, k.name, n.value) for (s, k), n in HOST_TRANSITIONS.items()}
+    code |= {(s.value, k.name, n.value) for (s, k), n in GUEST_TRANSITIONS.items()}
+    assert documented == code
+    for kind in Kind:
+        assert f"| {int(kind)} | `{KIND_CLASSES[kind].__name__}` |" in text
