@@ -76,6 +76,7 @@ from microsync.group.invite.host import (
     Refused,
 )
 from microsync.group.invite.link import (
+    LINK_SCHEME,
     LINK_VERSION,
     MAX_ADDRESSES,
     MAX_LINK_LENGTH,
@@ -133,6 +134,7 @@ __all__ = [
     "GUEST_TRANSITIONS",
     "HOST_TRANSITIONS",
     "INVITE_CLOCK_TOLERANCE_MS",
+    "LINK_SCHEME",
     "LINK_VERSION",
     "MAX_ADDRESSES",
     "MAX_CODE_WORDS",

@@ -22,7 +22,7 @@ from typing import ClassVar, Final
 from microsync.crypto.pake import PakeSide, Spake2
 from microsync.crypto.random import Rng
 from microsync.errors import InviteProtocolError, LocalProtocolError, WrongCode, WrongPurpose
-from microsync.group.invite.link import InviteLink, InvitePurpose, parse_link
+from microsync.group.invite.link import LINK_SCHEME, InviteLink, InvitePurpose, parse_link
 from microsync.group.invite.messages import (
     MAX_PAYLOAD_SIZE,
     Abort,
@@ -190,6 +190,20 @@ class PairingGuest:
         """Redeem a short code (normalised strictly if given as text) for ``purpose``."""
         parsed = parse_code(code) if isinstance(code, str) else code
         return cls(purpose=purpose, request=request, code=parsed, rng=rng)
+
+    @classmethod
+    def redeem(
+        cls, link_or_code: str, *, purpose: InvitePurpose, request: bytes, rng: Rng
+    ) -> PairingGuest:
+        """Redeem what a person pasted or typed: a link (``microsync:...``) or a short code,
+        for ``purpose``. A link made for the other purpose raises :class:`WrongPurpose` here,
+        before anything is sent."""
+        if not link_or_code.startswith(LINK_SCHEME):
+            return cls.for_code(link_or_code, purpose=purpose, request=request, rng=rng)
+        link = parse_link(link_or_code)
+        if link.purpose is not purpose:
+            raise WrongPurpose(f"this link is for {link.purpose.value}, not {purpose.value}")
+        return cls.for_link(link, request=request)
 
     @property
     def step(self) -> GuestStep:

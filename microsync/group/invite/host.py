@@ -224,7 +224,7 @@ class PairingHost:
             self._burn(claim.invite_id)
 
     def _learn(self, claim: Claim) -> Claim:
-        """Name the invite in the failed state this message leads to unless it succeeds."""
+        """From here on, should this message fail, the FAILED state names ``claim``."""
         self._step = Refused(claim=claim)
         return claim
 

@@ -26,6 +26,7 @@ from microsync.crypto.random import Rng
 from microsync.errors import DecodeError, MalformedInvite
 
 __all__ = [
+    "LINK_SCHEME",
     "LINK_VERSION",
     "MAX_ADDRESSES",
     "MAX_LINK_LENGTH",
@@ -100,7 +101,9 @@ def invite_id(secret: InviteSecret | bytes) -> InviteId:
     return InviteId(labelled_hash(labels.INVITE_ID, raw))
 
 
-_LINK_PREFIX: Final = "microsync:join?"
+LINK_SCHEME: Final = "microsync:"
+"""What every invite link starts with (a short code never does)."""
+_LINK_PREFIX: Final = LINK_SCHEME + "join?"
 _LINK_KEYS: Final = frozenset({"v", "s", "at", "r", "p"})
 _SECRET_TEXT_LENGTH: Final = 52  # ceil(256 / 5) base32 characters, no padding
 _BASE32_LOWER: Final = frozenset("abcdefghijklmnopqrstuvwxyz234567")
