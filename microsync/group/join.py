@@ -44,6 +44,7 @@ from microsync.group.invite.payloads import (
     LinkResponse,
     Welcome,
 )
+from microsync.group.membership import InviteInfo
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica, GroupStore, LocalMember
 
@@ -57,6 +58,7 @@ __all__ = [
     "LinkResponse",
     "Welcome",
     "accept_welcome",
+    "group_invite_state",
     "issue_invite",
 ]
 
@@ -167,6 +169,18 @@ def _decode_invite(value: encoding.Value) -> BookEntry:
     )
 
 
+def group_invite_state(info: InviteInfo, mine: BookEntry | None) -> InviteState:
+    """A group invite's state: as the group resolved it (``info``), except that a burn this
+    device recorded (``mine``, if it issued the invite) wins."""
+    if mine is not None and mine.state is InviteState.BURNED:
+        return InviteState.BURNED
+    if info.revoked:
+        return InviteState.REVOKED
+    if info.consumed_by is not None:
+        return InviteState.CONSUMED
+    return InviteState.OPEN
+
+
 class InviteHost:
     """Answers a :class:`PairingHost`'s callbacks for this device's groups and invites.
 
@@ -212,24 +226,15 @@ class InviteHost:
                 expires_at=invite.expires_at,
                 state=found.state,
             )
-        burned = found is not None and found.state is InviteState.BURNED
         for replica in self._replicas.values():
             info = replica.state.invites.get(invite_id)
-            if info is None:
-                continue
-            state = InviteState.OPEN
-            if burned:
-                state = InviteState.BURNED
-            elif info.revoked:
-                state = InviteState.REVOKED
-            elif info.consumed_by is not None:
-                state = InviteState.CONSUMED
-            return InviteRecord(
-                invite_id=invite_id,
-                purpose=InvitePurpose.INVITE,
-                expires_at=info.expires_at,
-                state=state,
-            )
+            if info is not None:
+                return InviteRecord(
+                    invite_id=invite_id,
+                    purpose=InvitePurpose.INVITE,
+                    expires_at=info.expires_at,
+                    state=group_invite_state(info, found),
+                )
         return None
 
     def _group_of(self, invite_id: InviteId) -> GroupReplica:
