@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from microsync.clock import now_ms
 from microsync.errors import DecodeError
 from microsync.group.mailbox import CHALLENGE_SIZE, ItemId, SealedItem
 from microsync.net.limits import ConnectionQuota, address_key
@@ -191,7 +191,7 @@ class KeeperServer:
     def _oldest_kept_ms(self) -> int:
         if self.limits.retention is None:
             return 0
-        return int((time.time() - self.limits.retention) * 1000)
+        return now_ms() - int(self.limits.retention * 1000)
 
     def _sweep(self) -> None:
         if self.limits.retention is not None:
@@ -267,7 +267,7 @@ class KeeperServer:
     ) -> KeeperMessage:
         pairs = [(item.id, item.payload) for item in items]
         try:
-            stored = self.store.put(mailbox, pairs, int(time.time() * 1000))
+            stored = self.store.put(mailbox, pairs, now_ms())
         except MailboxFull:
             return Refused(request=request, code=Refusal.MAILBOX_FULL)
         except KeeperFull:
