@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from microsync.errors import (
+    AlreadyAMember,
     AuthorNotAdmitted,
     AuthorNotCertified,
     AuthorRevoked,
@@ -97,6 +98,7 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlreadyAMember",
     "AuthorNotAdmitted",
     "AuthorNotCertified",
     "AuthorRevoked",

@@ -214,6 +214,11 @@ class InviteRefused(InviteError):
     """The host's group layer refused the request."""
 
 
+class AlreadyAMember(InviteRefused):
+    """The person redeeming a group invite is a member already: a new device of theirs is
+    linked from one of their devices (``Device.link``) or restored from their words."""
+
+
 class InviteProtocolError(InviteError):
     """An unexpected, out-of-order or unsupported pairing message, or input after the end."""
 

@@ -55,11 +55,11 @@ from microsync.group.invite import (
     ReadyForLink,
     parse_link,
 )
-from microsync.group.join import DeviceCandidate, InviteBook
+from microsync.group.join import DeviceCandidate, InviteBook, LinkResponse
 from microsync.group.keys import EpochKey, KeyGrant
 from microsync.group.ops import Role
 from microsync.group.replica import _Opened
-from microsync.identity import LocalIdentity
+from microsync.identity import DeviceCertificate, LocalIdentity
 from microsync.node.host import DeviceHost
 from microsync.protocol.handshake import Handshake, Purpose, pump
 from microsync.protocol.noise import CipherState, HandshakeState, SymmetricState
@@ -453,6 +453,16 @@ def build_device_candidate(world: World) -> Built:
     }
 
 
+def build_link_response(world: World) -> Built:
+    person = world.alice.identity.person_key
+    assert person is not None
+    candidate = DeviceCandidate.generate("Alice laptop", make_rng("laptop"), NOW)
+    certificate = DeviceCertificate.issue(person, candidate.device_key.public, "Alice laptop", NOW)
+    add = EntryId(bytes([7]) * 32)
+    response = LinkResponse(certificate, (world.group,), (add,), person)
+    return response, {"person key": person.secret_bytes()}
+
+
 def build_epoch_key(world: World) -> Built:
     return world.epoch, epoch_secrets(world.epoch)
 
@@ -600,6 +610,7 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.group.invite.guest.PairingGuest": build_pairing_guest,
     "microsync.group.invite.guest.ReadyForLink": build_ready_for_link,
     "microsync.group.invite.payloads.DeviceCandidate": build_device_candidate,
+    "microsync.group.invite.payloads.LinkResponse": build_link_response,
     "microsync.group.join.BookEntry": build_book_entry,
     "microsync.group.keys.EpochKey": build_epoch_key,
     "microsync.group.keys.KeyGrant": build_key_grant,

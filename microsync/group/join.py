@@ -25,7 +25,13 @@ from typing import Final, NamedTuple
 from microsync import encoding
 from microsync.crypto.random import Rng
 from microsync.encoding import expect_bytes, expect_int, expect_list, expect_str
-from microsync.errors import InviteError, InviteRefused, MicrosyncError, NotAMember
+from microsync.errors import (
+    AlreadyAMember,
+    InviteError,
+    InviteRefused,
+    MicrosyncError,
+    NotAMember,
+)
 from microsync.feed.entry import GroupId
 from microsync.group.invite import (
     Invite,
@@ -262,6 +268,8 @@ class InviteHost:
             return response.to_bytes()
         join = JoinRequest.from_bytes(request)
         replica = self._group_of(invite_id)
+        if join.person in replica.state.members:
+            raise AlreadyAMember("the person redeeming the invite is a member already")
         info = replica.state.invites[invite_id]
         entry = replica.add(
             join.person,

@@ -42,6 +42,7 @@ from microsync.identity import (
 )
 from microsync.net.limits import ServeLimits
 from microsync.node.addresses import DEFAULT_PORT
+from microsync.node.devices import DeviceRecord, device_records, link_new_device
 from microsync.node.exits import GroupExit
 from microsync.node.group import Group, InviteStatus, Member
 from microsync.node.host import DeviceHost
@@ -70,6 +71,7 @@ from microsync.storage.sqlite import DATABASE_NAME, SqliteStore
 __all__ = [
     "DEFAULT_PORT",
     "Device",
+    "DeviceRecord",
     "DeviceStatus",
     "Group",
     "GroupExit",
@@ -401,10 +403,31 @@ class Device:
         """
         rotate_prekey(self)
 
-    async def revoke_device(self, device: bytes) -> None:
+    async def revoke_device(self, device: bytes | str) -> None:
         """Revoke one of this person's other devices (a lost phone): every group it was in
-        starts a new epoch without it, and its operations after the cut-off are void."""
-        revoke_device(self, DeviceId(bytes(device)))
+        starts a new epoch without it, and its operations after the cut-off are void.
+        ``device`` is its id, or a unique hex prefix of it as :meth:`devices` shows.
+
+        Raises :class:`NotAMember` on a device without the person key, ``ValueError`` for
+        this device itself, for an id no group knows as this person's, or an ambiguous
+        prefix."""
+        revoke_device(self, self._device_id(device))
+
+    def devices(self) -> list[DeviceRecord]:
+        """This person's devices, as the groups here know them (this one first): name, id,
+        whether it is this one, when this device last synced with it, revoked or not."""
+        return device_records(self)
+
+    def _device_id(self, device: bytes | str) -> DeviceId:
+        """The id of this person's device ``device`` (an id, or a hex prefix of one)."""
+        if isinstance(device, bytes):
+            return DeviceId(bytes(device))
+        prefix = device.strip().lower()
+        found = [r.id for r in self.devices() if r.id.hex().startswith(prefix)]
+        if len(found) != 1 or not prefix:
+            what = "matches none" if not found else "matches several"
+            raise ValueError(f"the device id {device!r} {what} of this person's devices")
+        return found[0]
 
     # ------------------------------------------------------------------ pairing
 
@@ -446,10 +469,39 @@ class Device:
         identity = candidate.complete(answer)
         clock_, rng_ = _or_system(clock, rng)
         device = cls._load_or_create(directory, lambda: identity, clock_, rng_)
+        welcomes = answer.welcomes()
         with device._store.transaction():
             for group_id in answer.groups:
+                add = welcomes.get(group_id)
+                if add is not None:  # how it proves membership before it holds a key
+                    device._store.put_meta(f"{WELCOME_PREFIX}{group_id.hex()}", add)
                 device._adopt(group_id)
         return device
+
+    @classmethod
+    async def link(
+        cls,
+        path: str | os.PathLike[str],
+        link_or_code: str,
+        *,
+        name: str,
+        at: str | None = None,
+        relay: str | None = None,
+        clock: Clock | None = None,
+        rng: Rng | None = None,
+    ) -> Device:
+        """Make this machine a new device of a person, at ``path``, by redeeming a pairing
+        from :meth:`link_device` on one of their devices: a link carries its addresses and
+        relay; a short code needs ``at="host:port"`` (``relay`` is tried for a link whose
+        addresses fail). Returns the open device, certified by the person, a member of every
+        group the person is in, and synced with the device that linked it.
+
+        Raises an :class:`~microsync.errors.InviteError` for a bad, used, expired or mistyped
+        pairing (its class says which), or :class:`PeerUnreachable`."""
+        directory = Path(path)
+        if (directory / DATABASE_NAME).exists():
+            raise StorageError(f"{directory} already holds a profile; link into a new one")
+        return await link_new_device(cls, directory, link_or_code, name, at, relay, clock, rng)
 
     def join_guest(self, link_or_code: str) -> PairingGuest:
         """The guest side of redeeming an invite (a link, or a short code) for this device.

@@ -80,21 +80,23 @@ class DeviceInvites:
         return invite
 
     def _certify(self, request: LinkRequest) -> LinkResponse:
-        """Certify a linked device with the person key and add it to every group."""
+        """Certify a linked device with the person key and add it to every group; answer with
+        the id of each add (the new device's welcome: how it proves membership at its first
+        sync, before it holds a key) and the person key (so it may link and revoke too)."""
         device = self.device
         person_key = device._identity.person_key
         assert person_key is not None  # only offered to InviteHost with one
         now = device.clock()
         certificate = DeviceCertificate.issue(person_key, request.device, request.name, now)
         grant = DeviceGrant(certificate.to_bytes(), request.prekey.to_bytes())
-        joined = []
+        joined, adds = [], []
         with device._store.transaction():
             add_certificate(device._store, certificate)
             for group in device._groups.values():
                 if group._replica.is_member:
-                    group._replica.add_device(grant, now=now)
+                    adds.append(group._replica.add_device(grant, now=now).id)
                     joined.append(group.id)
-        return LinkResponse(certificate, tuple(joined))
+        return LinkResponse(certificate, tuple(joined), tuple(adds), person_key)
 
     def guest(self, link_or_code: str) -> PairingGuest:
         """The guest side of redeeming an invite (a link, or a short code)."""

@@ -14,7 +14,7 @@ from microsync.identity import DeviceId, DeviceRevocation, PrekeyCertificate
 from microsync.node.profile import save_identity
 
 if TYPE_CHECKING:
-    from microsync.node import Device
+    from microsync.node import Device, Group
 
 __all__ = ["revoke_device", "rotate_prekey"]
 
@@ -39,13 +39,31 @@ def rotate_prekey(device: Device) -> None:
 
 
 def revoke_device(device: Device, revoked: DeviceId) -> None:
-    """Revoke ``revoked`` (another device of ``device``'s person) in every group it is in."""
+    """Revoke ``revoked`` (another device of ``device``'s person) in every group it is in.
+
+    ``ValueError`` for this device itself, or for a device no group here admits as one of
+    this person's (so a mistyped id never passes silently); :class:`NotAMember` without the
+    person key."""
     person_key = device._identity.person_key
     if person_key is None:
         raise NotAMember("only a device holding the person key may revoke devices")
+    if revoked == device.id:
+        raise ValueError("a device cannot revoke itself: revoke it from another of your devices")
+    groups = [g for g in device._groups.values() if _admits_mine(g, device, revoked)]
+    if not groups:
+        raise ValueError("no group here admits that device as one of yours (revoked already?)")
     now = device.clock()
     revocation = DeviceRevocation.issue(person_key, revoked, now)
     with device._store.transaction():
-        for group in device._groups.values():
-            if group._replica.state.device(revocation.device) is not None:
-                group._replica.revoke_device(revocation, now=now)
+        for group in groups:
+            group._replica.revoke_device(revocation, now=now)
+    for group in groups:
+        device._changed(group.id)
+
+
+def _admits_mine(group: Group, device: Device, revoked: DeviceId) -> bool:
+    """Does ``group`` admit ``revoked`` as a device of ``device``'s person, ``device`` being
+    a member (who may sign the revocation)?"""
+    replica = group._replica
+    info = replica.state.device(revoked)
+    return replica.is_member and info is not None and info.person == device.person_id

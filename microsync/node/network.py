@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from microsync.errors import MicrosyncError, PeerUnreachable
 from microsync.feed import GroupId
 from microsync.identity import DeviceId, PersonId
-from microsync.net.connection import SyncConnection
+from microsync.net.connection import SecureStream, SyncConnection
 from microsync.net.limits import ServeLimits
 from microsync.node.addresses import check_relay_url, machine_addresses
 from microsync.node.pairing import probe_relay, reach_inviter, run_guest
@@ -214,7 +214,16 @@ class Network:
         try:
             response = await run_guest(secure, guest)
             group = await device.finish_join(response)
-            # the same connection goes on as a sync session: the group arrives at once
+        except BaseException:
+            await secure.close()
+            raise
+        await self.sync_after_pairing(secure)
+        return group
+
+    async def sync_after_pairing(self, secure: SecureStream) -> None:
+        """Go on with a sync session on the connection a pairing just ran on, until in sync
+        (at most 30 s): what the pairing admitted this device to arrives at once."""
+        try:
             async with self._for_call() as net:
                 connection = net.open_connection(secure, initiator=True)
                 with contextlib.suppress(TimeoutError):
@@ -222,7 +231,6 @@ class Network:
         except BaseException:
             await secure.close()
             raise
-        return group
 
     # ------------------------------------------------------------------ hooks
 

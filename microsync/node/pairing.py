@@ -26,17 +26,22 @@ RELAY_INVITE_WAIT: Final = 20.0
 
 
 async def reach_inviter(
-    link_or_code: str, at: str | None, identity: LocalIdentity, rng: Rng
+    link_or_code: str,
+    at: str | None,
+    identity: LocalIdentity,
+    rng: Rng,
+    relay: str | None = None,
 ) -> SecureStream:
     """A finished ``invite`` handshake with the inviter: at ``at``, at the link's addresses in
-    turn, else through the link's relay (under the invite's rendezvous id)."""
+    turn, else through ``relay`` or the link's relay (under the invite's rendezvous id)."""
     addresses: list[str] = [at] if at is not None else []
-    relay: str | None = None
     secret: InviteSecret | None = None
-    if link_or_code.startswith("microsync:") and at is None:
+    if link_or_code.startswith("microsync:"):
         link = parse_link(link_or_code)
-        addresses, relay, secret = list(link.addresses), link.relay, link.secret
-    if not addresses and relay is None:
+        secret = link.secret
+        if at is None:
+            addresses, relay = list(link.addresses), relay or link.relay
+    if not addresses and (relay is None or secret is None):
         raise ValueError("a short code needs at='host:port' (where the inviter serves)")
     errors = []
     for address in addresses:

@@ -38,6 +38,7 @@ from microsync.encoding import (
     expect_str,
 )
 from microsync.errors import (
+    AlreadyAMember,
     DecodeError,
     InviteBurned,
     InviteConsumed,
@@ -108,6 +109,7 @@ class AbortReason(enum.IntEnum):
     WRONG_CODE = 7
     REFUSED = 8
     PROTOCOL = 9
+    ALREADY_MEMBER = 10
 
 
 _REASON_ERRORS: Final[dict[AbortReason, type[InviteError]]] = {
@@ -120,6 +122,7 @@ _REASON_ERRORS: Final[dict[AbortReason, type[InviteError]]] = {
     AbortReason.WRONG_CODE: WrongCode,
     AbortReason.REFUSED: InviteRefused,
     AbortReason.PROTOCOL: InviteProtocolError,
+    AbortReason.ALREADY_MEMBER: AlreadyAMember,
 }
 
 _REASON_TEXT: Final[dict[AbortReason, str]] = {
@@ -132,6 +135,11 @@ _REASON_TEXT: Final[dict[AbortReason, str]] = {
     AbortReason.WRONG_CODE: "wrong code (the code is now burned)",
     AbortReason.REFUSED: "the group refused it",
     AbortReason.PROTOCOL: "a protocol error",
+    AbortReason.ALREADY_MEMBER: (
+        "you are a member of this group already; to add a new device of yours, link it from "
+        "one of your devices (`microsync devices add` there, `microsync link` here) or "
+        "restore it from your recovery words"
+    ),
 }
 
 

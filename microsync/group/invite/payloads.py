@@ -2,13 +2,17 @@
 
 A join request ``[1, person, name, [certificate, prekey cert]]`` is answered by a welcome
 ``[1, group, add entry id]``; a link request ``[1, device key, name, prekey cert, transport
-cert]`` by ``[1, device certificate, [group ids]]``. A :class:`DeviceCandidate` is the new
+cert]`` by ``[1, device certificate, [group ids], [add entry ids], person key seed]`` (the
+ids of the ``ADD_DEVICE`` entries that admitted the new device, one per group: its welcome in
+each, how it proves membership at its first sync; and the person key, so the new device may
+link and revoke devices too). A response without adds or person key keeps the older
+three-item form ``[1, device certificate, [group ids]]``. A :class:`DeviceCandidate` is the new
 device's side of a link: fresh keys, waiting for its person's certificate.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from microsync import encoding
@@ -127,19 +131,46 @@ class LinkRequest:
 
 @dataclass(frozen=True, slots=True)
 class LinkResponse:
+    """The existing device's answer to a link: the new device's certificate, the groups it
+    was added to with the id of the add in each (``adds[i]`` admitted it to ``groups[i]``),
+    and the person key (``None``: a device that may not certify or revoke devices). ``repr``
+    shows the person key's fingerprint only."""
+
     certificate: DeviceCertificate
     groups: tuple[GroupId, ...]
+    adds: tuple[EntryId, ...] = ()
+    person_key: SigningKey | None = field(default=None, compare=False)
 
     def to_bytes(self) -> bytes:
-        return encoding.encode([_VERSION, self.certificate.to_bytes(), list(self.groups)])
+        head: list[encoding.Value] = [_VERSION, self.certificate.to_bytes(), list(self.groups)]
+        if not self.adds and self.person_key is None:
+            return encoding.encode(head)
+        seed = None if self.person_key is None else self.person_key.secret_bytes()
+        return encoding.encode([*head, list(self.adds), seed])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LinkResponse:
-        _, cert, groups = _items(data, "link response", 3)
-        certificate = DeviceCertificate.from_bytes(expect_bytes(cert, "certificate", max_size=1024))
+        items = expect_list(encoding.decode(data, max_size=_MAX), "link response")
+        if len(items) not in (3, 5) or expect_int(items[0], "version") != _VERSION:
+            raise DecodeError("link response: unknown version or shape")
+        certificate = DeviceCertificate.from_bytes(
+            expect_bytes(items[1], "certificate", max_size=1024)
+        )
         certificate.verify()
-        ids = tuple(GroupId(expect_bytes(g, "group", 32)) for g in expect_list(groups, "groups"))
-        return cls(certificate, ids)
+        ids = tuple(GroupId(expect_bytes(g, "group", 32)) for g in expect_list(items[2], "groups"))
+        if len(items) == 3:
+            return cls(certificate, ids)
+        adds = tuple(EntryId(expect_bytes(a, "add", 32)) for a in expect_list(items[3], "adds"))
+        if adds and len(adds) != len(ids):
+            raise DecodeError("link response: one add per group")
+        person_key = None if items[4] is None else SigningKey(expect_bytes(items[4], "person", 32))
+        if person_key is not None and bytes(person_key.public) != certificate.person:
+            raise DecodeError("link response: the person key did not certify the device")
+        return cls(certificate, ids, adds, person_key)
+
+    def welcomes(self) -> dict[GroupId, EntryId]:
+        """Per group, the add that admitted the new device (empty from an older host)."""
+        return dict(zip(self.groups, self.adds, strict=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,14 +205,31 @@ class DeviceCandidate:
             self.device_key.public, self.name, self.prekey_certificate, self.transport_certificate
         )
 
+    def provisional(self, rng: Rng, now: int) -> LocalIdentity:
+        """This candidate's own keys under a one-off person key, for the pairing handshake
+        only: the host sees the candidate's real device and transport keys, which it then
+        certifies for the real person. The one-off key is dropped with the identity; nothing
+        is stored, and no group ever admits that certificate."""
+        one_off = SigningKey.generate(rng)
+        return LocalIdentity(
+            person_key=None,
+            person_id=PersonId(bytes(one_off.public)),
+            device_key=self.device_key,
+            certificate=DeviceCertificate.issue(one_off, self.device_key.public, self.name, now),
+            transport_key=self.transport_key,
+            transport_certificate=self.transport_certificate,
+            prekey=self.prekey,
+            prekey_certificate=self.prekey_certificate,
+        )
+
     def complete(self, response: LinkResponse) -> LocalIdentity:
-        """The linked device's identity, once the person has certified it. It holds no person
-        key: it cannot certify or revoke devices, only its person's existing devices can."""
+        """The linked device's identity, once the person has certified it. It holds the person
+        key if the response carries it (then it may link and revoke devices too)."""
         cert = response.certificate
         if cert.device != bytes(self.device_key.public) or cert.device_name != self.name:
             raise InviteRefused("the certificate is for another device")
         identity = LocalIdentity(
-            person_key=None,
+            person_key=response.person_key,
             person_id=cert.person,
             device_key=self.device_key,
             certificate=cert,
