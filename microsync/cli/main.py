@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import microsync
-from microsync.cli import control, keeper, network, social, vault
+from microsync.cli import control, devices, keeper, network, social, vault
 from microsync.cli.control import open_device, open_group
 from microsync.errors import InviteError, MicrosyncError, ProfileInUse, ProfileNotFound
 
@@ -221,6 +221,8 @@ COMMANDS: dict[str, Command] = {
     "keeper": keeper.cmd_keeper,
     "vault": vault.cmd_vault,
     "demo": _demo,
+    "link": devices.cmd_link,
+    "devices": devices.cmd_devices,
 }
 
 
@@ -278,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     network.add_parsers(sub)
     keeper.add_parsers(sub)
     vault.add_parsers(sub)
+    devices.add_parsers(sub)
     sub.add_parser("demo", help="three devices on this machine form a family group and sync")
     _home_anywhere(sub)
     return parser

@@ -1,0 +1,102 @@
+"""One person's devices from the command line, each command a separate process on 127.0.0.1:
+``devices add`` on the phone (through its running ``serve``), ``link`` on the laptop and the
+tablet (by link and by short code), both post and see each other's posts after restarts,
+``devices`` lists them, a pairing used twice or mistyped is one error line, and the laptop
+revokes the lost phone: Bob shows nothing the phone writes after that."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.test_cli import run
+from tests.test_cli_network import free_port, invite_json, one_error_line, serving
+
+
+def feed(home: str) -> list[str]:
+    done = run("--home", home, "feed", "--json")
+    assert done.returncode == 0, done.stderr
+    return sorted(p["text"] for p in json.loads(done.stdout))
+
+
+def devices(home: str) -> list[dict[str, object]]:
+    done = run("--home", home, "devices", "--json")
+    assert done.returncode == 0, done.stderr
+    found: list[dict[str, object]] = json.loads(done.stdout)
+    return found
+
+
+def ok(*args: str) -> str:
+    done = run(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_link_by_link_and_by_code_then_post_both_ways(tmp_path: Path) -> None:
+    phone, laptop, tablet = (str(tmp_path / n) for n in ("phone", "laptop", "tablet"))
+    port = free_port()
+    ok("--home", phone, "init", "--name", "Alice phone")
+    ok("--home", phone, "group", "create", "Family")
+    ok("--home", phone, "post", "from the phone")
+    with serving(phone, port):
+        shown = json.loads(ok("--home", phone, "devices", "add", "--json"))
+        linked = ok("--home", laptop, "link", shown["link"], "--name", "Alice laptop")
+        assert "Linked Alice laptop" in linked and "Family" in linked
+        one_error_line(
+            run("--home", str(tmp_path / "again"), "link", shown["link"], "--name", "X"),
+            "already used",
+        )
+        plain = ok("--home", phone, "devices", "add", "--no-qr")
+        code = next(line.split()[1] for line in plain.splitlines() if line.startswith("code:"))
+        assert "link: microsync:" in plain
+        nameplate, *words = code.split("-")
+        typo = "-".join([nameplate, *words[:-1], "abandon" if words[-1] != "abandon" else "able"])
+        one_error_line(
+            run("--home", tablet, "link", typo, "--at", f"127.0.0.1:{port}", "--name", "T"),
+            "wrong code",
+        )
+        again = json.loads(ok("--home", phone, "devices", "add", "--json"))
+        at = f"127.0.0.1:{port}"
+        ok("--home", tablet, "link", again["code"], "--at", at, "--name", "Alice tablet")
+        assert feed(laptop) == ["from the phone"] == feed(tablet)
+        ok("--home", laptop, "post", "from the laptop")
+        ok("--home", laptop, "sync", at)
+        assert feed(phone) == ["from the laptop", "from the phone"]  # through serve
+        ok("--home", tablet, "sync", at)
+    # after a restart of everything: still there, on every device
+    assert feed(tablet) == ["from the laptop", "from the phone"] == feed(phone)
+    listed = devices(laptop)
+    assert [(d["name"], d["this"], d["revoked"]) for d in listed] == [
+        ("Alice laptop", True, False),
+        ("Alice phone", False, False),
+        ("Alice tablet", False, False),
+    ]
+    text = ok("--home", laptop, "devices")
+    assert "this device" in text and "last seen" in text
+
+
+def test_the_laptop_revokes_the_lost_phone(tmp_path: Path) -> None:
+    phone, laptop, bob = (str(tmp_path / n) for n in ("phone", "laptop", "bob"))
+    port, bob_port = free_port(), free_port()
+    ok("--home", phone, "init", "--name", "Alice phone")
+    ok("--home", bob, "init", "--name", "Bob")
+    ok("--home", phone, "group", "create", "Family")
+    invite = invite_json(phone, port)
+    with serving(phone, port):
+        ok("--home", bob, "join", invite["link"])
+        shown = json.loads(ok("--home", phone, "devices", "add", "--json"))
+        ok("--home", laptop, "link", shown["link"], "--name", "Alice laptop")
+    lost = next(d for d in devices(laptop) if d["name"] == "Alice phone")
+    one_error_line(run("--home", laptop, "devices", "revoke", "zz"), "matches none")
+    revoked = ok("--home", laptop, "devices", "revoke", str(lost["id"])[:8])
+    assert "Revoked Alice phone" in revoked
+    with serving(bob, bob_port):
+        at = f"127.0.0.1:{bob_port}"
+        ok("--home", laptop, "post", "after the phone was lost")
+        ok("--home", laptop, "sync", at)
+        # the phone's copy comes back, posts and syncs: Bob shows nothing of it
+        ok("--home", phone, "post", "written by whoever has the phone")
+        run("--home", phone, "sync", at)  # it may be refused: what matters is what Bob shows
+        assert feed(bob) == ["after the phone was lost"]
+    assert "after the phone was lost" not in feed(phone)
+    assert [d["revoked"] for d in devices(laptop) if d["name"] == "Alice phone"] == [True]
