@@ -5,6 +5,7 @@ redeeming an invite)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -89,8 +90,27 @@ async def test_linked_by_short_code_and_live_both_ways(tmp_path: Path) -> None:
         await laptop.start(lan=False, port=0, bind="127.0.0.1", peers=(f"127.0.0.1:{phone.port}",))
         await family.post("from the phone")
         await on_laptop.post("from the laptop")
+        await family.doc("shopping").list("items").insert(0, "milk")
+        await on_laptop.doc("shopping").list("items").insert(0, "eggs")
         both = ["from the laptop", "from the phone"]
+
+        def items(group: microsync.Group) -> list[str]:
+            return sorted(group.doc("shopping").list("items").value)
+
         await eventually(lambda: texts(on_laptop) == both and texts(family) == both)
+        await eventually(lambda: items(on_laptop) == ["eggs", "milk"] == items(family))
+        await laptop.stop()
+
+    # after a restart: the laptop's profile holds the same, and still syncs
+    async with AsyncExitStack() as stack:
+        phone = await stack.enter_async_context(await microsync.Device.open(tmp_path / "phone"))
+        laptop = await stack.enter_async_context(await microsync.Device.open(tmp_path / "laptop"))
+        assert texts(laptop.group(family.id)) == both
+        await phone.start(lan=False, port=0, bind="127.0.0.1")
+        await phone.group(family.id).post("after the restart")
+        result = await laptop.sync_with("127.0.0.1", phone.port or 0)
+        assert result.groups == (family.id,)
+        assert "after the restart" in texts(laptop.group(family.id))
 
 
 async def test_linked_through_the_relay_only(tmp_path: Path) -> None:
@@ -202,3 +222,73 @@ async def test_pairing_errors_say_which(tmp_path: Path) -> None:
                 await again.join(invite.link)
         for name in ("two", "three", "four", "five", "six"):
             assert not (tmp_path / name / "profile.db").exists()
+
+
+async def test_two_devices_each_link_one_at_once_and_all_converge(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        phone = await stack.enter_async_context(
+            await microsync.Device.open(tmp_path / "phone", name="Alice phone")
+        )
+        family = await phone.create_group("Family")
+        await phone.start(lan=False, port=0, bind="127.0.0.1")
+        first = await phone.link_device(ttl=60)
+        laptop = await stack.enter_async_context(
+            await microsync.Device.link(tmp_path / "laptop", first.link, name="Alice laptop")
+        )
+        await laptop.start(lan=False, port=0, bind="127.0.0.1")
+        by_phone, by_laptop = await phone.link_device(ttl=60), await laptop.link_device(ttl=60)
+        tablet, watch = await asyncio.gather(
+            microsync.Device.link(tmp_path / "tablet", by_phone.link, name="Alice tablet"),
+            microsync.Device.link(tmp_path / "watch", by_laptop.link, name="Alice watch"),
+        )
+        stack.push_async_callback(tablet.close)
+        stack.push_async_callback(watch.close)
+        everyone = (phone, laptop, tablet, watch)
+        for device in (tablet, watch):
+            await device.start(lan=False, port=None, peers=(f"127.0.0.1:{phone.port}",))
+        laptop.connect(f"127.0.0.1:{phone.port}")
+
+        def devices_of(device: microsync.Device) -> set[bytes]:
+            [me] = device.group(family.id).members()
+            return set(me.devices)
+
+        ids = {d.id for d in everyone}
+        await eventually(lambda: all(devices_of(d) == ids for d in everyone), timeout=20)
+        for device in everyone:
+            await device.group(family.id).post(f"from {device.name}")
+        names = sorted(f"from {d.name}" for d in everyone)
+        await eventually(lambda: all(texts(d.group(family.id)) == names for d in everyone), 20)
+
+
+async def test_a_revocation_racing_a_link_voids_the_link(tmp_path: Path) -> None:
+    """The laptop revokes the phone while the phone, not synced since, links a tablet: the
+    phone's add comes after its cut-off, so it is void on every device (the tablet reads
+    nothing new and nobody shows its posts); all converge on the laptop alone."""
+    async with AsyncExitStack() as stack:
+        phone = await stack.enter_async_context(
+            await microsync.Device.open(tmp_path / "phone", name="Alice phone")
+        )
+        family = await phone.create_group("Family")
+        await phone.start(lan=False, port=0, bind="127.0.0.1")
+        pairing = await phone.link_device(ttl=60)
+        laptop = await stack.enter_async_context(
+            await microsync.Device.link(tmp_path / "laptop", pairing.link, name="Alice laptop")
+        )
+        await laptop.revoke_device(phone.id)  # not synced yet: the phone does not know
+        racing = await phone.link_device(ttl=60)
+        tablet = await stack.enter_async_context(
+            await microsync.Device.link(tmp_path / "tablet", racing.link, name="Alice tablet")
+        )
+        await tablet.group(family.id).post("from the tablet")
+        await laptop.start(lan=False, port=0, bind="127.0.0.1")
+        for device in (phone, tablet):
+            await device.sync_with("127.0.0.1", laptop.port or 0)
+        await laptop.group(family.id).post("after the revocation")
+        for device in (phone, tablet):
+            await device.sync_with("127.0.0.1", laptop.port or 0)
+        for device in (laptop, phone, tablet):
+            [me] = device.group(family.id).members()
+            assert me.devices == (laptop.id,)
+        assert texts(laptop.group(family.id)) == ["after the revocation"]
+        assert "after the revocation" not in texts(tablet.group(family.id))
+        assert "after the revocation" not in texts(phone.group(family.id))
