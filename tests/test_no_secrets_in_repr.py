@@ -567,7 +567,7 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.group.replica.LocalMember": build_local_member,
     "microsync.identity.LocalIdentity": build_local_identity,
     "microsync.testing.device.SimDevice": build_sim_device,
-    "microsync.protocol.session.GroupProof": build_group_proof,
+    "microsync.protocol.sync.ports.GroupProof": build_group_proof,
     "microsync.blobs.chunks.BlobEncryptor": build_blob_encryptor,
     "microsync.blobs.chunks.BlobDecryptor": build_blob_decryptor,
     "microsync.blobs.manifest.Manifest": build_manifest,
@@ -620,7 +620,7 @@ def test_the_walk_sees_every_module_and_finds_the_known_key_holders() -> None:
     classes = package_classes()
     assert "microsync.app.snapshot.Snapshot" in classes  # microsync.app has no __init__.py
     holders = key_material_classes(classes)
-    for name in ("microsync.group.keys.KeyGrant", "microsync.protocol.session.GroupProof"):
+    for name in ("microsync.group.keys.KeyGrant", "microsync.protocol.sync.ports.GroupProof"):
         assert name in holders
     assert "microsync.state.ops.RegisterSet" not in holders  # ``key: str`` is a map key
 
