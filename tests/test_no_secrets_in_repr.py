@@ -603,7 +603,7 @@ PUBLIC: dict[str, str] = {
     "microsync.identity.TransportCertificate": "certifies a public key",
     "microsync.identity.PrekeyCertificate": "certifies a public key",
     "microsync.net.relay.Error": "an error code",
-    "microsync.protocol.messages.ErrorMessage": "an error code",
+    "microsync.protocol.message_types.ErrorMessage": "an error code",
     "microsync.testing.checks.Readability": "key_ref is the public prefix of a commitment",
 }
 """Key-named classes whose fields are public values, and why."""
