@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-:class:`RelayClient` holds one WebSocket to a relay (:mod:`microsync.net.relay` has the wire
-format). ``join(rid)`` presents a rendezvous id; every device the relay pairs us with arrives
+:class:`RelayClient` holds one WebSocket to a relay (:mod:`microsync.protocol.relay` has the
+wire format). ``join(rid)`` presents a rendezvous id; every device the relay pairs us with arrives
 as a :class:`RelayChannel` from ``accept()``, carrying ``initiator`` (who runs the Noise
 initiator role) and the ``rid`` it was paired on. One reader task (owned by the client, stopped
 by ``close()``) decodes the relay's messages and hands DATA to its channel.
@@ -30,7 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from microsync.errors import DecodeError, RemoteProtocolError
-from microsync.net.relay import (
+from microsync.protocol.relay import (
     MAX_MESSAGE,
     RID_SIZE,
     ClientMessage,
