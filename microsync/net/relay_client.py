@@ -201,9 +201,11 @@ class RelayClient:
             await channel._finish(closed=True)
         if self._ws is not None:
             await self._ws.close()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        reader = self._reader
+        if reader is not None:
+            await asyncio.wait({reader})  # it ends with the connection
+            if not reader.cancelled() and (error := reader.exception()) is not None:
+                raise error  # a bug in the reader: its owner hears of it
 
     async def __aenter__(self) -> RelayClient:
         await self.connect()
@@ -237,8 +239,8 @@ class RelayClient:
                 await self._on_message(raw)
         except (DecodeError, RemoteProtocolError):
             await self._ws.close(1002, "malformed relay message")
-        except ConnectionClosed:
-            pass
+        except (ConnectionClosed, ConnectionResetError):
+            pass  # the relay or we closed the connection (also while refusing a pairing)
         finally:
             self._ended = True
             for channel in list(self._channels.values()):
