@@ -602,7 +602,8 @@ PUBLIC: dict[str, str] = {
     "microsync.group.join.LinkRequest": "a public device key and public certificates",
     "microsync.identity.TransportCertificate": "certifies a public key",
     "microsync.identity.PrekeyCertificate": "certifies a public key",
-    "microsync.net.relay.Error": "an error code",
+    "microsync.protocol.relay.Error": "an error code (re-exported as microsync.net.relay.Error)",
+    "microsync.protocol.relay_broker.Disconnect": "a client id, an error code, the encoded ERROR",
     "microsync.protocol.messages.ErrorMessage": "an error code",
     "microsync.testing.checks.Readability": "key_ref is the public prefix of a commitment",
 }
