@@ -49,11 +49,13 @@ from microsync.group.invite import (
     InvitePurpose,
     InviteRecord,
     InviteState,
+    LinkHello,
     PairingGuest,
     PairingHost,
+    ReadyForLink,
     parse_link,
 )
-from microsync.group.join import DeviceCandidate
+from microsync.group.join import DeviceCandidate, InviteBook
 from microsync.group.keys import EpochKey, KeyGrant
 from microsync.group.ops import Role
 from microsync.group.replica import _Opened
@@ -62,6 +64,7 @@ from microsync.node.host import DeviceHost
 from microsync.protocol.handshake import Handshake, Purpose, pump
 from microsync.protocol.noise import CipherState, HandshakeState, SymmetricState
 from microsync.protocol.session import GroupProof
+from microsync.storage.memory import MemoryStore
 from microsync.testing import SimNetwork
 from microsync.testing.device import SimDevice
 from tests.conftest import make_identity, make_rng
@@ -395,6 +398,23 @@ def build_invite_link(world: World) -> Built:
     return link, invite_secrets(invite)
 
 
+def build_link_hello(world: World) -> Built:
+    invite = _invite()
+    guest = PairingGuest.for_link(invite.link, request=b"a request")
+    step = guest.step
+    assert isinstance(step, ReadyForLink)
+    hello = LinkHello(purpose=invite.purpose, secret=step.link.secret, request=b"a request")
+    assert hello.to_bytes() == guest.start()
+    return hello, invite_secrets(invite)
+
+
+def build_ready_for_link(world: World) -> Built:
+    invite = _invite()
+    step = PairingGuest.for_link(invite.link, request=b"a request").step
+    assert isinstance(step, ReadyForLink)
+    return step, invite_secrets(invite)
+
+
 def build_short_code(world: World) -> Built:
     invite = _invite()
     return invite.short_code, invite_secrets(invite)
@@ -403,6 +423,15 @@ def build_short_code(world: World) -> Built:
 def build_invite(world: World) -> Built:
     invite = _invite(InvitePurpose.LINK)
     return invite, invite_secrets(invite)
+
+
+def build_book_entry(world: World) -> Built:
+    invite = _invite()
+    book = InviteBook(MemoryStore())
+    book.add(invite, world.group)
+    entry = book.get(invite.invite_id)
+    assert entry is not None and entry.invite == invite
+    return entry, invite_secrets(invite)
 
 
 def build_pairing_host(world: World) -> Built:
@@ -554,13 +583,16 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.crypto.noise.ChaChaPoly": build_chachapoly,
     "microsync.crypto.stream.ChunkCipher": build_chunk_cipher,
     "microsync.crypto.pake.Spake2": build_spake2,
-    "microsync.group.invite.InviteSecret": build_invite_secret,
-    "microsync.group.invite.InviteLink": build_invite_link,
-    "microsync.group.invite.ShortCode": build_short_code,
-    "microsync.group.invite.Invite": build_invite,
-    "microsync.group.invite.PairingHost": build_pairing_host,
-    "microsync.group.invite.PairingGuest": build_pairing_guest,
-    "microsync.group.join.DeviceCandidate": build_device_candidate,
+    "microsync.group.invite.link.InviteSecret": build_invite_secret,
+    "microsync.group.invite.link.InviteLink": build_invite_link,
+    "microsync.group.invite.shortcode.ShortCode": build_short_code,
+    "microsync.group.invite.terms.Invite": build_invite,
+    "microsync.group.invite.messages.LinkHello": build_link_hello,
+    "microsync.group.invite.host.PairingHost": build_pairing_host,
+    "microsync.group.invite.guest.PairingGuest": build_pairing_guest,
+    "microsync.group.invite.guest.ReadyForLink": build_ready_for_link,
+    "microsync.group.invite.payloads.DeviceCandidate": build_device_candidate,
+    "microsync.group.join.BookEntry": build_book_entry,
     "microsync.group.keys.EpochKey": build_epoch_key,
     "microsync.group.keys.KeyGrant": build_key_grant,
     "microsync.group.replica._Opened": build_opened,
@@ -587,7 +619,7 @@ EXTRA_BUILDS: dict[str, Callable[[World], Built]] = {
 
 ASYNC_BUILT = {
     "microsync.node.Device": "test_a_device_its_group_and_its_proofs_show_no_secret",
-    "microsync.node.Group": "test_a_device_its_group_and_its_proofs_show_no_secret",
+    "microsync.node.group.Group": "test_a_device_its_group_and_its_proofs_show_no_secret",
 }
 """Classes built by the async test below (a real profile on SQLite)."""
 
@@ -599,7 +631,7 @@ PUBLIC: dict[str, str] = {
     "microsync.group.membership.OpRecord": "grants are DeviceInfo: public prekeys",
     "microsync.group.ops.DeviceGrant": "two public certificates",
     "microsync.group.ops.Op": "an operation's plaintext; _encoded is not printed (repr=False)",
-    "microsync.group.join.LinkRequest": "a public device key and public certificates",
+    "microsync.group.invite.payloads.LinkRequest": "a public device key and public certificates",
     "microsync.identity.TransportCertificate": "certifies a public key",
     "microsync.identity.PrekeyCertificate": "certifies a public key",
     "microsync.protocol.relay.Error": "an error code (re-exported as microsync.net.relay.Error)",
