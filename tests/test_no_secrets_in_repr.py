@@ -497,6 +497,14 @@ def build_group_proof(world: World) -> Built:
     return proof, {f"control key {n}": key for n, key in enumerate(controls)}
 
 
+def build_mailbox(world: World) -> Built:
+    from microsync.group.mailbox import Mailbox
+
+    control = world.epoch.control.secret_bytes()
+    box = Mailbox.derive(control)
+    return box, {"control key": control, "mailbox seed": box.signing.secret_bytes()}
+
+
 def build_blob_encryptor(world: World) -> Built:
     encryptor, _, secrets = _blob()
     return encryptor, secrets
@@ -600,6 +608,7 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.identity.LocalIdentity": build_local_identity,
     "microsync.testing.device.SimDevice": build_sim_device,
     "microsync.protocol.session.GroupProof": build_group_proof,
+    "microsync.group.mailbox.Mailbox": build_mailbox,
     "microsync.blobs.chunks.BlobEncryptor": build_blob_encryptor,
     "microsync.blobs.chunks.BlobDecryptor": build_blob_decryptor,
     "microsync.blobs.manifest.Manifest": build_manifest,
@@ -636,6 +645,10 @@ PUBLIC: dict[str, str] = {
     "microsync.identity.PrekeyCertificate": "certifies a public key",
     "microsync.protocol.relay.Error": "an error code (re-exported as microsync.net.relay.Error)",
     "microsync.protocol.relay_broker.Disconnect": "a client id, an error code, the encoded ERROR",
+    "microsync.group.mailbox.Proof": "a mailbox's public key and a signature",
+    "microsync.protocol.keeper.Prove": "carries a Proof: public key and signature",
+    "microsync.protocol.keeper.Error": "an error code",
+    "microsync.protocol.keeper.Refused": "a request number and a refusal code",
     "microsync.protocol.messages.ErrorMessage": "an error code",
     "microsync.testing.checks.Readability": "key_ref is the public prefix of a commitment",
 }

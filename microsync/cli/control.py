@@ -50,7 +50,7 @@ log = logging.getLogger("microsync.cli")
 
 SOCKET_NAME: Final = "serve.sock"
 MAX_REQUEST: Final = 1 << 20
-NOT_FORWARDED: Final = frozenset({"init", "serve", "relay", "demo"})
+NOT_FORWARDED: Final = frozenset({"init", "serve", "relay", "keeper", "demo"})
 
 _SERVING: ContextVar[Device | None] = ContextVar("microsync_serving_device", default=None)
 _CALLER_CWD: ContextVar[Path | None] = ContextVar("microsync_caller_cwd", default=None)

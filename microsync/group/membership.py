@@ -468,11 +468,7 @@ def _outranks(author: MemberInfo, target: MemberInfo) -> bool:
     a higher rank: never an admin of its own rank or lower, so two admins can never take each
     other's rights at once, and a removed admin's backdated operations have no one to remove who
     could have removed it."""
-    return (
-        author.person == target.person
-        or target.role is Role.MEMBER
-        or target.rank > author.rank
-    )
+    return author.person == target.person or target.role is Role.MEMBER or target.rank > author.rank
 
 
 def _covers(rec: OpRecord, devices: set[DeviceId], state: GroupState) -> bool:
