@@ -84,3 +84,20 @@ def test_an_author_folds_its_own_entry_without_decrypting_it() -> None:
     folded = fold.accept(entry, body, "mine")
     assert folded.value == "mine" and not calls
     assert "locked=0" in repr(fold)
+
+
+def test_receiving_returns_every_entry_that_joined_a_feed_with_its_body() -> None:
+    alice, bob = group_of("alice", "bob")
+    first = alice.group.write_content(TEXT, b"one", now=10)
+    second = alice.group.write_content(TEXT, b"two", now=11)
+    assert stored_entry(alice.store, second.entry).body == second.body
+    early = bob.group.receive_batch([item(alice.store, second.entry)])
+    assert early.accepted == ()  # it waits, pending, for the entry before it
+    late = bob.group.receive_batch([item(alice.store, first.entry)])
+    assert [(s.entry.id, s.body) for s in late.accepted] == [
+        (first.entry.id, first.body),
+        (second.entry.id, second.body),  # unblocked: its body comes along
+    ]
+    fold = bob.group.content_fold(_text)
+    known = {s.entry.id: s.body for s in late.accepted}
+    assert [f.value for f in fold.fold([s.entry for s in late.accepted], known)] == ["one", "two"]

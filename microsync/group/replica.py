@@ -12,7 +12,7 @@ changes commits in one transaction.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Final, Protocol, TypeVar, cast
@@ -90,7 +90,7 @@ from microsync.identity import (
     PrekeyCertificate,
 )
 
-__all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember"]
+__all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember", "Received"]
 
 T = TypeVar("T")
 
@@ -138,6 +138,16 @@ class LocalMember:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Received:
+    """What :meth:`GroupReplica.receive_batch` did: each item's result, in its place, and
+    every entry that joined a feed (with its body; ``None`` if it came without one), in the
+    order they joined, those held from earlier batches included."""
+
+    results: list[Ingested | MicrosyncError]
+    accepted: tuple[StoredEntry, ...]
+
+
 @dataclass(slots=True)
 class _Opened:
     entry: Entry
@@ -177,6 +187,7 @@ class GroupReplica:
         """The same bounds while this device is not in the group (it bootstraps)."""
         self.released: list[Entry] = []
         """Entries held by an earlier :meth:`receive` that the last one stored."""
+        self._joined: list[StoredEntry] = []  # what the batch being received stored
         self._held: dict[EntryId, Held] = {}
         self._vouched: dict[DeviceId, DeviceInfo] = {}
         self._admission: tuple[Resolution, dict[DeviceId, DeviceInfo]] | None = None
@@ -388,7 +399,15 @@ class GroupReplica:
     def receive(
         self, items: Sequence[tuple[bytes, bytes | None]], *, peer: DeviceId | None = None
     ) -> list[Ingested | MicrosyncError]:
+        """:meth:`receive_batch`, returning only the result of each item."""
+        return self.receive_batch(items, peer=peer).results
+
+    def receive_batch(
+        self, items: Sequence[tuple[bytes, bytes | None]], *, peer: DeviceId | None = None
+    ) -> Received:
         """Validate and store a batch of entries of this group, then update membership and keys.
+        Returns each item's result and every entry that joined a feed, with its body, so the
+        layers above fold what was accepted without reading it back.
 
         Only entries of devices this replica :meth:`admits` are stored. The others wait in
         memory, checked and bounded per group and per ``peer`` (:class:`HeldLimits`), until an
@@ -400,7 +419,7 @@ class GroupReplica:
         """
         results: list[Ingested | MicrosyncError | None] = [None] * len(items)
         vouched = dict(self._vouched)
-        self.released = []
+        self.released, self._joined = [], []
         try:
             with self._atomic():
                 first, devices = self._admitted_positions(items)
@@ -408,12 +427,13 @@ class GroupReplica:
                 waiting = self._screen(items, results, peer)
                 pool = self._settle([*((None, h) for h in self._held.values()), *waiting], results)
         except BaseException:
-            self._vouched, self._admission, self.released = vouched, None, []
+            self._vouched, self._admission, self.released, self._joined = vouched, None, [], []
             raise
         self._held = self._keep_held(pool, results)
         self._report_released(results)
         assert all(r is not None for r in results)
-        return cast(list[Ingested | MicrosyncError], results)
+        joined, self._joined = tuple(self._joined), []
+        return Received(results=cast(list[Ingested | MicrosyncError], results), accepted=joined)
 
     def _report_released(self, results: list[Ingested | MicrosyncError | None]) -> None:
         """List the held entries this batch released as unblocked by its first stored item
@@ -512,6 +532,7 @@ class GroupReplica:
             group_pending_room=GROUP_PENDING_QUOTA - waiting,
         )
         accepted: list[tuple[Entry, bytes]] = []
+        bodies = {w: b for _, w, b in batch if b is not None}
         for (index, _, _), result in zip(batch, out, strict=True):
             if index is not None:
                 results[index] = result
@@ -520,13 +541,22 @@ class GroupReplica:
             if index is None:
                 self.released.extend(result.accepted)
             for entry in result.accepted:
-                if entry.header.type != MEMBERSHIP_TYPE:
-                    continue
-                stored = self.store.entry_at(self.id, entry.header.device, entry.header.seq)
-                if stored is not None and stored.body is not None:
+                stored = self._joined_body(entry, bodies)
+                self._joined.append(stored)
+                if entry.header.type == MEMBERSHIP_TYPE and stored.body is not None:
                     accepted.append((entry, stored.body))
         if accepted:
             self._absorb(accepted)
+
+    def _joined_body(self, entry: Entry, bodies: Mapping[bytes, bytes]) -> StoredEntry:
+        """``entry``, which just joined its feed, with its body: the one it came with, or for a
+        pending entry it unblocked, the one stored then (read once, here)."""
+        body = bodies.get(entry.wire)
+        if body is None:
+            h = entry.header
+            stored = self.store.entry_at(self.id, h.device, h.seq)
+            body = None if stored is None else stored.body
+        return StoredEntry(entry=entry, body=body)
 
     def _trust_grants(self, devices: set[DeviceId]) -> None:
         """Keep the certificate an admitting grant carries for devices the store lacks one of
@@ -1158,6 +1188,13 @@ class GroupReplica:
     ) -> Entry:
         """Encrypt ``plaintext`` under the current epoch and append it to this device's feed
         (``deps``: the entries of the content layer this one follows causally)."""
+        return self.write_content(type, plaintext, now=now, deps=deps).entry
+
+    def write_content(
+        self, type: int, plaintext: bytes, *, now: int, deps: Sequence[EntryId] = ()
+    ) -> StoredEntry:
+        """:meth:`append_content`, returning the entry with the body it stored: the author
+        folds what it wrote (:meth:`ContentFold.accept`) without reading it back."""
         if type == MEMBERSHIP_TYPE:
             raise ValueError("content cannot use the membership entry type")
         with self.store.transaction():
@@ -1176,7 +1213,7 @@ class GroupReplica:
                 seq=seq,
                 type=type,
             )
-            return self._append(type, body, key.number, now, deps)
+            return StoredEntry(entry=self._append(type, body, key.number, now, deps), body=body)
 
     # ------------------------------------------------------------------ key requests
 
