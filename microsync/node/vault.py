@@ -85,7 +85,8 @@ from microsync.errors import (
     PeerUnreachable,
     VaultQuotaExceeded,
 )
-from microsync.feed import GroupId, StoredEntry
+from microsync.feed import EntryId, GroupId, StoredEntry
+from microsync.group.fold import ContentFold, Folded
 from microsync.identity import DeviceId, PersonId
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ class Vault:
         self._group = group
         self._index = VaultIndex(quota=quota)
         self._seen: dict[DeviceId, int] = {}
-        self._locked: dict[tuple[DeviceId, int], StoredEntry] = {}
+        self._bodies: dict[EntryId, bytes | None] = {}  # bodies of entries being folded
         self._mine: set[BlobId] = set()
         self._downloads: list[_Download] = []
         self._id_keys: dict[BlobId, bytes] = {}  # blob -> the id key its manifest names
@@ -181,22 +182,58 @@ class Vault:
 
     # ------------------------------------------------------------------ the fold
 
+    @functools.cached_property
+    def _opener(self) -> ContentFold[VaultOp]:
+        """The content fold of vault entries (:mod:`microsync.group.fold`): what no key opens
+        yet, or what does not count yet, waits in it and is tried again on every refresh."""
+        return self._group._replica.content_fold(VaultOp.from_bytes)
+
     def refresh(self) -> None:
         """Fold vault entries stored since the last call; purge what removals delete."""
         store = self._store
         fresh: list[StoredEntry] = []
         for device, status in store.feeds(self._gid).items():
-            after = self._seen.get(device, 0)
-            if status.head_seq <= after:
-                continue
-            for stored in store.entries(self._gid, device, after):
-                self._seen[device] = stored.entry.header.seq
-                if stored.entry.header.type == VAULT_TYPE:
-                    fresh.append(stored)
-        retry = list(self._locked.values())
-        self._locked.clear()
+            if status.head_seq > self._seen.get(device, 0):
+                fresh += self._scan(device)
+        self._update(fresh)
+
+    def received(self, accepted: Sequence[StoredEntry]) -> None:
+        """Fold what a sync batch stored (``accepted``, with bodies, in feed order): only those
+        entries, with no scan of the feeds (the first call folds the history: removals in it
+        purge their chunks whether or not the vault is ever read)."""
+        if not self._loaded:
+            self.refresh()  # removals purge chunks right away, read or not
+            return
+        fresh: list[StoredEntry] = []
+        for device, run in _by_device(accepted).items():
+            if run[0].entry.header.seq == self._seen.get(device, 0) + 1:
+                self._seen[device] = run[-1].entry.header.seq
+                fresh += [s for s in run if s.entry.header.type == VAULT_TYPE]
+            else:  # entries before them not folded yet (written here, say): read the feed
+                fresh += self._scan(device)
+        self._update(fresh)
+
+    def _scan(self, device: DeviceId) -> builtins.list[StoredEntry]:
+        """The vault entries of ``device``'s feed after the last one seen."""
+        found = []
+        for stored in self._store.entries(self._gid, device, self._seen.get(device, 0)):
+            self._seen[device] = stored.entry.header.seq
+            if stored.entry.header.type == VAULT_TYPE:
+                found.append(stored)
+        return found
+
+    def _update(self, fresh: Sequence[StoredEntry]) -> None:
+        """Fold ``fresh`` and what waited; purge, forget and announce what changed."""
+        fold = self._opener
+        for stored in fresh:
+            self._bodies[stored.entry.id] = stored.body
+        retry = builtins.list(fold.locked.values())
+        entries = [*retry, *(s.entry for s in fresh)]
+        if not entries and not self._index.wanted and self._loaded:
+            return
         before = dict(self._index.refs)
-        purges = [p for s in retry + fresh if (p := self._fold(s)) is not None]
+        purges = [p for f in fold.fold(entries, self._bodies) if (p := self._apply(f))]
+        self._bodies = {i: b for i, b in self._bodies.items() if i in fold.locked}
         purges += self._reread_wanted()
         if purges:
             self._purge(purges)
@@ -213,8 +250,9 @@ class Vault:
         purges = []
         for blob, (device, seq) in builtins.list(self._index.wanted.items()):
             stored = self._store.entry_at(self._gid, device, seq)
-            if stored is not None and (purge := self._fold(stored)) is not None:
-                purges.append(purge)
+            if stored is not None:
+                folded = self._opener.fold([stored.entry], {stored.entry.id: stored.body})
+                purges += [p for f in folded if (p := self._apply(f)) is not None]
             self._index.wanted.pop(blob, None)  # read once: an unreadable one stays hidden
         return purges
 
@@ -235,34 +273,25 @@ class Vault:
         if net is not None:
             net.prefetch_soon(self._gid)
 
-    def _fold(self, stored: StoredEntry) -> Purge | None:
-        h = stored.entry.header
-        replica = self._group._replica
-        certificate = self._store.certificate(h.device)
-        counts = replica.state.counts(h.device, h.seq)
-        if not counts or certificate is None or stored.body is None:
+    def _apply(self, folded: Folded[VaultOp]) -> Purge | None:
+        """Apply one opened vault operation to the index (a purged body applies nothing)."""
+        op, person, entry = folded.value, folded.person, folded.entry
+        if op is None or person is None:
             return None
-        try:
-            op = VaultOp.from_bytes(replica.decrypt(stored))
-        except DecryptionError:
-            self._locked[(h.device, h.seq)] = stored  # no key yet: retried on refresh
-            return None
-        except DecodeError:
-            self._index.note(Refusal.UNREADABLE)  # a member wrote garbage: it never counts
-            return None
+        h = entry.header
         ids_key = None
         if op.kind is VaultKind.ADD:
             assert op.manifest is not None
-            ids_key = self._ids_key(op.manifest.epoch, stored.body)
+            ids_key = self._ids_key(op.manifest.epoch, folded.body)
             if ids_key is None:
                 return None
-            blob = op.manifest.blob_id(ids_key, certificate.person)
+            blob = op.manifest.blob_id(ids_key, person)
             self._id_keys[blob] = ids_key
-            if h.device == replica.me.device:
+            if h.device == self._group._replica.me.device:
                 self._mine.add(blob)  # added here: its chunks are kept whatever the policy
         return self._index.apply(
-            entry=stored.entry.id,
-            person=certificate.person,
+            entry=entry.id,
+            person=person,
             hlc=h.hlc,
             op=op,
             ids_key=ids_key,
@@ -712,6 +741,14 @@ class Vault:
     def serve(self, peer: DeviceId, chunk: ChunkId) -> bytes | None:
         """A chunk for ``peer`` (a member the session checked), if this device holds it."""
         return self._chunks.get_chunk(self._gid, chunk)
+
+
+def _by_device(entries: Sequence[StoredEntry]) -> dict[DeviceId, builtins.list[StoredEntry]]:
+    """``entries`` by device, each run in the order given."""
+    runs: dict[DeviceId, builtins.list[StoredEntry]] = {}
+    for stored in entries:
+        runs.setdefault(stored.entry.header.device, []).append(stored)
+    return runs
 
 
 def _resume(decryptor: BlobDecryptor, fd: int, missing: set[int]) -> set[int]:
