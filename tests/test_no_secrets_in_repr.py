@@ -44,6 +44,7 @@ from microsync.crypto.noise import BLAKE2B, ChaChaPoly
 from microsync.crypto.pake import PakeSide, Spake2
 from microsync.crypto.stream import ChunkCipher
 from microsync.feed.entry import EntryId, GroupId
+from microsync.group.authoring import Draft
 from microsync.group.invite import (
     Invite,
     InvitePurpose,
@@ -56,7 +57,7 @@ from microsync.group.invite import (
 from microsync.group.join import DeviceCandidate
 from microsync.group.keyring import Keyring
 from microsync.group.keys import EpochKey, KeyGrant
-from microsync.group.ops import Role
+from microsync.group.ops import Op, OpKind, Role
 from microsync.group.replica import _Opened
 from microsync.identity import LocalIdentity
 from microsync.node.host import DeviceHost
@@ -447,6 +448,11 @@ def build_opened(world: World) -> Built:
     return _Opened(stored.entry, None, [], grants), epoch_secrets(world.epoch)
 
 
+def build_draft(world: World) -> Built:
+    draft = Draft(op=Op(kind=OpKind.ROTATE), seal=world.epoch, bundles=[], new_keys=(world.epoch,))
+    return draft, epoch_secrets(world.epoch)
+
+
 def build_keyring(world: World) -> Built:
     ring = Keyring(world.group)
     ring.keys[(world.epoch.number, world.epoch.commitment)] = world.epoch
@@ -570,6 +576,7 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.group.join.DeviceCandidate": build_device_candidate,
     "microsync.group.keys.EpochKey": build_epoch_key,
     "microsync.group.keys.KeyGrant": build_key_grant,
+    "microsync.group.authoring.Draft": build_draft,
     "microsync.group.keyring.Keyring": build_keyring,
     "microsync.group.replica._Opened": build_opened,
     "microsync.group.replica.LocalMember": build_local_member,

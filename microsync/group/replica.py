@@ -41,6 +41,8 @@ from microsync.feed.entry import MAX_HLC, feed_position, parse_entry
 from microsync.feed.store import AuthorStatus, FeedStore, StoredEntry
 from microsync.feed.trust import TrustStore, add_certificate
 from microsync.feed.validate import check_body, check_group
+from microsync.group import authoring
+from microsync.group.authoring import Authoring, Draft
 from microsync.group.envelope import Bundle, decode_envelope, encode_envelope, sealed_ref
 from microsync.group.fold import ContentFold
 from microsync.group.held import JOINING, DryStore, Held, HeldLimits, HeldUsage
@@ -49,15 +51,12 @@ from microsync.group.keys import (
     EpochKey,
     KeyGrant,
     Purpose,
-    Recipient,
     body_ref,
     decrypt_content,
     encrypt_content,
     open_bundle,
-    seal_bundle,
 )
 from microsync.group.membership import (
-    ADMIN_KINDS,
     DeviceInfo,
     GroupState,
     OpRecord,
@@ -66,7 +65,6 @@ from microsync.group.membership import (
     _is_reduction,
     _voids,
     authorize,
-    group_id_for,
     note_appended,
     note_seen,
     parse_grant,
@@ -75,11 +73,9 @@ from microsync.group.membership import (
 from microsync.group.ops import (
     MEMBERSHIP_TYPE,
     DeviceGrant,
-    EpochAnnouncement,
     Op,
     OpKind,
     Role,
-    recipients_digest,
 )
 from microsync.identity import (
     DeviceCertificate,
@@ -177,7 +173,6 @@ class GroupReplica:
         self._heads: set[EntryId] = set()
         self._bodies: dict[EntryId, bytes] = {}
         self._offered: list[KeyGrant] = []  # keys from key responses, kept once announced
-        self._pending_devices: dict[DeviceId, DeviceInfo] = {}
         self._forks: dict[DeviceId, int] = {}  # device -> fork point, as of the last check
         self.on_append: Callable[[GroupId], None] | None = None
         """Called (with the group id) whenever this device appends an entry: live sync."""
@@ -207,21 +202,9 @@ class GroupReplica:
         now: int,
     ) -> GroupReplica:
         """Found a group: this device's person is its first admin, epoch 0 is wrapped to it."""
-        nonce = me.rng(32)
-        group = group_id_for(me.device, nonce)
+        group, draft = authoring.found(me.identity, name, history=history, rng=me.rng)
         replica = cls(store, me, group)
-        genesis = EpochKey.from_root(group, 0, me.rng(32))
-        op = Op(
-            kind=OpKind.CREATE,
-            group_name=name,
-            history=history,
-            nonce=nonce,
-            name=me.identity.name,
-            devices=(me.grant(),),
-            epoch=EpochAnnouncement(0, genesis.commitment, recipients_digest([me.device])),
-        )
-        bundle = replica._bundle(Purpose.ROTATION, 0, [me.device], [KeyGrant.of(genesis, True)])
-        replica._author(op, genesis, [bundle], now, extra_keys=[genesis])
+        replica._author(draft, now)
         return replica
 
     @classmethod
@@ -889,62 +872,14 @@ class GroupReplica:
 
     # ------------------------------------------------------------------ authoring
 
-    def _recipients(self, devices: Iterable[DeviceId], state: GroupState) -> list[Recipient]:
-        out = []
-        index = {d: info for m in state.members.values() for d, info in m.devices.items()}
-        for device in sorted(set(devices)):
-            info = index.get(device)
-            if info is None:
-                info = self._pending_devices.get(device)
-            if info is None:
-                raise NotAMember("no prekey is known for a recipient device")
-            out.append(Recipient(device, info.prekey_id, info.prekey))
-        return out
-
-    def _bundle(
-        self,
-        purpose: Purpose,
-        epoch: int,
-        devices: Iterable[DeviceId],
-        grants: list[KeyGrant],
-        infos: Iterable[DeviceInfo] = (),
-    ) -> Bundle:
-        self._pending_devices = {i.device: i for i in infos}
-        if not self.state.members:  # founding: only this device, from its own identity
-            me = self.me.identity
-            self._pending_devices[me.device_id] = DeviceInfo(
-                me.device_id,
-                me.person_id,
-                me.name,
-                me.prekey_certificate.prekey_id,
-                me.prekey_certificate.key,
-                me.certificate.to_bytes(),
-            )
-        recipients = self._recipients(devices, self.state)
-        bundle = seal_bundle(
-            self.me.rng,
-            group=self.id,
-            epoch=epoch,
-            sender=self.me.device,
-            purpose=purpose,
-            recipients=recipients,
-            grants=grants,
+    def _authoring(self) -> Authoring:
+        """The builder of this device's operations, over what it holds now."""
+        return Authoring(
+            self.id, self.me.identity, self.state, self._ring.keys, self.me.rng, self._head
         )
-        return purpose, epoch, bundle
 
-    def _seal_key(self) -> EpochKey:
-        """The key to seal an op under: the current epoch's, else the newest held of an epoch
-        announced in this view (a void epoch's key only when no other is held)."""
-        current = self.current_epoch_key()
-        if current is not None:
-            return current
-        if not self._ring.keys:
-            raise NotAMember("this device holds no key of the group")
-        announced = self.state.epochs
-        return max(
-            self._ring.keys.values(),
-            key=lambda k: ((k.number, k.commitment) in announced, k.number, k.root is not None),
-        )
+    def _head(self, device: DeviceId) -> int:
+        return self.store.feed_status(self.id, device).head_seq
 
     def _append(
         self, type: int, body: bytes, epoch: int, now: int, deps: Sequence[EntryId] = ()
@@ -976,53 +911,22 @@ class GroupReplica:
             deps=deps,
         )
 
-    def _author(
-        self,
-        op: Op,
-        seal: EpochKey,
-        bundles: list[Bundle],
-        now: int,
-        extra_keys: Sequence[EpochKey] = (),
-    ) -> Entry:
+    def _author(self, draft: Draft, now: int) -> Entry:
+        """Seal and append ``draft``, keep the keys it made, and fold it; ``NotAMember``
+        (and nothing written) if it does not take effect."""
         with self._atomic():
-            seq = self.store.feed_status(self.id, self.me.device).head_seq + 1
-            sealed = encrypt_content(
-                self.me.rng,
-                seal.control,
-                seal.ref,
-                op.to_bytes(),
-                group=self.id,
-                epoch=seal.number,
-                device=self.me.device,
-                seq=seq,
-                type=MEMBERSHIP_TYPE,
+            seq = self._head(self.me.device) + 1
+            body = authoring.seal(
+                draft, group=self.id, device=self.me.device, seq=seq, rng=self.me.rng
             )
-            body = encode_envelope(bundles, sealed)
             deps = sorted(self._heads)[:MAX_DEPS]
-            entry = self._append(MEMBERSHIP_TYPE, body, seal.number, now, deps)
-            self._ring.add(extra_keys)
-            if extra_keys:
+            entry = self._append(MEMBERSHIP_TYPE, body, draft.seal.number, now, deps)
+            if draft.new_keys:
+                self._ring.add(draft.new_keys)
                 self._ring.save(self.store)
             self._absorb([(entry, body)])
             if entry.id not in self._resolution.effective:
-                verb = op.kind.name.lower().replace("_", " ")
-                mine = self.state.members.get(self.me.person)
-                if op.kind in ADMIN_KINDS and mine is not None and mine.role is not Role.ADMIN:
-                    raise NotAMember(f"only admins may {verb} (you are a {mine.role})")
-                target = self.state.members.get(op.person) if op.person is not None else None
-                if (
-                    op.kind in (OpKind.REMOVE, OpKind.SET_ROLE)
-                    and mine is not None
-                    and target is not None
-                    and target.role is Role.ADMIN
-                    and target.person != mine.person
-                    and target.rank <= mine.rank
-                ):
-                    raise NotAMember(
-                        f"cannot {verb} {target.name}: an admin may {verb} only members and "
-                        "admins ranked below it (made admin further from the founder)"
-                    )
-                raise NotAMember(f"this device may not {verb} in this group now")
+                raise authoring.refusal(draft.op, self.state, self.me.person)
         return entry
 
     def _require_member(self) -> PersonId:
@@ -1030,23 +934,6 @@ class GroupReplica:
         if person is None:
             raise NotAMember("this device is not a member of the group")
         return person
-
-    def _new_epoch(
-        self, state_after: GroupState, extra: Iterable[DeviceInfo] = ()
-    ) -> tuple[EpochKey, EpochAnnouncement, Bundle]:
-        number = self.state.max_epoch + 1
-        key = EpochKey.from_root(self.id, number, self.me.rng(32))
-        devices = state_after.entitled_devices()
-        announcement = EpochAnnouncement(number, key.commitment, recipients_digest(devices))
-        bundle = self._bundle(Purpose.ROTATION, number, devices, [KeyGrant.of(key, True)], extra)
-        return key, announcement, bundle
-
-    def _preview(self, op: Op, grants: Sequence[DeviceInfo] = ()) -> GroupState:
-        """The state after ``op`` by this device (to compute a new epoch's recipients)."""
-        trial = self.state.copy()
-        rec = OpRecord(EntryId(b"\0" * 32), self.me.device, 0, (), op, tuple(grants))
-        _apply(trial, rec, self.state.person_of(self.me.device))
-        return trial
 
     def add(
         self,
@@ -1062,116 +949,58 @@ class GroupReplica:
         gets every epoch key this device holds; with ``"none"`` a new epoch starts and the joiner
         gets only the control keys of earlier epochs (it can check membership, not read)."""
         self._require_member()
-        infos = [_checked_grant(g) for g in devices]
-        op = Op(
-            kind=OpKind.ADD,
-            person=person,
-            name=name,
-            role=role,
-            devices=tuple(devices),
-            invite_id=invite_id,
-            time=now if invite_id is not None else None,
-            positions=self._positions(i.device for i in infos),
+        draft = self._authoring().add(
+            person, name, devices, role=role, invite_id=invite_id, now=now
         )
-        joiners = [i.device for i in infos]
-        seal = self._seal_key()
-        bundles = []
-        full = self.state.history == "shared"
-        history = [KeyGrant.of(k, full and k.root is not None) for k in self._ring.keys.values()]
-        extra: list[EpochKey] = []
-        if not full:
-            after = self._preview(op, infos)
-            key, announcement, rotation = self._new_epoch(after, infos)
-            op = replace(op, epoch=announcement)
-            bundles.append(rotation)
-            extra.append(key)
-        bundles.append(self._bundle(Purpose.HISTORY, seal.number, joiners, history, infos))
-        return self._author(op, seal, bundles, now, extra_keys=extra)
+        return self._author(draft, now)
 
     def remove(self, person: PersonId, *, now: int) -> Entry:
         """Remove ``person`` (admin only; removing oneself is leaving) and start a new epoch
         wrapped to every remaining device."""
         self._require_member()
-        target = self.state.members.get(person)
-        positions = self._positions(target.devices if target is not None else ())
-        op = Op(kind=OpKind.REMOVE, person=person, positions=positions)
-        key, announcement, rotation = self._new_epoch(self._preview(op))
-        op = replace(op, epoch=announcement)
-        return self._author(op, self._seal_key(), [rotation], now, extra_keys=[key])
+        return self._author(self._authoring().remove(person), now)
 
     def leave(self, *, now: int) -> Entry:
         """Leave the group. The leaver cannot choose the next key; the next member to write
         starts a new epoch without it."""
         person = self._require_member()
-        others = set(self.state.members[person].devices) - {self.me.device}
-        op = Op(kind=OpKind.LEAVE, positions=self._positions(others))
-        return self._author(op, self._seal_key(), [], now)
+        return self._author(self._authoring().leave(person), now)
 
     def set_role(self, person: PersonId, role: Role, *, now: int) -> Entry:
         """Promote or demote ``person`` (admin only, and only a member or an admin of a
         higher rank than this device's person: see ``docs/membership.md``)."""
         self._require_member()
-        target = self.state.members.get(person)
-        positions = self._positions(target.devices if target is not None else ())
-        op = Op(kind=OpKind.SET_ROLE, person=person, role=role, positions=positions)
-        return self._author(op, self._seal_key(), [], now)
-
-    def _positions(self, devices: Iterable[DeviceId]) -> tuple[tuple[DeviceId, int], ...]:
-        """The feed heads of ``devices`` in this group as this device holds them: the line
-        an op that admits or cuts them off draws."""
-        return tuple(
-            (device, self.store.feed_status(self.id, device).head_seq)
-            for device in sorted(set(devices))
-        )
+        return self._author(self._authoring().set_role(person, role), now)
 
     def rotate(self, *, now: int) -> Entry:
         """Start a new epoch wrapped to every entitled device (any member may)."""
         self._require_member()
-        key, announcement, rotation = self._new_epoch(self.state)
-        op = Op(kind=OpKind.ROTATE, epoch=announcement)
-        return self._author(op, self._seal_key(), [rotation], now, extra_keys=[key])
+        return self._author(self._authoring().rotate(), now)
 
     def add_device(self, grant: DeviceGrant, *, now: int) -> Entry:
         """Add a new device of this device's own person, giving it every key held here."""
         person = self._require_member()
-        info = _checked_grant(grant)
-        if info.person != person:
-            raise NotAMember("a person may only add their own devices")
-        grants = [KeyGrant.of(k, k.root is not None) for k in self._ring.keys.values()]
-        seal = self._seal_key()
-        bundle = self._bundle(Purpose.HISTORY, seal.number, [info.device], grants, [info])
-        op = Op(kind=OpKind.ADD_DEVICE, devices=(grant,), positions=self._positions([info.device]))
-        return self._author(op, seal, [bundle], now)
+        return self._author(self._authoring().add_device(grant, person), now)
 
     def revoke_device(self, revocation: DeviceRevocation, *, now: int) -> Entry:
         """Revoke one of this person's other devices and start an epoch without it. Its
         operations after the cut-off (its feed head as seen here) are void everywhere."""
         self._require_member()
-        cutoff = self.store.feed_status(self.id, revocation.device).head_seq
-        op = Op(kind=OpKind.REVOKE_DEVICE, revocation=revocation.to_bytes(), cutoff=cutoff)
-        rec = OpRecord.build(EntryId(b"\0" * 32), self.me.device, 0, (), op)
-        trial = self.state.copy()
-        _apply(trial, rec, self.state.person_of(self.me.device))
-        key, announcement, rotation = self._new_epoch(trial)
-        op = replace(op, epoch=announcement)
-        return self._author(op, self._seal_key(), [rotation], now, extra_keys=[key])
+        return self._author(self._authoring().revoke_device(revocation), now)
 
     def update_prekey(self, certificate: PrekeyCertificate, *, now: int) -> Entry:
         """Publish this device's new signed prekey (future wraps go to it)."""
         self._require_member()
-        grant = DeviceGrant(self.me.identity.certificate.to_bytes(), certificate.to_bytes())
-        return self._author(Op(kind=OpKind.PREKEY, devices=(grant,)), self._seal_key(), [], now)
+        return self._author(self._authoring().update_prekey(certificate), now)
 
     def create_invite(self, invite_id: bytes, *, expires_at: int, role: Role, now: int) -> Entry:
         self._require_member()
-        op = Op(kind=OpKind.INVITE, invite_id=invite_id, time=expires_at, role=role)
-        return self._author(op, self._seal_key(), [], now)
+        draft = self._authoring().create_invite(invite_id, expires_at=expires_at, role=role)
+        return self._author(draft, now)
 
     def revoke_invite(self, invite_id: bytes, *, now: int) -> Entry:
         self._require_member()
-        return self._author(
-            Op(kind=OpKind.REVOKE_INVITE, invite_id=invite_id), self._seal_key(), [], now
-        )
+        return self._author(self._authoring().revoke_invite(invite_id), now)
 
     def ensure_writable(self, *, now: int) -> EpochKey:
         """The key to write content under, rotating first when no valid epoch is held here."""
@@ -1275,7 +1104,7 @@ class GroupReplica:
             full = key.root is not None and self._entitled_to_content(info, key)
             grants.append(KeyGrant.of(key, full))
         epoch = self.state.max_epoch
-        return self._bundle(Purpose.KEY_RESPONSE, epoch, [requester], grants)
+        return self._authoring().bundle(Purpose.KEY_RESPONSE, epoch, [requester], grants)
 
     def exits_of(self, device: DeviceId) -> list[EntryId]:
         """The effective operations that put ``device`` out of the group, if a valid
@@ -1340,7 +1169,7 @@ class GroupReplica:
         if not grants:
             raise NotAMember("keys are only given to members' devices")
         epoch = self.state.max_epoch
-        return self._bundle(Purpose.KEY_RESPONSE, epoch, [requester], grants, [info])
+        return self._authoring().bundle(Purpose.KEY_RESPONSE, epoch, [requester], grants, [info])
 
     def _exits(
         self, info: DeviceInfo, admitted: list[OpRecord], records: dict[EntryId, OpRecord]
