@@ -11,7 +11,6 @@ changes commits in one transaction.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -114,10 +113,12 @@ class LocalMember:
 
     identity: LocalIdentity
     prekeys: dict[int, X25519SecretKey]
-    rng: Rng = os.urandom
+    rng: Rng
+    """Where every random byte this device's group layer draws comes from: the caller's (a
+    device passes ``microsync.crypto.system_rng``; tests pass a seeded one)."""
 
     @classmethod
-    def of(cls, identity: LocalIdentity, rng: Rng = os.urandom) -> LocalMember:
+    def of(cls, identity: LocalIdentity, rng: Rng) -> LocalMember:
         return cls(identity, {identity.prekey_certificate.prekey_id: identity.prekey}, rng)
 
     @property
