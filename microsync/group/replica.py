@@ -40,7 +40,7 @@ from microsync.feed.entry import MAX_HLC, feed_position, parse_entry
 from microsync.feed.store import AuthorStatus, FeedStore, StoredEntry
 from microsync.feed.trust import TrustStore, add_certificate
 from microsync.feed.validate import check_body, check_group
-from microsync.group import authoring
+from microsync.group import authoring, exits
 from microsync.group.authoring import Authoring, Draft
 from microsync.group.envelope import Bundle, decode_envelope, encode_envelope, sealed_ref
 from microsync.group.fold import ContentFold
@@ -61,12 +61,9 @@ from microsync.group.membership import (
     OpRecord,
     Resolution,
     _apply,
-    _is_reduction,
-    _voids,
     authorize,
     note_appended,
     note_seen,
-    parse_grant,
     resolve,
 )
 from microsync.group.ops import (
@@ -1056,7 +1053,9 @@ class GroupReplica:
         wanted |= {
             slot
             for slot, key in self._ring.keys.items()
-            if key.root is None and me is not None and self._entitled_to_content(me, key)
+            if key.root is None
+            and me is not None
+            and exits.entitled_to_content(self.state, me, key)
         }
         for entry in self._ops.locked.values():
             try:
@@ -1084,139 +1083,45 @@ class GroupReplica:
                 found.append((held.entry.id, (h.epoch, ref)))
         return found
 
-    def answer_key_request(
-        self, requester: DeviceId, wanted: Iterable[tuple[int, bytes]]
-    ) -> Bundle:
+    def answer_key_request(self, requester: DeviceId, wanted: Iterable[Slot]) -> Bundle:
         """Wrap the requested keys this device holds to ``requester``'s current prekey.
 
         Refused with :class:`NotAMember` unless ``requester`` is an active device of a current
-        member. Content keys go only to devices entitled to them (always with shared history;
-        with ``"none"``, only for epochs the requester's person was wrapped); control keys go
-        to every member device.
+        member, or a former one owed the keys that seal what put it out
+        (:mod:`microsync.group.exits`). Content keys go only to devices entitled to them
+        (always with shared history; with ``"none"``, only for epochs the requester's person
+        was wrapped); control keys go to every member device.
         """
         info = self.state.device(requester)
+        extra: list[DeviceInfo] = []
         if info is None:
-            return self._answer_former_device(requester, wanted)
-        grants = []
-        for number, ref in wanted:
-            key = self._key_for(number, ref[:16])
-            if key is None:
-                continue
-            full = key.root is not None and self._entitled_to_content(info, key)
-            grants.append(KeyGrant.of(key, full))
+            res, records = self._resolution, self._records()
+            former, grants = exits.former_grants(res, records, self._ring, requester, wanted)
+            extra.append(former)
+        else:
+            grants = exits.member_grants(self.state, self._ring, info, wanted)
         epoch = self.state.max_epoch
-        return self._authoring().bundle(Purpose.KEY_RESPONSE, epoch, [requester], grants)
+        return self._authoring().bundle(Purpose.KEY_RESPONSE, epoch, [requester], grants, extra)
 
     def exits_of(self, device: DeviceId) -> list[EntryId]:
         """The effective operations that put ``device`` out of the group, if a valid
         operation ever admitted it (else none)."""
         if self.state.device(device) is not None:
             return []
-        found = self._former(device)
+        records = self._records()
+        found = exits.former(self._resolution, records, device)
         if found is None:
             return []
-        admitted, info, records = found
-        return self._exits(info, admitted, records)
-
-    def _former(
-        self, device: DeviceId
-    ) -> tuple[list[OpRecord], DeviceInfo, dict[EntryId, OpRecord]] | None:
-        """The valid operations that admitted ``device``, its latest grant (admissions and the
-        prekeys it published while in), and the records; ``None`` if nothing admitted it."""
-        records = self._records()
-        admitted = [
-            r
-            for r in records.values()
-            if r.id in self._resolution.valid
-            and r.op.kind in (OpKind.CREATE, OpKind.ADD, OpKind.ADD_DEVICE)
-            and any(g.device == device for g in r.grants)
-        ]
-        if not admitted:
-            return None
-        known = [g for r in admitted for g in r.grants if g.device == device]
-        for r in records.values():  # a prekey it published while it was in
-            if r.id in self._resolution.effective and r.op.kind is OpKind.PREKEY:
-                known.extend(g for g in r.grants if g.device == device)
-        return admitted, max(known, key=lambda g: g.prekey_id), records
+        admitted, info = found
+        return exits.exits(self._resolution, records, info, admitted)
 
     def causal_past(self, op_id: EntryId) -> set[EntryId]:
         """The membership operations ``op_id`` names in its deps, transitively."""
-        return _ancestors(self._records(), op_id)
+        return exits.ancestors(self._records(), op_id)
 
-    def _answer_former_device(
-        self, requester: DeviceId, wanted: Iterable[tuple[int, bytes]]
-    ) -> Bundle:
-        """A device that a valid operation admitted but that is out now (removed, revoked, or
-        its admission voided by a concurrent reduction) may lack the key that seals the very
-        operation that put it out, and would then believe it is still in. It gets the control
-        keys (never content keys) of the epochs started in the causal past of those
-        operations: enough to open them and their past, nothing from after its exit."""
-        found = self._former(requester)
-        if found is None:
-            raise NotAMember("keys are only given to members' devices")
-        admitted, info, records = found
-        exits = self._exits(info, admitted, records)
-        allowed: set[tuple[int, bytes]] = set()
-        for exit_id in exits:
-            for op_id in _ancestors(records, exit_id):
-                started = records[op_id].op.epoch
-                if started is not None:
-                    allowed.add((started.number, started.commitment))
-        grants = []
-        for number, ref in wanted:
-            key = self._key_for(number, ref[:16])
-            if key is not None and (key.number, key.commitment) in allowed:
-                grants.append(KeyGrant.of(key, False))
-        if not grants:
-            raise NotAMember("keys are only given to members' devices")
-        epoch = self.state.max_epoch
-        return self._authoring().bundle(Purpose.KEY_RESPONSE, epoch, [requester], grants, [info])
-
-    def _exits(
-        self, info: DeviceInfo, admitted: list[OpRecord], records: dict[EntryId, OpRecord]
-    ) -> list[EntryId]:
-        """The effective reductions that put ``info.device`` out: the removal or departure of
-        its person, its revocation, and whatever voided an operation that admitted it."""
-        res = self._resolution
-        out: list[EntryId] = []
-        reductions = [
-            records[i] for i in res.effective if i in records and _is_reduction(records[i].op)
-        ]
-        for r in reductions:
-            op = r.op
-            revoked = r.revocation.device if r.revocation is not None else None
-            if (
-                (op.kind is OpKind.REMOVE and op.person == info.person)
-                or (op.kind is OpKind.LEAVE and res.authors.get(r.id) == info.person)
-                or revoked == info.device
-            ):
-                out.append(r.id)
-        for j in admitted:
-            if j.id in res.effective:
-                continue
-            past = _ancestors(records, j.id)
-            for r in reductions:
-                if r.id in past:
-                    continue
-                cut = r.op.cutoff
-                if r.revocation is not None and r.revocation.device == j.device:
-                    if cut is not None and j.seq > cut:  # its author's revocation cut it off
-                        out.append(r.id)
-                elif j.id not in _ancestors(records, r.id) and _voids(
-                    r, res.authors.get(r.id), j, res.authors.get(j.id)
-                ):
-                    out.append(r.id)
-        return out
-
-    def _entitled_to_content(self, info: DeviceInfo, key: EpochKey) -> bool:
-        epoch = self.state.epochs.get((key.number, key.commitment))
-        if epoch is None:
-            return False  # a void epoch: its content is owed to no one
-        if self.state.history == "shared":
-            return True
-        member = self.state.members.get(info.person)
-        devices = set(member.devices) if member is not None else set()
-        return bool(epoch.recipients & (devices | {info.device}))
+    def records(self) -> dict[EntryId, OpRecord]:
+        """Every opened operation that counts (none of a forked device from its fork on)."""
+        return self._records()
 
     def accept_key_response(self, sender: DeviceId, response: Bundle) -> int:
         """Keep the keys in a response that match announced epochs. Returns how many were new.
@@ -1253,19 +1158,3 @@ class GroupReplica:
                 if before.get(slot) is None or (key.root is not None and not before[slot])
             )
             return gained
-
-
-def _checked_grant(grant: DeviceGrant) -> DeviceInfo:
-    return parse_grant(grant)
-
-
-def _ancestors(records: dict[EntryId, OpRecord], op_id: EntryId) -> set[EntryId]:
-    """The causal past of ``op_id`` (the ops it names in ``deps``, transitively)."""
-    seen: set[EntryId] = set()
-    stack = list(records[op_id].deps)
-    while stack:
-        current = stack.pop()
-        if current not in seen and current in records:
-            seen.add(current)
-            stack.extend(records[current].deps)
-    return seen
