@@ -143,9 +143,9 @@ def test_prekey_rotation_heals_a_compromised_device() -> None:
 def test_a_group_refuses_devices_beyond_what_one_rotation_can_carry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from microsync.group import membership
+    from microsync.group import rules
 
-    monkeypatch.setattr(membership, "MAX_GROUP_DEVICES", 2)
+    monkeypatch.setattr(rules, "MAX_GROUP_DEVICES", 2)  # where the rule reads it
     people = [LocalIdentity.create(n, os.urandom, 0) for n in ("Alice", "Bob", "Carol")]
     store = MemoryStore()
     for person in people:

@@ -58,7 +58,7 @@ from microsync.group.join import DeviceCandidate
 from microsync.group.keyring import Keyring
 from microsync.group.keys import EpochKey, KeyGrant
 from microsync.group.ops import Op, OpKind, Role
-from microsync.group.replica import _Opened
+from microsync.group.view import _Opened
 from microsync.identity import LocalIdentity
 from microsync.node.host import DeviceHost
 from microsync.protocol.handshake import Handshake, Purpose, pump
@@ -448,6 +448,22 @@ def build_opened(world: World) -> Built:
     return _Opened(stored.entry, None, [], grants), epoch_secrets(world.epoch)
 
 
+def _replica_secrets(world: World) -> dict[str, bytes]:
+    return identity_secrets(world.alice.identity) | epoch_secrets(world.epoch)
+
+
+def build_group_replica(world: World) -> Built:
+    return world.alice.replica(world.group), _replica_secrets(world)
+
+
+def build_membership_view(world: World) -> Built:
+    return world.alice.replica(world.group)._view, _replica_secrets(world)
+
+
+def build_intake(world: World) -> Built:
+    return world.alice.replica(world.group)._intake, _replica_secrets(world)
+
+
 def build_draft(world: World) -> Built:
     draft = Draft(op=Op(kind=OpKind.ROTATE), seal=world.epoch, bundles=[], new_keys=(world.epoch,))
     return draft, epoch_secrets(world.epoch)
@@ -577,8 +593,11 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.group.keys.EpochKey": build_epoch_key,
     "microsync.group.keys.KeyGrant": build_key_grant,
     "microsync.group.authoring.Draft": build_draft,
+    "microsync.group.intake.Intake": build_intake,
+    "microsync.group.replica.GroupReplica": build_group_replica,
+    "microsync.group.view.MembershipView": build_membership_view,
     "microsync.group.keyring.Keyring": build_keyring,
-    "microsync.group.replica._Opened": build_opened,
+    "microsync.group.view._Opened": build_opened,
     "microsync.group.replica.LocalMember": build_local_member,
     "microsync.identity.LocalIdentity": build_local_identity,
     "microsync.testing.device.SimDevice": build_sim_device,
@@ -610,8 +629,8 @@ PUBLIC: dict[str, str] = {
     "microsync.crypto.keys.VerifyKey": "an Ed25519 public key",
     "microsync.crypto.keys.X25519PublicKey": "an X25519 public key",
     "microsync.group.keys.Recipient": "a device id and its public prekey",
-    "microsync.group.membership.DeviceInfo": "a device's certificate and public prekey",
-    "microsync.group.membership.OpRecord": "grants are DeviceInfo: public prekeys",
+    "microsync.group.state.DeviceInfo": "a device's certificate and public prekey",
+    "microsync.group.state.OpRecord": "grants are DeviceInfo: public prekeys",
     "microsync.group.ops.DeviceGrant": "two public certificates",
     "microsync.group.ops.Op": "an operation's plaintext; _encoded is not printed (repr=False)",
     "microsync.group.join.LinkRequest": "a public device key and public certificates",

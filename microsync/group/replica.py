@@ -1,30 +1,34 @@
-"""One device's replica of one group: receive entries, keep the keyring, author operations and
-encrypted content. Sans-IO: the store, the clock (``now``) and randomness (``rng``) are passed in.
+"""One device's replica of one group: the face the node layer uses. Sans-IO: the store, the
+clock (``now``) and randomness (``rng``) are passed in.
 
-Receiving is :meth:`GroupReplica.receive`: the feed layer validates and stores each entry
-(signature, chain, author certificate); membership entries are then opened (key wraps addressed
-to this device, then the sealed operation), and membership is resolved from the set of
-operations (:mod:`microsync.group.membership`). Keys are kept only when the operation that
-carried them took effect and their commitment matches an announced epoch. Everything a batch
-changes commits in one transaction.
+:class:`GroupReplica` composes the parts, each in its own module:
+
+* :mod:`~microsync.group.intake` — receiving: which entries may be stored, what waits (held)
+  until an operation admits its device, one transaction per batch; :meth:`receive_batch`
+  returns what it accepted, with bodies, so nothing is read back.
+* :mod:`~microsync.group.view` — the opened membership: envelopes (:mod:`.envelope`), sealed
+  operations opened through the one content fold (:mod:`.fold`), the keyring
+  (:mod:`.keyring`) and the resolution (:mod:`.membership`).
+* :mod:`~microsync.group.authoring` — pure builders of the ten operations; the replica seals,
+  appends and folds what they build.
+* :mod:`~microsync.group.exits` — former members: what put a device out, which keys it is owed.
+
+Content entries are encrypted here (:meth:`write_content`) and opened by the layers above
+through :meth:`content_fold`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Final, Protocol, TypeVar, cast
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
-from microsync.crypto import SIGNATURE_SIZE, X25519SecretKey
+from microsync.crypto import X25519SecretKey
 from microsync.crypto.random import Rng
 from microsync.errors import (
-    DecodeError,
     DecryptionError,
-    HeldQuotaExceeded,
     MicrosyncError,
     NotAMember,
-    VerificationError,
 )
 from microsync.feed import (
     MAX_DEPS,
@@ -32,23 +36,22 @@ from microsync.feed import (
     EntryId,
     GroupId,
     Ingested,
-    Outcome,
     append,
-    ingest_many,
 )
-from microsync.feed.entry import MAX_HLC, feed_position, parse_entry
-from microsync.feed.store import AuthorStatus, FeedStore, StoredEntry
-from microsync.feed.trust import TrustStore, add_certificate
-from microsync.feed.validate import check_body, check_group
+from microsync.feed.entry import MAX_HLC
+from microsync.feed.store import FeedStore, StoredEntry
+from microsync.feed.trust import TrustStore
 from microsync.group import authoring, exits
 from microsync.group.authoring import Authoring, Draft
-from microsync.group.envelope import Bundle, decode_envelope, encode_envelope, sealed_ref
+from microsync.group.envelope import Bundle, decode_envelope, encode_envelope
 from microsync.group.fold import ContentFold
-from microsync.group.held import JOINING, DryStore, Held, HeldLimits, HeldUsage
+from microsync.group.held import HeldLimits
+from microsync.group.intake import CUT_OFF_SLACK as CUT_OFF_SLACK
+from microsync.group.intake import GROUP_PENDING_QUOTA as GROUP_PENDING_QUOTA
+from microsync.group.intake import Intake, Received
 from microsync.group.keyring import Keyring, Slot
 from microsync.group.keys import (
     EpochKey,
-    KeyGrant,
     Purpose,
     body_ref,
     decrypt_content,
@@ -60,19 +63,15 @@ from microsync.group.membership import (
     GroupState,
     OpRecord,
     Resolution,
-    _apply,
-    authorize,
-    note_appended,
-    note_seen,
-    resolve,
 )
 from microsync.group.ops import (
     MEMBERSHIP_TYPE,
     DeviceGrant,
-    Op,
     OpKind,
     Role,
 )
+from microsync.group.view import MembershipView
+from microsync.group.view import _Opened as _Opened
 from microsync.identity import (
     DeviceCertificate,
     DeviceId,
@@ -86,14 +85,6 @@ __all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember", "Received"
 
 T = TypeVar("T")
 
-CUT_OFF_SLACK: Final = 64
-"""How many entries past the cut-off of a device that is out are still stored (what it wrote
-before it knew, and room for a line that is lifted later); beyond, it is held or refused."""
-GROUP_PENDING_QUOTA: Final = 16_384
-"""At most this many entries of a group's admitted devices wait ahead of gaps in their feeds
-(besides ``feed.DEFAULT_PENDING_QUOTA`` per feed): only members' signed entries can wait there,
-so one peer can fill it only with what members really wrote."""
-_ADMITTING: Final = (OpKind.CREATE, OpKind.ADD, OpKind.ADD_DEVICE)
 
 
 class GroupStore(FeedStore, TrustStore, Protocol):
@@ -132,24 +123,6 @@ class LocalMember:
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Received:
-    """What :meth:`GroupReplica.receive_batch` did: each item's result, in its place, and
-    every entry that joined a feed (with its body; ``None`` if it came without one), in the
-    order they joined, those held from earlier batches included."""
-
-    results: list[Ingested | MicrosyncError]
-    accepted: tuple[StoredEntry, ...]
-
-
-@dataclass(slots=True)
-class _Opened:
-    entry: Entry
-    record: OpRecord | None  # None while no key opens it
-    bundles: list[Bundle]
-    grants: list[KeyGrant] = field(repr=False)  # what the bundles held for this device
-
-
 _encode_envelope = encode_envelope  # the names tests and testing kits used before the split
 _decode_envelope = decode_envelope
 
@@ -159,33 +132,68 @@ class GroupReplica:
     :meth:`join` (a group this device was added to)."""
 
     def __init__(self, store: GroupStore, me: LocalMember, group: GroupId) -> None:
-        self.store = store
         self.me = me
         self.id = group
-        self._ring = Keyring(group)
-        self._ops: ContentFold[OpRecord] = ContentFold(self._open_sealed)
-        """The membership operations: those no key held here opens yet wait in ``locked``."""
-        self._round_keys: dict[Slot, EpochKey] = {}  # what may open a sealed op, this round
-        self._opened: dict[EntryId, _Opened] = {}
-        self._resolution = Resolution(GroupState(), (), frozenset(), {})
-        self._heads: set[EntryId] = set()
-        self._bodies: dict[EntryId, bytes] = {}
-        self._offered: list[KeyGrant] = []  # keys from key responses, kept once announced
-        self._forks: dict[DeviceId, int] = {}  # device -> fork point, as of the last check
+        self._view = MembershipView(store, me, group)
+        self._intake = Intake(self._view)
         self.on_append: Callable[[GroupId], None] | None = None
         """Called (with the group id) whenever this device appends an entry: live sync."""
-        self.held_limits = HeldLimits()
+        self._view.ring.load(store)
+
+    def __repr__(self) -> str:
+        return f"GroupReplica({self.id.hex()[:8]}, {self._view!r}, {self._intake!r})"
+
+    @property
+    def store(self) -> GroupStore:
+        """The profile's store this replica reads and writes."""
+        return self._view.store
+
+    @store.setter
+    def store(self, store: GroupStore) -> None:
+        self._view.store = store
+
+    @property
+    def held_limits(self) -> HeldLimits:
         """Bounds on the entries of not-yet-admitted devices waiting in memory (a member's)."""
-        self.joining_limits = JOINING
+        return self._intake.held_limits
+
+    @held_limits.setter
+    def held_limits(self, limits: HeldLimits) -> None:
+        self._intake.held_limits = limits
+
+    @property
+    def joining_limits(self) -> HeldLimits:
         """The same bounds while this device is not in the group (it bootstraps)."""
-        self.released: list[Entry] = []
+        return self._intake.joining_limits
+
+    @joining_limits.setter
+    def joining_limits(self, limits: HeldLimits) -> None:
+        self._intake.joining_limits = limits
+
+    @property
+    def released(self) -> list[Entry]:
         """Entries held by an earlier :meth:`receive` that the last one stored."""
-        self._joined: list[StoredEntry] = []  # what the batch being received stored
-        self._held: dict[EntryId, Held] = {}
-        self._vouched: dict[DeviceId, DeviceInfo] = {}
-        self._admission: tuple[Resolution, dict[DeviceId, DeviceInfo]] | None = None
-        self._tried: tuple[frozenset[EntryId], int] | None = None  # held ops, keys
-        self._ring.load(self.store)
+        return self._intake.released
+
+    # the parts the test kits and benches reach for by their old names
+    @property
+    def _ring(self) -> Keyring:
+        return self._view.ring
+
+    @property
+    def _resolution(self) -> Resolution:
+        return self._view.resolution
+
+    @_resolution.setter
+    def _resolution(self, value: Resolution) -> None:
+        self._view.resolution = value
+
+    @property
+    def _heads(self) -> frozenset[EntryId]:
+        return self._view.heads
+
+    def _records(self) -> dict[EntryId, OpRecord]:
+        return self._view.records()
 
     # ------------------------------------------------------------------ construction
 
@@ -221,12 +229,12 @@ class GroupReplica:
             for s in store.entries(group, device)
             if s.entry.header.type == MEMBERSHIP_TYPE and s.body is not None
         }
-        replica._forks = {
+        replica._view._forks = {
             device: status.forked_at
             for device, status in store.feeds(group).items()
             if status.forked_at is not None
         }
-        replica._absorb([(e, bodies[e.id]) for e in entries])
+        replica._view.absorb([(e, bodies[e.id]) for e in entries])
         return replica
 
     # ------------------------------------------------------------------ reading
@@ -255,8 +263,7 @@ class GroupReplica:
 
     def operation(self, op_id: EntryId) -> OpRecord | None:
         """The opened membership operation with entry id ``op_id``, if this device holds it."""
-        opened = self._opened.get(op_id)
-        return None if opened is None else opened.record
+        return self._view.operation(op_id)
 
     def exit_record(self) -> tuple[OpRecord, int] | None:
         """Read-only: the effective operation, last in resolution order, that put this device
@@ -278,31 +285,18 @@ class GroupReplica:
                 or (rec.revocation is not None and rec.revocation.device == me.device)
             ):
                 found = rec
-        return None if found is None else (found, self._opened[found.id].entry.header.hlc)
+        return None if found is None else (found, self._view.hlc_of(found.id))
 
     def name_of(self, person: PersonId) -> str | None:
         """Read-only: ``person``'s name as a member now, else as the operation that founded
         the group with them or added them last named them (``None`` if none did)."""
-        member = self.state.members.get(person)
-        if member is not None:
-            return member.name
-        name = None
-        for op_id in self._resolution.order:
-            rec = self.operation(op_id)
-            if rec is None or rec.op.name is None:
-                continue
-            named = rec.op.person if rec.op.kind is OpKind.ADD else None
-            if rec.op.kind is OpKind.CREATE and rec.grants:
-                named = rec.grants[0].person
-            if named == person:
-                name = rec.op.name
-        return name
+        return self._view.name_of(person)
 
     def locked(self) -> list[EntryId]:
         """Membership entries this device holds but cannot open (no key yet), stored or held
         in memory until their author is admitted."""
-        held = [i for i, _ in self._held_sealed()]
-        return [*self._ops.locked, *held]
+        held = [i for i, _ in self._intake._held_sealed()]
+        return [*self._view.locked(), *held]
 
     def content_fold(self, decode: Callable[[bytes], T]) -> ContentFold[T]:
         """A :class:`~microsync.group.fold.ContentFold` of this group's content entries:
@@ -352,31 +346,6 @@ class GroupReplica:
 
     # ------------------------------------------------------------------ receiving
 
-    @contextmanager
-    def _atomic(self) -> Iterator[None]:
-        """One store transaction; on any failure the in-memory view is put back as it was, so
-        memory and disk never disagree."""
-        saved = (
-            dict(self._ring.keys),
-            {i: replace(o, grants=list(o.grants)) for i, o in self._opened.items()},
-            dict(self._bodies),
-            list(self._offered),
-            self._resolution,
-            set(self._heads),
-            dict(self._ops.locked),
-        )
-        try:
-            with self.store.transaction():
-                yield
-        except BaseException:
-            keys, opened, bodies, offered, _, heads, locked = saved
-            self._ring.keys, self._opened, self._bodies = keys, opened, bodies
-            self._offered = offered
-            self._heads, self._ops.locked = heads, locked
-            # the fast path folds into the live state: rebuild it from the restored ops
-            self._resolution = resolve(self.id, self._records())
-            raise
-
     def receive(
         self, items: Sequence[tuple[bytes, bytes | None]], *, peer: DeviceId | None = None
     ) -> list[Ingested | MicrosyncError]:
@@ -397,476 +366,30 @@ class GroupReplica:
         Rejected items come back as errors in their place; storage is unchanged by them.
         Entries held from earlier batches that join a feed now are listed in the ``accepted``
         of the first item stored (or in :attr:`released` when no item of this batch was).
+        (:mod:`microsync.group.intake` has the rules.)
         """
-        results: list[Ingested | MicrosyncError | None] = [None] * len(items)
-        vouched = dict(self._vouched)
-        self.released, self._joined = [], []
-        try:
-            with self._atomic():
-                first, devices = self._admitted_positions(items)
-                self._store_items([(i, *items[i]) for i in first], results, devices)
-                waiting = self._screen(items, results, peer)
-                pool = self._settle([*((None, h) for h in self._held.values()), *waiting], results)
-        except BaseException:
-            self._vouched, self._admission, self.released, self._joined = vouched, None, [], []
-            raise
-        self._held = self._keep_held(pool, results)
-        self._report_released(results)
-        assert all(r is not None for r in results)
-        joined, self._joined = tuple(self._joined), []
-        return Received(results=cast(list[Ingested | MicrosyncError], results), accepted=joined)
-
-    def _report_released(self, results: list[Ingested | MicrosyncError | None]) -> None:
-        """List the held entries this batch released as unblocked by its first stored item
-        (as pending entries an entry unblocks are); :attr:`released` keeps the rest."""
-        if not self.released:
-            return
-        for i, result in enumerate(results):
-            if isinstance(result, Ingested) and result.accepted:
-                results[i] = replace(result, accepted=(*result.accepted, *self.released))
-                self.released = []
-                return
-
-    # ------------------------------------------------------------------ who may be stored
+        return self._intake.receive(items, peer=peer)
 
     def admits(self, device: DeviceId, seq: int) -> bool:
         """May the entry at ``seq`` of ``device``'s feed be stored, shown and forwarded?
-
-        Yes when a causally valid operation of this group held here (the founder's create, an
-        add, an added device) granted ``device``, or a trial resolution that includes the
-        held operations did (:meth:`_vouch`). Past the cut-off of the device's last exit,
-        only :data:`CUT_OFF_SLACK` more entries are stored: they count nowhere
-        (:meth:`GroupState.counts` decides that where entries are read) unless the line is
-        lifted, by a re-admission for example; the rest wait, bounded, in the held buffer. So
-        a removed member cannot make every member store and forward an endless feed."""
-        if device not in self._admitted() or seq < 1:
-            return False
-        windows = self.state.windows.get(device)
-        if not windows or windows[-1][1] is None:
-            return True  # counting now, or vouched for while joining
-        return seq <= windows[-1][1] + CUT_OFF_SLACK
+        (:meth:`Intake.admits <microsync.group.intake.Intake.admits>`)"""
+        return self._intake.admits(device, seq)
 
     def vouch(self, certificate: DeviceCertificate) -> None:
-        """Admit ``certificate``'s device here until this replica can check for itself: for a
-        device joining by invite, the peer that proved it holds the joiner's own add (so the
-        founder's feed up to that add is stored as it streams, not held in memory). Only the
-        device's feed is affected; membership is still resolved from its operations."""
-        prekey = self.me.identity.prekey_certificate  # never wrapped to: a vouch is no grant
-        self._vouched[certificate.device] = DeviceInfo(
-            certificate.device,
-            certificate.person,
-            certificate.device_name,
-            prekey.prekey_id,
-            prekey.key,
-            certificate.to_bytes(),
-        )
-        self._admission = None
-
-    def _admitted(self) -> dict[DeviceId, DeviceInfo]:
-        """Every device a valid operation granted (with its grant), cached per resolution."""
-        res = self._resolution
-        if self._admission is None or self._admission[0] is not res:
-            records = self._records()
-            found = dict(self._vouched)
-            for op_id in res.valid:
-                rec = records.get(op_id)
-                if rec is not None and rec.op.kind in _ADMITTING:
-                    found.update((g.device, g) for g in rec.grants)
-            self._admission = (res, found)
-        return self._admission[1]
-
-    def _admitted_positions(
-        self, items: Sequence[tuple[bytes, bytes | None]]
-    ) -> tuple[list[int], set[DeviceId]]:
-        """Indices of the items whose device and seq :meth:`admits` (malformed ones too: the
-        feed layer names their error), and their devices."""
-        found = []
-        devices = set()
-        for i, (wire, _) in enumerate(items):
-            try:
-                device, seq = feed_position(wire[:-SIGNATURE_SIZE])
-            except (DecodeError, IndexError):
-                found.append(i)
-                continue
-            if self.admits(device, seq):
-                found.append(i)
-                devices.add(device)
-        return found, devices
-
-    def _store_items(
-        self,
-        batch: Sequence[tuple[int | None, bytes, bytes | None]],
-        results: list[Ingested | MicrosyncError | None],
-        devices: set[DeviceId],
-    ) -> None:
-        """Ingest admitted items of ``devices`` (their certificates taken from their grants
-        when missing) and absorb the membership entries that joined a feed. Index ``None``: an
-        entry held earlier."""
-        if not batch:
-            return
-        self._trust_grants(devices)
-        waiting = sum(self.store.feed_status(self.id, d).pending for d in self._admitted())
-        out = ingest_many(
-            self.store,
-            self.id,
-            [(w, b) for _, w, b in batch],
-            group_pending_room=GROUP_PENDING_QUOTA - waiting,
-        )
-        accepted: list[tuple[Entry, bytes]] = []
-        bodies = {w: b for _, w, b in batch if b is not None}
-        for (index, _, _), result in zip(batch, out, strict=True):
-            if index is not None:
-                results[index] = result
-            if not isinstance(result, Ingested):
-                continue
-            if index is None:
-                self.released.extend(result.accepted)
-            for entry in result.accepted:
-                stored = self._joined_body(entry, bodies)
-                self._joined.append(stored)
-                if entry.header.type == MEMBERSHIP_TYPE and stored.body is not None:
-                    accepted.append((entry, stored.body))
-        if accepted:
-            self._absorb(accepted)
-
-    def _joined_body(self, entry: Entry, bodies: Mapping[bytes, bytes]) -> StoredEntry:
-        """``entry``, which just joined its feed, with its body: the one it came with, or for a
-        pending entry it unblocked, the one stored then (read once, here)."""
-        body = bodies.get(entry.wire)
-        if body is None:
-            h = entry.header
-            stored = self.store.entry_at(self.id, h.device, h.seq)
-            body = None if stored is None else stored.body
-        return StoredEntry(entry=entry, body=body)
-
-    def _trust_grants(self, devices: set[DeviceId]) -> None:
-        """Keep the certificate an admitting grant carries for devices the store lacks one of
-        (a joiner never needs a peer to hand it the certificates of the members)."""
-        admitted = self._admitted()
-        for device in devices:
-            info = admitted.get(device)
-            if info is None or self.store.author_status(device) is not AuthorStatus.UNKNOWN:
-                continue
-            try:
-                add_certificate(self.store, DeviceCertificate.from_bytes(info.certificate))
-            except MicrosyncError:
-                continue  # another person certified this key: the feed layer refuses it
-
-    def _screen(
-        self,
-        items: Sequence[tuple[bytes, bytes | None]],
-        results: list[Ingested | MicrosyncError | None],
-        peer: DeviceId | None,
-    ) -> list[tuple[int | None, Held]]:
-        """Check the shape, group and body of the items not stored yet, and the signature of
-        membership entries (a trial may open them); content is verified if it is to wait
-        (:meth:`_keep_held`), or by the feed layer if it is stored in this batch."""
-        found: list[tuple[int | None, Held]] = []
-        for i, (wire, body) in enumerate(items):
-            if results[i] is not None:
-                continue
-            try:
-                entry = parse_entry(wire)
-                check_group(entry.header, self.id)
-                if body is not None:
-                    check_body(entry.header, body)
-                if entry.header.type == MEMBERSHIP_TYPE:  # a trial may open it
-                    entry.verify_signature()
-            except (DecodeError, VerificationError) as error:
-                results[i] = error
-                continue
-            found.append((i, Held(entry, body, peer, len(wire) + len(body or b""))))
-        return found
-
-    def _settle(
-        self,
-        pool: list[tuple[int | None, Held]],
-        results: list[Ingested | MicrosyncError | None],
-    ) -> list[tuple[int | None, Held]]:
-        """Store waiting entries as operations admit their devices, until nothing changes.
-        Returns what still waits."""
-        while pool:
-            ready = [p for p in pool if self._admits_held(p[1])]
-            if not ready and self._vouch(pool):
-                ready = [p for p in pool if self._admits_held(p[1])]
-            if not ready:
-                break
-            chosen = {id(p) for p in ready}
-            pool = [p for p in pool if id(p) not in chosen]
-            ready.sort(key=lambda p: (p[1].entry.header.device, p[1].entry.header.seq))
-            devices = {h.entry.header.device for _, h in ready}
-            self._store_items([(i, h.entry.wire, h.body) for i, h in ready], results, devices)
-        return pool
-
-    def _admits_held(self, held: Held) -> bool:
-        return self.admits(held.entry.header.device, held.entry.header.seq)
-
-    def _vouch(self, pool: list[tuple[int | None, Held]]) -> bool:
-        """Open the waiting membership operations in a trial copy of this replica (nothing is
-        written): devices the trial admits are admitted here too. This is how a founder's
-        create and a joiner's own add, sealed under keys that only the add's wraps bring,
-        admit each other. Returns whether any device was newly admitted."""
-        ops = [
-            (h.entry, h.body)
-            for _, h in pool
-            if h.entry.header.type == MEMBERSHIP_TYPE and h.body is not None
-        ]
-        if not ops or not self._worth_a_trial(ops):
-            return False
-        self._tried = (frozenset(e.id for e, _ in ops), len(self._ring.keys))
-        trial = self._trial(ops)
-        vouched = False
-        for _, held in pool:
-            h = held.entry.header
-            if not self._admits_held(held) and trial._admits_held(held):
-                self._vouched[h.device] = trial._admitted()[h.device]
-                vouched = True
-        if vouched:
-            self._admission = None
-        return vouched
-
-    def _worth_a_trial(self, ops: list[tuple[Entry, bytes]]) -> bool:
-        """A trial costs a resolution of every operation, so it runs only when it may admit
-        someone new: a key arrived, the held operations doubled since the last trial, or (on a
-        device not in the group yet, which may be bootstrapping) a new one is a feed's first
-        entry or wraps keys to this device. A member flooded with forged operations thus pays
-        for a number of trials logarithmic in the flood, not one per batch."""
-        tried, keys = self._tried or (frozenset(), -1)
-        if keys != len(self._ring.keys) or len(ops) >= 2 * len(tried) > 0:
-            return True
-        if self.is_member:
-            return False
-        fresh = [(e, b) for e, b in ops if e.id not in tried]
-        return any(e.header.seq == 1 or self._wraps_to_me(e, b) for e, b in fresh)
-
-    def _wraps_to_me(self, entry: Entry, body: bytes) -> bool:
-        try:
-            bundles, _ = decode_envelope(body)
-        except DecodeError:
-            return False
-        for purpose, epoch, bundle in bundles:
-            try:
-                if open_bundle(
-                    bundle,
-                    group=self.id,
-                    epoch=epoch,
-                    sender=entry.header.device,
-                    purpose=purpose,
-                    me=self.me.device,
-                    prekeys=self.me.prekeys,
-                ):
-                    return True
-            except (DecryptionError, DecodeError):
-                continue
-        return False
-
-    def _trial(self, ops: list[tuple[Entry, bytes]]) -> GroupReplica:
-        """A copy of this replica's view that has also absorbed ``ops``; it writes nothing."""
-        trial = GroupReplica(cast(GroupStore, DryStore(self.store)), self.me, self.id)
-        trial._ring.keys = dict(self._ring.keys)
-        trial._ops.locked = dict(self._ops.locked)
-        trial._opened = {i: replace(o, grants=list(o.grants)) for i, o in self._opened.items()}
-        trial._bodies = dict(self._bodies)
-        trial._offered = list(self._offered)
-        trial._resolution = replace(self._resolution, state=self._resolution.state.copy())
-        trial._heads = set(self._heads)
-        trial._vouched = dict(self._vouched)
-        trial._absorb(ops)
-        return trial
-
-    def _keep_held(
-        self,
-        pool: list[tuple[int | None, Held]],
-        results: list[Ingested | MicrosyncError | None],
-    ) -> dict[EntryId, Held]:
-        """The entries that go on waiting, within :attr:`held_limits` (:attr:`joining_limits`
-        while this device is not in the group); each new one that does not fit is refused with
-        :class:`HeldQuotaExceeded`."""
-        kept: dict[EntryId, Held] = {}
-        usage = HeldUsage()
-        limits = self.held_limits if self.is_member else self.joining_limits
-        for index, held in pool:
-            result: Ingested | MicrosyncError
-            if index is not None and held.entry.header.type != MEMBERSHIP_TYPE:
-                try:  # content is verified only if it stays: what is stored now, ingest checks
-                    held.entry.verify_signature()
-                except VerificationError as error:
-                    results[index] = error
-                    continue
-            if held.entry.id in kept or usage.add(held, limits):
-                kept[held.entry.id] = held
-                result = Ingested(outcome=Outcome.HELD, entry=held.entry)
-            else:
-                result = HeldQuotaExceeded("too many entries wait for their devices' admission")
-            if index is not None:
-                results[index] = result
-        return kept
-
-    def _absorb(self, entries: Iterable[tuple[Entry, bytes]]) -> None:
-        """Open and resolve membership entries new here (their bodies as stored)."""
-        fresh: list[Entry] = []
-        for entry, body in entries:
-            if entry.id in self._opened:
-                continue
-            try:
-                bundles, _ = decode_envelope(body)
-            except DecodeError:
-                continue  # a malformed envelope can never take effect
-            self._opened[entry.id] = _Opened(entry, None, bundles, [])
-            fresh.append(entry)
-            self._bodies[entry.id] = body
-        if not fresh:
-            return
-        self._open_all(fresh)
-        self._resolve([e.id for e in fresh])
-
-    def _open_all(self, fresh: Sequence[Entry] = ()) -> None:
-        """Open bundles addressed to this device, then fold every sealed op a key opens (the
-        content fold, :mod:`microsync.group.fold`); repeat while newly opened ops bring keys
-        that open more. ``fresh``: entries not tried yet."""
-        for opened in self._opened.values():
-            if not opened.grants and opened.record is None:
-                opened.grants.extend(self._open_bundles(opened))
-        batch = [*self._ops.locked.values(), *fresh]
-        while batch:
-            offered = [g for o in self._opened.values() for g in o.grants] + self._offered
-            self._round_keys = self._ring.candidates(offered)
-            folded = self._ops.fold(batch, self._bodies)
-            for item in folded:
-                self._opened[item.entry.id].record = item.value
-            batch = list(self._ops.locked.values()) if folded else []
-
-    def _open_bundles(self, opened: _Opened) -> list[KeyGrant]:
-        """The key grants in ``opened``'s bundles that are addressed to this device."""
-        h = opened.entry.header
-        found: list[KeyGrant] = []
-        for purpose, epoch, bundle in opened.bundles:
-            try:
-                grants = open_bundle(
-                    bundle,
-                    group=self.id,
-                    epoch=epoch,
-                    sender=h.device,
-                    purpose=purpose,
-                    me=self.me.device,
-                    prekeys=self.me.prekeys,
-                )
-            except (DecryptionError, DecodeError):
-                continue
-            found += grants or []
-        return found
-
-    def _open_sealed(self, entry: Entry, body: bytes) -> OpRecord:
-        """The operation sealed in a membership entry, opened with this round's keys
-        (``DecryptionError``: no key held here opens it, so it stays locked)."""
-        h = entry.header
-        try:
-            _, sealed = decode_envelope(body)
-            ref = body_ref(sealed)
-        except (DecodeError, DecryptionError):
-            raise DecryptionError() from None
-        for (number, digest), key in self._round_keys.items():
-            if number != h.epoch or not digest.startswith(ref):
-                continue
-            try:
-                plain = decrypt_content(
-                    key.control,
-                    sealed,
-                    group=self.id,
-                    epoch=h.epoch,
-                    device=h.device,
-                    seq=h.seq,
-                    type=h.type,
-                )
-                op = Op.from_bytes(plain)
-            except (DecryptionError, DecodeError):
-                continue
-            return OpRecord.build(entry.id, h.device, h.seq, h.deps, op)
-        raise DecryptionError()
-
-    def _records(self) -> dict[EntryId, OpRecord]:
-        """Every opened operation, but none of a forked device from its fork on."""
-        forks = self._forks
-        return {
-            i: o.record
-            for i, o in self._opened.items()
-            if o.record is not None and o.record.seq < forks.get(o.record.device, o.record.seq + 1)
-        }
+        """Admit ``certificate``'s device here until this replica can check for itself
+        (:meth:`Intake.vouch <microsync.group.intake.Intake.vouch>`)."""
+        self._intake.vouch(certificate)
 
     def forget_forked(self) -> None:
         """Resolve again without what forked devices wrote from their fork on (called when a
         fork is learnt: ops already folded from past the fork stop counting)."""
-        self._forks = {
+        forks = {
             device: status.forked_at
             for device, status in self.store.feeds(self.id).items()
             if status.forked_at is not None
         }
-        with self._atomic():
-            self._resolution = resolve(self.id, self._records())
-            ordered = set(self._resolution.order)
-            records = self._records()
-            referenced = {d for r in records.values() if r.id in ordered for d in r.deps}
-            self._heads = ordered - referenced
-            self._accept_keys()
-
-    def _resolve(self, fresh: list[EntryId]) -> None:
-        records = self._records()
-        single = fresh[0] if len(fresh) == 1 else None
-        rec = records.get(single) if single is not None else None
-        fast = (
-            rec is not None
-            # an op that saw every op may draw cut-offs (none can reach below what it saw),
-            # but a revocation's cut-off is kept on the full path, as it always was
-            and rec.op.kind is not OpKind.REVOKE_DEVICE
-            and set(rec.deps) == self._heads
-            and len(records) == len(self._resolution.order) + 1
-        )
-        if fast:
-            assert rec is not None
-            self._fast_path(rec)
-        else:
-            self._resolution = resolve(self.id, records)
-        ordered = set(self._resolution.order)
-        referenced = {d for r in records.values() if r.id in ordered for d in r.deps}
-        self._heads = ordered - referenced
-        self._accept_keys()
-
-    def _fast_path(self, rec: OpRecord) -> None:
-        """An op that saw every op before it: authorize against the current state and fold."""
-        res = self._resolution
-        state = res.state
-        verdict = authorize(self.id, rec, state)
-        note_seen(state, rec)
-        effective = set(res.effective)
-        authors = dict(res.authors)
-        if verdict.author is not None:
-            authors[rec.id] = verdict.author
-        applied = verdict.ok and _apply(state, rec, verdict.author, verdict.recipients)
-        if applied:
-            effective.add(rec.id)
-        note_appended(state, rec, verdict, applied)
-        valid = res.valid | {rec.id} if verdict.ok else res.valid
-        self._resolution = Resolution(
-            state, (*res.order, rec.id), frozenset(effective), authors, valid
-        )
-
-    def _accept_keys(self) -> None:
-        """Keep keys carried by valid ops (or key responses) whose commitment a valid op
-        announced: an effective one, or one voided by a concurrent reduction (an author who had
-        not seen the voiding may have sealed operations under its key; see
-        :meth:`Resolution.void_epochs`)."""
-        announced = set(self.state.epochs) | self._void_epochs()
-        changed = False
-        for op_id in self._resolution.valid:
-            for grant in self._opened[op_id].grants:
-                changed |= self._ring.keep(grant, announced)
-        for grant in self._offered:
-            changed |= self._ring.keep(grant, announced)
-        if changed:
-            self._ring.save(self.store)
-
-    def _void_epochs(self) -> set[tuple[int, bytes]]:
-        return self._resolution.void_epochs(self._records())
+        with self._view.atomic():
+            self._view.refork(forks)
 
     # ------------------------------------------------------------------ authoring
 
@@ -912,17 +435,16 @@ class GroupReplica:
     def _author(self, draft: Draft, now: int) -> Entry:
         """Seal and append ``draft``, keep the keys it made, and fold it; ``NotAMember``
         (and nothing written) if it does not take effect."""
-        with self._atomic():
+        with self._view.atomic():
             seq = self._head(self.me.device) + 1
             body = authoring.seal(
                 draft, group=self.id, device=self.me.device, seq=seq, rng=self.me.rng
             )
-            deps = sorted(self._heads)[:MAX_DEPS]
+            deps = sorted(self._view.heads)[:MAX_DEPS]
             entry = self._append(MEMBERSHIP_TYPE, body, draft.seal.number, now, deps)
             if draft.new_keys:
-                self._ring.add(draft.new_keys)
-                self._ring.save(self.store)
-            self._absorb([(entry, body)])
+                self._view.add_keys(draft.new_keys)
+            self._view.absorb([(entry, body)])
             if entry.id not in self._resolution.effective:
                 raise authoring.refusal(draft.op, self.state, self.me.person)
         return entry
@@ -1057,31 +579,7 @@ class GroupReplica:
             and me is not None
             and exits.entitled_to_content(self.state, me, key)
         }
-        for entry in self._ops.locked.values():
-            try:
-                wanted.add((entry.header.epoch, sealed_ref(self._bodies[entry.id])))
-            except (DecodeError, DecryptionError):
-                continue
-        return sorted(wanted | self._held_key_slots())
-
-    def _held_key_slots(self) -> set[tuple[int, bytes]]:
-        """The keys sealing the held membership entries that no key held here opens yet."""
-        return {slot for _, slot in self._held_sealed()}
-
-    def _held_sealed(self) -> list[tuple[EntryId, tuple[int, bytes]]]:
-        """Held membership entries sealed under a key not held here, with that key's slot."""
-        found = []
-        for held in self._held.values():
-            h = held.entry.header
-            if h.type != MEMBERSHIP_TYPE or held.body is None:
-                continue
-            try:
-                ref = sealed_ref(held.body)
-            except (DecodeError, DecryptionError):
-                continue
-            if self._key_for(h.epoch, ref) is None:
-                found.append((held.entry.id, (h.epoch, ref)))
-        return found
+        return sorted(wanted | self._view.locked_slots() | self._intake._held_key_slots())
 
     def answer_key_request(self, requester: DeviceId, wanted: Iterable[Slot]) -> Bundle:
         """Wrap the requested keys this device holds to ``requester``'s current prekey.
@@ -1148,10 +646,8 @@ class GroupReplica:
             return 0
         with self.store.transaction():
             # locked ops may open with these keys; then their announcements count too
-            self._offered.extend(grants)
             before = {slot: key.root is not None for slot, key in self._ring.keys.items()}
-            self._open_all()
-            self._resolve([])
+            self._view.offer(grants)
             gained = sum(
                 1
                 for slot, key in self._ring.keys.items()
