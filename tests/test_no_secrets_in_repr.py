@@ -32,12 +32,14 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import cast
 
 import pytest
 
 import microsync
+from microsync.blobs import BlobId
 from microsync.blobs.chunks import BlobDecryptor, BlobEncryptor
-from microsync.blobs.index import VaultIndex
+from microsync.blobs.index import DEFAULT_QUOTA, VaultIndex
 from microsync.blobs.manifest import Manifest, VaultKind, VaultOp
 from microsync.crypto import X25519SecretKey, seed_from_words
 from microsync.crypto.noise import BLAKE2B, ChaChaPoly
@@ -61,6 +63,7 @@ from microsync.group.ops import Op, OpKind, Role
 from microsync.group.view import _Opened
 from microsync.identity import LocalIdentity
 from microsync.node.host import DeviceHost
+from microsync.node.vault_state import VaultFold
 from microsync.protocol.handshake import Handshake, Purpose, pump
 from microsync.protocol.noise import CipherState, HandshakeState, SymmetricState
 from microsync.protocol.session import GroupProof
@@ -532,6 +535,14 @@ def build_vault_index(world: World) -> Built:
     return index, {"blob key": secrets["blob key"]}
 
 
+def build_vault_fold(world: World) -> Built:
+    index, secrets = build_vault_index(world)
+    fold = VaultFold(world.alice.replica(world.group), DEFAULT_QUOTA)
+    fold._index = cast(VaultIndex, index)
+    fold._id_keys[BlobId(bytes(32))] = b"\x07" * 32
+    return fold, secrets | {"ids key": b"\x07" * 32} | _replica_secrets(world)
+
+
 def build_cipher_state(world: World) -> Built:
     key = make_rng("cipher-state")(32)
     state = CipherState(key)
@@ -607,6 +618,7 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.blobs.manifest.Manifest": build_manifest,
     "microsync.blobs.manifest.VaultOp": build_vault_op,
     "microsync.blobs.index.VaultIndex": build_vault_index,
+    "microsync.node.vault_state.VaultFold": build_vault_fold,
     "microsync.protocol.noise.CipherState": build_cipher_state,
     "microsync.protocol.noise.SymmetricState": build_symmetric_state,
     "microsync.protocol.noise.HandshakeState": build_handshake_state,
