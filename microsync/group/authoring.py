@@ -43,6 +43,7 @@ from microsync.group.ops import (
     MEMBERSHIP_TYPE,
     DeviceGrant,
     EpochAnnouncement,
+    History,
     Op,
     OpKind,
     Role,
@@ -91,7 +92,9 @@ def seal(draft: Draft, *, group: GroupId, device: DeviceId, seq: int, rng: Rng) 
     return encode_envelope(draft.bundles, sealed)
 
 
-def found(identity: LocalIdentity, name: str, *, history: str, rng: Rng) -> tuple[GroupId, Draft]:
+def found(
+    identity: LocalIdentity, name: str, *, history: History | str, rng: Rng
+) -> tuple[GroupId, Draft]:
     """A new group's id and its create: this device's person is the first admin, epoch 0 is
     wrapped to this device only."""
     nonce = rng(32)
@@ -100,7 +103,7 @@ def found(identity: LocalIdentity, name: str, *, history: str, rng: Rng) -> tupl
     op = Op(
         kind=OpKind.CREATE,
         group_name=name,
-        history=history,
+        history=History(history),
         nonce=nonce,
         name=identity.name,
         devices=(

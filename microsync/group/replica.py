@@ -67,6 +67,7 @@ from microsync.group.membership import (
 from microsync.group.ops import (
     MEMBERSHIP_TYPE,
     DeviceGrant,
+    History,
     OpKind,
     Role,
 )
@@ -204,7 +205,7 @@ class GroupReplica:
         me: LocalMember,
         name: str,
         *,
-        history: str = "shared",
+        history: History | str = History.SHARED,
         now: int,
     ) -> GroupReplica:
         """Found a group: this device's person is its first admin, epoch 0 is wrapped to it."""

@@ -15,7 +15,7 @@ from typing import Final
 from microsync.crypto import X25519PublicKey, labelled_hash, labels
 from microsync.errors import DecodeError, MicrosyncError
 from microsync.feed.entry import EntryId, GroupId
-from microsync.group.ops import DeviceGrant, Op, Role
+from microsync.group.ops import DeviceGrant, History, Op, Role
 from microsync.identity import (
     DeviceCertificate,
     DeviceId,
@@ -171,7 +171,7 @@ class GroupState:
     genesis: EntryId | None = None
     founder: DeviceId | None = None
     name: str = ""
-    history: str = "shared"
+    history: History = History.SHARED
     members: dict[PersonId, MemberInfo] = field(default_factory=dict)
     revoked: dict[DeviceId, int] = field(default_factory=dict)  # device -> cut-off seq
     invites: dict[bytes, InviteInfo] = field(default_factory=dict)
