@@ -26,7 +26,6 @@ from typing import Protocol, TypeVar
 from microsync.crypto import X25519SecretKey
 from microsync.crypto.random import Rng
 from microsync.errors import (
-    DecryptionError,
     MicrosyncError,
     NotAMember,
 )
@@ -53,10 +52,7 @@ from microsync.group.keyring import Keyring, Slot
 from microsync.group.keys import (
     EpochKey,
     Purpose,
-    body_ref,
-    decrypt_content,
     encrypt_content,
-    open_bundle,
 )
 from microsync.group.membership import (
     DeviceInfo,
@@ -68,7 +64,6 @@ from microsync.group.ops import (
     MEMBERSHIP_TYPE,
     DeviceGrant,
     History,
-    OpKind,
     Role,
 )
 from microsync.group.view import MembershipView
@@ -85,7 +80,6 @@ from microsync.identity import (
 __all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember", "Received"]
 
 T = TypeVar("T")
-
 
 
 class GroupStore(FeedStore, TrustStore, Protocol):
@@ -218,24 +212,14 @@ class GroupReplica:
     def load(cls, store: GroupStore, me: LocalMember, group: GroupId) -> GroupReplica:
         """Rebuild this device's view of ``group`` from the store."""
         replica = cls(store, me, group)
-        entries = [
-            s.entry
-            for device in store.feeds(group)
+        feeds = store.feeds(group)
+        replica._view._forks = {d: s.forked_at for d, s in feeds.items() if s.forked_at is not None}
+        replica._view.absorb(
+            (s.entry, s.body)
+            for device in feeds
             for s in store.entries(group, device)
             if s.entry.header.type == MEMBERSHIP_TYPE and s.body is not None
-        ]
-        bodies = {
-            s.entry.id: s.body
-            for device in store.feeds(group)
-            for s in store.entries(group, device)
-            if s.entry.header.type == MEMBERSHIP_TYPE and s.body is not None
-        }
-        replica._view._forks = {
-            device: status.forked_at
-            for device, status in store.feeds(group).items()
-            if status.forked_at is not None
-        }
-        replica._view.absorb([(e, bodies[e.id]) for e in entries])
+        )
         return replica
 
     # ------------------------------------------------------------------ reading
@@ -271,22 +255,7 @@ class GroupReplica:
         out (its person's REMOVE or LEAVE, or a REVOKE_DEVICE of this device), with the ``hlc``
         its author signed; ``None`` while a member or if this device holds no such operation
         (it was put out by an operation voiding the one that admitted it, for example)."""
-        if self.is_member:
-            return None
-        res, me = self._resolution, self.me
-        found: OpRecord | None = None
-        for op_id in res.order:
-            rec = self.operation(op_id) if op_id in res.effective else None
-            if rec is None:
-                continue
-            op = rec.op
-            if (
-                (op.kind is OpKind.REMOVE and op.person == me.person)
-                or (op.kind is OpKind.LEAVE and res.authors.get(op_id) == me.person)
-                or (rec.revocation is not None and rec.revocation.device == me.device)
-            ):
-                found = rec
-        return None if found is None else (found, self._view.hlc_of(found.id))
+        return None if self.is_member else self._view.exit_record()
 
     def name_of(self, person: PersonId) -> str | None:
         """Read-only: ``person``'s name as a member now, else as the operation that founded
@@ -320,22 +289,7 @@ class GroupReplica:
     def decrypt(self, stored: StoredEntry) -> bytes:
         """The plaintext of a content entry (``DecryptionError`` if this device holds no key
         for it, or the body was tampered with, moved, or purged)."""
-        h = stored.entry.header
-        if stored.body is None or h.group != self.id:
-            raise DecryptionError()
-        key = self._key_for(h.epoch, body_ref(stored.body))
-        content = None if key is None else key.content
-        if content is None:
-            raise DecryptionError()
-        return decrypt_content(
-            content,
-            stored.body,
-            group=self.id,
-            epoch=h.epoch,
-            device=h.device,
-            seq=h.seq,
-            type=h.type,
-        )
+        return self._ring.decrypt(stored)
 
     def key_for(self, number: int, ref: bytes) -> EpochKey | None:
         """The key this device holds for epoch ``number`` whose commitment starts with
@@ -403,25 +357,24 @@ class GroupReplica:
     def _head(self, device: DeviceId) -> int:
         return self.store.feed_status(self.id, device).head_seq
 
-    def _append(
-        self, type: int, body: bytes, epoch: int, now: int, deps: Sequence[EntryId] = ()
-    ) -> Entry:
-        """Sign and store the next entry of this device's feed in the group.
+    def _next(self) -> tuple[int, int]:
+        """The seq of this device's next entry and the least ``hlc`` it may carry: one past
+        the previous entry's, so a feed's timestamps strictly increase even when the clock
+        stands still or steps back ("newest first" never contradicts the order a device
+        wrote in). Only this device's own entry is read: a peer's timestamps never reach
+        here (the app layer bounds what it derives from them)."""
+        head = self.store.feed_status(self.id, self.me.device).head_seq
+        previous = self.store.entry_at(self.id, self.me.device, head) if head else None
+        return head + 1, 0 if previous is None else previous.entry.header.hlc + 1
 
-        The entry's ``hlc`` is ``now``, but never less than one past the previous entry of the
-        feed: a feed's timestamps strictly increase even when the clock stands still or steps
-        back, so "newest first" never contradicts the order a device wrote in. Only this
-        device's own entry is read (a peer's timestamps never reach here: the app layer bounds
-        what it derives from them), and the result never passes the largest ``hlc`` an entry
-        may carry, so this device never signs an entry that it, or a peer, cannot decode."""
+    def _append(
+        self, type: int, body: bytes, epoch: int, hlc: int, deps: Sequence[EntryId] = ()
+    ) -> Entry:
+        """Sign and store the next entry of this device's feed in the group, at ``hlc``
+        clamped to what an entry may carry (this device never signs an entry that it, or a
+        peer, cannot decode)."""
         if self.on_append is not None:
-            self.on_append(self.id)
-        head = self.store.feed_status(self.id, self.me.device)
-        if head.head_seq:
-            previous = self.store.entry_at(self.id, self.me.device, head.head_seq)
-            if previous is not None:
-                now = max(now, min(previous.entry.header.hlc + 1, MAX_HLC))
-        now = min(max(now, 0), MAX_HLC)
+            self.on_append(self.id)  # the node's live-sync hook (kept until it uses results)
         return append(
             self.store,
             self.me.identity.device_key,
@@ -429,7 +382,7 @@ class GroupReplica:
             type=type,
             body=body,
             epoch=epoch,
-            hlc=now,
+            hlc=min(max(hlc, 0), MAX_HLC),
             deps=deps,
         )
 
@@ -437,12 +390,12 @@ class GroupReplica:
         """Seal and append ``draft``, keep the keys it made, and fold it; ``NotAMember``
         (and nothing written) if it does not take effect."""
         with self._view.atomic():
-            seq = self._head(self.me.device) + 1
+            seq, least = self._next()
             body = authoring.seal(
                 draft, group=self.id, device=self.me.device, seq=seq, rng=self.me.rng
             )
             deps = sorted(self._view.heads)[:MAX_DEPS]
-            entry = self._append(MEMBERSHIP_TYPE, body, draft.seal.number, now, deps)
+            entry = self._append(MEMBERSHIP_TYPE, body, draft.seal.number, max(now, least), deps)
             if draft.new_keys:
                 self._view.add_keys(draft.new_keys)
             self._view.absorb([(entry, body)])
@@ -551,7 +504,7 @@ class GroupReplica:
             key = self.ensure_writable(now=now)
             content = key.content
             assert content is not None
-            seq = self.store.feed_status(self.id, self.me.device).head_seq + 1
+            seq, least = self._next()
             body = encrypt_content(
                 self.me.rng,
                 content,
@@ -563,7 +516,8 @@ class GroupReplica:
                 seq=seq,
                 type=type,
             )
-            return StoredEntry(entry=self._append(type, body, key.number, now, deps), body=body)
+            entry = self._append(type, body, key.number, max(now, least), deps)
+            return StoredEntry(entry=entry, body=body)
 
     # ------------------------------------------------------------------ key requests
 
@@ -571,16 +525,8 @@ class GroupReplica:
         """Epochs announced in this group (or sealing ops here) that this device lacks, and
         epochs whose content key it is entitled to but holds only the control key of (see
         :meth:`answer_key_request`)."""
-        wanted = {slot for slot in self.state.epochs if slot not in self._ring.keys}
-        me = self.state.device(self.me.device)
-        wanted |= {
-            slot
-            for slot, key in self._ring.keys.items()
-            if key.root is None
-            and me is not None
-            and exits.entitled_to_content(self.state, me, key)
-        }
-        return sorted(wanted | self._view.locked_slots() | self._intake._held_key_slots())
+        wanted = self._view.missing_slots() | self._intake._held_key_slots()
+        return sorted(wanted)
 
     def answer_key_request(self, requester: DeviceId, wanted: Iterable[Slot]) -> Bundle:
         """Wrap the requested keys this device holds to ``requester``'s current prekey.
@@ -631,27 +577,5 @@ class GroupReplica:
         announced, not against who passed it on, and the only devices holding the key that
         seals an operation may have left or been revoked since.
         """
-        purpose, epoch, bundle = response
-        if purpose is not Purpose.KEY_RESPONSE:
-            raise DecryptionError()
-        grants = open_bundle(
-            bundle,
-            group=self.id,
-            epoch=epoch,
-            sender=sender,
-            purpose=purpose,
-            me=self.me.device,
-            prekeys=self.me.prekeys,
-        )
-        if not grants:
-            return 0
         with self.store.transaction():
-            # locked ops may open with these keys; then their announcements count too
-            before = {slot: key.root is not None for slot, key in self._ring.keys.items()}
-            self._view.offer(grants)
-            gained = sum(
-                1
-                for slot, key in self._ring.keys.items()
-                if before.get(slot) is None or (key.root is not None and not before[slot])
-            )
-            return gained
+            return self._view.accept_response(sender, response)

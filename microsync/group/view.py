@@ -23,11 +23,13 @@ from typing import TYPE_CHECKING
 from microsync.errors import DecodeError, DecryptionError
 from microsync.feed import Entry, EntryId, GroupId
 from microsync.group.envelope import Bundle, decode_envelope, sealed_ref
+from microsync.group.exits import entitled_to_content
 from microsync.group.fold import ContentFold
 from microsync.group.keyring import Keyring, Slot
 from microsync.group.keys import (
     EpochKey,
     KeyGrant,
+    Purpose,
     body_ref,
     decrypt_content,
     open_bundle,
@@ -126,6 +128,36 @@ class MembershipView:
                 continue
         return wanted
 
+    def exit_record(self) -> tuple[OpRecord, int] | None:
+        """The effective operation, last in resolution order, that put this device out, with
+        the ``hlc`` its author signed (:meth:`GroupReplica.exit_record`)."""
+        res, me = self._resolution, self.me
+        found: OpRecord | None = None
+        for op_id in res.order:
+            rec = self.operation(op_id) if op_id in res.effective else None
+            if rec is None:
+                continue
+            op = rec.op
+            if (
+                (op.kind is OpKind.REMOVE and op.person == me.person)
+                or (op.kind is OpKind.LEAVE and res.authors.get(op_id) == me.person)
+                or (rec.revocation is not None and rec.revocation.device == me.device)
+            ):
+                found = rec
+        return None if found is None else (found, self.hlc_of(found.id))
+
+    def missing_slots(self) -> set[Slot]:
+        """Epochs announced here (or sealing stored ops) this device lacks, and epochs whose
+        content key it is entitled to but holds only the control key of."""
+        wanted = {slot for slot in self.state.epochs if slot not in self._ring.keys}
+        me = self.state.device(self.me.device)
+        wanted |= {
+            slot
+            for slot, key in self._ring.keys.items()
+            if key.root is None and me is not None and entitled_to_content(self.state, me, key)
+        }
+        return wanted | self.locked_slots()
+
     def name_of(self, person: PersonId) -> str | None:
         """``person``'s name as a member now, else as the operation that founded the group
         with them or added them last named them (``None`` if none did)."""
@@ -187,6 +219,33 @@ class MembershipView:
         self._offered.extend(grants)
         self.open_all()
         self._resolve([])
+
+    def accept_response(self, sender: DeviceId, response: Bundle) -> int:
+        """Keep the keys in a key response that match announced epochs; how many were new
+        (:meth:`GroupReplica.accept_key_response`). ``DecryptionError`` if it is forged or
+        not addressed to this device."""
+        purpose, epoch, bundle = response
+        if purpose is not Purpose.KEY_RESPONSE:
+            raise DecryptionError()
+        grants = open_bundle(
+            bundle,
+            group=self.id,
+            epoch=epoch,
+            sender=sender,
+            purpose=purpose,
+            me=self.me.device,
+            prekeys=self.me.prekeys,
+        )
+        if not grants:
+            return 0
+        # locked ops may open with these keys; then their announcements count too
+        before = {slot: key.root is not None for slot, key in self._ring.keys.items()}
+        self.offer(grants)
+        return sum(
+            1
+            for slot, key in self._ring.keys.items()
+            if before.get(slot) is None or (key.root is not None and not before[slot])
+        )
 
     def add_keys(self, keys: Sequence[EpochKey]) -> None:
         """Keep epoch keys this device made for an operation it wrote (and save the ring)."""
@@ -353,4 +412,3 @@ class MembershipView:
 
     def _void_epochs(self) -> set[tuple[int, bytes]]:
         return self._resolution.void_epochs(self.records())
-
