@@ -609,7 +609,7 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.group.view.MembershipView": build_membership_view,
     "microsync.group.keyring.Keyring": build_keyring,
     "microsync.group.view._Opened": build_opened,
-    "microsync.group.replica.LocalMember": build_local_member,
+    "microsync.group.member.LocalMember": build_local_member,
     "microsync.identity.LocalIdentity": build_local_identity,
     "microsync.testing.device.SimDevice": build_sim_device,
     "microsync.protocol.session.GroupProof": build_group_proof,

@@ -40,7 +40,7 @@ from microsync.group.view import MembershipView
 from microsync.identity import DeviceCertificate, DeviceId
 
 if TYPE_CHECKING:
-    from microsync.group.replica import GroupStore, LocalMember
+    from microsync.group.member import GroupStore, LocalMember
 
 __all__ = ["CUT_OFF_SLACK", "GROUP_PENDING_QUOTA", "Intake", "Received"]
 

@@ -20,11 +20,8 @@ through :meth:`content_fold`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
-from microsync.crypto import X25519SecretKey
-from microsync.crypto.random import Rng
 from microsync.errors import (
     MicrosyncError,
     NotAMember,
@@ -38,8 +35,7 @@ from microsync.feed import (
     append,
 )
 from microsync.feed.entry import MAX_HLC
-from microsync.feed.store import FeedStore, StoredEntry
-from microsync.feed.trust import TrustStore
+from microsync.feed.store import StoredEntry
 from microsync.group import authoring, exits
 from microsync.group.authoring import Authoring, Draft
 from microsync.group.envelope import Bundle, decode_envelope, encode_envelope
@@ -54,6 +50,7 @@ from microsync.group.keys import (
     Purpose,
     encrypt_content,
 )
+from microsync.group.member import GroupStore, LocalMember
 from microsync.group.membership import (
     DeviceInfo,
     GroupState,
@@ -72,7 +69,6 @@ from microsync.identity import (
     DeviceCertificate,
     DeviceId,
     DeviceRevocation,
-    LocalIdentity,
     PersonId,
     PrekeyCertificate,
 )
@@ -80,42 +76,6 @@ from microsync.identity import (
 __all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember", "Received"]
 
 T = TypeVar("T")
-
-
-class GroupStore(FeedStore, TrustStore, Protocol):
-    """What a replica needs from a profile's store."""
-
-    def get_meta(self, key: str) -> bytes | None: ...
-
-    def put_meta(self, key: str, value: bytes) -> None: ...
-
-
-@dataclass(slots=True)
-class LocalMember:
-    """This device as the group layer sees it: its identity and the prekey secrets it holds."""
-
-    identity: LocalIdentity
-    prekeys: dict[int, X25519SecretKey]
-    rng: Rng
-    """Where every random byte this device's group layer draws comes from: the caller's (a
-    device passes ``microsync.crypto.system_rng``; tests pass a seeded one)."""
-
-    @classmethod
-    def of(cls, identity: LocalIdentity, rng: Rng) -> LocalMember:
-        return cls(identity, {identity.prekey_certificate.prekey_id: identity.prekey}, rng)
-
-    @property
-    def device(self) -> DeviceId:
-        return self.identity.device_id
-
-    @property
-    def person(self) -> PersonId:
-        return self.identity.person_id
-
-    def grant(self) -> DeviceGrant:
-        return DeviceGrant(
-            self.identity.certificate.to_bytes(), self.identity.prekey_certificate.to_bytes()
-        )
 
 
 _encode_envelope = encode_envelope  # the names tests and testing kits used before the split

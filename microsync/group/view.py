@@ -48,7 +48,7 @@ from microsync.group.ops import Op, OpKind
 from microsync.identity import DeviceId, PersonId
 
 if TYPE_CHECKING:
-    from microsync.group.replica import GroupStore, LocalMember
+    from microsync.group.member import GroupStore, LocalMember
 
 __all__ = ["MembershipView"]
 
