@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from microsync.app.api import DeviceForked, Event, Post
 from microsync.app.presence import PresenceMixin
 from microsync.blobs import BlobRef
-from microsync.crypto import fingerprint, system_rng
+from microsync.crypto import fingerprint
 from microsync.errors import NotAMember
 from microsync.feed import GroupId
 from microsync.group.invite import Invite, InviteId, InviteState
@@ -19,7 +19,6 @@ from microsync.group.join import issue_invite
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
-from microsync.net.connection import now_ms as _now_ms
 from microsync.node.exits import GroupExit, exit_of
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.vault import Vault
@@ -116,7 +115,7 @@ class Group(PresenceMixin):
         return sorted(found, key=lambda m: (m.role != "admin", m.name, m.person_id))
 
     def _now(self) -> int:
-        return _now_ms()
+        return self._device.clock()
 
     def _device_owner(self, device: DeviceId) -> str | None:
         """The name of the member whose device ``device`` is, if one is."""
@@ -269,7 +268,7 @@ class Group(PresenceMixin):
         return issue_invite(
             self._replica,
             self._device._book,
-            rng=system_rng,
+            rng=self._device.rng,
             now=self._now(),
             ttl_ms=int(ttl * 1000),
             role=Role.parse(role),
