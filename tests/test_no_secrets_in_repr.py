@@ -652,7 +652,7 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.group.member.LocalMember": build_local_member,
     "microsync.identity.LocalIdentity": build_local_identity,
     "microsync.testing.device.SimDevice": build_sim_device,
-    "microsync.protocol.session.GroupProof": build_group_proof,
+    "microsync.protocol.sync.ports.GroupProof": build_group_proof,
     "microsync.group.mailbox.Mailbox": build_mailbox,
     "microsync.blobs.chunks.BlobEncryptor": build_blob_encryptor,
     "microsync.blobs.chunks.BlobDecryptor": build_blob_decryptor,
@@ -689,12 +689,13 @@ PUBLIC: dict[str, str] = {
     "microsync.group.invite.payloads.LinkRequest": "a public device key and public certificates",
     "microsync.identity.TransportCertificate": "certifies a public key",
     "microsync.identity.PrekeyCertificate": "certifies a public key",
-    "microsync.net.relay.Error": "an error code",
+    "microsync.protocol.relay.Error": "an error code (re-exported as microsync.net.relay.Error)",
+    "microsync.protocol.relay_broker.Disconnect": "a client id, an error code, the encoded ERROR",
     "microsync.group.mailbox.Proof": "a mailbox's public key and a signature",
     "microsync.protocol.keeper.Prove": "carries a Proof: public key and signature",
     "microsync.protocol.keeper.Error": "an error code",
     "microsync.protocol.keeper.Refused": "a request number and a refusal code",
-    "microsync.protocol.messages.ErrorMessage": "an error code",
+    "microsync.protocol.message_types.ErrorMessage": "an error code",
     "microsync.testing.checks.Readability": "key_ref is the public prefix of a commitment",
 }
 """Key-named classes whose fields are public values, and why."""
@@ -711,7 +712,7 @@ def test_the_walk_sees_every_module_and_finds_the_known_key_holders() -> None:
     classes = package_classes()
     assert "microsync.app.snapshot.Snapshot" in classes  # microsync.app has no __init__.py
     holders = key_material_classes(classes)
-    for name in ("microsync.group.keys.KeyGrant", "microsync.protocol.session.GroupProof"):
+    for name in ("microsync.group.keys.KeyGrant", "microsync.protocol.sync.ports.GroupProof"):
         assert name in holders
     assert "microsync.state.ops.RegisterSet" not in holders  # ``key: str`` is a map key
 
