@@ -27,7 +27,19 @@ from typing import TYPE_CHECKING, Final, Literal
 from microsync import encoding
 from microsync.app import arrivals
 from microsync.app.docs import SharedDoc
-from microsync.app.ops import APP_TYPE, AppOp, Kind
+from microsync.app.ops import (
+    APP_TYPE,
+    AppOp,
+    AppOperation,
+    CursorOp,
+    DeleteOp,
+    DocOp,
+    EditOp,
+    Kind,
+    PostOp,
+    ReactOp,
+    UnreactOp,
+)
 from microsync.app.snapshot import Snapshot, open_snapshot, seal_snapshot
 from microsync.app.timeline import AppEntry, Change, PostState, Timeline, deps_for
 from microsync.encoding import expect_bytes, expect_list
@@ -85,12 +97,12 @@ class DeviceForked:
     seq: int
 
 
-def tombstone(reply_to: EntryId | None) -> AppOp:
+def tombstone(reply_to: EntryId | None) -> PostOp:
     """What a purged post folds as: it existed (in its thread), its content is gone."""
-    return AppOp(Kind.POST, text="", reply_to=reply_to)
+    return PostOp(text="", reply_to=reply_to)
 
 
-PLACEHOLDER: Final = AppOp(Kind.CURSOR, cursor=())
+PLACEHOLDER: Final = CursorOp(cursor=())
 """What any other purged entry folds as: it happened, it changes nothing."""
 
 
@@ -353,7 +365,9 @@ class AppMixin:
                 purged = self._purged() if purged is None else purged
                 # a purged post keeps a tombstone (see forget_body); any other body-less entry
                 # (a purged edit) is applied as a no-op, so what names it in deps can apply
-                op = tombstone(purged[entry.id][1]) if entry.id in purged else PLACEHOLDER
+                op: AppOperation = (
+                    tombstone(purged[entry.id][1]) if entry.id in purged else PLACEHOLDER
+                )
             else:
                 try:
                     op = AppOp.from_bytes(self._replica.decrypt(stored))
@@ -398,7 +412,7 @@ class AppMixin:
         docs = self._open_docs()
         for change in changes:
             op = change.entry.op
-            if change.kind != "doc" or op.doc is None or op.payload is None:
+            if not isinstance(op, DocOp):
                 continue
             if op.doc in docs:
                 changed = bool(docs[op.doc]._apply(change.entry, op.payload))
@@ -445,7 +459,7 @@ class AppMixin:
 
     # ------------------------------------------------------------------ writing
 
-    async def _write(self, op: AppOp) -> Entry:
+    async def _write(self, op: AppOperation) -> Entry:
         timeline = self._timeline()
         if not self._replica.is_member:
             raise NotAMember("this device is not a member of the group")
@@ -471,7 +485,7 @@ class AppMixin:
         """Post ``text`` to the group. With ``ttl`` (seconds) the post disappears: every device
         purges it from its disk once that time has passed."""
         ttl_ms = None if ttl is None else int(ttl * 1000)
-        op = AppOp(Kind.POST, text=text, attachments=tuple(attachments), ttl_ms=ttl_ms)
+        op = PostOp(text=text, attachments=tuple(attachments), ttl_ms=ttl_ms)
         entry = await self._write(op)
         return self._must_view(entry.id)
 
@@ -479,33 +493,33 @@ class AppMixin:
         """Reply to a post (or to a reply)."""
         self._require_post(post_id)
         ttl_ms = None if ttl is None else int(ttl * 1000)
-        op = AppOp(Kind.POST, text=text, reply_to=bytes(post_id), ttl_ms=ttl_ms)
+        op = PostOp(text=text, reply_to=bytes(post_id), ttl_ms=ttl_ms)
         entry = await self._write(op)
         return self._must_view(entry.id)
 
     async def edit(self, post_id: bytes, text: str) -> Post:
         """Change the text of one of your own posts (``NotAMember`` for someone else's)."""
         self._require_post(post_id)
-        await self._write(AppOp(Kind.EDIT, post=bytes(post_id), text=text))
+        await self._write(EditOp(post=bytes(post_id), text=text))
         return self._must_view(EntryId(bytes(post_id)))
 
     async def delete(self, post_id: bytes) -> None:
         """Delete one of your own posts for everyone: every device that applies this purges
         the post's text from its disk and keeps only a tombstone."""
         self._require_post(post_id)
-        await self._write(AppOp(Kind.DELETE, post=bytes(post_id)))
+        await self._write(DeleteOp(post=bytes(post_id)))
 
     async def react(self, post_id: bytes, emoji: str) -> None:
         """React to a post with ``emoji``."""
         self._require_post(post_id)
-        await self._write(AppOp(Kind.REACT, post=bytes(post_id), emoji=emoji))
+        await self._write(ReactOp(post=bytes(post_id), emoji=emoji))
 
     async def unreact(self, post_id: bytes, emoji: str) -> None:
         """Withdraw your own ``emoji`` reaction to a post (a no-op if you have none)."""
         post = self._require_post(post_id)
         tags = sorted(post.reactions.get(emoji, {}).get(self._person(), set()))
         if tags:
-            op = AppOp(Kind.UNREACT, post=bytes(post_id), emoji=emoji, removes=tuple(tags[:32]))
+            op = UnreactOp(post=bytes(post_id), emoji=emoji, removes=tuple(tags[:32]))
             await self._write(op)
 
     # ------------------------------------------------------------------ documents
@@ -531,7 +545,7 @@ class AppMixin:
 
         async def publish(op: Op) -> None:
             try:
-                await self._write(AppOp(Kind.DOC, doc=name, payload=encode_op(op)))
+                await self._write(DocOp(doc=name, payload=encode_op(op)))
             except BaseException:
                 docs.pop(name, None)  # the local change did not land: rebuild from the feed
                 raise
@@ -539,8 +553,7 @@ class AppMixin:
         shared = SharedDoc(name, Document(bytes(self._replica.me.device)), publish, self._now)
         for entry in timeline.applied.values():
             op = entry.op
-            if op.kind is Kind.DOC and op.doc == name and entry.id not in timeline.rejected:
-                assert op.payload is not None
+            if isinstance(op, DocOp) and op.doc == name and entry.id not in timeline.rejected:
                 shared._apply(entry, op.payload)
         docs[name] = shared
         return shared
@@ -633,7 +646,7 @@ class AppMixin:
         ahead = {d: s for d, s in timeline.frontier.items() if s > cursor.get(d, 0)}
         if not ahead or not self._replica.is_member:
             return
-        op = AppOp(Kind.CURSOR, cursor=tuple(sorted(ahead.items())))
+        op = CursorOp(cursor=tuple(sorted(ahead.items())))
         try:
             entry = self._replica.append_content(
                 APP_TYPE, op.to_bytes(), now=self._now(), deps=deps_for(op, timeline.heads)

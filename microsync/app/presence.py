@@ -27,7 +27,7 @@ from microsync.app.ephemeral import (
     open_announcement,
     seal_announcement,
 )
-from microsync.app.ops import AppOp, Kind
+from microsync.app.ops import LocationOp, Precision
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import MicrosyncError, NotAMember
 from microsync.identity import DeviceId, PersonId
@@ -255,7 +255,7 @@ class PresenceMixin(AppMixin):
         )
         await self._announce(announcement)
         if keep_history:
-            op = AppOp(Kind.LOCATION, lat=micro_lat, lon=micro_lon, precision=precision)
+            op = LocationOp(lat=micro_lat, lon=micro_lon, precision=Precision(precision))
             await self._write(op)
         found = self.locations().get(self._person())
         assert found is not None
@@ -292,7 +292,7 @@ class PresenceMixin(AppMixin):
             shown = timeline.shown_at(entry)  # a far-future entry does not pin it
             if person not in state.members or shown <= stamp.get(person, -1):
                 continue
-            assert op.lat is not None and op.lon is not None and op.precision is not None
+            assert isinstance(op, LocationOp)
             stamp[person] = shown
             latest[person] = (shown, op.lat, op.lon, op.precision)
         out: dict[PersonId, Location] = {}

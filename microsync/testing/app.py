@@ -22,7 +22,7 @@ import weakref
 from dataclasses import dataclass, field
 
 from microsync.app.docs import SharedDoc
-from microsync.app.ops import APP_TYPE, AppOp, Kind
+from microsync.app.ops import APP_TYPE, AppOp, DocOp, Kind
 from microsync.app.timeline import AppEntry, Timeline, deps_for
 from microsync.errors import DecodeError, DecryptionError
 from microsync.feed.entry import MAX_DEPS, Entry, GroupId
@@ -124,7 +124,7 @@ def app_view(device: SimDevice, group: GroupId, *, fresh: bool = False) -> AppVi
             )
     for change in view.timeline.add(found):
         op = change.entry.op
-        if change.kind == "doc" and op.doc and op.payload:
+        if isinstance(op, DocOp) and op.doc and op.payload:
             if op.doc not in view.docs:
                 view.docs[op.doc] = SharedDoc(
                     op.doc, Document(bytes(device.device_id)), _no_publish, lambda: 0
@@ -155,7 +155,7 @@ def doc_op(device: SimDevice, group: GroupId, name: str, make: object) -> AppOp:
     document = shown._doc if shown is not None else Document(bytes(device.device_id))
     assert callable(make)
     op = make(document)
-    return AppOp(Kind.DOC, doc=name, payload=_encode_op(op))
+    return DocOp(doc=name, payload=_encode_op(op))
 
 
 def check_app_convergence(net: SimNetwork, group: GroupId) -> None:
