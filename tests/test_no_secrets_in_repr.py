@@ -587,7 +587,7 @@ EXTRA_BUILDS: dict[str, Callable[[World], Built]] = {
 
 ASYNC_BUILT = {
     "microsync.node.Device": "test_a_device_its_group_and_its_proofs_show_no_secret",
-    "microsync.node.Group": "test_a_device_its_group_and_its_proofs_show_no_secret",
+    "microsync.node.group.Group": "test_a_device_its_group_and_its_proofs_show_no_secret",
 }
 """Classes built by the async test below (a real profile on SQLite)."""
 

@@ -20,13 +20,24 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, assert_never
 
 from microsync import encoding
 from microsync.app import arrivals
 from microsync.app.docs import SharedDoc
+from microsync.app.events import AppEvent as Event
+from microsync.app.events import (
+    Deleted,
+    DeviceForked,
+    DocChanged,
+    Edited,
+    Expired,
+    Post,
+    Posted,
+    Reacted,
+    Replied,
+)
 from microsync.app.ops import (
     APP_TYPE,
     AppOp,
@@ -41,7 +52,7 @@ from microsync.app.ops import (
     UnreactOp,
 )
 from microsync.app.snapshot import Snapshot, open_snapshot, seal_snapshot
-from microsync.app.timeline import AppEntry, Change, PostState, Timeline, deps_for
+from microsync.app.timeline import AppEntry, Change, ChangeKind, PostState, Timeline, deps_for
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import DecodeError, DecryptionError, MicrosyncError, NotAMember
 from microsync.feed.entry import MAX_DEPS, Entry, EntryId
@@ -54,47 +65,7 @@ from microsync.state.clock import bounded
 if TYPE_CHECKING:
     from microsync.group.replica import GroupReplica
 
-__all__ = ["AppMixin", "DeviceForked", "Event", "Post"]
-
-
-@dataclass(frozen=True, slots=True)
-class Post:
-    """A post or a reply as this device sees it now."""
-
-    id: EntryId
-    author: PersonId
-    author_name: str
-    text: str | None  # None once deleted or expired
-    created_at: datetime
-    attachments: tuple[bytes, ...]
-    reactions: dict[str, frozenset[PersonId]]
-    reply_to: EntryId | None
-    edited: bool
-    deleted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """Something that happened in a group: ``kind`` is ``"post"``, ``"reply"``, ``"edit"``,
-    ``"delete"``, ``"expire"``, ``"reaction"``, ``"member_joined"``, ``"member_left"``,
-    ``"presence"``, ``"location"``, ``"doc"`` or ``"device_forked"``. ``detail`` carries the
-    :class:`~microsync.app.presence.Presence`, :class:`~microsync.app.presence.Location`,
-    document name or :class:`DeviceForked` the event is about (``person``: the forked
-    device's owner)."""
-
-    kind: str
-    post: Post | None = None
-    person: PersonId | None = None
-    detail: object = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeviceForked:
-    """A device signed two different entries at one position of its feed (a cloned or
-    restored-from-backup device key): nothing it wrote from ``seq`` on is accepted or shown."""
-
-    device: DeviceId
-    seq: int
+__all__ = ["AppMixin", "DeviceForked", "Event", "Post", "when"]
 
 
 def tombstone(reply_to: EntryId | None) -> PostOp:
@@ -104,6 +75,30 @@ def tombstone(reply_to: EntryId | None) -> PostOp:
 
 PLACEHOLDER: Final = CursorOp(cursor=())
 """What any other purged entry folds as: it happened, it changes nothing."""
+
+
+def post_event(
+    kind: ChangeKind, person: PersonId, post: Post | None
+) -> Posted | Replied | Edited | Deleted | Expired | Reacted | None:
+    """The event a change of ``kind`` makes (``None``: cursors, locations and documents, which
+    tell of themselves or not at all)."""
+    match kind:
+        case ChangeKind.POST:
+            return Posted(person=person, post=post)
+        case ChangeKind.REPLY:
+            return Replied(person=person, post=post)
+        case ChangeKind.EDIT:
+            return Edited(person=person, post=post)
+        case ChangeKind.DELETE:
+            return Deleted(person=person, post=post)
+        case ChangeKind.EXPIRE:
+            return Expired(person=person, post=post)
+        case ChangeKind.REACTION:
+            return Reacted(person=person, post=post)
+        case ChangeKind.CURSOR | ChangeKind.LOCATION | ChangeKind.DOC:
+            return None
+        case _:
+            assert_never(kind)
 
 
 def _ms(moment: datetime) -> int:
@@ -400,9 +395,12 @@ class AppMixin:
                 for change in purge:
                     for entry_id in change.purge:
                         store.delete_body(entry_id)
-                    if change.post is not None and change.kind in ("delete", "expire"):
+                    if change.post is not None and change.kind in (
+                        ChangeKind.DELETE,
+                        ChangeKind.EXPIRE,
+                    ):
                         gone = timeline.posts[change.post]
-                        record[change.post] = (change.kind == "delete", gone.reply_to)
+                        record[change.post] = (change.kind is ChangeKind.DELETE, gone.reply_to)
                 value = [[p, d, *([r] if r else [])] for p, (d, r) in sorted(record.items())]
                 store.put_meta(self._purged_key, encoding.encode(value))  # type: ignore[arg-type]
                 store.put_meta(self._snapshot_key, b"")  # it may hold what was just purged
@@ -419,14 +417,14 @@ class AppMixin:
             else:  # not open here: it is folded when it is opened
                 changed = SharedDoc.valid(change.entry, op.payload)
             if changed and not quiet:
-                self._emit(Event("doc", person=change.entry.person, detail=op.doc))
+                self._emit(DocChanged(person=change.entry.person, doc=op.doc))
         if quiet or not self._wants_events():
             return
         for change in changes:
-            if change.kind in ("cursor", "location", "doc"):
-                continue
             post = self._post_view(change.post) if change.post is not None else None
-            self._emit(Event(change.kind, post=post, person=change.entry.person))
+            event = post_event(change.kind, change.entry.person, post)
+            if event is not None:
+                self._emit(event)
 
     def _app_received(
         self, accepted: Sequence[Entry], known: Mapping[EntryId, bytes | None] | None = None

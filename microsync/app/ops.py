@@ -238,7 +238,6 @@ AppOperation: TypeAlias = (
 """Any app operation, for ``match op: case PostOp(): ...`` with ``assert_never``."""
 
 
-
 def as_operation(op: AppOp) -> AppOperation:
     """``op`` as the union of the per-kind classes (every :class:`AppOp` is one of them)."""
     if not isinstance(op, _CLASSES.get(op.kind, ())):

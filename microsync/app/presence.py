@@ -11,12 +11,11 @@ too; nothing older than the latest is ever kept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from microsync import encoding
-from microsync.app.api import AppMixin, Event, when
+from microsync.app.api import AppMixin, when
 from microsync.app.ephemeral import (
     MAX_TTL_MS,
     STATUSES,
@@ -27,6 +26,7 @@ from microsync.app.ephemeral import (
     open_announcement,
     seal_announcement,
 )
+from microsync.app.events import Location, LocationChanged, Presence, PresenceChanged
 from microsync.app.ops import LocationOp, Precision
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import MicrosyncError, NotAMember
@@ -41,32 +41,6 @@ PRESENCE_TTL: Final = 120.0
 """Default lifetime of a presence announcement, seconds (``Device.start`` renews it)."""
 LOCATION_TTL: Final = 12 * 3600.0
 """Default lifetime of a shared location, seconds."""
-
-
-@dataclass(frozen=True, slots=True)
-class Location:
-    """A member's latest shared location: degrees at ``precision`` (the centre of the cell the
-    sharer was in), when it was shared (``at``) and how old it was when read (``age``, s)."""
-
-    person_id: PersonId
-    name: str
-    lat: float
-    lon: float
-    precision: str
-    at: datetime
-    age: float
-
-
-@dataclass(frozen=True, slots=True)
-class Presence:
-    """Whether a member has a device online now, and when one was last seen (announced, or
-    wrote anything to the group)."""
-
-    person_id: PersonId
-    name: str
-    online: bool
-    status: str | None
-    last_seen: datetime | None
 
 
 def _when(ms: int) -> datetime:
@@ -143,9 +117,9 @@ class PresenceMixin(AppMixin):
         if person is None:
             return
         if announcement.kind is AnnouncementKind.PRESENCE:
-            self._emit(Event("presence", person=person, detail=self.presence().get(person)))
+            self._emit(PresenceChanged(person=person, presence=self.presence().get(person)))
         else:
-            self._emit(Event("location", person=person, detail=self.locations().get(person)))
+            self._emit(LocationChanged(person=person, location=self.locations().get(person)))
 
     async def _announce(self, announcement: Announcement) -> None:
         replica = self._replica
@@ -305,7 +279,7 @@ class PresenceMixin(AppMixin):
                 name=state.members[person].name,
                 lat=lat / 1_000_000,
                 lon=lon / 1_000_000,
-                precision=precision,
+                precision=Precision(precision),
                 at=_when(at),
                 age=max(0.0, (now - at) / 1000),
             )

@@ -424,4 +424,3 @@ class Timeline:
             tuple((p, e.id) for p, e in sorted(self.locations.items())),
             frozenset(self.rejected),
         )
-

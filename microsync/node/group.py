@@ -8,7 +8,8 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from microsync.app.api import DeviceForked, Event, Post
+from microsync.app.api import Post
+from microsync.app.events import DeviceForked, ForkDetected, MemberJoined, MemberLeft
 from microsync.app.presence import PresenceMixin
 from microsync.blobs import BlobRef
 from microsync.crypto import fingerprint, system_rng
@@ -20,6 +21,7 @@ from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
 from microsync.net.connection import now_ms as _now_ms
+from microsync.node.events import Event, Exited
 from microsync.node.exits import GroupExit, exit_of
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.vault import Vault
@@ -166,13 +168,13 @@ class Group(PresenceMixin):
         (entries received, or this device's own operations such as admitting an invite)."""
         now = set(self._replica.state.members)
         for person in sorted(now - self._known_members):
-            self._emit(Event("member_joined", person=person))
+            self._emit(MemberJoined(person=person))
         for person in sorted(self._known_members - now):
-            self._emit(Event("member_left", person=person))
+            self._emit(MemberLeft(person=person))
         self._known_members = now
         if self._was_member and not self._replica.is_member:
             found = self.exit()
-            self._emit(Event("exit", person=None if found is None else found.by, detail=found))
+            self._emit(Exited(person=None if found is None else found.by, exit=found))
         self._was_member = self._replica.is_member
 
     def _fork_points(self) -> dict[DeviceId, int]:
@@ -192,9 +194,7 @@ class Group(PresenceMixin):
         for device, seq in sorted(fresh.items()):
             certificate = self._replica.store.certificate(device)
             person = None if certificate is None else certificate.person
-            self._emit(
-                Event("device_forked", person=person, detail=DeviceForked(device=device, seq=seq))
-            )
+            self._emit(ForkDetected(person=person, fork=DeviceForked(device=device, seq=seq)))
 
     def _emit(self, event: Event) -> None:
         for queue in self._listeners:
