@@ -54,6 +54,7 @@ from microsync.group.invite import (
     parse_link,
 )
 from microsync.group.join import DeviceCandidate
+from microsync.group.keyring import Keyring
 from microsync.group.keys import EpochKey, KeyGrant
 from microsync.group.ops import Role
 from microsync.group.replica import _Opened
@@ -446,6 +447,12 @@ def build_opened(world: World) -> Built:
     return _Opened(stored.entry, None, [], grants), epoch_secrets(world.epoch)
 
 
+def build_keyring(world: World) -> Built:
+    ring = Keyring(world.group)
+    ring.keys[(world.epoch.number, world.epoch.commitment)] = world.epoch
+    return ring, epoch_secrets(world.epoch)
+
+
 def build_local_member(world: World) -> Built:
     member = world.alice.member
     secrets = identity_secrets(member.identity)
@@ -563,6 +570,7 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.group.join.DeviceCandidate": build_device_candidate,
     "microsync.group.keys.EpochKey": build_epoch_key,
     "microsync.group.keys.KeyGrant": build_key_grant,
+    "microsync.group.keyring.Keyring": build_keyring,
     "microsync.group.replica._Opened": build_opened,
     "microsync.group.replica.LocalMember": build_local_member,
     "microsync.identity.LocalIdentity": build_local_identity,

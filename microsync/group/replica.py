@@ -12,15 +12,13 @@ changes commits in one transaction.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Final, Protocol, cast
+from typing import Final, Protocol, TypeVar, cast
 
-from microsync import encoding
 from microsync.crypto import SIGNATURE_SIZE, X25519SecretKey
 from microsync.crypto.random import Rng
-from microsync.encoding import Value, expect_bytes, expect_int, expect_list
 from microsync.errors import (
     DecodeError,
     DecryptionError,
@@ -43,7 +41,10 @@ from microsync.feed.entry import MAX_HLC, feed_position, parse_entry
 from microsync.feed.store import AuthorStatus, FeedStore, StoredEntry
 from microsync.feed.trust import TrustStore, add_certificate
 from microsync.feed.validate import check_body, check_group
+from microsync.group.envelope import Bundle, decode_envelope, encode_envelope, sealed_ref
+from microsync.group.fold import ContentFold
 from microsync.group.held import JOINING, DryStore, Held, HeldLimits, HeldUsage
+from microsync.group.keyring import Keyring, Slot
 from microsync.group.keys import (
     EpochKey,
     KeyGrant,
@@ -89,9 +90,10 @@ from microsync.identity import (
     PrekeyCertificate,
 )
 
-__all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember"]
+__all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember", "Received"]
 
-_ENVELOPE_VERSION: Final = 1
+T = TypeVar("T")
+
 CUT_OFF_SLACK: Final = 64
 """How many entries past the cut-off of a device that is out are still stored (what it wrote
 before it knew, and room for a line that is lifted later); beyond, it is held or refused."""
@@ -99,7 +101,6 @@ GROUP_PENDING_QUOTA: Final = 16_384
 """At most this many entries of a group's admitted devices wait ahead of gaps in their feeds
 (besides ``feed.DEFAULT_PENDING_QUOTA`` per feed): only members' signed entries can wait there,
 so one peer can fill it only with what members really wrote."""
-_MAX_BUNDLES: Final = 4
 _ADMITTING: Final = (OpKind.CREATE, OpKind.ADD, OpKind.ADD_DEVICE)
 
 
@@ -137,36 +138,26 @@ class LocalMember:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Received:
+    """What :meth:`GroupReplica.receive_batch` did: each item's result, in its place, and
+    every entry that joined a feed (with its body; ``None`` if it came without one), in the
+    order they joined, those held from earlier batches included."""
+
+    results: list[Ingested | MicrosyncError]
+    accepted: tuple[StoredEntry, ...]
+
+
 @dataclass(slots=True)
 class _Opened:
     entry: Entry
     record: OpRecord | None  # None while no key opens it
-    bundles: list[tuple[Purpose, int, Value]]
+    bundles: list[Bundle]
     grants: list[KeyGrant] = field(repr=False)  # what the bundles held for this device
 
 
-def _encode_envelope(bundles: list[tuple[Purpose, int, Value]], sealed: bytes) -> bytes:
-    return encoding.encode([_ENVELOPE_VERSION, [[int(p), e, b] for p, e, b in bundles], sealed])
-
-
-def _decode_envelope(body: bytes) -> tuple[list[tuple[Purpose, int, Value]], bytes]:
-    version, bundles, sealed = expect_list(
-        encoding.decode(body, max_size=len(body) + 1), "envelope", 3
-    )
-    if expect_int(version, "envelope version") != _ENVELOPE_VERSION:
-        raise DecodeError("unknown envelope version")
-    items = expect_list(bundles, "bundles")
-    if len(items) > _MAX_BUNDLES:
-        raise DecodeError("too many bundles")
-    parsed: list[tuple[Purpose, int, Value]] = []
-    for item in items:
-        purpose, epoch, bundle = expect_list(item, "bundle entry", 3)
-        try:
-            kind = Purpose(expect_int(purpose, "purpose"))
-        except ValueError:
-            raise DecodeError("unknown bundle purpose") from None
-        parsed.append((kind, expect_int(epoch, "epoch"), bundle))
-    return parsed, expect_bytes(sealed, "sealed", max_size=len(body))
+_encode_envelope = encode_envelope  # the names tests and testing kits used before the split
+_decode_envelope = decode_envelope
 
 
 class GroupReplica:
@@ -177,7 +168,10 @@ class GroupReplica:
         self.store = store
         self.me = me
         self.id = group
-        self._keys: dict[tuple[int, bytes], EpochKey] = {}
+        self._ring = Keyring(group)
+        self._ops: ContentFold[OpRecord] = ContentFold(self._open_sealed)
+        """The membership operations: those no key held here opens yet wait in ``locked``."""
+        self._round_keys: dict[Slot, EpochKey] = {}  # what may open a sealed op, this round
         self._opened: dict[EntryId, _Opened] = {}
         self._resolution = Resolution(GroupState(), (), frozenset(), {})
         self._heads: set[EntryId] = set()
@@ -193,11 +187,12 @@ class GroupReplica:
         """The same bounds while this device is not in the group (it bootstraps)."""
         self.released: list[Entry] = []
         """Entries held by an earlier :meth:`receive` that the last one stored."""
+        self._joined: list[StoredEntry] = []  # what the batch being received stored
         self._held: dict[EntryId, Held] = {}
         self._vouched: dict[DeviceId, DeviceInfo] = {}
         self._admission: tuple[Resolution, dict[DeviceId, DeviceInfo]] | None = None
         self._tried: tuple[frozenset[EntryId], int] | None = None  # held ops, keys
-        self._load_keys()
+        self._ring.load(self.store)
 
     # ------------------------------------------------------------------ construction
 
@@ -269,13 +264,13 @@ class GroupReplica:
 
     def epoch_keys(self) -> dict[tuple[int, bytes], EpochKey]:
         """The epoch keys this device holds, by (number, commitment)."""
-        return dict(self._keys)
+        return dict(self._ring.keys)
 
     def current_epoch_key(self) -> EpochKey | None:
         epoch = self.state.current_epoch()
         if epoch is None:
             return None
-        return self._keys.get((epoch.number, epoch.commitment))
+        return self._ring.keys.get((epoch.number, epoch.commitment))
 
     def operation(self, op_id: EntryId) -> OpRecord | None:
         """The opened membership operation with entry id ``op_id``, if this device holds it."""
@@ -326,7 +321,25 @@ class GroupReplica:
         """Membership entries this device holds but cannot open (no key yet), stored or held
         in memory until their author is admitted."""
         held = [i for i, _ in self._held_sealed()]
-        return [i for i, o in self._opened.items() if o.record is None] + held
+        return [*self._ops.locked, *held]
+
+    def content_fold(self, decode: Callable[[bytes], T]) -> ContentFold[T]:
+        """A :class:`~microsync.group.fold.ContentFold` of this group's content entries:
+        gated on :meth:`GroupState.counts`, bodies decrypted with :meth:`decrypt` and decoded
+        by ``decode``, bodies not handed in read once from the store, authors' persons from
+        their certificates. The app and the vault each keep one."""
+
+        def open_body(entry: Entry, body: bytes) -> T:
+            return decode(self.decrypt(StoredEntry(entry=entry, body=body)))
+
+        def read(entry: Entry) -> StoredEntry | None:
+            return self.store.entry_at(self.id, entry.header.device, entry.header.seq)
+
+        def person_of(device: DeviceId) -> PersonId | None:
+            certificate = self.store.certificate(device)
+            return None if certificate is None else certificate.person
+
+        return ContentFold(open_body, state=lambda: self.state, read=read, person_of=person_of)
 
     def decrypt(self, stored: StoredEntry) -> bytes:
         """The plaintext of a content entry (``DecryptionError`` if this device holds no key
@@ -354,10 +367,7 @@ class GroupReplica:
         return self._key_for(number, ref)
 
     def _key_for(self, number: int, ref: bytes) -> EpochKey | None:
-        for (n, digest), key in self._keys.items():
-            if n == number and digest.startswith(ref):
-                return key
-        return None
+        return self._ring.key_for(number, ref)
 
     # ------------------------------------------------------------------ receiving
 
@@ -366,20 +376,22 @@ class GroupReplica:
         """One store transaction; on any failure the in-memory view is put back as it was, so
         memory and disk never disagree."""
         saved = (
-            dict(self._keys),
+            dict(self._ring.keys),
             {i: replace(o, grants=list(o.grants)) for i, o in self._opened.items()},
             dict(self._bodies),
             list(self._offered),
             self._resolution,
             set(self._heads),
+            dict(self._ops.locked),
         )
         try:
             with self.store.transaction():
                 yield
         except BaseException:
-            keys, opened, bodies, offered, _, heads = saved
-            self._keys, self._opened, self._bodies, self._offered = keys, opened, bodies, offered
-            self._heads = heads
+            keys, opened, bodies, offered, _, heads, locked = saved
+            self._ring.keys, self._opened, self._bodies = keys, opened, bodies
+            self._offered = offered
+            self._heads, self._ops.locked = heads, locked
             # the fast path folds into the live state: rebuild it from the restored ops
             self._resolution = resolve(self.id, self._records())
             raise
@@ -387,7 +399,15 @@ class GroupReplica:
     def receive(
         self, items: Sequence[tuple[bytes, bytes | None]], *, peer: DeviceId | None = None
     ) -> list[Ingested | MicrosyncError]:
+        """:meth:`receive_batch`, returning only the result of each item."""
+        return self.receive_batch(items, peer=peer).results
+
+    def receive_batch(
+        self, items: Sequence[tuple[bytes, bytes | None]], *, peer: DeviceId | None = None
+    ) -> Received:
         """Validate and store a batch of entries of this group, then update membership and keys.
+        Returns each item's result and every entry that joined a feed, with its body, so the
+        layers above fold what was accepted without reading it back.
 
         Only entries of devices this replica :meth:`admits` are stored. The others wait in
         memory, checked and bounded per group and per ``peer`` (:class:`HeldLimits`), until an
@@ -399,7 +419,7 @@ class GroupReplica:
         """
         results: list[Ingested | MicrosyncError | None] = [None] * len(items)
         vouched = dict(self._vouched)
-        self.released = []
+        self.released, self._joined = [], []
         try:
             with self._atomic():
                 first, devices = self._admitted_positions(items)
@@ -407,12 +427,13 @@ class GroupReplica:
                 waiting = self._screen(items, results, peer)
                 pool = self._settle([*((None, h) for h in self._held.values()), *waiting], results)
         except BaseException:
-            self._vouched, self._admission, self.released = vouched, None, []
+            self._vouched, self._admission, self.released, self._joined = vouched, None, [], []
             raise
         self._held = self._keep_held(pool, results)
         self._report_released(results)
         assert all(r is not None for r in results)
-        return cast(list[Ingested | MicrosyncError], results)
+        joined, self._joined = tuple(self._joined), []
+        return Received(results=cast(list[Ingested | MicrosyncError], results), accepted=joined)
 
     def _report_released(self, results: list[Ingested | MicrosyncError | None]) -> None:
         """List the held entries this batch released as unblocked by its first stored item
@@ -511,6 +532,7 @@ class GroupReplica:
             group_pending_room=GROUP_PENDING_QUOTA - waiting,
         )
         accepted: list[tuple[Entry, bytes]] = []
+        bodies = {w: b for _, w, b in batch if b is not None}
         for (index, _, _), result in zip(batch, out, strict=True):
             if index is not None:
                 results[index] = result
@@ -519,13 +541,22 @@ class GroupReplica:
             if index is None:
                 self.released.extend(result.accepted)
             for entry in result.accepted:
-                if entry.header.type != MEMBERSHIP_TYPE:
-                    continue
-                stored = self.store.entry_at(self.id, entry.header.device, entry.header.seq)
-                if stored is not None and stored.body is not None:
+                stored = self._joined_body(entry, bodies)
+                self._joined.append(stored)
+                if entry.header.type == MEMBERSHIP_TYPE and stored.body is not None:
                     accepted.append((entry, stored.body))
         if accepted:
             self._absorb(accepted)
+
+    def _joined_body(self, entry: Entry, bodies: Mapping[bytes, bytes]) -> StoredEntry:
+        """``entry``, which just joined its feed, with its body: the one it came with, or for a
+        pending entry it unblocked, the one stored then (read once, here)."""
+        body = bodies.get(entry.wire)
+        if body is None:
+            h = entry.header
+            stored = self.store.entry_at(self.id, h.device, h.seq)
+            body = None if stored is None else stored.body
+        return StoredEntry(entry=entry, body=body)
 
     def _trust_grants(self, devices: set[DeviceId]) -> None:
         """Keep the certificate an admitting grant carries for devices the store lacks one of
@@ -601,7 +632,7 @@ class GroupReplica:
         ]
         if not ops or not self._worth_a_trial(ops):
             return False
-        self._tried = (frozenset(e.id for e, _ in ops), len(self._keys))
+        self._tried = (frozenset(e.id for e, _ in ops), len(self._ring.keys))
         trial = self._trial(ops)
         vouched = False
         for _, held in pool:
@@ -620,7 +651,7 @@ class GroupReplica:
         entry or wraps keys to this device. A member flooded with forged operations thus pays
         for a number of trials logarithmic in the flood, not one per batch."""
         tried, keys = self._tried or (frozenset(), -1)
-        if keys != len(self._keys) or len(ops) >= 2 * len(tried) > 0:
+        if keys != len(self._ring.keys) or len(ops) >= 2 * len(tried) > 0:
             return True
         if self.is_member:
             return False
@@ -629,7 +660,7 @@ class GroupReplica:
 
     def _wraps_to_me(self, entry: Entry, body: bytes) -> bool:
         try:
-            bundles, _ = _decode_envelope(body)
+            bundles, _ = decode_envelope(body)
         except DecodeError:
             return False
         for purpose, epoch, bundle in bundles:
@@ -651,7 +682,8 @@ class GroupReplica:
     def _trial(self, ops: list[tuple[Entry, bytes]]) -> GroupReplica:
         """A copy of this replica's view that has also absorbed ``ops``; it writes nothing."""
         trial = GroupReplica(cast(GroupStore, DryStore(self.store)), self.me, self.id)
-        trial._keys = dict(self._keys)
+        trial._ring.keys = dict(self._ring.keys)
+        trial._ops.locked = dict(self._ops.locked)
         trial._opened = {i: replace(o, grants=list(o.grants)) for i, o in self._opened.items()}
         trial._bodies = dict(self._bodies)
         trial._offered = list(self._offered)
@@ -690,79 +722,69 @@ class GroupReplica:
         return kept
 
     def _absorb(self, entries: Iterable[tuple[Entry, bytes]]) -> None:
-        fresh: list[EntryId] = []
+        """Open and resolve membership entries new here (their bodies as stored)."""
+        fresh: list[Entry] = []
         for entry, body in entries:
             if entry.id in self._opened:
                 continue
             try:
-                bundles, _ = _decode_envelope(body)
+                bundles, _ = decode_envelope(body)
             except DecodeError:
                 continue  # a malformed envelope can never take effect
             self._opened[entry.id] = _Opened(entry, None, bundles, [])
-            fresh.append(entry.id)
+            fresh.append(entry)
             self._bodies[entry.id] = body
         if not fresh:
             return
-        self._open_all()
-        self._resolve(fresh)
+        self._open_all(fresh)
+        self._resolve([e.id for e in fresh])
 
-    def _candidate_keys(self) -> dict[tuple[int, bytes], EpochKey]:
-        keys = dict(self._keys)
-        offered = [g for o in self._opened.values() for g in o.grants] + self._offered
-        for grant in offered:
-            try:
-                key = grant.open(self.id)
-            except DecryptionError:
-                continue
-            known = keys.get((key.number, key.commitment))
-            if known is None or (known.root is None and key.root is not None):
-                keys[(key.number, key.commitment)] = key
-        return keys
-
-    def _open_all(self) -> None:
-        """Open bundles addressed to this device, then every sealed op a key opens; repeat while
-        newly opened ops bring keys that open more."""
+    def _open_all(self, fresh: Sequence[Entry] = ()) -> None:
+        """Open bundles addressed to this device, then fold every sealed op a key opens (the
+        content fold, :mod:`microsync.group.fold`); repeat while newly opened ops bring keys
+        that open more. ``fresh``: entries not tried yet."""
         for opened in self._opened.values():
-            if opened.grants or opened.record is not None:
-                continue
-            h = opened.entry.header
-            for purpose, epoch, bundle in opened.bundles:
-                try:
-                    grants = open_bundle(
-                        bundle,
-                        group=self.id,
-                        epoch=epoch,
-                        sender=h.device,
-                        purpose=purpose,
-                        me=self.me.device,
-                        prekeys=self.me.prekeys,
-                    )
-                except (DecryptionError, DecodeError):
-                    continue
-                if grants:
-                    opened.grants.extend(grants)
-        progress = True
-        while progress:
-            progress = False
-            keys = self._candidate_keys()
-            for opened in self._opened.values():
-                if opened.record is not None:
-                    continue
-                record = self._open_sealed(opened, keys)
-                if record is not None:
-                    opened.record = record
-                    progress = True
+            if not opened.grants and opened.record is None:
+                opened.grants.extend(self._open_bundles(opened))
+        batch = [*self._ops.locked.values(), *fresh]
+        while batch:
+            offered = [g for o in self._opened.values() for g in o.grants] + self._offered
+            self._round_keys = self._ring.candidates(offered)
+            folded = self._ops.fold(batch, self._bodies)
+            for item in folded:
+                self._opened[item.entry.id].record = item.value
+            batch = list(self._ops.locked.values()) if folded else []
 
-    def _open_sealed(
-        self, opened: _Opened, keys: dict[tuple[int, bytes], EpochKey]
-    ) -> OpRecord | None:
+    def _open_bundles(self, opened: _Opened) -> list[KeyGrant]:
+        """The key grants in ``opened``'s bundles that are addressed to this device."""
         h = opened.entry.header
+        found: list[KeyGrant] = []
+        for purpose, epoch, bundle in opened.bundles:
+            try:
+                grants = open_bundle(
+                    bundle,
+                    group=self.id,
+                    epoch=epoch,
+                    sender=h.device,
+                    purpose=purpose,
+                    me=self.me.device,
+                    prekeys=self.me.prekeys,
+                )
+            except (DecryptionError, DecodeError):
+                continue
+            found += grants or []
+        return found
+
+    def _open_sealed(self, entry: Entry, body: bytes) -> OpRecord:
+        """The operation sealed in a membership entry, opened with this round's keys
+        (``DecryptionError``: no key held here opens it, so it stays locked)."""
+        h = entry.header
         try:
-            _, sealed = _decode_envelope(self._bodies[opened.entry.id])
+            _, sealed = decode_envelope(body)
             ref = body_ref(sealed)
         except (DecodeError, DecryptionError):
-            return None
-        for (number, digest), key in keys.items():
+            raise DecryptionError() from None
+        for (number, digest), key in self._round_keys.items():
             if number != h.epoch or not digest.startswith(ref):
                 continue
             try:
@@ -778,8 +800,8 @@ class GroupReplica:
                 op = Op.from_bytes(plain)
             except (DecryptionError, DecodeError):
                 continue
-            return OpRecord.build(opened.entry.id, h.device, h.seq, h.deps, op)
-        return None
+            return OpRecord.build(entry.id, h.device, h.seq, h.deps, op)
+        raise DecryptionError()
 
     def _records(self) -> dict[EntryId, OpRecord]:
         """Every opened operation, but none of a forked device from its fork on."""
@@ -856,46 +878,14 @@ class GroupReplica:
         changed = False
         for op_id in self._resolution.valid:
             for grant in self._opened[op_id].grants:
-                changed |= self._keep(grant, announced)
+                changed |= self._ring.keep(grant, announced)
         for grant in self._offered:
-            changed |= self._keep(grant, announced)
+            changed |= self._ring.keep(grant, announced)
         if changed:
-            self._save_keys()
+            self._ring.save(self.store)
 
     def _void_epochs(self) -> set[tuple[int, bytes]]:
         return self._resolution.void_epochs(self._records())
-
-    def _keep(self, grant: KeyGrant, announced: set[tuple[int, bytes]]) -> bool:
-        try:
-            key = grant.open(self.id)
-        except DecryptionError:
-            return False
-        slot = (key.number, key.commitment)
-        if slot not in announced:
-            return False
-        known = self._keys.get(slot)
-        if known is not None and (known.root is not None or key.root is None):
-            return False
-        self._keys[slot] = key
-        return True
-
-    # ------------------------------------------------------------------ keyring storage
-
-    @property
-    def _meta_key(self) -> str:
-        return f"group/{self.id.hex()}/keys"
-
-    def _load_keys(self) -> None:
-        data = self.store.get_meta(self._meta_key)
-        if data is None:
-            return
-        for item in expect_list(encoding.decode(data, max_size=2**24), "keyring"):
-            key = KeyGrant.from_value(item).open(self.id)
-            self._keys[(key.number, key.commitment)] = key
-
-    def _save_keys(self) -> None:
-        grants = [KeyGrant.of(k, k.root is not None).to_value() for k in self._keys.values()]
-        self.store.put_meta(self._meta_key, encoding.encode(grants))
 
     # ------------------------------------------------------------------ authoring
 
@@ -918,7 +908,7 @@ class GroupReplica:
         devices: Iterable[DeviceId],
         grants: list[KeyGrant],
         infos: Iterable[DeviceInfo] = (),
-    ) -> tuple[Purpose, int, Value]:
+    ) -> Bundle:
         self._pending_devices = {i.device: i for i in infos}
         if not self.state.members:  # founding: only this device, from its own identity
             me = self.me.identity
@@ -948,11 +938,11 @@ class GroupReplica:
         current = self.current_epoch_key()
         if current is not None:
             return current
-        if not self._keys:
+        if not self._ring.keys:
             raise NotAMember("this device holds no key of the group")
         announced = self.state.epochs
         return max(
-            self._keys.values(),
+            self._ring.keys.values(),
             key=lambda k: ((k.number, k.commitment) in announced, k.number, k.root is not None),
         )
 
@@ -990,7 +980,7 @@ class GroupReplica:
         self,
         op: Op,
         seal: EpochKey,
-        bundles: list[tuple[Purpose, int, Value]],
+        bundles: list[Bundle],
         now: int,
         extra_keys: Sequence[EpochKey] = (),
     ) -> Entry:
@@ -1007,13 +997,12 @@ class GroupReplica:
                 seq=seq,
                 type=MEMBERSHIP_TYPE,
             )
-            body = _encode_envelope(bundles, sealed)
+            body = encode_envelope(bundles, sealed)
             deps = sorted(self._heads)[:MAX_DEPS]
             entry = self._append(MEMBERSHIP_TYPE, body, seal.number, now, deps)
-            for key in extra_keys:
-                self._keys.setdefault((key.number, key.commitment), key)
+            self._ring.add(extra_keys)
             if extra_keys:
-                self._save_keys()
+                self._ring.save(self.store)
             self._absorb([(entry, body)])
             if entry.id not in self._resolution.effective:
                 verb = op.kind.name.lower().replace("_", " ")
@@ -1044,7 +1033,7 @@ class GroupReplica:
 
     def _new_epoch(
         self, state_after: GroupState, extra: Iterable[DeviceInfo] = ()
-    ) -> tuple[EpochKey, EpochAnnouncement, tuple[Purpose, int, Value]]:
+    ) -> tuple[EpochKey, EpochAnnouncement, Bundle]:
         number = self.state.max_epoch + 1
         key = EpochKey.from_root(self.id, number, self.me.rng(32))
         devices = state_after.entitled_devices()
@@ -1088,7 +1077,7 @@ class GroupReplica:
         seal = self._seal_key()
         bundles = []
         full = self.state.history == "shared"
-        history = [KeyGrant.of(k, full and k.root is not None) for k in self._keys.values()]
+        history = [KeyGrant.of(k, full and k.root is not None) for k in self._ring.keys.values()]
         extra: list[EpochKey] = []
         if not full:
             after = self._preview(op, infos)
@@ -1148,7 +1137,7 @@ class GroupReplica:
         info = _checked_grant(grant)
         if info.person != person:
             raise NotAMember("a person may only add their own devices")
-        grants = [KeyGrant.of(k, k.root is not None) for k in self._keys.values()]
+        grants = [KeyGrant.of(k, k.root is not None) for k in self._ring.keys.values()]
         seal = self._seal_key()
         bundle = self._bundle(Purpose.HISTORY, seal.number, [info.device], grants, [info])
         op = Op(kind=OpKind.ADD_DEVICE, devices=(grant,), positions=self._positions([info.device]))
@@ -1199,6 +1188,13 @@ class GroupReplica:
     ) -> Entry:
         """Encrypt ``plaintext`` under the current epoch and append it to this device's feed
         (``deps``: the entries of the content layer this one follows causally)."""
+        return self.write_content(type, plaintext, now=now, deps=deps).entry
+
+    def write_content(
+        self, type: int, plaintext: bytes, *, now: int, deps: Sequence[EntryId] = ()
+    ) -> StoredEntry:
+        """:meth:`append_content`, returning the entry with the body it stored: the author
+        folds what it wrote (:meth:`ContentFold.accept`) without reading it back."""
         if type == MEMBERSHIP_TYPE:
             raise ValueError("content cannot use the membership entry type")
         with self.store.transaction():
@@ -1217,7 +1213,7 @@ class GroupReplica:
                 seq=seq,
                 type=type,
             )
-            return self._append(type, body, key.number, now, deps)
+            return StoredEntry(entry=self._append(type, body, key.number, now, deps), body=body)
 
     # ------------------------------------------------------------------ key requests
 
@@ -1225,21 +1221,18 @@ class GroupReplica:
         """Epochs announced in this group (or sealing ops here) that this device lacks, and
         epochs whose content key it is entitled to but holds only the control key of (see
         :meth:`answer_key_request`)."""
-        wanted = {slot for slot in self.state.epochs if slot not in self._keys}
+        wanted = {slot for slot in self.state.epochs if slot not in self._ring.keys}
         me = self.state.device(self.me.device)
         wanted |= {
             slot
-            for slot, key in self._keys.items()
+            for slot, key in self._ring.keys.items()
             if key.root is None and me is not None and self._entitled_to_content(me, key)
         }
-        for opened in self._opened.values():
-            if opened.record is None:
-                h = opened.entry.header
-                try:
-                    ref = body_ref(_decode_envelope(self._bodies[opened.entry.id])[1])
-                except (DecodeError, DecryptionError):
-                    continue
-                wanted.add((h.epoch, ref))
+        for entry in self._ops.locked.values():
+            try:
+                wanted.add((entry.header.epoch, sealed_ref(self._bodies[entry.id])))
+            except (DecodeError, DecryptionError):
+                continue
         return sorted(wanted | self._held_key_slots())
 
     def _held_key_slots(self) -> set[tuple[int, bytes]]:
@@ -1254,7 +1247,7 @@ class GroupReplica:
             if h.type != MEMBERSHIP_TYPE or held.body is None:
                 continue
             try:
-                ref = body_ref(_decode_envelope(held.body)[1])
+                ref = sealed_ref(held.body)
             except (DecodeError, DecryptionError):
                 continue
             if self._key_for(h.epoch, ref) is None:
@@ -1263,7 +1256,7 @@ class GroupReplica:
 
     def answer_key_request(
         self, requester: DeviceId, wanted: Iterable[tuple[int, bytes]]
-    ) -> tuple[Purpose, int, Value]:
+    ) -> Bundle:
         """Wrap the requested keys this device holds to ``requester``'s current prekey.
 
         Refused with :class:`NotAMember` unless ``requester`` is an active device of a current
@@ -1322,7 +1315,7 @@ class GroupReplica:
 
     def _answer_former_device(
         self, requester: DeviceId, wanted: Iterable[tuple[int, bytes]]
-    ) -> tuple[Purpose, int, Value]:
+    ) -> Bundle:
         """A device that a valid operation admitted but that is out now (removed, revoked, or
         its admission voided by a concurrent reduction) may lack the key that seals the very
         operation that put it out, and would then believe it is still in. It gets the control
@@ -1395,7 +1388,7 @@ class GroupReplica:
         devices = set(member.devices) if member is not None else set()
         return bool(epoch.recipients & (devices | {info.device}))
 
-    def accept_key_response(self, sender: DeviceId, response: tuple[Purpose, int, Value]) -> int:
+    def accept_key_response(self, sender: DeviceId, response: Bundle) -> int:
         """Keep the keys in a response that match announced epochs. Returns how many were new.
 
         A forged or misaddressed response raises :class:`DecryptionError`; keys that match no
@@ -1421,12 +1414,12 @@ class GroupReplica:
         with self.store.transaction():
             # locked ops may open with these keys; then their announcements count too
             self._offered.extend(grants)
-            before = {slot: key.root is not None for slot, key in self._keys.items()}
+            before = {slot: key.root is not None for slot, key in self._ring.keys.items()}
             self._open_all()
             self._resolve([])
             gained = sum(
                 1
-                for slot, key in self._keys.items()
+                for slot, key in self._ring.keys.items()
                 if before.get(slot) is None or (key.root is not None and not before[slot])
             )
             return gained
