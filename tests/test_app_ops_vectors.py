@@ -3,9 +3,24 @@ each kind, pinned as they were before the per-kind classes (wire bytes must neve
 
 from __future__ import annotations
 
+from typing import assert_never
+
 import pytest
 
-from microsync.app.ops import AppOp, Kind
+from microsync.app.ops import (
+    AppOp,
+    AppOperation,
+    CursorOp,
+    DeleteOp,
+    DocOp,
+    EditOp,
+    Kind,
+    LocationOp,
+    PostOp,
+    Precision,
+    ReactOp,
+    UnreactOp,
+)
 
 POST_ID = bytes(range(32))
 OTHER_ID = bytes(range(32, 64))
@@ -83,3 +98,61 @@ def test_the_pinned_bytes_decode_to_the_same_operation(name: str) -> None:
 
 def test_every_kind_has_a_vector() -> None:
     assert {op.kind for op, _ in VECTORS.values()} == set(Kind)
+
+
+def test_the_per_kind_classes_give_the_same_bytes() -> None:
+    built = {
+        "post": PostOp(text="Landed in Oxford"),
+        "post_full": PostOp(
+            text="re", reply_to=POST_ID, attachments=(b"blob-1", OTHER_ID), ttl_ms=86_400_000
+        ),
+        "edit": EditOp(post=POST_ID, text="Landed in Oxford!"),
+        "delete": DeleteOp(post=POST_ID),
+        "react": ReactOp(post=POST_ID, emoji="❤️"),
+        "unreact": UnreactOp(post=POST_ID, emoji="❤️", removes=(OTHER_ID,)),
+        "cursor": CursorOp(cursor=((DEVICE_ID, 7), (POST_ID, 1))),
+        "cursor_empty": CursorOp(cursor=()),
+        "location": LocationOp(lat=51_750_000, lon=-1_250_000, precision=Precision.CITY),
+        "doc": DocOp(doc="calendar", payload=b"\x01\x02\x03"),
+    }
+    assert set(built) == set(VECTORS)
+    for name, op in built.items():
+        old, data = VECTORS[name]
+        assert op == old and type(op) is type(old)
+        assert op.to_bytes().hex() == data
+
+
+def describe(op: AppOperation) -> str:
+    """A consumer that names every kind (mypy checks it is exhaustive)."""
+    match op:
+        case PostOp(reply_to=None):
+            return "post"
+        case PostOp():
+            return "reply"
+        case EditOp() | DeleteOp() | ReactOp() | UnreactOp():
+            return f"{op.kind.name.lower()} of {op.post[:2].hex()}"
+        case CursorOp(cursor=cursor):
+            return f"cursor over {len(cursor)} devices"
+        case LocationOp(precision=precision):
+            return f"location to the {precision}"
+        case DocOp(doc=doc):
+            return f"change to {doc}"
+        case _:
+            assert_never(op)
+
+
+def test_decoded_operations_match_on_their_classes() -> None:
+    seen = {name: describe(AppOp.from_bytes(bytes.fromhex(v))) for name, (_, v) in VECTORS.items()}
+    assert seen["post"] == "post" and seen["post_full"] == "reply"
+    assert seen["unreact"] == "unreact of 0001"
+    assert seen["location"] == "location to the city"
+    location = AppOp.from_bytes(bytes.fromhex(VECTORS["location"][1]))
+    assert isinstance(location, LocationOp) and location.precision is Precision.CITY
+    assert location.precision == "city"  # type: ignore[comparison-overlap]  # a StrEnum
+
+
+def test_a_kind_with_fields_of_another_is_refused() -> None:
+    with pytest.raises(TypeError):
+        AppOp(Kind.DELETE, post=POST_ID, text="not a delete's")
+    with pytest.raises(ValueError):
+        LocationOp(lat=0, lon=0, precision="nearby")  # type: ignore[arg-type]

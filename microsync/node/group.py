@@ -17,7 +17,6 @@ from microsync.app.state import AppState
 from microsync.app.timeline import Timeline
 from microsync.blobs import BlobRef
 from microsync.crypto import fingerprint, system_rng
-from microsync.errors import NotAMember
 from microsync.feed import Entry, EntryId, GroupId
 from microsync.group.invite import Invite, InviteId, InviteState
 from microsync.group.join import InviteBook, issue_invite
@@ -25,6 +24,7 @@ from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
 from microsync.net.connection import now_ms as _now_ms
+from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event
 from microsync.node.exits import GroupExit, exit_of
 from microsync.node.peers import KnownPeer, known_peers
@@ -404,22 +404,8 @@ class Group:
         self._replica.leave(now=self._now())
 
     def _refuse_last_admin(self, person: PersonId, verb: str, force: bool) -> None:
-        """Raise unless taking ``person``'s admin rights leaves the group another admin (or no
-        one to administer). Only you can take your own rights while you are the last admin:
-        any other admin who could would still be one (ranks, ``docs/membership.md``), so
-        this looks at your own person only and leaves every other refusal to the replica."""
-        members = self._replica.state.members
-        me = members.get(self._device.person_id)
-        if force or person != self._device.person_id or me is None or me.role is not Role.ADMIN:
-            return
-        admins = [m for m in members.values() if m.role is Role.ADMIN and m.person != person]
-        if admins or (len(members) == 1 and verb != "demote"):  # alone: the group ends with you
-            return
-        raise NotAMember(
-            f"cannot {verb}: you are the only admin of {self.name}, and without one nobody "
-            "could invite, remove or promote again; promote another member first "
-            "(or pass force=True; on the command line, --force)"
-        )
+        if not force:
+            refuse_last_admin(self._replica, self._device.person_id, person, verb)
 
     async def invite(
         self,
