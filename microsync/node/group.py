@@ -81,6 +81,7 @@ class Group:
         self._replica = replica
         replica.on_append = device._changed
         self._app_state = AppState(replica)
+        self._app_state.listening = False  # until events() has a listener
         self._presence = PresenceState(replica, self._app_state)
         self._watch = MembershipWatch(replica)
         self._listeners: list[asyncio.Queue[Event]] = []
