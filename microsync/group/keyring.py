@@ -16,7 +16,8 @@ from microsync import encoding
 from microsync.encoding import expect_list
 from microsync.errors import DecryptionError
 from microsync.feed import GroupId
-from microsync.group.keys import EpochKey, KeyGrant
+from microsync.feed.store import StoredEntry
+from microsync.group.keys import EpochKey, KeyGrant, body_ref, decrypt_content
 
 __all__ = ["Keyring", "MetaStore", "Slot"]
 
@@ -66,6 +67,26 @@ class Keyring:
             if n == number and digest.startswith(ref):
                 return key
         return None
+
+    def decrypt(self, stored: StoredEntry) -> bytes:
+        """The plaintext of a content entry of this group (``DecryptionError`` if no key held
+        here opens it, or the body was tampered with, moved, or purged)."""
+        h = stored.entry.header
+        if stored.body is None or h.group != self.group:
+            raise DecryptionError()
+        key = self.key_for(h.epoch, body_ref(stored.body))
+        content = None if key is None else key.content
+        if content is None:
+            raise DecryptionError()
+        return decrypt_content(
+            content,
+            stored.body,
+            group=self.group,
+            epoch=h.epoch,
+            device=h.device,
+            seq=h.seq,
+            type=h.type,
+        )
 
     def add(self, keys: Iterable[EpochKey]) -> bool:
         """Keep keys this device made itself (a new epoch it announces); ``True`` if any was

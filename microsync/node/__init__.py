@@ -571,7 +571,8 @@ class Device(NetworkMixin):
                 self._groups[replica.id] = group
         if peer is not None:
             self._vouch_for_joiner(group, peer)
-        results = group._replica.receive(items, peer=peer)
+        batch = group._replica.receive_batch(items, peer=peer)
+        results = batch.results
         accepted = [e for r in results if isinstance(r, Ingested) for e in r.accepted]
         accepted += group._replica.released
         pending = [
@@ -583,6 +584,7 @@ class Device(NetworkMixin):
         by_wire = {wire: body for wire, body in items if body is not None}
         known = {e.id: by_wire[e.wire] for e in accepted if e.wire in by_wire}
         group._app_received(accepted, known)
+        group.vault.received(batch.accepted)  # removals purge chunks right away
         group._check_members()
         group._check_forks()
         for r in results:

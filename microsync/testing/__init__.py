@@ -28,6 +28,7 @@ from microsync.testing.checks import (
     check_convergence,
     check_resolution,
     entitlement_report,
+    forget_key,
     member_devices,
     render_view,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "device_rng",
     "doc_op",
     "entitlement_report",
+    "forget_key",
     "member_devices",
     "render_view",
     "write_app_op",
