@@ -24,6 +24,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bench.report import Figure, Report
+
 MICROSYNC = (sys.executable, "-m", "microsync")
 SERVE = ("--bind", "127.0.0.1", "--port", "0", "--no-lan", "--seconds", "600")
 
@@ -38,15 +40,12 @@ def timed(argv: Sequence[str], repeat: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=9)
-    repeat = parser.parse_args().repeat
+def measure(repeat: int) -> list[tuple[str, float]]:
+    """(command, median seconds) rows; the first is ``python -c pass``, the floor."""
     with tempfile.TemporaryDirectory() as root:
         home = str(Path(root) / "alice")
-        subprocess.run([*MICROSYNC, "--home", home, "init", "--name", "A"], check=True)
-        subprocess.run([*MICROSYNC, "--home", home, "group", "create", "F"], check=True)
-        subprocess.run([*MICROSYNC, "--home", home, "post", "hi"], check=True, capture_output=True)
+        for setup in (("init", "--name", "A"), ("group", "create", "F"), ("post", "hi")):
+            subprocess.run([*MICROSYNC, "--home", home, *setup], check=True, capture_output=True)
         floor = timed([sys.executable, "-c", "pass"], repeat)
         rows = [("python -c pass", floor)]
         rows.append(("microsync --help", timed([*MICROSYNC, "--help"], repeat)))
@@ -65,6 +64,41 @@ def main() -> None:
         finally:
             serve.terminate()
             serve.wait(10)
+    return rows
+
+
+LABELS = {
+    "microsync --help": "`microsync --help`",
+    "feed, profile not held": "`microsync feed`, profile not held (opens the device)",
+    "feed, handed to serve": "`microsync feed`, handed to a running `serve`",
+}
+
+
+def figures(quick: bool = False) -> Report:
+    """For ``python -m bench``: median of 3 (quick) or 15 (full) starts of each command."""
+    rows = measure(3 if quick else 15)
+    floor = rows[0][1]
+    targets = {"microsync --help": "<= 3.00", "feed, handed to serve": "<= 3.00"}
+    return Report(
+        figures=[
+            Figure(
+                bench="cli_startup",
+                measure=LABELS[name],
+                value=f"{seconds * 1000:.0f} ms",
+                floor=f"{floor * 1000:.0f} ms (python -c pass)",
+                ratio=seconds / floor,
+                target=targets.get(name, ""),
+            )
+            for name, seconds in rows[1:]
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=9)
+    rows = measure(parser.parse_args().repeat)
+    floor = rows[0][1]
     print(f"{'command':<26} {'median':>8} {'x floor':>8}")
     for name, seconds in rows:
         print(f"{name:<26} {seconds * 1000:>6.0f} ms {seconds / floor:>7.1f}x")

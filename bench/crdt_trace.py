@@ -40,6 +40,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.report import Figure, Report
+
 ROOT = Path(__file__).resolve().parents[1]
 TRACE = ROOT / "tests" / "data" / "editing-trace.json.gz"
 FINAL = ROOT / "tests" / "data" / "editing-trace.final.txt.gz"
@@ -212,6 +214,64 @@ def in_subprocess(engine: str, trace: Path) -> dict[str, Any]:
     return result
 
 
+NAMES = (
+    "microsync local",
+    "microsync local+encode",
+    "pycrdt local",
+    "list",
+    "microsync remote",
+    "pycrdt remote",
+)
+
+
+def measure(
+    repeat: int, trace: Path = TRACE, names: tuple[str, ...] = NAMES
+) -> dict[str, list[dict[str, Any]]]:
+    """Each engine of ``names`` ``repeat`` times, each run in a fresh subprocess."""
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for _ in range(repeat):
+        for name in names:
+            results[name].append(in_subprocess(name, trace))
+    return results
+
+
+def figures(quick: bool = False) -> Report:
+    """For ``python -m bench``: every engine, median of 3 (full); quick mode runs each engine
+    but the slowest (pycrdt's local replay) once, so it compares remote apply only."""
+    quick_names = tuple(n for n in NAMES if n not in ("pycrdt local", "microsync local+encode"))
+    results = measure(1, names=quick_names) if quick else measure(3)
+    wrong = [name for name, rs in results.items() if not all(r["ok"] for r in rs)]
+    if wrong:
+        raise AssertionError(f"wrong final text from {', '.join(wrong)}")
+    medians = {n: statistics.median(r["time"] for r in rs) for n, rs in results.items()}
+
+    def row(name: str, reference: str, target: str) -> Figure:
+        return Figure(
+            bench="crdt_trace",
+            measure=f"automerge trace, {name}",
+            value=f"{medians[name]:.2f} s",
+            floor=f"{medians[reference]:.2f} s ({reference})",
+            ratio=medians[name] / medians[reference],
+            target=target,
+        )
+
+    rows = [] if quick else [row("microsync local", "pycrdt local", "<= 1.00")]
+    rows += [
+        row("microsync remote", "pycrdt remote", "<= 1.00"),
+        row("microsync local", "list", ""),
+    ]
+    # growth, not peak: a child's ru_maxrss starts from its parent's when the parent is large
+    local = [n for n in results if "remote" not in n]
+    growth = {n: max(r["growth"] for r in results[n]) for n in local}
+    return Report(
+        figures=rows,
+        notes=[
+            "resident growth of the replay: "
+            + ", ".join(f"{n} {g:.1f} MiB" for n, g in growth.items())
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -223,17 +283,12 @@ def main() -> None:
     if args.engine:
         print(json.dumps(run_one(args.engine, args.trace)))
         return
-    names = ["microsync local", "microsync local+encode", "pycrdt local", "list"]
-    names += ["microsync remote", "pycrdt remote"]
-    results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
-    for _ in range(args.repeat):
-        for name in names:
-            results[name].append(in_subprocess(name, args.trace))
+    results = measure(args.repeat, args.trace)
     print(f"crdt_trace: automerge-perf trace (259,778 edits), median of {args.repeat}, one core")
     head = f"  {'engine':<24}{'time s':>8}{'vs pycrdt':>11}"
     print(f"{head}{'growth MiB':>12}{'peak MiB':>10}{'import MiB':>12}")
     medians = {n: statistics.median(r["time"] for r in rs) for n, rs in results.items()}
-    for name in names:
+    for name in NAMES:
         rs = results[name]
         reference = "pycrdt remote" if name.endswith("remote") else "pycrdt local"
         ratio = medians[name] / medians[reference]

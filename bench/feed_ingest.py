@@ -6,8 +6,9 @@
   transaction.
 * **ingest**: validate + store them on a second profile as a receiving peer would
   (``microsync.feed.ingest_many``: strict decode, rules, Ed25519 verify, body hash, insert).
-* **raw send floor**: PyNaCl Ed25519 sign of the same header bytes + batched SQLite insert
-  of the same bytes into a bare table.
+* **raw send floor**: PyNaCl Ed25519 sign of the same header bytes + a durable insert of the
+  same wire and body bytes into a bare table with an integer key, ``batch`` rows per
+  ``executemany`` and transaction (``bench/floors.py``).
 * **raw receive floor**: PyNaCl Ed25519 verify of the same bytes + the same batched insert.
 
 Both sides use the same SQLite settings (WAL, synchronous=FULL) and one core. Each figure is the
@@ -18,17 +19,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import nacl.bindings as sodium
 
-from microsync.crypto import labels
-from microsync.crypto.labels import frame
+from bench.floors import receive_floor, receive_work, send_floor
+from bench.report import Figure, Report
 from microsync.feed import Entry, GroupId, append, ingest_many
 from microsync.feed.trust import add_certificate
 from microsync.identity import LocalIdentity
@@ -74,30 +73,50 @@ def run_ingest(
     return elapsed
 
 
-def _raw_db(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE entries (id BLOB PRIMARY KEY, wire BLOB, body BLOB) WITHOUT ROWID")
-    return db
+def measure(entries: int, batch: int, repeat: int) -> dict[str, float]:
+    """Entries per second of each path (the median of ``repeat`` runs)."""
+    times: dict[str, list[float]] = {k: [] for k in ("append", "ingest", "raw_send", "raw_receive")}
+    for run in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="microsync-bench-") as tmp:
+            work = Path(tmp)
+            identity, made, t_append = make_entries(work, entries, batch)
+            items: list[tuple[bytes, bytes | None]] = [(e.wire, body) for e, body in made]
+            secret = sodium.crypto_sign_seed_keypair(identity.device_key.secret_bytes())[1]
+            times["append"].append(t_append)
+            times["ingest"].append(run_ingest(work / f"target{run}", identity, made, batch))
+            times["raw_send"].append(send_floor(work / "raw_send.db", items, secret, batch))
+            verify_only = receive_work(items, decrypt=False)  # ingest stores bodies as they are
+            times["raw_receive"].append(receive_floor(work / "raw_recv.db", verify_only, batch))
+    return {k: entries / statistics.median(v) for k, v in times.items()}
 
 
-def run_raw(
-    path: Path, made: list[tuple[Entry, bytes]], batch: int, crypto: Callable[[bytes, bytes], None]
-) -> float:
-    """``crypto(header_bytes, signature)`` per entry, then a batched insert of the same bytes."""
-    db = _raw_db(path)
-    rows = [(e.id, e.wire, body, e.header_bytes, e.signature) for e, body in made]
-    start = time.perf_counter()
-    for first in range(0, len(rows), batch):
-        db.execute("BEGIN")
-        for entry_id, wire, body, header_bytes, signature in rows[first : first + batch]:
-            crypto(header_bytes, signature)
-            db.execute("INSERT INTO entries VALUES (?, ?, ?)", (entry_id, wire, body))
-        db.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    db.close()
-    return elapsed
+def figures(
+    quick: bool = False, *, entries: int | None = None, repeat: int | None = None
+) -> Report:
+    """For ``python -m bench``: 5,000 entries once (quick) or 50,000, median of 3 (full);
+    ``entries`` and ``repeat`` override the mode's."""
+    entries = entries or (5_000 if quick else 50_000)
+    repeat = repeat or (1 if quick else 3)
+    rate = measure(entries, 1_000, repeat)
+    return Report(
+        figures=[
+            Figure(
+                bench="feed_ingest",
+                measure=f"append {entries:,} entries (sign + store)",
+                value=f"{rate['append']:,.0f} entries/s",
+                floor=f"{rate['raw_send']:,.0f} entries/s",
+                ratio=rate["raw_send"] / rate["append"],
+            ),
+            Figure(
+                bench="feed_ingest",
+                measure=f"ingest {entries:,} entries (validate + store)",
+                value=f"{rate['ingest']:,.0f} entries/s",
+                floor=f"{rate['raw_receive']:,.0f} entries/s",
+                ratio=rate["raw_receive"] / rate["ingest"],
+                target="<= 1.43",
+            ),
+        ]
+    )
 
 
 def main() -> None:
@@ -109,26 +128,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     n = args.entries
-    times: dict[str, list[float]] = {k: [] for k in ("append", "ingest", "raw_send", "raw_receive")}
-    label = frame(labels.ENTRY_SIGNATURE)
-    for run in range(args.repeat):
-        with tempfile.TemporaryDirectory(prefix="microsync-bench-") as tmp:
-            work = Path(tmp)
-            identity, made, t_append = make_entries(work, n, args.batch)
-            secret = sodium.crypto_sign_seed_keypair(identity.device_key.secret_bytes())[1]
-            public = bytes(identity.device_key.public)
-
-            def raw_sign(header_bytes: bytes, _sig: bytes, secret: bytes = secret) -> None:
-                sodium.crypto_sign(label + header_bytes, secret)
-
-            def raw_verify(header_bytes: bytes, sig: bytes, public: bytes = public) -> None:
-                sodium.crypto_sign_open(sig + label + header_bytes, public)
-
-            times["append"].append(t_append)
-            times["ingest"].append(run_ingest(work / f"target{run}", identity, made, args.batch))
-            times["raw_send"].append(run_raw(work / "raw_send.db", made, args.batch, raw_sign))
-            times["raw_receive"].append(run_raw(work / "raw_recv.db", made, args.batch, raw_verify))
-    rate = {k: n / statistics.median(v) for k, v in times.items()}
+    rate = measure(n, args.batch, args.repeat)
     print(
         f"feed_ingest: {n} entries, 200-byte bodies, "
         f"batches of {args.batch}, median of {args.repeat}"

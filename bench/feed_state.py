@@ -10,9 +10,10 @@ members, received by one real device, against the floor of the same work, in one
   call of ``Device.receive``: strict decode, every feed rule, Ed25519 verify, body hash, store,
   decrypt, app-op decode and the timeline fold (authorship rules, reactions, threads).
 * **fold only**: the same decrypted operations folded into a fresh ``Timeline``.
-* **floor**: PyNaCl Ed25519 verify of the same headers + XChaCha20-Poly1305 decrypt of the same
-  bodies + a batched insert of the same bytes into one bare SQLite table (same WAL and
-  ``synchronous=FULL`` settings).
+* **floor**: PyNaCl Ed25519 verify of the same headers + XChaCha20-Poly1305 decrypt of
+  ciphertexts as long as the bodies + a durable insert of the same bytes into one bare table
+  with an integer key, 1,000 rows per ``executemany`` (WAL, ``synchronous=FULL``;
+  ``bench/floors.py``).
 
 Resident memory is read from ``/proc/self/status`` before and after applying.
 """
@@ -23,21 +24,18 @@ import argparse
 import asyncio
 import random
 import resource
-import sqlite3
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import nacl.bindings as sodium
-
 import microsync
+from bench.floors import receive_floor, receive_work
+from bench.report import Figure, Report
 from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.app.timeline import AppEntry, Timeline
-from microsync.crypto import SymmetricKey, labels
-from microsync.crypto.labels import frame
 from microsync.feed.entry import Entry, EntryId, GroupId
-from microsync.group.keys import decrypt_content
 from microsync.testing import SimDevice, SimNetwork
 
 EMOJI = ("❤️", "👍", "😂", "🎉", "😮")
@@ -106,40 +104,19 @@ def membership_items(people: list[SimDevice], group: GroupId) -> list[tuple[byte
     ]
 
 
-def floor(
-    path: Path,
-    made: list[tuple[Entry, bytes]],
-    keys: Mapping[int, SymmetricKey | None],
-    batch: int,
-) -> float:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE entries (id BLOB PRIMARY KEY, wire BLOB, body BLOB) WITHOUT ROWID")
-    label = frame(labels.ENTRY_SIGNATURE)
-    start = time.perf_counter()
-    for first in range(0, len(made), batch):
-        db.execute("BEGIN")
-        for entry, body in made[first : first + batch]:
-            h = entry.header
-            sodium.crypto_sign_open(entry.signature + label + entry.header_bytes, h.device)
-            decrypt_content(
-                keys[h.epoch],  # type: ignore[arg-type]  # every epoch used here is a full key
-                body,
-                group=h.group,
-                epoch=h.epoch,
-                device=h.device,
-                seq=h.seq,
-                type=h.type,
-            )
-            db.execute("INSERT INTO entries VALUES (?, ?, ?)", (entry.id, entry.wire, body))
-        db.execute("COMMIT")
-    elapsed = time.perf_counter() - start
-    db.close()
-    return elapsed
+@dataclass(frozen=True, slots=True)
+class Measured:
+    ops: int
+    build: float
+    apply: float
+    floor: float
+    fold: float
+    rss_before: float
+    rss_after: float
+    posts: int
 
 
-async def run(ops: int, members: int, batch: int, seed: int) -> None:
+async def measure(ops: int, members: int, batch: int, seed: int) -> Measured:
     with tempfile.TemporaryDirectory(prefix="microsync-bench-") as tmp:
         work = Path(tmp)
         async with await microsync.Device.open(work / "reader", name="Reader") as reader:
@@ -178,10 +155,35 @@ async def run(ops: int, members: int, batch: int, seed: int) -> None:
             Timeline().add(opened)
             t_fold = time.perf_counter() - start
 
-            keys = {n: k.content for (n, _), k in replica.epoch_keys().items()}
-            t_floor = floor(work / "floor.db", made, keys, batch)
+            t_floor = receive_floor(work / "floor.db", receive_work(items), batch)
+    return Measured(len(made), t_build, t_apply, t_floor, t_fold, rss_before, rss_after, posts)
+
+
+def figures(quick: bool = False) -> Report:
+    """For ``python -m bench``: 5,000 ops (quick) or 100,000 (full), 12 members."""
+    m = asyncio.run(measure(5_000 if quick else 100_000, 12, 1_000, 1))
+    return Report(
+        figures=[
+            Figure(
+                bench="feed_state",
+                measure=f"apply {m.ops:,} app ops on a real device (validate + store + fold)",
+                value=f"{m.ops / m.apply:,.0f} ops/s",
+                floor=f"{m.ops / m.floor:,.0f} ops/s",
+                ratio=m.apply / m.floor,
+            )
+        ],
+        notes=[
+            f"resident memory +{m.rss_after - m.rss_before:.0f} MiB for {m.ops:,} ops "
+            f"({m.posts:,} visible posts); the fold alone {m.ops / m.fold:,.0f} ops/s"
+        ],
+    )
+
+
+async def run(ops: int, members: int, batch: int, seed: int) -> None:
+    m = await measure(ops, members, batch, seed)
+    n, t_build, t_apply, t_floor, t_fold = m.ops, m.build, m.apply, m.floor, m.fold
+    rss_before, rss_after, posts = m.rss_before, m.rss_after, m.posts
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    n = len(made)
     print(
         f"feed_state: {n:,} app ops from {members} members "
         f"(40% posts, 25% replies, 25% reactions, 10% locations), batches of {batch}"

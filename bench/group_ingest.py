@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.report import Figure, Report
 from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.crypto import system_rng
 from microsync.feed import GroupId, ingest_many
@@ -60,7 +61,7 @@ def make_group(entries: int, members: int) -> tuple[GroupId, list[LocalIdentity]
     body = AppOp(Kind.POST, text="x" * 120).to_bytes()
     for n in range(entries):
         replicas[n % len(replicas)].append_content(APP_TYPE, body, now=1000 + n)
-    items = []
+    items: list[Item] = []
     for replica in replicas:  # each device's own feed, in order (the founder's holds the ops)
         own = replica.store.entries(group, replica.me.device)
         items.extend((stored.entry.wire, stored.body) for stored in own)
@@ -104,6 +105,37 @@ def run_replica(
     return elapsed
 
 
+def measure(entries: int, members: int, batch: int, repeat: int) -> tuple[int, dict[str, float]]:
+    """How many entries, and entries per second through each path (median of ``repeat``)."""
+    group, people, items = make_group(entries, members)
+    times: dict[str, list[float]] = {"feed": [], "replica": []}
+    for run in range(repeat):
+        with tempfile.TemporaryDirectory(prefix="microsync-bench-") as tmp:
+            work = Path(tmp)
+            times["feed"].append(run_feed(work / f"feed{run}", group, people, items, batch))
+            times["replica"].append(
+                run_replica(work / f"replica{run}", group, people, items, batch)
+            )
+    return len(items), {k: len(items) / statistics.median(v) for k, v in times.items()}
+
+
+def figures(quick: bool = False) -> Report:
+    """For ``python -m bench``: 3,000 posts once (quick), or 10,000, median of 3 (full)."""
+    n, rate = measure(3_000 if quick else 10_000, 12, 1_000, 1 if quick else 3)
+    return Report(
+        figures=[
+            Figure(
+                bench="group_ingest",
+                measure=f"group replica receives {n:,} entries (feed layer + the group's checks)",
+                value=f"{rate['replica']:,.0f} entries/s",
+                floor=f"{rate['feed']:,.0f} entries/s (feed layer alone)",
+                ratio=rate["feed"] / rate["replica"],
+                target="<= 1.05",
+            )
+        ]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -113,18 +145,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    group, people, items = make_group(args.entries, args.members)
-    times: dict[str, list[float]] = {"feed": [], "replica": []}
-    for run in range(args.repeat):
-        with tempfile.TemporaryDirectory(prefix="microsync-bench-") as tmp:
-            work = Path(tmp)
-            times["feed"].append(run_feed(work / f"feed{run}", group, people, items, args.batch))
-            times["replica"].append(
-                run_replica(work / f"replica{run}", group, people, items, args.batch)
-            )
-    rate = {k: len(items) / statistics.median(v) for k, v in times.items()}
+    n, rate = measure(args.entries, args.members, args.batch, args.repeat)
     print(
-        f"group_ingest: {len(items)} entries of a group of {args.members}, "
+        f"group_ingest: {n} entries of a group of {args.members}, "
         f"batches of {args.batch}, median of {args.repeat}"
     )
     print(f"  feed layer (verify + rules + store)  {rate['feed']:>9,.0f} entries/s")

@@ -35,11 +35,13 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import nacl.bindings as sodium
 
+from bench.report import Figure, Report
 from microsync import encoding
 from microsync.crypto import system_rng
 from microsync.encoding import expect_list
@@ -205,6 +207,73 @@ def one_removal(built: Built, work: Path, victim: PersonId) -> Run:
     return Run(removal_s, raw_s, receive_s, load_s, wrapped, len(wire) + len(body))
 
 
+@dataclass(frozen=True, slots=True)
+class Row:
+    members: int
+    wrapped: int
+    removal_ms: float
+    raw_ms: float
+    ratio: float
+    added: int
+    receive_ms: float
+    load_ms: float
+
+
+def measure(
+    sizes: list[int], devices: int, repeat: int, say: Callable[[str], None] = print
+) -> list[Row]:
+    """One row per group size: medians of ``repeat`` removals from fresh copies."""
+    rows = []
+    for members in sizes:
+        with tempfile.TemporaryDirectory(prefix="microsync-bench-") as tmp:
+            work = Path(tmp)
+            built = build_group(work / "base", members, devices)
+            say(
+                f"  N={members}: built in {built.build_s:.2f} s (founder: create + "
+                f"{members - 1} adds), receiver caught up in {built.catch_up_s:.2f} s"
+            )
+            runs = [
+                one_removal(built, work / f"run{r}", built.people[-1 - r]) for r in range(repeat)
+            ]
+        rows.append(
+            Row(
+                members,
+                runs[0].wrapped,
+                statistics.median(r.removal_s for r in runs) * 1e3,
+                statistics.median(r.raw_s for r in runs) * 1e3,
+                statistics.median(r.removal_s / r.raw_s for r in runs),
+                runs[0].added_bytes,
+                statistics.median(r.receive_s for r in runs) * 1e3,
+                statistics.median(r.load_s for r in runs) * 1e3,
+            )
+        )
+    return rows
+
+
+def figures(quick: bool = False) -> Report:
+    """For ``python -m bench``: 10 and 100 members once (quick), or 10, 100 and 1,000, median
+    of 3 (full); 3 devices each."""
+    sizes, repeat = ([10, 100], 1) if quick else ([10, 100, 1000], 3)
+    rows = measure(sizes, 3, repeat, say=lambda _: None)
+    return Report(
+        figures=[
+            Figure(
+                bench="rekey",
+                measure=f"remove one member of {r.members:,} ({r.wrapped:,} wraps)",
+                value=f"{r.removal_ms:.1f} ms",
+                floor=f"{r.raw_ms:.1f} ms (raw wraps)",
+                ratio=r.ratio,
+                target="<= 2.00",
+            )
+            for r in rows
+        ],
+        notes=[
+            f"{r.members:,} members: {r.added:,} bytes added, received in {r.receive_ms:.1f} ms"
+            for r in rows
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -220,36 +289,17 @@ def main() -> None:
         f"rekey: remove one member of N (x {args.devices} devices), "
         f"SQLite synchronous=FULL, median of {args.repeat}"
     )
-    rows = []
-    for members in sizes:
-        with tempfile.TemporaryDirectory(prefix="microsync-bench-") as tmp:
-            work = Path(tmp)
-            built = build_group(work / "base", members, args.devices)
-            print(
-                f"  N={members}: built in {built.build_s:.2f} s (founder: create + "
-                f"{members - 1} adds), receiver caught up in {built.catch_up_s:.2f} s"
-            )
-            runs = [
-                one_removal(built, work / f"run{r}", built.people[-1 - r])
-                for r in range(args.repeat)
-            ]
-        removal = statistics.median(r.removal_s for r in runs) * 1e3
-        raw = statistics.median(r.raw_s for r in runs) * 1e3
-        ratio = statistics.median(r.removal_s / r.raw_s for r in runs)
-        receive = statistics.median(r.receive_s for r in runs) * 1e3
-        load = statistics.median(r.load_s for r in runs) * 1e3
-        wrapped = runs[0].wrapped
-        added = runs[0].added_bytes
-        rows.append((members, wrapped, removal, raw, ratio, added, receive, load))
+    rows = measure(sizes, args.devices, args.repeat)
     print()
     print(
         f"  {'members':>7} {'wrapped':>7} {'removal ms':>10} {'raw ms':>8} {'ratio':>6} "
         f"{'bytes':>8} {'B/recip':>7} {'receive ms':>10} {'load ms':>8}"
     )
-    for members, wrapped, removal, raw, ratio, added, receive, load in rows:
+    for r in rows:
         print(
-            f"  {members:>7,} {wrapped:>7,} {removal:>10.1f} {raw:>8.1f} {ratio:>6.2f} "
-            f"{added:>8,} {added / wrapped:>7.1f} {receive:>10.1f} {load:>8.1f}"
+            f"  {r.members:>7,} {r.wrapped:>7,} {r.removal_ms:>10.1f} {r.raw_ms:>8.1f} "
+            f"{r.ratio:>6.2f} {r.added:>8,} {r.added / r.wrapped:>7.1f} {r.receive_ms:>10.1f} "
+            f"{r.load_ms:>8.1f}"
         )
     print("  ratio = median over repeats of removal / raw wraps of that repeat (target <= 2.0)")
     print("  load = GroupReplica.load of the founder's profile before a removal (not timed in it)")

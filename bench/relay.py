@@ -30,6 +30,7 @@ import time
 from collections.abc import Awaitable, Callable
 from multiprocessing.queues import Queue
 
+from bench.report import Figure, Report
 from microsync.net.relay import Data as DataMessage
 from microsync.net.relay import RelayLimits, RelayServer, data_sizes, encode
 from microsync.net.relay_client import RelayClient
@@ -188,25 +189,58 @@ def wire_bytes(total: int, write: int) -> int:
     return whole * per_write + tail
 
 
+def measure(mb: int, write: int, repeat: int) -> dict[str, float]:
+    """Median seconds per path for ``mb`` MiB in writes of ``write`` bytes."""
+    total, chunk = mb * 1024 * 1024, os.urandom(write)
+    rows: dict[str, list[float]] = {"tcp direct": [], "tcp forwarder": [], "relay": []}
+    with Middle("forwarder") as forwarder_port, Middle("relay") as relay_port:
+        for _ in range(repeat):
+            rows["tcp direct"].append(asyncio.run(run_tcp(None, total, chunk)))
+            rows["tcp forwarder"].append(asyncio.run(run_tcp(forwarder_port, total, chunk)))
+            rows["relay"].append(asyncio.run(run_relay(relay_port, total, chunk)))
+    return {name: statistics.median(times) for name, times in rows.items()}
+
+
+def figures(quick: bool = False) -> Report:
+    """For ``python -m bench``: 16 MiB once (quick) or 64 MiB, median of 5 (full)."""
+    mb, repeat = (16, 1) if quick else (64, 5)
+    seconds = measure(mb, 65_537, repeat)
+    total = mb * 1024 * 1024
+
+    def rate(path: str) -> str:
+        return f"{total / seconds[path] / 1e6:,.0f} MB/s"
+
+    return Report(
+        figures=[
+            Figure(
+                bench="relay",
+                measure=f"{mb} MiB through the relay",
+                value=rate("relay"),
+                floor=f"{rate('tcp forwarder')} (plain forwarder)",
+                ratio=seconds["relay"] / seconds["tcp forwarder"],
+                target="<= 1.25",
+            )
+        ],
+        notes=[
+            f"direct loopback TCP {rate('tcp direct')}; relay padding + framing "
+            f"{wire_bytes(total, 65_537) / total - 1:.2%} of the bytes"
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mb", type=int, default=64, help="MiB per transfer")
     parser.add_argument("--write", type=int, default=65_537, help="bytes per write")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    total, chunk = args.mb * 1024 * 1024, os.urandom(args.write)
-    rows: dict[str, list[float]] = {"tcp direct": [], "tcp forwarder": [], "relay": []}
-    with Middle("forwarder") as forwarder_port, Middle("relay") as relay_port:
-        for _ in range(args.repeat):
-            rows["tcp direct"].append(asyncio.run(run_tcp(None, total, chunk)))
-            rows["tcp forwarder"].append(asyncio.run(run_tcp(forwarder_port, total, chunk)))
-            rows["relay"].append(asyncio.run(run_relay(relay_port, total, chunk)))
+    total = args.mb * 1024 * 1024
+    seconds = measure(args.mb, args.write, args.repeat)
     print(f"{args.mb} MiB in writes of {args.write:,} bytes, median of {args.repeat}")
     print(f"{'path':<15}{'seconds':>9}{'MB/s':>9}{'vs tcp direct':>15}")
-    direct = statistics.median(rows["tcp direct"])
-    for name, times in rows.items():
-        seconds = statistics.median(times)
-        print(f"{name:<15}{seconds:>9.3f}{total / seconds / 1e6:>9.0f}{direct / seconds:>14.2f}x")
+    direct = seconds["tcp direct"]
+    for name, took in seconds.items():
+        print(f"{name:<15}{took:>9.3f}{total / took / 1e6:>9.0f}{direct / took:>14.2f}x")
     overhead = wire_bytes(total, args.write) / total - 1
     print(f"relay padding + framing overhead on the wire: {overhead:.2%}")
 

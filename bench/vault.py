@@ -42,6 +42,8 @@ from typing import Any
 import blake3
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from bench.report import Figure, Report
+
 MiB = 1024 * 1024
 
 
@@ -214,6 +216,49 @@ def _child(mb: int, chunk: int, repeat: int, where: str | None) -> None:
         print(json.dumps(asyncio.run(vault_run(root, source, chunk, repeat))))
 
 
+def measure(mb: int, chunk: int, repeat: int, where: str | None = None) -> dict[str, float]:
+    """Median seconds of the socket and pipeline floors, then the vault rows (child)."""
+    size = mb * MiB
+    with tempfile.TemporaryDirectory(dir=where) as tmp:
+        source = Path(tmp) / "source.bin"
+        write_source(source, size)
+        socket_s = statistics.median(asyncio.run(raw_socket(size)) for _ in range(repeat))
+        pipeline_s = statistics.median(
+            asyncio.run(raw_pipeline(source, Path(tmp) / "out.bin", chunk)) for _ in range(repeat)
+        )
+    return {"socket_s": socket_s, "pipeline_s": pipeline_s, **run_child(mb, chunk, repeat, where)}
+
+
+def figures(quick: bool = False) -> Report:
+    """For ``python -m bench``: 64 MiB once (quick) or 1 GiB, median of 3 (full), on disk."""
+    mb, repeat = (64, 1) if quick else (1024, 3)
+    m = measure(mb, MiB, repeat)
+    pipeline = m["pipeline_s"]
+
+    def row(measure: str, key: str) -> Figure:
+        return Figure(
+            bench="vault",
+            measure=f"{measure}, {mb:,} MiB",
+            value=f"{mb * MiB / m[key] / 1e6:,.0f} MB/s",
+            floor=f"{mb * MiB / pipeline / 1e6:,.0f} MB/s (raw encrypted pipeline)",
+            ratio=m[key] / pipeline,
+            target="<= 1.43",
+        )
+
+    return Report(
+        figures=[
+            row("vault add", "add_s"),
+            row("vault fetch (on_demand)", "fetch_on_demand_s"),
+            row("vault fetch (thumbnails)", "fetch_thumbnails_s"),
+        ],
+        notes=[
+            f"raw loopback TCP {mb * MiB / m['socket_s'] / 1e6:,.0f} MB/s; memory: add "
+            f"+{m['add_delta'] / MiB:.1f} MiB, fetch +{m['fetch_delta'] / MiB:.1f} MiB; "
+            f"fetched file identical: {bool(m['identical'])}"
+        ],
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=int, default=1024, help="file size in MiB")
@@ -222,15 +267,8 @@ def main() -> None:
     parser.add_argument("--dir", help="where the files go (default: the temporary directory)")
     args = parser.parse_args()
     size, chunk = args.mb * MiB, args.chunk_kib * 1024
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        source = Path(tmp) / "source.bin"
-        write_source(source, size)
-        socket_s = statistics.median(asyncio.run(raw_socket(size)) for _ in range(args.repeat))
-        pipeline_s = statistics.median(
-            asyncio.run(raw_pipeline(source, Path(tmp) / "out.bin", chunk))
-            for _ in range(args.repeat)
-        )
-    vault = run_child(args.mb, chunk, args.repeat, args.dir)
+    vault = measure(args.mb, chunk, args.repeat, args.dir)
+    socket_s, pipeline_s = vault["socket_s"], vault["pipeline_s"]
     mb = size / 1e6
     rows = [
         ("socket (raw loopback TCP)", socket_s),

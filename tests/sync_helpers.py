@@ -48,7 +48,7 @@ class DeviceHost(LibraryHost):
         self.ephemerals: list[tuple[GroupId, DeviceId, bytes]] = []
 
     def welcomes(self) -> Mapping[GroupId, bytes]:
-        return {**self.device._welcomes(), **self._welcomes}
+        return {**super().welcomes(), **self._welcomes}
 
     def receive(self, group: GroupId, items: Sequence[Item]) -> int:
         self.received.append((group, list(items)))

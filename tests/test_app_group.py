@@ -16,17 +16,22 @@ import microsync.app.events
 from microsync.app.events import DocChanged, EventKind, Posted, Replied
 from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.app.timeline import deps_for
+from microsync.clock import Clock, system_clock
 from microsync.errors import NotAMember
 from microsync.feed.entry import EntryId
 from microsync.group.invite import PairingGuest
 from microsync.group.join import DeviceCandidate
+from microsync.testing import FakeClock
 from tests.test_device_groups import introduce, pair, sync
 
 
-async def family_of(stack: AsyncExitStack, root: Path, *names: str) -> list[microsync.Group]:
-    """Devices named ``names`` in one group founded by the first; returns each one's Group."""
+async def family_of(
+    stack: AsyncExitStack, root: Path, *names: str, clock: Clock | None = None
+) -> list[microsync.Group]:
+    """Devices named ``names`` in one group founded by the first; returns each one's Group.
+    All of them read the time from ``clock`` when one is given."""
     devices = [
-        await stack.enter_async_context(await microsync.Device.open(root / n, name=n))
+        await stack.enter_async_context(await microsync.Device.open(root / n, name=n, clock=clock))
         for n in names
     ]
     founder = devices[0]
@@ -143,14 +148,12 @@ async def test_delete_for_everyone_purges_the_body_from_every_disk(tmp_path: Pat
 
 async def test_disappearing_posts_are_purged_after_their_time(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        clock = [alice._now()]
-        for group in (alice, bob):
-            group._now = lambda: clock[0]  # type: ignore[method-assign]
+        clock = FakeClock(system_clock())
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob", clock=clock)
         post = await alice.post("gone in a minute", ttl=60)
         share(alice, bob)
         assert bob.post_by_id(post.id).text == "gone in a minute"
-        clock[0] += 61_000
+        clock.advance(61_000)
         for group in (alice, bob):
             assert post.id not in [p.id for p in group.feed()]
             assert group.post_by_id(post.id).text is None

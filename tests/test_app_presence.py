@@ -24,6 +24,7 @@ from microsync.app.ephemeral import (
     seal_announcement,
 )
 from microsync.app.ops import APP_TYPE, AppOp
+from microsync.clock import system_clock
 from microsync.crypto import SymmetricKey, derive_key, labels
 from microsync.errors import (
     BadSignature,
@@ -33,7 +34,7 @@ from microsync.errors import (
     NotAMember,
     StaleAnnouncement,
 )
-from microsync.testing import app_state
+from microsync.testing import FakeClock, app_state
 from tests.test_app_group import devices_of, family_of, share
 
 OXFORD = (51.752_021, -1.257_726)
@@ -47,10 +48,6 @@ def gossip(*groups: microsync.Group) -> None:
                 for sealed in a.announcements():
                     with suppress(StaleAnnouncement):
                         b.receive_announcement(sealed)
-
-
-def frozen(group: microsync.Group, now: int) -> None:
-    group._now = lambda: now  # type: ignore[method-assign]
 
 
 def plaintexts(group: microsync.Group) -> list[bytes]:
@@ -195,27 +192,28 @@ async def test_stop_sharing_and_a_newer_location_replace_the_old_everywhere(
 
 async def test_locations_are_ephemeral_and_expire(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        clock = FakeClock(system_clock())
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob", clock=clock)
         before = sum(1 for _ in alice._replica.store.entries(alice.id, alice._device.id))
         await alice.share_location(*OXFORD, precision="city", ttl=60)
         after = sum(1 for _ in alice._replica.store.entries(alice.id, alice._device.id))
         assert after == before  # no feed entry: nothing kept in history
         gossip(alice, bob)
-        now = bob._now()
-        frozen(bob, now + 61_000)
+        clock.advance(61_000)
         assert bob.locations() == {}
         assert bob.announcements() == []
 
 
 async def test_presence_online_then_last_seen(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        clock = FakeClock(system_clock())
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob", clock=clock)
         assert bob.presence()[alice._person()].online is False
         await alice.announce_presence("away", ttl=30)
         gossip(alice, bob)
         seen = bob.presence()[alice._person()]
         assert seen.online and seen.status == "away" and seen.last_seen is not None
-        frozen(bob, bob._now() + 31_000)
+        clock.advance(31_000)
         later = bob.presence()[alice._person()]
         assert not later.online and later.last_seen == seen.last_seen
         with pytest.raises(ValueError):

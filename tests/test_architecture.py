@@ -22,6 +22,7 @@ LAYERS = [
     "app",
     "blobs",
     "protocol",
+    "clock",
     "storage",
     "net",
     "node",
@@ -100,3 +101,21 @@ def test_the_top_level_shows_and_exports_every_error_and_nothing_private() -> No
         assert getattr(microsync, name) is not None
     assert dir(microsync) == sorted(microsync.__all__)
     assert {"Any", "TYPE_CHECKING", "importlib"}.isdisjoint(dir(microsync))
+
+
+WALL_CLOCK_READERS = {
+    "clock.py",  # the clock port: Clock, system_clock
+    "net/discovery.py",  # an injectable clock in seconds for its time buckets (default)
+}
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_wall_clock_is_read_in_one_place(path: Path) -> None:
+    """``time.time()``/``time.time_ns()`` appear only in the clock port: everything else takes
+    ``now`` or a :data:`microsync.clock.Clock` (which a test replaces with a FakeClock)."""
+    if str(path.relative_to(PACKAGE)) in WALL_CLOCK_READERS:
+        return
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            read = node.value.id == "time" and node.attr in {"time", "time_ns"}
+            assert not read, f"{path.name} reads the wall clock: use microsync.clock"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -20,16 +20,18 @@ from microsync.errors import (
 )
 from microsync.feed.entry import GroupId
 from microsync.feed.trust import add_certificate
-from microsync.group.invite import InvitePurpose, PairingGuest, ShortCode
+from microsync.group.invite import Invite, InvitePurpose, InviteState, PairingGuest, ShortCode
 from microsync.group.join import (
+    BookEntry,
     InviteBook,
     InviteHost,
     JoinRequest,
     Welcome,
     accept_welcome,
+    group_invite_state,
     issue_invite,
 )
-from microsync.group.membership import INVITE_CLOCK_TOLERANCE_MS
+from microsync.group.membership import INVITE_CLOCK_TOLERANCE_MS, InviteInfo
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica, LocalMember
 from microsync.identity import LocalIdentity
@@ -291,3 +293,20 @@ def test_invite_book_survives_a_reload() -> None:
     assert stored is not None
     assert stored[0].link == invite.link and stored[0].code == invite.code
     assert again.find_code(invite.short_code.nameplate) is not None
+
+
+def test_a_group_invites_state_is_the_groups_unless_this_device_burned_it() -> None:
+    info = InviteInfo(
+        invite_id=bytes(32), expires_at=1, role=Role.MEMBER, issuer=bytes(32), op=bytes(32)
+    )
+    invite = Invite.issue(
+        rng=os.urandom, now=0, purpose=InvitePurpose.INVITE, addresses=("10.0.0.1:7400",)
+    )
+    burned = BookEntry(invite, None, InviteState.BURNED)
+    assert group_invite_state(info, None) is InviteState.OPEN
+    assert group_invite_state(replace(info, revoked=True), None) is InviteState.REVOKED
+    consumed = replace(info, consumed_by=bytes(32))
+    assert group_invite_state(consumed, None) is InviteState.CONSUMED
+    assert group_invite_state(consumed, burned._replace(state=InviteState.OPEN)) == "consumed"
+    for state in (info, consumed, replace(info, revoked=True)):
+        assert group_invite_state(state, burned) is InviteState.BURNED

@@ -143,9 +143,7 @@ _HONEST_ACTIONS = ("post", "rotate", "promote", "demote", "add")
 _ATTACKS = (OpKind.REMOVE, OpKind.SET_ROLE, OpKind.ROTATE, OpKind.LEAVE)
 
 
-def _honest_history(
-    net: SimNetwork, rnd: random.Random, n: int
-) -> tuple[GroupId, SimDevice, bool]:
+def _honest_history(net: SimNetwork, rnd: random.Random, n: int) -> tuple[GroupId, SimDevice, bool]:
     """A founder, ``n - 1`` others (some admins), random honest activity, and then the
     adversary ``x`` (an admin) is removed or demoted by an admin who outranks it."""
     names = [f"d{i}" for i in range(n - 1)] + ["x"]
@@ -278,9 +276,7 @@ async def test_posts_that_arrive_before_their_authors_add_show_once_it_does(tmp_
     async with AsyncExitStack() as stack:
         alice, carol = await family_of(stack, tmp_path, "Alice", "Carol")
         assert carol.feed() == []  # Carol's timeline is folded before anything of Dave's
-        device = await stack.enter_async_context(
-            await Device.open(tmp_path / "Dave", name="Dave")
-        )
+        device = await stack.enter_async_context(await Device.open(tmp_path / "Dave", name="Dave"))
         introduce(alice._device, carol._device, device)
         invite = await alice.invite(ttl=3600)
         response = pair(alice._device.invite_host().session(), device.join_guest(invite.link))

@@ -47,8 +47,6 @@ def extremes() -> list[int]:
     return [0, 1, now - 10 * YEAR_MS, now + 10 * YEAR_MS, 2**62, MAX_HLC]
 
 
-
-
 def evil_op(evil: Hostile, op: AppOp, hlc: int, deps: tuple[EntryId, ...] = ()) -> EntryId:
     return evil.append_content(APP_TYPE, op.to_bytes(), hlc=hlc, deps=deps).id
 

@@ -766,3 +766,23 @@ def test_the_wire_format_of_a_link_hello_is_as_documented() -> None:
     invite = issue()
     hello = link_guest(invite, request=b"req").start()
     assert decode(hello, max_size=1 << 16) == [1, 1, "invite", invite.secret.secret_bytes(), b"req"]
+
+
+def test_redeem_takes_a_link_or_a_code_and_refuses_a_link_for_the_other_purpose() -> None:
+    invite, device_link = issue(), issue(InvitePurpose.LINK, seed="link")
+    cases = [(invite.link, invite), (invite.code, invite), (device_link.code, device_link)]
+    for text, target in cases:
+        registry = Registry(target)
+        guest = PairingGuest.redeem(text, purpose=target.purpose, request=b"req", rng=make_rng("g"))
+        converse(guest, registry.host())
+        assert guest.state is GuestState.DONE and guest.response == b"welcome req"
+        assert registry.admitted == [(target.invite_id, b"req")]
+    with pytest.raises(WrongPurpose) as caught:
+        PairingGuest.redeem(
+            device_link.link, purpose=InvitePurpose.INVITE, request=b"", rng=make_rng("g")
+        )
+    assert secret_text_of(device_link) not in str(caught.value)
+    with pytest.raises(MalformedInvite):
+        PairingGuest.redeem(
+            "microsync:join?v=9", purpose=InvitePurpose.INVITE, request=b"", rng=make_rng("g")
+        )

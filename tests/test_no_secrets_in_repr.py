@@ -52,11 +52,13 @@ from microsync.group.invite import (
     InvitePurpose,
     InviteRecord,
     InviteState,
+    LinkHello,
     PairingGuest,
     PairingHost,
+    ReadyForLink,
     parse_link,
 )
-from microsync.group.join import DeviceCandidate
+from microsync.group.join import DeviceCandidate, InviteBook
 from microsync.group.keyring import Keyring
 from microsync.group.keys import EpochKey, KeyGrant
 from microsync.group.ops import Op, OpKind, Role
@@ -67,6 +69,7 @@ from microsync.node.vault_state import VaultFold
 from microsync.protocol.handshake import Handshake, Purpose, pump
 from microsync.protocol.noise import CipherState, HandshakeState, SymmetricState
 from microsync.protocol.session import GroupProof
+from microsync.storage.memory import MemoryStore
 from microsync.testing import SimNetwork
 from microsync.testing.device import SimDevice
 from tests.conftest import make_identity, make_rng
@@ -400,6 +403,23 @@ def build_invite_link(world: World) -> Built:
     return link, invite_secrets(invite)
 
 
+def build_link_hello(world: World) -> Built:
+    invite = _invite()
+    guest = PairingGuest.for_link(invite.link, request=b"a request")
+    step = guest.step
+    assert isinstance(step, ReadyForLink)
+    hello = LinkHello(purpose=invite.purpose, secret=step.link.secret, request=b"a request")
+    assert hello.to_bytes() == guest.start()
+    return hello, invite_secrets(invite)
+
+
+def build_ready_for_link(world: World) -> Built:
+    invite = _invite()
+    step = PairingGuest.for_link(invite.link, request=b"a request").step
+    assert isinstance(step, ReadyForLink)
+    return step, invite_secrets(invite)
+
+
 def build_short_code(world: World) -> Built:
     invite = _invite()
     return invite.short_code, invite_secrets(invite)
@@ -408,6 +428,15 @@ def build_short_code(world: World) -> Built:
 def build_invite(world: World) -> Built:
     invite = _invite(InvitePurpose.LINK)
     return invite, invite_secrets(invite)
+
+
+def build_book_entry(world: World) -> Built:
+    invite = _invite()
+    book = InviteBook(MemoryStore())
+    book.add(invite, world.group)
+    entry = book.get(invite.invite_id)
+    assert entry is not None and entry.invite == invite
+    return entry, invite_secrets(invite)
 
 
 def build_pairing_host(world: World) -> Built:
@@ -498,6 +527,14 @@ def build_group_proof(world: World) -> Built:
     controls = tuple(key.control.secret_bytes() for key in keys)
     proof = GroupProof(group=world.group, keys=controls[-1:], older=controls[:-1])
     return proof, {f"control key {n}": key for n, key in enumerate(controls)}
+
+
+def build_mailbox(world: World) -> Built:
+    from microsync.group.mailbox import Mailbox
+
+    control = world.epoch.control.secret_bytes()
+    box = Mailbox.derive(control)
+    return box, {"control key": control, "mailbox seed": box.signing.secret_bytes()}
 
 
 def build_blob_encryptor(world: World) -> Built:
@@ -594,13 +631,16 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.crypto.noise.ChaChaPoly": build_chachapoly,
     "microsync.crypto.stream.ChunkCipher": build_chunk_cipher,
     "microsync.crypto.pake.Spake2": build_spake2,
-    "microsync.group.invite.InviteSecret": build_invite_secret,
-    "microsync.group.invite.InviteLink": build_invite_link,
-    "microsync.group.invite.ShortCode": build_short_code,
-    "microsync.group.invite.Invite": build_invite,
-    "microsync.group.invite.PairingHost": build_pairing_host,
-    "microsync.group.invite.PairingGuest": build_pairing_guest,
-    "microsync.group.join.DeviceCandidate": build_device_candidate,
+    "microsync.group.invite.link.InviteSecret": build_invite_secret,
+    "microsync.group.invite.link.InviteLink": build_invite_link,
+    "microsync.group.invite.shortcode.ShortCode": build_short_code,
+    "microsync.group.invite.terms.Invite": build_invite,
+    "microsync.group.invite.messages.LinkHello": build_link_hello,
+    "microsync.group.invite.host.PairingHost": build_pairing_host,
+    "microsync.group.invite.guest.PairingGuest": build_pairing_guest,
+    "microsync.group.invite.guest.ReadyForLink": build_ready_for_link,
+    "microsync.group.invite.payloads.DeviceCandidate": build_device_candidate,
+    "microsync.group.join.BookEntry": build_book_entry,
     "microsync.group.keys.EpochKey": build_epoch_key,
     "microsync.group.keys.KeyGrant": build_key_grant,
     "microsync.group.authoring.Draft": build_draft,
@@ -612,7 +652,8 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.group.member.LocalMember": build_local_member,
     "microsync.identity.LocalIdentity": build_local_identity,
     "microsync.testing.device.SimDevice": build_sim_device,
-    "microsync.protocol.session.GroupProof": build_group_proof,
+    "microsync.protocol.sync.ports.GroupProof": build_group_proof,
+    "microsync.group.mailbox.Mailbox": build_mailbox,
     "microsync.blobs.chunks.BlobEncryptor": build_blob_encryptor,
     "microsync.blobs.chunks.BlobDecryptor": build_blob_decryptor,
     "microsync.blobs.manifest.Manifest": build_manifest,
@@ -645,11 +686,15 @@ PUBLIC: dict[str, str] = {
     "microsync.group.state.OpRecord": "grants are DeviceInfo: public prekeys",
     "microsync.group.ops.DeviceGrant": "two public certificates",
     "microsync.group.ops.Op": "an operation's plaintext; _encoded is not printed (repr=False)",
-    "microsync.group.join.LinkRequest": "a public device key and public certificates",
+    "microsync.group.invite.payloads.LinkRequest": "a public device key and public certificates",
     "microsync.identity.TransportCertificate": "certifies a public key",
     "microsync.identity.PrekeyCertificate": "certifies a public key",
     "microsync.net.relay.Error": "an error code",
-    "microsync.protocol.messages.ErrorMessage": "an error code",
+    "microsync.group.mailbox.Proof": "a mailbox's public key and a signature",
+    "microsync.protocol.keeper.Prove": "carries a Proof: public key and signature",
+    "microsync.protocol.keeper.Error": "an error code",
+    "microsync.protocol.keeper.Refused": "a request number and a refusal code",
+    "microsync.protocol.message_types.ErrorMessage": "an error code",
     "microsync.testing.checks.Readability": "key_ref is the public prefix of a commitment",
 }
 """Key-named classes whose fields are public values, and why."""
@@ -666,7 +711,7 @@ def test_the_walk_sees_every_module_and_finds_the_known_key_holders() -> None:
     classes = package_classes()
     assert "microsync.app.snapshot.Snapshot" in classes  # microsync.app has no __init__.py
     holders = key_material_classes(classes)
-    for name in ("microsync.group.keys.KeyGrant", "microsync.protocol.session.GroupProof"):
+    for name in ("microsync.group.keys.KeyGrant", "microsync.protocol.sync.ports.GroupProof"):
         assert name in holders
     assert "microsync.state.ops.RegisterSet" not in holders  # ``key: str`` is a map key
 

@@ -47,7 +47,7 @@ __all__ = [
 
 SOCKET_NAME: Final = "serve.sock"
 MAX_REQUEST: Final = 1 << 20
-NOT_FORWARDED: Final = frozenset({"init", "serve", "relay", "demo"})
+NOT_FORWARDED: Final = frozenset({"init", "serve", "relay", "keeper", "demo"})
 
 _SERVING: ContextVar[Device | None] = ContextVar("microsync_serving_device", default=None)
 _CALLER_CWD: ContextVar[Path | None] = ContextVar("microsync_caller_cwd", default=None)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import microsync
-from microsync.cli import control, network, social, vault
+from microsync.cli import control, keeper, network, social, vault
 from microsync.cli.control import open_device, open_group
 from microsync.errors import InviteError, MicrosyncError, ProfileInUse, ProfileNotFound
 
@@ -218,6 +218,7 @@ COMMANDS: dict[str, Command] = {
     "sync": network.cmd_sync,
     "status": network.cmd_status,
     "relay": network.cmd_relay,
+    "keeper": keeper.cmd_keeper,
     "vault": vault.cmd_vault,
     "demo": _demo,
 }
@@ -275,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
         takes_group.add_argument("group_word", nargs="?", metavar="GROUP", help="same as --group")
     social.add_parsers(sub)
     network.add_parsers(sub)
+    keeper.add_parsers(sub)
     vault.add_parsers(sub)
     sub.add_parser("demo", help="three devices on this machine form a family group and sync")
     _home_anywhere(sub)

@@ -59,6 +59,14 @@ VAULT_KEY_COMMITMENT = Label(b"microsync/v1/vault-key-commitment")  # blob key -
 VAULT_CHUNK_ADDRESS = Label(b"microsync/v1/vault-chunk-address")  # (adder, key, chunk id)
 VAULT_BLOB_DETAILS = Label(b"microsync/v1/vault-blob-details")  # name, type, thumbnail
 
+# Keeper mailboxes: per-epoch capability, item sealing and naming (microsync.group.mailbox)
+KEEPER_MAILBOX_SEED = Label(b"microsync/v1/keeper-mailbox-seed")  # control key -> signing seed
+KEEPER_MAILBOX_ID = Label(b"microsync/v1/keeper-mailbox-id")  # public key -> mailbox id
+KEEPER_PROOF = Label(b"microsync/v1/keeper-proof")  # signature over challenge || mailbox id
+KEEPER_ITEM_KEY = Label(b"microsync/v1/keeper-item-key")  # control key -> item sealing key
+KEEPER_ITEM_ID = Label(b"microsync/v1/keeper-item-id")  # control key -> item naming key
+KEEPER_ITEM = Label(b"microsync/v1/keeper-item")  # AD of every sealed item
+
 # Local snapshots of app state (microsync.app.snapshot)
 SNAPSHOT_KEY = Label(b"microsync/v1/snapshot-key")
 

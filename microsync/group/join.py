@@ -12,31 +12,21 @@ them from the group state and the issuer's :class:`InviteBook`:
 * ``burn``: remember the burn and revoke the invite in its group, so no admin admits it again;
 * ``find_code``: the issuer's invite behind a nameplate.
 
-Payloads (canonical CBOR): a join request ``[1, person, name, [certificate, prekey cert]]``
-answered by a welcome ``[1, group, add entry id]``; a link request
-``[1, device key, name, prekey cert, transport cert]`` answered by ``[1, device certificate,
-[group ids]]``.
+The payloads inside a pairing (join and link requests, their answers, the new device's
+candidate keys) are in :mod:`microsync.group.invite.payloads`; this module re-exports them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from microsync import encoding
-from microsync.crypto import SigningKey, VerifyKey, X25519SecretKey
 from microsync.crypto.random import Rng
 from microsync.encoding import expect_bytes, expect_int, expect_list, expect_str
-from microsync.errors import (
-    DecodeError,
-    InviteError,
-    InviteRefused,
-    MicrosyncError,
-    NotAMember,
-)
-from microsync.feed.entry import EntryId, GroupId
+from microsync.errors import InviteError, InviteRefused, MicrosyncError, NotAMember
+from microsync.feed.entry import GroupId
 from microsync.group.invite import (
     Invite,
     InviteId,
@@ -47,19 +37,19 @@ from microsync.group.invite import (
     PairingHost,
     ShortCode,
 )
-from microsync.group.ops import DeviceGrant, Role
-from microsync.group.replica import GroupReplica, GroupStore, LocalMember
-from microsync.identity import (
-    MAX_NAME_LENGTH,
-    TRANSPORT_KEY_LIFETIME,
-    DeviceCertificate,
-    LocalIdentity,
-    PersonId,
-    PrekeyCertificate,
-    TransportCertificate,
+from microsync.group.invite.payloads import (
+    DeviceCandidate,
+    JoinRequest,
+    LinkRequest,
+    LinkResponse,
+    Welcome,
 )
+from microsync.group.membership import InviteInfo
+from microsync.group.ops import Role
+from microsync.group.replica import GroupReplica, GroupStore, LocalMember
 
 __all__ = [
+    "BookEntry",
     "DeviceCandidate",
     "InviteBook",
     "InviteHost",
@@ -68,171 +58,21 @@ __all__ = [
     "LinkResponse",
     "Welcome",
     "accept_welcome",
+    "group_invite_state",
     "issue_invite",
 ]
 
-_VERSION: Final = 1
-_MAX: Final = 32 * 1024
 _BOOK_KEY: Final = "invites"
 
 
-def _items(data: bytes, name: str, count: int) -> list[encoding.Value]:
-    items = expect_list(encoding.decode(data, max_size=_MAX), name, count)
-    if expect_int(items[0], "version") != _VERSION:
-        raise DecodeError(f"{name}: unknown version")
-    return items
+class BookEntry(NamedTuple):
+    """One invite this device issued: the invite (secret included), the group it admits to
+    (``None`` for a device link) and what this device knows of its state. A tuple, so
+    ``invite, group, state = entry`` and ``entry[2]`` work as they did."""
 
-
-@dataclass(frozen=True, slots=True)
-class JoinRequest:
-    """What a joiner sends: who it is and the device (with its signed prekey) to admit."""
-
-    person: PersonId
-    name: str
-    device: DeviceGrant
-
-    def to_bytes(self) -> bytes:
-        return encoding.encode([_VERSION, self.person, self.name, self.device.to_value()])
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> JoinRequest:
-        _, person, name, device = _items(data, "join request", 4)
-        text = expect_str(name, "name", MAX_NAME_LENGTH)
-        if not text:
-            raise DecodeError("join request: empty name")
-        return cls(
-            PersonId(expect_bytes(person, "person", 32)), text, DeviceGrant.from_value(device)
-        )
-
-    @classmethod
-    def of(cls, identity: LocalIdentity, name: str | None = None) -> JoinRequest:
-        grant = DeviceGrant(identity.certificate.to_bytes(), identity.prekey_certificate.to_bytes())
-        return cls(identity.person_id, name or identity.name, grant)
-
-
-@dataclass(frozen=True, slots=True)
-class Welcome:
-    """The inviter's answer: which group, and the add that admitted the joiner."""
-
-    group: GroupId
-    add: EntryId
-
-    def to_bytes(self) -> bytes:
-        return encoding.encode([_VERSION, self.group, self.add])
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Welcome:
-        _, group, add = _items(data, "welcome", 3)
-        return cls(GroupId(expect_bytes(group, "group", 32)), EntryId(expect_bytes(add, "add", 32)))
-
-
-@dataclass(frozen=True, slots=True)
-class LinkRequest:
-    """A new device of the same person: its keys, each certified by its own device key."""
-
-    device: VerifyKey
-    name: str
-    prekey: PrekeyCertificate
-    transport: TransportCertificate
-
-    def to_bytes(self) -> bytes:
-        return encoding.encode(
-            [
-                _VERSION,
-                bytes(self.device),
-                self.name,
-                self.prekey.to_bytes(),
-                self.transport.to_bytes(),
-            ]
-        )
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> LinkRequest:
-        _, device, name, prekey, transport = _items(data, "link request", 5)
-        text = expect_str(name, "name", MAX_NAME_LENGTH)
-        request = cls(
-            VerifyKey(expect_bytes(device, "device", 32)),
-            text,
-            PrekeyCertificate.from_bytes(expect_bytes(prekey, "prekey", max_size=1024)),
-            TransportCertificate.from_bytes(expect_bytes(transport, "transport", max_size=1024)),
-        )
-        if not text:
-            raise DecodeError("link request: empty name")
-        request.prekey.verify()
-        request.transport.verify()
-        if request.prekey.device != bytes(request.device) or (
-            request.transport.device != bytes(request.device)
-        ):
-            raise DecodeError("link request: a certificate names another device")
-        return request
-
-
-@dataclass(frozen=True, slots=True)
-class LinkResponse:
-    certificate: DeviceCertificate
-    groups: tuple[GroupId, ...]
-
-    def to_bytes(self) -> bytes:
-        return encoding.encode([_VERSION, self.certificate.to_bytes(), list(self.groups)])
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> LinkResponse:
-        _, cert, groups = _items(data, "link response", 3)
-        certificate = DeviceCertificate.from_bytes(expect_bytes(cert, "certificate", max_size=1024))
-        certificate.verify()
-        ids = tuple(GroupId(expect_bytes(g, "group", 32)) for g in expect_list(groups, "groups"))
-        return cls(certificate, ids)
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceCandidate:
-    """A device being linked: fresh keys waiting for the person's certificate."""
-
-    name: str
-    device_key: SigningKey
-    transport_key: X25519SecretKey
-    transport_certificate: TransportCertificate
-    prekey: X25519SecretKey
-    prekey_certificate: PrekeyCertificate
-
-    @classmethod
-    def generate(cls, name: str, rng: Rng, now: int) -> DeviceCandidate:
-        if not 0 < len(name) <= MAX_NAME_LENGTH:
-            raise ValueError(f"a device name is 1 to {MAX_NAME_LENGTH} characters")
-        device = SigningKey.generate(rng)
-        transport = X25519SecretKey.generate(rng)
-        prekey = X25519SecretKey.generate(rng)
-        return cls(
-            name,
-            device,
-            transport,
-            TransportCertificate.issue(device, transport.public, now, TRANSPORT_KEY_LIFETIME),
-            prekey,
-            PrekeyCertificate.issue(device, 1, prekey.public, now),
-        )
-
-    def request(self) -> LinkRequest:
-        return LinkRequest(
-            self.device_key.public, self.name, self.prekey_certificate, self.transport_certificate
-        )
-
-    def complete(self, response: LinkResponse) -> LocalIdentity:
-        """The linked device's identity, once the person has certified it. It holds no person
-        key: it cannot certify or revoke devices, only its person's existing devices can."""
-        cert = response.certificate
-        if cert.device != bytes(self.device_key.public) or cert.device_name != self.name:
-            raise InviteRefused("the certificate is for another device")
-        identity = LocalIdentity(
-            person_key=None,
-            person_id=cert.person,
-            device_key=self.device_key,
-            certificate=cert,
-            transport_key=self.transport_key,
-            transport_certificate=self.transport_certificate,
-            prekey=self.prekey,
-            prekey_certificate=self.prekey_certificate,
-        )
-        return identity
+    invite: Invite
+    group: GroupId | None
+    state: InviteState
 
 
 class InviteBook:
@@ -240,25 +80,30 @@ class InviteBook:
 
     def __init__(self, store: GroupStore) -> None:
         self._store = store
-        self._invites: dict[InviteId, tuple[Invite, GroupId | None, InviteState]] = {}
+        self._invites: dict[InviteId, BookEntry] = {}
         data = store.get_meta(_BOOK_KEY)
         if data is not None:
             for item in expect_list(encoding.decode(data, max_size=2**22), "invites"):
-                invite, group, state = _decode_invite(item)
-                self._invites[invite.invite_id] = (invite, group, state)
+                entry = _decode_invite(item)
+                self._invites[entry.invite.invite_id] = entry
 
     def add(self, invite: Invite, group: GroupId | None) -> None:
-        self._invites[invite.invite_id] = (invite, group, InviteState.OPEN)
+        self._invites[invite.invite_id] = BookEntry(invite, group, InviteState.OPEN)
         self._save()
 
     def mark(self, invite_id: InviteId, state: InviteState) -> None:
         found = self._invites.get(invite_id)
         if found is not None:
-            self._invites[invite_id] = (found[0], found[1], state)
+            self._invites[invite_id] = found._replace(state=state)
             self._save()
 
-    def get(self, invite_id: InviteId) -> tuple[Invite, GroupId | None, InviteState] | None:
+    def get(self, invite_id: InviteId) -> BookEntry | None:
         return self._invites.get(invite_id)
+
+    def is_device_link(self, invite_id: InviteId) -> bool:
+        """Did this device issue ``invite_id`` to link a device (not to invite a person)?"""
+        found = self._invites.get(invite_id)
+        return found is not None and found.invite.purpose is InvitePurpose.LINK
 
     def open_nameplates(self) -> set[int]:
         return {
@@ -301,7 +146,7 @@ def _encode_invite(invite: Invite, group: GroupId | None, state: InviteState) ->
     ]
 
 
-def _decode_invite(value: encoding.Value) -> tuple[Invite, GroupId | None, InviteState]:
+def _decode_invite(value: encoding.Value) -> BookEntry:
     secret, plate, words, purpose, role, expires, addresses, relay, group, state = expect_list(
         value, "invite", 10
     )
@@ -317,11 +162,23 @@ def _decode_invite(value: encoding.Value) -> tuple[Invite, GroupId | None, Invit
         addresses=tuple(expect_str(a, "address") for a in expect_list(addresses, "addresses")),
         relay=None if relay is None else expect_str(relay, "relay"),
     )
-    return (
+    return BookEntry(
         invite,
         None if group is None else GroupId(expect_bytes(group, "group", 32)),
         InviteState(expect_str(state, "state")),
     )
+
+
+def group_invite_state(info: InviteInfo, mine: BookEntry | None) -> InviteState:
+    """A group invite's state: as the group resolved it (``info``), except that a burn this
+    device recorded (``mine``, if it issued the invite) wins."""
+    if mine is not None and mine.state is InviteState.BURNED:
+        return InviteState.BURNED
+    if info.revoked:
+        return InviteState.REVOKED
+    if info.consumed_by is not None:
+        return InviteState.CONSUMED
+    return InviteState.OPEN
 
 
 class InviteHost:
@@ -358,32 +215,26 @@ class InviteHost:
         )
 
     def check(self, invite_id: InviteId) -> InviteRecord | None:
+        """The terms and state of ``invite_id``: a device link from this device's book, a
+        group invite from the group that published it (a burn recorded here wins)."""
         found = self._book.get(invite_id)
-        if found is not None and found[0].purpose is InvitePurpose.LINK:
-            invite, _, state = found
+        if found is not None and found.invite.purpose is InvitePurpose.LINK:
+            invite = found.invite
             return InviteRecord(
                 invite_id=invite_id,
                 purpose=invite.purpose,
                 expires_at=invite.expires_at,
-                state=state,
+                state=found.state,
             )
         for replica in self._replicas.values():
             info = replica.state.invites.get(invite_id)
-            if info is None:
-                continue
-            state = InviteState.OPEN
-            if found is not None and found[2] is InviteState.BURNED:
-                state = InviteState.BURNED
-            elif info.revoked:
-                state = InviteState.REVOKED
-            elif info.consumed_by is not None:
-                state = InviteState.CONSUMED
-            return InviteRecord(
-                invite_id=invite_id,
-                purpose=InvitePurpose.INVITE,
-                expires_at=info.expires_at,
-                state=state,
-            )
+            if info is not None:
+                return InviteRecord(
+                    invite_id=invite_id,
+                    purpose=InvitePurpose.INVITE,
+                    expires_at=info.expires_at,
+                    state=group_invite_state(info, found),
+                )
         return None
 
     def _group_of(self, invite_id: InviteId) -> GroupReplica:
@@ -403,8 +254,7 @@ class InviteHost:
             raise InviteRefused(f"the request was refused: {error}") from None
 
     def _admit(self, invite_id: InviteId, request: bytes) -> bytes:
-        found = self._book.get(invite_id)
-        if found is not None and found[0].purpose is InvitePurpose.LINK:
+        if self._book.is_device_link(invite_id):
             if self._link_device is None:
                 raise InviteRefused("this device cannot certify devices")
             response = self._link_device(LinkRequest.from_bytes(request))
@@ -421,8 +271,7 @@ class InviteHost:
             invite_id=invite_id,
             now=self._now(),
         )
-        if found is not None:
-            self._book.mark(invite_id, InviteState.CONSUMED)
+        self._book.mark(invite_id, InviteState.CONSUMED)  # if this device issued it
         return Welcome(replica.id, entry.id).to_bytes()
 
     def burn(self, invite_id: InviteId) -> None:

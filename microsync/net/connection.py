@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
 from typing import Final
 
+from microsync.clock import now_ms
 from microsync.crypto.random import Rng
 from microsync.errors import HandshakeError, MicrosyncError, RemoteProtocolError
 from microsync.feed.entry import GroupId
@@ -33,10 +33,6 @@ HANDSHAKE_TIMEOUT: Final = 10.0
 """Seconds a peer gets to complete the handshake."""
 MAX_OUTBOX_BYTES: Final = 128 * 1024 * 1024
 """Answers (bytes) allowed to wait for a peer that does not read them; then it is dropped."""
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class SecureStream:

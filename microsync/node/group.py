@@ -16,14 +16,13 @@ from microsync.app.presence import LOCATION_TTL, PRESENCE_TTL, PresenceState
 from microsync.app.state import AppState
 from microsync.app.timeline import Timeline
 from microsync.blobs import BlobRef
-from microsync.crypto import fingerprint, system_rng
+from microsync.crypto import fingerprint
 from microsync.feed import Entry, EntryId, GroupId
 from microsync.group.invite import Invite, InviteId, InviteState
 from microsync.group.join import InviteBook, issue_invite
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
-from microsync.net.connection import now_ms as _now_ms
 from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event
 from microsync.node.exits import GroupExit, exit_of
@@ -127,7 +126,7 @@ class Group:
         return sorted(found, key=lambda m: (m.role != "admin", m.name, m.person_id))
 
     def _now(self) -> int:
-        return _now_ms()
+        return self._device.clock()
 
     def _person(self) -> PersonId:
         return self._device.person_id
@@ -425,7 +424,7 @@ class Group:
         return issue_invite(
             self._replica,
             self._device._book,
-            rng=system_rng,
+            rng=self._device.rng,
             now=self._now(),
             ttl_ms=int(ttl * 1000),
             role=Role.parse(role),

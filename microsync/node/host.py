@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Final
 from microsync import encoding
 from microsync.blobs import ChunkId
 from microsync.encoding import expect_int, expect_list
-from microsync.errors import AuthorNotCertified, DecodeError, MicrosyncError, NotAMember
+from microsync.errors import (
+    AuthorNotCertified,
+    DecodeError,
+    DecryptionError,
+    NotAMember,
+    VerificationError,
+)
 from microsync.feed import EntryId, GroupId, StoredEntry
 from microsync.feed.ingest import Conflicted, accept_conflict, accept_fork_evidence
 from microsync.group.keys import Purpose
@@ -56,7 +62,7 @@ class DeviceHost:
     def welcomes(self) -> Mapping[GroupId, bytes]:
         """For groups joined by invite: the id of the admitting add (see
         :meth:`sync_groups`)."""
-        return self.device._welcomes()
+        return self.device._inbound.welcomes()
 
     def _replica(self, group: GroupId) -> GroupReplica:
         return self.device.group(group)._replica
@@ -158,7 +164,7 @@ class DeviceHost:
 
     def receive(self, group: GroupId, items: Sequence[Item]) -> int:
         forks = self.forks(group)
-        accepted = self.device.receive(group, items, peer=self._peer)
+        accepted = self.device._inbound.receive(group, items, self._peer)
         if self.forks(group) != forks and self._on_received is not None:
             self._on_received(group, 0)  # a fork found in the batch: pass the evidence on
         if accepted and self._on_received is not None:
@@ -200,7 +206,7 @@ class DeviceHost:
         return [c.to_bytes() for c in found if c is not None]
 
     def learn_certificates(self, certificates: Sequence[bytes]) -> None:
-        self.device.learn_certificates(certificates)
+        self.device._inbound.learn_certificates(certificates)
 
     def missing_keys(self, group: GroupId) -> list[tuple[int, bytes]]:
         return self._replica(group).missing_keys()
@@ -232,7 +238,7 @@ class DeviceHost:
     def ephemeral(self, group: GroupId, peer: DeviceId, data: bytes) -> None:
         try:
             fresh = self.device.group(group).receive_announcement(data)
-        except MicrosyncError:
+        except (DecodeError, DecryptionError, VerificationError, NotAMember):
             return  # a bad announcement is dropped; the session goes on
         if fresh and self._on_ephemeral is not None:
             self._on_ephemeral(group, peer, data)

@@ -19,15 +19,19 @@ damaged record is dropped, never raised: the log is a cache for display, not sta
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from microsync import encoding
-from microsync.errors import MicrosyncError
+from microsync.errors import DecodeError, StorageError
 from microsync.feed import GroupId
 from microsync.identity import DeviceId
 from microsync.storage.sqlite import SqliteStore
+
+if TYPE_CHECKING:
+    from microsync.net.connection import SyncConnection
+    from microsync.node import Device, Group
 
 __all__ = [
     "MAX_PEERS_PER_GROUP",
@@ -37,6 +41,7 @@ __all__ = [
     "RelayStatus",
     "SyncLog",
     "SyncRecord",
+    "device_status",
     "pending",
 ]
 
@@ -129,8 +134,88 @@ class SyncLog:
         found[peer] = SyncRecord(at=at, frontier=dict(frontier))
         while len(found) > MAX_PEERS_PER_GROUP:
             del found[min(found, key=lambda d: found[d].at)]
-        with contextlib.suppress(MicrosyncError):
+        with contextlib.suppress(StorageError):  # a closed store: memory only
             self._store.put_meta(_META_KEY, _encode(self._records))
+
+
+def device_status(device: Device) -> DeviceStatus:
+    """``device``'s :class:`DeviceStatus` now (:meth:`~microsync.node.Device.status`)."""
+    net = device._net
+    live = [] if net is None else net.live()
+    relay = (
+        None
+        if net is None or net.relay is None
+        else RelayStatus(url=net.relay, connected=net.relay_connected)
+    )
+    return DeviceStatus(
+        online=net is not None,
+        listen_addresses=device.listen_addresses(),
+        relay=relay,
+        groups=tuple(_group_status(device, g, live) for g in device.groups()),
+    )
+
+
+def _group_status(owner: Device, group: Group, live: Sequence[SyncConnection]) -> GroupStatus:
+    """One group's :class:`GroupStatus`: its live peers, then those synced with before."""
+    now = owner.clock()
+    ours = {d: s.head_seq for d, s in owner._store.feeds(group.id).items()}
+    records = owner._sync_log.records(group.id)
+    peers: dict[DeviceId, PeerStatus] = {}
+    for c in live:
+        if group.id in c.session.groups and c.peer.device not in peers:
+            peers[c.peer.device] = _live_peer(group, c, ours, records, now)
+    for device, record in sorted(records.items(), key=lambda i: -i[1].at):
+        if device not in peers:
+            peers[device] = _past_peer(group, device, record, ours)
+    known = [r.frontier for d, r in records.items() if d not in peers or not peers[d].connected]
+    known += [f for c in live if (f := c.session.peer_frontier(group.id)) is not None]
+    floor = {d: min(f.get(d, 0) for f in known) for d in ours} if known else None
+    synced = [p.last_sync for p in peers.values() if p.last_sync is not None]
+    return GroupStatus(
+        group_id=group.id,
+        name=group.name,
+        member=group.is_member(),
+        epoch=group.epoch,
+        peers=tuple(peers.values()),
+        last_sync=max(synced, default=None),
+        pending_outgoing=None if floor is None else pending(ours, floor),
+    )
+
+
+def _live_peer(
+    group: Group,
+    connection: SyncConnection,
+    ours: dict[DeviceId, int],
+    records: Mapping[DeviceId, SyncRecord],
+    now: int,
+) -> PeerStatus:
+    device = connection.peer.device
+    frontier = connection.session.peer_frontier(group.id)
+    in_sync = connection.session.synced
+    before = records.get(device)
+    return PeerStatus(
+        device_id=device,
+        name=group._person_name(connection.peer.person),
+        address=connection.peer_address,
+        connected=True,
+        in_sync=in_sync,
+        last_sync=now if in_sync else (None if before is None else before.at),
+        pending_outgoing=None if frontier is None else pending(ours, frontier),
+    )
+
+
+def _past_peer(
+    group: Group, device: DeviceId, record: SyncRecord, ours: dict[DeviceId, int]
+) -> PeerStatus:
+    return PeerStatus(
+        device_id=device,
+        name=group._device_owner(device),
+        address=None,
+        connected=False,
+        in_sync=False,
+        last_sync=record.at,
+        pending_outgoing=pending(ours, record.frontier),
+    )
 
 
 def _encode(records: Mapping[GroupId, Mapping[DeviceId, SyncRecord]]) -> bytes:
@@ -147,7 +232,7 @@ def _load(store: SqliteStore) -> dict[GroupId, dict[DeviceId, SyncRecord]]:
     data = store.get_meta(_META_KEY)
     if data is None:
         return found
-    with contextlib.suppress(MicrosyncError, ValueError, TypeError):
+    with contextlib.suppress(DecodeError, ValueError, TypeError):
         for row in encoding.expect_list(encoding.decode(data, max_size=2**22), "sync log"):
             group, peer, at, frontier = encoding.expect_list(row, "sync record", 4)
             heads = {

@@ -297,6 +297,7 @@ class Hostile:
             op = replace(op, epoch=announcement)
             bundles.append(rotation)
         return op, bundles, seal
+
     def read_content(self, type: int) -> list[tuple[Entry, bytes]]:
         """Every content entry of ``type`` this device holds that it can open, with its
         plaintext (what a member reads to copy, tweak and re-announce someone's entry)."""

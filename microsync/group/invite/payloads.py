@@ -1,0 +1,193 @@
+"""What a guest asks for and what the host answers, inside a pairing: canonical CBOR payloads.
+
+A join request ``[1, person, name, [certificate, prekey cert]]`` is answered by a welcome
+``[1, group, add entry id]``; a link request ``[1, device key, name, prekey cert, transport
+cert]`` by ``[1, device certificate, [group ids]]``. A :class:`DeviceCandidate` is the new
+device's side of a link: fresh keys, waiting for its person's certificate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from microsync import encoding
+from microsync.crypto import SigningKey, VerifyKey, X25519SecretKey
+from microsync.crypto.random import Rng
+from microsync.encoding import expect_bytes, expect_int, expect_list, expect_str
+from microsync.errors import DecodeError, InviteRefused
+from microsync.feed.entry import EntryId, GroupId
+from microsync.group.ops import DeviceGrant
+from microsync.identity import (
+    MAX_NAME_LENGTH,
+    TRANSPORT_KEY_LIFETIME,
+    DeviceCertificate,
+    LocalIdentity,
+    PersonId,
+    PrekeyCertificate,
+    TransportCertificate,
+)
+
+__all__ = ["DeviceCandidate", "JoinRequest", "LinkRequest", "LinkResponse", "Welcome"]
+
+_VERSION: Final = 1
+_MAX: Final = 32 * 1024
+
+
+def _items(data: bytes, name: str, count: int) -> list[encoding.Value]:
+    items = expect_list(encoding.decode(data, max_size=_MAX), name, count)
+    if expect_int(items[0], "version") != _VERSION:
+        raise DecodeError(f"{name}: unknown version")
+    return items
+
+
+@dataclass(frozen=True, slots=True)
+class JoinRequest:
+    """What a joiner sends: who it is and the device (with its signed prekey) to admit."""
+
+    person: PersonId
+    name: str
+    device: DeviceGrant
+
+    def to_bytes(self) -> bytes:
+        return encoding.encode([_VERSION, self.person, self.name, self.device.to_value()])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> JoinRequest:
+        _, person, name, device = _items(data, "join request", 4)
+        text = expect_str(name, "name", MAX_NAME_LENGTH)
+        if not text:
+            raise DecodeError("join request: empty name")
+        return cls(
+            PersonId(expect_bytes(person, "person", 32)), text, DeviceGrant.from_value(device)
+        )
+
+    @classmethod
+    def of(cls, identity: LocalIdentity, name: str | None = None) -> JoinRequest:
+        grant = DeviceGrant(identity.certificate.to_bytes(), identity.prekey_certificate.to_bytes())
+        return cls(identity.person_id, name or identity.name, grant)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """The inviter's answer: which group, and the add that admitted the joiner."""
+
+    group: GroupId
+    add: EntryId
+
+    def to_bytes(self) -> bytes:
+        return encoding.encode([_VERSION, self.group, self.add])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Welcome:
+        _, group, add = _items(data, "welcome", 3)
+        return cls(GroupId(expect_bytes(group, "group", 32)), EntryId(expect_bytes(add, "add", 32)))
+
+
+@dataclass(frozen=True, slots=True)
+class LinkRequest:
+    """A new device of the same person: its keys, each certified by its own device key."""
+
+    device: VerifyKey
+    name: str
+    prekey: PrekeyCertificate
+    transport: TransportCertificate
+
+    def to_bytes(self) -> bytes:
+        return encoding.encode(
+            [
+                _VERSION,
+                bytes(self.device),
+                self.name,
+                self.prekey.to_bytes(),
+                self.transport.to_bytes(),
+            ]
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LinkRequest:
+        _, device, name, prekey, transport = _items(data, "link request", 5)
+        text = expect_str(name, "name", MAX_NAME_LENGTH)
+        request = cls(
+            VerifyKey(expect_bytes(device, "device", 32)),
+            text,
+            PrekeyCertificate.from_bytes(expect_bytes(prekey, "prekey", max_size=1024)),
+            TransportCertificate.from_bytes(expect_bytes(transport, "transport", max_size=1024)),
+        )
+        if not text:
+            raise DecodeError("link request: empty name")
+        request.prekey.verify()
+        request.transport.verify()
+        if request.prekey.device != bytes(request.device) or (
+            request.transport.device != bytes(request.device)
+        ):
+            raise DecodeError("link request: a certificate names another device")
+        return request
+
+
+@dataclass(frozen=True, slots=True)
+class LinkResponse:
+    certificate: DeviceCertificate
+    groups: tuple[GroupId, ...]
+
+    def to_bytes(self) -> bytes:
+        return encoding.encode([_VERSION, self.certificate.to_bytes(), list(self.groups)])
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> LinkResponse:
+        _, cert, groups = _items(data, "link response", 3)
+        certificate = DeviceCertificate.from_bytes(expect_bytes(cert, "certificate", max_size=1024))
+        certificate.verify()
+        ids = tuple(GroupId(expect_bytes(g, "group", 32)) for g in expect_list(groups, "groups"))
+        return cls(certificate, ids)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCandidate:
+    """A device being linked: fresh keys waiting for the person's certificate."""
+
+    name: str
+    device_key: SigningKey
+    transport_key: X25519SecretKey
+    transport_certificate: TransportCertificate
+    prekey: X25519SecretKey
+    prekey_certificate: PrekeyCertificate
+
+    @classmethod
+    def generate(cls, name: str, rng: Rng, now: int) -> DeviceCandidate:
+        if not 0 < len(name) <= MAX_NAME_LENGTH:
+            raise ValueError(f"a device name is 1 to {MAX_NAME_LENGTH} characters")
+        device = SigningKey.generate(rng)
+        transport = X25519SecretKey.generate(rng)
+        prekey = X25519SecretKey.generate(rng)
+        return cls(
+            name,
+            device,
+            transport,
+            TransportCertificate.issue(device, transport.public, now, TRANSPORT_KEY_LIFETIME),
+            prekey,
+            PrekeyCertificate.issue(device, 1, prekey.public, now),
+        )
+
+    def request(self) -> LinkRequest:
+        return LinkRequest(
+            self.device_key.public, self.name, self.prekey_certificate, self.transport_certificate
+        )
+
+    def complete(self, response: LinkResponse) -> LocalIdentity:
+        """The linked device's identity, once the person has certified it. It holds no person
+        key: it cannot certify or revoke devices, only its person's existing devices can."""
+        cert = response.certificate
+        if cert.device != bytes(self.device_key.public) or cert.device_name != self.name:
+            raise InviteRefused("the certificate is for another device")
+        identity = LocalIdentity(
+            person_key=None,
+            person_id=cert.person,
+            device_key=self.device_key,
+            certificate=cert,
+            transport_key=self.transport_key,
+            transport_certificate=self.transport_certificate,
+            prekey=self.prekey,
+            prekey_certificate=self.prekey_certificate,
+        )
+        return identity

@@ -1,0 +1,367 @@
+"""The async keeper client: connect, prove mailboxes, push, pull (either way), delete.
+
+Theory of operation
+-------------------
+A :class:`KeeperClient` is one WebSocket connection to one keeper, driven by the sans-IO
+:class:`~microsync.protocol.keeper_session.ClientMachine`. Every operation names a
+:class:`~microsync.group.mailbox.Mailbox` (one epoch of one group); the client proves it on
+first use on this connection. Records are sealed here, so the keeper receives only padded
+ciphertext under opaque ids.
+
+Resumable both ways, at item granularity:
+
+* **push**: records go in batches (one PUSH, one commit, up to 64 items) with a few batches
+  in flight. :meth:`KeeperClient.push` returns (and reports through ``on_stored``) the cursor
+  of each record the keeper has committed. A caller that lost the connection pushes again what
+  it was not told was stored; the keeper answers a record it already holds with its cursor
+  (``duplicate``), so a retry never duplicates anything.
+* **pull**: :meth:`KeeperClient.pull` yields items oldest first after a cursor and
+  :meth:`KeeperClient.pull_newest` newest first before one. A caller that remembers the last
+  cursor it processed (with :attr:`KeeperClient.keeper_id`) resumes exactly there; cursors are
+  never reused by one keeper database, and another database has another id.
+
+Memory is bounded whatever a mailbox holds: a pull asks one page at a time and yields each item
+as it arrives (websockets' ``max_queue`` bounds what is buffered). One operation at a time per
+client: a second one started while a pull is being iterated raises ``LocalProtocolError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+from websockets.asyncio.client import ClientConnection, connect
+
+from microsync.crypto.random import Rng, system_rng
+from microsync.errors import DecryptionError, LocalProtocolError, RemoteProtocolError
+from microsync.group.mailbox import ItemId, Mailbox, MailboxId, SealedItem
+from microsync.protocol.keeper import (
+    BATCH_BYTES,
+    ITEM_ROOM,
+    MAX_BATCH,
+    MAX_DELETE,
+    MAX_MESSAGE,
+    MAX_PAGE,
+    ClientMessage,
+    Delete,
+    Deleted,
+    End,
+    Items,
+    KeeperMessage,
+    KeeperRefused,
+    Prove,
+    Pull,
+    Push,
+    Refused,
+    Stored,
+    decode,
+    encode,
+)
+from microsync.protocol.keeper_session import ClientMachine
+
+__all__ = ["KeeperClient", "Pulled", "Record"]
+
+T = TypeVar("T")
+
+PUSH_WINDOW: Final = 4
+"""PUSH messages in flight before the client waits for the first answer."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    """Something to keep: ``data`` under a stable ``name`` (an entry id, a chunk address)."""
+
+    name: bytes
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pulled:
+    """A record back from the keeper, at ``cursor`` in its mailbox."""
+
+    cursor: int
+    item: ItemId
+    data: bytes
+
+
+class KeeperClient:
+    """``async with await KeeperClient.connect("ws://host:port") as keeper: ...``"""
+
+    def __init__(self, conn: ClientConnection, machine: ClientMachine, rng: Rng) -> None:
+        self._conn, self._machine, self._rng = conn, machine, rng
+        self._proved: set[MailboxId] = set()
+        self._abandoned: set[int] = set()
+        self._busy = False
+        self.unreadable = 0
+        """Items pulled that did not open (forged by the keeper, or moved): skipped."""
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, timeout: float = 10.0, rng: Rng = system_rng
+    ) -> KeeperClient:
+        """Open a connection and wait for the keeper's challenge."""
+        conn = await asyncio.wait_for(
+            connect(url, compression=None, max_size=MAX_MESSAGE, max_queue=4, open_timeout=None),
+            timeout,
+        )
+        client = cls(conn, ClientMachine(), rng)
+        try:
+            await asyncio.wait_for(client._receive(), timeout)
+        except BaseException:
+            await conn.close()
+            raise
+        if client._machine.challenge is None:
+            await conn.close()
+            raise RemoteProtocolError("the keeper did not open with a challenge")
+        return client
+
+    @property
+    def keeper_id(self) -> bytes:
+        """The keeper database's random id: cursors kept from a connection with another id
+        (a keeper whose data was wiped or replaced) must restart from 0."""
+        assert self._machine.keeper is not None  # connect() waited for the challenge
+        return self._machine.keeper
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def __aenter__(self) -> KeeperClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- operations --------------------------------------------------------------------------
+
+    async def prove(self, mailbox: Mailbox) -> None:
+        """Prove ``mailbox`` on this connection (:class:`KeeperRefused` if refused)."""
+        with self._operation():
+            await self._prove(mailbox)
+
+    async def push(
+        self,
+        mailbox: Mailbox,
+        records: Iterable[Record],
+        *,
+        on_stored: Callable[[Record, int], None] | None = None,
+    ) -> list[int]:
+        """Seal and push ``records`` (sealed as they are sent, so an iterator of any length
+        is fine); their cursors, in order, once each is committed.
+
+        ``on_stored(record, cursor)`` runs as each one is acknowledged, so a caller learns
+        what is safe even if a later record is refused (:class:`KeeperRefused`) or the
+        connection drops."""
+        with self._operation():
+            await self._prove(mailbox)
+            return await self._push(mailbox, records, on_stored)
+
+    def pull(self, mailbox: Mailbox, *, after: int = 0) -> AsyncIterator[Pulled]:
+        """Every item with a cursor above ``after``, oldest first (an async iterator: iterate
+        it to the end, or ``aclose()`` it to stop early)."""
+        return self._pull(mailbox, after=after, newest_first=False)
+
+    def watch(self, mailbox: Mailbox, *, after: int = 0) -> AsyncIterator[Pulled]:
+        """Every item above ``after``, then each new one as it lands, until the iterator is
+        closed: live delivery (the keeper holds each request until something arrives). Use a
+        client of its own for it: it is one operation that never ends."""
+        return self._pull(mailbox, after=after, newest_first=False, wait=True)
+
+    def pull_newest(self, mailbox: Mailbox, *, before: int = 0) -> AsyncIterator[Pulled]:
+        """Every item with a cursor below ``before`` (0: all), newest first."""
+        return self._pull(mailbox, before=before, newest_first=True)
+
+    async def delete(self, mailbox: Mailbox, names: Iterable[bytes]) -> int:
+        """Purge the records named ``names``; how many the keeper held."""
+        ids = [mailbox.item_id(name) for name in names]
+        with self._operation():
+            await self._prove(mailbox)
+            gone = 0
+            for start in range(0, len(ids), MAX_DELETE):
+                batch = tuple(ids[start : start + MAX_DELETE])
+                answer = await self._ask(
+                    Delete(request=self._machine.next_request(), mailbox=mailbox.id, items=batch)
+                )
+                gone += _expect(answer, Deleted).count
+            return gone
+
+    # --- inside ------------------------------------------------------------------------------
+
+    def _operation(self) -> _Busy:
+        return _Busy(self)
+
+    async def _prove(self, mailbox: Mailbox) -> None:
+        if mailbox.id in self._proved:
+            return
+        challenge = self._machine.challenge
+        assert challenge is not None  # connect() waited for it
+        request = self._machine.next_request()
+        _refusal(await self._ask(Prove(request=request, proof=mailbox.prove(challenge))))
+        self._proved.add(mailbox.id)
+
+    async def _push(
+        self,
+        mailbox: Mailbox,
+        records: Iterable[Record],
+        on_stored: Callable[[Record, int], None] | None,
+    ) -> list[int]:
+        cursors: list[int] = []
+        in_flight: deque[tuple[int, list[Record]]] = deque()
+        refusals: list[KeeperRefused] = []
+
+        async def settle() -> None:
+            request, batch = in_flight.popleft()
+            answer = await self._answer(request)
+            if isinstance(answer, Refused):
+                refusals.append(KeeperRefused(answer.code))
+                return
+            for record, cursor in zip(batch, _expect(answer, Stored).cursors, strict=True):
+                cursors.append(cursor)
+                if on_stored is not None:
+                    on_stored(record, cursor)
+
+        for batch, sealed in self._batches(mailbox, records):
+            if refusals:
+                break
+            push = Push(request=self._machine.next_request(), mailbox=mailbox.id, items=sealed)
+            await self._send(push)
+            in_flight.append((push.request, batch))
+            if len(in_flight) >= PUSH_WINDOW:
+                await settle()
+        while in_flight:
+            await settle()
+        if refusals:
+            raise refusals[0]
+        return cursors
+
+    def _batches(
+        self, mailbox: Mailbox, records: Iterable[Record]
+    ) -> Iterator[tuple[list[Record], tuple[SealedItem, ...]]]:
+        """Records sealed and grouped into PUSH messages (at most ``MAX_BATCH`` items, one
+        largest bucket), sealed only as they are sent."""
+        batch: list[Record] = []
+        sealed: list[SealedItem] = []
+        size = 0
+        for record in records:
+            item = mailbox.seal(self._rng, record.name, record.data)
+            cost = len(item.payload) + ITEM_ROOM
+            if batch and (len(batch) == MAX_BATCH or size + cost > BATCH_BYTES):
+                yield batch, tuple(sealed)
+                batch, sealed, size = [], [], 0
+            batch.append(record)
+            sealed.append(item)
+            size += cost
+        if batch:
+            yield batch, tuple(sealed)
+
+    async def _pull(
+        self,
+        mailbox: Mailbox,
+        *,
+        after: int = 0,
+        before: int = 0,
+        newest_first: bool,
+        wait: bool = False,
+    ) -> AsyncIterator[Pulled]:
+        with self._operation():
+            await self._prove(mailbox)
+            more = True
+            while more:
+                pull = Pull(
+                    request=self._machine.next_request(),
+                    mailbox=mailbox.id,
+                    after=after,
+                    before=before,
+                    newest_first=newest_first,
+                    limit=MAX_PAGE,
+                    wait=wait,
+                )
+                await self._send(pull)
+                try:
+                    while True:
+                        answer = await self._answer(pull.request)
+                        if not isinstance(answer, Items):
+                            more = _expect(_refusal(answer), End).more or wait
+                            break
+                        for cursor, item in zip(answer.cursors, answer.items, strict=True):
+                            _check_order(cursor, after, before)
+                            after, before = _advance(cursor, after, before, newest_first)
+                            try:
+                                data = mailbox.open(item)
+                            except DecryptionError:  # forged or moved: skip it, count it
+                                self.unreadable += 1
+                                continue
+                            yield Pulled(cursor=cursor, item=item.id, data=data)
+                except GeneratorExit:
+                    self._abandoned.add(pull.request)
+                    raise
+
+    async def _ask(self, message: ClientMessage) -> KeeperMessage:
+        await self._send(message)
+        return await self._answer(message.request)
+
+    async def _send(self, message: ClientMessage) -> None:
+        await self._conn.send(encode(self._machine.send(message)))
+
+    async def _answer(self, request: int) -> KeeperMessage:
+        """The next keeper message answering ``request`` (those of abandoned pulls dropped)."""
+        while True:
+            message, done = await self._receive()
+            answered = getattr(message, "request", None)
+            if answered in self._abandoned:
+                if done:
+                    self._abandoned.discard(answered)
+                continue
+            if answered != request:
+                raise RemoteProtocolError("the keeper answered out of order")
+            return message
+
+    async def _receive(self) -> tuple[KeeperMessage, bool]:
+        raw = await self._conn.recv()
+        if isinstance(raw, str):
+            raise RemoteProtocolError("a text message from the keeper")
+        message = decode(raw, from_client=False)
+        if isinstance(message, Prove | Push | Pull | Delete):  # pragma: no cover (decode)
+            raise RemoteProtocolError("a client message from the keeper")
+        return message, self._machine.receive(message)
+
+
+class _Busy:
+    """Marks a client busy for one operation; a second one at once is a caller's bug."""
+
+    def __init__(self, client: KeeperClient) -> None:
+        self._client = client
+
+    def __enter__(self) -> None:
+        if self._client._busy:
+            raise LocalProtocolError("one keeper operation at a time on a client")
+        self._client._busy = True
+
+    def __exit__(self, *exc: object) -> None:
+        self._client._busy = False
+
+
+def _refusal(answer: KeeperMessage) -> KeeperMessage:
+    if isinstance(answer, Refused):
+        raise KeeperRefused(answer.code)
+    return answer
+
+
+def _expect(answer: KeeperMessage, kind: type[T]) -> T:
+    _refusal(answer)
+    if not isinstance(answer, kind):
+        raise RemoteProtocolError(f"expected {kind.__name__}, got {type(answer).__name__}")
+    return answer
+
+
+def _check_order(cursor: int, after: int, before: int) -> None:
+    """A keeper must serve what was asked, in order; a stale or reordered view is caught
+    here (the signed heads catch one that leaves items out)."""
+    if cursor <= after or (before and cursor >= before):
+        raise RemoteProtocolError("the keeper sent an item outside the range asked for")
+
+
+def _advance(cursor: int, after: int, before: int, newest_first: bool) -> tuple[int, int]:
+    return (after, cursor) if newest_first else (cursor, before)

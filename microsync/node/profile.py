@@ -1,0 +1,102 @@
+"""What a profile keeps in its store's meta table besides the feeds: the identity bundle, the
+prekey secrets still held, and the list of groups held.
+
+Invariants: the identity is written once, with its own certificate, in one transaction; the
+current prekey is always among the prekeys loaded; a damaged prekey list is a
+:class:`~microsync.errors.StorageError`, never a silent loss of keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from microsync import encoding
+from microsync.crypto import X25519SecretKey
+from microsync.encoding import expect_bytes, expect_list
+from microsync.errors import ProfileNotFound, StorageError
+from microsync.feed import GroupId
+from microsync.feed.trust import add_certificate
+from microsync.identity import LocalIdentity
+from microsync.storage.sqlite import SqliteStore
+
+__all__ = [
+    "GROUPS_KEY",
+    "IDENTITY_KEY",
+    "PREKEYS_KEY",
+    "group_ids",
+    "load_prekeys",
+    "open_profile",
+    "remember_group",
+    "save_identity",
+]
+
+IDENTITY_KEY: Final = "identity"
+GROUPS_KEY: Final = "groups"
+PREKEYS_KEY: Final = "prekeys"
+
+
+def open_profile(
+    directory: Path, make: Callable[[], LocalIdentity] | None
+) -> tuple[SqliteStore, LocalIdentity]:
+    """The store at ``directory`` and its identity; a profile without one gets ``make()``'s
+    (:class:`ProfileNotFound` when there is no ``make``). The store is closed on failure."""
+    store = SqliteStore.open(directory)
+    try:
+        bundle = store.get_meta(IDENTITY_KEY)
+        if bundle is not None:
+            return store, LocalIdentity.from_bytes(bundle)
+        if make is None:
+            raise ProfileNotFound(f"no microsync profile at {directory}")
+        identity = make()
+        with store.transaction():
+            store.put_meta(IDENTITY_KEY, identity.to_bytes())
+            add_certificate(store, identity.certificate)
+        return store, identity
+    except BaseException:
+        store.close()
+        raise
+
+
+def save_identity(
+    store: SqliteStore, identity: LocalIdentity, prekeys: dict[int, X25519SecretKey]
+) -> None:
+    """Replace the stored identity bundle and prekey secrets (a prekey rotation)."""
+    store.put_meta(IDENTITY_KEY, identity.to_bytes())
+    store.put_meta(PREKEYS_KEY, _encode_prekeys(prekeys))
+
+
+def group_ids(store: SqliteStore) -> list[GroupId]:
+    """The groups this profile holds, in the order it came to hold them."""
+    data = store.get_meta(GROUPS_KEY)
+    if data is None:
+        return []
+    items = expect_list(encoding.decode(data, max_size=2**20), "groups")
+    return [GroupId(expect_bytes(item, "group", 32)) for item in items]
+
+
+def remember_group(store: SqliteStore, group_id: GroupId) -> None:
+    """Add ``group_id`` to the list of groups held (once)."""
+    ids = group_ids(store)
+    if group_id not in ids:
+        store.put_meta(GROUPS_KEY, encoding.encode([*ids, group_id]))
+
+
+def _encode_prekeys(prekeys: dict[int, X25519SecretKey]) -> bytes:
+    return encoding.encode([[n, k.secret_bytes()] for n, k in sorted(prekeys.items())])
+
+
+def load_prekeys(store: SqliteStore, identity: LocalIdentity) -> dict[int, X25519SecretKey]:
+    """The prekey secrets held, by number, the identity's current one among them."""
+    data = store.get_meta(PREKEYS_KEY)
+    current = {identity.prekey_certificate.prekey_id: identity.prekey}
+    if data is None:
+        return current
+    found = {}
+    for item in expect_list(encoding.decode(data, max_size=2**16), "prekeys"):
+        number, secret = expect_list(item, "prekey", 2)
+        if type(number) is not int:
+            raise StorageError("the stored prekeys are damaged")
+        found[number] = X25519SecretKey(expect_bytes(secret, "prekey", 32))
+    return found | current
