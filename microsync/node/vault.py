@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
-from microsync.app.api import Event
 from microsync.blobs import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -82,6 +81,7 @@ from microsync.errors import (
 )
 from microsync.feed import GroupId, StoredEntry
 from microsync.identity import DeviceId, PersonId
+from microsync.node.events import VaultAdded, VaultRemoved
 from microsync.node.vault_fetch import Download, Fetcher, resume, write_held
 from microsync.node.vault_state import VaultFold
 
@@ -158,10 +158,10 @@ class Vault:
         after = self._index.refs
         for blob, ref in after.items():
             if blob not in before:
-                self._group._emit(Event("vault_added", person=ref.author, detail=ref))
+                self._group._emit(VaultAdded(person=ref.author, ref=ref))
         for blob, ref in before.items():
             if blob not in after:
-                self._group._emit(Event("vault_removed", person=ref.author, detail=ref))
+                self._group._emit(VaultRemoved(person=ref.author, ref=ref))
         if set(after) - set(before) and self.policy == "all":
             self._prefetch_soon()
 
