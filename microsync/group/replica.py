@@ -92,7 +92,10 @@ class GroupReplica:
         self._view = MembershipView(store, me, group)
         self._intake = Intake(self._view)
         self.on_append: Callable[[GroupId], None] | None = None
-        """Called (with the group id) whenever this device appends an entry: live sync."""
+        """Called (with the group id) once this device has stored an entry it wrote, inside the
+        writing transaction: live sync, which only schedules a push for the next turn of the
+        event loop, when the transaction has committed (a rolled-back write pushes nothing
+        new: the push sends what the store holds then)."""
         self._view.ring.load(store)
 
     def __repr__(self) -> str:
@@ -333,9 +336,7 @@ class GroupReplica:
         """Sign and store the next entry of this device's feed in the group, at ``hlc``
         clamped to what an entry may carry (this device never signs an entry that it, or a
         peer, cannot decode)."""
-        if self.on_append is not None:
-            self.on_append(self.id)  # the node's live-sync hook (kept until it uses results)
-        return append(
+        entry = append(
             self.store,
             self.me.identity.device_key,
             group=self.id,
@@ -345,6 +346,9 @@ class GroupReplica:
             hlc=min(max(hlc, 0), MAX_HLC),
             deps=deps,
         )
+        if self.on_append is not None:
+            self.on_append(self.id)  # told once the entry is stored, never before
+        return entry
 
     def _author(self, draft: Draft, now: int) -> Entry:
         """Seal and append ``draft``, keep the keys it made, and fold it; ``NotAMember``
