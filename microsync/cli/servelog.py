@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from microsync.app.api import Event, Post
+    from microsync.app.api import Post
     from microsync.feed import GroupId
     from microsync.node import Device, Group
+    from microsync.node.events import Event
 
 __all__ = ["GroupLog", "follow_groups"]
 
