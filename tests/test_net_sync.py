@@ -42,6 +42,37 @@ async def test_one_shot_sync_over_tcp(tmp_path: Path) -> None:
         assert again.entries_received == 0 and again.entries_sent == 0
 
 
+async def test_a_first_sync_counts_every_entry_it_stored(tmp_path: Path) -> None:
+    """``entries_received`` is what joined this device's feeds: entries that first waited for
+    their author's admission (held) or for a gap (pending) count once, when stored, and
+    duplicates never (it once reported about half of a newcomer's first sync)."""
+    from tests.test_device_groups import introduce, pair
+
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        for i in range(600):
+            await bob.post(f"bob {i}")
+        for i in range(10):
+            await alice.post(f"alice {i}")
+        share(alice, bob)
+        await alice._device.start(lan=False, port=0)
+        dave = await opened(stack, tmp_path / "dave", "Dave")
+        introduce(alice._device, dave)
+        invite = await alice.invite(ttl=3600)
+        await dave.finish_join(
+            pair(alice._device.invite_host().session(), dave.join_guest(invite.link))
+        )
+        before = sum(dave.frontier(alice.id).values())
+        port = alice._device.port
+        assert port
+        result = await dave.sync_with("127.0.0.1", port)
+        stored = sum(dave.frontier(alice.id).values()) - before
+        assert stored >= 50 and result.entries_received == stored
+        assert dave.frontier(alice.id) == alice._device.frontier(alice.id)
+        again = await dave.sync_with("127.0.0.1", port)
+        assert again.entries_received == 0
+
+
 async def test_live_push_both_ways_and_presence(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
