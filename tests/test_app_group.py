@@ -49,7 +49,7 @@ async def family_of(
 
 
 def devices_of(*groups: microsync.Group) -> list[microsync.Device]:
-    return [g._device for g in groups]
+    return [g.device for g in groups]
 
 
 def share(*groups: microsync.Group) -> None:
@@ -134,13 +134,13 @@ async def test_delete_for_everyone_purges_the_body_from_every_disk(tmp_path: Pat
             seen = group.post_by_id(post.id)
             assert seen.deleted and seen.text is None
             assert post.id not in [p.id for p in group.feed()]
-            raw = raw_profile_bytes(group._device)
+            raw = raw_profile_bytes(group.device)
             assert secret.encode() not in raw
             for body in bodies:
                 assert body not in raw and body[-32:] not in raw  # not even a fragment
         # and it stays deleted after a restart
-        path = bob._device.path
-        await bob._device.close()
+        path = bob.device.path
+        await bob.device.close()
         async with await microsync.Device.open(path) as again:
             seen = again.group(alice.id).post_by_id(post.id)
             assert seen.deleted and seen.text is None
@@ -157,9 +157,9 @@ async def test_disappearing_posts_are_purged_after_their_time(tmp_path: Path) ->
         for group in (alice, bob):
             assert post.id not in [p.id for p in group.feed()]
             assert group.post_by_id(post.id).text is None
-            assert b"gone in a minute" not in raw_profile_bytes(group._device)
-            stored = group._device._store.entry_at(
-                group.id, alice._device.id, 0 + _seq(alice, post.id)
+            assert b"gone in a minute" not in raw_profile_bytes(group.device)
+            stored = group.device._store.entry_at(
+                group.id, alice.device.id, 0 + _seq(alice, post.id)
             )
             assert stored is not None and stored.body is None
 
@@ -180,8 +180,8 @@ async def test_read_cursors_give_exactly_the_unseen_posts_across_restarts(tmp_pa
         assert bob.unread_count() == 0 and bob.feed(since="last_opened") == []
         third = await alice.post("three")
         share(alice, bob)
-        path = bob._device.path
-        await bob._device.close()
+        path = bob.device.path
+        await bob.device.close()
         async with await microsync.Device.open(path) as again:
             group = again.group(alice.id)
             assert group.unread_count() == 1
@@ -246,7 +246,7 @@ async def test_read_cursors_sync_across_a_persons_own_devices(tmp_path: Path) ->
     the person's feed); someone else's cursor never counts for this person."""
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        phone = alice._device
+        phone = alice.device
         pairing = await phone.link_device(ttl=60)
         candidate = DeviceCandidate.generate("Alice laptop", os.urandom, 0)
         guest = PairingGuest.for_link(pairing.link, request=candidate.request().to_bytes())
@@ -254,7 +254,7 @@ async def test_read_cursors_sync_across_a_persons_own_devices(tmp_path: Path) ->
         laptop_device = await stack.enter_async_context(
             await microsync.Device.complete_link(tmp_path / "laptop", candidate, response)
         )
-        introduce(phone, laptop_device, bob._device)
+        introduce(phone, laptop_device, bob.device)
         sync(phone, laptop_device, alice.id)
         laptop = laptop_device.group(alice.id)
         first = await bob.post("one")

@@ -194,9 +194,9 @@ async def test_locations_are_ephemeral_and_expire(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         clock = FakeClock(system_clock())
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob", clock=clock)
-        before = sum(1 for _ in alice._replica.store.entries(alice.id, alice._device.id))
+        before = sum(1 for _ in alice._replica.store.entries(alice.id, alice.device.id))
         await alice.share_location(*OXFORD, precision="city", ttl=60)
-        after = sum(1 for _ in alice._replica.store.entries(alice.id, alice._device.id))
+        after = sum(1 for _ in alice._replica.store.entries(alice.id, alice.device.id))
         assert after == before  # no feed entry: nothing kept in history
         gossip(alice, bob)
         clock.advance(61_000)
@@ -226,8 +226,8 @@ async def test_announcements_survive_a_restart(tmp_path: Path) -> None:
         await alice.share_location(*OXFORD)
         gossip(alice, bob)
         person = alice._person()
-        bob_path = bob._device.path
-        await bob._device.close()
+        bob_path = bob.device.path
+        await bob.device.close()
     async with await microsync.Device.open(bob_path) as again:
         group = again.groups()[0]
         assert group.locations()[person].lat == 51.75
@@ -279,7 +279,7 @@ async def test_bad_announcements_are_refused_and_change_nothing(tmp_path: Path) 
             carol,
             Announcement(
                 AnnouncementKind.LOCATION,
-                bob._device.id,
+                bob.device.id,
                 bob._now(),
                 bob._now() + 60_000,
                 lat=0,
@@ -290,7 +290,7 @@ async def test_bad_announcements_are_refused_and_change_nothing(tmp_path: Path) 
         cases.append((forged, BadSignature))
         future = Announcement(
             AnnouncementKind.PRESENCE,
-            carol._device.id,
+            carol.device.id,
             carol._now() + MAX_FUTURE_MS + 60_000,
             carol._now() + MAX_FUTURE_MS + 120_000,
             status="online",
@@ -315,7 +315,7 @@ async def test_a_removed_member_cannot_announce(tmp_path: Path) -> None:
         # a fresh one sealed under an epoch carol still holds: refused as well
         fresh = Announcement(
             AnnouncementKind.PRESENCE,
-            carol._device.id,
+            carol.device.id,
             carol._now() + 5,
             carol._now() + 60_000,
             status="online",

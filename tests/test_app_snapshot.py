@@ -123,8 +123,8 @@ async def test_a_snapshot_is_loaded_on_restart_and_holds_no_purged_text(tmp_path
         texts = [e.op.text for e in opened.entries if isinstance(e.op, PostOp | EditOp)]
         assert "kept" in texts
         assert not any("secret" in t for t in texts)
-        path = bob._device.path
-        await bob._device.close()
+        path = bob.device.path
+        await bob.device.close()
     async with await microsync.Device.open(path) as again:
         group = again.group(alice.id)
         assert group._replica.store.get_meta(snapshot_key(group))  # written at close

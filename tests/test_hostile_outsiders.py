@@ -73,14 +73,14 @@ async def test_forged_people_are_not_stored_shown_or_forwarded_over_tcp(tmp_path
         alice, mallory, bob, carol = await family_of(
             stack, tmp_path, "Alice", "Mallory", "Bob", "Carol"
         )
-        victim, third = bob._device, carol._device
+        victim, third = bob.device, carol.device
         await mallory.post("hello from Mallory")
         forged = plant_outsiders(Hostile.of_group(mallory))
         forged_ids = {i.device_id for i in forged}
         before = len(raw_profile_bytes(victim))
-        await mallory._device.start(lan=False, port=0)
-        assert mallory._device.port
-        await victim.sync_with("127.0.0.1", mallory._device.port)
+        await mallory.device.start(lan=False, port=0)
+        assert mallory.device.port
+        await victim.sync_with("127.0.0.1", mallory.device.port)
 
         held = victim.group(bob.id)
         assert "hello from Mallory" in texts(held)  # the member's own post is stored
@@ -111,7 +111,7 @@ async def test_a_member_added_after_the_last_sync_is_stored_whatever_the_order(
 ) -> None:
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        founder, victim = alice._device, bob._device
+        founder, victim = alice.device, bob.device
         for name in ("Dave", "Erin"):
             joiner = await stack.enter_async_context(
                 await microsync.Device.open(tmp_path / name, name=name)
@@ -150,7 +150,7 @@ async def test_a_batch_holding_a_members_entries_and_their_add_stores_both(
 ) -> None:
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        founder, victim = alice._device, bob._device
+        founder, victim = alice.device, bob.device
         dave = await stack.enter_async_context(
             await microsync.Device.open(tmp_path / "dave", name="Dave")
         )
@@ -258,12 +258,12 @@ async def test_junk_stored_before_the_check_is_not_forwarded(tmp_path: Path) -> 
         legacy.plant_certificate(forged.certificate)
         legacy.as_device(forged).append_content(APP_TYPE, post("Mum here, new number"))
         await bob.post("hello from Bob")
-        await bob._device.start(lan=False, port=0)
-        assert bob._device.port
-        await carol._device.sync_with("127.0.0.1", bob._device.port)
+        await bob.device.start(lan=False, port=0)
+        assert bob.device.port
+        await carol.device.sync_with("127.0.0.1", bob.device.port)
         assert "hello from Bob" in texts(carol)
-        assert forged.device_id not in carol._device._store.feeds(carol.id)
-        assert carol._device._store.certificate(forged.device_id) is None
+        assert forged.device_id not in carol.device._store.feeds(carol.id)
+        assert carol.device._store.certificate(forged.device_id) is None
 
 
 def test_what_waits_for_admission_is_signed_by_its_device() -> None:

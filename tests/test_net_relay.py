@@ -22,20 +22,20 @@ async def test_members_sync_live_through_the_relay(tmp_path: Path) -> None:
         url = f"ws://127.0.0.1:{relay.port}"
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
         await alice.post("before the relay")
-        await alice._device.start(lan=False, port=None, relay=url)
-        await bob._device.start(lan=False, port=None, relay=url)
-        await eventually(lambda: any(p.synced for p in bob._device.peers()), timeout=20)
+        await alice.device.start(lan=False, port=None, relay=url)
+        await bob.device.start(lan=False, port=None, relay=url)
+        await eventually(lambda: any(p.synced for p in bob.device.peers()), timeout=20)
         assert [p.text for p in bob.feed()] == ["before the relay"]
         post = await bob.post("live through the relay")
         await eventually(lambda: any(p.id == post.id for p in alice.feed()), timeout=20)
-        await bob._device.stop()
-        await alice._device.stop()
+        await bob.device.stop()
+        await alice.device.stop()
     wire = b"".join(seen)
     assert seen
     for secret in (
         bytes(alice.id),
-        bytes(alice._device.id),
-        bytes(bob._device.id),
+        bytes(alice.device.id),
+        bytes(bob.device.id),
         bytes(alice._person()),
         b"before the relay",
         b"live through the relay",
