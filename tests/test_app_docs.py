@@ -62,7 +62,7 @@ async def test_documents_survive_restarts_and_emit_events(tmp_path: Path) -> Non
         event = await asyncio.wait_for(first, 5)
         await stream.aclose()
         assert event.kind == "doc" and event.detail == "calendar"
-        assert event.person == alice._person()
+        assert event.person == alice.device.person_id
         expected = alice.doc("calendar").to_value()
         assert bob.doc("calendar").to_value() == expected
         path = bob.device.path

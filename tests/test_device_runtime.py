@@ -63,9 +63,9 @@ async def test_a_shared_fake_clock_expires_announcements_on_every_device(tmp_pat
         await alice.announce_presence("online", ttl=30)
         for sealed in alice.announcements():
             bob.receive_announcement(sealed)
-        assert bob.presence()[alice._person()].online
+        assert bob.presence()[alice.device.person_id].online
         clock.advance(31_000)
-        assert not bob.presence()[alice._person()].online
+        assert not bob.presence()[alice.device.person_id].online
 
 
 # ----------------------------------------------------------------------------- task group

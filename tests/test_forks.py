@@ -33,6 +33,7 @@ from microsync.protocol.messages import (
     encode_message,
 )
 from microsync.protocol.session import SyncOptions
+from microsync.testing import replica_of, store_of
 from microsync.testing.hostile import Hostile
 from tests.sync_helpers import DeviceHost, connect, deliver, pump, sync_pair
 from tests.test_app_group import family_of
@@ -82,11 +83,11 @@ def stored_body(evil: Hostile, entry: Entry) -> bytes | None:
 
 
 def forked_at(group: microsync.Group, device: DeviceId) -> int | None:
-    return group._replica.store.feed_status(group.id, device).forked_at
+    return replica_of(group).store.feed_status(group.id, device).forked_at
 
 
 def evidence(group: microsync.Group, device: DeviceId) -> set[frozenset[bytes]]:
-    found = group._replica.store.fork_evidence(group.id, device)
+    found = replica_of(group).store.fork_evidence(group.id, device)
     return {frozenset((e.first, e.second)) for e in found}
 
 
@@ -131,7 +132,7 @@ async def three(stack: AsyncExitStack, root: Path) -> tuple[microsync.Group, ...
 
 
 def dump(group: microsync.Group) -> bytes:
-    return group._replica.store.dump()
+    return replica_of(group).store.dump()
 
 
 # ---------------------------------------------------------------------- sans-IO sessions
@@ -311,7 +312,7 @@ class PartialHost(DeviceHost):
 
     def frontier(self, group: GroupId) -> dict[DeviceId, tuple[int, bytes]]:  # type: ignore[override]
         heads = dict(super().frontier(group))
-        stored = self.device._store.entry_at(group, self.feed, self.cut)
+        stored = store_of(self.device).entry_at(group, self.feed, self.cut)
         assert stored is not None
         heads[self.feed] = (self.cut, stored.entry.id)
         return heads  # type: ignore[return-value]
@@ -337,7 +338,7 @@ async def test_a_peer_serving_a_partial_view_shows_as_stale(tmp_path: Path) -> N
         sync_pair(DeviceHost(carol.device), DeviceHost(alice.device))
         sync_pair(DeviceHost(carol.device), DeviceHost(keeper.device))
         feed = carol.device.id
-        head = alice._replica.store.feed_status(alice.id, feed).head_seq
+        head = replica_of(alice).store.feed_status(alice.id, feed).head_seq
         honest = sync_pair(DeviceHost(alice.device), DeviceHost(keeper.device))
         assert honest.a.stats.stale == {}
         partial = sync_pair(
@@ -391,7 +392,7 @@ async def test_a_fork_is_caught_between_real_devices_over_tcp(tmp_path: Path) ->
         later = evil.append_content(APP_TYPE, post_op("after the fork"), hlc=hlc())
         await alice.device.sync_with("127.0.0.1", mallory.device.port or 0)
         assert forked_at(mallory, m) == k  # Mallory was told
-        assert alice._replica.store.entry_at(alice.id, m, later.header.seq) is None
+        assert replica_of(alice).store.entry_at(alice.id, m, later.header.seq) is None
 
 
 async def test_a_peer_sending_conflict_after_conflict_is_cut_off(tmp_path: Path) -> None:

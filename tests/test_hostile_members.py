@@ -20,7 +20,7 @@ from microsync.app.ops import APP_TYPE
 from microsync.errors import NotAMember
 from microsync.feed.entry import GroupId
 from microsync.group.ops import OpKind, Role
-from microsync.testing import AppOp, Hostile, Kind, SimDevice, SimNetwork, app_view
+from microsync.testing import AppOp, Hostile, Kind, SimDevice, SimNetwork, app_view, store_of
 from tests.test_app_group import family_of, share
 
 SCAM = "send money to IBAN XX00"
@@ -295,7 +295,7 @@ async def test_posts_that_arrive_before_their_authors_add_show_once_it_does(tmp_
 
 def _feed(device: Device, group: Group) -> set[bytes]:
     """The wire forms of ``device``'s own entries in ``group``."""
-    own = device._store.entries(group.id, device.id)
+    own = store_of(device).entries(group.id, device.id)
     return {stored.entry.wire for stored in own}
 
 

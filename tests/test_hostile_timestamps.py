@@ -31,6 +31,7 @@ from microsync.state import RegisterSet, Timestamp, encode_op
 from microsync.state.clock import HLC, MAX_DRIFT_MS, MAX_TICK
 from microsync.state.ids import MAX_COUNTER, OpId
 from microsync.storage.memory import MemoryStore
+from microsync.testing import replica_of, store_of
 from microsync.testing.hostile import Hostile
 from tests.test_app_group import family_of, share
 from tests.test_net_sync import eventually
@@ -53,9 +54,9 @@ def evil_op(evil: Hostile, op: AppOp, hlc: int, deps: tuple[EntryId, ...] = ()) 
 
 def stored_hlc(group: microsync.Group, entry_id: bytes) -> int | None:
     """The ``hlc`` of an entry this device stores (for its own: what its clock said)."""
-    store = group.device._store
-    for device in store.feeds(group._replica.id):
-        for stored in store.entries(group._replica.id, device):
+    store = store_of(group.device)
+    for device in store.feeds(replica_of(group).id):
+        for stored in store.entries(replica_of(group).id, device):
             if stored.entry.id == entry_id:
                 return stored.entry.header.hlc
     return None
@@ -319,9 +320,9 @@ def test_entries_past_the_largest_hlc_are_refused_with_a_typed_error(tmp_path: P
             evil = Hostile.of_group(mallory)
             body = evil.seal_content(APP_TYPE, AppOp(Kind.POST, text="x").to_bytes())[1]
             entry = evil.craft(type=APP_TYPE, body=body, epoch=mallory.epoch, hlc=2**63)
-            before = bob.device._store.dump()
+            before = store_of(bob.device).dump()
             bob.device.receive(mallory.id, [(entry.wire, body)])  # refused, typed, inside
-            assert bob.device._store.dump() == before
+            assert store_of(bob.device).dump() == before
             with pytest.raises(MicrosyncError):
                 microsync.feed.parse_entry(entry.wire)
             assert_usable(bob)

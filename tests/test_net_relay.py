@@ -9,6 +9,7 @@ from pathlib import Path
 import microsync
 from microsync.group.keys import rendezvous_id
 from microsync.net.relay import RelayServer
+from microsync.testing import replica_of
 from tests.test_app_group import family_of, share
 from tests.test_net_sync import eventually
 
@@ -36,7 +37,7 @@ async def test_members_sync_live_through_the_relay(tmp_path: Path) -> None:
         bytes(alice.id),
         bytes(alice.device.id),
         bytes(bob.device.id),
-        bytes(alice._person()),
+        bytes(alice.device.person_id),
         b"before the relay",
         b"live through the relay",
         b"Alice",
@@ -87,14 +88,14 @@ async def test_an_invite_redeemed_through_the_relay(tmp_path: Path) -> None:
 async def test_a_removed_member_cannot_compute_the_next_rendezvous_id(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
-        await alice.remove(carol._person())
+        await alice.remove(carol.device.person_id)
         share(alice, bob, carol)
         bucket = 12345
-        current = alice._replica.current_epoch_key()
+        current = replica_of(alice).current_epoch_key()
         assert current is not None
         new_id = rendezvous_id(current, bucket)
-        bob_key = bob._replica.current_epoch_key()
+        bob_key = replica_of(bob).current_epoch_key()
         assert bob_key is not None and rendezvous_id(bob_key, bucket) == new_id
-        held = carol._replica.epoch_keys().values()
+        held = replica_of(carol).epoch_keys().values()
         assert held
         assert all(rendezvous_id(k, bucket) != new_id for k in held)

@@ -12,6 +12,7 @@ import pytest
 
 import microsync
 from microsync.errors import InviteError, PeerUnreachable
+from microsync.testing import store_of
 from tests.test_app_group import family_of, share
 
 
@@ -86,8 +87,8 @@ async def test_live_push_both_ways_and_presence(tmp_path: Path) -> None:
         await bob.react(post.id, "❤️")
         await eventually(lambda: bool(alice.post_by_id(post.id).reactions))
         await alice.share_location(51.752, -1.2577, precision="city")
-        await eventually(lambda: alice._person() in bob.locations())
-        await eventually(lambda: bob.presence()[alice._person()].online)
+        await eventually(lambda: alice.device.person_id in bob.locations())
+        await eventually(lambda: bob.presence()[alice.device.person_id].online)
 
 
 async def test_join_by_link_and_by_code_over_tcp(tmp_path: Path) -> None:
@@ -179,7 +180,7 @@ async def test_a_new_device_shows_the_newest_posts_before_the_history(tmp_path: 
         )
 
         def stored() -> int:
-            return sum(s.head_seq for s in newcomer._store.feeds(group).values())
+            return sum(s.head_seq for s in store_of(newcomer).feeds(group).values())
 
         def shows_newest() -> bool:
             held = newcomer.group(group)
@@ -212,8 +213,8 @@ async def test_a_removed_member_is_told_it_is_out_and_nothing_more(tmp_path: Pat
         alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
         await alice.post("before")
         share(alice, bob, carol)
-        await alice.remove(carol._person())
-        removal_seq = alice.device._store.feed_status(alice.id, alice.device.id).head_seq
+        await alice.remove(carol.device.person_id)
+        removal_seq = store_of(alice.device).feed_status(alice.id, alice.device.id).head_seq
         await alice.post("after: planning the party")
         dave = await opened(stack, tmp_path / "dave", "Dave")
         await alice.device.start(lan=False, port=0)
@@ -222,7 +223,7 @@ async def test_a_removed_member_is_told_it_is_out_and_nothing_more(tmp_path: Pat
         result = await carol.device.sync_with("127.0.0.1", alice.device.port or 0)
         assert result.groups == (alice.id,)
         assert not carol.is_member()  # now it knows
-        held = carol.device._store.feed_status(alice.id, alice.device.id).head_seq
+        held = store_of(carol.device).feed_status(alice.id, alice.device.id).head_seq
         assert held == removal_seq  # the removal, and nothing written after it
-        assert carol.device._store.certificate(dave.id) is None  # nor who joined since
+        assert store_of(carol.device).certificate(dave.id) is None  # nor who joined since
         assert [p.text for p in carol.feed()] == ["before"]

@@ -17,6 +17,7 @@ from microsync.blobs import BlobRef
 from microsync.errors import DecryptionError, NotAMember, PeerUnreachable
 from microsync.feed import StoredEntry
 from microsync.identity import DeviceId
+from microsync.testing import replica_of
 from tests.test_app_group import family_of, share, sync
 from tests.test_net_sync import eventually
 
@@ -71,7 +72,7 @@ async def test_tampered_chunk_is_detected_and_nothing_is_written(tmp_path: Path)
     async with AsyncExitStack() as stack:
         [alice] = await family_of(stack, tmp_path, "Alice")
         ref = await alice.vault.add(payload(3 * CHUNK), name="f", chunk_size=CHUNK)
-        store = alice._replica.store
+        store = replica_of(alice).store
         chunk = alice.vault.chunks(ref)[1]
         sealed = bytearray(store.get_chunk(alice.id, chunk))  # type: ignore[attr-defined]
         sealed[5] ^= 1
@@ -215,7 +216,7 @@ async def test_a_removed_member_cannot_read_blobs_added_after(tmp_path: Path) ->
         before = await alice.vault.add(b"old news", name="old")
         share(alice, bob, carol)
         assert bob.vault.get(before.id).name == "old"
-        await alice.remove(bob._person())
+        await alice.remove(bob.device.person_id)
         after = await alice.vault.add(b"family only", name="new")
         share(alice, carol)
         sync(alice.device, bob.device, alice.id)  # bob still gets the (encrypted) entries
@@ -267,7 +268,7 @@ async def test_policy_all_fetches_new_blobs_in_the_background_and_events(tmp_pat
         ref = await alice.vault.add(payload(5 * CHUNK), name="auto", chunk_size=CHUNK)
         await eventually(lambda: any(e.kind == "vault_added" for e in seen))
         [added] = [e for e in seen if e.kind == "vault_added"]
-        assert added.detail == bob.vault.get(ref.id) and added.person == alice._person()
+        assert added.detail == bob.vault.get(ref.id) and added.person == alice.device.person_id
         await eventually(lambda: not bob.vault.missing(ref.id))  # fetched in the background
         await alice.vault.remove(ref)
         await eventually(lambda: any(e.kind == "vault_removed" for e in seen))

@@ -71,7 +71,7 @@ def take_over(bob: microsync.Group, ref: BlobRef) -> None:
 
 def assert_hers(group: microsync.Group, ref: BlobRef, alice: microsync.Group) -> None:
     seen = group.vault.get(ref.id)
-    assert seen.author == alice._person() and seen.thumbnail == b"alice's thumb"
+    assert seen.author == alice.device.person_id and seen.thumbnail == b"alice's thumb"
     assert (seen.added_at, seen.entry, seen.name) == (ref.added_at, ref.entry, ref.name)
 
 
@@ -90,7 +90,7 @@ async def test_a_reannounced_blob_stays_its_adders_and_only_she_removes_it(
         for group in (alice, bob, carol):
             assert_hers(group, ref, alice)
             copies = [r for r in group.vault.list() if r.id != ref.id]
-            assert len(copies) == 2 and {r.author for r in copies} == {bob._person()}
+            assert len(copies) == 2 and {r.author for r in copies} == {bob.device.person_id}
             assert group.vault.refused[Refusal.NOT_THE_ADDER] == 1
         assert (await alice.vault.fetch(ref, tmp_path / "beach.out")).read_bytes() == data
         await alice.vault.remove(ref)
