@@ -62,11 +62,11 @@ async def test_documents_survive_restarts_and_emit_events(tmp_path: Path) -> Non
         event = await asyncio.wait_for(first, 5)
         await stream.aclose()
         assert event.kind == "doc" and event.detail == "calendar"
-        assert event.person == alice._person()
+        assert event.person == alice.device.person_id
         expected = alice.doc("calendar").to_value()
         assert bob.doc("calendar").to_value() == expected
-        path = bob._device.path
-        await bob._device.close()
+        path = bob.device.path
+        await bob.device.close()
     async with await microsync.Device.open(path) as again:
         group = again.group(alice.id)
         assert group.doc("calendar").to_value() == expected
@@ -79,7 +79,7 @@ async def test_a_member_cannot_write_under_another_devices_id(tmp_path: Path) ->
         await bob.doc("d").set("owner", "bob")
         share(alice, bob, carol)
         # carol makes an operation with bob's device id as its actor and writes it herself
-        impostor = Document(bytes(bob._device.id))
+        impostor = Document(bytes(bob.device.id))
         impostor.clock = 1000
         now = time.time_ns() // 1_000_000
         op = impostor.set("owner", "carol", now=now + 10**6)

@@ -21,7 +21,7 @@ from microsync.errors import NotAMember
 from microsync.feed.entry import EntryId
 from microsync.group.invite import PairingGuest
 from microsync.group.join import DeviceCandidate
-from microsync.testing import FakeClock
+from microsync.testing import FakeClock, replica_of, store_of
 from tests.test_device_groups import introduce, pair, sync
 
 
@@ -49,7 +49,7 @@ async def family_of(
 
 
 def devices_of(*groups: microsync.Group) -> list[microsync.Device]:
-    return [g._device for g in groups]
+    return [g.device for g in groups]
 
 
 def share(*groups: microsync.Group) -> None:
@@ -81,12 +81,14 @@ async def test_posts_replies_reactions_and_edits_reach_every_member(tmp_path: Pa
             seen = group.post_by_id(post.id)
             assert seen.text == "Landed in Oxford, finally" and seen.edited
             assert seen.author_name == "Alice"
-            assert seen.reactions == {"❤️": frozenset({bob._person(), carol._person()})}
+            assert seen.reactions == {
+                "❤️": frozenset({bob.device.person_id, carol.device.person_id})
+            }
             assert [p.id for p in group.thread(post.id)] == [reply.id, nested.id]
             assert group.feed()[0].id == nested.id  # newest first
         await bob.unreact(post.id, "❤️")
         share(alice, bob, carol)
-        assert alice.post_by_id(post.id).reactions == {"❤️": frozenset({carol._person()})}
+        assert alice.post_by_id(post.id).reactions == {"❤️": frozenset({carol.device.person_id})}
 
 
 async def test_nobody_edits_deletes_or_unreacts_for_someone_else(tmp_path: Path) -> None:
@@ -100,16 +102,21 @@ async def test_nobody_edits_deletes_or_unreacts_for_someone_else(tmp_path: Path)
         with pytest.raises(NotAMember):
             await bob.delete(post.id)
         # a hand-crafted withdrawal of Alice's reaction, signed by Bob, bypassing the API
-        tags = tuple(bob._timeline().posts[EntryId(post.id)].reactions["👍"][alice._person()])
+        tags = tuple(
+            bob._timeline().posts[EntryId(post.id)].reactions["👍"][alice.device.person_id]
+        )
         op = AppOp(Kind.UNREACT, post=post.id, emoji="👍", removes=tags)
-        bob._replica.append_content(
-            APP_TYPE, op.to_bytes(), now=bob._now(), deps=deps_for(op, bob._timeline().heads)
+        replica_of(bob).append_content(
+            APP_TYPE,
+            op.to_bytes(),
+            now=bob.device.clock(),
+            deps=deps_for(op, bob._timeline().heads),
         )
         share(alice, bob)
         for group in (alice, bob):
             seen = group.post_by_id(post.id)
             assert seen.text == "mine" and not seen.deleted
-            assert seen.reactions == {"👍": frozenset({alice._person()})}
+            assert seen.reactions == {"👍": frozenset({alice.device.person_id})}
 
 
 async def test_delete_for_everyone_purges_the_body_from_every_disk(tmp_path: Path) -> None:
@@ -122,7 +129,7 @@ async def test_delete_for_everyone_purges_the_body_from_every_disk(tmp_path: Pat
         bodies = [
             s.body
             for d in devices_of(alice)
-            for s in d._store.entries(alice.id, d.id)
+            for s in store_of(d).entries(alice.id, d.id)
             if s.entry.header.type == APP_TYPE and s.body is not None
         ]
         assert len(bodies) == 2
@@ -134,13 +141,13 @@ async def test_delete_for_everyone_purges_the_body_from_every_disk(tmp_path: Pat
             seen = group.post_by_id(post.id)
             assert seen.deleted and seen.text is None
             assert post.id not in [p.id for p in group.feed()]
-            raw = raw_profile_bytes(group._device)
+            raw = raw_profile_bytes(group.device)
             assert secret.encode() not in raw
             for body in bodies:
                 assert body not in raw and body[-32:] not in raw  # not even a fragment
         # and it stays deleted after a restart
-        path = bob._device.path
-        await bob._device.close()
+        path = bob.device.path
+        await bob.device.close()
         async with await microsync.Device.open(path) as again:
             seen = again.group(alice.id).post_by_id(post.id)
             assert seen.deleted and seen.text is None
@@ -157,9 +164,9 @@ async def test_disappearing_posts_are_purged_after_their_time(tmp_path: Path) ->
         for group in (alice, bob):
             assert post.id not in [p.id for p in group.feed()]
             assert group.post_by_id(post.id).text is None
-            assert b"gone in a minute" not in raw_profile_bytes(group._device)
-            stored = group._device._store.entry_at(
-                group.id, alice._device.id, 0 + _seq(alice, post.id)
+            assert b"gone in a minute" not in raw_profile_bytes(group.device)
+            stored = store_of(group.device).entry_at(
+                group.id, alice.device.id, 0 + _seq(alice, post.id)
             )
             assert stored is not None and stored.body is None
 
@@ -180,8 +187,8 @@ async def test_read_cursors_give_exactly_the_unseen_posts_across_restarts(tmp_pa
         assert bob.unread_count() == 0 and bob.feed(since="last_opened") == []
         third = await alice.post("three")
         share(alice, bob)
-        path = bob._device.path
-        await bob._device.close()
+        path = bob.device.path
+        await bob.device.close()
         async with await microsync.Device.open(path) as again:
             group = again.group(alice.id)
             assert group.unread_count() == 1
@@ -203,7 +210,7 @@ async def test_events_arrive_as_entries_are_applied(tmp_path: Path) -> None:
         share(alice, bob)
         event = await asyncio.wait_for(anext(stream), 5)
         assert event.kind == "reaction" and event.post is not None
-        assert event.post.reactions == {"🎉": frozenset({alice._person()})}
+        assert event.post.reactions == {"🎉": frozenset({alice.device.person_id})}
         assert isinstance(event, microsync.app.events.Reacted)
         await stream.aclose()
 
@@ -235,7 +242,7 @@ async def test_each_event_kind_is_its_own_class(tmp_path: Path) -> None:
                     described.append((event.kind, name))
                 case _:
                     raise AssertionError(f"unexpected {event!r}")
-            assert event.person == alice._person()
+            assert event.person == alice.device.person_id
         # (in one batch, document events come before the posts')
         assert sorted(described) == [("doc", "calendar"), ("post", "ping"), ("reply", "pong")]
         assert {e.kind for e in seen} == {EventKind.POST, EventKind.REPLY, EventKind.DOC}
@@ -246,7 +253,7 @@ async def test_read_cursors_sync_across_a_persons_own_devices(tmp_path: Path) ->
     the person's feed); someone else's cursor never counts for this person."""
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        phone = alice._device
+        phone = alice.device
         pairing = await phone.link_device(ttl=60)
         candidate = DeviceCandidate.generate("Alice laptop", os.urandom, 0)
         guest = PairingGuest.for_link(pairing.link, request=candidate.request().to_bytes())
@@ -254,7 +261,7 @@ async def test_read_cursors_sync_across_a_persons_own_devices(tmp_path: Path) ->
         laptop_device = await stack.enter_async_context(
             await microsync.Device.complete_link(tmp_path / "laptop", candidate, response)
         )
-        introduce(phone, laptop_device, bob._device)
+        introduce(phone, laptop_device, bob.device)
         sync(phone, laptop_device, alice.id)
         laptop = laptop_device.group(alice.id)
         first = await bob.post("one")

@@ -34,7 +34,7 @@ from microsync.errors import (
     NotAMember,
     StaleAnnouncement,
 )
-from microsync.testing import FakeClock, app_state
+from microsync.testing import FakeClock, app_state, replica_of
 from tests.test_app_group import devices_of, family_of, share
 
 OXFORD = (51.752_021, -1.257_726)
@@ -52,7 +52,7 @@ def gossip(*groups: microsync.Group) -> None:
 
 def plaintexts(group: microsync.Group) -> list[bytes]:
     """The plaintext of every entry and announcement the group's device can open."""
-    replica = group._replica
+    replica = replica_of(group)
     store = replica.store
     out = []
     for device in store.feeds(replica.id):
@@ -66,7 +66,7 @@ def plaintexts(group: microsync.Group) -> list[bytes]:
 
 def _inner(group: microsync.Group, sealed: bytes) -> bytes:
     _, number, ref, nonce, ct = encoding.decode(sealed, max_size=4096)  # type: ignore[misc]
-    epoch = group._replica.key_for(number, ref)  # type: ignore[arg-type]
+    epoch = replica_of(group).key_for(number, ref)  # type: ignore[arg-type]
     assert epoch is not None and epoch.content is not None
     key = SymmetricKey(derive_key(labels.ANNOUNCEMENT_KEY, epoch.content.secret_bytes()))
     return key.decrypt(nonce, ct, encoding.encode([bytes(group.id), number, ref]))  # type: ignore[arg-type]
@@ -146,7 +146,7 @@ async def test_city_location_reaches_members_and_never_carries_finer_coordinates
         gossip(alice, bob)  # carol hears only from bob: announcements are passed on
         gossip(bob, carol)
         for group in (alice, bob, carol):
-            seen = group.locations()[alice._person()]
+            seen = group.locations()[alice.device.person_id]
             assert (seen.lat, seen.lon, seen.precision, seen.name) == (
                 51.75,
                 -1.25,
@@ -179,24 +179,24 @@ async def test_stop_sharing_and_a_newer_location_replace_the_old_everywhere(
         old = alice.announcements()
         await alice.share_location(48.8566, 2.3522, precision="region")
         gossip(alice, bob)
-        assert bob.locations()[alice._person()].lat == 48.5
+        assert bob.locations()[alice.device.person_id].lat == 48.5
         for sealed in old:  # the older location replayed: refused, nothing changes
             with pytest.raises(StaleAnnouncement):
                 bob.receive_announcement(sealed)
-        assert bob.locations()[alice._person()].precision == "region"
+        assert bob.locations()[alice.device.person_id].precision == "region"
         await alice.stop_sharing_location()
         gossip(alice, bob)
-        assert alice._person() not in bob.locations()
-        assert alice._person() not in alice.locations()
+        assert alice.device.person_id not in bob.locations()
+        assert alice.device.person_id not in alice.locations()
 
 
 async def test_locations_are_ephemeral_and_expire(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         clock = FakeClock(system_clock())
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob", clock=clock)
-        before = sum(1 for _ in alice._replica.store.entries(alice.id, alice._device.id))
+        before = sum(1 for _ in replica_of(alice).store.entries(alice.id, alice.device.id))
         await alice.share_location(*OXFORD, precision="city", ttl=60)
-        after = sum(1 for _ in alice._replica.store.entries(alice.id, alice._device.id))
+        after = sum(1 for _ in replica_of(alice).store.entries(alice.id, alice.device.id))
         assert after == before  # no feed entry: nothing kept in history
         gossip(alice, bob)
         clock.advance(61_000)
@@ -208,13 +208,13 @@ async def test_presence_online_then_last_seen(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         clock = FakeClock(system_clock())
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob", clock=clock)
-        assert bob.presence()[alice._person()].online is False
+        assert bob.presence()[alice.device.person_id].online is False
         await alice.announce_presence("away", ttl=30)
         gossip(alice, bob)
-        seen = bob.presence()[alice._person()]
+        seen = bob.presence()[alice.device.person_id]
         assert seen.online and seen.status == "away" and seen.last_seen is not None
         clock.advance(31_000)
-        later = bob.presence()[alice._person()]
+        later = bob.presence()[alice.device.person_id]
         assert not later.online and later.last_seen == seen.last_seen
         with pytest.raises(ValueError):
             await alice.announce_presence("dancing")
@@ -225,9 +225,9 @@ async def test_announcements_survive_a_restart(tmp_path: Path) -> None:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
         await alice.share_location(*OXFORD)
         gossip(alice, bob)
-        person = alice._person()
-        bob_path = bob._device.path
-        await bob._device.close()
+        person = alice.device.person_id
+        bob_path = bob.device.path
+        await bob.device.close()
     async with await microsync.Device.open(bob_path) as again:
         group = again.groups()[0]
         assert group.locations()[person].lat == 51.75
@@ -242,7 +242,7 @@ async def test_events_for_presence_and_location(tmp_path: Path) -> None:
         await alice.share_location(*OXFORD)
         gossip(alice, bob)
         event = await asyncio.wait_for(first, 5)
-        assert event.kind == "location" and event.person == alice._person()
+        assert event.kind == "location" and event.person == alice.device.person_id
         assert isinstance(event.detail, microsync.Location) and event.detail.lat == 51.75
         await alice.announce_presence()
         gossip(alice, bob)
@@ -260,7 +260,7 @@ async def test_bad_announcements_are_refused_and_change_nothing(tmp_path: Path) 
         other = await devices_of(alice)[0].create_group("Work")
         await alice.share_location(*OXFORD)
         (good,) = alice.announcements()
-        board_before = bob._replica.store.get_meta(app_state(bob).keys.board)
+        board_before = replica_of(bob).store.get_meta(app_state(bob).keys.board)
         flipped = bytearray(good)
         flipped[-5] ^= 1
         cases: list[tuple[bytes, type[MicrosyncError]]] = [
@@ -272,16 +272,16 @@ async def test_bad_announcements_are_refused_and_change_nothing(tmp_path: Path) 
         await other.share_location(*OXFORD)  # a valid announcement of another group
         cases.append((other.announcements()[0], DecryptionError))
         # carol (a member, holding the epoch key) forges one in Bob's name
-        replica = carol._replica
+        replica = replica_of(carol)
         epoch = replica.current_epoch_key()
         assert epoch is not None
         forged = _forge(
             carol,
             Announcement(
                 AnnouncementKind.LOCATION,
-                bob._device.id,
-                bob._now(),
-                bob._now() + 60_000,
+                bob.device.id,
+                bob.device.clock(),
+                bob.device.clock() + 60_000,
                 lat=0,
                 lon=0,
                 precision="exact",
@@ -290,16 +290,16 @@ async def test_bad_announcements_are_refused_and_change_nothing(tmp_path: Path) 
         cases.append((forged, BadSignature))
         future = Announcement(
             AnnouncementKind.PRESENCE,
-            carol._device.id,
-            carol._now() + MAX_FUTURE_MS + 60_000,
-            carol._now() + MAX_FUTURE_MS + 120_000,
+            carol.device.id,
+            carol.device.clock() + MAX_FUTURE_MS + 60_000,
+            carol.device.clock() + MAX_FUTURE_MS + 120_000,
             status="online",
         )
         cases.append((_seal(carol, future), StaleAnnouncement))
         for data, error in cases:
             with pytest.raises(error):
                 bob.receive_announcement(data)
-        assert bob._replica.store.get_meta(app_state(bob).keys.board) == board_before
+        assert replica_of(bob).store.get_meta(app_state(bob).keys.board) == board_before
         assert bob.locations() == {}
 
 
@@ -308,25 +308,25 @@ async def test_a_removed_member_cannot_announce(tmp_path: Path) -> None:
         alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
         await carol.share_location(*OXFORD)
         (old,) = carol.announcements()
-        await alice.remove(carol._person())
+        await alice.remove(carol.device.person_id)
         share(alice, bob)
         with pytest.raises(NotAMember):
             bob.receive_announcement(old)
         # a fresh one sealed under an epoch carol still holds: refused as well
         fresh = Announcement(
             AnnouncementKind.PRESENCE,
-            carol._device.id,
-            carol._now() + 5,
-            carol._now() + 60_000,
+            carol.device.id,
+            carol.device.clock() + 5,
+            carol.device.clock() + 60_000,
             status="online",
         )
         with pytest.raises(NotAMember):
             bob.receive_announcement(_seal(carol, fresh))
-        assert carol._person() not in bob.presence()
+        assert carol.device.person_id not in bob.presence()
 
 
 def _seal(group: microsync.Group, a: Announcement) -> bytes:
-    replica = group._replica
+    replica = replica_of(group)
     epoch = replica.current_epoch_key()
     assert epoch is not None
     return seal_announcement(
@@ -336,7 +336,7 @@ def _seal(group: microsync.Group, a: Announcement) -> bytes:
 
 def _forge(group: microsync.Group, a: Announcement) -> bytes:
     """``a`` (naming another device) signed with ``group``'s own device key, sealed right."""
-    replica = group._replica
+    replica = replica_of(group)
     epoch = replica.current_epoch_key()
     assert epoch is not None and epoch.content is not None
     body = a.body()

@@ -16,7 +16,7 @@ from microsync.app.ops import EditOp, PostOp
 from microsync.app.snapshot import Snapshot, open_snapshot, seal_snapshot
 from microsync.app.timeline import Timeline
 from microsync.errors import BadSignature, DecodeError, NotAMember
-from microsync.testing import app_state
+from microsync.testing import app_state, replica_of
 from tests.test_app_group import family_of, share
 
 
@@ -36,7 +36,7 @@ def reload(group: microsync.Group, snapshot: bytes | None) -> tuple[object, ...]
     """Drop the group's in-memory state and load it again from the store, from ``snapshot``
     when given (``b""``: none, a full replay)."""
     if snapshot is not None:
-        group._replica.store.put_meta(snapshot_key(group), snapshot)
+        replica_of(group).store.put_meta(snapshot_key(group), snapshot)
     app_state(group).unload()
     return timeline(group).summary()
 
@@ -67,7 +67,7 @@ async def test_snapshot_plus_tail_equals_full_replay(tmp_path_factory, actions) 
     async with AsyncExitStack() as stack:
         groups = await family_of(stack, root, "Alice", "Bob", "Carol")
         bob = groups[1]
-        snapshots = [bob._replica.store.get_meta(snapshot_key(bob)) or b""]
+        snapshots = [replica_of(bob).store.get_meta(snapshot_key(bob)) or b""]
         for action, who, which in actions:
             group = groups[who]
             posts = [p for p in timeline(group).posts.values()]
@@ -89,7 +89,7 @@ async def test_snapshot_plus_tail_equals_full_replay(tmp_path_factory, actions) 
                     share(*groups)
                 elif action == "snap":
                     bob.snapshot()
-                    snapshots.append(bob._replica.store.get_meta(snapshot_key(bob)) or b"")
+                    snapshots.append(replica_of(bob).store.get_meta(snapshot_key(bob)) or b"")
             except (NotAMember, KeyError):
                 pass  # someone else's post, or not delivered to this member yet
         share(*groups)
@@ -97,7 +97,7 @@ async def test_snapshot_plus_tail_equals_full_replay(tmp_path_factory, actions) 
         replayed = full_replay(bob)
         assert replayed == live
         bob.snapshot()
-        snapshots.append(bob._replica.store.get_meta(snapshot_key(bob)) or b"")
+        snapshots.append(replica_of(bob).store.get_meta(snapshot_key(bob)) or b"")
         for snapshot in snapshots:
             assert reload(bob, snapshot) == replayed
             assert timeline(bob).waiting == 0
@@ -116,18 +116,18 @@ async def test_a_snapshot_is_loaded_on_restart_and_holds_no_purged_text(tmp_path
         share(alice, bob)
         before = timeline(bob).summary()
         bob.snapshot()
-        signer = bob._replica.me.identity.device_key
-        data = bob._replica.store.get_meta(snapshot_key(bob))
+        signer = replica_of(bob).me.identity.device_key
+        data = replica_of(bob).store.get_meta(snapshot_key(bob))
         assert data
         opened = open_snapshot(data, group=bob.id, signer=signer)
         texts = [e.op.text for e in opened.entries if isinstance(e.op, PostOp | EditOp)]
         assert "kept" in texts
         assert not any("secret" in t for t in texts)
-        path = bob._device.path
-        await bob._device.close()
+        path = bob.device.path
+        await bob.device.close()
     async with await microsync.Device.open(path) as again:
         group = again.group(alice.id)
-        assert group._replica.store.get_meta(snapshot_key(group))  # written at close
+        assert replica_of(group).store.get_meta(snapshot_key(group))  # written at close
         assert timeline(group).summary() == before
         assert timeline(group).waiting == 0
         assert [p.text for p in group.feed()] == ["kept"]
@@ -141,8 +141,8 @@ async def test_a_snapshot_never_overrides_the_store(tmp_path: Path) -> None:
         share(alice, bob)
         bob.snapshot()
         alice.snapshot()
-        store = bob._replica.store
-        signer = bob._replica.me.identity.device_key
+        store = replica_of(bob).store
+        signer = replica_of(bob).me.identity.device_key
         good = store.get_meta(snapshot_key(bob))
         assert good
         truth = full_replay(bob)
@@ -155,11 +155,11 @@ async def test_a_snapshot_never_overrides_the_store(tmp_path: Path) -> None:
             Snapshot(ahead, (*opened.entries, fake_post), ()),
             group=bob.id,
             signer=signer,
-            rng=bob._replica.me.rng,
+            rng=replica_of(bob).me.rng,
         )
         assert reload(bob, lying) == truth
         # another device's snapshot, a tampered one, garbage: all ignored, full replay instead
-        foreign = alice._replica.store.get_meta(snapshot_key(alice))
+        foreign = replica_of(alice).store.get_meta(snapshot_key(alice))
         assert foreign
         with pytest.raises(DecodeError):
             open_snapshot(foreign, group=bob.id, signer=signer)

@@ -31,13 +31,13 @@ async def test_writes_return_the_entry_and_the_events_they_made(tmp_path: Path) 
         assert [type(e) for e in events] == [Posted]
         (posted,) = events
         assert posted.post is not None and posted.post.id == entry.id
-        assert posted.post.text == "short-lived" and posted.person == alice._person()
+        assert posted.post.text == "short-lived" and posted.person == alice.device.person_id
         assert state.post(entry.id, start).text == "short-lived"
 
         _, events = state.write(ReactOp(post=bytes(entry.id), emoji="👍"), start + 1)
         assert [type(e) for e in events] == [Reacted]
         assert events[0].post is not None and events[0].post.reactions == {
-            "👍": frozenset({alice._person()})
+            "👍": frozenset({alice.device.person_id})
         }
 
         share(alice, bob)

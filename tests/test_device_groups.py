@@ -15,6 +15,7 @@ from microsync.errors import DecryptionError, InviteConsumed, NotAMember
 from microsync.feed.trust import add_certificate
 from microsync.group.invite import PairingGuest, PairingHost
 from microsync.group.join import DeviceCandidate
+from microsync.testing import replica_of, store_of
 
 
 def pair(host: PairingHost, guest: PairingGuest) -> bytes:
@@ -25,7 +26,7 @@ def pair(host: PairingHost, guest: PairingGuest) -> bytes:
 
 
 def entries(device: microsync.Device, group_id: bytes) -> list[tuple[bytes, bytes | None]]:
-    store = device._store
+    store = store_of(device)
     return [
         (s.entry.wire, s.body)
         for feed in store.feeds(microsync.feed.GroupId(group_id))
@@ -37,8 +38,8 @@ def introduce(*devices: microsync.Device) -> None:
     """What a sync session's handshake does: exchange device certificates."""
     for device in devices:
         for other in devices:
-            with device._store.transaction():
-                add_certificate(device._store, other._identity.certificate)
+            with store_of(device).transaction():
+                add_certificate(store_of(device), other._identity.certificate)
 
 
 def sync(a: microsync.Device, b: microsync.Device, group_id: bytes) -> None:
@@ -110,12 +111,12 @@ async def test_link_device_then_revoke_it(tmp_path: Path) -> None:
             assert family.epoch == before + 1
             [me] = family.members()
             assert me.devices == (phone.id,)
-            secret = family._replica.append_content(100, b"after the laptop was lost", now=1)
+            secret = replica_of(family).append_content(100, b"after the laptop was lost", now=1)
             sync(phone, laptop, family.id)
-            stored = laptop._store.entry_at(family.id, secret.header.device, secret.header.seq)
+            stored = store_of(laptop).entry_at(family.id, secret.header.device, secret.header.seq)
             assert stored is not None
             with pytest.raises(DecryptionError):
-                group._replica.decrypt(stored)
+                replica_of(group).decrypt(stored)
             assert not group.is_member()
 
 

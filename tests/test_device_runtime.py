@@ -63,9 +63,9 @@ async def test_a_shared_fake_clock_expires_announcements_on_every_device(tmp_pat
         await alice.announce_presence("online", ttl=30)
         for sealed in alice.announcements():
             bob.receive_announcement(sealed)
-        assert bob.presence()[alice._person()].online
+        assert bob.presence()[alice.device.person_id].online
         clock.advance(31_000)
-        assert not bob.presence()[alice._person()].online
+        assert not bob.presence()[alice.device.person_id].online
 
 
 # ----------------------------------------------------------------------------- task group
@@ -131,7 +131,7 @@ async def test_a_bug_in_a_background_task_reaches_stop(
     monkeypatch.setattr(microsync.Group, "announce_presence", broken)
     async with AsyncExitStack() as stack:
         [alice] = await family_of(stack, tmp_path, "Alice")
-        device = alice._device
+        device = alice.device
         await device.start(lan=False, port=0)
         await asyncio.wait_for(called.wait(), 5)  # the heartbeat's first round
         await asyncio.sleep(0.05)
@@ -145,12 +145,12 @@ async def test_a_bug_in_a_background_task_reaches_stop(
 async def test_a_one_shot_sync_leaves_no_task_behind(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        await alice._device.start(lan=False, port=0)
-        port = alice._device.port
+        await alice.device.start(lan=False, port=0)
+        port = alice.device.port
         assert port
         await alice.post("hi")
-        await bob._device.sync_with("127.0.0.1", port)
-        await alice._device.stop()
+        await bob.device.sync_with("127.0.0.1", port)
+        await alice.device.stop()
         await asyncio.sleep(0.05)
         left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert left == [], left

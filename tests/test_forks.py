@@ -33,6 +33,7 @@ from microsync.protocol.messages import (
     encode_message,
 )
 from microsync.protocol.session import SyncOptions
+from microsync.testing import replica_of, store_of
 from microsync.testing.hostile import Hostile
 from tests.sync_helpers import DeviceHost, connect, deliver, pump, sync_pair
 from tests.test_app_group import family_of
@@ -82,11 +83,11 @@ def stored_body(evil: Hostile, entry: Entry) -> bytes | None:
 
 
 def forked_at(group: microsync.Group, device: DeviceId) -> int | None:
-    return group._replica.store.feed_status(group.id, device).forked_at
+    return replica_of(group).store.feed_status(group.id, device).forked_at
 
 
 def evidence(group: microsync.Group, device: DeviceId) -> set[frozenset[bytes]]:
-    found = group._replica.store.fork_evidence(group.id, device)
+    found = replica_of(group).store.fork_evidence(group.id, device)
     return {frozenset((e.first, e.second)) for e in found}
 
 
@@ -131,7 +132,7 @@ async def three(stack: AsyncExitStack, root: Path) -> tuple[microsync.Group, ...
 
 
 def dump(group: microsync.Group) -> bytes:
-    return group._replica.store.dump()
+    return replica_of(group).store.dump()
 
 
 # ---------------------------------------------------------------------- sans-IO sessions
@@ -144,12 +145,12 @@ async def test_both_sides_of_a_fork_learn_it_when_they_sync(tmp_path: Path) -> N
         m = evil.identity.device_id
         [a], [b] = versions(evil)
         k = evil.head()[0]
-        assert alice._device.receive(alice.id, [a]) == 1
-        assert carol._device.receive(carol.id, [b]) == 1
+        assert alice.device.receive(alice.id, [a]) == 1
+        assert carol.device.receive(carol.id, [b]) == 1
         assert "version A 0" in texts(alice) and "version B 0" in texts(carol)
         heard = [await listening(stack, g) for g in (alice, carol)]
 
-        link = sync_pair(DeviceHost(alice._device), DeviceHost(carol._device))
+        link = sync_pair(DeviceHost(alice.device), DeviceHost(carol.device))
 
         assert link.a.error is None and link.b.error is None and link.a.synced
         for side in ("a", "b"):
@@ -163,15 +164,15 @@ async def test_both_sides_of_a_fork_learn_it_when_they_sync(tmp_path: Path) -> N
             assert await listener.forks() == [DeviceForked(device=m, seq=k)]
         # the event names the forked device's owner
         [event] = [e for e in heard[0].seen if e.kind == "device_forked"]
-        assert event.person == mallory._device.person_id
+        assert event.person == mallory.device.person_id
         # nothing of Mallory's from the fork on is accepted any more
         later = evil.append_content(APP_TYPE, post_op("after the fork"), hlc=hlc())
         for group in (alice, carol):
             before = dump(group)
-            assert group._device.receive(group.id, [(later.wire, stored_body(evil, later))]) == 0
+            assert group.device.receive(group.id, [(later.wire, stored_body(evil, later))]) == 0
             assert dump(group) == before
         # and the next session between them is one round trip again
-        again = sync_pair(DeviceHost(carol._device), DeviceHost(alice._device))
+        again = sync_pair(DeviceHost(carol.device), DeviceHost(alice.device))
         assert kinds(again.sent_by("a")) == ["Hello", "Match", "Digest"]
         assert kinds(again.sent_by("b")) == ["Hello", "Match", "Digest"]
 
@@ -185,9 +186,9 @@ async def test_a_fork_far_behind_both_heads_is_traced_back_to_where_it_began(
         m = evil.identity.device_id
         k = evil.head()[0] + 1
         a, b = versions(evil, run=40)  # two chains of 40 from k: more than two Conflicts' worth
-        assert alice._device.receive(alice.id, a) == 40
-        assert carol._device.receive(carol.id, b) == 40
-        link = sync_pair(DeviceHost(alice._device), DeviceHost(carol._device))
+        assert alice.device.receive(alice.id, a) == 40
+        assert carol.device.receive(carol.id, b) == 40
+        link = sync_pair(DeviceHost(alice.device), DeviceHost(carol.device))
         assert link.a.error is None and link.b.error is None
         assert sum(isinstance(msg, Conflict) for _, msg in link.log) >= 3  # walked back
         for group in (alice, carol):
@@ -207,18 +208,18 @@ async def test_a_device_that_holds_neither_version_learns_the_fork_by_gossip(
         m = evil.identity.device_id
         [a], [b] = versions(evil)
         k = evil.head()[0]
-        alice._device.receive(alice.id, [a])
-        carol._device.receive(carol.id, [b])
-        sync_pair(DeviceHost(alice._device), DeviceHost(carol._device))
+        alice.device.receive(alice.id, [a])
+        carol.device.receive(carol.id, [b])
+        sync_pair(DeviceHost(alice.device), DeviceHost(carol.device))
         heard = await listening(stack, bob)
 
-        link = sync_pair(DeviceHost(bob._device), DeviceHost(alice._device))
+        link = sync_pair(DeviceHost(bob.device), DeviceHost(alice.device))
 
         assert [type(msg).__name__ for msg in link.sent_by("b")].count("ForkEvidenceMessage") == 1
         assert forked_at(bob, m) == k and evidence(bob, m) == {frozenset((a[0], b[0]))}
         assert await heard.forks() == [DeviceForked(device=m, seq=k)]
         # Mallory's own device learns it too, and can no longer write to the group
-        sync_pair(DeviceHost(mallory._device), DeviceHost(carol._device))
+        sync_pair(DeviceHost(mallory.device), DeviceHost(carol.device))
         assert forked_at(mallory, m) == k
         with pytest.raises(ForkedFeed):
             await mallory.post("still here?")
@@ -231,14 +232,14 @@ async def test_a_fork_known_on_one_side_only_keeps_sync_to_one_round_trip_afterw
         alice, carol, mallory = await three(stack, tmp_path)
         evil = Hostile.of_group(mallory)
         [a], [b] = versions(evil)
-        alice._device.receive(alice.id, [a])
-        alice._device.receive(alice.id, [b])  # Alice holds both: she finds the fork herself
+        alice.device.receive(alice.id, [a])
+        alice.device.receive(alice.id, [b])  # Alice holds both: she finds the fork herself
         m = evil.identity.device_id
         assert forked_at(alice, m) == evil.head()[0]
-        link = sync_pair(DeviceHost(carol._device), DeviceHost(alice._device))
+        link = sync_pair(DeviceHost(carol.device), DeviceHost(alice.device))
         assert forked_at(carol, m) == forked_at(alice, m)
         assert link.b.stats.entries_sent == 0  # nothing of the forked feed from the fork on
-        again = sync_pair(DeviceHost(carol._device), DeviceHost(alice._device))
+        again = sync_pair(DeviceHost(carol.device), DeviceHost(alice.device))
         assert kinds(again.sent_by("a")) == ["Hello", "Match", "Digest"]
 
 
@@ -249,7 +250,7 @@ def forged(
     alice: microsync.Group, carol: microsync.Group, message: Message
 ) -> tuple[bytes, bytes, Exception | None]:
     """Deliver ``message`` from Carol's side to Alice's session once both are live."""
-    link = connect(DeviceHost(alice._device), DeviceHost(carol._device))
+    link = connect(DeviceHost(alice.device), DeviceHost(carol.device))
     pump(link)
     before = dump(alice)
     link.to_a.append(encode_message(message))
@@ -282,7 +283,7 @@ async def test_evidence_that_proves_nothing_is_refused_and_changes_nothing(
             "conflict unchained": Conflict(group=g, entries=(a2[0], b[0], a[0])),
             "conflict forged": Conflict(group=g, entries=(flip_signature(b[0]),)),
         }[case]
-        alice._device.receive(alice.id, [a])  # Alice holds version A: a conflict may touch it
+        alice.device.receive(alice.id, [a])  # Alice holds version A: a conflict may touch it
         before, after, error = forged(alice, carol, message)
         assert isinstance(error, RemoteProtocolError)
         assert after == before
@@ -311,7 +312,7 @@ class PartialHost(DeviceHost):
 
     def frontier(self, group: GroupId) -> dict[DeviceId, tuple[int, bytes]]:  # type: ignore[override]
         heads = dict(super().frontier(group))
-        stored = self.device._store.entry_at(group, self.feed, self.cut)
+        stored = store_of(self.device).entry_at(group, self.feed, self.cut)
         assert stored is not None
         heads[self.feed] = (self.cut, stored.entry.id)
         return heads  # type: ignore[return-value]
@@ -334,14 +335,14 @@ async def test_a_peer_serving_a_partial_view_shows_as_stale(tmp_path: Path) -> N
         alice, carol, keeper = await family_of(stack, tmp_path, "Alice", "Carol", "Keeper")
         for i in range(10):
             await carol.post(f"post {i}")
-        sync_pair(DeviceHost(carol._device), DeviceHost(alice._device))
-        sync_pair(DeviceHost(carol._device), DeviceHost(keeper._device))
-        feed = carol._device.id
-        head = alice._replica.store.feed_status(alice.id, feed).head_seq
-        honest = sync_pair(DeviceHost(alice._device), DeviceHost(keeper._device))
+        sync_pair(DeviceHost(carol.device), DeviceHost(alice.device))
+        sync_pair(DeviceHost(carol.device), DeviceHost(keeper.device))
+        feed = carol.device.id
+        head = replica_of(alice).store.feed_status(alice.id, feed).head_seq
+        honest = sync_pair(DeviceHost(alice.device), DeviceHost(keeper.device))
         assert honest.a.stats.stale == {}
         partial = sync_pair(
-            DeviceHost(alice._device), PartialHost(keeper._device, feed, cut=head - 6)
+            DeviceHost(alice.device), PartialHost(keeper.device, feed, cut=head - 6)
         )
         assert partial.a.stats.stale == {feed: (head - 6, head)}
         assert partial.a.error is None and partial.a.stats.forks_learnt == 0
@@ -364,21 +365,21 @@ async def test_a_fork_is_caught_between_real_devices_over_tcp(tmp_path: Path) ->
         )
         evil = Hostile.of_group(mallory)
         m = evil.identity.device_id
-        for device in (mallory._device, alice._device):
+        for device in (mallory.device, alice.device):
             await device.start(lan=False, port=0)
             stack.push_async_callback(device.stop)
-        alice_at = f"127.0.0.1:{alice._device.port}"
-        await bob._device.start(lan=False, port=None, peers=(alice_at,))  # live with Alice
-        stack.push_async_callback(bob._device.stop)
-        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        alice_at = f"127.0.0.1:{alice.device.port}"
+        await bob.device.start(lan=False, port=None, peers=(alice_at,))  # live with Alice
+        stack.push_async_callback(bob.device.stop)
+        await eventually(lambda: any(p.synced for p in bob.device.peers()))
         [a], [b] = versions(evil)  # version A in Mallory's own feed ...
         k = evil.head()[0]
-        await alice._device.sync_with("127.0.0.1", mallory._device.port or 0)
+        await alice.device.sync_with("127.0.0.1", mallory.device.port or 0)
         assert "version A 0" in texts(alice)
-        assert carol._device.receive(carol.id, [b]) == 1  # ... version B handed to Carol
+        assert carol.device.receive(carol.id, [b]) == 1  # ... version B handed to Carol
         heard = [await listening(stack, g) for g in (alice, carol, bob)]
 
-        await carol._device.sync_with("127.0.0.1", alice._device.port or 0)
+        await carol.device.sync_with("127.0.0.1", alice.device.port or 0)
 
         # Bob, connected live to Alice, is passed the evidence as soon as she has it
         await eventually(lambda: forked_at(bob, m) == k)
@@ -389,19 +390,19 @@ async def test_a_fork_is_caught_between_real_devices_over_tcp(tmp_path: Path) ->
             assert await listener.forks() == [DeviceForked(device=m, seq=k)]
         # Mallory's feed from the fork on is refused when it is offered again
         later = evil.append_content(APP_TYPE, post_op("after the fork"), hlc=hlc())
-        await alice._device.sync_with("127.0.0.1", mallory._device.port or 0)
+        await alice.device.sync_with("127.0.0.1", mallory.device.port or 0)
         assert forked_at(mallory, m) == k  # Mallory was told
-        assert alice._replica.store.entry_at(alice.id, m, later.header.seq) is None
+        assert replica_of(alice).store.entry_at(alice.id, m, later.header.seq) is None
 
 
 async def test_a_peer_sending_conflict_after_conflict_is_cut_off(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         alice, carol, mallory = await three(stack, tmp_path)
         [a], _ = versions(Hostile.of_group(mallory))
-        alice._device.receive(alice.id, [a])
+        alice.device.receive(alice.id, [a])
         link = connect(
-            DeviceHost(alice._device),
-            DeviceHost(carol._device),
+            DeviceHost(alice.device),
+            DeviceHost(carol.device),
             options_a=SyncOptions(max_conflicts=2),
         )
         pump(link)
@@ -418,11 +419,11 @@ async def test_a_fork_stays_known_and_hidden_after_a_restart(tmp_path: Path) -> 
         alice, carol, mallory = await three(stack, tmp_path)
         evil = Hostile.of_group(mallory)
         [a], [b] = versions(evil)
-        alice._device.receive(alice.id, [a])
-        carol._device.receive(carol.id, [b])
+        alice.device.receive(alice.id, [a])
+        carol.device.receive(carol.id, [b])
         texts(alice)  # the view is loaded, so closing saves a snapshot of it
-        sync_pair(DeviceHost(alice._device), DeviceHost(carol._device))
-        await alice._device.close()
+        sync_pair(DeviceHost(alice.device), DeviceHost(carol.device))
+        await alice.device.close()
         again = await stack.enter_async_context(
             await microsync.Device.open(tmp_path / "Alice", name="Alice")
         )
@@ -430,7 +431,7 @@ async def test_a_fork_stays_known_and_hidden_after_a_restart(tmp_path: Path) -> 
         heard = await listening(stack, group)
         assert forked_at(group, evil.identity.device_id) == evil.head()[0]
         assert not {"version A 0", "version B 0"} & texts(group)
-        sync_pair(DeviceHost(again), DeviceHost(carol._device))
+        sync_pair(DeviceHost(again), DeviceHost(carol.device))
         assert await heard.forks() == []  # known already: no second event
 
 
@@ -440,9 +441,9 @@ async def test_a_one_shot_sync_waits_for_the_answer_to_its_conflict(tmp_path: Pa
         evil = Hostile.of_group(mallory)
         m = evil.identity.device_id
         a, b = versions(evil, run=4)
-        alice._device.receive(alice.id, a)  # Alice is ahead: only she can compare ...
-        carol._device.receive(carol.id, b[:1])
-        link = connect(DeviceHost(alice._device), DeviceHost(carol._device))
+        alice.device.receive(alice.id, a)  # Alice is ahead: only she can compare ...
+        carol.device.receive(carol.id, b[:1])
+        link = connect(DeviceHost(alice.device), DeviceHost(carol.device))
         while not link.a.synced:  # ... and she stops the moment she is synced (sync_with)
             assert link.to_a or link.to_b, "nothing in flight, and not synced"
             if link.to_b and not link.a.synced:

@@ -85,14 +85,14 @@ async def family(tmp_path: Path) -> AsyncIterator[list[microsync.Group]]:
             yield groups
         finally:
             for group in groups:
-                await group._device.stop()
+                await group.device.stop()
 
 
 async def serving(
     alice: microsync.Group, limits: ServeLimits, options: SyncOptions | None = None
 ) -> int:
-    await alice._device.start(lan=False, port=0, limits=limits, options=options)
-    port = alice._device.port
+    await alice.device.start(lan=False, port=0, limits=limits, options=options)
+    port = alice.device.port
     assert port
     return port
 
@@ -100,7 +100,7 @@ async def serving(
 async def member_syncs(alice: microsync.Group, bob: microsync.Group, port: int) -> None:
     """A real member gets a post written after the attack began."""
     post = await alice.post(f"still serving {time.monotonic()}")
-    result = await bob._device.sync_with("127.0.0.1", port, timeout=10)
+    result = await bob.device.sync_with("127.0.0.1", port, timeout=10)
     assert result.groups == (alice.id,)
     assert any(p.id == post.id for p in bob.feed())
 
@@ -303,7 +303,7 @@ async def test_connections_over_the_total_cap_are_closed_at_once(
         closed = await asyncio.gather(*(eof_within(s, 0.5) for s in flood))
         assert closed.count(False) == 3
         with pytest.raises(microsync.errors.HandshakeError):
-            await bob._device.sync_with("127.0.0.1", port, timeout=5)  # full: refused
+            await bob.device.sync_with("127.0.0.1", port, timeout=5)  # full: refused
     await asyncio.sleep(0.1)  # the listener saw the flood go
     await member_syncs(alice, bob, port)
 

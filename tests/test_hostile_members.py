@@ -20,7 +20,7 @@ from microsync.app.ops import APP_TYPE
 from microsync.errors import NotAMember
 from microsync.feed.entry import GroupId
 from microsync.group.ops import OpKind, Role
-from microsync.testing import AppOp, Hostile, Kind, SimDevice, SimNetwork, app_view
+from microsync.testing import AppOp, Hostile, Kind, SimDevice, SimNetwork, app_view, store_of
 from tests.test_app_group import family_of, share
 
 SCAM = "send money to IBAN XX00"
@@ -232,17 +232,17 @@ async def test_a_removed_members_post_is_refused_over_tcp(tmp_path: Path) -> Non
     Carol, who has not heard of the removal yet. Once Alice and Carol meet, neither shows it."""
     async with AsyncExitStack() as stack:
         alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
-        await alice._device.start(lan=False, port=0)
-        await carol._device.start(lan=False, port=0)
-        await alice.remove(bob._device.person_id)
-        await bob._device.sync_with("127.0.0.1", alice._device.port or 0)
+        await alice.device.start(lan=False, port=0)
+        await carol.device.start(lan=False, port=0)
+        await alice.remove(bob.device.person_id)
+        await bob.device.sync_with("127.0.0.1", alice.device.port or 0)
         assert not bob.is_member()
         evil = Hostile.of_group(bob)
         evil.append_content(APP_TYPE, AppOp(Kind.POST, text=SCAM).to_bytes(), hlc=1, deps=())
-        await bob._device.sync_with("127.0.0.1", carol._device.port or 0)
+        await bob.device.sync_with("127.0.0.1", carol.device.port or 0)
         # a modified client also pushes its feed at whoever takes it (what the sync layer hands
         # a device is exactly this call)
-        carol._device.receive(carol.id, bob._device.entries_after(carol.id))
+        carol.device.receive(carol.id, bob.device.entries_after(carol.id))
         share(alice, carol)
         for group in (alice, carol):
             assert SCAM not in [p.text for p in group.feed()]
@@ -277,14 +277,14 @@ async def test_posts_that_arrive_before_their_authors_add_show_once_it_does(tmp_
         alice, carol = await family_of(stack, tmp_path, "Alice", "Carol")
         assert carol.feed() == []  # Carol's timeline is folded before anything of Dave's
         device = await stack.enter_async_context(await Device.open(tmp_path / "Dave", name="Dave"))
-        introduce(alice._device, carol._device, device)
+        introduce(alice.device, carol.device, device)
         invite = await alice.invite(ttl=3600)
-        response = pair(alice._device.invite_host().session(), device.join_guest(invite.link))
+        response = pair(alice.device.invite_host().session(), device.join_guest(invite.link))
         dave = await device.finish_join(response)
-        sync(alice._device, device, alice.id)
+        sync(alice.device, device, alice.id)
         await dave.post("hello from the new one")
-        mine = {d: s for d, s in carol._device.frontier(alice.id).items()}
-        carol._device.receive(
+        mine = {d: s for d, s in carol.device.frontier(alice.id).items()}
+        carol.device.receive(
             alice.id,
             [it for it in device.entries_after(alice.id, mine) if it[0] in _feed(device, alice)],
         )
@@ -295,7 +295,7 @@ async def test_posts_that_arrive_before_their_authors_add_show_once_it_does(tmp_
 
 def _feed(device: Device, group: Group) -> set[bytes]:
     """The wire forms of ``device``'s own entries in ``group``."""
-    own = device._store.entries(group.id, device.id)
+    own = store_of(device).entries(group.id, device.id)
     return {stored.entry.wire for stored in own}
 
 
@@ -347,7 +347,7 @@ def test_a_removed_member_cannot_make_members_store_an_endless_feed() -> None:
 async def test_a_late_cut_off_also_reaches_into_open_documents(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
-        await alice.remove(bob._device.person_id)  # Carol has not heard yet
+        await alice.remove(bob.device.person_id)  # Carol has not heard yet
         await bob.doc("plans").set("who", "bob was here")  # Bob has not either
         share(bob, carol)
         assert carol.doc("plans").to_value() == {"who": "bob was here"}

@@ -23,7 +23,7 @@ from microsync.feed import GroupId, Ingested, Outcome
 from microsync.feed.trust import add_certificate
 from microsync.group.ops import DeviceGrant, Op, OpKind, Role
 from microsync.identity import DeviceCertificate, DeviceId, LocalIdentity
-from microsync.testing import SimNetwork
+from microsync.testing import SimNetwork, store_of
 from microsync.testing.device import SimDevice
 from microsync.testing.hostile import Hostile
 from tests.test_app_group import family_of, raw_profile_bytes
@@ -73,21 +73,21 @@ async def test_forged_people_are_not_stored_shown_or_forwarded_over_tcp(tmp_path
         alice, mallory, bob, carol = await family_of(
             stack, tmp_path, "Alice", "Mallory", "Bob", "Carol"
         )
-        victim, third = bob._device, carol._device
+        victim, third = bob.device, carol.device
         await mallory.post("hello from Mallory")
         forged = plant_outsiders(Hostile.of_group(mallory))
         forged_ids = {i.device_id for i in forged}
         before = len(raw_profile_bytes(victim))
-        await mallory._device.start(lan=False, port=0)
-        assert mallory._device.port
-        await victim.sync_with("127.0.0.1", mallory._device.port)
+        await mallory.device.start(lan=False, port=0)
+        assert mallory.device.port
+        await victim.sync_with("127.0.0.1", mallory.device.port)
 
         held = victim.group(bob.id)
         assert "hello from Mallory" in texts(held)  # the member's own post is stored
         assert not any("Mum" in t or "junk" in t for t in texts(held))  # nothing shown
-        stored = set(victim._store.feeds(bob.id))
+        stored = set(store_of(victim).feeds(bob.id))
         assert not stored & forged_ids  # nothing stored
-        assert all(victim._store.certificate(d) is None for d in forged_ids)
+        assert all(store_of(victim).certificate(d) is None for d in forged_ids)
         assert victim.refused.get(HeldQuotaExceeded.__name__, 0) > 0  # the typed error
         assert len(raw_profile_bytes(victim)) - before < 512 * 1024  # junk is ~5 MB
 
@@ -96,8 +96,8 @@ async def test_forged_people_are_not_stored_shown_or_forwarded_over_tcp(tmp_path
         assert victim.port
         await third.sync_with("127.0.0.1", victim.port)
         assert "hello from Mallory" in texts(third.group(carol.id))
-        assert not set(third._store.feeds(carol.id)) & forged_ids
-        assert not any(victim._store.certificate(d) for d in forged_ids)
+        assert not set(store_of(third).feeds(carol.id)) & forged_ids
+        assert not any(store_of(victim).certificate(d) for d in forged_ids)
         assert not forged_ids & {_device_of(c) for c in victim.certificates()}
         assert alice.is_member()
 
@@ -111,7 +111,7 @@ async def test_a_member_added_after_the_last_sync_is_stored_whatever_the_order(
 ) -> None:
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        founder, victim = alice._device, bob._device
+        founder, victim = alice.device, bob.device
         for name in ("Dave", "Erin"):
             joiner = await stack.enter_async_context(
                 await microsync.Device.open(tmp_path / name, name=name)
@@ -136,13 +136,13 @@ async def test_a_member_added_after_the_last_sync_is_stored_whatever_the_order(
         victim.receive(alice.id, adds[:1] + others[:1])  # Dave's add, with one of theirs again
         victim.receive(alice.id, adds[1:])  # Erin's add
         assert {"hi from Dave", "hi from Erin"} <= set(texts(bob))
-        assert set(victim._store.feeds(alice.id)) == set(founder._store.feeds(alice.id))
+        assert set(store_of(victim).feeds(alice.id)) == set(store_of(founder).feeds(alice.id))
 
 
 def entries_of(
     device: microsync.Device, group: GroupId, author: DeviceId
 ) -> list[tuple[bytes, bytes | None]]:
-    return [(s.entry.wire, s.body) for s in device._store.entries(group, author)]
+    return [(s.entry.wire, s.body) for s in store_of(device).entries(group, author)]
 
 
 async def test_a_batch_holding_a_members_entries_and_their_add_stores_both(
@@ -150,7 +150,7 @@ async def test_a_batch_holding_a_members_entries_and_their_add_stores_both(
 ) -> None:
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        founder, victim = alice._device, bob._device
+        founder, victim = alice.device, bob.device
         dave = await stack.enter_async_context(
             await microsync.Device.open(tmp_path / "dave", name="Dave")
         )
@@ -258,12 +258,12 @@ async def test_junk_stored_before_the_check_is_not_forwarded(tmp_path: Path) -> 
         legacy.plant_certificate(forged.certificate)
         legacy.as_device(forged).append_content(APP_TYPE, post("Mum here, new number"))
         await bob.post("hello from Bob")
-        await bob._device.start(lan=False, port=0)
-        assert bob._device.port
-        await carol._device.sync_with("127.0.0.1", bob._device.port)
+        await bob.device.start(lan=False, port=0)
+        assert bob.device.port
+        await carol.device.sync_with("127.0.0.1", bob.device.port)
         assert "hello from Bob" in texts(carol)
-        assert forged.device_id not in carol._device._store.feeds(carol.id)
-        assert carol._device._store.certificate(forged.device_id) is None
+        assert forged.device_id not in store_of(carol.device).feeds(carol.id)
+        assert store_of(carol.device).certificate(forged.device_id) is None
 
 
 def test_what_waits_for_admission_is_signed_by_its_device() -> None:

@@ -31,6 +31,7 @@ from microsync.state import RegisterSet, Timestamp, encode_op
 from microsync.state.clock import HLC, MAX_DRIFT_MS, MAX_TICK
 from microsync.state.ids import MAX_COUNTER, OpId
 from microsync.storage.memory import MemoryStore
+from microsync.testing import replica_of, store_of
 from microsync.testing.hostile import Hostile
 from tests.test_app_group import family_of, share
 from tests.test_net_sync import eventually
@@ -53,9 +54,9 @@ def evil_op(evil: Hostile, op: AppOp, hlc: int, deps: tuple[EntryId, ...] = ()) 
 
 def stored_hlc(group: microsync.Group, entry_id: bytes) -> int | None:
     """The ``hlc`` of an entry this device stores (for its own: what its clock said)."""
-    store = group._device._store
-    for device in store.feeds(group._replica.id):
-        for stored in store.entries(group._replica.id, device):
+    store = store_of(group.device)
+    for device in store.feeds(replica_of(group).id):
+        for stored in store.entries(replica_of(group).id, device):
             if stored.entry.id == entry_id:
                 return stored.entry.header.hlc
     return None
@@ -106,13 +107,13 @@ async def test_an_extreme_hlc_sent_over_tcp_breaks_nothing(tmp_path: Path, which
     hlc = extremes()[which]
     async with AsyncExitStack() as stack:
         mallory, bob = await family_of(stack, tmp_path, "Mallory", "Bob")
-        await mallory._device.start(lan=False, port=0)
-        port = mallory._device.port
+        await mallory.device.start(lan=False, port=0)
+        port = mallory.device.port
         assert port
         stream = bob.events()  # as `serve` has: events are built for every entry
         waiting = asyncio.ensure_future(anext(stream))
         [evil_post] = await attack(mallory, bob, hlc)
-        result = await bob._device.sync_with("127.0.0.1", port)
+        result = await bob.device.sync_with("127.0.0.1", port)
         assert result.entries_received >= 6
         await asyncio.wait_for(waiting, 5)
         await stream.aclose()
@@ -121,10 +122,10 @@ async def test_an_extreme_hlc_sent_over_tcp_breaks_nothing(tmp_path: Path, which
         reply = await bob.reply(evil_post, "a reply to the future")
         assert_clock_kept(bob, reply)
         assert_clock_kept(bob, await bob.post("and a post"))
-        await bob._device.sync_with("127.0.0.1", port)
+        await bob.device.sync_with("127.0.0.1", port)
         await eventually(lambda: stored_hlc(mallory, reply.id) is not None)
-        path = bob._device.path
-        await bob._device.close()
+        path = bob.device.path
+        await bob.device.close()
         async with await microsync.Device.open(path) as again:
             [group] = again.groups()
             texts = [p.text for p in assert_usable(group)]
@@ -145,8 +146,8 @@ async def test_a_far_future_entry_is_shown_at_its_arrival(tmp_path: Path) -> Non
         shown = evil_post.created_at.timestamp() * 1000
         assert arrived - 1000 <= shown <= arrived + MAX_DRIFT_MS + 1000
         assert later.created_at.timestamp() * 1000 <= now_ms() + MAX_DRIFT_MS
-        path = bob._device.path
-        await bob._device.close()
+        path = bob.device.path
+        await bob.device.close()
         for _ in range(2):  # from the entries, then from the snapshot saved at close
             async with await microsync.Device.open(path) as again:
                 [group] = again.groups()
@@ -165,8 +166,8 @@ async def test_a_far_future_disappearing_post_expires_after_its_ttl(
         share(mallory, bob)
         assert [p.text for p in bob.feed()] == ["disappearing"]
         await eventually(lambda: bob.feed() == [], timeout=5)  # ttl 1 s after it arrived
-        path = bob._device.path
-        await bob._device.close()
+        path = bob.device.path
+        await bob.device.close()
         async with await microsync.Device.open(path) as again:
             [group] = again.groups()
             assert group.feed() == []
@@ -183,10 +184,10 @@ async def test_live_push_of_an_extreme_hlc_keeps_the_sync_task_alive(tmp_path: P
                     return
 
         waiting = asyncio.ensure_future(far_post())
-        await mallory._device.start(lan=False, port=0)
-        peers = (f"127.0.0.1:{mallory._device.port}",)
-        await bob._device.start(lan=False, port=None, peers=peers)
-        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        await mallory.device.start(lan=False, port=0)
+        peers = (f"127.0.0.1:{mallory.device.port}",)
+        await bob.device.start(lan=False, port=None, peers=peers)
+        await eventually(lambda: any(p.synced for p in bob.device.peers()))
         evil_op(Hostile.of_group(mallory), AppOp(Kind.POST, text="far"), 2**62)
         await asyncio.wait_for(waiting, 10)
         after = await mallory.post("still connected?")
@@ -241,7 +242,7 @@ def test_no_signed_value_breaks_the_victim(tmp_path: Path) -> None:
         honest = loop.run_until_complete(bob.post("target"))
         share(mallory, bob)
         evil = Hostile.of_group(mallory)
-        target, device = bytes(honest.id), bytes(mallory._device.id)
+        target, device = bytes(honest.id), bytes(mallory.device.id)
 
         @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
         @given(st.data())
@@ -264,7 +265,7 @@ def test_no_signed_value_breaks_the_victim(tmp_path: Path) -> None:
                 assert doc.get("k") == 1  # a far-future register does not pin the key
 
         one()
-        path = bob._device.path
+        path = bob.device.path
         loop.run_until_complete(stack.aclose())
 
         async def reopen() -> None:
@@ -296,7 +297,7 @@ async def test_an_overwrite_of_a_register_at_the_largest_tick_reaches_every_memb
 ) -> None:
     async with AsyncExitStack() as stack:
         mallory, bob, carol = await family_of(stack, tmp_path, "Mallory", "Bob", "Carol")
-        actor = bytes(mallory._device.id)
+        actor = bytes(mallory.device.id)
         ts = Timestamp(now_ms() + 60_000 if wall is None else wall, MAX_TICK, actor)
         op = RegisterSet(id=OpId(1, actor), key="k", ts=ts, value="Mallory's")
         evil = Hostile.of_group(mallory)
@@ -319,9 +320,9 @@ def test_entries_past_the_largest_hlc_are_refused_with_a_typed_error(tmp_path: P
             evil = Hostile.of_group(mallory)
             body = evil.seal_content(APP_TYPE, AppOp(Kind.POST, text="x").to_bytes())[1]
             entry = evil.craft(type=APP_TYPE, body=body, epoch=mallory.epoch, hlc=2**63)
-            before = bob._device._store.dump()
-            bob._device.receive(mallory.id, [(entry.wire, body)])  # refused, typed, inside
-            assert bob._device._store.dump() == before
+            before = store_of(bob.device).dump()
+            bob.device.receive(mallory.id, [(entry.wire, body)])  # refused, typed, inside
+            assert store_of(bob.device).dump() == before
             with pytest.raises(MicrosyncError):
                 microsync.feed.parse_entry(entry.wire)
             assert_usable(bob)

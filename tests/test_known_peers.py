@@ -70,19 +70,19 @@ async def test_vault_get_fetches_through_the_relay_it_last_met_members_at(tmp_pa
         data = os.urandom(300_000)
         ref = await alice.vault.add(data, name="clip.mp4")
         bob.vault.policy = "on_demand"  # nothing fetched ahead: `vault get` has to
-        await alice._device.start(lan=False, port=None, relay=url)
-        await bob._device.start(lan=False, port=None, relay=url)
-        await eventually(lambda: any(p.synced for p in bob._device.peers()), timeout=20)
-        await bob._device.stop()
+        await alice.device.start(lan=False, port=None, relay=url)
+        await bob.device.start(lan=False, port=None, relay=url)
+        await eventually(lambda: any(p.synced for p in bob.device.peers()), timeout=20)
+        await bob.device.stop()
         assert [p.address for p in bob.known_peers()] == [url]
         assert bob.vault.missing(bob.vault.get(ref.id.hex()))
-        home = str(bob._device.path)
-        await bob._device.close()  # the command line opens the profile itself
+        home = str(bob.device.path)
+        await bob.device.close()  # the command line opens the profile itself
         dest = tmp_path / "got.mp4"
         argv = ["--home", home, "vault", "get", ref.id.hex()[:8], str(dest), "--quiet"]
         assert await asyncio.to_thread(main, argv) == 0
         assert dest.read_bytes() == data
-        await alice._device.stop()
+        await alice.device.stop()
 
 
 async def test_vault_get_knowing_no_address_says_what_to_run(
@@ -94,10 +94,10 @@ async def test_vault_get_knowing_no_address_says_what_to_run(
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
         bob.vault.policy = "on_demand"
         ref = await alice.vault.add(os.urandom(1000), name="note.txt")
-        sync(alice._device, bob._device, alice.id)
+        sync(alice.device, bob.device, alice.id)
         assert bob.known_peers() == []
-        home = str(bob._device.path)
-        await bob._device.close()
+        home = str(bob.device.path)
+        await bob.device.close()
         argv = ["--home", home, "vault", "get", ref.id.hex()[:8], str(tmp_path / "x")]
         assert await asyncio.to_thread(main, argv) == 1
         [line] = capsys.readouterr().err.splitlines()

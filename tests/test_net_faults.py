@@ -37,7 +37,7 @@ CUT = 300_000
 
 
 def heads(group: microsync.Group) -> dict[bytes, int]:
-    return {bytes(d): s for d, s in group._device.frontier(group.id).items()}
+    return {bytes(d): s for d, s in group.device.frontier(group.id).items()}
 
 
 def same(*groups: microsync.Group) -> Callable[[], bool]:
@@ -63,16 +63,16 @@ async def test_sync_completes_across_repeated_cuts_and_resumes(tmp_path: Path) -
     async with AsyncExitStack() as stack:
         alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
         await bulk(alice, 2000, "history")
-        await alice._device.start(lan=False, port=0)
-        target = ("127.0.0.1", alice._device.port or 0)
+        await alice.device.start(lan=False, port=0)
+        target = ("127.0.0.1", alice.device.port or 0)
         # Carol syncs through a clean proxy: what a whole sync costs on the wire
         clean = await stack.enter_async_context(FaultProxy(target))
-        await carol._device.sync_with("127.0.0.1", clean.port)
+        await carol.device.sync_with("127.0.0.1", clean.port)
         assert same(alice, carol)() and clean.cuts == 0
         # Bob's connections end after 300 kB (inside a record), twice in a row
         proxy = await stack.enter_async_context(FaultProxy(target, cut_after=CUT, cuts=2))
-        await bob._device.start(lan=False, port=None)
-        bob._device.connect(proxy.address)
+        await bob.device.start(lan=False, port=None)
+        bob.device.connect(proxy.address)
         await eventually(same(alice, bob), timeout=30)
         assert proxy.cuts == 2 and proxy.accepted >= 3
         # resumed, not restarted: a cut wastes at most the batch in flight (~100 kB), where
@@ -81,14 +81,14 @@ async def test_sync_completes_across_repeated_cuts_and_resumes(tmp_path: Path) -
         assert wasted < proxy.cuts * CUT / 2, (proxy.forwarded, clean.forwarded)
 
         # cut on demand while both sides keep writing: all of it arrives after the reconnect
-        await eventually(lambda: bool(bob._device.peers()))
+        await eventually(lambda: bool(bob.device.peers()))
         assert proxy.cut_all() == 1
         await alice.post("written while the line was down")
         await bob.post("also written while the line was down")
         await eventually(same(alice, bob), timeout=30)
         assert proxy.cuts == 3 and proxy.accepted >= 4
-        await bob._device.stop()
-        await alice._device.stop()
+        await bob.device.stop()
+        await alice.device.stop()
 
 
 async def test_a_cut_one_shot_sync_fails_with_a_remote_error(tmp_path: Path) -> None:
@@ -99,31 +99,31 @@ async def test_a_cut_one_shot_sync_fails_with_a_remote_error(tmp_path: Path) -> 
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
         await bulk(alice, 600, "history")
-        await alice._device.start(lan=False, port=0)
-        target = ("127.0.0.1", alice._device.port or 0)
+        await alice.device.start(lan=False, port=0)
+        target = ("127.0.0.1", alice.device.port or 0)
         async with FaultProxy(target, delay=0.1, cut_after=150_000) as proxy:
             with pytest.raises(RemoteProtocolError):
-                await bob._device.sync_with("127.0.0.1", proxy.port)
+                await bob.device.sync_with("127.0.0.1", proxy.port)
         assert 256 <= sum(heads(bob).values()) < sum(heads(alice).values())
-        await alice._device.stop()
+        await alice.device.stop()
 
 
 async def test_sync_and_live_posts_with_a_50ms_one_way_delay(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
         await bulk(alice, 300, "history")
-        await alice._device.start(lan=False, port=0)
+        await alice.device.start(lan=False, port=0)
         proxy = await stack.enter_async_context(
-            FaultProxy(("127.0.0.1", alice._device.port or 0), delay=0.05)
+            FaultProxy(("127.0.0.1", alice.device.port or 0), delay=0.05)
         )
         loop = asyncio.get_running_loop()
         started = loop.time()
-        result = await bob._device.sync_with("127.0.0.1", proxy.port)
+        result = await bob.device.sync_with("127.0.0.1", proxy.port)
         assert result.entries_received >= 300 and same(alice, bob)()
         assert loop.time() - started >= 0.2  # handshake and sync: several delayed round trips
-        await bob._device.start(lan=False, port=None)
-        bob._device.connect(proxy.address)
-        await eventually(lambda: any(p.synced for p in bob._device.peers()), timeout=20)
+        await bob.device.start(lan=False, port=None)
+        bob.device.connect(proxy.address)
+        await eventually(lambda: any(p.synced for p in bob.device.peers()), timeout=20)
         for _ in range(3):
             sent = loop.time()
             post = await alice.post("live, late")
@@ -132,8 +132,8 @@ async def test_sync_and_live_posts_with_a_50ms_one_way_delay(tmp_path: Path) -> 
         await bob.post("and back")
         await eventually(same(alice, bob), timeout=20)
         assert proxy.cuts == 0
-        await bob._device.stop()
-        await alice._device.stop()
+        await bob.device.stop()
+        await alice.device.stop()
 
 
 # --- inside network namespaces -------------------------------------------------------------------

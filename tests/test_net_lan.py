@@ -54,7 +54,7 @@ async def make_profiles(root: Path) -> dict[str, str]:
             await microsync.Device.open(root / "Eve Canary", name="Eve Canary")
         )
         club = await eve.create_group("Eve's Canary Club")
-        devices = [alice._device, bob._device, eve]
+        devices = [alice.device, bob.device, eve]
         ids = [alice.id, club.id] + [d.id for d in devices] + [d.person_id for d in devices]
         return {
             "family": alice.id.hex(),
@@ -135,7 +135,7 @@ async def test_two_devices_that_dial_each_other_keep_one_connection(tmp_path: Pa
     a one-shot ``sync_with`` beside the live connection still completes."""
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        first, second = sorted((alice._device, bob._device), key=lambda d: d.id)
+        first, second = sorted((alice.device, bob.device), key=lambda d: d.id)
         for device in (first, second):
             await device.start(lan=False, port=0)
         first.connect(f"127.0.0.1:{second.port}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import microsync
 from microsync.group.keys import rendezvous_id
 from microsync.net.relay import RelayServer
+from microsync.testing import replica_of
 from tests.test_app_group import family_of, share
 from tests.test_net_sync import eventually
 
@@ -22,21 +23,21 @@ async def test_members_sync_live_through_the_relay(tmp_path: Path) -> None:
         url = f"ws://127.0.0.1:{relay.port}"
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
         await alice.post("before the relay")
-        await alice._device.start(lan=False, port=None, relay=url)
-        await bob._device.start(lan=False, port=None, relay=url)
-        await eventually(lambda: any(p.synced for p in bob._device.peers()), timeout=20)
+        await alice.device.start(lan=False, port=None, relay=url)
+        await bob.device.start(lan=False, port=None, relay=url)
+        await eventually(lambda: any(p.synced for p in bob.device.peers()), timeout=20)
         assert [p.text for p in bob.feed()] == ["before the relay"]
         post = await bob.post("live through the relay")
         await eventually(lambda: any(p.id == post.id for p in alice.feed()), timeout=20)
-        await bob._device.stop()
-        await alice._device.stop()
+        await bob.device.stop()
+        await alice.device.stop()
     wire = b"".join(seen)
     assert seen
     for secret in (
         bytes(alice.id),
-        bytes(alice._device.id),
-        bytes(bob._device.id),
-        bytes(alice._person()),
+        bytes(alice.device.id),
+        bytes(bob.device.id),
+        bytes(alice.device.person_id),
         b"before the relay",
         b"live through the relay",
         b"Alice",
@@ -87,14 +88,14 @@ async def test_an_invite_redeemed_through_the_relay(tmp_path: Path) -> None:
 async def test_a_removed_member_cannot_compute_the_next_rendezvous_id(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
-        await alice.remove(carol._person())
+        await alice.remove(carol.device.person_id)
         share(alice, bob, carol)
         bucket = 12345
-        current = alice._replica.current_epoch_key()
+        current = replica_of(alice).current_epoch_key()
         assert current is not None
         new_id = rendezvous_id(current, bucket)
-        bob_key = bob._replica.current_epoch_key()
+        bob_key = replica_of(bob).current_epoch_key()
         assert bob_key is not None and rendezvous_id(bob_key, bucket) == new_id
-        held = carol._replica.epoch_keys().values()
+        held = replica_of(carol).epoch_keys().values()
         assert held
         assert all(rendezvous_id(k, bucket) != new_id for k in held)

@@ -12,6 +12,7 @@ import pytest
 
 import microsync
 from microsync.errors import InviteError, PeerUnreachable
+from microsync.testing import store_of
 from tests.test_app_group import family_of, share
 
 
@@ -30,33 +31,64 @@ async def opened(stack: AsyncExitStack, path: Path, name: str) -> microsync.Devi
 async def test_one_shot_sync_over_tcp(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        await alice._device.start(lan=False, port=0)
+        await alice.device.start(lan=False, port=0)
         for i in range(30):
             await alice.post(f"post {i}")
-        port = alice._device.port
+        port = alice.device.port
         assert port
-        result = await bob._device.sync_with("127.0.0.1", port)
+        result = await bob.device.sync_with("127.0.0.1", port)
         assert result.groups == (alice.id,) and result.entries_received >= 30
         assert [p.text for p in bob.feed()][:3] == ["post 29", "post 28", "post 27"]
-        again = await bob._device.sync_with("127.0.0.1", port)
+        again = await bob.device.sync_with("127.0.0.1", port)
         assert again.entries_received == 0 and again.entries_sent == 0
+
+
+async def test_a_first_sync_counts_every_entry_it_stored(tmp_path: Path) -> None:
+    """``entries_received`` is what joined this device's feeds: entries that first waited for
+    their author's admission (held) or for a gap (pending) count once, when stored, and
+    duplicates never (it once reported about half of a newcomer's first sync)."""
+    from tests.test_device_groups import introduce, pair
+
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        for i in range(600):
+            await bob.post(f"bob {i}")
+        for i in range(10):
+            await alice.post(f"alice {i}")
+        share(alice, bob)
+        await alice.device.start(lan=False, port=0)
+        dave = await opened(stack, tmp_path / "dave", "Dave")
+        introduce(alice.device, dave)
+        invite = await alice.invite(ttl=3600)
+        await dave.finish_join(
+            pair(alice.device.invite_host().session(), dave.join_guest(invite.link))
+        )
+        before = sum(dave.frontier(alice.id).values())
+        port = alice.device.port
+        assert port
+        result = await dave.sync_with("127.0.0.1", port)
+        stored = sum(dave.frontier(alice.id).values()) - before
+        assert stored >= 50 and result.entries_received == stored
+        assert dave.frontier(alice.id) == alice.device.frontier(alice.id)
+        again = await dave.sync_with("127.0.0.1", port)
+        assert again.entries_received == 0
 
 
 async def test_live_push_both_ways_and_presence(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        await alice._device.start(lan=False, port=0)
-        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice._device.port}",))
-        await eventually(lambda: any(p.synced for p in bob._device.peers()))
-        [peer] = bob._device.peers()
-        assert peer.device_id == alice._device.id and peer.name == "Alice"
+        await alice.device.start(lan=False, port=0)
+        await bob.device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice.device.port}",))
+        await eventually(lambda: any(p.synced for p in bob.device.peers()))
+        [peer] = bob.device.peers()
+        assert peer.device_id == alice.device.id and peer.name == "Alice"
         post = await alice.post("live from Oxford")
         await eventually(lambda: any(p.id == post.id for p in bob.feed()))
         await bob.react(post.id, "❤️")
         await eventually(lambda: bool(alice.post_by_id(post.id).reactions))
         await alice.share_location(51.752, -1.2577, precision="city")
-        await eventually(lambda: alice._person() in bob.locations())
-        await eventually(lambda: bob.presence()[alice._person()].online)
+        await eventually(lambda: alice.device.person_id in bob.locations())
+        await eventually(lambda: bob.presence()[alice.device.person_id].online)
 
 
 async def test_join_by_link_and_by_code_over_tcp(tmp_path: Path) -> None:
@@ -84,8 +116,8 @@ async def test_absent_foreign_and_hostile_peers(tmp_path: Path) -> None:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
         outsider = await opened(stack, tmp_path / "eve", "Eve")
         await outsider.create_group("Eve's own")
-        await alice._device.start(lan=False, port=0)
-        port = alice._device.port
+        await alice.device.start(lan=False, port=0)
+        port = alice.device.port
         assert port
         # nobody listening
         probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
@@ -93,7 +125,7 @@ async def test_absent_foreign_and_hostile_peers(tmp_path: Path) -> None:
         probe.close()
         await probe.wait_closed()
         with pytest.raises(PeerUnreachable):
-            await bob._device.sync_with("127.0.0.1", free)
+            await bob.device.sync_with("127.0.0.1", free)
         # a device of no shared group completes the handshake and learns nothing
         result = await outsider.sync_with("127.0.0.1", port)
         assert result.groups == () and result.entries_received == 0
@@ -105,7 +137,7 @@ async def test_absent_foreign_and_hostile_peers(tmp_path: Path) -> None:
             await writer.drain()
             writer.close()
         await alice.post("still here")
-        result = await bob._device.sync_with("127.0.0.1", port)
+        result = await bob.device.sync_with("127.0.0.1", port)
         assert result.entries_received >= 1
         assert bob.feed()[0].text == "still here"
 
@@ -113,13 +145,13 @@ async def test_absent_foreign_and_hostile_peers(tmp_path: Path) -> None:
 async def test_stop_closes_everything(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
-        await alice._device.start(lan=False, port=0)
-        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice._device.port}",))
-        await eventually(lambda: bool(alice._device.peers()))
+        await alice.device.start(lan=False, port=0)
+        await bob.device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice.device.port}",))
+        await eventually(lambda: bool(alice.device.peers()))
         before = {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
         assert before
-        await bob._device.stop()
-        await alice._device.stop()
+        await bob.device.stop()
+        await alice.device.stop()
         await asyncio.sleep(0.05)
         left = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert left == [], left
@@ -148,7 +180,7 @@ async def test_a_new_device_shows_the_newest_posts_before_the_history(tmp_path: 
         )
 
         def stored() -> int:
-            return sum(s.head_seq for s in newcomer._store.feeds(group).values())
+            return sum(s.head_seq for s in store_of(newcomer).feeds(group).values())
 
         def shows_newest() -> bool:
             held = newcomer.group(group)
@@ -181,17 +213,17 @@ async def test_a_removed_member_is_told_it_is_out_and_nothing_more(tmp_path: Pat
         alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
         await alice.post("before")
         share(alice, bob, carol)
-        await alice.remove(carol._person())
-        removal_seq = alice._device._store.feed_status(alice.id, alice._device.id).head_seq
+        await alice.remove(carol.device.person_id)
+        removal_seq = store_of(alice.device).feed_status(alice.id, alice.device.id).head_seq
         await alice.post("after: planning the party")
         dave = await opened(stack, tmp_path / "dave", "Dave")
-        await alice._device.start(lan=False, port=0)
+        await alice.device.start(lan=False, port=0)
         await dave.join((await alice.invite(ttl=60)).link)
         assert carol.is_member()  # it has not heard yet
-        result = await carol._device.sync_with("127.0.0.1", alice._device.port or 0)
+        result = await carol.device.sync_with("127.0.0.1", alice.device.port or 0)
         assert result.groups == (alice.id,)
         assert not carol.is_member()  # now it knows
-        held = carol._device._store.feed_status(alice.id, alice._device.id).head_seq
+        held = store_of(carol.device).feed_status(alice.id, alice.device.id).head_seq
         assert held == removal_seq  # the removal, and nothing written after it
-        assert carol._device._store.certificate(dave.id) is None  # nor who joined since
+        assert store_of(carol.device).certificate(dave.id) is None  # nor who joined since
         assert [p.text for p in carol.feed()] == ["before"]

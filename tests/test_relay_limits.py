@@ -53,10 +53,10 @@ async def members_sync_through(stack: AsyncExitStack, relay: RelayServer, root: 
     url = f"ws://127.0.0.1:{relay.port}"
     alice, bob = await family_of(stack, root, "Alice", "Bob")
     for member in (alice, bob):
-        stack.push_async_callback(member._device.stop)
+        stack.push_async_callback(member.device.stop)
     post = await alice.post("through the relay, after the attack")
-    await alice._device.start(lan=False, port=None, relay=url)
-    await bob._device.start(lan=False, port=None, relay=url)
+    await alice.device.start(lan=False, port=None, relay=url)
+    await bob.device.start(lan=False, port=None, relay=url)
     await eventually(lambda: any(p.id == post.id for p in bob.feed()), timeout=20)
 
 

@@ -48,7 +48,7 @@ from microsync.protocol.session import (
     frontier_digest,
     group_tag,
 )
-from microsync.testing import forget_key
+from microsync.testing import forget_key, store_of
 from tests.sync_helpers import (
     DeviceHost,
     Link,
@@ -89,7 +89,7 @@ def kinds(messages: list[Message]) -> list[str]:
 
 
 def dump(host: DeviceHost) -> bytes:
-    return host.device._store.dump()
+    return store_of(host.device).dump()
 
 
 # ---------------------------------------------------------------------- compare and stream

@@ -17,6 +17,7 @@ from microsync.blobs import BlobRef
 from microsync.errors import DecryptionError, NotAMember, PeerUnreachable
 from microsync.feed import StoredEntry
 from microsync.identity import DeviceId
+from microsync.testing import replica_of
 from tests.test_app_group import family_of, share, sync
 from tests.test_net_sync import eventually
 
@@ -71,7 +72,7 @@ async def test_tampered_chunk_is_detected_and_nothing_is_written(tmp_path: Path)
     async with AsyncExitStack() as stack:
         [alice] = await family_of(stack, tmp_path, "Alice")
         ref = await alice.vault.add(payload(3 * CHUNK), name="f", chunk_size=CHUNK)
-        store = alice._replica.store
+        store = replica_of(alice).store
         chunk = alice.vault.chunks(ref)[1]
         sealed = bytearray(store.get_chunk(alice.id, chunk))  # type: ignore[attr-defined]
         sealed[5] ^= 1
@@ -93,9 +94,9 @@ async def test_remove_purges_chunks_everywhere_and_only_the_author_removes(
         with pytest.raises(NotAMember):
             await bob.vault.remove(ref.id)
         bob.vault.policy = "all"
-        await alice._device.start(lan=False, port=0)
-        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice._device.port}",))
-        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        await alice.device.start(lan=False, port=0)
+        await bob.device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice.device.port}",))
+        await eventually(lambda: any(p.synced for p in bob.device.peers()))
         assert await bob.vault.prefetch() == 1 and not bob.vault.missing(ref.id)
         await alice.vault.remove(ref)
         assert alice.vault.list() == [] and alice.vault.usage().chunks_held == 0
@@ -110,26 +111,26 @@ async def test_fetch_from_a_peer_then_from_two_peers_at_once(tmp_path: Path) -> 
         ref = await alice.vault.add(data, name="video.mp4", chunk_size=CHUNK)
         share(alice, bob, carol)
         for g in (alice, bob):
-            await g._device.start(lan=False, port=0)
-        await carol._device.start(
+            await g.device.start(lan=False, port=0)
+        await carol.device.start(
             lan=False,
             port=None,
-            peers=(f"127.0.0.1:{alice._device.port}",),
+            peers=(f"127.0.0.1:{alice.device.port}",),
         )
-        await eventually(lambda: any(p.synced for p in carol._device.peers()))
+        await eventually(lambda: any(p.synced for p in carol.device.peers()))
         # bob fetches from alice (one peer)
-        await bob._device.sync_with("127.0.0.1", alice._device.port)  # type: ignore[arg-type]
-        bob._device.connect(f"127.0.0.1:{alice._device.port}")
-        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        await bob.device.sync_with("127.0.0.1", alice.device.port)  # type: ignore[arg-type]
+        bob.device.connect(f"127.0.0.1:{alice.device.port}")
+        await eventually(lambda: any(p.synced for p in bob.device.peers()))
         assert (await bob.vault.fetch(ref, tmp_path / "b.mp4")).read_bytes() == data
         # carol connects to bob too: now two peers hold every chunk
-        carol._device.connect(f"127.0.0.1:{bob._device.port}")
-        await eventually(lambda: sum(p.synced for p in carol._device.peers()) == 2)
+        carol.device.connect(f"127.0.0.1:{bob.device.port}")
+        await eventually(lambda: sum(p.synced for p in carol.device.peers()) == 2)
         out = await carol.vault.fetch(ref, tmp_path / "c.mp4")
         assert out.read_bytes() == data
         served = {
             c.peer.device_name: c.session.stats.chunks_received
-            for c in carol._device._net._connections  # type: ignore[union-attr]
+            for c in carol.device._net._connections  # type: ignore[union-attr]
         }
         assert served["Alice"] > 0 and served["Bob"] > 0, served
 
@@ -140,17 +141,17 @@ async def test_resume_after_the_serving_peer_stops_mid_transfer(tmp_path: Path) 
         data = payload(60 * CHUNK)
         ref = await alice.vault.add(data, name="big", chunk_size=CHUNK)
         share(alice, bob)
-        await alice._device.start(lan=False, port=0)
-        port = alice._device.port
-        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{port}",))
-        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        await alice.device.start(lan=False, port=0)
+        port = alice.device.port
+        await bob.device.start(lan=False, port=None, peers=(f"127.0.0.1:{port}",))
+        await eventually(lambda: any(p.synced for p in bob.device.peers()))
         stopping: list[asyncio.Task[None]] = []
         arrived = [0]
 
         def stop_alice(done: int, total: int) -> None:
             arrived[0] = done // CHUNK
             if done >= 10 * CHUNK and not stopping:
-                stopping.append(asyncio.ensure_future(alice._device.stop()))
+                stopping.append(asyncio.ensure_future(alice.device.stop()))
 
         dest = tmp_path / "big.out"
         with pytest.raises(PeerUnreachable):
@@ -160,12 +161,12 @@ async def test_resume_after_the_serving_peer_stops_mid_transfer(tmp_path: Path) 
         assert 10 <= arrived[0] < 60
         kept = 60 - len(bob.vault.missing(ref))
         assert kept == arrived[0]  # "thumbnails" (the default) keeps the chunks it fetched
-        await alice._device.start(lan=False, port=port)
-        await eventually(lambda: any(p.synced for p in bob._device.peers()), timeout=20)
+        await alice.device.start(lan=False, port=port)
+        await eventually(lambda: any(p.synced for p in bob.device.peers()), timeout=20)
         assert (await bob.vault.fetch(ref, dest)).read_bytes() == data
         received = sum(
             c.session.stats.chunks_received
-            for c in bob._device._net._connections  # type: ignore[union-attr]
+            for c in bob.device._net._connections  # type: ignore[union-attr]
         )
         assert received == 60 - arrived[0]  # only the missing chunks came again
 
@@ -177,9 +178,9 @@ async def test_on_demand_keeps_no_chunk_and_resumes_from_the_part_file(tmp_path:
         ref = await alice.vault.add(data, name="clip", chunk_size=CHUNK)
         share(alice, bob)
         bob.vault.policy = "on_demand"
-        await alice._device.start(lan=False, port=0)
-        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice._device.port}",))
-        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        await alice.device.start(lan=False, port=0)
+        await bob.device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice.device.port}",))
+        await eventually(lambda: any(p.synced for p in bob.device.peers()))
         dest = tmp_path / "clip.out"
         # a .part file left by an interrupted fetch: the first 12 chunks right, one damaged
         part = tmp_path / ".clip.out.part"
@@ -191,7 +192,7 @@ async def test_on_demand_keeps_no_chunk_and_resumes_from_the_part_file(tmp_path:
         assert not part.exists() and bob.vault.usage().chunks_held == 0
         received = sum(
             c.session.stats.chunks_received
-            for c in bob._device._net._connections  # type: ignore[union-attr]
+            for c in bob.device._net._connections  # type: ignore[union-attr]
         )
         assert received == 31 - 11  # the 11 good chunks of the .part file were not fetched
 
@@ -199,7 +200,7 @@ async def test_on_demand_keeps_no_chunk_and_resumes_from_the_part_file(tmp_path:
 async def test_same_file_in_two_groups_gets_unlinkable_ids(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         [family] = await family_of(stack, tmp_path, "Alice")
-        friends = await family._device.create_group("Friends")
+        friends = await family.device.create_group("Friends")
         data = payload(3 * CHUNK)
         a = await family.vault.add(data, name="same.jpg", chunk_size=CHUNK)
         b = await friends.vault.add(data, name="same.jpg", chunk_size=CHUNK)
@@ -215,10 +216,10 @@ async def test_a_removed_member_cannot_read_blobs_added_after(tmp_path: Path) ->
         before = await alice.vault.add(b"old news", name="old")
         share(alice, bob, carol)
         assert bob.vault.get(before.id).name == "old"
-        await alice.remove(bob._person())
+        await alice.remove(bob.device.person_id)
         after = await alice.vault.add(b"family only", name="new")
         share(alice, carol)
-        sync(alice._device, bob._device, alice.id)  # bob still gets the (encrypted) entries
+        sync(alice.device, bob.device, alice.id)  # bob still gets the (encrypted) entries
         assert carol.vault.get(after.id).name == "new"
         with pytest.raises(KeyError):
             bob.vault.get(after.id)  # the manifest is under an epoch key bob never gets
@@ -238,13 +239,13 @@ async def test_fetch_through_the_relay_and_the_relay_sees_no_plaintext(tmp_path:
         data = b"through the relay " * 20_000
         ref = await alice.vault.add(data, name="r.txt", chunk_size=CHUNK)
         share(alice, bob)
-        await alice._device.start(lan=False, port=None, relay=url)
-        await bob._device.start(lan=False, port=None, relay=url)
-        await eventually(lambda: any(p.synced for p in bob._device.peers()), timeout=20)
+        await alice.device.start(lan=False, port=None, relay=url)
+        await bob.device.start(lan=False, port=None, relay=url)
+        await eventually(lambda: any(p.synced for p in bob.device.peers()), timeout=20)
         out = await bob.vault.fetch(ref, tmp_path / "r.out", timeout=20)
         assert out.read_bytes() == data
-        await bob._device.stop()
-        await alice._device.stop()
+        await bob.device.stop()
+        await alice.device.stop()
     wire = b"".join(seen)
     assert b"through the relay" not in wire and b"r.txt" not in wire
 
@@ -260,14 +261,14 @@ async def test_policy_all_fetches_new_blobs_in_the_background_and_events(tmp_pat
                 seen.append(event)
 
         collector = asyncio.ensure_future(collect())
-        await alice._device.start(lan=False, port=0)
-        await bob._device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice._device.port}",))
-        await eventually(lambda: any(p.synced for p in bob._device.peers()))
+        await alice.device.start(lan=False, port=0)
+        await bob.device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice.device.port}",))
+        await eventually(lambda: any(p.synced for p in bob.device.peers()))
         bob.vault.policy = "all"
         ref = await alice.vault.add(payload(5 * CHUNK), name="auto", chunk_size=CHUNK)
         await eventually(lambda: any(e.kind == "vault_added" for e in seen))
         [added] = [e for e in seen if e.kind == "vault_added"]
-        assert added.detail == bob.vault.get(ref.id) and added.person == alice._person()
+        assert added.detail == bob.vault.get(ref.id) and added.person == alice.device.person_id
         await eventually(lambda: not bob.vault.missing(ref.id))  # fetched in the background
         await alice.vault.remove(ref)
         await eventually(lambda: any(e.kind == "vault_removed" for e in seen))

@@ -71,7 +71,7 @@ def take_over(bob: microsync.Group, ref: BlobRef) -> None:
 
 def assert_hers(group: microsync.Group, ref: BlobRef, alice: microsync.Group) -> None:
     seen = group.vault.get(ref.id)
-    assert seen.author == alice._person() and seen.thumbnail == b"alice's thumb"
+    assert seen.author == alice.device.person_id and seen.thumbnail == b"alice's thumb"
     assert (seen.added_at, seen.entry, seen.name) == (ref.added_at, ref.entry, ref.name)
 
 
@@ -90,7 +90,7 @@ async def test_a_reannounced_blob_stays_its_adders_and_only_she_removes_it(
         for group in (alice, bob, carol):
             assert_hers(group, ref, alice)
             copies = [r for r in group.vault.list() if r.id != ref.id]
-            assert len(copies) == 2 and {r.author for r in copies} == {bob._person()}
+            assert len(copies) == 2 and {r.author for r in copies} == {bob.device.person_id}
             assert group.vault.refused[Refusal.NOT_THE_ADDER] == 1
         assert (await alice.vault.fetch(ref, tmp_path / "beach.out")).read_bytes() == data
         await alice.vault.remove(ref)
@@ -112,13 +112,13 @@ async def test_over_real_connections_bobs_removals_never_touch_alices_chunks(
         )
         share(alice, bob, carol)
         for group in (alice, bob):
-            await group._device.start(lan=False, port=0)
-            stack.push_async_callback(group._device.stop)
-        ports = [f"127.0.0.1:{g._device.port}" for g in (alice, bob)]
-        bob._device.connect(ports[0])
-        await carol._device.start(lan=False, port=None, peers=tuple(ports))
-        stack.push_async_callback(carol._device.stop)
-        await eventually(lambda: sum(p.synced for p in carol._device.peers()) == 2)
+            await group.device.start(lan=False, port=0)
+            stack.push_async_callback(group.device.stop)
+        ports = [f"127.0.0.1:{g.device.port}" for g in (alice, bob)]
+        bob.device.connect(ports[0])
+        await carol.device.start(lan=False, port=None, peers=tuple(ports))
+        stack.push_async_callback(carol.device.stop)
+        await eventually(lambda: sum(p.synced for p in carol.device.peers()) == 2)
         assert (await carol.vault.fetch(ref, tmp_path / "c.jpg")).read_bytes() == data
         assert not carol.vault.missing(ref)  # Carol holds every chunk of Alice's photo
 
@@ -154,11 +154,11 @@ async def test_an_unfetchable_announcement_does_not_hold_up_prefetch(tmp_path: P
         announce(evil, bogus, hlc=ref.added_at + 1_000)  # newer: listed first
         share(alice, bob, carol)
         carol.vault.policy = "all"
-        await alice._device.start(lan=False, port=0)
-        stack.push_async_callback(alice._device.stop)
-        await carol._device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice._device.port}",))
-        stack.push_async_callback(carol._device.stop)
-        await eventually(lambda: any(p.synced for p in carol._device.peers()))
+        await alice.device.start(lan=False, port=0)
+        stack.push_async_callback(alice.device.stop)
+        await carol.device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice.device.port}",))
+        stack.push_async_callback(carol.device.stop)
+        await eventually(lambda: any(p.synced for p in carol.device.peers()))
         assert carol.vault.list()[0].name == "bogus"
         assert await carol.vault.prefetch(timeout=5) == 1
         assert not carol.vault.missing(ref)

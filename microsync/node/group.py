@@ -90,6 +90,12 @@ class Group:
         return self._replica.id
 
     @property
+    def device(self) -> Device:
+        """The :class:`~microsync.Device` that holds this group (to start syncing it, ask for
+        its peers, or open another of its groups)."""
+        return self._device
+
+    @property
     def name(self) -> str:
         return self._replica.state.name
 

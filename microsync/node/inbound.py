@@ -54,7 +54,7 @@ class Inbound:
     def receive(
         self, group_id: GroupId, items: Sequence[tuple[bytes, bytes | None]], peer: DeviceId | None
     ) -> int:
-        """Store entries of a group from ``peer``; how many were accepted."""
+        """Store entries of a group from ``peer``; how many joined this device's feeds."""
         group = self.device._held(group_id) or self.device._adopt(group_id)
         if peer is not None:
             self._vouch_for_joiner(group, peer)
@@ -78,11 +78,9 @@ class Inbound:
         for r in results:
             if isinstance(r, MicrosyncError):  # a refusal, returned (not raised) per entry
                 self.refused[type(r).__name__] = self.refused.get(type(r).__name__, 0) + 1
-        return sum(
-            1
-            for r in results
-            if not isinstance(r, MicrosyncError) and r.outcome is not Outcome.HELD
-        )
+        # what joined a feed in this call: entries that waited (held for their author's
+        # admission, pending behind a gap) count once, when stored; duplicates never
+        return len(batch.accepted)
 
     def _vouch_for_joiner(self, group: Group, peer: DeviceId) -> None:
         """While this device has joined ``group`` by invite and cannot check membership yet,

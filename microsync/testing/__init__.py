@@ -21,6 +21,8 @@ from microsync.testing.app import (
     app_view,
     check_app_convergence,
     doc_op,
+    replica_of,
+    store_of,
     write_app_op,
 )
 from microsync.testing.checks import (
@@ -60,5 +62,7 @@ __all__ = [
     "forget_key",
     "member_devices",
     "render_view",
+    "replica_of",
+    "store_of",
     "write_app_op",
 ]

@@ -37,7 +37,8 @@ from microsync.testing.device import SimDevice
 from microsync.testing.network import SimNetwork
 
 if TYPE_CHECKING:
-    from microsync.node import Group
+    from microsync.node import Device, Group
+    from microsync.storage.base import Store
 
 __all__ = [
     "AppOp",
@@ -47,6 +48,8 @@ __all__ = [
     "app_view",
     "check_app_convergence",
     "doc_op",
+    "replica_of",
+    "store_of",
     "write_app_op",
 ]
 
@@ -183,3 +186,17 @@ def app_state(group: Group) -> AppState:
     its fold, snapshot and documents, for tests that check them directly (every call takes
     ``now``; nothing it returns is delivered to the group's listeners)."""
     return group._app_state
+
+
+def replica_of(group: Group) -> GroupReplica:
+    """The :class:`~microsync.group.replica.GroupReplica` behind a real
+    :class:`microsync.Group`: its membership state, keyring and feeds, for tests that check
+    what a device resolved or stored, or craft entries as a member would (see also
+    :class:`Hostile`). Writing through it bypasses the app layer's checks."""
+    return group._replica
+
+
+def store_of(device: Device) -> Store:
+    """The store of a real :class:`microsync.Device` (its ``profile.db``), for tests that
+    check what was stored, byte for byte (``dump()``), or that nothing was."""
+    return device._store
