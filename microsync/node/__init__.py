@@ -42,7 +42,7 @@ from microsync.identity import (
 )
 from microsync.net.limits import ServeLimits
 from microsync.node.addresses import DEFAULT_PORT
-from microsync.node.devices import DeviceRecord, device_records, link_new_device
+from microsync.node.devices import DeviceRecord, device_id_of, device_records, link_new_device
 from microsync.node.exits import GroupExit
 from microsync.node.group import Group, InviteStatus, Member
 from microsync.node.host import DeviceHost
@@ -411,23 +411,12 @@ class Device:
         Raises :class:`NotAMember` on a device without the person key, ``ValueError`` for
         this device itself, for an id no group knows as this person's, or an ambiguous
         prefix."""
-        revoke_device(self, self._device_id(device))
+        revoke_device(self, device_id_of(self, device))
 
     def devices(self) -> list[DeviceRecord]:
         """This person's devices, as the groups here know them (this one first): name, id,
         whether it is this one, when this device last synced with it, revoked or not."""
         return device_records(self)
-
-    def _device_id(self, device: bytes | str) -> DeviceId:
-        """The id of this person's device ``device`` (an id, or a hex prefix of one)."""
-        if isinstance(device, bytes):
-            return DeviceId(bytes(device))
-        prefix = device.strip().lower()
-        found = [r.id for r in self.devices() if r.id.hex().startswith(prefix)]
-        if len(found) != 1 or not prefix:
-            what = "matches none" if not found else "matches several"
-            raise ValueError(f"the device id {device!r} {what} of this person's devices")
-        return found[0]
 
     # ------------------------------------------------------------------ pairing
 
@@ -490,14 +479,11 @@ class Device:
         clock: Clock | None = None,
         rng: Rng | None = None,
     ) -> Device:
-        """Make this machine a new device of a person, at ``path``, by redeeming a pairing
-        from :meth:`link_device` on one of their devices: a link carries its addresses and
-        relay; a short code needs ``at="host:port"`` (``relay`` is tried for a link whose
-        addresses fail). Returns the open device, certified by the person, a member of every
-        group the person is in, and synced with the device that linked it.
-
-        Raises an :class:`~microsync.errors.InviteError` for a bad, used, expired or mistyped
-        pairing (its class says which), or :class:`PeerUnreachable`."""
+        """A new device of a person at ``path``, from a pairing of :meth:`link_device` on one
+        of their devices (a short code needs ``at="host:port"``; ``relay`` is tried for a
+        link whose addresses fail): open, in every group of the person, synced. An
+        :class:`~microsync.errors.InviteError` subclass says what was wrong with the pairing
+        (``docs/devices.md``)."""
         directory = Path(path)
         if (directory / DATABASE_NAME).exists():
             raise StorageError(f"{directory} already holds a profile; link into a new one")

@@ -31,7 +31,7 @@ from microsync.node.pairing import reach_inviter, run_guest
 if TYPE_CHECKING:
     from microsync.node import Device
 
-__all__ = ["DeviceRecord", "device_records", "link_new_device"]
+__all__ = ["DeviceRecord", "device_id_of", "device_records", "link_new_device"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +113,19 @@ def device_records(device: Device) -> list[DeviceRecord]:
         for d, n in names.items()
     ]
     return sorted(found, key=lambda r: (not r.this, r.name, r.id))
+
+
+def device_id_of(device: Device, named: bytes | str) -> DeviceId:
+    """The id of ``device``'s person's device ``named``: an id, or a hex prefix of one that
+    names exactly one of :func:`device_records` (else ``ValueError``)."""
+    if isinstance(named, bytes):
+        return DeviceId(bytes(named))
+    prefix = named.strip().lower()
+    found = [r.id for r in device_records(device) if r.id.hex().startswith(prefix)]
+    if len(found) != 1 or not prefix:
+        what = "matches none" if not found else "matches several"
+        raise ValueError(f"the device id {named!r} {what} of this person's devices")
+    return found[0]
 
 
 def _last_seen(device: Device) -> dict[DeviceId, int]:
