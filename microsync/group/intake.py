@@ -107,18 +107,9 @@ class Intake:
     def receive(
         self, items: Sequence[tuple[bytes, bytes | None]], *, peer: DeviceId | None = None
     ) -> Received:
-        """Validate and store a batch of entries of this group, then update membership and keys.
-        Returns each item's result and every entry that joined a feed, with its body, so the
-        layers above fold what was accepted without reading it back.
-
-        Only entries of devices this replica :meth:`admits` are stored. The others wait in
-        memory, checked and bounded per group and per ``peer`` (:class:`HeldLimits`), until an
-        operation admits their device (in this batch or a later one); they come back as
-        ``Outcome.HELD``, or :class:`HeldQuotaExceeded` when there is no room.
-        Rejected items come back as errors in their place; storage is unchanged by them.
-        Entries held from earlier batches that join a feed now are listed in the ``accepted``
-        of the first item stored (or in :attr:`released` when no item of this batch was).
-        """
+        """What ``GroupReplica.receive_batch`` promises (its docstring is the contract):
+        validate and store the admitted, hold the rest (bounded), report what joined a feed
+        with its body."""
         results: list[Ingested | MicrosyncError | None] = [None] * len(items)
         vouched = dict(self._vouched)
         self.released, self._joined = [], []
