@@ -21,7 +21,7 @@ from microsync.errors import NotAMember
 from microsync.feed.entry import EntryId
 from microsync.group.invite import PairingGuest
 from microsync.group.join import DeviceCandidate
-from microsync.testing import FakeClock, replica_of, store_of
+from microsync.testing import FakeClock, app_state, replica_of, store_of
 from tests.test_device_groups import introduce, pair, sync
 
 
@@ -103,14 +103,17 @@ async def test_nobody_edits_deletes_or_unreacts_for_someone_else(tmp_path: Path)
             await bob.delete(post.id)
         # a hand-crafted withdrawal of Alice's reaction, signed by Bob, bypassing the API
         tags = tuple(
-            bob._timeline().posts[EntryId(post.id)].reactions["👍"][alice.device.person_id]
+            app_state(bob)
+            .timeline(bob.device.clock())
+            .posts[EntryId(post.id)]
+            .reactions["👍"][alice.device.person_id]
         )
         op = AppOp(Kind.UNREACT, post=post.id, emoji="👍", removes=tags)
         replica_of(bob).append_content(
             APP_TYPE,
             op.to_bytes(),
             now=bob.device.clock(),
-            deps=deps_for(op, bob._timeline().heads),
+            deps=deps_for(op, app_state(bob).timeline(bob.device.clock()).heads),
         )
         share(alice, bob)
         for group in (alice, bob):
@@ -172,7 +175,7 @@ async def test_disappearing_posts_are_purged_after_their_time(tmp_path: Path) ->
 
 
 def _seq(group: microsync.Group, post_id: bytes) -> int:
-    return group._timeline().posts[EntryId(post_id)].seq
+    return app_state(group).timeline(group.device.clock()).posts[EntryId(post_id)].seq
 
 
 async def test_read_cursors_give_exactly_the_unseen_posts_across_restarts(tmp_path: Path) -> None:

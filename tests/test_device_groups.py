@@ -39,6 +39,7 @@ def introduce(*devices: microsync.Device) -> None:
     for device in devices:
         for other in devices:
             with store_of(device).transaction():
+                # private: the other device's certificate, as a handshake would exchange it
                 add_certificate(store_of(device), other._identity.certificate)
 
 

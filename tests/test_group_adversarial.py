@@ -84,6 +84,7 @@ def forge(
         type=MEMBERSHIP_TYPE,
     )
     body = _encode_envelope(list(bundles), sealed)
+    # private: the simulated replica's heads, to craft an entry as a member would
     heads = deps if deps is not None else sorted(attacker.group._heads)
     entry = append(
         store,
@@ -286,6 +287,7 @@ def test_a_membership_op_signed_by_one_member_as_another_is_refused() -> None:
         epoch=key.number, device=a.device, seq=seq, type=MEMBERSHIP_TYPE,
     )  # fmt: skip
     body = _encode_envelope([], sealed)
+    # private: the replica's heads, to craft a backdated op
     header = Header(
         group=c.group.id, device=a.device, seq=seq,
         prev=c.store.feed_status(c.group.id, a.device).head_id, epoch=key.number,
@@ -331,6 +333,7 @@ def test_a_non_admins_admin_ops_are_void_for_every_member(kind: str) -> None:
     n = outsider(peers, "N")
     op = unauthorised_ops(c, a, n)[kind]
     with pytest.raises(NotAMember):  # the honest client refuses ...
+        # private: authoring an op the public API refuses to build
         c.group._author(Draft(op=op, seal=held_key(c), bundles=[]), 20)
     forged = forge(c, op, seal=held_key(c))  # ... a modified one sends it anyway
     for peer in (a, b):
@@ -436,6 +439,7 @@ def test_a_wrap_smuggled_in_a_content_entry_is_not_a_key() -> None:
 def test_a_malformed_envelope_from_a_member_never_takes_effect() -> None:
     a, b = group_of("A", "B")
     for junk in (b"", b"\xff", encoding.encode([1, [], b""]), encoding.encode([2, [], b"x" * 60])):
+        # private: the replica's heads, to craft an op
         entry = append(
             b.store, b.identity.device_key, group=b.group.id, type=MEMBERSHIP_TYPE, body=junk,
             epoch=0, hlc=1, deps=sorted(b.group._heads),

@@ -35,6 +35,7 @@ def test_what_no_key_opens_is_locked_and_opens_when_the_key_arrives() -> None:
     entry = alice.group.append_content(TEXT, b"secret", now=10)
     stored = stored_entry(alice.store, entry)
     fold = bob.group.content_fold(_text)
+    # private: the keyring, emptied and refilled to lock and unlock entries
     keys = dict(bob.group._ring.keys)
     bob.group._ring.keys.clear()  # as if the epoch key had not reached bob yet
     assert fold.fold([entry], {entry.id: stored.body}) == []

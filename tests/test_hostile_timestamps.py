@@ -31,7 +31,7 @@ from microsync.state import RegisterSet, Timestamp, encode_op
 from microsync.state.clock import HLC, MAX_DRIFT_MS, MAX_TICK
 from microsync.state.ids import MAX_COUNTER, OpId
 from microsync.storage.memory import MemoryStore
-from microsync.testing import replica_of, store_of
+from microsync.testing import app_state, replica_of, store_of
 from microsync.testing.hostile import Hostile
 from tests.test_app_group import family_of, share
 from tests.test_net_sync import eventually
@@ -80,7 +80,7 @@ async def attack(mallory: microsync.Group, bob: microsync.Group, hlc: int) -> li
     honest = await bob.post("hello from Bob")
     share(mallory, bob)
     evil = Hostile.of_group(mallory)
-    heads = tuple(sorted(mallory._timeline().heads))
+    heads = tuple(sorted(app_state(mallory).timeline(mallory.device.clock()).heads))
     post = evil_op(evil, AppOp(Kind.POST, text="from the future"), hlc, heads)
     reply = AppOp(Kind.POST, text="re", reply_to=honest.id)
     evil_op(evil, reply, hlc, (EntryId(honest.id), post))
@@ -256,6 +256,7 @@ def test_no_signed_value_breaks_the_victim(tmp_path: Path) -> None:
             post = loop.run_until_complete(bob.reply(target, "still here"))
             assert_clock_kept(bob, post)
             doc = bob.doc("d")
+            # private: the document's Lamport counter and registers, to check an extreme timestamp
             if doc._doc.clock >= MAX_COUNTER:  # a peer used up the counters (see the report)
                 with pytest.raises(LocalProtocolError):
                     loop.run_until_complete(doc.set("k", 1))

@@ -52,6 +52,7 @@ async def test_a_peer_that_never_reads_is_dropped(monkeypatch: pytest.MonkeyPatc
             await asyncio.sleep(0.01)
         await asyncio.wait_for(connection.closed.wait(), 10)
         assert isinstance(connection.error, RemoteProtocolError)
+        # private: the bytes queued on the connection (backpressure bound)
         assert connection._queued <= (1 << 20) + 256 * 1024
     finally:
         await connection.close()

@@ -71,6 +71,7 @@ async def test_an_invite_redeemed_through_the_relay(tmp_path: Path) -> None:
         assert {m.name for m in group.members()} == {"Alice Canary", "Bob Canary"}
         await alice.stop()
     wire = b"".join(seen)
+    # private: the transport key the relay must never see (a canary)
     for canary in (
         b"canary post text",
         b"Canary Family",

@@ -585,6 +585,7 @@ def build_vault_index(world: World) -> Built:
 def build_vault_fold(world: World) -> Built:
     index, secrets = build_vault_index(world)
     fold = VaultFold(world.alice.replica(world.group), DEFAULT_QUOTA)
+    # private: a vault fold holding key material, to check its repr
     fold._index = cast(VaultIndex, index)
     fold._id_keys[BlobId(bytes(32))] = b"\x07" * 32
     return fold, secrets | {"ids key": b"\x07" * 32} | _replica_secrets(world)

@@ -130,6 +130,7 @@ async def test_fetch_from_a_peer_then_from_two_peers_at_once(tmp_path: Path) -> 
         assert out.read_bytes() == data
         served = {
             c.peer.device_name: c.session.stats.chunks_received
+            # private: the live connections, to check who was asked for chunks
             for c in carol.device._net._connections  # type: ignore[union-attr]
         }
         assert served["Alice"] > 0 and served["Bob"] > 0, served
@@ -166,6 +167,7 @@ async def test_resume_after_the_serving_peer_stops_mid_transfer(tmp_path: Path) 
         assert (await bob.vault.fetch(ref, dest)).read_bytes() == data
         received = sum(
             c.session.stats.chunks_received
+            # private: the live connections, to check who was asked for chunks
             for c in bob.device._net._connections  # type: ignore[union-attr]
         )
         assert received == 60 - arrived[0]  # only the missing chunks came again
@@ -192,6 +194,7 @@ async def test_on_demand_keeps_no_chunk_and_resumes_from_the_part_file(tmp_path:
         assert not part.exists() and bob.vault.usage().chunks_held == 0
         received = sum(
             c.session.stats.chunks_received
+            # private: the live connections, to check who was asked for chunks
             for c in bob.device._net._connections  # type: ignore[union-attr]
         )
         assert received == 31 - 11  # the 11 good chunks of the .part file were not fetched
@@ -205,6 +208,7 @@ async def test_same_file_in_two_groups_gets_unlinkable_ids(tmp_path: Path) -> No
         a = await family.vault.add(data, name="same.jpg", chunk_size=CHUNK)
         b = await friends.vault.add(data, name="same.jpg", chunk_size=CHUNK)
         assert a.id != b.id
+        # private: the vault index, to compare the chunk ids of two groups
         ids_a = set(family.vault._index.manifests[a.id].ids)
         ids_b = set(friends.vault._index.manifests[b.id].ids)
         assert ids_a.isdisjoint(ids_b)
@@ -337,6 +341,7 @@ async def test_a_sync_batch_is_folded_from_what_it_accepted_without_reading_the_
         monkeypatch.setattr(VaultFold, "_scan", counted)
         ref = await alice.vault.add(payload(CHUNK), name="f", chunk_size=CHUNK)
         share(alice, bob)
+        # private: the vault's fold and index, to check what was folded on arrival
         mine = bob.vault._state
         assert ref.id in bob.vault._index.refs  # folded as it arrived, before any read
         await alice.vault.remove(ref)
