@@ -152,11 +152,28 @@ class Document:
         """Apply a remote operation (delivered in causal order, see the module docstring) and
         return what it changed. ``now`` (ms), when given, advances the clock past register
         timestamps (far-future ones excepted, see :mod:`microsync.state.clock`)."""
-        if op.id.counter <= self.versions.get(op.id.actor, 0):
+        counter, actor = op.id
+        if counter <= self.versions.get(actor, 0):
             return []
-        if now is not None and isinstance(op, RegisterSet | RegisterDelete):
-            self.hlc.receive(op.ts, now)
-        return self._apply(op)
+        # the hot paths, text edits, skip the dispatch of _fold and span()
+        changes: Changes
+        if type(op) is TextInsert:
+            text = self.texts.get(op.key)
+            if text is None:
+                text = self._text(op.key)
+            pos = text.integrate(actor, counter, op.origin, op.text)
+            changes = [] if pos is None else [TextInserted(key=op.key, index=pos, text=op.text)]
+            counter += len(op.text) - 1
+        elif type(op) is TextDelete:
+            changes = self._text_delete(op.key, op.ranges)
+        else:
+            if now is not None and isinstance(op, RegisterSet | RegisterDelete):
+                self.hlc.receive(op.ts, now)
+            return self._apply(op)
+        self.versions[actor] = counter
+        if counter > self.clock:
+            self.clock = counter
+        return changes
 
     # ------------------------------------------------------------------ internals
 

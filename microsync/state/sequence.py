@@ -101,6 +101,8 @@ class Sequence:
         self._index: dict[bytes, RunIndex[Run]] = {}
         self._fbi = 0  # the finger: a block index...
         self._fstart = 0  # ...and the visible length before it
+        self._last: Run | None = None  # the run last placed or found: edits stay near it
+        self._start: tuple[Run, int] | None = None  # a visible run and its index, until _grow
 
     # ------------------------------------------------------------------ reading
 
@@ -136,10 +138,16 @@ class Sequence:
 
     def find(self, elem: OpId) -> tuple[Run, int]:
         """The run holding element ``elem`` and its offset there, or :class:`MissingDependency`."""
+        last = self._last
+        if last is not None and last.actor == elem.actor:
+            off = elem.counter - last.counter
+            if 0 <= off < last.length:
+                return last, off
         index = self._index.get(elem.actor)
         found = index.find(elem.counter) if index is not None else None
         if found is None or elem.counter >= found[0] + found[1].length:
             raise MissingDependency("an operation names an element that is not here")
+        self._last = found[1]
         return found[1], elem.counter - found[0]
 
     def contains(self, elem: OpId) -> bool:
@@ -185,8 +193,12 @@ class Sequence:
 
     def _position_at(self, bi: int, ii: int) -> int:
         """The visible index of run ``ii`` of block ``bi`` (or of the end of the block)."""
-        runs = self.blocks[bi].runs
-        return self._block_start(bi) + sum([r.length for r in runs[:ii] if r.visible])
+        block = self.blocks[bi]
+        runs = block.runs
+        if 2 * ii <= len(runs):  # sum the shorter side of the block
+            return self._block_start(bi) + sum([r.length for r in runs[:ii] if r.visible])
+        after = sum([r.length for r in runs[ii:] if r.visible])
+        return self._block_start(bi) + block.visible - after
 
     # ------------------------------------------------------------------ local edits
 
@@ -263,17 +275,29 @@ class Sequence:
         if origin is None:
             bi, ii = 0, 0
         else:
-            left, off = self.find(origin)
+            left = self._last  # find(origin), its first test inlined: the hot path
+            if left is None or left.actor != origin.actor:
+                left, off = self.find(origin)
+            else:
+                off = origin.counter - left.counter
+                if not 0 <= off < left.length:
+                    left, off = self.find(origin)
             bi = self._block_index(left.block)
             ii = left.block.runs.index(left)
             if off < left.length - 1:
                 self._split(left.block, ii, off + 1)
             elif run is None and self._extends(left, bi, ii, actor, counter):
-                pos = self._position_at(bi, ii) + left.length
+                known = self._start
+                start = known[1] if known is not None and known[0] is left else -1
+                if start < 0:
+                    start = self._position_at(bi, ii)
+                n = len(content)
+                self._last = left
                 left.content += content
-                left.length += len(content)
-                self._grow(bi, len(content))
-                return pos
+                left.length += n
+                self._grow(bi, n)  # after left's start: it does not move
+                self._start = (left, start)
+                return start + left.length - n
             ii += 1
         bi, ii = self._skip_greater(bi, ii, counter, actor)
         if run is None:
@@ -281,7 +305,11 @@ class Sequence:
         run.block = self.blocks[bi]
         pos = self._position_at(bi, ii)
         self._insert_run(bi, ii, run)
-        return pos if run.visible else None
+        self._last = run
+        if run.visible:
+            self._start = (run, pos)
+            return pos
+        return None
 
     def hide(self, counter: int, actor: bytes, length: int) -> list[tuple[int, int]]:
         """Hide elements ``counter .. counter + length - 1`` of ``actor``. Return the visible
@@ -298,6 +326,10 @@ class Sequence:
             if run.visible:
                 block = run.block
                 bi, ii = self._block_index(block), block.runs.index(run)
+                if off and type(run) is Run and (off + take < run.length or not self.keep_hidden):
+                    removed.append((self._hide_after(bi, ii, off, take), take))
+                    c += take
+                    continue
                 if off:
                     self._split(block, ii, off)
                     ii += 1
@@ -309,6 +341,49 @@ class Sequence:
                     self._split_block(bi)
             c += take
         return removed
+
+    def _hide_after(self, bi: int, ii: int, off: int, n: int) -> int:
+        """Hide ``n`` elements from ``off > 0`` of visible run ``ii`` of block ``bi`` and return
+        their visible index, in one step: the general path's cuts, hiding and merging, done
+        at once. In the middle of the run, the hidden part sits between two visible ones (so
+        nothing merges); at its end (a text only: a list keeps hidden values), it joins the
+        hidden run that continues it, if any, as backspacing does."""
+        block = self.blocks[bi]
+        runs = block.runs
+        run = runs[ii]
+        known = self._start
+        start = known[1] if known is not None and known[0] is run else self._position_at(bi, ii)
+        content, end, actor, index = run.content, off + n, run.actor, self._index[run.actor]
+        if end < run.length:
+            hidden = content[off:end] if self.keep_hidden else None
+            mid = Run(actor, run.counter + off, n, hidden, False, block)
+            right = Run(actor, run.counter + end, run.length - end, content[end:], True, block)
+            runs[ii + 1 : ii + 1] = (mid, right)
+            index.add(mid.counter, mid)
+            index.add(right.counter, right)
+        else:
+            nxt = runs[ii + 1] if ii + 1 < len(runs) else None
+            if (
+                nxt is not None
+                and not nxt.visible
+                and type(nxt) is Run
+                and nxt.actor == actor
+                and nxt.counter == run.counter + end
+            ):
+                index.rekey(nxt.counter, nxt.counter - n)
+                nxt.counter -= n
+                nxt.length += n
+            else:
+                tail = Run(actor, run.counter + off, n, None, False, block)
+                runs.insert(ii + 1, tail)
+                index.add(tail.counter, tail)
+        run.content = content[:off]
+        run.length = off
+        self._grow(bi, -n)
+        self._start = (run, start)  # the change is after run's start
+        if len(runs) > BLOCK:
+            self._split_block(bi)
+        return start + off
 
     # ------------------------------------------------------------------ restoring
 
@@ -330,6 +405,7 @@ class Sequence:
     # ------------------------------------------------------------------ internals
 
     def _grow(self, bi: int, delta: int) -> None:
+        self._start = None
         self.blocks[bi].visible += delta
         self.length += delta
         if bi < self._fbi:
@@ -445,11 +521,15 @@ class Sequence:
             return ii + 1
         run.content = None
         if ii + 1 < len(runs) and self._mergeable(run, runs[ii + 1]):
+            if runs[ii + 1] is self._last:
+                self._last = run
             self._index[run.actor].remove(runs[ii + 1].counter)
             run.length += runs[ii + 1].length
             del runs[ii + 1]
         if ii and self._mergeable(runs[ii - 1], run):
             runs[ii - 1].length += run.length
+            if run is self._last:
+                self._last = runs[ii - 1]
             del runs[ii]
             self._index[run.actor].remove(run.counter)
             return ii
