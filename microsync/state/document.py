@@ -165,7 +165,13 @@ class Document:
             changes = [] if pos is None else [TextInserted(key=op.key, index=pos, text=op.text)]
             counter += len(op.text) - 1
         elif type(op) is TextDelete:
-            changes = self._text_delete(op.key, op.ranges)
+            ranges = op.ranges
+            if len(ranges) == 1:  # what a local delete of one run makes
+                r = ranges[0]
+                removed = self._text(op.key).hide(r.counter, r.actor, r.length)
+                changes = [TextDeleted(key=op.key, index=i, length=n) for i, n in removed]
+            else:
+                changes = self._text_delete(op.key, ranges)
         else:
             if now is not None and isinstance(op, RegisterSet | RegisterDelete):
                 self.hlc.receive(op.ts, now)

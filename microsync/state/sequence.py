@@ -273,7 +273,7 @@ class Sequence:
         drops duplicates before they get here); a missing origin raises
         :class:`MissingDependency` before anything changes."""
         if origin is None:
-            bi, ii = 0, 0
+            bi, ii, after = 0, 0, -1
         else:
             left = self._last  # find(origin), its first test inlined: the hot path
             if left is None or left.actor != origin.actor:
@@ -282,28 +282,44 @@ class Sequence:
                 off = origin.counter - left.counter
                 if not 0 <= off < left.length:
                     left, off = self.find(origin)
-            bi = self._block_index(left.block)
-            ii = left.block.runs.index(left)
+            block = left.block
+            blocks, bi = self.blocks, self._fbi
+            if bi >= len(blocks) or blocks[bi] is not block:
+                bi = blocks.index(block)
+            runs = block.runs
+            ii = runs.index(left)
             if off < left.length - 1:
-                self._split(left.block, ii, off + 1)
-            elif run is None and self._extends(left, bi, ii, actor, counter):
+                self._split(block, ii, off + 1)
+            elif (
+                run is None
+                and left.counter + left.length == counter
+                and left.actor == actor
+                and self._extends(left, bi, ii, actor, counter)
+            ):
                 known = self._start
-                start = known[1] if known is not None and known[0] is left else -1
-                if start < 0:
+                if known is not None and known[0] is left:
+                    start = known[1]
+                else:
                     start = self._position_at(bi, ii)
                 n = len(content)
-                self._last = left
                 left.content += content
                 left.length += n
-                self._grow(bi, n)  # after left's start: it does not move
+                block.visible += n  # _grow, inlined; after left's start, which does not move
+                self.length += n
+                if bi < self._fbi:
+                    self._fstart += n
+                self._last = left
                 self._start = (left, start)
                 return start + left.length - n
             ii += 1
-        bi, ii = self._skip_greater(bi, ii, counter, actor)
+            known = self._start  # right after a visible run whose index is known?
+            after = known[1] + left.length if known is not None and known[0] is left else -1
+        skipped = self._skip_greater(bi, ii, counter, actor)
+        pos = after if skipped == (bi, ii) and after >= 0 else self._position_at(*skipped)
+        bi, ii = skipped
         if run is None:
             run = Run(actor, counter, len(content), content, True, self.blocks[bi])
         run.block = self.blocks[bi]
-        pos = self._position_at(bi, ii)
         self._insert_run(bi, ii, run)
         self._last = run
         if run.visible:
@@ -314,7 +330,10 @@ class Sequence:
     def hide(self, counter: int, actor: bytes, length: int) -> list[tuple[int, int]]:
         """Hide elements ``counter .. counter + length - 1`` of ``actor``. Return the visible
         ``(index, count)`` removals in the order they happened (already hidden: nothing)."""
-        run, off = self.find(OpId(counter, actor))
+        run = self._last  # find(), its first test inlined
+        off = counter - run.counter if run is not None and run.actor == actor else -1
+        if run is None or not 0 <= off < run.length:
+            run, off = self.find(OpId(counter, actor))
         if run.length - off < length:
             self.check(counter, actor, length)  # all or nothing
         removed: list[tuple[int, int]] = []
