@@ -40,6 +40,7 @@ from typing import Any, Final
 
 from microsync.state.ids import MissingDependency, OpId
 from microsync.state.runindex import RunIndex
+from microsync.state.runs import Block, MoveSlot, Run, add_range, mergeable
 
 __all__ = ["BLOCK", "MoveSlot", "Run", "Sequence"]
 
@@ -47,52 +48,12 @@ BLOCK: Final = 64
 """Most runs in one block; a fuller block is split in two."""
 
 
-class Run:
-    """Elements ``(counter + i, actor)`` for ``i < length``; ``content`` is a ``str`` (text) or a
-    ``list`` (list values), ``None`` for a hidden text run."""
-
-    __slots__ = ("actor", "block", "content", "counter", "length", "visible")
-
-    def __init__(
-        self, actor: bytes, counter: int, length: int, content: Any, visible: bool, block: Block
-    ) -> None:
-        self.actor = actor
-        self.counter = counter
-        self.length = length
-        self.content = content
-        self.visible = visible
-        self.block = block
-
-    def __repr__(self) -> str:
-        state = "" if self.visible else " hidden"
-        return f"Run({self.counter}@{self.actor.hex()[:8]} x{self.length}{state})"
-
-
-class MoveSlot(Run):
-    """A list position created by a move: it shows element ``elem`` while it is that element's
-    winning position (see :mod:`microsync.state.listcrdt`). Always one element long."""
-
-    __slots__ = ("elem",)
-
-    def __init__(
-        self, actor: bytes, counter: int, value: Any, elem: OpId, visible: bool, block: Block
-    ) -> None:
-        super().__init__(actor, counter, 1, [value], visible, block)
-        self.elem = elem
-
-
-class Block:
-    """A few consecutive runs and the number of visible elements in them."""
-
-    __slots__ = ("runs", "visible")
-
-    def __init__(self) -> None:
-        self.runs: list[Run] = []
-        self.visible = 0
-
-
 class Sequence:
     """An RGA sequence of text characters (``keep_hidden=False``) or list values (``True``)."""
+
+    fast_cuts = True
+    """Hide part of a run in one step (``_hide_after``); ``False``: by the general cut, hide
+    and merge (the tests compare the two)."""
 
     def __init__(self, *, keep_hidden: bool) -> None:
         self.keep_hidden = keep_hidden
@@ -250,7 +211,7 @@ class Sequence:
             if run.length > remaining:
                 self._split(block, ii, remaining)
             remaining -= run.length
-            self._add_range(ranges, run.counter, run.actor, run.length)
+            add_range(ranges, run.counter, run.actor, run.length)
             ii = self._hide_run(bi, ii)
         for b in range(bi, first - 1, -1):  # splits may have overfilled the blocks
             if len(self.blocks[b].runs) > BLOCK:
@@ -345,7 +306,12 @@ class Sequence:
             if run.visible:
                 block = run.block
                 bi, ii = self._block_index(block), block.runs.index(run)
-                if off and type(run) is Run and (off + take < run.length or not self.keep_hidden):
+                if (
+                    off
+                    and self.fast_cuts
+                    and type(run) is Run
+                    and (off + take < run.length or not self.keep_hidden)
+                ):
                     removed.append((self._hide_after(bi, ii, off, take), take))
                     c += take
                     continue
@@ -539,13 +505,13 @@ class Sequence:
         if self.keep_hidden:
             return ii + 1
         run.content = None
-        if ii + 1 < len(runs) and self._mergeable(run, runs[ii + 1]):
+        if ii + 1 < len(runs) and mergeable(run, runs[ii + 1]):
             if runs[ii + 1] is self._last:
                 self._last = run
             self._index[run.actor].remove(runs[ii + 1].counter)
             run.length += runs[ii + 1].length
             del runs[ii + 1]
-        if ii and self._mergeable(runs[ii - 1], run):
+        if ii and mergeable(runs[ii - 1], run):
             runs[ii - 1].length += run.length
             if run is self._last:
                 self._last = runs[ii - 1]
@@ -553,26 +519,3 @@ class Sequence:
             self._index[run.actor].remove(run.counter)
             return ii
         return ii + 1
-
-    @staticmethod
-    def _mergeable(left: Run, right: Run) -> bool:
-        """Whether two adjacent hidden text runs are one run of consecutive ids."""
-        return (
-            not left.visible
-            and not right.visible
-            and type(left) is Run
-            and type(right) is Run
-            and left.actor == right.actor
-            and left.counter + left.length == right.counter
-        )
-
-    @staticmethod
-    def _add_range(
-        ranges: list[tuple[int, bytes, int]], counter: int, actor: bytes, n: int
-    ) -> None:
-        if ranges:
-            last_counter, last_actor, last_n = ranges[-1]
-            if last_actor == actor and last_counter + last_n == counter:
-                ranges[-1] = (last_counter, actor, last_n + n)
-                return
-        ranges.append((counter, actor, n))
