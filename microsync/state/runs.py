@@ -7,7 +7,7 @@ from typing import Any
 
 from microsync.state.ids import OpId
 
-__all__ = ["Block", "MoveSlot", "Run", "add_range", "mergeable"]
+__all__ = ["Block", "MoveSlot", "Run", "add_range", "extends", "mergeable", "skip_greater"]
 
 
 class Run:
@@ -73,3 +73,43 @@ def add_range(ranges: list[tuple[int, bytes, int]], counter: int, actor: bytes, 
             ranges[-1] = (last_counter, actor, last_n + n)
             return
     ranges.append((counter, actor, n))
+
+
+def extends(blocks: list[Block], left: Run, bi: int, ii: int, actor: bytes, counter: int) -> bool:
+    """Whether a new run ``counter..`` of ``actor`` with origin ``left``'s last element can be
+    appended to ``left`` (same actor, next counter, nothing greater to skip)."""
+    if left.actor != actor or left.counter + left.length != counter or type(left) is not Run:
+        return False
+    if not left.visible:
+        return False
+    runs = blocks[bi].runs
+    if ii + 1 < len(runs):
+        nxt = runs[ii + 1]
+    else:
+        b = bi + 1
+        while b < len(blocks) and not blocks[b].runs:
+            b += 1
+        if b == len(blocks):
+            return True
+        nxt = blocks[b].runs[0]
+    return nxt.counter < counter or (nxt.counter == counter and nxt.actor < actor)
+
+
+def skip_greater(
+    blocks: list[Block], bi: int, ii: int, counter: int, actor: bytes
+) -> tuple[int, int]:
+    """From run ``ii`` of block ``bi``, skip the runs whose first id is greater than
+    ``(counter, actor)``."""
+    runs = blocks[bi].runs
+    while True:
+        if ii == len(runs):
+            if bi + 1 == len(blocks):
+                return bi, ii
+            bi, ii = bi + 1, 0
+            runs = blocks[bi].runs
+            continue
+        nxt = runs[ii]
+        if nxt.counter > counter or (nxt.counter == counter and nxt.actor > actor):
+            ii += 1
+        else:
+            return bi, ii

@@ -40,7 +40,7 @@ from typing import Any, Final
 
 from microsync.state.ids import MissingDependency, OpId
 from microsync.state.runindex import RunIndex
-from microsync.state.runs import Block, MoveSlot, Run, add_range, mergeable
+from microsync.state.runs import Block, MoveSlot, Run, add_range, extends, mergeable, skip_greater
 
 __all__ = ["BLOCK", "MoveSlot", "Run", "Sequence"]
 
@@ -255,7 +255,19 @@ class Sequence:
                 run is None
                 and left.counter + left.length == counter
                 and left.actor == actor
-                and self._extends(left, bi, ii, actor, counter)
+                and (
+                    # extends(), its common case inlined: a run after left, in its block
+                    (
+                        left.visible
+                        and type(left) is Run
+                        and (
+                            runs[ii + 1].counter < counter
+                            or (runs[ii + 1].counter == counter and runs[ii + 1].actor < actor)
+                        )
+                    )
+                    if ii + 1 < len(runs)
+                    else extends(self.blocks, left, bi, ii, actor, counter)
+                )
             ):
                 known = self._start
                 if known is not None and known[0] is left:
@@ -275,7 +287,7 @@ class Sequence:
             ii += 1
             known = self._start  # right after a visible run whose index is known?
             after = known[1] + left.length if known is not None and known[0] is left else -1
-        skipped = self._skip_greater(bi, ii, counter, actor)
+        skipped = skip_greater(self.blocks, bi, ii, counter, actor)
         pos = after if skipped == (bi, ii) and after >= 0 else self._position_at(*skipped)
         bi, ii = skipped
         if run is None:
@@ -456,43 +468,6 @@ class Sequence:
         self.blocks.insert(bi + 1, new)
         if self._fbi > bi:
             self._fbi += 1
-
-    def _extends(self, left: Run, bi: int, ii: int, actor: bytes, counter: int) -> bool:
-        """Whether a new run ``counter..`` of ``actor`` with origin ``left``'s last element can be
-        appended to ``left`` (same actor, next counter, nothing greater to skip)."""
-        if left.actor != actor or left.counter + left.length != counter or type(left) is not Run:
-            return False
-        if not left.visible:
-            return False
-        runs = self.blocks[bi].runs
-        if ii + 1 < len(runs):
-            nxt = runs[ii + 1]
-        else:
-            blocks, b = self.blocks, bi + 1
-            while b < len(blocks) and not blocks[b].runs:
-                b += 1
-            if b == len(blocks):
-                return True
-            nxt = blocks[b].runs[0]
-        return nxt.counter < counter or (nxt.counter == counter and nxt.actor < actor)
-
-    def _skip_greater(self, bi: int, ii: int, counter: int, actor: bytes) -> tuple[int, int]:
-        """From run ``ii`` of block ``bi``, skip the runs whose first id is greater than
-        ``(counter, actor)``."""
-        blocks = self.blocks
-        runs = blocks[bi].runs
-        while True:
-            if ii == len(runs):
-                if bi + 1 == len(blocks):
-                    return bi, ii
-                bi, ii = bi + 1, 0
-                runs = blocks[bi].runs
-                continue
-            nxt = runs[ii]
-            if nxt.counter > counter or (nxt.counter == counter and nxt.actor > actor):
-                ii += 1
-            else:
-                return bi, ii
 
     def _hide_run(self, bi: int, ii: int) -> int:
         """Hide run ``ii`` of block ``bi``; in a text, merge it with hidden neighbours it
