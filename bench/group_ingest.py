@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bench.report import Figure, Report
 from microsync.app.ops import APP_TYPE, AppOp, Kind
+from microsync.crypto import system_rng
 from microsync.feed import GroupId, ingest_many
 from microsync.feed.trust import add_certificate
 from microsync.group.replica import GroupReplica, LocalMember
@@ -46,15 +47,15 @@ def make_group(entries: int, members: int) -> tuple[GroupId, list[LocalIdentity]
     for store in stores:
         for identity in people:
             add_certificate(store, identity.certificate)
-    founder = GroupReplica.create(stores[0], LocalMember.of(people[0]), "Bench", now=1)
+    founder = GroupReplica.create(stores[0], LocalMember.of(people[0], system_rng), "Bench", now=1)
     for i, identity in enumerate(people[1:], start=1):
-        member = LocalMember.of(identity)
+        member = LocalMember.of(identity, system_rng)
         founder.add(identity.person_id, identity.name, [member.grant()], now=1 + i)
     group = founder.id
     ops = [(s.entry.wire, s.body) for s in stores[0].entries(group, people[0].device_id)]
     replicas = [founder]
     for store, identity in zip(stores[1:-1], people[1:-1], strict=True):
-        replica = GroupReplica(store, LocalMember.of(identity), group)
+        replica = GroupReplica(store, LocalMember.of(identity, system_rng), group)
         replica.receive(ops)
         replicas.append(replica)
     body = AppOp(Kind.POST, text="x" * 120).to_bytes()
@@ -92,7 +93,7 @@ def run_replica(
     path: Path, group: GroupId, people: list[LocalIdentity], items: list[Item], batch: int
 ) -> float:
     store = _fresh(path, people)
-    receiver = GroupReplica(store, LocalMember.of(people[-1]), group)
+    receiver = GroupReplica(store, LocalMember.of(people[-1], system_rng), group)
     start = time.perf_counter()
     for first in range(0, len(items), batch):
         results = receiver.receive(items[first : first + batch])

@@ -43,6 +43,7 @@ import nacl.bindings as sodium
 
 from bench.report import Figure, Report
 from microsync import encoding
+from microsync.crypto import system_rng
 from microsync.encoding import expect_list
 from microsync.feed import GroupId, Ingested
 from microsync.feed.trust import add_certificate
@@ -89,7 +90,7 @@ def build_group(work: Path, members: int, devices: int) -> Built:
     store = SqliteStore.open(founder_dir)
     add_certificate(store, founder.certificate)
     start = time.perf_counter()
-    replica = GroupReplica.create(store, LocalMember.of(founder), "bench", now=1)
+    replica = GroupReplica.create(store, LocalMember.of(founder, system_rng), "bench", now=1)
     now = 2
     for linked in founder_devices[1:]:
         replica.add_device(grant(linked), now=now)
@@ -111,7 +112,7 @@ def build_group(work: Path, members: int, devices: int) -> Built:
     member_store = SqliteStore.open(receiver_dir)
     add_certificate(member_store, founder.certificate)
     start = time.perf_counter()
-    member = GroupReplica(member_store, LocalMember.of(receiver), replica.id)
+    member = GroupReplica(member_store, LocalMember.of(receiver, system_rng), replica.id)
     results = member.receive(log)
     catch_up_s = time.perf_counter() - start
     assert all(isinstance(r, Ingested) for r in results), "the receiver rejected the log"
@@ -169,7 +170,7 @@ def one_removal(built: Built, work: Path, victim: PersonId) -> Run:
 
     store = SqliteStore.open(founder_dir)
     start = time.perf_counter()
-    replica = GroupReplica.load(store, LocalMember.of(built.founder), built.group)
+    replica = GroupReplica.load(store, LocalMember.of(built.founder, system_rng), built.group)
     load_s = time.perf_counter() - start
     leaving = set(replica.state.members[victim].devices)
     prekeys = []
@@ -192,7 +193,9 @@ def one_removal(built: Built, work: Path, victim: PersonId) -> Run:
     assert wrapped == len(prekeys), (wrapped, len(prekeys))
 
     member_store = SqliteStore.open(receiver_dir)
-    member = GroupReplica.load(member_store, LocalMember.of(built.receiver), built.group)
+    member = GroupReplica.load(
+        member_store, LocalMember.of(built.receiver, system_rng), built.group
+    )
     start = time.perf_counter()
     results = member.receive([(wire, body)])
     receive_s = time.perf_counter() - start

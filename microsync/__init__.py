@@ -53,10 +53,10 @@ from microsync.errors import (
 )
 
 if TYPE_CHECKING:
-    from microsync.app.api import Event, Post
-    from microsync.app.presence import Location, Presence
+    from microsync.app.events import Location, Post, Presence
     from microsync.blobs.index import BlobRef
     from microsync.node import Device, Group, Member
+    from microsync.node.events import Event
     from microsync.node.exits import GroupExit
     from microsync.node.status import DeviceStatus, GroupStatus, PeerStatus, RelayStatus
     from microsync.node.vault import Vault, VaultUsage
@@ -65,10 +65,10 @@ _LAZY = {
     "Device": "microsync.node",
     "Group": "microsync.node",
     "Member": "microsync.node",
-    "Event": "microsync.app.api",
-    "Post": "microsync.app.api",
-    "Location": "microsync.app.presence",
-    "Presence": "microsync.app.presence",
+    "Event": "microsync.node.events",
+    "Post": "microsync.app.events",
+    "Location": "microsync.app.events",
+    "Presence": "microsync.app.events",
     "BlobRef": "microsync.blobs.index",
     "Vault": "microsync.node.vault",
     "VaultUsage": "microsync.node.vault",

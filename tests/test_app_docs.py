@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -13,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import microsync
-from microsync.app.ops import AppOp, Kind
+from microsync.app.ops import DocOp
 from microsync.state import Document, encode_op
+from microsync.testing import app_state
 from tests.test_app_group import family_of, share
 
 
@@ -79,9 +81,11 @@ async def test_a_member_cannot_write_under_another_devices_id(tmp_path: Path) ->
         # carol makes an operation with bob's device id as its actor and writes it herself
         impostor = Document(bytes(bob._device.id))
         impostor.clock = 1000
-        op = impostor.set("owner", "carol", now=carol._now() + 10**6)
-        await carol._write(AppOp(Kind.DOC, doc="d", payload=encode_op(op)))
-        carol._open_docs().clear()  # carol's own view is rebuilt from the feed, like everyone's
+        now = time.time_ns() // 1_000_000
+        op = impostor.set("owner", "carol", now=now + 10**6)
+        state = app_state(carol)
+        state.write(DocOp(doc="d", payload=encode_op(op)), now)
+        state.close_doc("d")  # carol's own view is rebuilt from the feed, like everyone's
         share(alice, bob, carol)
         for group in (alice, bob, carol):
             assert group.doc("d").get("owner") == "bob"

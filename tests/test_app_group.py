@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 import microsync
+import microsync.app.events
+from microsync.app.events import DocChanged, EventKind, Posted, Replied
 from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.app.timeline import deps_for
 from microsync.clock import Clock, system_clock
@@ -202,7 +204,41 @@ async def test_events_arrive_as_entries_are_applied(tmp_path: Path) -> None:
         event = await asyncio.wait_for(anext(stream), 5)
         assert event.kind == "reaction" and event.post is not None
         assert event.post.reactions == {"🎉": frozenset({alice._person()})}
+        assert isinstance(event, microsync.app.events.Reacted)
         await stream.aclose()
+
+
+async def test_each_event_kind_is_its_own_class(tmp_path: Path) -> None:
+    """Events match on their classes; ``kind``, ``post``, ``person`` and ``detail`` read as
+    they did when ``Event`` was one class with a string ``kind``."""
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        stream = bob.events()
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        post = await alice.post("ping")
+        await alice.reply(post.id, "pong")
+        await alice.doc("calendar").set("monday", "swim")
+        share(alice, bob)
+        seen = [await asyncio.wait_for(waiting, 5)]
+        seen += [await asyncio.wait_for(anext(stream), 5) for _ in range(2)]
+        await stream.aclose()
+        described = []
+        for event in seen:
+            assert isinstance(event, microsync.Event)  # the union of every kind
+            match event:
+                case Posted(post=shown) | Replied(post=shown):
+                    assert shown is not None and event.detail is None
+                    described.append((event.kind, shown.text))
+                case DocChanged(doc=name):
+                    assert event.post is None and event.detail == name
+                    described.append((event.kind, name))
+                case _:
+                    raise AssertionError(f"unexpected {event!r}")
+            assert event.person == alice._person()
+        # (in one batch, document events come before the posts')
+        assert sorted(described) == [("doc", "calendar"), ("post", "ping"), ("reply", "pong")]
+        assert {e.kind for e in seen} == {EventKind.POST, EventKind.REPLY, EventKind.DOC}
 
 
 async def test_read_cursors_sync_across_a_persons_own_devices(tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ from microsync.errors import (
     NotAMember,
     StaleAnnouncement,
 )
-from microsync.testing import FakeClock
+from microsync.testing import FakeClock, app_state
 from tests.test_app_group import devices_of, family_of, share
 
 OXFORD = (51.752_021, -1.257_726)
@@ -260,7 +260,7 @@ async def test_bad_announcements_are_refused_and_change_nothing(tmp_path: Path) 
         other = await devices_of(alice)[0].create_group("Work")
         await alice.share_location(*OXFORD)
         (good,) = alice.announcements()
-        board_before = bob._replica.store.get_meta(bob._board_key)
+        board_before = bob._replica.store.get_meta(app_state(bob).keys.board)
         flipped = bytearray(good)
         flipped[-5] ^= 1
         cases: list[tuple[bytes, type[MicrosyncError]]] = [
@@ -299,7 +299,7 @@ async def test_bad_announcements_are_refused_and_change_nothing(tmp_path: Path) 
         for data, error in cases:
             with pytest.raises(error):
                 bob.receive_announcement(data)
-        assert bob._replica.store.get_meta(bob._board_key) == board_before
+        assert bob._replica.store.get_meta(app_state(bob).keys.board) == board_before
         assert bob.locations() == {}
 
 

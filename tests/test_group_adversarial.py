@@ -22,6 +22,7 @@ from microsync.errors import (
 from microsync.feed import append
 from microsync.feed.entry import Entry, EntryId, Header, body_hash, parse_entry
 from microsync.feed.ingest import Ingested
+from microsync.group.authoring import Draft
 from microsync.group.keys import (
     EpochKey,
     KeyGrant,
@@ -330,7 +331,7 @@ def test_a_non_admins_admin_ops_are_void_for_every_member(kind: str) -> None:
     n = outsider(peers, "N")
     op = unauthorised_ops(c, a, n)[kind]
     with pytest.raises(NotAMember):  # the honest client refuses ...
-        c.group._author(op, held_key(c), [], 20)
+        c.group._author(Draft(op=op, seal=held_key(c), bundles=[]), 20)
     forged = forge(c, op, seal=held_key(c))  # ... a modified one sends it anyway
     for peer in (a, b):
         before = snapshot(peer)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import microsync
-from microsync.crypto import X25519SecretKey
+from microsync.crypto import X25519SecretKey, system_rng
 from microsync.errors import DecryptionError, NotAMember
 from microsync.feed.trust import add_certificate
 from microsync.group.keys import Purpose, open_bundle
@@ -97,8 +97,8 @@ def test_prekey_rotation_heals_a_compromised_device() -> None:
     for store in stores:
         add_certificate(store, alice_id.certificate)
         add_certificate(store, bob_id.certificate)
-    alice = GroupReplica.create(stores[0], LocalMember.of(alice_id), "Family", now=1)
-    bob_member = LocalMember.of(bob_id)
+    alice = GroupReplica.create(stores[0], LocalMember.of(alice_id, system_rng), "Family", now=1)
+    bob_member = LocalMember.of(bob_id, system_rng)
     alice.add(bob_id.person_id, "Bob", [bob_member.grant()], now=2)
     bob = GroupReplica(stores[1], bob_member, alice.id)
     _deliver(alice, bob)
@@ -143,16 +143,18 @@ def test_prekey_rotation_heals_a_compromised_device() -> None:
 def test_a_group_refuses_devices_beyond_what_one_rotation_can_carry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from microsync.group import membership
+    from microsync.group import rules
 
-    monkeypatch.setattr(membership, "MAX_GROUP_DEVICES", 2)
+    monkeypatch.setattr(rules, "MAX_GROUP_DEVICES", 2)  # where the rule reads it
     people = [LocalIdentity.create(n, os.urandom, 0) for n in ("Alice", "Bob", "Carol")]
     store = MemoryStore()
     for person in people:
         add_certificate(store, person.certificate)
-    alice = GroupReplica.create(store, LocalMember.of(people[0]), "Family", now=1)
-    alice.add(people[1].person_id, "Bob", [LocalMember.of(people[1]).grant()], now=2)
+    alice = GroupReplica.create(store, LocalMember.of(people[0], system_rng), "Family", now=1)
+    alice.add(people[1].person_id, "Bob", [LocalMember.of(people[1], system_rng).grant()], now=2)
     with pytest.raises(NotAMember):
-        alice.add(people[2].person_id, "Carol", [LocalMember.of(people[2]).grant()], now=3)
+        alice.add(
+            people[2].person_id, "Carol", [LocalMember.of(people[2], system_rng).grant()], now=3
+        )
     assert set(alice.state.members) == {people[0].person_id, people[1].person_id}
     alice.remove(people[1].person_id, now=4)  # a removal still fits

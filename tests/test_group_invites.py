@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from microsync.crypto import system_rng
 from microsync.errors import (
     InviteBurned,
     InviteConsumed,
@@ -45,7 +46,7 @@ class Node:
     store: MemoryStore = field(default_factory=MemoryStore)
 
     def __post_init__(self) -> None:
-        self.member = LocalMember.of(self.identity)
+        self.member = LocalMember.of(self.identity, system_rng)
         self.book = InviteBook(self.store)
         self.now = 1_000
         self.replicas: dict[GroupId, GroupReplica] = {}

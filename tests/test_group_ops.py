@@ -3,6 +3,7 @@ strict decoding where anything malformed is a DecodeError and nothing else."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import cbor2
@@ -320,3 +321,20 @@ def test_arbitrary_maps_decode_or_raise_only_decode_error(value: dict[str, Any])
     except DecodeError:
         return
     assert op.to_bytes() == data
+
+
+def test_roles_and_history_are_the_strings_apps_compare_and_the_same_bytes() -> None:
+    from microsync.group.ops import History
+
+    assert Role.ADMIN == "admin" and str(Role.MEMBER) == "member"
+    assert (int(Role.MEMBER), int(Role.ADMIN)) == (1, 2) and Role(2) is Role.ADMIN
+    assert Role.from_code(1) is Role.MEMBER and Role.parse("Admin") is Role.ADMIN
+    with pytest.raises(ValueError):
+        Role(3)
+    assert History.NONE == "none" and History("shared") is History.SHARED
+    op = Op(kind=OpKind.SET_ROLE, person=PersonId(b"p" * 32), role=Role.ADMIN)
+    assert op.to_bytes() == encoding.encode({"k": int(OpKind.SET_ROLE), "p": b"p" * 32, "r": 2})
+    plain = one(OpKind.CREATE)
+    typed = dataclasses.replace(plain, history=History(plain.history))
+    assert typed.to_bytes() == plain.to_bytes()  # the same string on the wire
+    assert Op.from_bytes(plain.to_bytes()).history is History(plain.history)

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import microsync.group.intake as intake_module
 import microsync.group.replica as replica_module
 from microsync import Device, Group
 from microsync.app.ops import APP_TYPE
@@ -306,7 +307,7 @@ def test_entries_waiting_ahead_of_gaps_are_bounded_per_group(
     changes, and once the gaps fill everything is stored."""
     from microsync.errors import PendingQuotaExceeded
 
-    monkeypatch.setattr(replica_module, "GROUP_PENDING_QUOTA", 5)
+    monkeypatch.setattr(intake_module, "GROUP_PENDING_QUOTA", 5)
     net = SimNetwork(seed=19)
     group, (_alice, bob, carol, dave) = family(net, "alice", "bob", "carol", "dave")
     body = AppOp(Kind.POST, text="x").to_bytes()

@@ -32,18 +32,21 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import cast
 
 import pytest
 
 import microsync
+from microsync.blobs import BlobId
 from microsync.blobs.chunks import BlobDecryptor, BlobEncryptor
-from microsync.blobs.index import VaultIndex
+from microsync.blobs.index import DEFAULT_QUOTA, VaultIndex
 from microsync.blobs.manifest import Manifest, VaultKind, VaultOp
 from microsync.crypto import X25519SecretKey, seed_from_words
 from microsync.crypto.noise import BLAKE2B, ChaChaPoly
 from microsync.crypto.pake import PakeSide, Spake2
 from microsync.crypto.stream import ChunkCipher
 from microsync.feed.entry import EntryId, GroupId
+from microsync.group.authoring import Draft
 from microsync.group.invite import (
     Invite,
     InvitePurpose,
@@ -56,11 +59,13 @@ from microsync.group.invite import (
     parse_link,
 )
 from microsync.group.join import DeviceCandidate, InviteBook
+from microsync.group.keyring import Keyring
 from microsync.group.keys import EpochKey, KeyGrant
-from microsync.group.ops import Role
-from microsync.group.replica import _Opened
+from microsync.group.ops import Op, OpKind, Role
+from microsync.group.view import _Opened
 from microsync.identity import LocalIdentity
 from microsync.node.host import DeviceHost
+from microsync.node.vault_state import VaultFold
 from microsync.protocol.handshake import Handshake, Purpose, pump
 from microsync.protocol.noise import CipherState, HandshakeState, SymmetricState
 from microsync.protocol.session import GroupProof
@@ -475,6 +480,33 @@ def build_opened(world: World) -> Built:
     return _Opened(stored.entry, None, [], grants), epoch_secrets(world.epoch)
 
 
+def _replica_secrets(world: World) -> dict[str, bytes]:
+    return identity_secrets(world.alice.identity) | epoch_secrets(world.epoch)
+
+
+def build_group_replica(world: World) -> Built:
+    return world.alice.replica(world.group), _replica_secrets(world)
+
+
+def build_membership_view(world: World) -> Built:
+    return world.alice.replica(world.group)._view, _replica_secrets(world)
+
+
+def build_intake(world: World) -> Built:
+    return world.alice.replica(world.group)._intake, _replica_secrets(world)
+
+
+def build_draft(world: World) -> Built:
+    draft = Draft(op=Op(kind=OpKind.ROTATE), seal=world.epoch, bundles=[], new_keys=(world.epoch,))
+    return draft, epoch_secrets(world.epoch)
+
+
+def build_keyring(world: World) -> Built:
+    ring = Keyring(world.group)
+    ring.keys[(world.epoch.number, world.epoch.commitment)] = world.epoch
+    return ring, epoch_secrets(world.epoch)
+
+
 def build_local_member(world: World) -> Built:
     member = world.alice.member
     secrets = identity_secrets(member.identity)
@@ -540,6 +572,14 @@ def build_vault_index(world: World) -> Built:
     return index, {"blob key": secrets["blob key"]}
 
 
+def build_vault_fold(world: World) -> Built:
+    index, secrets = build_vault_index(world)
+    fold = VaultFold(world.alice.replica(world.group), DEFAULT_QUOTA)
+    fold._index = cast(VaultIndex, index)
+    fold._id_keys[BlobId(bytes(32))] = b"\x07" * 32
+    return fold, secrets | {"ids key": b"\x07" * 32} | _replica_secrets(world)
+
+
 def build_cipher_state(world: World) -> Built:
     key = make_rng("cipher-state")(32)
     state = CipherState(key)
@@ -603,17 +643,23 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.group.join.BookEntry": build_book_entry,
     "microsync.group.keys.EpochKey": build_epoch_key,
     "microsync.group.keys.KeyGrant": build_key_grant,
-    "microsync.group.replica._Opened": build_opened,
-    "microsync.group.replica.LocalMember": build_local_member,
+    "microsync.group.authoring.Draft": build_draft,
+    "microsync.group.intake.Intake": build_intake,
+    "microsync.group.replica.GroupReplica": build_group_replica,
+    "microsync.group.view.MembershipView": build_membership_view,
+    "microsync.group.keyring.Keyring": build_keyring,
+    "microsync.group.view._Opened": build_opened,
+    "microsync.group.member.LocalMember": build_local_member,
     "microsync.identity.LocalIdentity": build_local_identity,
     "microsync.testing.device.SimDevice": build_sim_device,
-    "microsync.protocol.session.GroupProof": build_group_proof,
+    "microsync.protocol.sync.ports.GroupProof": build_group_proof,
     "microsync.group.mailbox.Mailbox": build_mailbox,
     "microsync.blobs.chunks.BlobEncryptor": build_blob_encryptor,
     "microsync.blobs.chunks.BlobDecryptor": build_blob_decryptor,
     "microsync.blobs.manifest.Manifest": build_manifest,
     "microsync.blobs.manifest.VaultOp": build_vault_op,
     "microsync.blobs.index.VaultIndex": build_vault_index,
+    "microsync.node.vault_state.VaultFold": build_vault_fold,
     "microsync.protocol.noise.CipherState": build_cipher_state,
     "microsync.protocol.noise.SymmetricState": build_symmetric_state,
     "microsync.protocol.noise.HandshakeState": build_handshake_state,
@@ -636,19 +682,20 @@ PUBLIC: dict[str, str] = {
     "microsync.crypto.keys.VerifyKey": "an Ed25519 public key",
     "microsync.crypto.keys.X25519PublicKey": "an X25519 public key",
     "microsync.group.keys.Recipient": "a device id and its public prekey",
-    "microsync.group.membership.DeviceInfo": "a device's certificate and public prekey",
-    "microsync.group.membership.OpRecord": "grants are DeviceInfo: public prekeys",
+    "microsync.group.state.DeviceInfo": "a device's certificate and public prekey",
+    "microsync.group.state.OpRecord": "grants are DeviceInfo: public prekeys",
     "microsync.group.ops.DeviceGrant": "two public certificates",
     "microsync.group.ops.Op": "an operation's plaintext; _encoded is not printed (repr=False)",
     "microsync.group.invite.payloads.LinkRequest": "a public device key and public certificates",
     "microsync.identity.TransportCertificate": "certifies a public key",
     "microsync.identity.PrekeyCertificate": "certifies a public key",
-    "microsync.net.relay.Error": "an error code",
+    "microsync.protocol.relay.Error": "an error code (re-exported as microsync.net.relay.Error)",
+    "microsync.protocol.relay_broker.Disconnect": "a client id, an error code, the encoded ERROR",
     "microsync.group.mailbox.Proof": "a mailbox's public key and a signature",
     "microsync.protocol.keeper.Prove": "carries a Proof: public key and signature",
     "microsync.protocol.keeper.Error": "an error code",
     "microsync.protocol.keeper.Refused": "a request number and a refusal code",
-    "microsync.protocol.messages.ErrorMessage": "an error code",
+    "microsync.protocol.message_types.ErrorMessage": "an error code",
     "microsync.testing.checks.Readability": "key_ref is the public prefix of a commitment",
 }
 """Key-named classes whose fields are public values, and why."""
@@ -665,7 +712,7 @@ def test_the_walk_sees_every_module_and_finds_the_known_key_holders() -> None:
     classes = package_classes()
     assert "microsync.app.snapshot.Snapshot" in classes  # microsync.app has no __init__.py
     holders = key_material_classes(classes)
-    for name in ("microsync.group.keys.KeyGrant", "microsync.protocol.session.GroupProof"):
+    for name in ("microsync.group.keys.KeyGrant", "microsync.protocol.sync.ports.GroupProof"):
         assert name in holders
     assert "microsync.state.ops.RegisterSet" not in holders  # ``key: str`` is a map key
 

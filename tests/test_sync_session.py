@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from microsync.errors import LocalProtocolError, RemoteProtocolError, StorageError
 from microsync.feed import GroupId, parse_entry
+from microsync.feed.entry import MAX_BODY_SIZE
 from microsync.group.ops import MEMBERSHIP_TYPE
 from microsync.protocol.messages import (
     Credit,
@@ -38,6 +39,7 @@ from microsync.protocol.messages import (
 )
 from microsync.protocol.session import (
     MAX_ITEM_SIZE,
+    OUR_DONE,
     TRANSITIONS,
     GroupPhase,
     SessionState,
@@ -46,6 +48,7 @@ from microsync.protocol.session import (
     frontier_digest,
     group_tag,
 )
+from microsync.testing import forget_key
 from tests.sync_helpers import (
     DeviceHost,
     Link,
@@ -380,9 +383,8 @@ def test_a_member_missing_a_key_asks_and_gets_it(
     run(alice.device.group(group).rotate_keys())
     sync_pair(alice, bob)
     replica = bob.device.group(group)._replica
-    slot = max(replica._keys)
+    slot = forget_key(replica)  # as if it had never reached this device
     assert slot[0] == 1
-    del replica._keys[slot]  # as if it had never reached this device
     assert slot in bob.missing_keys(group)
     link = sync_pair(bob, alice)
     assert [m for m in link.sent_by("a") if isinstance(m, KeyRequest)]
@@ -520,12 +522,13 @@ def test_entries_beyond_the_credit_are_refused(
     tight = SyncOptions(window_batches=1, window_bytes=MAX_ITEM_SIZE)
     link = opened(pair_in_group, options_a=tight)
     bogus = encode_message(Entries(group=group, items=((b"not an entry", None),)))
-    link.b._credit = (9, 9 * MAX_ITEM_SIZE)  # a peer that ignores the window
     before = dump(alice)
     first = link.a.receive(bogus, now=0)  # within credit: rejected by the host, not an error
     assert not link.a.closed and kinds([decode_message(r) for r in first]) == ["Credit"]
-    link.a._peer_credit = (0, 0)
-    [reply] = link.a.receive(bogus, now=0)
+    body = b"x" * MAX_BODY_SIZE  # a peer that ignores the window: a batch over the bytes granted
+    over = Entries(group=group, items=((b"not an entry", body), (b"nor this", body)))
+    assert over.size > MAX_ITEM_SIZE
+    [reply] = link.a.receive(encode_message(over), now=0)
     assert isinstance(decode_message(reply), ErrorMessage) and link.a.closed
     assert dump(alice) == before
 
@@ -537,7 +540,7 @@ def test_a_forged_key_response_closes_the_session_without_changing_keys(
     run(alice.device.group(group).rotate_keys())
     sync_pair(alice, bob)
     replica = bob.device.group(group)._replica
-    del replica._keys[max(replica._keys)]
+    forget_key(replica)
     link = connect(bob, alice)
     forged = encode_message(KeyResponse(group=group, response=b"\x83\x03\x00\x40"))
     while link.to_b or link.to_a:  # run until alice's answer is in flight, then swap it
@@ -573,9 +576,13 @@ def test_idle_sessions_ping_then_time_out(
 
 
 def test_the_transition_table_names_only_real_handlers() -> None:
-    for (state, _), handler in TRANSITIONS.items():
+    for (state, kind), row in TRANSITIONS.items():
         assert isinstance(state, SessionState | GroupPhase)
-        assert handler.__name__.startswith("_on_")
+        assert row.handler.__name__.endswith(f"on_{kind.name.lower()}")
+        assert all(type(after) is type(state) for after in row.next)
+    group_rows = [row for (state, _), row in TRANSITIONS.items() if isinstance(state, GroupPhase)]
+    movers = {row.name for row in group_rows if row.next}  # only reconciliation moves a phase
+    assert movers == {"Reconcile.on_digest", "Reconcile.on_frontier", "Reconcile.on_done"}
     assert frontier_digest({}) != frontier_digest({b"d" * 32: (1, b"h" * 32)})  # type: ignore[dict-item]
 
 
@@ -685,12 +692,19 @@ def test_a_local_failure_closes_with_an_opaque_internal_error(
 
 def test_the_table_in_docs_sync_md_is_the_transition_table() -> None:
     text = (Path(__file__).resolve().parents[1] / "docs" / "sync.md").read_text()
-    rows = set(re.findall(r"^\| `(\w+)\.(\w+)` \| `(\w+)` \| `(\w+)` \|$", text, re.MULTILINE))
+    row = r"^\| `(\w+)\.(\w+)` \| `(\w+)` \| `([\w.]+)` \| (.+) \|$"
+    rows = set(re.findall(row, text, re.MULTILINE))
     table = {
-        (type(state).__name__, state.name, kind.name, handler.__name__)
-        for (state, kind), handler in TRANSITIONS.items()
+        (type(state).__name__, state.name, kind.name, row.name, _next(row.next))
+        for (state, kind), row in TRANSITIONS.items()
     }
     assert rows == table
+    ours = set(re.findall(r"^\| `GroupPhase\.(\w+)` \| `(\w+)` \|$", text, re.MULTILINE))
+    assert ours == {(before.name, after.name) for before, after in OUR_DONE.items()}
+
+
+def _next(phases: tuple[SessionState | GroupPhase, ...]) -> str:
+    return ", ".join(f"`{p.name}`" for p in phases) or "(stays)"
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])

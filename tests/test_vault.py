@@ -15,6 +15,8 @@ import pytest
 import microsync
 from microsync.blobs import BlobRef
 from microsync.errors import DecryptionError, NotAMember, PeerUnreachable
+from microsync.feed import StoredEntry
+from microsync.identity import DeviceId
 from tests.test_app_group import family_of, share, sync
 from tests.test_net_sync import eventually
 
@@ -313,3 +315,30 @@ async def test_an_offline_fetch_of_missing_chunks_fails_at_once(tmp_path: Path) 
         with pytest.raises(PeerUnreachable, match="offline"):
             await bob.vault.fetch(ref.id, tmp_path / "r", timeout=30)
         assert asyncio.get_running_loop().time() - start < 5
+
+
+async def test_a_sync_batch_is_folded_from_what_it_accepted_without_reading_the_feeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from microsync.node.vault_state import VaultFold
+
+    scans: list[tuple[VaultFold, bytes]] = []
+    scan = VaultFold._scan
+
+    def counted(fold: VaultFold, device: DeviceId) -> list[StoredEntry]:
+        scans.append((fold, device))
+        return scan(fold, device)
+
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        share(alice, bob)
+        assert bob.vault.list() == []  # read once: the history is folded
+        monkeypatch.setattr(VaultFold, "_scan", counted)
+        ref = await alice.vault.add(payload(CHUNK), name="f", chunk_size=CHUNK)
+        share(alice, bob)
+        mine = bob.vault._state
+        assert ref.id in bob.vault._index.refs  # folded as it arrived, before any read
+        await alice.vault.remove(ref)
+        share(alice, bob)
+        assert ref.id not in bob.vault._index.refs
+        assert [d for f, d in scans if f is mine] == []  # no feed was read back

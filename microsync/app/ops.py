@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias, cast
 
 from microsync import encoding
 from microsync.encoding import Value
@@ -23,7 +23,18 @@ __all__ = [
     "MAX_TEXT",
     "PRECISIONS",
     "AppOp",
+    "AppOperation",
+    "CursorOp",
+    "DeleteOp",
+    "DocOp",
+    "EditOp",
     "Kind",
+    "LocationOp",
+    "PostOp",
+    "Precision",
+    "ReactOp",
+    "UnreactOp",
+    "as_operation",
 ]
 
 APP_TYPE: Final = 2
@@ -38,7 +49,6 @@ MAX_REF: Final = 1024
 MAX_TTL_MS: Final = 10 * 365 * 24 * 3600 * 1000
 MAX_REMOVES: Final = 32
 MAX_CURSOR: Final = 4096
-PRECISIONS: Final = ("exact", "street", "city", "region")
 _ID: Final = 32
 
 
@@ -53,26 +63,46 @@ class Kind(enum.IntEnum):
     DOC = 8  # an operation on a named document (microsync.state)
 
 
-@dataclass(frozen=True, slots=True)
-class AppOp:
-    """One app operation. Which fields are set depends on ``kind`` (see ``_FIELDS``)."""
+class Precision(enum.StrEnum):
+    """How coarse a shared location is (a string enum: ``precision == "city"`` holds)."""
 
-    kind: Kind
-    text: str | None = None
-    post: bytes | None = None  # the target post's entry id (edit, delete, react, unreact)
-    reply_to: bytes | None = None
-    attachments: tuple[bytes, ...] = ()
-    ttl_ms: int | None = None
-    emoji: str | None = None
-    removes: tuple[bytes, ...] = ()  # reaction entry ids an unreact withdraws
-    cursor: tuple[tuple[bytes, int], ...] = ()  # (device, seq) of app entries seen
-    lat: int | None = None  # micro-degrees, already coarsened to ``precision``
-    lon: int | None = None
-    precision: str | None = None
-    doc: str | None = None
-    payload: bytes | None = None
+    EXACT = "exact"
+    STREET = "street"
+    CITY = "city"
+    REGION = "region"
+
+
+PRECISIONS: Final = tuple(p.value for p in Precision)
+
+
+class _Dispatch(type):
+    """``AppOp(kind, **fields)`` (the historical form) builds the per-kind class of ``kind``."""
+
+    def __call__(cls, *args: Any, **fields: Any) -> Any:
+        if cls is AppOp:
+            if len(args) != 1 or not isinstance(args[0], int):
+                raise TypeError("AppOp(kind, **fields) takes one Kind and the kind's fields")
+            return _CLASSES[Kind(args[0])](**fields)
+        return super().__call__(*args, **fields)
+
+
+class AppOp(metaclass=_Dispatch):
+    """One app operation: the base of the per-kind classes (:class:`PostOp` ... :class:`DocOp`,
+    their union :data:`AppOperation`, for ``match``). Each carries exactly the fields of its
+    kind, named as on the wire; ``kind`` is a class attribute.
+
+    The historical form ``AppOp(Kind.POST, text=...)`` still builds the class of that kind.
+    """
+
+    __slots__ = ()
+    kind: ClassVar[Kind]
+
+    if TYPE_CHECKING:
+
+        def __init__(self, kind: Kind, /, **fields: Any) -> None: ...
 
     def to_bytes(self) -> bytes:
+        """The canonical plaintext ``[version, kind, {field: value}]``."""
         fields: dict[str | int, Value] = {}
         required = _SCHEMA[self.kind][0]
         for name in _FIELDS[self.kind]:
@@ -83,13 +113,17 @@ class AppOp:
                 fields[name] = list(value)
             elif name == "cursor":
                 fields[name] = [[d, s] for d, s in value]
+            elif name == "precision":
+                fields[name] = str(value)
             else:
                 fields[name] = value
         _check(self.kind, fields)
         return encoding.encode([_VERSION, int(self.kind), fields])
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> AppOp:
+    def from_bytes(cls, data: bytes) -> AppOperation:
+        """Decode strictly (:class:`DecodeError` for unknown kinds or fields, wrong types,
+        oversize values)."""
         value = encoding.decode(data, max_size=MAX_TEXT + 64 * 1024)
         if not isinstance(value, list) or len(value) != 3:
             raise DecodeError("app op: expected [version, kind, fields]")
@@ -114,9 +148,106 @@ class AppOp:
             elif name == "cursor":
                 assert isinstance(item, list)
                 args[name] = tuple((pair[0], pair[1]) for pair in item)  # type: ignore[index]
+            elif name == "precision":
+                args[name] = Precision(str(item))
             else:
                 args[name] = item
-        return cls(parsed, **args)  # type: ignore[arg-type]
+        return _CLASSES[parsed](**args)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class PostOp(AppOp):
+    """A post, or a reply when ``reply_to`` (the post's entry id) is set."""
+
+    kind: ClassVar[Kind] = Kind.POST
+    text: str
+    reply_to: bytes | None = None
+    attachments: tuple[bytes, ...] = ()
+    ttl_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EditOp(AppOp):
+    """New text for the author's own post ``post`` (its entry id)."""
+
+    kind: ClassVar[Kind] = Kind.EDIT
+    post: bytes
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOp(AppOp):
+    """Delete the author's own post ``post`` for everyone."""
+
+    kind: ClassVar[Kind] = Kind.DELETE
+    post: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReactOp(AppOp):
+    """React to ``post`` with ``emoji``."""
+
+    kind: ClassVar[Kind] = Kind.REACT
+    post: bytes
+    emoji: str
+
+
+@dataclass(frozen=True, slots=True)
+class UnreactOp(AppOp):
+    """Withdraw the reacting entries ``removes`` (this person's ``emoji`` on ``post``)."""
+
+    kind: ClassVar[Kind] = Kind.UNREACT
+    post: bytes
+    emoji: str
+    removes: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CursorOp(AppOp):
+    """A person's read position: ``(device, seq)`` of the app entries seen."""
+
+    kind: ClassVar[Kind] = Kind.CURSOR
+    cursor: tuple[tuple[bytes, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LocationOp(AppOp):
+    """A location kept in history: micro-degrees, already coarsened to ``precision``."""
+
+    kind: ClassVar[Kind] = Kind.LOCATION
+    lat: int
+    lon: int
+    precision: Precision
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "precision", Precision(self.precision))
+
+
+@dataclass(frozen=True, slots=True)
+class DocOp(AppOp):
+    """An operation ``payload`` (``microsync.state``) on the document named ``doc``."""
+
+    kind: ClassVar[Kind] = Kind.DOC
+    doc: str
+    payload: bytes
+
+
+AppOperation: TypeAlias = (
+    PostOp | EditOp | DeleteOp | ReactOp | UnreactOp | CursorOp | LocationOp | DocOp
+)
+"""Any app operation, for ``match op: case PostOp(): ...`` with ``assert_never``."""
+
+
+def as_operation(op: AppOp) -> AppOperation:
+    """``op`` as the union of the per-kind classes (every :class:`AppOp` is one of them)."""
+    if not isinstance(op, _CLASSES.get(op.kind, ())):
+        raise TypeError(f"not an app operation: {op!r}")
+    return cast(AppOperation, op)
+
+
+_CLASSES: Final[dict[Kind, type[AppOperation]]] = {
+    c.kind: c for c in (PostOp, EditOp, DeleteOp, ReactOp, UnreactOp, CursorOp, LocationOp, DocOp)
+}
 
 
 def _is_id(value: Value) -> bool:
@@ -165,7 +296,7 @@ _CHECKS: dict[str, Callable[[Value], bool]] = {
     "cursor": _cursor,
     "lat": lambda v: _int(v, -90_000_000, 90_000_000),
     "lon": lambda v: _int(v, -180_000_000, 180_000_000),
-    "precision": lambda v: v in PRECISIONS,
+    "precision": lambda v: type(v) is str and v in PRECISIONS,
     "doc": lambda v: _text(v, 256) and v != "",
     "payload": lambda v: type(v) is bytes and len(v) <= 60 * 1024,
 }

@@ -3,7 +3,7 @@
 
 A device announces itself (``announce_presence``) and, when its person shares a location,
 where it is at the chosen precision. Peers keep the latest announcement of each device, pass it
-on to other members (:meth:`PresenceMixin.announcements`, :meth:`receive_announcement`: the
+on to other members (:meth:`PresenceState.announcements`, :meth:`PresenceState.receive`: the
 sync layer moves the bytes) and forget it when it expires. The latest ones are kept in the
 profile, still sealed, so a restart (or a command-line call after ``microsync serve``) sees them
 too; nothing older than the latest is ever kept.
@@ -11,12 +11,9 @@ too; nothing older than the latest is ever kept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Final
 
 from microsync import encoding
-from microsync.app.api import AppMixin, Event, when
 from microsync.app.ephemeral import (
     MAX_TTL_MS,
     STATUSES,
@@ -27,15 +24,25 @@ from microsync.app.ephemeral import (
     open_announcement,
     seal_announcement,
 )
-from microsync.app.ops import AppOp, Kind
+from microsync.app.events import (
+    AppEvent,
+    Location,
+    LocationChanged,
+    Presence,
+    PresenceChanged,
+)
+from microsync.app.ops import LocationOp, Precision
+from microsync.app.saved import Keys
+from microsync.app.views import when
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import MicrosyncError, NotAMember
 from microsync.identity import DeviceId, PersonId
 
 if TYPE_CHECKING:
+    from microsync.app.state import AppState
     from microsync.group.replica import GroupReplica
 
-__all__ = ["Location", "Presence", "PresenceMixin"]
+__all__ = ["LOCATION_TTL", "PRESENCE_TTL", "Location", "Presence", "PresenceState"]
 
 PRESENCE_TTL: Final = 120.0
 """Default lifetime of a presence announcement, seconds (``Device.start`` renews it)."""
@@ -43,54 +50,23 @@ LOCATION_TTL: Final = 12 * 3600.0
 """Default lifetime of a shared location, seconds."""
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
-    """A member's latest shared location: degrees at ``precision`` (the centre of the cell the
-    sharer was in), when it was shared (``at``) and how old it was when read (``age``, s)."""
+class PresenceState:
+    """The presence and location board of one group (module doc). Synchronous: every call
+    takes ``now``; what produces events returns them, and announcing returns the sealed bytes
+    for the caller to send. Reads of activity and kept locations come from ``app``."""
 
-    person_id: PersonId
-    name: str
-    lat: float
-    lon: float
-    precision: str
-    at: datetime
-    age: float
-
-
-@dataclass(frozen=True, slots=True)
-class Presence:
-    """Whether a member has a device online now, and when one was last seen (announced, or
-    wrote anything to the group)."""
-
-    person_id: PersonId
-    name: str
-    online: bool
-    status: str | None
-    last_seen: datetime | None
-
-
-def _when(ms: int) -> datetime:
-    return when(ms)
-
-
-class PresenceMixin(AppMixin):
-    """The posts and reads of :class:`~microsync.app.api.AppMixin`, plus presence and
-    location; mixed into :class:`microsync.Group`."""
-
-    _replica: GroupReplica
-    _announced: Board | None = None
+    def __init__(self, replica: GroupReplica, app: AppState) -> None:
+        self._replica = replica
+        self._app = app
+        self._key = Keys(replica.id).board
+        self._announced: Board | None = None
 
     # ------------------------------------------------------------------ the board
 
-    @property
-    def _board_key(self) -> str:
-        return f"app/{self._replica.id.hex()}/announcements"
-
-    def _board(self) -> Board:
+    def _board(self, now: int) -> Board:
         if self._announced is None:
             board = Board()
-            data = self._replica.store.get_meta(self._board_key)
-            now = self._now()
+            data = self._replica.store.get_meta(self._key)
             if data is not None:
                 for item in expect_list(encoding.decode(data, max_size=2**22), "board"):
                     sealed = expect_bytes(item, "announcement", max_size=4096)
@@ -108,50 +84,41 @@ class PresenceMixin(AppMixin):
             raise NotAMember("announcement from a device that is not in the group")
         return announcement, board.accept(announcement, sealed, now=now)
 
-    def _save_board(self, board: Board) -> None:
-        now = self._now()
+    def _save(self, board: Board, now: int) -> None:
         board.expire(now)
         value: list[encoding.Value] = list(board.sealed(now))
-        self._replica.store.put_meta(self._board_key, encoding.encode(value))
+        self._replica.store.put_meta(self._key, encoding.encode(value))
 
-    def receive_announcement(self, data: bytes) -> bool:
-        """Take a sealed presence or location announcement that a peer passed on.
+    def receive(self, data: bytes, now: int, *, listening: bool = True) -> list[AppEvent] | None:
+        """Take a sealed announcement a peer passed on: ``None`` for a duplicate, else the
+        events it made (none unless ``listening``). Raises like ``Group.receive_announcement``
+        and changes nothing for anything else."""
+        board = self._board(now)
+        announcement, fresh = self._admit(board, bytes(data), now)
+        if not fresh:
+            return None
+        self._save(board, now)
+        return self._event(announcement, now) if listening else []
 
-        ``True`` if it was news (and an event was emitted), ``False`` for a duplicate. Raises a
-        typed error and changes nothing for anything else: :class:`~microsync.errors.DecodeError`
-        (malformed), :class:`~microsync.errors.DecryptionError` (no key of this group opens
-        it), :class:`~microsync.errors.BadSignature`, :class:`NotAMember` (its device is not in
-        the group), :class:`~microsync.errors.StaleAnnouncement` (expired, from the future, or
-        older than the one held).
-        """
-        board = self._board()
-        announcement, fresh = self._admit(board, bytes(data), self._now())
-        if fresh:
-            self._save_board(board)
-            self._announce_event(announcement)
-        return fresh
+    def announcements(self, now: int, *, excluding: bytes | None = None) -> list[bytes]:
+        """Every unexpired announcement held, sealed (``excluding`` that peer's own)."""
+        return self._board(now).sealed(now, excluding=excluding)
 
-    def announcements(self, *, excluding: bytes | None = None) -> list[bytes]:
-        """Every unexpired announcement this device holds (its own and other members'),
-        sealed, for passing on to a connected peer (``excluding`` that peer's own)."""
-        return self._board().sealed(self._now(), excluding=excluding)
-
-    def _announce_event(self, announcement: Announcement) -> None:
-        if not self._wants_events():
-            return
+    def _event(self, announcement: Announcement, now: int) -> list[AppEvent]:
         person = self._replica.state.person_of(announcement.device)
         if person is None:
-            return
+            return []
         if announcement.kind is AnnouncementKind.PRESENCE:
-            self._emit(Event("presence", person=person, detail=self.presence().get(person)))
-        else:
-            self._emit(Event("location", person=person, detail=self.locations().get(person)))
+            return [PresenceChanged(person=person, presence=self.presence(now).get(person))]
+        return [LocationChanged(person=person, location=self.locations(now).get(person))]
 
-    async def _announce(self, announcement: Announcement) -> None:
+    def announce(self, announcement: Announcement, now: int) -> bytes:
+        """Seal this device's ``announcement``, keep it on the board, and return the sealed
+        bytes (the caller sends them to peers)."""
         replica = self._replica
         if not replica.is_member:
             raise NotAMember("this device is not a member of the group")
-        epoch = replica.ensure_writable(now=self._now())
+        epoch = replica.ensure_writable(now=now)
         sealed = seal_announcement(
             announcement,
             group=replica.id,
@@ -159,20 +126,16 @@ class PresenceMixin(AppMixin):
             signer=replica.me.identity.device_key,
             rng=replica.me.rng,
         )
-        board = self._board()
-        board.accept(announcement, sealed, now=self._now())
-        self._save_board(board)
-        self._after_announce(sealed)
+        board = self._board(now)
+        board.accept(announcement, sealed, now=now)
+        self._save(board, now)
+        return sealed
 
-    def _after_announce(self, sealed: bytes) -> None:
-        """Hook: an announcement of this device was made (the node sends it to peers)."""
-
-    def _lifetime(self, ttl: float) -> tuple[int, int]:
+    def _lifetime(self, ttl: float, now: int) -> tuple[int, int]:
         ttl_ms = int(ttl * 1000)
         if not 1000 <= ttl_ms <= MAX_TTL_MS:
             raise ValueError("ttl is between 1 second and 7 days")
-        now = self._now()
-        held = self._board()._held  # never issue an announcement older than our last one
+        held = self._board(now)._held  # never issue an announcement older than our last one
         mine = [
             h.announcement.issued_at
             for (device, _), h in held.items()
@@ -183,27 +146,23 @@ class PresenceMixin(AppMixin):
 
     # ------------------------------------------------------------------ presence
 
-    async def announce_presence(self, status: str = "online", *, ttl: float = PRESENCE_TTL) -> None:
-        """Tell the group this device is ``"online"`` (or ``"away"``, ``"offline"``) for the
-        next ``ttl`` seconds. A running device renews this itself."""
+    def presence_announcement(self, status: str, ttl: float, now: int) -> Announcement:
+        """This device's announcement that it is ``status`` for ``ttl`` seconds."""
         if status not in STATUSES:
             raise ValueError(f"status is one of {', '.join(STATUSES)}")
-        issued, expires = self._lifetime(ttl)
+        issued, expires = self._lifetime(ttl, now)
         device = self._replica.me.device
-        await self._announce(
-            Announcement(AnnouncementKind.PRESENCE, device, issued, expires, status=status)
-        )
+        return Announcement(AnnouncementKind.PRESENCE, device, issued, expires, status=status)
 
-    def presence(self) -> dict[PersonId, Presence]:
+    def presence(self, now: int) -> dict[PersonId, Presence]:
         """Every current member: online (a device's unexpired ``"online"``/``"away"``
         announcement), its status, and when it was last seen."""
-        now = self._now()
-        board = self._board()
+        board = self._board(now)
         state = self._replica.state
         current: dict[DeviceId, Announcement] = {
             a.device: a for a in board.current("presence", now) if a.status != "offline"
         }
-        active = self._timeline().active
+        active = self._app.timeline(now).active
         out: dict[PersonId, Presence] = {}
         for person, member in sorted(state.members.items()):
             devices = [current[d] for d in sorted(member.devices) if d in current]
@@ -218,65 +177,46 @@ class PresenceMixin(AppMixin):
                 name=member.name,
                 online=bool(devices),
                 status=status,
-                last_seen=_when(last) if last else None,
+                last_seen=when(last) if last else None,
             )
         return out
 
     # ------------------------------------------------------------------ location
 
-    async def share_location(
-        self,
-        lat: float,
-        lon: float,
-        precision: str = "city",
-        *,
-        ttl: float = LOCATION_TTL,
-        keep_history: bool = False,
-    ) -> Location:
-        """Share where this person is, at ``precision`` (``"exact"``, ``"street"``, ``"city"``
-        or ``"region"``), for ``ttl`` seconds.
-
-        The position is coarsened to the centre of its cell *here*, before anything is
-        encoded or encrypted: with a coarse precision, the exact position never leaves this
-        device. By default only the latest location is kept anywhere (an ephemeral
-        announcement); ``keep_history=True`` also writes it to the group's feed, where it stays.
-        """
+    def location_announcement(
+        self, lat: float, lon: float, precision: str, ttl: float, now: int
+    ) -> tuple[Announcement, LocationOp]:
+        """This device's location announcement, coarsened to ``precision`` *here* (with a
+        coarse precision the exact position never leaves this function), and the same as an
+        operation to keep in history."""
         micro_lat, micro_lon = coarsen(lat, lon, precision)
-        issued, expires = self._lifetime(ttl)
-        device = self._replica.me.device
+        issued, expires = self._lifetime(ttl, now)
         announcement = Announcement(
             AnnouncementKind.LOCATION,
-            device,
+            self._replica.me.device,
             issued,
             expires,
             lat=micro_lat,
             lon=micro_lon,
             precision=precision,
         )
-        await self._announce(announcement)
-        if keep_history:
-            op = AppOp(Kind.LOCATION, lat=micro_lat, lon=micro_lon, precision=precision)
-            await self._write(op)
-        found = self.locations().get(self._person())
-        assert found is not None
-        return found
-
-    async def stop_sharing_location(self) -> None:
-        """Withdraw this person's location: peers drop it as soon as they hear this."""
-        issued, expires = self._lifetime(LOCATION_TTL * 2)
-        device = self._replica.me.device
-        await self._announce(
-            Announcement(AnnouncementKind.LOCATION_STOPPED, device, issued, max(expires, issued))
+        return announcement, LocationOp(
+            lat=micro_lat, lon=micro_lon, precision=Precision(precision)
         )
 
-    def locations(self) -> dict[PersonId, Location]:
+    def stop_announcement(self, now: int) -> Announcement:
+        """The announcement that withdraws this person's location."""
+        issued, expires = self._lifetime(LOCATION_TTL * 2, now)
+        device = self._replica.me.device
+        return Announcement(AnnouncementKind.LOCATION_STOPPED, device, issued, max(expires, issued))
+
+    def locations(self, now: int) -> dict[PersonId, Location]:
         """Each current member's latest shared location (members who never shared, or who
         stopped, are absent), with its age."""
-        now = self._now()
         state = self._replica.state
         latest: dict[PersonId, tuple[int, int, int, str] | None] = {}
         stamp: dict[PersonId, int] = {}
-        for a in self._board().current("location", now):
+        for a in self._board(now).current("location", now):
             person = state.person_of(a.device)
             if person is None or a.issued_at <= stamp.get(person, -1):
                 continue
@@ -286,13 +226,13 @@ class PresenceMixin(AppMixin):
             else:
                 assert a.lat is not None and a.lon is not None and a.precision is not None
                 latest[person] = (a.issued_at, a.lat, a.lon, a.precision)
-        timeline = self._timeline()
+        timeline = self._app.timeline(now)
         for person, entry in timeline.locations.items():
             op = entry.op
             shown = timeline.shown_at(entry)  # a far-future entry does not pin it
             if person not in state.members or shown <= stamp.get(person, -1):
                 continue
-            assert op.lat is not None and op.lon is not None and op.precision is not None
+            assert isinstance(op, LocationOp)
             stamp[person] = shown
             latest[person] = (shown, op.lat, op.lon, op.precision)
         out: dict[PersonId, Location] = {}
@@ -305,8 +245,8 @@ class PresenceMixin(AppMixin):
                 name=state.members[person].name,
                 lat=lat / 1_000_000,
                 lon=lon / 1_000_000,
-                precision=precision,
-                at=_when(at),
+                precision=Precision(precision),
+                at=when(at),
                 age=max(0.0, (now - at) / 1000),
             )
         return out

@@ -28,16 +28,30 @@ when it arrived, and its ``hlc`` is used as it is.
 
 from __future__ import annotations
 
+import enum
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import assert_never
 
-from microsync.app.ops import AppOp, Kind
+from microsync.app.ops import (
+    AppOp,
+    AppOperation,
+    CursorOp,
+    DeleteOp,
+    DocOp,
+    EditOp,
+    LocationOp,
+    PostOp,
+    ReactOp,
+    UnreactOp,
+    as_operation,
+)
 from microsync.feed.entry import MAX_DEPS, EntryId
 from microsync.identity import DeviceId, PersonId
 from microsync.state.clock import MAX_DRIFT_MS
 
-__all__ = ["AppEntry", "Change", "PostState", "Timeline", "deps_for"]
+__all__ = ["AppEntry", "Change", "ChangeKind", "PostState", "Timeline", "deps_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +64,7 @@ class AppEntry:
     seq: int
     hlc: int
     deps: tuple[EntryId, ...]
-    op: AppOp
+    op: AppOperation
 
 
 @dataclass(slots=True)
@@ -89,21 +103,50 @@ class PostState:
         return dict(sorted(out.items()))
 
 
+class ChangeKind(enum.StrEnum):
+    """What kind of change applying an entry made (a string enum: ``kind == "post"`` holds)."""
+
+    POST = "post"
+    REPLY = "reply"
+    EDIT = "edit"
+    DELETE = "delete"
+    EXPIRE = "expire"
+    REACTION = "reaction"
+    CURSOR = "cursor"
+    LOCATION = "location"
+    DOC = "doc"
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """What applying one entry changed (for events); ``purge`` lists bodies to delete."""
 
-    kind: str  # "post", "reply", "edit", "delete", "reaction", "cursor", "location", "doc"
+    kind: ChangeKind
     entry: AppEntry
     post: EntryId | None = None
     purge: tuple[EntryId, ...] = ()
 
 
+def named_by(op: AppOp) -> list[bytes]:
+    """The entries ``op`` acts on (its post, the post it answers, the reactions it withdraws)."""
+    operation = as_operation(op)
+    match operation:
+        case PostOp(reply_to=reply_to):
+            return [] if reply_to is None else [reply_to]
+        case EditOp(post=post) | DeleteOp(post=post) | ReactOp(post=post):
+            return [post]
+        case UnreactOp(post=post, removes=removes):
+            return [post, *removes]
+        case CursorOp() | LocationOp() | DocOp():
+            return []
+        case _:
+            assert_never(operation)
+
+
 def deps_for(op: AppOp, heads: Iterable[EntryId]) -> tuple[EntryId, ...]:
     """The ``deps`` of a new entry carrying ``op``: the entries it acts on, then as many of the
     current heads as fit (``MAX_DEPS``)."""
-    named = [op.post, op.reply_to, *op.removes]
-    needed = sorted({EntryId(i) for i in named if i is not None})
+    needed = sorted({EntryId(i) for i in named_by(op)})
     rest = sorted(set(heads) - set(needed))
     return tuple(needed + rest[: max(0, MAX_DEPS - len(needed))])
 
@@ -189,16 +232,36 @@ class Timeline:
         self.heads -= set(entry.deps)
         self.heads.add(entry.id)
         self.active[entry.person] = max(self.active.get(entry.person, 0), self.shown_at(entry))
-        op = entry.op
-        handler = _HANDLERS[op.kind]
-        change = handler(self, entry, op)
+        change = self._change(entry)
         if change is None:
             self.rejected.add(entry.id)
             return []
         return [change]
 
-    def _post(self, entry: AppEntry, op: AppOp) -> Change | None:
-        assert op.text is not None
+    def _change(self, entry: AppEntry) -> Change | None:
+        """Apply ``entry``'s operation; ``None`` if the rules refuse it."""
+        op = entry.op
+        match op:
+            case PostOp():
+                return self._post(entry, op)
+            case EditOp():
+                return self._edit(entry, op)
+            case DeleteOp():
+                return self._delete(entry, op)
+            case ReactOp():
+                return self._react(entry, op)
+            case UnreactOp():
+                return self._unreact(entry, op)
+            case CursorOp():
+                return self._cursor(entry, op)
+            case LocationOp():
+                return self._location(entry)
+            case DocOp():
+                return Change(ChangeKind.DOC, entry)
+            case _:
+                assert_never(op)
+
+    def _post(self, entry: AppEntry, op: PostOp) -> Change | None:
         reply_to = EntryId(op.reply_to) if op.reply_to is not None else None
         if reply_to is not None and (reply_to not in entry.deps or reply_to not in self.posts):
             return None  # a reply names its post in deps, or it is refused
@@ -216,54 +279,54 @@ class Timeline:
         )
         if reply_to is not None:
             self.replies.setdefault(reply_to, []).append(entry.id)
-            return Change("reply", entry, entry.id)
-        return Change("post", entry, entry.id)
+            return Change(ChangeKind.REPLY, entry, entry.id)
+        return Change(ChangeKind.POST, entry, entry.id)
 
-    def _target(self, entry: AppEntry, op: AppOp) -> PostState | None:
+    def _target(self, entry: AppEntry, post_id: bytes) -> PostState | None:
         """The post an op acts on. It must be named in the op's ``deps``: then every replica
         has applied it before the op, and they all decide alike."""
-        if op.post is None or EntryId(op.post) not in entry.deps:
+        if EntryId(post_id) not in entry.deps:
             return None
-        return self.posts.get(EntryId(op.post))
+        return self.posts.get(EntryId(post_id))
 
-    def _own_post(self, entry: AppEntry, op: AppOp) -> PostState | None:
-        post = self._target(entry, op)
+    def _own_post(self, entry: AppEntry, post_id: bytes) -> PostState | None:
+        post = self._target(entry, post_id)
         if post is None or post.author != entry.person:
             return None  # only the author edits or deletes, checked on every replica
         return post
 
-    def _edit(self, entry: AppEntry, op: AppOp) -> Change | None:
-        post = self._own_post(entry, op)
+    def _edit(self, entry: AppEntry, op: EditOp) -> Change | None:
+        post = self._own_post(entry, op.post)
         if post is None:
             return None
         post.edits.append(entry.id)
         if post.gone:  # an edit racing a delete: the delete wins, the edit's body goes too
-            return Change("edit", entry, post.id, purge=(entry.id,))
+            return Change(ChangeKind.EDIT, entry, post.id, purge=(entry.id,))
         stamp = (entry.hlc, bytes(entry.id))
         if post.last_edit is None or stamp > post.last_edit:
             post.last_edit = stamp
             post.text = op.text
-        return Change("edit", entry, post.id)
+        return Change(ChangeKind.EDIT, entry, post.id)
 
-    def _delete(self, entry: AppEntry, op: AppOp) -> Change | None:
-        post = self._own_post(entry, op)
+    def _delete(self, entry: AppEntry, op: DeleteOp) -> Change | None:
+        post = self._own_post(entry, op.post)
         if post is None:
             return None
         post.deleted = True
         post.text, post.attachments, post.last_edit = None, (), None
-        return Change("delete", entry, post.id, purge=(post.id, *post.edits))
+        return Change(ChangeKind.DELETE, entry, post.id, purge=(post.id, *post.edits))
 
-    def _react(self, entry: AppEntry, op: AppOp) -> Change | None:
-        post = self._target(entry, op)
-        if post is None or op.emoji is None:
+    def _react(self, entry: AppEntry, op: ReactOp) -> Change | None:
+        post = self._target(entry, op.post)
+        if post is None:
             return None
         post.reactions.setdefault(op.emoji, {}).setdefault(entry.person, set()).add(entry.id)
         self._reactions[entry.id] = (post.id, op.emoji, entry.person)
-        return Change("reaction", entry, post.id)
+        return Change(ChangeKind.REACTION, entry, post.id)
 
-    def _unreact(self, entry: AppEntry, op: AppOp) -> Change | None:
-        post = self._target(entry, op)
-        if post is None or op.emoji is None:
+    def _unreact(self, entry: AppEntry, op: UnreactOp) -> Change | None:
+        post = self._target(entry, op.post)
+        if post is None:
             return None
         for tag in op.removes:
             if EntryId(tag) not in entry.deps:
@@ -272,25 +335,22 @@ class Timeline:
                 return None  # only the reactor withdraws, and only reactions it has seen
         held = post.reactions.get(op.emoji, {}).get(entry.person, set())
         held.difference_update(EntryId(t) for t in op.removes)
-        return Change("reaction", entry, post.id)
+        return Change(ChangeKind.REACTION, entry, post.id)
 
-    def _cursor(self, entry: AppEntry, op: AppOp) -> Change | None:
+    def _cursor(self, entry: AppEntry, op: CursorOp) -> Change | None:
         if not op.cursor:
-            return Change("cursor", entry)  # a placeholder: changes nothing
+            return Change(ChangeKind.CURSOR, entry)  # a placeholder: changes nothing
         mine = self.cursors.setdefault(entry.person, {})
         for device, seq in op.cursor:
             key = DeviceId(device)
             mine[key] = max(mine.get(key, 0), seq)
-        return Change("cursor", entry)
+        return Change(ChangeKind.CURSOR, entry)
 
-    def _location(self, entry: AppEntry, op: AppOp) -> Change | None:
+    def _location(self, entry: AppEntry) -> Change | None:
         known = self.locations.get(entry.person)
         if known is None or (entry.hlc, entry.id) > (known.hlc, known.id):
             self.locations[entry.person] = entry
-        return Change("location", entry)
-
-    def _doc(self, entry: AppEntry, op: AppOp) -> Change | None:
-        return Change("doc", entry)
+        return Change(ChangeKind.LOCATION, entry)
 
     # ------------------------------------------------------------------ time
 
@@ -303,7 +363,8 @@ class Timeline:
                 continue
             post.expired = True
             post.text, post.attachments, post.last_edit = None, (), None
-            out.append(Change("expire", self.applied[post.id], post.id, (post.id, *post.edits)))
+            purge = (post.id, *post.edits)
+            out.append(Change(ChangeKind.EXPIRE, self.applied[post.id], post.id, purge))
         return out
 
     def forget_body(self, post_id: EntryId, deleted: bool) -> None:
@@ -363,15 +424,3 @@ class Timeline:
             tuple((p, e.id) for p, e in sorted(self.locations.items())),
             frozenset(self.rejected),
         )
-
-
-_HANDLERS = {
-    Kind.POST: Timeline._post,
-    Kind.EDIT: Timeline._edit,
-    Kind.DELETE: Timeline._delete,
-    Kind.REACT: Timeline._react,
-    Kind.UNREACT: Timeline._unreact,
-    Kind.CURSOR: Timeline._cursor,
-    Kind.LOCATION: Timeline._location,
-    Kind.DOC: Timeline._doc,
-}

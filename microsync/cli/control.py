@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import io
 import json
+import logging
 import os
 import socket
 import sys
@@ -44,6 +45,8 @@ __all__ = [
     "user_path",
     "without_home",
 ]
+
+log = logging.getLogger("microsync.cli")
 
 SOCKET_NAME: Final = "serve.sock"
 MAX_REQUEST: Final = 1 << 20
@@ -154,13 +157,13 @@ async def serve_commands(
         except (ValueError, KeyError, TypeError, TimeoutError, ConnectionError):
             writer.close()  # a broken client: nothing to answer
             return
+        send = _sender(writer)
         try:
-            send = _sender(writer)
-            code = await _run_forwarded(device, parse, run, argv, cwd, send)
+            code = await _answered(_run_forwarded(device, parse, run, argv, cwd, send), send)
             send({"done": code})
             await writer.drain()
         except ConnectionError:
-            pass  # the caller went away (Ctrl-C): the command ran, nobody to tell
+            pass  # the caller went away (Ctrl-C) while we answered: nobody to tell
         finally:
             writer.close()
 
@@ -170,6 +173,18 @@ async def serve_commands(
 
 
 Send = Callable[[dict[str, object]], None]
+
+
+async def _answered(command: Awaitable[int], send: Send) -> int:
+    """The exit status of a forwarded ``command``; one that raises (a bug, or an error
+    ``run`` lets through, ``MICROSYNC_DEBUG`` set) still answers the caller: its one-line
+    error goes to the caller's stderr, status 1, and the traceback to this process's log."""
+    try:
+        return await command
+    except Exception as error:  # the top of a forwarded command: one line, as main() prints
+        log.error("a forwarded command failed", exc_info=True)
+        send({"err": f"microsync: error: unexpected {type(error).__name__}: {error}\n"})
+        return 1
 
 
 def _sender(writer: asyncio.StreamWriter) -> Send:

@@ -357,8 +357,16 @@ async def run_command(args: argparse.Namespace, out: Console, err: Console) -> i
     except Exception as error:  # a bug, not the user's doing: still one line, never a traceback
         if os.environ.get("MICROSYNC_DEBUG"):
             raise
+        error = _cause(error)
         _error(err, f"unexpected {type(error).__name__}: {error} (MICROSYNC_DEBUG=1 shows where)")
     return 1
+
+
+def _cause(error: Exception) -> Exception:
+    """The error a task group raised for (its first), not the group: what the line names."""
+    while isinstance(error, ExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _os_error(error: OSError) -> str:

@@ -18,6 +18,8 @@ from microsync.cli.control import SOCKET_NAME, open_device, serve_commands
 from microsync.errors import MicrosyncError
 
 if TYPE_CHECKING:  # the device stack (and asyncio, rich) load only when a command runs
+    import asyncio
+
     from rich.console import Console
     from rich.progress import Progress
 
@@ -96,39 +98,50 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
         def say(line: str) -> None:
             out.print(f"{_stamp()}  {line}", soft_wrap=True, markup=False)
 
-        tasks = [
-            asyncio.create_task(follow_groups(device, say, show_text=args.show_text)),
-            asyncio.create_task(_log_peers(device, out)),
-        ]
-        from microsync.cli.main import build_parser, run_command
-
-        commands = await serve_commands(device, build_parser().parse_args, run_command)
-        where = f"port {device.port}" if device.port else "no listener"
-        lan = "off" if args.no_lan else "on"
-        count = len(device.groups())
-        out.print(
-            f"{_stamp()}  {device.name} online: {where}, LAN discovery {lan}"
-            + (f", relay {args.relay}" if args.relay else "")
-            + f", {count} {'group' if count == 1 else 'groups'}. Ctrl-C to stop."
-        )
         try:
-            if args.seconds:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), args.seconds)
-            else:
-                await stop.wait()
+            async with asyncio.TaskGroup() as tasks:  # its log: an error in it stops serve
+                logs = [
+                    tasks.create_task(follow_groups(device, say, show_text=args.show_text)),
+                    tasks.create_task(_log_peers(device, out)),
+                ]
+                try:
+                    await _serve_until_stopped(device, args, out, stop)
+                finally:
+                    for task in logs:
+                        task.cancel()
         finally:
-            commands.close()
-            with contextlib.suppress(FileNotFoundError):
-                (device.path / SOCKET_NAME).unlink()
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
             await device.stop()
         out.print(f"{_stamp()}  stopped")
     return 0
+
+
+async def _serve_until_stopped(
+    device: Device, args: argparse.Namespace, out: Console, stop: asyncio.Event
+) -> None:
+    """Take commands on the profile's socket and say so; until ``stop`` (or ``--seconds``)."""
+    import asyncio
+
+    from microsync.cli.main import build_parser, run_command
+
+    commands = await serve_commands(device, build_parser().parse_args, run_command)
+    where = f"port {device.port}" if device.port else "no listener"
+    lan = "off" if args.no_lan else "on"
+    count = len(device.groups())
+    out.print(
+        f"{_stamp()}  {device.name} online: {where}, LAN discovery {lan}"
+        + (f", relay {args.relay}" if args.relay else "")
+        + f", {count} {'group' if count == 1 else 'groups'}. Ctrl-C to stop."
+    )
+    try:
+        if args.seconds:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.seconds)
+        else:
+            await stop.wait()
+    finally:
+        commands.close()
+        with contextlib.suppress(FileNotFoundError):
+            (device.path / SOCKET_NAME).unlink()
 
 
 async def cmd_sync(args: argparse.Namespace, out: Console) -> int:

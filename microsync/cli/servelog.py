@@ -12,14 +12,14 @@ delete-for-everyone purges everywhere else, so it is shown only when asked (``--
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from microsync.app.api import Event, Post
+    from microsync.app.api import Post
     from microsync.feed import GroupId
     from microsync.node import Device, Group
+    from microsync.node.events import Event
 
 __all__ = ["GroupLog", "follow_groups"]
 
@@ -116,17 +116,13 @@ async def _follow(group: Group, say: Say, show_text: bool) -> None:
 
 async def follow_groups(device: Device, say: Say, *, show_text: bool) -> None:
     """Log every group of ``device``, and each group it gains while this runs (until
-    cancelled: then every group's log stops too)."""
-    following: dict[GroupId, asyncio.Task[None]] = {}
-    try:
+    cancelled: then every group's log stops too). One task per group, in one task group: an
+    error in one reaches the caller."""
+    following: set[GroupId] = set()
+    async with asyncio.TaskGroup() as tasks:
         while True:
             for group in device.groups():
                 if group.id not in following:
-                    following[group.id] = asyncio.create_task(_follow(group, say, show_text))
+                    following.add(group.id)
+                    tasks.create_task(_follow(group, say, show_text), name="serve log")
             await asyncio.sleep(0.5)
-    finally:
-        for task in following.values():
-            task.cancel()
-        for task in following.values():
-            with contextlib.suppress(asyncio.CancelledError):
-                await task

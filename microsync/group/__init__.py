@@ -24,7 +24,7 @@ from microsync.group.membership import (
     group_id_for,
     resolve,
 )
-from microsync.group.ops import MEMBERSHIP_TYPE, DeviceGrant, Op, OpKind, Role
+from microsync.group.ops import MEMBERSHIP_TYPE, DeviceGrant, History, Op, OpKind, Role
 from microsync.group.replica import GroupReplica, GroupStore, LocalMember
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "GroupReplica",
     "GroupState",
     "GroupStore",
+    "History",
     "KeyGrant",
     "LocalMember",
     "Op",

@@ -157,7 +157,7 @@ def _decode_invite(value: encoding.Value) -> BookEntry:
             tuple(expect_str(w, "word") for w in expect_list(words, "words")),
         ),
         purpose=InvitePurpose(expect_str(purpose, "purpose")),
-        role=None if role is None else Role(expect_int(role, "role")),
+        role=None if role is None else Role.from_code(expect_int(role, "role")),
         expires_at=expect_int(expires, "expires_at"),
         addresses=tuple(expect_str(a, "address") for a in expect_list(addresses, "addresses")),
         relay=None if relay is None else expect_str(relay, "relay"),

@@ -30,6 +30,7 @@ __all__ = [
     "MEMBERSHIP_TYPE",
     "DeviceGrant",
     "EpochAnnouncement",
+    "History",
     "Op",
     "OpKind",
     "Role",
@@ -57,9 +58,38 @@ class OpKind(enum.IntEnum):
     REVOKE_INVITE = 11
 
 
-class Role(enum.IntEnum):
-    MEMBER = 1
-    ADMIN = 2
+class Role(enum.StrEnum):
+    """A member's role. It is the string apps compare (``role == "admin"``); on the wire it
+    is the number :attr:`code` (member 1, admin 2), as it always was (``int(role)`` too)."""
+
+    MEMBER = "member"
+    ADMIN = "admin"
+
+    @property
+    def code(self) -> int:
+        """The number that stands for this role in encoded operations and invites."""
+        return _ROLE_CODES[self]
+
+    def __int__(self) -> int:
+        return self.code
+
+    @classmethod
+    def from_code(cls, code: int) -> Role:
+        """The role numbered ``code`` (``ValueError`` if none is)."""
+        for role, number in _ROLE_CODES.items():
+            if number == code:
+                return role
+        raise ValueError(f"no role is numbered {code}")
+
+    @classmethod
+    def _missing_(cls, value: object) -> Role | None:
+        """``Role(2)``, as with the integer enum this was, is the role numbered 2."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            try:
+                return cls.from_code(value)
+            except ValueError:
+                return None
+        return None
 
     @classmethod
     def parse(cls, value: str | Role) -> Role:
@@ -70,8 +100,16 @@ class Role(enum.IntEnum):
         except KeyError:
             raise ValueError(f"role must be 'member' or 'admin', not {value!r}") from None
 
-    def __str__(self) -> str:
-        return self.name.lower()
+
+_ROLE_CODES: Final = {Role.MEMBER: 1, Role.ADMIN: 2}
+
+
+class History(enum.StrEnum):
+    """Whether a group's joiners read what was written before they joined (``"shared"``)
+    or only from their add on (``"none"``). The string on the wire, as it always was."""
+
+    SHARED = "shared"
+    NONE = "none"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +181,8 @@ _OPTIONAL: dict[OpKind, frozenset[str]] = {
     OpKind.ADD_DEVICE: frozenset({"s"}),
 }
 _MAX_POSITIONS: Final = 64
-HISTORY_SETTINGS: Final = ("shared", "none")
+HISTORY_SETTINGS: Final = tuple(h.value for h in History)
+"""The history settings by name (``("shared", "none")``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -159,7 +198,7 @@ class Op:
     cutoff: int | None = None
     invite_id: bytes | None = None
     time: int | None = None
-    history: str | None = None
+    history: History | None = None
     nonce: bytes | None = None
     group_name: str | None = None
     epoch: EpochAnnouncement | None = None
@@ -177,7 +216,7 @@ class Op:
         if self.name is not None:
             value["n"] = self.name
         if self.role is not None:
-            value["r"] = int(self.role)
+            value["r"] = Role(self.role).code
         if self.devices:
             value["d"] = [d.to_value() for d in self.devices]
         if self.revocation is not None:
@@ -189,7 +228,7 @@ class Op:
         if self.time is not None:
             value["t"] = self.time
         if self.history is not None:
-            value["h"] = self.history
+            value["h"] = str(self.history)
         if self.nonce is not None:
             value["o"] = self.nonce
         if self.group_name is not None:
@@ -278,13 +317,13 @@ def _group_name(value: Value) -> str:
 
 def _role(value: Value) -> Role:
     try:
-        return Role(expect_int(value, "role"))
+        return Role.from_code(expect_int(value, "role"))
     except ValueError:
         raise DecodeError("role: unknown") from None
 
 
-def _history(value: Value) -> str:
+def _history(value: Value) -> History:
     history = expect_str(value, "history", 16)
     if history not in HISTORY_SETTINGS:
         raise DecodeError("history: unknown setting")
-    return history
+    return History(history)

@@ -10,7 +10,6 @@ sends garbage, stalls, or drops the connection never takes the process down.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -199,7 +198,8 @@ class SyncConnection:
         return self.secure.stream.peer
 
     def start(self) -> asyncio.Task[None]:
-        self._task = asyncio.create_task(self._run(), name=f"sync {self.peer_address}")
+        """Run the connection in a new task (see :meth:`run`), kept here for :meth:`close`."""
+        self._task = asyncio.create_task(self.run(), name=f"sync {self.peer_address}")
         return self._task
 
     async def wait(self) -> None:
@@ -211,52 +211,43 @@ class SyncConnection:
             self._outbox.put_nowait(self.session.local_update(group))
 
     def send_ephemeral(self, group: GroupId, data: bytes) -> None:
-        if not self.session.closed:
-            with contextlib.suppress(MicrosyncError):
-                self._outbox.put_nowait(self.session.send_ephemeral(group, data))
+        """Presence or location for the peer; dropped (a lost heartbeat) when the session
+        refuses it (the peer does not share ``group``, or its rate limit is reached)."""
+        if self.session.closed:
+            return
+        try:
+            records = self.session.send_ephemeral(group, data)
+        except MicrosyncError as exc:
+            log.debug("ephemeral message not sent: %s", type(exc).__name__)
+            return
+        self._outbox.put_nowait(records)
 
     async def close(self) -> None:
-        """Say goodbye and close (idempotent)."""
+        """Say goodbye and close (idempotent): the goodbye gets 2 seconds to leave, then the
+        connection's task is cancelled (and waited for)."""
         if not self.session.closed:
             self._outbox.put_nowait(self.session.close())
-        if self._task is not None and not self._task.done():
+        task = self._task
+        if task is not None and not task.done():
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), 2.0)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._task
+                _, pending = await asyncio.wait({task}, timeout=2.0)
+            finally:
+                if not task.done():
+                    task.cancel()
+            if pending:
+                await asyncio.wait({task})
         await self.secure.close()
         self.closed.set()
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Run the session until it ends: one task group, a reader and a writer; the first to
+        fail stops the other. A peer that misbehaves or goes away ends it with ``error`` set
+        (a typed :class:`MicrosyncError`, :class:`ConnectionError` or :class:`OSError`); any
+        other exception is a bug and propagates (in an :class:`ExceptionGroup`, as the task group
+        raised it). ``closed`` is set either way."""
         try:
             await self._send(self.session.start(now_ms()))
-            reader = asyncio.create_task(self._read_loop())
-            writer = asyncio.create_task(self._write_loop(reader))
-            try:
-                await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-                failed = reader.done() and not reader.cancelled() and reader.exception()
-                if failed and not writer.done():
-                    # the writer may be stuck on a peer that does not read: stop it
-                    writer.cancel()
-                    with contextlib.suppress(BaseException):
-                        await writer
-                    raise failed
-                try:
-                    await writer
-                except (MicrosyncError, ConnectionError, OSError):
-                    # a reader that failed (a cut record) closed the channel under the writer:
-                    # report the reader's error, not "the secure channel is closed"
-                    cause = reader.exception() if reader.done() and not reader.cancelled() else None
-                    if cause is not None:
-                        raise cause from None
-                    raise
-            finally:
-                for task in (reader, writer):
-                    task.cancel()
-                    with contextlib.suppress(BaseException):
-                        await task
+            await self._run_tasks()
         except (MicrosyncError, ConnectionError, OSError) as exc:
             self.error = exc
             log.info("sync with %s ended: %s", self.peer_address, type(exc).__name__)
@@ -265,6 +256,22 @@ class SyncConnection:
                 self.error = self.session.error
             await self.secure.close()
             self.closed.set()
+
+    async def _run_tasks(self) -> None:
+        """The reader and the writer in one task group; an error of theirs is re-raised as is
+        (the reader's first: a cut record closes the channel under the writer too)."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                reader = tasks.create_task(self._read_loop(), name="sync reader")
+                writer = tasks.create_task(self._write_loop(), name="sync writer")
+                # the writer ends the session (Bye or error sent): the reader has no more to do
+                writer.add_done_callback(lambda _: reader.cancel())
+        except BaseExceptionGroup as group:
+            expected, unexpected = group.split(_PEER_ERRORS)
+            if unexpected is not None or expected is None:
+                raise
+            failed = reader.exception() if reader.done() and not reader.cancelled() else None
+            raise (failed or _first(expected)) from None
 
     async def _send(self, records: list[bytes]) -> None:
         for record in records:
@@ -282,7 +289,6 @@ class SyncConnection:
         while not self.session.closed:
             record = await self.secure.receive()
             if record is None:
-                self._outbox.put_nowait([])
                 raise ConnectionResetError("the peer closed the connection")
             answers = self.session.receive(record, now_ms())
             self._queued += sum(len(a) for a in answers)
@@ -292,33 +298,34 @@ class SyncConnection:
                 # requests in flight) keep what waits here far below this
                 raise RemoteProtocolError("the peer asks for more than it reads")
 
-    async def _write_loop(self, reader: asyncio.Task[None]) -> None:
+    async def _write_loop(self) -> None:
+        """Send what the reader and the device queue, and the session's timeouts, until the
+        session is closed (its Bye or error sent)."""
         while True:
             deadline = self.session.next_deadline(now_ms())
-            if deadline is None:
-                return  # closed (Bye or error sent below already)
-            wait = max(0.0, (deadline - now_ms()) / 1000)
-            getter = asyncio.ensure_future(self._outbox.get())
-            done, _ = await asyncio.wait(
-                {getter, reader}, timeout=wait, return_when="FIRST_COMPLETED"
-            )
-            if getter in done:
-                await self._send(getter.result())
-            else:
-                getter.cancel()
-                with contextlib.suppress(BaseException):
-                    await getter
-                if reader in done:
-                    while not self._outbox.empty():
-                        await self._send(self._outbox.get_nowait())
-                    exc = reader.exception()
-                    if exc is not None:
-                        raise exc
-                    return
-                await self._send(self.session.handle_timeout(now_ms()))
+            if deadline is None:  # closed: by the reader, or below (Bye or error sent)
+                while not self._outbox.empty():
+                    await self._send(self._outbox.get_nowait())
+                return
+            try:
+                async with asyncio.timeout(max(0.0, (deadline - now_ms()) / 1000)):
+                    records = await self._outbox.get()
+            except TimeoutError:
+                records = self.session.handle_timeout(now_ms())
+            await self._send(records)
             if self.session.closed:
                 while not self._outbox.empty():
                     await self._send(self._outbox.get_nowait())
                 if self.session.error is not None:
                     raise RemoteProtocolError(str(self.session.error))
                 return
+
+
+_PEER_ERRORS: Final = (MicrosyncError, ConnectionError, OSError)
+"""What a peer (or the network) can make a connection's task raise; anything else is a bug."""
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error in ``group`` (groups inside it opened)."""
+    error = group.exceptions[0]
+    return _first(error) if isinstance(error, BaseExceptionGroup) else error

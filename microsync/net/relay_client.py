@@ -2,8 +2,8 @@
 
 Theory of operation
 -------------------
-:class:`RelayClient` holds one WebSocket to a relay (:mod:`microsync.net.relay` has the wire
-format). ``join(rid)`` presents a rendezvous id; every device the relay pairs us with arrives
+:class:`RelayClient` holds one WebSocket to a relay (:mod:`microsync.protocol.relay` has the
+wire format). ``join(rid)`` presents a rendezvous id; every device the relay pairs us with arrives
 as a :class:`RelayChannel` from ``accept()``, carrying ``initiator`` (who runs the Noise
 initiator role) and the ``rid`` it was paired on. One reader task (owned by the client, stopped
 by ``close()``) decodes the relay's messages and hands DATA to its channel.
@@ -30,7 +30,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from microsync.errors import DecodeError, RemoteProtocolError
-from microsync.net.relay import (
+from microsync.protocol.relay import (
     MAX_MESSAGE,
     RID_SIZE,
     ClientMessage,
@@ -201,9 +201,11 @@ class RelayClient:
             await channel._finish(closed=True)
         if self._ws is not None:
             await self._ws.close()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        reader = self._reader
+        if reader is not None:
+            await asyncio.wait({reader})  # it ends with the connection
+            if not reader.cancelled() and (error := reader.exception()) is not None:
+                raise error  # a bug in the reader: its owner hears of it
 
     async def __aenter__(self) -> RelayClient:
         await self.connect()
@@ -237,8 +239,8 @@ class RelayClient:
                 await self._on_message(raw)
         except (DecodeError, RemoteProtocolError):
             await self._ws.close(1002, "malformed relay message")
-        except ConnectionClosed:
-            pass
+        except (ConnectionClosed, ConnectionResetError):
+            pass  # the relay or we closed the connection (also while refusing a pairing)
         finally:
             self._ended = True
             for channel in list(self._channels.values()):

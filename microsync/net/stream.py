@@ -8,7 +8,6 @@ the same end-to-end session runs over both.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Protocol
 
 __all__ = ["READ_SIZE", "Stream", "TcpStream", "open_tcp"]
@@ -67,8 +66,15 @@ class TcpStream:
             return
         self._closed = True
         self._writer.close()
-        with contextlib.suppress(ConnectionError, OSError, asyncio.CancelledError):
+        try:
             await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+        except OSError:  # reset, or no goodbye within the second: closed anyway
+            pass
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled: say so
+            # else the transport's close waiter was cancelled under us: the stream is closed
 
     def __repr__(self) -> str:
         return f"TcpStream({self._peer})"

@@ -4,24 +4,32 @@ with :class:`Member` and :class:`InviteStatus`, the records its reads return."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
 
-from microsync.app.api import DeviceForked, Event, Post
-from microsync.app.presence import PresenceMixin
+from microsync.app.docs import SharedDoc
+from microsync.app.events import Location, Post, Presence
+from microsync.app.ops import AppOperation, DeleteOp, DocOp, EditOp, PostOp, ReactOp, UnreactOp
+from microsync.app.presence import LOCATION_TTL, PRESENCE_TTL, PresenceState
+from microsync.app.state import AppState
+from microsync.app.timeline import Timeline
 from microsync.blobs import BlobRef
 from microsync.crypto import fingerprint
-from microsync.errors import NotAMember
-from microsync.feed import GroupId
+from microsync.feed import Entry, EntryId, GroupId
 from microsync.group.invite import Invite, InviteId, InviteState
-from microsync.group.join import issue_invite
+from microsync.group.join import InviteBook, issue_invite
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
+from microsync.node.admin import refuse_last_admin
+from microsync.node.events import Event
 from microsync.node.exits import GroupExit, exit_of
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.vault import Vault
+from microsync.node.watch import MembershipWatch
+from microsync.state import Op, encode_op
 
 if TYPE_CHECKING:
     from microsync.node import Device
@@ -57,21 +65,24 @@ class InviteStatus:
     joined: PersonId | None
 
 
-class Group(PresenceMixin):
+class Group:
     """One group as this device holds it. Reads are plain methods; writes are ``async``.
 
-    Get one from :meth:`Device.create_group` or :meth:`Device.groups`. The app primitives
-    (posts, replies, reactions, read cursors, events) come from
-    :class:`~microsync.app.api.AppMixin`.
+    Get one from :meth:`Device.create_group` or :meth:`Device.groups`. It owns its replica
+    and composes the app state (:class:`~microsync.app.state.AppState`: posts, replies,
+    reactions, read cursors, documents), the presence board
+    (:class:`~microsync.app.presence.PresenceState`) and the vault; their methods here are
+    thin delegates that pass the clock in and deliver the events they return.
     """
 
     def __init__(self, device: Device, replica: GroupReplica) -> None:
         self._device = device
         self._replica = replica
         replica.on_append = device._changed
-        self._known_members = set(replica.state.members)
-        self._was_member = replica.is_member
-        self._known_forks = self._fork_points()
+        self._app_state = AppState(replica)
+        self._app_state.listening = False  # until events() has a listener
+        self._presence = PresenceState(replica, self._app_state)
+        self._watch = MembershipWatch(replica)
         self._listeners: list[asyncio.Queue[Event]] = []
 
     @property
@@ -117,6 +128,9 @@ class Group(PresenceMixin):
     def _now(self) -> int:
         return self._device.clock()
 
+    def _person(self) -> PersonId:
+        return self._device.person_id
+
     def _device_owner(self, device: DeviceId) -> str | None:
         """The name of the member whose device ``device`` is, if one is."""
         members = self._replica.state.members.values()
@@ -127,8 +141,6 @@ class Group(PresenceMixin):
         member = self._replica.state.members.get(person)
         return None if member is None else member.name
 
-    # ---- vault (docs/vault.md) -------------------------------------------------------------
-
     @property
     def vault(self) -> Vault:
         """The group's vault of encrypted files (:class:`~microsync.node.vault.Vault`)."""
@@ -137,82 +149,240 @@ class Group(PresenceMixin):
             found = self.__dict__["_vault"] = Vault(self)
         return found
 
-    async def post(
-        self, text: str, attachments: Sequence[bytes | BlobRef] = (), *, ttl: float | None = None
-    ) -> Post:
-        """Post ``text``; ``attachments`` may be vault :class:`~microsync.blobs.BlobRef`s (a
-        post carries ``bytes(ref)``, the blob id: receivers resolve it with ``vault.get``)."""
-        return await super().post(text, [bytes(a) for a in attachments], ttl=ttl)
-
-    # ---- end of vault ----------------------------------------------------------------------
-
     def known_peers(self) -> list[KnownPeer]:
         """Where this device last finished a sync of this group, most recent first: addresses
         it dialled and relays it met members through (:mod:`microsync.node.peers`)."""
         return known_peers(self._device._store, self.id)
 
-    def _after_announce(self, sealed: bytes) -> None:
-        self._device._announced(self.id, sealed)
-
-    def _person(self) -> PersonId:
-        return self._device.person_id
-
-    def _wants_events(self) -> bool:
-        return bool(self._listeners)
-
-    def _check_members(self) -> None:
-        """Emit ``member_joined`` / ``member_left`` for what changed since the last check
-        (entries received, or this device's own operations such as admitting an invite)."""
-        now = set(self._replica.state.members)
-        for person in sorted(now - self._known_members):
-            self._emit(Event("member_joined", person=person))
-        for person in sorted(self._known_members - now):
-            self._emit(Event("member_left", person=person))
-        self._known_members = now
-        if self._was_member and not self._replica.is_member:
-            found = self.exit()
-            self._emit(Event("exit", person=None if found is None else found.by, detail=found))
-        self._was_member = self._replica.is_member
-
-    def _fork_points(self) -> dict[DeviceId, int]:
-        feeds = self._replica.store.feeds(self.id)
-        return {d: s.forked_at for d, s in feeds.items() if s.forked_at is not None}
-
-    def _check_forks(self) -> None:
-        """Emit ``device_forked`` for every fork found (or found earlier in its feed) since the
-        last check, and take what the device wrote from its fork on out of the view."""
-        points = self._fork_points()
-        fresh = {d: s for d, s in points.items() if s < self._known_forks.get(d, s + 1)}
-        self._known_forks = points
-        if not fresh:
-            return
-        self._replica.forget_forked()
-        self._forget_forked(points)
-        for device, seq in sorted(fresh.items()):
-            certificate = self._replica.store.certificate(device)
-            person = None if certificate is None else certificate.person
-            self._emit(
-                Event("device_forked", person=person, detail=DeviceForked(device=device, seq=seq))
-            )
+    # ------------------------------------------------------------------ events
 
     def _emit(self, event: Event) -> None:
         for queue in self._listeners:
             queue.put_nowait(event)
+
+    def _deliver(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self._emit(event)
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Every change from now on, as it is applied: new posts, replies, edits, deletes,
         expiries, reactions, members joining or leaving, a device found forked (its posts from
         the fork on are then gone from :meth:`feed`), and this device's own ``"exit"`` (its
         ``detail`` the :class:`GroupExit`, ``person`` who did it) when it is removed, leaves or
-        is revoked. Iterate with ``async for``."""
+        is revoked. One class per kind (:data:`microsync.Event`); iterate with ``async for``."""
         self._timeline()
         queue: asyncio.Queue[Event] = asyncio.Queue()
         self._listeners.append(queue)
+        self._app_state.listening = True
         try:
             while True:
                 yield await queue.get()
         finally:
             self._listeners.remove(queue)
+            self._app_state.listening = bool(self._listeners)
+
+    def _check_members(self) -> None:
+        """Emit ``member_joined`` / ``member_left`` for what changed since the last check
+        (entries received, or this device's own operations such as admitting an invite), and
+        this device's ``exit``."""
+        self._deliver(self._watch.members())
+
+    def _check_forks(self) -> None:
+        """Emit ``device_forked`` for every fork found (or found earlier in its feed) since the
+        last check, and take what the device wrote from its fork on out of the view."""
+        points, events = self._watch.forks()
+        if events:
+            self._replica.forget_forked()
+            self._app_state.forget_forked(points, self._now())
+            self._deliver(events)
+
+    # ------------------------------------------------------------------ app state
+
+    @property
+    def _app(self) -> AppState | None:
+        """The app state once it is loaded in this process (else ``None``)."""
+        return self._app_state if self._app_state.loaded else None
+
+    def _timeline(self) -> Timeline:
+        return self._app_state.timeline(self._now())
+
+    def _app_pending(self, pending: Sequence[tuple[Entry, bytes]]) -> None:
+        """Entries stored as pending (a gap before them in their feed): shown provisionally."""
+        self._deliver(self._app_state.pending(pending, self._now()))
+
+    def _app_received(
+        self, accepted: Sequence[Entry], known: Mapping[EntryId, bytes | None] | None = None
+    ) -> None:
+        """Called after entries of this group were stored (sync, or this device's own)."""
+        self._deliver(self._app_state.received(accepted, self._now(), known))
+
+    async def _write(self, op: AppOperation) -> Entry:
+        entry, events = self._app_state.write(op, self._now())
+        self._deliver(events)
+        return entry
+
+    def snapshot(self) -> None:
+        """Save a snapshot of this group's app state in the profile, so the next start folds
+        it plus the entries stored since instead of decrypting all history again. Devices do
+        this themselves when they close; it is never needed for correctness."""
+        self._app_state.snapshot(self._now())
+
+    async def post(
+        self, text: str, attachments: Sequence[bytes | BlobRef] = (), *, ttl: float | None = None
+    ) -> Post:
+        """Post ``text`` to the group; ``attachments`` may be vault
+        :class:`~microsync.blobs.BlobRef`s (a post carries ``bytes(ref)``, the blob id:
+        receivers resolve it with ``vault.get``). With ``ttl`` (seconds) the post disappears:
+        every device purges it from its disk once that time has passed."""
+        ttl_ms = None if ttl is None else int(ttl * 1000)
+        refs = tuple(bytes(a) for a in attachments)
+        entry = await self._write(PostOp(text=text, attachments=refs, ttl_ms=ttl_ms))
+        return self._app_state.post(entry.id, self._now())
+
+    async def reply(self, post_id: bytes, text: str, *, ttl: float | None = None) -> Post:
+        """Reply to a post (or to a reply)."""
+        self._app_state.require(post_id, self._now())
+        ttl_ms = None if ttl is None else int(ttl * 1000)
+        entry = await self._write(PostOp(text=text, reply_to=bytes(post_id), ttl_ms=ttl_ms))
+        return self._app_state.post(entry.id, self._now())
+
+    async def edit(self, post_id: bytes, text: str) -> Post:
+        """Change the text of one of your own posts (``NotAMember`` for someone else's)."""
+        self._app_state.require(post_id, self._now())
+        await self._write(EditOp(post=bytes(post_id), text=text))
+        return self._app_state.post(post_id, self._now())
+
+    async def delete(self, post_id: bytes) -> None:
+        """Delete one of your own posts for everyone: every device that applies this purges
+        the post's text from its disk and keeps only a tombstone."""
+        self._app_state.require(post_id, self._now())
+        await self._write(DeleteOp(post=bytes(post_id)))
+
+    async def react(self, post_id: bytes, emoji: str) -> None:
+        """React to a post with ``emoji``."""
+        self._app_state.require(post_id, self._now())
+        await self._write(ReactOp(post=bytes(post_id), emoji=emoji))
+
+    async def unreact(self, post_id: bytes, emoji: str) -> None:
+        """Withdraw your own ``emoji`` reaction to a post (a no-op if you have none)."""
+        post = self._app_state.require(post_id, self._now())
+        tags = sorted(post.reactions.get(emoji, {}).get(self._person(), set()))
+        if tags:
+            await self._write(UnreactOp(post=bytes(post_id), emoji=emoji, removes=tuple(tags[:32])))
+
+    def doc(self, name: str) -> SharedDoc:
+        """The group's shared document ``name`` (created on first write): registers,
+        counters, sets, lists and texts every member can read and change, merged without
+        conflicts (see ``docs/state.md``)."""
+        if not isinstance(name, str) or not 0 < len(name.encode()) <= 256:
+            raise ValueError("a document name is 1 to 256 bytes of text")
+
+        async def publish(op: Op) -> None:
+            try:
+                await self._write(DocOp(doc=name, payload=encode_op(op)))
+            except BaseException:
+                self._app_state.close_doc(name)  # the change did not land: rebuild from the feed
+                raise
+
+        return self._app_state.doc(name, publish, self._now)
+
+    def post_by_id(self, post_id: bytes) -> Post:
+        """One post or reply (``KeyError`` if this device has none with that id)."""
+        return self._app_state.post(post_id, self._now())
+
+    def thread(self, post_id: bytes) -> list[Post]:
+        """The replies to a post, oldest first (nested replies follow their parent)."""
+        return self._app_state.thread(post_id, self._now())
+
+    def unread_count(self) -> int:
+        """Posts and replies by others that this person has not seen on any of their devices."""
+        return len(self._app_state.unseen(self._now()))
+
+    def feed(self, since: Literal["last_opened"] | datetime | None = None) -> list[Post]:
+        """Posts and replies, newest first: all of them (``since=None``), those after a moment
+        (a ``datetime``), or those unseen since this person last opened the group
+        (``"last_opened"``), which also marks them read on every device of this person.
+        Deleted and expired posts are left out."""
+        posts, events = self._app_state.feed(since, self._now())
+        self._deliver(events)
+        return posts
+
+    # ------------------------------------------------------------------ presence
+
+    def receive_announcement(self, data: bytes) -> bool:
+        """Take a sealed presence or location announcement that a peer passed on.
+
+        ``True`` if it was news (and an event was emitted), ``False`` for a duplicate. Raises a
+        typed error and changes nothing for anything else: :class:`~microsync.errors.DecodeError`
+        (malformed), :class:`~microsync.errors.DecryptionError` (no key of this group opens
+        it), :class:`~microsync.errors.BadSignature`, :class:`NotAMember` (its device is not in
+        the group), :class:`~microsync.errors.StaleAnnouncement` (expired, from the future, or
+        older than the one held).
+        """
+        listening = bool(self._listeners)
+        events = self._presence.receive(data, self._now(), listening=listening)
+        if events is None:
+            return False
+        self._deliver(events)
+        return True
+
+    def announcements(self, *, excluding: bytes | None = None) -> list[bytes]:
+        """Every unexpired announcement this device holds (its own and other members'),
+        sealed, for passing on to a connected peer (``excluding`` that peer's own)."""
+        return self._presence.announcements(self._now(), excluding=excluding)
+
+    def _after_announce(self, sealed: bytes) -> None:
+        self._device._announced(self.id, sealed)
+
+    async def announce_presence(self, status: str = "online", *, ttl: float = PRESENCE_TTL) -> None:
+        """Tell the group this device is ``"online"`` (or ``"away"``, ``"offline"``) for the
+        next ``ttl`` seconds. A running device renews this itself."""
+        announcement = self._presence.presence_announcement(status, ttl, self._now())
+        self._after_announce(self._presence.announce(announcement, self._now()))
+
+    def presence(self) -> dict[PersonId, Presence]:
+        """Every current member: online (a device's unexpired ``"online"``/``"away"``
+        announcement), its status, and when it was last seen."""
+        return self._presence.presence(self._now())
+
+    async def share_location(
+        self,
+        lat: float,
+        lon: float,
+        precision: str = "city",
+        *,
+        ttl: float = LOCATION_TTL,
+        keep_history: bool = False,
+    ) -> Location:
+        """Share where this person is, at ``precision`` (``"exact"``, ``"street"``, ``"city"``
+        or ``"region"``), for ``ttl`` seconds.
+
+        The position is coarsened to the centre of its cell *here*, before anything is
+        encoded or encrypted: with a coarse precision, the exact position never leaves this
+        device. By default only the latest location is kept anywhere (an ephemeral
+        announcement); ``keep_history=True`` also writes it to the group's feed, where it stays.
+        """
+        announcement, kept = self._presence.location_announcement(
+            lat, lon, precision, ttl, self._now()
+        )
+        self._after_announce(self._presence.announce(announcement, self._now()))
+        if keep_history:
+            await self._write(kept)
+        found = self._presence.locations(self._now()).get(self._person())
+        assert found is not None
+        return found
+
+    async def stop_sharing_location(self) -> None:
+        """Withdraw this person's location: peers drop it as soon as they hear this."""
+        announcement = self._presence.stop_announcement(self._now())
+        self._after_announce(self._presence.announce(announcement, self._now()))
+
+    def locations(self) -> dict[PersonId, Location]:
+        """Each current member's latest shared location (members who never shared, or who
+        stopped, are absent), with its age."""
+        return self._presence.locations(self._now())
+
+    # ------------------------------------------------------------------ membership
 
     async def rotate_keys(self) -> None:
         """Start a new epoch now, wrapped to every current member device (any member may)."""
@@ -234,22 +404,8 @@ class Group(PresenceMixin):
         self._replica.leave(now=self._now())
 
     def _refuse_last_admin(self, person: PersonId, verb: str, force: bool) -> None:
-        """Raise unless taking ``person``'s admin rights leaves the group another admin (or no
-        one to administer). Only you can take your own rights while you are the last admin:
-        any other admin who could would still be one (ranks, ``docs/membership.md``), so
-        this looks at your own person only and leaves every other refusal to the replica."""
-        members = self._replica.state.members
-        me = members.get(self._device.person_id)
-        if force or person != self._device.person_id or me is None or me.role is not Role.ADMIN:
-            return
-        admins = [m for m in members.values() if m.role is Role.ADMIN and m.person != person]
-        if admins or (len(members) == 1 and verb != "demote"):  # alone: the group ends with you
-            return
-        raise NotAMember(
-            f"cannot {verb}: you are the only admin of {self.name}, and without one nobody "
-            "could invite, remove or promote again; promote another member first "
-            "(or pass force=True; on the command line, --force)"
-        )
+        if not force:
+            refuse_last_admin(self._replica, self._device.person_id, person, verb)
 
     async def invite(
         self,
@@ -283,29 +439,7 @@ class Group(PresenceMixin):
 
     def invites(self) -> list[InviteStatus]:
         """Every invite of this group with its state and, once used, who joined."""
-        found = []
-        for info in self._replica.state.invites.values():
-            state = "open"
-            joined = None
-            if info.revoked:
-                state = "revoked"
-            elif info.consumed_by is not None:
-                state = "consumed"
-                record = self._replica.operation(info.consumed_by)
-                joined = None if record is None else record.op.person
-            mine = self._device._book.get(InviteId(info.invite_id))
-            if mine is not None and mine[2] is InviteState.BURNED:
-                state = "burned"
-            found.append(
-                InviteStatus(
-                    invite_id=info.invite_id,
-                    role=str(info.role),
-                    expires_at=info.expires_at,
-                    state=state,
-                    joined=joined,
-                )
-            )
-        return sorted(found, key=lambda s: (s.expires_at, s.invite_id))
+        return invite_statuses(self._replica, self._device._book)
 
     async def promote(self, person_id: bytes) -> None:
         """Make a member an admin (admins only)."""
@@ -321,3 +455,31 @@ class Group(PresenceMixin):
     def __repr__(self) -> str:
         count = len(self._replica.state.members)
         return f"Group(name={self.name!r}, id={fingerprint(self.id)}, members={count})"
+
+
+def invite_statuses(replica: GroupReplica, book: InviteBook) -> list[InviteStatus]:
+    """Every invite of ``replica``'s group with its state and, once used, who joined (``book``:
+    this device's own invites, which know whether a wrong code burned one)."""
+    found = []
+    for info in replica.state.invites.values():
+        state = "open"
+        joined = None
+        if info.revoked:
+            state = "revoked"
+        elif info.consumed_by is not None:
+            state = "consumed"
+            record = replica.operation(info.consumed_by)
+            joined = None if record is None else record.op.person
+        mine = book.get(InviteId(info.invite_id))
+        if mine is not None and mine[2] is InviteState.BURNED:
+            state = "burned"
+        found.append(
+            InviteStatus(
+                invite_id=info.invite_id,
+                role=str(info.role),
+                expires_at=info.expires_at,
+                state=state,
+                joined=joined,
+            )
+        )
+    return sorted(found, key=lambda s: (s.expires_at, s.invite_id))

@@ -167,8 +167,6 @@ class DeviceHost:
         accepted = self.device._inbound.receive(group, items, self._peer)
         if self.forks(group) != forks and self._on_received is not None:
             self._on_received(group, 0)  # a fork found in the batch: pass the evidence on
-        if accepted:
-            self.device.group(group).vault.refresh()  # removals purge chunks right away
         if accepted and self._on_received is not None:
             self._on_received(group, accepted)
         return accepted

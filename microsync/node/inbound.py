@@ -59,7 +59,8 @@ class Inbound:
         if peer is not None:
             self._vouch_for_joiner(group, peer)
         replica = group._replica
-        results = replica.receive(items, peer=peer)
+        batch = replica.receive_batch(items, peer=peer)
+        results = batch.results
         accepted = [e for r in results if isinstance(r, Ingested) for e in r.accepted]
         accepted += replica.released
         pending = [
@@ -71,6 +72,7 @@ class Inbound:
         by_wire = {wire: body for wire, body in items if body is not None}
         known = {e.id: by_wire[e.wire] for e in accepted if e.wire in by_wire}
         group._app_received(accepted, known)
+        group.vault.received(batch.accepted)  # removals purge chunks right away
         group._check_members()
         group._check_forks()
         for r in results:

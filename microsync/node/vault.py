@@ -42,15 +42,12 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
-import functools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
-from microsync.app.api import Event
 from microsync.blobs import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -64,7 +61,6 @@ from microsync.blobs import (
     ChunkId,
     ChunkStore,
     Manifest,
-    Purge,
     Quota,
     Refusal,
     VaultIndex,
@@ -72,14 +68,12 @@ from microsync.blobs import (
     VaultOp,
     chunk_address,
     chunk_count,
-    chunk_length,
     id_key,
     key_commitment,
 )
 from microsync.blobs.index import DEFAULT_QUOTA
 from microsync.blobs.manifest import MAX_MIME, MAX_NAME, MAX_THUMBNAIL
 from microsync.errors import (
-    DecodeError,
     DecryptionError,
     NotAMember,
     PeerUnreachable,
@@ -87,6 +81,9 @@ from microsync.errors import (
 )
 from microsync.feed import GroupId, StoredEntry
 from microsync.identity import DeviceId, PersonId
+from microsync.node.events import VaultAdded, VaultRemoved
+from microsync.node.vault_fetch import Download, Fetcher, resume, write_held
+from microsync.node.vault_state import VaultFold
 
 if TYPE_CHECKING:
     from microsync.group.replica import GroupStore
@@ -98,10 +95,6 @@ Policy = Literal["all", "thumbnails", "on_demand"]
 POLICIES: Final = ("all", "thumbnails", "on_demand")
 Progress = Callable[[int, int], None]
 """``progress(done_bytes, total_bytes)``."""
-
-WINDOW: Final = 4
-"""Chunks asked of one peer at a time (4 MiB in flight per peer at the default chunk size:
-above the bandwidth-delay product of a LAN or a relay path, and a small share of memory)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,24 +108,6 @@ class VaultUsage:
     bytes_held: int  # sealed chunk bytes on this device's disk
 
 
-@dataclass(slots=True, eq=False)
-class _Download:
-    """One fetch's chunks still wanted, and what each peer was asked or lacks."""
-
-    decryptor: BlobDecryptor
-    addresses: tuple[ChunkId, ...]  # where each chunk is stored and asked for
-    wanted: dict[ChunkId, int]  # chunk address -> index
-    sink: tuple[int, set[int]] | None  # (file descriptor, indices written) to decrypt into
-    keep: bool  # keep the sealed chunks in the chunk store (the policy)
-    asked: dict[DeviceId, set[ChunkId]] = field(default_factory=dict)
-    lacking: dict[ChunkId, set[DeviceId]] = field(default_factory=dict)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    arrived: int = 0  # plaintext bytes received in this fetch
-    progressed: bool = False
-    checking: dict[ChunkId, asyncio.Future[int | None]] = field(default_factory=dict)
-    error: BaseException | None = None  # a local failure (disk...) while writing a chunk
-
-
 class Vault:
     """The vault of one group on this device (``group.vault``)."""
 
@@ -140,14 +115,8 @@ class Vault:
         """``quota``: what each person's blobs may hold (the same on every device: the
         default, unless a test builds a vault with a smaller one)."""
         self._group = group
-        self._index = VaultIndex(quota=quota)
-        self._seen: dict[DeviceId, int] = {}
-        self._locked: dict[tuple[DeviceId, int], StoredEntry] = {}
-        self._mine: set[BlobId] = set()
-        self._downloads: list[_Download] = []
-        self._id_keys: dict[BlobId, bytes] = {}  # blob -> the id key its manifest names
-        self._addresses: dict[BlobId, tuple[ChunkId, ...]] = {}  # cache of blob -> addresses
-        self._loaded = False  # the first refresh folds history quietly (no events)
+        self._state = VaultFold(group._replica, quota)
+        self._fetcher = Fetcher(group.id, lambda: self._chunks, self._net)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -166,141 +135,44 @@ class Vault:
             raise TypeError("this profile's store keeps no vault chunks")
         return store
 
-    def _ids_key(self, epoch: int, body: bytes | None) -> bytes | None:
-        """The id key of ``epoch`` (the key whose ref the body names, when there are two)."""
-        ref = None if body is None else body[:16]
-        found = None
-        for (number, _), key in sorted(self._group._replica.epoch_keys().items()):
-            content = key.content
-            if number != epoch or content is None:
-                continue
-            found = id_key(content.secret_bytes())
-            if key.ref == ref:
-                return found
-        return found
-
-    # ------------------------------------------------------------------ the fold
-
     def refresh(self) -> None:
         """Fold vault entries stored since the last call; purge what removals delete."""
-        store = self._store
-        fresh: list[StoredEntry] = []
-        for device, status in store.feeds(self._gid).items():
-            after = self._seen.get(device, 0)
-            if status.head_seq <= after:
-                continue
-            for stored in store.entries(self._gid, device, after):
-                self._seen[device] = stored.entry.header.seq
-                if stored.entry.header.type == VAULT_TYPE:
-                    fresh.append(stored)
-        retry = list(self._locked.values())
-        self._locked.clear()
-        before = dict(self._index.refs)
-        purges = [p for s in retry + fresh if (p := self._fold(s)) is not None]
-        purges += self._reread_wanted()
-        if purges:
-            self._purge(purges)
-        if before.keys() != self._index.refs.keys():
-            for gone in [b for b in self._addresses if b not in self._index.refs]:
-                del self._addresses[gone]  # removed or crowded out: not kept in memory
-        if self._loaded:
+        before = self._state.refresh()
+        if before is not None:
             self._announce_changes(before)
-        self._loaded = True
 
-    def _reread_wanted(self) -> builtins.list[Purge]:
-        """Fold again the entries of blobs that came within their person's quota (their
-        manifests were not kept in memory while they were beyond it)."""
-        purges = []
-        for blob, (device, seq) in builtins.list(self._index.wanted.items()):
-            stored = self._store.entry_at(self._gid, device, seq)
-            if stored is not None and (purge := self._fold(stored)) is not None:
-                purges.append(purge)
-            self._index.wanted.pop(blob, None)  # read once: an unreadable one stays hidden
-        return purges
+    def received(self, accepted: Sequence[StoredEntry]) -> None:
+        """Fold what a sync batch stored (``accepted``, with bodies, in feed order): only those
+        entries, with no scan of the feeds (the first call folds the history: removals in it
+        purge their chunks whether or not the vault is ever read)."""
+        before = self._state.received(accepted)
+        if before is not None:
+            self._announce_changes(before)
+
+    @property
+    def _index(self) -> VaultIndex:
+        return self._state._index
 
     def _announce_changes(self, before: dict[BlobId, BlobRef]) -> None:
         """Events for blobs added or removed since ``before``; under ``"all"``, fetch."""
         after = self._index.refs
         for blob, ref in after.items():
             if blob not in before:
-                self._group._emit(Event("vault_added", person=ref.author, detail=ref))
+                self._group._emit(VaultAdded(person=ref.author, ref=ref))
         for blob, ref in before.items():
             if blob not in after:
-                self._group._emit(Event("vault_removed", person=ref.author, detail=ref))
+                self._group._emit(VaultRemoved(person=ref.author, ref=ref))
         if set(after) - set(before) and self.policy == "all":
             self._prefetch_soon()
 
+    def _net(self) -> Any:
+        """The device's network part (``None`` while offline)."""
+        return self._group._device._net
+
     def _prefetch_soon(self) -> None:
-        net = self._group._device._net
+        net = self._net()
         if net is not None:
             net.prefetch_soon(self._gid)
-
-    def _fold(self, stored: StoredEntry) -> Purge | None:
-        h = stored.entry.header
-        replica = self._group._replica
-        certificate = self._store.certificate(h.device)
-        counts = replica.state.counts(h.device, h.seq)
-        if not counts or certificate is None or stored.body is None:
-            return None
-        try:
-            op = VaultOp.from_bytes(replica.decrypt(stored))
-        except DecryptionError:
-            self._locked[(h.device, h.seq)] = stored  # no key yet: retried on refresh
-            return None
-        except DecodeError:
-            self._index.note(Refusal.UNREADABLE)  # a member wrote garbage: it never counts
-            return None
-        ids_key = None
-        if op.kind is VaultKind.ADD:
-            assert op.manifest is not None
-            ids_key = self._ids_key(op.manifest.epoch, stored.body)
-            if ids_key is None:
-                return None
-            blob = op.manifest.blob_id(ids_key, certificate.person)
-            self._id_keys[blob] = ids_key
-            if h.device == replica.me.device:
-                self._mine.add(blob)  # added here: its chunks are kept whatever the policy
-        return self._index.apply(
-            entry=stored.entry.id,
-            person=certificate.person,
-            hlc=h.hlc,
-            op=op,
-            ids_key=ids_key,
-            where=(h.device, h.seq),
-        )
-
-    def _purge(self, purges: Sequence[Purge]) -> None:
-        store = self._store
-        purges = [self._with_chunks(p) for p in purges]
-        with store.transaction():
-            for purge in purges:
-                for entry in purge.entries:
-                    store.delete_body(entry)
-        for purge in purges:
-            self._addresses.pop(purge.blob, None)
-            self._chunks.delete_chunks(self._gid, purge.chunks)
-        scrub = getattr(store, "scrub", None)
-        if scrub is not None:
-            scrub()
-
-    def _with_chunks(self, purge: Purge) -> Purge:
-        """``purge`` with its chunk addresses, reading its manifest entry if it was not in
-        memory (a blob beyond its person's quota when it was removed)."""
-        if purge.reread is None:
-            return purge
-        stored = self._store.entry_at(self._gid, *purge.reread)
-        certificate = self._store.certificate(purge.reread[0])
-        if stored is None or stored.body is None or certificate is None:
-            return purge
-        try:
-            op = VaultOp.from_bytes(self._group._replica.decrypt(stored))
-        except (DecryptionError, DecodeError):
-            return purge
-        ids_key = None if op.manifest is None else self._ids_key(op.manifest.epoch, stored.body)
-        if op.manifest is None or ids_key is None:
-            return purge
-        chunks = op.manifest.addresses(ids_key, certificate.person)
-        return Purge(purge.blob, chunks, purge.entries)
 
     # ------------------------------------------------------------------ reading
 
@@ -330,11 +202,11 @@ class Vault:
         """The addresses a blob's chunks are stored and asked for at, in order (scoped to
         its adder: see :func:`~microsync.blobs.chunk_address`)."""
         blob = self.get(ref)
-        found = self._addresses.get(blob.id)
+        found = self._state._addresses.get(blob.id)
         if found is None:
             manifest = self._index.manifests[blob.id]
-            found = manifest.addresses(self._id_keys[blob.id], blob.author)
-            self._addresses[blob.id] = found
+            found = manifest.addresses(self._state._id_keys[blob.id], blob.author)
+            self._state._addresses[blob.id] = found
         return found
 
     def missing(self, ref: BlobRef | bytes | str) -> builtins.list[ChunkId]:
@@ -497,19 +369,19 @@ class Vault:
         blob = self.get(ref)
         decryptor = self._decryptor(blob.id)
         addresses = self.chunks(blob)
-        keep = self.policy != "on_demand" or blob.id in self._mine
+        keep = self.policy != "on_demand" or blob.id in self._state._mine
         missing = set(self.missing(blob))
         target = Path(dest)
         temp = target.with_name(f".{target.name}.part")
         fd = os.open(temp, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             lacking = {i for i, a in enumerate(addresses) if a in missing}
-            written = _resume(decryptor, fd, lacking)
+            written = resume(decryptor, fd, lacking)
             wanted = {a: i for i, a in enumerate(addresses) if i in lacking - written}
             if wanted:
-                job = _Download(decryptor, addresses, wanted, (fd, written), keep)
-                await self._download(job, progress, timeout)
-            self._write_held(decryptor, addresses, fd, written)
+                job = Download(decryptor, addresses, wanted, (fd, written), keep)
+                await self._fetcher.download(job, progress, timeout)
+            write_held(self._chunks, self._gid, decryptor, addresses, fd, written)
             os.ftruncate(fd, decryptor.size)
             os.fsync(fd)
             os.close(fd)
@@ -530,7 +402,7 @@ class Vault:
         only holder); the blob stays in the vault and can be fetched again. Returns how many
         chunks were deleted."""
         blob = self.get(ref)
-        if blob.id in self._mine:
+        if blob.id in self._state._mine:
             return 0
         return self._chunks.delete_chunks(self._gid, self.chunks(blob))
 
@@ -550,9 +422,9 @@ class Vault:
             if missing:
                 addresses = self.chunks(blob)
                 wanted = {a: i for i, a in enumerate(addresses) if a in missing}
-                job = _Download(self._decryptor(blob.id), addresses, wanted, None, True)
+                job = Download(self._decryptor(blob.id), addresses, wanted, None, True)
                 try:
-                    await self._download(job, None, timeout)
+                    await self._fetcher.download(job, None, timeout)
                 except PeerUnreachable as error:
                     skipped = error
                     continue
@@ -563,169 +435,23 @@ class Vault:
 
     def _decryptor(self, blob: BlobId) -> BlobDecryptor:
         manifest = self._index.manifests[blob]
-        ids_key = self._id_keys[blob]
+        ids_key = self._state._id_keys[blob]
         return BlobDecryptor(
             manifest.key, ids_key, manifest.chunk_size, manifest.size, manifest.ids
         )
 
-    def _write_held(
-        self,
-        decryptor: BlobDecryptor,
-        addresses: Sequence[ChunkId],
-        fd: int,
-        written: set[int],
-    ) -> None:
-        """Decrypt into ``fd`` every chunk not written yet, from the chunk store."""
-        chunks = self._chunks
-        for index, chunk in enumerate(addresses):
-            if index in written:
-                continue
-            sealed = chunks.get_chunk(self._gid, chunk)
-            try:
-                if sealed is None:
-                    raise DecryptionError()
-                os.pwrite(fd, decryptor.open(index, sealed), index * decryptor.chunk_size)
-            except DecryptionError:
-                chunks.delete_chunks(self._gid, [chunk])  # fetched again next time
-                raise
-
-    async def _download(self, job: _Download, progress: Progress | None, timeout: float) -> None:
-        decryptor = job.decryptor
-        held = decryptor.size - sum(
-            chunk_length(decryptor.size, decryptor.chunk_size, i) for i in job.wanted.values()
-        )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        self._downloads.append(job)
-        try:
-            while job.wanted:
-                if job.error is not None:
-                    raise job.error
-                if self._ask(job) == "nobody" or loop.time() > deadline:
-                    left = len(job.wanted)
-                    raise PeerUnreachable(
-                        f"no connected peer holds the {left} missing chunks"
-                        + ("" if self._group._device._net else " (this device is offline)")
-                    )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(job.wake.wait(), 0.2)
-                job.wake.clear()
-                if job.progressed:
-                    job.progressed = False
-                    deadline = loop.time() + timeout
-                    if progress is not None:
-                        progress(held + job.arrived, decryptor.size)
-        finally:
-            self._downloads.remove(job)
-            if job.checking:  # never leave a worker writing into a file about to be closed
-                await asyncio.wait(list(job.checking.values()))
-
-    def _ask(self, job: _Download) -> str:
-        """Ask each connected peer for up to ``WINDOW`` chunks no other peer was asked for.
-        Returns ``"nobody"`` when the device is offline, or peers are connected and every one
-        lacks every chunk left."""
-        net = self._group._device._net
-        if net is None:
-            return "nobody"  # offline: no peer will ever answer (start() the device first)
-        peers = net.chunk_peers(self._gid)
-        for peer in [p for p in job.asked if p not in peers]:
-            del job.asked[peer]  # gone: what it was asked is asked again elsewhere
-        flying = {c for asked in job.asked.values() for c in asked} | set(job.checking)
-        for peer, request in peers.items():
-            mine = job.asked.setdefault(peer, set())
-            room = WINDOW - len(mine)
-            lacking = job.lacking
-            pick = [c for c in job.wanted if c not in flying and peer not in lacking.get(c, ())][
-                : max(0, room)
-            ]
-            if pick:
-                request(pick)
-                mine.update(pick)
-                flying.update(pick)
-        if (
-            peers
-            and not flying
-            and all(set(peers) <= job.lacking.get(c, set()) for c in job.wanted)
-        ):
-            return "nobody"
-        return "ok"
-
     def chunk_received(self, peer: DeviceId, chunk: ChunkId, data: bytes) -> None:
-        """A chunk ``peer`` sent (the device's sync host calls this). It is checked, decrypted
-        and written on a worker thread (BLAKE3 and the file writes release the GIL, so the
-        event loop keeps receiving meanwhile); :meth:`_checked` takes the result."""
-        if not self._downloads:
-            return  # nothing asked for (a fetch that ended meanwhile)
-        loop = asyncio.get_running_loop()
-        for job in self._downloads:
-            job.asked.get(peer, set()).discard(chunk)
-            index = job.wanted.get(chunk)
-            if index is None or chunk in job.checking:
-                continue
-            future = loop.run_in_executor(None, self._check_and_write, job, index, data)
-            job.checking[chunk] = future
-            future.add_done_callback(functools.partial(self._checked, job, chunk, peer))
-
-    def _check_and_write(self, job: _Download, index: int, data: bytes) -> int | None:
-        """(worker thread) Verify and open chunk ``index``, keep and write it: its plaintext
-        length, or ``None`` if it is not the chunk the manifest names."""
-        try:
-            plain = job.decryptor.open(index, data)
-        except DecryptionError:
-            return None
-        if job.keep:
-            self._chunks.put_chunk(self._gid, job.addresses[index], data, durable=False)
-        if job.sink is not None:
-            os.pwrite(job.sink[0], plain, index * job.decryptor.chunk_size)
-        return len(plain)
-
-    def _checked(
-        self, job: _Download, chunk: ChunkId, peer: DeviceId, future: asyncio.Future[int | None]
-    ) -> None:
-        del job.checking[chunk]
-        job.wake.set()
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:
-            job.error = job.error or error
-            return
-        length = future.result()
-        if length is None:
-            job.lacking.setdefault(chunk, set()).add(peer)  # a bad copy: ask elsewhere
-            return
-        index = job.wanted.pop(chunk)
-        if job.sink is not None:
-            job.sink[1].add(index)
-        job.arrived += length
-        job.progressed = True
+        """A chunk ``peer`` sent (the device's sync host calls this): checked, decrypted and
+        written by the fetch that asked for it (:meth:`Fetcher.chunk_received`)."""
+        self._fetcher.chunk_received(peer, chunk, data)
 
     def chunks_missing(self, peer: DeviceId, chunks: Sequence[ChunkId]) -> None:
         """``peer`` does not hold these chunks."""
-        for job in self._downloads:
-            for chunk in chunks:
-                job.asked.get(peer, set()).discard(chunk)
-                if chunk in job.wanted:
-                    job.lacking.setdefault(chunk, set()).add(peer)
-            job.wake.set()
+        self._fetcher.chunks_missing(peer, chunks)
 
     def serve(self, peer: DeviceId, chunk: ChunkId) -> bytes | None:
         """A chunk for ``peer`` (a member the session checked), if this device holds it."""
         return self._chunks.get_chunk(self._gid, chunk)
-
-
-def _resume(decryptor: BlobDecryptor, fd: int, missing: set[int]) -> set[int]:
-    """Indices of missing chunks a partly written file already holds, correct."""
-    if os.fstat(fd).st_size == 0:
-        return set()
-    found = set()
-    for index in range(len(decryptor.ids)):
-        if index in missing:
-            length = chunk_length(decryptor.size, decryptor.chunk_size, index)
-            plain = os.pread(fd, length, index * decryptor.chunk_size)
-            if decryptor.matches(index, plain):
-                found.add(index)
-    return found
 
 
 def _slices(data: bytes, size: int) -> Iterator[bytes]:

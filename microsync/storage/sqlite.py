@@ -10,12 +10,10 @@ belongs to an open file description) or another one, raises
 dies. Then the database is opened in WAL mode with foreign keys on and brought up to date by
 :mod:`microsync.storage.migrations`.
 
-Privacy on disk: the profile holds the device's secret keys, so like ``~/.ssh`` it is for its
-owner only. The directory (and every directory in it) is created ``0700`` and every file
-``0600`` (SQLite gives ``-wal`` and ``-shm`` the database file's mode). A profile found readable
-or writable by others is fixed when it is opened, with a warning on the ``microsync.storage``
-logger naming what was fixed; one that cannot be fixed (another user's) is refused with a
-:class:`~microsync.errors.StorageError`.
+Privacy on disk (``0700`` directories, ``0600`` files, fixed with a warning when found open
+to others) and the lock are :mod:`microsync.storage.profile_dir`'s; vault chunks are files
+beside the database (:mod:`microsync.storage.chunk_files`); every statement is in
+:mod:`microsync.storage.sql`.
 
 Transactions are explicit (the connection runs with ``isolation_level=None``): the outermost
 :meth:`~SqliteStore.transaction` block issues ``BEGIN IMMEDIATE`` and ``COMMIT``, or
@@ -53,87 +51,51 @@ back). Inside a transaction, feed status is cached too, and the ``feeds`` row of
 
 from __future__ import annotations
 
-import fcntl
 import functools
-import logging
 import os
 import sqlite3
-import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from microsync.blobs.chunks import ChunkId
-from microsync.errors import ProfileInUse, StorageError
+from microsync.errors import StorageError
 from microsync.feed.entry import Entry, EntryId, GroupId, parse_entry
 from microsync.feed.store import AuthorStatus, FeedStatus, ForkEvidence, StoredEntry
 from microsync.identity import DeviceCertificate, DeviceId, DeviceRevocation
+from microsync.storage import sql
+from microsync.storage.chunk_files import CHUNKS_DIR, ChunkFiles
 from microsync.storage.dump import canonical_dump
-from microsync.storage.migrations import migrate
+from microsync.storage.profile_dir import (
+    BUSY_TIMEOUT,
+    LOCK_NAME,
+    PRIVATE_DIR,
+    PRIVATE_FILE,
+    connect,
+    create_private,
+    lock_profile,
+    make_private,
+)
 
-__all__ = ["SqliteStore"]
-
-log = logging.getLogger(__name__)
+__all__ = [  # the constants too: importable from here as before the split
+    "BUSY_TIMEOUT",
+    "CHUNKS_DIR",
+    "DATABASE_NAME",
+    "LOCK_NAME",
+    "PRIVATE_DIR",
+    "PRIVATE_FILE",
+    "SYNCHRONOUS_LEVELS",
+    "SqliteStore",
+]
 
 DATABASE_NAME: Final = "profile.db"
-PRIVATE_DIR: Final = 0o700
-PRIVATE_FILE: Final = 0o600
-CHUNKS_DIR: Final = "chunks"  # vault chunks: <profile>/chunks/<group hex>/<chunk id hex>
-LOCK_NAME: Final = "profile.lock"
 SYNCHRONOUS_LEVELS: Final = frozenset({"OFF", "NORMAL", "FULL", "EXTRA"})
-BUSY_TIMEOUT: Final = 0.1  # seconds; only tools outside microsync can contend (see the lock)
 _PAGE: Final = 256  # rows per query when iterating a feed
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**63 - 1
 
 Row = tuple[Any, ...]
-
-# Every statement the adapter runs (``?1``, ``?2``: positional parameters used twice).
-_PUT_META = "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-_PUT_CERTIFICATE = """INSERT INTO certificates VALUES (?, ?)
-    ON CONFLICT (device) DO UPDATE SET record = excluded.record"""
-_PUT_REVOCATION = """INSERT INTO revocations VALUES (?, ?)
-    ON CONFLICT (device) DO UPDATE SET record = excluded.record"""
-_AUTHOR_STATUS = """SELECT EXISTS (SELECT 1 FROM revocations WHERE device = ?1),
-    EXISTS (SELECT 1 FROM certificates WHERE device = ?1)"""
-_PENDING_COUNT = "SELECT count(*) FROM pending AS p WHERE p.group_id = ?1 AND p.device = ?2"
-_FEED_STATUS = f"""SELECT f.head_seq, f.head_id, f.forked_at, ({_PENDING_COUNT})
-    FROM (SELECT 1) LEFT JOIN feeds AS f ON f.group_id = ?1 AND f.device = ?2"""
-_FEEDS = """SELECT f.device, f.head_seq, f.head_id, f.forked_at,
-    (SELECT count(*) FROM pending AS p WHERE p.group_id = f.group_id AND p.device = f.device)
-    FROM feeds AS f WHERE f.group_id = ?"""
-_ENTRY_AT = """SELECT e.wire, b.body FROM entries AS e LEFT JOIN bodies AS b ON b.id = e.id
-    WHERE e.group_id = ? AND e.device = ? AND e.seq = ?"""
-_ENTRIES_PAGE = """SELECT e.seq, e.wire, b.body
-    FROM entries AS e LEFT JOIN bodies AS b ON b.id = e.id
-    WHERE e.group_id = ? AND e.device = ? AND e.seq > ? AND e.seq <= ? ORDER BY e.seq LIMIT ?"""
-_INSERT_ENTRY = "INSERT INTO entries (group_id, device, seq, id, wire) VALUES (?, ?, ?, ?, ?)"
-_INSERT_BODY = "INSERT INTO bodies (id, body) VALUES (?, ?)"
-_SET_HEAD = """INSERT INTO feeds (group_id, device, head_seq, head_id) VALUES (?, ?, ?, ?)
-    ON CONFLICT (group_id, device) DO UPDATE
-    SET head_seq = excluded.head_seq, head_id = excluded.head_id"""
-_PENDING_AT = """SELECT wire, body FROM pending WHERE group_id = ? AND device = ? AND seq = ?
-    ORDER BY rowid"""
-_INSERT_PENDING = """INSERT INTO pending (group_id, device, seq, id, wire, body)
-    VALUES (?, ?, ?, ?, ?, ?)"""
-_DELETE_PENDING = "DELETE FROM pending WHERE group_id = ? AND device = ? AND seq BETWEEN ? AND ?"
-_INSERT_FORK = "INSERT INTO forks (group_id, device, seq, first, second) VALUES (?, ?, ?, ?, ?)"
-_MARK_FORKED = """INSERT INTO feeds (group_id, device, head_seq, forked_at) VALUES (?, ?, 0, ?)
-    ON CONFLICT (group_id, device) DO UPDATE
-    SET forked_at = min(coalesce(forked_at, excluded.forked_at), excluded.forked_at)"""
-_FORKS = """SELECT group_id, device, seq, first, second FROM forks
-    WHERE group_id = ? AND device = ? ORDER BY rowid"""
-_DUMP = {  # the rows of each table in canonical_dump's row shapes
-    "meta": "SELECT key, value FROM meta",
-    "certificates": "SELECT record FROM certificates",
-    "revocations": "SELECT record FROM revocations",
-    "entries": """SELECT e.group_id, e.device, e.seq, e.wire, b.body
-        FROM entries AS e LEFT JOIN bodies AS b ON b.id = e.id""",
-    "feeds": "SELECT group_id, device, head_seq, head_id, forked_at FROM feeds",
-    "pending": "SELECT group_id, device, seq, wire, body FROM pending",
-    "forks": "SELECT group_id, device, seq, first, second FROM forks",
-}
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -168,6 +130,7 @@ class SqliteStore:
         # Valid only inside the outermost transaction (see the module docstring).
         self._feeds: dict[tuple[bytes, bytes], FeedStatus] = {}
         self._dirty_heads: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}
+        self._chunks = ChunkFiles(directory)
 
     @classmethod
     def open(
@@ -191,11 +154,11 @@ class SqliteStore:
             path.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
         except OSError as error:
             raise StorageError(f"cannot create the profile directory {path}: {error}") from error
-        _make_private(path)
-        lock = _lock(path)
+        make_private(path)
+        lock = lock_profile(path)
         try:
-            _create_private(path / DATABASE_NAME)
-            db = _connect(path / DATABASE_NAME, synchronous, max_pages)
+            create_private(path / DATABASE_NAME)
+            db = connect(path / DATABASE_NAME, synchronous, max_pages)
         except BaseException:
             os.close(lock)
             raise
@@ -252,7 +215,7 @@ class SqliteStore:
         if not self._dirty_heads:
             return
         rows = [(*feed, seq, head) for feed, (seq, head) in self._dirty_heads.items()]
-        self._sql_many(_SET_HEAD, rows)
+        self._sql_many(sql.SET_HEAD, rows)
         self._dirty_heads.clear()  # only once written: a refused write is retried at commit
 
     def _rollback(self) -> None:
@@ -316,7 +279,7 @@ class SqliteStore:
 
     @_atomic
     def put_meta(self, key: str, value: bytes) -> None:
-        self._sql(_PUT_META, (key, bytes(value)))
+        self._sql(sql.PUT_META, (key, bytes(value)))
 
     def certificate(self, device: DeviceId) -> DeviceCertificate | None:
         rows = self._sql("SELECT record FROM certificates WHERE device = ?", (device,))
@@ -324,7 +287,7 @@ class SqliteStore:
 
     @_atomic
     def put_certificate(self, certificate: DeviceCertificate) -> None:
-        self._sql(_PUT_CERTIFICATE, (certificate.device, certificate.to_bytes()))
+        self._sql(sql.PUT_CERTIFICATE, (certificate.device, certificate.to_bytes()))
         self._authors.pop(certificate.device, None)
 
     def revocation(self, device: DeviceId) -> DeviceRevocation | None:
@@ -333,14 +296,14 @@ class SqliteStore:
 
     @_atomic
     def put_revocation(self, revocation: DeviceRevocation) -> None:
-        self._sql(_PUT_REVOCATION, (revocation.device, revocation.to_bytes()))
+        self._sql(sql.PUT_REVOCATION, (revocation.device, revocation.to_bytes()))
         self._authors.pop(revocation.device, None)
 
     def author_status(self, device: DeviceId) -> AuthorStatus:
         self._check_usable()
         status = self._authors.get(device)
         if status is None:
-            revoked, certified = self._sql(_AUTHOR_STATUS, (device,))[0]
+            revoked, certified = self._sql(sql.AUTHOR_STATUS, (device,))[0]
             status = _author(revoked, certified)
             if status is not AuthorStatus.UNKNOWN:  # unknown ids cost nothing to invent
                 self._authors[device] = status
@@ -353,7 +316,7 @@ class SqliteStore:
         status = self._feeds.get(key)
         if status is None:
             self._write_heads()
-            head_seq, head_id, forked_at, pending = self._sql(_FEED_STATUS, key)[0]
+            head_seq, head_id, forked_at, pending = self._sql(sql.FEED_STATUS, key)[0]
             status = FeedStatus(
                 head_seq=head_seq or 0, head_id=head_id, forked_at=forked_at, pending=pending
             )
@@ -366,14 +329,14 @@ class SqliteStore:
         self._write_heads()
         return {
             device: FeedStatus(head_seq=seq, head_id=head, forked_at=forked, pending=pending)
-            for device, seq, head, forked, pending in self._sql(_FEEDS, (group,))
+            for device, seq, head, forked, pending in self._sql(sql.FEEDS, (group,))
         }
 
     def entry_at(self, group: GroupId, device: DeviceId, seq: int) -> StoredEntry | None:
         if not _INT_MIN <= seq <= _INT_MAX:
             self._check_usable()
             return None
-        rows = self._sql(_ENTRY_AT, (group, device, seq))
+        rows = self._sql(sql.ENTRY_AT, (group, device, seq))
         return _stored(*rows[0]) if rows else None
 
     def entries(
@@ -385,7 +348,7 @@ class SqliteStore:
         stop = head if limit is None else min(head, after_seq + limit)
         last = min(max(after_seq, _INT_MIN), _INT_MAX)
         while last < stop:
-            rows = self._sql(_ENTRIES_PAGE, (group, device, last, stop, _PAGE))
+            rows = self._sql(sql.ENTRIES_PAGE, (group, device, last, stop, _PAGE))
             if not rows:
                 return
             for _, wire, body in rows:
@@ -395,9 +358,9 @@ class SqliteStore:
     @_atomic
     def insert_entry(self, entry: Entry, body: bytes | None) -> None:
         h = entry.header
-        self._sql(_INSERT_ENTRY, (h.group, h.device, h.seq, entry.id, entry.wire))
+        self._sql(sql.INSERT_ENTRY, (h.group, h.device, h.seq, entry.id, entry.wire))
         if body is not None:
-            self._sql(_INSERT_BODY, (entry.id, body))
+            self._sql(sql.INSERT_BODY, (entry.id, body))
         key = (bytes(h.group), bytes(h.device))
         self._dirty_heads[key] = (h.seq, entry.id)  # written before COMMIT (_write_heads)
         cached = self._feeds.get(key)
@@ -414,12 +377,12 @@ class SqliteStore:
         if not _INT_MIN <= seq <= _INT_MAX:
             self._check_usable()
             return []
-        return [_stored(*row) for row in self._sql(_PENDING_AT, (group, device, seq))]
+        return [_stored(*row) for row in self._sql(sql.PENDING_AT, (group, device, seq))]
 
     @_atomic
     def insert_pending(self, entry: Entry, body: bytes | None) -> None:
         h = entry.header
-        self._sql(_INSERT_PENDING, (h.group, h.device, h.seq, entry.id, entry.wire, body))
+        self._sql(sql.INSERT_PENDING, (h.group, h.device, h.seq, entry.id, entry.wire, body))
         key = (bytes(h.group), bytes(h.device))
         cached = self._feeds.get(key)
         if cached is not None:
@@ -437,19 +400,19 @@ class SqliteStore:
             return
         bounds = (max(from_seq, _INT_MIN), min(to_seq, _INT_MAX))
         self._feeds.pop((bytes(group), bytes(device)), None)
-        self._sql(_DELETE_PENDING, (group, device, *bounds))
+        self._sql(sql.DELETE_PENDING, (group, device, *bounds))
 
     @_atomic
     def record_fork(self, evidence: ForkEvidence) -> None:
         e = evidence
         self._feeds.pop((bytes(e.group), bytes(e.device)), None)
-        self._sql(_INSERT_FORK, (e.group, e.device, e.seq, e.first, e.second))
-        self._sql(_MARK_FORKED, (e.group, e.device, e.seq))
+        self._sql(sql.INSERT_FORK, (e.group, e.device, e.seq, e.first, e.second))
+        self._sql(sql.MARK_FORKED, (e.group, e.device, e.seq))
 
     def fork_evidence(self, group: GroupId, device: DeviceId) -> list[ForkEvidence]:
         return [
             ForkEvidence(group=g, device=d, seq=seq, first=first, second=second)
-            for g, d, seq, first, second in self._sql(_FORKS, (group, device))
+            for g, d, seq, first, second in self._sql(sql.FORKS, (group, device))
         ]
 
     def scrub(self) -> None:
@@ -461,81 +424,36 @@ class SqliteStore:
         except sqlite3.Error as error:
             raise StorageError(f"cannot checkpoint the profile database: {error}") from error
 
-    # vault chunks (microsync.blobs.store.ChunkStore): one file each, outside the database.
-    # Why files: a 1 GiB blob written once (no WAL copy then checkpoint copy), read and
-    # purged by plain file operations (an unlink leaves no copy in a log or a free page), and
-    # the database stays small. Each write goes to a temporary name, is flushed and fsynced
-    # (unless the caller says the chunk is a re-fetchable cache), then renamed into place. Every
-    # chunk is checked against its keyed id whenever it is read, so a torn one is never used.
-
-    def _chunk_path(self, group: GroupId, chunk: ChunkId) -> Path:
-        if len(chunk) != 32:
-            raise ValueError("a chunk id is 32 bytes")
-        return self.directory / CHUNKS_DIR / bytes(group).hex() / bytes(chunk).hex()
-
+    # vault chunks (microsync.blobs.store.ChunkStore): files beside the database, see
+    # microsync.storage.chunk_files
     def put_chunk(
         self, group: GroupId, chunk: ChunkId, data: bytes, *, durable: bool = True
     ) -> None:
         self._check_usable()
-        path = self._chunk_path(group, chunk)
-        temp = path.with_name(path.name + ".tmp")
-        try:
-            path.parent.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
-            path.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
-            with open(temp, "wb", opener=_private_opener) as file:
-                file.write(data)
-                if durable:
-                    file.flush()
-                    os.fsync(file.fileno())
-            os.replace(temp, path)
-        except OSError as error:
-            with suppress(OSError):
-                temp.unlink()
-            raise StorageError(f"cannot store a vault chunk: {error.strerror}") from error
+        self._chunks.put(group, chunk, data, durable=durable)
 
     def get_chunk(self, group: GroupId, chunk: ChunkId) -> bytes | None:
         self._check_usable()
-        try:
-            return self._chunk_path(group, chunk).read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as error:
-            raise StorageError(f"cannot read a vault chunk: {error.strerror}") from error
+        return self._chunks.get(group, chunk)
 
     def has_chunk(self, group: GroupId, chunk: ChunkId) -> bool:
         self._check_usable()
-        return self._chunk_path(group, chunk).is_file()
+        return self._chunks.has(group, chunk)
 
     def delete_chunks(self, group: GroupId, chunks: Iterable[ChunkId]) -> int:
         self._check_usable()
-        deleted = 0
-        for chunk in chunks:
-            try:
-                self._chunk_path(group, chunk).unlink()
-                deleted += 1
-            except FileNotFoundError:
-                continue
-            except OSError as error:
-                raise StorageError(f"cannot delete a vault chunk: {error.strerror}") from error
-        return deleted
+        return self._chunks.delete(group, chunks)
 
     def chunk_usage(self, group: GroupId) -> tuple[int, int]:
         self._check_usable()
-        folder = self.directory / CHUNKS_DIR / bytes(group).hex()
-        count = size = 0
-        with suppress(FileNotFoundError):
-            for entry in os.scandir(folder):
-                if len(entry.name) == 64 and entry.is_file():
-                    count += 1
-                    size += entry.stat().st_size
-        return count, size
+        return self._chunks.usage(group)
 
     # whole profile
     def dump(self) -> bytes:
         """The canonical dump (same bytes as a MemoryStore holding the same data)."""
         self._check_usable()
         self._write_heads()
-        return canonical_dump({name: self._sql(query) for name, query in _DUMP.items()})
+        return canonical_dump({name: self._sql(query) for name, query in sql.DUMP.items()})
 
     def close(self) -> None:
         """Close the database and release the profile lock. Idempotent."""
@@ -552,99 +470,6 @@ class SqliteStore:
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"SqliteStore({str(self.directory)!r}, {state})"
-
-
-def _private_opener(path: str, flags: int) -> int:
-    """``open(..., opener=)`` that creates the file for its owner only."""
-    return os.open(path, flags, PRIVATE_FILE)
-
-
-def _create_private(path: Path) -> None:
-    """Create ``path`` empty and ``0600`` if it does not exist (SQLite then keeps that mode,
-    also for its ``-wal`` and ``-shm`` files)."""
-    with suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE))
-
-
-def _make_private(directory: Path) -> None:
-    """Take every permission for others off the profile ``directory`` and all in it, warning
-    about each fix; StorageError if that is not possible."""
-    fixed: list[str] = []
-    try:
-        for root, dirs, files in os.walk(directory):
-            for name, private in [(".", PRIVATE_DIR)] + [(f, PRIVATE_FILE) for f in files]:
-                target = os.path.normpath(os.path.join(root, name))
-                if _restrict(target, private):
-                    fixed.append(target)
-            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
-    except OSError as error:
-        raise StorageError(
-            f"the profile {directory} can be read by others and cannot be made private: "
-            f"{error.strerror or error}"
-        ) from error
-    if fixed:
-        shown = ", ".join(fixed[:3]) + (f" and {len(fixed) - 3} more" if len(fixed) > 3 else "")
-        log.warning(
-            "the profile %s could be read by other users of this machine; made it private "
-            "to you (%s)",
-            directory,
-            shown,
-        )
-
-
-def _restrict(target: str, private: int) -> bool:
-    """Clear the group and other bits of a regular file or directory; did it have any?"""
-    mode = os.lstat(target).st_mode
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)) or not stat.S_IMODE(mode) & 0o077:
-        return False
-    os.chmod(target, stat.S_IMODE(mode) & private)
-    return True
-
-
-def _lock(directory: Path) -> int:
-    """Hold ``profile.lock`` exclusively, or raise ProfileInUse."""
-    path = directory / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as error:
-        raise StorageError(f"cannot open the profile lock {path}: {error}") from error
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ProfileInUse(f"the profile {directory} is already open") from None
-    except OSError as error:
-        os.close(fd)
-        raise StorageError(f"cannot lock the profile {directory}: {error}") from error
-    return fd
-
-
-def _connect(path: Path, synchronous: str, max_pages: int | None) -> sqlite3.Connection:
-    """Open, configure and migrate the database, or raise StorageError."""
-    db: sqlite3.Connection | None = None
-    try:
-        db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT)
-        _configure(db, synchronous, max_pages)
-    except BaseException as error:
-        if db is not None:
-            db.close()
-        if isinstance(error, sqlite3.Error):
-            raise StorageError(f"cannot open the profile database {path}: {error}") from error
-        raise
-    return db
-
-
-def _configure(db: sqlite3.Connection, synchronous: str, max_pages: int | None) -> None:
-    mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-    if mode != "wal":
-        raise StorageError(f"the profile database refused WAL mode (got {mode!r})")
-    db.execute("PRAGMA foreign_keys = ON")
-    db.execute(f"PRAGMA synchronous = {synchronous}")
-    # deleted rows are overwritten with zeros, so a purged body leaves no bytes in the file
-    db.execute("PRAGMA secure_delete = ON")
-    migrate(db)
-    if max_pages is not None:
-        db.execute(f"PRAGMA max_page_count = {int(max_pages)}")
 
 
 def _author(revoked: int, certified: int) -> AuthorStatus:

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from microsync.app.docs import SharedDoc
-from microsync.app.ops import APP_TYPE, AppOp, Kind
+from microsync.app.ops import APP_TYPE, AppOp, DocOp, Kind
+from microsync.app.state import AppState
 from microsync.app.timeline import AppEntry, Timeline, deps_for
 from microsync.errors import DecodeError, DecryptionError
 from microsync.feed.entry import MAX_DEPS, Entry, GroupId
@@ -34,10 +36,14 @@ from microsync.state import encode_op as _encode_op
 from microsync.testing.device import SimDevice
 from microsync.testing.network import SimNetwork
 
+if TYPE_CHECKING:
+    from microsync.node import Group
+
 __all__ = [
     "AppOp",
     "AppView",
     "Kind",
+    "app_state",
     "app_view",
     "check_app_convergence",
     "doc_op",
@@ -124,7 +130,7 @@ def app_view(device: SimDevice, group: GroupId, *, fresh: bool = False) -> AppVi
             )
     for change in view.timeline.add(found):
         op = change.entry.op
-        if change.kind == "doc" and op.doc and op.payload:
+        if isinstance(op, DocOp) and op.doc and op.payload:
             if op.doc not in view.docs:
                 view.docs[op.doc] = SharedDoc(
                     op.doc, Document(bytes(device.device_id)), _no_publish, lambda: 0
@@ -155,7 +161,7 @@ def doc_op(device: SimDevice, group: GroupId, name: str, make: object) -> AppOp:
     document = shown._doc if shown is not None else Document(bytes(device.device_id))
     assert callable(make)
     op = make(document)
-    return AppOp(Kind.DOC, doc=name, payload=_encode_op(op))
+    return DocOp(doc=name, payload=_encode_op(op))
 
 
 def check_app_convergence(net: SimNetwork, group: GroupId) -> None:
@@ -170,3 +176,10 @@ def check_app_convergence(net: SimNetwork, group: GroupId) -> None:
     for device in net.holders(group):
         if device.name in views and app_view(device, group, fresh=True).digest() != first:
             raise AssertionError(f"{device.name}: a fresh fold differs from the incremental one")
+
+
+def app_state(group: Group) -> AppState:
+    """The :class:`~microsync.app.state.AppState` a real :class:`microsync.Group` composes:
+    its fold, snapshot and documents, for tests that check them directly (every call takes
+    ``now``; nothing it returns is delivered to the group's listeners)."""
+    return group._app_state

@@ -26,6 +26,7 @@ __all__ = [
     "check_convergence",
     "check_resolution",
     "entitlement_report",
+    "forget_key",
     "member_devices",
     "render_view",
 ]
@@ -46,6 +47,16 @@ class Readability:
     key_ref: bytes
     readers: frozenset[str]
     plaintext: bytes | None
+
+
+def forget_key(replica: GroupReplica, slot: tuple[int, bytes] | None = None) -> tuple[int, bytes]:
+    """Drop one epoch key from ``replica``'s keyring in memory, as if it had never reached
+    this device (the newest one when ``slot`` is not given); returns its slot. What the
+    profile stores is unchanged, so reloading the replica brings it back."""
+    keys = replica._ring.keys
+    slot = max(keys) if slot is None else slot
+    del keys[slot]
+    return slot
 
 
 def _labels(devices: Sequence[SimDevice]) -> dict[bytes, str]:

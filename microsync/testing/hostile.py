@@ -288,11 +288,12 @@ class Hostile:
             op = Op(kind=kind, positions=positions)
         else:
             op = Op(kind=kind)
-        seal = replica._seal_key()
+        author = replica._authoring()
+        seal = author.seal_key()
         bundles: list[tuple[Purpose, int, Value]] = []
         if kind in (OpKind.REMOVE, OpKind.ROTATE):
-            after = replica._preview(op) if kind is OpKind.REMOVE else state
-            _, announcement, rotation = replica._new_epoch(after)
+            after = author.preview(op) if kind is OpKind.REMOVE else state
+            _, announcement, rotation = author.new_epoch(after)
             op = replace(op, epoch=announcement)
             bundles.append(rotation)
         return op, bundles, seal
