@@ -20,6 +20,9 @@ the operations, so its growth says little); ``import`` is what importing the lib
 * **pycrdt remote**: the update of each of those transactions applied to a fresh ``Doc``.
 * **list**: a Python list of characters (the floor: no CRDT at all).
 
+``--before CHECKOUT`` compares only the remote apply of another checkout (a ``git worktree`` of
+an older commit) with this one's and pycrdt's, alternating subprocesses round by round.
+
 Every engine's final text is compared with the expected text. Times are the median of
 ``--repeat`` runs; the machine swings between runs, so read the ratios.
 """
@@ -31,6 +34,7 @@ import gc
 import gzip
 import importlib
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -202,10 +206,13 @@ def run_one(engine: str, trace: Path) -> dict[str, Any]:
     return {"time": elapsed, "peak": _peak_mib(), "growth": growth, "import": imported, "ok": ok}
 
 
-def in_subprocess(engine: str, trace: Path) -> dict[str, Any]:
+def in_subprocess(engine: str, trace: Path, root: Path = ROOT) -> dict[str, Any]:
+    """Run ``engine`` in a fresh interpreter, with the microsync of checkout ``root``."""
+    env = dict(os.environ, PYTHONPATH=str(root))
     out = subprocess.run(
         [sys.executable, "-m", "bench.crdt_trace", "--engine", engine, "--trace", str(trace)],
-        cwd=ROOT,
+        cwd=root,
+        env=env,
         check=True,
         capture_output=True,
         text=True,
@@ -272,6 +279,29 @@ def figures(quick: bool = False) -> Report:
     )
 
 
+def compare_remote(before: Path, repeat: int, trace: Path) -> None:
+    """Remote apply of the checkout ``before`` against this one and pycrdt, alternating
+    subprocesses round by round, so that the machine's swings hit all three alike."""
+    times: dict[str, list[float]] = {"before": [], "after": [], "pycrdt": []}
+    for _ in range(repeat):
+        for name, root, engine in (
+            ("before", before, "microsync remote"),
+            ("after", ROOT, "microsync remote"),
+            ("pycrdt", ROOT, "pycrdt remote"),
+        ):
+            result = in_subprocess(engine, trace, root)
+            if not result["ok"]:
+                raise AssertionError(f"wrong final text from {name}")
+            times[name].append(result["time"])
+    floor = statistics.median(times["pycrdt"])
+    print(f"crdt_trace remote apply, {repeat} rounds; pycrdt remote median {floor:.2f} s")
+    for name in ("before", "after"):
+        median = statistics.median(times[name])
+        pairs = zip(times[name], times["pycrdt"], strict=True)
+        rounds = ", ".join(f"{t / p:.2f}" for t, p in pairs)
+        print(f"  {name:<7}median {median:.2f} s = {median / floor:.2f}x  (rounds: {rounds})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -279,7 +309,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--trace", type=Path, default=TRACE)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (e.g. a git worktree of an older commit): compare its remote "
+        "apply with this one's and pycrdt's, --repeat rounds",
+    )
     args = parser.parse_args()
+    if args.before:
+        compare_remote(args.before.resolve(), args.repeat, args.trace)
+        return
     if args.engine:
         print(json.dumps(run_one(args.engine, args.trace)))
         return

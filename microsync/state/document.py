@@ -152,11 +152,34 @@ class Document:
         """Apply a remote operation (delivered in causal order, see the module docstring) and
         return what it changed. ``now`` (ms), when given, advances the clock past register
         timestamps (far-future ones excepted, see :mod:`microsync.state.clock`)."""
-        if op.id.counter <= self.versions.get(op.id.actor, 0):
+        counter, actor = op.id
+        if counter <= self.versions.get(actor, 0):
             return []
-        if now is not None and isinstance(op, RegisterSet | RegisterDelete):
-            self.hlc.receive(op.ts, now)
-        return self._apply(op)
+        # the hot paths, text edits, skip the dispatch of _fold and span()
+        changes: Changes
+        if type(op) is TextInsert:
+            text = self.texts.get(op.key)
+            if text is None:
+                text = self._text(op.key)
+            pos = text.integrate(actor, counter, op.origin, op.text)
+            changes = [] if pos is None else [TextInserted(key=op.key, index=pos, text=op.text)]
+            counter += len(op.text) - 1
+        elif type(op) is TextDelete:
+            ranges = op.ranges
+            if len(ranges) == 1:  # what a local delete of one run makes
+                r = ranges[0]
+                removed = self._text(op.key).hide(r.counter, r.actor, r.length)
+                changes = [TextDeleted(key=op.key, index=i, length=n) for i, n in removed]
+            else:
+                changes = self._text_delete(op.key, ranges)
+        else:
+            if now is not None and isinstance(op, RegisterSet | RegisterDelete):
+                self.hlc.receive(op.ts, now)
+            return self._apply(op)
+        self.versions[actor] = counter
+        if counter > self.clock:
+            self.clock = counter
+        return changes
 
     # ------------------------------------------------------------------ internals
 

@@ -63,6 +63,17 @@ class RunIndex(Generic[R]):
             self.firsts.insert(c + 1, starts[half])
             del starts[half:], runs[half:]
 
+    def rekey(self, start: int, new: int) -> None:
+        """Index the run that starts at ``start`` under ``new`` instead; no other start may
+        lie between the two (the run's order among the starts stays the same)."""
+        c = bisect_right(self.firsts, start) - 1
+        starts = self.starts[c]
+        i = bisect_right(starts, start) - 1
+        assert starts[i] == start, "moving a start that is not indexed"
+        starts[i] = new
+        if not i:
+            self.firsts[c] = new
+
     def remove(self, start: int) -> None:
         """Forget the run that starts at ``start`` (which must be indexed)."""
         c = bisect_right(self.firsts, start) - 1

@@ -40,6 +40,7 @@ from typing import Any, Final
 
 from microsync.state.ids import MissingDependency, OpId
 from microsync.state.runindex import RunIndex
+from microsync.state.runs import Block, MoveSlot, Run, add_range, extends, mergeable, skip_greater
 
 __all__ = ["BLOCK", "MoveSlot", "Run", "Sequence"]
 
@@ -47,52 +48,12 @@ BLOCK: Final = 64
 """Most runs in one block; a fuller block is split in two."""
 
 
-class Run:
-    """Elements ``(counter + i, actor)`` for ``i < length``; ``content`` is a ``str`` (text) or a
-    ``list`` (list values), ``None`` for a hidden text run."""
-
-    __slots__ = ("actor", "block", "content", "counter", "length", "visible")
-
-    def __init__(
-        self, actor: bytes, counter: int, length: int, content: Any, visible: bool, block: Block
-    ) -> None:
-        self.actor = actor
-        self.counter = counter
-        self.length = length
-        self.content = content
-        self.visible = visible
-        self.block = block
-
-    def __repr__(self) -> str:
-        state = "" if self.visible else " hidden"
-        return f"Run({self.counter}@{self.actor.hex()[:8]} x{self.length}{state})"
-
-
-class MoveSlot(Run):
-    """A list position created by a move: it shows element ``elem`` while it is that element's
-    winning position (see :mod:`microsync.state.listcrdt`). Always one element long."""
-
-    __slots__ = ("elem",)
-
-    def __init__(
-        self, actor: bytes, counter: int, value: Any, elem: OpId, visible: bool, block: Block
-    ) -> None:
-        super().__init__(actor, counter, 1, [value], visible, block)
-        self.elem = elem
-
-
-class Block:
-    """A few consecutive runs and the number of visible elements in them."""
-
-    __slots__ = ("runs", "visible")
-
-    def __init__(self) -> None:
-        self.runs: list[Run] = []
-        self.visible = 0
-
-
 class Sequence:
     """An RGA sequence of text characters (``keep_hidden=False``) or list values (``True``)."""
+
+    fast_cuts = True
+    """Hide part of a run in one step (``_hide_after``); ``False``: by the general cut, hide
+    and merge (the tests compare the two)."""
 
     def __init__(self, *, keep_hidden: bool) -> None:
         self.keep_hidden = keep_hidden
@@ -101,6 +62,8 @@ class Sequence:
         self._index: dict[bytes, RunIndex[Run]] = {}
         self._fbi = 0  # the finger: a block index...
         self._fstart = 0  # ...and the visible length before it
+        self._last: Run | None = None  # the run last placed or found: edits stay near it
+        self._start: tuple[Run, int] | None = None  # a visible run and its index, until _grow
 
     # ------------------------------------------------------------------ reading
 
@@ -136,10 +99,16 @@ class Sequence:
 
     def find(self, elem: OpId) -> tuple[Run, int]:
         """The run holding element ``elem`` and its offset there, or :class:`MissingDependency`."""
+        last = self._last
+        if last is not None and last.actor == elem.actor:
+            off = elem.counter - last.counter
+            if 0 <= off < last.length:
+                return last, off
         index = self._index.get(elem.actor)
         found = index.find(elem.counter) if index is not None else None
         if found is None or elem.counter >= found[0] + found[1].length:
             raise MissingDependency("an operation names an element that is not here")
+        self._last = found[1]
         return found[1], elem.counter - found[0]
 
     def contains(self, elem: OpId) -> bool:
@@ -185,8 +154,12 @@ class Sequence:
 
     def _position_at(self, bi: int, ii: int) -> int:
         """The visible index of run ``ii`` of block ``bi`` (or of the end of the block)."""
-        runs = self.blocks[bi].runs
-        return self._block_start(bi) + sum([r.length for r in runs[:ii] if r.visible])
+        block = self.blocks[bi]
+        runs = block.runs
+        if 2 * ii <= len(runs):  # sum the shorter side of the block
+            return self._block_start(bi) + sum([r.length for r in runs[:ii] if r.visible])
+        after = sum([r.length for r in runs[ii:] if r.visible])
+        return self._block_start(bi) + block.visible - after
 
     # ------------------------------------------------------------------ local edits
 
@@ -238,7 +211,7 @@ class Sequence:
             if run.length > remaining:
                 self._split(block, ii, remaining)
             remaining -= run.length
-            self._add_range(ranges, run.counter, run.actor, run.length)
+            add_range(ranges, run.counter, run.actor, run.length)
             ii = self._hide_run(bi, ii)
         for b in range(bi, first - 1, -1):  # splits may have overfilled the blocks
             if len(self.blocks[b].runs) > BLOCK:
@@ -261,32 +234,79 @@ class Sequence:
         drops duplicates before they get here); a missing origin raises
         :class:`MissingDependency` before anything changes."""
         if origin is None:
-            bi, ii = 0, 0
+            bi, ii, after = 0, 0, -1
         else:
-            left, off = self.find(origin)
-            bi = self._block_index(left.block)
-            ii = left.block.runs.index(left)
+            left = self._last  # find(origin), its first test inlined: the hot path
+            if left is None or left.actor != origin.actor:
+                left, off = self.find(origin)
+            else:
+                off = origin.counter - left.counter
+                if not 0 <= off < left.length:
+                    left, off = self.find(origin)
+            block = left.block
+            blocks, bi = self.blocks, self._fbi
+            if bi >= len(blocks) or blocks[bi] is not block:
+                bi = blocks.index(block)
+            runs = block.runs
+            ii = runs.index(left)
             if off < left.length - 1:
-                self._split(left.block, ii, off + 1)
-            elif run is None and self._extends(left, bi, ii, actor, counter):
-                pos = self._position_at(bi, ii) + left.length
+                self._split(block, ii, off + 1)
+            elif (
+                run is None
+                and left.counter + left.length == counter
+                and left.actor == actor
+                and (
+                    # extends(), its common case inlined: a run after left, in its block
+                    (
+                        left.visible
+                        and type(left) is Run
+                        and (
+                            runs[ii + 1].counter < counter
+                            or (runs[ii + 1].counter == counter and runs[ii + 1].actor < actor)
+                        )
+                    )
+                    if ii + 1 < len(runs)
+                    else extends(self.blocks, left, bi, ii, actor, counter)
+                )
+            ):
+                known = self._start
+                if known is not None and known[0] is left:
+                    start = known[1]
+                else:
+                    start = self._position_at(bi, ii)
+                n = len(content)
                 left.content += content
-                left.length += len(content)
-                self._grow(bi, len(content))
-                return pos
+                left.length += n
+                block.visible += n  # _grow, inlined; after left's start, which does not move
+                self.length += n
+                if bi < self._fbi:
+                    self._fstart += n
+                self._last = left
+                self._start = (left, start)
+                return start + left.length - n
             ii += 1
-        bi, ii = self._skip_greater(bi, ii, counter, actor)
+            known = self._start  # right after a visible run whose index is known?
+            after = known[1] + left.length if known is not None and known[0] is left else -1
+        skipped = skip_greater(self.blocks, bi, ii, counter, actor)
+        pos = after if skipped == (bi, ii) and after >= 0 else self._position_at(*skipped)
+        bi, ii = skipped
         if run is None:
             run = Run(actor, counter, len(content), content, True, self.blocks[bi])
         run.block = self.blocks[bi]
-        pos = self._position_at(bi, ii)
         self._insert_run(bi, ii, run)
-        return pos if run.visible else None
+        self._last = run
+        if run.visible:
+            self._start = (run, pos)
+            return pos
+        return None
 
     def hide(self, counter: int, actor: bytes, length: int) -> list[tuple[int, int]]:
         """Hide elements ``counter .. counter + length - 1`` of ``actor``. Return the visible
         ``(index, count)`` removals in the order they happened (already hidden: nothing)."""
-        run, off = self.find(OpId(counter, actor))
+        run = self._last  # find(), its first test inlined
+        off = counter - run.counter if run is not None and run.actor == actor else -1
+        if run is None or not 0 <= off < run.length:
+            run, off = self.find(OpId(counter, actor))
         if run.length - off < length:
             self.check(counter, actor, length)  # all or nothing
         removed: list[tuple[int, int]] = []
@@ -298,6 +318,15 @@ class Sequence:
             if run.visible:
                 block = run.block
                 bi, ii = self._block_index(block), block.runs.index(run)
+                if (
+                    off
+                    and self.fast_cuts
+                    and type(run) is Run
+                    and (off + take < run.length or not self.keep_hidden)
+                ):
+                    removed.append((self._hide_after(bi, ii, off, take), take))
+                    c += take
+                    continue
                 if off:
                     self._split(block, ii, off)
                     ii += 1
@@ -309,6 +338,49 @@ class Sequence:
                     self._split_block(bi)
             c += take
         return removed
+
+    def _hide_after(self, bi: int, ii: int, off: int, n: int) -> int:
+        """Hide ``n`` elements from ``off > 0`` of visible run ``ii`` of block ``bi`` and return
+        their visible index, in one step: the general path's cuts, hiding and merging, done
+        at once. In the middle of the run, the hidden part sits between two visible ones (so
+        nothing merges); at its end (a text only: a list keeps hidden values), it joins the
+        hidden run that continues it, if any, as backspacing does."""
+        block = self.blocks[bi]
+        runs = block.runs
+        run = runs[ii]
+        known = self._start
+        start = known[1] if known is not None and known[0] is run else self._position_at(bi, ii)
+        content, end, actor, index = run.content, off + n, run.actor, self._index[run.actor]
+        if end < run.length:
+            hidden = content[off:end] if self.keep_hidden else None
+            mid = Run(actor, run.counter + off, n, hidden, False, block)
+            right = Run(actor, run.counter + end, run.length - end, content[end:], True, block)
+            runs[ii + 1 : ii + 1] = (mid, right)
+            index.add(mid.counter, mid)
+            index.add(right.counter, right)
+        else:
+            nxt = runs[ii + 1] if ii + 1 < len(runs) else None
+            if (
+                nxt is not None
+                and not nxt.visible
+                and type(nxt) is Run
+                and nxt.actor == actor
+                and nxt.counter == run.counter + end
+            ):
+                index.rekey(nxt.counter, nxt.counter - n)
+                nxt.counter -= n
+                nxt.length += n
+            else:
+                tail = Run(actor, run.counter + off, n, None, False, block)
+                runs.insert(ii + 1, tail)
+                index.add(tail.counter, tail)
+        run.content = content[:off]
+        run.length = off
+        self._grow(bi, -n)
+        self._start = (run, start)  # the change is after run's start
+        if len(runs) > BLOCK:
+            self._split_block(bi)
+        return start + off
 
     # ------------------------------------------------------------------ restoring
 
@@ -330,6 +402,7 @@ class Sequence:
     # ------------------------------------------------------------------ internals
 
     def _grow(self, bi: int, delta: int) -> None:
+        self._start = None
         self.blocks[bi].visible += delta
         self.length += delta
         if bi < self._fbi:
@@ -396,43 +469,6 @@ class Sequence:
         if self._fbi > bi:
             self._fbi += 1
 
-    def _extends(self, left: Run, bi: int, ii: int, actor: bytes, counter: int) -> bool:
-        """Whether a new run ``counter..`` of ``actor`` with origin ``left``'s last element can be
-        appended to ``left`` (same actor, next counter, nothing greater to skip)."""
-        if left.actor != actor or left.counter + left.length != counter or type(left) is not Run:
-            return False
-        if not left.visible:
-            return False
-        runs = self.blocks[bi].runs
-        if ii + 1 < len(runs):
-            nxt = runs[ii + 1]
-        else:
-            blocks, b = self.blocks, bi + 1
-            while b < len(blocks) and not blocks[b].runs:
-                b += 1
-            if b == len(blocks):
-                return True
-            nxt = blocks[b].runs[0]
-        return nxt.counter < counter or (nxt.counter == counter and nxt.actor < actor)
-
-    def _skip_greater(self, bi: int, ii: int, counter: int, actor: bytes) -> tuple[int, int]:
-        """From run ``ii`` of block ``bi``, skip the runs whose first id is greater than
-        ``(counter, actor)``."""
-        blocks = self.blocks
-        runs = blocks[bi].runs
-        while True:
-            if ii == len(runs):
-                if bi + 1 == len(blocks):
-                    return bi, ii
-                bi, ii = bi + 1, 0
-                runs = blocks[bi].runs
-                continue
-            nxt = runs[ii]
-            if nxt.counter > counter or (nxt.counter == counter and nxt.actor > actor):
-                ii += 1
-            else:
-                return bi, ii
-
     def _hide_run(self, bi: int, ii: int) -> int:
         """Hide run ``ii`` of block ``bi``; in a text, merge it with hidden neighbours it
         continues. Return the index of the run after it."""
@@ -444,36 +480,17 @@ class Sequence:
         if self.keep_hidden:
             return ii + 1
         run.content = None
-        if ii + 1 < len(runs) and self._mergeable(run, runs[ii + 1]):
+        if ii + 1 < len(runs) and mergeable(run, runs[ii + 1]):
+            if runs[ii + 1] is self._last:
+                self._last = run
             self._index[run.actor].remove(runs[ii + 1].counter)
             run.length += runs[ii + 1].length
             del runs[ii + 1]
-        if ii and self._mergeable(runs[ii - 1], run):
+        if ii and mergeable(runs[ii - 1], run):
             runs[ii - 1].length += run.length
+            if run is self._last:
+                self._last = runs[ii - 1]
             del runs[ii]
             self._index[run.actor].remove(run.counter)
             return ii
         return ii + 1
-
-    @staticmethod
-    def _mergeable(left: Run, right: Run) -> bool:
-        """Whether two adjacent hidden text runs are one run of consecutive ids."""
-        return (
-            not left.visible
-            and not right.visible
-            and type(left) is Run
-            and type(right) is Run
-            and left.actor == right.actor
-            and left.counter + left.length == right.counter
-        )
-
-    @staticmethod
-    def _add_range(
-        ranges: list[tuple[int, bytes, int]], counter: int, actor: bytes, n: int
-    ) -> None:
-        if ranges:
-            last_counter, last_actor, last_n = ranges[-1]
-            if last_actor == actor and last_counter + last_n == counter:
-                ranges[-1] = (last_counter, actor, last_n + n)
-                return
-        ranges.append((counter, actor, n))
