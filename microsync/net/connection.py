@@ -208,7 +208,7 @@ class SyncConnection:
     def notify(self, group: GroupId) -> None:
         """New entries of ``group`` here: push what the peer lacks."""
         if not self.session.closed:
-            self._outbox.put_nowait(self.session.local_update(group))
+            self._outbox.put_nowait(self.session.local_update(group, now_ms()))
 
     def send_ephemeral(self, group: GroupId, data: bytes) -> None:
         """Presence or location for the peer; dropped (a lost heartbeat) when the session
@@ -216,7 +216,7 @@ class SyncConnection:
         if self.session.closed:
             return
         try:
-            records = self.session.send_ephemeral(group, data)
+            records = self.session.send_ephemeral(group, data, now_ms())
         except MicrosyncError as exc:
             log.debug("ephemeral message not sent: %s", type(exc).__name__)
             return
@@ -226,7 +226,7 @@ class SyncConnection:
         """Say goodbye and close (idempotent): the goodbye gets 2 seconds to leave, then the
         connection's task is cancelled (and waited for)."""
         if not self.session.closed:
-            self._outbox.put_nowait(self.session.close())
+            self._outbox.put_nowait(self.session.close(now_ms()))
         task = self._task
         if task is not None and not task.done():
             try:
