@@ -15,6 +15,7 @@ from microsync.errors import DecryptionError, InviteConsumed, NotAMember
 from microsync.feed.trust import add_certificate
 from microsync.group.invite import PairingGuest, PairingHost
 from microsync.group.join import DeviceCandidate
+from microsync.identity import DeviceCertificate
 from microsync.testing import replica_of, store_of
 
 
@@ -39,8 +40,8 @@ def introduce(*devices: microsync.Device) -> None:
     for device in devices:
         for other in devices:
             with store_of(device).transaction():
-                # private: the other device's certificate, as a handshake would exchange it
-                add_certificate(store_of(device), other._identity.certificate)
+                mine = DeviceCertificate.from_bytes(other.certificates()[0])  # its own comes first
+                add_certificate(store_of(device), mine)
 
 
 def sync(a: microsync.Device, b: microsync.Device, group_id: bytes) -> None:

@@ -167,8 +167,7 @@ async def test_a_new_device_shows_the_newest_posts_before_the_history(tmp_path: 
         newcomer = await opened(stack, tmp_path / "new", "New")
         _net, people, group, made = build(1500, 3, [home, newcomer], seed=3)
         certificates = [p.identity.certificate.to_bytes() for p in people]
-        # private: the newcomer's certificate, as a handshake would exchange it
-        home.learn_certificates([*certificates, newcomer._identity.certificate.to_bytes()])
+        home.learn_certificates([*certificates, newcomer.certificates()[0]])
         home.receive(group, membership_items(people, group))
         home.receive(group, [(e.wire, b) for e, b in made])
         # the newest 20 posts (replies to posts not yet here wait for them: causal order)

@@ -99,6 +99,7 @@ def test_fast_paths_equal_slow_paths_out_of_order(data: st.DataObject, rng: rand
 
 def test_slow_sequence_really_takes_the_slow_paths() -> None:
     """The comparison means something only if the slow side's caches are off."""
+    # private: the caches themselves are what this checks (on for the fast side, off for the slow)
     text = SlowSequence(keep_hidden=False)
     text.integrate(b"a", 1, None, "hello")
     assert text._last is None and text._start is None

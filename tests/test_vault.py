@@ -17,7 +17,7 @@ from microsync.blobs import BlobRef
 from microsync.errors import DecryptionError, NotAMember, PeerUnreachable
 from microsync.feed import StoredEntry
 from microsync.identity import DeviceId
-from microsync.testing import replica_of
+from microsync.testing import connections_of, replica_of
 from tests.test_app_group import family_of, share, sync
 from tests.test_net_sync import eventually
 
@@ -130,8 +130,7 @@ async def test_fetch_from_a_peer_then_from_two_peers_at_once(tmp_path: Path) -> 
         assert out.read_bytes() == data
         served = {
             c.peer.device_name: c.session.stats.chunks_received
-            # private: the live connections, to check who was asked for chunks
-            for c in carol.device._net._connections  # type: ignore[union-attr]
+            for c in connections_of(carol.device)
         }
         assert served["Alice"] > 0 and served["Bob"] > 0, served
 
@@ -165,11 +164,7 @@ async def test_resume_after_the_serving_peer_stops_mid_transfer(tmp_path: Path) 
         await alice.device.start(lan=False, port=port)
         await eventually(lambda: any(p.synced for p in bob.device.peers()), timeout=20)
         assert (await bob.vault.fetch(ref, dest)).read_bytes() == data
-        received = sum(
-            c.session.stats.chunks_received
-            # private: the live connections, to check who was asked for chunks
-            for c in bob.device._net._connections  # type: ignore[union-attr]
-        )
+        received = sum(c.session.stats.chunks_received for c in connections_of(bob.device))
         assert received == 60 - arrived[0]  # only the missing chunks came again
 
 
@@ -192,11 +187,7 @@ async def test_on_demand_keeps_no_chunk_and_resumes_from_the_part_file(tmp_path:
             file.write(b"\xff")
         assert (await bob.vault.fetch(ref, dest)).read_bytes() == data
         assert not part.exists() and bob.vault.usage().chunks_held == 0
-        received = sum(
-            c.session.stats.chunks_received
-            # private: the live connections, to check who was asked for chunks
-            for c in bob.device._net._connections  # type: ignore[union-attr]
-        )
+        received = sum(c.session.stats.chunks_received for c in connections_of(bob.device))
         assert received == 31 - 11  # the 11 good chunks of the .part file were not fetched
 
 

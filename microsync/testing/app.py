@@ -37,6 +37,7 @@ from microsync.testing.device import SimDevice
 from microsync.testing.network import SimNetwork
 
 if TYPE_CHECKING:
+    from microsync.net.connection import SyncConnection
     from microsync.node import Device, Group
     from microsync.storage.base import Store
 
@@ -47,6 +48,7 @@ __all__ = [
     "app_state",
     "app_view",
     "check_app_convergence",
+    "connections_of",
     "doc_op",
     "replica_of",
     "store_of",
@@ -200,3 +202,11 @@ def store_of(device: Device) -> Store:
     """The store of a real :class:`microsync.Device` (its ``profile.db``), for tests that
     check what was stored, byte for byte (``dump()``), or that nothing was."""
     return device._store
+
+
+def connections_of(device: Device) -> list[SyncConnection]:
+    """The live sync connections of a started :class:`microsync.Device` (none when it is
+    not started), for tests that check what each peer sent or was asked for
+    (``connection.session.stats``)."""
+    runtime = device._network.runtime
+    return [] if runtime is None else list(runtime._connections)
