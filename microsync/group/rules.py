@@ -256,6 +256,12 @@ def _apply(
     redemption of one invite)."""
     op = rec.op
     kind = op.kind
+    if kind is not OpKind.CREATE and rec.seq and not state.counts(rec.device, rec.seq):
+        # authorised in its causal past, but the admission of its author's device did not
+        # stand here (it was cut off, or voided): nothing the device did then takes effect,
+        # so a link made by a void device is void too (no device admitted by hearsay).
+        # (seq 0: a draft being tried before it is appended; its real seq is checked then)
+        return False
     if kind is OpKind.CREATE:
         g = rec.grants[0]
         assert op.name is not None and op.group_name is not None and op.history is not None
