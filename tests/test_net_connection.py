@@ -25,27 +25,12 @@ class NoGroups:
 
 async def test_a_peer_that_never_reads_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(connection_module, "MAX_OUTBOX_BYTES", 1 << 20)
-    left, right = socket.socketpair()
-    ours = TcpStream(*await asyncio.open_connection(sock=left))
-    theirs = TcpStream(*await asyncio.open_connection(sock=right))
-    alice = LocalIdentity.create("alice", os.urandom, now_ms())
-    mallory = LocalIdentity.create("mallory", os.urandom, now_ms())
-    mine, peer = await asyncio.gather(
-        handshake(ours, alice, initiator=True, rng=os.urandom),
-        handshake(theirs, mallory, initiator=False, rng=os.urandom),
-    )
-    connection = SyncConnection(
-        mine,
-        NoGroups(),
-        our_device=alice.device_id,
-        initiator=True,
-        rng=os.urandom,  # type: ignore[arg-type]
-    )
+    connection, peer = await connected_pair()
     # every record the peer sends asks for 256 KiB of answers
     monkeypatch.setattr(connection.session, "receive", lambda record, now: [bytes(256 * 1024)])
     connection.start()
     try:
-        for _ in range(64):  # mallory keeps asking and never reads
+        for _ in range(64):  # the peer keeps asking and never reads
             await peer.send(b"request")
             if connection.closed.is_set():
                 break
