@@ -25,7 +25,6 @@ import os
 from asyncio import FIRST_COMPLETED
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from pathlib import Path
 from typing import assert_never
 
@@ -36,7 +35,7 @@ from websockets.http11 import Request, Response
 from microsync.clock import now_ms
 from microsync.errors import DecodeError
 from microsync.group.mailbox import CHALLENGE_SIZE, ItemId, SealedItem
-from microsync.net.limits import ConnectionQuota, address_key
+from microsync.net.limits import ConnectionQuota, peer_address, refuse_when_full
 from microsync.net.relay import Flow
 from microsync.protocol.keeper import (
     BATCH_BYTES,
@@ -207,14 +206,12 @@ class KeeperServer:
     # --- one connection ----------------------------------------------------------------------
 
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
-        if self._quota.held >= self._quota.total:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "keeper busy\n")
-        if self._quota.held_by(_address(connection)) >= self._quota.per_address:
-            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many connections\n")
-        return None
+        """Refuse the opening handshake once the connection quota is full (HTTP 503) or
+        full for the client's address (429)."""
+        return refuse_when_full(connection, self._quota, "keeper busy")
 
     async def _handle(self, conn: ServerConnection) -> None:
-        address = _address(conn)
+        address = peer_address(conn)
         if self._quota.admit(address) is not None:
             await self._hang_up(conn, ErrorCode.BUSY)
             return
@@ -389,11 +386,6 @@ def _from_client(raw: bytes) -> ClientMessage:
     if not isinstance(message, Prove | Push | Pull | Delete):  # pragma: no cover (decode)
         raise DecodeError("a keeper message from a client")
     return message
-
-
-def _address(connection: ServerConnection) -> str:
-    remote = connection.remote_address
-    return address_key(str(remote[0]) if isinstance(remote, tuple) else str(remote))
 
 
 async def run_keeper(

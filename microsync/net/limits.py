@@ -24,7 +24,12 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from websockets.asyncio.server import ServerConnection
+    from websockets.http11 import Response
 
 __all__ = [
     "RESOURCE_ERRNOS",
@@ -188,3 +193,22 @@ def descriptor_room(reserve: int = 32) -> int | None:
     if soft == resource.RLIM_INFINITY:
         return None
     return max(0, soft - used - reserve)
+
+
+def peer_address(connection: ServerConnection) -> str:
+    """The quota key of a WebSocket connection's remote IP (:func:`address_key`)."""
+    remote = connection.remote_address
+    return address_key(str(remote[0]) if isinstance(remote, tuple) else str(remote))
+
+
+def refuse_when_full(
+    connection: ServerConnection, quota: ConnectionQuota, full: str
+) -> Response | None:
+    """The HTTP answer refusing a WebSocket opening handshake when ``quota`` is full (503,
+    ``full`` as its text) or full for the client's address (429); ``None`` to let it in. The
+    relay and the keeper check again once admitted: a rush can pass this together."""
+    if quota.held >= quota.total:
+        return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, f"{full}\n")
+    if quota.held_by(peer_address(connection)) >= quota.per_address:
+        return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many connections\n")
+    return None

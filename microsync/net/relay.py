@@ -28,14 +28,13 @@ import contextlib
 import logging
 from collections.abc import Callable
 from enum import Enum
-from http import HTTPStatus
 from typing import Final, assert_never
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from microsync.net.limits import ConnectionQuota, Refusal, address_key
+from microsync.net.limits import ConnectionQuota, Refusal, peer_address, refuse_when_full
 from microsync.protocol.relay import (
     BUCKETS,
     MAX_MESSAGE,
@@ -229,16 +228,12 @@ class RelayServer:
     # --- one connection ----------------------------------------------------------------------
 
     def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Refuse the opening handshake with HTTP 503 once ``max_clients`` are connected, and
-        with 429 once ``max_clients_per_address`` are connected from the client's address."""
-        if self._quota.held >= self._quota.total:
-            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "relay full\n")
-        if self._quota.held_by(_address(connection)) >= self._quota.per_address:
-            return connection.respond(HTTPStatus.TOO_MANY_REQUESTS, "too many connections\n")
-        return None
+        """Refuse the opening handshake once the connection quota is full (HTTP 503) or
+        full for the client's address (429)."""
+        return refuse_when_full(connection, self._quota, "relay full")
 
     async def _handle(self, conn: ServerConnection) -> None:
-        address = _address(conn)
+        address = peer_address(conn)
         refusal = self._quota.admit(address)  # again: a rush passes _admit together
         if refusal is not None:
             code = ErrorCode.RELAY_FULL if refusal is Refusal.TOTAL else ErrorCode.ADDRESS_FULL
@@ -349,12 +344,6 @@ class RelayServer:
         with contextlib.suppress(ConnectionClosed, TimeoutError):
             await asyncio.wait_for(conn.send(error), 1.0)
             await asyncio.wait_for(conn.close(1008, code.name.lower()), 2.0)
-
-
-def _address(connection: ServerConnection) -> str:
-    """The quota key of a connection's remote IP."""
-    remote = connection.remote_address
-    return address_key(str(remote[0]) if isinstance(remote, tuple) else str(remote))
 
 
 async def run_relay(

@@ -83,7 +83,7 @@ from microsync.feed import GroupId, StoredEntry
 from microsync.identity import DeviceId, PersonId
 from microsync.node.events import VaultAdded, VaultRemoved
 from microsync.node.vault_fetch import Download, Fetcher, resume, write_held
-from microsync.node.vault_state import VaultFold
+from microsync.node.vault_state import VaultFold, chunk_store
 
 if TYPE_CHECKING:
     from microsync.group.replica import GroupStore
@@ -130,10 +130,7 @@ class Vault:
 
     @property
     def _chunks(self) -> ChunkStore:
-        store = self._store
-        if not isinstance(store, ChunkStore):
-            raise TypeError("this profile's store keeps no vault chunks")
-        return store
+        return chunk_store(self._store)
 
     def refresh(self) -> None:
         """Fold vault entries stored since the last call; purge what removals delete."""

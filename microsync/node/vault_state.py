@@ -62,10 +62,7 @@ class VaultFold:
 
     @property
     def _chunks(self) -> ChunkStore:
-        store = self._store
-        if not isinstance(store, ChunkStore):
-            raise TypeError("this profile's store keeps no vault chunks")
-        return store
+        return chunk_store(self._store)
 
     def _ids_key(self, epoch: int, body: bytes | None) -> bytes | None:
         """The id key of ``epoch`` (the key whose ref the body names, when there are two)."""
@@ -220,3 +217,10 @@ def _by_device(entries: Sequence[StoredEntry]) -> dict[DeviceId, builtins.list[S
     for stored in entries:
         runs.setdefault(stored.entry.header.device, []).append(stored)
     return runs
+
+
+def chunk_store(store: GroupStore) -> ChunkStore:
+    """``store`` as the chunk store the vault needs (a profile on disk is one)."""
+    if not isinstance(store, ChunkStore):
+        raise TypeError("this profile's store keeps no vault chunks")
+    return store
