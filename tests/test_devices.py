@@ -27,6 +27,20 @@ from tests.test_net_sync import eventually
 Texts = Callable[[microsync.Group], list[str]]
 
 
+async def opened(stack: AsyncExitStack, path: Path, name: str) -> microsync.Device:
+    return await stack.enter_async_context(await microsync.Device.open(path, name=name))
+
+
+async def phone_online(
+    stack: AsyncExitStack, tmp_path: Path
+) -> tuple[microsync.Device, microsync.Group]:
+    """Alice's phone with a group "Family", listening on 127.0.0.1."""
+    phone = await opened(stack, tmp_path / "phone", "Alice phone")
+    family = await phone.create_group("Family")
+    await phone.start(lan=False, port=0, bind="127.0.0.1")
+    return phone, family
+
+
 def texts(group: microsync.Group) -> list[str]:
     return sorted(p.text for p in group.feed())
 
@@ -36,9 +50,7 @@ async def test_a_laptop_linked_by_link_is_in_every_group_and_syncs(tmp_path: Pat
     and no welcome, so its sync greeting proved nothing. Now the link answer carries the id
     of each add, and the first sync (on the pairing connection) brings the keys."""
     async with AsyncExitStack() as stack:
-        phone = await stack.enter_async_context(
-            await microsync.Device.open(tmp_path / "phone", name="Alice phone")
-        )
+        phone = await opened(stack, tmp_path / "phone", "Alice phone")
         family = await phone.create_group("Family")
         quiet = await phone.create_group("Quiet", history="none")
         await family.post("before the laptop")
@@ -72,11 +84,7 @@ async def test_a_laptop_linked_by_link_is_in_every_group_and_syncs(tmp_path: Pat
 
 async def test_linked_by_short_code_and_live_both_ways(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        phone = await stack.enter_async_context(
-            await microsync.Device.open(tmp_path / "phone", name="Alice phone")
-        )
-        family = await phone.create_group("Family")
-        await phone.start(lan=False, port=0, bind="127.0.0.1")
+        phone, family = await phone_online(stack, tmp_path)
         pairing = await phone.link_device(ttl=60)
         laptop = await stack.enter_async_context(
             await microsync.Device.link(
@@ -117,9 +125,7 @@ async def test_linked_through_the_relay_only(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         relay = await stack.enter_async_context(RelayServer("127.0.0.1", 0))
         url = f"ws://127.0.0.1:{relay.port}"
-        phone = await stack.enter_async_context(
-            await microsync.Device.open(tmp_path / "phone", name="Alice phone")
-        )
+        phone = await opened(stack, tmp_path / "phone", "Alice phone")
         family = await phone.create_group("Family")
         await family.post("through the relay")
         await phone.start(lan=False, port=None, relay=url)
@@ -138,12 +144,8 @@ async def test_a_linked_laptop_revokes_the_lost_phone(tmp_path: Path) -> None:
     """The laptop holds the person key from the link: it revokes the phone in every group.
     The phone's copy then posts and syncs: nobody shows it, and it reads nothing new."""
     async with AsyncExitStack() as stack:
-        phone = await stack.enter_async_context(
-            await microsync.Device.open(tmp_path / "phone", name="Alice phone")
-        )
-        bob = await stack.enter_async_context(
-            await microsync.Device.open(tmp_path / "bob", name="Bob")
-        )
+        phone = await opened(stack, tmp_path / "phone", "Alice phone")
+        bob = await opened(stack, tmp_path / "bob", "Bob")
         family = await phone.create_group("Family")
         await phone.start(lan=False, port=0, bind="127.0.0.1")
         invite = await family.invite(ttl=60)
@@ -226,11 +228,7 @@ async def test_pairing_errors_say_which(tmp_path: Path) -> None:
 
 async def test_two_devices_each_link_one_at_once_and_all_converge(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        phone = await stack.enter_async_context(
-            await microsync.Device.open(tmp_path / "phone", name="Alice phone")
-        )
-        family = await phone.create_group("Family")
-        await phone.start(lan=False, port=0, bind="127.0.0.1")
+        phone, family = await phone_online(stack, tmp_path)
         first = await phone.link_device(ttl=60)
         laptop = await stack.enter_async_context(
             await microsync.Device.link(tmp_path / "laptop", first.link, name="Alice laptop")
@@ -265,11 +263,7 @@ async def test_a_revocation_racing_a_link_voids_the_link(tmp_path: Path) -> None
     phone's add comes after its cut-off, so it is void on every device (the tablet reads
     nothing new and nobody shows its posts); all converge on the laptop alone."""
     async with AsyncExitStack() as stack:
-        phone = await stack.enter_async_context(
-            await microsync.Device.open(tmp_path / "phone", name="Alice phone")
-        )
-        family = await phone.create_group("Family")
-        await phone.start(lan=False, port=0, bind="127.0.0.1")
+        phone, family = await phone_online(stack, tmp_path)
         pairing = await phone.link_device(ttl=60)
         laptop = await stack.enter_async_context(
             await microsync.Device.link(tmp_path / "laptop", pairing.link, name="Alice laptop")
