@@ -1,11 +1,11 @@
-"""The group face: :class:`Group` (one group as a :class:`~microsync.node.Device` holds it),
-with :class:`Member` and :class:`InviteStatus`, the records its reads return."""
+"""The group face: :class:`Group`, one group as a :class:`~microsync.node.Device` holds it.
+:class:`Member` and :class:`InviteStatus`, the records its reads return, live in
+:mod:`microsync.node.roster` and are re-exported here."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
@@ -18,8 +18,8 @@ from microsync.app.timeline import Timeline
 from microsync.blobs import BlobRef
 from microsync.crypto import fingerprint
 from microsync.feed import Entry, EntryId, GroupId
-from microsync.group.invite import Invite, InviteId, InviteState
-from microsync.group.join import InviteBook, issue_invite
+from microsync.group.invite import Invite
+from microsync.group.join import issue_invite
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
@@ -27,6 +27,7 @@ from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event
 from microsync.node.exits import GroupExit, exit_of
 from microsync.node.peers import KnownPeer, known_peers
+from microsync.node.roster import InviteStatus, Member, invite_statuses
 from microsync.node.vault import Vault
 from microsync.node.watch import MembershipWatch
 from microsync.state import Op, encode_op
@@ -35,34 +36,6 @@ if TYPE_CHECKING:
     from microsync.node import Device
 
 __all__ = ["Group", "InviteStatus", "Member"]
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """A member of a group as this device sees it."""
-
-    person_id: PersonId
-    name: str
-    role: str  # "admin" or "member"
-    devices: tuple[DeviceId, ...]
-
-    def __repr__(self) -> str:
-        return (
-            f"Member(name={self.name!r}, person={fingerprint(self.person_id)}, "
-            f"role={self.role!r}, devices={len(self.devices)})"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class InviteStatus:
-    """An invite as the group sees it: ``state`` is open, consumed, revoked or burned;
-    ``joined`` is the person it admitted."""
-
-    invite_id: bytes
-    role: str
-    expires_at: int
-    state: str
-    joined: PersonId | None
 
 
 class Group:
@@ -461,31 +434,3 @@ class Group:
     def __repr__(self) -> str:
         count = len(self._replica.state.members)
         return f"Group(name={self.name!r}, id={fingerprint(self.id)}, members={count})"
-
-
-def invite_statuses(replica: GroupReplica, book: InviteBook) -> list[InviteStatus]:
-    """Every invite of ``replica``'s group with its state and, once used, who joined (``book``:
-    this device's own invites, which know whether a wrong code burned one)."""
-    found = []
-    for info in replica.state.invites.values():
-        state = "open"
-        joined = None
-        if info.revoked:
-            state = "revoked"
-        elif info.consumed_by is not None:
-            state = "consumed"
-            record = replica.operation(info.consumed_by)
-            joined = None if record is None else record.op.person
-        mine = book.get(InviteId(info.invite_id))
-        if mine is not None and mine[2] is InviteState.BURNED:
-            state = "burned"
-        found.append(
-            InviteStatus(
-                invite_id=info.invite_id,
-                role=str(info.role),
-                expires_at=info.expires_at,
-                state=state,
-                joined=joined,
-            )
-        )
-    return sorted(found, key=lambda s: (s.expires_at, s.invite_id))
