@@ -9,16 +9,24 @@ in-order pass skips them later.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from microsync.errors import LocalProtocolError, MicrosyncError
-from microsync.feed.entry import EntryId, GroupId, feed_position
+from microsync.feed.entry import EntryId, GroupId, Header, feed_position
+from microsync.group.ops import MEMBERSHIP_TYPE
 from microsync.identity import DeviceCertificate, DeviceId
 from microsync.protocol.messages import SIGNATURE_SIZE, Certificates, Item, batch_size
 from microsync.protocol.sync.link import Link
 
-__all__ = ["PeerView", "note_held", "position", "send_certificates", "take"]
+__all__ = [
+    "PeerView",
+    "needs_certificates",
+    "note_held",
+    "position",
+    "send_certificates",
+    "take",
+]
 
 _BEYOND = 2**62  # a seq past any feed: "held in full"
 
@@ -34,6 +42,10 @@ class PeerView:
     newest_budget: int = 0
     certs_due: bool = False
     certs_sent: set[bytes] = field(default_factory=set)
+    # a local update: certificates are due only if a batch could need new ones (see
+    # :func:`needs_certificates`); ``fed`` holds the feeds of every batch sent so far
+    certs_check: bool = False
+    fed: set[bytes] = field(default_factory=set)
     # for a former member: how far each feed may be served (the causal past of its exit)
     limit: dict[DeviceId, int] | None = None
     limit_heads: dict[DeviceId, tuple[int, EntryId]] = field(default_factory=dict)
@@ -84,6 +96,25 @@ def send_certificates(link: Link, view: PeerView) -> None:
         chunk = tuple(fresh[start : start + step])
         link.send(Certificates(group=view.group, certificates=chunk))
     view.certs_sent.update(fresh)
+
+
+def needs_certificates(view: PeerView, items: Sequence[Item]) -> bool:
+    """After a local update: could ``items`` need certificates the peer was not sent? Only if
+    one is of a feed no earlier batch held (its author's certificate may be new) or is a
+    membership operation (it may admit devices). Anything else changes no certificate the
+    peer needs, so a live post does not re-read and re-offer every certificate of the group."""
+    for wire, _ in items:
+        device, _seq = position(wire)
+        if device not in view.fed:
+            return True
+        header = wire[:-SIGNATURE_SIZE]
+        try:
+            kind = Header.from_bytes(header).type
+        except MicrosyncError:
+            return True
+        if kind == MEMBERSHIP_TYPE:
+            return True
+    return False
 
 
 def take(link: Link, view: PeerView, budget: int) -> list[Item] | None:
