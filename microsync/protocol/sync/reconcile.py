@@ -247,6 +247,8 @@ class Reconcile:
             link.stats.entries_sent += len(items)
             link.stats.bytes_sent += batch.size
             link.send(batch)
+            if view.drained:  # a live push: one entry, all there was; no second look
+                return self._exhausted()
 
     def _exhausted(self) -> bool:
         self._link.dirty.pop(self.group, None)

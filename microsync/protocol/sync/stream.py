@@ -46,6 +46,7 @@ class PeerView:
     # :func:`needs_certificates`); ``fed`` holds the feeds of every batch sent so far
     certs_check: bool = False
     fed: set[bytes] = field(default_factory=set)
+    drained: bool = False  # the last batch took all the host had: no need to ask again
     # for a former member: how far each feed may be served (the causal past of its exit)
     limit: dict[DeviceId, int] | None = None
     limit_heads: dict[DeviceId, tuple[int, EntryId]] = field(default_factory=dict)
@@ -119,7 +120,9 @@ def needs_certificates(view: PeerView, items: Sequence[Item]) -> bool:
 
 def take(link: Link, view: PeerView, budget: int) -> list[Item] | None:
     """The next batch within ``budget`` bytes: [] when nothing is left, None when the first
-    item does not fit the credit left."""
+    item does not fit the credit left. Sets ``view.drained`` when the batch holds everything
+    the host had left to send (the next call would return [])."""
+    view.drained = False
     if view.newest_budget > 0 and view.limit is None:
         batch = _take_newest(link, view, budget)
         if batch is None or batch:
@@ -173,5 +176,6 @@ def _take_in_order(link: Link, view: PeerView, budget: int) -> list[Item] | None
             size += item_size
             view.known[DeviceId(device)] = seq
         if len(found) < want:
-            return batch  # the host had no more
+            view.drained = True  # the host had no more
+            return batch
     return batch
