@@ -43,6 +43,7 @@ from microsync.node.addresses import (
 )
 from microsync.node.listener import Listener, listen
 from microsync.node.peers import remember_sync
+from microsync.node.recovery import member_recovery
 from microsync.node.relay_link import BACKOFF_MAX, BACKOFF_START, RelayLink
 from microsync.node.tasks import TaskTree
 from microsync.protocol.handshake import Purpose
@@ -212,7 +213,7 @@ class Runtime:
     async def serve_invite(self, secure: SecureStream) -> None:
         """Answer one pairing; once it is done, a guest that stays connected goes on with a
         sync session on the same connection (it gets the group at once)."""
-        host = self.device.invite_host().session()
+        host = self.device.invite_host().session(recover=member_recovery(self.device, secure))
         handed_over = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.pairing_timeout  # for the whole exchange
