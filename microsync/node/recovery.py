@@ -36,7 +36,7 @@ from microsync.errors import (
 from microsync.group.invite.payloads import JoinRequest
 from microsync.group.recovery import RecoveryGuest, RecoveryResponse, readmit
 from microsync.group.rules import may_add_device
-from microsync.identity import PersonId
+from microsync.identity import DeviceCertificate, PersonId
 from microsync.net.connection import SecureStream, handshake
 from microsync.net.relay_client import RelayClient
 from microsync.net.stream import open_tcp
@@ -50,11 +50,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RECOVERING_KEY",
+    "hold_recovered",
     "mark_recovering",
     "member_recovery",
     "recover",
     "recover_groups",
     "recovering",
+    "recovery_callback",
     "recovery_rendezvous",
     "recovery_rendezvous_ids",
 ]
@@ -91,19 +93,19 @@ def recovery_rendezvous_ids(device: Device) -> set[bytes]:
 def member_recovery(device: Device, secure: SecureStream) -> Callable[[bytes, bytes], bytes]:
     """The ``recover`` callback of a pairing host on ``secure``: bound to its peer and its
     handshake hash, so a proof from another session never verifies."""
+    return recovery_callback(device, secure.peer, secure.channel.handshake_hash)
+
+
+def recovery_callback(
+    device: Device, peer: DeviceCertificate, handshake_hash: bytes
+) -> Callable[[bytes, bytes], bytes]:
+    """The ``recover`` callback for a session with ``peer`` whose handshake hash is given."""
 
     def recover(request: bytes, proof: bytes) -> bytes:
         replicas = {gid: g._replica for gid, g in device._groups.items()}
         try:
             with device._store.transaction():
-                answer = readmit(
-                    replicas,
-                    secure.peer,
-                    secure.channel.handshake_hash,
-                    request,
-                    proof,
-                    device.clock,
-                )
+                answer = readmit(replicas, peer, handshake_hash, request, proof, device.clock)
         except InviteError:
             raise
         except MicrosyncError as error:
@@ -132,7 +134,7 @@ async def recover(
         if reply is None:
             raise InviteError("the member's device closed the connection")
         answer = guest.receive(reply)
-        _hold(device, answer)
+        hold_recovered(device, answer)
     except BaseException:
         await secure.close()
         raise
@@ -140,7 +142,8 @@ async def recover(
     return answer
 
 
-def _hold(device: Device, answer: RecoveryResponse) -> None:
+def hold_recovered(device: Device, answer: RecoveryResponse) -> None:
+    """Hold every group ``answer`` took ``device`` back into (its welcome: the add's id)."""
     welcomes = answer.welcomes()
     with device._store.transaction():
         for group_id in answer.groups:

@@ -1,0 +1,84 @@
+"""Hypothesis for the recovery rule (``group/rules.py: may_add_device``), on real profiles
+through the public Device API with entries carried by hand (as in
+``tests/test_devices_hypothesis.py``; the wire is in ``tests/test_recovery.py``).
+
+The rule is evaluated twice: in the add's causal past (the person had no device left) and in
+the fold order of the resolution (a recovery whose person got a device back first is void).
+So every replica agrees on who is back, whatever order the entries reach it in."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import microsync
+from microsync.feed import GroupId
+from microsync.identity import DeviceId
+from tests.sync_helpers import close_all, family, open_devices, run
+from tests.test_device_groups import introduce, sync
+from tests.test_devices_hypothesis import link, recover_by_hand
+
+
+def alice_devices(device: microsync.Device, group: GroupId, person: bytes) -> set[DeviceId]:
+    members = device.group(group).members()
+    return {d for m in members if m.person_id == person for d in m.devices}
+
+
+def both_out(root: Path) -> tuple[list[microsync.Device], GroupId, list[str]]:
+    """Alice (phone, laptop), Bob and Carol in one group; the phone and the laptop revoke each
+    other at once, and Bob and Carol each hear of both: Alice has no device left."""
+    phone, bob, carol = open_devices(root, "Alice phone", "Bob", "Carol")
+    group = family([phone, bob, carol])
+    laptop = link(phone, root, "Alice laptop", group)
+    for other in (bob, carol):
+        sync(phone, other, group)
+    run(phone.revoke_device(laptop.id))
+    run(laptop.revoke_device(phone.id))
+    for other in (bob, carol):
+        sync(phone, other, group)
+        sync(laptop, other, group)
+    assert alice_devices(bob, group, phone.person_id) == set()
+    return [phone, laptop, bob, carol], group, phone.export_recovery_words()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(order=st.permutations(range(6)), by_carol=st.booleans())
+def test_racing_recoveries_end_alike_in_every_delivery_order(
+    order: list[int], by_carol: bool
+) -> None:
+    """Two devices restored from the words at once, one taken back by Bob and the other by
+    Bob or Carol, before either hears of the other. Delivered in any order: every replica
+    keeps the same one (the first in the fold order), and the other is void everywhere."""
+    root = Path(tempfile.mkdtemp(prefix="microsync-recovery-"))
+    devices, group, words = both_out(root)
+    _, _, bob, carol = devices
+    one = run(microsync.Device.restore(root / "one", words, name="Alice one"))
+    two = run(microsync.Device.restore(root / "two", words, name="Alice two"))
+    everyone = [*devices, one, two]
+    try:
+        assert recover_by_hand(one, bob)
+        assert recover_by_hand(two, carol if by_carol else bob) is by_carol
+        live = [bob, carol, one] + ([two] if by_carol else [])
+        pairs = [(a, b) for a in live for b in live if a is not b]
+        introduce(*everyone)
+        for i in order:
+            a, b = pairs[i % len(pairs)]
+            sync(a, b, group)
+        for _ in range(2):
+            for a, b in pairs:
+                sync(a, b, group)
+        seen = [alice_devices(d, group, one.person_id) for d in live]
+        assert all(s == seen[0] for s in seen), seen
+        assert len(seen[0]) == 1 and seen[0] <= {one.id, two.id}
+        views = {
+            d.name: sorted((m.person_id, m.role, m.devices) for m in d.group(group).members())
+            for d in live
+        }
+        assert len({repr(v) for v in views.values()}) == 1, views
+    finally:
+        close_all(everyone)
+        shutil.rmtree(root, ignore_errors=True)
