@@ -100,3 +100,45 @@ def test_the_laptop_revokes_the_lost_phone(tmp_path: Path) -> None:
         assert feed(bob) == ["after the phone was lost"]
     assert "after the phone was lost" not in feed(phone)
     assert [d["revoked"] for d in devices(laptop) if d["name"] == "Alice phone"] == [True]
+
+
+def test_restored_from_the_words_after_both_devices_are_out(tmp_path: Path) -> None:
+    """The phone and the laptop revoke each other at once (whoever has the phone did it too):
+    Alice has no device left in Family. ``init --restore`` with her words, then ``sync`` with
+    Bob's ``serve``: Family is back, with its history; what she posts reaches Bob; the old
+    phone's profile posts and syncs, and Bob shows nothing of it."""
+    phone, laptop, bob, restored = (
+        str(tmp_path / n) for n in ("phone", "laptop", "bob", "restored")
+    )
+    port, bob_port = free_port(), free_port()
+    ok("--home", phone, "init", "--name", "Alice phone")
+    ok("--home", bob, "init", "--name", "Bob")
+    ok("--home", phone, "group", "create", "Family")
+    ok("--home", phone, "post", "before the loss")
+    invite = invite_json(phone, port)
+    with serving(phone, port):
+        ok("--home", bob, "join", invite["link"])
+        shown = json.loads(ok("--home", phone, "devices", "add", "--json"))
+        ok("--home", laptop, "link", shown["link"], "--name", "Alice laptop")
+    words = ok("--home", phone, "recovery-words")
+    ids = {str(d["name"]): str(d["id"]) for d in devices(phone)}
+    at = f"127.0.0.1:{bob_port}"
+    with serving(bob, bob_port):
+        ok("--home", laptop, "sync", at)
+        ok("--home", phone, "devices", "revoke", ids["Alice laptop"][:8])
+        ok("--home", laptop, "devices", "revoke", ids["Alice phone"][:8])
+        run("--home", phone, "sync", at)
+        run("--home", laptop, "sync", at)
+        done = run("--home", restored, "init", "--restore", "--name", "Alice again", stdin=words)
+        assert done.returncode == 0 and "sync HOST:PORT" in done.stdout, done.stderr
+        synced = ok("--home", restored, "sync", at)
+        assert "Family" in synced
+        assert feed(restored) == ["before the loss"]
+        ok("--home", restored, "post", "I am back")
+        ok("--home", restored, "sync", at)
+        ok("--home", phone, "post", "written by whoever has the phone")
+        run("--home", phone, "sync", at)
+        ok("--home", restored, "sync", at)
+    assert feed(bob) == ["I am back", "before the loss"]
+    assert feed(restored) == ["I am back", "before the loss"]
+    assert "I am back" not in feed(phone)

@@ -12,6 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,6 +21,7 @@ from microsync.feed import GroupId
 from microsync.identity import DeviceId
 from tests.sync_helpers import close_all, family, open_devices, run
 from tests.test_device_groups import introduce, sync
+from tests.test_devices import texts
 from tests.test_devices_hypothesis import link, recover_by_hand
 
 
@@ -82,3 +84,42 @@ def test_racing_recoveries_end_alike_in_every_delivery_order(
     finally:
         close_all(everyone)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("removal_first", [True, False])
+def test_a_removal_racing_a_recovery_ends_alike(tmp_path: Path, removal_first: bool) -> None:
+    """Bob (the admin) removes Alice, who has no device left, while Carol takes her restored
+    device back, neither knowing of the other. In either delivery order, every replica ends
+    with Alice out and nothing of the restored device counting."""
+    bob, phone, carol = open_devices(tmp_path, "Bob", "Alice phone", "Carol")
+    group = family([bob, phone, carol])
+    laptop = link(phone, tmp_path, "Alice laptop", group)
+    restored: microsync.Device | None = None
+    everyone = [bob, phone, carol, laptop]
+    try:
+        for other in (bob, carol):
+            sync(phone, other, group)
+        run(phone.revoke_device(laptop.id))
+        run(laptop.revoke_device(phone.id))
+        for other in (bob, carol):
+            sync(phone, other, group)
+            sync(laptop, other, group)
+        words = phone.export_recovery_words()
+        restored = run(microsync.Device.restore(tmp_path / "restored", words, name="Alice"))
+        everyone.append(restored)
+        run(bob.group(group).remove(phone.person_id))
+        assert recover_by_hand(restored, carol)
+        sync(carol, restored, group)
+        run(restored.group(group).post("back, I think"))
+        sync(carol, restored, group)
+        introduce(*everyone)
+        first, second = (bob, carol) if removal_first else (carol, bob)
+        sync(first, second, group)
+        for a, b in [(bob, carol), (carol, restored), (bob, restored)]:
+            sync(a, b, group)
+        for device in (bob, carol):
+            members = {m.person_id for m in device.group(group).members()}
+            assert phone.person_id not in members
+            assert "back, I think" not in texts(device.group(group))
+    finally:
+        close_all(everyone)
