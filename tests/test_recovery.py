@@ -172,3 +172,18 @@ async def test_recovered_through_the_relay_only(tmp_path: Path) -> None:
         assert done
         mine = restored.group(on_bob.id)
         await eventually(lambda: texts(mine) == ["before the loss"])
+
+
+async def test_a_started_restored_device_recovers_from_its_peers(tmp_path: Path) -> None:
+    """``start(peers=...)`` (what ``serve --peer`` does) on a recovering device: the first
+    peer that takes it back gives the groups, and the device stays live with it."""
+    async with AsyncExitStack() as stack:
+        bob, _, on_bob, words = await both_devices_out(stack, tmp_path)
+        restored = await stack.enter_async_context(
+            await microsync.Device.restore(tmp_path / "restored", words, name=WORDS_NAME)
+        )
+        await restored.start(lan=False, port=None, peers=(f"127.0.0.1:{bob.port}",))
+        mine = restored.group(on_bob.id)
+        await eventually(lambda: texts(mine) == ["before the loss"])
+        await mine.post("live again")
+        await eventually(lambda: "live again" in texts(on_bob))
