@@ -187,3 +187,36 @@ async def test_a_started_restored_device_recovers_from_its_peers(tmp_path: Path)
         await eventually(lambda: texts(mine) == ["before the loss"])
         await mine.post("live again")
         await eventually(lambda: "live again" in texts(on_bob))
+
+
+async def test_a_request_for_another_device_or_malformed_is_refused(tmp_path: Path) -> None:
+    """The device taken back is always the session's own: a proof that verifies with a
+    request naming another device (or garbage) is refused, and nothing is added."""
+    async with AsyncExitStack() as stack:
+        bob, phone, on_bob, words = await both_devices_out(stack, tmp_path)
+        restored = await stack.enter_async_context(
+            await microsync.Device.restore(tmp_path / "restored", words, name=WORDS_NAME)
+        )
+        other = await stack.enter_async_context(
+            await microsync.Device.restore(tmp_path / "other", words, name="Alice other")
+        )
+        identity = restored._identity
+        assert identity.person_key is not None
+        for request in (JoinRequest.of(other._identity).to_bytes(), b"\xa0", b""):
+            stream = await open_tcp("127.0.0.1", bob.port or 0, timeout=5)
+            secure = await handshake(
+                stream, identity, initiator=True, purpose=Purpose.INVITE, rng=restored.rng
+            )
+            try:
+                proof = recovery_proof(identity.person_key, secure.channel.handshake_hash)
+                await secure.send(RecoverHello(request=request, proof=proof).to_bytes())
+                reply = await asyncio.wait_for(secure.receive(), 10)
+                assert reply is not None
+                abort = decode_message(reply)
+                assert isinstance(abort, Abort)
+                with pytest.raises(InviteRefused):
+                    raise abort.error()
+            finally:
+                await secure.close()
+        [alice] = [m for m in on_bob.members() if m.person_id == phone.person_id]
+        assert alice.devices == ()

@@ -17,7 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import microsync
-from microsync.feed import GroupId
+from microsync.errors import DecodeError
+from microsync.feed import EntryId, GroupId
+from microsync.group.recovery import RecoveryResponse
 from microsync.identity import DeviceId
 from tests.sync_helpers import close_all, family, open_devices, run
 from tests.test_device_groups import introduce, sync
@@ -123,3 +125,25 @@ def test_a_removal_racing_a_recovery_ends_alike(tmp_path: Path, removal_first: b
             assert "back, I think" not in texts(device.group(group))
     finally:
         close_all(everyone)
+
+
+IDS = st.lists(st.binary(min_size=32, max_size=32), max_size=5)
+
+
+@given(groups=IDS, linked=IDS)
+def test_a_recovery_response_round_trips_and_decodes_strictly(
+    groups: list[bytes], linked: list[bytes]
+) -> None:
+    response = RecoveryResponse(
+        tuple(GroupId(g) for g in groups),
+        tuple(EntryId(bytes(reversed(g))) for g in groups),
+        tuple(GroupId(g) for g in linked),
+    )
+    data = response.to_bytes()
+    assert RecoveryResponse.from_bytes(data) == response
+    for cut in range(len(data)):
+        with pytest.raises(DecodeError):
+            RecoveryResponse.from_bytes(data[:cut])
+    uneven = RecoveryResponse(response.groups, (*response.adds, EntryId(bytes(32))), ())
+    with pytest.raises(DecodeError, match="one add per group"):
+        RecoveryResponse.from_bytes(uneven.to_bytes())
