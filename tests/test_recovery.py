@@ -63,13 +63,15 @@ async def both_devices_out(
 
 async def test_restored_device_is_taken_back_with_its_role(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        bob, _, on_bob, words = await both_devices_out(stack, tmp_path)
+        bob, phone, on_bob, words = await both_devices_out(stack, tmp_path)
         restored = await stack.enter_async_context(
             await microsync.Device.restore(tmp_path / "restored", words, name=WORDS_NAME)
         )
         assert restored.groups() == []
         result = await restored.sync_with("127.0.0.1", bob.port or 0)
         assert len(result.groups) == 2
+        with pytest.raises(ValueError, match="revoked already"):  # said, never a silent no-op
+            await restored.revoke_device(phone.id)
         mine = restored.group(on_bob.id)
         assert mine.is_member()
         assert texts(mine) == ["before the loss"]  # history: shared

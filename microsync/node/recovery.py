@@ -64,7 +64,7 @@ __all__ = [
 log = logging.getLogger("microsync.node")
 
 RECOVERING_KEY: Final = "recovering"
-"""Profile meta key: set by :meth:`Device.restore`."""
+"""Profile meta key: ``b"1"`` from :meth:`Device.restore` until a recovery gave groups back."""
 
 
 def recovery_rendezvous(person: PersonId) -> bytes:
@@ -74,7 +74,7 @@ def recovery_rendezvous(person: PersonId) -> bytes:
 
 def recovering(device: Device) -> bool:
     """Restored from the words and in no group yet: its syncs start with a recovery."""
-    return device._store.get_meta(RECOVERING_KEY) is not None and not device.groups()
+    return bool(device._store.get_meta(RECOVERING_KEY)) and not device.groups()
 
 
 def recovery_rendezvous_ids(device: Device) -> set[bytes]:
@@ -143,9 +143,11 @@ async def recover(
 
 
 def hold_recovered(device: Device, answer: RecoveryResponse) -> None:
-    """Hold every group ``answer`` took ``device`` back into (its welcome: the add's id)."""
+    """Hold every group ``answer`` took ``device`` back into (its welcome: the add's id);
+    from then on its syncs are plain syncs (:meth:`Device.recover` still runs one)."""
     welcomes = answer.welcomes()
     with device._store.transaction():
+        device._store.put_meta(RECOVERING_KEY, b"")  # done (the store keeps no deletes)
         for group_id in answer.groups:
             if device._held(group_id) is None:
                 device._store.put_meta(f"{WELCOME_PREFIX}{group_id.hex()}", welcomes[group_id])
