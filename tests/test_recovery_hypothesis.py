@@ -8,6 +8,7 @@ So every replica agrees on who is back, whatever order the entries reach it in."
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,10 +22,13 @@ from microsync.errors import DecodeError
 from microsync.feed import EntryId, GroupId
 from microsync.group.recovery import RecoveryResponse
 from microsync.identity import DeviceId
+from tests.net_peer import PeerFailed, PeerProcess
+from tests.netns import LoopbackNamespace, loopback_unavailable
 from tests.sync_helpers import close_all, family, open_devices, run
 from tests.test_device_groups import introduce, sync
 from tests.test_devices import texts
 from tests.test_devices_hypothesis import link, recover_by_hand
+from tests.test_net_lan import wait_for
 
 
 def alice_devices(device: microsync.Device, group: GroupId, person: bytes) -> set[DeviceId]:
@@ -147,3 +151,42 @@ def test_a_recovery_response_round_trips_and_decodes_strictly(
     uneven = RecoveryResponse(response.groups, (*response.adds, EntryId(bytes(32))), ())
     with pytest.raises(DecodeError, match="one add per group"):
         RecoveryResponse.from_bytes(uneven.to_bytes())
+
+
+def test_restored_on_a_lan_finds_a_member_and_is_taken_back(tmp_path: Path) -> None:
+    """Real multicast DNS in a loopback-only namespace, each device a process
+    (``tests/net_peer.py``), no address given: Bob announces a tag for Alice (she has no device
+    left in Family), the device restored from her words looks for it, reaches Bob, and is back
+    in Family. (Bob and Carol are prepared in this process beforehand.)"""
+    reason = loopback_unavailable()
+    if reason:
+        pytest.skip(reason)
+    devices, group, words = both_out(tmp_path)
+    restored = run(microsync.Device.restore(tmp_path / "restored", words, name="Alice again"))
+    close_all([*devices, restored])
+    started: list[PeerProcess] = []
+    with LoopbackNamespace() as namespace:
+        anchor = namespace.run(["sh", "-c", "echo inside && exec sleep 600"])
+        assert anchor.next_line(10) == "inside", "".join(anchor.stderr)
+        join = ["nsenter", "-t", str(anchor.popen.pid), "-n"]
+        if os.geteuid() != 0:
+            join[1:1] = ["-U", "--preserve-credentials"]
+        try:
+            for name in ("Bob", "restored"):
+                options = ["--lan", "--interface", "127.0.0.1", "--bind", "127.0.0.1"]
+                started.append(
+                    PeerProcess(tmp_path / name, name, *options, prefix=[*join, "--"], ready=0)
+                )
+            _, alice = (peer.wait_ready() for peer in started)
+
+            def back() -> bool:
+                try:
+                    state = alice.ask("state", group=group.hex())
+                except PeerFailed:
+                    return False  # not in the group yet
+                return state["entries"] > 0 and "Alice phone" in state["members"]
+
+            wait_for(back)
+        finally:
+            for peer in started:
+                peer.stop()

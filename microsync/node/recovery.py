@@ -59,6 +59,8 @@ __all__ = [
     "recovery_callback",
     "recovery_rendezvous",
     "recovery_rendezvous_ids",
+    "recovery_tag",
+    "recovery_tags",
 ]
 
 log = logging.getLogger("microsync.node")
@@ -72,6 +74,21 @@ def recovery_rendezvous(person: PersonId) -> bytes:
     return derive_key(labels.RECOVERY_RENDEZVOUS, person)
 
 
+def recovery_tag(person: PersonId, bucket: int) -> bytes:
+    """The 8-byte LAN discovery tag under which restored devices of ``person`` find a member's
+    device in time bucket ``bucket`` (:mod:`microsync.net.discovery`)."""
+    return derive_key(labels.RECOVERY_DISCOVERY_TAG, person, bucket.to_bytes(8, "big"))[:8]
+
+
+def recovery_tags(device: Device, bucket: int, *, looking: bool) -> list[bytes]:
+    """Besides its groups' tags, what ``device`` announces on the LAN (one tag per person it
+    may take back) or, ``looking``, looks for (its own person's, while it is recovering: it
+    never announces that one)."""
+    if looking:
+        return [recovery_tag(device.person_id, bucket)] if recovering(device) else []
+    return sorted(recovery_tag(person, bucket) for person in _recoverable(device))
+
+
 def recovering(device: Device) -> bool:
     """Restored from the words and in no group yet: its syncs start with a recovery."""
     return bool(device._store.get_meta(RECOVERING_KEY)) and not device.groups()
@@ -80,13 +97,18 @@ def recovering(device: Device) -> bool:
 def recovery_rendezvous_ids(device: Device) -> set[bytes]:
     """Where ``device`` meets restored devices at its relay: one id per person it may take
     back (a member with no device left in one of its groups)."""
+    return {recovery_rendezvous(person) for person in _recoverable(device)}
+
+
+def _recoverable(device: Device) -> set[PersonId]:
+    """The persons ``device`` may take back: members with no device left in its groups."""
     found = set()
     for group in device.groups():
         state = group._replica.state
         mine = state.person_of(device.id)
         for person, member in state.members.items():
             if mine is not None and not member.devices and may_add_device(state, mine, person):
-                found.add(recovery_rendezvous(person))
+                found.add(person)
     return found
 
 
