@@ -98,6 +98,12 @@ def test_the_laptop_revokes_the_lost_phone(tmp_path: Path) -> None:
         ok("--home", phone, "post", "written by whoever has the phone")
         run("--home", phone, "sync", at)  # it may be refused: what matters is what Bob shows
         assert feed(bob) == ["after the phone was lost"]
+        # whoever read the person key off the phone restores it: Bob refuses, in one line
+        words = ok("--home", phone, "recovery-words")
+        thief = str(tmp_path / "thief")
+        done = run("--home", thief, "init", "--restore", "--name", "Alice thief", stdin=words)
+        assert done.returncode == 0, done.stderr
+        one_error_line(run("--home", thief, "sync", at), "still has a device", "link this")
     assert "after the phone was lost" not in feed(phone)
     assert [d["revoked"] for d in devices(laptop) if d["name"] == "Alice phone"] == [True]
 
