@@ -1,0 +1,283 @@
+"""``group.whats_new()``: everything that happened after a cursor, read from stored state,
+marking nothing; and ``group.mark_read()``, the explicit write of the read position.
+
+Theory of operation
+-------------------
+Every change worth telling is an entry of some device's feed: posts, replies, reactions,
+kept locations and document changes (app entries, opened by the app state's fold), vault adds
+(the vault index) and membership operations (the membership resolution). So "what is new
+after cursor ``c``" is, per device, the entries after ``c.seq(device)``, which the store reads
+lazily in seq order: the cost of a page is the entries it walks past, never the history.
+
+The devices' runs are merged by time (``heapq.merge`` over the per-device runs, each kept in
+seq order), so a page is a *prefix of every run*: its cursor is exact (every entry at or
+before it was considered, none after), and the next page, or ``mark_read(up_to=page.cursor)``,
+continues exactly there, whatever arrives in between. A run stops before the first app entry
+this device has not folded yet (no key for it yet, or waiting for its causal past): the cursor
+never passes what could not be shown, so it is told once it can be. Entries that do not count
+(a revoked stretch) and entries that are nobody's news (your own, cursors, edits) are walked
+past.
+
+The read position a person shares across their devices is the cursor entry of the app state
+(``Kind.CURSOR``: device -> seq, merged by pointwise maximum from that person's devices only),
+the same one ``feed(since="last_opened")`` writes; ``since="last_read"`` reads it, with the
+time of the latest cursor entry as its ``at``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Literal
+
+from microsync.app.events import AppEvent, Location
+from microsync.app.news import (
+    Cursor,
+    DocEdited,
+    Joined,
+    Left,
+    Moved,
+    NewFile,
+    NewPost,
+    NewReaction,
+    NewReply,
+    News,
+    WhatsNew,
+)
+from microsync.app.ops import APP_TYPE, DocOp, LocationOp, PostOp, ReactOp
+from microsync.app.timeline import AppEntry, Timeline
+from microsync.app.views import post_view, when
+from microsync.blobs import VAULT_TYPE, BlobRef
+from microsync.feed.entry import EntryId
+from microsync.feed.store import StoredEntry
+from microsync.group.ops import MEMBERSHIP_TYPE, OpKind
+from microsync.identity import DeviceId, PersonId
+
+if TYPE_CHECKING:
+    from microsync.app.state import AppState
+    from microsync.group.replica import GroupReplica
+
+__all__ = ["MAX_LIMIT", "MAX_WALK", "Since", "Sources", "mark_read", "read", "settled"]
+
+Since = Cursor | Literal["last_read"] | None
+MAX_LIMIT: Final = 1000
+"""Most items one page holds."""
+MAX_WALK: Final = 20_000
+"""Most entries one page walks past; a page that stops there says ``more``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """What a read looks at: the group's replica (feeds, membership) and app state, the
+    vault's current files and the current live locations (``group.vault.list()``,
+    ``group.locations()``)."""
+
+    replica: GroupReplica
+    app: AppState
+    files: Sequence[BlobRef]
+    locations: Mapping[PersonId, Location]
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    at: int
+    device: DeviceId
+    seq: int
+    stored: StoredEntry
+
+
+def read(sources: Sources, since: Since, limit: int, now: int) -> WhatsNew:
+    """One page of news after ``since`` (module doc); ``limit`` items at most (1 ..
+    :data:`MAX_LIMIT`; ``ValueError`` otherwise)."""
+    if type(limit) is not int or not 0 < limit <= MAX_LIMIT:
+        raise ValueError(f"limit is 1 .. {MAX_LIMIT}")
+    start = _start(sources.replica, sources.app, since, now)
+    reader = _Reader(sources, now)
+    positions = dict(start.positions)
+    items: list[News] = []
+    docs: dict[str, int] = {}  # document -> the index of its record in this page
+    more = False
+    for walked, step in enumerate(_merged(sources.replica, sources.app, start, now)):
+        item = reader.news(step)
+        index = docs.get(item.doc) if isinstance(item, DocEdited) else None
+        if walked >= MAX_WALK or (item is not None and index is None and len(items) >= limit):
+            more = True  # this step is the next page's first
+            break
+        positions[step.device] = step.seq
+        if isinstance(item, DocEdited) and index is not None:
+            items[index] = _merge_doc(items[index], item)
+        elif item is not None:
+            if isinstance(item, DocEdited):
+                docs[item.doc] = len(items)
+            items.append(item)
+    last = start.at if more else max(now, start.at)
+    locations = tuple(
+        loc
+        for person, loc in sorted(sources.locations.items())
+        if person != reader.me and _ms(loc) > start.at
+    )
+    return WhatsNew(
+        items=tuple(items),
+        cursor=Cursor.of(positions, last),
+        more=more,
+        locations=locations,
+    )
+
+
+def _merge_doc(earlier: News, later: DocEdited) -> DocEdited:
+    assert isinstance(earlier, DocEdited)
+    return dataclasses.replace(
+        later, people=earlier.people | later.people, changes=earlier.changes + later.changes
+    )
+
+
+def settled(replica: GroupReplica, app: AppState, now: int) -> dict[DeviceId, int]:
+    """How far every feed can be marked read now: its head, but never past the first app
+    entry not folded yet (it is news once it can be shown)."""
+    start = _start(replica, app, "last_read", now)
+    positions = dict(start.positions)
+    for step in _merged(replica, app, start, now):
+        positions[step.device] = step.seq
+    return positions
+
+
+def mark_read(
+    replica: GroupReplica, app: AppState, up_to: Cursor | None, now: int
+) -> list[AppEvent]:
+    """Share this person's read position, up to ``up_to`` (``None``: everything settled now),
+    with their other devices (a cursor entry; what was read already stays read). Returns the
+    events writing it made."""
+    positions = settled(replica, app, now) if up_to is None else dict(up_to.positions)
+    return app.mark_read(now, up_to=positions)
+
+
+def _start(replica: GroupReplica, app: AppState, since: Since, now: int) -> Cursor:
+    if since == "last_read":
+        me = replica.me.identity.person_id
+        return Cursor.of(app.cursor(now), app.timeline(now).cursor_at.get(me, 0))
+    if since is None:
+        return Cursor()
+    if isinstance(since, Cursor):
+        return since
+    raise ValueError('since is "last_read", a Cursor or None')
+
+
+def _merged(replica: GroupReplica, app: AppState, start: Cursor, now: int) -> Iterator[_Step]:
+    """Every device's entries after ``start``, each run in seq order, merged by time."""
+    timeline = app.timeline(now)
+    runs = [
+        _run(replica, timeline, device, start.seq(device), status.forked_at, now)
+        for device, status in sorted(replica.store.feeds(replica.id).items())
+    ]
+    return heapq.merge(*runs, key=lambda s: (s.at, bytes(s.device), s.seq))
+
+
+def _run(
+    replica: GroupReplica,
+    timeline: Timeline,
+    device: DeviceId,
+    after: int,
+    forked_at: int | None,
+    now: int,
+) -> Iterator[_Step]:
+    """``device``'s entries after ``after``, up to the first app entry not folded yet."""
+    state = replica.state
+    for stored in replica.store.entries(replica.id, device, after_seq=after):
+        header = stored.entry.header
+        if forked_at is not None and header.seq >= forked_at:
+            return  # nothing from a fork on is shown
+        at = min(header.hlc, now)
+        if header.type == APP_TYPE and state.counts(device, header.seq):
+            applied = timeline.applied.get(stored.entry.id)
+            if applied is None:
+                return  # not folded yet: the cursor waits before it
+            at = timeline.shown_at(applied)
+        yield _Step(at, device, header.seq, stored)
+
+
+class _Reader:
+    """Turns walked entries into news for this person."""
+
+    def __init__(self, sources: Sources, now: int) -> None:
+        self._replica = replica = sources.replica
+        self.me = replica.me.identity.person_id
+        self._timeline = sources.app.timeline(now)
+        self._names = {p: m.name for p, m in replica.state.members.items()}
+        self._files = {ref.entry: ref for ref in sources.files}
+
+    def news(self, step: _Step) -> News | None:
+        """The news ``step`` is for this person (``None``: nothing to tell)."""
+        header = step.stored.entry.header
+        if header.type == APP_TYPE:
+            entry = self._timeline.applied.get(step.stored.entry.id)
+            if entry is None or entry.id in self._timeline.rejected:
+                return None
+            return None if entry.person == self.me else self._app_news(entry, step.at)
+        if header.type == VAULT_TYPE:
+            ref = self._files.get(step.stored.entry.id)
+            if ref is None or ref.author == self.me:
+                return None
+            return NewFile(person=ref.author, at=when(step.at), ref=ref)
+        if header.type == MEMBERSHIP_TYPE:
+            return self._member_news(step.stored.entry.id, step.at)
+        return None
+
+    def _app_news(self, entry: AppEntry, at: int) -> News | None:
+        op = entry.op
+        if isinstance(op, PostOp):
+            post = self._timeline.posts.get(entry.id)
+            if post is None or post.gone:
+                return None
+            view = post_view(post, self._names)
+            kind = NewPost if post.reply_to is None else NewReply
+            return kind(person=entry.person, at=when(at), post=view)
+        if isinstance(op, ReactOp):
+            return self._reaction(entry, op, at)
+        if isinstance(op, LocationOp):
+            lat, lon = op.lat / 1_000_000, op.lon / 1_000_000
+            return Moved(
+                person=entry.person,
+                at=when(at),
+                latitude=lat,
+                longitude=lon,
+                precision=op.precision,
+            )
+        if isinstance(op, DocOp):
+            return self._doc(entry, op, at)
+        return None  # edits, deletes, unreacts, cursors: nobody's news
+
+    def _reaction(self, entry: AppEntry, op: ReactOp, at: int) -> News | None:
+        post = self._timeline.posts.get(EntryId(op.post))
+        if post is None or post.gone or post.author != self.me:
+            return None
+        standing = post.reactions.get(op.emoji, {}).get(entry.person, set())
+        if entry.id not in standing:
+            return None  # withdrawn since
+        view = post_view(post, self._names)
+        return NewReaction(person=entry.person, at=when(at), post=view, emoji=op.emoji)
+
+    def _doc(self, entry: AppEntry, op: DocOp, at: int) -> DocEdited:
+        people = frozenset({entry.person})
+        return DocEdited(person=entry.person, at=when(at), doc=op.doc, people=people, changes=1)
+
+    def _member_news(self, op_id: EntryId, at: int) -> News | None:
+        replica = self._replica
+        resolution = replica.resolution
+        record = replica.operation(op_id)
+        if record is None or op_id not in resolution.effective:
+            return None
+        author = resolution.authors.get(op_id)
+        op = record.op
+        if op.kind is OpKind.ADD and op.person is not None:
+            return Joined(person=op.person, at=when(at), by=author)
+        if op.kind is OpKind.REMOVE and op.person is not None:
+            return Left(person=op.person, at=when(at), by=author)
+        if op.kind is OpKind.LEAVE:
+            return Left(person=author, at=when(at), by=author)
+        return None
+
+
+def _ms(location: Location) -> int:
+    return int(location.at.timestamp() * 1000)
