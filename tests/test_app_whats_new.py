@@ -1,0 +1,221 @@
+"""What's new (issue 18 point 3): ``group.whats_new()`` reads everything after a cursor from
+stored state (posts, replies, reactions to my content, vault adds, kept locations, member
+changes, document changes) without marking anything; ``group.mark_read()`` marks, and the
+mark is shared with the person's other devices. Real SQLite profiles, entries carried by hand."""
+
+from __future__ import annotations
+
+import os
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import microsync
+from microsync.app.news import (
+    Cursor,
+    DocEdited,
+    Joined,
+    Left,
+    Moved,
+    NewFile,
+    NewPost,
+    NewReaction,
+    NewReply,
+    News,
+)
+from microsync.errors import DecodeError
+from microsync.group.invite import PairingGuest
+from microsync.group.join import DeviceCandidate
+from microsync.identity import DeviceId
+from tests.test_app_group import family_of, share
+from tests.test_device_groups import introduce, pair, sync
+
+
+def told(items: tuple[News, ...]) -> list[tuple[str, str]]:
+    """What each item says, in a comparable form."""
+    out = []
+    for item in items:
+        match item:
+            case NewPost(post=post) | NewReply(post=post):
+                out.append((type(item).__name__, post.text or ""))
+            case NewReaction(post=post, emoji=emoji):
+                out.append(("NewReaction", f"{emoji} on {post.text}"))
+            case NewFile(ref=ref):
+                out.append(("NewFile", ref.name))
+            case DocEdited(doc=doc, changes=changes):
+                out.append(("DocEdited", f"{doc} x{changes}"))
+            case Moved(precision=precision):
+                out.append(("Moved", precision))
+            case Joined() | Left():
+                out.append((type(item).__name__, ""))
+    return out
+
+
+async def test_everything_since_the_last_read_without_marking(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        me, mum = await family_of(stack, tmp_path, "Me", "Mum")
+        photo = await me.post("my photo")
+        other = await mum.post("mum's own")
+        share(me, mum)
+        me.mark_read()
+        assert me.whats_new().items == ()
+        await mum.react(photo.id, "❤️")
+        await mum.react(other.id, "👍")  # a reaction to her own post: not my news
+        await mum.reply(photo.id, "lovely")
+        await mum.vault.add(b"jpeg", name="beach.jpg")
+        await mum.share_location(51.752, -1.2577, precision="city", keep_history=True)
+        shopping = mum.doc("shopping")
+        await shopping.set("milk", 1)
+        await shopping.set("eggs", 2)
+        await mum.post("dinner at 7")
+        share(me, mum)
+        news = me.whats_new()
+        assert told(news.items) == [
+            ("NewReaction", "❤️ on my photo"),
+            ("NewReply", "lovely"),
+            ("NewFile", "beach.jpg"),
+            ("Moved", "city"),
+            ("DocEdited", "shopping x2"),
+            ("NewPost", "dinner at 7"),
+        ]
+        assert all(i.person == mum.device.person_id for i in news.items)
+        assert not news.more
+        assert [loc.person_id for loc in news.locations] == [mum.device.person_id]
+        again = me.whats_new()  # reading marks nothing
+        assert again.items == news.items and again.cursor.positions == news.cursor.positions
+        assert me.unread_count() == 2
+        me.mark_read(up_to=news.cursor)
+        assert me.whats_new().items == () and me.unread_count() == 0
+
+
+async def test_mum_loved_your_photo_while_you_were_away(tmp_path: Path) -> None:
+    """After a restart, from stored state only: no event was ever listened to."""
+    async with AsyncExitStack() as stack:
+        me, mum = await family_of(stack, tmp_path, "Me", "Mum")
+        photo = await me.post("my photo")
+        share(me, mum)
+        me.mark_read()
+        await me.device.close()
+        await mum.react(photo.id, "❤️")
+        device = await stack.enter_async_context(await microsync.Device.open(tmp_path / "Me"))
+        sync(mum.device, device, mum.id)
+        assert told(device.group(mum.id).whats_new().items) == [("NewReaction", "❤️ on my photo")]
+        await device.close()  # and once more: the app state now comes from its snapshot
+        device = await stack.enter_async_context(await microsync.Device.open(tmp_path / "Me"))
+        [item] = device.group(mum.id).whats_new().items
+        assert isinstance(item, NewReaction) and item.post.id == photo.id
+        assert item.person == mum.device.person_id and item.emoji == "❤️"
+        assert item.at == item.post.reaction_records[0].at
+
+
+async def test_member_changes_are_news(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
+        share(alice, bob, carol)
+        joined = [i for i in bob.whats_new(since=None).items if isinstance(i, Joined)]
+        assert {i.person for i in joined} == {bob.device.person_id, carol.device.person_id}
+        assert {i.by for i in joined} == {alice.device.person_id}  # the founder added them
+        bob.mark_read()
+        await alice.remove(carol.device.person_id)
+        share(alice, bob)
+        [left] = bob.whats_new().items
+        assert isinstance(left, Left)
+        assert left.person == carol.device.person_id and left.by == alice.device.person_id
+
+
+async def test_pages_cover_everything_once_and_the_cursor_is_exact(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
+        share(alice, bob, carol)
+        alice.mark_read()
+        for i in range(7):
+            await bob.post(f"bob {i}")
+            await carol.post(f"carol {i}")
+        share(alice, bob, carol)
+        whole = alice.whats_new(limit=100)
+        pages: list[News] = []
+        page = alice.whats_new(limit=3)
+        pages.extend(page.items)
+        while page.more:
+            assert len(page.items) == 3
+            page = alice.whats_new(since=page.cursor, limit=3)
+            pages.extend(page.items)
+        assert pages == list(whole.items) and len(pages) == 14
+        # marking a page marks exactly that page
+        first = alice.whats_new(limit=4)
+        alice.mark_read(up_to=first.cursor)
+        assert alice.whats_new(limit=100).items == whole.items[4:]
+        with pytest.raises(ValueError):
+            alice.whats_new(limit=0)
+
+
+async def test_feed_since_last_opened_still_marks(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        alice.mark_read()
+        await bob.post("one")
+        share(alice, bob)
+        assert told(alice.whats_new().items) == [("NewPost", "one")]
+        assert [p.text for p in alice.feed(since="last_opened")] == ["one"]
+        assert alice.whats_new().items == ()
+
+
+async def test_the_read_position_is_shared_with_my_other_devices(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        phone = alice.device
+        pairing = await phone.link_device(ttl=60)
+        candidate = DeviceCandidate.generate("Alice laptop", os.urandom, 0)
+        guest = PairingGuest.for_link(pairing.link, request=candidate.request().to_bytes())
+        response = pair(phone.invite_host().session(), guest)
+        laptop_device = await stack.enter_async_context(
+            await microsync.Device.complete_link(tmp_path / "laptop", candidate, response)
+        )
+        introduce(phone, laptop_device, bob.device)
+        sync(phone, laptop_device, alice.id)
+        laptop = laptop_device.group(alice.id)
+        alice.mark_read()
+        sync(phone, laptop_device, alice.id)
+        await bob.post("one")
+        await bob.vault.add(b"pdf", name="tickets.pdf")
+        share(alice, bob)
+        sync(phone, laptop_device, alice.id)
+        assert told(laptop.whats_new().items) == told(alice.whats_new().items)
+        assert told(laptop.whats_new().items) == [("NewPost", "one"), ("NewFile", "tickets.pdf")]
+        alice.mark_read()  # read on the phone
+        sync(phone, laptop_device, alice.id)
+        assert laptop.whats_new().items == ()  # read on the laptop too
+        assert laptop.unread_count() == 0
+        # and my own writes on the laptop are never my news on the phone
+        await laptop.post("from the laptop")
+        sync(phone, laptop_device, alice.id)
+        assert alice.whats_new().items == ()
+
+
+@given(
+    st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(1, 2**63 - 1)), max_size=8),
+    st.integers(0, 2**63 - 1),
+)
+def test_a_cursor_round_trips(pairs: list[tuple[bytes, int]], at: int) -> None:
+    cursor = Cursor.of({DeviceId(d): s for d, s in pairs}, at)
+    assert Cursor.from_bytes(cursor.to_bytes()) == cursor
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xff",
+        bytes.fromhex("80"),  # []
+        bytes.fromhex("8200" + "81" + "82" + "41" + "00" + "01"),  # a 1-byte device id
+        bytes.fromhex("8200" + "81" + "82" + "5820" + "00" * 32 + "00"),  # seq 0
+        bytes.fromhex("8220" + "80"),  # a negative time
+        bytes.fromhex("9f0080ff"),  # indefinite length
+    ],
+)
+def test_a_bad_cursor_is_a_decode_error(data: bytes) -> None:
+    with pytest.raises(DecodeError):
+        Cursor.from_bytes(data)
