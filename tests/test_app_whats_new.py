@@ -14,7 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import microsync
-from microsync.app.news import (
+from microsync.errors import DecodeError
+from microsync.group.invite import PairingGuest
+from microsync.group.join import DeviceCandidate
+from microsync.identity import DeviceId
+from microsync.node.news import (
     Cursor,
     DocEdited,
     Joined,
@@ -26,10 +30,6 @@ from microsync.app.news import (
     NewReply,
     News,
 )
-from microsync.errors import DecodeError
-from microsync.group.invite import PairingGuest
-from microsync.group.join import DeviceCandidate
-from microsync.identity import DeviceId
 from tests.test_app_group import family_of, share
 from tests.test_device_groups import introduce, pair, sync
 

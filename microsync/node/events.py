@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import ClassVar, TypeAlias
+from typing import TYPE_CHECKING, ClassVar, TypeAlias
 
 from microsync.app.events import AppEvent, EventBase, EventKind
 from microsync.blobs import BlobRef
 from microsync.node.exits import GroupExit
+
+if TYPE_CHECKING:
+    from microsync.node.group import Group
 
 __all__ = ["Event", "Exited", "VaultAdded", "VaultRemoved", "listen"]
 
@@ -57,21 +60,22 @@ Event: TypeAlias = AppEvent | Exited | VaultAdded | VaultRemoved
 """Any event of a group (``microsync.Event``): match on the classes, or read ``kind``."""
 
 
-def listen(
-    listeners: list[asyncio.Queue[Event]], changed: Callable[[], None]
-) -> AsyncGenerator[Event, None]:
-    """A stream of the events put on a new queue in ``listeners`` *from this call on* (not
-    from its first iteration: what arrives between the two is kept for it). The queue leaves
-    ``listeners`` when the stream is closed, or dropped unread; ``changed`` is called after
-    each of the two moves."""
+def listen(group: Group) -> AsyncGenerator[Event, None]:
+    """``group.events()``: a stream of the events emitted *from this call on* (not from its
+    first iteration: what arrives between the two is kept for it). What the group holds now
+    is folded first, quietly (it is history, not news). The stream stops listening when it is
+    closed, or dropped unread."""
+    group._timeline()
+    group.vault.refresh()
+    listeners = group._listeners
     queue: asyncio.Queue[Event] = asyncio.Queue()
     listeners.append(queue)
-    changed()
+    group._app_state.listening = True
 
     def stop() -> None:
         if queue in listeners:
             listeners.remove(queue)
-            changed()
+            group._app_state.listening = bool(listeners)
 
     async def stream() -> AsyncGenerator[Event, None]:
         try:

@@ -9,10 +9,8 @@ from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from microsync.app import whats_new
 from microsync.app.docs import SharedDoc
 from microsync.app.events import Location, Post, Presence
-from microsync.app.news import Cursor, WhatsNew
 from microsync.app.ops import AppOperation, DeleteOp, DocOp, EditOp, PostOp, ReactOp, UnreactOp
 from microsync.app.parts import Part
 from microsync.app.presence import LOCATION_TTL, PRESENCE_TTL, PresenceState
@@ -26,13 +24,16 @@ from microsync.group.join import issue_invite
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
+from microsync.node import whats_new
 from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event, listen
 from microsync.node.exits import GroupExit, exit_of
+from microsync.node.news import Cursor, WhatsNew
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.roster import InviteStatus, Member, invite_statuses
 from microsync.node.vault import Vault
 from microsync.node.watch import MembershipWatch
+from microsync.node.whats_new import Since
 from microsync.state import Op, encode_op
 
 if TYPE_CHECKING:
@@ -147,18 +148,11 @@ class Group:
             self._emit(event)
 
     def events(self) -> AsyncGenerator[Event, None]:
-        """Every change from this call on, as it is applied: new posts, replies, edits, deletes,
-        expiries, reactions, members joining or leaving, a device found forked (its posts from
-        the fork on are then gone from :meth:`feed`), and this device's own ``"exit"`` (its
-        ``detail`` the :class:`GroupExit`, ``person`` who did it) when it is removed, leaves or
-        is revoked. One class per kind (:data:`microsync.Event`); iterate with ``async for``."""
-        self._timeline()  # what is here now is history, not news
-        self.vault.refresh()
-
-        def changed() -> None:
-            self._app_state.listening = bool(self._listeners)
-
-        return listen(self._listeners, changed)
+        """Every change from this call on: posts, replies, edits, deletes, expiries, reactions,
+        vault files, members joining or leaving, a device found forked (its posts from the fork
+        on leave :meth:`feed`), this device's own ``"exit"`` (``detail``: the :class:`GroupExit`,
+        ``person``: who did it). One class per kind (:data:`microsync.Event`); ``async for``."""
+        return listen(self)
 
     def _check_members(self) -> None:
         """Emit ``member_joined`` / ``member_left`` for what changed since the last check
@@ -214,11 +208,10 @@ class Group:
         ttl: float | None = None,
         parts: Sequence[Part] = (),
     ) -> Post:
-        """Post ``text`` to the group; ``attachments`` may be vault
-        :class:`~microsync.blobs.BlobRef`s (a post carries ``bytes(ref)``, the blob id:
+        """Post ``text`` and typed ``parts`` (:mod:`microsync.app.parts`); ``attachments`` may be
+        vault :class:`~microsync.blobs.BlobRef`s (a post carries ``bytes(ref)``, the blob id:
         receivers resolve it with ``vault.get``). With ``ttl`` (seconds) the post disappears:
-        every device purges it from its disk once that time has passed. ``parts``: typed
-        parts (:mod:`microsync.app.parts`: text, link, place, attachment)."""
+        every device purges it from its disk once that time has passed."""
         ttl_ms = None if ttl is None else int(ttl * 1000)
         refs = tuple(bytes(a) for a in attachments)
         op = PostOp(text=text, attachments=refs, ttl_ms=ttl_ms, parts=tuple(parts))
@@ -293,20 +286,13 @@ class Group:
         self._deliver(events)
         return posts
 
-    def whats_new(
-        self, since: Cursor | Literal["last_read"] | None = "last_read", *, limit: int = 100
-    ) -> WhatsNew:
-        """Everything after ``since`` (this person's shared read position by default), oldest
-        first, at most ``limit`` items a page, marking nothing (:mod:`microsync.app.whats_new`)."""
-        sources = whats_new.Sources(
-            self._replica, self._app_state, self.vault.list(), self.locations()
-        )
-        return whats_new.read(sources, since, limit, self._now())
+    def whats_new(self, since: Since = "last_read", *, limit: int = 100) -> WhatsNew:
+        """What happened after ``since``, marking nothing (:mod:`microsync.node.whats_new`)."""
+        return whats_new.read(self, since, limit)
 
     def mark_read(self, up_to: Cursor | None = None) -> None:
-        """Mark read, on every device of this person, up to ``up_to`` (a page's ``cursor``;
-        ``None``: everything there is now)."""
-        self._deliver(whats_new.mark_read(self._replica, self._app_state, up_to, self._now()))
+        """Mark read up to ``up_to`` (a page's ``cursor``; ``None``: all) on all my devices."""
+        whats_new.mark_read(self, up_to)
 
     # ------------------------------------------------------------------ presence
 

@@ -32,8 +32,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal
 
-from microsync.app.events import AppEvent, Location
-from microsync.app.news import (
+from microsync.app.events import Location
+from microsync.app.ops import APP_TYPE, DocOp, LocationOp, PostOp, ReactOp
+from microsync.app.timeline import AppEntry, Timeline
+from microsync.app.views import post_view, when
+from microsync.blobs import VAULT_TYPE, BlobRef
+from microsync.feed.entry import EntryId
+from microsync.feed.store import StoredEntry
+from microsync.group.ops import MEMBERSHIP_TYPE, OpKind
+from microsync.identity import DeviceId, PersonId
+from microsync.node.news import (
     Cursor,
     DocEdited,
     Joined,
@@ -46,20 +54,13 @@ from microsync.app.news import (
     News,
     WhatsNew,
 )
-from microsync.app.ops import APP_TYPE, DocOp, LocationOp, PostOp, ReactOp
-from microsync.app.timeline import AppEntry, Timeline
-from microsync.app.views import post_view, when
-from microsync.blobs import VAULT_TYPE, BlobRef
-from microsync.feed.entry import EntryId
-from microsync.feed.store import StoredEntry
-from microsync.group.ops import MEMBERSHIP_TYPE, OpKind
-from microsync.identity import DeviceId, PersonId
 
 if TYPE_CHECKING:
     from microsync.app.state import AppState
     from microsync.group.replica import GroupReplica
+    from microsync.node.group import Group
 
-__all__ = ["MAX_LIMIT", "MAX_WALK", "Since", "Sources", "mark_read", "read", "settled"]
+__all__ = ["MAX_LIMIT", "MAX_WALK", "Since", "Sources", "mark_read", "page", "read", "settled"]
 
 Since = Cursor | Literal["last_read"] | None
 MAX_LIMIT: Final = 1000
@@ -88,11 +89,17 @@ class _Step:
     stored: StoredEntry
 
 
-def read(sources: Sources, since: Since, limit: int, now: int) -> WhatsNew:
-    """One page of news after ``since`` (module doc); ``limit`` items at most (1 ..
-    :data:`MAX_LIMIT`; ``ValueError`` otherwise)."""
+def read(group: Group, since: Since, limit: int) -> WhatsNew:
+    """``group.whats_new()``: one page of news after ``since`` (module doc), ``limit`` items
+    at most (1 .. :data:`MAX_LIMIT`; ``ValueError`` otherwise)."""
     if type(limit) is not int or not 0 < limit <= MAX_LIMIT:
         raise ValueError(f"limit is 1 .. {MAX_LIMIT}")
+    sources = Sources(group._replica, group._app_state, group.vault.list(), group.locations())
+    return page(sources, since, limit, group._now())
+
+
+def page(sources: Sources, since: Since, limit: int, now: int) -> WhatsNew:
+    """One page of news after ``since`` from ``sources``, at most ``limit`` items."""
     start = _start(sources.replica, sources.app, since, now)
     reader = _Reader(sources, now)
     positions = dict(start.positions)
@@ -143,14 +150,13 @@ def settled(replica: GroupReplica, app: AppState, now: int) -> dict[DeviceId, in
     return positions
 
 
-def mark_read(
-    replica: GroupReplica, app: AppState, up_to: Cursor | None, now: int
-) -> list[AppEvent]:
-    """Share this person's read position, up to ``up_to`` (``None``: everything settled now),
-    with their other devices (a cursor entry; what was read already stays read). Returns the
-    events writing it made."""
+def mark_read(group: Group, up_to: Cursor | None) -> None:
+    """``group.mark_read()``: share this person's read position, up to ``up_to`` (``None``:
+    everything settled now), with their other devices (a cursor entry; what was read already
+    stays read)."""
+    replica, app, now = group._replica, group._app_state, group._now()
     positions = settled(replica, app, now) if up_to is None else dict(up_to.positions)
-    return app.mark_read(now, up_to=positions)
+    group._deliver(app.mark_read(now, up_to=positions))
 
 
 def _start(replica: GroupReplica, app: AppState, since: Since, now: int) -> Cursor:
