@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import microsync
+from microsync.clock import system_clock
 from microsync.errors import DecodeError
 from microsync.group.invite import PairingGuest
 from microsync.group.join import DeviceCandidate
@@ -30,6 +31,7 @@ from microsync.node.news import (
     NewReply,
     News,
 )
+from microsync.testing import FakeClock
 from tests.test_app_group import family_of, share
 from tests.test_device_groups import introduce, pair, sync
 
@@ -136,14 +138,16 @@ async def test_pages_cover_everything_once_and_the_cursor_is_exact(tmp_path: Pat
             await carol.post(f"carol {i}")
         share(alice, bob, carol)
         whole = alice.whats_new(limit=100)
-        pages: list[News] = []
-        page = alice.whats_new(limit=3)
-        pages.extend(page.items)
-        while page.more:
-            assert len(page.items) == 3
-            page = alice.whats_new(since=page.cursor, limit=3)
+        assert len(whole.items) == 14
+        for limit in (1, 2, 3, 5, 13, 14, 15):
+            pages: list[News] = []
+            page = alice.whats_new(limit=limit)
             pages.extend(page.items)
-        assert pages == list(whole.items) and len(pages) == 14
+            while page.more:
+                assert len(page.items) == limit
+                page = alice.whats_new(since=page.cursor, limit=limit)
+                pages.extend(page.items)
+            assert pages == list(whole.items)  # every item once, in the same order
         # marking a page marks exactly that page
         first = alice.whats_new(limit=4)
         alice.mark_read(up_to=first.cursor)
@@ -219,3 +223,46 @@ def test_a_cursor_round_trips(pairs: list[tuple[bytes, int]], at: int) -> None:
 def test_a_bad_cursor_is_a_decode_error(data: bytes) -> None:
     with pytest.raises(DecodeError):
         Cursor.from_bytes(data)
+
+
+async def test_live_locations_since_the_last_read_and_marking_them(tmp_path: Path) -> None:
+    """A live location is in no feed: it is news while it is newer than the last read."""
+    clock = FakeClock(system_clock())
+    async with AsyncExitStack() as stack:
+        me, mum = await family_of(stack, tmp_path, "Me", "Mum", clock=clock)
+        me.mark_read()
+        clock.advance(1000)
+        await mum.share_location(51.752, -1.2577, precision="city")
+        for sealed in mum.announcements():
+            me.receive_announcement(sealed)
+        news = me.whats_new()
+        assert news.items == ()
+        [where] = news.locations
+        assert where.person_id == mum.device.person_id and where.precision == "city"
+        clock.advance(1000)
+        me.mark_read()  # no feed position moves, but the location is read now
+        assert me.whats_new().locations == ()
+        clock.advance(1000)
+        await mum.share_location(48.85, 2.35, precision="region")
+        for sealed in mum.announcements():
+            me.receive_announcement(sealed)
+        [moved] = me.whats_new().locations
+        assert moved.precision == "region"
+
+
+async def test_withdrawn_reactions_and_others_content_are_not_my_news(tmp_path: Path) -> None:
+    async with AsyncExitStack() as stack:
+        me, mum, dad = await family_of(stack, tmp_path, "Me", "Mum", "Dad")
+        photo = await me.post("my photo")
+        dads = await dad.post("dad's photo")
+        share(me, mum, dad)
+        me.mark_read()
+        read = me.whats_new().cursor.seq(mum.device.id)
+        await mum.react(photo.id, "😮")
+        await mum.unreact(photo.id, "😮")  # withdrawn before I looked
+        await mum.react(dads.id, "❤️")  # not my content
+        await me.react(dads.id, "❤️")  # my own doing
+        share(me, mum, dad)
+        news = me.whats_new()
+        assert news.items == ()
+        assert news.cursor.seq(mum.device.id) == read + 3  # walked past them all the same

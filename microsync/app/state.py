@@ -307,13 +307,19 @@ class AppState:
         folded = self._fold.accept(stored.entry, stored.body, op)
         return self._fold_opened([folded], now, quiet=False, provisional=False)
 
-    def mark_read(self, now: int, up_to: Mapping[DeviceId, int] | None = None) -> list[AppEvent]:
+    def mark_read(
+        self, now: int, up_to: Mapping[DeviceId, int] | None = None, *, restate: bool = False
+    ) -> list[AppEvent]:
         """Share this person's read position (a cursor entry): every app entry applied, or
-        ``up_to`` (device -> feed seq); never fails a read."""
+        ``up_to`` (device -> feed seq); with ``restate``, even if no position moves (the
+        entry's time is when they last read); never fails a read."""
         timeline = self.timeline(now)
         cursor = self.cursor(now)
         target = timeline.frontier if up_to is None else up_to
         ahead = {d: s for d, s in target.items() if s > cursor.get(d, 0)}
+        if not ahead and restate:
+            me = self._replica.me.device
+            ahead = {me: max(1, cursor.get(me, 0))}
         if not ahead or not self._replica.is_member:
             return []
         op = CursorOp(cursor=tuple(sorted(ahead.items())))

@@ -156,7 +156,11 @@ def mark_read(group: Group, up_to: Cursor | None) -> None:
     stays read)."""
     replica, app, now = group._replica, group._app_state, group._now()
     positions = settled(replica, app, now) if up_to is None else dict(up_to.positions)
-    group._deliver(app.mark_read(now, up_to=positions))
+    me = replica.me.identity.person_id
+    read_at = app.timeline(now).cursor_at.get(me, 0)
+    # live locations are read up to the cursor entry's time: a newer one is a reason to write
+    live = any(p != me and _ms(loc) > read_at for p, loc in group.locations().items())
+    group._deliver(app.mark_read(now, up_to=positions, restate=live))
 
 
 def _start(replica: GroupReplica, app: AppState, since: Since, now: int) -> Cursor:
@@ -173,8 +177,9 @@ def _start(replica: GroupReplica, app: AppState, since: Since, now: int) -> Curs
 def _merged(replica: GroupReplica, app: AppState, start: Cursor, now: int) -> Iterator[_Step]:
     """Every device's entries after ``start``, each run in seq order, merged by time."""
     timeline = app.timeline(now)
+    after = dict(start.positions)
     runs = [
-        _run(replica, timeline, device, start.seq(device), status.forked_at, now)
+        _run(replica, timeline, device, after.get(device, 0), status.forked_at, now)
         for device, status in sorted(replica.store.feeds(replica.id).items())
     ]
     return heapq.merge(*runs, key=lambda s: (s.at, bytes(s.device), s.seq))
@@ -286,4 +291,4 @@ class _Reader:
 
 
 def _ms(location: Location) -> int:
-    return int(location.at.timestamp() * 1000)
+    return round(location.at.timestamp() * 1000)
