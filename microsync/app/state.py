@@ -247,8 +247,8 @@ class AppState:
             if not self.listening:
                 return []  # loaded from the store on first use
             # someone listens (the fold was dropped above): what came before is history,
-            # this batch is news
-            self.timeline(now, frozenset(e.id for e in accepted))
+            # this batch is news (but what was shown provisionally was news already)
+            self.timeline(now, frozenset(e.id for e in accepted if e.id not in self._provisional))
         locked = self._fold.locked
         retry = [e for e in locked.values() if e.id not in self._provisional]
         fresh = [e for e in accepted if e.header.type == APP_TYPE]
