@@ -5,12 +5,13 @@ mark is shared with the person's other devices. Real SQLite profiles, entries ca
 
 from __future__ import annotations
 
+import asyncio
 import os
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import microsync
@@ -266,3 +267,67 @@ async def test_withdrawn_reactions_and_others_content_are_not_my_news(tmp_path: 
         news = me.whats_new()
         assert news.items == ()
         assert news.cursor.seq(mum.device.id) == read + 3  # walked past them all the same
+
+
+KINDS = ("post", "reply", "react", "doc", "file")
+
+
+async def act(group: microsync.Group, kind: str, i: int, target: bytes) -> None:
+    if kind == "post":
+        await group.post(f"post {i}")
+    elif kind == "reply":
+        await group.reply(target, f"reply {i}")
+    elif kind == "react":
+        await group.react(target, "❤️👍😮"[i % 3])
+    elif kind == "doc":
+        await group.doc("plans").set("when", i)
+    else:
+        await group.vault.add(bytes([i]), name=f"file {i}")
+
+
+async def paging_scenario(root: Path, actions: list[tuple[int, str]], limit: int) -> None:
+    async with AsyncExitStack() as stack:
+        groups = await family_of(stack, root, "Me", "Mum", "Dad")
+        me = groups[0]
+        mine = await me.post("mine")
+        share(*groups)
+        me.mark_read()
+        for i, (actor, kind) in enumerate(actions):
+            await act(groups[actor], kind, i, mine.id)
+        share(*groups)
+        whole = me.whats_new(limit=1000)
+        assert not whole.more
+        expected = {k: sum(1 for a, kk in actions if a != 0 and kk == k) for k in KINDS}
+        kinds = {
+            "post": NewPost, "reply": NewReply, "react": NewReaction, "file": NewFile,
+        }  # fmt: skip
+        for kind, cls in kinds.items():
+            assert sum(isinstance(i, cls) for i in whole.items) == expected[kind]
+        docs = [i for i in whole.items if isinstance(i, DocEdited)]
+        assert sum(d.changes for d in docs) == expected["doc"] and len(docs) <= 1
+        pages: list[News] = []
+        page = me.whats_new(limit=limit)
+        pages += page.items
+        while page.more:
+            assert len(page.items) == limit
+            page = me.whats_new(since=page.cursor, limit=limit)
+            pages += page.items
+        # the pages partition the news: the same items in the same order, a document's
+        # changes split between the pages that hold them
+        assert [i for i in pages if not isinstance(i, DocEdited)] == [
+            i for i in whole.items if not isinstance(i, DocEdited)
+        ]
+        assert sum(i.changes for i in pages if isinstance(i, DocEdited)) == expected["doc"]
+        me.mark_read(up_to=page.cursor)
+        assert me.whats_new().items == ()
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    actions=st.lists(st.tuples(st.integers(0, 2), st.sampled_from(KINDS)), max_size=10),
+    limit=st.integers(1, 4),
+)
+def test_pages_partition_the_news_under_random_histories(
+    tmp_path_factory: pytest.TempPathFactory, actions: list[tuple[int, str]], limit: int
+) -> None:
+    asyncio.run(paging_scenario(tmp_path_factory.mktemp("history"), actions, limit))
