@@ -102,35 +102,44 @@ def page(sources: Sources, since: Since, limit: int, now: int) -> WhatsNew:
     """One page of news after ``since`` from ``sources``, at most ``limit`` items."""
     start = _start(sources.replica, sources.app, since, now)
     reader = _Reader(sources, now)
-    positions = dict(start.positions)
-    items: list[News] = []
-    docs: dict[str, int] = {}  # document -> the index of its record in this page
-    more = False
+    found = _Page(limit, dict(start.positions))
     for walked, step in enumerate(_merged(sources.replica, sources.app, start, now)):
-        item = reader.news(step)
-        index = docs.get(item.doc) if isinstance(item, DocEdited) else None
-        if walked >= MAX_WALK or (item is not None and index is None and len(items) >= limit):
-            more = True  # this step is the next page's first
+        if walked >= MAX_WALK or not found.add(step, reader.news(step)):
+            found.more = True  # this step is the next page's first
             break
-        positions[step.device] = step.seq
-        if isinstance(item, DocEdited) and index is not None:
-            items[index] = _merge_doc(items[index], item)
-        elif item is not None:
-            if isinstance(item, DocEdited):
-                docs[item.doc] = len(items)
-            items.append(item)
-    last = start.at if more else max(now, start.at)
     locations = tuple(
         loc
         for person, loc in sorted(sources.locations.items())
         if person != reader.me and _ms(loc) > start.at
     )
-    return WhatsNew(
-        items=tuple(items),
-        cursor=Cursor.of(positions, last),
-        more=more,
-        locations=locations,
-    )
+    last = start.at if found.more else max(now, start.at)
+    cursor = Cursor.of(found.positions, last)
+    return WhatsNew(items=tuple(found.items), cursor=cursor, more=found.more, locations=locations)
+
+
+class _Page:
+    """The items of a page so far, and how far each device's run was walked."""
+
+    def __init__(self, limit: int, positions: dict[DeviceId, int]) -> None:
+        self.limit = limit
+        self.positions = positions
+        self.items: list[News] = []
+        self.docs: dict[str, int] = {}  # document -> the index of its record in ``items``
+        self.more = False
+
+    def add(self, step: _Step, item: News | None) -> bool:
+        """Take ``step`` (and its ``item``, if any) into the page; ``False`` if it is full."""
+        index = self.docs.get(item.doc) if isinstance(item, DocEdited) else None
+        if item is not None and index is None and len(self.items) >= self.limit:
+            return False
+        self.positions[step.device] = step.seq
+        if isinstance(item, DocEdited) and index is not None:
+            self.items[index] = _merge_doc(self.items[index], item)
+        elif item is not None:
+            if isinstance(item, DocEdited):
+                self.docs[item.doc] = len(self.items)
+            self.items.append(item)
+        return True
 
 
 def _merge_doc(earlier: News, later: DocEdited) -> DocEdited:
