@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import microsync
+from microsync.app.ops import DocOp
 from microsync.clock import system_clock
 from microsync.errors import DecodeError
 from microsync.group.invite import PairingGuest
@@ -32,7 +34,8 @@ from microsync.node.news import (
     NewReply,
     News,
 )
-from microsync.testing import FakeClock
+from microsync.state import Document, encode_op
+from microsync.testing import FakeClock, app_state
 from tests.test_app_group import family_of, share
 from tests.test_device_groups import introduce, pair, sync
 
@@ -331,3 +334,21 @@ def test_pages_partition_the_news_under_random_histories(
     tmp_path_factory: pytest.TempPathFactory, actions: list[tuple[int, str]], limit: int
 ) -> None:
     asyncio.run(paging_scenario(tmp_path_factory.mktemp("history"), actions, limit))
+
+
+async def test_a_document_change_written_as_someone_else_is_not_news(tmp_path: Path) -> None:
+    """Carol's validly signed entry carries an operation under Bob's device id: every replica
+    refuses it, and it is nobody's news either."""
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
+        share(alice, bob, carol)
+        alice.mark_read()
+        impostor = Document(bytes(bob.device.id))
+        now = time.time_ns() // 1_000_000
+        op = impostor.set("owner", "carol", now=now)
+        app_state(carol).write(DocOp(doc="d", payload=encode_op(op)), now)
+        await carol.doc("d").set("fine", 1)  # a real change, for contrast
+        share(alice, bob, carol)
+        [item] = alice.whats_new().items
+        assert isinstance(item, DocEdited) and item.changes == 1
+        assert item.people == {carol.device.person_id}

@@ -30,10 +30,21 @@ import dataclasses
 import heapq
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal
+from typing import TYPE_CHECKING, Final, Literal, assert_never
 
+from microsync.app.docs import SharedDoc
 from microsync.app.events import Location
-from microsync.app.ops import APP_TYPE, DocOp, LocationOp, PostOp, ReactOp
+from microsync.app.ops import (
+    APP_TYPE,
+    CursorOp,
+    DeleteOp,
+    DocOp,
+    EditOp,
+    LocationOp,
+    PostOp,
+    ReactOp,
+    UnreactOp,
+)
 from microsync.app.timeline import AppEntry, Timeline
 from microsync.app.views import post_view, when
 from microsync.blobs import VAULT_TYPE, BlobRef
@@ -246,27 +257,30 @@ class _Reader:
 
     def _app_news(self, entry: AppEntry, at: int) -> News | None:
         op = entry.op
-        if isinstance(op, PostOp):
-            post = self._timeline.posts.get(entry.id)
-            if post is None or post.gone:
-                return None
-            view = post_view(post, self._names)
-            kind = NewPost if post.reply_to is None else NewReply
-            return kind(person=entry.person, at=when(at), post=view)
-        if isinstance(op, ReactOp):
-            return self._reaction(entry, op, at)
-        if isinstance(op, LocationOp):
-            lat, lon = op.lat / 1_000_000, op.lon / 1_000_000
-            return Moved(
-                person=entry.person,
-                at=when(at),
-                latitude=lat,
-                longitude=lon,
-                precision=op.precision,
-            )
-        if isinstance(op, DocOp):
-            return self._doc(entry, op, at)
-        return None  # edits, deletes, unreacts, cursors: nobody's news
+        match op:
+            case PostOp():
+                post = self._timeline.posts.get(entry.id)
+                if post is None or post.gone:
+                    return None
+                kind = NewPost if post.reply_to is None else NewReply
+                return kind(person=entry.person, at=when(at), post=post_view(post, self._names))
+            case ReactOp():
+                return self._reaction(entry, op, at)
+            case LocationOp(lat=lat, lon=lon, precision=precision):
+                latitude, longitude = lat / 1_000_000, lon / 1_000_000
+                return Moved(
+                    person=entry.person,
+                    at=when(at),
+                    latitude=latitude,
+                    longitude=longitude,
+                    precision=precision,
+                )
+            case DocOp():
+                return self._doc(entry, op, at)
+            case EditOp() | DeleteOp() | UnreactOp() | CursorOp():
+                return None  # nobody's news
+            case _:
+                assert_never(op)
 
     def _reaction(self, entry: AppEntry, op: ReactOp, at: int) -> News | None:
         post = self._timeline.posts.get(EntryId(op.post))
@@ -278,7 +292,9 @@ class _Reader:
         view = post_view(post, self._names)
         return NewReaction(person=entry.person, at=when(at), post=view, emoji=op.emoji)
 
-    def _doc(self, entry: AppEntry, op: DocOp, at: int) -> DocEdited:
+    def _doc(self, entry: AppEntry, op: DocOp, at: int) -> DocEdited | None:
+        if not SharedDoc.valid(entry, op.payload):
+            return None  # an operation every replica refuses (written as someone else ...)
         people = frozenset({entry.person})
         return DocEdited(person=entry.person, at=when(at), doc=op.doc, people=people, changes=1)
 
