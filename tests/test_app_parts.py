@@ -187,3 +187,30 @@ async def test_parts_survive_a_restart_and_a_snapshot(tmp_path: Path) -> None:
         await alice.device.close()
         again = await stack.enter_async_context(await microsync.Device.open(tmp_path / "Alice"))
         assert again.group(alice.id).post_by_id(post.id).parts == parts
+
+
+cbor_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64)
+    | st.text(max_size=20)
+    | st.binary(max_size=40)
+    | st.sampled_from(["https://a.example/", "city", "street", "exact"]),
+    lambda inner: st.lists(inner, max_size=6),
+    max_leaves=20,
+)
+
+
+@given(st.lists(cbor_values, max_size=4) | cbor_values)
+def test_any_parts_value_decodes_or_is_a_decode_error(value: object) -> None:
+    """Fuzz: whatever a member puts in ``parts``, decoding gives a post or a DecodeError,
+    and what decodes re-encodes to the same bytes."""
+    try:
+        data = encoding.encode([1, 1, {"text": "", "parts": value}])  # type: ignore[dict-item]
+    except DecodeError:
+        return  # outside the data model (a 65-bit integer ...): it cannot arrive either
+    try:
+        op = AppOp.from_bytes(data)
+    except DecodeError:
+        return
+    assert op.to_bytes() == data
