@@ -33,7 +33,7 @@ from microsync.group.join import (
     LinkResponse,
     Welcome,
 )
-from microsync.group.ops import HISTORY_SETTINGS
+from microsync.group.ops import HISTORY_SETTINGS, MAX_MEMBERS_CAP
 from microsync.group.replica import GroupReplica, LocalMember
 from microsync.identity import (
     DeviceId,
@@ -344,8 +344,14 @@ class Device:
 
     # ------------------------------------------------------------------ groups
 
-    async def create_group(self, name: str, *, history: str = "shared") -> Group:
+    async def create_group(
+        self, name: str, *, history: str = "shared", max_members: int | None = None
+    ) -> Group:
         """Found a group named ``name``; this person is its first admin.
+
+        ``max_members`` caps how many members it may ever hold at once (1 to 4000; ``None``,
+        the default: no cap but the 4000-device limit). Every replica voids an add beyond it,
+        whatever the delivery order; an invite to a full group is refused (:class:`GroupFull`).
 
         ``history="shared"`` (the default) lets members added later read what was said before
         they joined; with ``"none"`` they cannot (each add starts a new epoch). The name is
@@ -355,9 +361,16 @@ class Device:
             raise ValueError(f"history must be one of {HISTORY_SETTINGS}, not {history!r}")
         if not 0 < len(name) <= 128:
             raise ValueError("a group name is 1 to 128 characters")
+        if max_members is not None and not 1 <= max_members <= MAX_MEMBERS_CAP:
+            raise ValueError(f"max_members is 1 to {MAX_MEMBERS_CAP} (or None: no cap)")
         with self._store.transaction():
             replica = GroupReplica.create(
-                self._store, self._member, name, history=history, now=self._clock()
+                self._store,
+                self._member,
+                name,
+                history=history,
+                max_members=max_members,
+                now=self._clock(),
             )
             remember_group(self._store, replica.id)
         return self._hold(replica)

@@ -78,6 +78,11 @@ class Group:
         return self._replica.state.history
 
     @property
+    def max_members(self) -> int | None:
+        """The member cap set at creation (``None``: no cap but the 4000-device limit)."""
+        return self._replica.state.max_members
+
+    @property
     def epoch(self) -> int:
         """The number of the epoch this device writes in (-1 while a rotation is due)."""
         current = self._replica.state.current_epoch()

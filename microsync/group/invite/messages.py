@@ -40,6 +40,7 @@ from microsync.encoding import (
 from microsync.errors import (
     AlreadyAMember,
     DecodeError,
+    GroupFull,
     InviteBurned,
     InviteConsumed,
     InviteError,
@@ -110,6 +111,7 @@ class AbortReason(enum.IntEnum):
     REFUSED = 8
     PROTOCOL = 9
     ALREADY_MEMBER = 10
+    GROUP_FULL = 11
 
 
 _REASON_ERRORS: Final[dict[AbortReason, type[InviteError]]] = {
@@ -123,6 +125,7 @@ _REASON_ERRORS: Final[dict[AbortReason, type[InviteError]]] = {
     AbortReason.REFUSED: InviteRefused,
     AbortReason.PROTOCOL: InviteProtocolError,
     AbortReason.ALREADY_MEMBER: AlreadyAMember,
+    AbortReason.GROUP_FULL: GroupFull,
 }
 
 _REASON_TEXT: Final[dict[AbortReason, str]] = {
@@ -140,6 +143,7 @@ _REASON_TEXT: Final[dict[AbortReason, str]] = {
         "one of your devices (`microsync devices add` there, `microsync link` here) or "
         "restore it from your recovery words"
     ),
+    AbortReason.GROUP_FULL: "the group is full (it holds as many members as its cap allows)",
 }
 
 
