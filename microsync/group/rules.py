@@ -301,7 +301,7 @@ def _apply(
         if target is not None:
             if op.role is Role.ADMIN:
                 target.rank = _rank_after(state, author)
-                open_admin(state, _starts(rec, target.devices))
+                open_admin(state, [(d, seq) for d, seq in op.positions if d in target.devices])
             else:
                 named = dict(op.positions)
                 close_admin(state, [(d, named.get(d)) for d in target.devices])

@@ -26,6 +26,7 @@ from microsync.identity import DeviceId, PersonId
 from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event
 from microsync.node.exits import GroupExit, exit_of
+from microsync.node.moderation import hide_after_removal, hide_of
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.roster import InviteStatus, Member, invite_statuses
 from microsync.node.vault import Vault
@@ -114,6 +115,10 @@ class Group:
 
     def _person(self) -> PersonId:
         return self._device.person_id
+
+    def _is_admin(self) -> bool:
+        me = self._replica.state.members.get(self._person())
+        return me is not None and me.role == "admin"
 
     def _device_owner(self, device: DeviceId) -> str | None:
         """The name of the member whose device ``device`` is, if one is."""
@@ -237,8 +242,9 @@ class Group:
         return self._app_state.post(post_id, self._now())
 
     async def delete(self, post_id: bytes) -> None:
-        """Delete one of your own posts for everyone: every device that applies this purges
-        the post's text from its disk and keeps only a tombstone."""
+        """Delete a post or reply for everyone: your own, or (as an admin) anyone's. Every
+        device that applies it purges the post's text from its disk and keeps a tombstone; a
+        non-admin's delete of someone else's post is refused everywhere (``NotAMember``)."""
         self._app_state.require(post_id, self._now())
         await self._write(DeleteOp(post=bytes(post_id)))
 
@@ -372,14 +378,26 @@ class Group:
         """Start a new epoch now, wrapped to every current member device (any member may)."""
         self._replica.rotate(now=self._now())
 
-    async def remove(self, person_id: bytes, *, force: bool = False) -> None:
+    async def hide_posts_of(self, person_id: bytes) -> None:
+        """Hide, for everyone, every post and reply ``person_id`` wrote so far (admins only;
+        ``NotAMember`` otherwise). Posts of theirs that arrive later are hidden too."""
+        op = hide_of(self._replica, self._timeline(), PersonId(bytes(person_id)))
+        if op is not None:
+            await self._write(op)
+
+    async def remove(
+        self, person_id: bytes, *, force: bool = False, hide_posts: bool = False
+    ) -> None:
         """Remove a member (admins only). Starts a new epoch the removed person cannot read.
         Removing yourself while you are the group's only admin and others remain raises
         :class:`NotAMember` unless ``force`` (then nobody can ever invite, remove or promote
-        again): promote another admin first."""
+        again): promote another admin first. ``hide_posts=True`` hides their posts too."""
         person = PersonId(bytes(person_id))
         self._refuse_last_admin(person, "remove", force)
-        self._replica.remove(person, now=self._now())
+        removal = self._replica.remove(person, now=self._now())
+        hide = hide_after_removal(self._replica, removal) if hide_posts else None
+        if hide is not None:  # ``hide_posts``: what they wrote goes too, for everyone
+            await self._write(hide)
 
     async def leave(self, *, force: bool = False) -> None:
         """Leave the group. The remaining members rotate the key on their next write. Refused

@@ -337,11 +337,11 @@ class Vault:
         return ref
 
     async def remove(self, ref: BlobRef | bytes | str) -> None:
-        """Delete a blob for everyone (only the person who added it may): every device that
-        applies this purges the blob's chunks and manifest from its disk."""
+        """Delete a blob for everyone (the person who added it, or an admin: moderation): every
+        device that applies this purges the blob's chunks and manifest from its disk."""
         blob = self.get(ref)
-        if blob.author != self._group._person():
-            raise NotAMember("only the person who added a blob removes it")
+        if blob.author != self._group._person() and not self._group._is_admin():
+            raise NotAMember("only the person who added a blob, or an admin, removes it")
         op = VaultOp(kind=VaultKind.REMOVE, blob=blob.id)
         self._group._replica.append_content(VAULT_TYPE, op.to_bytes(), now=self._group._now())
         self.refresh()

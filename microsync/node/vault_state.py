@@ -175,6 +175,8 @@ class VaultFold:
             op=op,
             ids_key=ids_key,
             where=(h.device, h.seq),
+            moderator=op.kind is VaultKind.REMOVE
+            and self._replica.state.moderates(h.device, h.seq),
         )
 
     def _purge(self, purges: Sequence[Purge]) -> None:
