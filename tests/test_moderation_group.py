@@ -12,7 +12,10 @@ import pytest
 
 from microsync.app.events import EventKind, Moderated
 from microsync.errors import NotAMember
+from microsync.feed.entry import parse_entry
+from microsync.testing import replica_of
 from tests.test_app_group import family_of, raw_profile_bytes, share
+from tests.test_device_groups import entries, sync
 
 
 async def test_an_admin_deletes_a_members_post_and_reply_for_everyone(tmp_path: Path) -> None:
@@ -113,3 +116,31 @@ async def test_hide_posts_of_a_member_and_only_admins_may(tmp_path: Path) -> Non
         later = await bob.post("after the hide")  # what Bob writes from now on is shown
         share(alice, bob, carol)
         assert {p.id for p in carol.feed()} == {later.id, alice.feed()[-1].id}
+
+
+async def test_a_moderation_that_arrives_before_the_promotion_counts_once_it_does(
+    tmp_path: Path,
+) -> None:
+    """Carol gets Bob's feed (his delete and his blob removal) before Alice's promotion of
+    him: she refuses both at first, and applies both once the promotion arrives."""
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
+        post = await carol.post("spam")
+        meme = await carol.vault.add(b"meme", name="meme.png")
+        share(alice, bob, carol)
+        assert [r.name for r in carol.vault.list()] == ["meme.png"]  # folded here already
+        await alice.promote(bob.device.person_id)
+        sync(alice.device, bob.device, alice.id)  # Bob hears of it, Carol not yet
+        await bob.delete(post.id)
+        await bob.vault.remove(meme)
+        only_bob = [
+            item
+            for item in entries(bob.device, bob.id)
+            if parse_entry(item[0]).header.device == replica_of(bob).me.device
+        ]
+        carol.device.receive(carol.id, only_bob)
+        assert [p.text for p in carol.feed()] == ["spam"]
+        assert [r.name for r in carol.vault.list()] == ["meme.png"]
+        share(alice, bob, carol)
+        assert carol.feed() == [] and carol.vault.list() == []
+        assert alice.feed() == [] and alice.vault.list() == []

@@ -37,6 +37,7 @@ from microsync.errors import MicrosyncError, NotAMember
 from microsync.feed.entry import MAX_DEPS, Entry, EntryId
 from microsync.feed.store import StoredEntry
 from microsync.group.fold import ContentFold, Folded
+from microsync.group.state import Window
 from microsync.identity import DeviceId, PersonId
 from microsync.state import Document
 from microsync.state.clock import bounded
@@ -64,7 +65,7 @@ class AppState:
         self._fold: ContentFold[AppOperation] = replica.content_fold(AppOp.from_bytes)
         self._provisional: dict[EntryId, tuple[Entry, bytes]] = {}
         self._docs: dict[str, SharedDoc] = {}
-        self._admins: dict[DeviceId, object] = {}  # the admin stretches folded with
+        self._admins: dict[DeviceId, tuple[Window, ...]] = {}  # the admin stretches folded with
 
     def _moderates(self, device: DeviceId, seq: int) -> bool:
         return self._replica.state.moderates(device, seq)
