@@ -240,3 +240,24 @@ def test_a_hostile_admins_over_cap_add_is_void_everywhere() -> None:
         assert forged.id not in peer.group.resolution.effective
         assert m.person not in peer.group.state.members
         assert not peer.group.admits(m.identity.device_id, 1)
+
+
+def test_an_invite_redeemed_into_a_group_filled_meanwhile_stays_unconsumed() -> None:
+    a, b = peers = capped_group("A", "B", cap=3, admins="B")
+    d, e = newcomers(peers, "D", "E")
+    a.group.create_invite(b"d" * 32, expires_at=10**12, role=Role.MEMBER, now=5)
+    a.group.create_invite(b"e" * 32, expires_at=10**12, role=Role.MEMBER, now=6)
+    sync(a, b)
+    joins = {
+        "D": a.group.add(d.person, "D", [d.member.grant()], invite_id=b"d" * 32, now=10).id,
+        "E": b.group.add(e.person, "E", [e.member.grant()], invite_id=b"e" * 32, now=10).id,
+    }
+    sync_all(peers)
+    order = a.group.resolution.order
+    first = min(joins, key=lambda n: order.index(joins[n]))  # type: ignore[arg-type]
+    loser = "E" if first == "D" else "D"
+    for peer in peers:
+        invites = peer.group.state.invites
+        assert invites[first.lower().encode() * 32].consumed_by == joins[first]
+        assert invites[loser.lower().encode() * 32].consumed_by is None
+        assert {m.name for m in peer.group.state.members.values()} == {"A", "B", first}

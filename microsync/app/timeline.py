@@ -4,7 +4,8 @@ Operations are applied in causal order: an entry names in ``deps`` the app entri
 had applied, and waits here until they are applied too. Every rule is checked by every replica
 from signed authorship, never trusted from the UI:
 
-* a post's author is the person whose device signed it; only that person edits or deletes it;
+* a post's author is the person whose device signed it; only that person edits it, and only
+  that person or an admin (moderation, :mod:`microsync.app.moderation`) deletes it;
 * edits are last-writer-wins by ``(hlc, entry id)``; a delete wins over every edit, for good;
 * a reaction is an (emoji, person) pair held by the reacting entries not withdrawn; an unreact
   withdraws only the reacting entries it names, and only its own person's (observed-remove);

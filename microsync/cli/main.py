@@ -165,7 +165,8 @@ async def cmd_members(args: argparse.Namespace, out: Console) -> int:
         for m in members:
             devices = _count(len(m.devices), "device")
             out.print(f"{social.member_id(m.person_id)}  {m.name}  {m.role}  {devices}")
-        out.print(size_line(group))
+        if group.max_members is not None:  # (one line per member otherwise, as always)
+            out.print(size_line(group))
     return 0
 
 

@@ -33,7 +33,6 @@ from microsync.group.join import (
     LinkResponse,
     Welcome,
 )
-from microsync.group.ops import HISTORY_SETTINGS, MAX_MEMBERS_CAP
 from microsync.group.replica import GroupReplica, LocalMember
 from microsync.identity import (
     DeviceId,
@@ -44,6 +43,7 @@ from microsync.net.limits import ServeLimits
 from microsync.node.addresses import DEFAULT_PORT
 from microsync.node.devices import DeviceRecord, device_id_of, device_records, link_new_device
 from microsync.node.exits import GroupExit
+from microsync.node.founding import found_group
 from microsync.node.group import Group, InviteStatus, Member
 from microsync.node.host import DeviceHost
 from microsync.node.inbound import WELCOME_PREFIX, Inbound
@@ -349,30 +349,13 @@ class Device:
     ) -> Group:
         """Found a group named ``name``; this person is its first admin.
 
-        ``max_members`` caps how many members it may ever hold at once (1 to 4000; ``None``,
-        the default: no cap but the 4000-device limit). Every replica voids an add beyond it,
-        whatever the delivery order; an invite to a full group is refused (:class:`GroupFull`).
-
         ``history="shared"`` (the default) lets members added later read what was said before
         they joined; with ``"none"`` they cannot (each add starts a new epoch). The name is
-        encrypted: it never crosses a wire in the clear.
+        encrypted: it never crosses a wire in the clear. ``max_members`` (1 to 4000; default:
+        no cap) caps its size on every replica; an invite to a full group raises ``GroupFull``.
         """
-        if history not in HISTORY_SETTINGS:
-            raise ValueError(f"history must be one of {HISTORY_SETTINGS}, not {history!r}")
-        if not 0 < len(name) <= 128:
-            raise ValueError("a group name is 1 to 128 characters")
-        if max_members is not None and not 1 <= max_members <= MAX_MEMBERS_CAP:
-            raise ValueError(f"max_members is 1 to {MAX_MEMBERS_CAP} (or None: no cap)")
-        with self._store.transaction():
-            replica = GroupReplica.create(
-                self._store,
-                self._member,
-                name,
-                history=history,
-                max_members=max_members,
-                now=self._clock(),
-            )
-            remember_group(self._store, replica.id)
+        clock = self._clock()
+        replica = found_group(self._store, self._member, name, history, max_members, clock)
         return self._hold(replica)
 
     def groups(self) -> list[Group]:

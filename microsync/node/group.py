@@ -26,7 +26,7 @@ from microsync.identity import DeviceId, PersonId
 from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event
 from microsync.node.exits import GroupExit, exit_of
-from microsync.node.moderation import hide_after_removal, hide_of
+from microsync.node.moderation import cap_of, hide_posts_of, hide_removed
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.roster import InviteStatus, Member, invite_statuses
 from microsync.node.vault import Vault
@@ -48,6 +48,9 @@ class Group:
     (:class:`~microsync.app.presence.PresenceState`) and the vault; their methods here are
     thin delegates that pass the clock in and deliver the events they return.
     """
+
+    max_members = property(cap_of)  # the member cap set at creation (None: no cap)
+    hide_posts_of = hide_posts_of  # an admin hides a person's posts, for everyone
 
     def __init__(self, device: Device, replica: GroupReplica) -> None:
         self._device = device
@@ -77,11 +80,6 @@ class Group:
     def history(self) -> str:
         """``"shared"`` or ``"none"``: whether later members may read earlier content."""
         return self._replica.state.history
-
-    @property
-    def max_members(self) -> int | None:
-        """The member cap set at creation (``None``: no cap but the 4000-device limit)."""
-        return self._replica.state.max_members
 
     @property
     def epoch(self) -> int:
@@ -115,10 +113,6 @@ class Group:
 
     def _person(self) -> PersonId:
         return self._device.person_id
-
-    def _is_admin(self) -> bool:
-        me = self._replica.state.members.get(self._person())
-        return me is not None and me.role == "admin"
 
     def _device_owner(self, device: DeviceId) -> str | None:
         """The name of the member whose device ``device`` is, if one is."""
@@ -242,9 +236,7 @@ class Group:
         return self._app_state.post(post_id, self._now())
 
     async def delete(self, post_id: bytes) -> None:
-        """Delete a post or reply for everyone: your own, or (as an admin) anyone's. Every
-        device that applies it purges the post's text from its disk and keeps a tombstone; a
-        non-admin's delete of someone else's post is refused everywhere (``NotAMember``)."""
+        """Delete a post for everyone (yours; an admin: anyone's): purged, a tombstone kept."""
         self._app_state.require(post_id, self._now())
         await self._write(DeleteOp(post=bytes(post_id)))
 
@@ -378,13 +370,6 @@ class Group:
         """Start a new epoch now, wrapped to every current member device (any member may)."""
         self._replica.rotate(now=self._now())
 
-    async def hide_posts_of(self, person_id: bytes) -> None:
-        """Hide, for everyone, every post and reply ``person_id`` wrote so far (admins only;
-        ``NotAMember`` otherwise). Posts of theirs that arrive later are hidden too."""
-        op = hide_of(self._replica, self._timeline(), PersonId(bytes(person_id)))
-        if op is not None:
-            await self._write(op)
-
     async def remove(
         self, person_id: bytes, *, force: bool = False, hide_posts: bool = False
     ) -> None:
@@ -394,10 +379,7 @@ class Group:
         again): promote another admin first. ``hide_posts=True`` hides their posts too."""
         person = PersonId(bytes(person_id))
         self._refuse_last_admin(person, "remove", force)
-        removal = self._replica.remove(person, now=self._now())
-        hide = hide_after_removal(self._replica, removal) if hide_posts else None
-        if hide is not None:  # ``hide_posts``: what they wrote goes too, for everyone
-            await self._write(hide)
+        await hide_removed(self, self._replica.remove(person, now=self._now()), hide_posts)
 
     async def leave(self, *, force: bool = False) -> None:
         """Leave the group. The remaining members rotate the key on their next write. Refused

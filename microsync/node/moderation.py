@@ -12,19 +12,56 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from microsync.app.ops import HideOp
+from microsync.errors import NotAMember
+from microsync.group.ops import Role
 from microsync.identity import DeviceId, PersonId
 
 if TYPE_CHECKING:
     from microsync.app.timeline import Timeline
     from microsync.feed.entry import Entry
     from microsync.group.replica import GroupReplica
+    from microsync.node.group import Group
 
-__all__ = ["hide_after_removal", "hide_of"]
+__all__ = ["cap_of", "hide_after_removal", "hide_of", "hide_posts_of", "hide_removed", "is_admin"]
 
 
-def hide_of(replica: GroupReplica, timeline: Timeline, person: PersonId) -> HideOp | None:
-    """The hide of everything ``person``'s devices wrote that this device holds (``None``:
-    nothing of theirs is held here)."""
+def cap_of(group: Group) -> int | None:
+    """``Group.max_members``: the member cap set at creation (``None``: no cap but the
+    4000-device limit); every replica voids an add beyond it (``docs/membership.md``)."""
+    return group._replica.state.max_members
+
+
+async def hide_posts_of(group: Group, person_id: bytes) -> None:
+    """``Group.hide_posts_of``: hide, for everyone, every post and reply ``person_id`` wrote
+    so far (admins only: :class:`NotAMember` otherwise). Posts of theirs written before it
+    that arrive later are hidden too; what they write later is shown (``docs/app.md``)."""
+    me = group._device.person_id
+    op = hide_of(group._replica, group._timeline(), PersonId(bytes(person_id)), me)
+    if op is not None:
+        await group._write(op)
+
+
+async def hide_removed(group: Group, removal: Entry, hide_posts: bool) -> None:
+    """``Group.remove(..., hide_posts=True)``: after ``removal``, hide what the removed person
+    wrote up to its cut-off, for everyone."""
+    op = hide_after_removal(group._replica, removal) if hide_posts else None
+    if op is not None:
+        await group._write(op)
+
+
+def is_admin(replica: GroupReplica, person: PersonId) -> bool:
+    """Is ``person`` an admin of the group now (as this device resolved it)?"""
+    member = replica.state.members.get(person)
+    return member is not None and member.role is Role.ADMIN
+
+
+def hide_of(
+    replica: GroupReplica, timeline: Timeline, person: PersonId, me: PersonId
+) -> HideOp | None:
+    """The hide, by ``me``, of everything ``person``'s devices wrote that this device holds
+    (``None``: nothing of theirs is held here; :class:`NotAMember` unless ``me`` is an admin)."""
+    if not is_admin(replica, me):
+        raise NotAMember("only admins may hide someone's posts")
     member = replica.state.members.get(person)
     devices = set(member.devices) if member is not None else set()
     devices |= {p.device for p in timeline.posts.values() if p.author == person}
