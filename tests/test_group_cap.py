@@ -82,12 +82,12 @@ def test_a_cap_on_any_other_kind_does_not_decode() -> None:
 # --------------------------------------------------------------------------- one replica
 
 
-def capped_group(*names: str, cap: int, admins: str = "") -> list[Peer]:
+def capped_group(*names: str, cap: int, admins: str = "", history: str = "shared") -> list[Peer]:
     """The first peer founds a group capped at ``cap`` and adds the others, who all sync."""
     peers = make_peers(*names, seed="cap")
     founder = peers[0]
     founder.replica = GroupReplica.create(
-        founder.store, founder.member, "Family", max_members=cap, now=1
+        founder.store, founder.member, "Family", history=history, max_members=cap, now=1
     )
     for i, peer in enumerate(peers[1:], start=2):
         role = Role.ADMIN if peer.identity.name in admins else Role.MEMBER
@@ -147,12 +147,35 @@ def test_concurrent_adds_at_two_admins_never_exceed_the_cap() -> None:
     sync_all(peers)
     order = a.group.resolution.order
     first = min(adds, key=lambda n: order.index(adds[n]))  # type: ignore[arg-type]
+    loser = e if first == "D" else d
     for peer in peers:
         names = {m.name for m in peer.group.state.members.values()}
         assert names == {"A", "B", first}
         assert peer.group.resolution.effective >= {adds[first]}  # type: ignore[operator]
-        assert adds["D" if first == "E" else "E"] not in peer.group.resolution.effective
+        assert adds[loser.identity.name] not in peer.group.resolution.effective
+        assert not peer.group.state.counts(loser.identity.device_id, 1)  # nothing of it counts
+        assert peer.group.state.current_epoch() is None  # its bundle reached it: rotate
     assert a.group.state.signature() == b.group.state.signature()
+    a.group.rotate(now=20)
+    sync_all(peers)
+    assert loser.identity.device_id not in a.group.state.current_epoch().recipients  # type: ignore[union-attr]
+
+
+def test_racing_adds_that_start_epochs_converge_on_one_epoch() -> None:
+    """With ``history="none"`` each add starts an epoch: the voided add's epoch is void, and
+    every replica writes under the same one (after the rotation its exposure asks for)."""
+    a, b, c = peers = capped_group("A", "B", "C", cap=4, admins="B", history="none")
+    d, e = newcomers(peers, "D", "E")
+    add(a, d, 10)
+    add(b, e, 10)
+    sync_all(peers)
+    assert all(p.group.state.signature() == a.group.state.signature() for p in peers)
+    assert len(a.group.state.members) == 4
+    a.group.rotate(now=20)
+    sync_all(peers)
+    epochs = [p.group.state.current_epoch() for p in peers]
+    assert epochs[0] is not None and all(e == epochs[0] for e in epochs)
+    assert c.group.current_epoch_key() is not None
 
 
 def _race_history() -> tuple[list[Peer], list[tuple[bytes, bytes | None]]]:
