@@ -55,5 +55,7 @@ def test_the_command_line_sets_and_shows_the_cap(tmp_path: Path) -> None:
     shown = run("members", "Family", "--home", home)
     assert shown.returncode == 0 and "1 member (cap 12)" in shown.stdout, shown.stderr
     assert "cap" not in run("members", "Open", "--home", home).stdout
+    listed = json.loads(run("groups", "--json", "--home", home).stdout)
+    assert {g["name"]: g["max_members"] for g in listed} == {"Family": 12, "Open": None}
     [member] = json.loads(run("members", "Family", "--json", "--home", home).stdout)
     assert member["name"] == "Ana"  # the JSON list is unchanged

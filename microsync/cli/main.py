@@ -125,6 +125,7 @@ async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
                             "id": g.id.hex(),
                             "name": g.name,
                             "members": len(g.members()),
+                            "max_members": g.max_members,
                             "epoch": g.epoch,
                             "history": g.history,
                             "member": g.is_member(),
