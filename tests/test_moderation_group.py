@@ -144,3 +144,27 @@ async def test_a_moderation_that_arrives_before_the_promotion_counts_once_it_doe
         share(alice, bob, carol)
         assert carol.feed() == [] and carol.vault.list() == []
         assert alice.feed() == [] and alice.vault.list() == []
+
+
+async def test_moderation_holds_after_a_restart_with_a_snapshot(tmp_path: Path) -> None:
+    """Carol's device restarts (snapshot written at close, folded again at open): what the
+    admin deleted and hid stays gone, and the timeline is the one she had."""
+    import microsync
+    from microsync.testing import app_state
+
+    async with AsyncExitStack() as stack:
+        alice, bob, carol = await family_of(stack, tmp_path, "Alice", "Bob", "Carol")
+        spam = await bob.post("spam")
+        await bob.post("more spam")
+        kept = await carol.post("kept")
+        share(alice, bob, carol)
+        await alice.delete(spam.id)
+        await alice.hide_posts_of(bob.device.person_id)
+        share(alice, bob, carol)
+        before = app_state(carol).timeline(0).summary()
+        path = carol.device.path
+        await carol.device.close()
+    async with await microsync.Device.open(path) as again:
+        group = again.group(alice.id)
+        assert [p.id for p in group.feed()] == [kept.id]
+        assert app_state(group).timeline(0).summary() == before
