@@ -15,6 +15,7 @@ from microsync.app.events import (
     Post,
     Posted,
     Reacted,
+    Reaction,
     Replied,
 )
 from microsync.app.timeline import ChangeKind, PostState
@@ -50,6 +51,11 @@ def post_view(post: PostState, names: Mapping[PersonId, str]) -> Post:
         reply_to=post.reply_to,
         edited=post.edited,
         deleted=post.deleted,
+        parts=() if post.gone else post.parts,
+        reaction_records=tuple(
+            Reaction(person=person, emoji=emoji, at=when(at))
+            for emoji, person, at in post.reaction_times()
+        ),
     )
 
 
