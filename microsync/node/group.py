@@ -28,7 +28,7 @@ from microsync.node import whats_new
 from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event, listen
 from microsync.node.exits import GroupExit, exit_of
-from microsync.node.moderation import cap_of, hide_posts_of, hide_removed
+from microsync.node.moderation import cap_of, hide_posts_of, remove_member
 from microsync.node.news import Cursor, WhatsNew
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.roster import InviteStatus, Member, invite_statuses
@@ -378,16 +378,7 @@ class Group:
         """Start a new epoch now, wrapped to every current member device (any member may)."""
         self._replica.rotate(now=self._now())
 
-    async def remove(
-        self, person_id: bytes, *, force: bool = False, hide_posts: bool = False
-    ) -> None:
-        """Remove a member (admins only). Starts a new epoch the removed person cannot read.
-        Removing yourself while you are the group's only admin and others remain raises
-        :class:`NotAMember` unless ``force`` (then nobody can ever invite, remove or promote
-        again): promote another admin first. ``hide_posts=True`` hides their posts too."""
-        person = PersonId(bytes(person_id))
-        self._refuse_last_admin(person, "remove", force)
-        await hide_removed(self, self._replica.remove(person, now=self._now()), hide_posts)
+    remove = remove_member  # an admin removes a member (``hide_posts=True``: their posts too)
 
     async def leave(self, *, force: bool = False) -> None:
         """Leave the group. The remaining members rotate the key on their next write. Refused

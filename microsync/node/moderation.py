@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from microsync.group.replica import GroupReplica
     from microsync.node.group import Group
 
-__all__ = ["cap_of", "hide_after_removal", "hide_of", "hide_posts_of", "hide_removed", "is_admin"]
+__all__ = ["cap_of", "hide_after_removal", "hide_of", "hide_posts_of", "is_admin", "remove_member"]
 
 
 def cap_of(group: Group) -> int | None:
@@ -41,9 +41,17 @@ async def hide_posts_of(group: Group, person_id: bytes) -> None:
         await group._write(op)
 
 
-async def hide_removed(group: Group, removal: Entry, hide_posts: bool) -> None:
-    """``Group.remove(..., hide_posts=True)``: after ``removal``, hide what the removed person
-    wrote up to its cut-off, for everyone."""
+async def remove_member(
+    group: Group, person_id: bytes, *, force: bool = False, hide_posts: bool = False
+) -> None:
+    """``Group.remove``: remove a member (admins only). Starts a new epoch the removed person
+    cannot read. Removing yourself while you are the group's only admin and others remain
+    raises :class:`NotAMember` unless ``force`` (then nobody can ever invite, remove or
+    promote again): promote another admin first. With ``hide_posts=True`` every post and
+    reply they wrote up to the removal's cut-off is hidden too, for everyone."""
+    person = PersonId(bytes(person_id))
+    group._refuse_last_admin(person, "remove", force)
+    removal = group._replica.remove(person, now=group._now())
     op = hide_after_removal(group._replica, removal) if hide_posts else None
     if op is not None:
         await group._write(op)
