@@ -223,6 +223,7 @@ class Intake:
             self.id,
             [(w, b) for _, w, b in batch],
             group_pending_room=GROUP_PENDING_QUOTA - waiting,
+            verify=self.me.verify,
         )
         accepted: list[tuple[Entry, bytes]] = []
         bodies = {w: b for _, w, b in batch if b is not None}
@@ -425,4 +426,3 @@ class Intake:
             if self.view.ring.key_for(h.epoch, ref) is None:
                 found.append((held.entry.id, (h.epoch, ref)))
         return found
-

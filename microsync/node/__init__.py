@@ -50,6 +50,7 @@ from microsync.node.inbound import WELCOME_PREFIX, Inbound
 from microsync.node.invites import DeviceInvites
 from microsync.node.keys import revoke_device, rotate_prekey
 from microsync.node.network import Network, PeerInfo, SyncResult
+from microsync.node.parallel import verify_in_threads
 from microsync.node.profile import (
     group_ids,
     load_prekeys,
@@ -115,7 +116,7 @@ class Device:
         self._clock = clock
         self._rng = rng
         self._network = Network(self)
-        self._member = LocalMember(identity, load_prekeys(store, identity), rng)
+        self._member = LocalMember(identity, load_prekeys(store, identity), rng, verify_in_threads)
         self._groups: dict[GroupId, Group] = {}
         self._book = InviteBook(store)
         self._sync_log = SyncLog(store)
