@@ -31,6 +31,7 @@ from microsync.app.docs import Publish, SharedDoc
 from microsync.app.events import AppEvent, DocChanged, Post
 from microsync.app.ops import APP_TYPE, AppOp, AppOperation, CursorOp, DocOp, Kind
 from microsync.app.timeline import AppEntry, Change, PostState, Timeline, deps_for
+from microsync.app.unfolded import Unfolded
 from microsync.app.views import post_event, post_view, to_ms
 from microsync.errors import MicrosyncError, NotAMember
 from microsync.feed.entry import MAX_DEPS, Entry, EntryId
@@ -63,6 +64,7 @@ class AppState:
         self._fold: ContentFold[AppOperation] = replica.content_fold(AppOp.from_bytes)
         self._provisional: dict[EntryId, tuple[Entry, bytes]] = {}
         self._docs: dict[str, SharedDoc] = {}
+        self._unfolded = Unfolded()  # what arrived while not loaded (folded when it is)
 
     @property
     def loaded(self) -> bool:
@@ -73,6 +75,7 @@ class AppState:
         """Forget the folded state and the open documents: the next read folds again."""
         self._timeline = None
         self._docs = {}
+        self._unfolded.clear()
 
     # ------------------------------------------------------------------ loading
 
@@ -88,7 +91,7 @@ class AppState:
         if not self._load_snapshot(now):
             self._timeline = Timeline(arrived)
             self._fold = self._replica.content_fold(AppOp.from_bytes)
-            loaded = saved.app_entries_after(self._replica, {})
+            loaded = self._unfolded.entries_after(self._replica, {})
             self._absorb(
                 [s.entry for s in loaded],
                 now,
@@ -107,6 +110,7 @@ class AppState:
             )
         self._apply(self._timeline.expire(now), quiet=True)
         self._fold.mark()
+        self._unfolded.clear()
         return self._timeline
 
     def _load_snapshot(self, now: int) -> bool:
@@ -121,7 +125,7 @@ class AppState:
         assert timeline is not None
         timeline.add(snapshot.entries)
         covered = {device: seq for device, (seq, _) in snapshot.frontier.items()}
-        tail = saved.app_entries_after(self._replica, covered)
+        tail = self._unfolded.entries_after(self._replica, covered)
         self._absorb(
             locked + [s.entry for s in tail],
             now,
@@ -241,7 +245,8 @@ class AppState:
             # reopen the documents (a handle from before shows the old state; ask doc() again)
             self.unload()
         if self._timeline is None:
-            return []  # loaded from the store on first use
+            self._unfolded.note(accepted, known)  # folded with the rest on first use
+            return []
         locked = self._fold.locked
         retry = [e for e in locked.values() if e.id not in self._provisional]
         fresh = [e for e in accepted if e.header.type == APP_TYPE]
