@@ -7,7 +7,7 @@ meaning means adding a new label with a new version, never editing an old one.
 
 from __future__ import annotations
 
-from typing import NewType
+from typing import Final, NewType
 
 __all__ = ["ALL_LABELS", "Label", "frame"]
 
@@ -92,6 +92,15 @@ ALL_LABELS: dict[str, Label] = {
 
 def frame(label: Label) -> bytes:
     """The prefix that binds ``label`` in front of a message: one length byte, then the label."""
-    if not 0 < len(label) < 256:
-        raise ValueError("a label must be 1 to 255 bytes")
-    return bytes((len(label),)) + label
+    framed = _FRAMED.get(label)
+    if framed is None:
+        if not 0 < len(label) < 256:
+            raise ValueError("a label must be 1 to 255 bytes")
+        framed = bytes((len(label),)) + label
+        if label in _KNOWN:  # each hash, key and signature frames one: made once, not per call
+            _FRAMED[label] = framed
+    return framed
+
+
+_KNOWN: Final = frozenset(ALL_LABELS.values())
+_FRAMED: dict[bytes, bytes] = {}
