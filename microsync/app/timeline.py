@@ -41,6 +41,7 @@ from microsync.app.ops import (
     DeleteOp,
     DocOp,
     EditOp,
+    ForgetOp,
     LocationOp,
     PostOp,
     ReactOp,
@@ -151,7 +152,7 @@ def named_by(op: AppOp) -> list[bytes]:
             return [post]
         case UnreactOp(post=post, removes=removes):
             return [post, *removes]
-        case CursorOp() | LocationOp() | DocOp():
+        case CursorOp() | LocationOp() | DocOp() | ForgetOp():
             return []
         case _:
             assert_never(operation)
@@ -175,6 +176,7 @@ class Timeline:
         self.cursors: dict[PersonId, dict[DeviceId, int]] = {}
         self.cursor_at: dict[PersonId, int] = {}  # when each person last moved their cursor
         self.locations: dict[PersonId, AppEntry] = {}
+        self.forgotten: dict[PersonId, int] = {}  # kept locations up to this hlc are purged
         self.active: dict[PersonId, int] = {}  # latest shown time of an applied entry per person
         self.applied: dict[EntryId, AppEntry] = {}
         self.frontier: dict[DeviceId, int] = {}  # highest applied app entry per device
@@ -276,6 +278,8 @@ class Timeline:
                 return self._location(entry)
             case DocOp():
                 return Change(ChangeKind.DOC, entry)
+            case ForgetOp():
+                return self._forget(entry, op)
             case _:
                 assert_never(op)
 
@@ -369,10 +373,34 @@ class Timeline:
         return Change(ChangeKind.CURSOR, entry)
 
     def _location(self, entry: AppEntry) -> Change | None:
+        if entry.hlc <= self.forgotten.get(entry.person, -1):
+            return Change(ChangeKind.LOCATION, entry, purge=(entry.id,))  # forgotten already
         known = self.locations.get(entry.person)
         if known is None or (entry.hlc, entry.id) > (known.hlc, known.id):
             self.locations[entry.person] = entry
         return Change(ChangeKind.LOCATION, entry)
+
+    def _forget(self, entry: AppEntry, op: ForgetOp) -> Change:
+        """The author forgets their own kept locations up to ``op.up_to``: purge them."""
+        person = entry.person
+        before = self.kept_locations(person)
+        horizon = self.forgotten[person] = max(self.forgotten.get(person, -1), op.up_to)
+        self.locations.pop(person, None)
+        for e in before:
+            if e.hlc > horizon:
+                self._location(e)
+        gone = tuple(e.id for e in before if e.hlc <= horizon)
+        return Change(ChangeKind.LOCATION, entry, purge=gone)
+
+    def kept_locations(self, person: PersonId) -> list[AppEntry]:
+        """``person``'s kept locations not forgotten, oldest first."""
+        horizon = self.forgotten.get(person, -1)
+        found = [
+            e
+            for e in self.applied.values()
+            if e.person == person and isinstance(e.op, LocationOp) and e.hlc > horizon
+        ]
+        return sorted(found, key=lambda e: (e.hlc, e.id))
 
     # ------------------------------------------------------------------ time
 

@@ -135,6 +135,7 @@ class Device:
         name: str | None = None,
         clock: Clock | None = None,
         rng: Rng | None = None,
+        quiet: bool = False,
     ) -> Device:
         """Load the profile at ``path``, or create one named ``name`` if there is none.
 
@@ -147,14 +148,13 @@ class Device:
         """
         directory = Path(path)
         clock_, rng_ = _or_system(clock, rng)
-        if name is None:
-            if not (directory / DATABASE_NAME).exists():
-                raise ProfileNotFound(f"no microsync profile at {directory}")
-            return cls._load_or_create(directory, None, clock_, rng_)
-        new_name = name
-        return cls._load_or_create(
-            directory, lambda: LocalIdentity.create(new_name, rng_, clock_()), clock_, rng_
-        )
+        if name is None and not (directory / DATABASE_NAME).exists():
+            raise ProfileNotFound(f"no microsync profile at {directory}")
+        new_name = name or ""
+        make = None if name is None else lambda: LocalIdentity.create(new_name, rng_, clock_())
+        device = cls._load_or_create(directory, make, clock_, rng_)
+        device.set_quiet(quiet)
+        return device
 
     @classmethod
     async def restore(
@@ -217,6 +217,10 @@ class Device:
     def rng(self) -> Rng:
         """Where this device draws randomness: given to :meth:`open`."""
         return self._rng
+
+    def set_quiet(self, quiet: bool = True) -> None:
+        """Quiet mode (battery): no presence heartbeat, a long keepalive, sync on demand."""
+        self._network.set_quiet(quiet)
 
     def export_recovery_words(self) -> list[str]:
         """The person key as 24 BIP39 words. Whoever holds them can act as this person."""

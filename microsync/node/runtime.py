@@ -44,9 +44,11 @@ from microsync.node.addresses import (
 from microsync.node.listener import Listener, listen
 from microsync.node.peers import remember_sync
 from microsync.node.relay_link import BACKOFF_MAX, BACKOFF_START, RelayLink
+from microsync.node.sharing import may_pass
 from microsync.node.tasks import TaskTree
 from microsync.protocol.handshake import Purpose
 from microsync.protocol.session import SyncOptions
+from microsync.protocol.sync.keepalive import session_options
 
 if TYPE_CHECKING:
     from microsync.node import Device
@@ -94,6 +96,7 @@ class Runtime:
         self._dialing: set[str] = set()
         self._due: set[GroupId] = set()
         self._prefetching: set[GroupId] = set()
+        self._beat: asyncio.Task[None] | None = None
 
     @property
     def relay(self) -> str | None:
@@ -142,7 +145,16 @@ class Runtime:
             await self._discovery.start()
         if relay is not None:
             self.meet_at(relay)
-        self.spawn(self._heartbeat(), "presence")
+        self.quiet_changed()
+
+    def quiet_changed(self) -> None:
+        """Run the presence heartbeat unless the device is quiet (then end it)."""
+        beat = self._beat
+        if self.device._network.quiet and beat is not None:
+            beat.cancel()
+            self._beat = None
+        elif not self.device._network.quiet and beat is None and self._tasks.running:
+            self._beat = self.spawn(self._heartbeat(), "presence")
 
     def meet_at(self, relay: str) -> None:
         """Meet the members of this device's groups at ``relay`` from now on."""
@@ -254,7 +266,7 @@ class Runtime:
             our_device=self.device.id,
             initiator=initiator,
             rng=self.rng,
-            options=self.options,
+            options=session_options(self.options, quiet=self.device._network.quiet),
             on_synced=self._synced,
         )
         redundant = self._drop_duplicate(connection) and not oneshot
@@ -420,13 +432,16 @@ class Runtime:
             group = self.device._held(group_id)
             if group is None:
                 continue
-            for sealed in group.announcements(excluding=peer):
+            for sealed in group.announcements(excluding=peer, to=peer):
                 connection.send_ephemeral(group_id, sealed)
 
     def gossip(self, group: GroupId, sealed: bytes, source: DeviceId | None) -> None:
         """Pass an announcement of ``group`` on to every connection but ``source``'s."""
+        held = self.device._held(group)
         for connection in list(self._connections):
-            if connection.peer.device != source and group in connection.session.groups:
+            peer = connection.peer.device
+            wanted = peer != source and group in connection.session.groups
+            if wanted and held is not None and may_pass(held, sealed, peer):
                 connection.send_ephemeral(group, sealed)
 
     # ---- vault chunks (microsync.node.vault) -------------------------------------------------
@@ -470,7 +485,7 @@ class Runtime:
     async def _heartbeat(self) -> None:
         while True:
             for group in list(self.device.groups()):
-                if group.is_member():
+                if group.is_member() and group.presence_sharing():
                     try:
                         await group.announce_presence("online")
                     except (NotAMember, StorageError) as exc:  # left meanwhile; store closing
