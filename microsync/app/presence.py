@@ -261,12 +261,17 @@ class PresenceState:
         return Announcement(AnnouncementKind.LOCATION_STOPPED, device, issued, expires)
 
     def shares_with_group(self, now: int) -> bool:
-        """Whether this person's latest group-wide announcement is a location."""
+        """Whether the whole group sees a location of this person now (a group-wide
+        announcement, or a kept one no stop has replaced)."""
         state, me = self._replica.state, self._replica.me.person
         mine = [
             a for a in self._board(now).current("location", now) if state.person_of(a.device) == me
         ]
         latest = max(mine, key=lambda a: a.issued_at, default=None)
+        timeline = self._app.timeline(now)
+        kept = timeline.locations.get(me)
+        if kept is not None and (latest is None or timeline.shown_at(kept) > latest.issued_at):
+            return True
         return latest is not None and latest.kind is AnnouncementKind.LOCATION
 
     def locations(self, now: int) -> dict[PersonId, Location]:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from microsync.app.ephemeral import MAX_LABEL, coarsen
 from microsync.app.events import Location
 from microsync.app.ops import ForgetOp, LocationOp, Precision
+from microsync.app.presence import PRESENCE_TTL
 from microsync.app.viewers import is_envelope
 from microsync.app.views import when
 from microsync.identity import DeviceId, PersonId
@@ -114,11 +115,13 @@ def _own(
 
 
 async def stop_sharing_location(group: Group) -> None:
-    """Withdraw this person's location from the whole group and from every viewer."""
+    """Withdraw this person's location from the whole group (only if it sees one: a member
+    who was never shown one is sent nothing) and from every viewer."""
     presence, now = group._presence, group._now()
-    announcement = presence.stop_announcement(now)
-    group._after_announce(presence.announce(announcement, now))
-    for sealed in presence.viewers.stop(now, announcement.issued_at):
+    if presence.shares_with_group(now):
+        group._after_announce(presence.announce(presence.stop_announcement(now), now))
+    issued = presence.lifetime(1.0, group._now())[0]
+    for sealed in presence.viewers.stop(now, issued):
         group._after_announce(sealed)
 
 
@@ -129,8 +132,14 @@ def may_pass(group: Group, sealed: bytes, peer: DeviceId) -> bool:
 
 
 def set_presence_sharing(group: Group, on: bool) -> None:
-    """Opt in or out; opting out while shown online tells the group "offline" at once."""
-    sealed = group._presence.set_sharing(on, group._now())
+    """Opt in or out. Opting out while shown online tells the group "offline" at once; opting
+    in on a started device that is not quiet announces "online" at once (the heartbeat renews
+    it)."""
+    presence, now = group._presence, group._now()
+    sealed = presence.set_sharing(on, now)
+    device = group.device
+    if on and device._net is not None and not device._network.quiet and group.is_member():
+        sealed = presence.announce(presence.presence_announcement("online", PRESENCE_TTL, now), now)
     if sealed is not None:
         group._after_announce(sealed)
 
