@@ -56,6 +56,7 @@ from microsync.node.profile import (
     open_profile,
     remember_group,
 )
+from microsync.node.recovery import mark_recovering, recover_groups
 from microsync.node.runtime import Runtime, brief
 from microsync.node.status import (
     DeviceStatus,
@@ -177,7 +178,7 @@ class Device:
             raise StorageError(f"{directory} already holds a profile; restore into a new one")
         clock_, rng_ = _or_system(clock, rng)
         identity = LocalIdentity.restore(words, name, rng_, clock_())
-        return cls._load_or_create(directory, lambda: identity, clock_, rng_)
+        return mark_recovering(cls._load_or_create(directory, lambda: identity, clock_, rng_))
 
     @classmethod
     def _load_or_create(
@@ -417,6 +418,10 @@ class Device:
         prefix."""
         revoke_device(self, device_id_of(self, device))
 
+    async def recover(self, *, at: str | None = None, relay: str | None = None) -> list[Group]:
+        """Rejoin this person's groups through a member's device at ``at`` or at ``relay``."""
+        return await recover_groups(self, at=at, relay=relay)
+
     def devices(self) -> list[DeviceRecord]:
         """This person's devices, as the groups here know them (this one first): name, id,
         whether it is this one, when this device last synced with it, revoked or not."""
@@ -486,8 +491,7 @@ class Device:
         """A new device of a person at ``path``, from a pairing of :meth:`link_device` on one
         of their devices (a short code needs ``at="host:port"``; ``relay`` is tried for a
         link whose addresses fail): open, in every group of the person, synced. An
-        :class:`~microsync.errors.InviteError` subclass says what was wrong with the pairing
-        (``docs/devices.md``)."""
+        :class:`~microsync.errors.InviteError` says what was wrong (``docs/devices.md``)."""
         directory = Path(path)
         if (directory / DATABASE_NAME).exists():
             raise StorageError(f"{directory} already holds a profile; link into a new one")
