@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import microsync
+from microsync.app.forget import kept_locations
 from microsync.app.ops import AppOp, ForgetOp, Kind, LocationOp
 from microsync.app.timeline import Timeline
 from microsync.errors import StaleAnnouncement
@@ -82,7 +83,7 @@ def test_forgotten_history_converges_and_is_purged_wherever_it_arrives(
         for person, entry in w.timeline.locations.items():
             assert entry.id not in forgotten and entry.person == person
         for person in {e.person for e in everything}:
-            assert all(e.id not in forgotten for e in w.timeline.kept_locations(person))
+            assert all(e.id not in forgotten for e in kept_locations(w.timeline, person))
 
 
 def test_a_forget_by_someone_else_changes_nothing() -> None:
@@ -93,7 +94,7 @@ def test_a_forget_by_someone_else_changes_nothing() -> None:
     jasmine.timeline.add([forget])
     for t in (jasmine.timeline, mum.timeline):
         assert t.locations[jasmine.person].id == kept.id
-        assert t.kept_locations(jasmine.person) == [kept]
+        assert kept_locations(t, jasmine.person) == [kept]
 
 
 # ---------------------------------------------------------------------- per viewer, real devices

@@ -15,6 +15,7 @@ from microsync.app.ops import (
     DocOp,
     EditOp,
     ForgetOp,
+    HideOp,
     Kind,
     LocationOp,
     PostOp,
@@ -103,6 +104,10 @@ VECTORS: dict[str, tuple[AppOp, str]] = {
         AppOp(Kind.FORGET, up_to=1_700_000_000_000),
         "830109a16575705f746f1b0000018bcfe56800",
     ),
+    "hide": (
+        AppOp(Kind.HIDE, upto=((DEVICE_ID, 7),)),
+        "830114a1647570746f81825820404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f07",
+    ),
 }
 
 
@@ -144,6 +149,7 @@ def test_the_per_kind_classes_give_the_same_bytes() -> None:
             lat=51_750_000, lon=-1_250_000, precision=Precision.CITY, label="Oxford"
         ),
         "forget": ForgetOp(up_to=1_700_000_000_000),
+        "hide": HideOp(upto=((DEVICE_ID, 7),)),
     }
     assert set(built) == set(VECTORS)
     for name, op in built.items():
@@ -169,6 +175,8 @@ def describe(op: AppOperation) -> str:
             return f"change to {doc}"
         case ForgetOp(up_to=up_to):
             return f"kept locations forgotten up to {up_to}"
+        case HideOp(upto=upto):
+            return f"hide of {len(upto)} devices"
         case _:
             assert_never(op)
 

@@ -4,7 +4,8 @@ Operations are applied in causal order: an entry names in ``deps`` the app entri
 had applied, and waits here until they are applied too. Every rule is checked by every replica
 from signed authorship, never trusted from the UI:
 
-* a post's author is the person whose device signed it; only that person edits or deletes it;
+* a post's author is the person whose device signed it; only that person edits it, and only
+  that person or an admin (moderation, :mod:`microsync.app.moderation`) deletes it;
 * edits are last-writer-wins by ``(hlc, entry id)``; a delete wins over every edit, for good;
 * a reaction is an (emoji, person) pair held by the reacting entries not withdrawn; an unreact
   withdraws only the reacting entries it names, and only its own person's (observed-remove);
@@ -30,10 +31,11 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import assert_never
 
+from microsync.app import forget, moderation
 from microsync.app.ops import (
     AppOp,
     AppOperation,
@@ -42,6 +44,7 @@ from microsync.app.ops import (
     DocOp,
     EditOp,
     ForgetOp,
+    HideOp,
     LocationOp,
     PostOp,
     ReactOp,
@@ -54,6 +57,11 @@ from microsync.identity import DeviceId, PersonId
 from microsync.state.clock import MAX_DRIFT_MS
 
 __all__ = ["AppEntry", "Change", "ChangeKind", "PostState", "Timeline", "deps_for"]
+
+
+def _nobody(device: DeviceId, seq: int) -> bool:
+    """The default moderator check: no entry moderates (a timeline without membership)."""
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +138,8 @@ class ChangeKind(enum.StrEnum):
     CURSOR = "cursor"
     LOCATION = "location"
     DOC = "doc"
+    MODERATE = "moderate"  # an admin deleted someone else's post, or it arrived hidden
+    HIDE = "hide"  # an admin hid a member's posts (``purge`` lists what went)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +162,7 @@ def named_by(op: AppOp) -> list[bytes]:
             return [post]
         case UnreactOp(post=post, removes=removes):
             return [post, *removes]
-        case CursorOp() | LocationOp() | DocOp() | ForgetOp():
+        case CursorOp() | LocationOp() | DocOp() | ForgetOp() | HideOp():
             return []
         case _:
             assert_never(operation)
@@ -169,8 +179,15 @@ def deps_for(op: AppOp, heads: Iterable[EntryId]) -> tuple[EntryId, ...]:
 class Timeline:
     """Posts, threads, reactions and read cursors of one group."""
 
-    def __init__(self, arrived: dict[EntryId, int] | None = None) -> None:
+    def __init__(
+        self,
+        arrived: dict[EntryId, int] | None = None,
+        moderates: Callable[[DeviceId, int], bool] | None = None,
+    ) -> None:
         self.arrived: dict[EntryId, int] = {} if arrived is None else arrived
+        self.moderates: Callable[[DeviceId, int], bool] = moderates or _nobody
+        """Was entry ``seq`` of a device written by an admin (moderation counts)?"""
+        self.hidden: dict[DeviceId, int] = {}  # device -> last seq an admin's hide covers
         self.posts: dict[EntryId, PostState] = {}
         self.replies: dict[EntryId, list[EntryId]] = {}
         self.cursors: dict[PersonId, dict[DeviceId, int]] = {}
@@ -279,7 +296,10 @@ class Timeline:
             case DocOp():
                 return Change(ChangeKind.DOC, entry)
             case ForgetOp():
-                return self._forget(entry, op)
+                return Change(ChangeKind.LOCATION, entry, purge=forget.forget(self, entry, op))
+            case HideOp():
+                purge = moderation.hide(self, entry, op)
+                return None if purge is None else Change(ChangeKind.HIDE, entry, purge=purge)
             case _:
                 assert_never(op)
 
@@ -302,6 +322,10 @@ class Timeline:
         )
         if reply_to is not None:
             self.replies.setdefault(reply_to, []).append(entry.id)
+        if moderation.hidden(self, self.posts[entry.id]):  # a hide that counted covers it
+            purge = moderation.remove(self.posts[entry.id])
+            return Change(ChangeKind.MODERATE, entry, entry.id, purge=purge)
+        if reply_to is not None:
             return Change(ChangeKind.REPLY, entry, entry.id)
         return Change(ChangeKind.POST, entry, entry.id)
 
@@ -332,7 +356,10 @@ class Timeline:
         return Change(ChangeKind.EDIT, entry, post.id)
 
     def _delete(self, entry: AppEntry, op: DeleteOp) -> Change | None:
-        post = self._own_post(entry, op.post)
+        post = self._target(entry, op.post)
+        if post is not None and post.author != entry.person:  # an admin's, or refused
+            purge = moderation.delete(self, entry, post)
+            return None if purge is None else Change(ChangeKind.MODERATE, entry, post.id, purge)
         if post is None:
             return None
         post.deleted = True
@@ -379,28 +406,6 @@ class Timeline:
         if known is None or (entry.hlc, entry.id) > (known.hlc, known.id):
             self.locations[entry.person] = entry
         return Change(ChangeKind.LOCATION, entry)
-
-    def _forget(self, entry: AppEntry, op: ForgetOp) -> Change:
-        """The author forgets their own kept locations up to ``op.up_to``: purge them."""
-        person = entry.person
-        before = self.kept_locations(person)
-        horizon = self.forgotten[person] = max(self.forgotten.get(person, -1), op.up_to)
-        self.locations.pop(person, None)
-        for e in before:
-            if e.hlc > horizon:
-                self._location(e)
-        gone = tuple(e.id for e in before if e.hlc <= horizon)
-        return Change(ChangeKind.LOCATION, entry, purge=gone)
-
-    def kept_locations(self, person: PersonId) -> list[AppEntry]:
-        """``person``'s kept locations not forgotten, oldest first."""
-        horizon = self.forgotten.get(person, -1)
-        found = [
-            e
-            for e in self.applied.values()
-            if e.person == person and isinstance(e.op, LocationOp) and e.hlc > horizon
-        ]
-        return sorted(found, key=lambda e: (e.hlc, e.id))
 
     # ------------------------------------------------------------------ time
 
@@ -475,4 +480,5 @@ class Timeline:
             tuple((p, tuple(sorted(c.items()))) for p, c in sorted(self.cursors.items())),
             tuple((p, e.id) for p, e in sorted(self.locations.items())),
             frozenset(self.rejected),
+            tuple(sorted(self.hidden.items())),
         )

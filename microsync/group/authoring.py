@@ -94,10 +94,15 @@ def seal(draft: Draft, *, group: GroupId, device: DeviceId, seq: int, rng: Rng) 
 
 
 def found(
-    identity: LocalIdentity, name: str, *, history: History | str, rng: Rng
+    identity: LocalIdentity,
+    name: str,
+    *,
+    history: History | str,
+    rng: Rng,
+    max_members: int | None = None,
 ) -> tuple[GroupId, Draft]:
     """A new group's id and its create: this device's person is the first admin, epoch 0 is
-    wrapped to this device only."""
+    wrapped to this device only; ``max_members`` caps the group's size (``None``: no cap)."""
     nonce = rng(32)
     group = group_id_for(identity.device_id, nonce)
     genesis = EpochKey.from_root(group, 0, rng(32))
@@ -105,6 +110,7 @@ def found(
         kind=OpKind.CREATE,
         group_name=name,
         history=History(history),
+        max_members=max_members,
         nonce=nonce,
         name=identity.name,
         devices=(

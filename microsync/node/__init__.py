@@ -33,7 +33,6 @@ from microsync.group.join import (
     LinkResponse,
     Welcome,
 )
-from microsync.group.ops import HISTORY_SETTINGS
 from microsync.group.replica import GroupReplica, LocalMember
 from microsync.identity import (
     DeviceId,
@@ -44,6 +43,7 @@ from microsync.net.limits import ServeLimits
 from microsync.node.addresses import DEFAULT_PORT
 from microsync.node.devices import DeviceRecord, device_id_of, device_records, link_new_device
 from microsync.node.exits import GroupExit
+from microsync.node.founding import found_group
 from microsync.node.group import Group, InviteStatus, Member
 from microsync.node.host import DeviceHost
 from microsync.node.inbound import WELCOME_PREFIX, Inbound
@@ -136,7 +136,6 @@ class Device:
         name: str | None = None,
         clock: Clock | None = None,
         rng: Rng | None = None,
-        quiet: bool = False,
     ) -> Device:
         """Load the profile at ``path``, or create one named ``name`` if there is none.
 
@@ -149,13 +148,14 @@ class Device:
         """
         directory = Path(path)
         clock_, rng_ = _or_system(clock, rng)
-        if name is None and not (directory / DATABASE_NAME).exists():
-            raise ProfileNotFound(f"no microsync profile at {directory}")
-        new_name = name or ""
-        make = None if name is None else lambda: LocalIdentity.create(new_name, rng_, clock_())
-        device = cls._load_or_create(directory, make, clock_, rng_)
-        device.set_quiet(quiet)
-        return device
+        if name is None:
+            if not (directory / DATABASE_NAME).exists():
+                raise ProfileNotFound(f"no microsync profile at {directory}")
+            return cls._load_or_create(directory, None, clock_, rng_)
+        new_name = name
+        return cls._load_or_create(
+            directory, lambda: LocalIdentity.create(new_name, rng_, clock_()), clock_, rng_
+        )
 
     @classmethod
     async def restore(
@@ -349,22 +349,18 @@ class Device:
 
     # ------------------------------------------------------------------ groups
 
-    async def create_group(self, name: str, *, history: str = "shared") -> Group:
+    async def create_group(
+        self, name: str, *, history: str = "shared", max_members: int | None = None
+    ) -> Group:
         """Found a group named ``name``; this person is its first admin.
 
         ``history="shared"`` (the default) lets members added later read what was said before
         they joined; with ``"none"`` they cannot (each add starts a new epoch). The name is
-        encrypted: it never crosses a wire in the clear.
+        encrypted: it never crosses a wire in the clear. ``max_members`` (1 to 4000; default:
+        no cap) caps its size on every replica; an invite to a full group raises ``GroupFull``.
         """
-        if history not in HISTORY_SETTINGS:
-            raise ValueError(f"history must be one of {HISTORY_SETTINGS}, not {history!r}")
-        if not 0 < len(name) <= 128:
-            raise ValueError("a group name is 1 to 128 characters")
-        with self._store.transaction():
-            replica = GroupReplica.create(
-                self._store, self._member, name, history=history, now=self._clock()
-            )
-            remember_group(self._store, replica.id)
+        clock = self._clock()
+        replica = found_group(self._store, self._member, name, history, max_members, clock)
         return self._hold(replica)
 
     def groups(self) -> list[Group]:

@@ -23,7 +23,6 @@ from microsync.errors import (
     HandshakeError,
     InviteError,
     MicrosyncError,
-    NotAMember,
     PeerUnreachable,
     StorageError,
 )
@@ -41,6 +40,7 @@ from microsync.node.addresses import (
     split_address,
     why_unreachable,
 )
+from microsync.node.heartbeat import Heartbeat
 from microsync.node.listener import Listener, listen
 from microsync.node.peers import remember_sync
 from microsync.node.recovery import member_recovery, recover, recovering, recovery_tags
@@ -65,7 +65,6 @@ __all__ = [
 
 log = logging.getLogger("microsync.node")
 
-PRESENCE_EVERY: Final = 60.0
 PEER_ERRORS: Final = (MicrosyncError, ConnectionError, OSError, TimeoutError)
 """What a peer can make a connection fail with: it ends that connection, nothing more."""
 DIAL_ERRORS: Final = (PeerUnreachable, HandshakeError, OSError)
@@ -97,7 +96,7 @@ class Runtime:
         self._dialing: set[str] = set()
         self._due: set[GroupId] = set()
         self._prefetching: set[GroupId] = set()
-        self._beat: asyncio.Task[None] | None = None
+        self._heartbeat = Heartbeat(self)
 
     @property
     def relay(self) -> str | None:
@@ -149,13 +148,8 @@ class Runtime:
         self.quiet_changed()
 
     def quiet_changed(self) -> None:
-        """Run the presence heartbeat unless the device is quiet (then end it)."""
-        beat = self._beat
-        if self.device._network.quiet and beat is not None:
-            beat.cancel()
-            self._beat = None
-        elif not self.device._network.quiet and beat is None and self._tasks.running:
-            self._beat = self.spawn(self._heartbeat(), "presence")
+        """The device went quiet or back: end or start the heartbeat."""
+        self._heartbeat.changed()
 
     def meet_at(self, relay: str) -> None:
         """Meet the members of this device's groups at ``relay`` from now on."""
@@ -485,16 +479,6 @@ class Runtime:
             self._prefetching.discard(group)
 
     # ---- end of vault chunks -------------------------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        while True:
-            for group in list(self.device.groups()):
-                if group.is_member() and group.presence_sharing():
-                    try:
-                        await group.announce_presence("online")
-                    except (NotAMember, StorageError) as exc:  # left meanwhile; store closing
-                        log.info("presence in %s: %s", group.name, brief(exc))
-            await asyncio.sleep(PRESENCE_EVERY)
 
 
 def brief(error: BaseException) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from microsync.app.ephemeral import MAX_LABEL, coarsen
 from microsync.app.events import Location
+from microsync.app.forget import kept_locations
 from microsync.app.ops import ForgetOp, LocationOp, Precision
 from microsync.app.presence import PRESENCE_TTL
 from microsync.app.viewers import is_envelope
@@ -159,7 +160,7 @@ def location_history(group: Group) -> list[Location]:
     timeline = group._timeline()
     person = group._person()
     out = []
-    for entry in timeline.kept_locations(person):
+    for entry in kept_locations(timeline, person):
         op = entry.op
         assert isinstance(op, LocationOp)
         at = timeline.shown_at(entry)
@@ -172,7 +173,7 @@ async def delete_location_history(group: Group) -> int:
     the feed that each device applies by purging them from its disk (and any that reaches it
     later). Returns how many were known here."""
     timeline = group._timeline()
-    kept = timeline.kept_locations(group._person())
+    kept = kept_locations(timeline, group._person())
     if kept:
         await group._write(ForgetOp(up_to=max(e.hlc for e in kept)))
     return len(kept)

@@ -41,6 +41,7 @@ from microsync.app.ops import (
     DocOp,
     EditOp,
     ForgetOp,
+    HideOp,
     LocationOp,
     PostOp,
     ReactOp,
@@ -280,7 +281,7 @@ class _Reader:
                 )
             case DocOp():
                 return self._doc(entry, op, at)
-            case EditOp() | DeleteOp() | UnreactOp() | CursorOp() | ForgetOp():
+            case EditOp() | DeleteOp() | UnreactOp() | CursorOp() | ForgetOp() | HideOp():
                 return None  # nobody's news
             case _:
                 assert_never(op)
