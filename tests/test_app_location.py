@@ -6,6 +6,7 @@ every device. Real SQLite profiles; what the sync layer would move is moved by h
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections import Counter
 from contextlib import AsyncExitStack, suppress
@@ -312,6 +313,32 @@ async def test_the_owner_lists_and_deletes_kept_history_on_every_device(tmp_path
             assert kept[mum.device.person_id] == 1  # Mum's own stays
         assert await jasmine.delete_location_history() == 0  # nothing left: nothing written
         assert len(mum.location_history()) == 1
+
+
+async def test_a_kept_location_arriving_after_its_forget_is_purged_on_arrival(
+    tmp_path: Path,
+) -> None:
+    """The forget covers everything of this person signed up to it, also what another of
+    their devices wrote that this one never saw."""
+    async with AsyncExitStack() as stack:
+        jasmine, mum = await family_of(stack, tmp_path, "Jasmine", "Mum")
+        laptop = await _linked(stack, tmp_path, jasmine)
+        share(jasmine, mum, laptop)
+        me = jasmine.device.person_id
+        await laptop.share_location(*OXFORD, keep_history=True)  # offline: not passed on yet
+        await asyncio.sleep(0.01)
+        await jasmine.share_location(48.8566, 2.3522, keep_history=True)
+        assert await jasmine.delete_location_history() == 1  # the one known here
+        share(jasmine, mum)
+        assert _kept_locations(mum)[me] == 0
+        assert _kept_locations(laptop)[me] == 1 and len(laptop.location_history()) == 1
+        share(laptop, mum)  # the laptop's older one reaches Mum after the forget
+        # (purged when Mum's device folds it: at once while its app state is loaded, as for
+        # deleted posts, else at its first read)
+        assert me not in mum.locations()
+        assert _kept_locations(mum)[me] == 0
+        share(jasmine, laptop)  # and the laptop forgets its own too
+        assert _kept_locations(laptop)[me] == 0 and laptop.location_history() == []
 
 
 async def test_nobody_else_can_forget_your_history(tmp_path: Path) -> None:
