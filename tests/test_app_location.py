@@ -271,6 +271,19 @@ def _resign(sealed: bytes, by: microsync.Group, *, sender: bytes, shift: int = 0
     return encoding.encode(items)
 
 
+async def test_every_envelope_has_one_size(tmp_path: Path) -> None:
+    """A stop, a location, and a location with the longest label look alike on the wire."""
+    async with AsyncExitStack() as stack:
+        jasmine, mum = await family_of(stack, tmp_path, "Jasmine", "Mum")
+        sizes = set()
+        for label in (None, "x", "é" * 64):
+            await jasmine.share_location(*OXFORD, with_=[mum.device.person_id], label=label)
+            sizes |= {len(s) for s in jasmine.announcements(to=mum.device.id)}
+        await jasmine.stop_sharing_location()
+        sizes |= {len(s) for s in jasmine.announcements(to=mum.device.id)}
+        assert len(sizes) == 1
+
+
 async def test_sharing_with_a_non_member_or_yourself_is_refused(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         jasmine, mum = await family_of(stack, tmp_path, "Jasmine", "Mum")

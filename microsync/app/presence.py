@@ -7,6 +7,12 @@ on to other members (:meth:`PresenceState.announcements`, :meth:`PresenceState.r
 sync layer moves the bytes) and forget it when it expires. The latest ones are kept in the
 profile, still sealed, so a restart (or a command-line call after ``microsync serve``) sees them
 too; nothing older than the latest is ever kept.
+
+Presence is the user's to give: a device announces itself by itself (the heartbeat) only in a
+group that opted in (:attr:`PresenceState.sharing`, kept in the profile, off by default).
+Locations for some members only travel as per-viewer envelopes, held by
+:attr:`PresenceState.viewers` (:mod:`microsync.app.location`); :meth:`PresenceState.locations`
+merges them with the group's announcements and kept entries, the newest per person winning.
 """
 
 from __future__ import annotations

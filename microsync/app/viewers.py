@@ -14,10 +14,11 @@ Wire format (canonical CBOR, at most :data:`MAX_ENVELOPE` bytes)::
 
 Theory of operation. The clear fields (who to whom, when) are for carrying: an envelope only
 ever travels to its recipient and to devices of the sharer's or the recipient's own person,
-who pass it on to the recipient (:func:`may_hold`); no other member's device is sent one,
-stores one, or could open one. Only the recipient opens it; whether it is a location or a stop
-is inside, padded to one size. A carrier checks the signature, so nobody can make it hold a
-forged envelope in place of the real one; the recipient checks it too, and that the body's
+who pass it on to the recipient (``ViewerBoard.may_hold`` in :mod:`microsync.app.location`);
+no other member's device is sent one, stores one, or could open one. Only the recipient opens
+it; whether it is a location or a stop is inside, padded to one size (512 bytes of plaintext).
+A carrier checks the signature, so nobody can make it hold a forged envelope in place of the
+real one; the recipient checks it too, and that the body's
 times are the clear ones. The signature names the recipient and the AEAD binds the sender: a
 viewer cannot pass its copy on as if it had been shared with someone else, and nobody can
 re-sign another's envelope as their own.
@@ -58,7 +59,7 @@ __all__ = [
 VERSION: Final = 2
 """First field of an envelope (a group announcement's is 1)."""
 MAX_ENVELOPE: Final = 2048
-_PAD: Final = 256
+_PAD: Final = 512  # one size for every envelope: a stop, or a location with the longest label
 _NONCE: Final = 24
 _LOCATION_KINDS: Final = (AnnouncementKind.LOCATION, AnnouncementKind.LOCATION_STOPPED)
 
