@@ -21,11 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import microsync
+from microsync.app.ephemeral import Announcement, AnnouncementKind
 from microsync.app.forget import kept_locations
 from microsync.app.ops import AppOp, ForgetOp, Kind, LocationOp
 from microsync.app.timeline import Timeline
-from microsync.errors import StaleAnnouncement
-from microsync.feed.entry import EntryId
+from microsync.app.viewers import open_envelope, read_envelope, seal_for
+from microsync.crypto import SigningKey, X25519SecretKey
+from microsync.errors import MicrosyncError, StaleAnnouncement
+from microsync.feed.entry import EntryId, GroupId
+from microsync.identity import DeviceId
 from tests.test_app_group import family_of, share
 from tests.test_app_location import _linked, deliver, received
 from tests.test_app_timeline import Writer, _all
@@ -187,3 +191,56 @@ def test_law_helpers_are_consistent() -> None:
     assert _expected(("group", "region"), "sis") == "region"
     assert _expected(None, "mum") is None
     assert microsync.Location is not None
+
+
+# ---------------------------------------------------------------------- fuzz: the envelope codec
+
+_SIGNER = SigningKey.generate(random.Random(1).randbytes)
+_PREKEY = X25519SecretKey.generate(random.Random(2).randbytes)
+_GROUP = GroupId(bytes(range(32)))
+_VALID = seal_for(
+    Announcement(
+        AnnouncementKind.LOCATION,
+        DeviceId(bytes(_SIGNER.public)),
+        1_000,
+        60_000,
+        lat=51_750_000,
+        lon=-1_250_000,
+        precision="city",
+        label="Oxford",
+    ),
+    group=_GROUP,
+    recipient=DeviceId(bytes(32)),
+    prekey_id=1,
+    prekey=_PREKEY.public,
+    signer=_SIGNER,
+    rng=random.Random(3).randbytes,
+)
+
+mutated = st.builds(
+    lambda cuts, flips: _mutate(_VALID, cuts, flips),
+    st.integers(0, len(_VALID)),
+    st.lists(st.tuples(st.integers(0, len(_VALID) - 1), st.integers(1, 255)), max_size=4),
+)
+
+
+def _mutate(data: bytes, cut: int, flips: list[tuple[int, int]]) -> bytes:
+    out = bytearray(data[:cut] if cut < len(data) else data)
+    for at, mask in flips:
+        if at < len(out):
+            out[at] ^= mask
+    return bytes(out)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.one_of(mutated, st.binary(max_size=3000)))
+def test_any_bytes_as_an_envelope_are_a_typed_error_or_the_original(data: bytes) -> None:
+    try:
+        envelope = read_envelope(data, group=_GROUP)
+        opened = open_envelope(envelope, group=_GROUP, prekeys={1: _PREKEY})
+    except MicrosyncError:
+        return
+    original = open_envelope(
+        read_envelope(_VALID, group=_GROUP), group=_GROUP, prekeys={1: _PREKEY}
+    )
+    assert opened == original  # only a re-encoding of the very same envelope can pass
