@@ -204,6 +204,7 @@ class Timeline:
         self._blocked: dict[EntryId, int] = {}  # waiting entry -> deps not applied yet
         self._waiters: dict[EntryId, list[EntryId]] = {}  # missing dep -> entries waiting on it
         self._reactions: dict[EntryId, tuple[EntryId, str, PersonId]] = {}
+        self._expiring: list[tuple[int, int, EntryId]] = []  # (expires_at, order, post)
 
     # ------------------------------------------------------------------ applying
 
@@ -320,6 +321,9 @@ class Timeline:
             expires_at=self._expires_at(entry, op.ttl_ms),
             parts=op.parts,
         )
+        expires_at = self.posts[entry.id].expires_at
+        if expires_at is not None:
+            heapq.heappush(self._expiring, (expires_at, len(self.posts), entry.id))
         if reply_to is not None:
             self.replies.setdefault(reply_to, []).append(entry.id)
         if moderation.hidden(self, self.posts[entry.id]):  # a hide that counted covers it
@@ -411,10 +415,16 @@ class Timeline:
 
     def expire(self, now: int) -> list[Change]:
         """Mark disappearing posts whose time is up (by ``now``, this device's clock) and report
-        what to purge."""
+        what to purge. Only the posts due are visited (a heap by expiry time), in the order
+        they were posted, so a live entry does not cost a scan of every post."""
+        due: list[tuple[int, EntryId]] = []
+        while self._expiring and self._expiring[0][0] <= now:
+            _, order, post_id = heapq.heappop(self._expiring)
+            due.append((order, post_id))
         out = []
-        for post in self.posts.values():
-            if post.expires_at is None or post.gone or now < post.expires_at:
+        for _, post_id in sorted(due):
+            post = self.posts[post_id]
+            if post.gone:
                 continue
             post.expired = True
             post.text, post.attachments, post.last_edit = None, (), None
