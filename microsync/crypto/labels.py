@@ -49,6 +49,9 @@ SYNC_FRONTIER_DIGEST = Label(b"microsync/v1/sync-frontier-digest")
 
 # Ephemeral announcements (presence, location: microsync.app.ephemeral)
 ANNOUNCEMENT_KEY = Label(b"microsync/v1/announcement-key")
+# A location for one viewer device (microsync.app.viewers)
+VIEWER_LOCATION_SIGNATURE = Label(b"microsync/v1/viewer-location")  # over the whole envelope
+VIEWER_LOCATION_KEY = Label(b"microsync/v1/viewer-location-key")  # DH with the viewer's prekey
 
 # The vault (microsync.crypto.stream, microsync.blobs)
 VAULT_CHUNK = Label(b"microsync/v1/vault-chunk")  # AD of every chunk

@@ -219,6 +219,10 @@ class Device:
         """Where this device draws randomness: given to :meth:`open`."""
         return self._rng
 
+    def set_quiet(self, quiet: bool = True) -> None:
+        """Quiet mode (battery): no presence heartbeat, a long keepalive, sync on demand."""
+        self._network.set_quiet(quiet)
+
     def export_recovery_words(self) -> list[str]:
         """The person key as 24 BIP39 words. Whoever holds them can act as this person."""
         return self._identity.recovery_words()
