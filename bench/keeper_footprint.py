@@ -30,7 +30,7 @@ class Footprint:
     rss: int  # growth of VmRSS above the idle keeper, connections closed
     peak: int  # growth of VmHWM above the idle keeper
     disk_running: int  # data directory while it runs
-    disk_stopped: int  # after SIGTERM (the WAL folded in)
+    disk_stopped: int  # after it stopped on SIGINT (its store closed: the WAL folded in)
     seconds: float
 
 

@@ -65,7 +65,7 @@ class Running:
 def _process(
     command: list[str], pattern: re.Pattern[str], *, stdin: bool = False
 ) -> Iterator[Running]:
-    """Run ``command`` until the block ends (its stdin closed, then SIGTERM, then SIGKILL);
+    """Run ``command`` until the block ends (its stdin closed, then SIGINT, then SIGKILL);
     ``Running.url`` is the first group of ``pattern`` in its first line of output."""
     process = subprocess.Popen(
         command,
@@ -91,7 +91,7 @@ def _process(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(30)
         if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(signal.SIGINT)
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
@@ -103,7 +103,8 @@ def _process(
 
 
 def keeper(data: Path) -> contextlib.AbstractContextManager[Running]:
-    """A real ``microsync keeper --data DATA`` on 127.0.0.1 (SIGTERM at the end)."""
+    """A real ``microsync keeper --data DATA`` on 127.0.0.1, stopped with SIGINT at the end
+    (as Ctrl-C: it closes its store; SIGTERM kills it without closing)."""
     command = [sys.executable, "-m", "microsync", "keeper", "--data", str(data), "--port", "0"]
     return _process(command, _LISTENING)
 
