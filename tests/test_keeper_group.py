@@ -8,8 +8,6 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import pytest
-
 import microsync
 from tests.keeper_helpers import keeper
 from tests.test_app_group import family_of, share
