@@ -172,6 +172,7 @@ def measure_pushes(records: Sequence[Record], repeat: int, clients: int = CLIENT
 
 if TYPE_CHECKING:
     from bench.keeper_catch_up import Measured as CatchUp
+    from bench.keeper_catch_up import Spent
 
 
 def _mib(size: int) -> str:
@@ -182,16 +183,16 @@ def report(
     rate: PushRate,
     foot: Footprint,
     caught: Sequence[CatchUp] = (),
-    spent: dict[str, float] | None = None,
+    spent: Spent | None = None,
     profiled: int | None = None,
 ) -> Report:
     per_s = rate.items / rate.keeper
     figures = [
         Figure(
             bench="keeper",
-            measure=f"member's catch-up of {m.posts:,} posts from a keeper (pull + receive)",
+            measure=f"new device's catch-up of {m.posts:,} posts from a keeper",
             value=f"{m.keeper:.2f} s",
-            floor=f"{m.peer:.2f} s (sync_with a peer)",
+            floor=f"{m.peer:.2f} s (from a directly connected peer)",
             ratio=m.ratio,
             target="<= 1.20",
         )
@@ -244,17 +245,18 @@ def report(
     ]
     if caught:
         notes.append(
-            "catch-up: a member holding the group's membership and none of its posts; keeper: "
-            "KeeperClient.pull_newest of every item, then Device.receive in batches of 1,000 "
-            "oldest first (the device's own keeper link is not measured: it does not exist "
-            "yet); peer: Device.sync_with the host in another process"
+            "catch-up: a new device admitted by invite (it holds the group's welcome only) "
+            "starts with no listener and no LAN; keeper: the inviter is offline, the device's "
+            "keeper link pulls everything; peer: the same with a keeper-less copy of the group "
+            "served by another process as its one peer; both until every feed is at the "
+            "host's head and Group.feed() shows every post"
         )
-    if spent is not None:
+    for name, layers in (spent or {}).items():
         from bench.catch_up import layer_summary
 
         notes.append(
-            f"where the keeper catch-up of {profiled:,} posts spends its time (cProfile, own "
-            f"time by layer): {layer_summary(spent)}"
+            f"where the {name} catch-up of {profiled:,} posts spends its time (cProfile, own "
+            f"time by layer): {layer_summary(layers)}"
         )
     return Report(figures=figures, notes=notes)
 
@@ -282,9 +284,7 @@ def figures(
     records = post_records(posts)
     rate = measure_pushes(records, repeat)
     foot = measure_footprint(groups, per_member, records)
-    caught, spent = (
-        keeper_catch_up.measure([catch_up], repeat, catch_up) if catch_up else ([], None)
-    )
+    caught, spent = keeper_catch_up.measure([catch_up], repeat, catch_up) if catch_up else ([], {})
     return report(rate, foot, caught, spent, catch_up)
 
 

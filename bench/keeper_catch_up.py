@@ -1,34 +1,33 @@
-"""A member device's catch-up of N posts from a keeper vs from a directly connected peer.
+"""A new device's catch-up of N posts from a keeper vs from a directly connected peer.
 
     python -m bench.keeper_catch_up [--posts 3000,20000] [--repeat 3] [--profile-posts N]
 
 Part of ``python -m bench.keeper`` (its ``figures`` calls :func:`measure`). Setup, not timed:
-a host device (``microsync.Device``, profile on ``/dev/shm`` where there is one) creates a
-group and, while listening on 127.0.0.1, admits one newcomer per catch-up through
-``Group.invite`` + ``Device.join`` (fresh profiles on disk; each waits until it holds the
-group's membership, then closes). Then the host writes N posts through ``Group.post`` and
-closes. Every entry the host holds is pushed to a real ``microsync keeper`` subprocess
-(``KeeperClient.push``, records ``CBOR [wire, body]`` named by entry id, as a device pushes
-its writes), and a separate process serves the host's profile on 127.0.0.1. So both paths
-start from the same state: a member that has the group's membership and none of its posts.
+two host devices (``microsync.Device``, profiles on ``/dev/shm`` where there is one) each
+create a group and write the same N posts through ``Group.post`` (the same texts, 30-210
+bytes). The *kept* host adds a real ``microsync keeper`` subprocess to its group
+(``Group.add_keeper``); the *plain* one does not. Each host admits one new device per
+catch-up through an invite: the same redemption ``Device.join`` runs over the network
+(``Group.invite``, ``Device.join_guest`` against ``Device.invite_host``, ``finish_join``),
+its messages carried in memory, so the new device holds the group's welcome and nothing else.
+Then the kept host comes online with no listener, its keeper link pushes everything to the
+keeper, and it goes offline for good; the plain host is served by a separate process on
+127.0.0.1.
 
-* **peer** (timed): the newcomer opens its profile and calls ``Device.sync_with`` the host
-  (Noise handshake, then a sync session) until its feed is complete: every feed of the host
-  stored up to its head and ``Group.feed()`` showing all N posts.
-* **keeper** (timed): the newcomer opens its profile, connects to the keeper, proves the
-  mailbox and pulls every item (``KeeperClient.pull_newest``: newest first, the order a
-  device that just came online wants), opening each (XChaCha20-Poly1305) and decoding its
-  ``[wire, body]``; what it pulled goes through the device's public receive path,
-  ``Device.receive``, in batches of 1,000 in feed order, until the same completeness check
-  holds. The public receive path holds at most 4,096 out-of-order entries per feed and
-  16,384 per group, so newest-first items cannot be handed to it page by page for 20,000
-  posts: they are kept (about 0.5 KiB each) and received oldest first once all have
-  arrived. This measures what the keeper and the client can do with the public API until
-  the device's own keeper link exists; the link is what should overlap pulling and storing.
+* **keeper** (timed): the new device starts with no listener and no LAN
+  (``Device.start(lan=False, port=None)``): the keeper its welcome names is its only way out.
+  Its keeper link pulls the group's mailboxes and takes the items in through the same receive
+  path as a peer sync, until every feed of the host is stored up to its head and
+  ``Group.feed()`` shows all N posts. The inviter is offline the whole time.
+* **peer** (timed): a new device of the plain group starts the same way with the plain host as
+  its one peer (``peers=("127.0.0.1:PORT",)``): Noise handshake, then a sync session, until the
+  same check holds.
 
 The ratio is keeper / peer, the median over ``--repeat`` of each repeat's ratio (target: no
-more than 1.2). Then one keeper catch-up of ``--profile-posts`` runs under cProfile, summed by
-layer as in ``bench/catch_up.py`` (``websockets`` counts as ``net`` here).
+more than 1.2). Then one more catch-up of each kind of ``--profile-posts`` runs under cProfile
+(the device's keeper link and its sync sessions run in this process; the keeper and the host
+do not), its own time summed by layer as in ``bench/catch_up.py`` (``websockets`` counts as
+``net`` here).
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import os
 import random
 import re
 import shutil
@@ -45,63 +43,61 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import microsync
-from bench import catch_up
+from bench import catch_up as catch_up_bench
 from bench.keeper_rig import Running, _process, _scratch, keeper
-from microsync import encoding
-from microsync.errors import DecodeError
-from microsync.feed import parse_entry
-from microsync.group.mailbox import Mailbox
-from microsync.net.keeper_client import KeeperClient, Record
-
-BATCH = 1_000
-Item = tuple[bytes, bytes | None]
 
 
 @dataclass(frozen=True, slots=True)
 class Built:
-    """The host's profile, the newcomers' profiles, and what the host holds."""
+    """A host's profile, the new devices it admitted, and what the host holds."""
 
     host: Path
     newcomers: list[Path]
     group: bytes
     posts: int
-    items: list[Item]
     frontier: dict[bytes, int]
 
 
-async def build(host_path: Path, newcomers: Sequence[Path], posts: int, seed: int) -> Built:
+async def admit(host: microsync.Device, group: microsync.Group, path: Path) -> None:
+    """A new device at ``path`` redeems an invite of ``group``, the messages carried in
+    memory instead of over a connection: it holds the group's welcome and nothing else."""
+    invite = await group.invite(ttl=3600)
+    async with await microsync.Device.open(path, name="Newcomer") as newcomer:
+        newcomer.learn_certificates(host.certificates())
+        host.learn_certificates(newcomer.certificates())
+        guest, session = newcomer.join_guest(invite.link), host.invite_host().session()
+        message: bytes | None = guest.start()
+        while message is not None:
+            message = guest.receive(session.receive(message, now=time.time_ns() // 1_000_000))
+        await newcomer.finish_join(guest.response)
+
+
+async def build(
+    path: Path, newcomers: Sequence[Path], posts: int, seed: int, keeper_url: str | None
+) -> Built:
+    """A host that wrote ``posts`` posts and admitted ``newcomers``; with ``keeper_url``, its
+    group uses that keeper and everything is pushed there before this returns."""
     rng = random.Random(seed)
-    async with await microsync.Device.open(host_path, name="Host") as host:
+    async with await microsync.Device.open(path, name="Host") as host:
         group = await host.create_group("Family")
-        await host.start(lan=False, port=0, bind="127.0.0.1")
-        for path in newcomers:
-            link = (await group.invite(ttl=600)).link
-            async with await microsync.Device.open(path, name="Newcomer") as newcomer:
-                await newcomer.start(lan=False, port=None)
-                joined = await newcomer.join(link)
-                while not _holds(newcomer, joined, host.frontier(group.id)):
-                    await asyncio.sleep(0.01)
-                await newcomer.stop()
-        await host.stop()
+        if keeper_url is not None:
+            await group.add_keeper(keeper_url)
         for i in range(posts):
             await group.post(f"post {i}: " + "x" * rng.randrange(20, 200))
-        items = host.entries_after(group.id)
+        for newcomer in newcomers:
+            await admit(host, group, newcomer)
+        if keeper_url is not None:
+            await host.start(lan=False, port=None)
+            while not all(s.connected and s.unpushed == 0 for s in group.keeper_status()):
+                await asyncio.sleep(0.05)
+            await host.stop()
         frontier = {bytes(d): s for d, s in host.frontier(group.id).items()}
-    return Built(host_path, list(newcomers), bytes(group.id), posts, items, frontier)
-
-
-def records(items: Sequence[Item]) -> list[Record]:
-    """What a device gives a keeper for each entry."""
-    return [
-        Record(name=bytes(parse_entry(wire).id), data=encoding.encode([wire, body or b""]))
-        for wire, body in items
-    ]
+    return Built(path, list(newcomers), bytes(group.id), posts, frontier)
 
 
 # ---------------------------------------------------------------- the serving host
@@ -123,69 +119,35 @@ def hosted(path: Path) -> contextlib.AbstractContextManager[Running]:
     return _process(command, re.compile(r"host listening on (127\.0\.0\.1:\d+)"), stdin=True)
 
 
-# ---------------------------------------------------------------- the two catch-ups
+# ---------------------------------------------------------------- the catch-up
 
 
-def _holds(device: microsync.Device, group: microsync.Group, frontier: Mapping[Any, int]) -> bool:
+def _complete(device: microsync.Device, built: Built) -> bool:
+    group = next((g for g in device.groups() if bytes(g.id) == built.group), None)
+    if group is None:
+        return False
     held = {bytes(d): seq for d, seq in device.frontier(group.id).items()}
-    return all(held.get(bytes(d), 0) >= seq for d, seq in frontier.items())
+    if any(held.get(d, 0) < seq for d, seq in built.frontier.items()):
+        return False
+    return len(group.feed()) == built.posts
 
 
-def _complete(device: microsync.Device, group: microsync.Group, built: Built) -> bool:
-    return _holds(device, group, built.frontier) and len(group.feed()) == built.posts
-
-
-def _group(device: microsync.Device, built: Built) -> microsync.Group:
-    return next(g for g in device.groups() if bytes(g.id) == built.group)
-
-
-async def from_peer(path: Path, address: str, built: Built) -> float:
-    """Seconds for ``sync_with`` the host until the feed is complete."""
-    host, port = address.rsplit(":", 1)
-    async with await microsync.Device.open(path) as device:
-        group = _group(device, built)
-        start = time.perf_counter()
-        await device.sync_with(host, int(port), timeout=600)
-        if not _complete(device, group, built):
-            raise RuntimeError("the peer sync ended before the feed was complete")
-        return time.perf_counter() - start
-
-
-async def from_keeper(
-    path: Path, url: str, mailbox: Mailbox, built: Built, profile: cProfile.Profile | None = None
+async def catch_up(
+    path: Path, built: Built, peers: tuple[str, ...] = (), profile: cProfile.Profile | None = None
 ) -> float:
-    """Seconds to pull everything newest first and receive it until the feed is complete."""
+    """Seconds from ``start`` (no listener, no LAN, ``peers``) to a complete feed."""
     async with await microsync.Device.open(path) as device:
-        group = _group(device, built)
         if profile is not None:
             profile.enable()
         start = time.perf_counter()
-        async with await KeeperClient.connect(url) as client:
-            pulled = [p.data async for p in client.pull_newest(mailbox)]
-        items = [item for data in reversed(pulled) if (item := _entry(data)) is not None]
-        for first in range(0, len(items), BATCH):
-            device.receive(group.id, items[first : first + BATCH])
-        done = _complete(device, group, built)
+        await device.start(lan=False, port=None, peers=peers)
+        while not _complete(device, built):
+            await asyncio.sleep(0.002)
         elapsed = time.perf_counter() - start
         if profile is not None:
             profile.disable()
-        if not done:
-            raise RuntimeError(f"the keeper catch-up is incomplete: {device.refused}")
-        return elapsed
-
-
-def _entry(data: bytes) -> Item | None:
-    """A pulled record's ``(wire, body)``; ``None`` for anything else (a member's item is
-    hostile until the receive path has checked it)."""
-    try:
-        value = encoding.decode(data, max_size=len(data))
-    except DecodeError:
-        return None
-    match value:
-        case [bytes() as wire, bytes() as body]:
-            return wire, body or None
-        case _:
-            return None
+        await device.stop()
+    return elapsed
 
 
 # ---------------------------------------------------------------- the runs
@@ -200,44 +162,47 @@ class Measured:
     ratio: float  # median of each repeat's keeper / peer
 
 
-def _copy(newcomer: Path, into: Path) -> Path:
-    shutil.copytree(newcomer, into)
-    return into
+Spent = dict[str, dict[str, float]]
+"""``"keeper"`` and ``"peer"``: each catch-up's own time by layer, in seconds."""
 
 
 def measure(
     sizes: Sequence[int], repeat: int, profile_posts: int | None, seed: int = 1
-) -> tuple[list[Measured], dict[str, float] | None]:
-    """Both catch-ups for each size, and the keeper catch-up's profile by layer."""
-    results, spent = [], None
+) -> tuple[list[Measured], Spent]:
+    """Both catch-ups for each size, and both profiled by layer at ``profile_posts``."""
+    results: list[Measured] = []
+    spent: Spent = {}
     for posts in sorted({*sizes, *([profile_posts] if profile_posts else [])}):
         runs = repeat if posts in sizes else 0
+        profiled = posts == profile_posts
+        times: list[tuple[float, float]] = []
         scratch = _scratch("microsync-bench-keeper-host-")
         try:
             with tempfile.TemporaryDirectory(prefix="microsync-bench-keeper-") as disk:
-                here = Path(disk)
-                newcomers = [here / f"newcomer-{i}" for i in range(2 * runs + 1)]
-                built = asyncio.run(build(Path(scratch) / "host", newcomers, posts, seed))
-                mailbox = Mailbox.derive(os.urandom(32))
-                with keeper(here / "keeper") as kept, hosted(built.host) as host:
-                    asyncio.run(_push(kept.url, mailbox, records(built.items)))
-                    times = []
-                    for run in range(runs):
-                        peer_path, keeper_path = newcomers[2 * run], newcomers[2 * run + 1]
-                        t_keeper = asyncio.run(from_keeper(keeper_path, kept.url, mailbox, built))
-                        t_peer = asyncio.run(from_peer(peer_path, host.url, built))
-                        times.append((t_keeper, t_peer))
-                    if posts == profile_posts:
-                        profile = cProfile.Profile()
-                        asyncio.run(from_keeper(newcomers[-1], kept.url, mailbox, built, profile))
-                        spent = by_layer(profile)
+                here, hosts = Path(disk), Path(scratch)
+                via_keeper = [here / f"keeper-{i}" for i in range(runs + profiled)]
+                via_peer = [here / f"peer-{i}" for i in range(runs + profiled)]
+                with keeper(here / "keeper") as kept:
+                    built = asyncio.run(build(hosts / "kept", via_keeper, posts, seed, kept.url))
+                    plain = asyncio.run(build(hosts / "plain", via_peer, posts, seed, None))
+                    with hosted(plain.host) as host:
+                        for run in range(runs):
+                            t_keeper = asyncio.run(catch_up(via_keeper[run], built))
+                            t_peer = asyncio.run(catch_up(via_peer[run], plain, (host.url,)))
+                            times.append((t_keeper, t_peer))
+                        if profiled:
+                            profiles = {"keeper": cProfile.Profile(), "peer": cProfile.Profile()}
+                            asyncio.run(catch_up(via_keeper[-1], built, (), profiles["keeper"]))
+                            peer = (host.url,)
+                            asyncio.run(catch_up(via_peer[-1], plain, peer, profiles["peer"]))
+                            spent = {name: by_layer(p) for name, p in profiles.items()}
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         if times:
             results.append(
                 Measured(
                     posts,
-                    len(built.items),
+                    sum(built.frontier.values()),
                     statistics.median(k for k, _ in times),
                     statistics.median(p for _, p in times),
                     statistics.median(k / p for k, p in times),
@@ -246,25 +211,20 @@ def measure(
     return results, spent
 
 
-async def _push(url: str, mailbox: Mailbox, records: Sequence[Record]) -> None:
-    async with await KeeperClient.connect(url) as client:
-        await client.push(mailbox, records)
-
-
 def by_layer(profile: cProfile.Profile) -> dict[str, float]:
     """:func:`bench.catch_up.by_layer`, with ``websockets`` counted as ``net``."""
-    original = catch_up.layer_of
+    original = catch_up_bench.layer_of
 
     def layer_of(filename: str, function: str) -> str | None:
         if "/websockets/" in filename.replace("\\", "/"):
             return "net"
         return original(filename, function)
 
-    catch_up.layer_of = layer_of
+    catch_up_bench.layer_of = layer_of
     try:
-        return catch_up.by_layer(profile)
+        return catch_up_bench.by_layer(profile)
     finally:
-        catch_up.layer_of = original
+        catch_up_bench.layer_of = original
 
 
 def main() -> None:
@@ -286,8 +246,8 @@ def main() -> None:
             f"  {m.posts:>7,} posts ({m.entries:,} entries): keeper {m.keeper:6.2f} s, "
             f"peer {m.peer:6.2f} s -> {m.ratio:.2f}x (target <= 1.20)"
         )
-    if spent is not None:
-        print(f"  keeper catch-up by layer: {catch_up.layer_summary(spent)}")
+    for name, layers in spent.items():
+        print(f"  {name} catch-up by layer: {catch_up_bench.layer_summary(layers)}")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def test_the_keeper_benchmark_runs_end_to_end_at_tiny_sizes() -> None:
     done = keeper.figures(quick=True, posts=240, groups=2, per_member=3, repeat=1, catch_up=150)
     rows = {f.measure: f for f in done.figures}
     assert len(done.figures) == 5
-    catch_up = rows["member's catch-up of 150 posts from a keeper (pull + receive)"]
+    catch_up = rows["new device's catch-up of 150 posts from a keeper"]
     pushes = [f for f in done.figures if f.measure.startswith("241 pushes into one keeper")]
     disk = rows["keeper disk, 2 groups x 12 members x 3 items"]
     for figure in [catch_up, *pushes, disk]:
@@ -94,3 +94,4 @@ def test_the_keeper_benchmark_runs_end_to_end_at_tiny_sizes() -> None:
     assert disk.ratio is not None and disk.ratio >= 1  # the store holds at least the bytes
     assert any("72 items" in note and "24 connections" in note for note in done.notes)
     assert any("keeper catch-up of 150 posts" in note for note in done.notes)
+    assert any("peer catch-up of 150 posts" in note for note in done.notes)
