@@ -247,9 +247,9 @@ def report(
         notes.append(
             "catch-up: a new device admitted by invite (it holds the group's welcome only) "
             "starts with no listener and no LAN; keeper: the inviter is offline, the device's "
-            "keeper link pulls everything; peer: the same with a keeper-less copy of the group "
-            "served by another process as its one peer; both until every feed is at the "
-            "host's head and Group.feed() shows every post"
+            "keeper link pulls everything; peer: the same in a keeper-less group of the same "
+            "posts, its host served by another process as its one peer; both until every feed "
+            "is at the host's head and Group.feed() shows every post"
         )
     for name, layers in (spent or {}).items():
         from bench.catch_up import layer_summary
