@@ -1,7 +1,8 @@
-"""The keeper: pushes per second from 12 devices, and memory and disk per group, each against
-a floor measured in the same run.
+"""The keeper: pushes per second from 12 devices, memory and disk per group, and a new
+device's catch-up from a keeper, each against a floor measured in the same run.
 
     python -m bench.keeper [--posts 24000] [--groups 1000] [--per-member 20] [--repeat 3]
+                           [--catch-up 20000]
 
 Items are real post entries: a device (``microsync.Device``, profile on ``/dev/shm`` where
 there is one, not timed) creates a group and writes ``--posts`` posts of 30-210 bytes through
@@ -28,6 +29,10 @@ its entry id, sealed by :meth:`Mailbox.seal` (padded to 1 KiB: 1,064 bytes on th
   (``VmRSS``, every connection closed) and peak (``VmHWM``) above its idle start, and the
   bytes of its data directory (database and WAL) while it runs and after it stops, against
   the bytes that must be kept (sealed payload plus the 32-byte item id of every item).
+  (``bench/keeper_footprint.py``.)
+* **catch-up**: a new device's catch-up of ``--catch-up`` posts through its keeper link with
+  the inviter offline, against the same from a directly connected peer
+  (``bench/keeper_catch_up.py``, which says how).
 """
 
 from __future__ import annotations
