@@ -254,10 +254,7 @@ def report(
             "starts with no listener and no LAN; keeper: the inviter is offline, the device's "
             "keeper link pulls everything; peer: the same in a keeper-less group of the same "
             "posts, its host served by another process as its one peer; both until every feed "
-            "is at the host's head and Group.feed() shows every post; the host's keeper link "
-            "pushed the group's "
-            + ", ".join(f"{m.entries:,} entries in {m.pushed:.2f} s" for m in caught)
-            + f" (KeeperClient alone, above: {rate.items / rate.keeper:,.0f} items/s)"
+            "is at the host's head and Group.feed() shows every post"
         )
     for name, layers in (spent or {}).items():
         from bench.catch_up import layer_summary
