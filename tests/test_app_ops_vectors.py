@@ -14,6 +14,7 @@ from microsync.app.ops import (
     DeleteOp,
     DocOp,
     EditOp,
+    HideOp,
     Kind,
     LocationOp,
     PostOp,
@@ -92,6 +93,10 @@ VECTORS: dict[str, tuple[AppOp, str]] = {
         AppOp(Kind.DOC, doc="calendar", payload=b"\x01\x02\x03"),
         "830108a263646f636863616c656e646172677061796c6f616443010203",
     ),
+    "hide": (
+        AppOp(Kind.HIDE, upto=((DEVICE_ID, 7),)),
+        "830114a1647570746f81825820404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f07",
+    ),
 }
 
 
@@ -129,6 +134,7 @@ def test_the_per_kind_classes_give_the_same_bytes() -> None:
         "cursor_empty": CursorOp(cursor=()),
         "location": LocationOp(lat=51_750_000, lon=-1_250_000, precision=Precision.CITY),
         "doc": DocOp(doc="calendar", payload=b"\x01\x02\x03"),
+        "hide": HideOp(upto=((DEVICE_ID, 7),)),
     }
     assert set(built) == set(VECTORS)
     for name, op in built.items():
@@ -152,6 +158,8 @@ def describe(op: AppOperation) -> str:
             return f"location to the {precision}"
         case DocOp(doc=doc):
             return f"change to {doc}"
+        case HideOp(upto=upto):
+            return f"hide of {len(upto)} devices"
         case _:
             assert_never(op)
 

@@ -41,6 +41,7 @@ __all__ = [
     "LocationChanged",
     "MemberJoined",
     "MemberLeft",
+    "Moderated",
     "Post",
     "PostEvent",
     "Posted",
@@ -68,6 +69,7 @@ class EventKind(enum.StrEnum):
     EXIT = "exit"
     VAULT_ADDED = "vault_added"
     VAULT_REMOVED = "vault_removed"
+    MODERATED = "moderated"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,6 +190,14 @@ class Expired(PostEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Moderated(PostEvent):
+    """An admin (``person``) removed ``post`` (someone else's) for everyone: a delete, or a
+    hide of its author's posts (``docs/app.md``, "Moderation"). ``post.author`` wrote it."""
+
+    kind: ClassVar[EventKind] = EventKind.MODERATED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reacted(PostEvent):
     """A reaction was added to ``post`` or withdrawn from it."""
 
@@ -259,6 +269,7 @@ AppEvent: TypeAlias = (
     | Deleted
     | Expired
     | Reacted
+    | Moderated
     | MemberJoined
     | MemberLeft
     | PresenceChanged

@@ -30,6 +30,7 @@ from microsync.node.events import Event, listen
 from microsync.node.exits import GroupExit, exit_of
 from microsync.node.keeper_link import KeeperStatus, keeper_status
 from microsync.node.keeper_settings import add_keeper, remove_keeper
+from microsync.node.moderation import cap_of, hide_posts_of, remove_member
 from microsync.node.news import Cursor, WhatsNew
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.roster import InviteStatus, Member, invite_statuses
@@ -53,6 +54,9 @@ class Group:
     (:class:`~microsync.app.presence.PresenceState`) and the vault; their methods here are
     thin delegates that pass the clock in and deliver the events they return.
     """
+
+    max_members = property(cap_of)  # the member cap set at creation (None: no cap)
+    hide_posts_of = hide_posts_of  # an admin hides a person's posts, for everyone
 
     def __init__(self, device: Device, replica: GroupReplica) -> None:
         self._device = device
@@ -234,8 +238,7 @@ class Group:
         return self._app_state.post(post_id, self._now())
 
     async def delete(self, post_id: bytes) -> None:
-        """Delete one of your own posts for everyone: every device that applies this purges
-        the post's text from its disk and keeps only a tombstone."""
+        """Delete a post for everyone (yours; an admin: anyone's): purged, a tombstone kept."""
         self._app_state.require(post_id, self._now())
         await self._write(DeleteOp(post=bytes(post_id)))
 
@@ -394,14 +397,7 @@ class Group:
         """Start a new epoch now, wrapped to every current member device (any member may)."""
         self._replica.rotate(now=self._now())
 
-    async def remove(self, person_id: bytes, *, force: bool = False) -> None:
-        """Remove a member (admins only). Starts a new epoch the removed person cannot read.
-        Removing yourself while you are the group's only admin and others remain raises
-        :class:`NotAMember` unless ``force`` (then nobody can ever invite, remove or promote
-        again): promote another admin first."""
-        person = PersonId(bytes(person_id))
-        self._refuse_last_admin(person, "remove", force)
-        self._replica.remove(person, now=self._now())
+    remove = remove_member  # an admin removes a member (``hide_posts=True``: their posts too)
 
     async def leave(self, *, force: bool = False) -> None:
         """Leave the group. The remaining members rotate the key on their next write. Refused

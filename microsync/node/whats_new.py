@@ -40,6 +40,7 @@ from microsync.app.ops import (
     DeleteOp,
     DocOp,
     EditOp,
+    HideOp,
     LocationOp,
     PostOp,
     ReactOp,
@@ -277,8 +278,8 @@ class _Reader:
                 )
             case DocOp():
                 return self._doc(entry, op, at)
-            case EditOp() | DeleteOp() | UnreactOp() | CursorOp():
-                return None  # nobody's news
+            case EditOp() | DeleteOp() | UnreactOp() | CursorOp() | HideOp():
+                return None  # nobody's news (a moderated post is simply gone)
             case _:
                 assert_never(op)
 

@@ -131,6 +131,7 @@ class SqliteStore:
         self._feeds: dict[tuple[bytes, bytes], FeedStatus] = {}
         self._dirty_heads: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}
         self._chunks = ChunkFiles(directory)
+        self._synchronous: int = db.execute("PRAGMA synchronous").fetchone()[0]
 
     @classmethod
     def open(
@@ -189,6 +190,23 @@ class SqliteStore:
             self._depth = 0
             self._aborted = False
             self._forget_feeds()  # the one place they go: an aborted block refuses reads
+
+    @contextmanager
+    def replaceable(self) -> Iterator[None]:
+        """Transactions begun here hold copies of what peers hold (received entries): they
+        commit without an fsync (WAL, ``synchronous=NORMAL``), which ``kill -9`` cannot undo; a
+        power cut may roll back to an earlier consistent commit (the next sync fetches them
+        again), and the next durable commit syncs them too (one WAL file). No-op inside one."""
+        self._check_usable()
+        if self._depth or self._synchronous < 2:
+            yield
+            return
+        self._execute_control("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            if not self._closed:
+                self._execute_control(f"PRAGMA synchronous = {self._synchronous}")
 
     def _commit(self) -> None:
         if self._closed:
