@@ -23,10 +23,10 @@ from microsync.group.join import issue_invite
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
+from microsync.node import keeper_settings
 from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event
 from microsync.node.exits import GroupExit, exit_of
-from microsync.node import keeper_settings
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.roster import InviteStatus, Member, invite_statuses
 from microsync.node.vault import Vault
