@@ -66,8 +66,15 @@ async def cmd_keeper(args: argparse.Namespace, out: Console) -> int:
         return await _member_side(args, out)
     if args.url is not None:
         raise ValueError(f"unknown keeper action {args.url!r}; use add, ls or rm")
-    if args.data is None:
-        raise ValueError("keeper: --data DIR is needed to serve (or an action: add, ls, rm)")
+    if args.data is None:  # a usage error, as argparse reports one (status 2)
+        from microsync.cli.control import error_console
+
+        error_console().print(
+            "microsync: error: the following arguments are required: --data "
+            "(to serve; or an action: add, ls, rm) (see: microsync keeper --help)",
+            markup=False,
+        )
+        return 2
     return await _serve(args, out)
 
 
