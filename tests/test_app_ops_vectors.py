@@ -21,10 +21,17 @@ from microsync.app.ops import (
     ReactOp,
     UnreactOp,
 )
+from microsync.app.parts import AttachmentPart, LinkPart, PlacePart, TextPart
 
 POST_ID = bytes(range(32))
 OTHER_ID = bytes(range(32, 64))
 DEVICE_ID = bytes(range(64, 96))
+PARTS = (
+    TextPart(text="Landed"),
+    LinkPart(url="https://example.org/f/BA123", title="BA123"),
+    PlacePart(label="Heathrow", lat=51_450_000, lon=-450_000, precision="city"),
+    AttachmentPart(ref=POST_ID),
+)
 
 # name -> (the operation, built the historical way, and its bytes)
 VECTORS: dict[str, tuple[AppOp, str]] = {
@@ -43,6 +50,13 @@ VECTORS: dict[str, tuple[AppOp, str]] = {
         "830101a464746578746272656674746c5f6d731a05265c00687265706c795f746f5820000102030405060708"
         "090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f6b6174746163686d656e74738246626c6f622d3158"
         "20202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f",
+    ),
+    # structured posts (issue 18): ``parts`` is additive, the vectors above are unchanged
+    "post_parts": (
+        AppOp(Kind.POST, text="BA123", parts=PARTS),
+        "830101a26474657874654241313233657061727473848201664c616e6465648302781b68747470733a2f2f"
+        "6578616d706c652e6f72672f662f42413132336542413132338503684865617468726f771a031110903a00"
+        "06ddcf646369747982045820000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
     ),
     "edit": (
         AppOp(Kind.EDIT, post=POST_ID, text="Landed in Oxford!"),
@@ -106,6 +120,7 @@ def test_the_per_kind_classes_give_the_same_bytes() -> None:
         "post_full": PostOp(
             text="re", reply_to=POST_ID, attachments=(b"blob-1", OTHER_ID), ttl_ms=86_400_000
         ),
+        "post_parts": PostOp(text="BA123", parts=PARTS),
         "edit": EditOp(post=POST_ID, text="Landed in Oxford!"),
         "delete": DeleteOp(post=POST_ID),
         "react": ReactOp(post=POST_ID, emoji="❤️"),

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import ClassVar, TypeAlias
 
 from microsync.app.ops import Precision
+from microsync.app.parts import Part
 from microsync.feed.entry import EntryId
 from microsync.identity import DeviceId, PersonId
 
@@ -46,6 +47,7 @@ __all__ = [
     "Presence",
     "PresenceChanged",
     "Reacted",
+    "Reaction",
     "Replied",
 ]
 
@@ -68,9 +70,22 @@ class EventKind(enum.StrEnum):
     VAULT_REMOVED = "vault_removed"
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reaction:
+    """One person's standing ``emoji`` on a post, and when they reacted: the time their
+    reaction entry was written as authored, shown no later than 5 minutes after it arrived
+    here (``docs/security.md``, "Timestamps")."""
+
+    person: PersonId
+    emoji: str
+    at: datetime
+
+
 @dataclass(frozen=True, slots=True)
 class Post:
-    """A post or a reply as this device sees it now."""
+    """A post or a reply as this device sees it now. ``parts``: its typed parts
+    (:mod:`microsync.app.parts`; empty once deleted or expired); ``reaction_records``: who
+    reacted with what and when, oldest first (``reactions`` is the same without the times)."""
 
     id: EntryId
     author: PersonId
@@ -82,6 +97,8 @@ class Post:
     reply_to: EntryId | None
     edited: bool
     deleted: bool
+    parts: tuple[Part, ...] = ()
+    reaction_records: tuple[Reaction, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

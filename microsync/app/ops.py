@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias, cast
 
 from microsync import encoding
+from microsync.app.parts import Part, check_parts, parts_from_value, parts_to_value
 from microsync.encoding import Value
 from microsync.errors import DecodeError
 
@@ -50,6 +51,7 @@ MAX_TTL_MS: Final = 10 * 365 * 24 * 3600 * 1000
 MAX_REMOVES: Final = 32
 MAX_CURSOR: Final = 4096
 _ID: Final = 32
+_MAX_BYTES: Final = MAX_TEXT + 64 * 1024
 
 
 class Kind(enum.IntEnum):
@@ -111,6 +113,8 @@ class AppOp(metaclass=_Dispatch):
                 continue
             if name in ("attachments", "removes"):
                 fields[name] = list(value)
+            elif name == "parts":
+                fields[name] = parts_to_value(value)
             elif name == "cursor":
                 fields[name] = [[d, s] for d, s in value]
             elif name == "precision":
@@ -118,13 +122,16 @@ class AppOp(metaclass=_Dispatch):
             else:
                 fields[name] = value
         _check(self.kind, fields)
-        return encoding.encode([_VERSION, int(self.kind), fields])
+        data = encoding.encode([_VERSION, int(self.kind), fields])
+        if len(data) > _MAX_BYTES:  # receivers would refuse it: say so here
+            raise DecodeError(f"app op {self.kind.name.lower()}: over {_MAX_BYTES} bytes")
+        return data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> AppOperation:
         """Decode strictly (:class:`DecodeError` for unknown kinds or fields, wrong types,
         oversize values)."""
-        value = encoding.decode(data, max_size=MAX_TEXT + 64 * 1024)
+        value = encoding.decode(data, max_size=_MAX_BYTES)
         if not isinstance(value, list) or len(value) != 3:
             raise DecodeError("app op: expected [version, kind, fields]")
         version, kind, fields = value
@@ -145,6 +152,8 @@ class AppOp(metaclass=_Dispatch):
             if name in ("attachments", "removes"):
                 assert isinstance(item, list)
                 args[name] = tuple(item)
+            elif name == "parts":
+                args[name] = parts_from_value(item)
             elif name == "cursor":
                 assert isinstance(item, list)
                 args[name] = tuple((pair[0], pair[1]) for pair in item)  # type: ignore[index]
@@ -157,13 +166,16 @@ class AppOp(metaclass=_Dispatch):
 
 @dataclass(frozen=True, slots=True)
 class PostOp(AppOp):
-    """A post, or a reply when ``reply_to`` (the post's entry id) is set."""
+    """A post, or a reply when ``reply_to`` (the post's entry id) is set. ``parts``: its
+    typed parts (:mod:`microsync.app.parts`), left off the wire when there are none, so a post
+    without them encodes as it always has."""
 
     kind: ClassVar[Kind] = Kind.POST
     text: str
     reply_to: bytes | None = None
     attachments: tuple[bytes, ...] = ()
     ttl_ms: int | None = None
+    parts: tuple[Part, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,11 +311,12 @@ _CHECKS: dict[str, Callable[[Value], bool]] = {
     "precision": lambda v: type(v) is str and v in PRECISIONS,
     "doc": lambda v: _text(v, 256) and v != "",
     "payload": lambda v: type(v) is bytes and len(v) <= 60 * 1024,
+    "parts": check_parts,
 }
 
 # kind -> (required fields, optional fields)
 _SCHEMA: dict[Kind, tuple[frozenset[str], frozenset[str]]] = {
-    Kind.POST: (frozenset({"text"}), frozenset({"reply_to", "attachments", "ttl_ms"})),
+    Kind.POST: (frozenset({"text"}), frozenset({"reply_to", "attachments", "ttl_ms", "parts"})),
     Kind.EDIT: (frozenset({"post", "text"}), frozenset()),
     Kind.DELETE: (frozenset({"post"}), frozenset()),
     Kind.REACT: (frozenset({"post", "emoji"}), frozenset()),

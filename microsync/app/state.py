@@ -76,19 +76,20 @@ class AppState:
 
     # ------------------------------------------------------------------ loading
 
-    def timeline(self, now: int) -> Timeline:
+    def timeline(self, now: int, held_back: frozenset[EntryId] = frozenset()) -> Timeline:
         """The folded timeline, loaded from the snapshot and the store on first use (quietly:
-        what was there before is no news)."""
+        what was there before is no news; ``held_back``: entries left out, to fold as news)."""
         if self._timeline is not None:
             return self._timeline
         store = self._replica.store
         arrived = arrivals.load(store, self.keys.arrived)
         self._timeline = Timeline(arrived)
         self._fold = self._replica.content_fold(AppOp.from_bytes)
-        if not self._load_snapshot(now):
+        if not self._load_snapshot(now, held_back):
             self._timeline = Timeline(arrived)
             self._fold = self._replica.content_fold(AppOp.from_bytes)
             loaded = saved.app_entries_after(self._replica, {})
+            loaded = [s for s in loaded if s.entry.id not in held_back]
             self._absorb(
                 [s.entry for s in loaded],
                 now,
@@ -97,19 +98,20 @@ class AppState:
             )
         for post_id, (deleted, _) in saved.purged(store, self.keys.purged).items():
             self._timeline.forget_body(post_id, deleted)
-        if self._provisional:
+        waiting = {i: p for i, p in self._provisional.items() if i not in held_back}
+        if waiting:
             self._absorb(
-                [e for e, _ in self._provisional.values()],
+                [e for e, _ in waiting.values()],
                 now,
                 quiet=True,
-                known={i: b for i, (_, b) in self._provisional.items()},
+                known={i: b for i, (_, b) in waiting.items()},
                 provisional=True,
             )
         self._apply(self._timeline.expire(now), quiet=True)
         self._fold.mark()
         return self._timeline
 
-    def _load_snapshot(self, now: int) -> bool:
+    def _load_snapshot(self, now: int, held_back: frozenset[EntryId]) -> bool:
         """Fold this device's snapshot plus the tail of the store (``False``, and nothing
         folded, unless the store still holds every entry the snapshot covers)."""
         opened = saved.load_snapshot(self._replica, self.keys.snapshot)
@@ -122,6 +124,7 @@ class AppState:
         timeline.add(snapshot.entries)
         covered = {device: seq for device, (seq, _) in snapshot.frontier.items()}
         tail = saved.app_entries_after(self._replica, covered)
+        tail = [s for s in tail if s.entry.id not in held_back]
         self._absorb(
             locked + [s.entry for s in tail],
             now,
@@ -241,7 +244,11 @@ class AppState:
             # reopen the documents (a handle from before shows the old state; ask doc() again)
             self.unload()
         if self._timeline is None:
-            return []  # loaded from the store on first use
+            if not self.listening:
+                return []  # loaded from the store on first use
+            # someone listens (the fold was dropped above): what came before is history,
+            # this batch is news (but what was shown provisionally was news already)
+            self.timeline(now, frozenset(e.id for e in accepted if e.id not in self._provisional))
         locked = self._fold.locked
         retry = [e for e in locked.values() if e.id not in self._provisional]
         fresh = [e for e in accepted if e.header.type == APP_TYPE]
@@ -300,11 +307,19 @@ class AppState:
         folded = self._fold.accept(stored.entry, stored.body, op)
         return self._fold_opened([folded], now, quiet=False, provisional=False)
 
-    def mark_read(self, now: int) -> list[AppEvent]:
-        """Share this person's read position (a cursor entry); never fails a read."""
+    def mark_read(
+        self, now: int, up_to: Mapping[DeviceId, int] | None = None, *, restate: bool = False
+    ) -> list[AppEvent]:
+        """Share this person's read position (a cursor entry): every app entry applied, or
+        ``up_to`` (device -> feed seq); with ``restate``, even if no position moves (the
+        entry's time is when they last read); never fails a read."""
         timeline = self.timeline(now)
         cursor = self.cursor(now)
-        ahead = {d: s for d, s in timeline.frontier.items() if s > cursor.get(d, 0)}
+        target = timeline.frontier if up_to is None else up_to
+        ahead = {d: s for d, s in target.items() if s > cursor.get(d, 0)}
+        if not ahead and restate:
+            me = self._replica.me.device
+            ahead = {me: max(1, cursor.get(me, 0))}
         if not ahead or not self._replica.is_member:
             return []
         op = CursorOp(cursor=tuple(sorted(ahead.items())))

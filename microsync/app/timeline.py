@@ -47,6 +47,7 @@ from microsync.app.ops import (
     UnreactOp,
     as_operation,
 )
+from microsync.app.parts import Part
 from microsync.feed.entry import MAX_DEPS, EntryId
 from microsync.identity import DeviceId, PersonId
 from microsync.state.clock import MAX_DRIFT_MS
@@ -85,6 +86,8 @@ class PostState:
     expired: bool = False
     # emoji -> person -> the reacting entries still standing
     reactions: dict[str, dict[PersonId, set[EntryId]]] = field(default_factory=dict)
+    parts: tuple[Part, ...] = ()  # the post's typed parts (shown only while not gone)
+    reacted_at: dict[EntryId, int] = field(default_factory=dict)  # reacting entry -> shown at
 
     @property
     def edited(self) -> bool:
@@ -101,6 +104,17 @@ class PostState:
             if holding:
                 out[emoji] = holding
         return dict(sorted(out.items()))
+
+    def reaction_times(self) -> list[tuple[str, PersonId, int]]:
+        """``(emoji, person, when)`` of every standing reaction, ``when`` the earliest time
+        (as shown here) of the person's standing reacting entries, oldest first."""
+        out = [
+            (emoji, person, min(self.reacted_at.get(t, 0) for t in tags))
+            for emoji, people in self.reactions.items()
+            for person, tags in people.items()
+            if tags
+        ]
+        return sorted(out, key=lambda r: (r[2], r[0], r[1]))
 
 
 class ChangeKind(enum.StrEnum):
@@ -159,6 +173,7 @@ class Timeline:
         self.posts: dict[EntryId, PostState] = {}
         self.replies: dict[EntryId, list[EntryId]] = {}
         self.cursors: dict[PersonId, dict[DeviceId, int]] = {}
+        self.cursor_at: dict[PersonId, int] = {}  # when each person last moved their cursor
         self.locations: dict[PersonId, AppEntry] = {}
         self.active: dict[PersonId, int] = {}  # latest shown time of an applied entry per person
         self.applied: dict[EntryId, AppEntry] = {}
@@ -236,6 +251,9 @@ class Timeline:
         if change is None:
             self.rejected.add(entry.id)
             return []
+        gone = self.posts.get(change.post) if change.post is not None else None
+        if gone is not None and gone.gone:
+            gone.parts = ()  # a deleted post's parts go with its text
         return [change]
 
     def _change(self, entry: AppEntry) -> Change | None:
@@ -276,6 +294,7 @@ class Timeline:
             reply_to=reply_to,
             ttl_ms=op.ttl_ms,
             expires_at=self._expires_at(entry, op.ttl_ms),
+            parts=op.parts,
         )
         if reply_to is not None:
             self.replies.setdefault(reply_to, []).append(entry.id)
@@ -322,6 +341,7 @@ class Timeline:
             return None
         post.reactions.setdefault(op.emoji, {}).setdefault(entry.person, set()).add(entry.id)
         self._reactions[entry.id] = (post.id, op.emoji, entry.person)
+        post.reacted_at[entry.id] = self.shown_at(entry)
         return Change(ChangeKind.REACTION, entry, post.id)
 
     def _unreact(self, entry: AppEntry, op: UnreactOp) -> Change | None:
@@ -341,6 +361,8 @@ class Timeline:
         if not op.cursor:
             return Change(ChangeKind.CURSOR, entry)  # a placeholder: changes nothing
         mine = self.cursors.setdefault(entry.person, {})
+        at = self.shown_at(entry)
+        self.cursor_at[entry.person] = max(self.cursor_at.get(entry.person, at), at)
         for device, seq in op.cursor:
             key = DeviceId(device)
             mine[key] = max(mine.get(key, 0), seq)
@@ -363,6 +385,7 @@ class Timeline:
                 continue
             post.expired = True
             post.text, post.attachments, post.last_edit = None, (), None
+            post.parts = ()
             purge = (post.id, *post.edits)
             out.append(Change(ChangeKind.EXPIRE, self.applied[post.id], post.id, purge))
         return out
@@ -372,6 +395,7 @@ class Timeline:
         post = self.posts.get(post_id)
         if post is not None:
             post.text, post.attachments, post.last_edit = None, (), None
+            post.parts = ()
             if deleted:
                 post.deleted = True
             else:

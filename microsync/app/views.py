@@ -7,7 +7,16 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Final, assert_never
 
-from microsync.app.events import Deleted, Edited, Expired, Post, Posted, Reacted, Replied
+from microsync.app.events import (
+    Deleted,
+    Edited,
+    Expired,
+    Post,
+    Posted,
+    Reacted,
+    Reaction,
+    Replied,
+)
 from microsync.app.timeline import ChangeKind, PostState
 from microsync.identity import PersonId
 
@@ -41,6 +50,11 @@ def post_view(post: PostState, names: Mapping[PersonId, str]) -> Post:
         reply_to=post.reply_to,
         edited=post.edited,
         deleted=post.deleted,
+        parts=() if post.gone else post.parts,
+        reaction_records=tuple(
+            Reaction(person=person, emoji=emoji, at=when(at))
+            for emoji, person, at in post.reaction_times()
+        ),
     )
 
 

@@ -61,6 +61,11 @@ async def cmd_init(args: argparse.Namespace, out: Console) -> int:
             out.print(
                 "Run [bold]microsync recovery-words[/] and write the words down somewhere safe."
             )
+        else:
+            out.print(
+                "Your groups come back at the first [bold]microsync sync HOST:PORT[/] with any "
+                "member's device (or [bold]serve --peer/--relay[/]): see docs/devices.md."
+            )
     return 0
 
 

@@ -79,6 +79,9 @@ INVITE_PAYLOAD = Label(b"microsync/v1/invite-payload")
 INVITE_PAKE_GUEST = Label(b"microsync/v1/invite-pake-guest")
 INVITE_PAKE_HOST = Label(b"microsync/v1/invite-pake-host")
 INVITE_RENDEZVOUS = Label(b"microsync/v1/invite-rendezvous")
+RECOVERY_PROOF = Label(b"microsync/v1/recovery-proof")  # person key over the handshake hash
+RECOVERY_RENDEZVOUS = Label(b"microsync/v1/recovery-rendezvous")  # person id -> relay id
+RECOVERY_DISCOVERY_TAG = Label(b"microsync/v1/recovery-discovery-tag")  # person, bucket -> tag
 
 ALL_LABELS: dict[str, Label] = {
     name: Label(value)

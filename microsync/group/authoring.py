@@ -49,6 +49,7 @@ from microsync.group.ops import (
     Role,
     recipients_digest,
 )
+from microsync.group.rules import may_add_device
 from microsync.group.settings import SettingsChange
 from microsync.identity import (
     DeviceId,
@@ -223,10 +224,13 @@ class Authoring:
         return self._rotating(Op(kind=OpKind.ROTATE), self.state)
 
     def add_device(self, grant: DeviceGrant, person: PersonId) -> Draft:
-        """Add a new device of ``person`` (this device's), giving it every key held here."""
+        """Add a new device of ``person`` (this device's), giving it every key held here; or
+        of another member with no device left (a recovery, :func:`rules.may_add_device`)."""
         info = parse_grant(grant)
-        if info.person != person:
-            raise NotAMember("a person may only add their own devices")
+        if not may_add_device(self.state, person, info.person):
+            raise NotAMember(
+                "a person may only add their own devices, or a member's with none left"
+            )
         grants = [KeyGrant.of(k, k.root is not None) for k in self.keys.values()]
         seal_key = self.seal_key()
         bundle = self.bundle(Purpose.HISTORY, seal_key.number, [info.device], grants, [info])

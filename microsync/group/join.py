@@ -44,6 +44,7 @@ from microsync.group.invite import (
     PairingHost,
     ShortCode,
 )
+from microsync.group.invite.host import Recover
 from microsync.group.invite.payloads import (
     DeviceCandidate,
     JoinRequest,
@@ -211,14 +212,16 @@ class InviteHost:
         self._now = now
         self._link_device = link_device
 
-    def session(self) -> PairingHost:
-        """A fresh host state machine for one incoming pairing connection."""
+    def session(self, recover: Recover | None = None) -> PairingHost:
+        """A fresh host state machine for one incoming pairing connection (``recover``: how it
+        answers a restored device, :mod:`microsync.group.recovery`)."""
         return PairingHost(
             check=self.check,
             admit=self.admit,
             burn=self.burn,
             rng=self._rng,
             find_code=self._book.find_code,
+            recover=recover,
         )
 
     def check(self, invite_id: InviteId) -> InviteRecord | None:

@@ -33,6 +33,7 @@ __all__ = [
     "authorize",
     "cuts_of",
     "joiners",
+    "may_add_device",
     "note_appended",
     "opens_of",
 ]
@@ -165,7 +166,7 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
         return (
             len(rec.grants) == 1
             and len(state.entitled_devices()) < MAX_GROUP_DEVICES
-            and rec.grants[0].person == author
+            and may_add_device(state, author, rec.grants[0].person)
             and state.device(rec.grants[0].device) is None
             and rec.grants[0].device not in state.revoked
             and _covers(rec, {rec.grants[0].device}, state)
@@ -197,6 +198,18 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
     if kind is OpKind.SETTINGS:
         return op.settings is not None  # admin only (ADMIN_KINDS); the decoder checked values
     raise AssertionError(kind)  # pragma: no cover - every kind is listed
+
+
+def may_add_device(state: GroupState, author: PersonId, person: PersonId) -> bool:
+    """May a device of ``author`` add a device of ``person``? Its own person's, always (a
+    link); another member's only while that member has no device left here (a recovery: the
+    person keeps their entry, so their role). While the person still has an admitted device,
+    only that person may add one: the person key alone (a thief's, read off a lost phone)
+    never gets a device in past the owner's."""
+    if person == author:
+        return True
+    target = state.members.get(person)
+    return target is not None and not target.devices
 
 
 def _outranks(author: MemberInfo, target: MemberInfo) -> bool:
@@ -308,6 +321,10 @@ def _apply(
     elif kind is OpKind.ADD_DEVICE:
         g = rec.grants[0]
         member = state.members.get(g.person)
+        if author is not None and not may_add_device(state, author, g.person):
+            # a recovery whose person got a device back first, in the fold order (a racing
+            # recovery or link): void here, so every replica keeps the same one
+            return False
         if member is not None and g.device not in state.revoked:
             member.devices.setdefault(g.device, g)
             _open_windows(state, rec, member.devices)

@@ -48,7 +48,7 @@ from microsync.node.group import Group, InviteStatus, Member
 from microsync.node.host import DeviceHost
 from microsync.node.inbound import WELCOME_PREFIX, Inbound
 from microsync.node.invites import DeviceInvites
-from microsync.node.keeper_state import save_hint
+from microsync.node.keeper_state import remember_welcome
 from microsync.node.keys import revoke_device, rotate_prekey
 from microsync.node.network import Network, PeerInfo, SyncResult
 from microsync.node.profile import (
@@ -57,6 +57,7 @@ from microsync.node.profile import (
     open_profile,
     remember_group,
 )
+from microsync.node.recovery import mark_recovering, recover_groups
 from microsync.node.runtime import Runtime, brief
 from microsync.node.status import (
     DeviceStatus,
@@ -178,7 +179,7 @@ class Device:
             raise StorageError(f"{directory} already holds a profile; restore into a new one")
         clock_, rng_ = _or_system(clock, rng)
         identity = LocalIdentity.restore(words, name, rng_, clock_())
-        return cls._load_or_create(directory, lambda: identity, clock_, rng_)
+        return mark_recovering(cls._load_or_create(directory, lambda: identity, clock_, rng_))
 
     @classmethod
     def _load_or_create(
@@ -414,6 +415,10 @@ class Device:
         prefix."""
         revoke_device(self, device_id_of(self, device))
 
+    async def recover(self, *, at: str | None = None, relay: str | None = None) -> list[Group]:
+        """Rejoin this person's groups through a member's device at ``at`` or at ``relay``."""
+        return await recover_groups(self, at=at, relay=relay)
+
     def devices(self) -> list[DeviceRecord]:
         """This person's devices, as the groups here know them (this one first): name, id,
         whether it is this one, when this device last synced with it, revoked or not."""
@@ -483,8 +488,7 @@ class Device:
         """A new device of a person at ``path``, from a pairing of :meth:`link_device` on one
         of their devices (a short code needs ``at="host:port"``; ``relay`` is tried for a
         link whose addresses fail): open, in every group of the person, synced. An
-        :class:`~microsync.errors.InviteError` subclass says what was wrong with the pairing
-        (``docs/devices.md``)."""
+        :class:`~microsync.errors.InviteError` says what was wrong (``docs/devices.md``)."""
         directory = Path(path)
         if (directory / DATABASE_NAME).exists():
             raise StorageError(f"{directory} already holds a profile; link into a new one")
@@ -502,13 +506,10 @@ class Device:
         """Hold the group a finished invite pairing admitted this device to. Its members,
         name and keys arrive with the group's entries."""
         welcome = Welcome.from_bytes(response)
-        existing = self._groups.get(welcome.group)
-        if existing is not None:
+        if (existing := self._groups.get(welcome.group)) is not None:
             return existing
         with self._store.transaction():
-            self._store.put_meta(f"{WELCOME_PREFIX}{welcome.group.hex()}", welcome.add)
-            if welcome.keepers:
-                save_hint(self._store, welcome.group, welcome.keepers, welcome.mailbox)
+            remember_welcome(self._store, welcome)
             return self._adopt(welcome.group)
 
     def frontier(self, group_id: bytes) -> dict[DeviceId, int]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 from microsync.app.docs import SharedDoc
 from microsync.app.events import Location, Post, Presence
 from microsync.app.ops import AppOperation, DeleteOp, DocOp, EditOp, PostOp, ReactOp, UnreactOp
+from microsync.app.parts import Part
 from microsync.app.presence import LOCATION_TTL, PRESENCE_TTL, PresenceState
 from microsync.app.state import AppState
 from microsync.app.timeline import Timeline
@@ -23,14 +24,16 @@ from microsync.group.join import issue_invite
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
-from microsync.node import keeper_settings
+from microsync.node import keeper_settings, whats_new
 from microsync.node.admin import refuse_last_admin
-from microsync.node.events import Event
+from microsync.node.events import Event, listen
 from microsync.node.exits import GroupExit, exit_of
+from microsync.node.news import Cursor, WhatsNew
 from microsync.node.peers import KnownPeer, known_peers
-from microsync.node.roster import InviteStatus, Member, invite_statuses
+from microsync.node.roster import InviteStatus, Member, invite_statuses, members_of
 from microsync.node.vault import Vault
 from microsync.node.watch import MembershipWatch
+from microsync.node.whats_new import Since
 from microsync.state import Op, encode_op
 
 if TYPE_CHECKING:
@@ -94,16 +97,7 @@ class Group:
 
     def members(self) -> list[Member]:
         """Current members, admins first, then by name."""
-        found = [
-            Member(
-                person_id=m.person,
-                name=m.name,
-                role=str(m.role),
-                devices=tuple(sorted(m.devices)),
-            )
-            for m in self._replica.state.members.values()
-        ]
-        return sorted(found, key=lambda m: (m.role != "admin", m.name, m.person_id))
+        return members_of(self._replica)
 
     def _now(self) -> int:
         return self._device.clock()
@@ -144,22 +138,12 @@ class Group:
         for event in events:
             self._emit(event)
 
-    async def events(self) -> AsyncGenerator[Event, None]:
-        """Every change from now on, as it is applied: new posts, replies, edits, deletes,
-        expiries, reactions, members joining or leaving, a device found forked (its posts from
-        the fork on are then gone from :meth:`feed`), and this device's own ``"exit"`` (its
-        ``detail`` the :class:`GroupExit`, ``person`` who did it) when it is removed, leaves or
-        is revoked. One class per kind (:data:`microsync.Event`); iterate with ``async for``."""
-        self._timeline()
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        self._listeners.append(queue)
-        self._app_state.listening = True
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._listeners.remove(queue)
-            self._app_state.listening = bool(self._listeners)
+    def events(self) -> AsyncGenerator[Event, None]:
+        """Every change from this call on: posts, replies, edits, deletes, expiries, reactions,
+        vault files, members joining or leaving, a device found forked (its posts from the fork
+        on leave :meth:`feed`), this device's own ``"exit"`` (``detail``: the :class:`GroupExit`,
+        ``person``: who did it). One class per kind (:data:`microsync.Event`); ``async for``."""
+        return listen(self)
 
     def _check_members(self) -> None:
         """Emit ``member_joined`` / ``member_left`` for what changed since the last check
@@ -208,15 +192,21 @@ class Group:
         self._app_state.snapshot(self._now())
 
     async def post(
-        self, text: str, attachments: Sequence[bytes | BlobRef] = (), *, ttl: float | None = None
+        self,
+        text: str,
+        attachments: Sequence[bytes | BlobRef] = (),
+        *,
+        ttl: float | None = None,
+        parts: Sequence[Part] = (),
     ) -> Post:
-        """Post ``text`` to the group; ``attachments`` may be vault
-        :class:`~microsync.blobs.BlobRef`s (a post carries ``bytes(ref)``, the blob id:
+        """Post ``text`` and typed ``parts`` (:mod:`microsync.app.parts`); ``attachments`` may be
+        vault :class:`~microsync.blobs.BlobRef`s (a post carries ``bytes(ref)``, the blob id:
         receivers resolve it with ``vault.get``). With ``ttl`` (seconds) the post disappears:
         every device purges it from its disk once that time has passed."""
         ttl_ms = None if ttl is None else int(ttl * 1000)
         refs = tuple(bytes(a) for a in attachments)
-        entry = await self._write(PostOp(text=text, attachments=refs, ttl_ms=ttl_ms))
+        op = PostOp(text=text, attachments=refs, ttl_ms=ttl_ms, parts=tuple(parts))
+        entry = await self._write(op)
         return self._app_state.post(entry.id, self._now())
 
     async def reply(self, post_id: bytes, text: str, *, ttl: float | None = None) -> Post:
@@ -286,6 +276,14 @@ class Group:
         posts, events = self._app_state.feed(since, self._now())
         self._deliver(events)
         return posts
+
+    def whats_new(self, since: Since = "last_read", *, limit: int = 100) -> WhatsNew:
+        """What happened after ``since``, marking nothing (:mod:`microsync.node.whats_new`)."""
+        return whats_new.read(self, since, limit)
+
+    def mark_read(self, up_to: Cursor | None = None) -> None:
+        """Mark read up to ``up_to`` (a page's ``cursor``; ``None``: all) on all my devices."""
+        whats_new.mark_read(self, up_to)
 
     # ------------------------------------------------------------------ presence
 

@@ -44,6 +44,7 @@ from microsync.node.addresses import (
 from microsync.node.keeper_link import KeeperLinks
 from microsync.node.listener import Listener, listen
 from microsync.node.peers import remember_sync
+from microsync.node.recovery import member_recovery, recover, recovering, recovery_tags
 from microsync.node.relay_link import BACKOFF_MAX, BACKOFF_START, RelayLink
 from microsync.node.tasks import TaskTree
 from microsync.protocol.handshake import Purpose
@@ -216,7 +217,7 @@ class Runtime:
     async def serve_invite(self, secure: SecureStream) -> None:
         """Answer one pairing; once it is done, a guest that stays connected goes on with a
         sync session on the same connection (it gets the group at once)."""
-        host = self.device.invite_host().session()
+        host = self.device.invite_host().session(recover=member_recovery(self.device, secure))
         handed_over = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.pairing_timeout  # for the whole exchange
@@ -359,7 +360,7 @@ class Runtime:
             key = group._replica.current_epoch_key()
             if key is not None:
                 tags.append(discovery_tag(key, bucket))
-        return tags
+        return tags + recovery_tags(self.device, bucket, looking=False)  # whom it takes back
 
     def _match_tags(self, bucket: int) -> list[bytes]:
         """The tags to look for: the latest two epochs of each group (a member one rotation
@@ -368,7 +369,7 @@ class Runtime:
         for group in self.device.groups():
             latest = sorted(group._replica.epoch_keys().items(), reverse=True)[:2]
             tags += [discovery_tag(key, bucket) for _, key in latest]
-        return tags
+        return tags + recovery_tags(self.device, bucket, looking=True)  # restored: a member
 
     def _found(self, host: str, port: int) -> None:
         """Discovery saw a member's device: connect unless already connected there."""
@@ -382,8 +383,11 @@ class Runtime:
 
     async def _dial_found(self, address: str, host: str, port: int) -> None:
         try:
-            await self.dial(host, port)
-        except DIAL_ERRORS as exc:
+            if recovering(self.device):  # restored from the words: be taken back first
+                await recover(self.device, at=address, relay=None)
+            else:
+                await self.dial(host, port)
+        except (*DIAL_ERRORS, InviteError) as exc:
             log.info("could not sync with %s found on the LAN: %s", address, brief(exc))
         finally:
             self._dialing.discard(address)

@@ -34,8 +34,8 @@ blobs count within a :class:`~microsync.blobs.Quota` on every device, and :meth:
 refuses (:class:`~microsync.errors.VaultQuotaExceeded`) an add beyond it.
 
 Events (``group.events()``): ``"vault_added"`` and ``"vault_removed"``, with the
-:class:`~microsync.blobs.BlobRef` as ``detail``, for changes that arrive after the vault was
-first read in this process.
+:class:`~microsync.blobs.BlobRef` as ``detail``, for changes after the vault was first read in
+this process (``events()`` reads it), or that came in the sync batch that first folded it.
 """
 
 from __future__ import annotations

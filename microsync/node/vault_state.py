@@ -98,9 +98,10 @@ class VaultFold:
     def received(self, accepted: Sequence[StoredEntry]) -> dict[BlobId, BlobRef] | None:
         """Fold what a sync batch stored (``accepted``, with bodies, in feed order): only those
         entries, with no scan of the feeds (the first call folds the history: removals in it
-        purge their chunks whether or not the vault is ever read)."""
+        purge their chunks whether or not the vault is ever read, and what came before the
+        batch is folded quietly, so the batch itself is news even then)."""
         if not self._loaded:
-            return self.refresh()  # removals purge chunks right away, read or not
+            self._load_before(accepted)
         fresh: list[StoredEntry] = []
         for device, run in _by_device(accepted).items():
             if run[0].entry.header.seq == self._seen.get(device, 0) + 1:
@@ -110,10 +111,21 @@ class VaultFold:
                 fresh += self._scan(device)
         return self._update(fresh)
 
-    def _scan(self, device: DeviceId) -> builtins.list[StoredEntry]:
-        """The vault entries of ``device``'s feed after the last one seen."""
+    def _load_before(self, accepted: Sequence[StoredEntry]) -> None:
+        """The first fold: the history stored before ``accepted``, quietly (it is no news)."""
+        first = {d: run[0].entry.header.seq for d, run in _by_device(accepted).items()}
+        history: list[StoredEntry] = []
+        for device in self._store.feeds(self._gid):
+            history += self._scan(device, before=first.get(device))
+        self._update(history)
+
+    def _scan(self, device: DeviceId, before: int | None = None) -> builtins.list[StoredEntry]:
+        """The vault entries of ``device``'s feed after the last one seen (and before the
+        seq ``before``, if given)."""
         found = []
         for stored in self._store.entries(self._gid, device, self._seen.get(device, 0)):
+            if before is not None and stored.entry.header.seq >= before:
+                break
             self._seen[device] = stored.entry.header.seq
             if stored.entry.header.type == VAULT_TYPE:
                 found.append(stored)
