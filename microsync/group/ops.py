@@ -289,10 +289,13 @@ class Op:
             history=_opt(value, "h", _history),
             nonce=_opt(value, "o", lambda v: expect_bytes(v, "nonce", _ID)),
             group_name=_opt(value, "g", _group_name),
-            max_members=_opt(value, "m", _max_members),
+            max_members=_opt(value, "m", _max_members) if kind is OpKind.CREATE else None,
             epoch=_opt(value, "e", EpochAnnouncement.from_value),
             positions=_positions(_opt_list(value, "s", _MAX_POSITIONS)),
-            settings=_opt(value, "m", SettingsChange.from_value),
+            # "m" is the kind's own map: CREATE's member cap, SETTINGS' changes (_FIELDS)
+            settings=_opt(value, "m", SettingsChange.from_value)
+            if kind is OpKind.SETTINGS
+            else None,
             _encoded=bytes(data),
         )
 
