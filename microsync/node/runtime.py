@@ -41,6 +41,7 @@ from microsync.node.addresses import (
     why_unreachable,
 )
 from microsync.node.heartbeat import Heartbeat
+from microsync.node.keeper_link import KeeperLinks
 from microsync.node.listener import Listener, listen
 from microsync.node.peers import remember_sync
 from microsync.node.recovery import member_recovery, recover, recovering, recovery_tags
@@ -97,6 +98,7 @@ class Runtime:
         self._due: set[GroupId] = set()
         self._prefetching: set[GroupId] = set()
         self._heartbeat = Heartbeat(self)
+        self.keepers: KeeperLinks | None = None  # the groups' keeper links, once started
 
     @property
     def relay(self) -> str | None:
@@ -146,6 +148,8 @@ class Runtime:
         if relay is not None:
             self.meet_at(relay)
         self.quiet_changed()
+        self.keepers = KeeperLinks(self)
+        self.keepers.changed()
 
     def quiet_changed(self) -> None:
         """The device went quiet or back: end or start the heartbeat."""
@@ -408,6 +412,8 @@ class Runtime:
         self._due.discard(group)
         for connection in list(self._connections):
             connection.notify(group)
+        if self.keepers is not None:
+            self.keepers.changed(group)
 
     def _note_sync(self, connection: SyncConnection) -> None:
         """Record, per group of ``connection``, that it was in sync with the peer now and
