@@ -33,7 +33,7 @@ authenticates it and its signature is not checked again.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 
 from microsync.crypto import SigningKey, labels
@@ -123,14 +123,17 @@ def ingest_many(
     items: Iterable[tuple[bytes, bytes | None]],
     *,
     pending_quota: int = DEFAULT_PENDING_QUOTA,
-    group_pending_room: int | None = None,
+    group_pending_room: int | Callable[[], int] | None = None,
     verify: BatchVerify = verify_many,
+    verified: Container[EntryId] = frozenset(),
 ) -> list[Ingested | MicrosyncError]:
     """Ingest a batch in ONE transaction (the unit of durability for sync).
 
     ``pending_quota`` bounds the entries waiting ahead of a gap in one feed;
     ``group_pending_room``, when given, how many more may wait in the whole group (the caller
-    knows the group's feeds): past either, ``PendingQuotaExceeded``.
+    knows the group's feeds; a function is called only if an entry is to wait): past either,
+    ``PendingQuotaExceeded``. ``verified``: entries whose signature the caller checked already
+    (the same id is the same signed bytes), not checked again.
     A rejected item leaves no trace and does not stop the batch: its error is returned in its
     place. A storage failure rolls back the whole batch and is raised. ``verify`` checks the
     batch's signatures at once (:func:`_verify_ahead`; a device passes one that uses every
@@ -140,7 +143,7 @@ def ingest_many(
     room = _Room(group_pending_room)
     with store.transaction():
         checked = [_checked_or_error(group, wire, body) for wire, body in items]
-        verdicts = _verify_ahead(store, checked, verify)
+        verdicts = _verify_ahead(store, checked, verify, verified)
         for item in checked:
             if isinstance(item, MicrosyncError):
                 results.append(item)
@@ -171,6 +174,7 @@ def _verify_ahead(
     store: FeedStore,
     checked: Sequence[tuple[Entry, bytes | None] | MicrosyncError],
     verify: BatchVerify,
+    verified: Container[EntryId] = frozenset(),
 ) -> dict[EntryId, bool]:
     """The signatures of a batch that :func:`_place` will check, checked at once by
     ``verify``: those of certified authors' entries
@@ -178,24 +182,39 @@ def _verify_ahead(
     signature is checked (a wrong ``prev``, a forked feed) may be checked here for nothing:
     at most one check per item received, what a valid entry costs anyway."""
     wanted: dict[EntryId, Entry] = {}
+    known: dict[EntryId, bool] = {}
     for item in checked:
         if isinstance(item, MicrosyncError):
             continue
         entry = item[0]
         h = entry.header
+        if entry.id in verified:
+            known[entry.id] = True
+            continue
         if entry.id in wanted or store.author_status(h.device) is not AuthorStatus.CERTIFIED:
             continue
         if h.seq > store.feed_status(h.group, h.device).head_seq:
             wanted[entry.id] = entry
     if len(wanted) < PARALLEL_AT:
-        return {}  # checked one by one as they are placed
+        return known  # the others checked one by one as they are placed
     signed = [(e.header.device, e.header_bytes, e.signature) for e in wanted.values()]
-    return dict(zip(wanted, verify(labels.ENTRY_SIGNATURE, signed), strict=True))
+    known.update(zip(wanted, verify(labels.ENTRY_SIGNATURE, signed), strict=True))
+    return known
 
 
 @dataclass(slots=True)
 class _Room:
-    left: int | None  # None: no group-wide bound
+    bound: int | Callable[[], int] | None  # None: no group-wide bound; a function: asked once
+
+    @property
+    def left(self) -> int | None:
+        if callable(self.bound):
+            self.bound = self.bound()
+        return self.bound
+
+    @left.setter
+    def left(self, value: int) -> None:
+        self.bound = value
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,19 +5,21 @@ An entry whose device no valid membership operation admitted is never written; i
 here, checked, until an operation admits the device. :class:`HeldLimits` bounds the waiting
 entries per group and per peer (count and bytes, content and membership entries apart);
 :class:`HeldUsage` applies the bounds; :class:`DryStore` is the store a trial replica sees (reads
-pass through, metadata writes are dropped).
+pass through, metadata writes are dropped); :class:`Waiting` is what waits while one batch is
+received, indexed by device so a batch re-screens only what it can admit.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
-from microsync.feed import Entry
+from microsync.feed import Entry, EntryId
 from microsync.group.ops import MEMBERSHIP_TYPE
 from microsync.identity import DeviceId
 
-__all__ = ["JOINING", "DryStore", "Held", "HeldLimits", "HeldUsage"]
+__all__ = ["JOINING", "DryStore", "Held", "HeldLimits", "HeldUsage", "Waiting"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,7 +48,8 @@ JOINING: Final = HeldLimits(
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """An entry of a device not admitted yet, verified, waiting in memory."""
+    """An entry of a device not admitted yet, verified, waiting in memory (its signature is
+    never checked again when it is stored)."""
 
     entry: Entry
     body: bytes | None
@@ -77,6 +80,63 @@ class HeldUsage:
             totals[0] += 1
             totals[1] += held.size
         return True
+
+    def remove(self, held: Held) -> None:
+        """Give back what :meth:`add` counted for ``held`` (it was stored)."""
+        op = held.entry.header.type == MEMBERSHIP_TYPE
+        for totals in (self.group[op], self.peers[(held.peer, op)]):
+            totals[0] -= 1
+            totals[1] -= held.size
+
+
+Pooled = tuple[int | None, Held]
+"""A waiting entry and its index in the batch being received (``None``: held earlier)."""
+
+
+@dataclass(slots=True)
+class Waiting:
+    """What waits while one batch is received: the entries held from earlier batches
+    (``old``, by device; read, never changed here, so a failed batch leaves them as they were)
+    and this batch's own (``fresh``, by device). Taking a device's admitted entries costs what
+    that device has waiting, so a batch that admits nobody costs nothing per held entry."""
+
+    old: dict[DeviceId, dict[EntryId, Held]]
+    fresh: dict[DeviceId, list[Pooled]] = field(default_factory=dict)
+    gone: set[EntryId] = field(default_factory=set)
+    """Entries held earlier that this batch took (to store)."""
+    taken: dict[DeviceId, int] = field(default_factory=dict)  # the last up_to per device
+
+    def add(self, item: Pooled) -> None:
+        self.fresh.setdefault(item[1].entry.header.device, []).append(item)
+
+    def devices(self) -> set[DeviceId]:
+        """Every device with an entry waiting (perhaps all taken)."""
+        return self.old.keys() | self.fresh.keys()
+
+    def of(self, device: DeviceId) -> Iterator[Held]:
+        """``device``'s entries still waiting."""
+        for held in self.old.get(device, {}).values():
+            if held.entry.id not in self.gone:
+                yield held
+        for _, held in self.fresh.get(device, ()):
+            yield held
+
+    def take(self, device: DeviceId, up_to: int) -> list[Pooled]:
+        """Remove and return ``device``'s waiting entries at seq 1 to ``up_to``."""
+        ready: list[Pooled] = []
+        if up_to > self.taken.get(device, 0):  # else: nothing held earlier is newly in reach
+            self.taken[device] = up_to
+            for held in self.old.get(device, {}).values():
+                if held.entry.id not in self.gone and 1 <= held.entry.header.seq <= up_to:
+                    self.gone.add(held.entry.id)
+                    ready.append((None, held))
+        fresh = self.fresh.get(device)
+        if fresh:
+            keep: list[Pooled] = []
+            for item in fresh:
+                (ready if 1 <= item[1].entry.header.seq <= up_to else keep).append(item)
+            self.fresh[device] = keep
+        return ready
 
 
 class DryStore:

@@ -18,8 +18,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, cast
 
-from microsync.crypto import SIGNATURE_SIZE
+from microsync.crypto import SIGNATURE_SIZE, labels
+from microsync.crypto.batch import PARALLEL_AT
 from microsync.errors import (
+    BadSignature,
     DecodeError,
     DecryptionError,
     HeldQuotaExceeded,
@@ -32,7 +34,7 @@ from microsync.feed.store import AuthorStatus, StoredEntry
 from microsync.feed.trust import add_certificate
 from microsync.feed.validate import check_body, check_group
 from microsync.group.envelope import decode_envelope, sealed_ref
-from microsync.group.held import JOINING, DryStore, Held, HeldLimits, HeldUsage
+from microsync.group.held import JOINING, DryStore, Held, HeldLimits, HeldUsage, Pooled, Waiting
 from microsync.group.keys import open_bundle
 from microsync.group.membership import DeviceInfo, GroupState, Resolution
 from microsync.group.ops import MEMBERSHIP_TYPE, OpKind
@@ -63,6 +65,8 @@ class Received:
 
     results: list[Ingested | MicrosyncError]
     accepted: tuple[StoredEntry, ...]
+    forked: bool = False
+    """Whether the batch found a fork (recorded its evidence): fork points change only then."""
 
 
 class Intake:
@@ -77,7 +81,11 @@ class Intake:
         self.released: list[Entry] = []
         """Entries held by an earlier :meth:`receive` that the last one stored."""
         self._joined: list[StoredEntry] = []  # what the batch being received stored
-        self._held: dict[EntryId, Held] = {}
+        self._held: dict[EntryId, Held] = {}  # in the order they came
+        self._held_of: dict[DeviceId, dict[EntryId, Held]] = {}  # the same, by device
+        self._held_ops: dict[EntryId, Held] = {}  # the membership entries among them
+        self._usage, self._usage_limits = HeldUsage(), self.held_limits  # of what is held
+        self._forked = False
         self._vouched: dict[DeviceId, DeviceInfo] = {}
         self._admission: tuple[Resolution, dict[DeviceId, DeviceInfo]] | None = None
         self._tried: tuple[frozenset[EntryId], int] | None = None  # held ops, keys
@@ -113,21 +121,27 @@ class Intake:
         with its body."""
         results: list[Ingested | MicrosyncError | None] = [None] * len(items)
         vouched = dict(self._vouched)
-        self.released, self._joined = [], []
+        self.released, self._joined, self._forked = [], [], False
+        waiting = Waiting(self._held_of)
         try:
             with self.view.atomic():
                 first, devices = self._admitted_positions(items)
                 self._store_items([(i, *items[i]) for i in first], results, devices)
-                waiting = self._screen(items, results, peer)
-                pool = self._settle([*((None, h) for h in self._held.values()), *waiting], results)
+                for item in self._screen(items, results, peer):
+                    waiting.add(item)
+                self._settle(waiting, results)
         except BaseException:
             self._vouched, self._admission, self.released, self._joined = vouched, None, [], []
             raise
-        self._held = self._keep_held(pool, results)
+        self._keep_held(waiting, results)
         self._report_released(results)
         assert all(r is not None for r in results)
         joined, self._joined = tuple(self._joined), []
-        return Received(results=cast(list[Ingested | MicrosyncError], results), accepted=joined)
+        return Received(
+            results=cast(list[Ingested | MicrosyncError], results),
+            accepted=joined,
+            forked=self._forked,
+        )
 
     def _report_released(self, results: list[Ingested | MicrosyncError | None]) -> None:
         """List the held entries this batch released as unblocked by its first stored item
@@ -219,20 +233,28 @@ class Intake:
         batch: Sequence[tuple[int | None, bytes, bytes | None]],
         results: list[Ingested | MicrosyncError | None],
         devices: set[DeviceId],
+        verified: frozenset[EntryId] = frozenset(),
     ) -> None:
         """Ingest admitted items of ``devices`` (their certificates taken from their grants
         when missing) and absorb the membership entries that joined a feed. Index ``None``: an
-        entry held earlier."""
+        entry held earlier. ``verified``: entries whose signature was checked already."""
         if not batch:
             return
         self._trust_grants(devices)
-        waiting = sum(self.store.feed_status(self.id, d).pending for d in self._admitted())
+        admitted = self._admitted()
+
+        def room() -> int:  # asked only if an entry is to wait ahead of a gap
+            return GROUP_PENDING_QUOTA - sum(
+                self.store.feed_status(self.id, d).pending for d in admitted
+            )
+
         out = ingest_many(
             self.store,
             self.id,
             [(w, b) for _, w, b in batch],
-            group_pending_room=GROUP_PENDING_QUOTA - waiting,
+            group_pending_room=room,
             verify=self.me.verify,
+            verified=verified,
         )
         accepted: list[tuple[Entry, bytes]] = []
         bodies = {w: b for _, w, b in batch if b is not None}
@@ -241,6 +263,7 @@ class Intake:
                 results[index] = result
             if not isinstance(result, Ingested):
                 continue
+            self._forked |= result.outcome is Outcome.FORK
             if index is None:
                 self.released.extend(result.accepted)
             for entry in result.accepted:
@@ -279,11 +302,11 @@ class Intake:
         items: Sequence[tuple[bytes, bytes | None]],
         results: list[Ingested | MicrosyncError | None],
         peer: DeviceId | None,
-    ) -> list[tuple[int | None, Held]]:
+    ) -> list[Pooled]:
         """Check the shape, group and body of the items not stored yet, and the signature of
         membership entries (a trial may open them); content is verified if it is to wait
         (:meth:`_keep_held`), or by the feed layer if it is stored in this batch."""
-        found: list[tuple[int | None, Held]] = []
+        found: list[Pooled] = []
         for i, (wire, body) in enumerate(items):
             if results[i] is not None:
                 continue
@@ -300,37 +323,50 @@ class Intake:
             found.append((i, Held(entry, body, peer, len(wire) + len(body or b""))))
         return found
 
-    def _settle(
-        self,
-        pool: list[tuple[int | None, Held]],
-        results: list[Ingested | MicrosyncError | None],
-    ) -> list[tuple[int | None, Held]]:
+    def _settle(self, waiting: Waiting, results: list[Ingested | MicrosyncError | None]) -> None:
         """Store waiting entries as operations admit their devices, until nothing changes.
-        Returns what still waits."""
-        while pool:
-            ready = [p for p in pool if self._admits_held(p[1])]
-            if not ready and self._vouch(pool):
-                ready = [p for p in pool if self._admits_held(p[1])]
+        Each round asks each waiting device once whether it is admitted; only an admitted
+        device's entries are looked at."""
+        while True:
+            ready = self._ready(waiting)
+            if not ready and self._vouch(waiting):
+                ready = self._ready(waiting)
             if not ready:
-                break
-            chosen = {id(p) for p in ready}
-            pool = [p for p in pool if id(p) not in chosen]
+                return
             ready.sort(key=lambda p: (p[1].entry.header.device, p[1].entry.header.seq))
             devices = {h.entry.header.device for _, h in ready}
-            self._store_items([(i, h.entry.wire, h.body) for i, h in ready], results, devices)
-        return pool
+            verified = frozenset(  # held earlier (verified to be kept), or an operation
+                h.entry.id for i, h in ready if i is None or h.entry.header.type == MEMBERSHIP_TYPE
+            )
+            batch = [(i, h.entry.wire, h.body) for i, h in ready]
+            self._store_items(batch, results, devices, verified)
+
+    def _ready(self, waiting: Waiting) -> list[Pooled]:
+        """Take the waiting entries :meth:`admits` allows now."""
+        ready: list[Pooled] = []
+        for device in waiting.devices():
+            up_to = self._admitted_up_to(device)
+            if up_to:
+                ready += waiting.take(device, up_to)
+        return ready
 
     def _admits_held(self, held: Held) -> bool:
         return self.admits(held.entry.header.device, held.entry.header.seq)
 
-    def _vouch(self, pool: list[tuple[int | None, Held]]) -> bool:
+    def _vouch(self, waiting: Waiting) -> bool:
         """Open the waiting membership operations in a trial copy of this replica (nothing is
         written): devices the trial admits are admitted here too. This is how a founder's
         create and a joiner's own add, sealed under keys that only the add's wraps bring,
         admit each other. Returns whether any device was newly admitted."""
         ops = [
             (h.entry, h.body)
-            for _, h in pool
+            for h in self._held_ops.values()
+            if h.body is not None and h.entry.id not in waiting.gone
+        ]
+        ops += [
+            (h.entry, h.body)
+            for pooled in waiting.fresh.values()
+            for _, h in pooled
             if h.entry.header.type == MEMBERSHIP_TYPE and h.body is not None
         ]
         if not ops or not self._worth_a_trial(ops):
@@ -338,10 +374,14 @@ class Intake:
         self._tried = (frozenset(e.id for e, _ in ops), len(self.view.ring.keys))
         trial = self._trial(ops)
         vouched = False
-        for _, held in pool:
-            h = held.entry.header
-            if not self._admits_held(held) and trial._admits_held(held):
-                self._vouched[h.device] = trial._admitted()[h.device]
+        for device in waiting.devices():
+            if trial._admitted_up_to(device) <= self._admitted_up_to(device):
+                continue  # the trial admits nothing more of this device
+            if any(
+                not self._admits_held(held) and trial._admits_held(held)
+                for held in waiting.of(device)
+            ):
+                self._vouched[device] = trial._admitted()[device]
                 vouched = True
         if vouched:
             self._admission = None
@@ -389,33 +429,72 @@ class Intake:
         trial.view.absorb(ops)
         return trial
 
-    def _keep_held(
-        self,
-        pool: list[tuple[int | None, Held]],
-        results: list[Ingested | MicrosyncError | None],
-    ) -> dict[EntryId, Held]:
-        """The entries that go on waiting, within :attr:`held_limits` (:attr:`joining_limits`
-        while this device is not in the group); each new one that does not fit is refused with
-        :class:`HeldQuotaExceeded`."""
-        kept: dict[EntryId, Held] = {}
-        usage = HeldUsage()
+    def _keep_held(self, waiting: Waiting, results: list[Ingested | MicrosyncError | None]) -> None:
+        """Forget what this batch stored of the held entries and keep this batch's waiting
+        entries within :attr:`held_limits` (:attr:`joining_limits` while this device is not in
+        the group); each new one that does not fit is refused with
+        :class:`HeldQuotaExceeded`. What stays held was verified: it is not verified again."""
+        for entry_id in waiting.gone:
+            self._usage.remove(self._forget(entry_id))
         limits = self.held_limits if self.is_member else self.joining_limits
-        for index, held in pool:
+        if limits != self._usage_limits:
+            self._recount(limits)
+        fresh = sorted(
+            (p for pooled in waiting.fresh.values() for p in pooled), key=lambda p: p[0] or 0
+        )
+        unverified = [h.entry for _, h in fresh if h.entry.header.type != MEMBERSHIP_TYPE]
+        bad = self._bad_signatures(unverified)
+        for index, held in fresh:
+            assert index is not None
             result: Ingested | MicrosyncError
-            if index is not None and held.entry.header.type != MEMBERSHIP_TYPE:
-                try:  # content is verified only if it stays: what is stored now, ingest checks
-                    held.entry.verify_signature()
-                except VerificationError as error:
-                    results[index] = error
-                    continue
-            if held.entry.id in kept or usage.add(held, limits):
-                kept[held.entry.id] = held
+            if held.entry.id in bad:
+                results[index] = BadSignature("signature does not verify")
+                continue
+            if held.entry.id in self._held or self._usage.add(held, limits):
+                self._hold(held)
                 result = Ingested(outcome=Outcome.HELD, entry=held.entry)
             else:
                 result = HeldQuotaExceeded("too many entries wait for their devices' admission")
-            if index is not None:
-                results[index] = result
-        return kept
+            results[index] = result
+
+    def _bad_signatures(self, entries: list[Entry]) -> set[EntryId]:
+        """Which of ``entries`` do not verify (all checked in one call)."""
+        if len(entries) < PARALLEL_AT:
+            bad = set()
+            for entry in entries:
+                try:
+                    entry.verify_signature()
+                except VerificationError:
+                    bad.add(entry.id)
+            return bad
+        signed = [(e.header.device, e.header_bytes, e.signature) for e in entries]
+        verdicts = self.me.verify(labels.ENTRY_SIGNATURE, signed)
+        return {e.id for e, ok in zip(entries, verdicts, strict=True) if not ok}
+
+    def _hold(self, held: Held) -> None:
+        entry_id = held.entry.id
+        self._held[entry_id] = held
+        self._held_of.setdefault(held.entry.header.device, {})[entry_id] = held
+        if held.entry.header.type == MEMBERSHIP_TYPE:
+            self._held_ops[entry_id] = held
+
+    def _forget(self, entry_id: EntryId) -> Held:
+        held = self._held.pop(entry_id)
+        device = held.entry.header.device
+        mine = self._held_of[device]
+        del mine[entry_id]
+        if not mine:
+            del self._held_of[device]
+        self._held_ops.pop(entry_id, None)
+        return held
+
+    def _recount(self, limits: HeldLimits) -> None:
+        """Count what is held again under new ``limits``, forgetting what no longer fits (in
+        the order it came)."""
+        self._usage, self._usage_limits = HeldUsage(), limits
+        for entry_id, held in list(self._held.items()):
+            if not self._usage.add(held, limits):
+                self._forget(entry_id)
 
     def _held_key_slots(self) -> set[tuple[int, bytes]]:
         """The keys sealing the held membership entries that no key held here opens yet."""
@@ -424,9 +503,9 @@ class Intake:
     def _held_sealed(self) -> list[tuple[EntryId, tuple[int, bytes]]]:
         """Held membership entries sealed under a key not held here, with that key's slot."""
         found = []
-        for held in self._held.values():
+        for held in self._held_ops.values():
             h = held.entry.header
-            if h.type != MEMBERSHIP_TYPE or held.body is None:
+            if held.body is None:
                 continue
             try:
                 ref = sealed_ref(held.body)
