@@ -165,10 +165,9 @@ class DeviceHost:
             self._peer = None
 
     def receive(self, group: GroupId, items: Sequence[Item]) -> int:
-        forks = self.forks(group)
         with self.device._store.replaceable():  # the peer holds them: no fsync on the live path
             accepted = self.device._inbound.receive(group, items, self._peer)
-        if self.forks(group) != forks and self._on_received is not None:
+        if self.device._inbound.forked and self._on_received is not None:
             self._on_received(group, 0)  # a fork found in the batch: pass the evidence on
         if accepted and self._on_received is not None:
             self._on_received(group, accepted)

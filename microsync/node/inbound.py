@@ -38,6 +38,8 @@ class Inbound:
         self.device = device
         self.refused: dict[str, int] = {}
         """Entries refused from peers since the profile was opened, by error type."""
+        self.forked = False
+        """Whether the last :meth:`receive` found a fork (fork points change only then)."""
         self._unadmitted: dict[DeviceId, DeviceCertificate] = {}  # from peers, not kept
 
     def welcomes(self) -> dict[GroupId, bytes]:
@@ -74,7 +76,9 @@ class Inbound:
         group._app_received(accepted, known)
         group.vault.received(batch.accepted)  # removals purge chunks right away
         group._check_members()
-        group._check_forks()
+        self.forked = batch.forked
+        if batch.forked:  # no fork point moved otherwise: spare the query
+            group._check_forks()
         for r in results:
             if isinstance(r, MicrosyncError):  # a refusal, returned (not raised) per entry
                 self.refused[type(r).__name__] = self.refused.get(type(r).__name__, 0) + 1
