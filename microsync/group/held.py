@@ -15,11 +15,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
+from microsync.crypto import labels
+from microsync.crypto.batch import PARALLEL_AT, BatchVerify
+from microsync.errors import VerificationError
 from microsync.feed import Entry, EntryId
 from microsync.group.ops import MEMBERSHIP_TYPE
 from microsync.identity import DeviceId
 
-__all__ = ["JOINING", "DryStore", "Held", "HeldLimits", "HeldUsage", "Waiting"]
+__all__ = [
+    "JOINING",
+    "DryStore",
+    "Held",
+    "HeldBuffer",
+    "HeldLimits",
+    "HeldUsage",
+    "Waiting",
+    "bad_signatures",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +101,52 @@ class HeldUsage:
             totals[1] -= held.size
 
 
+class HeldBuffer:
+    """The entries held across batches: in the order they came, by device, the membership
+    ones apart, and their :class:`HeldUsage` under :attr:`limits`, kept up to date as entries
+    come and go (counted again only when the limits change)."""
+
+    def __init__(self, limits: HeldLimits) -> None:
+        self.entries: dict[EntryId, Held] = {}
+        self.by_device: dict[DeviceId, dict[EntryId, Held]] = {}
+        self.ops: dict[EntryId, Held] = {}
+        self.usage = HeldUsage()
+        self.limits = limits
+
+    def __repr__(self) -> str:
+        return f"HeldBuffer({len(self.entries)} held)"
+
+    def hold(self, held: Held) -> None:
+        """Keep ``held`` (already counted in :attr:`usage`)."""
+        entry_id = held.entry.id
+        self.entries[entry_id] = held
+        self.by_device.setdefault(held.entry.header.device, {})[entry_id] = held
+        if held.entry.header.type == MEMBERSHIP_TYPE:
+            self.ops[entry_id] = held
+
+    def forget(self, entry_id: EntryId) -> None:
+        """Drop a held entry (it was stored) and uncount it."""
+        self.usage.remove(self._drop(entry_id))
+
+    def _drop(self, entry_id: EntryId) -> Held:
+        held = self.entries.pop(entry_id)
+        device = held.entry.header.device
+        mine = self.by_device[device]
+        del mine[entry_id]
+        if not mine:
+            del self.by_device[device]
+        self.ops.pop(entry_id, None)
+        return held
+
+    def recount(self, limits: HeldLimits) -> None:
+        """Count what is held again under new ``limits``, forgetting what no longer fits (in
+        the order it came)."""
+        self.usage, self.limits = HeldUsage(), limits
+        for entry_id, held in list(self.entries.items()):
+            if not self.usage.add(held, limits):
+                self._drop(entry_id)  # never counted under these limits
+
+
 Pooled = tuple[int | None, Held]
 """A waiting entry and its index in the batch being received (``None``: held earlier)."""
 
@@ -151,3 +209,19 @@ class DryStore:
 
     def put_meta(self, key: str, value: bytes) -> None:
         return None
+
+
+def bad_signatures(entries: list[Entry], verify: BatchVerify) -> set[EntryId]:
+    """Which of ``entries`` do not verify: one ``verify`` call for a batch worth it (it may use
+    every core), else one by one."""
+    if len(entries) < PARALLEL_AT:
+        bad = set()
+        for entry in entries:
+            try:
+                entry.verify_signature()
+            except VerificationError:
+                bad.add(entry.id)
+        return bad
+    signed = [(e.header.device, e.header_bytes, e.signature) for e in entries]
+    verdicts = verify(labels.ENTRY_SIGNATURE, signed)
+    return {e.id for e, ok in zip(entries, verdicts, strict=True) if not ok}

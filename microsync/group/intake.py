@@ -18,8 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, cast
 
-from microsync.crypto import SIGNATURE_SIZE, labels
-from microsync.crypto.batch import PARALLEL_AT
+from microsync.crypto import SIGNATURE_SIZE
 from microsync.errors import (
     BadSignature,
     DecodeError,
@@ -34,7 +33,16 @@ from microsync.feed.store import AuthorStatus, StoredEntry
 from microsync.feed.trust import add_certificate
 from microsync.feed.validate import check_body, check_group
 from microsync.group.envelope import decode_envelope, sealed_ref
-from microsync.group.held import JOINING, DryStore, Held, HeldLimits, HeldUsage, Pooled, Waiting
+from microsync.group.held import (
+    JOINING,
+    DryStore,
+    Held,
+    HeldBuffer,
+    HeldLimits,
+    Pooled,
+    Waiting,
+    bad_signatures,
+)
 from microsync.group.keys import open_bundle
 from microsync.group.membership import DeviceInfo, GroupState, Resolution
 from microsync.group.ops import MEMBERSHIP_TYPE, OpKind
@@ -81,10 +89,10 @@ class Intake:
         self.released: list[Entry] = []
         """Entries held by an earlier :meth:`receive` that the last one stored."""
         self._joined: list[StoredEntry] = []  # what the batch being received stored
-        self._held: dict[EntryId, Held] = {}  # in the order they came
-        self._held_of: dict[DeviceId, dict[EntryId, Held]] = {}  # the same, by device
-        self._held_ops: dict[EntryId, Held] = {}  # the membership entries among them
-        self._usage, self._usage_limits = HeldUsage(), self.held_limits  # of what is held
+        self._buffer = HeldBuffer(self.held_limits)
+        self._held = self._buffer.entries  # in the order they came
+        self._held_of = self._buffer.by_device
+        self._held_ops = self._buffer.ops  # the membership entries among them
         self._forked = False
         self._vouched: dict[DeviceId, DeviceInfo] = {}
         self._admission: tuple[Resolution, dict[DeviceId, DeviceInfo]] | None = None
@@ -399,28 +407,7 @@ class Intake:
         if self.is_member:
             return False
         fresh = [(e, b) for e, b in ops if e.id not in tried]
-        return any(e.header.seq == 1 or self._wraps_to_me(e, b) for e, b in fresh)
-
-    def _wraps_to_me(self, entry: Entry, body: bytes) -> bool:
-        try:
-            bundles, _ = decode_envelope(body)
-        except DecodeError:
-            return False
-        for purpose, epoch, bundle in bundles:
-            try:
-                if open_bundle(
-                    bundle,
-                    group=self.id,
-                    epoch=epoch,
-                    sender=entry.header.device,
-                    purpose=purpose,
-                    me=self.me.device,
-                    prekeys=self.me.prekeys,
-                ):
-                    return True
-            except (DecryptionError, DecodeError):
-                continue
-        return False
+        return any(e.header.seq == 1 or _wraps_to(self.me, self.id, e, b) for e, b in fresh)
 
     def _trial(self, ops: list[tuple[Entry, bytes]]) -> Intake:
         """A copy of this view that has also absorbed ``ops``; it writes nothing."""
@@ -435,66 +422,27 @@ class Intake:
         the group); each new one that does not fit is refused with
         :class:`HeldQuotaExceeded`. What stays held was verified: it is not verified again."""
         for entry_id in waiting.gone:
-            self._usage.remove(self._forget(entry_id))
+            self._buffer.forget(entry_id)
         limits = self.held_limits if self.is_member else self.joining_limits
-        if limits != self._usage_limits:
-            self._recount(limits)
+        if limits != self._buffer.limits:
+            self._buffer.recount(limits)
         fresh = sorted(
             (p for pooled in waiting.fresh.values() for p in pooled), key=lambda p: p[0] or 0
         )
         unverified = [h.entry for _, h in fresh if h.entry.header.type != MEMBERSHIP_TYPE]
-        bad = self._bad_signatures(unverified)
+        bad = bad_signatures(unverified, self.me.verify)
         for index, held in fresh:
             assert index is not None
             result: Ingested | MicrosyncError
             if held.entry.id in bad:
                 results[index] = BadSignature("signature does not verify")
                 continue
-            if held.entry.id in self._held or self._usage.add(held, limits):
-                self._hold(held)
+            if held.entry.id in self._held or self._buffer.usage.add(held, limits):
+                self._buffer.hold(held)
                 result = Ingested(outcome=Outcome.HELD, entry=held.entry)
             else:
                 result = HeldQuotaExceeded("too many entries wait for their devices' admission")
             results[index] = result
-
-    def _bad_signatures(self, entries: list[Entry]) -> set[EntryId]:
-        """Which of ``entries`` do not verify (all checked in one call)."""
-        if len(entries) < PARALLEL_AT:
-            bad = set()
-            for entry in entries:
-                try:
-                    entry.verify_signature()
-                except VerificationError:
-                    bad.add(entry.id)
-            return bad
-        signed = [(e.header.device, e.header_bytes, e.signature) for e in entries]
-        verdicts = self.me.verify(labels.ENTRY_SIGNATURE, signed)
-        return {e.id for e, ok in zip(entries, verdicts, strict=True) if not ok}
-
-    def _hold(self, held: Held) -> None:
-        entry_id = held.entry.id
-        self._held[entry_id] = held
-        self._held_of.setdefault(held.entry.header.device, {})[entry_id] = held
-        if held.entry.header.type == MEMBERSHIP_TYPE:
-            self._held_ops[entry_id] = held
-
-    def _forget(self, entry_id: EntryId) -> Held:
-        held = self._held.pop(entry_id)
-        device = held.entry.header.device
-        mine = self._held_of[device]
-        del mine[entry_id]
-        if not mine:
-            del self._held_of[device]
-        self._held_ops.pop(entry_id, None)
-        return held
-
-    def _recount(self, limits: HeldLimits) -> None:
-        """Count what is held again under new ``limits``, forgetting what no longer fits (in
-        the order it came)."""
-        self._usage, self._usage_limits = HeldUsage(), limits
-        for entry_id, held in list(self._held.items()):
-            if not self._usage.add(held, limits):
-                self._forget(entry_id)
 
     def _held_key_slots(self) -> set[tuple[int, bytes]]:
         """The keys sealing the held membership entries that no key held here opens yet."""
@@ -514,3 +462,26 @@ class Intake:
             if self.view.ring.key_for(h.epoch, ref) is None:
                 found.append((held.entry.id, (h.epoch, ref)))
         return found
+
+
+def _wraps_to(me: LocalMember, group: GroupId, entry: Entry, body: bytes) -> bool:
+    """Does a bundle of ``entry`` wrap keys to ``me``?"""
+    try:
+        bundles, _ = decode_envelope(body)
+    except DecodeError:
+        return False
+    for purpose, epoch, bundle in bundles:
+        try:
+            if open_bundle(
+                bundle,
+                group=group,
+                epoch=epoch,
+                sender=entry.header.device,
+                purpose=purpose,
+                me=me.device,
+                prekeys=me.prekeys,
+            ):
+                return True
+        except (DecryptionError, DecodeError):
+            continue
+    return False

@@ -55,17 +55,17 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
-from microsync.blobs.chunks import ChunkId
 from microsync.errors import StorageError
 from microsync.feed.entry import Entry, EntryId, GroupId, parse_entry
 from microsync.feed.store import AuthorStatus, FeedStatus, ForkEvidence, StoredEntry
 from microsync.identity import DeviceCertificate, DeviceId, DeviceRevocation
 from microsync.storage import sql
+from microsync.storage.checkpoint import Checkpointer
 from microsync.storage.chunk_files import CHUNKS_DIR, ChunkFiles
 from microsync.storage.dump import canonical_dump
 from microsync.storage.profile_dir import (
@@ -78,6 +78,7 @@ from microsync.storage.profile_dir import (
     lock_profile,
     make_private,
 )
+from microsync.storage.sqlite_chunks import ChunkMethods
 
 __all__ = [  # the constants too: importable from here as before the split
     "BUSY_TIMEOUT",
@@ -116,7 +117,7 @@ def _atomic(method: Method[P, R]) -> Method[P, R]:
     return run
 
 
-class SqliteStore:
+class SqliteStore(ChunkMethods):
     """A device profile stored in ``<directory>/profile.db``. Create with :meth:`open`."""
 
     def __init__(self, db: sqlite3.Connection, lock: int, directory: Path) -> None:
@@ -133,6 +134,7 @@ class SqliteStore:
         self._dirty_heads: dict[tuple[bytes, bytes], tuple[int, bytes]] = {}
         self._chunks = ChunkFiles(directory)
         self._synchronous: int = db.execute("PRAGMA synchronous").fetchone()[0]
+        self._checkpoints = Checkpointer(db, directory / DATABASE_NAME, busy_timeout=BUSY_TIMEOUT)
 
     @classmethod
     def open(
@@ -224,6 +226,7 @@ class SqliteStore:
         except sqlite3.Error as error:
             self._rollback()
             raise StorageError(f"commit failed: {error}") from error
+        self._checkpoints.committed()  # off this path (storage.checkpoint)
 
     def _forget_feeds(self) -> None:
         self._feeds.clear()
@@ -441,30 +444,6 @@ class SqliteStore:
         except sqlite3.Error as error:
             raise StorageError(f"cannot checkpoint the profile database: {error}") from error
 
-    # vault chunks (microsync.blobs.store.ChunkStore): files beside the database, see
-    # microsync.storage.chunk_files
-    def put_chunk(
-        self, group: GroupId, chunk: ChunkId, data: bytes, *, durable: bool = True
-    ) -> None:
-        self._check_usable()
-        self._chunks.put(group, chunk, data, durable=durable)
-
-    def get_chunk(self, group: GroupId, chunk: ChunkId) -> bytes | None:
-        self._check_usable()
-        return self._chunks.get(group, chunk)
-
-    def has_chunk(self, group: GroupId, chunk: ChunkId) -> bool:
-        self._check_usable()
-        return self._chunks.has(group, chunk)
-
-    def delete_chunks(self, group: GroupId, chunks: Iterable[ChunkId]) -> int:
-        self._check_usable()
-        return self._chunks.delete(group, chunks)
-
-    def chunk_usage(self, group: GroupId) -> tuple[int, int]:
-        self._check_usable()
-        return self._chunks.usage(group)
-
     # whole profile
     def dump(self) -> bytes:
         """The canonical dump (same bytes as a MemoryStore holding the same data)."""
@@ -479,6 +458,7 @@ class SqliteStore:
         self._closed = True
         self._authors.clear()
         self._forget_feeds()
+        self._checkpoints.close()
         try:
             self._db.close()
         finally:
