@@ -123,3 +123,26 @@ def test_the_held_bounds_still_hold_across_batches() -> None:
     assert len(added.accepted) == 1 + 12  # the add, then what was held, and no more
     assert sorted(len(f) for f in feeds(bob, group).values())[-1] == 12
     assert replica._intake._held == {}
+
+
+def test_a_batch_says_whether_it_found_a_fork() -> None:
+    from microsync.testing.hostile import Hostile
+    from tests.test_hostile_members import family
+
+    net = SimNetwork(3)
+    group, (_alice, mallory, bob) = family(net, "alice", "mallory", "bob")
+    evil = Hostile.of_sim(mallory, group)
+    first = evil.append_content(APP_TYPE, AppOp(Kind.POST, text="one").to_bytes())
+    seq = first.header.seq
+    epoch, body = evil.seal_content(APP_TYPE, AppOp(Kind.POST, text="two").to_bytes(), seq=seq)
+    second = evil.craft(type=APP_TYPE, body=body, epoch=epoch, seq=seq)
+    stored = mallory.store.entry_at(group, first.header.device, seq)
+    assert stored is not None
+    replica = bob.replica(group)
+    plain = replica.receive_batch([(first.wire, stored.body)], peer=mallory.device_id)
+    assert not plain.forked
+    forked = replica.receive_batch([(second.wire, body)], peer=mallory.device_id)
+    assert forked.forked
+    [result] = forked.results
+    assert isinstance(result, Ingested) and result.outcome is Outcome.FORK
+    assert bob.store.feeds(group)[first.header.device].forked_at == seq
