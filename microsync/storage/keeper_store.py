@@ -33,12 +33,31 @@ from typing import Final
 
 from microsync.errors import StorageError
 
-__all__ = ["DATABASE_NAME", "ItemRef", "KeeperFull", "KeeperStore", "MailboxFull", "Usage"]
+__all__ = [
+    "DATABASE_NAME",
+    "Cursors",
+    "ItemRef",
+    "KeeperFull",
+    "KeeperStore",
+    "MailboxFull",
+    "Push",
+    "Usage",
+]
 
 DATABASE_NAME: Final = "keeper.sqlite3"
 KEEPER_ID_SIZE: Final = 16
 PAGE: Final = 1024
 """The most metadata rows one page query returns."""
+_LOOKUP: Final = 256
+"""Item ids looked up per query (well under SQLite's bound on parameters)."""
+
+Push = tuple[bytes, Sequence[tuple[bytes, bytes]], int]
+"""``(mailbox, (item id, payload) pairs, now_ms)``: one PUSH for :meth:`KeeperStore.put_many`."""
+Cursors = list[tuple[int, bool]]
+"""Each pushed item's ``(cursor, duplicate)``."""
+
+_BUSY: Final = "busy_timeout=10000"
+"""A connection waits (up to 10 s) for another's lock, or a checkpoint for a reader."""
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS mailboxes (
@@ -99,7 +118,7 @@ class KeeperStore:
         self.path = directory / DATABASE_NAME
         self.mailbox_quota, self.mailbox_items = mailbox_quota, mailbox_items
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON"):
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON", _BUSY):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(_SCHEMA)
         self._db.execute(
@@ -123,35 +142,82 @@ class KeeperStore:
         once committed. :class:`MailboxFull` if the new ones exceed the quota."""
         try:
             with self._transaction():
-                return [self._put_one(mailbox, item, payload, now_ms) for item, payload in items]
+                return self._put_batch(mailbox, items, now_ms)
         except sqlite3.OperationalError as error:
             if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
                 raise KeeperFull("the keeper is full") from None
             raise
 
-    def _put_one(
-        self, mailbox: bytes, item: bytes, payload: bytes, now_ms: int
-    ) -> tuple[int, bool]:
-        found = self._db.execute(
-            "SELECT cursor FROM items WHERE mailbox = ? AND item = ?", (mailbox, item)
-        ).fetchone()
-        if found is not None:
-            return int(found[0]), True
+    def put_many(self, pushes: Sequence[Push]) -> list[Cursors | StorageError]:
+        """Several pushes (``(mailbox, items, now_ms)``) in one transaction: one commit, one
+        fsync for all. Each is still all or none: one refused (:class:`MailboxFull`) leaves
+        the others stored; if the disk fills, each is retried in its own transaction."""
+        results: list[Cursors | StorageError] = []
+        try:
+            with self._transaction():
+                for mailbox, items, now_ms in pushes:
+                    try:
+                        results.append(self._put_batch(mailbox, items, now_ms))
+                    except MailboxFull as error:  # raised before it wrote anything
+                        results.append(error)
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            return [self._put_alone(*push) for push in pushes]
+        return results
+
+    def _put_alone(
+        self, mailbox: bytes, items: Sequence[tuple[bytes, bytes]], now_ms: int
+    ) -> Cursors | StorageError:
+        try:
+            return self.put(mailbox, items, now_ms)
+        except StorageError as error:
+            return error
+
+    def _put_batch(
+        self, mailbox: bytes, items: Sequence[tuple[bytes, bytes]], now_ms: int
+    ) -> Cursors:
+        """One push inside the open transaction: a lookup of the ids already held, one of
+        the mailbox, one ``executemany`` of the new rows, one mailbox update."""
+        held = self._held(mailbox, list({item for item, _ in items}))
         row = self._db.execute(
             "SELECT next_cursor, items, bytes FROM mailboxes WHERE id = ?", (mailbox,)
         ).fetchone()
-        cursor, items, used = row if row is not None else (1, 0, 0)
-        if used + len(payload) > self.mailbox_quota or items + 1 > self.mailbox_items:
+        cursor, count, used = row if row is not None else (1, 0, 0)
+        out: Cursors = []
+        rows: list[tuple[bytes, int, bytes, int, int, bytes]] = []
+        for item, payload in items:
+            if item in held:
+                out.append((held[item], True))
+                continue
+            held[item] = cursor
+            rows.append((mailbox, cursor, item, now_ms, len(payload), payload))
+            out.append((cursor, False))
+            cursor, count, used = cursor + 1, count + 1, used + len(payload)
+        if used > self.mailbox_quota or count > self.mailbox_items:
             raise MailboxFull("the mailbox is full")
-        self._db.execute(
-            "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
-            (mailbox, cursor, item, now_ms, len(payload), payload),
-        )
-        self._db.execute(
-            "INSERT OR REPLACE INTO mailboxes VALUES (?, ?, ?, ?)",
-            (mailbox, cursor + 1, items + 1, used + len(payload)),
-        )
-        return int(cursor), False
+        if rows:
+            self._db.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._db.execute(
+                "INSERT OR REPLACE INTO mailboxes VALUES (?, ?, ?, ?)",
+                (mailbox, cursor, count, used),
+            )
+        return out
+
+    def _held(self, mailbox: bytes, items: list[bytes]) -> dict[bytes, int]:
+        """The cursors of those of ``items`` already in ``mailbox``."""
+        held: dict[bytes, int] = {}
+        for start in range(0, len(items), _LOOKUP):
+            chunk = items[start : start + _LOOKUP]
+            marks = ", ".join("?" * len(chunk))
+            held.update(
+                (bytes(item), int(cursor))
+                for item, cursor in self._db.execute(
+                    f"SELECT item, cursor FROM items WHERE mailbox = ? AND item IN ({marks})",
+                    (mailbox, *chunk),
+                )
+            )
+        return held
 
     def page(
         self,
