@@ -16,8 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from microsync.errors import StorageError
 from microsync.net.keeper import KeeperServer
 from microsync.net.keeper_client import KeeperClient
+from microsync.storage.keeper_schema import KEEPER_MIGRATIONS, KEEPER_SCHEMA_VERSION
 from microsync.storage.keeper_store import (
     DATABASE_NAME,
     Cursors,
@@ -25,6 +27,7 @@ from microsync.storage.keeper_store import (
     KeeperStore,
     MailboxFull,
     Push,
+    Usage,
 )
 from microsync.storage.keeper_writer import KeeperWriter
 from tests.keeper_helpers import start_keeper
@@ -226,3 +229,118 @@ async def test_sigterm_closes_the_keeper_cleanly_and_keeps_everything(tmp_path: 
         again.proc.send_signal(signal.SIGTERM)
         again.proc.wait(10)
         again.kill()
+
+
+# --- schema v2: one b-tree and one index; the v1 migration -----------------------------------
+
+
+def v1_database(directory: Path) -> None:
+    """A keeper database as the first store wrote it (``user_version`` 0): two mailboxes,
+    one of them emptied by a delete, ``stored_at`` not in cursor order."""
+    directory.mkdir(parents=True)
+    db = sqlite3.connect(directory / DATABASE_NAME, isolation_level=None)
+    db.executescript(KEEPER_MIGRATIONS[0])
+    db.execute("INSERT INTO meta VALUES ('keeper', ?)", (b"k" * 16,))
+    db.executemany(
+        "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (A, 1, item(1), 100, 3, b"one"),
+            (A, 2, item(2), 90, 3, b"two"),  # the clock stepped back
+            (A, 4, item(4), 300, 4, b"four"),  # 3 was deleted
+        ],
+    )
+    db.executemany("INSERT INTO mailboxes VALUES (?, ?, ?, ?)", [(A, 5, 3, 10), (B, 8, 0, 0)])
+    db.close()
+
+
+def test_a_v1_database_is_migrated_with_every_item_cursor_and_count(tmp_path: Path) -> None:
+    v1_database(tmp_path / "k")
+    store = KeeperStore(tmp_path / "k")
+    try:
+        assert store.keeper_id == b"k" * 16
+        assert [(r.cursor, r.item, r.size) for r in store.page(A)] == [
+            (1, item(1), 3),
+            (2, item(2), 3),
+            (4, item(4), 4),
+        ]
+        assert store.payloads(A, [1, 2, 3, 4]) == {1: b"one", 2: b"two", 4: b"four"}
+        assert store.usage(A) == store.usage() == Usage(mailboxes=1, items=3, bytes=10)
+        assert store.put(A, [(item(2), b"again"), (item(5), b"five")], 400) == [
+            (2, True),  # an old item is still a duplicate
+            (5, False),  # the next cursor goes on from where v1 was
+        ]
+        assert store.put(B, [(item(1), b"b")], 400) == [(8, False)]  # never reused, either
+        assert store.expire(older_than_ms=101) == 2  # 2 (at 90, after 1 at 100) is 100
+        assert [r.cursor for r in store.page(A)] == [4, 5]
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "k" / DATABASE_NAME) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (KEEPER_SCHEMA_VERSION,)
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+        assert tables == {"meta", "mailboxes", "items", "items_by_id"} | {
+            name for name in tables if name.startswith("sqlite_autoindex_")
+        }
+
+
+def test_a_database_newer_than_this_code_is_refused(tmp_path: Path) -> None:
+    KeeperStore(tmp_path).close()
+    with sqlite3.connect(tmp_path / DATABASE_NAME) as db:
+        db.execute(f"PRAGMA user_version = {KEEPER_SCHEMA_VERSION + 1}")
+    with pytest.raises(StorageError, match="newer"):
+        KeeperStore(tmp_path)
+
+
+def test_cursors_from_a_client_never_reach_another_mailbox(tmp_path: Path) -> None:
+    """Keys are ``n << 32 | cursor``: hostile bounds are clamped to the mailbox's own range,
+    and one item id in two mailboxes is two items."""
+    store = KeeperStore(tmp_path)
+    try:
+        store.put(A, [(item(1), b"a1"), (item(2), b"a2")], 1)
+        assert store.put(B, [(item(1), b"b1")], 1) == [(1, False)]
+        huge = (1 << 32) + 1
+        for after, before in [(-5, 0), (0, huge), (0, -1), (-huge, huge), (huge, 0)]:
+            for newest_first in (False, True):
+                got = store.page(B, after=after, before=before, newest_first=newest_first)
+                assert {r.item for r in got} <= {item(1)}, (after, before)
+        assert store.payloads(B, [1, 2, -1, huge, 1 + (1 << 32)]) == {1: b"b1"}
+        assert store.payloads(b"c" * 32, [1]) == {} and store.page(b"c" * 32) == []
+        assert store.delete(B, [item(2), item(1), item(1)]) == 1
+        assert store.payloads(A, [1, 2]) == {1: b"a1", 2: b"a2"}
+    finally:
+        store.close()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from([A, B]), st.integers(0, 30), st.integers(0, 100)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(0, 101),
+)
+def test_expiry_purges_exactly_what_is_older_whatever_the_clock_did(
+    puts: list[tuple[bytes, int, int]], cutoff: int
+) -> None:
+    """However ``now`` jumped about between pushes, expiry leaves no row stored before the
+    cutoff and every row stored at or after it, and the counts agree with the rows."""
+    with tempfile.TemporaryDirectory() as directory:
+        store = KeeperStore(Path(directory))
+        try:
+            for mailbox, name, now in puts:
+                store.put(mailbox, [(item(name), bytes(name + 1))], now)
+            db = sqlite3.connect(Path(directory) / DATABASE_NAME)
+            before = db.execute("SELECT stored_at >= ?, COUNT(*) FROM items GROUP BY 1", (cutoff,))
+            counts = dict(before.fetchall())
+            assert store.expire(cutoff) == counts.get(0, 0)
+            assert db.execute(
+                "SELECT COUNT(*) FROM items WHERE stored_at < ?", (cutoff,)
+            ).fetchone() == (0,)
+            assert db.execute("SELECT COUNT(*), TOTAL(size) FROM items").fetchone() == (
+                store.usage().items,
+                store.usage().bytes,
+            )
+            assert store.usage().items == counts.get(1, 0)
+            db.close()
+        finally:
+            store.close()
