@@ -79,7 +79,12 @@ class KeeperWriter:
             target=writer._main, args=(open_store, opened), name="keeper-writer", daemon=True
         )
         writer._thread.start()
-        await opened
+        try:
+            await opened
+        except BaseException:  # it did not open, or the caller gave up: let the thread end
+            writer._jobs.put(_STOP)
+            writer._thread = None
+            raise
         return writer
 
     async def put(
