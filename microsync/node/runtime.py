@@ -431,20 +431,32 @@ class Runtime:
 
     # ---- vault chunks (microsync.node.vault) -------------------------------------------------
 
-    def chunk_peers(self, group: GroupId) -> dict[DeviceId, Callable[[Sequence[bytes]], None]]:
-        """Live connections sharing ``group``: peer device -> ``request(chunk ids)``."""
-        found: dict[DeviceId, Callable[[Sequence[bytes]], None]] = {}
+    def chunk_peers(self, group: GroupId) -> dict[DeviceId, Callable[[Sequence[bytes], int], None]]:
+        """Live connections sharing ``group``: peer device -> ``request(chunk ids, hops)``."""
+        found: dict[DeviceId, Callable[[Sequence[bytes], int], None]] = {}
         for connection in self._connections:
             session = connection.session
             if session.closed or group not in session.groups:
                 continue
 
-            def request(ids: Sequence[bytes], connection: SyncConnection = connection) -> None:
-                connection.session.request_chunks(group, ids)
+            def request(
+                ids: Sequence[bytes], hops: int, connection: SyncConnection = connection
+            ) -> None:
+                connection.session.request_chunks(group, ids, hops)
                 connection.notify(group)  # sends what the session queued, through its outbox
 
             found[connection.peer.device] = request
         return found
+
+    def chunk_answer(
+        self, group: GroupId, peer: DeviceId, chunk: bytes, data: bytes | None
+    ) -> None:
+        """Answer ``peer``'s ask for a chunk this device relayed (on the connections that owe
+        it: the session sends each answer once)."""
+        for connection in self._connections:
+            owed = connection.peer.device == peer and not connection.session.closed
+            if owed and connection.session.answer_chunk(group, chunk, data):
+                connection.notify(group)
 
     def prefetch_soon(self, group: GroupId) -> None:
         """Fetch in the background what the vault's ``"all"`` policy wants (one task per

@@ -81,6 +81,7 @@ from microsync.errors import (
 )
 from microsync.feed import GroupId, StoredEntry
 from microsync.identity import DeviceId, PersonId
+from microsync.node.chunk_relay import ChunkRelay, Located
 from microsync.node.events import VaultAdded, VaultRemoved
 from microsync.node.vault_fetch import Download, Fetcher, resume, write_held
 from microsync.node.vault_state import VaultFold, chunk_store
@@ -117,6 +118,8 @@ class Vault:
         self._group = group
         self._state = VaultFold(group._replica, quota)
         self._fetcher = Fetcher(group.id, lambda: self._chunks, self._net)
+        keep = lambda: self.policy != "on_demand"  # noqa: E731
+        self._relay = ChunkRelay(group.id, self._locate, keep, lambda: self._chunks, self._net)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -198,13 +201,7 @@ class Vault:
     def chunks(self, ref: BlobRef | bytes | str) -> tuple[ChunkId, ...]:
         """The addresses a blob's chunks are stored and asked for at, in order (scoped to
         its adder: see :func:`~microsync.blobs.chunk_address`)."""
-        blob = self.get(ref)
-        found = self._state._addresses.get(blob.id)
-        if found is None:
-            manifest = self._index.manifests[blob.id]
-            found = manifest.addresses(self._state._id_keys[blob.id], blob.author)
-            self._state._addresses[blob.id] = found
-        return found
+        return self._state.addresses(self.get(ref).id)
 
     def missing(self, ref: BlobRef | bytes | str) -> builtins.list[ChunkId]:
         """Chunks of a blob this device does not hold (their addresses)."""
@@ -441,10 +438,22 @@ class Vault:
         """A chunk ``peer`` sent (the device's sync host calls this): checked, decrypted and
         written by the fetch that asked for it (:meth:`Fetcher.chunk_received`)."""
         self._fetcher.chunk_received(peer, chunk, data)
+        self._relay.chunk_received(peer, chunk, data)
 
     def chunks_missing(self, peer: DeviceId, chunks: Sequence[ChunkId]) -> None:
         """``peer`` does not hold these chunks."""
         self._fetcher.chunks_missing(peer, chunks)
+        self._relay.chunks_missing(peer, chunks)
+
+    def relay(self, peer: DeviceId, chunk: ChunkId) -> bool:
+        """Get a chunk this device lacks from its other peers for ``peer``
+        (:class:`~microsync.node.chunk_relay.ChunkRelay`): ``True`` if it will answer later."""
+        return self._relay.relay(peer, chunk)
+
+    def _locate(self, address: ChunkId) -> Located | None:
+        self.refresh()
+        found = self._state.locate(address)
+        return None if found is None else (*found, self._decryptor(found[0]))
 
     def serve(self, peer: DeviceId, chunk: ChunkId) -> bytes | None:
         """A chunk for ``peer`` (a member the session checked), if this device holds it."""

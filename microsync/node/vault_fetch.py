@@ -22,6 +22,7 @@ from microsync.blobs import BlobDecryptor, ChunkId, ChunkStore, chunk_length
 from microsync.errors import DecryptionError, PeerUnreachable
 from microsync.feed import GroupId
 from microsync.identity import DeviceId
+from microsync.protocol.messages import MAX_CHUNK_HOPS
 
 __all__ = ["WINDOW", "ChunkPeers", "Download", "Fetcher", "resume", "write_held"]
 
@@ -53,8 +54,11 @@ class Download:
 class ChunkPeers(Protocol):
     """The device's network part, as a fetch sees it."""
 
-    def chunk_peers(self, group: GroupId) -> Mapping[DeviceId, Callable[[Sequence[bytes]], None]]:
-        """Live connections sharing ``group``: peer device -> ``request(chunk ids)``."""
+    def chunk_peers(
+        self, group: GroupId
+    ) -> Mapping[DeviceId, Callable[[Sequence[bytes], int], None]]:
+        """Live connections sharing ``group``: peer device -> ``request(chunk ids, hops)``
+        (``hops``: how many more devices may pass the request on)."""
         ...
 
 
@@ -126,7 +130,7 @@ class Fetcher:
                 : max(0, room)
             ]
             if pick:
-                request(pick)
+                request(pick, MAX_CHUNK_HOPS)  # a peer that lacks one may ask its own peers
                 mine.update(pick)
                 flying.update(pick)
         if (
