@@ -41,6 +41,7 @@ from microsync.node.addresses import (
     split_address,
     why_unreachable,
 )
+from microsync.node.keeper_link import KeeperLinks
 from microsync.node.listener import Listener, listen
 from microsync.node.peers import remember_sync
 from microsync.node.relay_link import BACKOFF_MAX, BACKOFF_START, RelayLink
@@ -94,6 +95,7 @@ class Runtime:
         self._dialing: set[str] = set()
         self._due: set[GroupId] = set()
         self._prefetching: set[GroupId] = set()
+        self.keepers: KeeperLinks | None = None  # the groups' keeper links, once started
 
     @property
     def relay(self) -> str | None:
@@ -143,6 +145,8 @@ class Runtime:
         if relay is not None:
             self.meet_at(relay)
         self.spawn(self._heartbeat(), "presence")
+        self.keepers = KeeperLinks(self)
+        self.keepers.changed()
 
     def meet_at(self, relay: str) -> None:
         """Meet the members of this device's groups at ``relay`` from now on."""
@@ -398,6 +402,8 @@ class Runtime:
         self._due.discard(group)
         for connection in list(self._connections):
             connection.notify(group)
+        if self.keepers is not None:
+            self.keepers.changed(group)
 
     def _note_sync(self, connection: SyncConnection) -> None:
         """Record, per group of ``connection``, that it was in sync with the peer now and
