@@ -48,6 +48,7 @@ from microsync.node.group import Group, InviteStatus, Member
 from microsync.node.host import DeviceHost
 from microsync.node.inbound import WELCOME_PREFIX, Inbound
 from microsync.node.invites import DeviceInvites
+from microsync.node.keeper_state import save_hint
 from microsync.node.keys import revoke_device, rotate_prekey
 from microsync.node.network import Network, PeerInfo, SyncResult
 from microsync.node.profile import (
@@ -506,6 +507,8 @@ class Device:
             return existing
         with self._store.transaction():
             self._store.put_meta(f"{WELCOME_PREFIX}{welcome.group.hex()}", welcome.add)
+            if welcome.keepers:
+                save_hint(self._store, welcome.group, welcome.keepers, welcome.mailbox)
             return self._adopt(welcome.group)
 
     def frontier(self, group_id: bytes) -> dict[DeviceId, int]:

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
+from microsync.app.saved import Keys
 from microsync.errors import DecodeError, DecryptionError, MicrosyncError
 from microsync.feed import GroupId
 from microsync.feed.entry import feed_position, parse_entry
@@ -112,6 +113,7 @@ class GroupKeeperLink:
         """Items pulled that did not open or decode (garbage, or another group's)."""
         self._wake = asyncio.Event()
         self._frontier: dict[DeviceId, int] | None = None
+        self._purge_seen: bytes | None = None  # the purge record at the last purge pass
 
     @property
     def runtime(self) -> Runtime:
@@ -157,6 +159,7 @@ class GroupKeeperLink:
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _linked_once(self) -> None:
+        self._purge_seen = None
         async with await KeeperClient.connect(self.url) as work:
             self.connected, self.status = True, "connected"
             await self._pass(work)
@@ -209,8 +212,10 @@ class GroupKeeperLink:
     # ------------------------------------------------------------------ a pass
 
     async def _pass(self, work: KeeperClient) -> None:
-        """Push what the keeper lacks, then pull what this device lacks."""
+        """Push what the keeper lacks, purge what was deleted here, then pull what this
+        device lacks."""
         await self._push(work)
+        await self._purge(work)
         for mailbox in self._mailboxes():
             await self._pull(work, mailbox)
 
@@ -348,11 +353,39 @@ class GroupKeeperLink:
         if group is not None and group._replica.store.entry_at(self.group, device, seq):
             self._acknowledged(device, seq)
 
-    async def forget(self, names: list[bytes]) -> None:
-        """Purge the records named ``names`` from every mailbox this device can use."""
-        async with await KeeperClient.connect(self.url) as work:
+    def _purged_marker(self) -> bytes | None:
+        group = self._held()
+        if group is None:
+            return None
+        return group._replica.store.get_meta(Keys(self.group).purged) or b""
+
+    async def _purge(self, work: KeeperClient) -> None:
+        """Delete-for-everyone reaches the keeper: every entry whose body was purged here (a
+        deleted or expired post and its edits, a removed vault file) that the keeper was given
+        is deleted there, and its wire alone pushed again (the feed's chain stays whole for
+        whoever pulls it). Scans the feeds only when the group's purge record changed (and
+        once per connection)."""
+        marker = self._purged_marker()
+        group = self._held()
+        if group is None or marker == self._purge_seen:
+            return
+        store = group._replica.store
+        forgotten = saved.load_forgotten(store, self.group, self.url)
+        frontier = self._frontier_now()
+        gone: list[tuple[DeviceId, int, bytes]] = []
+        for device in sorted(store.feeds(self.group)):
+            for stored in store.entries(self.group, device, 0, frontier.get(device, 0)):
+                if stored.body is None and stored.entry.id not in forgotten:
+                    gone.append((device, stored.entry.header.seq, stored.entry.id))
+        if gone:
+            names = [name for _, _, name in gone]
             for mailbox in self._mailboxes():
                 await work.delete(mailbox, names)
+            for device, seq, _ in gone:  # push the wires again, without their bodies
+                frontier[device] = min(frontier.get(device, 0), seq - 1)
+            await self._push(work)
+            saved.save_forgotten(store, self.group, self.url, forgotten | set(names))
+        self._purge_seen = marker
 
 
 class KeeperLinks:

@@ -28,9 +28,11 @@ __all__ = [
     "decode_record",
     "encode_record",
     "load_cursor",
+    "load_forgotten",
     "load_frontier",
     "load_hint",
     "save_cursor",
+    "save_forgotten",
     "save_frontier",
     "save_hint",
 ]
@@ -80,6 +82,25 @@ def load_cursor(store: GroupStore, keeper: bytes, mailbox: bytes) -> int:
 
 def save_cursor(store: GroupStore, keeper: bytes, mailbox: bytes, cursor: int) -> None:
     store.put_meta(_cursor_key(keeper, mailbox), encoding.encode(cursor))
+
+
+def _forgotten_key(group: GroupId, url: str) -> str:
+    return f"{_PREFIX}forgot/{group.hex()}/{url}"
+
+
+def load_forgotten(store: GroupStore, group: GroupId, url: str) -> set[bytes]:
+    """Entries whose purged bodies were deleted from the keeper ``url`` already."""
+    data = store.get_meta(_forgotten_key(group, url))
+    try:
+        items = expect_list(encoding.decode(data, max_size=1 << 26), "forgotten") if data else []
+        return {expect_bytes(i, "entry", 32) for i in items}
+    except DecodeError:
+        return set()
+
+
+def save_forgotten(store: GroupStore, group: GroupId, url: str, ids: set[bytes]) -> None:
+    value: list[encoding.Value] = list(sorted(ids))
+    store.put_meta(_forgotten_key(group, url), encoding.encode(value))
 
 
 def _hint_key(group: GroupId) -> str:
