@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from microsync.crypto.random import Rng, system_rng
 from microsync.errors import DecryptionError, LocalProtocolError, RemoteProtocolError
@@ -303,7 +304,10 @@ class KeeperClient:
         return await self._answer(message.request)
 
     async def _send(self, message: ClientMessage) -> None:
-        await self._conn.send(encode(self._machine.send(message)))
+        try:
+            await self._conn.send(encode(self._machine.send(message)))
+        except ConnectionClosed as exc:  # one error type for a lost keeper, as for a peer
+            raise ConnectionError(f"the keeper connection closed: {exc}") from None
 
     async def _answer(self, request: int) -> KeeperMessage:
         """The next keeper message answering ``request`` (those of abandoned pulls dropped)."""
@@ -319,7 +323,10 @@ class KeeperClient:
             return message
 
     async def _receive(self) -> tuple[KeeperMessage, bool]:
-        raw = await self._conn.recv()
+        try:
+            raw = await self._conn.recv()
+        except ConnectionClosed as exc:
+            raise ConnectionError(f"the keeper connection closed: {exc}") from None
         if isinstance(raw, str):
             raise RemoteProtocolError("a text message from the keeper")
         message = decode(raw, from_client=False)

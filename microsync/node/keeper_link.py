@@ -30,9 +30,11 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
+
+from websockets.exceptions import WebSocketException
 
 from microsync.app.saved import Keys
 from microsync.errors import DecodeError, DecryptionError, MicrosyncError
@@ -57,12 +59,13 @@ log = logging.getLogger("microsync.node")
 RECHECK: Final = 10.0
 """Seconds between full passes (push what is new, pull every mailbox) while connected."""
 BACKOFF_START: Final = 0.5
-BACKOFF_MAX: Final = 30.0
+BACKOFF_MAX: Final = 10.0
 PAGE: Final = 256
 """Items taken in per receive batch (one transaction)."""
 MAX_MAILBOXES: Final = 48
 """Newest epochs' mailboxes used per connection (a keeper proves at most 64 per connection)."""
-KEEPER_ERRORS: Final = (OSError, ConnectionError, MicrosyncError, TimeoutError)
+KEEPER_ERRORS: Final = (OSError, ConnectionError, MicrosyncError, TimeoutError, WebSocketException)
+"""What a keeper connection may fail with (a keeper down, killed, refusing): retried later."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -146,7 +149,7 @@ class GroupKeeperLink:
         delay = BACKOFF_START
         while not self.runtime.stopping:
             try:
-                await self._linked_once()
+                await _unwrapped(self._linked_once())
                 delay = BACKOFF_START
             except KEEPER_ERRORS as exc:
                 self.status = f"unreachable: {_brief(exc)}"
@@ -216,6 +219,9 @@ class GroupKeeperLink:
         device lacks."""
         await self._push(work)
         await self._purge(work)
+        group = self._held()
+        if group is not None:  # vault chunks, on connections of their own (node/keeper_chunks.py)
+            await group.vault.keeper_push(self.url)
         for mailbox in self._mailboxes():
             await self._pull(work, mailbox)
 
@@ -429,6 +435,20 @@ class KeeperLinks:
     def status(self, group: GroupId) -> dict[str, str]:
         """Keeper URL -> ``"connected"`` or why not, for ``group``."""
         return {url: link.status for (gid, url), link in self.links.items() if gid == group}
+
+
+async def _unwrapped(work: Coroutine[Any, Any, None]) -> None:
+    """Await ``work``; a task group's failure made only of keeper errors raises its first."""
+    try:
+        await work
+    except BaseExceptionGroup as failed:
+        ours, rest = failed.split(KEEPER_ERRORS)
+        if rest is not None or ours is None:
+            raise
+        first = ours.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 def _brief(error: BaseException) -> str:
