@@ -26,8 +26,7 @@ from microsync.identity import DeviceId, PersonId
 from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event
 from microsync.node.exits import GroupExit, exit_of
-from microsync.node.keeper_link import KeeperStatus, keeper_status
-from microsync.node.keeper_settings import add_keeper, remove_keeper
+from microsync.node import keeper_settings
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.roster import InviteStatus, Member, invite_statuses
 from microsync.node.vault import Vault
@@ -365,22 +364,8 @@ class Group:
 
     # ------------------------------------------------------------------ membership
 
-    def keepers(self) -> list[str]:
-        """The keepers (``ws://`` URLs) this group's devices push to and pull from."""
-        return list(self._replica.state.keepers)
-
-    async def add_keeper(self, url: str) -> str:
-        """Have every member's device keep this group's entries at ``url`` (admins only;
-        :mod:`microsync.node.keeper_settings`); the URL as stored (canonical)."""
-        return add_keeper(self._replica, url, now=self._now())
-
-    async def remove_keeper(self, url: str) -> None:
-        """Stop using the keeper at ``url`` (admins only)."""
-        remove_keeper(self._replica, url, now=self._now())
-
-    def keeper_status(self) -> list[KeeperStatus]:
-        """Each keeper: reachable now, or why not, and how many entries it still lacks."""
-        return keeper_status(self)
+    # the keepers (docstrings in microsync.node.keeper_settings)
+    keepers, add_keeper, remove_keeper, keeper_status = keeper_settings.GROUP_METHODS
 
     async def rotate_keys(self) -> None:
         """Start a new epoch now, wrapped to every current member device (any member may)."""
