@@ -13,6 +13,8 @@ import pytest
 import microsync
 from microsync.errors import DecodeError, NotAMember, PeerUnreachable
 from microsync.group.settings import DEFAULT_KEEPER_ORIGINALS, SettingsChange
+from microsync.net.keeper_client import KeeperClient, Record
+from microsync.node.keeper_chunks import blob_mailbox
 from microsync.testing import replica_of
 from tests.keeper_helpers import everything_under, keeper, pieces, start_keeper
 from tests.test_app_group import family_of, share
@@ -175,3 +177,32 @@ async def test_an_interrupted_upload_and_download_resume(tmp_path: Path) -> None
             third.kill()
     finally:
         first.kill()
+
+
+async def test_junk_a_member_planted_at_the_keeper_is_refused_by_every_fetch(
+    tmp_path: Path,
+) -> None:
+    with keeper(tmp_path / "keeper") as k:
+        async with AsyncExitStack() as stack:
+            alice, bob, mallory = await family_of(stack, tmp_path, "alice", "bob", "mallory")
+            await alice.add_keeper(k.url)
+            data = photo(3 * MB, 9)
+            ref = await alice.vault.add(data, name="plan.pdf")  # Alice is offline
+            share(alice, bob, mallory)
+            # Mallory reads the manifest, derives the blob's mailbox and squats its first
+            # chunk's name with junk before Alice's device pushes (private: the blob key)
+            key = mallory.vault._index.manifests[ref.id].key
+            first = mallory.vault.chunks(ref)[0]
+            async with await KeeperClient.connect(k.url) as client:
+                junk = Record(name=bytes(first), data=os.urandom(1024 * 1024 + 16))
+                await client.push(blob_mailbox(key), [junk])
+            await online(alice)
+            await until(lambda: pushed(alice, ref, k.url), timeout=30)  # "already held"
+            await alice.device.stop()
+            await online(bob)
+            dest = tmp_path / "plan.pdf"
+            with pytest.raises(PeerUnreachable):
+                await bob.vault.fetch(ref, dest, timeout=2)
+            assert not dest.exists()
+            assert bob.vault.missing(ref) == [first]  # the junk refused, the rest kept
+            await bob.device.stop()
