@@ -52,11 +52,11 @@ async def run(root: Path, mb: int, keeper_url: str) -> dict[str, float]:
     try:
         await alice.start(lan=False, port=0)
         family = await alice.create_group("Family")
+        await family.add_keeper(keeper_url)  # before the invites: they carry it
+        await family.vault.set_keeper_originals(1 << 40)
         groups = [family]
         for device in devices[1:]:
             groups.append(await device.join((await family.invite(ttl=600)).link))
-        await family.add_keeper(keeper_url)
-        await family.vault.set_keeper_originals(1 << 40)
         ref = await family.vault.add(os.urandom(mb << 20), name="film.mp4")
         while family.vault.at_keeper(ref, keeper_url) < ref.chunks:
             await asyncio.sleep(0.05)
