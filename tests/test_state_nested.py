@@ -51,11 +51,11 @@ def wire(op: Op) -> Op:
 def test_concurrent_field_edits_of_one_record_both_survive() -> None:
     phone, laptop = Document(A), Document(B)
     ana = phone.map("contacts").map("ana")
-    base = [ana.set("birthday", "03-12", now=1), ana.text("notes").insert(0, "tea")]
+    base: list[Op] = [ana.set("birthday", "03-12", now=1), ana.text("notes").insert(0, "tea")]
     for op in base:
         laptop.apply(wire(op))
-    mine = [phone.map("contacts").map("ana").set("birthday", "03-14", now=5)]
-    theirs = [
+    mine: list[Op] = [phone.map("contacts").map("ana").set("birthday", "03-14", now=5)]
+    theirs: list[Op] = [
         laptop.map("contacts").map("ana").text("notes").insert(3, ", no milk"),
         laptop.map("contacts").map("ana").orset("quirks").add("owls"),
     ]
@@ -72,7 +72,7 @@ def test_concurrent_field_edits_of_one_record_both_survive() -> None:
 def test_a_record_delete_removes_what_was_seen_and_concurrent_edits_survive() -> None:
     phone, laptop = Document(A), Document(B)
     ana = phone.map("contacts").map("ana")
-    base = [
+    base: list[Op] = [
         ana.set("birthday", "03-12", now=1),
         ana.text("notes").insert(0, "tea"),
         ana.orset("quirks").add("owls"),
@@ -81,7 +81,7 @@ def test_a_record_delete_removes_what_was_seen_and_concurrent_edits_survive() ->
     for op in base:
         laptop.apply(wire(op))
     gone = phone.map("contacts").delete("ana")  # the phone deletes the record
-    edits = [  # concurrently, the laptop edits two of its fields
+    edits: list[Op] = [  # concurrently, the laptop edits two of its fields
         laptop.map("contacts").map("ana").text("notes").insert(0, "green "),
         laptop.map("contacts").map("ana").orset("quirks").add("cats"),
     ]
@@ -125,13 +125,13 @@ def test_a_delete_waits_for_what_it_saw() -> None:
 
 def test_a_list_of_records_each_field_merging_on_its_own() -> None:
     a, b = Document(A), Document(B)
-    ops = [a.list("trips").insert(0, {}, {})]
+    ops: list[Op] = [a.list("trips").insert(0, {}, {})]
     ops.append(a.list("trips").map(0).set("where", "Rome", now=1))
     ops.append(a.list("trips").map(1).set("where", "Oslo", now=1))
     for op in ops:
         b.apply(wire(op))
-    mine = [a.list("trips").map(0).set("when", "May", now=2)]
-    theirs = [b.list("trips").map(0).text("plan").insert(0, "Colosseum")]
+    mine: list[Op] = [a.list("trips").map(0).set("when", "May", now=2)]
+    theirs: list[Op] = [b.list("trips").map(0).text("plan").insert(0, "Colosseum")]
     theirs.append(b.list("trips").delete(1))
     for op in theirs:
         a.apply(wire(op))
@@ -159,7 +159,8 @@ def test_a_document_without_nesting_has_the_same_snapshot_bytes() -> None:
     a = Document(A)
     a.set("k", 1, now=1)
     data = a.snapshot_bytes()
-    assert len(encoding.decode(data, max_size=len(data))) == 7  # no cleared section: the old format
+    top = encoding.decode(data, max_size=len(data))
+    assert isinstance(top, list) and len(top) == 7  # no cleared section: the old format
 
 
 # ------------------------------------------------------------------ the wire form
@@ -200,7 +201,7 @@ def _raw(key: Value, *fields: Value, kind: int = 1) -> bytes:
     return encoding.encode([1, kind, A, 1, key, *fields])
 
 
-REG = ([5, 0], "v")
+REG: tuple[Value, Value] = ([5, 0], "v")
 
 
 @pytest.mark.parametrize(
@@ -227,7 +228,7 @@ def test_hostile_paths_are_refused(key: Value) -> None:
 
 
 def test_path_bounds_hold_at_the_limit() -> None:
-    deepest = ["a", *["s"] * MAX_DEPTH]
+    deepest: Value = ["a", *["s"] * MAX_DEPTH]
     op = decode_op(_raw(deepest, *REG))
     assert encode_op(op) == _raw(deepest, *REG)
     assert len("\x00".join(["x" * 256] * MAX_DEPTH).encode()) > MAX_PATH_BYTES
