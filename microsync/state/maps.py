@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING
 from microsync.encoding import Value
 from microsync.errors import DecodeError, LocalProtocolError
 from microsync.state.handles import ListHandle, SetHandle, TextHandle
-from microsync.state.ids import OpId
-from microsync.state.nesting import render
+from microsync.state.nesting import map_value
 from microsync.state.ops import MapDelete, RegisterSet
 from microsync.state.paths import Segment, join, segments
 
@@ -56,13 +55,7 @@ class MapHandle:
     @property
     def value(self) -> dict[str, Value]:
         """The map as plain values (nested maps as dicts)."""
-        top, segs = segments(self.key)
-        shown: Value = render(self._doc, {}).get(top)
-        for i, seg in enumerate(segs):
-            shown = _step(shown, seg, self._doc, join(top, *segs[:i]))
-            if shown is None:
-                return {}
-        return {str(k): v for k, v in shown.items()} if isinstance(shown, dict) else {}
+        return map_value(self._doc, self.key)
 
     def get(self, name: str, default: Value = None) -> Value:
         """The value of field ``name`` (``default`` if unset or deleted)."""
@@ -91,13 +84,3 @@ class MapHandle:
     def list(self, name: str) -> ListHandle:
         """The list in field ``name``."""
         return self._doc.list(self._field(name))
-
-
-def _step(shown: Value, seg: Segment, doc: Document, parent: str) -> Value:
-    if isinstance(seg, OpId):  # a list element: find it by id
-        lst = doc.lists.get(parent)
-        if lst is None or not isinstance(shown, list):
-            return None
-        ids = [lst.element_at(i) for i in range(len(lst))]
-        return shown[ids.index(seg)] if seg in ids else None
-    return shown.get(seg) if isinstance(shown, dict) else None

@@ -27,14 +27,14 @@ from microsync.encoding import Value
 from microsync.state.handles import text_value
 from microsync.state.ids import MissingDependency, OpId
 from microsync.state.ops import Change, MapCleared, MapDelete, SetChanged, TextDeleted
-from microsync.state.paths import is_path, join, segments
+from microsync.state.paths import is_path
 from microsync.state.runs import MoveSlot
 
 if TYPE_CHECKING:
     from microsync.state.document import Document
     from microsync.state.listcrdt import ListCRDT
 
-__all__ = ["clear", "prefixes", "register_visible", "render"]
+__all__ = ["clear", "map_value", "prefixes", "register_visible", "render"]
 
 Seen = dict[bytes, int]
 
@@ -107,23 +107,46 @@ def _elements(lst: ListCRDT) -> list[tuple[OpId, Value]]:
     return out
 
 
+def _base(key: str) -> str:
+    """The stored prefix of everything below ``key``."""
+    return key if is_path(key) else "\x00" + key
+
+
+def _parent(key: str) -> str:
+    parent = key[: key.rindex("\x00")]
+    return parent[1:] if parent.count("\x00") == 1 else parent
+
+
+def _tree(doc: Document, within: str | None) -> tuple[dict[str, list[str]], dict[str, Any]]:
+    """The nested keys (all, or those below ``within``): each key's children, and the
+    visible register values. Stored keys were checked when they entered the document."""
+    below = None if within is None else _base(within) + "\x00"
+    leaves: dict[str, Any] = {}
+    for key, reg in doc.registers.entries.items():
+        inside = is_path(key) and (below is None or key.startswith(below))
+        if inside and not reg.deleted and register_visible(doc, key, reg.id):
+            leaves[key] = reg.value
+    for kind in (doc.sets, doc.lists, doc.texts):
+        for key in kind:
+            if is_path(key) and (below is None or key.startswith(below)):
+                leaves.setdefault(key, None)
+    children: dict[str, set[str]] = {}
+    for key in leaves:
+        while is_path(key):
+            parent = _parent(key)
+            known = parent in children
+            children.setdefault(parent, set()).add(key)
+            if known:
+                break
+            key = parent
+    return {k: sorted(v) for k, v in children.items()}, leaves
+
+
 def render(doc: Document, flat: dict[str, Value]) -> dict[str, Value]:
     """``flat`` (the top-level values, as before nesting) with every nested map folded in: a
     map shows as a dict of its fields, a list element holding a dict shows merged with the map
     below it; empty fields (a cleared text, set or list) and empty maps are left out."""
-    children: dict[str, set[str]] = {}
-    leaves: dict[str, Any] = {}
-    for key, reg in doc.registers.entries.items():
-        if is_path(key) and not reg.deleted and register_visible(doc, key, reg.id):
-            leaves[key] = reg.value
-    for kind in (doc.sets, doc.lists, doc.texts):
-        for key in kind:
-            if is_path(key):
-                leaves.setdefault(key, None)
-    for key in leaves:
-        top, segs = segments(key)
-        for i in range(len(segs)):
-            children.setdefault(join(top, *segs[:i]), set()).add(join(top, *segs[: i + 1]))
+    children, leaves = _tree(doc, None)
     if not children:
         return flat
     out = dict(flat)
@@ -134,15 +157,22 @@ def render(doc: Document, flat: dict[str, Value]) -> dict[str, Value]:
     return out
 
 
+def map_value(doc: Document, key: str) -> dict[str, Value]:
+    """The map at ``key`` as :func:`render` shows it (only what lies below ``key`` is read)."""
+    children, leaves = _tree(doc, key)
+    value = _value(doc, key, children, leaves, doc.get(key)) if key not in doc.lists else None
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 def _value(
-    doc: Document, key: str, children: dict[str, set[str]], leaves: dict[str, Any], base: Any
+    doc: Document, key: str, children: dict[str, list[str]], leaves: dict[str, Any], base: Any
 ) -> Any:
     if key in doc.lists:
         items: list[Value] = []
         for element, value in _elements(doc.lists[key]):
             if isinstance(value, dict):
                 merged: dict[str | int, Value] = dict(value)
-                merged.update(_map(doc, _child(key, element), children, leaves))
+                merged.update(_map(doc, _element_key(key, element), children, leaves))
                 value = merged
             items.append(value)
         return items or None
@@ -156,20 +186,19 @@ def _value(
     return base
 
 
-def _child(key: str, seg: OpId) -> str:
-    top, segs = segments(key)
-    return join(top, *segs, seg)
+def _element_key(key: str, element: OpId) -> str:
+    return f"{_base(key)}\x00\x01{element.counter}.{element.actor.hex()}"
 
 
 def _map(
-    doc: Document, key: str, children: dict[str, set[str]], leaves: dict[str, Any]
+    doc: Document, key: str, children: dict[str, list[str]], leaves: dict[str, Any]
 ) -> dict[str, Value]:
     out: dict[str, Value] = {}
-    for child in sorted(children.get(key, ())):
-        last = segments(child)[1][-1]
-        if isinstance(last, OpId):
+    for child in children.get(key, ()):
+        name = child[child.rindex("\x00") + 1 :]
+        if name.startswith("\x01"):
             continue  # a list element's map: shown inside the list
         value = _value(doc, child, children, leaves, leaves.get(child))
         if value is not None and not (isinstance(value, dict) and not value):
-            out[last] = value
+            out[name] = value
     return out
