@@ -396,6 +396,13 @@ def test_nested_documents_converge_under_any_causal_order(
     again = Document.from_snapshot(first.snapshot_bytes(), b"Y" * 4)
     assert again.to_value() == first.to_value()
     assert model(made) == observed(first)
+    shown = first.to_value()
+    for who in ("ana", "ben"):  # a map's value is its part of the whole
+        want = shown.get("contacts", {}).get(who, {})  # type: ignore[union-attr]
+        assert first.map("contacts").map(who).value == want
+    trips = first.list("trips")
+    for i, item in enumerate(shown.get("trips", [])):  # type: ignore[arg-type]
+        assert trips.map(i).value == item
 
 
 # ------------------------------------------------------------------ an order-free model
