@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from microsync.app import moderation
+from microsync.app import forget, moderation
 from microsync.app.ops import (
     AppOp,
     AppOperation,
@@ -43,6 +43,7 @@ from microsync.app.ops import (
     DeleteOp,
     DocOp,
     EditOp,
+    ForgetOp,
     HideOp,
     LocationOp,
     PostOp,
@@ -161,7 +162,7 @@ def named_by(op: AppOp) -> list[bytes]:
             return [post]
         case UnreactOp(post=post, removes=removes):
             return [post, *removes]
-        case CursorOp() | LocationOp() | DocOp() | HideOp():
+        case CursorOp() | LocationOp() | DocOp() | ForgetOp() | HideOp():
             return []
         case _:
             assert_never(operation)
@@ -192,6 +193,7 @@ class Timeline:
         self.cursors: dict[PersonId, dict[DeviceId, int]] = {}
         self.cursor_at: dict[PersonId, int] = {}  # when each person last moved their cursor
         self.locations: dict[PersonId, AppEntry] = {}
+        self.forgotten: dict[PersonId, int] = {}  # kept locations up to this hlc are purged
         self.active: dict[PersonId, int] = {}  # latest shown time of an applied entry per person
         self.applied: dict[EntryId, AppEntry] = {}
         self.frontier: dict[DeviceId, int] = {}  # highest applied app entry per device
@@ -202,6 +204,7 @@ class Timeline:
         self._blocked: dict[EntryId, int] = {}  # waiting entry -> deps not applied yet
         self._waiters: dict[EntryId, list[EntryId]] = {}  # missing dep -> entries waiting on it
         self._reactions: dict[EntryId, tuple[EntryId, str, PersonId]] = {}
+        self._expiring: list[tuple[int, int, EntryId]] = []  # (expires_at, order, post)
 
     # ------------------------------------------------------------------ applying
 
@@ -293,6 +296,8 @@ class Timeline:
                 return self._location(entry)
             case DocOp():
                 return Change(ChangeKind.DOC, entry)
+            case ForgetOp():
+                return Change(ChangeKind.LOCATION, entry, purge=forget.forget(self, entry, op))
             case HideOp():
                 purge = moderation.hide(self, entry, op)
                 return None if purge is None else Change(ChangeKind.HIDE, entry, purge=purge)
@@ -316,6 +321,9 @@ class Timeline:
             expires_at=self._expires_at(entry, op.ttl_ms),
             parts=op.parts,
         )
+        expires_at = self.posts[entry.id].expires_at
+        if expires_at is not None:
+            heapq.heappush(self._expiring, (expires_at, len(self.posts), entry.id))
         if reply_to is not None:
             self.replies.setdefault(reply_to, []).append(entry.id)
         if moderation.hidden(self, self.posts[entry.id]):  # a hide that counted covers it
@@ -396,6 +404,8 @@ class Timeline:
         return Change(ChangeKind.CURSOR, entry)
 
     def _location(self, entry: AppEntry) -> Change | None:
+        if entry.hlc <= self.forgotten.get(entry.person, -1):
+            return Change(ChangeKind.LOCATION, entry, purge=(entry.id,))  # forgotten already
         known = self.locations.get(entry.person)
         if known is None or (entry.hlc, entry.id) > (known.hlc, known.id):
             self.locations[entry.person] = entry
@@ -405,10 +415,16 @@ class Timeline:
 
     def expire(self, now: int) -> list[Change]:
         """Mark disappearing posts whose time is up (by ``now``, this device's clock) and report
-        what to purge."""
+        what to purge. Only the posts due are visited (a heap by expiry time), in the order
+        they were posted, so a live entry does not cost a scan of every post."""
+        due: list[tuple[int, EntryId]] = []
+        while self._expiring and self._expiring[0][0] <= now:
+            _, order, post_id = heapq.heappop(self._expiring)
+            due.append((order, post_id))
         out = []
-        for post in self.posts.values():
-            if post.expires_at is None or post.gone or now < post.expires_at:
+        for _, post_id in sorted(due):
+            post = self.posts[post_id]
+            if post.gone:
                 continue
             post.expired = True
             post.text, post.attachments, post.last_edit = None, (), None

@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(words)
     args.home = args.home if args.home is not None else default_home()
-    forwardable = args.command not in control.NOT_FORWARDED
+    forwardable = args.command not in control.NOT_FORWARDED or keeper.forwardable(args)
     if forwardable and (args.home / control.SOCKET_NAME).exists():
         # `serve` holds this profile (most likely): run it there without loading the device
         code = control.forward(args.home, control.without_home(words))

@@ -50,6 +50,7 @@ from microsync.group.ops import (
     recipients_digest,
 )
 from microsync.group.rules import may_add_device
+from microsync.group.settings import SettingsChange
 from microsync.identity import (
     DeviceId,
     DeviceRevocation,
@@ -263,6 +264,10 @@ class Authoring:
     def revoke_invite(self, invite_id: bytes) -> Draft:
         """Withdraw an invite."""
         return self._plain(Op(kind=OpKind.REVOKE_INVITE, invite_id=invite_id))
+
+    def change_settings(self, change: SettingsChange) -> Draft:
+        """Change group settings (admins only): the keepers, ..."""
+        return self._plain(Op(kind=OpKind.SETTINGS, settings=change))
 
     # ------------------------------------------------------------------ parts
 

@@ -24,6 +24,7 @@ from microsync import encoding
 from microsync.crypto import labelled_hash, labels
 from microsync.encoding import Value, expect_bytes, expect_int, expect_list, expect_str
 from microsync.errors import DecodeError
+from microsync.group.settings import SettingsChange
 from microsync.identity import MAX_NAME_LENGTH, DeviceId, PersonId
 
 __all__ = [
@@ -59,6 +60,8 @@ class OpKind(enum.IntEnum):
     ROTATE = 9
     INVITE = 10
     REVOKE_INVITE = 11
+    SETTINGS = 12
+    """Admins change group settings (keepers, ...): :mod:`microsync.group.settings`."""
 
 
 class Role(enum.StrEnum):
@@ -174,6 +177,7 @@ _FIELDS: dict[OpKind, frozenset[str]] = {
     OpKind.ROTATE: frozenset({"e"}),
     OpKind.INVITE: frozenset({"i", "t", "r"}),
     OpKind.REVOKE_INVITE: frozenset({"i"}),
+    OpKind.SETTINGS: frozenset({"m"}),
 }
 _OPTIONAL: dict[OpKind, frozenset[str]] = {
     OpKind.CREATE: frozenset({"m"}),  # the member cap (absent: none beyond MAX_GROUP_DEVICES)
@@ -214,6 +218,8 @@ class Op:
     demote): the feed head ``seq`` of each such device in this group as the author saw it,
     sorted by device. It fixes the cut-off (or the start of a new admission) in the op itself,
     so every replica draws the same line (``docs/membership.md``, rule 4)."""
+    settings: SettingsChange | None = None
+    """For ``SETTINGS``: what it changes (:class:`~microsync.group.settings.SettingsChange`)."""
     _encoded: bytes = field(default=b"", compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
@@ -246,6 +252,8 @@ class Op:
             value["e"] = self.epoch.to_value()
         if self.positions:
             value["s"] = [[device, seq] for device, seq in self.positions]
+        if self.settings is not None:
+            value["m"] = self.settings.to_value()
         data = encoding.encode(value)
         Op.from_bytes(data)  # refuse to write what a peer would reject
         return data
@@ -281,9 +289,13 @@ class Op:
             history=_opt(value, "h", _history),
             nonce=_opt(value, "o", lambda v: expect_bytes(v, "nonce", _ID)),
             group_name=_opt(value, "g", _group_name),
-            max_members=_opt(value, "m", _max_members),
+            max_members=_opt(value, "m", _max_members) if kind is OpKind.CREATE else None,
             epoch=_opt(value, "e", EpochAnnouncement.from_value),
             positions=_positions(_opt_list(value, "s", _MAX_POSITIONS)),
+            # "m" is the kind's own map: CREATE's member cap, SETTINGS' changes (_FIELDS)
+            settings=_opt(value, "m", SettingsChange.from_value)
+            if kind is OpKind.SETTINGS
+            else None,
             _encoded=bytes(data),
         )
 

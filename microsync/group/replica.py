@@ -63,6 +63,7 @@ from microsync.group.ops import (
     History,
     Role,
 )
+from microsync.group.settings import SettingsChange
 from microsync.group.view import MembershipView
 from microsync.group.view import _Opened as _Opened
 from microsync.identity import (
@@ -442,6 +443,11 @@ class GroupReplica:
     def revoke_invite(self, invite_id: bytes, *, now: int) -> Entry:
         self._require_member()
         return self._author(self._authoring().revoke_invite(invite_id), now)
+
+    def change_settings(self, change: SettingsChange, *, now: int) -> Entry:
+        """Change group settings such as the keepers (admin only)."""
+        self._require_member()
+        return self._author(self._authoring().change_settings(change), now)
 
     def ensure_writable(self, *, now: int) -> EpochKey:
         """The key to write content under, rotating first when no valid epoch is held here."""

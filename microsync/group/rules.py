@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from microsync.feed.entry import GroupId
 from microsync.group.moderators import close_admin, open_admin
 from microsync.group.ops import Op, OpKind, Role, recipients_digest
+from microsync.group.settings import apply_keepers
 from microsync.group.state import (
     INVITE_CLOCK_TOLERANCE_MS,
     MAX_GROUP_DEVICES,
@@ -42,7 +43,14 @@ __all__ = [
 # --------------------------------------------------------------------------- rules
 
 ADMIN_KINDS = frozenset(
-    {OpKind.ADD, OpKind.REMOVE, OpKind.SET_ROLE, OpKind.INVITE, OpKind.REVOKE_INVITE}
+    {
+        OpKind.ADD,
+        OpKind.REMOVE,
+        OpKind.SET_ROLE,
+        OpKind.INVITE,
+        OpKind.REVOKE_INVITE,
+        OpKind.SETTINGS,
+    }
 )
 _EPOCH_KINDS = frozenset({OpKind.CREATE, OpKind.REMOVE, OpKind.REVOKE_DEVICE, OpKind.ROTATE})
 
@@ -188,6 +196,8 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
     if kind is OpKind.REVOKE_INVITE:
         invite = state.invites.get(op.invite_id) if op.invite_id is not None else None
         return invite is not None and not invite.revoked
+    if kind is OpKind.SETTINGS:
+        return op.settings is not None  # admin only (ADMIN_KINDS); the decoder checked values
     raise AssertionError(kind)  # pragma: no cover - every kind is listed
 
 
@@ -348,6 +358,9 @@ def _apply(
         invite = state.invites.get(op.invite_id)
         if invite is not None:
             invite.revoked = True
+    elif kind is OpKind.SETTINGS:
+        assert op.settings is not None
+        state.keepers = apply_keepers(state.keepers, op.settings)
     if op.epoch is not None:
         key = (op.epoch.number, op.epoch.commitment)
         state.epochs.setdefault(

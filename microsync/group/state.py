@@ -186,6 +186,9 @@ class GroupState:
     seen: dict[DeviceId, int] = field(default_factory=dict)
     """The highest ``seq`` of each device's membership operations folded here (valid or not):
     an operation may not draw a device's line below what its own causal past holds."""
+    keepers: tuple[str, ...] = ()
+    """The group's keepers (canonical URLs, at most four), as admins' ``SETTINGS`` ops set
+    them (:mod:`microsync.group.settings`)."""
 
     def copy(self) -> GroupState:
         return GroupState(
@@ -201,6 +204,7 @@ class GroupState:
             max_members=self.max_members,
             admin_windows=dict(self.admin_windows),
             seen=dict(self.seen),
+            keepers=self.keepers,
         )
 
     def counts(self, device: DeviceId, seq: int) -> bool:
@@ -287,6 +291,7 @@ class GroupState:
                 (k, sorted(e.recipients), e.op, e.usable(self.entitled_devices()))
                 for k, e in sorted(self.epochs.items())
             ),
+            self.keepers,
         )
 
 

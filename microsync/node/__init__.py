@@ -33,7 +33,7 @@ from microsync.group.join import (
     LinkResponse,
     Welcome,
 )
-from microsync.group.replica import GroupReplica, LocalMember
+from microsync.group.replica import GroupReplica
 from microsync.identity import (
     DeviceId,
     LocalIdentity,
@@ -48,11 +48,12 @@ from microsync.node.group import Group, InviteStatus, Member
 from microsync.node.host import DeviceHost
 from microsync.node.inbound import WELCOME_PREFIX, Inbound
 from microsync.node.invites import DeviceInvites
+from microsync.node.keeper_state import remember_welcome
 from microsync.node.keys import revoke_device, rotate_prekey
 from microsync.node.network import Network, PeerInfo, SyncResult
 from microsync.node.profile import (
     group_ids,
-    load_prekeys,
+    local_member,
     open_profile,
     remember_group,
 )
@@ -116,7 +117,7 @@ class Device:
         self._clock = clock
         self._rng = rng
         self._network = Network(self)
-        self._member = LocalMember(identity, load_prekeys(store, identity), rng)
+        self._member = local_member(store, identity, rng)
         self._groups: dict[GroupId, Group] = {}
         self._book = InviteBook(store)
         self._sync_log = SyncLog(store)
@@ -218,6 +219,10 @@ class Device:
     def rng(self) -> Rng:
         """Where this device draws randomness: given to :meth:`open`."""
         return self._rng
+
+    def set_quiet(self, quiet: bool = True) -> None:
+        """Quiet mode (battery): no presence heartbeat, a long keepalive, sync on demand."""
+        self._network.set_quiet(quiet)
 
     def export_recovery_words(self) -> list[str]:
         """The person key as 24 BIP39 words. Whoever holds them can act as this person."""
@@ -501,11 +506,10 @@ class Device:
         """Hold the group a finished invite pairing admitted this device to. Its members,
         name and keys arrive with the group's entries."""
         welcome = Welcome.from_bytes(response)
-        existing = self._groups.get(welcome.group)
-        if existing is not None:
+        if (existing := self._groups.get(welcome.group)) is not None:
             return existing
         with self._store.transaction():
-            self._store.put_meta(f"{WELCOME_PREFIX}{welcome.group.hex()}", welcome.add)
+            remember_welcome(self._store, welcome)
             return self._adopt(welcome.group)
 
     def frontier(self, group_id: bytes) -> dict[DeviceId, int]:
