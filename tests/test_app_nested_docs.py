@@ -62,6 +62,9 @@ async def test_a_record_delete_against_a_field_edit_ends_alike(tmp_path: Path) -
         for group in (a, b, c):
             assert group.doc("dex").to_value() == want
             assert group.doc("dex").waiting == 0
+        await c.doc("dex").map("contacts").clear()  # the whole map, as C has seen it
+        share(a, b, c)
+        assert [g.doc("dex").to_value() for g in (a, b, c)] == [{}] * 3
 
 
 async def test_a_list_of_records_and_restarts(tmp_path: Path) -> None:

@@ -111,6 +111,20 @@ def test_a_concurrent_register_write_survives_only_if_it_wins() -> None:
     assert a.to_value() == b.to_value() == {"r": {"g": "x"}}
 
 
+def test_clearing_a_whole_map_keeps_only_concurrent_writes() -> None:
+    a, b = Document(A), Document(B)
+    ops: list[Op] = [a.map("contacts").map("ana").set("f", 1, now=1), a.counter("n").add(2)]
+    ops.append(a.map("contacts").map("ben").text("t").insert(0, "x"))
+    for op in ops:
+        b.apply(wire(op))
+    gone = a.map("contacts").clear()
+    late = b.map("contacts").map("cy").set("f", 3, now=2)
+    a.apply(wire(late))
+    b.apply(wire(gone))
+    assert a.to_value() == b.to_value() == {"n": 2, "contacts": {"cy": {"f": 3}}}
+    assert a.map("contacts").value == {"cy": {"f": 3}}
+
+
 def test_a_delete_waits_for_what_it_saw() -> None:
     a, b = Document(A), Document(B)
     first = a.map("m").set("f", 1, now=1)

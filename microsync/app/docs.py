@@ -252,6 +252,10 @@ class SharedMap:
         """Delete field ``name``, whatever it holds, as this device has seen it."""
         await self._doc._publish(self._handle().delete(name))
 
+    async def clear(self) -> None:
+        """Delete this whole map, as this device has seen it (concurrent edits survive)."""
+        await self._doc._publish(self._handle().clear())
+
     def map(self, name: str) -> SharedMap:
         """The map in field ``name``."""
         return SharedMap(self._doc, self._handle().map(name).key)

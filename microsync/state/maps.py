@@ -69,6 +69,11 @@ class MapHandle:
         """Delete field ``name`` whatever it holds, as seen here (``docs/state.md``)."""
         return self._doc.clear(self._field(name))
 
+    def clear(self) -> MapDelete:
+        """Delete this whole map (every field, and a value, text, set or list at its own key),
+        as seen here."""
+        return self._doc.clear(self.key)
+
     def map(self, name: str) -> MapHandle:
         """The map in field ``name``."""
         return MapHandle(self._doc, self._field(name))
