@@ -219,6 +219,16 @@ class AlreadyAMember(InviteRefused):
     linked from one of their devices (``Device.link``) or restored from their words."""
 
 
+class RecoveryRefused(InviteRefused):
+    """A device restored from the recovery words asked to be taken back, and no group of the
+    device it asked can: the person is not a member there, or still has a device in each."""
+
+
+class StillHasDevices(RecoveryRefused):
+    """A recovery refused because the person still has a device in the group: link the new
+    device from that one (a thief holding only the person key ends here)."""
+
+
 class InviteProtocolError(InviteError):
     """An unexpected, out-of-order or unsupported pairing message, or input after the end."""
 
@@ -232,6 +242,8 @@ __all__ += [
     "InviteRevoked",
     "InviteUnknown",
     "MalformedInvite",
+    "RecoveryRefused",
+    "StillHasDevices",
     "WrongCode",
     "WrongPurpose",
 ]
@@ -274,3 +286,11 @@ class HeldQuotaExceeded(AuthorNotAdmitted):
 
 
 __all__ += ["AuthorNotAdmitted", "HeldQuotaExceeded"]
+
+
+class GroupFull(InviteRefused):
+    """The group holds as many members as its cap (``create_group(max_members=...)``) allows:
+    an invite to it is not issued, and a guest redeeming one is refused with this."""
+
+
+__all__ += ["GroupFull"]

@@ -14,6 +14,8 @@ from microsync.app.ops import (
     DeleteOp,
     DocOp,
     EditOp,
+    ForgetOp,
+    HideOp,
     Kind,
     LocationOp,
     PostOp,
@@ -21,10 +23,17 @@ from microsync.app.ops import (
     ReactOp,
     UnreactOp,
 )
+from microsync.app.parts import AttachmentPart, LinkPart, PlacePart, TextPart
 
 POST_ID = bytes(range(32))
 OTHER_ID = bytes(range(32, 64))
 DEVICE_ID = bytes(range(64, 96))
+PARTS = (
+    TextPart(text="Landed"),
+    LinkPart(url="https://example.org/f/BA123", title="BA123"),
+    PlacePart(label="Heathrow", lat=51_450_000, lon=-450_000, precision="city"),
+    AttachmentPart(ref=POST_ID),
+)
 
 # name -> (the operation, built the historical way, and its bytes)
 VECTORS: dict[str, tuple[AppOp, str]] = {
@@ -43,6 +52,13 @@ VECTORS: dict[str, tuple[AppOp, str]] = {
         "830101a464746578746272656674746c5f6d731a05265c00687265706c795f746f5820000102030405060708"
         "090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f6b6174746163686d656e74738246626c6f622d3158"
         "20202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f",
+    ),
+    # structured posts (issue 18): ``parts`` is additive, the vectors above are unchanged
+    "post_parts": (
+        AppOp(Kind.POST, text="BA123", parts=PARTS),
+        "830101a26474657874654241313233657061727473848201664c616e6465648302781b68747470733a2f2f"
+        "6578616d706c652e6f72672f662f42413132336542413132338503684865617468726f771a031110903a00"
+        "06ddcf646369747982045820000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
     ),
     "edit": (
         AppOp(Kind.EDIT, post=POST_ID, text="Landed in Oxford!"),
@@ -78,6 +94,20 @@ VECTORS: dict[str, tuple[AppOp, str]] = {
         AppOp(Kind.DOC, doc="calendar", payload=b"\x01\x02\x03"),
         "830108a263646f636863616c656e646172677061796c6f616443010203",
     ),
+    # per-viewer location (issue 18): a place label is additive, "location" above is unchanged
+    "location_label": (
+        AppOp(Kind.LOCATION, lat=51_750_000, lon=-1_250_000, precision="city", label="Oxford"),
+        "830107a4636c61741a0315a470636c6f6e3a001312cf656c6162656c664f78666f726469707265636973"
+        "696f6e6463697479",
+    ),
+    "forget": (
+        AppOp(Kind.FORGET, up_to=1_700_000_000_000),
+        "830109a16575705f746f1b0000018bcfe56800",
+    ),
+    "hide": (
+        AppOp(Kind.HIDE, upto=((DEVICE_ID, 7),)),
+        "830114a1647570746f81825820404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f07",
+    ),
 }
 
 
@@ -106,6 +136,7 @@ def test_the_per_kind_classes_give_the_same_bytes() -> None:
         "post_full": PostOp(
             text="re", reply_to=POST_ID, attachments=(b"blob-1", OTHER_ID), ttl_ms=86_400_000
         ),
+        "post_parts": PostOp(text="BA123", parts=PARTS),
         "edit": EditOp(post=POST_ID, text="Landed in Oxford!"),
         "delete": DeleteOp(post=POST_ID),
         "react": ReactOp(post=POST_ID, emoji="❤️"),
@@ -114,6 +145,11 @@ def test_the_per_kind_classes_give_the_same_bytes() -> None:
         "cursor_empty": CursorOp(cursor=()),
         "location": LocationOp(lat=51_750_000, lon=-1_250_000, precision=Precision.CITY),
         "doc": DocOp(doc="calendar", payload=b"\x01\x02\x03"),
+        "location_label": LocationOp(
+            lat=51_750_000, lon=-1_250_000, precision=Precision.CITY, label="Oxford"
+        ),
+        "forget": ForgetOp(up_to=1_700_000_000_000),
+        "hide": HideOp(upto=((DEVICE_ID, 7),)),
     }
     assert set(built) == set(VECTORS)
     for name, op in built.items():
@@ -137,6 +173,10 @@ def describe(op: AppOperation) -> str:
             return f"location to the {precision}"
         case DocOp(doc=doc):
             return f"change to {doc}"
+        case ForgetOp(up_to=up_to):
+            return f"kept locations forgotten up to {up_to}"
+        case HideOp(upto=upto):
+            return f"hide of {len(upto)} devices"
         case _:
             assert_never(op)
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from tests.test_cli import run
-from tests.test_cli_network import free_port, invite_json, one_error_line, serving
+from tests.test_cli_network import free_port, invite_json, one_error_line, running, serving
 
 
 def feed(home: str) -> list[str]:
@@ -98,5 +98,86 @@ def test_the_laptop_revokes_the_lost_phone(tmp_path: Path) -> None:
         ok("--home", phone, "post", "written by whoever has the phone")
         run("--home", phone, "sync", at)  # it may be refused: what matters is what Bob shows
         assert feed(bob) == ["after the phone was lost"]
+        # whoever read the person key off the phone restores it: Bob refuses, in one line
+        words = ok("--home", phone, "recovery-words")
+        thief = str(tmp_path / "thief")
+        done = run("--home", thief, "init", "--restore", "--name", "Alice thief", stdin=words)
+        assert done.returncode == 0, done.stderr
+        one_error_line(run("--home", thief, "sync", at), "still has a device", "link this")
     assert "after the phone was lost" not in feed(phone)
     assert [d["revoked"] for d in devices(laptop) if d["name"] == "Alice phone"] == [True]
+
+
+def both_out(tmp_path: Path, bob_port: int) -> tuple[str, str, str]:
+    """Alice's phone and laptop, and Bob, in Family; the phone and the laptop revoke each other
+    at once (whoever has the phone did it too) and both reach Bob: Alice has no device left.
+    Returns (phone, bob, Alice's words)."""
+    phone, laptop, bob = (str(tmp_path / n) for n in ("phone", "laptop", "bob"))
+    port = free_port()
+    ok("--home", phone, "init", "--name", "Alice phone")
+    ok("--home", bob, "init", "--name", "Bob")
+    ok("--home", phone, "group", "create", "Family")
+    ok("--home", phone, "post", "before the loss")
+    invite = invite_json(phone, port)
+    with serving(phone, port):
+        ok("--home", bob, "join", invite["link"])
+        shown = json.loads(ok("--home", phone, "devices", "add", "--json"))
+        ok("--home", laptop, "link", shown["link"], "--name", "Alice laptop")
+    words = ok("--home", phone, "recovery-words")
+    ids = {str(d["name"]): str(d["id"]) for d in devices(phone)}
+    at = f"127.0.0.1:{bob_port}"
+    with serving(bob, bob_port):
+        ok("--home", laptop, "sync", at)
+        ok("--home", phone, "devices", "revoke", ids["Alice laptop"][:8])
+        ok("--home", laptop, "devices", "revoke", ids["Alice phone"][:8])
+        run("--home", phone, "sync", at)
+        run("--home", laptop, "sync", at)
+    return phone, bob, words
+
+
+def restore(tmp_path: Path, words: str) -> str:
+    restored = str(tmp_path / "restored")
+    done = run("--home", restored, "init", "--restore", "--name", "Alice again", stdin=words)
+    assert done.returncode == 0 and "sync HOST:PORT" in done.stdout, done.stderr
+    return restored
+
+
+def test_restored_from_the_words_after_both_devices_are_out(tmp_path: Path) -> None:
+    """``init --restore`` with Alice's words, then ``sync`` with Bob's ``serve``: Family is
+    back, with its history; what she posts reaches Bob; the old phone's profile posts and
+    syncs, and Bob shows nothing of it."""
+    bob_port = free_port()
+    phone, bob, words = both_out(tmp_path, bob_port)
+    restored = restore(tmp_path, words)
+    at = f"127.0.0.1:{bob_port}"
+    with serving(bob, bob_port):
+        synced = ok("--home", restored, "sync", at)
+        assert "Family" in synced
+        assert feed(restored) == ["before the loss"]
+        ok("--home", restored, "post", "I am back")
+        ok("--home", restored, "sync", at)
+        ok("--home", phone, "post", "written by whoever has the phone")
+        run("--home", phone, "sync", at)
+        ok("--home", restored, "sync", at)
+    assert feed(bob) == ["I am back", "before the loss"]
+    assert feed(restored) == ["I am back", "before the loss"]
+    assert "I am back" not in feed(phone)
+
+
+def test_restored_through_the_relay_only(tmp_path: Path) -> None:
+    """The same with no address: Bob's ``serve --relay`` and the restored ``sync --relay``
+    meet at a ``microsync relay``, under an id derived from Alice's person id."""
+    _, bob, words = both_out(tmp_path, free_port())
+    restored = restore(tmp_path, words)
+    relay_port = free_port()
+    url = f"ws://127.0.0.1:{relay_port}"
+    relay_args = ("relay", "--host", "127.0.0.1", "--port", str(relay_port))
+    with running(*relay_args, ready=url):
+        bob_args = ("--home", bob, "serve", "--relay", url, "--no-lan", "--seconds", "60")
+        with running(*bob_args, ready="online"):
+            synced = ok("--home", restored, "sync", "--relay", url)
+            assert "Family" in synced
+            assert feed(restored) == ["before the loss"]
+            ok("--home", restored, "post", "I am back")
+            ok("--home", restored, "sync", "--relay", url)
+    assert feed(bob) == ["I am back", "before the loss"]

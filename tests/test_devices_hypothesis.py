@@ -1,5 +1,5 @@
-"""Hypothesis over sequences of link / revoke / post / sync across 1-4 devices of Alice and
-one other member (Bob), on real profiles through the public Device API (the entries are
+"""Hypothesis over sequences of link / restore / revoke / post / sync across 1-4 devices of
+Alice and one other member (Bob), on real profiles through the public Device API (the entries are
 carried by hand, as in ``tests/test_device_groups.py``; the wire is tested in
 ``tests/test_devices.py``). After everyone has synced with everyone: every device still
 admitted and Bob agree on the members and show the same posts, and no device shows a post
@@ -7,20 +7,25 @@ written by a device that already knew it was revoked."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
 import microsync
+from microsync.errors import RecoveryRefused
 from microsync.feed import GroupId
 from microsync.group.invite import PairingGuest
+from microsync.group.invite.payloads import JoinRequest
 from microsync.group.join import DeviceCandidate
+from microsync.group.recovery import RecoveryGuest
 from microsync.identity import DeviceId
+from microsync.node.recovery import hold_recovered, recovery_callback
 from tests.sync_helpers import close_all, family, open_devices, run
 from tests.test_device_groups import introduce, pair, sync
 
@@ -34,6 +39,7 @@ class Devices(RuleBasedStateMachine):
         self.alice_first, self.bob = open_devices(self.root, "Alice phone", "Bob")
         self.group: GroupId = family([self.alice_first, self.bob])
         self.alice = [self.alice_first]
+        self.restores = 0
         self.posts: list[tuple[str, frozenset[DeviceId]]] = []  # text, whom the writer knew revoked
 
     def everyone(self) -> list[microsync.Device]:
@@ -54,6 +60,42 @@ class Devices(RuleBasedStateMachine):
             return
         name = f"Alice device {len(self.alice)}"
         self.alice.append(link(by, self.root, name, self.group))
+
+    @precondition(lambda self: len(self.alice) < MAX_ALICE_DEVICES)
+    @rule(data=st.data())
+    def restore(self, data: st.DataObject) -> None:
+        # a new device from the words (same person key, no group) asks a member's device to
+        # take it back: one of Alice's own (that is a link), or one that sees Alice with no
+        # device left; nobody else (Bob is drawn more often: he is the one who can)
+        by = data.draw(st.sampled_from([self.bob, self.bob, *self.everyone()]))
+        if not by.group(self.group).is_member():
+            return
+        self.restores += 1
+        name = f"Alice restored {self.restores}"
+        words = self.alice_first.export_recovery_words()
+        restored = run(microsync.Device.restore(self.root / name, words, name=name))
+        if by.person_id != restored.person_id and self.alice_devices(by):
+            assert not recover_by_hand(restored, by)  # the rule: a device is left
+            close_all([restored])
+            return
+        assert recover_by_hand(restored, by)
+        event("restored" if by.person_id == restored.person_id else "recovered by Bob")
+        sync(by, restored, self.group)
+        self.alice.append(restored)
+
+    @precondition(lambda self: len(self.alice) >= 2)
+    @rule(data=st.data())
+    def revoke_each_other(self, data: st.DataObject) -> None:
+        # two of Alice's devices revoke each other before either hears of the other's
+        a, b = data.draw(st.permutations(self.alice).map(lambda p: p[:2]))
+        if not (a.group(self.group).is_member() and b.group(self.group).is_member()):
+            return
+        if b.id in self.alice_devices(a) and a.id in self.alice_devices(b):
+            run(a.revoke_device(b.id))
+            run(b.revoke_device(a.id))
+            sync(a, self.bob, self.group)  # then both reach Bob
+            sync(b, self.bob, self.group)
+            event("both out" if not self.alice_devices(self.bob) else "one left")
 
     @rule(data=st.data())
     def revoke(self, data: st.DataObject) -> None:
@@ -116,6 +158,24 @@ class Devices(RuleBasedStateMachine):
                     assert text not in shown, (device.name, text)
 
 
+def recover_by_hand(restored: microsync.Device, member: microsync.Device) -> bool:
+    """One recovery of ``restored`` by ``member``, both in this process (the handshake hash
+    stands in for a session's); ``False`` when the member refuses it."""
+    identity = restored._identity
+    assert identity.person_key is not None
+    session = hashlib.sha256(identity.device_id + member.id).digest()
+    guest = RecoveryGuest(JoinRequest.of(identity).to_bytes(), identity.person_key, session)
+    host = member.invite_host().session(
+        recover=recovery_callback(member, identity.certificate, session)
+    )
+    try:
+        reply = host.receive(guest.start(), now=member.clock())
+    except RecoveryRefused:
+        return False
+    hold_recovered(restored, guest.receive(reply))
+    return True
+
+
 def link(by: microsync.Device, root: Path, name: str, group: GroupId) -> microsync.Device:
     pairing = run(by.link_device(ttl=3600))
     candidate = DeviceCandidate.generate(name, os.urandom, by.clock())
@@ -151,7 +211,7 @@ def test_a_link_by_a_void_device_is_void(tmp_path: Path) -> None:
 
 TestDevices = Devices.TestCase
 TestDevices.settings = settings(
-    max_examples=12,
+    max_examples=20,
     stateful_step_count=10,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -59,6 +59,8 @@ from microsync.group.invite import (
     Message,
     PairingGuest,
     PairingHost,
+    RecoverAdmit,
+    RecoverHello,
     Redeemed,
     Refused,
     decode_message,
@@ -360,6 +362,8 @@ KIND_CLASSES = {
     Kind.CODE_CONFIRM: CodeConfirm,
     Kind.CODE_ADMIT: CodeAdmit,
     Kind.ABORT: Abort,
+    Kind.RECOVER_HELLO: RecoverHello,
+    Kind.RECOVER_ADMIT: RecoverAdmit,
 }
 
 
@@ -407,6 +411,8 @@ TYPED_MESSAGES = st.one_of(
         CodeAdmit, confirm=BYTES_32, nonce=st.binary(min_size=24, max_size=24), sealed=PAYLOADS
     ),
     st.builds(Abort, reason=st.sampled_from(AbortReason)),
+    st.builds(RecoverHello, request=PAYLOADS, proof=st.binary(min_size=64, max_size=64)),
+    st.builds(RecoverAdmit, response=PAYLOADS),
 )
 
 
@@ -435,6 +441,18 @@ def test_each_machine_moves_exactly_as_its_table_says() -> None:
             message = guest.receive(reply)
             seen.add((before_guest, Kind(reply[2]), guest.state))
             assert GUEST_TRANSITIONS[(before_guest, Kind(reply[2]))] is guest.state
+    registry = Registry(issue())
+    recovering = PairingHost(  # a recovery: no invite, the recover callback decides
+        check=registry.check,
+        admit=registry.admit,
+        burn=registry.burn,
+        rng=make_rng("host"),
+        recover=lambda request, proof: b"taken back",
+    )
+    hello = RecoverHello(request=b"me", proof=bytes(64)).to_bytes()
+    before = recovering.state
+    assert isinstance(decode_message(recovering.receive(hello, now=NOW)), RecoverAdmit)
+    seen.add((before, Kind.RECOVER_HELLO, recovering.state))
     leading_on = {(s, k, n) for (s, k), n in HOST_TRANSITIONS.items()}
     leading_on |= {(s, k, n) for (s, k), n in GUEST_TRANSITIONS.items() if k is not Kind.ABORT}
     assert seen == leading_on

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import ClassVar, TypeAlias
 
 from microsync.app.ops import Precision
+from microsync.app.parts import Part
 from microsync.feed.entry import EntryId
 from microsync.identity import DeviceId, PersonId
 
@@ -40,13 +41,16 @@ __all__ = [
     "LocationChanged",
     "MemberJoined",
     "MemberLeft",
+    "Moderated",
     "Post",
     "PostEvent",
     "Posted",
     "Presence",
     "PresenceChanged",
     "Reacted",
+    "Reaction",
     "Replied",
+    "SharingStopped",
 ]
 
 
@@ -66,11 +70,25 @@ class EventKind(enum.StrEnum):
     EXIT = "exit"
     VAULT_ADDED = "vault_added"
     VAULT_REMOVED = "vault_removed"
+    MODERATED = "moderated"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reaction:
+    """One person's standing ``emoji`` on a post, and when they reacted: the time their
+    reaction entry was written as authored, shown no later than 5 minutes after it arrived
+    here (``docs/security.md``, "Timestamps")."""
+
+    person: PersonId
+    emoji: str
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
 class Post:
-    """A post or a reply as this device sees it now."""
+    """A post or a reply as this device sees it now. ``parts``: its typed parts
+    (:mod:`microsync.app.parts`; empty once deleted or expired); ``reaction_records``: who
+    reacted with what and when, oldest first (``reactions`` is the same without the times)."""
 
     id: EntryId
     author: PersonId
@@ -82,6 +100,8 @@ class Post:
     reply_to: EntryId | None
     edited: bool
     deleted: bool
+    parts: tuple[Part, ...] = ()
+    reaction_records: tuple[Reaction, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +116,18 @@ class Location:
     precision: Precision
     at: datetime
     age: float
+    label: str | None = None
+    """The place name the sharer gave, if any (``"Oxford"``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharingStopped:
+    """A member stopped sharing their location with this device (or was never sharing it with
+    this device any more: the two look the same to a viewer), at ``at``."""
+
+    person_id: PersonId
+    name: str
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +203,14 @@ class Expired(PostEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Moderated(PostEvent):
+    """An admin (``person``) removed ``post`` (someone else's) for everyone: a delete, or a
+    hide of its author's posts (``docs/app.md``, "Moderation"). ``post.author`` wrote it."""
+
+    kind: ClassVar[EventKind] = EventKind.MODERATED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reacted(PostEvent):
     """A reaction was added to ``post`` or withdrawn from it."""
 
@@ -201,14 +241,16 @@ class PresenceChanged(EventBase):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocationChanged(EventBase):
-    """``person``'s location as it is now (``None``: they stopped sharing it)."""
+    """``person``'s location as it is now; ``location`` is ``None`` once they stopped sharing
+    it with this device, and ``stopped`` then says when."""
 
     kind: ClassVar[EventKind] = EventKind.LOCATION
     location: Location | None = None
+    stopped: SharingStopped | None = None
 
     @property
     def detail(self) -> object:
-        return self.location
+        return self.location if self.location is not None else self.stopped
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,6 +284,7 @@ AppEvent: TypeAlias = (
     | Deleted
     | Expired
     | Reacted
+    | Moderated
     | MemberJoined
     | MemberLeft
     | PresenceChanged

@@ -29,13 +29,16 @@ from typing import TYPE_CHECKING, Literal
 from microsync.app import arrivals, saved
 from microsync.app.docs import Publish, SharedDoc
 from microsync.app.events import AppEvent, DocChanged, Post
+from microsync.app.moderation import hidden_events
 from microsync.app.ops import APP_TYPE, AppOp, AppOperation, CursorOp, DocOp, Kind
-from microsync.app.timeline import AppEntry, Change, PostState, Timeline, deps_for
+from microsync.app.timeline import AppEntry, Change, ChangeKind, PostState, Timeline, deps_for
+from microsync.app.unfolded import Unfolded
 from microsync.app.views import post_event, post_view, to_ms
 from microsync.errors import MicrosyncError, NotAMember
 from microsync.feed.entry import MAX_DEPS, Entry, EntryId
 from microsync.feed.store import StoredEntry
 from microsync.group.fold import ContentFold, Folded
+from microsync.group.state import Window
 from microsync.identity import DeviceId, PersonId
 from microsync.state import Document
 from microsync.state.clock import bounded
@@ -63,6 +66,16 @@ class AppState:
         self._fold: ContentFold[AppOperation] = replica.content_fold(AppOp.from_bytes)
         self._provisional: dict[EntryId, tuple[Entry, bytes]] = {}
         self._docs: dict[str, SharedDoc] = {}
+        self._admins: dict[DeviceId, tuple[Window, ...]] = {}  # the admin stretches folded with
+        self._unfolded = Unfolded()  # what arrived while not loaded (folded when it is)
+
+    def _moderates(self, device: DeviceId, seq: int) -> bool:
+        return self._replica.state.moderates(device, seq)
+
+    def _admins_moved(self) -> bool:
+        """Did the admin stretches change since the timeline was folded? (A promotion seen
+        late can make a moderation count, a demotion seen late void one: fold again.)"""
+        return dict(self._replica.state.admin_windows) != self._admins
 
     @property
     def loaded(self) -> bool:
@@ -73,22 +86,24 @@ class AppState:
         """Forget the folded state and the open documents: the next read folds again."""
         self._timeline = None
         self._docs = {}
+        self._unfolded.clear()
 
     # ------------------------------------------------------------------ loading
 
-    def timeline(self, now: int) -> Timeline:
+    def timeline(self, now: int, held_back: frozenset[EntryId] = frozenset()) -> Timeline:
         """The folded timeline, loaded from the snapshot and the store on first use (quietly:
-        what was there before is no news)."""
+        what was there before is no news; ``held_back``: entries left out, to fold as news)."""
         if self._timeline is not None:
             return self._timeline
         store = self._replica.store
         arrived = arrivals.load(store, self.keys.arrived)
-        self._timeline = Timeline(arrived)
+        self._timeline = Timeline(arrived, self._moderates)
         self._fold = self._replica.content_fold(AppOp.from_bytes)
-        if not self._load_snapshot(now):
-            self._timeline = Timeline(arrived)
+        if not self._load_snapshot(now, held_back):
+            self._timeline = Timeline(arrived, self._moderates)
             self._fold = self._replica.content_fold(AppOp.from_bytes)
-            loaded = saved.app_entries_after(self._replica, {})
+            loaded = self._unfolded.entries_after(self._replica, {})
+            loaded = [s for s in loaded if s.entry.id not in held_back]
             self._absorb(
                 [s.entry for s in loaded],
                 now,
@@ -97,19 +112,22 @@ class AppState:
             )
         for post_id, (deleted, _) in saved.purged(store, self.keys.purged).items():
             self._timeline.forget_body(post_id, deleted)
-        if self._provisional:
+        waiting = {i: p for i, p in self._provisional.items() if i not in held_back}
+        if waiting:
             self._absorb(
-                [e for e, _ in self._provisional.values()],
+                [e for e, _ in waiting.values()],
                 now,
                 quiet=True,
-                known={i: b for i, (_, b) in self._provisional.items()},
+                known={i: b for i, (_, b) in waiting.items()},
                 provisional=True,
             )
         self._apply(self._timeline.expire(now), quiet=True)
         self._fold.mark()
+        self._admins = dict(self._replica.state.admin_windows)
+        self._unfolded.clear()
         return self._timeline
 
-    def _load_snapshot(self, now: int) -> bool:
+    def _load_snapshot(self, now: int, held_back: frozenset[EntryId]) -> bool:
         """Fold this device's snapshot plus the tail of the store (``False``, and nothing
         folded, unless the store still holds every entry the snapshot covers)."""
         opened = saved.load_snapshot(self._replica, self.keys.snapshot)
@@ -121,7 +139,8 @@ class AppState:
         assert timeline is not None
         timeline.add(snapshot.entries)
         covered = {device: seq for device, (seq, _) in snapshot.frontier.items()}
-        tail = saved.app_entries_after(self._replica, covered)
+        tail = self._unfolded.entries_after(self._replica, covered)
+        tail = [s for s in tail if s.entry.id not in held_back]
         self._absorb(
             locked + [s.entry for s in tail],
             now,
@@ -206,6 +225,9 @@ class AppState:
             return events
         names = self._names()
         for change in changes:
+            if change.kind is ChangeKind.HIDE:  # one event for each post the hide removed
+                events += hidden_events(change, lambda p: self._view(p, names))
+                continue
             post = self._view(change.post, names) if change.post is not None else None
             event = post_event(change.kind, change.entry.person, post)
             if event is not None:
@@ -236,12 +258,17 @@ class AppState:
         self._note_arrivals(
             ((e.id, e.header.hlc) for e in accepted if e.header.type == APP_TYPE), now
         )
-        if self._timeline is not None and self._fold.cutoffs_moved():
+        if self._timeline is not None and (self._fold.cutoffs_moved() or self._admins_moved()):
             # a removal's cut-off reached back over entries already folded: fold again, and
             # reopen the documents (a handle from before shows the old state; ask doc() again)
             self.unload()
         if self._timeline is None:
-            return []  # loaded from the store on first use
+            if not self.listening:
+                self._unfolded.note(accepted, known)  # folded with the rest on first use
+                return []
+            # someone listens (the fold was dropped above): what came before is history,
+            # this batch is news (but what was shown provisionally was news already)
+            self.timeline(now, frozenset(e.id for e in accepted if e.id not in self._provisional))
         locked = self._fold.locked
         retry = [e for e in locked.values() if e.id not in self._provisional]
         fresh = [e for e in accepted if e.header.type == APP_TYPE]
@@ -300,11 +327,19 @@ class AppState:
         folded = self._fold.accept(stored.entry, stored.body, op)
         return self._fold_opened([folded], now, quiet=False, provisional=False)
 
-    def mark_read(self, now: int) -> list[AppEvent]:
-        """Share this person's read position (a cursor entry); never fails a read."""
+    def mark_read(
+        self, now: int, up_to: Mapping[DeviceId, int] | None = None, *, restate: bool = False
+    ) -> list[AppEvent]:
+        """Share this person's read position (a cursor entry): every app entry applied, or
+        ``up_to`` (device -> feed seq); with ``restate``, even if no position moves (the
+        entry's time is when they last read); never fails a read."""
         timeline = self.timeline(now)
         cursor = self.cursor(now)
-        ahead = {d: s for d, s in timeline.frontier.items() if s > cursor.get(d, 0)}
+        target = timeline.frontier if up_to is None else up_to
+        ahead = {d: s for d, s in target.items() if s > cursor.get(d, 0)}
+        if not ahead and restate:
+            me = self._replica.me.device
+            ahead = {me: max(1, cursor.get(me, 0))}
         if not ahead or not self._replica.is_member:
             return []
         op = CursorOp(cursor=tuple(sorted(ahead.items())))

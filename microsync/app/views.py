@@ -7,7 +7,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Final, assert_never
 
-from microsync.app.events import Deleted, Edited, Expired, Post, Posted, Reacted, Replied
+from microsync.app.events import (
+    Deleted,
+    Edited,
+    Expired,
+    Moderated,
+    Post,
+    Posted,
+    Reacted,
+    Reaction,
+    Replied,
+)
 from microsync.app.timeline import ChangeKind, PostState
 from microsync.identity import PersonId
 
@@ -15,7 +25,7 @@ __all__ = ["PostChanged", "post_event", "post_view", "to_ms", "when"]
 
 _LAST_MS: Final = int(datetime.max.replace(tzinfo=UTC).timestamp() * 1000) - 86_400_000
 
-PostChanged = Posted | Replied | Edited | Deleted | Expired | Reacted
+PostChanged = Posted | Replied | Edited | Deleted | Expired | Reacted | Moderated
 
 
 def when(ms: int) -> datetime:
@@ -41,6 +51,11 @@ def post_view(post: PostState, names: Mapping[PersonId, str]) -> Post:
         reply_to=post.reply_to,
         edited=post.edited,
         deleted=post.deleted,
+        parts=() if post.gone else post.parts,
+        reaction_records=tuple(
+            Reaction(person=person, emoji=emoji, at=when(at))
+            for emoji, person, at in post.reaction_times()
+        ),
     )
 
 
@@ -60,7 +75,9 @@ def post_event(kind: ChangeKind, person: PersonId, post: Post | None) -> PostCha
             return Expired(person=person, post=post)
         case ChangeKind.REACTION:
             return Reacted(person=person, post=post)
-        case ChangeKind.CURSOR | ChangeKind.LOCATION | ChangeKind.DOC:
-            return None
+        case ChangeKind.MODERATE:
+            return Moderated(person=person, post=post)
+        case ChangeKind.CURSOR | ChangeKind.LOCATION | ChangeKind.DOC | ChangeKind.HIDE:
+            return None  # a hide tells of each post it removed (``AppState``)
         case _:
             assert_never(kind)

@@ -49,6 +49,7 @@ from microsync.group.ops import (
     Role,
     recipients_digest,
 )
+from microsync.group.rules import may_add_device
 from microsync.group.settings import SettingsChange
 from microsync.identity import (
     DeviceId,
@@ -94,10 +95,15 @@ def seal(draft: Draft, *, group: GroupId, device: DeviceId, seq: int, rng: Rng) 
 
 
 def found(
-    identity: LocalIdentity, name: str, *, history: History | str, rng: Rng
+    identity: LocalIdentity,
+    name: str,
+    *,
+    history: History | str,
+    rng: Rng,
+    max_members: int | None = None,
 ) -> tuple[GroupId, Draft]:
     """A new group's id and its create: this device's person is the first admin, epoch 0 is
-    wrapped to this device only."""
+    wrapped to this device only; ``max_members`` caps the group's size (``None``: no cap)."""
     nonce = rng(32)
     group = group_id_for(identity.device_id, nonce)
     genesis = EpochKey.from_root(group, 0, rng(32))
@@ -105,6 +111,7 @@ def found(
         kind=OpKind.CREATE,
         group_name=name,
         history=History(history),
+        max_members=max_members,
         nonce=nonce,
         name=identity.name,
         devices=(
@@ -223,10 +230,13 @@ class Authoring:
         return self._rotating(Op(kind=OpKind.ROTATE), self.state)
 
     def add_device(self, grant: DeviceGrant, person: PersonId) -> Draft:
-        """Add a new device of ``person`` (this device's), giving it every key held here."""
+        """Add a new device of ``person`` (this device's), giving it every key held here; or
+        of another member with no device left (a recovery, :func:`rules.may_add_device`)."""
         info = parse_grant(grant)
-        if info.person != person:
-            raise NotAMember("a person may only add their own devices")
+        if not may_add_device(self.state, person, info.person):
+            raise NotAMember(
+                "a person may only add their own devices, or a member's with none left"
+            )
         grants = [KeyGrant.of(k, k.root is not None) for k in self.keys.values()]
         seal_key = self.seal_key()
         bundle = self.bundle(Purpose.HISTORY, seal_key.number, [info.device], grants, [info])

@@ -28,6 +28,7 @@ from microsync.group.settings import SettingsChange
 from microsync.identity import MAX_NAME_LENGTH, DeviceId, PersonId
 
 __all__ = [
+    "MAX_MEMBERS_CAP",
     "MEMBERSHIP_TYPE",
     "DeviceGrant",
     "EpochAnnouncement",
@@ -41,6 +42,8 @@ __all__ = [
 MEMBERSHIP_TYPE: Final = 1
 MAX_OP_SIZE: Final = 256 * 1024
 MAX_GROUP_NAME: Final = 128
+MAX_MEMBERS_CAP: Final = 4000
+"""The largest member cap a group may set (one device each: ``state.MAX_GROUP_DEVICES``)."""
 _ID = 32
 _T = TypeVar("_T")
 
@@ -177,6 +180,7 @@ _FIELDS: dict[OpKind, frozenset[str]] = {
     OpKind.SETTINGS: frozenset({"m"}),
 }
 _OPTIONAL: dict[OpKind, frozenset[str]] = {
+    OpKind.CREATE: frozenset({"m"}),  # the member cap (absent: none beyond MAX_GROUP_DEVICES)
     # invite id + redemption time; epoch when history=none; positions of the added devices
     OpKind.ADD: frozenset({"i", "t", "e", "s"}),
     OpKind.REMOVE: frozenset({"s"}),
@@ -205,6 +209,9 @@ class Op:
     history: History | None = None
     nonce: bytes | None = None
     group_name: str | None = None
+    max_members: int | None = None
+    """For a CREATE: at most this many members, ever at once (``None``: no cap but the device
+    limit). Every replica voids the add that would exceed it (``docs/membership.md``)."""
     epoch: EpochAnnouncement | None = None
     positions: tuple[tuple[DeviceId, int], ...] = ()
     """For an op that admits or cuts off devices (add, add device, remove, leave, promote,
@@ -239,6 +246,8 @@ class Op:
             value["o"] = self.nonce
         if self.group_name is not None:
             value["g"] = self.group_name
+        if self.max_members is not None:
+            value["m"] = self.max_members
         if self.epoch is not None:
             value["e"] = self.epoch.to_value()
         if self.positions:
@@ -280,9 +289,13 @@ class Op:
             history=_opt(value, "h", _history),
             nonce=_opt(value, "o", lambda v: expect_bytes(v, "nonce", _ID)),
             group_name=_opt(value, "g", _group_name),
+            max_members=_opt(value, "m", _max_members) if kind is OpKind.CREATE else None,
             epoch=_opt(value, "e", EpochAnnouncement.from_value),
             positions=_positions(_opt_list(value, "s", _MAX_POSITIONS)),
-            settings=_opt(value, "m", SettingsChange.from_value),
+            # "m" is the kind's own map: CREATE's member cap, SETTINGS' changes (_FIELDS)
+            settings=_opt(value, "m", SettingsChange.from_value)
+            if kind is OpKind.SETTINGS
+            else None,
             _encoded=bytes(data),
         )
 
@@ -322,6 +335,10 @@ def _group_name(value: Value) -> str:
     if not name:
         raise DecodeError("group name: empty")
     return name
+
+
+def _max_members(value: Value) -> int:
+    return expect_int(value, "max_members", 1, MAX_MEMBERS_CAP)
 
 
 def _role(value: Value) -> Role:

@@ -164,10 +164,13 @@ class GroupReplica:
         name: str,
         *,
         history: History | str = History.SHARED,
+        max_members: int | None = None,
         now: int,
     ) -> GroupReplica:
         """Found a group: this device's person is its first admin, epoch 0 is wrapped to it."""
-        group, draft = authoring.found(me.identity, name, history=history, rng=me.rng)
+        group, draft = authoring.found(
+            me.identity, name, history=history, rng=me.rng, max_members=max_members
+        )
         replica = cls(store, me, group)
         replica._author(draft, now)
         return replica

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from microsync.feed.entry import EntryId, GroupId
+from microsync.group.moderators import close_admin
 from microsync.group.ops import OpKind, Role
 from microsync.group.rules import (
     _EXITS,
@@ -195,6 +196,8 @@ def _force(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
         _exit(state, rec, author)
     elif rec.op.kind is OpKind.SET_ROLE and rec.op.person in state.members:
         state.members[rec.op.person].role = Role.MEMBER
+        named = dict(rec.op.positions)
+        close_admin(state, [(d, named.get(d)) for d in state.members[rec.op.person].devices])
 
 
 def note_seen(state: GroupState, rec: OpRecord) -> None:

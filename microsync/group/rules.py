@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from microsync.feed.entry import GroupId
+from microsync.group.moderators import close_admin, open_admin
 from microsync.group.ops import Op, OpKind, Role, recipients_digest
 from microsync.group.settings import apply_keepers
 from microsync.group.state import (
@@ -33,6 +34,7 @@ __all__ = [
     "authorize",
     "cuts_of",
     "joiners",
+    "may_add_device",
     "note_appended",
     "opens_of",
 ]
@@ -129,7 +131,7 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
     kind = op.kind
     if kind is OpKind.ADD:
         assert op.person is not None and op.role is not None
-        if op.person in state.members or not rec.grants:
+        if op.person in state.members or not rec.grants or state.full():
             return False
         if len(state.entitled_devices()) + len(rec.grants) > MAX_GROUP_DEVICES:
             return False
@@ -165,7 +167,7 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
         return (
             len(rec.grants) == 1
             and len(state.entitled_devices()) < MAX_GROUP_DEVICES
-            and rec.grants[0].person == author
+            and may_add_device(state, author, rec.grants[0].person)
             and state.device(rec.grants[0].device) is None
             and rec.grants[0].device not in state.revoked
             and _covers(rec, {rec.grants[0].device}, state)
@@ -197,6 +199,18 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
     if kind is OpKind.SETTINGS:
         return op.settings is not None  # admin only (ADMIN_KINDS); the decoder checked values
     raise AssertionError(kind)  # pragma: no cover - every kind is listed
+
+
+def may_add_device(state: GroupState, author: PersonId, person: PersonId) -> bool:
+    """May a device of ``author`` add a device of ``person``? Its own person's, always (a
+    link); another member's only while that member has no device left here (a recovery: the
+    person keeps their entry, so their role). While the person still has an admitted device,
+    only that person may add one: the person key alone (a thief's, read off a lost phone)
+    never gets a device in past the owner's."""
+    if person == author:
+        return True
+    target = state.members.get(person)
+    return target is not None and not target.devices
 
 
 def _outranks(author: MemberInfo, target: MemberInfo) -> bool:
@@ -277,10 +291,14 @@ def _apply(
         assert op.name is not None and op.group_name is not None and op.history is not None
         state.genesis, state.founder = rec.id, rec.device
         state.name, state.history = op.group_name, op.history
+        state.max_members = op.max_members
         state.members[g.person] = MemberInfo(g.person, op.name, Role.ADMIN, {g.device: g})
         _open_window(state, g.device, 0)
+        open_admin(state, [(g.device, 0)])
     elif kind is OpKind.ADD:
         assert op.person is not None and op.role is not None and op.name is not None
+        if op.person not in state.members and state.full():
+            return False  # the cap, in fold order: the add that would exceed it is void
         if op.invite_id is not None:
             invite = state.invites.get(op.invite_id)
             if invite is None or invite.consumed_by is not None or invite.revoked:
@@ -296,6 +314,8 @@ def _apply(
                 if g.device not in state.revoked:
                     existing.devices.setdefault(g.device, g)
         _open_windows(state, rec, state.members[op.person].devices)
+        if state.members[op.person].role is Role.ADMIN:
+            open_admin(state, _starts(rec, state.members[op.person].devices))
     elif kind in _EXITS:
         _exit(state, rec, author)
     elif kind is OpKind.SET_ROLE:
@@ -304,13 +324,23 @@ def _apply(
         if target is not None:
             if op.role is Role.ADMIN:
                 target.rank = _rank_after(state, author)
+                open_admin(state, [(d, seq) for d, seq in op.positions if d in target.devices])
+            else:
+                named = dict(op.positions)
+                close_admin(state, [(d, named.get(d)) for d in target.devices])
             target.role = op.role
     elif kind is OpKind.ADD_DEVICE:
         g = rec.grants[0]
         member = state.members.get(g.person)
+        if author is not None and not may_add_device(state, author, g.person):
+            # a recovery whose person got a device back first, in the fold order (a racing
+            # recovery or link): void here, so every replica keeps the same one
+            return False
         if member is not None and g.device not in state.revoked:
             member.devices.setdefault(g.device, g)
             _open_windows(state, rec, member.devices)
+            if member.role is Role.ADMIN:
+                open_admin(state, _starts(rec, {g.device: g}))
     elif kind is OpKind.PREKEY:
         g = rec.grants[0]
         member = state.members.get(g.person)
@@ -364,6 +394,12 @@ def _open_window(state: GroupState, device: DeviceId, start: int) -> None:
     state.windows[device] = (*windows, (start, None))
 
 
+def _starts(rec: OpRecord, admitted: Mapping[DeviceId, object]) -> list[tuple[DeviceId, int]]:
+    """Where each of ``rec``'s granted devices that ``admitted`` holds starts (its position)."""
+    positions = dict(rec.op.positions)
+    return [(g.device, positions.get(g.device, 0)) for g in rec.grants if g.device in admitted]
+
+
 def _open_windows(state: GroupState, rec: OpRecord, admitted: Mapping[DeviceId, object]) -> None:
     positions = dict(rec.op.positions)
     for g in rec.grants:
@@ -391,6 +427,7 @@ def _exit(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
     for device, cutoff, full in cuts_of(rec):
         if full:
             _close_window(state, device, cutoff)
+            close_admin(state, [(device, cutoff)])
     if op.kind is OpKind.REVOKE_DEVICE:
         r = rec.revocation
         assert r is not None and op.cutoff is not None
@@ -404,6 +441,7 @@ def _exit(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
         named = {d for d, _, _ in cuts_of(rec)}
         if device not in named:  # joined concurrently: nothing of it after its start counts
             _close_window(state, device, None)
+            close_admin(state, [(device, None)])
 
 
 Cut = tuple[DeviceId, int, bool]

@@ -33,8 +33,7 @@ from microsync.group.join import (
     LinkResponse,
     Welcome,
 )
-from microsync.group.ops import HISTORY_SETTINGS
-from microsync.group.replica import GroupReplica, LocalMember
+from microsync.group.replica import GroupReplica
 from microsync.identity import (
     DeviceId,
     LocalIdentity,
@@ -44,19 +43,21 @@ from microsync.net.limits import ServeLimits
 from microsync.node.addresses import DEFAULT_PORT
 from microsync.node.devices import DeviceRecord, device_id_of, device_records, link_new_device
 from microsync.node.exits import GroupExit
+from microsync.node.founding import found_group
 from microsync.node.group import Group, InviteStatus, Member
 from microsync.node.host import DeviceHost
 from microsync.node.inbound import WELCOME_PREFIX, Inbound
 from microsync.node.invites import DeviceInvites
-from microsync.node.keeper_state import save_hint
+from microsync.node.keeper_state import remember_welcome
 from microsync.node.keys import revoke_device, rotate_prekey
 from microsync.node.network import Network, PeerInfo, SyncResult
 from microsync.node.profile import (
     group_ids,
-    load_prekeys,
+    local_member,
     open_profile,
     remember_group,
 )
+from microsync.node.recovery import mark_recovering, recover_groups
 from microsync.node.runtime import Runtime, brief
 from microsync.node.status import (
     DeviceStatus,
@@ -116,7 +117,7 @@ class Device:
         self._clock = clock
         self._rng = rng
         self._network = Network(self)
-        self._member = LocalMember(identity, load_prekeys(store, identity), rng)
+        self._member = local_member(store, identity, rng)
         self._groups: dict[GroupId, Group] = {}
         self._book = InviteBook(store)
         self._sync_log = SyncLog(store)
@@ -178,7 +179,7 @@ class Device:
             raise StorageError(f"{directory} already holds a profile; restore into a new one")
         clock_, rng_ = _or_system(clock, rng)
         identity = LocalIdentity.restore(words, name, rng_, clock_())
-        return cls._load_or_create(directory, lambda: identity, clock_, rng_)
+        return mark_recovering(cls._load_or_create(directory, lambda: identity, clock_, rng_))
 
     @classmethod
     def _load_or_create(
@@ -218,6 +219,10 @@ class Device:
     def rng(self) -> Rng:
         """Where this device draws randomness: given to :meth:`open`."""
         return self._rng
+
+    def set_quiet(self, quiet: bool = True) -> None:
+        """Quiet mode (battery): no presence heartbeat, a long keepalive, sync on demand."""
+        self._network.set_quiet(quiet)
 
     def export_recovery_words(self) -> list[str]:
         """The person key as 24 BIP39 words. Whoever holds them can act as this person."""
@@ -345,22 +350,18 @@ class Device:
 
     # ------------------------------------------------------------------ groups
 
-    async def create_group(self, name: str, *, history: str = "shared") -> Group:
+    async def create_group(
+        self, name: str, *, history: str = "shared", max_members: int | None = None
+    ) -> Group:
         """Found a group named ``name``; this person is its first admin.
 
         ``history="shared"`` (the default) lets members added later read what was said before
         they joined; with ``"none"`` they cannot (each add starts a new epoch). The name is
-        encrypted: it never crosses a wire in the clear.
+        encrypted: it never crosses a wire in the clear. ``max_members`` (1 to 4000; default:
+        no cap) caps its size on every replica; an invite to a full group raises ``GroupFull``.
         """
-        if history not in HISTORY_SETTINGS:
-            raise ValueError(f"history must be one of {HISTORY_SETTINGS}, not {history!r}")
-        if not 0 < len(name) <= 128:
-            raise ValueError("a group name is 1 to 128 characters")
-        with self._store.transaction():
-            replica = GroupReplica.create(
-                self._store, self._member, name, history=history, now=self._clock()
-            )
-            remember_group(self._store, replica.id)
+        clock = self._clock()
+        replica = found_group(self._store, self._member, name, history, max_members, clock)
         return self._hold(replica)
 
     def groups(self) -> list[Group]:
@@ -413,6 +414,10 @@ class Device:
         this device itself, for an id no group knows as this person's, or an ambiguous
         prefix."""
         revoke_device(self, device_id_of(self, device))
+
+    async def recover(self, *, at: str | None = None, relay: str | None = None) -> list[Group]:
+        """Rejoin this person's groups through a member's device at ``at`` or at ``relay``."""
+        return await recover_groups(self, at=at, relay=relay)
 
     def devices(self) -> list[DeviceRecord]:
         """This person's devices, as the groups here know them (this one first): name, id,
@@ -483,8 +488,7 @@ class Device:
         """A new device of a person at ``path``, from a pairing of :meth:`link_device` on one
         of their devices (a short code needs ``at="host:port"``; ``relay`` is tried for a
         link whose addresses fail): open, in every group of the person, synced. An
-        :class:`~microsync.errors.InviteError` subclass says what was wrong with the pairing
-        (``docs/devices.md``)."""
+        :class:`~microsync.errors.InviteError` says what was wrong (``docs/devices.md``)."""
         directory = Path(path)
         if (directory / DATABASE_NAME).exists():
             raise StorageError(f"{directory} already holds a profile; link into a new one")
@@ -502,13 +506,10 @@ class Device:
         """Hold the group a finished invite pairing admitted this device to. Its members,
         name and keys arrive with the group's entries."""
         welcome = Welcome.from_bytes(response)
-        existing = self._groups.get(welcome.group)
-        if existing is not None:
+        if (existing := self._groups.get(welcome.group)) is not None:
             return existing
         with self._store.transaction():
-            self._store.put_meta(f"{WELCOME_PREFIX}{welcome.group.hex()}", welcome.add)
-            if welcome.keepers:
-                save_hint(self._store, welcome.group, welcome.keepers, welcome.mailbox)
+            remember_welcome(self._store, welcome)
             return self._adopt(welcome.group)
 
     def frontier(self, group_id: bytes) -> dict[DeviceId, int]:

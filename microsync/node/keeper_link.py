@@ -233,6 +233,7 @@ class GroupKeeperLink:
             return
         replica, store = group._replica, group._replica.store
         frontier = self._frontier_now()
+        usable = {m.id for m in self._mailboxes()}
         for device, feed in sorted(store.feeds(self.group).items()):
             if not replica.admits(device, 1):
                 continue
@@ -243,6 +244,9 @@ class GroupKeeperLink:
                 mailbox = self._entry_mailbox(h.epoch, h.type, stored.body)
                 if mailbox is None:
                     break
+                if mailbox.id not in usable:  # older than the newest MAX_MAILBOXES epochs:
+                    self._acknowledged(device, h.seq)  # peers serve it, the keeper does not
+                    continue
                 record = Record(
                     name=stored.entry.id, data=saved.encode_record(stored.entry.wire, stored.body)
                 )

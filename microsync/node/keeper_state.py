@@ -21,8 +21,10 @@ from microsync import encoding
 from microsync.encoding import expect_bytes, expect_int, expect_list
 from microsync.errors import DecodeError
 from microsync.feed import GroupId
+from microsync.group.invite.payloads import Welcome
 from microsync.group.member import GroupStore
 from microsync.identity import DeviceId
+from microsync.node.inbound import WELCOME_PREFIX
 
 __all__ = [
     "decode_record",
@@ -31,6 +33,7 @@ __all__ = [
     "load_forgotten",
     "load_frontier",
     "load_hint",
+    "remember_welcome",
     "save_cursor",
     "save_forgotten",
     "save_frontier",
@@ -111,6 +114,15 @@ def save_hint(store: GroupStore, group: GroupId, urls: tuple[str, ...], secret: 
     """What an invite's welcome told a joiner: the keepers and the control secret of the
     epoch its add was sealed in (enough to find that add at a keeper while nobody is online)."""
     store.put_meta(_hint_key(group), encoding.encode([list(urls), secret]))
+
+
+def remember_welcome(store: GroupStore, welcome: Welcome) -> None:
+    """Keep what a finished pairing's welcome says: the add that admitted this device (how it
+    proves membership to a peer before it holds a key) and, for a group with keepers, the hint
+    (:func:`save_hint`)."""
+    store.put_meta(f"{WELCOME_PREFIX}{welcome.group.hex()}", welcome.add)
+    if welcome.keepers:
+        save_hint(store, welcome.group, welcome.keepers, welcome.mailbox)
 
 
 def load_hint(store: GroupStore, group: GroupId) -> tuple[tuple[str, ...], bytes] | None:

@@ -23,6 +23,7 @@ from microsync.net.connection import SecureStream, SyncConnection
 from microsync.net.limits import ServeLimits
 from microsync.node.addresses import check_relay_url, machine_addresses
 from microsync.node.pairing import probe_relay, reach_inviter, run_guest
+from microsync.node.recovery import recover, recover_on_start, recovering
 from microsync.node.runtime import Runtime
 from microsync.protocol.session import SessionStats, SyncOptions
 
@@ -62,6 +63,14 @@ class Network:
         self.runtime: Runtime | None = None
         """The running network side while started, else ``None``."""
         self._running: list[Runtime] = []  # the started one and those opened for one call
+        self.quiet = False
+        """Quiet mode (:mod:`microsync.node.runtime`: no heartbeat, a long keepalive)."""
+
+    def set_quiet(self, quiet: bool) -> None:
+        """Quiet mode on or off; a started device follows at once (its new sessions)."""
+        self.quiet = bool(quiet)
+        if self.runtime is not None:
+            self.runtime.quiet_changed()
 
     # ------------------------------------------------------------------ state
 
@@ -120,6 +129,7 @@ class Network:
             self.runtime = None
             await self._stop(net)
             raise
+        await recover_on_start(self._device, peers, relay)
 
     async def stop(self) -> None:
         net, self.runtime = self.runtime, None
@@ -168,6 +178,9 @@ class Network:
         timeout: float,
         progress: Callable[[SessionStats], None] | None,
     ) -> SyncResult:
+        if recovering(self._device):  # restored from the words: be taken back first
+            address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            await recover(self._device, at=address, relay=None)
         async with self._for_call() as net:
             connection = await net.dial(host, port, timeout=timeout, oneshot=True)
             try:
@@ -192,6 +205,8 @@ class Network:
     ) -> list[SyncResult]:
         check_relay_url(relay)
         await probe_relay(relay, min(timeout, 10.0))
+        if recovering(self._device):  # restored from the words: be taken back first
+            await recover(self._device, at=None, relay=relay, timeout=timeout)
         # a connection of its own, besides the live ones
         net = await self._open(Runtime(self._device, None))
         try:

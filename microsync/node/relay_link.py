@@ -22,6 +22,7 @@ from microsync.group.invite import invite_rendezvous
 from microsync.group.keys import rendezvous_id
 from microsync.net.connection import handshake
 from microsync.net.relay_client import RelayChannel, RelayClient
+from microsync.node.recovery import recovery_rendezvous_ids
 from microsync.protocol.handshake import Purpose
 
 if TYPE_CHECKING:
@@ -62,9 +63,11 @@ class RelayLink:
         return found
 
     def invite_ids(self) -> set[bytes]:
-        """Rendezvous ids of this device's open invites that name a relay."""
+        """Rendezvous ids of this device's open invites that name a relay, and those where
+        restored devices of persons it may take back meet it (:mod:`microsync.node.recovery`)."""
         book = self.runtime.device._book
-        return {invite_rendezvous(i.secret) for i in book.relay_invites(self.runtime.clock())}
+        found = {invite_rendezvous(i.secret) for i in book.relay_invites(self.runtime.clock())}
+        return found | recovery_rendezvous_ids(self.runtime.device)
 
     async def run(self) -> None:
         """Stay connected until the runtime stops (backoff on failure)."""

@@ -23,7 +23,6 @@ from microsync.errors import (
     HandshakeError,
     InviteError,
     MicrosyncError,
-    NotAMember,
     PeerUnreachable,
     StorageError,
 )
@@ -42,13 +41,17 @@ from microsync.node.addresses import (
     split_address,
     why_unreachable,
 )
+from microsync.node.heartbeat import Heartbeat
 from microsync.node.keeper_link import KeeperLinks
 from microsync.node.listener import Listener, listen
 from microsync.node.peers import remember_sync
+from microsync.node.recovery import member_recovery, recover, recovering, recovery_tags
 from microsync.node.relay_link import BACKOFF_MAX, BACKOFF_START, RelayLink
+from microsync.node.sharing import may_pass
 from microsync.node.tasks import TaskTree
 from microsync.protocol.handshake import Purpose
 from microsync.protocol.session import SyncOptions
+from microsync.protocol.sync.keepalive import session_options
 
 if TYPE_CHECKING:
     from microsync.node import Device
@@ -64,7 +67,6 @@ __all__ = [
 
 log = logging.getLogger("microsync.node")
 
-PRESENCE_EVERY: Final = 60.0
 PEER_ERRORS: Final = (MicrosyncError, ConnectionError, OSError, TimeoutError)
 """What a peer can make a connection fail with: it ends that connection, nothing more."""
 DIAL_ERRORS: Final = (PeerUnreachable, HandshakeError, OSError)
@@ -96,6 +98,7 @@ class Runtime:
         self._dialing: set[str] = set()
         self._due: set[GroupId] = set()
         self._prefetching: set[GroupId] = set()
+        self._heartbeat = Heartbeat(self)
         self.keepers: KeeperLinks | None = None  # the groups' keeper links, once started
 
     @property
@@ -145,9 +148,13 @@ class Runtime:
             await self._discovery.start()
         if relay is not None:
             self.meet_at(relay)
-        self.spawn(self._heartbeat(), "presence")
+        self.quiet_changed()
         self.keepers = KeeperLinks(self)
         self.keepers.changed()
+
+    def quiet_changed(self) -> None:
+        """The device went quiet or back: end or start the heartbeat."""
+        self._heartbeat.changed()
 
     def meet_at(self, relay: str) -> None:
         """Meet the members of this device's groups at ``relay`` from now on."""
@@ -217,7 +224,7 @@ class Runtime:
     async def serve_invite(self, secure: SecureStream) -> None:
         """Answer one pairing; once it is done, a guest that stays connected goes on with a
         sync session on the same connection (it gets the group at once)."""
-        host = self.device.invite_host().session()
+        host = self.device.invite_host().session(recover=member_recovery(self.device, secure))
         handed_over = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.pairing_timeout  # for the whole exchange
@@ -259,7 +266,7 @@ class Runtime:
             our_device=self.device.id,
             initiator=initiator,
             rng=self.rng,
-            options=self.options,
+            options=session_options(self.options, quiet=self.device._network.quiet),
             on_synced=self._synced,
         )
         redundant = self._drop_duplicate(connection) and not oneshot
@@ -360,7 +367,7 @@ class Runtime:
             key = group._replica.current_epoch_key()
             if key is not None:
                 tags.append(discovery_tag(key, bucket))
-        return tags
+        return tags + recovery_tags(self.device, bucket, looking=False)  # whom it takes back
 
     def _match_tags(self, bucket: int) -> list[bytes]:
         """The tags to look for: the latest two epochs of each group (a member one rotation
@@ -369,7 +376,7 @@ class Runtime:
         for group in self.device.groups():
             latest = sorted(group._replica.epoch_keys().items(), reverse=True)[:2]
             tags += [discovery_tag(key, bucket) for _, key in latest]
-        return tags
+        return tags + recovery_tags(self.device, bucket, looking=True)  # restored: a member
 
     def _found(self, host: str, port: int) -> None:
         """Discovery saw a member's device: connect unless already connected there."""
@@ -383,8 +390,11 @@ class Runtime:
 
     async def _dial_found(self, address: str, host: str, port: int) -> None:
         try:
-            await self.dial(host, port)
-        except DIAL_ERRORS as exc:
+            if recovering(self.device):  # restored from the words: be taken back first
+                await recover(self.device, at=address, relay=None)
+            else:
+                await self.dial(host, port)
+        except (*DIAL_ERRORS, InviteError) as exc:
             log.info("could not sync with %s found on the LAN: %s", address, brief(exc))
         finally:
             self._dialing.discard(address)
@@ -427,13 +437,16 @@ class Runtime:
             group = self.device._held(group_id)
             if group is None:
                 continue
-            for sealed in group.announcements(excluding=peer):
+            for sealed in group.announcements(excluding=peer, to=peer):
                 connection.send_ephemeral(group_id, sealed)
 
     def gossip(self, group: GroupId, sealed: bytes, source: DeviceId | None) -> None:
         """Pass an announcement of ``group`` on to every connection but ``source``'s."""
+        held = self.device._held(group)
         for connection in list(self._connections):
-            if connection.peer.device != source and group in connection.session.groups:
+            peer = connection.peer.device
+            wanted = peer != source and group in connection.session.groups
+            if wanted and held is not None and may_pass(held, sealed, peer):
                 connection.send_ephemeral(group, sealed)
 
     # ---- vault chunks (microsync.node.vault) -------------------------------------------------
@@ -468,16 +481,6 @@ class Runtime:
             self._prefetching.discard(group)
 
     # ---- end of vault chunks -------------------------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        while True:
-            for group in list(self.device.groups()):
-                if group.is_member():
-                    try:
-                        await group.announce_presence("online")
-                    except (NotAMember, StorageError) as exc:  # left meanwhile; store closing
-                        log.info("presence in %s: %s", group.name, brief(exc))
-            await asyncio.sleep(PRESENCE_EVERY)
 
 
 def brief(error: BaseException) -> str:

@@ -34,8 +34,8 @@ blobs count within a :class:`~microsync.blobs.Quota` on every device, and :meth:
 refuses (:class:`~microsync.errors.VaultQuotaExceeded`) an add beyond it.
 
 Events (``group.events()``): ``"vault_added"`` and ``"vault_removed"``, with the
-:class:`~microsync.blobs.BlobRef` as ``detail``, for changes that arrive after the vault was
-first read in this process.
+:class:`~microsync.blobs.BlobRef` as ``detail``, for changes after the vault was first read in
+this process (``events()`` reads it), or that came in the sync batch that first folded it.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ from microsync.identity import DeviceId, PersonId
 from microsync.node.chunk_relay import ChunkRelay, Located
 from microsync.node.events import VaultAdded, VaultRemoved
 from microsync.node.keeper_chunks import KeeperChunks
+from microsync.node.moderation import is_admin
 from microsync.node.vault_fetch import Download, Fetcher, resume, write_held
 from microsync.node.vault_files import check_limits, guess_mime, read_pieces, slices
 from microsync.node.vault_state import VaultFold, chunk_store
@@ -333,11 +334,12 @@ class Vault:
         return ref
 
     async def remove(self, ref: BlobRef | bytes | str) -> None:
-        """Delete a blob for everyone (only the person who added it may): every device that
-        applies this purges the blob's chunks and manifest from its disk."""
+        """Delete a blob for everyone (the person who added it, or an admin: moderation): every
+        device that applies this purges the blob's chunks and manifest from its disk."""
         blob = self.get(ref)
-        if blob.author != self._group._person():
-            raise NotAMember("only the person who added a blob removes it")
+        me = self._group._person()
+        if blob.author != me and not is_admin(self._group._replica, me):
+            raise NotAMember("only the person who added a blob, or an admin, removes it")
         op = VaultOp(kind=VaultKind.REMOVE, blob=blob.id)
         self._group._replica.append_content(VAULT_TYPE, op.to_bytes(), now=self._group._now())
         self.refresh()

@@ -106,6 +106,8 @@ from microsync.group.invite.messages import (
     LinkAdmit,
     LinkHello,
     Message,
+    RecoverAdmit,
+    RecoverHello,
     decode_message,
 )
 from microsync.group.invite.shortcode import (
@@ -184,6 +186,8 @@ __all__ = [
     "PairingHost",
     "ReadyForCode",
     "ReadyForLink",
+    "RecoverAdmit",
+    "RecoverHello",
     "Redeemed",
     "Refused",
     "ShortCode",

@@ -6,6 +6,7 @@ else; :data:`HOST_TRANSITIONS` says which message each state takes and which sta
     AwaitingHello  --LinkHello-->    Admitted             reply LinkAdmit
     AwaitingHello  --CodeHello-->    AwaitingCodeConfirm  reply CodeReply   (holds the keys)
     AwaitingCodeConfirm --CodeConfirm--> Admitted         reply CodeAdmit
+    AwaitingHello  --RecoverHello--> Admitted             reply RecoverAdmit (no invite)
     any refusal or bad input     --> Refused              send its ABORT, then close
 
 Invariants
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
@@ -50,6 +52,8 @@ from microsync.group.invite.messages import (
     LinkAdmit,
     LinkHello,
     Message,
+    RecoverAdmit,
+    RecoverHello,
     parse_message,
     split_message,
 )
@@ -65,8 +69,13 @@ __all__ = [
     "HostState",
     "HostStep",
     "PairingHost",
+    "Recover",
     "Refused",
 ]
+
+Recover = Callable[[bytes, bytes], bytes]
+"""``recover(request, proof) -> response``: take a restored device back into the groups it
+may rejoin, or raise an :class:`InviteError` (:mod:`microsync.group.recovery`)."""
 
 
 class HostState(enum.StrEnum):
@@ -104,10 +113,11 @@ class AwaitingCodeConfirm:
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
-    """The guest was admitted (``admit`` ran once)."""
+    """The guest was admitted (``admit`` ran once; ``claim`` is ``None`` for a recovery,
+    which redeems no invite)."""
 
     state: ClassVar[HostState] = HostState.DONE
-    claim: Claim
+    claim: Claim | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +137,7 @@ HOST_TRANSITIONS: Final[dict[tuple[HostState, Kind], HostState]] = {
     (HostState.AWAIT_HELLO, Kind.LINK_HELLO): HostState.DONE,
     (HostState.AWAIT_HELLO, Kind.CODE_HELLO): HostState.AWAIT_CODE_CONFIRM,
     (HostState.AWAIT_CODE_CONFIRM, Kind.CODE_CONFIRM): HostState.DONE,
+    (HostState.AWAIT_HELLO, Kind.RECOVER_HELLO): HostState.DONE,
 }
 """The whole host machine: any (state, kind) not here is refused."""
 
@@ -146,9 +157,10 @@ class PairingHost:
         burn: Burn,
         rng: Rng,
         find_code: FindCode | None = None,
+        recover: Recover | None = None,
     ) -> None:
         self._check, self._admit, self._burn, self._rng = check, admit, burn, rng
-        self._find_code = find_code
+        self._find_code, self._recover = find_code, recover
         self._step: HostStep = AwaitingHello()
 
     @property
@@ -209,6 +221,8 @@ class PairingHost:
         self, step: AwaitingHello | AwaitingCodeConfirm, message: Message, now: int
     ) -> tuple[HostMessage, HostStep]:
         match step, message:
+            case AwaitingHello(), RecoverHello():
+                return self._on_recover_hello(message)
             case AwaitingHello(), LinkHello():
                 return self._on_link_hello(message, now)
             case AwaitingHello(), CodeHello():
@@ -233,6 +247,14 @@ class PairingHost:
         self._vet(claim, now)
         response = self._admit_request(claim, hello.request)
         return LinkAdmit(purpose=claim.purpose, response=response), Admitted(claim)
+
+    def _on_recover_hello(self, hello: RecoverHello) -> tuple[RecoverAdmit, Admitted]:
+        if self._recover is None:
+            raise InviteProtocolError("this host takes no recovery request")
+        response = self._recover(hello.request, hello.proof)
+        if not isinstance(response, bytes) or len(response) > MAX_PAYLOAD_SIZE:
+            raise InviteRefused("the response is not at most MAX_PAYLOAD_SIZE bytes")
+        return RecoverAdmit(response=response), Admitted(None)
 
     def _on_code_hello(self, hello: CodeHello, now: int) -> tuple[CodeReply, AwaitingCodeConfirm]:
         invite = self._find_code(hello.nameplate) if self._find_code is not None else None

@@ -10,6 +10,11 @@ Every message is the canonical CBOR array ``[version, kind, field...]``::
     5     CodeConfirm   confirm_G (32), nonce (24), sealed req   guest, code mode
     6     CodeAdmit     confirm_H (32), nonce (24), sealed resp  host,  code mode
     7     Abort         reason (AbortReason)                     host, instead of a reply
+    8     RecoverHello  request, proof (64)                      guest, recovery
+    9     RecoverAdmit  response                                 host,  recovery
+
+A recovery (:mod:`microsync.group.recovery`) has no secret: the guest proves its person by a
+person-key signature over the session's handshake hash (``proof``).
 
 Reading is two steps, so that a state machine can refuse a kind it does not expect before it
 looks at the fields: :func:`split_message` checks the envelope (size, canonical CBOR, version,
@@ -40,6 +45,7 @@ from microsync.encoding import (
 from microsync.errors import (
     AlreadyAMember,
     DecodeError,
+    GroupFull,
     InviteBurned,
     InviteConsumed,
     InviteError,
@@ -49,6 +55,8 @@ from microsync.errors import (
     InviteRevoked,
     InviteUnknown,
     MalformedInvite,
+    RecoveryRefused,
+    StillHasDevices,
     WrongCode,
     WrongPurpose,
 )
@@ -72,6 +80,8 @@ __all__ = [
     "LinkAdmit",
     "LinkHello",
     "Message",
+    "RecoverAdmit",
+    "RecoverHello",
     "decode_message",
     "parse_message",
     "split_message",
@@ -95,6 +105,8 @@ class Kind(enum.IntEnum):
     CODE_CONFIRM = 5
     CODE_ADMIT = 6
     ABORT = 7
+    RECOVER_HELLO = 8
+    RECOVER_ADMIT = 9
 
 
 class AbortReason(enum.IntEnum):
@@ -110,6 +122,9 @@ class AbortReason(enum.IntEnum):
     REFUSED = 8
     PROTOCOL = 9
     ALREADY_MEMBER = 10
+    NOT_RECOVERABLE = 11
+    HAS_DEVICES = 12
+    GROUP_FULL = 13
 
 
 _REASON_ERRORS: Final[dict[AbortReason, type[InviteError]]] = {
@@ -123,6 +138,9 @@ _REASON_ERRORS: Final[dict[AbortReason, type[InviteError]]] = {
     AbortReason.REFUSED: InviteRefused,
     AbortReason.PROTOCOL: InviteProtocolError,
     AbortReason.ALREADY_MEMBER: AlreadyAMember,
+    AbortReason.NOT_RECOVERABLE: RecoveryRefused,
+    AbortReason.HAS_DEVICES: StillHasDevices,
+    AbortReason.GROUP_FULL: GroupFull,
 }
 
 _REASON_TEXT: Final[dict[AbortReason, str]] = {
@@ -140,6 +158,12 @@ _REASON_TEXT: Final[dict[AbortReason, str]] = {
         "one of your devices (`microsync devices add` there, `microsync link` here) or "
         "restore it from your recovery words"
     ),
+    AbortReason.NOT_RECOVERABLE: "this person is a member of none of its groups",
+    AbortReason.HAS_DEVICES: (
+        "this person still has a device in each of its groups there: link this device from "
+        "that one instead (`microsync devices add` there, `microsync link` here)"
+    ),
+    AbortReason.GROUP_FULL: "the group is full (it holds as many members as its cap allows)",
 }
 
 
@@ -245,12 +269,38 @@ class Abort:
     def error(self) -> InviteError:
         """The error the guest raises on reading this ABORT."""
         text = _REASON_TEXT[self.reason]
+        if self.reason in (AbortReason.NOT_RECOVERABLE, AbortReason.HAS_DEVICES):
+            return _REASON_ERRORS[self.reason]("the member's device refused the recovery: " + text)
         return _REASON_ERRORS[self.reason]("the inviter refused the invite: " + text)
 
 
-GuestMessage: TypeAlias = LinkHello | CodeHello | CodeConfirm
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoverHello:
+    """Recovery, guest -> host: the device to take back (a join request) and the proof, a
+    person-key signature over this session's handshake hash."""
+
+    kind: ClassVar[Kind] = Kind.RECOVER_HELLO
+    request: bytes = field(repr=False)
+    proof: bytes = field(repr=False)
+
+    def to_bytes(self) -> bytes:
+        return _encode(self.kind, self.request, self.proof)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoverAdmit:
+    """Recovery, host -> guest: the groups the device was taken back into."""
+
+    kind: ClassVar[Kind] = Kind.RECOVER_ADMIT
+    response: bytes = field(repr=False)
+
+    def to_bytes(self) -> bytes:
+        return _encode(self.kind, self.response)
+
+
+GuestMessage: TypeAlias = LinkHello | CodeHello | CodeConfirm | RecoverHello
 """What a guest sends."""
-HostMessage: TypeAlias = LinkAdmit | CodeReply | CodeAdmit | Abort
+HostMessage: TypeAlias = LinkAdmit | CodeReply | CodeAdmit | Abort | RecoverAdmit
 """What a host sends."""
 Message: TypeAlias = GuestMessage | HostMessage
 
@@ -343,6 +393,14 @@ def _abort(f: list[Value]) -> Abort:
         raise DecodeError("unknown abort reason") from None
 
 
+def _recover_hello(f: list[Value]) -> RecoverHello:
+    return RecoverHello(request=_payload(f[0], "request"), proof=expect_bytes(f[1], "proof", 64))
+
+
+def _recover_admit(f: list[Value]) -> RecoverAdmit:
+    return RecoverAdmit(response=_payload(f[0], "response"))
+
+
 _PARSERS: Final[dict[Kind, tuple[Callable[[list[Value]], Message], int]]] = {
     Kind.LINK_HELLO: (_link_hello, 3),
     Kind.LINK_ADMIT: (_link_admit, 2),
@@ -351,4 +409,6 @@ _PARSERS: Final[dict[Kind, tuple[Callable[[list[Value]], Message], int]]] = {
     Kind.CODE_CONFIRM: (_code_confirm, 3),
     Kind.CODE_ADMIT: (_code_admit, 3),
     Kind.ABORT: (_abort, 1),
+    Kind.RECOVER_HELLO: (_recover_hello, 2),
+    Kind.RECOVER_ADMIT: (_recover_admit, 1),
 }
