@@ -53,8 +53,8 @@ def keeper_url(url: str) -> str:
     """``url`` as the canonical keeper URL every replica compares (``ws://host:port`` or
     ``wss://host[:port][/path]``, lower-case scheme and host, no trailing slash).
 
-    The one check for hostile values, used by the API, the CLI and the op decoder alike:
-    :class:`DecodeError` (a ``ValueError``-free typed error) for anything else."""
+    The one check for hostile values, used by the API, the CLI, invite welcomes and the op
+    decoder alike: :class:`DecodeError` for anything else."""
     if type(url) is not str or not 0 < len(url) <= MAX_KEEPER_URL:
         raise DecodeError(f"a keeper URL is 1 to {MAX_KEEPER_URL} characters")
     if not url.isascii() or not url.isprintable() or any(c.isspace() for c in url):
