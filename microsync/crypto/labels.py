@@ -61,6 +61,7 @@ VAULT_BLOB_ID = Label(b"microsync/v2/vault-blob-id")  # v2: binds the adder and 
 VAULT_KEY_COMMITMENT = Label(b"microsync/v1/vault-key-commitment")  # blob key -> commitment
 VAULT_CHUNK_ADDRESS = Label(b"microsync/v1/vault-chunk-address")  # (adder, key, chunk id)
 VAULT_BLOB_DETAILS = Label(b"microsync/v1/vault-blob-details")  # name, type, thumbnail
+VAULT_KEEPER_MAILBOX = Label(b"microsync/v1/vault-keeper-mailbox")  # blob key -> its mailbox
 
 # Keeper mailboxes: per-epoch capability, item sealing and naming (microsync.group.mailbox)
 KEEPER_MAILBOX_SEED = Label(b"microsync/v1/keeper-mailbox-seed")  # control key -> signing seed

@@ -361,6 +361,8 @@ def _apply(
     elif kind is OpKind.SETTINGS:
         assert op.settings is not None
         state.keepers = apply_keepers(state.keepers, op.settings)
+        if op.settings.keeper_originals is not None:  # the last in resolved order wins
+            state.keeper_originals = op.settings.keeper_originals
     if op.epoch is not None:
         key = (op.epoch.number, op.epoch.commitment)
         state.epochs.setdefault(

@@ -16,6 +16,7 @@ from microsync.crypto import X25519PublicKey, labelled_hash, labels
 from microsync.errors import DecodeError, MicrosyncError
 from microsync.feed.entry import EntryId, GroupId
 from microsync.group.ops import DeviceGrant, History, Op, Role
+from microsync.group.settings import DEFAULT_KEEPER_ORIGINALS
 from microsync.identity import (
     DeviceCertificate,
     DeviceId,
@@ -189,6 +190,8 @@ class GroupState:
     keepers: tuple[str, ...] = ()
     """The group's keepers (canonical URLs, at most four), as admins' ``SETTINGS`` ops set
     them (:mod:`microsync.group.settings`)."""
+    keeper_originals: int = DEFAULT_KEEPER_ORIGINALS
+    """Vault files up to this many bytes are pushed whole to the keepers (admins set it)."""
 
     def copy(self) -> GroupState:
         return GroupState(
@@ -205,6 +208,7 @@ class GroupState:
             admin_windows=dict(self.admin_windows),
             seen=dict(self.seen),
             keepers=self.keepers,
+            keeper_originals=self.keeper_originals,
         )
 
     def counts(self, device: DeviceId, seq: int) -> bool:
@@ -292,6 +296,7 @@ class GroupState:
                 for k, e in sorted(self.epochs.items())
             ),
             self.keepers,
+            self.keeper_originals,
         )
 
 

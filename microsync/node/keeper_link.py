@@ -60,8 +60,10 @@ RECHECK: Final = 10.0
 """Seconds between full passes (push what is new, pull every mailbox) while connected."""
 BACKOFF_START: Final = 0.5
 BACKOFF_MAX: Final = 10.0
-PAGE: Final = 256
-"""Items taken in per receive batch (one transaction)."""
+PAGE: Final = 1024
+"""At most this many items taken in per receive batch (one transaction) ..."""
+PAGE_BYTES: Final = 8 << 20
+"""... and at most about this many bytes (memory stays bounded whatever a mailbox holds)."""
 MAX_MAILBOXES: Final = 48
 """Newest epochs' mailboxes used per connection (a keeper proves at most 64 per connection)."""
 KEEPER_ERRORS: Final = (OSError, ConnectionError, MicrosyncError, TimeoutError, WebSocketException)
@@ -219,6 +221,9 @@ class GroupKeeperLink:
         device lacks."""
         await self._push(work)
         await self._purge(work)
+        group = self._held()
+        if group is not None:  # vault chunks, on connections of their own (node/keeper_chunks.py)
+            await group.vault.keeper_push(self.url)
         for mailbox in self._mailboxes():
             await self._pull(work, mailbox)
 
@@ -276,12 +281,15 @@ class GroupKeeperLink:
 
     async def _push(self, work: KeeperClient) -> None:
         batch: list[tuple[Mailbox, Record, DeviceId, int]] = []
+        size = 0
         try:
             for item in self._unpushed():
-                if batch and (batch[0][0].id != item[0].id or len(batch) >= PAGE):
+                full = len(batch) >= PAGE or size >= PAGE_BYTES
+                if batch and (batch[0][0].id != item[0].id or full):
                     await self._push_batch(work, batch)
-                    batch = []
+                    batch, size = [], 0
                 batch.append(item)
+                size += len(item[1].data)
             if batch:
                 await self._push_batch(work, batch)
         finally:
@@ -306,11 +314,13 @@ class GroupKeeperLink:
         keeper = work.keeper_id
         after = self._cursor(keeper, mailbox)
         page: list[Pulled] = []
+        size = 0
         async for item in work.pull(mailbox, after=after):
             page.append(item)
-            if len(page) >= PAGE:
+            size += len(item.data)
+            if len(page) >= PAGE or size >= PAGE_BYTES:
                 self._take_in(keeper, mailbox, page)
-                page = []
+                page, size = [], 0
         if page:
             self._take_in(keeper, mailbox, page)
 
