@@ -151,6 +151,32 @@ async def test_a_slow_commit_does_not_stop_the_event_loop_or_reads(tmp_path: Pat
         SlowStore.delay = 0.2
 
 
+async def test_a_keeper_serves_pulls_while_a_commit_is_on_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the real server, with commits that take a second: a pull of what is stored
+    completes while another connection's PUSH is being committed, and that PUSH is answered
+    only after its commit."""
+    family, first, second = box(), records(5, "a"), records(5, "b")
+    monkeypatch.setattr("microsync.net.keeper.KeeperStore", SlowStore)
+    monkeypatch.setattr(SlowStore, "delay", 1.0)
+    async with KeeperServer(tmp_path / "k") as server:
+        url = f"ws://127.0.0.1:{server.port}"
+        async with (
+            await KeeperClient.connect(url) as writer,
+            await KeeperClient.connect(url) as reader,
+        ):
+            await writer.push(family, first)
+            pushing = asyncio.ensure_future(writer.push(family, second))
+            await asyncio.sleep(0.1)  # the second PUSH is in the writer's commit now
+            started = asyncio.get_running_loop().time()
+            pulled = await pull_all(reader, family)
+            assert asyncio.get_running_loop().time() - started < 0.8
+            assert [p.data for p in pulled] == [r.data for r in first]
+            assert not pushing.done()
+            assert await pushing == list(range(6, 11))
+
+
 async def test_refusals_and_failures_reach_only_their_own_push(tmp_path: Path) -> None:
     writer = await KeeperWriter.open(lambda: SlowStore(tmp_path, mailbox_quota=10))
     try:
