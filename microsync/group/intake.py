@@ -425,4 +425,3 @@ class Intake:
             if self.view.ring.key_for(h.epoch, ref) is None:
                 found.append((held.entry.id, (h.epoch, ref)))
         return found
-

@@ -281,6 +281,7 @@ class InviteHost:
             role=info.role,
             invite_id=invite_id,
             now=self._now(),
+            recovery_key=join.recovery_key,
         )
         self._book.mark(invite_id, InviteState.CONSUMED)  # if this device issued it
         return Welcome(replica.id, entry.id).to_bytes()

@@ -173,12 +173,16 @@ _FIELDS: dict[OpKind, frozenset[str]] = {
     OpKind.REVOKE_INVITE: frozenset({"i"}),
 }
 _OPTIONAL: dict[OpKind, frozenset[str]] = {
+    # "q": the member's recovery public key (creator, joiner); "y": a recovery certificate
+    # (an add of another member's device, by the words: then "e" too, and "s" covers the
+    # person's other devices, which it revokes)
+    OpKind.CREATE: frozenset({"q"}),
     # invite id + redemption time; epoch when history=none; positions of the added devices
-    OpKind.ADD: frozenset({"i", "t", "e", "s"}),
+    OpKind.ADD: frozenset({"i", "t", "e", "s", "q"}),
     OpKind.REMOVE: frozenset({"s"}),
     OpKind.LEAVE: frozenset({"s"}),
     OpKind.SET_ROLE: frozenset({"s"}),
-    OpKind.ADD_DEVICE: frozenset({"s"}),
+    OpKind.ADD_DEVICE: frozenset({"s", "y", "e"}),
 }
 _MAX_POSITIONS: Final = 64
 HISTORY_SETTINGS: Final = tuple(h.value for h in History)
@@ -207,6 +211,10 @@ class Op:
     demote): the feed head ``seq`` of each such device in this group as the author saw it,
     sorted by device. It fixes the cut-off (or the start of a new admission) in the op itself,
     so every replica draws the same line (``docs/membership.md``, rule 4)."""
+    recovery_key: bytes | None = None
+    """CREATE, ADD: the public recovery key of the member (``docs/devices.md``)."""
+    recovery: bytes | None = None
+    """ADD_DEVICE of another member's device: the encoded :class:`RecoveryCertificate`."""
     _encoded: bytes = field(default=b"", compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
@@ -237,6 +245,10 @@ class Op:
             value["e"] = self.epoch.to_value()
         if self.positions:
             value["s"] = [[device, seq] for device, seq in self.positions]
+        if self.recovery_key is not None:
+            value["q"] = self.recovery_key
+        if self.recovery is not None:
+            value["y"] = self.recovery
         data = encoding.encode(value)
         Op.from_bytes(data)  # refuse to write what a peer would reject
         return data
@@ -259,6 +271,8 @@ class Op:
             raise DecodeError(f"op {kind.name}: wrong fields {sorted(map(str, keys))}")
         if kind is OpKind.ADD and ("i" in value) != ("t" in value):
             raise DecodeError("op ADD: an invite id needs its redemption time")
+        if kind is OpKind.ADD_DEVICE and ("y" in value) != ("e" in value):
+            raise DecodeError("op ADD_DEVICE: a recovery starts an epoch, and only a recovery")
         return cls(
             kind=kind,
             person=_opt(value, "p", lambda v: PersonId(expect_bytes(v, "person", _ID))),
@@ -274,6 +288,8 @@ class Op:
             group_name=_opt(value, "g", _group_name),
             epoch=_opt(value, "e", EpochAnnouncement.from_value),
             positions=_positions(_opt_list(value, "s", _MAX_POSITIONS)),
+            recovery_key=_opt(value, "q", lambda v: expect_bytes(v, "recovery key", _ID)),
+            recovery=_opt(value, "y", lambda v: expect_bytes(v, "recovery", max_size=1024)),
             _encoded=bytes(data),
         )
 

@@ -26,6 +26,7 @@ from microsync.group.rules import (
     _voids,
     authorize,
     cuts_of,
+    force_recovery,
     joiners,
     opens_of,
 )
@@ -195,6 +196,8 @@ def _force(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
         _exit(state, rec, author)
     elif rec.op.kind is OpKind.SET_ROLE and rec.op.person in state.members:
         state.members[rec.op.person].role = Role.MEMBER
+    elif rec.op.kind is OpKind.ADD_DEVICE:
+        force_recovery(state, rec)
 
 
 def note_seen(state: GroupState, rec: OpRecord) -> None:

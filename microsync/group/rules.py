@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 from microsync.feed.entry import GroupId
 from microsync.group.ops import Op, OpKind, Role, recipients_digest
+from microsync.group.recovery_rule import may_add_device, may_recover
 from microsync.group.state import (
     INVITE_CLOCK_TOLERANCE_MS,
     MAX_GROUP_DEVICES,
@@ -33,6 +34,7 @@ __all__ = [
     "cuts_of",
     "joiners",
     "may_add_device",
+    "may_recover",
     "note_appended",
     "opens_of",
 ]
@@ -155,13 +157,17 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
             and _covers(rec, set(target.devices), state)
         )
     if kind is OpKind.ADD_DEVICE:
+        if len(rec.grants) != 1:
+            return False
+        g = rec.grants[0]
+        # a recovery names (and revokes) every other device of the person, as REVOKE_DEVICE
+        others = set(state.members[g.person].devices) if rec.recovery is not None else set()
         return (
-            len(rec.grants) == 1
-            and len(state.entitled_devices()) < MAX_GROUP_DEVICES
-            and may_add_device(state, author, rec.grants[0].person)
-            and state.device(rec.grants[0].device) is None
-            and rec.grants[0].device not in state.revoked
-            and _covers(rec, {rec.grants[0].device}, state)
+            len(state.entitled_devices()) < MAX_GROUP_DEVICES
+            and may_add_device(state, author, g.person, g.device, rec.recovery)
+            and state.device(g.device) is None
+            and g.device not in state.revoked
+            and _covers(rec, {g.device} | others, state)
         )
     if kind is OpKind.REVOKE_DEVICE:
         r = rec.revocation
@@ -188,18 +194,6 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
         invite = state.invites.get(op.invite_id) if op.invite_id is not None else None
         return invite is not None and not invite.revoked
     raise AssertionError(kind)  # pragma: no cover - every kind is listed
-
-
-def may_add_device(state: GroupState, author: PersonId, person: PersonId) -> bool:
-    """May a device of ``author`` add a device of ``person``? Its own person's, always (a
-    link); another member's only while that member has no device left here (a recovery: the
-    person keeps their entry, so their role). While the person still has an admitted device,
-    only that person may add one: the person key alone (a thief's, read off a lost phone)
-    never gets a device in past the owner's."""
-    if person == author:
-        return True
-    target = state.members.get(person)
-    return target is not None and not target.devices
 
 
 def _outranks(author: MemberInfo, target: MemberInfo) -> bool:
@@ -280,7 +274,9 @@ def _apply(
         assert op.name is not None and op.group_name is not None and op.history is not None
         state.genesis, state.founder = rec.id, rec.device
         state.name, state.history = op.group_name, op.history
-        state.members[g.person] = MemberInfo(g.person, op.name, Role.ADMIN, {g.device: g})
+        state.members[g.person] = MemberInfo(
+            g.person, op.name, Role.ADMIN, {g.device: g}, recovery_key=op.recovery_key
+        )
         _open_window(state, g.device, 0)
     elif kind is OpKind.ADD:
         assert op.person is not None and op.role is not None and op.name is not None
@@ -293,7 +289,9 @@ def _apply(
         if existing is None:
             devices = {g.device: g for g in rec.grants if g.device not in state.revoked}
             rank = _rank_after(state, author)
-            state.members[op.person] = MemberInfo(op.person, op.name, op.role, devices, rank)
+            state.members[op.person] = MemberInfo(
+                op.person, op.name, op.role, devices, rank, op.recovery_key
+            )
         else:  # racing adds of one person: keep the first's name and role, join the devices
             for g in rec.grants:
                 if g.device not in state.revoked:
@@ -311,13 +309,14 @@ def _apply(
     elif kind is OpKind.ADD_DEVICE:
         g = rec.grants[0]
         member = state.members.get(g.person)
-        if author is not None and not may_add_device(state, author, g.person):
-            # a recovery whose person got a device back first, in the fold order (a racing
-            # recovery or link): void here, so every replica keeps the same one
-            return False
-        if member is not None and g.device not in state.revoked:
-            member.devices.setdefault(g.device, g)
-            _open_windows(state, rec, member.devices)
+        if member is None or g.device in state.revoked:
+            return True  # the person left, or the device was revoked, concurrently
+        if rec.recovery is not None:
+            if rec.recovery.recovery_key != member.recovery_key:
+                return False  # the person left and joined again with other words
+            _revoke_all_but(state, rec, member, g.device)
+        member.devices.setdefault(g.device, g)
+        _open_windows(state, rec, member.devices)
     elif kind is OpKind.PREKEY:
         g = rec.grants[0]
         member = state.members.get(g.person)
@@ -352,6 +351,30 @@ def _apply(
 
 
 _EXITS = frozenset({OpKind.REMOVE, OpKind.LEAVE, OpKind.REVOKE_DEVICE})
+
+
+def _revoke_all_but(state: GroupState, rec: OpRecord, member: MemberInfo, kept: DeviceId) -> None:
+    """A recovery's revocations: every device it names stops counting after its position
+    there (as REVOKE_DEVICE's cut-off); a device of the person it could not see (admitted
+    concurrently, by a racing recovery) stops counting after nothing. All are revoked."""
+    for device, cutoff, _ in cuts_of(rec):
+        _close_window(state, device, cutoff)
+        state.revoked[device] = min(cutoff, state.revoked.get(device, cutoff))
+    for device in set(member.devices) - {kept}:
+        if device not in state.revoked:
+            _close_window(state, device, None)
+            windows = state.windows.get(device, ((0, 0),))
+            state.revoked[device] = windows[-1][1] or 0
+        member.devices.pop(device, None)
+
+
+def force_recovery(state: GroupState, rec: OpRecord) -> None:
+    """What a recovery caught in a cycle of cut-offs still does (least privilege): the
+    devices it revokes are out; its new device is not admitted."""
+    member = state.members.get(rec.grants[0].person) if rec.grants else None
+    if member is not None and rec.recovery is not None:
+        _revoke_all_but(state, rec, member, rec.grants[0].device)
+        member.devices.pop(rec.grants[0].device, None)
 
 
 def _rank_after(state: GroupState, author: PersonId | None) -> int:
@@ -423,6 +446,8 @@ def cuts_of(rec: OpRecord) -> tuple[Cut, ...]:
             return ()
         return ((rec.revocation.device, op.cutoff, True),)
     named = tuple((d, seq, op.kind is not OpKind.SET_ROLE) for d, seq in op.positions)
+    if op.kind is OpKind.ADD_DEVICE and rec.recovery is not None:  # revokes all but the new
+        return tuple(c for c in named if c[0] != rec.recovery.device)
     if op.kind is OpKind.REMOVE or (op.kind is OpKind.SET_ROLE and op.role is Role.MEMBER):
         return named
     if op.kind is OpKind.LEAVE:
@@ -435,7 +460,8 @@ def opens_of(rec: OpRecord) -> tuple[Cut, ...]:
     or a linked device admits wholly; a promotion gives back admin rights."""
     op = rec.op
     if op.kind in _HISTORY_KINDS:
-        return tuple((d, seq, True) for d, seq in op.positions)
+        new = {g.device for g in rec.grants}  # a recovery also names devices it revokes
+        return tuple((d, seq, True) for d, seq in op.positions if d in new)
     if op.kind is OpKind.SET_ROLE and op.role is Role.ADMIN:
         return tuple((d, seq, False) for d, seq in op.positions)
     return ()

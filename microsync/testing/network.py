@@ -134,7 +134,9 @@ class SimNetwork:
         if of.identity.person_key is None:
             raise ValueError(f"{of.name} does not hold its person key")
         rng = device_rng(self.seed, name).randbytes
-        identity = LocalIdentity.for_person(of.identity.person_key, name, rng, self.clock.now)
+        identity = LocalIdentity.for_person(
+            of.identity.person_key, name, rng, self.clock.now, of.identity.recovery_key
+        )
         return self._register(identity)
 
     def _register(self, identity: LocalIdentity) -> SimDevice:
