@@ -130,11 +130,12 @@ def readmit(
         mine = state.person_of(replica.me.device)
         if member is None or mine is None or peer.device in member.devices:
             continue
-        if not may_add_device(state, mine, peer.person, peer.device, certificate):
+        by_words = None if mine == peer.person else certificate  # else a link, by its own
+        if not may_add_device(state, mine, peer.person, peer.device, by_words):
             linked.append(gid)
             continue
         try:
-            entry = replica.add_device(request.device, now=now(), recovery=certificate)
+            entry = replica.add_device(request.device, now=now(), recovery=by_words)
         except NotAMember:
             linked.append(gid)  # full, or the device was revoked here
             continue
