@@ -42,9 +42,7 @@ def test_a_tiny_run_goes_through_the_table_and_the_docs(
     def broken(quick: bool) -> Report:
         raise RuntimeError("this benchmark broke")
 
-    status = harness.main(
-        ["--quick", "--docs", str(docs)], {"feed_ingest": tiny, "broken": broken}
-    )
+    status = harness.main(["--quick", "--docs", str(docs)], {"feed_ingest": tiny, "broken": broken})
     assert status == 1  # one benchmark failed: the run says so, the other still reported
     out = capsys.readouterr().out
     assert "FAILED: broken" in out

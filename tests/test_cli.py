@@ -59,7 +59,9 @@ def test_whoami_without_profile_says_how_to_make_one(tmp_path: Path) -> None:
 
 def init_words(stdout: str) -> str:
     """The 24 words ``init`` prints once, on its ``words:`` line."""
-    return next(line[len("words: ") :] for line in stdout.splitlines() if line.startswith("words: "))
+    return next(
+        line[len("words: ") :] for line in stdout.splitlines() if line.startswith("words: ")
+    )
 
 
 def test_restore_from_recovery_words(tmp_path: Path) -> None:
