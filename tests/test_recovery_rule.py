@@ -66,7 +66,7 @@ def post(net: SimNetwork, device: SimDevice, group: GroupId, text: str) -> int:
 
 
 def texts(device: SimDevice, group: GroupId) -> list[str]:
-    return sorted(p.text for p in app_view(device, group).timeline.visible())
+    return sorted(p.text or "" for p in app_view(device, group).timeline.visible())
 
 
 def alice_devices(device: SimDevice, group: GroupId, alice: SimDevice) -> set[bytes]:

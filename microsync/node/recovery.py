@@ -65,6 +65,7 @@ __all__ = [
     "recovery_rendezvous_ids",
     "recovery_tag",
     "recovery_tags",
+    "rotate",
 ]
 
 log = logging.getLogger("microsync.node")
@@ -103,11 +104,16 @@ def recovery_tags(
     announces that one)."""
     if looking:
         return [recovery_tag(device.person_id, bucket)] if recovering(device) else []
-    persons, room = sorted(recoverable_persons(device)), min(room, MAX_RECOVERY_TAGS)
-    if len(persons) > room > 0:
-        start = bucket * room % len(persons)
-        persons = (persons[start:] + persons[:start])[:room]
-    return [recovery_tag(person, bucket) for person in persons[: max(room, 0)]]
+    persons = rotate(sorted(recoverable_persons(device)), bucket, min(room, MAX_RECOVERY_TAGS))
+    return [recovery_tag(person, bucket) for person in persons]
+
+
+def rotate(persons: list[PersonId], bucket: int, room: int) -> list[PersonId]:
+    """``room`` of ``persons`` for time bucket ``bucket``: consecutive slices in turn."""
+    if room <= 0 or not persons:
+        return []
+    start = bucket * room % len(persons)
+    return (persons[start:] + persons[:start])[:room]
 
 
 def recovering(device: Device) -> bool:
