@@ -3,9 +3,8 @@ strict decoding where anything malformed is a DecodeError and nothing else."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import dataclasses
+from dataclasses import replace
 from typing import Any
 
 import cbor2
