@@ -23,6 +23,7 @@ from microsync.group.ops import (
     Role,
     recipients_digest,
 )
+from microsync.group.settings import SettingsChange
 from microsync.identity import DeviceId, PersonId
 
 ids32 = st.binary(min_size=32, max_size=32)
@@ -32,6 +33,11 @@ grants = st.builds(
     DeviceGrant, st.binary(min_size=0, max_size=200), st.binary(min_size=0, max_size=200)
 )
 announcements = st.builds(EpochAnnouncement, uint, ids32, ids32)
+keeper_urls = st.builds(
+    "ws://{}.example:{}".format,
+    st.text("abcxyz019-", min_size=1, max_size=20),
+    st.integers(1, 65535),
+)
 
 # every field each kind needs, as an Op keyword -> strategy
 REQUIRED: dict[OpKind, dict[str, st.SearchStrategy[Any]]] = {
@@ -62,6 +68,13 @@ REQUIRED: dict[OpKind, dict[str, st.SearchStrategy[Any]]] = {
     OpKind.ROTATE: {"epoch": announcements},
     OpKind.INVITE: {"invite_id": ids32, "time": uint, "role": st.sampled_from(Role)},
     OpKind.REVOKE_INVITE: {"invite_id": ids32},
+    OpKind.SETTINGS: {
+        "settings": st.builds(
+            SettingsChange,
+            add_keepers=st.lists(keeper_urls, min_size=1, max_size=4, unique=True).map(tuple),
+            remove_keepers=st.lists(keeper_urls, max_size=4, unique=True).map(tuple),
+        )
+    },
 }
 
 
@@ -108,6 +121,7 @@ def one(kind: OpKind) -> Op:
         "cutoff": 4,
         "invite_id": b"i" * 32,
         "time": 1_000,
+        "settings": SettingsChange(add_keepers=("ws://keeper.example:7427",)),
     }
     return Op(kind=kind, **{name: values[name] for name in REQUIRED[kind]})
 
@@ -129,7 +143,7 @@ def test_a_fixed_op_of_every_kind_round_trips(kind: OpKind) -> None:
     assert as_map(op)["k"] == int(kind)
 
 
-@pytest.mark.parametrize("kind_value", [0, 12, 255, 2**40, "1", None, True, b"\x01", 1.0])
+@pytest.mark.parametrize("kind_value", [0, 13, 255, 2**40, "1", None, True, b"\x01", 1.0])
 def test_an_unknown_or_mistyped_kind_is_refused(kind_value: Any) -> None:
     value = as_map(one(OpKind.LEAVE))
     value["k"] = kind_value
@@ -143,7 +157,7 @@ def test_a_missing_kind_is_refused() -> None:
 
 
 KINDS_WITH_FIELDS = [k for k in OpKind if REQUIRED[k]]
-ALL_FIELDS = ["p", "n", "r", "d", "x", "c", "i", "t", "h", "o", "g", "e"]
+ALL_FIELDS = ["p", "n", "r", "d", "x", "c", "i", "t", "h", "o", "g", "e", "m"]
 
 
 @pytest.mark.parametrize("kind", KINDS_WITH_FIELDS, ids=lambda k: k.name)
@@ -195,6 +209,7 @@ WRONG_VALUES: dict[str, list[Any]] = {
     "h": ["open", "", "Shared", b"shared", 1],
     "o": [b"n" * 31, b"n" * 64, "n" * 32],
     "e": [[1, b"c" * 32], [1, b"c" * 31, b"r" * 32], [-1, b"c" * 32, b"r" * 32], [b"", 1, 2], 1],
+    "m": [{}, {"ka": []}, {"zz": ["ws://k:1"]}, {"ka": ["http://k"]}, ["ws://k:1"], 1],
 }
 
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from microsync.encoding import encode
+from microsync.encoding import Value, encode
 from microsync.errors import (
     DecodeError,
     InviteBurned,
@@ -286,6 +286,29 @@ def test_a_join_request_and_a_welcome_have_the_known_bytes() -> None:
         "58202222222222222222222222222222222222222222222222222222222222222222"
     )
     assert Welcome.from_bytes(welcome) == Welcome(GROUP, EntryId(bytes([0x22]) * 32))
+
+
+def test_a_welcome_naming_keepers_has_the_known_bytes_and_the_old_form_still_decodes() -> None:
+    add, secret = EntryId(bytes([0x22]) * 32), bytes([0x33]) * 32
+    welcome = Welcome(GROUP, add, ("ws://keeper.example:7427",), secret)
+    assert welcome.to_bytes() == bytes.fromhex(
+        "850158201111111111111111111111111111111111111111111111111111111111111111"
+        "58202222222222222222222222222222222222222222222222222222222222222222"
+        "81781877733a2f2f6b65657065722e6578616d706c653a37343237"
+        "58203333333333333333333333333333333333333333333333333333333333333333"
+    )
+    assert Welcome.from_bytes(welcome.to_bytes()) == welcome
+    assert Welcome.from_bytes(Welcome(GROUP, add).to_bytes()).keepers == ()
+    assert "33" * 8 not in repr(welcome)  # the mailbox secret never shows
+    bad_welcomes: list[list[Value]] = [
+        [1, GROUP, add, [], secret],
+        [1, GROUP, add, ["http://keeper.example"], secret],
+        [1, GROUP, add, ["ws://keeper.example:7427"], b"short"],
+        [1, GROUP, add, ["ws://keeper.example:7427"]],
+    ]
+    for bad in bad_welcomes:
+        with pytest.raises(DecodeError):
+            Welcome.from_bytes(encode(bad))
 
 
 def test_a_link_request_and_response_have_the_known_bytes() -> None:

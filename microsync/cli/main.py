@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import microsync
 from microsync.cli import control, devices, keeper, network, social, vault
 from microsync.cli.control import open_device, open_group
+from microsync.cli.members import size_line
 from microsync.errors import InviteError, MicrosyncError, ProfileInUse, ProfileNotFound
 
 if TYPE_CHECKING:  # loaded once a command runs: --help needs none of them
@@ -102,7 +103,9 @@ async def cmd_recovery_words(args: argparse.Namespace, out: Console) -> int:
 
 async def cmd_group_create(args: argparse.Namespace, out: Console) -> int:
     async with open_device(args.home) as device:
-        group = await device.create_group(args.name, history=args.history)
+        group = await device.create_group(
+            args.name, history=args.history, max_members=args.max_members
+        )
         out.print(
             f"Created group [bold]{group.name}[/] ({group.id.hex()}), history {group.history}"
         )
@@ -130,6 +133,7 @@ async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
                             "id": g.id.hex(),
                             "name": g.name,
                             "members": len(g.members()),
+                            "max_members": g.max_members,
                             "epoch": g.epoch,
                             "history": g.history,
                             "member": g.is_member(),
@@ -170,6 +174,8 @@ async def cmd_members(args: argparse.Namespace, out: Console) -> int:
         for m in members:
             devices = _count(len(m.devices), "device")
             out.print(f"{social.member_id(m.person_id)}  {m.name}  {m.role}  {devices}")
+        if group.max_members is not None:  # (one line per member otherwise, as always)
+            out.print(size_line(group))
     return 0
 
 
@@ -278,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="shared",
         help="may later members read earlier content? (default: shared)",
     )
+    create.add_argument(
+        "--max-members", type=int, default=None, help="at most this many members (default: no cap)"
+    )
     groups = sub.add_parser("groups", help="list this profile's groups")
     groups.add_argument("--json", action="store_true", help="machine-readable output")
     members = sub.add_parser("members", help="list a group's members")
@@ -310,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(words)
     args.home = args.home if args.home is not None else default_home()
-    forwardable = args.command not in control.NOT_FORWARDED
+    forwardable = args.command not in control.NOT_FORWARDED or keeper.forwardable(args)
     if forwardable and (args.home / control.SOCKET_NAME).exists():
         # `serve` holds this profile (most likely): run it there without loading the device
         code = control.forward(args.home, control.without_home(words))

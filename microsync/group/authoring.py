@@ -50,6 +50,7 @@ from microsync.group.ops import (
     recipients_digest,
 )
 from microsync.group.rules import may_add_device
+from microsync.group.settings import SettingsChange
 from microsync.identity import (
     DeviceId,
     DeviceRevocation,
@@ -95,10 +96,15 @@ def seal(draft: Draft, *, group: GroupId, device: DeviceId, seq: int, rng: Rng) 
 
 
 def found(
-    identity: LocalIdentity, name: str, *, history: History | str, rng: Rng
+    identity: LocalIdentity,
+    name: str,
+    *,
+    history: History | str,
+    rng: Rng,
+    max_members: int | None = None,
 ) -> tuple[GroupId, Draft]:
     """A new group's id and its create: this device's person is the first admin, epoch 0 is
-    wrapped to this device only."""
+    wrapped to this device only; ``max_members`` caps the group's size (``None``: no cap)."""
     nonce = rng(32)
     group = group_id_for(identity.device_id, nonce)
     genesis = EpochKey.from_root(group, 0, rng(32))
@@ -106,6 +112,7 @@ def found(
         kind=OpKind.CREATE,
         group_name=name,
         history=History(history),
+        max_members=max_members,
         nonce=nonce,
         name=identity.name,
         devices=(
@@ -174,9 +181,9 @@ class Authoring:
         role: Role,
         invite_id: bytes | None,
         now: int,
-        recovery_key: bytes | None = None,
+        recovery: bytes | None = None,
     ) -> Draft:
-        """Admit ``person`` (``recovery_key``: its public key): with shared history the joiner
+        """Admit ``person`` (``recovery``: its public key): with shared history the joiner
         gets every key held here; with ``"none"`` a new epoch starts and it gets only the
         control keys of earlier ones."""
         infos = [parse_grant(g) for g in devices]
@@ -189,7 +196,7 @@ class Authoring:
             invite_id=invite_id,
             time=now if invite_id is not None else None,
             positions=self.positions(i.device for i in infos),
-            recovery_key=recovery_key,
+            recovery_key=recovery,
         )
         seal_key = self.seal_key()
         full = self.state.history == "shared"
@@ -290,6 +297,10 @@ class Authoring:
     def revoke_invite(self, invite_id: bytes) -> Draft:
         """Withdraw an invite."""
         return self._plain(Op(kind=OpKind.REVOKE_INVITE, invite_id=invite_id))
+
+    def change_settings(self, change: SettingsChange) -> Draft:
+        """Change group settings (admins only): the keepers, ..."""
+        return self._plain(Op(kind=OpKind.SETTINGS, settings=change))
 
     # ------------------------------------------------------------------ parts
 

@@ -27,12 +27,14 @@ from microsync.crypto.random import Rng
 from microsync.encoding import expect_bytes, expect_int, expect_list, expect_str
 from microsync.errors import (
     AlreadyAMember,
+    GroupFull,
     InviteError,
     InviteRefused,
     MicrosyncError,
     NotAMember,
 )
-from microsync.feed.entry import GroupId
+from microsync.feed.entry import Entry, GroupId
+from microsync.group.envelope import sealed_ref
 from microsync.group.invite import (
     Invite,
     InviteId,
@@ -51,7 +53,7 @@ from microsync.group.invite.payloads import (
     LinkResponse,
     Welcome,
 )
-from microsync.group.membership import InviteInfo
+from microsync.group.membership import GroupState, InviteInfo
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica, GroupStore, LocalMember
 
@@ -274,6 +276,7 @@ class InviteHost:
         if join.person in replica.state.members:
             raise AlreadyAMember("the person redeeming the invite is a member already")
         info = replica.state.invites[invite_id]
+        require_room(replica.state)
         entry = replica.add(
             join.person,
             join.name,
@@ -284,7 +287,7 @@ class InviteHost:
             recovery_key=join.recovery_key,
         )
         self._book.mark(invite_id, InviteState.CONSUMED)  # if this device issued it
-        return Welcome(replica.id, entry.id).to_bytes()
+        return _welcome(replica, entry).to_bytes()
 
     def burn(self, invite_id: InviteId) -> None:
         self._book.mark(invite_id, InviteState.BURNED)
@@ -294,6 +297,19 @@ class InviteHost:
                 # demoted meanwhile? the local burn still refuses it here
                 with suppress(NotAMember):
                     replica.revoke_invite(invite_id, now=self._now())
+
+
+def _welcome(replica: GroupReplica, add: Entry) -> Welcome:
+    """The welcome for the joiner ``add`` admitted: with the group's keepers, and the control
+    secret of the epoch key that sealed the add (where a keeper files it)."""
+    keepers = replica.state.keepers
+    stored = replica.store.entry_at(replica.id, add.header.device, add.header.seq)
+    if not keepers or stored is None or stored.body is None:
+        return Welcome(replica.id, add.id)
+    key = replica.key_for(add.header.epoch, sealed_ref(stored.body))
+    if key is None:  # pragma: no cover - the add was just sealed under a key held here
+        return Welcome(replica.id, add.id)
+    return Welcome(replica.id, add.id, keepers, key.control.secret_bytes())
 
 
 def issue_invite(
@@ -311,6 +327,7 @@ def issue_invite(
     group (never the secret) and keep the secret and short code in this device's book."""
     if ttl_ms <= 0:
         raise ValueError("an invite needs a positive time to live")
+    require_room(replica.state)
     invite = Invite.issue(
         rng=rng,
         now=now,
@@ -324,6 +341,12 @@ def issue_invite(
     replica.create_invite(invite.invite_id, expires_at=invite.expires_at, role=role, now=now)
     book.add(invite, replica.id)
     return invite
+
+
+def require_room(state: GroupState) -> None:
+    """:class:`GroupFull` if ``state`` holds as many members as the group's cap allows."""
+    if state.full():
+        raise GroupFull(f"the group is full: it holds its cap of {state.max_members} members")
 
 
 def accept_welcome(store: GroupStore, me: LocalMember, response: bytes) -> GroupReplica:

@@ -63,6 +63,7 @@ from microsync.group.ops import (
     History,
     Role,
 )
+from microsync.group.settings import SettingsChange
 from microsync.group.view import MembershipView
 from microsync.group.view import _Opened as _Opened
 from microsync.identity import (
@@ -75,6 +76,8 @@ from microsync.identity import (
 )
 
 __all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember", "Received"]
+
+_Recovery = RecoveryCertificate | None  # a recovery certificate, for an add by the words
 
 T = TypeVar("T")
 
@@ -164,10 +167,13 @@ class GroupReplica:
         name: str,
         *,
         history: History | str = History.SHARED,
+        max_members: int | None = None,
         now: int,
     ) -> GroupReplica:
         """Found a group: this device's person is its first admin, epoch 0 is wrapped to it."""
-        group, draft = authoring.found(me.identity, name, history=history, rng=me.rng)
+        group, draft = authoring.found(
+            me.identity, name, history=history, rng=me.rng, max_members=max_members
+        )
         replica = cls(store, me, group)
         replica._author(draft, now)
         return replica
@@ -385,18 +391,11 @@ class GroupReplica:
         now: int,
         recovery_key: bytes | None = None,
     ) -> Entry:
-        """Admit ``person`` with ``devices`` (admin only). With ``history="shared"`` the joiner
-        gets every epoch key this device holds; with ``"none"`` a new epoch starts and the joiner
-        gets only the control keys of earlier epochs (it can check membership, not read)."""
+        """Admit ``person`` with ``devices`` and its ``recovery_key`` (admin only); the joiner
+        gets every key held here (``"shared"``), or a new epoch and older control keys only."""
         self._require_member()
         draft = self._authoring().add(
-            person,
-            name,
-            devices,
-            role=role,
-            invite_id=invite_id,
-            now=now,
-            recovery_key=recovery_key,
+            person, name, devices, role=role, invite_id=invite_id, now=now, recovery=recovery_key
         )
         return self._author(draft, now)
 
@@ -423,9 +422,7 @@ class GroupReplica:
         self._require_member()
         return self._author(self._authoring().rotate(), now)
 
-    def add_device(
-        self, grant: DeviceGrant, *, now: int, recovery: RecoveryCertificate | None = None
-    ) -> Entry:
+    def add_device(self, grant: DeviceGrant, *, now: int, recovery: _Recovery = None) -> Entry:
         """Add a device of this person, or (``recovery``) another member's, by the words."""
         person = self._require_member()
         return self._author(self._authoring().add_device(grant, person, recovery), now)
@@ -449,6 +446,11 @@ class GroupReplica:
     def revoke_invite(self, invite_id: bytes, *, now: int) -> Entry:
         self._require_member()
         return self._author(self._authoring().revoke_invite(invite_id), now)
+
+    def change_settings(self, change: SettingsChange, *, now: int) -> Entry:
+        """Change group settings such as the keepers (admin only)."""
+        self._require_member()
+        return self._author(self._authoring().change_settings(change), now)
 
     def ensure_writable(self, *, now: int) -> EpochKey:
         """The key to write content under, rotating first when no valid epoch is held here."""

@@ -5,12 +5,13 @@ rules, :mod:`microsync.group.membership` the summary.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from microsync.feed.entry import GroupId
+from microsync.group.moderators import close_admin, open_admin
 from microsync.group.ops import Op, OpKind, Role, recipients_digest
-from microsync.group.recovery_rule import may_add_device, may_recover
+from microsync.group.recovery_rule import may_add_device, may_recover, revoke_all_but
+from microsync.group.settings import apply_keepers
 from microsync.group.state import (
     INVITE_CLOCK_TOLERANCE_MS,
     MAX_GROUP_DEVICES,
@@ -21,6 +22,10 @@ from microsync.group.state import (
     OpRecord,
     group_id_for,
 )
+from microsync.group.windows import close_window as _close_window
+from microsync.group.windows import open_window as _open_window
+from microsync.group.windows import open_windows as _open_windows
+from microsync.group.windows import starts as _starts
 from microsync.identity import (
     DeviceId,
     PersonId,
@@ -43,7 +48,14 @@ __all__ = [
 # --------------------------------------------------------------------------- rules
 
 ADMIN_KINDS = frozenset(
-    {OpKind.ADD, OpKind.REMOVE, OpKind.SET_ROLE, OpKind.INVITE, OpKind.REVOKE_INVITE}
+    {
+        OpKind.ADD,
+        OpKind.REMOVE,
+        OpKind.SET_ROLE,
+        OpKind.INVITE,
+        OpKind.REVOKE_INVITE,
+        OpKind.SETTINGS,
+    }
 )
 _EPOCH_KINDS = frozenset({OpKind.CREATE, OpKind.REMOVE, OpKind.REVOKE_DEVICE, OpKind.ROTATE})
 
@@ -124,7 +136,7 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
     kind = op.kind
     if kind is OpKind.ADD:
         assert op.person is not None and op.role is not None
-        if op.person in state.members or not rec.grants:
+        if op.person in state.members or not rec.grants or state.full():
             return False
         if len(state.entitled_devices()) + len(rec.grants) > MAX_GROUP_DEVICES:
             return False
@@ -193,6 +205,8 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
     if kind is OpKind.REVOKE_INVITE:
         invite = state.invites.get(op.invite_id) if op.invite_id is not None else None
         return invite is not None and not invite.revoked
+    if kind is OpKind.SETTINGS:
+        return op.settings is not None  # admin only (ADMIN_KINDS); the decoder checked values
     raise AssertionError(kind)  # pragma: no cover - every kind is listed
 
 
@@ -274,12 +288,16 @@ def _apply(
         assert op.name is not None and op.group_name is not None and op.history is not None
         state.genesis, state.founder = rec.id, rec.device
         state.name, state.history = op.group_name, op.history
+        state.max_members = op.max_members
         state.members[g.person] = MemberInfo(
             g.person, op.name, Role.ADMIN, {g.device: g}, recovery_key=op.recovery_key
         )
         _open_window(state, g.device, 0)
+        open_admin(state, [(g.device, 0)])
     elif kind is OpKind.ADD:
         assert op.person is not None and op.role is not None and op.name is not None
+        if op.person not in state.members and state.full():
+            return False  # the cap, in fold order: the add that would exceed it is void
         if op.invite_id is not None:
             invite = state.invites.get(op.invite_id)
             if invite is None or invite.consumed_by is not None or invite.revoked:
@@ -297,6 +315,8 @@ def _apply(
                 if g.device not in state.revoked:
                     existing.devices.setdefault(g.device, g)
         _open_windows(state, rec, state.members[op.person].devices)
+        if state.members[op.person].role is Role.ADMIN:
+            open_admin(state, _starts(rec, state.members[op.person].devices))
     elif kind in _EXITS:
         _exit(state, rec, author)
     elif kind is OpKind.SET_ROLE:
@@ -305,6 +325,10 @@ def _apply(
         if target is not None:
             if op.role is Role.ADMIN:
                 target.rank = _rank_after(state, author)
+                open_admin(state, [(d, seq) for d, seq in op.positions if d in target.devices])
+            else:
+                named = dict(op.positions)
+                close_admin(state, [(d, named.get(d)) for d in target.devices])
             target.role = op.role
     elif kind is OpKind.ADD_DEVICE:
         g = rec.grants[0]
@@ -314,9 +338,11 @@ def _apply(
         if rec.recovery is not None:
             if rec.recovery.recovery_key != member.recovery_key:
                 return False  # the person left and joined again with other words
-            _revoke_all_but(state, rec, member, g.device)
+            revoke_all_but(state, cuts_of(rec), member, g.device)
         member.devices.setdefault(g.device, g)
         _open_windows(state, rec, member.devices)
+        if member.role is Role.ADMIN:
+            open_admin(state, _starts(rec, {g.device: g}))
     elif kind is OpKind.PREKEY:
         g = rec.grants[0]
         member = state.members.get(g.person)
@@ -334,6 +360,9 @@ def _apply(
         invite = state.invites.get(op.invite_id)
         if invite is not None:
             invite.revoked = True
+    elif kind is OpKind.SETTINGS:
+        assert op.settings is not None
+        state.keepers = apply_keepers(state.keepers, op.settings)
     if op.epoch is not None:
         key = (op.epoch.number, op.epoch.commitment)
         state.epochs.setdefault(
@@ -353,60 +382,9 @@ def _apply(
 _EXITS = frozenset({OpKind.REMOVE, OpKind.LEAVE, OpKind.REVOKE_DEVICE})
 
 
-def _revoke_all_but(state: GroupState, rec: OpRecord, member: MemberInfo, kept: DeviceId) -> None:
-    """A recovery's revocations: every device it names stops counting after its position
-    there (as REVOKE_DEVICE's cut-off); a device of the person it could not see (admitted
-    concurrently, by a racing recovery) stops counting after nothing. All are revoked."""
-    for device, cutoff, _ in cuts_of(rec):
-        _close_window(state, device, cutoff)
-        state.revoked[device] = min(cutoff, state.revoked.get(device, cutoff))
-    for device in set(member.devices) - {kept}:
-        if device not in state.revoked:
-            _close_window(state, device, None)
-            windows = state.windows.get(device, ((0, 0),))
-            state.revoked[device] = windows[-1][1] or 0
-        member.devices.pop(device, None)
-
-
-def force_recovery(state: GroupState, rec: OpRecord) -> None:
-    """What a recovery caught in a cycle of cut-offs still does (least privilege): the
-    devices it revokes are out; its new device is not admitted."""
-    member = state.members.get(rec.grants[0].person) if rec.grants else None
-    if member is not None and rec.recovery is not None:
-        _revoke_all_but(state, rec, member, rec.grants[0].device)
-        member.devices.pop(rec.grants[0].device, None)
-
-
 def _rank_after(state: GroupState, author: PersonId | None) -> int:
     granter = state.members.get(author) if author is not None else None
     return 0 if granter is None else granter.rank + 1
-
-
-def _open_window(state: GroupState, device: DeviceId, start: int) -> None:
-    windows = state.windows.get(device, ())
-    if windows and windows[-1][1] is None:
-        return  # already counting (racing adds of one device)
-    state.windows[device] = (*windows, (start, None))
-
-
-def _open_windows(state: GroupState, rec: OpRecord, admitted: Mapping[DeviceId, object]) -> None:
-    positions = dict(rec.op.positions)
-    for g in rec.grants:
-        if g.device in admitted:
-            _open_window(state, g.device, positions.get(g.device, 0))
-
-
-def _close_window(state: GroupState, device: DeviceId, end: int | None) -> None:
-    """Stop counting ``device`` after ``end`` (``None``: after nothing new). A second exit
-    (two admins removing one person at once) can only move the line earlier."""
-    windows = state.windows.get(device, ())
-    if not windows:
-        return
-    start, current = windows[-1]
-    end = start if end is None else max(start, end)
-    if current is not None:
-        end = min(current, end)
-    state.windows[device] = (*windows[:-1], (start, end))
 
 
 def _exit(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
@@ -416,6 +394,7 @@ def _exit(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
     for device, cutoff, full in cuts_of(rec):
         if full:
             _close_window(state, device, cutoff)
+            close_admin(state, [(device, cutoff)])
     if op.kind is OpKind.REVOKE_DEVICE:
         r = rec.revocation
         assert r is not None and op.cutoff is not None
@@ -429,6 +408,7 @@ def _exit(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
         named = {d for d, _, _ in cuts_of(rec)}
         if device not in named:  # joined concurrently: nothing of it after its start counts
             _close_window(state, device, None)
+            close_admin(state, [(device, None)])
 
 
 Cut = tuple[DeviceId, int, bool]

@@ -187,9 +187,17 @@ class GroupState:
     epochs: dict[tuple[int, bytes], EpochInfo] = field(default_factory=dict)
     windows: dict[DeviceId, tuple[Window, ...]] = field(default_factory=dict)
     """For every device ever admitted: the stretches of its feed that count."""
+    max_members: int | None = None
+    """The member cap the CREATE set (``None``: none but :data:`MAX_GROUP_DEVICES`)."""
+    admin_windows: dict[DeviceId, tuple[Window, ...]] = field(default_factory=dict)
+    """For every device that ever acted as an admin: the stretches of its feed written while
+    its person was an admin (``microsync.group.moderators``; moderation counts only there)."""
     seen: dict[DeviceId, int] = field(default_factory=dict)
     """The highest ``seq`` of each device's membership operations folded here (valid or not):
     an operation may not draw a device's line below what its own causal past holds."""
+    keepers: tuple[str, ...] = ()
+    """The group's keepers (canonical URLs, at most four), as admins' ``SETTINGS`` ops set
+    them (:mod:`microsync.group.settings`)."""
 
     def copy(self) -> GroupState:
         return GroupState(
@@ -202,7 +210,10 @@ class GroupState:
             invites={i: replace(v) for i, v in self.invites.items()},
             epochs=dict(self.epochs),
             windows=dict(self.windows),
+            max_members=self.max_members,
+            admin_windows=dict(self.admin_windows),
             seen=dict(self.seen),
+            keepers=self.keepers,
         )
 
     def counts(self, device: DeviceId, seq: int) -> bool:
@@ -212,6 +223,18 @@ class GroupState:
         return any(
             start < seq and (end is None or seq <= end)
             for start, end in self.windows.get(device, ())
+        )
+
+    def full(self) -> bool:
+        """Does the group hold as many members as its cap allows (no add can take effect)?"""
+        return self.max_members is not None and len(self.members) >= self.max_members
+
+    def moderates(self, device: DeviceId, seq: int) -> bool:
+        """Was entry ``seq`` of ``device``'s feed written while the device counted and its
+        person was an admin (by the same cut-off lines as membership operations)?"""
+        return self.counts(device, seq) and any(
+            start < seq and (end is None or seq <= end)
+            for start, end in self.admin_windows.get(device, ())
         )
 
     def admitted(self, device: DeviceId) -> bool:
@@ -255,6 +278,8 @@ class GroupState:
             self.genesis,
             self.name,
             self.history,
+            self.max_members,
+            tuple(sorted(self.admin_windows.items())),
             tuple(
                 (
                     p,
@@ -276,6 +301,7 @@ class GroupState:
                 (k, sorted(e.recipients), e.op, e.usable(self.entitled_devices()))
                 for k, e in sorted(self.epochs.items())
             ),
+            self.keepers,
         )
 
 

@@ -82,6 +82,7 @@ from microsync.errors import (
 from microsync.feed import GroupId, StoredEntry
 from microsync.identity import DeviceId, PersonId
 from microsync.node.events import VaultAdded, VaultRemoved
+from microsync.node.moderation import is_admin
 from microsync.node.vault_fetch import Download, Fetcher, resume, write_held
 from microsync.node.vault_state import VaultFold, chunk_store
 
@@ -337,11 +338,12 @@ class Vault:
         return ref
 
     async def remove(self, ref: BlobRef | bytes | str) -> None:
-        """Delete a blob for everyone (only the person who added it may): every device that
-        applies this purges the blob's chunks and manifest from its disk."""
+        """Delete a blob for everyone (the person who added it, or an admin: moderation): every
+        device that applies this purges the blob's chunks and manifest from its disk."""
         blob = self.get(ref)
-        if blob.author != self._group._person():
-            raise NotAMember("only the person who added a blob removes it")
+        me = self._group._person()
+        if blob.author != me and not is_admin(self._group._replica, me):
+            raise NotAMember("only the person who added a blob, or an admin, removes it")
         op = VaultOp(kind=VaultKind.REMOVE, blob=blob.id)
         self._group._replica.append_content(VAULT_TYPE, op.to_bytes(), now=self._group._now())
         self.refresh()

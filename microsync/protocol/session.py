@@ -238,7 +238,7 @@ class SyncSession:
         g = self._groups.get(group)
         if self.closed or g is None or g.reconcile.phase not in STREAMING:
             return self._flush(now)  # only what was queued (chunk requests)
-        g.reconcile.view.certs_due = True
+        g.reconcile.view.certs_check = True  # due if a batch may need new ones
         g.reconcile.forks.share()
         self._link.push_soon(group)
         self._follow_up()

@@ -47,6 +47,7 @@ from microsync.encoding import (
 from microsync.errors import (
     AlreadyAMember,
     DecodeError,
+    GroupFull,
     InviteBurned,
     InviteConsumed,
     InviteError,
@@ -125,6 +126,7 @@ class AbortReason(enum.IntEnum):
     ALREADY_MEMBER = 10
     NOT_RECOVERABLE = 11
     HAS_DEVICES = 12
+    GROUP_FULL = 13
 
 
 _REASON_ERRORS: Final[dict[AbortReason, type[InviteError]]] = {
@@ -140,6 +142,7 @@ _REASON_ERRORS: Final[dict[AbortReason, type[InviteError]]] = {
     AbortReason.ALREADY_MEMBER: AlreadyAMember,
     AbortReason.NOT_RECOVERABLE: RecoveryRefused,
     AbortReason.HAS_DEVICES: StillHasDevices,
+    AbortReason.GROUP_FULL: GroupFull,
 }
 
 _REASON_TEXT: Final[dict[AbortReason, str]] = {
@@ -162,6 +165,7 @@ _REASON_TEXT: Final[dict[AbortReason, str]] = {
         "this person still has a device in each of its groups there: link this device from "
         "that one instead (`microsync devices add` there, `microsync link` here)"
     ),
+    AbortReason.GROUP_FULL: "the group is full (it holds as many members as its cap allows)",
 }
 
 

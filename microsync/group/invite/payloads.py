@@ -22,6 +22,7 @@ from microsync.encoding import expect_bytes, expect_int, expect_list, expect_str
 from microsync.errors import DecodeError, InviteRefused
 from microsync.feed.entry import EntryId, GroupId
 from microsync.group.ops import DeviceGrant
+from microsync.group.settings import MAX_KEEPER_URL, MAX_KEEPERS, keeper_url
 from microsync.identity import (
     MAX_NAME_LENGTH,
     TRANSPORT_KEY_LIFETIME,
@@ -86,18 +87,42 @@ class JoinRequest:
 
 @dataclass(frozen=True, slots=True)
 class Welcome:
-    """The inviter's answer: which group, and the add that admitted the joiner."""
+    """The inviter's answer: which group, and the add that admitted the joiner; for a group
+    with keepers also their URLs and ``mailbox``, the control secret of the epoch that add is
+    sealed in (so the joiner finds it at a keeper while nobody is online; the add's own key
+    bundle gives it the same secret). Encoded ``[1, group, add]``, or with keepers
+    ``[1, group, add, [url, ...], mailbox]``: the three-item form still decodes."""
 
     group: GroupId
     add: EntryId
+    keepers: tuple[str, ...] = ()
+    mailbox: bytes = field(default=b"", repr=False)
 
     def to_bytes(self) -> bytes:
-        return encoding.encode([_VERSION, self.group, self.add])
+        if not self.keepers:
+            return encoding.encode([_VERSION, self.group, self.add])
+        urls: list[encoding.Value] = list(self.keepers)
+        return encoding.encode([_VERSION, self.group, self.add, urls, self.mailbox])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Welcome:
-        _, group, add = _items(data, "welcome", 3)
-        return cls(GroupId(expect_bytes(group, "group", 32)), EntryId(expect_bytes(add, "add", 32)))
+        value = encoding.decode(data, max_size=_MAX)
+        long = type(value) is list and len(value) == 5
+        _, group, add, *rest = _items(data, "welcome", 5 if long else 3)
+        keepers: tuple[str, ...] = ()
+        mailbox = b""
+        if rest:
+            urls = expect_list(rest[0], "keepers")
+            if not 0 < len(urls) <= MAX_KEEPERS:
+                raise DecodeError(f"welcome: 1 to {MAX_KEEPERS} keepers")
+            keepers = tuple(keeper_url(expect_str(u, "keeper", MAX_KEEPER_URL)) for u in urls)
+            mailbox = expect_bytes(rest[1], "mailbox", 32)
+        return cls(
+            GroupId(expect_bytes(group, "group", 32)),
+            EntryId(expect_bytes(add, "add", 32)),
+            keepers,
+            mailbox,
+        )
 
 
 @dataclass(frozen=True, slots=True)
