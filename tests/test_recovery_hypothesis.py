@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
@@ -17,6 +18,7 @@ from microsync.feed import EntryId, GroupId
 from microsync.group.recovery import RecoveryResponse
 from microsync.identity import PersonId
 from microsync.node.recovery import (
+    MAX_RECOVERY_PERSONS,
     recoverable_persons,
     recovery_rendezvous,
     recovery_rendezvous_ids,
@@ -24,6 +26,7 @@ from microsync.node.recovery import (
     recovery_tags,
     rotate,
 )
+from microsync.testing import SimNetwork
 from tests.net_peer import PeerFailed, PeerProcess
 from tests.netns import LoopbackNamespace, loopback_unavailable
 from tests.sync_helpers import close_all, family, open_devices, run
@@ -52,6 +55,33 @@ def test_recovery_is_served_for_a_bounded_set_of_persons(tmp_path: Path) -> None
         assert recovery_tags(bob, 7, looking=True) == []  # not recovering: looks for nothing
     finally:
         close_all(devices)
+
+
+def test_in_a_group_of_21_the_members_together_serve_everyone() -> None:
+    """Each device serves at most MAX_RECOVERY_PERSONS (16) of its 20 co-members at a relay,
+    a different choice per device, so every member is served by someone."""
+    net = SimNetwork(seed=21)
+    devices = [net.add_device(f"m{i}") for i in range(21)]
+    group = net.create_group(devices[0], "Big family")
+    for device in devices[1:]:
+        devices[0].replica(group).add(
+            device.person_id,
+            device.name,
+            [device.grant()],
+            now=net.clock.advance(),
+            recovery_key=device.identity.recovery_key,
+        )
+    net.settle(group)
+    served: list[set[PersonId]] = []
+    for device in devices:
+        face = SimpleNamespace(
+            id=device.device_id,
+            groups=lambda d=device: [SimpleNamespace(_replica=d.replica(group))],
+        )
+        served.append(recoverable_persons(face))  # type: ignore[arg-type]
+    assert all(len(s) == MAX_RECOVERY_PERSONS for s in served)
+    assert len({frozenset(s) for s in served}) > 1
+    assert set().union(*served) == {d.person_id for d in devices}
 
 
 @given(count=st.integers(1, 40), room=st.integers(1, 8))

@@ -90,6 +90,7 @@ RECOVERY_DISCOVERY_TAG = Label(b"microsync/v1/recovery-discovery-tag")  # person
 ROOT_PERSON_KEY = Label(b"microsync/v1/root-person-key")
 ROOT_RECOVERY_KEY = Label(b"microsync/v1/root-recovery-key")
 RECOVERY_CERTIFICATE = Label(b"microsync/v1/recovery-certificate")
+RECOVERY_SERVE_ORDER = Label(b"microsync/v1/recovery-serve-order")  # person, device -> rank
 
 ALL_LABELS: dict[str, Label] = {
     name: Label(value)

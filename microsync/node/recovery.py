@@ -77,8 +77,10 @@ RECOVERING_KEY: Final = "recovering"
 SMALL_GROUP: Final = 32
 """In a group of at most this many members every member's device serves recoveries of every
 other member; in a larger one, of its admins only."""
-MAX_RECOVERY_PERSONS: Final = 64
-"""At most this many persons' rendezvous ids a device joins at its relay."""
+MAX_RECOVERY_PERSONS: Final = 16
+"""At most this many persons' rendezvous ids a device joins at its relay (a relay admits 64
+ids per client by default, its groups' and invites' included). Which ones: an order of its
+own per device (``RECOVERY_SERVE_ORDER``), so the members of a group serve different ones."""
 MAX_RECOVERY_TAGS: Final = 8
 """At most this many recovery tags a device announces on the LAN in one time bucket (its
 groups' tags come first: an announcement holds 16)."""
@@ -131,8 +133,8 @@ def recoverable_persons(device: Device) -> set[PersonId]:
     """The persons ``device`` serves recoveries for at a relay or on the LAN: the other
     members with a registered recovery key of its groups of at most
     :data:`SMALL_GROUP` members, and the admins of its larger groups, at most
-    :data:`MAX_RECOVERY_PERSONS` of them (by person id). A larger group still recovers by
-    address (``at=``), or through any member of a small group the person is in."""
+    :data:`MAX_RECOVERY_PERSONS` of them (the first in this device's own order, so that
+    another member serves others). A person left out recovers by address (``at=``)."""
     small, admins = set(), set()
     for group in device.groups():
         state = group._replica.state
@@ -141,7 +143,9 @@ def recoverable_persons(device: Device) -> set[PersonId]:
             small |= found
         else:
             admins |= {p for p in found if state.members[p].role is Role.ADMIN}
-    return set(sorted(small | admins)[:MAX_RECOVERY_PERSONS])
+    mine = device.id
+    ranked = sorted(small | admins, key=lambda p: derive_key(labels.RECOVERY_SERVE_ORDER, p, mine))
+    return set(ranked[:MAX_RECOVERY_PERSONS])
 
 
 def member_recovery(device: Device, secure: SecureStream) -> Callable[[RecoverHello], bytes]:
