@@ -338,3 +338,28 @@ def test_the_registered_key_is_the_first_and_stays() -> None:
     assert bob.replica(group).state.members[bob.person_id].recovery_key == (
         bob.identity.recovery_key
     )
+
+
+def test_a_crafted_recovery_of_someone_who_is_no_member_is_void() -> None:
+    """Eve is in no group: a colluding member writes a recovery of Eve's restored device
+    (her own words, a real certificate). It is void and breaks nothing."""
+    net = SimNetwork(seed=10)
+    group, (phone, bob) = family(net, "alice phone", "bob")
+    eve = net.add_device("eve")
+    again = restore(net, eve, "eve again")
+    certificate = again.identity.recovery_certificate
+    assert certificate is not None
+    state = bob.replica(group).state
+    stay = state.entitled_devices() | {again.device_id}
+    op = Op(
+        kind=OpKind.ADD_DEVICE,
+        devices=(again.grant(),),
+        positions=((again.device_id, 0),),
+        recovery=certificate.to_bytes(),
+        epoch=EpochAnnouncement(state.max_epoch + 1, os.urandom(32), recipients_digest(stay)),
+    )
+    Hostile.of_sim(bob, group).append_op(op, deps=bob.replica(group).resolution.order)
+    net.settle(group)
+    for device in (phone, bob):
+        assert eve.person_id not in device.replica(group).state.members
+        assert again.device_id not in device.replica(group).state.entitled_devices()

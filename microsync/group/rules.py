@@ -172,11 +172,12 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
         if len(rec.grants) != 1:
             return False
         g = rec.grants[0]
+        if not may_add_device(state, author, g.person, g.device, rec.recovery):
+            return False
         # a recovery names (and revokes) every other device of the person, as REVOKE_DEVICE
         others = set(state.members[g.person].devices) if rec.recovery is not None else set()
         return (
             len(state.entitled_devices()) < MAX_GROUP_DEVICES
-            and may_add_device(state, author, g.person, g.device, rec.recovery)
             and state.device(g.device) is None
             and g.device not in state.revoked
             and _covers(rec, {g.device} | others, state)
