@@ -86,6 +86,12 @@ INVITE_RENDEZVOUS = Label(b"microsync/v1/invite-rendezvous")
 RECOVERY_PROOF = Label(b"microsync/v1/recovery-proof")  # person key over the handshake hash
 RECOVERY_RENDEZVOUS = Label(b"microsync/v1/recovery-rendezvous")  # person id -> relay id
 RECOVERY_DISCOVERY_TAG = Label(b"microsync/v1/recovery-discovery-tag")  # person, bucket -> tag
+# The words as a paper key (microsync.identity): a 32-byte root -> the person key and the
+# recovery key; the recovery key signs recovery certificates (new device of the person)
+ROOT_PERSON_KEY = Label(b"microsync/v1/root-person-key")
+ROOT_RECOVERY_KEY = Label(b"microsync/v1/root-recovery-key")
+RECOVERY_CERTIFICATE = Label(b"microsync/v1/recovery-certificate")
+RECOVERY_SERVE_ORDER = Label(b"microsync/v1/recovery-serve-order")  # person, device -> rank
 
 ALL_LABELS: dict[str, Label] = {
     name: Label(value)

@@ -31,7 +31,7 @@ from microsync.group.invite import HostState
 from microsync.group.keys import discovery_tag
 from microsync.identity import DeviceId
 from microsync.net.connection import SecureStream, SyncConnection, handshake
-from microsync.net.discovery import LanDiscovery
+from microsync.net.discovery import MAX_TAGS, LanDiscovery
 from microsync.net.limits import LogBudget, ServeLimits
 from microsync.net.stream import Stream, open_tcp
 from microsync.node import chunk_net
@@ -367,7 +367,8 @@ class Runtime:
             key = group._replica.current_epoch_key()
             if key is not None:
                 tags.append(discovery_tag(key, bucket))
-        return tags + recovery_tags(self.device, bucket, looking=False)  # whom it takes back
+        room = MAX_TAGS - len(tags)  # its groups' tags first
+        return tags + recovery_tags(self.device, bucket, looking=False, room=room)
 
     def _match_tags(self, bucket: int) -> list[bytes]:
         """The tags to look for: the latest two epochs of each group (a member one rotation
