@@ -102,14 +102,18 @@ class KeeperClient:
     async def connect(
         cls, url: str, *, timeout: float = 10.0, rng: Rng = system_rng
     ) -> KeeperClient:
-        """Open a connection and wait for the keeper's challenge."""
-        conn = await asyncio.wait_for(
-            connect(url, compression=None, max_size=MAX_MESSAGE, max_queue=4, open_timeout=None),
-            timeout,
-        )
+        """Open a connection and wait for the keeper's challenge.
+
+        (``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` can swallow a
+        cancellation that arrives as the connection opens, leaving a cancelled caller running.)"""
+        async with asyncio.timeout(timeout):
+            conn = await connect(
+                url, compression=None, max_size=MAX_MESSAGE, max_queue=4, open_timeout=None
+            )
         client = cls(conn, ClientMachine(), rng)
         try:
-            await asyncio.wait_for(client._receive(), timeout)
+            async with asyncio.timeout(timeout):
+                await client._receive()
         except BaseException:
             await conn.close()
             raise
