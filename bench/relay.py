@@ -27,8 +27,10 @@ import multiprocessing
 import os
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from multiprocessing.queues import Queue
+from pathlib import Path
+from typing import Any
 
 from bench.report import Figure, Report
 from microsync.net.relay import Data as DataMessage
@@ -89,6 +91,11 @@ class Middle:
     def __enter__(self) -> int:
         self._process.start()
         return int(self._ports.get(timeout=30))
+
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the child has used so far (Linux ``/proc``)."""
+        fields = Path(f"/proc/{self._process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def __exit__(self, *exc: object) -> None:
         self._process.terminate()
@@ -190,14 +197,26 @@ def wire_bytes(total: int, write: int) -> int:
 
 
 def measure(mb: int, write: int, repeat: int) -> dict[str, float]:
-    """Median seconds per path for ``mb`` MiB in writes of ``write`` bytes."""
+    """Median seconds per path for ``mb`` MiB in writes of ``write`` bytes, and (``... cpu``)
+    the median CPU seconds the middle process and this one (both ends) spent on it: on a
+    shared machine the CPU a path costs swings less than its wall time."""
     total, chunk = mb * 1024 * 1024, os.urandom(write)
-    rows: dict[str, list[float]] = {"tcp direct": [], "tcp forwarder": [], "relay": []}
-    with Middle("forwarder") as forwarder_port, Middle("relay") as relay_port:
+    rows: dict[str, list[float]] = {}
+    forwarder, relay = Middle("forwarder"), Middle("relay")
+    with forwarder as forwarder_port, relay as relay_port:
+        paths: list[tuple[str, Callable[[], Coroutine[Any, Any, float]], Middle | None]] = [
+            ("tcp direct", lambda: run_tcp(None, total, chunk), None),
+            ("tcp forwarder", lambda: run_tcp(forwarder_port, total, chunk), forwarder),
+            ("relay", lambda: run_relay(relay_port, total, chunk), relay),
+        ]
         for _ in range(repeat):
-            rows["tcp direct"].append(asyncio.run(run_tcp(None, total, chunk)))
-            rows["tcp forwarder"].append(asyncio.run(run_tcp(forwarder_port, total, chunk)))
-            rows["relay"].append(asyncio.run(run_relay(relay_port, total, chunk)))
+            for name, run, middle in paths:
+                before = (middle.cpu() if middle else 0.0), time.process_time()
+                rows.setdefault(name, []).append(asyncio.run(run()))
+                middle_cpu = (middle.cpu() if middle else 0.0) - before[0]
+                rows.setdefault(f"{name} cpu", []).append(
+                    middle_cpu + time.process_time() - before[1]
+                )
     return {name: statistics.median(times) for name, times in rows.items()}
 
 
@@ -223,7 +242,9 @@ def figures(quick: bool = False) -> Report:
         ],
         notes=[
             f"direct loopback TCP {rate('tcp direct')}; relay padding + framing "
-            f"{wire_bytes(total, 65_537) / total - 1:.2%} of the bytes"
+            f"{wire_bytes(total, 65_537) / total - 1:.2%} of the bytes; CPU (middle process "
+            f"and both ends) relay / forwarder "
+            f"{seconds['relay cpu'] / seconds['tcp forwarder cpu']:.2f}"
         ],
     )
 
@@ -237,10 +258,17 @@ def main() -> None:
     total = args.mb * 1024 * 1024
     seconds = measure(args.mb, args.write, args.repeat)
     print(f"{args.mb} MiB in writes of {args.write:,} bytes, median of {args.repeat}")
-    print(f"{'path':<15}{'seconds':>9}{'MB/s':>9}{'vs tcp direct':>15}")
     direct = seconds["tcp direct"]
-    for name, took in seconds.items():
-        print(f"{name:<15}{took:>9.3f}{total / took / 1e6:>9.0f}{direct / took:>14.2f}x")
+    print(f"{'path':<15}{'seconds':>9}{'MB/s':>9}{'vs tcp direct':>15}{'cpu s':>8}")
+    for name in ("tcp direct", "tcp forwarder", "relay"):
+        took, cpu = seconds[name], seconds[f"{name} cpu"]
+        rate = total / took / 1e6
+        print(f"{name:<15}{took:>9.3f}{rate:>9.0f}{direct / took:>14.2f}x{cpu:>8.3f}")
+    forwarder = seconds["tcp forwarder"]
+    print(
+        f"relay / forwarder: time {seconds['relay'] / forwarder:.2f}, "
+        f"cpu {seconds['relay cpu'] / seconds['tcp forwarder cpu']:.2f}"
+    )
     overhead = wire_bytes(total, args.write) / total - 1
     print(f"relay padding + framing overhead on the wire: {overhead:.2%}")
 

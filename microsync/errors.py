@@ -286,3 +286,11 @@ class HeldQuotaExceeded(AuthorNotAdmitted):
 
 
 __all__ += ["AuthorNotAdmitted", "HeldQuotaExceeded"]
+
+
+class GroupFull(InviteRefused):
+    """The group holds as many members as its cap (``create_group(max_members=...)``) allows:
+    an invite to it is not issued, and a guest redeeming one is refused with this."""
+
+
+__all__ += ["GroupFull"]

@@ -41,6 +41,7 @@ __all__ = [
     "LocationChanged",
     "MemberJoined",
     "MemberLeft",
+    "Moderated",
     "Post",
     "PostEvent",
     "Posted",
@@ -49,6 +50,7 @@ __all__ = [
     "Reacted",
     "Reaction",
     "Replied",
+    "SharingStopped",
 ]
 
 
@@ -68,6 +70,7 @@ class EventKind(enum.StrEnum):
     EXIT = "exit"
     VAULT_ADDED = "vault_added"
     VAULT_REMOVED = "vault_removed"
+    MODERATED = "moderated"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,6 +116,18 @@ class Location:
     precision: Precision
     at: datetime
     age: float
+    label: str | None = None
+    """The place name the sharer gave, if any (``"Oxford"``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharingStopped:
+    """A member stopped sharing their location with this device (or was never sharing it with
+    this device any more: the two look the same to a viewer), at ``at``."""
+
+    person_id: PersonId
+    name: str
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +203,14 @@ class Expired(PostEvent):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Moderated(PostEvent):
+    """An admin (``person``) removed ``post`` (someone else's) for everyone: a delete, or a
+    hide of its author's posts (``docs/app.md``, "Moderation"). ``post.author`` wrote it."""
+
+    kind: ClassVar[EventKind] = EventKind.MODERATED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reacted(PostEvent):
     """A reaction was added to ``post`` or withdrawn from it."""
 
@@ -218,14 +241,16 @@ class PresenceChanged(EventBase):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocationChanged(EventBase):
-    """``person``'s location as it is now (``None``: they stopped sharing it)."""
+    """``person``'s location as it is now; ``location`` is ``None`` once they stopped sharing
+    it with this device, and ``stopped`` then says when."""
 
     kind: ClassVar[EventKind] = EventKind.LOCATION
     location: Location | None = None
+    stopped: SharingStopped | None = None
 
     @property
     def detail(self) -> object:
-        return self.location
+        return self.location if self.location is not None else self.stopped
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,6 +284,7 @@ AppEvent: TypeAlias = (
     | Deleted
     | Expired
     | Reacted
+    | Moderated
     | MemberJoined
     | MemberLeft
     | PresenceChanged

@@ -29,6 +29,8 @@ __all__ = [
     "DeleteOp",
     "DocOp",
     "EditOp",
+    "ForgetOp",
+    "HideOp",
     "Kind",
     "LocationOp",
     "PostOp",
@@ -63,6 +65,8 @@ class Kind(enum.IntEnum):
     CURSOR = 6  # a person's read position, shared with their own devices
     LOCATION = 7  # a location kept in history (the default is an ephemeral announcement)
     DOC = 8  # an operation on a named document (microsync.state)
+    FORGET = 9  # the author forgets their own kept locations (microsync.app.location)
+    HIDE = 20  # moderation: an admin hides a member's posts (docs/app.md, "Moderation")
 
 
 class Precision(enum.StrEnum):
@@ -115,7 +119,7 @@ class AppOp(metaclass=_Dispatch):
                 fields[name] = list(value)
             elif name == "parts":
                 fields[name] = parts_to_value(value)
-            elif name == "cursor":
+            elif name in ("cursor", "upto"):
                 fields[name] = [[d, s] for d, s in value]
             elif name == "precision":
                 fields[name] = str(value)
@@ -154,7 +158,7 @@ class AppOp(metaclass=_Dispatch):
                 args[name] = tuple(item)
             elif name == "parts":
                 args[name] = parts_from_value(item)
-            elif name == "cursor":
+            elif name in ("cursor", "upto"):
                 assert isinstance(item, list)
                 args[name] = tuple((pair[0], pair[1]) for pair in item)  # type: ignore[index]
             elif name == "precision":
@@ -215,6 +219,15 @@ class UnreactOp(AppOp):
 
 
 @dataclass(frozen=True, slots=True)
+class HideOp(AppOp):
+    """Moderation: hide, for everyone, every post and reply written by the devices named in
+    ``upto`` at or before the ``seq`` named for each (an admin's, checked by every replica)."""
+
+    kind: ClassVar[Kind] = Kind.HIDE
+    upto: tuple[tuple[bytes, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class CursorOp(AppOp):
     """A person's read position: ``(device, seq)`` of the app entries seen."""
 
@@ -230,9 +243,19 @@ class LocationOp(AppOp):
     lat: int
     lon: int
     precision: Precision
+    label: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", Precision(self.precision))
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetOp(AppOp):
+    """The author's own kept locations up to ``up_to`` (their signed time, ms) are forgotten:
+    every device purges them from its disk, and any that arrives later as well."""
+
+    kind: ClassVar[Kind] = Kind.FORGET
+    up_to: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +268,16 @@ class DocOp(AppOp):
 
 
 AppOperation: TypeAlias = (
-    PostOp | EditOp | DeleteOp | ReactOp | UnreactOp | CursorOp | LocationOp | DocOp
+    PostOp
+    | EditOp
+    | DeleteOp
+    | ReactOp
+    | UnreactOp
+    | CursorOp
+    | LocationOp
+    | DocOp
+    | ForgetOp
+    | HideOp
 )
 """Any app operation, for ``match op: case PostOp(): ...`` with ``assert_never``."""
 
@@ -258,7 +290,19 @@ def as_operation(op: AppOp) -> AppOperation:
 
 
 _CLASSES: Final[dict[Kind, type[AppOperation]]] = {
-    c.kind: c for c in (PostOp, EditOp, DeleteOp, ReactOp, UnreactOp, CursorOp, LocationOp, DocOp)
+    c.kind: c
+    for c in (
+        PostOp,
+        EditOp,
+        DeleteOp,
+        ReactOp,
+        UnreactOp,
+        CursorOp,
+        LocationOp,
+        DocOp,
+        ForgetOp,
+        HideOp,
+    )
 }
 
 
@@ -306,12 +350,15 @@ _CHECKS: dict[str, Callable[[Value], bool]] = {
     "emoji": lambda v: _text(v, MAX_EMOJI) and v != "",
     "removes": lambda v: _ids(v, MAX_REMOVES) and v != [],
     "cursor": _cursor,
+    "upto": lambda v: _cursor(v) and v != [],
     "lat": lambda v: _int(v, -90_000_000, 90_000_000),
     "lon": lambda v: _int(v, -180_000_000, 180_000_000),
     "precision": lambda v: type(v) is str and v in PRECISIONS,
     "doc": lambda v: _text(v, 256) and v != "",
     "payload": lambda v: type(v) is bytes and len(v) <= 60 * 1024,
     "parts": check_parts,
+    "label": lambda v: _text(v, 128) and v != "",
+    "up_to": lambda v: _int(v, 0, 2**63 - 1),
 }
 
 # kind -> (required fields, optional fields)
@@ -322,8 +369,10 @@ _SCHEMA: dict[Kind, tuple[frozenset[str], frozenset[str]]] = {
     Kind.REACT: (frozenset({"post", "emoji"}), frozenset()),
     Kind.UNREACT: (frozenset({"post", "emoji", "removes"}), frozenset()),
     Kind.CURSOR: (frozenset({"cursor"}), frozenset()),
-    Kind.LOCATION: (frozenset({"lat", "lon", "precision"}), frozenset()),
+    Kind.LOCATION: (frozenset({"lat", "lon", "precision"}), frozenset({"label"})),
     Kind.DOC: (frozenset({"doc", "payload"}), frozenset()),
+    Kind.FORGET: (frozenset({"up_to"}), frozenset()),
+    Kind.HIDE: (frozenset({"upto"}), frozenset()),
 }
 _FIELDS = {k: sorted(req | opt) for k, (req, opt) in _SCHEMA.items()}
 

@@ -82,6 +82,9 @@ def purged(store: GroupStore, key: str) -> Purged:
     return out
 
 
+_GONE: Final = (ChangeKind.DELETE, ChangeKind.EXPIRE, ChangeKind.MODERATE)
+
+
 def purge(store: GroupStore, keys: Keys, timeline: Timeline, changes: Sequence[Change]) -> None:
     """Delete the bodies ``changes`` purge, record why, and drop the snapshot (it may hold
     them); then scrub the store, so no copy is left in the file."""
@@ -90,10 +93,13 @@ def purge(store: GroupStore, keys: Keys, timeline: Timeline, changes: Sequence[C
         for change in changes:
             for entry_id in change.purge:
                 store.delete_body(entry_id)
-            gone = change.kind in (ChangeKind.DELETE, ChangeKind.EXPIRE)
+            gone = change.kind in _GONE
             if change.post is not None and change.purge and gone:
                 reply_to = timeline.posts[change.post].reply_to
-                record[change.post] = (change.kind is ChangeKind.DELETE, reply_to)
+                record[change.post] = (change.kind is not ChangeKind.EXPIRE, reply_to)
+            if change.kind is ChangeKind.HIDE:  # moderation: each post it hid was deleted
+                for post in (timeline.posts[i] for i in change.purge if i in timeline.posts):
+                    record[post.id] = (True, post.reply_to)
         value = [[p, d, *([r] if r else [])] for p, (d, r) in sorted(record.items())]
         store.put_meta(keys.purged, encoding.encode(value))  # type: ignore[arg-type]
         store.put_meta(keys.snapshot, b"")  # it may hold what was just purged

@@ -29,13 +29,16 @@ from typing import TYPE_CHECKING, Literal
 from microsync.app import arrivals, saved
 from microsync.app.docs import Publish, SharedDoc
 from microsync.app.events import AppEvent, DocChanged, Post
+from microsync.app.moderation import hidden_events
 from microsync.app.ops import APP_TYPE, AppOp, AppOperation, CursorOp, DocOp, Kind
-from microsync.app.timeline import AppEntry, Change, PostState, Timeline, deps_for
+from microsync.app.timeline import AppEntry, Change, ChangeKind, PostState, Timeline, deps_for
+from microsync.app.unfolded import Unfolded
 from microsync.app.views import post_event, post_view, to_ms
 from microsync.errors import MicrosyncError, NotAMember
 from microsync.feed.entry import MAX_DEPS, Entry, EntryId
 from microsync.feed.store import StoredEntry
 from microsync.group.fold import ContentFold, Folded
+from microsync.group.state import Window
 from microsync.identity import DeviceId, PersonId
 from microsync.state import Document
 from microsync.state.clock import bounded
@@ -63,6 +66,16 @@ class AppState:
         self._fold: ContentFold[AppOperation] = replica.content_fold(AppOp.from_bytes)
         self._provisional: dict[EntryId, tuple[Entry, bytes]] = {}
         self._docs: dict[str, SharedDoc] = {}
+        self._admins: dict[DeviceId, tuple[Window, ...]] = {}  # the admin stretches folded with
+        self._unfolded = Unfolded()  # what arrived while not loaded (folded when it is)
+
+    def _moderates(self, device: DeviceId, seq: int) -> bool:
+        return self._replica.state.moderates(device, seq)
+
+    def _admins_moved(self) -> bool:
+        """Did the admin stretches change since the timeline was folded? (A promotion seen
+        late can make a moderation count, a demotion seen late void one: fold again.)"""
+        return dict(self._replica.state.admin_windows) != self._admins
 
     @property
     def loaded(self) -> bool:
@@ -73,6 +86,7 @@ class AppState:
         """Forget the folded state and the open documents: the next read folds again."""
         self._timeline = None
         self._docs = {}
+        self._unfolded.clear()
 
     # ------------------------------------------------------------------ loading
 
@@ -83,12 +97,12 @@ class AppState:
             return self._timeline
         store = self._replica.store
         arrived = arrivals.load(store, self.keys.arrived)
-        self._timeline = Timeline(arrived)
+        self._timeline = Timeline(arrived, self._moderates)
         self._fold = self._replica.content_fold(AppOp.from_bytes)
         if not self._load_snapshot(now, held_back):
-            self._timeline = Timeline(arrived)
+            self._timeline = Timeline(arrived, self._moderates)
             self._fold = self._replica.content_fold(AppOp.from_bytes)
-            loaded = saved.app_entries_after(self._replica, {})
+            loaded = self._unfolded.entries_after(self._replica, {})
             loaded = [s for s in loaded if s.entry.id not in held_back]
             self._absorb(
                 [s.entry for s in loaded],
@@ -109,6 +123,8 @@ class AppState:
             )
         self._apply(self._timeline.expire(now), quiet=True)
         self._fold.mark()
+        self._admins = dict(self._replica.state.admin_windows)
+        self._unfolded.clear()
         return self._timeline
 
     def _load_snapshot(self, now: int, held_back: frozenset[EntryId]) -> bool:
@@ -123,7 +139,7 @@ class AppState:
         assert timeline is not None
         timeline.add(snapshot.entries)
         covered = {device: seq for device, (seq, _) in snapshot.frontier.items()}
-        tail = saved.app_entries_after(self._replica, covered)
+        tail = self._unfolded.entries_after(self._replica, covered)
         tail = [s for s in tail if s.entry.id not in held_back]
         self._absorb(
             locked + [s.entry for s in tail],
@@ -209,6 +225,9 @@ class AppState:
             return events
         names = self._names()
         for change in changes:
+            if change.kind is ChangeKind.HIDE:  # one event for each post the hide removed
+                events += hidden_events(change, lambda p: self._view(p, names))
+                continue
             post = self._view(change.post, names) if change.post is not None else None
             event = post_event(change.kind, change.entry.person, post)
             if event is not None:
@@ -239,13 +258,14 @@ class AppState:
         self._note_arrivals(
             ((e.id, e.header.hlc) for e in accepted if e.header.type == APP_TYPE), now
         )
-        if self._timeline is not None and self._fold.cutoffs_moved():
+        if self._timeline is not None and (self._fold.cutoffs_moved() or self._admins_moved()):
             # a removal's cut-off reached back over entries already folded: fold again, and
             # reopen the documents (a handle from before shows the old state; ask doc() again)
             self.unload()
         if self._timeline is None:
             if not self.listening:
-                return []  # loaded from the store on first use
+                self._unfolded.note(accepted, known)  # folded with the rest on first use
+                return []
             # someone listens (the fold was dropped above): what came before is history,
             # this batch is news (but what was shown provisionally was news already)
             self.timeline(now, frozenset(e.id for e in accepted if e.id not in self._provisional))

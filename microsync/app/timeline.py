@@ -4,7 +4,8 @@ Operations are applied in causal order: an entry names in ``deps`` the app entri
 had applied, and waits here until they are applied too. Every rule is checked by every replica
 from signed authorship, never trusted from the UI:
 
-* a post's author is the person whose device signed it; only that person edits or deletes it;
+* a post's author is the person whose device signed it; only that person edits it, and only
+  that person or an admin (moderation, :mod:`microsync.app.moderation`) deletes it;
 * edits are last-writer-wins by ``(hlc, entry id)``; a delete wins over every edit, for good;
 * a reaction is an (emoji, person) pair held by the reacting entries not withdrawn; an unreact
   withdraws only the reacting entries it names, and only its own person's (observed-remove);
@@ -30,10 +31,11 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import assert_never
 
+from microsync.app import forget, moderation
 from microsync.app.ops import (
     AppOp,
     AppOperation,
@@ -41,6 +43,8 @@ from microsync.app.ops import (
     DeleteOp,
     DocOp,
     EditOp,
+    ForgetOp,
+    HideOp,
     LocationOp,
     PostOp,
     ReactOp,
@@ -53,6 +57,11 @@ from microsync.identity import DeviceId, PersonId
 from microsync.state.clock import MAX_DRIFT_MS
 
 __all__ = ["AppEntry", "Change", "ChangeKind", "PostState", "Timeline", "deps_for"]
+
+
+def _nobody(device: DeviceId, seq: int) -> bool:
+    """The default moderator check: no entry moderates (a timeline without membership)."""
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +138,8 @@ class ChangeKind(enum.StrEnum):
     CURSOR = "cursor"
     LOCATION = "location"
     DOC = "doc"
+    MODERATE = "moderate"  # an admin deleted someone else's post, or it arrived hidden
+    HIDE = "hide"  # an admin hid a member's posts (``purge`` lists what went)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +162,7 @@ def named_by(op: AppOp) -> list[bytes]:
             return [post]
         case UnreactOp(post=post, removes=removes):
             return [post, *removes]
-        case CursorOp() | LocationOp() | DocOp():
+        case CursorOp() | LocationOp() | DocOp() | ForgetOp() | HideOp():
             return []
         case _:
             assert_never(operation)
@@ -168,13 +179,21 @@ def deps_for(op: AppOp, heads: Iterable[EntryId]) -> tuple[EntryId, ...]:
 class Timeline:
     """Posts, threads, reactions and read cursors of one group."""
 
-    def __init__(self, arrived: dict[EntryId, int] | None = None) -> None:
+    def __init__(
+        self,
+        arrived: dict[EntryId, int] | None = None,
+        moderates: Callable[[DeviceId, int], bool] | None = None,
+    ) -> None:
         self.arrived: dict[EntryId, int] = {} if arrived is None else arrived
+        self.moderates: Callable[[DeviceId, int], bool] = moderates or _nobody
+        """Was entry ``seq`` of a device written by an admin (moderation counts)?"""
+        self.hidden: dict[DeviceId, int] = {}  # device -> last seq an admin's hide covers
         self.posts: dict[EntryId, PostState] = {}
         self.replies: dict[EntryId, list[EntryId]] = {}
         self.cursors: dict[PersonId, dict[DeviceId, int]] = {}
         self.cursor_at: dict[PersonId, int] = {}  # when each person last moved their cursor
         self.locations: dict[PersonId, AppEntry] = {}
+        self.forgotten: dict[PersonId, int] = {}  # kept locations up to this hlc are purged
         self.active: dict[PersonId, int] = {}  # latest shown time of an applied entry per person
         self.applied: dict[EntryId, AppEntry] = {}
         self.frontier: dict[DeviceId, int] = {}  # highest applied app entry per device
@@ -185,6 +204,7 @@ class Timeline:
         self._blocked: dict[EntryId, int] = {}  # waiting entry -> deps not applied yet
         self._waiters: dict[EntryId, list[EntryId]] = {}  # missing dep -> entries waiting on it
         self._reactions: dict[EntryId, tuple[EntryId, str, PersonId]] = {}
+        self._expiring: list[tuple[int, int, EntryId]] = []  # (expires_at, order, post)
 
     # ------------------------------------------------------------------ applying
 
@@ -276,6 +296,11 @@ class Timeline:
                 return self._location(entry)
             case DocOp():
                 return Change(ChangeKind.DOC, entry)
+            case ForgetOp():
+                return Change(ChangeKind.LOCATION, entry, purge=forget.forget(self, entry, op))
+            case HideOp():
+                purge = moderation.hide(self, entry, op)
+                return None if purge is None else Change(ChangeKind.HIDE, entry, purge=purge)
             case _:
                 assert_never(op)
 
@@ -296,8 +321,15 @@ class Timeline:
             expires_at=self._expires_at(entry, op.ttl_ms),
             parts=op.parts,
         )
+        expires_at = self.posts[entry.id].expires_at
+        if expires_at is not None:
+            heapq.heappush(self._expiring, (expires_at, len(self.posts), entry.id))
         if reply_to is not None:
             self.replies.setdefault(reply_to, []).append(entry.id)
+        if moderation.hidden(self, self.posts[entry.id]):  # a hide that counted covers it
+            purge = moderation.remove(self.posts[entry.id])
+            return Change(ChangeKind.MODERATE, entry, entry.id, purge=purge)
+        if reply_to is not None:
             return Change(ChangeKind.REPLY, entry, entry.id)
         return Change(ChangeKind.POST, entry, entry.id)
 
@@ -328,7 +360,10 @@ class Timeline:
         return Change(ChangeKind.EDIT, entry, post.id)
 
     def _delete(self, entry: AppEntry, op: DeleteOp) -> Change | None:
-        post = self._own_post(entry, op.post)
+        post = self._target(entry, op.post)
+        if post is not None and post.author != entry.person:  # an admin's, or refused
+            purge = moderation.delete(self, entry, post)
+            return None if purge is None else Change(ChangeKind.MODERATE, entry, post.id, purge)
         if post is None:
             return None
         post.deleted = True
@@ -369,6 +404,8 @@ class Timeline:
         return Change(ChangeKind.CURSOR, entry)
 
     def _location(self, entry: AppEntry) -> Change | None:
+        if entry.hlc <= self.forgotten.get(entry.person, -1):
+            return Change(ChangeKind.LOCATION, entry, purge=(entry.id,))  # forgotten already
         known = self.locations.get(entry.person)
         if known is None or (entry.hlc, entry.id) > (known.hlc, known.id):
             self.locations[entry.person] = entry
@@ -378,10 +415,16 @@ class Timeline:
 
     def expire(self, now: int) -> list[Change]:
         """Mark disappearing posts whose time is up (by ``now``, this device's clock) and report
-        what to purge."""
+        what to purge. Only the posts due are visited (a heap by expiry time), in the order
+        they were posted, so a live entry does not cost a scan of every post."""
+        due: list[tuple[int, EntryId]] = []
+        while self._expiring and self._expiring[0][0] <= now:
+            _, order, post_id = heapq.heappop(self._expiring)
+            due.append((order, post_id))
         out = []
-        for post in self.posts.values():
-            if post.expires_at is None or post.gone or now < post.expires_at:
+        for _, post_id in sorted(due):
+            post = self.posts[post_id]
+            if post.gone:
                 continue
             post.expired = True
             post.text, post.attachments, post.last_edit = None, (), None
@@ -447,4 +490,5 @@ class Timeline:
             tuple((p, tuple(sorted(c.items()))) for p, c in sorted(self.cursors.items())),
             tuple((p, e.id) for p, e in sorted(self.locations.items())),
             frozenset(self.rejected),
+            tuple(sorted(self.hidden.items())),
         )

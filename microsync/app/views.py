@@ -11,6 +11,7 @@ from microsync.app.events import (
     Deleted,
     Edited,
     Expired,
+    Moderated,
     Post,
     Posted,
     Reacted,
@@ -24,7 +25,7 @@ __all__ = ["PostChanged", "post_event", "post_view", "to_ms", "when"]
 
 _LAST_MS: Final = int(datetime.max.replace(tzinfo=UTC).timestamp() * 1000) - 86_400_000
 
-PostChanged = Posted | Replied | Edited | Deleted | Expired | Reacted
+PostChanged = Posted | Replied | Edited | Deleted | Expired | Reacted | Moderated
 
 
 def when(ms: int) -> datetime:
@@ -74,7 +75,9 @@ def post_event(kind: ChangeKind, person: PersonId, post: Post | None) -> PostCha
             return Expired(person=person, post=post)
         case ChangeKind.REACTION:
             return Reacted(person=person, post=post)
-        case ChangeKind.CURSOR | ChangeKind.LOCATION | ChangeKind.DOC:
-            return None
+        case ChangeKind.MODERATE:
+            return Moderated(person=person, post=post)
+        case ChangeKind.CURSOR | ChangeKind.LOCATION | ChangeKind.DOC | ChangeKind.HIDE:
+            return None  # a hide tells of each post it removed (``AppState``)
         case _:
             assert_never(kind)

@@ -9,9 +9,10 @@ certificate signed the entry):
   timestamp, another thumbnail or another key) makes a different blob, his own; one id names
   one manifest of one person. Copies of it by that person only add entries to purge; the
   first by ``(hlc, entry id)`` gives the blob's time.
-* **Only the adder removes.** A REMOVE counts only when its person added the blob; anyone
-  else's is counted as :attr:`Refusal.NOT_THE_ADDER` and changes nothing. A REMOVE that
-  arrives before its ADD waits as a tombstone.
+* **Only the adder removes.** A REMOVE counts only when its person added the blob, or when
+  the caller says it was a moderator's (an admin's, at its place in its feed:
+  ``moderator=True``); anyone else's is counted as :attr:`Refusal.NOT_THE_ADDER` and
+  changes nothing. A REMOVE that arrives before its ADD waits as a tombstone.
 * **A quota per person.** A person's present blobs, taken in ``(hlc, entry id)`` order, count
   while their number, bytes, chunks and thumbnail bytes stay within :class:`Quota`; the rest
   are kept out (:attr:`Refusal.OVER_QUOTA`) until removals make room. Only the manifests of
@@ -149,6 +150,7 @@ class VaultIndex:
     manifests: dict[BlobId, Manifest] = field(default_factory=dict)
     removed: dict[BlobId, set[PersonId]] = field(default_factory=dict)  # blob -> removers
     gone: dict[BlobId, PersonId] = field(default_factory=dict)  # removed blobs -> adder
+    moderated: set[BlobId] = field(default_factory=set)  # removed by an admin (moderation)
     wanted: dict[BlobId, Locator] = field(default_factory=dict)  # count, manifest not read
     refused: Counter[Refusal] = field(default_factory=Counter)
     _adds: dict[BlobId, _Add] = field(default_factory=dict)
@@ -163,11 +165,15 @@ class VaultIndex:
         op: VaultOp,
         ids_key: bytes | None,
         where: Locator | None = None,
+        moderator: bool = False,
     ) -> Purge | None:
         """Fold one operation (``ids_key``: the id key of the manifest's epoch, for an ADD;
-        ``where``: the entry's place, to read it again if it comes within quota later)."""
+        ``where``: the entry's place, to read it again if it comes within quota later;
+        ``moderator``: a REMOVE written by an admin, which removes anyone's blob)."""
         if op.kind is VaultKind.REMOVE:
             assert op.blob is not None
+            if moderator:
+                self.moderated.add(op.blob)
             return self._remove(op.blob, person)
         assert op.manifest is not None and ids_key is not None
         return self._add(entry, person, hlc, op.manifest, ids_key, where)
@@ -197,7 +203,7 @@ class VaultIndex:
         where: Locator | None,
     ) -> Purge | None:
         blob = manifest.blob_id(ids_key, person)
-        if blob in self.gone or person in self.removed.get(blob, ()):
+        if blob in self.gone or blob in self.moderated or person in self.removed.get(blob, ()):
             if blob not in self.gone:
                 self._count_foreign_removes(blob, person)
                 self.gone[blob] = person
@@ -237,7 +243,7 @@ class VaultIndex:
 
     def _count_foreign_removes(self, blob: BlobId, adder: PersonId) -> None:
         others = self.removed.get(blob, set()) - {adder}
-        if others:
+        if others and blob not in self.moderated:
             self.refused[Refusal.NOT_THE_ADDER] += len(others)
 
     # ------------------------------------------------------------------ REMOVE
@@ -252,17 +258,17 @@ class VaultIndex:
             if self.gone.get(blob, person) != person:
                 self.refused[Refusal.NOT_THE_ADDER] += 1
             return None  # a tombstone: applied when (if) the blob's ADD arrives
-        if add.author != person:
+        if add.author != person and blob not in self.moderated:
             self.refused[Refusal.NOT_THE_ADDER] += 1
             return None
         manifest = add.manifest
         del self._adds[blob]
         self._leave(add)
         self._forget(blob)
-        self.gone[blob] = person
+        self.gone[blob] = add.author
         if manifest is None:
             return Purge(blob, (), tuple(add.entries), add.where)
-        return Purge(blob, manifest.addresses(add.ids_key, person), tuple(add.entries))
+        return Purge(blob, manifest.addresses(add.ids_key, add.author), tuple(add.entries))
 
     def _forget(self, blob: BlobId) -> None:
         self.refs.pop(blob, None)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import microsync
 from microsync.cli import control, devices, keeper, network, social, vault
 from microsync.cli.control import open_device, open_group
+from microsync.cli.members import size_line
 from microsync.errors import InviteError, MicrosyncError, ProfileInUse, ProfileNotFound
 
 if TYPE_CHECKING:  # loaded once a command runs: --help needs none of them
@@ -58,9 +59,12 @@ async def cmd_init(args: argparse.Namespace, out: Console) -> int:
         out.print(f"{verb} profile [bold]{device.name}[/] in {home}")
         _print_identity(device, out)
         if not args.restore:
-            out.print(
-                "Run [bold]microsync recovery-words[/] and write the words down somewhere safe."
+            control.error_console().print(
+                "[yellow]Your 24 recovery words, shown only now (no device keeps them): write "
+                "them down and keep them offline. They take you back into every group and "
+                "revoke every device, even the ones a thief holds.[/]"
             )
+            out.print("words: " + " ".join(device.export_recovery_words()), soft_wrap=True)
         else:
             out.print(
                 "Your groups come back at the first [bold]microsync sync HOST:PORT[/] with any "
@@ -99,7 +103,9 @@ async def cmd_recovery_words(args: argparse.Namespace, out: Console) -> int:
 
 async def cmd_group_create(args: argparse.Namespace, out: Console) -> int:
     async with open_device(args.home) as device:
-        group = await device.create_group(args.name, history=args.history)
+        group = await device.create_group(
+            args.name, history=args.history, max_members=args.max_members
+        )
         out.print(
             f"Created group [bold]{group.name}[/] ({group.id.hex()}), history {group.history}"
         )
@@ -127,6 +133,7 @@ async def cmd_groups(args: argparse.Namespace, out: Console) -> int:
                             "id": g.id.hex(),
                             "name": g.name,
                             "members": len(g.members()),
+                            "max_members": g.max_members,
                             "epoch": g.epoch,
                             "history": g.history,
                             "member": g.is_member(),
@@ -167,6 +174,8 @@ async def cmd_members(args: argparse.Namespace, out: Console) -> int:
         for m in members:
             devices = _count(len(m.devices), "device")
             out.print(f"{social.member_id(m.person_id)}  {m.name}  {m.role}  {devices}")
+        if group.max_members is not None:  # (one line per member otherwise, as always)
+            out.print(size_line(group))
     return 0
 
 
@@ -262,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     whoami = sub.add_parser("whoami", help="show this profile's person and device")
     whoami.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser("recovery-words", help="print the person's 24 recovery words")
+    sub.add_parser(
+        "recovery-words", help="the 24 recovery words are shown once, by init: this says so"
+    )
     group = sub.add_parser("group", help="manage groups")
     group_sub = group.add_subparsers(dest="group_command", metavar="ACTION", required=True)
     create = group_sub.add_parser("create", help="create a group with you as its first admin")
@@ -272,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["shared", "none"],
         default="shared",
         help="may later members read earlier content? (default: shared)",
+    )
+    create.add_argument(
+        "--max-members", type=int, default=None, help="at most this many members (default: no cap)"
     )
     groups = sub.add_parser("groups", help="list this profile's groups")
     groups.add_argument("--json", action="store_true", help="machine-readable output")

@@ -26,9 +26,20 @@ __all__ = [
     "cmd_remove",
     "find_member",
     "member_id",
+    "size_line",
 ]
 
 PRECISION_FLAGS = ("exact", "street", "city", "region")
+
+
+def size_line(group: Group) -> str:
+    """``3 members`` or, in a group with a cap, ``3 members (cap 12)`` / ``(cap 3, full)``."""
+    count = len(group.members())
+    size = f"{count} member" if count == 1 else f"{count} members"
+    cap = group.max_members
+    if cap is None:
+        return size
+    return f"{size} (cap {cap}, full)" if count >= cap else f"{size} (cap {cap})"
 
 
 def member_id(person_id: bytes) -> str:

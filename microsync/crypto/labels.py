@@ -7,7 +7,7 @@ meaning means adding a new label with a new version, never editing an old one.
 
 from __future__ import annotations
 
-from typing import NewType
+from typing import Final, NewType
 
 __all__ = ["ALL_LABELS", "Label", "frame"]
 
@@ -49,6 +49,9 @@ SYNC_FRONTIER_DIGEST = Label(b"microsync/v1/sync-frontier-digest")
 
 # Ephemeral announcements (presence, location: microsync.app.ephemeral)
 ANNOUNCEMENT_KEY = Label(b"microsync/v1/announcement-key")
+# A location for one viewer device (microsync.app.viewers)
+VIEWER_LOCATION_SIGNATURE = Label(b"microsync/v1/viewer-location")  # over the whole envelope
+VIEWER_LOCATION_KEY = Label(b"microsync/v1/viewer-location-key")  # DH with the viewer's prekey
 
 # The vault (microsync.crypto.stream, microsync.blobs)
 VAULT_CHUNK = Label(b"microsync/v1/vault-chunk")  # AD of every chunk
@@ -58,6 +61,7 @@ VAULT_BLOB_ID = Label(b"microsync/v2/vault-blob-id")  # v2: binds the adder and 
 VAULT_KEY_COMMITMENT = Label(b"microsync/v1/vault-key-commitment")  # blob key -> commitment
 VAULT_CHUNK_ADDRESS = Label(b"microsync/v1/vault-chunk-address")  # (adder, key, chunk id)
 VAULT_BLOB_DETAILS = Label(b"microsync/v1/vault-blob-details")  # name, type, thumbnail
+VAULT_KEEPER_MAILBOX = Label(b"microsync/v1/vault-keeper-mailbox")  # blob key -> its mailbox
 
 # Keeper mailboxes: per-epoch capability, item sealing and naming (microsync.group.mailbox)
 KEEPER_MAILBOX_SEED = Label(b"microsync/v1/keeper-mailbox-seed")  # control key -> signing seed
@@ -82,6 +86,12 @@ INVITE_RENDEZVOUS = Label(b"microsync/v1/invite-rendezvous")
 RECOVERY_PROOF = Label(b"microsync/v1/recovery-proof")  # person key over the handshake hash
 RECOVERY_RENDEZVOUS = Label(b"microsync/v1/recovery-rendezvous")  # person id -> relay id
 RECOVERY_DISCOVERY_TAG = Label(b"microsync/v1/recovery-discovery-tag")  # person, bucket -> tag
+# The words as a paper key (microsync.identity): a 32-byte root -> the person key and the
+# recovery key; the recovery key signs recovery certificates (new device of the person)
+ROOT_PERSON_KEY = Label(b"microsync/v1/root-person-key")
+ROOT_RECOVERY_KEY = Label(b"microsync/v1/root-recovery-key")
+RECOVERY_CERTIFICATE = Label(b"microsync/v1/recovery-certificate")
+RECOVERY_SERVE_ORDER = Label(b"microsync/v1/recovery-serve-order")  # person, device -> rank
 
 ALL_LABELS: dict[str, Label] = {
     name: Label(value)
@@ -92,6 +102,15 @@ ALL_LABELS: dict[str, Label] = {
 
 def frame(label: Label) -> bytes:
     """The prefix that binds ``label`` in front of a message: one length byte, then the label."""
-    if not 0 < len(label) < 256:
-        raise ValueError("a label must be 1 to 255 bytes")
-    return bytes((len(label),)) + label
+    framed = _FRAMED.get(label)
+    if framed is None:
+        if not 0 < len(label) < 256:
+            raise ValueError("a label must be 1 to 255 bytes")
+        framed = bytes((len(label),)) + label
+        if label in _KNOWN:  # each hash, key and signature frames one: made once, not per call
+            _FRAMED[label] = framed
+    return framed
+
+
+_KNOWN: Final = frozenset(ALL_LABELS.values())
+_FRAMED: dict[bytes, bytes] = {}

@@ -27,6 +27,7 @@ from microsync.crypto.random import Rng
 from microsync.encoding import expect_bytes, expect_int, expect_list, expect_str
 from microsync.errors import (
     AlreadyAMember,
+    GroupFull,
     InviteError,
     InviteRefused,
     MicrosyncError,
@@ -52,7 +53,7 @@ from microsync.group.invite.payloads import (
     LinkResponse,
     Welcome,
 )
-from microsync.group.membership import InviteInfo
+from microsync.group.membership import GroupState, InviteInfo
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica, GroupStore, LocalMember
 
@@ -275,6 +276,7 @@ class InviteHost:
         if join.person in replica.state.members:
             raise AlreadyAMember("the person redeeming the invite is a member already")
         info = replica.state.invites[invite_id]
+        require_room(replica.state)
         entry = replica.add(
             join.person,
             join.name,
@@ -282,6 +284,7 @@ class InviteHost:
             role=info.role,
             invite_id=invite_id,
             now=self._now(),
+            recovery_key=join.recovery_key,
         )
         self._book.mark(invite_id, InviteState.CONSUMED)  # if this device issued it
         return _welcome(replica, entry).to_bytes()
@@ -324,6 +327,7 @@ def issue_invite(
     group (never the secret) and keep the secret and short code in this device's book."""
     if ttl_ms <= 0:
         raise ValueError("an invite needs a positive time to live")
+    require_room(replica.state)
     invite = Invite.issue(
         rng=rng,
         now=now,
@@ -337,6 +341,12 @@ def issue_invite(
     replica.create_invite(invite.invite_id, expires_at=invite.expires_at, role=role, now=now)
     book.add(invite, replica.id)
     return invite
+
+
+def require_room(state: GroupState) -> None:
+    """:class:`GroupFull` if ``state`` holds as many members as the group's cap allows."""
+    if state.full():
+        raise GroupFull(f"the group is full: it holds its cap of {state.max_members} members")
 
 
 def accept_welcome(store: GroupStore, me: LocalMember, response: bytes) -> GroupReplica:

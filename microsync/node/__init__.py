@@ -33,8 +33,7 @@ from microsync.group.join import (
     LinkResponse,
     Welcome,
 )
-from microsync.group.ops import HISTORY_SETTINGS
-from microsync.group.replica import GroupReplica, LocalMember
+from microsync.group.replica import GroupReplica
 from microsync.identity import (
     DeviceId,
     LocalIdentity,
@@ -44,6 +43,7 @@ from microsync.net.limits import ServeLimits
 from microsync.node.addresses import DEFAULT_PORT
 from microsync.node.devices import DeviceRecord, device_id_of, device_records, link_new_device
 from microsync.node.exits import GroupExit
+from microsync.node.founding import found_group
 from microsync.node.group import Group, InviteStatus, Member
 from microsync.node.host import DeviceHost
 from microsync.node.inbound import WELCOME_PREFIX, Inbound
@@ -53,7 +53,7 @@ from microsync.node.keys import revoke_device, rotate_prekey
 from microsync.node.network import Network, PeerInfo, SyncResult
 from microsync.node.profile import (
     group_ids,
-    load_prekeys,
+    local_member,
     open_profile,
     remember_group,
 )
@@ -117,7 +117,7 @@ class Device:
         self._clock = clock
         self._rng = rng
         self._network = Network(self)
-        self._member = LocalMember(identity, load_prekeys(store, identity), rng)
+        self._member = local_member(store, identity, rng)
         self._groups: dict[GroupId, Group] = {}
         self._book = InviteBook(store)
         self._sync_log = SyncLog(store)
@@ -220,8 +220,12 @@ class Device:
         """Where this device draws randomness: given to :meth:`open`."""
         return self._rng
 
+    def set_quiet(self, quiet: bool = True) -> None:
+        """Quiet mode (battery): no presence heartbeat, a long keepalive, sync on demand."""
+        self._network.set_quiet(quiet)
+
     def export_recovery_words(self) -> list[str]:
-        """The person key as 24 BIP39 words. Whoever holds them can act as this person."""
+        """The 24 words, only where the person was made (else ValueError: docs/devices.md)."""
         return self._identity.recovery_words()
 
     # ------------------------------------------------------------------ network
@@ -346,22 +350,18 @@ class Device:
 
     # ------------------------------------------------------------------ groups
 
-    async def create_group(self, name: str, *, history: str = "shared") -> Group:
+    async def create_group(
+        self, name: str, *, history: str = "shared", max_members: int | None = None
+    ) -> Group:
         """Found a group named ``name``; this person is its first admin.
 
         ``history="shared"`` (the default) lets members added later read what was said before
         they joined; with ``"none"`` they cannot (each add starts a new epoch). The name is
-        encrypted: it never crosses a wire in the clear.
+        encrypted: it never crosses a wire in the clear. ``max_members`` (1 to 4000; default:
+        no cap) caps its size on every replica; an invite to a full group raises ``GroupFull``.
         """
-        if history not in HISTORY_SETTINGS:
-            raise ValueError(f"history must be one of {HISTORY_SETTINGS}, not {history!r}")
-        if not 0 < len(name) <= 128:
-            raise ValueError("a group name is 1 to 128 characters")
-        with self._store.transaction():
-            replica = GroupReplica.create(
-                self._store, self._member, name, history=history, now=self._clock()
-            )
-            remember_group(self._store, replica.id)
+        clock = self._clock()
+        replica = found_group(self._store, self._member, name, history, max_members, clock)
         return self._hold(replica)
 
     def groups(self) -> list[Group]:

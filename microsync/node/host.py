@@ -129,6 +129,8 @@ class DeviceHost:
             room = None if newest_first else limit - len(found)
             if room == 0:
                 break
+            if feeds[device].head_seq <= frontier.get(device, 0):
+                continue  # the peer holds all of it (a live push: most feeds): no query
             if not replica.admits(device, 1):
                 continue  # stored before admission was checked: never forwarded
             forked_at = feeds[device].forked_at
@@ -164,7 +166,8 @@ class DeviceHost:
 
     def receive(self, group: GroupId, items: Sequence[Item]) -> int:
         forks = self.forks(group)
-        accepted = self.device._inbound.receive(group, items, self._peer)
+        with self.device._store.replaceable():  # the peer holds them: no fsync on the live path
+            accepted = self.device._inbound.receive(group, items, self._peer)
         if self.forks(group) != forks and self._on_received is not None:
             self._on_received(group, 0)  # a fork found in the batch: pass the evidence on
         if accepted and self._on_received is not None:
@@ -300,6 +303,9 @@ class DeviceHost:
         if len(chunk) != 32:
             return None
         return self.device.group(group).vault.serve(peer, ChunkId(chunk))
+
+    def relay_chunk(self, group: GroupId, peer: DeviceId, chunk: bytes) -> bool:
+        return len(chunk) == 32 and self.device.group(group).vault.relay(peer, ChunkId(chunk))
 
     def chunk_received(self, group: GroupId, peer: DeviceId, chunk: bytes, data: bytes) -> None:
         self.device.group(group).vault.chunk_received(peer, ChunkId(chunk), data)

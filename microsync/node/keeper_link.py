@@ -229,6 +229,9 @@ class GroupKeeperLink:
         device lacks."""
         await self._push(work)
         await self._purge(work)
+        group = self._held()
+        if group is not None:  # vault chunks, on connections of their own (node/keeper_chunks.py)
+            await group.vault.keeper_push(self.url)
         for mailbox in self._mailboxes():
             await self._pull(work, mailbox)
 

@@ -23,7 +23,6 @@ from microsync.errors import (
     HandshakeError,
     InviteError,
     MicrosyncError,
-    NotAMember,
     PeerUnreachable,
     StorageError,
 )
@@ -32,23 +31,27 @@ from microsync.group.invite import HostState
 from microsync.group.keys import discovery_tag
 from microsync.identity import DeviceId
 from microsync.net.connection import SecureStream, SyncConnection, handshake
-from microsync.net.discovery import LanDiscovery
+from microsync.net.discovery import MAX_TAGS, LanDiscovery
 from microsync.net.limits import LogBudget, ServeLimits
 from microsync.net.stream import Stream, open_tcp
+from microsync.node import chunk_net
 from microsync.node.addresses import (
     DEFAULT_PORT,
     machine_addresses,
     split_address,
     why_unreachable,
 )
+from microsync.node.heartbeat import Heartbeat
 from microsync.node.keeper_link import KeeperLinks
 from microsync.node.listener import Listener, listen
 from microsync.node.peers import remember_sync
 from microsync.node.recovery import member_recovery, recover, recovering, recovery_tags
 from microsync.node.relay_link import BACKOFF_MAX, BACKOFF_START, RelayLink
+from microsync.node.sharing import may_pass
 from microsync.node.tasks import TaskTree
 from microsync.protocol.handshake import Purpose
 from microsync.protocol.session import SyncOptions
+from microsync.protocol.sync.keepalive import session_options
 
 if TYPE_CHECKING:
     from microsync.node import Device
@@ -64,7 +67,6 @@ __all__ = [
 
 log = logging.getLogger("microsync.node")
 
-PRESENCE_EVERY: Final = 60.0
 PEER_ERRORS: Final = (MicrosyncError, ConnectionError, OSError, TimeoutError)
 """What a peer can make a connection fail with: it ends that connection, nothing more."""
 DIAL_ERRORS: Final = (PeerUnreachable, HandshakeError, OSError)
@@ -96,6 +98,7 @@ class Runtime:
         self._dialing: set[str] = set()
         self._due: set[GroupId] = set()
         self._prefetching: set[GroupId] = set()
+        self._heartbeat = Heartbeat(self)
         self.keepers: KeeperLinks | None = None  # the groups' keeper links, once started
 
     @property
@@ -145,9 +148,13 @@ class Runtime:
             await self._discovery.start()
         if relay is not None:
             self.meet_at(relay)
-        self.spawn(self._heartbeat(), "presence")
+        self.quiet_changed()
         self.keepers = KeeperLinks(self)
         self.keepers.changed()
+
+    def quiet_changed(self) -> None:
+        """The device went quiet or back: end or start the heartbeat."""
+        self._heartbeat.changed()
 
     def meet_at(self, relay: str) -> None:
         """Meet the members of this device's groups at ``relay`` from now on."""
@@ -259,7 +266,7 @@ class Runtime:
             our_device=self.device.id,
             initiator=initiator,
             rng=self.rng,
-            options=self.options,
+            options=session_options(self.options, quiet=self.device._network.quiet),
             on_synced=self._synced,
         )
         redundant = self._drop_duplicate(connection) and not oneshot
@@ -360,7 +367,8 @@ class Runtime:
             key = group._replica.current_epoch_key()
             if key is not None:
                 tags.append(discovery_tag(key, bucket))
-        return tags + recovery_tags(self.device, bucket, looking=False)  # whom it takes back
+        room = MAX_TAGS - len(tags)  # its groups' tags first
+        return tags + recovery_tags(self.device, bucket, looking=False, room=room)
 
     def _match_tags(self, bucket: int) -> list[bytes]:
         """The tags to look for: the latest two epochs of each group (a member one rotation
@@ -430,31 +438,29 @@ class Runtime:
             group = self.device._held(group_id)
             if group is None:
                 continue
-            for sealed in group.announcements(excluding=peer):
+            for sealed in group.announcements(excluding=peer, to=peer):
                 connection.send_ephemeral(group_id, sealed)
 
     def gossip(self, group: GroupId, sealed: bytes, source: DeviceId | None) -> None:
         """Pass an announcement of ``group`` on to every connection but ``source``'s."""
+        held = self.device._held(group)
         for connection in list(self._connections):
-            if connection.peer.device != source and group in connection.session.groups:
+            peer = connection.peer.device
+            wanted = peer != source and group in connection.session.groups
+            if wanted and held is not None and may_pass(held, sealed, peer):
                 connection.send_ephemeral(group, sealed)
 
     # ---- vault chunks (microsync.node.vault) -------------------------------------------------
 
-    def chunk_peers(self, group: GroupId) -> dict[DeviceId, Callable[[Sequence[bytes]], None]]:
-        """Live connections sharing ``group``: peer device -> ``request(chunk ids)``."""
-        found: dict[DeviceId, Callable[[Sequence[bytes]], None]] = {}
-        for connection in self._connections:
-            session = connection.session
-            if session.closed or group not in session.groups:
-                continue
+    def chunk_peers(self, group: GroupId) -> dict[DeviceId, Callable[[Sequence[bytes], int], None]]:
+        """Live connections sharing ``group``: peer device -> ``request(chunk ids, hops)``."""
+        return chunk_net.chunk_peers(self._connections, group)
 
-            def request(ids: Sequence[bytes], connection: SyncConnection = connection) -> None:
-                connection.session.request_chunks(group, ids)
-                connection.notify(group)  # sends what the session queued, through its outbox
-
-            found[connection.peer.device] = request
-        return found
+    def chunk_answer(
+        self, group: GroupId, peer: DeviceId, chunk: bytes, data: bytes | None
+    ) -> None:
+        """Answer ``peer``'s ask for a chunk this device relayed."""
+        chunk_net.chunk_answer(self._connections, group, peer, chunk, data)
 
     def prefetch_soon(self, group: GroupId) -> None:
         """Fetch in the background what the vault's ``"all"`` policy wants (one task per
@@ -476,16 +482,6 @@ class Runtime:
             self._prefetching.discard(group)
 
     # ---- end of vault chunks -------------------------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        while True:
-            for group in list(self.device.groups()):
-                if group.is_member():
-                    try:
-                        await group.announce_presence("online")
-                    except (NotAMember, StorageError) as exc:  # left meanwhile; store closing
-                        log.info("presence in %s: %s", group.name, brief(exc))
-            await asyncio.sleep(PRESENCE_EVERY)
 
 
 def brief(error: BaseException) -> str:

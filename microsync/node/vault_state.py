@@ -31,6 +31,7 @@ from microsync.errors import DecodeError, DecryptionError
 from microsync.feed import EntryId, GroupId, StoredEntry
 from microsync.group.fold import ContentFold, Folded
 from microsync.group.replica import GroupReplica, GroupStore
+from microsync.group.state import Window
 from microsync.identity import DeviceId
 
 __all__ = ["VaultFold"]
@@ -48,6 +49,9 @@ class VaultFold:
         self._id_keys: dict[BlobId, bytes] = {}  # blob -> the id key its manifest names
         self._addresses: dict[BlobId, tuple[ChunkId, ...]] = {}  # cache of blob -> addresses
         self._loaded = False  # the first refresh folds history quietly (no events)
+        self._where: dict[ChunkId, tuple[BlobId, int]] = {}  # address -> (blob, index)
+        self._where_of: frozenset[BlobId] = frozenset()  # the blobs ``_where`` maps
+        self._admins: dict[DeviceId, tuple[Window, ...]] = {}  # the admin stretches folded with
 
     def __repr__(self) -> str:
         return f"VaultFold({len(self._index.refs)} blobs)"
@@ -77,6 +81,23 @@ class VaultFold:
                 return found
         return found
 
+    def addresses(self, blob: BlobId) -> tuple[ChunkId, ...]:
+        """Where a present blob's chunks are stored and asked for, in order (cached)."""
+        found = self._addresses.get(blob)
+        if found is None:
+            manifest = self._index.manifests[blob]
+            found = manifest.addresses(self._id_keys[blob], self._index.refs[blob].author)
+            self._addresses[blob] = found
+        return found
+
+    def locate(self, address: ChunkId) -> tuple[BlobId, int] | None:
+        """The present blob with a chunk at ``address``, and the chunk's index."""
+        blobs = frozenset(self._index.refs)
+        if blobs != self._where_of:  # the vault changed: map its addresses again
+            self._where = {a: (b, i) for b in blobs for i, a in enumerate(self.addresses(b))}
+            self._where_of = blobs
+        return self._where.get(address)
+
     # ------------------------------------------------------------------ the fold
 
     @functools.cached_property
@@ -88,18 +109,36 @@ class VaultFold:
     def refresh(self) -> dict[BlobId, BlobRef] | None:
         """Fold vault entries stored since the last call; purge what removals delete.
         Returns the blobs before, if anything was folded after the first call."""
+        shown = self._restart_if_admins_moved()
         store = self._store
         fresh: list[StoredEntry] = []
         for device, status in store.feeds(self._gid).items():
             if status.head_seq > self._seen.get(device, 0):
                 fresh += self._scan(device)
-        return self._update(fresh)
+        before = self._update(fresh)
+        return before if shown is None else shown
+
+    def _restart_if_admins_moved(self) -> dict[BlobId, BlobRef] | None:
+        """A promotion or demotion seen after vault entries were folded changes which
+        removals count (an admin's removes anyone's blob): fold the vault again from the
+        store. Returns the blobs shown before, if it starts again."""
+        admins = dict(self._replica.state.admin_windows)
+        moved, self._admins = admins != self._admins, admins
+        if not moved or not self._loaded:
+            return None
+        shown = dict(self._index.refs)
+        self._index = VaultIndex(quota=self._index.quota)
+        self._seen, self._bodies = {}, {}
+        self.__dict__.pop("_opener", None)  # a fresh content fold (cached property)
+        return shown
 
     def received(self, accepted: Sequence[StoredEntry]) -> dict[BlobId, BlobRef] | None:
         """Fold what a sync batch stored (``accepted``, with bodies, in feed order): only those
         entries, with no scan of the feeds (the first call folds the history: removals in it
         purge their chunks whether or not the vault is ever read, and what came before the
         batch is folded quietly, so the batch itself is news even then)."""
+        if self._loaded and dict(self._replica.state.admin_windows) != self._admins:
+            return self.refresh()  # a promotion or demotion seen late: fold again
         if not self._loaded:
             self._load_before(accepted)
         fresh: list[StoredEntry] = []
@@ -113,6 +152,7 @@ class VaultFold:
 
     def _load_before(self, accepted: Sequence[StoredEntry]) -> None:
         """The first fold: the history stored before ``accepted``, quietly (it is no news)."""
+        self._admins = dict(self._replica.state.admin_windows)
         first = {d: run[0].entry.header.seq for d, run in _by_device(accepted).items()}
         history: list[StoredEntry] = []
         for device in self._store.feeds(self._gid):
@@ -187,6 +227,8 @@ class VaultFold:
             op=op,
             ids_key=ids_key,
             where=(h.device, h.seq),
+            moderator=op.kind is VaultKind.REMOVE
+            and self._replica.state.moderates(h.device, h.seq),
         )
 
     def _purge(self, purges: Sequence[Purge]) -> None:

@@ -40,6 +40,8 @@ from microsync.app.ops import (
     DeleteOp,
     DocOp,
     EditOp,
+    ForgetOp,
+    HideOp,
     LocationOp,
     PostOp,
     ReactOp,
@@ -80,7 +82,7 @@ MAX_WALK: Final = 20_000
 """Most entries one page walks past; a page that stops there says ``more``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)  # it holds a replica: never print its parts
 class Sources:
     """What a read looks at: the group's replica (feeds, membership) and app state, the
     vault's current files and the current live locations (``group.vault.list()``,
@@ -267,6 +269,8 @@ class _Reader:
             case ReactOp():
                 return self._reaction(entry, op, at)
             case LocationOp(lat=lat, lon=lon, precision=precision):
+                if entry.hlc <= self._timeline.forgotten.get(entry.person, -1):
+                    return None  # its author forgot it since
                 latitude, longitude = lat / 1_000_000, lon / 1_000_000
                 return Moved(
                     person=entry.person,
@@ -277,7 +281,7 @@ class _Reader:
                 )
             case DocOp():
                 return self._doc(entry, op, at)
-            case EditOp() | DeleteOp() | UnreactOp() | CursorOp():
+            case EditOp() | DeleteOp() | UnreactOp() | CursorOp() | ForgetOp() | HideOp():
                 return None  # nobody's news
             case _:
                 assert_never(op)

@@ -49,13 +49,17 @@ __all__ = [
     "Paired",
     "RelayMessage",
     "bucket_for",
+    "data_channel",
     "data_sizes",
     "decode",
     "encode",
+    "rechannel",
 ]
 
-BUCKETS: Final = (256, 1024, 4096, 16384, 65536, 73728)
-"""Every message the relay sends or accepts is exactly one of these lengths."""
+BUCKETS: Final = (256, 1024, 4096, 16384, 65536, 65552, 73728)
+"""Every message the relay sends or accepts is exactly one of these lengths. 65,552 holds one
+full Noise frame (2 + 65,535 bytes) in one DATA message: the stream's usual bulk write crosses
+the relay as one message, not as 64 KiB plus a 256-byte tail."""
 MAX_MESSAGE: Final = BUCKETS[-1]
 HEADER_SIZE: Final = 4
 RID_SIZE: Final = 32
@@ -143,13 +147,13 @@ def bucket_for(length: int) -> int:
 def data_sizes(length: int) -> list[int]:
     """How to cut ``length`` bytes into DATA payloads with little padding.
 
-    The cheaper on the wire of two cuts: into full 72 KiB messages, or into full 64 KiB ones
-    (neither pads); in both the tail goes whole or, when cheaper, as one more full 64 KiB
-    message plus a small one: a 65,537-byte Noise frame costs 65,536 + 256 bytes on the wire
-    instead of 73,728.
+    The cheaper on the wire of two cuts: into full 72 KiB messages, or into full messages of
+    the bucket below (neither pads); in both the tail goes whole or, when cheaper, as one more
+    full message of that bucket plus a small one: a 65,537-byte Noise frame goes as one
+    65,552-byte message.
 
     >>> data_sizes(65_537), data_sizes(73_000), data_sizes(200_000)
-    ([65528, 9], [73000], [65528, 65528, 65528, 3416])
+    ([65537], [73000], [65544, 65544, 65544, 3368])
     """
     cuts = [_cut(length, MAX_PAYLOAD), _cut(length, BUCKETS[-2] - DATA_OVERHEAD)]
     return min(cuts, key=lambda sizes: (sum(map(_padded, sizes)), len(sizes)))
@@ -222,6 +226,27 @@ def decode(data: bytes, *, from_client: bool) -> Message:
     if kind not in (CLIENT_KINDS if from_client else RELAY_KINDS):
         raise DecodeError("relay message kind not allowed in this direction")
     return _parse(kind, memoryview(data)[HEADER_SIZE:end])
+
+
+def data_channel(data: bytes) -> int | None:
+    """The channel of ``data`` when it is a DATA message from a client in its own (smallest)
+    bucket, which the relay forwards with :func:`rechannel`; ``None`` for anything else,
+    which goes through :func:`decode` (that is where a malformed message is refused)."""
+    size = len(data)
+    if size < BUCKETS[0] or data[0] != Kind.DATA:
+        return None
+    end = HEADER_SIZE + int.from_bytes(data[1:HEADER_SIZE], "big")
+    if not DATA_OVERHEAD < end <= size or size != bucket_for(end):
+        return None
+    if data.count(0, end) != size - end:
+        return None
+    return int.from_bytes(data[HEADER_SIZE:DATA_OVERHEAD], "big") or None
+
+
+def rechannel(data: bytes, channel: int) -> bytes:
+    """A DATA message (:func:`data_channel` said so) sent on as ``channel``: one copy, equal
+    to ``encode(Data(channel=channel, payload=...))`` of the same payload."""
+    return b"".join((data[:HEADER_SIZE], _u32(channel), memoryview(data)[DATA_OVERHEAD:]))
 
 
 def _channel(body: memoryview) -> int:

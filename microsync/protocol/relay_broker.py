@@ -37,6 +37,8 @@ from typing import NewType, assert_never
 
 from microsync.errors import DecodeError, RemoteProtocolError
 from microsync.protocol.relay import (
+    CHANNEL_SIZE,
+    HEADER_SIZE,
     Close,
     Closed,
     Data,
@@ -46,8 +48,10 @@ from microsync.protocol.relay import (
     Leave,
     Message,
     Paired,
+    data_channel,
     decode,
     encode,
+    rechannel,
 )
 
 __all__ = [
@@ -210,6 +214,11 @@ class RelayBroker:
         out: list[Effect] = []
         try:
             self._count_in(found, len(data), now)
+            number = data_channel(data)  # the bulk of the traffic: forwarded without a decode
+            if number is not None:
+                self._forward(found, number, data, out, raw=True)
+                self._rearm(found, out)
+                return out
             self._dispatch(found, decode(data, from_client=True), now, out)
         except _Refused as refused:
             return out + self.refuse(client, refused.code, now)
@@ -338,12 +347,23 @@ class RelayBroker:
         return client.channels.get(number)
 
     def _forward(
-        self, client: _Client, number: int, payload: bytes | memoryview, out: list[Effect]
+        self,
+        client: _Client,
+        number: int,
+        payload: bytes | memoryview,
+        out: list[Effect],
+        *,
+        raw: bool = False,
     ) -> None:
+        """Send ``payload`` on to the other end (with ``raw``: it is the whole DATA message)."""
         channel = self._lookup(client, number)
         if channel is None:
             return  # closed meanwhile: the CLOSED is on its way to the sender
         peer, peer_number = channel.other(client)
+        if raw:
+            self.bytes_forwarded += int.from_bytes(payload[1:HEADER_SIZE], "big") - CHANNEL_SIZE
+            out.append(Send(to=peer.id, data=rechannel(bytes(payload), peer_number)))
+            return
         self.bytes_forwarded += len(payload)
         out.append(Send(to=peer.id, data=encode(Data(channel=peer_number, payload=payload))))
 

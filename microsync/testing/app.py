@@ -86,6 +86,7 @@ class _Cached:
     view: AppView
     seen: set[bytes]
     windows: dict[DeviceId, tuple[Window, ...]]
+    admins: dict[DeviceId, tuple[Window, ...]]
 
 
 _VIEWS: weakref.WeakKeyDictionary[GroupReplica, _Cached] = weakref.WeakKeyDictionary()
@@ -101,11 +102,15 @@ def app_view(device: SimDevice, group: GroupId, *, fresh: bool = False) -> AppVi
     does."""
     replica = device.replica(group)
     windows = dict(replica.state.windows)
+    admins = dict(replica.state.admin_windows)
     cached = None if fresh else _VIEWS.get(replica)
     if cached is not None and any(windows.get(d) != w for d, w in cached.windows.items()):
         cached = None
+    if cached is not None and cached.admins != admins:
+        cached = None  # a promotion or demotion seen late: moderation is decided again
     if cached is None:
-        cached = _Cached(AppView(Timeline()), set(), windows)
+        timeline = Timeline(moderates=lambda d, s: replica.state.moderates(d, s))
+        cached = _Cached(AppView(timeline), set(), windows, admins)
         if not fresh:
             _VIEWS[replica] = cached
     cached.windows = windows

@@ -42,7 +42,14 @@ from microsync.protocol.messages import (
 )
 from microsync.protocol.sync.link import Link
 from microsync.protocol.sync.ports import PeerReceiver
-from microsync.protocol.sync.stream import PeerView, note_held, send_certificates, take
+from microsync.protocol.sync.stream import (
+    PeerView,
+    needs_certificates,
+    note_held,
+    position,
+    send_certificates,
+    take,
+)
 from microsync.protocol.sync.table import Row
 
 __all__ = [
@@ -230,17 +237,22 @@ class Reconcile:
                 return False
             if not items:
                 return self._exhausted()
-            if view.certs_due:  # just before entries, so none are sent when nothing is due
-                view.certs_due = False
+            if view.certs_due or (view.certs_check and needs_certificates(view, items)):
+                # just before entries, so none are sent when nothing is due
+                view.certs_due = view.certs_check = False
                 self.send_certificates()
+            view.fed.update(position(wire)[0] for wire, _ in items)
             batch = Entries(group=self.group, items=tuple(items))
             link.credit = credit.spend(batch.size)
             link.stats.entries_sent += len(items)
             link.stats.bytes_sent += batch.size
             link.send(batch)
+            if view.drained:  # a live push: one entry, all there was; no second look
+                return self._exhausted()
 
     def _exhausted(self) -> bool:
         self._link.dirty.pop(self.group, None)
+        self.view.certs_check = False  # every entry of the update was sent (or checked)
         after = OUR_DONE.get(self.phase)
         if after is not None:
             self._link.send(Done(group=self.group))

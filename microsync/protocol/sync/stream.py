@@ -9,16 +9,24 @@ in-order pass skips them later.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from microsync.errors import LocalProtocolError, MicrosyncError
-from microsync.feed.entry import EntryId, GroupId, feed_position
+from microsync.feed.entry import EntryId, GroupId, Header, feed_position
+from microsync.group.ops import MEMBERSHIP_TYPE
 from microsync.identity import DeviceCertificate, DeviceId
 from microsync.protocol.messages import SIGNATURE_SIZE, Certificates, Item, batch_size
 from microsync.protocol.sync.link import Link
 
-__all__ = ["PeerView", "note_held", "position", "send_certificates", "take"]
+__all__ = [
+    "PeerView",
+    "needs_certificates",
+    "note_held",
+    "position",
+    "send_certificates",
+    "take",
+]
 
 _BEYOND = 2**62  # a seq past any feed: "held in full"
 
@@ -34,6 +42,11 @@ class PeerView:
     newest_budget: int = 0
     certs_due: bool = False
     certs_sent: set[bytes] = field(default_factory=set)
+    # a local update: certificates are due only if a batch could need new ones (see
+    # :func:`needs_certificates`); ``fed`` holds the feeds of every batch sent so far
+    certs_check: bool = False
+    fed: set[bytes] = field(default_factory=set)
+    drained: bool = False  # the last batch took all the host had: no need to ask again
     # for a former member: how far each feed may be served (the causal past of its exit)
     limit: dict[DeviceId, int] | None = None
     limit_heads: dict[DeviceId, tuple[int, EntryId]] = field(default_factory=dict)
@@ -86,9 +99,30 @@ def send_certificates(link: Link, view: PeerView) -> None:
     view.certs_sent.update(fresh)
 
 
+def needs_certificates(view: PeerView, items: Sequence[Item]) -> bool:
+    """After a local update: could ``items`` need certificates the peer was not sent? Only if
+    one is of a feed no earlier batch held (its author's certificate may be new) or is a
+    membership operation (it may admit devices). Anything else changes no certificate the
+    peer needs, so a live post does not re-read and re-offer every certificate of the group."""
+    for wire, _ in items:
+        device, _seq = position(wire)
+        if device not in view.fed:
+            return True
+        header = wire[:-SIGNATURE_SIZE]
+        try:
+            kind = Header.from_bytes(header).type
+        except MicrosyncError:
+            return True
+        if kind == MEMBERSHIP_TYPE:
+            return True
+    return False
+
+
 def take(link: Link, view: PeerView, budget: int) -> list[Item] | None:
     """The next batch within ``budget`` bytes: [] when nothing is left, None when the first
-    item does not fit the credit left."""
+    item does not fit the credit left. Sets ``view.drained`` when the batch holds everything
+    the host had left to send (the next call would return [])."""
+    view.drained = False
     if view.newest_budget > 0 and view.limit is None:
         batch = _take_newest(link, view, budget)
         if batch is None or batch:
@@ -142,5 +176,6 @@ def _take_in_order(link: Link, view: PeerView, budget: int) -> list[Item] | None
             size += item_size
             view.known[DeviceId(device)] = seq
         if len(found) < want:
-            return batch  # the host had no more
+            view.drained = True  # the host had no more
+            return batch
     return batch
