@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
@@ -162,18 +162,18 @@ class KeeperClient:
             await self._prove(mailbox)
             return await self._push(mailbox, records, on_stored)
 
-    def pull(self, mailbox: Mailbox, *, after: int = 0) -> AsyncIterator[Pulled]:
+    def pull(self, mailbox: Mailbox, *, after: int = 0) -> AsyncGenerator[Pulled, None]:
         """Every item with a cursor above ``after``, oldest first (an async iterator: iterate
         it to the end, or ``aclose()`` it to stop early)."""
         return self._pull(mailbox, after=after, newest_first=False)
 
-    def watch(self, mailbox: Mailbox, *, after: int = 0) -> AsyncIterator[Pulled]:
+    def watch(self, mailbox: Mailbox, *, after: int = 0) -> AsyncGenerator[Pulled, None]:
         """Every item above ``after``, then each new one as it lands, until the iterator is
         closed: live delivery (the keeper holds each request until something arrives). Use a
         client of its own for it: it is one operation that never ends."""
         return self._pull(mailbox, after=after, newest_first=False, wait=True)
 
-    def pull_newest(self, mailbox: Mailbox, *, before: int = 0) -> AsyncIterator[Pulled]:
+    def pull_newest(self, mailbox: Mailbox, *, before: int = 0) -> AsyncGenerator[Pulled, None]:
         """Every item with a cursor below ``before`` (0: all), newest first."""
         return self._pull(mailbox, before=before, newest_first=True)
 
@@ -268,7 +268,7 @@ class KeeperClient:
         before: int = 0,
         newest_first: bool,
         wait: bool = False,
-    ) -> AsyncIterator[Pulled]:
+    ) -> AsyncGenerator[Pulled, None]:
         with self._operation():
             await self._prove(mailbox)
             more = True

@@ -263,4 +263,4 @@ class KeeperChunks:
                     if not job.wanted:
                         return
             finally:
-                await items.aclose()  # type: ignore[attr-defined]
+                await items.aclose()
