@@ -38,9 +38,11 @@ from microsync.testing.checks import (
 from microsync.testing.clock import FakeClock
 from microsync.testing.device import SimDevice, device_rng
 from microsync.testing.hostile import Hostile
+from microsync.testing.kit import AppKit
 from microsync.testing.network import Delivery, KeyExchange, Order, SimNetwork
 
 __all__ = [
+    "AppKit",
     "AppOp",
     "AppView",
     "Delivery",
