@@ -10,8 +10,10 @@ the same durability, and nothing else:
   cost depends only on the lengths);
 * one bare table with an integer key (``n INTEGER PRIMARY KEY``: the rowid B-tree, no second
   index) holding the same ``wire`` and ``body`` bytes, in WAL mode with ``synchronous=FULL``
-  (the profile's durability: what was committed survives a power cut), ``batch`` rows per
-  ``executemany`` and per transaction.
+  (the profile's durability: what was committed survives a power cut), or ``NORMAL`` where the
+  path commits without an fsync (entries received in a sync session: they survive ``kill -9``,
+  and a power cut rolls back to an earlier commit that the next sync makes good), ``batch``
+  rows per ``executemany`` and per transaction.
 
 Inputs (signed messages, ciphertexts, rows) are made before the clock starts.
 """
@@ -38,11 +40,15 @@ Row = tuple[int, bytes, bytes | None]
 INSERT = "INSERT INTO entries VALUES (?, ?, ?)"
 
 
-def durable_db(path: Path) -> sqlite3.Connection:
-    """A bare table with an integer key, as durable as a profile (WAL, ``synchronous=FULL``)."""
+def durable_db(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A bare table with an integer key, as durable as a profile (WAL, ``synchronous=FULL``),
+    or, with ``synchronous="NORMAL"``, as durable as entries received in a sync session (a
+    commit ``kill -9`` cannot undo, without an fsync: ``SqliteStore.replaceable``)."""
+    if synchronous not in ("FULL", "NORMAL"):
+        raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
+    db.execute(f"PRAGMA synchronous={synchronous}")
     db.execute("CREATE TABLE entries (n INTEGER PRIMARY KEY, wire BLOB NOT NULL, body BLOB)")
     return db
 
@@ -87,9 +93,12 @@ def receive_work(items: Sequence[Item], *, decrypt: bool = True) -> ReceiveWork:
     return ReceiveWork(signed, sealed, rows(items), key)
 
 
-def receive_floor(path: Path, work: ReceiveWork, batch: int = 1_000) -> float:
-    """Seconds to verify, decrypt and durably insert everything in ``work``."""
-    db = durable_db(path)
+def receive_floor(
+    path: Path, work: ReceiveWork, batch: int = 1_000, *, synchronous: str = "FULL"
+) -> float:
+    """Seconds to verify, decrypt and durably insert everything in ``work`` (``synchronous``:
+    as :func:`durable_db`, the durability of the path it is compared with)."""
+    db = durable_db(path, synchronous)
     verify = sodium.crypto_sign_open
     decrypt = sodium.crypto_aead_xchacha20poly1305_ietf_decrypt
     key = work.key

@@ -14,6 +14,7 @@ from microsync.app.ops import (
     DeleteOp,
     DocOp,
     EditOp,
+    ForgetOp,
     HideOp,
     Kind,
     LocationOp,
@@ -93,6 +94,16 @@ VECTORS: dict[str, tuple[AppOp, str]] = {
         AppOp(Kind.DOC, doc="calendar", payload=b"\x01\x02\x03"),
         "830108a263646f636863616c656e646172677061796c6f616443010203",
     ),
+    # per-viewer location (issue 18): a place label is additive, "location" above is unchanged
+    "location_label": (
+        AppOp(Kind.LOCATION, lat=51_750_000, lon=-1_250_000, precision="city", label="Oxford"),
+        "830107a4636c61741a0315a470636c6f6e3a001312cf656c6162656c664f78666f726469707265636973"
+        "696f6e6463697479",
+    ),
+    "forget": (
+        AppOp(Kind.FORGET, up_to=1_700_000_000_000),
+        "830109a16575705f746f1b0000018bcfe56800",
+    ),
     "hide": (
         AppOp(Kind.HIDE, upto=((DEVICE_ID, 7),)),
         "830114a1647570746f81825820404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f07",
@@ -134,6 +145,10 @@ def test_the_per_kind_classes_give_the_same_bytes() -> None:
         "cursor_empty": CursorOp(cursor=()),
         "location": LocationOp(lat=51_750_000, lon=-1_250_000, precision=Precision.CITY),
         "doc": DocOp(doc="calendar", payload=b"\x01\x02\x03"),
+        "location_label": LocationOp(
+            lat=51_750_000, lon=-1_250_000, precision=Precision.CITY, label="Oxford"
+        ),
+        "forget": ForgetOp(up_to=1_700_000_000_000),
         "hide": HideOp(upto=((DEVICE_ID, 7),)),
     }
     assert set(built) == set(VECTORS)
@@ -158,6 +173,8 @@ def describe(op: AppOperation) -> str:
             return f"location to the {precision}"
         case DocOp(doc=doc):
             return f"change to {doc}"
+        case ForgetOp(up_to=up_to):
+            return f"kept locations forgotten up to {up_to}"
         case HideOp(upto=upto):
             return f"hide of {len(upto)} devices"
         case _:

@@ -131,6 +131,7 @@ async def test_a_bug_in_a_background_task_reaches_stop(
     monkeypatch.setattr(microsync.Group, "announce_presence", broken)
     async with AsyncExitStack() as stack:
         [alice] = await family_of(stack, tmp_path, "Alice")
+        alice.set_presence_sharing(True)  # the heartbeat announces only where opted in
         device = alice.device
         await device.start(lan=False, port=0)
         await asyncio.wait_for(called.wait(), 5)  # the heartbeat's first round

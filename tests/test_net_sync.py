@@ -77,6 +77,7 @@ async def test_a_first_sync_counts_every_entry_it_stored(tmp_path: Path) -> None
 async def test_live_push_both_ways_and_presence(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        alice.set_presence_sharing(True)  # presence is opt-in per group
         await alice.device.start(lan=False, port=0)
         await bob.device.start(lan=False, port=None, peers=(f"127.0.0.1:{alice.device.port}",))
         await eventually(lambda: any(p.synced for p in bob.device.peers()))

@@ -129,8 +129,41 @@ def test_migrations_record_the_schema_version(tmp_path: Path) -> None:
         assert reader.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         tables = {row[0] for row in reader.execute("SELECT name FROM sqlite_master")}
     assert SCHEMA_VERSION == len(MIGRATIONS) >= 1
-    expected = {"meta", "certificates", "revocations", "feeds", "entries", "bodies", "pending"}
-    assert expected | {"forks"} <= tables
+    expected = {"meta", "certificates", "revocations", "feeds", "entries", "pending", "forks"}
+    assert expected <= tables
+    assert "bodies" not in tables  # since version 2, a body is a column of its entry's row
+
+
+def test_version_2_moves_every_body_into_its_entry_row_and_keeps_what_was_purged(
+    tmp_path: Path,
+) -> None:
+    """A profile written at schema version 1 (bodies in their own table) opens at version 2
+    with the same entries, the same bodies, and purged bodies still purged."""
+    made = entries(4)
+    with closing(sqlite3.connect(tmp_path / "profile.db", isolation_level=None)) as db:
+        migrate(db, MIGRATIONS[:1])
+        for entry, body in made:
+            h = entry.header
+            db.execute(
+                "INSERT INTO entries VALUES (?, ?, ?, ?, ?)",
+                (h.group, h.device, h.seq, entry.id, entry.wire),
+            )
+            if h.seq != 2:  # the second one's body was purged
+                db.execute("INSERT INTO bodies VALUES (?, ?)", (entry.id, body))
+        db.execute(
+            "INSERT INTO feeds VALUES (?, ?, 4, ?, NULL)", (GROUP, ALICE.device_id, made[-1][0].id)
+        )
+    store = SqliteStore.open(tmp_path)
+    try:
+        stored = [(s.entry.wire, s.body) for s in store.entries(GROUP, ALICE.device_id)]
+        assert stored == [(e.wire, None if e.header.seq == 2 else b) for e, b in made]
+        store.delete_body(made[0][0].id)
+        assert store.entry_at(GROUP, ALICE.device_id, 1) is not None
+        assert store.entry_at(GROUP, ALICE.device_id, 1).body is None  # type: ignore[union-attr]
+    finally:
+        store.close()
+    with closing(read_only(tmp_path)) as reader:
+        assert reader.execute("PRAGMA user_version").fetchone() == (2,)
 
 
 def test_each_migration_applies_whole_or_not_at_all(tmp_path: Path) -> None:

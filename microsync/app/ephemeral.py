@@ -45,12 +45,14 @@ __all__ = [
     "GRID",
     "MAX_ANNOUNCEMENT",
     "MAX_FUTURE_MS",
+    "MAX_LABEL",
     "MAX_TTL_MS",
     "Announcement",
     "AnnouncementKind",
     "Board",
     "coarsen",
     "open_announcement",
+    "open_body",
     "seal_announcement",
 ]
 
@@ -62,6 +64,8 @@ MAX_FUTURE_MS: Final = 5 * 60 * 1000
 MAX_TTL_MS: Final = 7 * 24 * 3600 * 1000
 """Longest lifetime an announcement may claim."""
 STATUSES: Final = ("online", "away", "offline")
+MAX_LABEL: Final = 128
+"""Longest place label on a location, in UTF-8 bytes."""
 _PAD: Final = 256
 _NONCE: Final = 24
 
@@ -98,6 +102,7 @@ class Announcement:
     lat: int | None = None
     lon: int | None = None
     precision: str | None = None
+    label: str | None = None  # a place name the sharer gave (a location only)
 
     def body(self) -> bytes:
         fields: dict[str | int, Value] = {}
@@ -105,6 +110,8 @@ class Announcement:
             fields["status"] = self.status
         elif self.kind is AnnouncementKind.LOCATION:
             fields.update(lat=self.lat, lon=self.lon, precision=self.precision)
+            if self.label is not None:
+                fields["label"] = self.label
         value: Value = [int(self.kind), self.issued_at, self.expires_at, fields]
         _check_body(value)
         return encoding.encode(value)
@@ -208,6 +215,12 @@ def open_announcement(
         encoding.encode([bytes(group), number, ref, body]),
         signature,
     )
+    return open_body(device, body)
+
+
+def open_body(device: DeviceId, body: bytes) -> Announcement:
+    """The announcement ``body`` (signature already checked) says, from ``device``.
+    :class:`DecodeError` if it breaks a rule of the format."""
     value = encoding.decode(body, max_size=1024)
     _check_body(value)
     assert isinstance(value, list)
@@ -223,6 +236,7 @@ def open_announcement(
         lat=fields.get("lat"),  # type: ignore[arg-type]
         lon=fields.get("lon"),  # type: ignore[arg-type]
         precision=fields.get("precision"),  # type: ignore[arg-type]
+        label=fields.get("label"),  # type: ignore[arg-type]
     )
 
 
@@ -242,8 +256,11 @@ def _check_body(value: Value) -> None:
         if set(fields) != {"status"} or fields["status"] not in STATUSES:
             raise DecodeError("presence: bad fields")
     elif parsed is AnnouncementKind.LOCATION:
-        if set(fields) != {"lat", "lon", "precision"}:
+        if not {"lat", "lon", "precision"} <= set(fields) <= {"lat", "lon", "precision", "label"}:
             raise DecodeError("location: bad fields")
+        label = fields.get("label", "-")
+        if not isinstance(label, str) or not 0 < len(label.encode()) <= MAX_LABEL:
+            raise DecodeError("location: a label is 1 to 128 bytes of text")
         lat, lon, precision = fields["lat"], fields["lon"], fields["precision"]
         if precision not in GRID:
             raise DecodeError("location: bad precision")

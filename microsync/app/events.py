@@ -50,6 +50,7 @@ __all__ = [
     "Reacted",
     "Reaction",
     "Replied",
+    "SharingStopped",
 ]
 
 
@@ -115,6 +116,18 @@ class Location:
     precision: Precision
     at: datetime
     age: float
+    label: str | None = None
+    """The place name the sharer gave, if any (``"Oxford"``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharingStopped:
+    """A member stopped sharing their location with this device (or was never sharing it with
+    this device any more: the two look the same to a viewer), at ``at``."""
+
+    person_id: PersonId
+    name: str
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,14 +241,16 @@ class PresenceChanged(EventBase):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LocationChanged(EventBase):
-    """``person``'s location as it is now (``None``: they stopped sharing it)."""
+    """``person``'s location as it is now; ``location`` is ``None`` once they stopped sharing
+    it with this device, and ``stopped`` then says when."""
 
     kind: ClassVar[EventKind] = EventKind.LOCATION
     location: Location | None = None
+    stopped: SharingStopped | None = None
 
     @property
     def detail(self) -> object:
-        return self.location
+        return self.location if self.location is not None else self.stopped
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,6 +29,7 @@ __all__ = [
     "DeleteOp",
     "DocOp",
     "EditOp",
+    "ForgetOp",
     "HideOp",
     "Kind",
     "LocationOp",
@@ -64,6 +65,7 @@ class Kind(enum.IntEnum):
     CURSOR = 6  # a person's read position, shared with their own devices
     LOCATION = 7  # a location kept in history (the default is an ephemeral announcement)
     DOC = 8  # an operation on a named document (microsync.state)
+    FORGET = 9  # the author forgets their own kept locations (microsync.app.location)
     HIDE = 20  # moderation: an admin hides a member's posts (docs/app.md, "Moderation")
 
 
@@ -241,9 +243,19 @@ class LocationOp(AppOp):
     lat: int
     lon: int
     precision: Precision
+    label: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "precision", Precision(self.precision))
+
+
+@dataclass(frozen=True, slots=True)
+class ForgetOp(AppOp):
+    """The author's own kept locations up to ``up_to`` (their signed time, ms) are forgotten:
+    every device purges them from its disk, and any that arrives later as well."""
+
+    kind: ClassVar[Kind] = Kind.FORGET
+    up_to: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +268,16 @@ class DocOp(AppOp):
 
 
 AppOperation: TypeAlias = (
-    PostOp | EditOp | DeleteOp | ReactOp | UnreactOp | CursorOp | LocationOp | DocOp | HideOp
+    PostOp
+    | EditOp
+    | DeleteOp
+    | ReactOp
+    | UnreactOp
+    | CursorOp
+    | LocationOp
+    | DocOp
+    | ForgetOp
+    | HideOp
 )
 """Any app operation, for ``match op: case PostOp(): ...`` with ``assert_never``."""
 
@@ -270,7 +291,18 @@ def as_operation(op: AppOp) -> AppOperation:
 
 _CLASSES: Final[dict[Kind, type[AppOperation]]] = {
     c.kind: c
-    for c in (PostOp, EditOp, DeleteOp, ReactOp, UnreactOp, CursorOp, LocationOp, DocOp, HideOp)
+    for c in (
+        PostOp,
+        EditOp,
+        DeleteOp,
+        ReactOp,
+        UnreactOp,
+        CursorOp,
+        LocationOp,
+        DocOp,
+        ForgetOp,
+        HideOp,
+    )
 }
 
 
@@ -325,6 +357,8 @@ _CHECKS: dict[str, Callable[[Value], bool]] = {
     "doc": lambda v: _text(v, 256) and v != "",
     "payload": lambda v: type(v) is bytes and len(v) <= 60 * 1024,
     "parts": check_parts,
+    "label": lambda v: _text(v, 128) and v != "",
+    "up_to": lambda v: _int(v, 0, 2**63 - 1),
 }
 
 # kind -> (required fields, optional fields)
@@ -335,8 +369,9 @@ _SCHEMA: dict[Kind, tuple[frozenset[str], frozenset[str]]] = {
     Kind.REACT: (frozenset({"post", "emoji"}), frozenset()),
     Kind.UNREACT: (frozenset({"post", "emoji", "removes"}), frozenset()),
     Kind.CURSOR: (frozenset({"cursor"}), frozenset()),
-    Kind.LOCATION: (frozenset({"lat", "lon", "precision"}), frozenset()),
+    Kind.LOCATION: (frozenset({"lat", "lon", "precision"}), frozenset({"label"})),
     Kind.DOC: (frozenset({"doc", "payload"}), frozenset()),
+    Kind.FORGET: (frozenset({"up_to"}), frozenset()),
     Kind.HIDE: (frozenset({"upto"}), frozenset()),
 }
 _FIELDS = {k: sorted(req | opt) for k, (req, opt) in _SCHEMA.items()}

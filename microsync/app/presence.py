@@ -7,6 +7,12 @@ on to other members (:meth:`PresenceState.announcements`, :meth:`PresenceState.r
 sync layer moves the bytes) and forget it when it expires. The latest ones are kept in the
 profile, still sealed, so a restart (or a command-line call after ``microsync serve``) sees them
 too; nothing older than the latest is ever kept.
+
+Presence is the user's to give: a device announces itself by itself (the heartbeat) only in a
+group that opted in (:attr:`PresenceState.sharing`, kept in the profile, off by default).
+Locations for some members only travel as per-viewer envelopes, held by
+:attr:`PresenceState.viewers` (:mod:`microsync.app.location`); :meth:`PresenceState.locations`
+merges them with the group's announcements and kept entries, the newest per person winning.
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ from microsync.app.events import (
     LocationChanged,
     Presence,
     PresenceChanged,
+    SharingStopped,
 )
+from microsync.app.location import ViewerBoard
 from microsync.app.ops import LocationOp, Precision
 from microsync.app.saved import Keys
+from microsync.app.viewers import is_envelope
 from microsync.app.views import when
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import MicrosyncError, NotAMember
@@ -59,7 +68,28 @@ class PresenceState:
         self._replica = replica
         self._app = app
         self._key = Keys(replica.id).board
+        self._sharing_key = f"app/{replica.id.hex()}/presence-sharing"
         self._announced: Board | None = None
+        self.viewers = ViewerBoard(replica)
+        """Locations shared with some members only (:mod:`microsync.app.location`)."""
+
+    # ------------------------------------------------------------------ opting in
+
+    @property
+    def sharing(self) -> bool:
+        """Whether this device announces its presence in this group by itself (the heartbeat
+        of a started device). Off until the app opts in; kept in the profile."""
+        return self._replica.store.get_meta(self._sharing_key) == b"\x01"
+
+    def set_sharing(self, on: bool, now: int) -> bytes | None:
+        """Opt in or out; opting out while this device shows online returns a sealed
+        ``"offline"`` announcement to send (peers stop showing it at once)."""
+        self._replica.store.put_meta(self._sharing_key, b"\x01" if on else b"\x00")
+        me = self._replica.me.device
+        shown = [a for a in self._board(now).current("presence", now) if a.device == me]
+        if on or not shown or shown[0].status == "offline" or not self._replica.is_member:
+            return None
+        return self.announce(self.presence_announcement("offline", PRESENCE_TTL, now), now)
 
     # ------------------------------------------------------------------ the board
 
@@ -90,9 +120,14 @@ class PresenceState:
         self._replica.store.put_meta(self._key, encoding.encode(value))
 
     def receive(self, data: bytes, now: int, *, listening: bool = True) -> list[AppEvent] | None:
-        """Take a sealed announcement a peer passed on: ``None`` for a duplicate, else the
-        events it made (none unless ``listening``). Raises like ``Group.receive_announcement``
-        and changes nothing for anything else."""
+        """Take a sealed announcement (or a per-viewer envelope) a peer passed on: ``None``
+        for a duplicate, else the events it made (none unless ``listening``). Raises like
+        ``Group.receive_announcement`` and changes nothing for anything else."""
+        if is_envelope(data):
+            fresh, opened = self.viewers.receive(data, now)
+            if not fresh:
+                return None
+            return self._event(opened, now) if listening and opened is not None else []
         board = self._board(now)
         announcement, fresh = self._admit(board, bytes(data), now)
         if not fresh:
@@ -100,9 +135,13 @@ class PresenceState:
         self._save(board, now)
         return self._event(announcement, now) if listening else []
 
-    def announcements(self, now: int, *, excluding: bytes | None = None) -> list[bytes]:
-        """Every unexpired announcement held, sealed (``excluding`` that peer's own)."""
-        return self._board(now).sealed(now, excluding=excluding)
+    def announcements(
+        self, now: int, *, excluding: bytes | None = None, to: DeviceId | None = None
+    ) -> list[bytes]:
+        """Every unexpired announcement held, sealed (``excluding`` that peer's own), and
+        with ``to`` the per-viewer envelopes that device may be given."""
+        out = self._board(now).sealed(now, excluding=excluding)
+        return out if to is None else out + self.viewers.for_peer(to, now)
 
     def _event(self, announcement: Announcement, now: int) -> list[AppEvent]:
         person = self._replica.state.person_of(announcement.device)
@@ -110,7 +149,13 @@ class PresenceState:
             return []
         if announcement.kind is AnnouncementKind.PRESENCE:
             return [PresenceChanged(person=person, presence=self.presence(now).get(person))]
-        return [LocationChanged(person=person, location=self.locations(now).get(person))]
+        location = self.locations(now).get(person)
+        stopped = None
+        if location is None:
+            name = self._replica.state.members[person].name
+            at = when(announcement.issued_at)
+            stopped = SharingStopped(person_id=person, name=name, at=at)
+        return [LocationChanged(person=person, location=location, stopped=stopped)]
 
     def announce(self, announcement: Announcement, now: int) -> bytes:
         """Seal this device's ``announcement``, keep it on the board, and return the sealed
@@ -141,6 +186,7 @@ class PresenceState:
             for (device, _), h in held.items()
             if device == self._replica.me.device
         ]
+        mine.append(self.viewers.last_issued(now))
         issued = max([now, *(t + 1 for t in mine)])
         return issued, issued + ttl_ms
 
@@ -184,7 +230,7 @@ class PresenceState:
     # ------------------------------------------------------------------ location
 
     def location_announcement(
-        self, lat: float, lon: float, precision: str, ttl: float, now: int
+        self, lat: float, lon: float, precision: str, ttl: float, now: int, label: str | None = None
     ) -> tuple[Announcement, LocationOp]:
         """This device's location announcement, coarsened to ``precision`` *here* (with a
         coarse precision the exact position never leaves this function), and the same as an
@@ -199,24 +245,48 @@ class PresenceState:
             lat=micro_lat,
             lon=micro_lon,
             precision=precision,
+            label=label,
         )
-        return announcement, LocationOp(
-            lat=micro_lat, lon=micro_lon, precision=Precision(precision)
-        )
+        kept = LocationOp(lat=micro_lat, lon=micro_lon, precision=Precision(precision), label=label)
+        return announcement, kept
+
+    def lifetime(self, ttl: float, now: int) -> tuple[int, int]:
+        """When an announcement of this device issued now is dated, and expires after ``ttl``
+        seconds (never dated before one it issued earlier)."""
+        return self._lifetime(ttl, now)
 
     def stop_announcement(self, now: int) -> Announcement:
-        """The announcement that withdraws this person's location."""
+        """The announcement that withdraws this person's location from the whole group: it
+        lives as long as the longest location of this person's it replaces."""
         issued, expires = self._lifetime(LOCATION_TTL * 2, now)
+        state, me = self._replica.state, self._replica.me.person
+        for a in self._board(now).current("location", now):
+            if state.person_of(a.device) == me:
+                expires = max(expires, min(a.expires_at, issued + MAX_TTL_MS))
         device = self._replica.me.device
-        return Announcement(AnnouncementKind.LOCATION_STOPPED, device, issued, max(expires, issued))
+        return Announcement(AnnouncementKind.LOCATION_STOPPED, device, issued, expires)
+
+    def shares_with_group(self, now: int) -> bool:
+        """Whether the whole group sees a location of this person now (a group-wide
+        announcement, or a kept one no stop has replaced)."""
+        state, me = self._replica.state, self._replica.me.person
+        mine = [
+            a for a in self._board(now).current("location", now) if state.person_of(a.device) == me
+        ]
+        latest = max(mine, key=lambda a: a.issued_at, default=None)
+        timeline = self._app.timeline(now)
+        kept = timeline.locations.get(me)
+        if kept is not None and (latest is None or timeline.shown_at(kept) > latest.issued_at):
+            return True
+        return latest is not None and latest.kind is AnnouncementKind.LOCATION
 
     def locations(self, now: int) -> dict[PersonId, Location]:
         """Each current member's latest shared location (members who never shared, or who
         stopped, are absent), with its age."""
         state = self._replica.state
-        latest: dict[PersonId, tuple[int, int, int, str] | None] = {}
+        latest: dict[PersonId, tuple[int, int, int, str, str | None] | None] = {}
         stamp: dict[PersonId, int] = {}
-        for a in self._board(now).current("location", now):
+        for a in [*self._board(now).current("location", now), *self.viewers.seen(now)]:
             person = state.person_of(a.device)
             if person is None or a.issued_at <= stamp.get(person, -1):
                 continue
@@ -225,7 +295,7 @@ class PresenceState:
                 latest[person] = None
             else:
                 assert a.lat is not None and a.lon is not None and a.precision is not None
-                latest[person] = (a.issued_at, a.lat, a.lon, a.precision)
+                latest[person] = (a.issued_at, a.lat, a.lon, a.precision, a.label)
         timeline = self._app.timeline(now)
         for person, entry in timeline.locations.items():
             op = entry.op
@@ -234,12 +304,12 @@ class PresenceState:
                 continue
             assert isinstance(op, LocationOp)
             stamp[person] = shown
-            latest[person] = (shown, op.lat, op.lon, op.precision)
+            latest[person] = (shown, op.lat, op.lon, op.precision, op.label)
         out: dict[PersonId, Location] = {}
         for person, found in sorted(latest.items()):
             if found is None:
                 continue
-            at, lat, lon, precision = found
+            at, lat, lon, precision, label = found
             out[person] = Location(
                 person_id=person,
                 name=state.members[person].name,
@@ -248,5 +318,6 @@ class PresenceState:
                 precision=Precision(precision),
                 at=when(at),
                 age=max(0.0, (now - at) / 1000),
+                label=label,
             )
         return out

@@ -32,6 +32,7 @@ from microsync.app.events import AppEvent, DocChanged, Post
 from microsync.app.moderation import hidden_events
 from microsync.app.ops import APP_TYPE, AppOp, AppOperation, CursorOp, DocOp, Kind
 from microsync.app.timeline import AppEntry, Change, ChangeKind, PostState, Timeline, deps_for
+from microsync.app.unfolded import Unfolded
 from microsync.app.views import post_event, post_view, to_ms
 from microsync.errors import MicrosyncError, NotAMember
 from microsync.feed.entry import MAX_DEPS, Entry, EntryId
@@ -66,6 +67,7 @@ class AppState:
         self._provisional: dict[EntryId, tuple[Entry, bytes]] = {}
         self._docs: dict[str, SharedDoc] = {}
         self._admins: dict[DeviceId, tuple[Window, ...]] = {}  # the admin stretches folded with
+        self._unfolded = Unfolded()  # what arrived while not loaded (folded when it is)
 
     def _moderates(self, device: DeviceId, seq: int) -> bool:
         return self._replica.state.moderates(device, seq)
@@ -84,6 +86,7 @@ class AppState:
         """Forget the folded state and the open documents: the next read folds again."""
         self._timeline = None
         self._docs = {}
+        self._unfolded.clear()
 
     # ------------------------------------------------------------------ loading
 
@@ -99,7 +102,7 @@ class AppState:
         if not self._load_snapshot(now, held_back):
             self._timeline = Timeline(arrived, self._moderates)
             self._fold = self._replica.content_fold(AppOp.from_bytes)
-            loaded = saved.app_entries_after(self._replica, {})
+            loaded = self._unfolded.entries_after(self._replica, {})
             loaded = [s for s in loaded if s.entry.id not in held_back]
             self._absorb(
                 [s.entry for s in loaded],
@@ -121,6 +124,7 @@ class AppState:
         self._apply(self._timeline.expire(now), quiet=True)
         self._fold.mark()
         self._admins = dict(self._replica.state.admin_windows)
+        self._unfolded.clear()
         return self._timeline
 
     def _load_snapshot(self, now: int, held_back: frozenset[EntryId]) -> bool:
@@ -135,7 +139,7 @@ class AppState:
         assert timeline is not None
         timeline.add(snapshot.entries)
         covered = {device: seq for device, (seq, _) in snapshot.frontier.items()}
-        tail = saved.app_entries_after(self._replica, covered)
+        tail = self._unfolded.entries_after(self._replica, covered)
         tail = [s for s in tail if s.entry.id not in held_back]
         self._absorb(
             locked + [s.entry for s in tail],
@@ -260,7 +264,8 @@ class AppState:
             self.unload()
         if self._timeline is None:
             if not self.listening:
-                return []  # loaded from the store on first use
+                self._unfolded.note(accepted, known)  # folded with the rest on first use
+                return []
             # someone listens (the fold was dropped above): what came before is history,
             # this batch is news (but what was shown provisionally was news already)
             self.timeline(now, frozenset(e.id for e in accepted if e.id not in self._provisional))

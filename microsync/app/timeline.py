@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import assert_never
 
-from microsync.app import moderation
+from microsync.app import forget, moderation
 from microsync.app.ops import (
     AppOp,
     AppOperation,
@@ -43,6 +43,7 @@ from microsync.app.ops import (
     DeleteOp,
     DocOp,
     EditOp,
+    ForgetOp,
     HideOp,
     LocationOp,
     PostOp,
@@ -161,7 +162,7 @@ def named_by(op: AppOp) -> list[bytes]:
             return [post]
         case UnreactOp(post=post, removes=removes):
             return [post, *removes]
-        case CursorOp() | LocationOp() | DocOp() | HideOp():
+        case CursorOp() | LocationOp() | DocOp() | ForgetOp() | HideOp():
             return []
         case _:
             assert_never(operation)
@@ -192,6 +193,7 @@ class Timeline:
         self.cursors: dict[PersonId, dict[DeviceId, int]] = {}
         self.cursor_at: dict[PersonId, int] = {}  # when each person last moved their cursor
         self.locations: dict[PersonId, AppEntry] = {}
+        self.forgotten: dict[PersonId, int] = {}  # kept locations up to this hlc are purged
         self.active: dict[PersonId, int] = {}  # latest shown time of an applied entry per person
         self.applied: dict[EntryId, AppEntry] = {}
         self.frontier: dict[DeviceId, int] = {}  # highest applied app entry per device
@@ -294,6 +296,8 @@ class Timeline:
                 return self._location(entry)
             case DocOp():
                 return Change(ChangeKind.DOC, entry)
+            case ForgetOp():
+                return Change(ChangeKind.LOCATION, entry, purge=forget.forget(self, entry, op))
             case HideOp():
                 purge = moderation.hide(self, entry, op)
                 return None if purge is None else Change(ChangeKind.HIDE, entry, purge=purge)
@@ -400,6 +404,8 @@ class Timeline:
         return Change(ChangeKind.CURSOR, entry)
 
     def _location(self, entry: AppEntry) -> Change | None:
+        if entry.hlc <= self.forgotten.get(entry.person, -1):
+            return Change(ChangeKind.LOCATION, entry, purge=(entry.id,))  # forgotten already
         known = self.locations.get(entry.person)
         if known is None or (entry.hlc, entry.id) > (known.hlc, known.id):
             self.locations[entry.person] = entry

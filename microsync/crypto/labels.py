@@ -7,7 +7,7 @@ meaning means adding a new label with a new version, never editing an old one.
 
 from __future__ import annotations
 
-from typing import NewType
+from typing import Final, NewType
 
 __all__ = ["ALL_LABELS", "Label", "frame"]
 
@@ -49,6 +49,9 @@ SYNC_FRONTIER_DIGEST = Label(b"microsync/v1/sync-frontier-digest")
 
 # Ephemeral announcements (presence, location: microsync.app.ephemeral)
 ANNOUNCEMENT_KEY = Label(b"microsync/v1/announcement-key")
+# A location for one viewer device (microsync.app.viewers)
+VIEWER_LOCATION_SIGNATURE = Label(b"microsync/v1/viewer-location")  # over the whole envelope
+VIEWER_LOCATION_KEY = Label(b"microsync/v1/viewer-location-key")  # DH with the viewer's prekey
 
 # The vault (microsync.crypto.stream, microsync.blobs)
 VAULT_CHUNK = Label(b"microsync/v1/vault-chunk")  # AD of every chunk
@@ -92,6 +95,15 @@ ALL_LABELS: dict[str, Label] = {
 
 def frame(label: Label) -> bytes:
     """The prefix that binds ``label`` in front of a message: one length byte, then the label."""
-    if not 0 < len(label) < 256:
-        raise ValueError("a label must be 1 to 255 bytes")
-    return bytes((len(label),)) + label
+    framed = _FRAMED.get(label)
+    if framed is None:
+        if not 0 < len(label) < 256:
+            raise ValueError("a label must be 1 to 255 bytes")
+        framed = bytes((len(label),)) + label
+        if label in _KNOWN:  # each hash, key and signature frames one: made once, not per call
+            _FRAMED[label] = framed
+    return framed
+
+
+_KNOWN: Final = frozenset(ALL_LABELS.values())
+_FRAMED: dict[bytes, bytes] = {}

@@ -52,6 +52,7 @@ GROUP_PENDING_QUOTA: Final = 16_384
 (besides ``feed.DEFAULT_PENDING_QUOTA`` per feed): only members' signed entries can wait there,
 so one peer can fill it only with what members really wrote."""
 _ADMITTING: Final = (OpKind.CREATE, OpKind.ADD, OpKind.ADD_DEVICE)
+_ANY_SEQ: Final = 2**64  # past any seq a feed can hold
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -151,12 +152,16 @@ class Intake:
         (:meth:`GroupState.counts` decides that where entries are read) unless the line is
         lifted, by a re-admission for example; the rest wait, bounded, in the held buffer. So
         a removed member cannot make every member store and forward an endless feed."""
-        if device not in self._admitted() or seq < 1:
-            return False
+        return 1 <= seq <= self._admitted_up_to(device)
+
+    def _admitted_up_to(self, device: DeviceId) -> int:
+        """The last seq of ``device``'s feed that :meth:`admits` allows (0: none)."""
+        if device not in self._admitted():
+            return 0
         windows = self.state.windows.get(device)
         if not windows or windows[-1][1] is None:
-            return True  # counting now, or vouched for while joining
-        return seq <= windows[-1][1] + CUT_OFF_SLACK
+            return _ANY_SEQ  # counting now, or vouched for while joining
+        return windows[-1][1] + CUT_OFF_SLACK
 
     def vouch(self, certificate: DeviceCertificate) -> None:
         """Admit ``certificate``'s device here until this replica can check for itself: for a
@@ -194,13 +199,17 @@ class Intake:
         feed layer names their error), and their devices."""
         found = []
         devices = set()
+        limits: dict[DeviceId, int] = {}  # admits() per device, asked once per batch
         for i, (wire, _) in enumerate(items):
             try:
                 device, seq = feed_position(wire[:-SIGNATURE_SIZE])
             except (DecodeError, IndexError):
                 found.append(i)
                 continue
-            if self.admits(device, seq):
+            limit = limits.get(device)
+            if limit is None:
+                limit = limits[device] = self._admitted_up_to(device)
+            if 1 <= seq <= limit:
                 found.append(i)
                 devices.add(device)
         return found, devices
@@ -223,6 +232,7 @@ class Intake:
             self.id,
             [(w, b) for _, w, b in batch],
             group_pending_room=GROUP_PENDING_QUOTA - waiting,
+            verify=self.me.verify,
         )
         accepted: list[tuple[Entry, bytes]] = []
         bodies = {w: b for _, w, b in batch if b is not None}
@@ -425,4 +435,3 @@ class Intake:
             if self.view.ring.key_for(h.epoch, ref) is None:
                 found.append((held.entry.id, (h.epoch, ref)))
         return found
-

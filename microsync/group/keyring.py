@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from microsync import encoding
+from microsync.crypto import SymmetricKey
 from microsync.encoding import expect_list
 from microsync.errors import DecryptionError
 from microsync.feed import GroupId
@@ -39,6 +40,7 @@ class Keyring:
     def __init__(self, group: GroupId) -> None:
         self.group = group
         self.keys: dict[Slot, EpochKey] = {}
+        self._contents: dict[Slot, tuple[EpochKey, SymmetricKey]] = {}  # derived once a key
 
     def __repr__(self) -> str:
         return f"Keyring({self.group.hex()[:8]}, {len(self.keys)} keys)"
@@ -75,7 +77,7 @@ class Keyring:
         if stored.body is None or h.group != self.group:
             raise DecryptionError()
         key = self.key_for(h.epoch, body_ref(stored.body))
-        content = None if key is None else key.content
+        content = None if key is None else self._content_of(key)
         if content is None:
             raise DecryptionError()
         return decrypt_content(
@@ -87,6 +89,17 @@ class Keyring:
             seq=h.seq,
             type=h.type,
         )
+
+    def _content_of(self, key: EpochKey) -> SymmetricKey | None:
+        """``key.content``, derived once per key held (not once per entry opened)."""
+        slot = (key.number, key.commitment)
+        cached = self._contents.get(slot)
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        content = key.content
+        if content is not None:
+            self._contents[slot] = (key, content)
+        return content
 
     def add(self, keys: Iterable[EpochKey]) -> bool:
         """Keep keys this device made itself (a new epoch it announces); ``True`` if any was

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from microsync.crypto import X25519SecretKey
+from microsync.crypto.batch import BatchVerify, verify_many
 from microsync.crypto.random import Rng
 from microsync.feed.store import FeedStore
 from microsync.feed.trust import TrustStore
@@ -33,6 +34,9 @@ class LocalMember:
     rng: Rng
     """Where every random byte this device's group layer draws comes from: the caller's (a
     device passes ``microsync.crypto.system_rng``; tests pass a seeded one)."""
+    verify: BatchVerify = verify_many
+    """How a received batch's signatures are checked: in this thread by default; a device
+    passes ``microsync.node.parallel.verify_in_threads`` to use every core."""
 
     @classmethod
     def of(cls, identity: LocalIdentity, rng: Rng) -> LocalMember:

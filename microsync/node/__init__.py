@@ -33,7 +33,7 @@ from microsync.group.join import (
     LinkResponse,
     Welcome,
 )
-from microsync.group.replica import GroupReplica, LocalMember
+from microsync.group.replica import GroupReplica
 from microsync.identity import (
     DeviceId,
     LocalIdentity,
@@ -52,7 +52,7 @@ from microsync.node.keys import revoke_device, rotate_prekey
 from microsync.node.network import Network, PeerInfo, SyncResult
 from microsync.node.profile import (
     group_ids,
-    load_prekeys,
+    local_member,
     open_profile,
     remember_group,
 )
@@ -116,7 +116,7 @@ class Device:
         self._clock = clock
         self._rng = rng
         self._network = Network(self)
-        self._member = LocalMember(identity, load_prekeys(store, identity), rng)
+        self._member = local_member(store, identity, rng)
         self._groups: dict[GroupId, Group] = {}
         self._book = InviteBook(store)
         self._sync_log = SyncLog(store)
@@ -218,6 +218,10 @@ class Device:
     def rng(self) -> Rng:
         """Where this device draws randomness: given to :meth:`open`."""
         return self._rng
+
+    def set_quiet(self, quiet: bool = True) -> None:
+        """Quiet mode (battery): no presence heartbeat, a long keepalive, sync on demand."""
+        self._network.set_quiet(quiet)
 
     def export_recovery_words(self) -> list[str]:
         """The person key as 24 BIP39 words. Whoever holds them can act as this person."""

@@ -24,7 +24,7 @@ from microsync.group.join import issue_invite
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
-from microsync.node import whats_new
+from microsync.node import sharing, whats_new
 from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event, listen
 from microsync.node.exits import GroupExit, exit_of
@@ -32,6 +32,7 @@ from microsync.node.moderation import cap_of, hide_posts_of, remove_member
 from microsync.node.news import Cursor, WhatsNew
 from microsync.node.peers import KnownPeer, known_peers
 from microsync.node.roster import InviteStatus, Member, invite_statuses
+from microsync.node.sharing import Viewers
 from microsync.node.vault import Vault
 from microsync.node.watch import MembershipWatch
 from microsync.node.whats_new import Since
@@ -300,26 +301,27 @@ class Group:
     # ------------------------------------------------------------------ presence
 
     def receive_announcement(self, data: bytes) -> bool:
-        """Take a sealed presence or location announcement that a peer passed on.
+        """Take a sealed announcement (or per-viewer location) a peer passed on: ``True`` if
+        news (an event was emitted), ``False`` for a duplicate. Raises a typed error and changes
+        nothing for anything else (DecodeError, DecryptionError, BadSignature, NotAMember,
+        StaleAnnouncement: expired, from the future, or older than the one held)."""
+        return sharing.receive(self, data)
 
-        ``True`` if it was news (and an event was emitted), ``False`` for a duplicate. Raises a
-        typed error and changes nothing for anything else: :class:`~microsync.errors.DecodeError`
-        (malformed), :class:`~microsync.errors.DecryptionError` (no key of this group opens
-        it), :class:`~microsync.errors.BadSignature`, :class:`NotAMember` (its device is not in
-        the group), :class:`~microsync.errors.StaleAnnouncement` (expired, from the future, or
-        older than the one held).
-        """
-        listening = bool(self._listeners)
-        events = self._presence.receive(data, self._now(), listening=listening)
-        if events is None:
-            return False
-        self._deliver(events)
-        return True
-
-    def announcements(self, *, excluding: bytes | None = None) -> list[bytes]:
+    def announcements(
+        self, *, excluding: bytes | None = None, to: DeviceId | None = None
+    ) -> list[bytes]:
         """Every unexpired announcement this device holds (its own and other members'),
-        sealed, for passing on to a connected peer (``excluding`` that peer's own)."""
-        return self._presence.announcements(self._now(), excluding=excluding)
+        sealed, for passing on to a connected peer (``excluding`` that peer's own); with
+        ``to`` (that peer) also the per-viewer locations it may be given."""
+        return self._presence.announcements(self._now(), excluding=excluding, to=to)
+
+    def presence_sharing(self) -> bool:
+        """Whether a started device announces its presence here by itself (default off)."""
+        return self._presence.sharing
+
+    def set_presence_sharing(self, on: bool) -> None:
+        """Opt in to (or out of) announcing presence here, kept in the profile (default off)."""
+        sharing.set_presence_sharing(self, on)
 
     def _after_announce(self, sealed: bytes) -> None:
         self._device._announced(self.id, sealed)
@@ -331,8 +333,7 @@ class Group:
         self._after_announce(self._presence.announce(announcement, self._now()))
 
     def presence(self) -> dict[PersonId, Presence]:
-        """Every current member: online (a device's unexpired ``"online"``/``"away"``
-        announcement), its status, and when it was last seen."""
+        """Every current member: online (an unexpired "online"/"away"), status, last seen."""
         return self._presence.presence(self._now())
 
     async def share_location(
@@ -341,36 +342,33 @@ class Group:
         lon: float,
         precision: str = "city",
         *,
+        with_: Viewers | None = None,
+        label: str | None = None,
         ttl: float = LOCATION_TTL,
         keep_history: bool = False,
     ) -> Location:
-        """Share where this person is, at ``precision`` (``"exact"``, ``"street"``, ``"city"``
-        or ``"region"``), for ``ttl`` seconds.
-
-        The position is coarsened to the centre of its cell *here*, before anything is
-        encoded or encrypted: with a coarse precision, the exact position never leaves this
-        device. By default only the latest location is kept anywhere (an ephemeral
-        announcement); ``keep_history=True`` also writes it to the group's feed, where it stays.
-        """
-        announcement, kept = self._presence.location_announcement(
-            lat, lon, precision, ttl, self._now()
+        """Share where this person is for ``ttl`` s, coarsened *here* to ``precision``, with the
+        group or ``with_`` only (people, or people to a precision each: the others get nothing),
+        named ``label``; ``keep_history``: also in the feed (:mod:`microsync.node.sharing`)."""
+        return await sharing.share_location(
+            self, lat, lon, precision, with_=with_, label=label, ttl=ttl, keep_history=keep_history
         )
-        self._after_announce(self._presence.announce(announcement, self._now()))
-        if keep_history:
-            await self._write(kept)
-        found = self._presence.locations(self._now()).get(self._person())
-        assert found is not None
-        return found
 
     async def stop_sharing_location(self) -> None:
-        """Withdraw this person's location: peers drop it as soon as they hear this."""
-        announcement = self._presence.stop_announcement(self._now())
-        self._after_announce(self._presence.announce(announcement, self._now()))
+        """Withdraw this person's location from the group and every viewer, durably."""
+        await sharing.stop_sharing_location(self)
 
     def locations(self) -> dict[PersonId, Location]:
-        """Each current member's latest shared location (members who never shared, or who
-        stopped, are absent), with its age."""
+        """Each member's latest location shared with this device (else absent), with its age."""
         return self._presence.locations(self._now())
+
+    def location_history(self) -> list[Location]:
+        """This person's own kept locations (``keep_history=True``), oldest first."""
+        return sharing.location_history(self)
+
+    async def delete_location_history(self) -> int:
+        """Delete this person's kept locations on every device; how many were known here."""
+        return await sharing.delete_location_history(self)
 
     # ------------------------------------------------------------------ membership
 

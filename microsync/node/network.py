@@ -63,6 +63,14 @@ class Network:
         self.runtime: Runtime | None = None
         """The running network side while started, else ``None``."""
         self._running: list[Runtime] = []  # the started one and those opened for one call
+        self.quiet = False
+        """Quiet mode (:mod:`microsync.node.runtime`: no heartbeat, a long keepalive)."""
+
+    def set_quiet(self, quiet: bool) -> None:
+        """Quiet mode on or off; a started device follows at once (its new sessions)."""
+        self.quiet = bool(quiet)
+        if self.runtime is not None:
+            self.runtime.quiet_changed()
 
     # ------------------------------------------------------------------ state
 

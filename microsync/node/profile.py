@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Final
 
 from microsync import encoding
-from microsync.crypto import X25519SecretKey
+from microsync.crypto import Rng, X25519SecretKey
 from microsync.encoding import expect_bytes, expect_list
 from microsync.errors import ProfileNotFound, StorageError
 from microsync.feed import GroupId
 from microsync.feed.trust import add_certificate
+from microsync.group.member import LocalMember
 from microsync.identity import LocalIdentity
+from microsync.node.parallel import verify_in_threads
 from microsync.storage.sqlite import SqliteStore
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "PREKEYS_KEY",
     "group_ids",
     "load_prekeys",
+    "local_member",
     "open_profile",
     "remember_group",
     "save_identity",
@@ -100,3 +103,9 @@ def load_prekeys(store: SqliteStore, identity: LocalIdentity) -> dict[int, X2551
             raise StorageError("the stored prekeys are damaged")
         found[number] = X25519SecretKey(expect_bytes(secret, "prekey", 32))
     return found | current
+
+
+def local_member(store: SqliteStore, identity: LocalIdentity, rng: Rng) -> LocalMember:
+    """This device as its groups see it: its identity, the prekey secrets held, ``rng``, and
+    its received signatures checked on every core (:mod:`microsync.node.parallel`)."""
+    return LocalMember(identity, load_prekeys(store, identity), rng, verify_in_threads)

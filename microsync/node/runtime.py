@@ -23,7 +23,6 @@ from microsync.errors import (
     HandshakeError,
     InviteError,
     MicrosyncError,
-    NotAMember,
     PeerUnreachable,
     StorageError,
 )
@@ -41,13 +40,16 @@ from microsync.node.addresses import (
     split_address,
     why_unreachable,
 )
+from microsync.node.heartbeat import Heartbeat
 from microsync.node.listener import Listener, listen
 from microsync.node.peers import remember_sync
 from microsync.node.recovery import member_recovery, recover, recovering, recovery_tags
 from microsync.node.relay_link import BACKOFF_MAX, BACKOFF_START, RelayLink
+from microsync.node.sharing import may_pass
 from microsync.node.tasks import TaskTree
 from microsync.protocol.handshake import Purpose
 from microsync.protocol.session import SyncOptions
+from microsync.protocol.sync.keepalive import session_options
 
 if TYPE_CHECKING:
     from microsync.node import Device
@@ -63,7 +65,6 @@ __all__ = [
 
 log = logging.getLogger("microsync.node")
 
-PRESENCE_EVERY: Final = 60.0
 PEER_ERRORS: Final = (MicrosyncError, ConnectionError, OSError, TimeoutError)
 """What a peer can make a connection fail with: it ends that connection, nothing more."""
 DIAL_ERRORS: Final = (PeerUnreachable, HandshakeError, OSError)
@@ -95,6 +96,7 @@ class Runtime:
         self._dialing: set[str] = set()
         self._due: set[GroupId] = set()
         self._prefetching: set[GroupId] = set()
+        self._heartbeat = Heartbeat(self)
 
     @property
     def relay(self) -> str | None:
@@ -143,7 +145,11 @@ class Runtime:
             await self._discovery.start()
         if relay is not None:
             self.meet_at(relay)
-        self.spawn(self._heartbeat(), "presence")
+        self.quiet_changed()
+
+    def quiet_changed(self) -> None:
+        """The device went quiet or back: end or start the heartbeat."""
+        self._heartbeat.changed()
 
     def meet_at(self, relay: str) -> None:
         """Meet the members of this device's groups at ``relay`` from now on."""
@@ -255,7 +261,7 @@ class Runtime:
             our_device=self.device.id,
             initiator=initiator,
             rng=self.rng,
-            options=self.options,
+            options=session_options(self.options, quiet=self.device._network.quiet),
             on_synced=self._synced,
         )
         redundant = self._drop_duplicate(connection) and not oneshot
@@ -424,13 +430,16 @@ class Runtime:
             group = self.device._held(group_id)
             if group is None:
                 continue
-            for sealed in group.announcements(excluding=peer):
+            for sealed in group.announcements(excluding=peer, to=peer):
                 connection.send_ephemeral(group_id, sealed)
 
     def gossip(self, group: GroupId, sealed: bytes, source: DeviceId | None) -> None:
         """Pass an announcement of ``group`` on to every connection but ``source``'s."""
+        held = self.device._held(group)
         for connection in list(self._connections):
-            if connection.peer.device != source and group in connection.session.groups:
+            peer = connection.peer.device
+            wanted = peer != source and group in connection.session.groups
+            if wanted and held is not None and may_pass(held, sealed, peer):
                 connection.send_ephemeral(group, sealed)
 
     # ---- vault chunks (microsync.node.vault) -------------------------------------------------
@@ -470,16 +479,6 @@ class Runtime:
             self._prefetching.discard(group)
 
     # ---- end of vault chunks -------------------------------------------------------------------
-
-    async def _heartbeat(self) -> None:
-        while True:
-            for group in list(self.device.groups()):
-                if group.is_member():
-                    try:
-                        await group.announce_presence("online")
-                    except (NotAMember, StorageError) as exc:  # left meanwhile; store closing
-                        log.info("presence in %s: %s", group.name, brief(exc))
-            await asyncio.sleep(PRESENCE_EVERY)
 
 
 def brief(error: BaseException) -> str:

@@ -40,6 +40,7 @@ from microsync.app.ops import (
     DeleteOp,
     DocOp,
     EditOp,
+    ForgetOp,
     HideOp,
     LocationOp,
     PostOp,
@@ -268,6 +269,8 @@ class _Reader:
             case ReactOp():
                 return self._reaction(entry, op, at)
             case LocationOp(lat=lat, lon=lon, precision=precision):
+                if entry.hlc <= self._timeline.forgotten.get(entry.person, -1):
+                    return None  # its author forgot it since
                 latitude, longitude = lat / 1_000_000, lon / 1_000_000
                 return Moved(
                     person=entry.person,
@@ -278,8 +281,8 @@ class _Reader:
                 )
             case DocOp():
                 return self._doc(entry, op, at)
-            case EditOp() | DeleteOp() | UnreactOp() | CursorOp() | HideOp():
-                return None  # nobody's news (a moderated post is simply gone)
+            case EditOp() | DeleteOp() | UnreactOp() | CursorOp() | ForgetOp() | HideOp():
+                return None  # nobody's news
             case _:
                 assert_never(op)
 

@@ -85,7 +85,18 @@ CREATE TABLE forks (
 CREATE INDEX forks_by_feed ON forks (group_id, device);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (_V1,)
+# Version 2: an entry's body moves into its row of ``entries`` (``NULL`` once purged), so
+# storing an entry is one statement and two B-trees (the key and the id index) instead of
+# two statements and four (``bodies`` was a rowid table with an index on its id). A purge sets
+# the column to ``NULL``; with ``secure_delete`` the old cell is overwritten, as a deleted row
+# of ``bodies`` was.
+_V2: Final = """
+ALTER TABLE entries ADD COLUMN body BLOB;
+UPDATE entries SET body = (SELECT b.body FROM bodies AS b WHERE b.id = entries.id);
+DROP TABLE bodies;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (_V1, _V2)
 """Append-only: ``MIGRATIONS[i]`` upgrades schema version ``i`` to ``i + 1``."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)

@@ -19,13 +19,12 @@ FEED_STATUS = f"""SELECT f.head_seq, f.head_id, f.forked_at, ({PENDING_COUNT})
 FEEDS = """SELECT f.device, f.head_seq, f.head_id, f.forked_at,
     (SELECT count(*) FROM pending AS p WHERE p.group_id = f.group_id AND p.device = f.device)
     FROM feeds AS f WHERE f.group_id = ?"""
-ENTRY_AT = """SELECT e.wire, b.body FROM entries AS e LEFT JOIN bodies AS b ON b.id = e.id
-    WHERE e.group_id = ? AND e.device = ? AND e.seq = ?"""
-ENTRIES_PAGE = """SELECT e.seq, e.wire, b.body
-    FROM entries AS e LEFT JOIN bodies AS b ON b.id = e.id
-    WHERE e.group_id = ? AND e.device = ? AND e.seq > ? AND e.seq <= ? ORDER BY e.seq LIMIT ?"""
-INSERT_ENTRY = "INSERT INTO entries (group_id, device, seq, id, wire) VALUES (?, ?, ?, ?, ?)"
-INSERT_BODY = "INSERT INTO bodies (id, body) VALUES (?, ?)"
+ENTRY_AT = "SELECT wire, body FROM entries WHERE group_id = ? AND device = ? AND seq = ?"
+ENTRIES_PAGE = """SELECT seq, wire, body FROM entries
+    WHERE group_id = ? AND device = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?"""
+INSERT_ENTRY = """INSERT INTO entries (group_id, device, seq, id, wire, body)
+    VALUES (?, ?, ?, ?, ?, ?)"""
+DELETE_BODY = "UPDATE entries SET body = NULL WHERE id = ?"
 SET_HEAD = """INSERT INTO feeds (group_id, device, head_seq, head_id) VALUES (?, ?, ?, ?)
     ON CONFLICT (group_id, device) DO UPDATE
     SET head_seq = excluded.head_seq, head_id = excluded.head_id"""
@@ -44,8 +43,7 @@ DUMP = {  # the rows of each table in canonical_dump's row shapes
     "meta": "SELECT key, value FROM meta",
     "certificates": "SELECT record FROM certificates",
     "revocations": "SELECT record FROM revocations",
-    "entries": """SELECT e.group_id, e.device, e.seq, e.wire, b.body
-        FROM entries AS e LEFT JOIN bodies AS b ON b.id = e.id""",
+    "entries": "SELECT group_id, device, seq, wire, body FROM entries",
     "feeds": "SELECT group_id, device, head_seq, head_id, forked_at FROM feeds",
     "pending": "SELECT group_id, device, seq, wire, body FROM pending",
     "forks": "SELECT group_id, device, seq, first, second FROM forks",

@@ -40,7 +40,8 @@ back). Inside a transaction, feed status is cached too, and the ``feeds`` row of
   writes keep the cached answer up to date (``insert_entry`` moves the head, ``insert_pending``
   counts one more pending entry). ``delete_pending`` and ``record_fork`` drop the feed's
   cached answer, so the next ``feed_status`` asks the database again.
-* ``insert_entry`` runs two statements (entry, body) and marks the feed's head dirty. Dirty
+* ``insert_entry`` runs one statement (the entry's row holds its body) and marks the feed's
+  head dirty. Dirty
   heads are written by one ``executemany`` upsert before any statement that reads the
   ``feeds`` table, and at the latest just before ``COMMIT``, inside the same transaction: the
   head is never committed without its entries, nor entries without their head. (``record_fork``
@@ -376,9 +377,7 @@ class SqliteStore:
     @_atomic
     def insert_entry(self, entry: Entry, body: bytes | None) -> None:
         h = entry.header
-        self._sql(sql.INSERT_ENTRY, (h.group, h.device, h.seq, entry.id, entry.wire))
-        if body is not None:
-            self._sql(sql.INSERT_BODY, (entry.id, body))
+        self._sql(sql.INSERT_ENTRY, (h.group, h.device, h.seq, entry.id, entry.wire, body))
         key = (bytes(h.group), bytes(h.device))
         self._dirty_heads[key] = (h.seq, entry.id)  # written before COMMIT (_write_heads)
         cached = self._feeds.get(key)
@@ -389,7 +388,7 @@ class SqliteStore:
 
     @_atomic
     def delete_body(self, entry_id: EntryId) -> None:
-        self._sql("DELETE FROM bodies WHERE id = ?", (entry_id,))
+        self._sql(sql.DELETE_BODY, (entry_id,))
 
     def pending_at(self, group: GroupId, device: DeviceId, seq: int) -> list[StoredEntry]:
         if not _INT_MIN <= seq <= _INT_MAX:

@@ -4,12 +4,14 @@
 passed in: the session reads no clock). Until it opens it must open by ``match_timeout_ms``;
 a peer silent for ``idle_timeout_ms`` is closed; a session quiet for ``keepalive_ms`` sends a
 ``PING``. :meth:`Keepalive.due` says which is due at ``now``: one :class:`Due` value.
+:func:`session_options` gives a quiet device's sessions a long keepalive.
 Ephemeral messages (presence, location) beyond ``ephemeral_per_minute`` in one clock minute
 are dropped and counted (:class:`EphemeralInbox`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import Any, Final
 
@@ -19,7 +21,29 @@ from microsync.protocol.sync.options import SyncOptions
 from microsync.protocol.sync.reconcile import GroupPhase
 from microsync.protocol.sync.table import Row
 
-__all__ = ["EPHEMERAL", "Due", "EphemeralInbox", "Keepalive"]
+__all__ = [
+    "EPHEMERAL",
+    "QUIET_KEEPALIVE_MS",
+    "Due",
+    "EphemeralInbox",
+    "Keepalive",
+    "session_options",
+]
+
+QUIET_KEEPALIVE_MS: Final = 15 * 60 * 1000
+"""How long a quiet (battery-bound) device's session stays silent before it pings."""
+
+
+def session_options(options: SyncOptions | None, *, quiet: bool) -> SyncOptions | None:
+    """The options of a session: ``options`` as given, or for a quiet device the same with a
+    long keepalive (and an idle timeout to match, so it never closes a peer for being as quiet
+    as it is)."""
+    if not quiet:
+        return options
+    base = options if options is not None else SyncOptions()
+    keepalive = max(base.keepalive_ms, QUIET_KEEPALIVE_MS)
+    idle = max(base.idle_timeout_ms, 3 * keepalive)
+    return dataclasses.replace(base, keepalive_ms=keepalive, idle_timeout_ms=idle)
 
 
 class Due(enum.Enum):
