@@ -232,3 +232,35 @@ def test_the_example_in_the_kit_docs_runs() -> None:
     from microsync.testing import kit
 
     assert doctest.testmod(kit, raise_on_error=True).failed == 0
+
+
+async def until(check: object, seconds: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not check():  # type: ignore[operator]
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_a_live_connection_pushes_writes_and_serves_the_vault(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with AppKit(tmp_path, seed=6) as kit:
+            ana, ben = await kit.group_of(2, "Family")
+            a, b = kit.devices
+            await kit.connect(a, b)
+            await ana.post("live")
+            await until(lambda: [p.text for p in ben.feed()] == ["live"])
+            ref = await ana.vault.add(b"photo bytes" * 1000, name="photo.jpg")
+            await until(lambda: len(ben.vault.list()) == 1)
+            path = await ben.vault.fetch(bytes(ref), tmp_path / "got.jpg")
+            assert path.read_bytes() == b"photo bytes" * 1000
+            kit.partition([a], [b])  # the live connection is cut at once
+            await until(lambda: not a.peers() and not b.peers())
+            await ana.post("after the cut")
+            await asyncio.sleep(0.05)
+            assert [p.text for p in ben.feed()] == ["live"]
+            kit.heal()
+            await kit.connect(b, a)
+            await until(lambda: len(ben.feed()) == 2)
+
+    run(scenario())

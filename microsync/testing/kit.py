@@ -37,6 +37,10 @@ second, and nothing to leak.
 - *partition* / *heal*: devices in different components cannot connect (a sync or a join
   across raises :class:`~microsync.errors.PeerUnreachable`) until :meth:`AppKit.heal`.
 
+**Live connections.** :meth:`AppKit.connect` keeps a connection up (the devices are
+started, with no listener): what either writes is pushed at once, announcements (presence,
+locations) pass, and the vault fetches chunks through it, as over TCP.
+
 **Settling.** :meth:`AppKit.settle` repeats rounds of syncs over every reachable pair (in a
 shuffled order) until one whole round moves nothing and cuts nothing.
 """
@@ -56,13 +60,13 @@ from microsync.clock import now_ms
 from microsync.errors import HandshakeError, MicrosyncError, PeerUnreachable
 from microsync.group.invite import InvitePurpose, PairingGuest
 from microsync.group.invite.payloads import DeviceCandidate
-from microsync.net.connection import SecureStream, handshake
+from microsync.net.connection import SecureStream, SyncConnection, handshake
 from microsync.node import Device, Group
 from microsync.node.pairing import run_guest
 from microsync.protocol.handshake import Purpose
 from microsync.testing.clock import FakeClock
 from microsync.testing.device import device_rng
-from microsync.testing.pipe import PipeFaults, memory_pipe
+from microsync.testing.pipe import MemoryStream, PipeFaults, memory_pipe
 
 __all__ = ["AppKit"]
 
@@ -98,6 +102,7 @@ class AppKit:
         self.cuts = 0  # connections cut by the faults so far
         self._rng = random.Random(f"microsync.testing.kit/{seed}")
         self._components: list[set[Device]] | None = None
+        self._live: dict[tuple[Device, Device], MemoryStream] = {}
         self._setting_up = False  # group_of runs without drops (an invite is single-use)
 
     # ------------------------------------------------------------------ devices
@@ -167,8 +172,43 @@ class AppKit:
     # ------------------------------------------------------------------ the network
 
     def partition(self, *sides: Sequence[Device]) -> None:
-        """Split the devices into these components (devices named nowhere are each alone)."""
+        """Split the devices into these components (devices named nowhere are each alone);
+        live connections across are cut at once."""
         self._components = [set(side) for side in sides]
+        for (a, b), pipe in list(self._live.items()):
+            if not self.reachable(a, b):
+                pipe.cut()
+                del self._live[(a, b)]
+
+    async def connect(self, a: Device, b: Device) -> SyncConnection:
+        """A live connection from ``a`` to ``b`` (each is started first if it is not, with
+        no listener and no LAN discovery), in sync when this returns; it stays up, pushing
+        what either writes, serving vault chunks and passing announcements, until
+        :meth:`disconnect`, a partition across it, the faults, or the kit closes."""
+        for device in (a, b):
+            if device._net is None:
+                await device.start(lan=False, port=None)
+        if not self.reachable(a, b):
+            raise PeerUnreachable(f"{a.name} cannot reach {b.name}: partitioned")
+        ours, theirs = memory_pipe(a.name, b.name, self._faults())
+        far, near = b._net, a._net
+        assert far is not None and near is not None
+        far.spawn(far.serve(theirs), f"kit connection from {a.name}")
+        secure = await handshake(ours, a._identity, initiator=True, rng=a.rng)
+        connection = near.open_connection(secure, initiator=True)
+        self._live[(a, b)] = ours
+        done = asyncio.ensure_future(connection.synced.wait())
+        ended = asyncio.ensure_future(connection.closed.wait())
+        await asyncio.wait({done, ended}, timeout=self.timeout, return_when="FIRST_COMPLETED")
+        done.cancel()
+        ended.cancel()
+        return connection
+
+    def disconnect(self, a: Device, b: Device) -> None:
+        """Cut the live connection from ``a`` to ``b`` (if there is one)."""
+        pipe = self._live.pop((a, b), None)
+        if pipe is not None:
+            pipe.cut()
 
     def heal(self) -> None:
         """Every device can reach every other again."""
@@ -270,6 +310,9 @@ class AppKit:
     async def close(self) -> None:
         """Close every device (each releases its profile)."""
         devices, self.devices = self.devices, []
+        for pipe in self._live.values():
+            pipe.cut()
+        self._live.clear()
         for device in devices:
             await device.close()
 

@@ -76,6 +76,14 @@ class MemoryStream:
         faults.sent += len(data)
         other._inbox.put_nowait(bytes(data))
 
+    def cut(self) -> None:
+        """Cut the pipe now, as its faults would: both ends see the connection reset."""
+        if not self._faults.cut:
+            self._faults.cut = True
+            self._inbox.put_nowait(b"")
+            if self._other is not None:
+                self._other._inbox.put_nowait(b"")
+
     async def close(self) -> None:
         if self._closed:
             return
