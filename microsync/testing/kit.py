@@ -34,8 +34,9 @@ second, and nothing to leak.
 - *delay*: each write waits up to ``delay_ms`` real milliseconds;
 - *reorder*: :meth:`AppKit.settle` syncs pairs in a shuffled order, so entries reach devices
   along different paths in different orders;
-- *partition* / *heal*: devices in different components cannot connect (a sync or a join
-  across raises :class:`~microsync.errors.PeerUnreachable`) until :meth:`AppKit.heal`.
+- *partition* / *block* / *heal*: devices in different components, or a blocked pair, cannot
+  connect (a sync or a join across raises :class:`~microsync.errors.PeerUnreachable`) until
+  :meth:`AppKit.heal`; a blocked pair's entries must travel through a third device.
 
 **Live connections.** :meth:`AppKit.connect` keeps a connection up (the devices are
 started, with no listener): what either writes is pushed at once, announcements (presence,
@@ -88,7 +89,7 @@ class AppKit:
         clock: FakeClock | None = None,
         drop: float = 0.0,
         delay_ms: float = 0.0,
-        timeout: float = 30.0,
+        timeout: float = 10.0,
     ) -> None:
         if not 0.0 <= drop < 1.0:
             raise ValueError("drop is a probability below 1 (every sync must be able to finish)")
@@ -105,6 +106,7 @@ class AppKit:
         self._rng = random.Random(f"microsync.testing.kit/{seed}")
         self._components: list[set[Device]] | None = None
         self._live: dict[tuple[Device, Device], MemoryStream] = {}
+        self._blocked: set[frozenset[Device]] = set()
         self._setting_up = False  # group_of runs without drops (an invite is single-use)
 
     # ------------------------------------------------------------------ devices
@@ -212,12 +214,22 @@ class AppKit:
         if pipe is not None:
             pipe.cut()
 
+    def block(self, a: Device, b: Device) -> None:
+        """``a`` and ``b`` cannot connect (a live connection between them is cut), whatever the
+        partition: what one writes reaches the other only through a third device."""
+        self._blocked.add(frozenset((a, b)))
+        for pair in ((a, b), (b, a)):
+            self.disconnect(*pair)
+
     def heal(self) -> None:
-        """Every device can reach every other again."""
+        """Every device can reach every other again (partitions and blocks are lifted)."""
         self._components = None
+        self._blocked.clear()
 
     def reachable(self, a: Device, b: Device) -> bool:
         """Can ``a`` and ``b`` connect now?"""
+        if frozenset((a, b)) in self._blocked:
+            return False
         if self._components is None:
             return True
         return any(a in side and b in side for side in self._components)
@@ -225,7 +237,10 @@ class AppKit:
     async def sync(self, a: Device, b: Device) -> bool:
         """One sync session from ``a`` to ``b`` until both are up to date: ``True`` if it
         finished, ``False`` if the faults cut it first (nothing stored is lost either way).
-        :class:`PeerUnreachable` across a partition."""
+        :class:`PeerUnreachable` across a partition; :class:`AssertionError` if a session the
+        faults left alone is not in sync within ``timeout`` seconds (a sync bug: the test fails
+        at once rather than hanging)."""
+        cuts, stalled = self.cuts, False
         try:
             async with self._dialled(a._identity, a.rng, a, b, Purpose.SYNC, a.name) as secure:
                 net = a._network
@@ -239,14 +254,20 @@ class AppKit:
                     done.cancel()
                     ended.cancel()
                     finished = connection.synced.is_set()
+                    stalled = not finished and not connection.closed.is_set()
                     for _ in range(3):  # the announcements sent on being in sync leave first
                         await asyncio.sleep(0)
                     await connection.close()
-            return finished
         except (HandshakeError, ConnectionError) as exc:
             if isinstance(exc, PeerUnreachable):
                 raise
             return False
+        if stalled and self.cuts == cuts:
+            raise AssertionError(
+                f"{a.name} and {b.name} were not in sync after {self.timeout:g} s of a session "
+                "no fault touched"
+            )
+        return finished
 
     async def settle(self, *, max_rounds: int = 50) -> int:
         """Sync every reachable pair, in a shuffled order, until a whole round moves nothing and
