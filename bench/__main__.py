@@ -42,6 +42,7 @@ BENCHMARKS = (
     "vault",
     "crdt_trace",
     "cli_startup",
+    "keeper",
 )
 Benchmark = Callable[[bool], Report]
 

@@ -42,9 +42,7 @@ def test_a_tiny_run_goes_through_the_table_and_the_docs(
     def broken(quick: bool) -> Report:
         raise RuntimeError("this benchmark broke")
 
-    status = harness.main(
-        ["--quick", "--docs", str(docs)], {"feed_ingest": tiny, "broken": broken}
-    )
+    status = harness.main(["--quick", "--docs", str(docs)], {"feed_ingest": tiny, "broken": broken})
     assert status == 1  # one benchmark failed: the run says so, the other still reported
     out = capsys.readouterr().out
     assert "FAILED: broken" in out
@@ -76,3 +74,24 @@ def test_the_table_lines_up_and_keeps_every_cell() -> None:
     lines = table(rows).splitlines()
     assert len(lines) == 3 and "2.00" in lines[1] and "<= 1" in lines[1]
     assert lines[1].index("1.00 s") + len("1.00 s") == lines[2].index("10 ms") + len("10 ms")
+
+
+def test_the_keeper_benchmark_runs_end_to_end_at_tiny_sizes() -> None:
+    from bench import keeper
+
+    done = keeper.figures(quick=True, posts=240, groups=2, per_member=3, repeat=1, catch_up=150)
+    rows = {f.measure: f for f in done.figures}
+    assert len(done.figures) == 5
+    catch_up = rows["new device's catch-up of 150 posts from a keeper"]
+    pushes = [f for f in done.figures if f.measure.startswith("241 pushes into one keeper")]
+    disk = rows["keeper disk, 2 groups x 12 members x 3 items"]
+    for figure in [catch_up, *pushes, disk]:
+        assert figure.ratio is not None and figure.ratio > 0, figure
+    assert {p.floor.split("(")[1] for p in pushes} == {
+        "durable SQLite, same batches)",
+        "raw loopback WebSocket)",
+    }
+    assert disk.ratio is not None and disk.ratio >= 1  # the store holds at least the bytes
+    assert any("72 items" in note and "24 connections" in note for note in done.notes)
+    assert any("keeper catch-up of 150 posts" in note for note in done.notes)
+    assert any("peer catch-up of 150 posts" in note for note in done.notes)

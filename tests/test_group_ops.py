@@ -4,6 +4,7 @@ strict decoding where anything malformed is a DecodeError and nothing else."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from typing import Any
 
 import cbor2
@@ -22,6 +23,7 @@ from microsync.group.ops import (
     Role,
     recipients_digest,
 )
+from microsync.group.settings import SettingsChange
 from microsync.identity import DeviceId, PersonId
 
 ids32 = st.binary(min_size=32, max_size=32)
@@ -31,6 +33,11 @@ grants = st.builds(
     DeviceGrant, st.binary(min_size=0, max_size=200), st.binary(min_size=0, max_size=200)
 )
 announcements = st.builds(EpochAnnouncement, uint, ids32, ids32)
+keeper_urls = st.builds(
+    "ws://{}.example:{}".format,
+    st.text("abcxyz019-", min_size=1, max_size=20),
+    st.integers(1, 65535),
+)
 
 # every field each kind needs, as an Op keyword -> strategy
 REQUIRED: dict[OpKind, dict[str, st.SearchStrategy[Any]]] = {
@@ -61,6 +68,13 @@ REQUIRED: dict[OpKind, dict[str, st.SearchStrategy[Any]]] = {
     OpKind.ROTATE: {"epoch": announcements},
     OpKind.INVITE: {"invite_id": ids32, "time": uint, "role": st.sampled_from(Role)},
     OpKind.REVOKE_INVITE: {"invite_id": ids32},
+    OpKind.SETTINGS: {
+        "settings": st.builds(
+            SettingsChange,
+            add_keepers=st.lists(keeper_urls, min_size=1, max_size=4, unique=True).map(tuple),
+            remove_keepers=st.lists(keeper_urls, max_size=4, unique=True).map(tuple),
+        )
+    },
 }
 
 
@@ -73,6 +87,10 @@ def ops(draw: st.DrawFn, kind: OpKind | None = None) -> Op:
             fields["invite_id"], fields["time"] = draw(ids32), draw(uint)
         if draw(st.booleans()):
             fields["epoch"] = draw(announcements)
+    if kind in (OpKind.CREATE, OpKind.ADD) and draw(st.booleans()):
+        fields["recovery_key"] = draw(ids32)
+    if kind is OpKind.ADD_DEVICE and draw(st.booleans()):  # a recovery
+        fields["recovery"], fields["epoch"] = draw(st.binary(max_size=300)), draw(announcements)
     return Op(kind=kind, **fields)
 
 
@@ -103,6 +121,7 @@ def one(kind: OpKind) -> Op:
         "cutoff": 4,
         "invite_id": b"i" * 32,
         "time": 1_000,
+        "settings": SettingsChange(add_keepers=("ws://keeper.example:7427",)),
     }
     return Op(kind=kind, **{name: values[name] for name in REQUIRED[kind]})
 
@@ -124,7 +143,7 @@ def test_a_fixed_op_of_every_kind_round_trips(kind: OpKind) -> None:
     assert as_map(op)["k"] == int(kind)
 
 
-@pytest.mark.parametrize("kind_value", [0, 12, 255, 2**40, "1", None, True, b"\x01", 1.0])
+@pytest.mark.parametrize("kind_value", [0, 13, 255, 2**40, "1", None, True, b"\x01", 1.0])
 def test_an_unknown_or_mistyped_kind_is_refused(kind_value: Any) -> None:
     value = as_map(one(OpKind.LEAVE))
     value["k"] = kind_value
@@ -138,7 +157,7 @@ def test_a_missing_kind_is_refused() -> None:
 
 
 KINDS_WITH_FIELDS = [k for k in OpKind if REQUIRED[k]]
-ALL_FIELDS = ["p", "n", "r", "d", "x", "c", "i", "t", "h", "o", "g", "e"]
+ALL_FIELDS = ["p", "n", "r", "d", "x", "c", "i", "t", "h", "o", "g", "e", "m"]
 
 
 @pytest.mark.parametrize("kind", KINDS_WITH_FIELDS, ids=lambda k: k.name)
@@ -190,6 +209,7 @@ WRONG_VALUES: dict[str, list[Any]] = {
     "h": ["open", "", "Shared", b"shared", 1],
     "o": [b"n" * 31, b"n" * 64, "n" * 32],
     "e": [[1, b"c" * 32], [1, b"c" * 31, b"r" * 32], [-1, b"c" * 32, b"r" * 32], [b"", 1, 2], 1],
+    "m": [{}, {"ka": []}, {"zz": ["ws://k:1"]}, {"ka": ["http://k"]}, ["ws://k:1"], 1],
 }
 
 
@@ -338,3 +358,30 @@ def test_roles_and_history_are_the_strings_apps_compare_and_the_same_bytes() -> 
     typed = dataclasses.replace(plain, history=History(plain.history))
     assert typed.to_bytes() == plain.to_bytes()  # the same string on the wire
     assert Op.from_bytes(plain.to_bytes()).history is History(plain.history)
+
+
+def test_the_recovery_fields_have_the_known_bytes() -> None:
+    """CREATE and ADD carry the member's recovery key as "q"; a recovery (an ADD_DEVICE of
+    another member's device) carries its certificate as "y" and always an epoch."""
+    create = replace(one(OpKind.CREATE), recovery_key=b"q" * 32)
+    assert as_map(create)["q"] == b"q" * 32
+    assert Op.from_bytes(create.to_bytes()) == create
+    assert Op.from_bytes(one(OpKind.CREATE).to_bytes()).recovery_key is None  # old: as before
+    announcement = EpochAnnouncement(1, b"c" * 32, b"r" * 32)
+    recovery = replace(one(OpKind.ADD_DEVICE), recovery=b"cert", epoch=announcement)
+    assert recovery.to_bytes() == bytes.fromhex(
+        "a4616481824463657274467072656b6579616583015820"  # d: the grant; e: the epoch
+        + "63" * 32
+        + "5820"
+        + "72" * 32
+        + "616b06"  # k: ADD_DEVICE
+        + "61794463657274"  # y: the certificate
+    )
+
+
+@pytest.mark.parametrize("field", ["y", "e"])
+def test_a_recovery_needs_its_epoch_and_only_a_recovery_starts_one(field: str) -> None:
+    value = as_map(one(OpKind.ADD_DEVICE))
+    value[field] = b"cert" if field == "y" else [1, b"c" * 32, b"r" * 32]
+    with pytest.raises(DecodeError, match="recovery"):
+        Op.from_bytes(encode(value))

@@ -11,6 +11,7 @@ import random
 import socket
 import subprocess
 from collections.abc import Awaitable
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -274,6 +275,32 @@ async def test_a_full_disk_is_a_typed_refusal_and_keeps_what_was_stored(tmp_path
             ]
 
 
+async def test_what_a_full_keeper_refused_is_pushed_again_later_and_lands_once(
+    tmp_path: Path,
+) -> None:
+    """The client keeps what was refused (it learns exactly which records were stored) and
+    retries once the keeper has room: everything lands, nothing twice."""
+    family, data = box(), tmp_path / "k"
+    sent = records(32, size=200_000)  # 8 PUSH batches of 4 (each 1 MiB), all or nothing
+    acked: list[Record] = []
+    with keeper(data, "--max-disk", "2M") as running:
+        async with await KeeperClient.connect(running.url) as client:
+            with pytest.raises(KeeperRefused) as refused:
+                await client.push(family, sent, on_stored=lambda r, c: acked.append(r))
+            assert refused.value.code is Refusal.KEEPER_FULL
+            assert 0 < len(acked) < len(sent)
+            kept = [r for r in sent if r not in acked]  # what the client still has to place
+            with pytest.raises(KeeperRefused):  # still full: refused again, nothing changes
+                await client.push(family, kept, on_stored=lambda r, c: acked.append(r))
+            assert [p.data for p in await pull_all(client, family)] == [r.data for r in acked]
+    with keeper(data, "--max-disk", "64M") as running:  # later, with room
+        async with await KeeperClient.connect(running.url) as client:
+            await client.push(family, kept)
+            await client.push(family, sent)  # and everything again: the stored ones dedupe
+            pulled = await pull_all(client, family)
+    assert sorted(p.data for p in pulled) == sorted(r.data for r in sent)  # each once
+
+
 async def test_retention_purges_old_items(tmp_path: Path) -> None:
     family = box()
     sent = records(3, size=3000)
@@ -396,8 +423,18 @@ LOST_CONNECTION = (ConnectionClosed, InvalidHandshake, OSError, TimeoutError)
 """What a client sees of a keeper killed under it (during the opening handshake too)."""
 
 
-async def until_killed(running: Keeper, delay: float, work: Awaitable[None]) -> None:
-    """Run ``work`` against ``running`` and SIGKILL the keeper ``delay`` seconds in."""
+async def cut_off(work: Awaitable[None]) -> bool:
+    """Await ``work``; whether a killed keeper cut it off."""
+    try:
+        await work
+    except LOST_CONNECTION:
+        return True
+    return False
+
+
+async def until_killed(running: Keeper, delay: float, *work: Awaitable[None]) -> bool:
+    """Run ``work`` against ``running``, SIGKILL the keeper ``delay`` seconds in; whether the
+    kill cut any of it off (rather than landing after it finished)."""
 
     async def kill_later() -> None:
         await asyncio.sleep(delay)
@@ -405,9 +442,7 @@ async def until_killed(running: Keeper, delay: float, work: Awaitable[None]) -> 
 
     killer = asyncio.create_task(kill_later())
     try:
-        await work
-    except LOST_CONNECTION:
-        pass
+        return any(await asyncio.gather(*(cut_off(one) for one in work)))
     finally:
         await killer
 
@@ -433,42 +468,65 @@ async def push_trial(
         await client.push(mailbox, batch, on_stored=lambda record, _: acked.add(record.name))
 
 
-async def pull_trial(running: Keeper, mailbox: Mailbox, got: list[Pulled]) -> None:
+async def pull_trial(
+    running: Keeper, mailbox: Mailbox, got: list[Pulled], kill_after: int | None = None
+) -> None:
+    """Pull on from the last cursor ``got`` holds (0 at first), appending what arrives;
+    SIGKILL the keeper once ``kill_after`` items have arrived (a random moment mid-stream)."""
+    arrived = 0
     async with await KeeperClient.connect(running.url) as client:
         async for pulled in client.pull(mailbox, after=got[-1].cursor if got else 0):
             got.append(pulled)
+            arrived += 1
+            if arrived == kill_after:
+                running.kill()
+
+
+def resumed_in_order(got: list[Pulled]) -> bool:
+    """Every resumed pull went on exactly after the last cursor: nothing repeated."""
+    return all(a.cursor < b.cursor for a, b in pairwise(got))
 
 
 @pytest.mark.slow
 async def test_sigkill_at_random_moments_loses_nothing_acknowledged_and_duplicates_nothing(
     tmp_path: Path,
 ) -> None:
+    """24 trials, each a fresh keeper process on the same data, SIGKILLed at a random moment:
+    10 during a push (a random time in), 10 during a pull that resumes from its last cursor
+    (after a random number of items arrived), 4 during a push and a resumed pull at once (a
+    random time in). After each restart everything acknowledged is there once; at the
+    end the resumed pulls hold every item exactly once, in cursor order, and pushing again
+    what was never acknowledged completes the set without duplicating anything."""
     data, family = tmp_path / "k", box()
     chance = random.Random(os.urandom(8))
     attempted: dict[bytes, bytes] = {}
     acked: set[bytes] = set()
-    interrupted = 0
-    for trial in range(12):  # 12 trials: pushes killed at a random moment
+    by_id: dict[bytes, bytes] = {}  # item id -> data of everything pushed
+    got: list[Pulled] = []  # one reader's pulls, each resuming after the last cursor it holds
+    cut = {"push": 0, "pull": 0, "both": 0}
+    for trial, kind in enumerate(["push"] * 10 + ["pull"] * 10 + ["both"] * 4):
         running = start_keeper(data)
         async with await KeeperClient.connect(running.url) as client:
             await check_invariants(client, family, attempted, acked)
-        batch = records(2000, f"t{trial}-", 1000)
-        attempted |= {r.name: r.data for r in batch}
-        before = len(acked)
-        await until_killed(
-            running, chance.uniform(0.0, 0.4), push_trial(running, family, batch, acked)
-        )
-        interrupted += len(acked) - before < len(batch)
-    assert interrupted >= 3, "too few kills landed during a push"
-    got: list[Pulled] = []
-    for _ in range(10):  # 10 trials: pulls killed at a random moment, each resuming
-        running = start_keeper(data)
-        await until_killed(running, chance.uniform(0.0, 0.3), pull_trial(running, family, got))
-        assert len({p.item for p in got}) == len(got)
+        if kind == "pull":
+            kill_after = chance.randrange(1, 400)
+            killed = await cut_off(pull_trial(running, family, got, kill_after))
+            running.kill()  # if the mailbox ran out first
+        else:
+            batch = records(2000, f"t{trial}-", 1000)
+            attempted |= {r.name: r.data for r in batch}
+            by_id |= {family.item_id(r.name): r.data for r in batch}
+            work = [push_trial(running, family, batch, acked)]
+            work += [pull_trial(running, family, got)] if kind == "both" else []
+            killed = await until_killed(running, chance.uniform(0.0, 0.3), *work)
+        cut[kind] += killed
+        assert resumed_in_order(got), "a resumed pull repeated or reordered an item"
+        assert all(by_id[p.item] == p.data for p in got)
+    assert cut["push"] >= 3 and cut["pull"] >= 3, f"too few kills landed mid-transfer: {cut}"
     with keeper(data) as running:
         async with await KeeperClient.connect(running.url) as client:
             got += await pull_all(client, family, after=got[-1].cursor if got else 0)
-            assert got == await check_invariants(client, family, attempted, acked)
+            assert got == await check_invariants(client, family, attempted, acked)  # none missed
             retry = [Record(name=n, data=d) for n, d in attempted.items() if n not in acked]
             await client.push(family, retry)  # what was never acknowledged, pushed again
             final = await check_invariants(client, family, attempted, set(attempted))

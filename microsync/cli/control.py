@@ -243,7 +243,7 @@ async def _run_forwarded(
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     args.home = device.path
-    if args.command in NOT_FORWARDED:
+    if args.command in NOT_FORWARDED and getattr(args, "keeper_action", None) is None:
         err.print(f"microsync: error: `{args.command}` cannot run inside serve")
         return 1
 

@@ -1,9 +1,11 @@
-"""``microsync keeper``: run a keeper (stores groups' sealed items; reads none of them).
+"""``microsync keeper``: run a keeper (stores groups' sealed items; reads none of them), and
+choose a group's keepers.
 
 The grammar is ``microsync keeper --data DIR [--host H] [--port P] [--quota SIZE]
 [--retention DAYS] [--max-disk SIZE]``: with no action word, ``keeper`` serves. The member-side
-actions (``keeper add URL --group G``, ``keeper ls``, ``keeper rm``) will be words after
-``keeper``, so both read as the issue spells them.
+actions are words after ``keeper``: ``keeper add URL --group G`` and ``keeper rm URL --group G``
+(admins), ``keeper ls [--group G]`` (each keeper, and whether a running ``serve`` reaches it).
+Only these are handed to a running ``serve`` (they need the profile; serving needs none).
 """
 
 from __future__ import annotations
@@ -18,9 +20,18 @@ from typing import TYPE_CHECKING, Final
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["DEFAULT_KEEPER_PORT", "add_parsers", "byte_size", "cmd_keeper", "days"]
+__all__ = [
+    "ACTIONS",
+    "DEFAULT_KEEPER_PORT",
+    "add_parsers",
+    "byte_size",
+    "cmd_keeper",
+    "days",
+    "forwardable",
+]
 
 DEFAULT_KEEPER_PORT: Final = 7427
+ACTIONS: Final = ("add", "ls", "rm")
 _SIZE: Final = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", re.IGNORECASE)
 _UNITS: Final = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -44,7 +55,68 @@ def days(text: str) -> float:
     return value
 
 
+def forwardable(args: argparse.Namespace) -> bool:
+    """Is this a member-side ``keeper`` action (run by a ``serve`` holding the profile)?"""
+    return getattr(args, "keeper_action", None) is not None
+
+
 async def cmd_keeper(args: argparse.Namespace, out: Console) -> int:
+    """Serve until interrupted; or, with an action word, add, list or remove keepers."""
+    if args.keeper_action is not None:
+        return await _member_side(args, out)
+    if args.url is not None:
+        raise ValueError(f"unknown keeper action {args.url!r}; use add, ls or rm")
+    if args.data is None:  # a usage error, as argparse reports one (status 2)
+        from microsync.cli.control import error_console
+
+        error_console().print(
+            "microsync: error: the following arguments are required: --data "
+            "(to serve; or an action: add, ls, rm) (see: microsync keeper --help)",
+            markup=False,
+        )
+        return 2
+    return await _serve(args, out)
+
+
+async def _member_side(args: argparse.Namespace, out: Console) -> int:
+    from microsync.cli.control import open_device, open_group
+
+    action = args.keeper_action
+    if action == "ls":
+        async with open_device(args.home) as device:
+            from microsync.cli.social import find_group
+
+            groups = device.groups() if args.group is None else [find_group(device, args.group)]
+            shown = 0
+            for group in groups:
+                for status in group.keeper_status():
+                    detail = status.status
+                    if status.connected and status.unpushed:
+                        detail += f", {status.unpushed} to push"
+                    out.print(f"{group.name}  {status.url}  {detail}", markup=False)
+                    shown += 1
+            if not shown:
+                out.print("no keepers (an admin adds one: microsync keeper add URL --group G)")
+        return 0
+    if args.url is None:
+        raise ValueError(f"keeper {action}: which keeper? (microsync keeper {action} URL)")
+    async with open_group(args) as group:
+        if action == "add":
+            url = await group.add_keeper(args.url)
+            out.print(
+                f"{group.name} now uses the keeper {url}: every member's device pushes to it "
+                "and catches up from it",
+                markup=False,
+            )
+        else:
+            if args.url.rstrip("/") not in [k.rstrip("/") for k in group.keepers()]:
+                raise ValueError(f"{group.name} does not use the keeper {args.url}")
+            await group.remove_keeper(args.url)
+            out.print(f"{group.name} no longer uses the keeper {args.url}", markup=False)
+    return 0
+
+
+async def _serve(args: argparse.Namespace, out: Console) -> int:
     """Serve until interrupted."""
     import asyncio
 
@@ -76,9 +148,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     from microsync.cli.args import port_number
 
     keeper = sub.add_parser(
-        "keeper", help="run a keeper: stores groups' sealed items for offline members"
+        "keeper",
+        help="run a keeper (stores groups' sealed items for offline members), "
+        "or add, ls, rm a group's keepers",
     )
-    keeper.add_argument("--data", type=Path, required=True, help="directory for its database")
+    keeper.add_argument(
+        "keeper_action",
+        nargs="?",
+        choices=ACTIONS,
+        metavar="ACTION",
+        help="add URL, rm URL (admins) or ls; none: serve",
+    )
+    keeper.add_argument("url", nargs="?", metavar="URL", help="the keeper, ws://HOST:PORT")
+    keeper.add_argument("--group", help="group name or id prefix (add, ls, rm)")
+    keeper.add_argument("--data", type=Path, default=None, help="directory for its database")
     keeper.add_argument("--host", default="127.0.0.1", help="address to listen on")
     keeper.add_argument(
         "--port", type=port_number, default=DEFAULT_KEEPER_PORT, help="default %(default)s"

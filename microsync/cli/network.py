@@ -263,6 +263,15 @@ def _status_json(status: DeviceStatus) -> dict[str, Any]:
                 "epoch": g.epoch,
                 "last_sync": g.last_sync,
                 "pending_outgoing": g.pending_outgoing,
+                "keepers": [
+                    {
+                        "url": k.url,
+                        "connected": k.connected,
+                        "status": k.status,
+                        "unpushed": k.unpushed,
+                    }
+                    for k in g.keepers
+                ],
                 "peers": [
                     {
                         "device": p.device_id.hex(),
@@ -305,7 +314,7 @@ def _group_status(group: GroupStatus) -> str:
     else:
         line = f"{group.name}: epoch {group.epoch}, no member connected"
     if group.last_sync is None:
-        return line + "; never synced"
+        return line + "; never synced" + _keeper_words(group)
     latest = max(group.peers, key=lambda p: p.last_sync or 0)
     line += f"; last sync {_when(group.last_sync)} with {_peer_name(latest)}"
     lacking = [
@@ -313,7 +322,12 @@ def _group_status(group: GroupStatus) -> str:
         for p in group.peers
         if p.pending_outgoing
     ]
-    return line + ("; " + ", ".join(lacking) if lacking else "; nothing pending")
+    line += ("; " + ", ".join(lacking)) if lacking else "; nothing pending"
+    return line + _keeper_words(group)
+
+
+def _keeper_words(group: GroupStatus) -> str:
+    return "".join(f"; keeper {k.url} {k.status}" for k in group.keepers)
 
 
 def _count(entries: int | None) -> str:

@@ -33,7 +33,8 @@ from microsync.errors import (
     MicrosyncError,
     NotAMember,
 )
-from microsync.feed.entry import GroupId
+from microsync.feed.entry import Entry, GroupId
+from microsync.group.envelope import sealed_ref
 from microsync.group.invite import (
     Invite,
     InviteId,
@@ -283,9 +284,10 @@ class InviteHost:
             role=info.role,
             invite_id=invite_id,
             now=self._now(),
+            recovery_key=join.recovery_key,
         )
         self._book.mark(invite_id, InviteState.CONSUMED)  # if this device issued it
-        return Welcome(replica.id, entry.id).to_bytes()
+        return _welcome(replica, entry).to_bytes()
 
     def burn(self, invite_id: InviteId) -> None:
         self._book.mark(invite_id, InviteState.BURNED)
@@ -295,6 +297,19 @@ class InviteHost:
                 # demoted meanwhile? the local burn still refuses it here
                 with suppress(NotAMember):
                     replica.revoke_invite(invite_id, now=self._now())
+
+
+def _welcome(replica: GroupReplica, add: Entry) -> Welcome:
+    """The welcome for the joiner ``add`` admitted: with the group's keepers, and the control
+    secret of the epoch key that sealed the add (where a keeper files it)."""
+    keepers = replica.state.keepers
+    stored = replica.store.entry_at(replica.id, add.header.device, add.header.seq)
+    if not keepers or stored is None or stored.body is None:
+        return Welcome(replica.id, add.id)
+    key = replica.key_for(add.header.epoch, sealed_ref(stored.body))
+    if key is None:  # pragma: no cover - the add was just sealed under a key held here
+        return Welcome(replica.id, add.id)
+    return Welcome(replica.id, add.id, keepers, key.control.secret_bytes())
 
 
 def issue_invite(

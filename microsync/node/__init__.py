@@ -48,6 +48,7 @@ from microsync.node.group import Group, InviteStatus, Member
 from microsync.node.host import DeviceHost
 from microsync.node.inbound import WELCOME_PREFIX, Inbound
 from microsync.node.invites import DeviceInvites
+from microsync.node.keeper_state import remember_welcome
 from microsync.node.keys import revoke_device, rotate_prekey
 from microsync.node.network import Network, PeerInfo, SyncResult
 from microsync.node.profile import (
@@ -224,7 +225,7 @@ class Device:
         self._network.set_quiet(quiet)
 
     def export_recovery_words(self) -> list[str]:
-        """The person key as 24 BIP39 words. Whoever holds them can act as this person."""
+        """The 24 words, only where the person was made (else ValueError: docs/devices.md)."""
         return self._identity.recovery_words()
 
     # ------------------------------------------------------------------ network
@@ -505,11 +506,10 @@ class Device:
         """Hold the group a finished invite pairing admitted this device to. Its members,
         name and keys arrive with the group's entries."""
         welcome = Welcome.from_bytes(response)
-        existing = self._groups.get(welcome.group)
-        if existing is not None:
+        if (existing := self._groups.get(welcome.group)) is not None:
             return existing
         with self._store.transaction():
-            self._store.put_meta(f"{WELCOME_PREFIX}{welcome.group.hex()}", welcome.add)
+            remember_welcome(self._store, welcome)
             return self._adopt(welcome.group)
 
     def frontier(self, group_id: bytes) -> dict[DeviceId, int]:

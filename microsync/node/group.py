@@ -24,14 +24,14 @@ from microsync.group.join import issue_invite
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
-from microsync.node import sharing, whats_new
+from microsync.node import keeper_settings, sharing, whats_new
 from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event, listen
 from microsync.node.exits import GroupExit, exit_of
 from microsync.node.moderation import cap_of, hide_posts_of, remove_member
 from microsync.node.news import Cursor, WhatsNew
 from microsync.node.peers import KnownPeer, known_peers
-from microsync.node.roster import InviteStatus, Member, invite_statuses
+from microsync.node.roster import InviteStatus, Member, invite_statuses, members_of
 from microsync.node.sharing import Viewers
 from microsync.node.vault import Vault
 from microsync.node.watch import MembershipWatch
@@ -102,16 +102,7 @@ class Group:
 
     def members(self) -> list[Member]:
         """Current members, admins first, then by name."""
-        found = [
-            Member(
-                person_id=m.person,
-                name=m.name,
-                role=str(m.role),
-                devices=tuple(sorted(m.devices)),
-            )
-            for m in self._replica.state.members.values()
-        ]
-        return sorted(found, key=lambda m: (m.role != "admin", m.name, m.person_id))
+        return members_of(self._replica)
 
     def _now(self) -> int:
         return self._device.clock()
@@ -371,6 +362,9 @@ class Group:
         return await sharing.delete_location_history(self)
 
     # ------------------------------------------------------------------ membership
+
+    # the keepers (docstrings in microsync.node.keeper_settings)
+    keepers, add_keeper, remove_keeper, keeper_status = keeper_settings.GROUP_METHODS
 
     async def rotate_keys(self) -> None:
         """Start a new epoch now, wrapped to every current member device (any member may)."""

@@ -11,7 +11,7 @@ from microsync.group.join import InviteBook
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
 
-__all__ = ["InviteStatus", "Member", "invite_statuses"]
+__all__ = ["InviteStatus", "Member", "invite_statuses", "members_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,20 @@ class Member:
             f"Member(name={self.name!r}, person={fingerprint(self.person_id)}, "
             f"role={self.role!r}, devices={len(self.devices)})"
         )
+
+
+def members_of(replica: GroupReplica) -> list[Member]:
+    """The group's current members, admins first, then by name."""
+    found = [
+        Member(
+            person_id=m.person,
+            name=m.name,
+            role=str(m.role),
+            devices=tuple(sorted(m.devices)),
+        )
+        for m in replica.state.members.values()
+    ]
+    return sorted(found, key=lambda m: (m.role != "admin", m.name, m.person_id))
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from microsync import encoding
 from microsync.errors import DecodeError, StorageError
 from microsync.feed import GroupId
 from microsync.identity import DeviceId
+from microsync.node.keeper_link import KeeperStatus
 from microsync.storage.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -80,6 +81,9 @@ class GroupStatus:
     peers: tuple[PeerStatus, ...]
     last_sync: int | None
     pending_outgoing: int | None
+    keepers: tuple[KeeperStatus, ...] = ()
+    """Each keeper of the group: reachable now or why not (``"offline"`` while not started),
+    and how many entries it still lacks (:meth:`Group.keeper_status`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,6 +183,7 @@ def _group_status(owner: Device, group: Group, live: Sequence[SyncConnection]) -
         peers=tuple(peers.values()),
         last_sync=max(synced, default=None),
         pending_outgoing=None if floor is None else pending(ours, floor),
+        keepers=tuple(group.keeper_status()),
     )
 
 
