@@ -16,47 +16,41 @@ import tempfile
 from pathlib import Path
 
 import microsync
-from microsync.app.docs import SharedDoc
+from microsync.app.docs import SharedMap
+from microsync.encoding import Value
 
-FIELDS = ("birthday", "quirks", "passions", "notes")
+FIELDS = ("birthday", "passions", "notes")
 
 
 class Contacts:
-    """The app's model over one shared document: an observed-remove set of contact ids and
-    one register per field, so concurrent edits to different fields both survive."""
-
-    # needs: nested documents (issue 18 point 6): with them a contact is one map inside the
-    # document, `doc.map("people").map(cid).set("birthday", ...)`, instead of "cid/birthday"
-    # key conventions plus a separate set index.
+    """The app's model: one nested document, ``contacts -> {id: {name, birthday, quirks
+    (a set), passions, notes}}``; every field merges on its own, so edits of two fields of
+    one contact on two devices while apart both survive."""
 
     def __init__(self, group: microsync.Group) -> None:
         self.group = group
 
-    @property
-    def doc(self) -> SharedDoc:
-        return self.group.doc("contacts")  # asked for each time: what arrived since is in it
+    def _people(self) -> SharedMap:
+        return self.group.doc("dex").map("contacts")  # asked for each time: what arrived since
 
     async def add(self, cid: str, name: str, **fields: str) -> None:
-        await self.doc.orset("people").add(cid)
-        await self.doc.set(f"{cid}/name", name)
+        await self._people().map(cid).set("name", name)
         for key, value in fields.items():
             await self.edit(cid, key, value)
 
     async def edit(self, cid: str, field: str, value: str) -> None:
         if field not in FIELDS:
             raise ValueError(f"unknown field {field!r}")
-        await self.doc.set(f"{cid}/{field}", value)
+        await self._people().map(cid).set(field, value)
+
+    async def quirk(self, cid: str, quirk: str) -> None:
+        await self._people().map(cid).orset("quirks").add(quirk)
 
     async def forget(self, cid: str) -> None:
-        await self.doc.orset("people").discard(cid)
+        await self._people().delete(cid)
 
-    def all(self) -> dict[str, dict[str, str]]:
-        cards = {}
-        for cid in sorted(str(c) for c in self.doc.orset("people").values()):
-            card = {"name": str(self.doc.get(f"{cid}/name", ""))}
-            card |= {f: str(v) for f in FIELDS if (v := self.doc.get(f"{cid}/{f}")) is not None}
-            cards[cid] = card
-        return cards
+    def all(self) -> dict[str, Value]:
+        return dict(sorted(self._people().value.items()))
 
 
 async def main(root: Path) -> None:
@@ -65,7 +59,8 @@ async def main(root: Path) -> None:
         dex = await phone.create_group("Dex", max_members=1)  # only me, on all my devices
         contacts = Contacts(dex)
         await contacts.add("ana", "Ana", birthday="03-14", passions="climbing")
-        await contacts.add("ben", "Ben", birthday="11-02", quirks="hates cilantro")
+        await contacts.add("ben", "Ben", birthday="11-02")
+        await contacts.quirk("ben", "hates cilantro")
 
         await phone.start(lan=False, port=0)  # listens on 127.0.0.1 only
         pairing = await phone.link_device(ttl=120)
@@ -78,10 +73,11 @@ async def main(root: Path) -> None:
 
             await contacts.edit("ana", "notes", "new job in Lyon")  # on the phone
             await contacts.add("cy", "Cy", birthday="07-30")
-            await on_laptop.edit("ana", "quirks", "always 10 min early")  # on the laptop
+            await contacts.edit("ben", "notes", "owes me a call")
+            await on_laptop.quirk("ana", "always 10 min early")  # on the laptop
             await on_laptop.edit("ben", "passions", "jazz, sourdough")
             await on_laptop.forget("ben")  # and drops Ben (the phone never saw this)
-            assert "cy" not in on_laptop.all() and "notes" not in on_laptop.all()["ana"]
+            assert "cy" not in on_laptop.all() and "notes" not in str(on_laptop.all()["ana"])
 
             await phone.start(lan=False, port=0)
             assert phone.port is not None
@@ -92,16 +88,20 @@ async def main(root: Path) -> None:
             merged = contacts.all()
             assert merged == on_laptop.all()
             for card in merged.values():
-                rest = ", ".join(f"{k}: {v}" for k, v in card.items() if k != "name")
-                print(f"{card['name']:<4} {rest}")
+                assert isinstance(card, dict)
+                name = card.get("name", "(forgotten)")
+                rest = ", ".join(f"{k}: {v!r}" for k, v in card.items() if k != "name")
+                print(f"{name!r:<13} {rest}")
             assert merged["ana"] == {
                 "name": "Ana",
                 "birthday": "03-14",
-                "quirks": "always 10 min early",
+                "quirks": ["always 10 min early"],
                 "passions": "climbing",
                 "notes": "new job in Lyon",
             }
-            assert sorted(merged) == ["ana", "cy"]  # Ben forgotten, Cy added: both kept
+            assert sorted(merged) == ["ana", "ben", "cy"]  # Cy added on one, Ben forgotten
+            assert merged["ben"] == {"notes": "owes me a call"}  # on the other: the note written
+            # concurrently survives the delete, the rest of Ben's record is gone
         finally:
             await laptop.close()
     finally:
