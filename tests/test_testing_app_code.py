@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 import microsync
 from microsync.errors import PeerUnreachable
+from microsync.node.inbound import Inbound
 from microsync.testing import AppKit
 from microsync.testing.pipe import PipeFaults, memory_pipe
 
@@ -265,5 +266,37 @@ def test_a_live_connection_pushes_writes_and_serves_the_vault(tmp_path: Path) ->
             kit.heal()
             await kit.connect(b, a)
             await until(lambda: len(ben.feed()) == 2)
+
+    run(scenario())
+
+
+def test_slow_connections_still_settle(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with AppKit(tmp_path, seed=8, delay_ms=3.0) as kit:
+            ana, ben, cy = await kit.group_of(3, "Family")
+            await post_and_react(ben, "slow", "👍")
+            await kit.settle()
+            await answer_latest(cy, "still here")
+            await kit.settle()
+            assert view(ana) == view(ben) == view(cy) and len(view(ana)) == 2
+
+    run(scenario())
+
+
+def test_a_stalled_session_fails_the_test_instead_of_hanging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync bug (here: devices that silently drop what peers send) is an AssertionError
+    within the kit's timeout and rounds, not a hang."""
+
+    async def scenario() -> None:
+        async with AppKit(tmp_path, seed=9, timeout=1.0) as kit:
+            ana, _ = await kit.group_of(2, "Family")
+            await ana.post("unheard")
+            monkeypatch.setattr(Inbound, "receive", lambda self, group, items, peer: 0)
+            with pytest.raises(
+                AssertionError, match=r"not in sync|did not settle|settled holding different"
+            ):
+                await kit.settle(max_rounds=3)
 
     run(scenario())

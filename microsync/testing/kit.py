@@ -44,8 +44,10 @@ locations) pass, and the vault fetches chunks through it, as over TCP.
 
 **Settling.** :meth:`AppKit.settle` repeats rounds of syncs over every reachable pair (in a
 shuffled order; a pair holding the very same entries is skipped) until one whole round moves
-nothing and cuts nothing. It moves entries; announcements (presence, locations) pass on the
-sessions it runs, and always on live connections (:meth:`AppKit.connect`).
+nothing and cuts nothing; then any two members that can connect must hold the same entries of
+their group, else it raises (a stable state that is not a converged one is a sync bug). It
+moves entries; announcements (presence, locations) pass on the sessions it runs, and always on
+live connections (:meth:`AppKit.connect`).
 """
 
 from __future__ import annotations
@@ -286,8 +288,25 @@ class AppKit:
                 if self._holding(a) != self._holding(b):  # equal: a session would move nothing
                     await self.sync(a, b)
             if self.state() == before and self.cuts == cuts:
+                self._check_settled()
                 return rounds
         raise AssertionError(f"the devices did not settle in {max_rounds} rounds")
+
+    def _check_settled(self) -> None:
+        """Nothing moves any more: then any two devices that can connect and are both members
+        of a group hold the very same entries of it (else sync is broken)."""
+        for i, a in enumerate(self.devices):
+            for b in self.devices[i + 1 :]:
+                if not self.reachable(a, b):
+                    continue
+                mine, theirs = self._holding(a), self._holding(b)
+                for gid in mine.keys() & theirs.keys():
+                    both = a.group(gid).is_member() and b.group(gid).is_member()
+                    if both and mine[gid] != theirs[gid]:
+                        raise AssertionError(
+                            f"{a.name} and {b.name} settled holding different entries of "
+                            f"group {gid.hex()[:8]}: sync is broken"
+                        )
 
     def _holding(self, device: Device) -> dict[bytes, dict[bytes, int]]:
         return {
