@@ -300,3 +300,13 @@ def test_a_stalled_session_fails_the_test_instead_of_hanging(
                 await kit.settle(max_rounds=3)
 
     run(scenario())
+
+
+def test_the_property_test_in_docs_testing_md_runs() -> None:
+    import re
+
+    page = (Path(__file__).parent.parent / "docs" / "testing.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", page, re.S)[0]
+    scope: dict[str, object] = {}
+    exec(compile(code, "docs/testing.md", "exec"), scope)
+    scope["test_my_app_converges"]()  # type: ignore[operator]
