@@ -711,9 +711,6 @@ PUBLIC: dict[str, str] = {
     "microsync.crypto.keys.VerifyKey": "an Ed25519 public key",
     "microsync.app.viewers.Envelope": "a sealed location copy: device ids, times, a public "
     "ephemeral key, a nonce and ciphertext (what the wire carries)",
-    "microsync.group.invite.messages.RecoverHello": "request and proof are repr=False",
-    "microsync.group.recovery.RecoveryGuest": "its __repr__ names no field (it holds no key: "
-    "the person key only signs the proof in __init__)",
     "microsync.node.keeper_chunks.KeeperChunks": "its __repr__ prints only how many keepers",
     "microsync.crypto.keys.X25519PublicKey": "an X25519 public key",
     "microsync.group.keys.Recipient": "a device id and its public prekey",
