@@ -31,7 +31,9 @@ def items_by_mailbox(data: Path) -> dict[bytes, list[bytes]]:
     """Every item payload the keeper stores, by mailbox (its database, read-only)."""
     uri = f"file:{data / 'keeper.sqlite3'}?mode=ro"
     with sqlite3.connect(uri, uri=True) as db:
-        rows = db.execute("SELECT mailbox, payload FROM items").fetchall()
+        rows = db.execute(  # schema 2: an item's key is its mailbox's number << 32 | cursor
+            "SELECT m.id, i.payload FROM items AS i JOIN mailboxes AS m ON i.key >> 32 = m.n"
+        ).fetchall()
     found: dict[bytes, list[bytes]] = {}
     for mailbox, payload in rows:
         found.setdefault(bytes(mailbox), []).append(bytes(payload))

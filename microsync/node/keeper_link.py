@@ -119,6 +119,7 @@ class GroupKeeperLink:
         self._wake = asyncio.Event()
         self._frontier: dict[DeviceId, int] | None = None
         self._purge_seen: bytes | None = None  # the purge record at the last purge pass
+        self._derived: dict[tuple[int, bytes], Mailbox] = {}  # (epoch, key ref) -> mailbox
 
     @property
     def runtime(self) -> Runtime:
@@ -180,7 +181,8 @@ class GroupKeeperLink:
                     if watching is not None and watching[1].done():
                         watching[1].result()  # its error ends this connection
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), RECHECK)
+                        async with asyncio.timeout(RECHECK):  # (never swallows a cancel)
+                            await self._wake.wait()
                     self._wake.clear()
                     await self._pass(work)
                 if watching is not None:
@@ -210,9 +212,15 @@ class GroupKeeperLink:
         return Mailbox.derive(key.control.secret_bytes())
 
     def _mailbox_of(self, number: int, ref: bytes) -> Mailbox | None:
+        found = self._derived.get((number, ref))
+        if found is not None:
+            return found
         group = self._held()
         key = None if group is None else group._replica.key_for(number, ref)
-        return None if key is None else Mailbox.derive(key.control.secret_bytes())
+        if key is None:
+            return None
+        found = self._derived[(number, ref)] = Mailbox.derive(key.control.secret_bytes())
+        return found
 
     # ------------------------------------------------------------------ a pass
 
@@ -453,6 +461,9 @@ async def _unwrapped(work: Coroutine[Any, Any, None]) -> None:
     try:
         await work
     except BaseExceptionGroup as failed:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from failed  # being stopped: stop, whatever failed
         ours, rest = failed.split(KEEPER_ERRORS)
         if rest is not None or ours is None:
             raise
