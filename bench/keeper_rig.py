@@ -104,7 +104,7 @@ def _process(
 
 def keeper(data: Path) -> contextlib.AbstractContextManager[Running]:
     """A real ``microsync keeper --data DATA`` on 127.0.0.1, stopped with SIGINT at the end
-    (as Ctrl-C: it closes its store; SIGTERM kills it without closing)."""
+    (as Ctrl-C, or SIGTERM: it commits what is queued and closes its store)."""
     command = [sys.executable, "-m", "microsync", "keeper", "--data", str(data), "--port", "0"]
     return _process(command, _LISTENING)
 

@@ -3,8 +3,9 @@
     python examples/identity.py [DIR]
 
 Shows the foundation of microsync: a profile directory per device, a person key shared by
-all of a person's devices, 24 recovery words, and the rule that a restored device gets a NEW
-device key (so two devices never write the same feed).
+all of a person's devices, 24 recovery words (shown only while the person is being created:
+no device keeps them, so a thief with a device cannot read them off it), and the rule that a
+restored device gets a NEW device key (so two devices never write the same feed).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import microsync
 async def main(root: Path) -> None:
     async with await microsync.Device.open(root / "alice-phone", name="Alice") as phone:
         print(f"created {phone!r}")
-        words = phone.export_recovery_words()
+        words = phone.export_recovery_words()  # now or never: the profile does not keep them
         print(f"recovery words: {len(words)} (write them down, keep them offline)")
 
         # The profile is single-writer: a second open is refused with a typed error.

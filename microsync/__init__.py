@@ -57,11 +57,17 @@ from microsync.errors import (
 )
 
 if TYPE_CHECKING:
-    from microsync.app.events import Location, Post, Presence
+    from microsync.app.docs import SharedMap
+    from microsync.app.events import Location, Moderated, Post, Presence, Reaction, SharingStopped
+    from microsync.app.ops import Precision
+    from microsync.app.parts import AttachmentPart, LinkPart, PlacePart, TextPart
     from microsync.blobs.index import BlobRef
     from microsync.node import Device, Group, Member
+    from microsync.node.devices import DeviceRecord
     from microsync.node.events import Event
     from microsync.node.exits import GroupExit
+    from microsync.node.keeper_link import KeeperStatus
+    from microsync.node.news import Cursor, WhatsNew
     from microsync.node.status import DeviceStatus, GroupStatus, PeerStatus, RelayStatus
     from microsync.node.vault import Vault, VaultUsage
 
@@ -81,6 +87,19 @@ _LAZY = {
     "GroupStatus": "microsync.node.status",
     "PeerStatus": "microsync.node.status",
     "RelayStatus": "microsync.node.status",
+    "Cursor": "microsync.node.news",
+    "WhatsNew": "microsync.node.news",
+    "TextPart": "microsync.app.parts",
+    "LinkPart": "microsync.app.parts",
+    "PlacePart": "microsync.app.parts",
+    "AttachmentPart": "microsync.app.parts",
+    "Reaction": "microsync.app.events",
+    "SharingStopped": "microsync.app.events",
+    "Moderated": "microsync.app.events",
+    "Precision": "microsync.app.ops",
+    "SharedMap": "microsync.app.docs",
+    "DeviceRecord": "microsync.node.devices",
+    "KeeperStatus": "microsync.node.keeper_link",
 }
 
 
@@ -102,6 +121,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyAMember",
+    "AttachmentPart",
     "AuthorNotAdmitted",
     "AuthorNotCertified",
     "AuthorRevoked",
@@ -109,9 +129,11 @@ __all__ = [
     "BadSignature",
     "BlobRef",
     "BodyMismatch",
+    "Cursor",
     "DecodeError",
     "DecryptionError",
     "Device",
+    "DeviceRecord",
     "DeviceStatus",
     "Event",
     "ForkedFeed",
@@ -129,34 +151,44 @@ __all__ = [
     "InviteRefused",
     "InviteRevoked",
     "InviteUnknown",
+    "KeeperStatus",
+    "LinkPart",
     "LocalProtocolError",
     "Location",
     "MalformedInvite",
     "Member",
     "MicrosyncError",
+    "Moderated",
     "NotAMember",
     "Oversize",
     "PeerStatus",
     "PeerUnreachable",
     "PendingQuotaExceeded",
+    "PlacePart",
     "Post",
+    "Precision",
     "Presence",
     "PrevMismatch",
     "ProfileInUse",
     "ProfileNotFound",
     "ProtocolError",
+    "Reaction",
     "RecoveryRefused",
     "RelayStatus",
     "RemoteProtocolError",
     "SequenceGap",
+    "SharedMap",
+    "SharingStopped",
     "StaleAnnouncement",
     "StillHasDevices",
     "StorageError",
+    "TextPart",
     "UnknownVersion",
     "Vault",
     "VaultQuotaExceeded",
     "VaultUsage",
     "VerificationError",
+    "WhatsNew",
     "WrongCode",
     "WrongGroup",
     "WrongPurpose",

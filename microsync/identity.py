@@ -6,6 +6,14 @@ A **person** is an Ed25519 key (``PersonId`` is its public key). A **device** ha
 Ed25519 key (``DeviceId``), never copied and never restored: a profile restored from recovery
 words makes a new device key and has the person key certify it.
 
+The 24 recovery words encode a 32-byte **root** that no device keeps. The person key and the
+**recovery key** are derived from it (``ROOT_PERSON_KEY``, ``ROOT_RECOVERY_KEY``). Devices hold
+the person key and the recovery key's public half; the root lives only in the memory of the
+process that created or restored the person (:meth:`LocalIdentity.recovery_words` works there
+and nowhere else). A restored device carries a :class:`RecoveryCertificate`, signed by the
+recovery key while the root was in memory: the proof, which a thief holding a device's person
+key cannot make, that lets another member take the person back (``docs/devices.md``).
+
 Signed records, each a canonical CBOR array ``[version, fields..., signature]`` whose signature
 covers ``label || canonical array without the signature``:
 
@@ -14,6 +22,7 @@ record                         signed by    binds
 =============================  ===========  ================================================
 :class:`DeviceCertificate`     person       device key to person, with the device's name
 :class:`DeviceRevocation`      person       "this device is no longer mine"
+:class:`RecoveryCertificate`   recovery     "this new device is the person's, by the words"
 :class:`TransportCertificate`  device       the X25519 Noise static key, with an expiry
 :class:`PrekeyCertificate`     device       a numbered X25519 prekey that epoch keys wrap to
 =============================  ===========  ================================================
@@ -26,22 +35,27 @@ except through arguments.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import ClassVar, NewType, Self, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, NewType, Self
 
 from microsync import encoding
 from microsync.crypto import (
-    SIGNATURE_SIZE,
     Rng,
     SigningKey,
     VerifyKey,
     X25519PublicKey,
     X25519SecretKey,
+    derive_key,
     fingerprint,
     labels,
     seed_from_words,
     words_from_seed,
 )
+from microsync.crypto.signed_record import MAX_NAME_LENGTH as MAX_NAME_LENGTH
+from microsync.crypto.signed_record import MAX_RECORD_SIZE as MAX_RECORD_SIZE
+from microsync.crypto.signed_record import RECORD_VERSION as RECORD_VERSION
+from microsync.crypto.signed_record import SignedRecord as _SignedRecord
+from microsync.crypto.signed_record import _exactly, _signed
 from microsync.encoding import Value, expect_bytes, expect_int, expect_list, expect_str
 from microsync.errors import DecodeError, UnknownVersion
 
@@ -52,57 +66,15 @@ __all__ = [
     "LocalIdentity",
     "PersonId",
     "PrekeyCertificate",
+    "RecoveryCertificate",
     "TransportCertificate",
+    "keys_from_root",
 ]
 
 PersonId = NewType("PersonId", bytes)
 DeviceId = NewType("DeviceId", bytes)
 
-RECORD_VERSION = 1
-MAX_RECORD_SIZE = 1024
-MAX_NAME_LENGTH = 64
 _KEY = 32
-
-
-class _SignedRecord:
-    """Shared codec for the records above: ``[version, *fields, signature]``."""
-
-    __slots__ = ()
-    LABEL: ClassVar[labels.Label]
-    signature: bytes
-
-    def _fields(self) -> list[Value]:
-        raise NotImplementedError
-
-    @classmethod
-    def _from_fields(cls, fields: list[Value], signature: bytes) -> Self:
-        raise NotImplementedError
-
-    def _signer(self) -> VerifyKey:
-        raise NotImplementedError
-
-    def signing_bytes(self) -> bytes:
-        """The canonical bytes the signature covers (the label is added by the signer)."""
-        return encoding.encode([RECORD_VERSION, *self._fields()])
-
-    def to_bytes(self) -> bytes:
-        return encoding.encode([RECORD_VERSION, *self._fields(), self.signature])
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Self:
-        """Decode strictly. Does not check the signature: call :meth:`verify`."""
-        items = expect_list(encoding.decode(data, max_size=MAX_RECORD_SIZE), cls.__name__)
-        if len(items) < 2:
-            raise DecodeError(f"{cls.__name__}: too short")
-        version = expect_int(items[0], "version")
-        if version != RECORD_VERSION:
-            raise UnknownVersion(f"{cls.__name__} version {version} is not supported")
-        signature = expect_bytes(items[-1], "signature", SIGNATURE_SIZE)
-        return cls._from_fields(items[1:-1], signature)
-
-    def verify(self) -> None:
-        """Raise :class:`~microsync.errors.BadSignature` unless the signature is valid."""
-        self._signer().verify(self.LABEL, self.signing_bytes(), self.signature)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,23 +231,54 @@ class PrekeyCertificate(_SignedRecord):
         return VerifyKey(self.device)
 
 
-def _exactly(fields: list[Value], count: int, name: str) -> list[Value]:
-    if len(fields) != count:
-        raise DecodeError(f"{name}: expected {count} fields, got {len(fields)}")
-    return fields
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryCertificate(_SignedRecord):
+    """The recovery key's statement that ``device`` (its id is its public key) is a device of
+    ``person``: what lets another member take the person back (``rules.may_add_device``).
+    Only the words can make one: no device holds the recovery secret."""
+
+    LABEL: ClassVar[labels.Label] = labels.RECOVERY_CERTIFICATE
+    recovery_key: bytes
+    person: PersonId
+    device: DeviceId
+    issued_at: int
+    signature: bytes
+
+    @classmethod
+    def issue(cls, recovery_key: SigningKey, person: PersonId, device: DeviceId, now: int) -> Self:
+        unsigned = cls(
+            recovery_key=bytes(recovery_key.public),
+            person=person,
+            device=device,
+            issued_at=now,
+            signature=b"",
+        )
+        return _signed(recovery_key, unsigned)
+
+    def _fields(self) -> list[Value]:
+        return [self.recovery_key, self.person, self.device, self.issued_at]
+
+    @classmethod
+    def _from_fields(cls, fields: list[Value], signature: bytes) -> Self:
+        key, person, device, issued = _exactly(fields, 4, cls.__name__)
+        return cls(
+            recovery_key=expect_bytes(key, "recovery_key", _KEY),
+            person=PersonId(expect_bytes(person, "person", _KEY)),
+            device=DeviceId(expect_bytes(device, "device", _KEY)),
+            issued_at=expect_int(issued, "issued_at"),
+            signature=signature,
+        )
+
+    def _signer(self) -> VerifyKey:
+        return VerifyKey(self.recovery_key)
 
 
-_R = TypeVar("_R", bound=_SignedRecord)
-
-
-def _signed(key: SigningKey, unsigned: _R) -> _R:
-    """Sign ``unsigned``, refusing (``ValueError``) to sign anything ``from_bytes`` would reject."""
-    try:
-        type(unsigned).from_bytes(replace(unsigned, signature=bytes(SIGNATURE_SIZE)).to_bytes())  # type: ignore[type-var]
-    except DecodeError as error:
-        raise ValueError(f"cannot issue {type(unsigned).__name__}: {error}") from None
-    signature = key.sign(unsigned.LABEL, unsigned.signing_bytes())
-    return replace(unsigned, signature=signature)  # type: ignore[type-var]
+def keys_from_root(root: bytes) -> tuple[SigningKey, SigningKey]:
+    """The person key and the recovery key the 32-byte ``root`` (the words) stands for."""
+    if len(root) != _KEY:
+        raise ValueError("a root is 32 bytes")
+    person = SigningKey(derive_key(labels.ROOT_PERSON_KEY, root))
+    return person, SigningKey(derive_key(labels.ROOT_RECOVERY_KEY, root))
 
 
 TRANSPORT_KEY_LIFETIME = 30 * 24 * 3600 * 1000  # 30 days, in milliseconds
@@ -286,7 +289,10 @@ class LocalIdentity:
     """Everything secret a device holds about itself, plus its public certificates.
 
     ``person_key`` is ``None`` on a device that may not certify other devices.
-    ``repr`` shows fingerprints only.
+    ``recovery_key``: the public half of the person's recovery key (``None``: a person made
+    before the words were a paper key, or a device linked by one). ``recovery_certificate``:
+    on a device restored from the words, the recovery key's certificate of this device.
+    The root (the words) is held in memory only, never stored. ``repr`` shows fingerprints only.
     """
 
     person_key: SigningKey | None
@@ -297,6 +303,9 @@ class LocalIdentity:
     transport_certificate: TransportCertificate
     prekey: X25519SecretKey
     prekey_certificate: PrekeyCertificate
+    recovery_key: bytes | None = None
+    recovery_certificate: RecoveryCertificate | None = None
+    root: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def device_id(self) -> DeviceId:
@@ -308,11 +317,22 @@ class LocalIdentity:
 
     @classmethod
     def create(cls, name: str, rng: Rng, now: int) -> LocalIdentity:
-        """A brand-new person with its first device."""
-        return cls.for_person(SigningKey.generate(rng), name, rng, now)
+        """A brand-new person with its first device; the root (the words) is kept in memory
+        only, for :meth:`recovery_words`."""
+        root = rng(_KEY)
+        person_key, recovery = keys_from_root(root)
+        first = cls.for_person(person_key, name, rng, now)
+        return replace(first, recovery_key=bytes(recovery.public), root=root)
 
     @classmethod
-    def for_person(cls, person_key: SigningKey, name: str, rng: Rng, now: int) -> LocalIdentity:
+    def for_person(
+        cls,
+        person_key: SigningKey,
+        name: str,
+        rng: Rng,
+        now: int,
+        recovery_key: bytes | None = None,
+    ) -> LocalIdentity:
         """A NEW device (fresh device, transport and prekeys) certified by ``person_key``."""
         if not 0 < len(name) <= MAX_NAME_LENGTH:
             raise ValueError(f"a device name is 1 to {MAX_NAME_LENGTH} characters")
@@ -330,18 +350,28 @@ class LocalIdentity:
             ),
             prekey=prekey,
             prekey_certificate=PrekeyCertificate.issue(device_key, 1, prekey.public, now),
+            recovery_key=recovery_key,
         )
 
     @classmethod
     def restore(cls, words: list[str] | str, name: str, rng: Rng, now: int) -> LocalIdentity:
-        """The same person from recovery words, on a NEW device key."""
-        return cls.for_person(SigningKey(seed_from_words(words)), name, rng, now)
+        """The same person from recovery words, on a NEW device key, with the recovery key's
+        certificate of that device (signed now, while the root is in memory)."""
+        root = seed_from_words(words)
+        person_key, recovery = keys_from_root(root)
+        device = cls.for_person(person_key, name, rng, now, bytes(recovery.public))
+        certificate = RecoveryCertificate.issue(recovery, device.person_id, device.device_id, now)
+        return replace(device, recovery_certificate=certificate, root=root)
 
     def recovery_words(self) -> list[str]:
-        """The person key as 24 BIP39 words. Raises ``ValueError`` if this device lacks it."""
-        if self.person_key is None:
-            raise ValueError("this device does not hold the person key")
-        return words_from_seed(self.person_key.secret_bytes())
+        """The root as 24 BIP39 words: only in the process that created or restored the
+        person. Anywhere else ``ValueError``: no device keeps them."""
+        if self.root is None:
+            raise ValueError(
+                "the recovery words are shown once, when the person is created or restored: "
+                "no device keeps them"
+            )
+        return words_from_seed(self.root)
 
     def to_bytes(self) -> bytes:
         """The secret bundle for storage (seal it before it reaches a disk you do not trust)."""
@@ -357,12 +387,18 @@ class LocalIdentity:
                 self.transport_certificate.to_bytes(),
                 self.prekey.secret_bytes(),
                 self.prekey_certificate.to_bytes(),
+                self.recovery_key,
+                None if self.recovery_certificate is None else self.recovery_certificate.to_bytes(),
             ]
         )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LocalIdentity:
-        items = expect_list(encoding.decode(data, max_size=8192), "identity", 9)
+        items = expect_list(encoding.decode(data, max_size=8192), "identity")
+        if len(items) == 9:  # a bundle from before the recovery key
+            items = [*items, None, None]
+        if len(items) != 11:
+            raise DecodeError("identity bundle: expected 9 or 11 items")
         if expect_int(items[0], "version") != RECORD_VERSION:
             raise UnknownVersion("identity bundle version is not supported")
         person = items[1]
@@ -379,6 +415,10 @@ class LocalIdentity:
             prekey_certificate=PrekeyCertificate.from_bytes(
                 expect_bytes(items[8], "prekey_certificate")
             ),
+            recovery_key=None if items[9] is None else expect_bytes(items[9], "recovery", _KEY),
+            recovery_certificate=None
+            if items[10] is None
+            else RecoveryCertificate.from_bytes(expect_bytes(items[10], "recovery_certificate")),
         )
         identity._check_consistent()
         return identity
@@ -394,6 +434,7 @@ class LocalIdentity:
             and self.transport_certificate.key == self.transport_key.public
             and self.prekey_certificate.device == device
             and self.prekey_certificate.key == self.prekey.public
+            and _certifies(self.recovery_certificate, self.recovery_key, self.person_id, device)
         )
         if not consistent:
             raise DecodeError(
@@ -405,3 +446,13 @@ class LocalIdentity:
             f"LocalIdentity(person={fingerprint(self.person_id)}, "
             f"device={fingerprint(self.device_id)}, name={self.name!r})"
         )
+
+
+def _certifies(
+    certificate: RecoveryCertificate | None, key: bytes | None, person: PersonId, device: DeviceId
+) -> bool:
+    return certificate is None or (
+        certificate.recovery_key == key
+        and certificate.person == person
+        and certificate.device == device
+    )

@@ -81,14 +81,15 @@ def test_the_keeper_benchmark_runs_end_to_end_at_tiny_sizes() -> None:
 
     done = keeper.figures(quick=True, posts=240, groups=2, per_member=3, repeat=1, catch_up=150)
     rows = {f.measure: f for f in done.figures}
-    assert len(done.figures) == 5
+    assert len(done.figures) == 6
     catch_up = rows["new device's catch-up of 150 posts from a keeper"]
     pushes = [f for f in done.figures if f.measure.startswith("241 pushes into one keeper")]
     disk = rows["keeper disk, 2 groups x 12 members x 3 items"]
     for figure in [catch_up, *pushes, disk]:
         assert figure.ratio is not None and figure.ratio > 0, figure
     assert {p.floor.split("(")[1] for p in pushes} == {
-        "durable SQLite, same batches)",
+        "durable SQLite, same batches, 48 per commit)",
+        "durable SQLite, a commit per PUSH)",
         "raw loopback WebSocket)",
     }
     assert disk.ratio is not None and disk.ratio >= 1  # the store holds at least the bytes

@@ -57,11 +57,21 @@ def test_whoami_without_profile_says_how_to_make_one(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def init_words(stdout: str) -> str:
+    """The 24 words ``init`` prints once, on its ``words:`` line."""
+    return next(
+        line[len("words: ") :] for line in stdout.splitlines() if line.startswith("words: ")
+    )
+
+
 def test_restore_from_recovery_words(tmp_path: Path) -> None:
     old, new = str(tmp_path / "old"), str(tmp_path / "new")
-    run("--home", old, "init", "--name", "Alice")
-    words = run("--home", old, "recovery-words").stdout.strip()
-    assert len(words.split()) == 24
+    created = run("--home", old, "init", "--name", "Alice")
+    words = init_words(created.stdout)
+    assert len(words.split()) == 24 and "shown only now" in created.stderr
+    later = run("--home", old, "recovery-words")  # no device keeps them: one clear line
+    assert later.returncode == 1 and "shown once" in later.stderr and not later.stdout
+    assert len(later.stderr.strip().splitlines()) == 1 and "Traceback" not in later.stderr
     restored = run("--home", new, "init", "--name", "Alice 2", "--restore", stdin=words + "\n")
     assert restored.returncode == 0, restored.stderr
     a = json.loads(run("--home", old, "whoami", "--json").stdout)

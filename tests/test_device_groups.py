@@ -99,8 +99,12 @@ async def test_link_device_then_revoke_it(tmp_path: Path) -> None:
         laptop = await microsync.Device.complete_link(tmp_path / "l", candidate, response)
         async with laptop:
             assert laptop.person_id == phone.person_id and laptop.id != phone.id
-            # a linked device holds the person key (it may link and revoke devices too)
-            assert laptop.export_recovery_words() == phone.export_recovery_words()
+            # a linked device holds the person key (it may link and revoke devices too) and
+            # the recovery PUBLIC key, never the words
+            assert laptop._identity.person_key is not None
+            assert laptop._identity.recovery_key == phone._identity.recovery_key is not None
+            with pytest.raises(ValueError, match="shown once"):
+                laptop.export_recovery_words()
             sync(phone, laptop, family.id)
             [group] = laptop.groups()
             assert group.is_member()

@@ -1,9 +1,11 @@
 """Hypothesis over sequences of link / restore / revoke / post / sync across 1-4 devices of
 Alice and one other member (Bob), on real profiles through the public Device API (the entries are
 carried by hand, as in ``tests/test_device_groups.py``; the wire is tested in
-``tests/test_devices.py``). After everyone has synced with everyone: every device still
-admitted and Bob agree on the members and show the same posts, and no device shows a post
-written by a device that already knew it was revoked."""
+``tests/test_devices.py``). A restore is taken back by one of Alice's devices (a link) or by
+Bob (a recovery by the words, revoking every other device of Alice he sees). After everyone
+has synced with everyone: every device still admitted and Bob agree on the members and show
+the same posts; no device shows a post written by a device that already knew it was revoked;
+no device a recovery revoked is admitted, and nobody admitted shows what it posted after."""
 
 from __future__ import annotations
 
@@ -41,6 +43,8 @@ class Devices(RuleBasedStateMachine):
         self.alice = [self.alice_first]
         self.restores = 0
         self.posts: list[tuple[str, frozenset[DeviceId]]] = []  # text, whom the writer knew revoked
+        self.taken_over: set[DeviceId] = set()  # revoked by a recovery (Bob saw them then)
+        self.after_takeover: list[tuple[str, DeviceId]] = []  # posts by such a device, later
 
     def everyone(self) -> list[microsync.Device]:
         return [*self.alice, self.bob]
@@ -64,9 +68,9 @@ class Devices(RuleBasedStateMachine):
     @precondition(lambda self: len(self.alice) < MAX_ALICE_DEVICES)
     @rule(data=st.data())
     def restore(self, data: st.DataObject) -> None:
-        # a new device from the words (same person key, no group) asks a member's device to
-        # take it back: one of Alice's own (that is a link), or one that sees Alice with no
-        # device left; nobody else (Bob is drawn more often: he is the one who can)
+        # a new device from the words asks a member's device to take it back: one of Alice's
+        # own (that is a link) or Bob's (a recovery: it revokes every other device of Alice
+        # Bob sees, whatever state they are in; Bob is drawn more often)
         by = data.draw(st.sampled_from([self.bob, self.bob, *self.everyone()]))
         if not by.group(self.group).is_member():
             return
@@ -74,12 +78,11 @@ class Devices(RuleBasedStateMachine):
         name = f"Alice restored {self.restores}"
         words = self.alice_first.export_recovery_words()
         restored = run(microsync.Device.restore(self.root / name, words, name=name))
-        if by.person_id != restored.person_id and self.alice_devices(by):
-            assert not recover_by_hand(restored, by)  # the rule: a device is left
-            close_all([restored])
-            return
+        by_bob = by.person_id != restored.person_id
+        if by_bob:
+            self.taken_over |= self.alice_devices(by)
         assert recover_by_hand(restored, by)
-        event("restored" if by.person_id == restored.person_id else "recovered by Bob")
+        event("restored by Alice's device" if not by_bob else "recovered by Bob")
         sync(by, restored, self.group)
         self.alice.append(restored)
 
@@ -117,6 +120,8 @@ class Devices(RuleBasedStateMachine):
         gone = {r.id for r in by.devices() if r.revoked}  # as far as the writer knows
         run(group.post(text))
         self.posts.append((text, frozenset(gone)))
+        if by.id in self.taken_over:
+            self.after_takeover.append((text, by.id))
 
     @rule(data=st.data())
     def sync_two(self, data: st.DataObject) -> None:
@@ -151,6 +156,10 @@ class Devices(RuleBasedStateMachine):
             for d in current
         }
         assert len({repr(v) for v in views.values()}) == 1, views
+        assert not kept & self.taken_over  # a recovery is decisive
+        for device in current:
+            shown = {p.text for p in device.group(self.group).feed()}
+            assert not shown & {text for text, _ in self.after_takeover}, device.name
         for device in everyone:
             shown = {p.text for p in device.group(self.group).feed()}
             for text, gone in self.posts:
@@ -162,9 +171,11 @@ def recover_by_hand(restored: microsync.Device, member: microsync.Device) -> boo
     """One recovery of ``restored`` by ``member``, both in this process (the handshake hash
     stands in for a session's); ``False`` when the member refuses it."""
     identity = restored._identity
-    assert identity.person_key is not None
+    assert identity.person_key is not None and identity.recovery_certificate is not None
     session = hashlib.sha256(identity.device_id + member.id).digest()
-    guest = RecoveryGuest(JoinRequest.of(identity).to_bytes(), identity.person_key, session)
+    request = JoinRequest.of(identity).to_bytes()
+    certificate = identity.recovery_certificate
+    guest = RecoveryGuest(request, identity.person_key, session, certificate)
     host = member.invite_host().session(
         recover=recovery_callback(member, identity.certificate, session)
     )

@@ -25,3 +25,20 @@ def test_example_runs(script: Path, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip()
+
+
+APP_KINDS = (
+    "cocoon_family.py",
+    "basement_friends.py",
+    "life360_circle.py",
+    "dex_crm.py",
+    "monaru_reminders.py",
+)
+
+
+@pytest.mark.parametrize("name", APP_KINDS)
+def test_one_example_per_app_kind_in_a_page(name: str) -> None:
+    """Issue 18 point 10: each kind of micro-network has its example, under ~150 lines."""
+    script = Path(__file__).parent.parent / "examples" / name
+    assert script in EXAMPLES
+    assert len(script.read_text().splitlines()) < 150

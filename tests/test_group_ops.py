@@ -4,6 +4,7 @@ strict decoding where anything malformed is a DecodeError and nothing else."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from typing import Any
 
 import cbor2
@@ -86,6 +87,10 @@ def ops(draw: st.DrawFn, kind: OpKind | None = None) -> Op:
             fields["invite_id"], fields["time"] = draw(ids32), draw(uint)
         if draw(st.booleans()):
             fields["epoch"] = draw(announcements)
+    if kind in (OpKind.CREATE, OpKind.ADD) and draw(st.booleans()):
+        fields["recovery_key"] = draw(ids32)
+    if kind is OpKind.ADD_DEVICE and draw(st.booleans()):  # a recovery
+        fields["recovery"], fields["epoch"] = draw(st.binary(max_size=300)), draw(announcements)
     return Op(kind=kind, **fields)
 
 
@@ -353,3 +358,30 @@ def test_roles_and_history_are_the_strings_apps_compare_and_the_same_bytes() -> 
     typed = dataclasses.replace(plain, history=History(plain.history))
     assert typed.to_bytes() == plain.to_bytes()  # the same string on the wire
     assert Op.from_bytes(plain.to_bytes()).history is History(plain.history)
+
+
+def test_the_recovery_fields_have_the_known_bytes() -> None:
+    """CREATE and ADD carry the member's recovery key as "q"; a recovery (an ADD_DEVICE of
+    another member's device) carries its certificate as "y" and always an epoch."""
+    create = replace(one(OpKind.CREATE), recovery_key=b"q" * 32)
+    assert as_map(create)["q"] == b"q" * 32
+    assert Op.from_bytes(create.to_bytes()) == create
+    assert Op.from_bytes(one(OpKind.CREATE).to_bytes()).recovery_key is None  # old: as before
+    announcement = EpochAnnouncement(1, b"c" * 32, b"r" * 32)
+    recovery = replace(one(OpKind.ADD_DEVICE), recovery=b"cert", epoch=announcement)
+    assert recovery.to_bytes() == bytes.fromhex(
+        "a4616481824463657274467072656b6579616583015820"  # d: the grant; e: the epoch
+        + "63" * 32
+        + "5820"
+        + "72" * 32
+        + "616b06"  # k: ADD_DEVICE
+        + "61794463657274"  # y: the certificate
+    )
+
+
+@pytest.mark.parametrize("field", ["y", "e"])
+def test_a_recovery_needs_its_epoch_and_only_a_recovery_starts_one(field: str) -> None:
+    value = as_map(one(OpKind.ADD_DEVICE))
+    value[field] = b"cert" if field == "y" else [1, b"c" * 32, b"r" * 32]
+    with pytest.raises(DecodeError, match="recovery"):
+        Op.from_bytes(encode(value))

@@ -32,7 +32,9 @@ from microsync.identity import (
     LocalIdentity,
     PersonId,
     PrekeyCertificate,
+    RecoveryCertificate,
     TransportCertificate,
+    keys_from_root,
 )
 
 NOW = 1_700_000_000_000
@@ -450,17 +452,60 @@ def test_identity_without_person_key_round_trips() -> None:
     assert_same_identity(identity, restored)
 
 
-def test_recovery_words_need_the_person_key() -> None:
-    with pytest.raises(ValueError):
-        replace(new_identity(), person_key=None).recovery_words()
-
-
-def test_recovery_words_encode_the_person_key() -> None:
+def test_recovery_words_are_not_kept_by_any_device() -> None:
+    """The words are the root: a stored and reloaded identity (any device, later) lacks them,
+    and says that they were shown once."""
     identity = new_identity()
-    assert identity.person_key is not None
+    assert identity.root is not None
+    reloaded = LocalIdentity.from_bytes(identity.to_bytes())
+    assert reloaded.root is None and reloaded.recovery_key == identity.recovery_key
+    with pytest.raises(ValueError, match="shown once"):
+        reloaded.recovery_words()
+    root = identity.root
+    assert root not in identity.to_bytes()  # not in the stored bundle
+    _, recovery = keys_from_root(root)
+    assert recovery.secret_bytes() not in identity.to_bytes()
+
+
+def test_recovery_words_encode_the_root_of_both_keys() -> None:
+    identity = new_identity()
+    assert identity.person_key is not None and identity.root is not None
     words = identity.recovery_words()
     assert len(words) == 24
-    assert words == words_from_seed(identity.person_key.secret_bytes())
+    assert words == words_from_seed(identity.root)
+    person, recovery = keys_from_root(identity.root)
+    assert person.public == identity.person_key.public
+    assert identity.recovery_key == bytes(recovery.public)
+    assert bytes(recovery.public) != identity.person_id
+
+
+# Known answers: the all-zero root ("abandon" x 23 + "art") and the keys it stands for.
+ZERO_WORDS = ["abandon"] * 23 + ["art"]
+ZERO_PERSON = "a577c5d36fab299d42081911b157f9d19a3ff1926ba5109eb1208d3a7cf6c4f2"
+ZERO_RECOVERY = "fa464672b18d9f376bced5fb595da97164f45a754e8b45bcc6a66071c62d7dac"
+
+
+def _independent_public(root: bytes, label: bytes) -> str:
+    """Ed25519 public key of seed BLAKE2b-256(key=root, len(label) || label), computed
+    without microsync's crypto package."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    seed = hashlib.blake2b(bytes((len(label),)) + label, key=root, digest_size=32).digest()
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key()
+    return public.public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+
+
+def test_words_to_keys_known_answer() -> None:
+    assert words_from_seed(bytes(32)) == ZERO_WORDS
+    person, recovery = keys_from_root(bytes(32))
+    assert bytes(person.public).hex() == ZERO_PERSON
+    assert bytes(recovery.public).hex() == ZERO_RECOVERY
+    assert _independent_public(bytes(32), b"microsync/v1/root-person-key") == ZERO_PERSON
+    assert _independent_public(bytes(32), b"microsync/v1/root-recovery-key") == ZERO_RECOVERY
+    restored = LocalIdentity.restore(ZERO_WORDS, "paper", make_rng("kat"), NOW)
+    assert restored.person_id.hex() == ZERO_PERSON
+    assert restored.recovery_key is not None and restored.recovery_key.hex() == ZERO_RECOVERY
 
 
 def test_restore_is_the_same_person_on_a_new_device() -> None:
@@ -469,12 +514,46 @@ def test_restore_is_the_same_person_on_a_new_device() -> None:
     restored = LocalIdentity.restore(words, "new laptop", make_rng("restore"), NOW + 5)
     assert_consistent(restored, "new laptop", NOW + 5)
     assert restored.person_id == original.person_id
+    assert restored.recovery_key == original.recovery_key
     assert restored.recovery_words() == words
     assert restored.device_id != original.device_id
     assert restored.transport_key.public != original.transport_key.public
     assert restored.prekey.public != original.prekey.public
     # The new device is certified by the same person key.
     assert restored.certificate.person == original.person_id
+    # ... and by the recovery key: a certificate of exactly this device, kept on a reload
+    certificate = restored.recovery_certificate
+    assert certificate is not None and original.recovery_certificate is None
+    certificate.verify()
+    assert certificate.recovery_key == original.recovery_key
+    assert (certificate.person, certificate.device) == (restored.person_id, restored.device_id)
+    reloaded = LocalIdentity.from_bytes(restored.to_bytes())
+    assert reloaded.recovery_certificate == certificate and reloaded.root is None
+
+
+def test_a_bundle_whose_recovery_certificate_names_another_device_is_refused() -> None:
+    restored = LocalIdentity.restore(ZERO_WORDS, "paper", make_rng("a"), NOW)
+    other = LocalIdentity.restore(ZERO_WORDS, "other", make_rng("b"), NOW)
+    swapped = replace(restored, recovery_certificate=other.recovery_certificate)
+    with pytest.raises(DecodeError, match="inconsistent"):
+        LocalIdentity.from_bytes(swapped.to_bytes())
+
+
+def test_an_old_nine_item_bundle_still_opens() -> None:
+    items = encoding.decode(new_identity().to_bytes(), max_size=8192)
+    assert isinstance(items, list) and len(items) == 11
+    old = LocalIdentity.from_bytes(encoding.encode(items[:9]))
+    assert old.recovery_key is None and old.recovery_certificate is None
+
+
+def test_recovery_certificate_round_trips_and_checks_its_signature() -> None:
+    _, recovery = keys_from_root(bytes(32))
+    cert = RecoveryCertificate.issue(recovery, PersonId(bytes(32)), DeviceId(bytes(32)), NOW)
+    assert RecoveryCertificate.from_bytes(cert.to_bytes()) == cert
+    cert.verify()
+    forged = replace(cert, device=DeviceId(b"\1" * 32))
+    with pytest.raises(BadSignature):
+        forged.verify()
 
 
 def test_restore_tolerates_a_retyped_phrase() -> None:

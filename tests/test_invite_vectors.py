@@ -268,12 +268,18 @@ def digest(data: bytes) -> tuple[int, str]:
 
 
 def test_a_join_request_and_a_welcome_have_the_known_bytes() -> None:
-    request = JoinRequest.of(make_identity("joiner")).to_bytes()
+    joiner = JoinRequest.of(make_identity("joiner"))
+    assert joiner.recovery_key is not None  # the fifth item: the person's recovery key
+    request = joiner.to_bytes()
     assert digest(request) == (
-        346,
-        "8838d6b248e0aa5fb9a27158b6b0526b99c4766c85a2f0b544cb252cdd77d40b",
+        380,
+        "d373cb935ca4ec40c55a4602e423887dd644ffc60e2c37605ef31d85f63ad60b",
     )
     assert JoinRequest.from_bytes(request).to_bytes() == request
+    # without a recovery key it encodes as before (four items) and decodes so
+    old = replace(joiner, recovery_key=None).to_bytes()
+    assert len(old) == 346 and request.startswith(b"\x85") and old.startswith(b"\x84")
+    assert JoinRequest.from_bytes(old).recovery_key is None
     welcome = Welcome(GROUP, EntryId(bytes([0x22]) * 32)).to_bytes()
     assert welcome == bytes.fromhex(
         "830158201111111111111111111111111111111111111111111111111111111111111111"
@@ -321,9 +327,16 @@ def test_a_link_request_and_response_have_the_known_bytes() -> None:
     response = LinkResponse(certificate, (GROUP, GroupId(bytes([0x33]) * 32)))
     assert digest(response.to_bytes()) == (
         224,
-        "acf60413348d4191c6460364e3bfaa2726bc53ec7b64ffe627765a35f18f9db1",
+        "c385cf825f450323e3d873fc81164c91c1af192e99c83808169f8147b32f73bb",
     )
     assert LinkResponse.from_bytes(response.to_bytes()) == response
+    # the linked device learns the recovery PUBLIC key (sixth item), never the root
+    keyed = replace(response, recovery_key=owner.recovery_key)
+    assert digest(keyed.to_bytes()) == (
+        260,
+        "68a7beb1373209a453c0308cbb335e2ac8e5d1ddd33f2d7e1d8084fa22b1a55f",
+    )
+    assert LinkResponse.from_bytes(keyed.to_bytes()) == keyed
 
 
 def test_the_invite_book_is_stored_in_the_known_bytes_and_reloads() -> None:
@@ -411,7 +424,12 @@ TYPED_MESSAGES = st.one_of(
         CodeAdmit, confirm=BYTES_32, nonce=st.binary(min_size=24, max_size=24), sealed=PAYLOADS
     ),
     st.builds(Abort, reason=st.sampled_from(AbortReason)),
-    st.builds(RecoverHello, request=PAYLOADS, proof=st.binary(min_size=64, max_size=64)),
+    st.builds(
+        RecoverHello,
+        request=PAYLOADS,
+        proof=st.binary(min_size=64, max_size=64),
+        certificate=st.binary(max_size=1024),
+    ),
     st.builds(RecoverAdmit, response=PAYLOADS),
 )
 
@@ -447,9 +465,9 @@ def test_each_machine_moves_exactly_as_its_table_says() -> None:
         admit=registry.admit,
         burn=registry.burn,
         rng=make_rng("host"),
-        recover=lambda request, proof: b"taken back",
+        recover=lambda hello: b"taken back",
     )
-    hello = RecoverHello(request=b"me", proof=bytes(64)).to_bytes()
+    hello = RecoverHello(request=b"me", proof=bytes(64), certificate=b"c").to_bytes()
     before = recovering.state
     assert isinstance(decode_message(recovering.receive(hello, now=NOW)), RecoverAdmit)
     seen.add((before, Kind.RECOVER_HELLO, recovering.state))

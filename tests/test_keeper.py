@@ -10,6 +10,7 @@ import os
 import random
 import socket
 import subprocess
+import time
 from collections.abc import Awaitable
 from itertools import pairwise
 from pathlib import Path
@@ -504,6 +505,10 @@ async def test_sigkill_at_random_moments_loses_nothing_acknowledged_and_duplicat
     by_id: dict[bytes, bytes] = {}  # item id -> data of everything pushed
     got: list[Pulled] = []  # one reader's pulls, each resuming after the last cursor it holds
     cut = {"push": 0, "pull": 0, "both": 0}
+    with keeper(tmp_path / "calibrate") as running:  # how long one trial's push takes here
+        began = time.monotonic()
+        await push_trial(running, box(), records(2000, "c", 1000), set())
+        push_time = time.monotonic() - began
     for trial, kind in enumerate(["push"] * 10 + ["pull"] * 10 + ["both"] * 4):
         running = start_keeper(data)
         async with await KeeperClient.connect(running.url) as client:
@@ -518,7 +523,7 @@ async def test_sigkill_at_random_moments_loses_nothing_acknowledged_and_duplicat
             by_id |= {family.item_id(r.name): r.data for r in batch}
             work = [push_trial(running, family, batch, acked)]
             work += [pull_trial(running, family, got)] if kind == "both" else []
-            killed = await until_killed(running, chance.uniform(0.0, 0.3), *work)
+            killed = await until_killed(running, chance.uniform(0.0, 0.9) * push_time, *work)
         cut[kind] += killed
         assert resumed_in_order(got), "a resumed pull repeated or reordered an item"
         assert all(by_id[p.item] == p.data for p in got)

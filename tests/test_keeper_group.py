@@ -8,9 +8,13 @@ import contextlib
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import microsync
 from microsync.group.mailbox import Mailbox
+from microsync.node import keeper_link
 from microsync.testing import replica_of
 from tests.keeper_helpers import keeper
 from tests.test_app_group import family_of, share
@@ -111,6 +115,41 @@ async def test_carol_joins_while_alice_is_offline_and_catches_up_from_the_keeper
             await online(bob)
             await until(lambda: "hello all" in texts(bob))
             await bob.device.stop()
+
+
+async def test_a_first_pull_takes_the_newest_items_first_then_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(keeper_link, "NEWEST_FIRST", 10)
+    pages: list[tuple[bool, list[int]]] = []
+    take_in = keeper_link.GroupKeeperLink._take_in
+
+    def recorded(self: keeper_link.GroupKeeperLink, *args: Any, advance: bool = True) -> None:
+        if self.runtime.device.name == "alice":
+            pages.append((advance, [p.cursor for p in args[2]]))
+        take_in(self, *args, advance=advance)
+
+    monkeypatch.setattr(keeper_link.GroupKeeperLink, "_take_in", recorded)
+    with keeper(tmp_path / "keeper") as k:
+        async with AsyncExitStack() as stack:
+            alice, bob = await family_of(stack, tmp_path, "alice", "bob")
+            await alice.add_keeper(k.url)
+            share(alice, bob)
+            await online(bob)
+            for n in range(40):
+                await bob.post(f"post {n}")
+            await until(lambda: pushed_all(bob))
+            await bob.device.stop()
+
+            await online(alice)  # lacks all 40: her first pull of the mailbox
+            await until(lambda: {f"post {n}" for n in range(40)} <= texts(alice))
+            await alice.device.stop()
+    pulled = [c for advance, cursors in pages if advance for c in cursors]
+    assert pages[0][0] is False, "the first page is the newest-first window"
+    newest = pages[0][1]
+    assert len(newest) == 10 and newest == sorted(newest)  # taken in oldest of them first
+    assert min(newest) > min(pulled) and max(newest) == max(pulled)  # the newest, not the first
+    assert sorted(set(pulled)) == list(range(min(pulled), max(pulled) + 1))  # then everything
 
 
 async def test_two_members_linked_only_by_the_keeper_get_each_others_posts_live(

@@ -26,6 +26,7 @@ import enum
 import importlib
 import inspect
 import pathlib
+import random
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -62,8 +63,9 @@ from microsync.group.join import DeviceCandidate, InviteBook, LinkResponse
 from microsync.group.keyring import Keyring
 from microsync.group.keys import EpochKey, KeyGrant
 from microsync.group.ops import Op, OpKind, Role
+from microsync.group.recovery import RecoveryGuest
 from microsync.group.view import _Opened
-from microsync.identity import DeviceCertificate, LocalIdentity
+from microsync.identity import DeviceCertificate, LocalIdentity, keys_from_root
 from microsync.node.host import DeviceHost
 from microsync.node.vault_state import VaultFold
 from microsync.protocol.handshake import Handshake, Purpose, pump
@@ -259,6 +261,9 @@ def identity_secrets(identity: LocalIdentity, prefix: str = "") -> dict[str, byt
     }
     if identity.person_key is not None:
         found[f"{prefix}person key"] = identity.person_key.secret_bytes()
+    if identity.root is not None:  # the words, in memory where the person was made
+        found[f"{prefix}root"] = identity.root
+        found[f"{prefix}recovery key"] = keys_from_root(identity.root)[1].secret_bytes()
     return found
 
 
@@ -411,6 +416,17 @@ def build_link_hello(world: World) -> Built:
     hello = LinkHello(purpose=invite.purpose, secret=step.link.secret, request=b"a request")
     assert hello.to_bytes() == guest.start()
     return hello, invite_secrets(invite)
+
+
+def build_recovery_guest(world: World) -> Built:
+    identity = LocalIdentity.restore(
+        world.alice.identity.recovery_words(), "alice restored", random.Random(7).randbytes, 1
+    )
+    assert identity.person_key is not None and identity.recovery_certificate is not None
+    guest = RecoveryGuest(
+        b"a request", identity.person_key, bytes(32), identity.recovery_certificate
+    )
+    return guest, identity_secrets(identity)
 
 
 def build_ready_for_link(world: World) -> Built:
@@ -647,6 +663,7 @@ BUILDERS: dict[str, Callable[[World], Built]] = {
     "microsync.group.invite.shortcode.ShortCode": build_short_code,
     "microsync.group.invite.terms.Invite": build_invite,
     "microsync.group.invite.messages.LinkHello": build_link_hello,
+    "microsync.group.recovery.RecoveryGuest": build_recovery_guest,
     "microsync.group.invite.host.PairingHost": build_pairing_host,
     "microsync.group.invite.guest.PairingGuest": build_pairing_guest,
     "microsync.group.invite.guest.ReadyForLink": build_ready_for_link,
@@ -692,6 +709,9 @@ ASYNC_BUILT = {
 
 PUBLIC: dict[str, str] = {
     "microsync.crypto.keys.VerifyKey": "an Ed25519 public key",
+    "microsync.app.viewers.Envelope": "a sealed location copy: device ids, times, a public "
+    "ephemeral key, a nonce and ciphertext (what the wire carries)",
+    "microsync.node.keeper_chunks.KeeperChunks": "its __repr__ prints only how many keepers",
     "microsync.crypto.keys.X25519PublicKey": "an X25519 public key",
     "microsync.group.keys.Recipient": "a device id and its public prekey",
     "microsync.group.state.DeviceInfo": "a device's certificate and public prekey",
@@ -700,6 +720,10 @@ PUBLIC: dict[str, str] = {
     "microsync.group.ops.Op": "an operation's plaintext; _encoded is not printed (repr=False)",
     "microsync.group.invite.payloads.LinkRequest": "a public device key and public certificates",
     "microsync.identity.TransportCertificate": "certifies a public key",
+    "microsync.identity.RecoveryCertificate": "a public recovery key's signature of a device",
+    "microsync.group.state.MemberInfo": "recovery_key is the public half",
+    "microsync.group.invite.payloads.JoinRequest": "a device grant and a public recovery key",
+    "microsync.group.invite.messages.RecoverHello": "a join request, a signature, a certificate",
     "microsync.identity.PrekeyCertificate": "certifies a public key",
     "microsync.protocol.relay.Error": "an error code (re-exported as microsync.net.relay.Error)",
     "microsync.protocol.relay_broker.Disconnect": "a client id, an error code, the encoded ERROR",
@@ -811,9 +835,12 @@ async def test_a_device_its_group_and_its_proofs_show_no_secret(tmp_path: Path) 
         proofs = DeviceHost(alice).sync_groups()
         assert proofs and proofs[0].keys
         host = DeviceHost(alice)
-        person_seed = seed_from_words(alice.export_recovery_words())
+        root = seed_from_words(alice.export_recovery_words())
+        person_key, recovery_key = keys_from_root(root)
         secrets = {
-            "person key": person_seed,
+            "root": root,
+            "person key": person_key.secret_bytes(),
+            "recovery key": recovery_key.secret_bytes(),
             "recovery words": " ".join(alice.export_recovery_words()).encode(),
         }
         secrets |= {f"proof key {n}": key for n, key in enumerate(proofs[0].keys)}

@@ -1,134 +1,98 @@
-"""Hypothesis for the recovery rule (``group/rules.py: may_add_device``), on real profiles
-through the public Device API with entries carried by hand (as in
-``tests/test_devices_hypothesis.py``; the wire is in ``tests/test_recovery.py``).
-
-The rule is evaluated twice: in the add's causal past (the person had no device left) and in
-the fold order of the resolution (a recovery whose person got a device back first is void).
-So every replica agrees on who is back, whatever order the entries reach it in."""
+"""Recovery by the words, the parts that are not the rule (``tests/test_recovery_rule.py``
+has the rule in every delivery order; ``tests/test_recovery.py`` the wire): whom a device
+serves recoveries for (bounded), the response codec, and the LAN in separate processes."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import microsync
 from microsync.errors import DecodeError
 from microsync.feed import EntryId, GroupId
 from microsync.group.recovery import RecoveryResponse
-from microsync.identity import DeviceId
+from microsync.identity import PersonId
+from microsync.node.recovery import (
+    MAX_RECOVERY_PERSONS,
+    recoverable_persons,
+    recovery_rendezvous,
+    recovery_rendezvous_ids,
+    recovery_tag,
+    recovery_tags,
+    rotate,
+)
+from microsync.testing import SimNetwork
 from tests.net_peer import PeerFailed, PeerProcess
 from tests.netns import LoopbackNamespace, loopback_unavailable
 from tests.sync_helpers import close_all, family, open_devices, run
-from tests.test_device_groups import introduce, sync
-from tests.test_devices import texts
-from tests.test_devices_hypothesis import link, recover_by_hand
 from tests.test_net_lan import wait_for
 
 
-def alice_devices(device: microsync.Device, group: GroupId, person: bytes) -> set[DeviceId]:
-    members = device.group(group).members()
-    return {d for m in members if m.person_id == person for d in m.devices}
+def phone_lost(root: Path) -> tuple[list[microsync.Device], GroupId, list[str]]:
+    """Alice's phone (her only device, the only admin) and Bob in one group; returns the
+    devices, the group and Alice's words (the phone is then simply not started again)."""
+    phone, bob = open_devices(root, "Alice phone", "Bob")
+    group = family([phone, bob])
+    return [phone, bob], group, phone.export_recovery_words()
 
 
-def both_out(root: Path) -> tuple[list[microsync.Device], GroupId, list[str]]:
-    """Alice (phone, laptop), Bob and Carol in one group; the phone and the laptop revoke each
-    other at once, and Bob and Carol each hear of both: Alice has no device left."""
-    phone, bob, carol = open_devices(root, "Alice phone", "Bob", "Carol")
-    group = family([phone, bob, carol])
-    laptop = link(phone, root, "Alice laptop", group)
-    for other in (bob, carol):
-        sync(phone, other, group)
-    run(phone.revoke_device(laptop.id))
-    run(laptop.revoke_device(phone.id))
-    for other in (bob, carol):
-        sync(phone, other, group)
-        sync(laptop, other, group)
-    assert alice_devices(bob, group, phone.person_id) == set()
-    return [phone, laptop, bob, carol], group, phone.export_recovery_words()
-
-
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(order=st.permutations(range(6)), by_carol=st.booleans())
-def test_racing_recoveries_end_alike_in_every_delivery_order(
-    order: list[int], by_carol: bool
-) -> None:
-    """Two devices restored from the words at once, one taken back by Bob and the other by
-    Bob or Carol, before either hears of the other. Delivered in any order: every replica
-    keeps the same one (the first in the fold order), and the other is void everywhere."""
-    root = Path(tempfile.mkdtemp(prefix="microsync-recovery-"))
-    devices, group, words = both_out(root)
-    _, _, bob, carol = devices
-    one = run(microsync.Device.restore(root / "one", words, name="Alice one"))
-    two = run(microsync.Device.restore(root / "two", words, name="Alice two"))
-    everyone = [*devices, one, two]
+def test_recovery_is_served_for_a_bounded_set_of_persons(tmp_path: Path) -> None:
+    """Bob serves recoveries (relay rendezvous ids, LAN tags) for the other members of his
+    small groups; on the LAN at most MAX_RECOVERY_TAGS a time bucket, a different slice each
+    bucket, so everyone is announced in turn."""
+    devices, _, _ = phone_lost(tmp_path)
+    phone, bob = devices
     try:
-        assert recover_by_hand(one, bob)
-        assert recover_by_hand(two, carol if by_carol else bob) is by_carol
-        live = [bob, carol, one] + ([two] if by_carol else [])
-        pairs = [(a, b) for a in live for b in live if a is not b]
-        introduce(*everyone)
-        for i in order:
-            a, b = pairs[i % len(pairs)]
-            sync(a, b, group)
-        for _ in range(2):
-            for a, b in pairs:
-                sync(a, b, group)
-        seen = [alice_devices(d, group, one.person_id) for d in live]
-        assert all(s == seen[0] for s in seen), seen
-        assert len(seen[0]) == 1 and seen[0] <= {one.id, two.id}
-        views = {
-            d.name: sorted((m.person_id, m.role, m.devices) for m in d.group(group).members())
-            for d in live
-        }
-        assert len({repr(v) for v in views.values()}) == 1, views
+        assert recoverable_persons(bob) == {phone.person_id}
+        assert recovery_rendezvous_ids(bob) == {recovery_rendezvous(phone.person_id)}
+        assert recovery_tags(bob, 7, looking=False) == [recovery_tag(phone.person_id, 7)]
+        assert recovery_tags(bob, 7, looking=False, room=0) == []
+        assert recovery_tags(bob, 7, looking=True) == []  # not recovering: looks for nothing
     finally:
-        close_all(everyone)
-        shutil.rmtree(root, ignore_errors=True)
+        close_all(devices)
 
 
-@pytest.mark.parametrize("removal_first", [True, False])
-def test_a_removal_racing_a_recovery_ends_alike(tmp_path: Path, removal_first: bool) -> None:
-    """Bob (the admin) removes Alice, who has no device left, while Carol takes her restored
-    device back, neither knowing of the other. In either delivery order, every replica ends
-    with Alice out and nothing of the restored device counting."""
-    bob, phone, carol = open_devices(tmp_path, "Bob", "Alice phone", "Carol")
-    group = family([bob, phone, carol])
-    laptop = link(phone, tmp_path, "Alice laptop", group)
-    restored: microsync.Device | None = None
-    everyone = [bob, phone, carol, laptop]
-    try:
-        for other in (bob, carol):
-            sync(phone, other, group)
-        run(phone.revoke_device(laptop.id))
-        run(laptop.revoke_device(phone.id))
-        for other in (bob, carol):
-            sync(phone, other, group)
-            sync(laptop, other, group)
-        words = phone.export_recovery_words()
-        restored = run(microsync.Device.restore(tmp_path / "restored", words, name="Alice"))
-        everyone.append(restored)
-        run(bob.group(group).remove(phone.person_id))
-        assert recover_by_hand(restored, carol)
-        sync(carol, restored, group)
-        run(restored.group(group).post("back, I think"))
-        sync(carol, restored, group)
-        introduce(*everyone)
-        first, second = (bob, carol) if removal_first else (carol, bob)
-        sync(first, second, group)
-        for a, b in [(bob, carol), (carol, restored), (bob, restored)]:
-            sync(a, b, group)
-        for device in (bob, carol):
-            members = {m.person_id for m in device.group(group).members()}
-            assert phone.person_id not in members
-            assert "back, I think" not in texts(device.group(group))
-    finally:
-        close_all(everyone)
+def test_in_a_group_of_21_the_members_together_serve_everyone() -> None:
+    """Each device serves at most MAX_RECOVERY_PERSONS (16) of its 20 co-members at a relay,
+    a different choice per device, so every member is served by someone."""
+    net = SimNetwork(seed=21)
+    devices = [net.add_device(f"m{i}") for i in range(21)]
+    group = net.create_group(devices[0], "Big family")
+    for device in devices[1:]:
+        devices[0].replica(group).add(
+            device.person_id,
+            device.name,
+            [device.grant()],
+            now=net.clock.advance(),
+            recovery_key=device.identity.recovery_key,
+        )
+    net.settle(group)
+    served: list[set[PersonId]] = []
+    for device in devices:
+        face = SimpleNamespace(
+            id=device.device_id,
+            groups=lambda d=device: [SimpleNamespace(_replica=d.replica(group))],
+        )
+        served.append(recoverable_persons(face))  # type: ignore[arg-type]
+    assert all(len(s) == MAX_RECOVERY_PERSONS for s in served)
+    assert len({frozenset(s) for s in served}) > 1
+    assert set().union(*served) == {d.person_id for d in devices}
+
+
+@given(count=st.integers(1, 40), room=st.integers(1, 8))
+def test_lan_tags_take_turns(count: int, room: int) -> None:
+    """The slice rotation alone: over enough buckets every person is announced."""
+    persons = [PersonId(bytes([i]) * 32) for i in range(count)]
+    seen: set[bytes] = set()
+    for bucket in range(count):
+        seen |= set(rotate(persons, bucket, room))
+    assert len(rotate(persons, 3, room)) == min(room, count)
+    assert seen == set(persons)
 
 
 IDS = st.lists(st.binary(min_size=32, max_size=32), max_size=5)
@@ -155,13 +119,14 @@ def test_a_recovery_response_round_trips_and_decodes_strictly(
 
 def test_restored_on_a_lan_finds_a_member_and_is_taken_back(tmp_path: Path) -> None:
     """Real multicast DNS in a loopback-only namespace, each device a process
-    (``tests/net_peer.py``), no address given: Bob announces a tag for Alice (she has no device
-    left in Family), the device restored from her words looks for it, reaches Bob, and is back
-    in Family. (Bob and Carol are prepared in this process beforehand.)"""
+    (``tests/net_peer.py``), no address given: Bob announces a tag for Alice (a member of his
+    small group with a registered recovery key), the device restored from her words looks for
+    it, reaches Bob, and is back in Family, her lost phone revoked. (Prepared in this
+    process beforehand.)"""
     reason = loopback_unavailable()
     if reason:
         pytest.skip(reason)
-    devices, group, words = both_out(tmp_path)
+    devices, group, words = phone_lost(tmp_path)
     restored = run(microsync.Device.restore(tmp_path / "restored", words, name="Alice again"))
     close_all([*devices, restored])
     started: list[PeerProcess] = []
@@ -184,7 +149,7 @@ def test_restored_on_a_lan_finds_a_member_and_is_taken_back(tmp_path: Path) -> N
                     state = alice.ask("state", group=group.hex())
                 except PeerFailed:
                     return False  # not in the group yet
-                return state["entries"] > 0 and "Alice phone" in state["members"]
+                return state["entries"] > 0 and "Alice phone" in state["members"]  # her name
 
             wait_for(back)
         finally:

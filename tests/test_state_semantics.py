@@ -64,7 +64,7 @@ def test_orset_add_wins_over_a_concurrent_remove() -> None:
     assert b.orset("s").discard("milk") is None  # nothing left to remove here
     a.apply(removal)
     assert b.apply(again) == [SetChanged(key="s", element="milk", present=True)]
-    assert "milk" in a.orset("s") and a.orset("s").values == b.orset("s").values == ["milk"]
+    assert "milk" in a.orset("s") and a.orset("s").value == b.orset("s").value == ["milk"]
 
 
 def test_concurrent_text_inserts_at_one_place_do_not_interleave() -> None:

@@ -98,9 +98,10 @@ messages: st.SearchStrategy[Message] = st.one_of(
     st.just(Ping()),
     st.just(Bye()),
     st.builds(
-        lambda g, i: ChunkRequest(group=g, ids=tuple(i)),
+        lambda g, i, h: ChunkRequest(group=g, ids=tuple(i), hops=h),
         groups,
         st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=16, unique=True),
+        st.integers(0, 1),
     ),
     st.builds(
         lambda g, i: ChunkMissing(group=g, ids=tuple(i)),

@@ -10,25 +10,27 @@ another), and one that names an element this replica has not seen yet waits unti
 from __future__ import annotations
 
 import builtins
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from microsync.encoding import Value
 from microsync.errors import MicrosyncError
-from microsync.state import Document, MissingDependency, Op, decode_op
+from microsync.state import Document, MapHandle, MissingDependency, Op, decode_op
 from microsync.state.ops import Change as DocChange
 
 if TYPE_CHECKING:
     from microsync.app.timeline import AppEntry
 
-__all__ = ["SharedCounter", "SharedDoc", "SharedList", "SharedSet", "SharedText"]
+__all__ = ["SharedCounter", "SharedDoc", "SharedList", "SharedMap", "SharedSet", "SharedText"]
 
 Publish = Callable[[Op], Awaitable[None]]
 
 
 class SharedDoc:
-    """A group's named document: a map of registers (any CBOR value), counters, sets, lists
-    and texts. Get one with ``group.doc(name)``; changes arrive as ``"doc"`` events."""
+    """A group's named document: a map of registers (any CBOR value), counters, sets, lists,
+    texts and nested maps. Get one with ``group.doc(name)``; changes arrive as ``"doc"``
+    events. Every handle shows its plain value as ``.value`` (``to_value()`` for the whole)."""
 
     def __init__(self, name: str, document: Document, publish: Publish, now: Callable[[], int]):
         self.name = name
@@ -59,16 +61,25 @@ class SharedDoc:
         await self._publish(self._doc.delete(key, now=self._now()))
 
     def counter(self, key: str) -> SharedCounter:
+        """The counter ``key`` (top-level keys only)."""
         return SharedCounter(self, key)
 
     def orset(self, key: str) -> SharedSet:
+        """The observed-remove set ``key``."""
         return SharedSet(self, key)
 
     def list(self, key: str) -> SharedList:
+        """The list ``key``."""
         return SharedList(self, key)
 
     def text(self, key: str) -> SharedText:
+        """The text ``key``."""
         return SharedText(self, key)
+
+    def map(self, key: str) -> SharedMap:
+        """The map ``key``: fields that are values, texts, sets, lists or maps, each merging
+        on its own (``doc.map("contacts").map("ana").text("notes")``)."""
+        return SharedMap(self, self._doc.map(key).key)
 
     # ------------------------------------------------------------------ remote
 
@@ -138,8 +149,15 @@ class SharedSet:
     def __init__(self, doc: SharedDoc, key: str) -> None:
         self._doc, self._key = doc, key
 
+    @property
+    def value(self) -> list[Value]:
+        """The elements, in the order of their canonical encodings."""
+        return self._doc._doc.orset(self._key).value
+
     def values(self) -> list[Value]:
-        return self._doc._doc.orset(self._key).values
+        """Deprecated: use :attr:`value` (every handle's plain value is ``.value``)."""
+        warnings.warn("SharedSet.values() is deprecated: use .value", DeprecationWarning, 2)
+        return self.value
 
     def __contains__(self, element: Value) -> bool:
         return element in self._doc._doc.orset(self._key)
@@ -176,6 +194,11 @@ class SharedList:
     async def move(self, index: int, to: int) -> None:
         await self._doc._publish(self._doc._doc.list(self._key).move(index, to))
 
+    def map(self, index: int) -> SharedMap:
+        """The map held by the element at ``index`` (insert ``{}`` first): a list of records
+        whose fields merge on their own. Deleting the element deletes its map."""
+        return SharedMap(self._doc, self._doc._doc.list(self._key).map(index).key)
+
 
 class SharedText:
     """Collaborative text in a document."""
@@ -198,3 +221,56 @@ class SharedText:
 
     async def delete(self, index: int, length: int = 1) -> None:
         await self._doc._publish(self._doc._doc.text(self._key).delete(index, length))
+
+
+class SharedMap:
+    """A map in a document (``doc.map(key)``, ``map.map(name)``, ``list.map(index)``): each
+    field is a value, text, set, list or map of its own, so concurrent edits of two fields
+    both survive. Deleting a field removes what this device had seen of it; what others wrote
+    there concurrently survives (``docs/state.md``, "Nested documents")."""
+
+    def __init__(self, doc: SharedDoc, key: str) -> None:
+        self._doc, self._key = doc, key
+
+    def _handle(self) -> MapHandle:
+        return MapHandle(self._doc._doc, self._key)
+
+    @property
+    def value(self) -> dict[str, Value]:
+        """The map as plain values (nested maps as dicts)."""
+        return self._handle().value
+
+    def get(self, name: str, default: Value = None) -> Value:
+        """The value of field ``name`` (``default`` if unset or deleted)."""
+        return self._handle().get(name, default)
+
+    async def set(self, name: str, value: Value) -> None:
+        """Set field ``name`` (last writer wins, by hybrid logical clock)."""
+        await self._doc._publish(self._handle().set(name, value, now=self._doc._now()))
+
+    async def delete(self, name: str) -> None:
+        """Delete field ``name``, whatever it holds, as this device has seen it."""
+        await self._doc._publish(self._handle().delete(name))
+
+    async def clear(self) -> None:
+        """Delete this whole map, as this device has seen it (concurrent edits survive)."""
+        await self._doc._publish(self._handle().clear())
+
+    def map(self, name: str) -> SharedMap:
+        """The map in field ``name``."""
+        return SharedMap(self._doc, self._handle().map(name).key)
+
+    def text(self, name: str) -> SharedText:
+        """The text in field ``name``."""
+        return SharedText(self._doc, self._handle().text(name).key)
+
+    def orset(self, name: str) -> SharedSet:
+        """The set in field ``name``."""
+        return SharedSet(self._doc, self._handle().orset(name).key)
+
+    def list(self, name: str) -> SharedList:
+        """The list in field ``name``."""
+        return SharedList(self._doc, self._handle().list(name).key)
+
+    def __repr__(self) -> str:
+        return f"SharedMap({self._doc.name!r})"

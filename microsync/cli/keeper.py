@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    import asyncio
+
     from rich.console import Console
 
 __all__ = [
@@ -140,8 +142,24 @@ async def _serve(args: argparse.Namespace, out: Console) -> int:
         )
 
     with contextlib.suppress(asyncio.CancelledError), _listening(args.host, args.port):
-        await run_keeper(data, args.host, args.port, limits=limits, ready=ready)
+        serving = asyncio.ensure_future(
+            run_keeper(data, args.host, args.port, limits=limits, ready=ready)
+        )
+        _stop_on_signals(serving)
+        await serving
     return 0
+
+
+def _stop_on_signals(serving: asyncio.Future[None]) -> None:
+    """SIGTERM (what ``kill``, systemd and docker send) and SIGINT cancel ``serving``, which
+    closes the keeper: queued writes committed, the store closed, its WAL folded back."""
+    import asyncio
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, serving.cancel)
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -59,9 +59,12 @@ async def cmd_init(args: argparse.Namespace, out: Console) -> int:
         out.print(f"{verb} profile [bold]{device.name}[/] in {home}")
         _print_identity(device, out)
         if not args.restore:
-            out.print(
-                "Run [bold]microsync recovery-words[/] and write the words down somewhere safe."
+            control.error_console().print(
+                "[yellow]Your 24 recovery words, shown only now (no device keeps them): write "
+                "them down and keep them offline. They take you back into every group and "
+                "revoke every device, even the ones a thief holds.[/]"
             )
+            out.print("words: " + " ".join(device.export_recovery_words()), soft_wrap=True)
         else:
             out.print(
                 "Your groups come back at the first [bold]microsync sync HOST:PORT[/] with any "
@@ -268,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     whoami = sub.add_parser("whoami", help="show this profile's person and device")
     whoami.add_argument("--json", action="store_true", help="machine-readable output")
-    sub.add_parser("recovery-words", help="print the person's 24 recovery words")
+    sub.add_parser(
+        "recovery-words", help="the 24 recovery words are shown once, by init: this says so"
+    )
     group = sub.add_parser("group", help="manage groups")
     group_sub = group.add_subparsers(dest="group_command", metavar="ACTION", required=True)
     create = group_sub.add_parser("create", help="create a group with you as its first admin")

@@ -61,6 +61,7 @@ VAULT_BLOB_ID = Label(b"microsync/v2/vault-blob-id")  # v2: binds the adder and 
 VAULT_KEY_COMMITMENT = Label(b"microsync/v1/vault-key-commitment")  # blob key -> commitment
 VAULT_CHUNK_ADDRESS = Label(b"microsync/v1/vault-chunk-address")  # (adder, key, chunk id)
 VAULT_BLOB_DETAILS = Label(b"microsync/v1/vault-blob-details")  # name, type, thumbnail
+VAULT_KEEPER_MAILBOX = Label(b"microsync/v1/vault-keeper-mailbox")  # blob key -> its mailbox
 
 # Keeper mailboxes: per-epoch capability, item sealing and naming (microsync.group.mailbox)
 KEEPER_MAILBOX_SEED = Label(b"microsync/v1/keeper-mailbox-seed")  # control key -> signing seed
@@ -85,6 +86,12 @@ INVITE_RENDEZVOUS = Label(b"microsync/v1/invite-rendezvous")
 RECOVERY_PROOF = Label(b"microsync/v1/recovery-proof")  # person key over the handshake hash
 RECOVERY_RENDEZVOUS = Label(b"microsync/v1/recovery-rendezvous")  # person id -> relay id
 RECOVERY_DISCOVERY_TAG = Label(b"microsync/v1/recovery-discovery-tag")  # person, bucket -> tag
+# The words as a paper key (microsync.identity): a 32-byte root -> the person key and the
+# recovery key; the recovery key signs recovery certificates (new device of the person)
+ROOT_PERSON_KEY = Label(b"microsync/v1/root-person-key")
+ROOT_RECOVERY_KEY = Label(b"microsync/v1/root-recovery-key")
+RECOVERY_CERTIFICATE = Label(b"microsync/v1/recovery-certificate")
+RECOVERY_SERVE_ORDER = Label(b"microsync/v1/recovery-serve-order")  # person, device -> rank
 
 ALL_LABELS: dict[str, Label] = {
     name: Label(value)

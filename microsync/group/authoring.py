@@ -57,6 +57,7 @@ from microsync.identity import (
     LocalIdentity,
     PersonId,
     PrekeyCertificate,
+    RecoveryCertificate,
 )
 
 __all__ = ["Authoring", "Draft", "Positions", "found", "refusal", "seal"]
@@ -118,6 +119,7 @@ def found(
             DeviceGrant(identity.certificate.to_bytes(), identity.prekey_certificate.to_bytes()),
         ),
         epoch=EpochAnnouncement(0, genesis.commitment, recipients_digest([identity.device_id])),
+        recovery_key=identity.recovery_key,
     )
     author = Authoring(group, identity, GroupState(), {}, rng, lambda _: 0)
     bundle = author.bundle(Purpose.ROTATION, 0, [identity.device_id], [KeyGrant.of(genesis, True)])
@@ -179,9 +181,11 @@ class Authoring:
         role: Role,
         invite_id: bytes | None,
         now: int,
+        recovery: bytes | None = None,
     ) -> Draft:
-        """Admit ``person``: with shared history the joiner gets every key held here; with
-        ``"none"`` a new epoch starts and it gets only the control keys of earlier ones."""
+        """Admit ``person`` (``recovery``: its public key): with shared history the joiner
+        gets every key held here; with ``"none"`` a new epoch starts and it gets only the
+        control keys of earlier ones."""
         infos = [parse_grant(g) for g in devices]
         op = Op(
             kind=OpKind.ADD,
@@ -192,6 +196,7 @@ class Authoring:
             invite_id=invite_id,
             time=now if invite_id is not None else None,
             positions=self.positions(i.device for i in infos),
+            recovery_key=recovery,
         )
         seal_key = self.seal_key()
         full = self.state.history == "shared"
@@ -229,19 +234,47 @@ class Authoring:
         """A new epoch wrapped to every entitled device."""
         return self._rotating(Op(kind=OpKind.ROTATE), self.state)
 
-    def add_device(self, grant: DeviceGrant, person: PersonId) -> Draft:
-        """Add a new device of ``person`` (this device's), giving it every key held here; or
-        of another member with no device left (a recovery, :func:`rules.may_add_device`)."""
+    def add_device(
+        self, grant: DeviceGrant, person: PersonId, recovery: RecoveryCertificate | None = None
+    ) -> Draft:
+        """Add a new device of ``person`` (this device's), giving it every key held here; or,
+        with a ``recovery`` certificate, of another member (:func:`rules.may_add_device`)."""
         info = parse_grant(grant)
-        if not may_add_device(self.state, person, info.person):
+        if not may_add_device(self.state, person, info.person, info.device, recovery):
             raise NotAMember(
-                "a person may only add their own devices, or a member's with none left"
+                "a person may only add their own devices, or another member's with a "
+                "recovery certificate by the recovery key that member registered"
             )
+        if recovery is not None:
+            return self._recover(grant, info, recovery)
         grants = [KeyGrant.of(k, k.root is not None) for k in self.keys.values()]
         seal_key = self.seal_key()
         bundle = self.bundle(Purpose.HISTORY, seal_key.number, [info.device], grants, [info])
         op = Op(kind=OpKind.ADD_DEVICE, devices=(grant,), positions=self.positions([info.device]))
         return Draft(op=op, seal=seal_key, bundles=[bundle])
+
+    def _recover(
+        self, grant: DeviceGrant, info: DeviceInfo, recovery: RecoveryCertificate
+    ) -> Draft:
+        """A recovery: the new device in, every other device of its person revoked (at its
+        feed head here), a new epoch without them; keys per the history setting."""
+        others = set(self.state.members[info.person].devices)
+        op = Op(
+            kind=OpKind.ADD_DEVICE,
+            devices=(grant,),
+            positions=self.positions({info.device} | others),
+            recovery=recovery.to_bytes(),
+        )
+        rec = OpRecord(_NO_ID, self.identity.device_id, 0, (), op, (info,), recovery=recovery)
+        after = self.state.copy()
+        _apply(after, rec, self.state.person_of(self.identity.device_id))
+        seal_key = self.seal_key()
+        key, announcement, rotation = self.new_epoch(after, [info])
+        full = self.state.history == "shared"
+        history = [KeyGrant.of(k, full and k.root is not None) for k in self.keys.values()]
+        bundle = self.bundle(Purpose.HISTORY, seal_key.number, [info.device], history, [info])
+        op = replace(op, epoch=announcement)
+        return Draft(op=op, seal=seal_key, bundles=[rotation, bundle], new_keys=(key,))
 
     def revoke_device(self, revocation: DeviceRevocation) -> Draft:
         """Revoke another device of this person; its ops past its feed head here are void."""

@@ -284,6 +284,7 @@ class InviteHost:
             role=info.role,
             invite_id=invite_id,
             now=self._now(),
+            recovery_key=join.recovery_key,
         )
         self._book.mark(invite_id, InviteState.CONSUMED)  # if this device issued it
         return _welcome(replica, entry).to_bytes()

@@ -45,14 +45,11 @@ from microsync.group.rules import Verdict as Verdict
 from microsync.group.rules import _after as _after
 from microsync.group.rules import _apply as _apply
 from microsync.group.rules import _authorized_create as _authorized_create
-from microsync.group.rules import _close_window as _close_window
 from microsync.group.rules import _covers as _covers
 from microsync.group.rules import _epoch_recipients as _epoch_recipients
 from microsync.group.rules import _exit as _exit
 from microsync.group.rules import _is_reduction as _is_reduction
 from microsync.group.rules import _kind_rule as _kind_rule
-from microsync.group.rules import _open_window as _open_window
-from microsync.group.rules import _open_windows as _open_windows
 from microsync.group.rules import _outranks as _outranks
 from microsync.group.rules import _rank_after as _rank_after
 from microsync.group.rules import _voids as _voids

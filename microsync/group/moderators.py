@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from microsync.group.state import GroupState
+from microsync.group.windows import close_stretch, open_stretch
 from microsync.identity import DeviceId
 
 __all__ = ["close_admin", "open_admin"]
@@ -24,21 +25,11 @@ __all__ = ["close_admin", "open_admin"]
 def open_admin(state: GroupState, devices: Iterable[tuple[DeviceId, int]]) -> None:
     """Each ``(device, start)`` moderates after ``start`` from now on (already open: kept)."""
     for device, start in devices:
-        stretches = state.admin_windows.get(device, ())
-        if stretches and stretches[-1][1] is None:
-            continue
-        state.admin_windows[device] = (*stretches, (start, None))
+        open_stretch(state.admin_windows, device, start)
 
 
 def close_admin(state: GroupState, devices: Iterable[tuple[DeviceId, int | None]]) -> None:
     """Each ``(device, end)`` stops moderating after ``end`` (``None``: after nothing new); a
     second close can only move the line earlier."""
     for device, end in devices:
-        stretches = state.admin_windows.get(device, ())
-        if not stretches:
-            continue
-        start, current = stretches[-1]
-        line = start if end is None else max(start, end)
-        if current is not None:
-            line = min(current, line)
-        state.admin_windows[device] = (*stretches[:-1], (start, line))
+        close_stretch(state.admin_windows, device, end)

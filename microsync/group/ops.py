@@ -180,13 +180,17 @@ _FIELDS: dict[OpKind, frozenset[str]] = {
     OpKind.SETTINGS: frozenset({"m"}),
 }
 _OPTIONAL: dict[OpKind, frozenset[str]] = {
-    OpKind.CREATE: frozenset({"m"}),  # the member cap (absent: none beyond MAX_GROUP_DEVICES)
+    # "q": the member's recovery public key (creator, joiner); "y": a recovery certificate
+    # (an add of another member's device, by the words: then "e" too, and "s" covers the
+    # person's other devices, which it revokes)
+    # "m": the member cap (absent: none beyond MAX_GROUP_DEVICES)
+    OpKind.CREATE: frozenset({"m", "q"}),
     # invite id + redemption time; epoch when history=none; positions of the added devices
-    OpKind.ADD: frozenset({"i", "t", "e", "s"}),
+    OpKind.ADD: frozenset({"i", "t", "e", "s", "q"}),
     OpKind.REMOVE: frozenset({"s"}),
     OpKind.LEAVE: frozenset({"s"}),
     OpKind.SET_ROLE: frozenset({"s"}),
-    OpKind.ADD_DEVICE: frozenset({"s"}),
+    OpKind.ADD_DEVICE: frozenset({"s", "y", "e"}),
 }
 _MAX_POSITIONS: Final = 64
 HISTORY_SETTINGS: Final = tuple(h.value for h in History)
@@ -218,6 +222,10 @@ class Op:
     demote): the feed head ``seq`` of each such device in this group as the author saw it,
     sorted by device. It fixes the cut-off (or the start of a new admission) in the op itself,
     so every replica draws the same line (``docs/membership.md``, rule 4)."""
+    recovery_key: bytes | None = None
+    """CREATE, ADD: the public recovery key of the member (``docs/devices.md``)."""
+    recovery: bytes | None = None
+    """ADD_DEVICE of another member's device: the encoded :class:`RecoveryCertificate`."""
     settings: SettingsChange | None = None
     """For ``SETTINGS``: what it changes (:class:`~microsync.group.settings.SettingsChange`)."""
     _encoded: bytes = field(default=b"", compare=False, repr=False)
@@ -252,6 +260,10 @@ class Op:
             value["e"] = self.epoch.to_value()
         if self.positions:
             value["s"] = [[device, seq] for device, seq in self.positions]
+        if self.recovery_key is not None:
+            value["q"] = self.recovery_key
+        if self.recovery is not None:
+            value["y"] = self.recovery
         if self.settings is not None:
             value["m"] = self.settings.to_value()
         data = encoding.encode(value)
@@ -276,6 +288,8 @@ class Op:
             raise DecodeError(f"op {kind.name}: wrong fields {sorted(map(str, keys))}")
         if kind is OpKind.ADD and ("i" in value) != ("t" in value):
             raise DecodeError("op ADD: an invite id needs its redemption time")
+        if kind is OpKind.ADD_DEVICE and ("y" in value) != ("e" in value):
+            raise DecodeError("op ADD_DEVICE: a recovery starts an epoch, and only a recovery")
         return cls(
             kind=kind,
             person=_opt(value, "p", lambda v: PersonId(expect_bytes(v, "person", _ID))),
@@ -292,6 +306,8 @@ class Op:
             max_members=_opt(value, "m", _max_members) if kind is OpKind.CREATE else None,
             epoch=_opt(value, "e", EpochAnnouncement.from_value),
             positions=_positions(_opt_list(value, "s", _MAX_POSITIONS)),
+            recovery_key=_opt(value, "q", lambda v: expect_bytes(v, "recovery key", _ID)),
+            recovery=_opt(value, "y", lambda v: expect_bytes(v, "recovery", max_size=1024)),
             # "m" is the kind's own map: CREATE's member cap, SETTINGS' changes (_FIELDS)
             settings=_opt(value, "m", SettingsChange.from_value)
             if kind is OpKind.SETTINGS

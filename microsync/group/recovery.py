@@ -1,18 +1,23 @@
-"""Recovery from the words, the group side: a device restored from the person key asks a
-member's device to take it back into every group where its person has no device left. Sans-IO.
+"""Recovery from the words, the group side: a device restored from the words asks a member's
+device to take it back into every group of its person, revoking the person's other devices
+there. Sans-IO.
 
-Theory of operation. The restored device (the guest) holds the person key and no group. On an
-``invite``-purpose connection it sends a :class:`~microsync.group.invite.RecoverHello`: a join
-request naming itself (its certificate, the one the handshake just proved, and its signed
-prekey) and a *proof*: the person key's signature, under ``RECOVERY_PROOF``, over the
-handshake hash of this very session. A proof is good for one session only: replayed on another
-connection it signs the wrong hash. The member's device (the host) checks the proof and, in
-each group it is a member of, appends an ``ADD_DEVICE`` for the device where the group's rule
-allows it (:func:`microsync.group.rules.may_add_device`: the person is a member with no device
-left), wrapping every key it holds exactly as a link does. It answers with a
-:class:`RecoveryResponse`: the groups and the id of each add (the device's welcome there),
-and the groups where the person still has a device (link from that device instead). Nothing
-to give back at all is :class:`~microsync.errors.RecoveryRefused`.
+Theory of operation. The restored device (the guest) holds the person key, the recovery
+key's certificate of itself (:class:`~microsync.identity.RecoveryCertificate`, signed when it
+was restored, while the words were in memory) and no group. On an ``invite``-purpose
+connection it sends a :class:`~microsync.group.invite.RecoverHello`: a join request naming
+itself (its certificate, the one the handshake just proved, and its signed prekey), a *proof*
+(the person key's signature, under ``RECOVERY_PROOF``, over the handshake hash of this very
+session: replayed on another connection it signs the wrong hash) and the recovery
+certificate. The member's device (the host) checks all three against the handshake's peer
+and, in each group where the person registered the recovery key that signed the
+certificate, appends a *recovery*: an ``ADD_DEVICE`` carrying the certificate, naming the
+feed head of every other device of the person (each revoked there, as by REVOKE_DEVICE) and
+starting an epoch without them (:func:`microsync.group.rules.may_add_device`). It answers
+with a :class:`RecoveryResponse`: the groups and the id of each add (the device's welcome
+there), and the groups where the person is a member that the words cannot take it back into
+(no recovery key registered there). Nothing to give back is
+:class:`~microsync.errors.RecoveryRefused`.
 
 Invariants: the device taken back is the handshake's peer (never a device named only in the
 request); the rule, not this module, decides who may be added, so a member's device that
@@ -37,20 +42,20 @@ from microsync.errors import (
     MicrosyncError,
     NotAMember,
     RecoveryRefused,
-    StillHasDevices,
 )
 from microsync.feed.entry import EntryId, GroupId
 from microsync.group.invite.messages import Abort, RecoverAdmit, RecoverHello, decode_message
 from microsync.group.invite.payloads import JoinRequest
 from microsync.group.replica import GroupReplica
-from microsync.group.rules import may_add_device
-from microsync.identity import DeviceCertificate, PersonId
+from microsync.group.rules import may_add_device, may_recover
+from microsync.identity import DeviceCertificate, PersonId, RecoveryCertificate
 
 __all__ = [
     "RecoveryGuest",
     "RecoveryResponse",
     "check_proof",
     "readmit",
+    "recoverable",
     "recovery_proof",
 ]
 
@@ -74,7 +79,8 @@ def check_proof(person: PersonId, handshake_hash: bytes, proof: bytes) -> None:
 @dataclass(frozen=True, slots=True)
 class RecoveryResponse:
     """The member's answer: ``adds[i]`` took the device back into ``groups[i]``; ``linked``
-    are groups where the person still has a device (the device is not added there)."""
+    are groups where the person is a member that these words cannot take back (no recovery
+    key registered there, or another one)."""
 
     groups: tuple[GroupId, ...]
     adds: tuple[EntryId, ...]
@@ -108,14 +114,15 @@ def readmit(
     replicas: Mapping[GroupId, GroupReplica],
     peer: DeviceCertificate,
     handshake_hash: bytes,
-    hello_request: bytes,
-    proof: bytes,
+    hello: RecoverHello,
     now: Callable[[], int],
 ) -> RecoveryResponse:
-    """The host side: check the proof and the request against the handshake's ``peer``, then
-    take the device back into every group of ``replicas`` whose rule allows it."""
-    check_proof(peer.person, handshake_hash, proof)
-    request = _request_of(hello_request, peer)
+    """The host side: check the proof, the request and the certificate against the
+    handshake's ``peer``, then take the device back into every group of ``replicas`` where
+    its person registered the certificate's recovery key."""
+    check_proof(peer.person, handshake_hash, hello.proof)
+    request = _request_of(hello.request, peer)
+    certificate = _certificate_of(hello.certificate, peer)
     groups, adds, linked = [], [], []
     for gid, replica in sorted(replicas.items()):
         state = replica.state
@@ -123,21 +130,45 @@ def readmit(
         mine = state.person_of(replica.me.device)
         if member is None or mine is None or peer.device in member.devices:
             continue
-        if not may_add_device(state, mine, peer.person):
+        by_words = None if mine == peer.person else certificate  # else a link, by its own
+        if not may_add_device(state, mine, peer.person, peer.device, by_words):
             linked.append(gid)
             continue
         try:
-            entry = replica.add_device(request.device, now=now())
+            entry = replica.add_device(request.device, now=now(), recovery=by_words)
         except NotAMember:
             linked.append(gid)  # full, or the device was revoked here
             continue
         groups.append(gid)
         adds.append(entry.id)
     if not groups and linked:
-        raise StillHasDevices("the person still has a device in every group it could rejoin")
+        raise RecoveryRefused(
+            "these words cannot take the person back here: no group registered their recovery "
+            "key (a person made before the words were a paper key); link from a device instead"
+        )
     if not groups:
         raise RecoveryRefused("the person is a member of no group here that lacks this device")
     return RecoveryResponse(tuple(groups), tuple(adds), tuple(linked))
+
+
+def recoverable(replica: GroupReplica) -> set[PersonId]:
+    """The persons a device could take back by the words in ``replica``'s group."""
+    state = replica.state
+    mine = state.person_of(replica.me.device)
+    if mine is None:
+        return set()
+    return {p for p in state.members if may_recover(state, mine, p)}
+
+
+def _certificate_of(data: bytes, peer: DeviceCertificate) -> RecoveryCertificate:
+    try:
+        certificate = RecoveryCertificate.from_bytes(data)
+        certificate.verify()
+    except MicrosyncError:
+        raise InviteRefused("the recovery certificate is malformed or does not verify") from None
+    if certificate.person != peer.person or certificate.device != peer.device:
+        raise InviteRefused("the recovery certificate is for another device")
+    return certificate
 
 
 def _request_of(data: bytes, peer: DeviceCertificate) -> JoinRequest:
@@ -155,9 +186,17 @@ class RecoveryGuest:
     """The restored device's side: :meth:`start` gives the hello for one session,
     :meth:`receive` reads the member's answer (an ABORT raises its typed error)."""
 
-    def __init__(self, request: bytes, person_key: SigningKey, handshake_hash: bytes) -> None:
+    def __init__(
+        self,
+        request: bytes,
+        person_key: SigningKey,
+        handshake_hash: bytes,
+        certificate: RecoveryCertificate,
+    ) -> None:
         self._hello = RecoverHello(
-            request=request, proof=recovery_proof(person_key, handshake_hash)
+            request=request,
+            proof=recovery_proof(person_key, handshake_hash),
+            certificate=certificate.to_bytes(),
         )
         self._done = False
 

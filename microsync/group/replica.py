@@ -72,9 +72,12 @@ from microsync.identity import (
     DeviceRevocation,
     PersonId,
     PrekeyCertificate,
+    RecoveryCertificate,
 )
 
 __all__ = ["GroupReplica", "GroupStore", "HeldLimits", "LocalMember", "Received"]
+
+_Recovery = RecoveryCertificate | None  # a recovery certificate, for an add by the words
 
 T = TypeVar("T")
 
@@ -386,13 +389,13 @@ class GroupReplica:
         role: Role = Role.MEMBER,
         invite_id: bytes | None = None,
         now: int,
+        recovery_key: bytes | None = None,
     ) -> Entry:
-        """Admit ``person`` with ``devices`` (admin only). With ``history="shared"`` the joiner
-        gets every epoch key this device holds; with ``"none"`` a new epoch starts and the joiner
-        gets only the control keys of earlier epochs (it can check membership, not read)."""
+        """Admit ``person`` with ``devices`` and its ``recovery_key`` (admin only); the joiner
+        gets every key held here (``"shared"``), or a new epoch and older control keys only."""
         self._require_member()
         draft = self._authoring().add(
-            person, name, devices, role=role, invite_id=invite_id, now=now
+            person, name, devices, role=role, invite_id=invite_id, now=now, recovery=recovery_key
         )
         return self._author(draft, now)
 
@@ -419,10 +422,10 @@ class GroupReplica:
         self._require_member()
         return self._author(self._authoring().rotate(), now)
 
-    def add_device(self, grant: DeviceGrant, *, now: int) -> Entry:
-        """Add a new device of this device's own person, giving it every key held here."""
+    def add_device(self, grant: DeviceGrant, *, now: int, recovery: _Recovery = None) -> Entry:
+        """Add a device of this person, or (``recovery``) another member's, by the words."""
         person = self._require_member()
-        return self._author(self._authoring().add_device(grant, person), now)
+        return self._author(self._authoring().add_device(grant, person, recovery), now)
 
     def revoke_device(self, revocation: DeviceRevocation, *, now: int) -> Entry:
         """Revoke one of this person's other devices and start an epoch without it. Its

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from microsync.feed.entry import EntryId, GroupId
 from microsync.group.moderators import close_admin
 from microsync.group.ops import OpKind, Role
+from microsync.group.recovery_rule import force_recovery
 from microsync.group.rules import (
     _EXITS,
     _MEMBER_REDUCTIONS,
@@ -198,6 +199,8 @@ def _force(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
         state.members[rec.op.person].role = Role.MEMBER
         named = dict(rec.op.positions)
         close_admin(state, [(d, named.get(d)) for d in state.members[rec.op.person].devices])
+    elif rec.op.kind is OpKind.ADD_DEVICE:
+        force_recovery(state, rec, cuts_of(rec))
 
 
 def note_seen(state: GroupState, rec: OpRecord) -> None:

@@ -5,12 +5,12 @@ rules, :mod:`microsync.group.membership` the summary.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from microsync.feed.entry import GroupId
 from microsync.group.moderators import close_admin, open_admin
 from microsync.group.ops import Op, OpKind, Role, recipients_digest
+from microsync.group.recovery_rule import may_add_device, may_recover, revoke_all_but
 from microsync.group.settings import apply_keepers
 from microsync.group.state import (
     INVITE_CLOCK_TOLERANCE_MS,
@@ -22,6 +22,10 @@ from microsync.group.state import (
     OpRecord,
     group_id_for,
 )
+from microsync.group.windows import close_window as _close_window
+from microsync.group.windows import open_window as _open_window
+from microsync.group.windows import open_windows as _open_windows
+from microsync.group.windows import starts as _starts
 from microsync.identity import (
     DeviceId,
     PersonId,
@@ -35,6 +39,7 @@ __all__ = [
     "cuts_of",
     "joiners",
     "may_add_device",
+    "may_recover",
     "note_appended",
     "opens_of",
 ]
@@ -164,13 +169,18 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
             and _covers(rec, set(target.devices), state)
         )
     if kind is OpKind.ADD_DEVICE:
+        if len(rec.grants) != 1:
+            return False
+        g = rec.grants[0]
+        if not may_add_device(state, author, g.person, g.device, rec.recovery):
+            return False
+        # a recovery names (and revokes) every other device of the person, as REVOKE_DEVICE
+        others = set(state.members[g.person].devices) if rec.recovery is not None else set()
         return (
-            len(rec.grants) == 1
-            and len(state.entitled_devices()) < MAX_GROUP_DEVICES
-            and may_add_device(state, author, rec.grants[0].person)
-            and state.device(rec.grants[0].device) is None
-            and rec.grants[0].device not in state.revoked
-            and _covers(rec, {rec.grants[0].device}, state)
+            len(state.entitled_devices()) < MAX_GROUP_DEVICES
+            and state.device(g.device) is None
+            and g.device not in state.revoked
+            and _covers(rec, {g.device} | others, state)
         )
     if kind is OpKind.REVOKE_DEVICE:
         r = rec.revocation
@@ -199,18 +209,6 @@ def _kind_rule(rec: OpRecord, state: GroupState, author: PersonId) -> bool:
     if kind is OpKind.SETTINGS:
         return op.settings is not None  # admin only (ADMIN_KINDS); the decoder checked values
     raise AssertionError(kind)  # pragma: no cover - every kind is listed
-
-
-def may_add_device(state: GroupState, author: PersonId, person: PersonId) -> bool:
-    """May a device of ``author`` add a device of ``person``? Its own person's, always (a
-    link); another member's only while that member has no device left here (a recovery: the
-    person keeps their entry, so their role). While the person still has an admitted device,
-    only that person may add one: the person key alone (a thief's, read off a lost phone)
-    never gets a device in past the owner's."""
-    if person == author:
-        return True
-    target = state.members.get(person)
-    return target is not None and not target.devices
 
 
 def _outranks(author: MemberInfo, target: MemberInfo) -> bool:
@@ -292,7 +290,9 @@ def _apply(
         state.genesis, state.founder = rec.id, rec.device
         state.name, state.history = op.group_name, op.history
         state.max_members = op.max_members
-        state.members[g.person] = MemberInfo(g.person, op.name, Role.ADMIN, {g.device: g})
+        state.members[g.person] = MemberInfo(
+            g.person, op.name, Role.ADMIN, {g.device: g}, recovery_key=op.recovery_key
+        )
         _open_window(state, g.device, 0)
         open_admin(state, [(g.device, 0)])
     elif kind is OpKind.ADD:
@@ -308,7 +308,9 @@ def _apply(
         if existing is None:
             devices = {g.device: g for g in rec.grants if g.device not in state.revoked}
             rank = _rank_after(state, author)
-            state.members[op.person] = MemberInfo(op.person, op.name, op.role, devices, rank)
+            state.members[op.person] = MemberInfo(
+                op.person, op.name, op.role, devices, rank, op.recovery_key
+            )
         else:  # racing adds of one person: keep the first's name and role, join the devices
             for g in rec.grants:
                 if g.device not in state.revoked:
@@ -332,15 +334,16 @@ def _apply(
     elif kind is OpKind.ADD_DEVICE:
         g = rec.grants[0]
         member = state.members.get(g.person)
-        if author is not None and not may_add_device(state, author, g.person):
-            # a recovery whose person got a device back first, in the fold order (a racing
-            # recovery or link): void here, so every replica keeps the same one
-            return False
-        if member is not None and g.device not in state.revoked:
-            member.devices.setdefault(g.device, g)
-            _open_windows(state, rec, member.devices)
-            if member.role is Role.ADMIN:
-                open_admin(state, _starts(rec, {g.device: g}))
+        if member is None or g.device in state.revoked:
+            return True  # the person left, or the device was revoked, concurrently
+        if rec.recovery is not None:
+            if rec.recovery.recovery_key != member.recovery_key:
+                return False  # the person left and joined again with other words
+            revoke_all_but(state, cuts_of(rec), member, g.device)
+        member.devices.setdefault(g.device, g)
+        _open_windows(state, rec, member.devices)
+        if member.role is Role.ADMIN:
+            open_admin(state, _starts(rec, {g.device: g}))
     elif kind is OpKind.PREKEY:
         g = rec.grants[0]
         member = state.members.get(g.person)
@@ -361,6 +364,8 @@ def _apply(
     elif kind is OpKind.SETTINGS:
         assert op.settings is not None
         state.keepers = apply_keepers(state.keepers, op.settings)
+        if op.settings.keeper_originals is not None:  # the last in resolved order wins
+            state.keeper_originals = op.settings.keeper_originals
     if op.epoch is not None:
         key = (op.epoch.number, op.epoch.commitment)
         state.epochs.setdefault(
@@ -383,39 +388,6 @@ _EXITS = frozenset({OpKind.REMOVE, OpKind.LEAVE, OpKind.REVOKE_DEVICE})
 def _rank_after(state: GroupState, author: PersonId | None) -> int:
     granter = state.members.get(author) if author is not None else None
     return 0 if granter is None else granter.rank + 1
-
-
-def _open_window(state: GroupState, device: DeviceId, start: int) -> None:
-    windows = state.windows.get(device, ())
-    if windows and windows[-1][1] is None:
-        return  # already counting (racing adds of one device)
-    state.windows[device] = (*windows, (start, None))
-
-
-def _starts(rec: OpRecord, admitted: Mapping[DeviceId, object]) -> list[tuple[DeviceId, int]]:
-    """Where each of ``rec``'s granted devices that ``admitted`` holds starts (its position)."""
-    positions = dict(rec.op.positions)
-    return [(g.device, positions.get(g.device, 0)) for g in rec.grants if g.device in admitted]
-
-
-def _open_windows(state: GroupState, rec: OpRecord, admitted: Mapping[DeviceId, object]) -> None:
-    positions = dict(rec.op.positions)
-    for g in rec.grants:
-        if g.device in admitted:
-            _open_window(state, g.device, positions.get(g.device, 0))
-
-
-def _close_window(state: GroupState, device: DeviceId, end: int | None) -> None:
-    """Stop counting ``device`` after ``end`` (``None``: after nothing new). A second exit
-    (two admins removing one person at once) can only move the line earlier."""
-    windows = state.windows.get(device, ())
-    if not windows:
-        return
-    start, current = windows[-1]
-    end = start if end is None else max(start, end)
-    if current is not None:
-        end = min(current, end)
-    state.windows[device] = (*windows[:-1], (start, end))
 
 
 def _exit(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
@@ -457,6 +429,8 @@ def cuts_of(rec: OpRecord) -> tuple[Cut, ...]:
             return ()
         return ((rec.revocation.device, op.cutoff, True),)
     named = tuple((d, seq, op.kind is not OpKind.SET_ROLE) for d, seq in op.positions)
+    if op.kind is OpKind.ADD_DEVICE and rec.recovery is not None:  # revokes all but the new
+        return tuple(c for c in named if c[0] != rec.recovery.device)
     if op.kind is OpKind.REMOVE or (op.kind is OpKind.SET_ROLE and op.role is Role.MEMBER):
         return named
     if op.kind is OpKind.LEAVE:
@@ -469,7 +443,8 @@ def opens_of(rec: OpRecord) -> tuple[Cut, ...]:
     or a linked device admits wholly; a promotion gives back admin rights."""
     op = rec.op
     if op.kind in _HISTORY_KINDS:
-        return tuple((d, seq, True) for d, seq in op.positions)
+        new = {g.device for g in rec.grants}  # a recovery also names devices it revokes
+        return tuple((d, seq, True) for d, seq in op.positions if d in new)
     if op.kind is OpKind.SET_ROLE and op.role is Role.ADMIN:
         return tuple((d, seq, False) for d, seq in op.positions)
     return ()

@@ -10,6 +10,8 @@ decoded change is always well-formed)::
 
     "ka": [url, ...]    keepers to add     (1..MAX_KEEPERS canonical ws:// or wss:// URLs)
     "kr": [url, ...]    keepers to remove  (same)
+    "vo": uint          vault originals pushed to the keepers: files up to this many bytes
+                        (0: none; thumbnails always travel, in their manifests)
 
 Keys are short text; a new kind of setting adds a key, a field of :class:`SettingsChange`
 and a branch of :func:`apply_change`. Applying a change (in the resolved order): removals,
@@ -24,10 +26,11 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
-from microsync.encoding import Value, expect_list, expect_str
+from microsync.encoding import Value, expect_int, expect_list, expect_str
 from microsync.errors import DecodeError
 
 __all__ = [
+    "DEFAULT_KEEPER_ORIGINALS",
     "MAX_KEEPERS",
     "MAX_KEEPER_URL",
     "SettingsChange",
@@ -40,14 +43,18 @@ MAX_KEEPERS: Final = 4
 MAX_KEEPER_URL: Final = 200
 """Longest keeper URL, in characters."""
 _SCHEMES: Final = ("ws", "wss")
+DEFAULT_KEEPER_ORIGINALS: Final = 16 * 1024 * 1024
+"""Vault files up to this size are pushed to the keepers until an admin sets another limit."""
+MAX_KEEPER_ORIGINALS: Final = 1 << 42
+"""The largest limit an op may carry (4 TiB: beyond any one file; a vault file is 4 GiB)."""
 
 
 def keeper_url(url: str) -> str:
     """``url`` as the canonical keeper URL every replica compares (``ws://host:port`` or
     ``wss://host[:port][/path]``, lower-case scheme and host, no trailing slash).
 
-    The one check for hostile values, used by the API, the CLI and the op decoder alike:
-    :class:`DecodeError` (a ``ValueError``-free typed error) for anything else."""
+    The one check for hostile values, used by the API, the CLI, invite welcomes and the op
+    decoder alike: :class:`DecodeError` for anything else."""
     if type(url) is not str or not 0 < len(url) <= MAX_KEEPER_URL:
         raise DecodeError(f"a keeper URL is 1 to {MAX_KEEPER_URL} characters")
     if not url.isascii() or not url.isprintable() or any(c.isspace() for c in url):
@@ -88,9 +95,13 @@ class SettingsChange:
 
     add_keepers: tuple[str, ...] = ()
     remove_keepers: tuple[str, ...] = ()
+    keeper_originals: int | None = None
+    """Vault files up to this many bytes go to the keepers whole (``None``: unchanged)."""
 
     def to_value(self) -> Value:
         value: dict[str | int, Value] = {}
+        if self.keeper_originals is not None:
+            value["vo"] = self.keeper_originals
         if self.add_keepers:
             value["ka"] = list(self.add_keepers)
         if self.remove_keepers:
@@ -114,6 +125,7 @@ class SettingsChange:
 _PARSERS: Final[dict[str, Callable[[Value], tuple[str, object]]]] = {
     "ka": lambda v: ("add_keepers", _urls(v, "keepers to add")),
     "kr": lambda v: ("remove_keepers", _urls(v, "keepers to remove")),
+    "vo": lambda v: ("keeper_originals", expect_int(v, "vault originals", 0, MAX_KEEPER_ORIGINALS)),
 }
 
 

@@ -16,12 +16,14 @@ from microsync.crypto import X25519PublicKey, labelled_hash, labels
 from microsync.errors import DecodeError, MicrosyncError
 from microsync.feed.entry import EntryId, GroupId
 from microsync.group.ops import DeviceGrant, History, Op, Role
+from microsync.group.settings import DEFAULT_KEEPER_ORIGINALS
 from microsync.identity import (
     DeviceCertificate,
     DeviceId,
     DeviceRevocation,
     PersonId,
     PrekeyCertificate,
+    RecoveryCertificate,
 )
 
 __all__ = [
@@ -95,6 +97,7 @@ class OpRecord:
     grants: tuple[DeviceInfo, ...] = ()  # ``op.devices`` verified; empty if any failed
     revocation: DeviceRevocation | None = None
     malformed: bool = False  # a grant or revocation did not verify: never valid
+    recovery: RecoveryCertificate | None = None  # verified by its own key; the rule checks it
 
     @classmethod
     def build(
@@ -106,22 +109,29 @@ class OpRecord:
             if op.revocation is not None:
                 revocation = DeviceRevocation.from_bytes(op.revocation)
                 revocation.verify()
+            recovery = None
+            if op.recovery is not None:
+                recovery = RecoveryCertificate.from_bytes(op.recovery)
+                recovery.verify()
         except MicrosyncError:
             return cls(id, device, seq, tuple(deps), op, malformed=True)
-        return cls(id, device, seq, tuple(deps), op, grants, revocation)
+        return cls(id, device, seq, tuple(deps), op, grants, revocation, recovery=recovery)
 
 
 @dataclass(slots=True)
 class MemberInfo:
     """A member. ``rank``: how far from the founder the op that gave this member its role was
     (the founder is 0; whoever an admin of rank ``r`` adds or promotes gets ``r + 1``). An admin
-    may remove or demote only members and admins of a higher rank (``docs/membership.md``)."""
+    may remove or demote only members and admins of a higher rank (``docs/membership.md``).
+    ``recovery_key``: the public recovery key registered when the member joined (``None``: the
+    words cannot take this member back); the first registered stays for good."""
 
     person: PersonId
     name: str
     role: Role
     devices: dict[DeviceId, DeviceInfo]
     rank: int = 0
+    recovery_key: bytes | None = None
 
 
 Window = tuple[int, int | None]
@@ -189,6 +199,8 @@ class GroupState:
     keepers: tuple[str, ...] = ()
     """The group's keepers (canonical URLs, at most four), as admins' ``SETTINGS`` ops set
     them (:mod:`microsync.group.settings`)."""
+    keeper_originals: int = DEFAULT_KEEPER_ORIGINALS
+    """Vault files up to this many bytes are pushed whole to the keepers (admins set it)."""
 
     def copy(self) -> GroupState:
         return GroupState(
@@ -205,6 +217,7 @@ class GroupState:
             admin_windows=dict(self.admin_windows),
             seen=dict(self.seen),
             keepers=self.keepers,
+            keeper_originals=self.keeper_originals,
         )
 
     def counts(self, device: DeviceId, seq: int) -> bool:
@@ -278,6 +291,7 @@ class GroupState:
                     int(m.role),
                     m.rank,
                     sorted((d, i.prekey_id) for d, i in m.devices.items()),
+                    m.recovery_key,
                 )
                 for p, m in sorted(self.members.items(), key=lambda item: item[0])
             ),
@@ -292,6 +306,7 @@ class GroupState:
                 for k, e in sorted(self.epochs.items())
             ),
             self.keepers,
+            self.keeper_originals,
         )
 
 

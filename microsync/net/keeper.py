@@ -4,10 +4,13 @@ Theory of operation
 -------------------
 Each WebSocket connection gets a fresh challenge and its own
 :class:`~microsync.protocol.keeper_session.KeeperRules`; every binary message is decoded
-strictly, checked by the rules, and the resulting store action runs on the store (one SQLite
-connection shared by all clients; each call commits before it returns, so a STORED is only ever
-sent for an item on disk). A PULL streams its page one ITEM message at a time, each read from
-the store just before it is sent and each send awaiting the client's socket (back-pressure):
+strictly, checked by the rules, and the resulting store action runs on the store. Writes go to
+a :class:`~microsync.storage.keeper_writer.KeeperWriter` (its own SQLite connection on its own
+thread): pushes that arrive together, from any connections, commit in one transaction, and each
+connection's STORED is sent only once its items' commit is on disk. Reads use a second
+connection on the event loop, which never waits for a commit. A PULL streams its page one ITEM
+message at a time, each read from the store just before it is sent and each send awaiting the
+client's socket (back-pressure):
 memory per connection is bounded by websockets' ``max_queue`` incoming messages and
 ``write_limit`` outgoing bytes, plus one item.
 
@@ -68,6 +71,7 @@ from microsync.protocol.keeper_session import (
     Store,
 )
 from microsync.storage.keeper_store import ItemRef, KeeperFull, KeeperStore, MailboxFull
+from microsync.storage.keeper_writer import KeeperWriter
 
 __all__ = ["KeeperLimits", "KeeperServer", "run_keeper"]
 
@@ -114,6 +118,7 @@ class KeeperServer:
         """``tap(flow, message)`` sees every WebSocket message received and sent (audits)."""
         self._data, self._host, self._port, self.limits, self._tap = data, host, port, limits, tap
         self._store: KeeperStore | None = None
+        self._writer: KeeperWriter | None = None
         self._server: Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._arrivals = _Arrivals()
@@ -124,23 +129,35 @@ class KeeperServer:
 
     @property
     def store(self) -> KeeperStore:
+        """The store's reading connection (the event loop's; writes go to :attr:`writer`)."""
         if self._store is None:
             raise RuntimeError("the keeper is not started")
         return self._store
+
+    @property
+    def writer(self) -> KeeperWriter:
+        if self._writer is None:
+            raise RuntimeError("the keeper is not started")
+        return self._writer
 
     async def start(self) -> int:
         """Open the store, sweep expired items, listen; return the bound port."""
         if self._server is not None:
             raise RuntimeError("the keeper is already started")
         limits = self.limits
-        self._store = KeeperStore(
-            self._data,
-            mailbox_quota=limits.mailbox_quota,
-            mailbox_items=limits.mailbox_items,
-            max_bytes=limits.max_bytes,
-        )
+
+        def open_store() -> KeeperStore:
+            return KeeperStore(
+                self._data,
+                mailbox_quota=limits.mailbox_quota,
+                mailbox_items=limits.mailbox_items,
+                max_bytes=limits.max_bytes,
+            )
+
+        self._writer = await KeeperWriter.open(open_store)
         try:
-            self._sweep()
+            self._store = open_store()  # after the writer made the schema: reads only
+            await self._sweep()
             self._server = await serve(
                 self._handle,
                 self._host,
@@ -154,8 +171,7 @@ class KeeperServer:
                 process_request=self._admit,
             )
         except BaseException:  # the port is taken, or cancelled: leave nothing open
-            self._store.close()
-            self._store = None
+            await self._close_store()
             raise
         self.port = int(self._server.sockets[0].getsockname()[1])
         if limits.retention is not None:
@@ -174,6 +190,12 @@ class KeeperServer:
         if server is not None:
             server.close()
             await server.wait_closed()
+        await self._close_store()
+
+    async def _close_store(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()  # what is queued is committed first
         store, self._store = self._store, None
         if store is not None:
             store.close()
@@ -192,16 +214,17 @@ class KeeperServer:
             return 0
         return now_ms() - int(self.limits.retention * 1000)
 
-    def _sweep(self) -> None:
+    async def _sweep(self) -> None:
         if self.limits.retention is not None:
-            gone = self.store.expire(self._oldest_kept_ms())
+            oldest = self._oldest_kept_ms()
+            gone = await self.writer.run(lambda store: store.expire(oldest))
             if gone:
                 log.info("keeper: %d expired items purged", gone)
 
     async def _sweep_every(self, interval: float) -> None:
         while True:
             await asyncio.sleep(min(max(interval, 0.05), 3600.0))
-            self._sweep()
+            await self._sweep()
 
     # --- one connection ----------------------------------------------------------------------
 
@@ -250,21 +273,21 @@ class KeeperServer:
     async def _perform(self, conn: ServerConnection, action: Action) -> None:
         match action:
             case Store(request=request, mailbox=mailbox, items=items):
-                await self._send(conn, self._store_items(request, mailbox, items))
+                await self._send(conn, await self._store_items(request, mailbox, items))
             case Read():
                 await self._stream(conn, action)
             case Purge(request=request, mailbox=mailbox, items=items):
-                count = self.store.delete(mailbox, items)
+                count = await self.writer.run(lambda store: store.delete(mailbox, items))
                 await self._send(conn, DeletedMessage(request=request, count=count))
             case _:
                 assert_never(action)
 
-    def _store_items(
+    async def _store_items(
         self, request: int, mailbox: bytes, items: tuple[SealedItem, ...]
     ) -> KeeperMessage:
         pairs = [(item.id, item.payload) for item in items]
         try:
-            stored = self.store.put(mailbox, pairs, now_ms())
+            stored = await self.writer.put(mailbox, pairs, now_ms())
         except MailboxFull:
             return Refused(request=request, code=Refusal.MAILBOX_FULL)
         except KeeperFull:

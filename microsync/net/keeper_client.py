@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 from microsync.crypto.random import Rng, system_rng
 from microsync.errors import DecryptionError, LocalProtocolError, RemoteProtocolError
@@ -102,14 +103,17 @@ class KeeperClient:
     async def connect(
         cls, url: str, *, timeout: float = 10.0, rng: Rng = system_rng
     ) -> KeeperClient:
-        """Open a connection and wait for the keeper's challenge."""
-        conn = await asyncio.wait_for(
-            connect(url, compression=None, max_size=MAX_MESSAGE, max_queue=4, open_timeout=None),
-            timeout,
-        )
+        """Open a connection and wait for the keeper's challenge. (``asyncio.timeout``, not
+        ``wait_for``: on Python 3.11 ``wait_for`` can swallow a cancellation that lands as the
+        connection opens, and a stopping device would then wait for a watch that never ends.)"""
+        async with asyncio.timeout(timeout):
+            conn = await connect(
+                url, compression=None, max_size=MAX_MESSAGE, max_queue=4, open_timeout=None
+            )
         client = cls(conn, ClientMachine(), rng)
         try:
-            await asyncio.wait_for(client._receive(), timeout)
+            async with asyncio.timeout(timeout):
+                await client._receive()
         except BaseException:
             await conn.close()
             raise
@@ -158,18 +162,18 @@ class KeeperClient:
             await self._prove(mailbox)
             return await self._push(mailbox, records, on_stored)
 
-    def pull(self, mailbox: Mailbox, *, after: int = 0) -> AsyncIterator[Pulled]:
+    def pull(self, mailbox: Mailbox, *, after: int = 0) -> AsyncGenerator[Pulled, None]:
         """Every item with a cursor above ``after``, oldest first (an async iterator: iterate
         it to the end, or ``aclose()`` it to stop early)."""
         return self._pull(mailbox, after=after, newest_first=False)
 
-    def watch(self, mailbox: Mailbox, *, after: int = 0) -> AsyncIterator[Pulled]:
+    def watch(self, mailbox: Mailbox, *, after: int = 0) -> AsyncGenerator[Pulled, None]:
         """Every item above ``after``, then each new one as it lands, until the iterator is
         closed: live delivery (the keeper holds each request until something arrives). Use a
         client of its own for it: it is one operation that never ends."""
         return self._pull(mailbox, after=after, newest_first=False, wait=True)
 
-    def pull_newest(self, mailbox: Mailbox, *, before: int = 0) -> AsyncIterator[Pulled]:
+    def pull_newest(self, mailbox: Mailbox, *, before: int = 0) -> AsyncGenerator[Pulled, None]:
         """Every item with a cursor below ``before`` (0: all), newest first."""
         return self._pull(mailbox, before=before, newest_first=True)
 
@@ -264,7 +268,7 @@ class KeeperClient:
         before: int = 0,
         newest_first: bool,
         wait: bool = False,
-    ) -> AsyncIterator[Pulled]:
+    ) -> AsyncGenerator[Pulled, None]:
         with self._operation():
             await self._prove(mailbox)
             more = True
@@ -303,7 +307,10 @@ class KeeperClient:
         return await self._answer(message.request)
 
     async def _send(self, message: ClientMessage) -> None:
-        await self._conn.send(encode(self._machine.send(message)))
+        try:
+            await self._conn.send(encode(self._machine.send(message)))
+        except ConnectionClosed as exc:  # one error type for a lost keeper, as for a peer
+            raise ConnectionError(f"the keeper connection closed: {exc}") from None
 
     async def _answer(self, request: int) -> KeeperMessage:
         """The next keeper message answering ``request`` (those of abandoned pulls dropped)."""
@@ -319,7 +326,10 @@ class KeeperClient:
             return message
 
     async def _receive(self) -> tuple[KeeperMessage, bool]:
-        raw = await self._conn.recv()
+        try:
+            raw = await self._conn.recv()
+        except ConnectionClosed as exc:
+            raise ConnectionError(f"the keeper connection closed: {exc}") from None
         if isinstance(raw, str):
             raise RemoteProtocolError("a text message from the keeper")
         message = decode(raw, from_client=False)

@@ -225,7 +225,7 @@ class Device:
         self._network.set_quiet(quiet)
 
     def export_recovery_words(self) -> list[str]:
-        """The person key as 24 BIP39 words. Whoever holds them can act as this person."""
+        """The 24 words, only where the person was made (else ValueError: docs/devices.md)."""
         return self._identity.recovery_words()
 
     # ------------------------------------------------------------------ network

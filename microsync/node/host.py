@@ -303,6 +303,9 @@ class DeviceHost:
             return None
         return self.device.group(group).vault.serve(peer, ChunkId(chunk))
 
+    def relay_chunk(self, group: GroupId, peer: DeviceId, chunk: bytes) -> bool:
+        return len(chunk) == 32 and self.device.group(group).vault.relay(peer, ChunkId(chunk))
+
     def chunk_received(self, group: GroupId, peer: DeviceId, chunk: bytes, data: bytes) -> None:
         self.device.group(group).vault.chunk_received(peer, ChunkId(chunk), data)
 

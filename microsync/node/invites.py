@@ -96,7 +96,8 @@ class DeviceInvites:
                 if group._replica.is_member:
                     adds.append(group._replica.add_device(grant, now=now).id)
                     joined.append(group.id)
-        return LinkResponse(certificate, tuple(joined), tuple(adds), person_key)
+        recovery = device._identity.recovery_key
+        return LinkResponse(certificate, tuple(joined), tuple(adds), person_key, recovery)
 
     def guest(self, link_or_code: str) -> PairingGuest:
         """The guest side of redeeming an invite (a link, or a short code)."""

@@ -15,9 +15,12 @@ so a waiting pull would hold pushes back on a shared one).
   its entry id, to the mailbox of the epoch whose key sealed it. What the keeper acknowledged is
   kept durably per feed (:mod:`~microsync.node.keeper_state`); a restart pushes only the rest.
 * **Pull.** Every mailbox of an epoch this device holds a key of, oldest epoch first, each
-  from its durable cursor on (resumable), pages taken in through the same receive path as a
-  peer sync (:meth:`DeviceHost.receive <microsync.node.host.DeviceHost.receive>`), so every
-  check applies; an item that does not open or decode is skipped and counted.
+  from its durable cursor on (resumable); a mailbox pulled from a keeper for the first time
+  (cursor 0) first takes its newest :data:`NEWEST_FIRST` items, so a newcomer holds the latest
+  posts (and its own add, written last) early, as a peer sync's newest-first window does.
+  Pages go through the peer sync's receive path (:meth:`DeviceHost.receive
+  <microsync.node.host.DeviceHost.receive>`), so every check applies; an item that does not
+  open or decode is skipped and counted.
 * **Live.** The live connection watches the current epoch's mailbox; a new epoch restarts it.
 * **Faults.** Any failure ends the connections, is shown in :attr:`GroupKeeperLink.status`, and
   the link retries with backoff. Nothing is marked pushed before the keeper committed it, nor
@@ -58,10 +61,14 @@ log = logging.getLogger("microsync.node")
 
 RECHECK: Final = 10.0
 """Seconds between full passes (push what is new, pull every mailbox) while connected."""
-BACKOFF_START: Final = 0.5
-BACKOFF_MAX: Final = 10.0
-PAGE: Final = 256
-"""Items taken in per receive batch (one transaction)."""
+BACKOFF_START, BACKOFF_MAX = 0.5, 10.0
+PAGE: Final = 1024
+"""At most this many items taken in per receive batch (one transaction) ..."""
+PAGE_BYTES: Final = 8 << 20
+"""... and at most about this many bytes (memory stays bounded whatever a mailbox holds)."""
+NEWEST_FIRST: Final = 1024
+"""A mailbox's first pull from a keeper takes this many of its newest items first, as a peer
+sync's newest-first window (``docs/sync.md``), then everything oldest first."""
 MAX_MAILBOXES: Final = 48
 """Newest epochs' mailboxes used per connection (a keeper proves at most 64 per connection)."""
 KEEPER_ERRORS: Final = (OSError, ConnectionError, MicrosyncError, TimeoutError, WebSocketException)
@@ -108,15 +115,13 @@ class GroupKeeperLink:
         self._runtime, self.group, self.url = runtime, group, url
         self._face = group_face
         self.connected = False
-        self.status = "connecting"
-        """``"connected"``, or why not (``"unreachable: ..."``, ``"refused: keeper full"``)."""
-        self.pushed = 0
-        self.pulled = 0
-        self.skipped = 0
-        """Items pulled that did not open or decode (garbage, or another group's)."""
+        self.status = "connecting"  # "connected", or why not (as KeeperStatus.status)
+        self.pushed = self.pulled = 0
+        self.skipped = 0  # items pulled that did not open or decode (garbage, another group's)
         self._wake = asyncio.Event()
         self._frontier: dict[DeviceId, int] | None = None
         self._purge_seen: bytes | None = None  # the purge record at the last purge pass
+        self._derived: dict[tuple[int, bytes], Mailbox] = {}  # (epoch, key ref) -> mailbox
 
     @property
     def runtime(self) -> Runtime:
@@ -178,7 +183,8 @@ class GroupKeeperLink:
                     if watching is not None and watching[1].done():
                         watching[1].result()  # its error ends this connection
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), RECHECK)
+                        async with asyncio.timeout(RECHECK):  # (never swallows a cancel)
+                            await self._wake.wait()
                     self._wake.clear()
                     await self._pass(work)
                 if watching is not None:
@@ -208,9 +214,15 @@ class GroupKeeperLink:
         return Mailbox.derive(key.control.secret_bytes())
 
     def _mailbox_of(self, number: int, ref: bytes) -> Mailbox | None:
+        found = self._derived.get((number, ref))
+        if found is not None:
+            return found
         group = self._held()
         key = None if group is None else group._replica.key_for(number, ref)
-        return None if key is None else Mailbox.derive(key.control.secret_bytes())
+        if key is None:
+            return None
+        found = self._derived[(number, ref)] = Mailbox.derive(key.control.secret_bytes())
+        return found
 
     # ------------------------------------------------------------------ a pass
 
@@ -219,6 +231,9 @@ class GroupKeeperLink:
         device lacks."""
         await self._push(work)
         await self._purge(work)
+        group = self._held()
+        if group is not None:  # vault chunks, on connections of their own (node/keeper_chunks.py)
+            await group.vault.keeper_push(self.url)
         for mailbox in self._mailboxes():
             await self._pull(work, mailbox)
 
@@ -276,12 +291,15 @@ class GroupKeeperLink:
 
     async def _push(self, work: KeeperClient) -> None:
         batch: list[tuple[Mailbox, Record, DeviceId, int]] = []
+        size = 0
         try:
             for item in self._unpushed():
-                if batch and (batch[0][0].id != item[0].id or len(batch) >= PAGE):
+                full = len(batch) >= PAGE or size >= PAGE_BYTES
+                if batch and (batch[0][0].id != item[0].id or full):
                     await self._push_batch(work, batch)
-                    batch = []
+                    batch, size = [], 0
                 batch.append(item)
+                size += len(item[1].data)
             if batch:
                 await self._push_batch(work, batch)
         finally:
@@ -305,14 +323,32 @@ class GroupKeeperLink:
     async def _pull(self, work: KeeperClient, mailbox: Mailbox) -> None:
         keeper = work.keeper_id
         after = self._cursor(keeper, mailbox)
+        if after == 0:
+            await self._pull_newest(work, mailbox)
         page: list[Pulled] = []
+        size = 0
         async for item in work.pull(mailbox, after=after):
             page.append(item)
-            if len(page) >= PAGE:
+            size += len(item.data)
+            if len(page) >= PAGE or size >= PAGE_BYTES:
                 self._take_in(keeper, mailbox, page)
-                page = []
+                page, size = [], 0
         if page:
             self._take_in(keeper, mailbox, page)
+
+    async def _pull_newest(self, work: KeeperClient, mailbox: Mailbox) -> None:
+        """The newest :data:`NEWEST_FIRST` items, oldest of them first, cursor unmoved (the
+        oldest-first pull after it takes everything: a cut here loses nothing)."""
+        page: list[Pulled] = []
+        size = 0
+        async with contextlib.aclosing(work.pull_newest(mailbox)) as items:  # may stop early
+            async for item in items:
+                page.append(item)
+                size += len(item.data)
+                if len(page) >= NEWEST_FIRST or size >= PAGE_BYTES:
+                    break
+        if page:
+            self._take_in(work.keeper_id, mailbox, page[::-1], advance=False)
 
     async def _live(self, mailbox: Mailbox) -> None:
         """Watch ``mailbox`` on a connection of its own, taking in each item as it lands."""
@@ -325,9 +361,11 @@ class GroupKeeperLink:
         group = self._held()
         return 0 if group is None else saved.load_cursor(group._replica.store, keeper, mailbox.id)
 
-    def _take_in(self, keeper: bytes, mailbox: Mailbox, page: list[Pulled]) -> None:
-        """Store what ``page`` carries through the sync receive path, then advance the cursor
-        (an entry this device already holds, or refuses, changes nothing)."""
+    def _take_in(
+        self, keeper: bytes, mailbox: Mailbox, page: list[Pulled], *, advance: bool = True
+    ) -> None:
+        """Store what ``page`` carries through the sync receive path, then (``advance``) move
+        the cursor (an entry this device already holds, or refuses, changes nothing)."""
         group = self._held()
         if group is None:
             return
@@ -342,6 +380,8 @@ class GroupKeeperLink:
             self.pulled += len(items)
             for wire, _ in items:
                 self._note_held_here(wire)
+        if not advance:
+            return
         store = group._replica.store
         last = max(p.cursor for p in page)
         if last > saved.load_cursor(store, keeper, mailbox.id):
@@ -443,6 +483,9 @@ async def _unwrapped(work: Coroutine[Any, Any, None]) -> None:
     try:
         await work
     except BaseExceptionGroup as failed:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError from failed  # being stopped: stop, whatever failed
         ours, rest = failed.split(KEEPER_ERRORS)
         if rest is not None or ours is None:
             raise

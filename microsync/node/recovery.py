@@ -13,9 +13,11 @@ member's device is in).
 
 How a restored device finds a member's device: by address (``at="host:port"``), or at a relay
 under a rendezvous id derived from the *person id* (``RECOVERY_RENDEZVOUS``): the words give
-the person id and nothing else, and every member's device knows the person ids in its groups.
-A member's device meets there only for persons with no device left in one of its groups (the
-only ones it may take back), so normally it joins no such id at all.
+the person id, and every member's device knows the person ids in its groups. A member's device
+meets there for the persons it may take back (another member who registered a recovery key),
+bounded: :func:`recoverable_persons` (groups of up to :data:`SMALL_GROUP` members, the admins
+of larger ones, :data:`MAX_RECOVERY_PERSONS` at most; on the LAN :data:`MAX_RECOVERY_TAGS` a
+time bucket, in turns).
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ from microsync.errors import (
     NotAMember,
     PeerUnreachable,
 )
+from microsync.group.invite.messages import RecoverHello
 from microsync.group.invite.payloads import JoinRequest
-from microsync.group.recovery import RecoveryGuest, RecoveryResponse, readmit
-from microsync.group.rules import may_add_device
+from microsync.group.ops import Role
+from microsync.group.recovery import RecoveryGuest, RecoveryResponse, readmit, recoverable
 from microsync.identity import DeviceCertificate, PersonId
 from microsync.net.connection import SecureStream, handshake
 from microsync.net.relay_client import RelayClient
@@ -55,18 +58,32 @@ __all__ = [
     "member_recovery",
     "recover",
     "recover_groups",
+    "recoverable_persons",
     "recovering",
     "recovery_callback",
     "recovery_rendezvous",
     "recovery_rendezvous_ids",
     "recovery_tag",
     "recovery_tags",
+    "rotate",
 ]
 
 log = logging.getLogger("microsync.node")
 
 RECOVERING_KEY: Final = "recovering"
 """Profile meta key: ``b"1"`` from :meth:`Device.restore` until a recovery gave groups back."""
+
+
+SMALL_GROUP: Final = 32
+"""In a group of at most this many members every member's device serves recoveries of every
+other member; in a larger one, of its admins only."""
+MAX_RECOVERY_PERSONS: Final = 16
+"""At most this many persons' rendezvous ids a device joins at its relay (a relay admits 64
+ids per client by default, its groups' and invites' included). Which ones: an order of its
+own per device (``RECOVERY_SERVE_ORDER``), so the members of a group serve different ones."""
+MAX_RECOVERY_TAGS: Final = 8
+"""At most this many recovery tags a device announces on the LAN in one time bucket (its
+groups' tags come first: an announcement holds 16)."""
 
 
 def recovery_rendezvous(person: PersonId) -> bytes:
@@ -80,13 +97,25 @@ def recovery_tag(person: PersonId, bucket: int) -> bytes:
     return derive_key(labels.RECOVERY_DISCOVERY_TAG, person, bucket.to_bytes(8, "big"))[:8]
 
 
-def recovery_tags(device: Device, bucket: int, *, looking: bool) -> list[bytes]:
-    """Besides its groups' tags, what ``device`` announces on the LAN (one tag per person it
-    may take back) or, ``looking``, looks for (its own person's, while it is recovering: it
-    never announces that one)."""
+def recovery_tags(
+    device: Device, bucket: int, *, looking: bool, room: int = MAX_RECOVERY_TAGS
+) -> list[bytes]:
+    """Besides its groups' tags, what ``device`` announces on the LAN (``room`` tags at most,
+    of the persons it may take back: a different slice each time bucket, so each is announced
+    in turn) or, ``looking``, looks for (its own person's, while it is recovering: it never
+    announces that one)."""
     if looking:
         return [recovery_tag(device.person_id, bucket)] if recovering(device) else []
-    return sorted(recovery_tag(person, bucket) for person in _recoverable(device))
+    persons = rotate(sorted(recoverable_persons(device)), bucket, min(room, MAX_RECOVERY_TAGS))
+    return [recovery_tag(person, bucket) for person in persons]
+
+
+def rotate(persons: list[PersonId], bucket: int, room: int) -> list[PersonId]:
+    """``room`` of ``persons`` for time bucket ``bucket``: consecutive slices in turn."""
+    if room <= 0 or not persons:
+        return []
+    start = bucket * room % len(persons)
+    return (persons[start:] + persons[:start])[:room]
 
 
 def recovering(device: Device) -> bool:
@@ -96,23 +125,30 @@ def recovering(device: Device) -> bool:
 
 def recovery_rendezvous_ids(device: Device) -> set[bytes]:
     """Where ``device`` meets restored devices at its relay: one id per person it may take
-    back (a member with no device left in one of its groups)."""
-    return {recovery_rendezvous(person) for person in _recoverable(device)}
+    back (:func:`recoverable_persons`)."""
+    return {recovery_rendezvous(person) for person in recoverable_persons(device)}
 
 
-def _recoverable(device: Device) -> set[PersonId]:
-    """The persons ``device`` may take back: members with no device left in its groups."""
-    found = set()
+def recoverable_persons(device: Device) -> set[PersonId]:
+    """The persons ``device`` serves recoveries for at a relay or on the LAN: the other
+    members with a registered recovery key of its groups of at most
+    :data:`SMALL_GROUP` members, and the admins of its larger groups, at most
+    :data:`MAX_RECOVERY_PERSONS` of them (the first in this device's own order, so that
+    another member serves others). A person left out recovers by address (``at=``)."""
+    small, admins = set(), set()
     for group in device.groups():
         state = group._replica.state
-        mine = state.person_of(device.id)
-        for person, member in state.members.items():
-            if mine is not None and not member.devices and may_add_device(state, mine, person):
-                found.add(person)
-    return found
+        found = recoverable(group._replica)
+        if len(state.members) <= SMALL_GROUP:
+            small |= found
+        else:
+            admins |= {p for p in found if state.members[p].role is Role.ADMIN}
+    mine = device.id
+    ranked = sorted(small | admins, key=lambda p: derive_key(labels.RECOVERY_SERVE_ORDER, p, mine))
+    return set(ranked[:MAX_RECOVERY_PERSONS])
 
 
-def member_recovery(device: Device, secure: SecureStream) -> Callable[[bytes, bytes], bytes]:
+def member_recovery(device: Device, secure: SecureStream) -> Callable[[RecoverHello], bytes]:
     """The ``recover`` callback of a pairing host on ``secure``: bound to its peer and its
     handshake hash, so a proof from another session never verifies."""
     return recovery_callback(device, secure.peer, secure.channel.handshake_hash)
@@ -120,14 +156,14 @@ def member_recovery(device: Device, secure: SecureStream) -> Callable[[bytes, by
 
 def recovery_callback(
     device: Device, peer: DeviceCertificate, handshake_hash: bytes
-) -> Callable[[bytes, bytes], bytes]:
+) -> Callable[[RecoverHello], bytes]:
     """The ``recover`` callback for a session with ``peer`` whose handshake hash is given."""
 
-    def recover(request: bytes, proof: bytes) -> bytes:
+    def recover(hello: RecoverHello) -> bytes:
         replicas = {gid: g._replica for gid, g in device._groups.items()}
         try:
             with device._store.transaction():
-                answer = readmit(replicas, peer, handshake_hash, request, proof, device.clock)
+                answer = readmit(replicas, peer, handshake_hash, hello, device.clock)
         except InviteError:
             raise
         except MicrosyncError as error:
@@ -144,13 +180,13 @@ async def recover(
     the same connection (at most 30 s). :class:`RecoveryRefused` when it takes this device
     back into nothing; :class:`PeerUnreachable` when nobody answers."""
     person_key = device._identity.person_key
-    if person_key is None:
-        raise NotAMember("only a device holding the person key can recover the person")
+    certificate = device._identity.recovery_certificate
+    if person_key is None or certificate is None:
+        raise NotAMember("only a device restored from the words can recover the person")
     secure = await _reach(device, at, relay, timeout)
     try:
-        guest = RecoveryGuest(
-            JoinRequest.of(device._identity).to_bytes(), person_key, secure.channel.handshake_hash
-        )
+        request = JoinRequest.of(device._identity).to_bytes()
+        guest = RecoveryGuest(request, person_key, secure.channel.handshake_hash, certificate)
         await secure.send(guest.start())
         reply = await asyncio.wait_for(secure.receive(), 30)
         if reply is None:

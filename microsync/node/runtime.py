@@ -31,9 +31,10 @@ from microsync.group.invite import HostState
 from microsync.group.keys import discovery_tag
 from microsync.identity import DeviceId
 from microsync.net.connection import SecureStream, SyncConnection, handshake
-from microsync.net.discovery import LanDiscovery
+from microsync.net.discovery import MAX_TAGS, LanDiscovery
 from microsync.net.limits import LogBudget, ServeLimits
 from microsync.net.stream import Stream, open_tcp
+from microsync.node import chunk_net
 from microsync.node.addresses import (
     DEFAULT_PORT,
     machine_addresses,
@@ -366,7 +367,8 @@ class Runtime:
             key = group._replica.current_epoch_key()
             if key is not None:
                 tags.append(discovery_tag(key, bucket))
-        return tags + recovery_tags(self.device, bucket, looking=False)  # whom it takes back
+        room = MAX_TAGS - len(tags)  # its groups' tags first
+        return tags + recovery_tags(self.device, bucket, looking=False, room=room)
 
     def _match_tags(self, bucket: int) -> list[bytes]:
         """The tags to look for: the latest two epochs of each group (a member one rotation
@@ -450,20 +452,15 @@ class Runtime:
 
     # ---- vault chunks (microsync.node.vault) -------------------------------------------------
 
-    def chunk_peers(self, group: GroupId) -> dict[DeviceId, Callable[[Sequence[bytes]], None]]:
-        """Live connections sharing ``group``: peer device -> ``request(chunk ids)``."""
-        found: dict[DeviceId, Callable[[Sequence[bytes]], None]] = {}
-        for connection in self._connections:
-            session = connection.session
-            if session.closed or group not in session.groups:
-                continue
+    def chunk_peers(self, group: GroupId) -> dict[DeviceId, Callable[[Sequence[bytes], int], None]]:
+        """Live connections sharing ``group``: peer device -> ``request(chunk ids, hops)``."""
+        return chunk_net.chunk_peers(self._connections, group)
 
-            def request(ids: Sequence[bytes], connection: SyncConnection = connection) -> None:
-                connection.session.request_chunks(group, ids)
-                connection.notify(group)  # sends what the session queued, through its outbox
-
-            found[connection.peer.device] = request
-        return found
+    def chunk_answer(
+        self, group: GroupId, peer: DeviceId, chunk: bytes, data: bytes | None
+    ) -> None:
+        """Answer ``peer``'s ask for a chunk this device relayed."""
+        chunk_net.chunk_answer(self._connections, group, peer, chunk, data)
 
     def prefetch_soon(self, group: GroupId) -> None:
         """Fetch in the background what the vault's ``"all"`` policy wants (one task per

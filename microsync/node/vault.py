@@ -43,16 +43,13 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from microsync.blobs import (
     DEFAULT_CHUNK_SIZE,
-    MAX_CHUNK_SIZE,
-    MAX_CHUNKS,
-    MIN_CHUNK_SIZE,
     VAULT_TYPE,
     BlobDecryptor,
     BlobEncryptor,
@@ -72,7 +69,6 @@ from microsync.blobs import (
     key_commitment,
 )
 from microsync.blobs.index import DEFAULT_QUOTA
-from microsync.blobs.manifest import MAX_MIME, MAX_NAME, MAX_THUMBNAIL
 from microsync.errors import (
     DecryptionError,
     NotAMember,
@@ -81,9 +77,12 @@ from microsync.errors import (
 )
 from microsync.feed import GroupId, StoredEntry
 from microsync.identity import DeviceId, PersonId
+from microsync.node.chunk_relay import ChunkRelay, Located
 from microsync.node.events import VaultAdded, VaultRemoved
+from microsync.node.keeper_chunks import KeeperChunks
 from microsync.node.moderation import is_admin
 from microsync.node.vault_fetch import Download, Fetcher, resume, write_held
+from microsync.node.vault_files import check_limits, guess_mime, read_pieces, slices
 from microsync.node.vault_state import VaultFold, chunk_store
 
 if TYPE_CHECKING:
@@ -117,7 +116,10 @@ class Vault:
         default, unless a test builds a vault with a smaller one)."""
         self._group = group
         self._state = VaultFold(group._replica, quota)
-        self._fetcher = Fetcher(group.id, lambda: self._chunks, self._net)
+        self._keeper = KeeperChunks(group._replica, self._state, self._chunks)
+        self._fetcher = Fetcher(group.id, lambda: self._chunks, self._net, self._keeper.fetch)
+        keep = lambda: self.policy != "on_demand"  # noqa: E731
+        self._relay = ChunkRelay(group.id, self._locate, keep, lambda: self._chunks, self._net)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -199,13 +201,7 @@ class Vault:
     def chunks(self, ref: BlobRef | bytes | str) -> tuple[ChunkId, ...]:
         """The addresses a blob's chunks are stored and asked for at, in order (scoped to
         its adder: see :func:`~microsync.blobs.chunk_address`)."""
-        blob = self.get(ref)
-        found = self._state._addresses.get(blob.id)
-        if found is None:
-            manifest = self._index.manifests[blob.id]
-            found = manifest.addresses(self._state._id_keys[blob.id], blob.author)
-            self._state._addresses[blob.id] = found
-        return found
+        return self._state.addresses(self.get(ref).id)
 
     def missing(self, ref: BlobRef | bytes | str) -> builtins.list[ChunkId]:
         """Chunks of a blob this device does not hold (their addresses)."""
@@ -266,13 +262,13 @@ class Vault:
             raise NotAMember("this device is not a member of the group")
         if isinstance(source, bytes):
             label, total = name or "blob", len(source)
-            pieces = _slices(source, chunk_size)
+            pieces = slices(source, chunk_size)
         else:
             path = Path(source)
             label, total = name or path.name, path.stat().st_size
-            pieces = _read(path, chunk_size)
-        mime = mime or _guess_mime(label)
-        _check_limits(label, mime, thumbnail, total, chunk_size)  # before any chunk is written
+            pieces = read_pieces(path, chunk_size)
+        mime = mime or guess_mime(label)
+        check_limits(label, mime, thumbnail, total, chunk_size)  # before any chunk is written
         person = self._group._person()
         self._check_quota(person, total, chunk_count(total, chunk_size), thumbnail)
         epoch = replica.ensure_writable(now=self._group._now())
@@ -378,7 +374,7 @@ class Vault:
             written = resume(decryptor, fd, lacking)
             wanted = {a: i for i, a in enumerate(addresses) if i in lacking - written}
             if wanted:
-                job = Download(decryptor, addresses, wanted, (fd, written), keep)
+                job = Download(decryptor, addresses, wanted, (fd, written), keep, blob.id)
                 await self._fetcher.download(job, progress, timeout)
             write_held(self._chunks, self._gid, decryptor, addresses, fd, written)
             os.ftruncate(fd, decryptor.size)
@@ -421,7 +417,7 @@ class Vault:
             if missing:
                 addresses = self.chunks(blob)
                 wanted = {a: i for i, a in enumerate(addresses) if a in missing}
-                job = Download(self._decryptor(blob.id), addresses, wanted, None, True)
+                job = Download(self._decryptor(blob.id), addresses, wanted, None, True, blob.id)
                 try:
                     await self._fetcher.download(job, None, timeout)
                 except PeerUnreachable as error:
@@ -443,42 +439,45 @@ class Vault:
         """A chunk ``peer`` sent (the device's sync host calls this): checked, decrypted and
         written by the fetch that asked for it (:meth:`Fetcher.chunk_received`)."""
         self._fetcher.chunk_received(peer, chunk, data)
+        self._relay.chunk_received(peer, chunk, data)
 
     def chunks_missing(self, peer: DeviceId, chunks: Sequence[ChunkId]) -> None:
         """``peer`` does not hold these chunks."""
         self._fetcher.chunks_missing(peer, chunks)
+        self._relay.chunks_missing(peer, chunks)
+
+    def relay(self, peer: DeviceId, chunk: ChunkId) -> bool:
+        """Get a chunk this device lacks from its other peers for ``peer``
+        (:class:`~microsync.node.chunk_relay.ChunkRelay`): ``True`` if it will answer later."""
+        return self._relay.relay(peer, chunk)
+
+    # ------------------------------------------------------------------ keepers
+
+    @property
+    def keeper_originals(self) -> int:
+        """Files up to this many bytes go whole to the group's keepers (an admin setting;
+        thumbnails always go, in the manifests)."""
+        return self._keeper.originals
+
+    async def set_keeper_originals(self, size: int) -> None:
+        """Set :attr:`keeper_originals` for the whole group (admins only; 0: none)."""
+        self._keeper.set_originals(size, now=self._group._now())
+
+    def at_keeper(self, ref: BlobRef | bytes | str, url: str) -> int:
+        """How many of a blob's chunks this device pushed to the keeper at ``url``."""
+        return self._keeper.acknowledged(self.get(ref).id, url)
+
+    async def keeper_push(self, url: str) -> int:
+        """Push to ``url`` what the policy wants of the blobs added here, and purge removed
+        ones (the device's keeper link calls this on every pass); chunks acknowledged."""
+        self.refresh()
+        return await self._keeper.push(url)
+
+    def _locate(self, address: ChunkId) -> Located | None:
+        self.refresh()
+        found = self._state.locate(address)
+        return None if found is None else (*found, self._decryptor(found[0]))
 
     def serve(self, peer: DeviceId, chunk: ChunkId) -> bytes | None:
         """A chunk for ``peer`` (a member the session checked), if this device holds it."""
         return self._chunks.get_chunk(self._gid, chunk)
-
-
-def _slices(data: bytes, size: int) -> Iterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(view), size):
-        yield bytes(view[start : start + size])
-
-
-def _read(path: Path, size: int) -> Iterator[bytes]:
-    with open(path, "rb") as file:
-        while piece := file.read(size):
-            yield piece
-
-
-def _check_limits(
-    name: str, mime: str, thumbnail: bytes | None, size: int, chunk_size: int
-) -> None:
-    if len(name) > MAX_NAME or len(mime) > MAX_MIME:
-        raise ValueError(f"a name or media type is at most {MAX_NAME} characters")
-    if thumbnail is not None and len(thumbnail) > MAX_THUMBNAIL:
-        raise ValueError(f"a thumbnail is at most {MAX_THUMBNAIL} bytes")
-    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
-        raise ValueError(f"chunk_size must be {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE} bytes")
-    if chunk_count(size, chunk_size) > MAX_CHUNKS:
-        raise ValueError(f"a file is at most {MAX_CHUNKS} chunks ({MAX_CHUNKS * chunk_size} bytes)")
-
-
-def _guess_mime(name: str) -> str:
-    import mimetypes
-
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"

@@ -18,12 +18,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from microsync.blobs import BlobDecryptor, ChunkId, ChunkStore, chunk_length
+from microsync.blobs import BlobDecryptor, BlobId, ChunkId, ChunkStore, chunk_length
 from microsync.errors import DecryptionError, PeerUnreachable
 from microsync.feed import GroupId
 from microsync.identity import DeviceId
+from microsync.protocol.messages import MAX_CHUNK_HOPS
 
-__all__ = ["WINDOW", "ChunkPeers", "Download", "Fetcher", "resume", "write_held"]
+__all__ = [
+    "KEEPER",
+    "WINDOW",
+    "ChunkPeers",
+    "Download",
+    "Fetcher",
+    "KeeperSource",
+    "resume",
+    "write_held",
+]
 
 Progress = Callable[[int, int], None]
 
@@ -41,6 +51,7 @@ class Download:
     wanted: dict[ChunkId, int]  # chunk address -> index
     sink: tuple[int, set[int]] | None  # (file descriptor, indices written) to decrypt into
     keep: bool  # keep the sealed chunks in the chunk store (the policy)
+    blob: BlobId | None = None  # the blob (a keeper holds its chunks under it)
     asked: dict[DeviceId, set[ChunkId]] = field(default_factory=dict)
     lacking: dict[ChunkId, set[DeviceId]] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -48,13 +59,29 @@ class Download:
     progressed: bool = False
     checking: dict[ChunkId, asyncio.Future[int | None]] = field(default_factory=dict)
     error: BaseException | None = None  # a local failure (disk...) while writing a chunk
+    on_progress: Callable[[int], None] | None = None  # bytes arrived so far, after each chunk
+
+
+KEEPER: Final = DeviceId(bytes(32))
+"""The group's keepers, as the source of a chunk (no device has this id)."""
+
+
+class KeeperSource(Protocol):
+    """Where a fetch turns when no connected peer can serve it: the group's keepers."""
+
+    async def __call__(self, job: Download, fetcher: Fetcher) -> None:
+        """Hand every wanted chunk a keeper holds to ``fetcher.take`` (errors: none)."""
+        ...
 
 
 class ChunkPeers(Protocol):
     """The device's network part, as a fetch sees it."""
 
-    def chunk_peers(self, group: GroupId) -> Mapping[DeviceId, Callable[[Sequence[bytes]], None]]:
-        """Live connections sharing ``group``: peer device -> ``request(chunk ids)``."""
+    def chunk_peers(
+        self, group: GroupId
+    ) -> Mapping[DeviceId, Callable[[Sequence[bytes], int], None]]:
+        """Live connections sharing ``group``: peer device -> ``request(chunk ids, hops)``
+        (``hops``: how many more devices may pass the request on)."""
         ...
 
 
@@ -67,10 +94,12 @@ class Fetcher:
         group: GroupId,
         chunks: Callable[[], ChunkStore],
         net: Callable[[], ChunkPeers | None],
+        keepers: KeeperSource | None = None,
     ) -> None:
         self._gid = group
         self._chunks = chunks
         self._net = net
+        self._keepers = keepers
         self._downloads: list[Download] = []
 
     def __repr__(self) -> str:
@@ -83,16 +112,27 @@ class Fetcher:
         )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        if progress is not None:
+            job.on_progress = lambda arrived: progress(held + arrived, decryptor.size)
         self._downloads.append(job)
+        keepers = self._keepers
         try:
             while job.wanted:
                 if job.error is not None:
                     raise job.error
-                if self._ask(job) == "nobody" or loop.time() > deadline:
+                asked = self._ask(job)
+                if asked != "ok" and keepers is not None:  # no peer can serve: the keepers
+                    source, keepers = keepers, None  # once per fetch
+                    await source(job, self)
+                    await self.settled(job)
+                    deadline = loop.time() + timeout
+                    continue
+                if asked == "nobody" or loop.time() > deadline:
                     left = len(job.wanted)
                     raise PeerUnreachable(
                         f"no connected peer holds the {left} missing chunks"
                         + ("" if self._net() else " (this device is offline)")
+                        + ("" if self._keepers is None else ", nor does a keeper")
                     )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(job.wake.wait(), 0.2)
@@ -100,8 +140,6 @@ class Fetcher:
                 if job.progressed:
                     job.progressed = False
                     deadline = loop.time() + timeout
-                    if progress is not None:
-                        progress(held + job.arrived, decryptor.size)
         finally:
             self._downloads.remove(job)
             if job.checking:  # never leave a worker writing into a file about to be closed
@@ -110,7 +148,7 @@ class Fetcher:
     def _ask(self, job: Download) -> str:
         """Ask each connected peer for up to ``WINDOW`` chunks no other peer was asked for.
         Returns ``"nobody"`` when the device is offline, or peers are connected and every one
-        lacks every chunk left."""
+        lacks every chunk left; ``"alone"`` when no peer is connected (one may connect)."""
         net = self._net()
         if net is None:
             return "nobody"  # offline: no peer will ever answer (start() the device first)
@@ -126,7 +164,7 @@ class Fetcher:
                 : max(0, room)
             ]
             if pick:
-                request(pick)
+                request(pick, MAX_CHUNK_HOPS)  # a peer that lacks one may ask its own peers
                 mine.update(pick)
                 flying.update(pick)
         if (
@@ -135,7 +173,19 @@ class Fetcher:
             and all(set(peers) <= job.lacking.get(c, set()) for c in job.wanted)
         ):
             return "nobody"
-        return "ok"
+        return "ok" if peers else "alone"
+
+    async def take(self, job: Download, chunk: ChunkId, data: bytes) -> None:
+        """A chunk from a keeper: checked and written like a peer's, at most :data:`WINDOW`
+        being checked at once (so a fast keeper never piles chunks up in memory)."""
+        while len(job.checking) >= WINDOW:
+            await asyncio.wait(list(job.checking.values()), return_when=asyncio.FIRST_COMPLETED)
+        self.chunk_received(KEEPER, chunk, data)
+
+    async def settled(self, job: Download) -> None:
+        """Wait for the chunks being checked (their results are in ``job`` after)."""
+        if job.checking:
+            await asyncio.wait(list(job.checking.values()))
 
     def chunk_received(self, peer: DeviceId, chunk: ChunkId, data: bytes) -> None:
         """A chunk ``peer`` sent (the device's sync host calls this). It is checked, decrypted
@@ -186,6 +236,8 @@ class Fetcher:
             job.sink[1].add(index)
         job.arrived += length
         job.progressed = True
+        if job.on_progress is not None:
+            job.on_progress(job.arrived)
 
     def chunks_missing(self, peer: DeviceId, chunks: Sequence[ChunkId]) -> None:
         """``peer`` does not hold these chunks."""

@@ -49,6 +49,8 @@ class VaultFold:
         self._id_keys: dict[BlobId, bytes] = {}  # blob -> the id key its manifest names
         self._addresses: dict[BlobId, tuple[ChunkId, ...]] = {}  # cache of blob -> addresses
         self._loaded = False  # the first refresh folds history quietly (no events)
+        self._where: dict[ChunkId, tuple[BlobId, int]] = {}  # address -> (blob, index)
+        self._where_of: frozenset[BlobId] = frozenset()  # the blobs ``_where`` maps
         self._admins: dict[DeviceId, tuple[Window, ...]] = {}  # the admin stretches folded with
 
     def __repr__(self) -> str:
@@ -78,6 +80,23 @@ class VaultFold:
             if key.ref == ref:
                 return found
         return found
+
+    def addresses(self, blob: BlobId) -> tuple[ChunkId, ...]:
+        """Where a present blob's chunks are stored and asked for, in order (cached)."""
+        found = self._addresses.get(blob)
+        if found is None:
+            manifest = self._index.manifests[blob]
+            found = manifest.addresses(self._id_keys[blob], self._index.refs[blob].author)
+            self._addresses[blob] = found
+        return found
+
+    def locate(self, address: ChunkId) -> tuple[BlobId, int] | None:
+        """The present blob with a chunk at ``address``, and the chunk's index."""
+        blobs = frozenset(self._index.refs)
+        if blobs != self._where_of:  # the vault changed: map its addresses again
+            self._where = {a: (b, i) for b in blobs for i, a in enumerate(self.addresses(b))}
+            self._where_of = blobs
+        return self._where.get(address)
 
     # ------------------------------------------------------------------ the fold
 

@@ -82,7 +82,7 @@ MAX_WALK: Final = 20_000
 """Most entries one page walks past; a page that stops there says ``more``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)  # it holds a replica: never print its parts
 class Sources:
     """What a read looks at: the group's replica (feeds, membership) and app state, the
     vault's current files and the current live locations (``group.vault.list()``,

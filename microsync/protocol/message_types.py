@@ -19,6 +19,7 @@ from microsync.feed.entry import GroupId
 __all__ = [
     "ID_SIZE",
     "LIMITS",
+    "MAX_CHUNK_HOPS",
     "MAX_RECORD_SIZE",
     "SIGNATURE_SIZE",
     "TAG_SIZE",
@@ -57,6 +58,10 @@ WIRE_VERSION: Final = 1
 ID_SIZE: Final = 32
 TAG_SIZE: Final = 16
 SIGNATURE_SIZE: Final = 64
+MAX_CHUNK_HOPS: Final = 1
+"""How far a chunk request travels: a device that lacks a chunk may ask its own peers once
+(the star layout, everyone joined through one inviter, needs no more); a request passed on is
+answered from what its receiver holds."""
 
 Item: TypeAlias = tuple[bytes, bytes | None]
 """One entry on the wire: its signed header bytes and its body (``None`` when purged)."""
@@ -251,10 +256,13 @@ class ErrorMessage:
 class ChunkRequest:
     """Vault chunks of ``group`` the sender wants (distinct ids). The request is the flow
     control: the receiver answers each id once, with ``ChunkData`` or in a ``ChunkMissing``,
-    and the sender keeps a bounded number of ids outstanding."""
+    and the sender keeps a bounded number of ids outstanding. ``hops``: how many more devices
+    may pass the request on to their own peers when they lack a chunk (0 to
+    :data:`MAX_CHUNK_HOPS`; a request passed on carries one less)."""
 
     group: GroupId
     ids: tuple[bytes, ...]
+    hops: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -28,6 +28,7 @@ from microsync.identity import MAX_RECORD_SIZE as MAX_CERTIFICATE_SIZE
 from microsync.protocol.message_types import (
     ID_SIZE,
     LIMITS,
+    MAX_CHUNK_HOPS,
     MAX_RECORD_SIZE,
     SIGNATURE_SIZE,
     TAG_SIZE,
@@ -65,6 +66,7 @@ from microsync.protocol.message_types import (
 __all__ = [
     "ID_SIZE",
     "LIMITS",
+    "MAX_CHUNK_HOPS",
     "MAX_RECORD_SIZE",
     "SIGNATURE_SIZE",
     "TAG_SIZE",
@@ -182,7 +184,9 @@ def _fields(message: Message) -> list[Value]:
             return []
         case ErrorMessage():
             return [int(message.code), message.reason]
-        case ChunkRequest() | ChunkMissing():
+        case ChunkRequest():
+            return [message.group, list(message.ids), message.hops]
+        case ChunkMissing():
             return [message.group, list(message.ids)]
         case ChunkData():
             return [message.group, message.id, message.data]
@@ -359,7 +363,8 @@ def _chunk_ids(value: Value, lim: Limits) -> tuple[bytes, ...]:
 
 
 def _chunk_request(f: list[Value], lim: Limits) -> Message:
-    return ChunkRequest(group=_group(f[0]), ids=_chunk_ids(f[1], lim))
+    hops = expect_int(f[2], "hops", 0, MAX_CHUNK_HOPS)
+    return ChunkRequest(group=_group(f[0]), ids=_chunk_ids(f[1], lim), hops=hops)
 
 
 def _chunk_missing(f: list[Value], lim: Limits) -> Message:
@@ -407,7 +412,7 @@ _DECODERS: Final[dict[MsgType, tuple[_Decoder, int]]] = {
     MsgType.BYE: (_bye, 0),
     MsgType.ERROR: (_error, 2),
     MsgType.MATCH: (_match, 1),
-    MsgType.CHUNK_REQUEST: (_chunk_request, 2),
+    MsgType.CHUNK_REQUEST: (_chunk_request, 3),
     MsgType.CHUNK_DATA: (_chunk_data, 3),
     MsgType.CHUNK_MISSING: (_chunk_missing, 2),
     MsgType.CONFLICT: (_conflict, 2),

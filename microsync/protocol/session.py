@@ -254,15 +254,22 @@ class SyncSession:
             self._link.send(Ephemeral(group=group, data=data))
         return self._flush(now)
 
-    def request_chunks(self, group: GroupId, ids: Sequence[bytes]) -> None:
+    def request_chunks(self, group: GroupId, ids: Sequence[bytes], hops: int = 0) -> None:
         """Ask the peer for vault chunks of ``group`` (ids not already asked; at most
-        ``max_chunks_outstanding`` unanswered). The request goes out with the next records a
-        call returns (:meth:`local_update` or :meth:`flush`), so an I/O adapter sends it
-        through its one outbox. Answers reach the host's ``chunk_received`` and
-        ``chunks_missing``. :class:`LocalProtocolError` beyond the window."""
+        ``max_chunks_outstanding`` unanswered; ``hops``: how many more devices may pass the
+        request on). The request goes out with the next records a call returns
+        (:meth:`local_update` or :meth:`flush`), so an I/O adapter sends it through its one
+        outbox. Answers reach the host's ``chunk_received`` and ``chunks_missing``.
+        :class:`LocalProtocolError` beyond the window."""
         g = self._groups.get(group)
         if not self.closed and g is not None:
-            g.chunks.request(ids)
+            g.chunks.request(ids, hops)
+
+    def answer_chunk(self, group: GroupId, chunk: bytes, data: bytes | None) -> bool:
+        """Answer a chunk the host took on to relay (``relay_chunk``): its bytes, or missing
+        (``None``); sent with the next records (:meth:`flush`). ``False`` if not owed."""
+        g = self._groups.get(group)
+        return not self.closed and g is not None and g.chunks.answer(chunk, data)
 
     def flush(self, now: int | None = None) -> list[bytes]:
         """Records queued by :meth:`request_chunks`, to send now."""

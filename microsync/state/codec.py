@@ -15,7 +15,14 @@ kind  operation       fields
 8     ListInsert      origin, ``[value, ...]`` (not empty)
 9     ListDelete      ``[[counter, actor, length], ...]``
 10    ListMove        origin, ``[counter, actor]`` (the element)
+11    MapDelete       ``[[actor, last counter], ...]`` (what the author had seen, by actor)
 ===== =============== ===================================================================
+
+``key`` is a text string (a top-level key, as it always was) or, for a field of a nested map,
+a path ``[key, segment, ...]`` (:mod:`microsync.state.paths`): a segment is a field name or a
+list element ``[counter, actor]``. Counters live at top-level keys only. An operation without
+a path encodes byte for byte as before nesting existed (``tests/test_state_nested.py`` pins
+both forms).
 
 :func:`decode_op` accepts exactly what :func:`encode_op` writes. Malformed, non-canonical or
 out-of-range input raises :class:`~microsync.errors.DecodeError`; an unknown version
@@ -24,6 +31,7 @@ out-of-range input raises :class:`~microsync.errors.DecodeError`; an unknown ver
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Final, assert_never
 
@@ -38,6 +46,7 @@ from microsync.state.ops import (
     ListDelete,
     ListInsert,
     ListMove,
+    MapDelete,
     Op,
     RegisterDelete,
     RegisterSet,
@@ -47,6 +56,7 @@ from microsync.state.ops import (
     TextInsert,
     span,
 )
+from microsync.state.paths import MAX_KEY, check_top_key, from_wire, is_path, to_wire
 
 __all__ = [
     "MAX_KEY",
@@ -64,8 +74,8 @@ __all__ = [
 VERSION: Final = 1
 MAX_OP_BYTES: Final = 1 << 20
 """Largest encoded operation."""
-MAX_KEY: Final = 256
-"""Longest document key, in characters."""
+MAX_SEEN: Final = 4096
+"""Most actors in a :class:`MapDelete`'s version vector."""
 MAX_VALUE_BYTES: Final = 64 * 1024
 """Largest encoded register value, set element or list value."""
 MAX_VALUE_DEPTH: Final = 8
@@ -128,6 +138,8 @@ def _fields(op: Op) -> list[Value]:
             return [9, _ranges(op.ranges)]
         case ListMove():
             return [10, _origin(op.origin), _id(op.element)]
+        case MapDelete():
+            return [11, [[actor, counter] for actor, counter in op.seen]]
         case _:
             assert_never(op)
 
@@ -138,7 +150,7 @@ def encode_op(op: Op) -> bytes:
     if not 1 <= op.id.counter <= op.id.counter + span(op) - 1 <= MAX_COUNTER:
         raise LocalProtocolError("operation counters outside 1 .. 2**53")
     kind, *rest = _fields(op)
-    data = encoding.encode([VERSION, kind, op.id.actor, op.id.counter, op.key, *rest])
+    data = encoding.encode([VERSION, kind, op.id.actor, op.id.counter, to_wire(op.key), *rest])
     if len(data) > MAX_OP_BYTES:
         raise LocalProtocolError(f"operation is {len(data)} bytes, over {MAX_OP_BYTES}")
     return data
@@ -214,6 +226,19 @@ def _dec_tags(v: Value) -> tuple[OpId, ...]:
     return tuple(_dec_id(t, "tag") for t in tags)
 
 
+def _dec_seen(v: Value) -> tuple[tuple[bytes, int], ...]:
+    items = expect_list(v, "seen")
+    if len(items) > MAX_SEEN:
+        raise DecodeError(f"seen: over {MAX_SEEN} actors")
+    out = []
+    for item in items:
+        actor, counter = expect_list(item, "seen", 2)
+        out.append((_actor(actor, "seen"), _counter(counter, "seen")))
+    if any(a >= b for (a, _), (b, _) in itertools.pairwise(out)):
+        raise DecodeError("seen: actors not strictly sorted")
+    return tuple(out)
+
+
 _Decoder = Callable[[OpId, str, list[Value]], Op]
 
 _KINDS: dict[int, tuple[int, _Decoder]] = {
@@ -231,6 +256,7 @@ _KINDS: dict[int, tuple[int, _Decoder]] = {
     9: (1, lambda i, k, f: ListDelete(id=i, key=k, ranges=_dec_ranges(f[0]))),
     10: (2, lambda i, k, f: ListMove(
         id=i, key=k, origin=_dec_origin(f[0]), element=_dec_id(f[1], "element"))),
+    11: (1, lambda i, k, f: MapDelete(id=i, key=k, seen=_dec_seen(f[0]))),
 }  # fmt: skip
 
 
@@ -257,7 +283,13 @@ def decode_op(data: bytes) -> Op:
     if len(fields) != arity:
         raise DecodeError(f"operation kind {kind}: expected {arity} fields")
     op_id = OpId(_counter(counter, "counter"), _actor(actor, "actor"))
-    op = decoder(op_id, expect_str(key, "key", MAX_KEY), fields)
+    if isinstance(key, list):
+        stored = from_wire(key)
+    else:
+        stored = check_top_key(expect_str(key, "key", MAX_KEY))
+    if kind == 3 and is_path(stored):
+        raise DecodeError("operation: a counter lives at a top-level key")
+    op = decoder(op_id, stored, fields)
     if op_id.counter + span(op) - 1 > MAX_COUNTER:
         raise DecodeError("operation: counters past the limit")
     return op

@@ -25,13 +25,15 @@ from __future__ import annotations
 from typing import assert_never
 
 from microsync.encoding import Value
-from microsync.errors import LocalProtocolError
+from microsync.errors import LocalProtocolError, MicrosyncError
 from microsync.state.clock import HLC, Timestamp
-from microsync.state.codec import MAX_KEY, check_value
+from microsync.state.codec import check_value
 from microsync.state.counter import PNCounter
 from microsync.state.handles import CounterHandle, ListHandle, SetHandle, TextHandle, text_value
 from microsync.state.ids import MAX_ACTOR, OpId
 from microsync.state.listcrdt import Edit, ListCRDT
+from microsync.state.maps import MapHandle
+from microsync.state.nesting import clear, register_visible, render
 from microsync.state.ops import (
     Change,
     CounterAdd,
@@ -42,6 +44,7 @@ from microsync.state.ops import (
     ListInsert,
     ListInserted,
     ListMove,
+    MapDelete,
     Op,
     RegisterChanged,
     RegisterDelete,
@@ -56,10 +59,11 @@ from microsync.state.ops import (
     span,
 )
 from microsync.state.orset import ORSet
+from microsync.state.paths import MAX_KEY, is_path, segments
 from microsync.state.registers import Register, Registers
 from microsync.state.sequence import Sequence
 
-__all__ = ["CounterHandle", "Document", "ListHandle", "SetHandle", "TextHandle"]
+__all__ = ["CounterHandle", "Document", "ListHandle", "MapHandle", "SetHandle", "TextHandle"]
 
 Changes = list[Change]
 Edits = list[Edit]
@@ -83,23 +87,34 @@ class Document:
         self.sets: dict[str, ORSet] = {}
         self.lists: dict[str, ListCRDT] = {}
         self.texts: dict[str, Sequence] = {}
+        self.cleared: dict[str, dict[bytes, int]] = {}  # key -> seen of its MapDeletes (max)
 
     # ------------------------------------------------------------------ reading
 
     def get(self, key: str, default: Value = None) -> Value:
         """The value of register ``key`` (``default`` if never set or deleted)."""
         reg = self.registers.get(key)
-        return default if reg is None or reg.deleted else reg.value
+        if reg is None or reg.deleted or not register_visible(self, key, reg.id):
+            return default
+        return reg.value
 
     def to_value(self) -> dict[str, Value]:
         """Every key with its value: registers, then counters, sets, lists and texts (a later
-        kind shadows an earlier one on the same key; keep one kind per key)."""
-        out: dict[str, Value] = dict(self.registers.values())
+        kind shadows an earlier one on the same key; keep one kind per key). Nested maps show
+        as dicts under their top-level key (:func:`microsync.state.nesting.render`)."""
+        regs = self.registers.entries
+        out: dict[str, Value] = {
+            k: v
+            for k, v in self.registers.values().items()
+            if not is_path(k) and register_visible(self, k, regs[k].id)
+        }
         out.update({k: c.value for k, c in sorted(self.counters.items()) if c})
-        out.update({k: s.values() for k, s in sorted(self.sets.items()) if s})
-        out.update({k: lst.values() for k, lst in sorted(self.lists.items()) if lst})
-        out.update({k: text_value(t) for k, t in sorted(self.texts.items()) if t})
-        return out
+        out.update({k: s.values() for k, s in sorted(self.sets.items()) if s and not is_path(k)})
+        lists = sorted(self.lists.items())
+        out.update({k: lst.values() for k, lst in lists if lst and not is_path(k)})
+        texts = sorted(self.texts.items())
+        out.update({k: text_value(t) for k, t in texts if t and not is_path(k)})
+        return render(self, out)
 
     def snapshot_bytes(self) -> bytes:
         """The canonical encoding of the whole state (see :mod:`microsync.state.snapshot`)."""
@@ -130,21 +145,35 @@ class Document:
         self._apply(op)
         return op
 
+    def clear(self, key: str) -> MapDelete:
+        """Delete ``key`` and everything below it, as this replica has seen it (the rule for
+        concurrent edits: :mod:`microsync.state.nesting`)."""
+        seen = tuple(sorted(self.versions.items()))
+        op = MapDelete(id=self._next_id(), key=_check_stored(key), seen=seen)
+        self._apply(op)
+        return op
+
+    def map(self, key: str) -> MapHandle:
+        """The map ``key``: nested fields, each merging on its own (:mod:`microsync.state.maps`)."""
+        return MapHandle(self, _check_stored(key))
+
     def counter(self, key: str) -> CounterHandle:
         """The counter ``key`` (empty until first added to)."""
+        if is_path(key):
+            raise LocalProtocolError("a counter lives at a top-level key")
         return CounterHandle(self, _check_key(key))
 
     def orset(self, key: str) -> SetHandle:
         """The observed-remove set ``key``."""
-        return SetHandle(self, _check_key(key))
+        return SetHandle(self, _check_stored(key))
 
     def list(self, key: str) -> ListHandle:
         """The list ``key``."""
-        return ListHandle(self, _check_key(key))
+        return ListHandle(self, _check_stored(key))
 
     def text(self, key: str) -> TextHandle:
         """The text ``key``."""
-        return TextHandle(self, _check_key(key))
+        return TextHandle(self, _check_stored(key))
 
     # ------------------------------------------------------------------ remote operations
 
@@ -187,7 +216,7 @@ class Document:
         return OpId(self.clock + 1, self.actor)
 
     def _stamp(self, key: str, now: int) -> Timestamp:
-        return self.registers.stamp(_check_key(key), self.hlc.send(now))
+        return self.registers.stamp(_check_stored(key), self.hlc.send(now))
 
     def _seen(self, op_id: OpId, n: int) -> None:
         last = op_id.counter + n - 1
@@ -235,6 +264,8 @@ class Document:
             case ListMove():
                 lst = self._list(key)
                 return _list_changes(key, lst.move(op.id, op.origin, op.element))
+            case MapDelete():
+                return clear(self, op)
             case _:
                 assert_never(op)
 
@@ -273,9 +304,20 @@ class Document:
 
 
 def _check_key(key: str) -> str:
-    if type(key) is not str or len(key) > MAX_KEY:
-        raise LocalProtocolError(f"a key is text of at most {MAX_KEY} characters")
+    if type(key) is not str or len(key) > MAX_KEY or key.startswith("\x00"):
+        raise LocalProtocolError(f"a key is text of at most {MAX_KEY} characters (no NUL first)")
     return key
+
+
+def _check_stored(key: str) -> str:
+    """A top-level key, or a path made by :func:`microsync.state.paths.join`."""
+    if type(key) is str and is_path(key):
+        try:
+            segments(key)
+        except MicrosyncError as e:
+            raise LocalProtocolError(str(e)) from None
+        return key
+    return _check_key(key)
 
 
 def _list_changes(key: str, edits: list[Edit]) -> list[Change]:

@@ -8,6 +8,7 @@ the document (and its snapshot) unchanged.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 from microsync.encoding import Value
@@ -29,6 +30,7 @@ from microsync.state.sequence import Sequence
 
 if TYPE_CHECKING:
     from microsync.state.document import Document
+    from microsync.state.maps import MapHandle
 
 __all__ = ["CounterHandle", "ListHandle", "SetHandle", "TextHandle", "text_value"]
 
@@ -66,9 +68,17 @@ class SetHandle:
         self._doc, self.key = doc, key
 
     @property
-    def values(self) -> list[Value]:
+    def value(self) -> list[Value]:
+        """The elements, in the order of their canonical encodings (``value``, like every
+        handle)."""
         s = self._doc.sets.get(self.key)
         return [] if s is None else s.values()
+
+    @property
+    def values(self) -> list[Value]:
+        """Deprecated spelling of :attr:`value`."""
+        warnings.warn("SetHandle.values is deprecated: use .value", DeprecationWarning, 2)
+        return self.value
 
     def __contains__(self, element: Value) -> bool:
         s = self._doc.sets.get(self.key)
@@ -143,6 +153,13 @@ class ListHandle:
         op = ListDelete(id=self._doc._next_id(), key=self.key, ranges=tuple(ranges))
         self._doc._apply(op)
         return op
+
+    def map(self, index: int) -> MapHandle:
+        """The map held by the element at ``index`` (a list of records: insert ``{}``, then
+        edit ``list.map(i)``; each field merges on its own)."""
+        from microsync.state.maps import element_map
+
+        return element_map(self._doc, self.key, index)
 
     def move(self, index: int, to: int) -> ListMove:
         """Move the element at ``index`` so that it ends up at ``to``."""

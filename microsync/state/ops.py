@@ -25,6 +25,8 @@ __all__ = [
     "ListInsert",
     "ListInserted",
     "ListMove",
+    "MapCleared",
+    "MapDelete",
     "Op",
     "RegisterChanged",
     "RegisterDelete",
@@ -147,6 +149,18 @@ class ListMove:
     element: OpId
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MapDelete:
+    """Delete the field ``key`` of a nested map, whatever it holds (a value, a text, a set, a
+    list, a map and everything below it), as its author had seen it: ``seen`` is the author's
+    version vector ``((actor, last counter), ...)`` sorted by actor. What was written under
+    ``key`` concurrently (not seen) survives; see ``docs/state.md``, "Nested documents"."""
+
+    id: OpId
+    key: str
+    seen: tuple[tuple[bytes, int], ...]
+
+
 Op: TypeAlias = (
     RegisterSet
     | RegisterDelete
@@ -158,6 +172,7 @@ Op: TypeAlias = (
     | ListInsert
     | ListDelete
     | ListMove
+    | MapDelete
 )
 
 
@@ -184,6 +199,8 @@ def references(op: Op) -> tuple[OpId, ...]:
         return tuple(sorted(ends))
     if isinstance(op, SetRemove):
         return op.tags
+    if isinstance(op, MapDelete):
+        return tuple(OpId(counter, actor) for actor, counter in op.seen)
     return ()
 
 
@@ -252,6 +269,13 @@ class ListDeleted:
     count: int
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MapCleared:
+    """The field ``key`` of a nested map was deleted (what its deleter had seen of it)."""
+
+    key: str
+
+
 Change: TypeAlias = (
     RegisterChanged
     | CounterChanged
@@ -260,5 +284,6 @@ Change: TypeAlias = (
     | TextDeleted
     | ListInserted
     | ListDeleted
+    | MapCleared
 )
 """What applying an operation changed, in order; indexes apply one event after the other."""

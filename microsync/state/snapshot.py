@@ -1,6 +1,6 @@
 """Snapshots: the canonical bytes of a document's whole state, and back.
 
-    [version=1, versions, registers, counters, sets, lists, texts]
+    [version=1, versions, registers, counters, sets, lists, texts, (cleared)]
 
 * ``versions``: ``[[actor, last counter], ...]`` sorted by actor. Sequences name actors by their
   index in this list.
@@ -13,6 +13,11 @@
   ``[actor index, counter, visible, [value], [counter, actor index]]`` for a move slot.
 * ``texts``: ``[[key, runs]]``, a run ``[actor index, counter, text]`` or, hidden,
   ``[actor index, counter, length]``.
+* ``cleared`` (only when a nested field was ever deleted, so older snapshots keep their
+  bytes): ``[[key, [[actor, counter], ...]], ...]``, the greatest ``seen`` of the deletes of
+  each key (:mod:`microsync.state.nesting`).
+
+A key is a top-level key or a stored path (:mod:`microsync.state.paths`).
 
 Runs are written maximal: adjacent runs of one actor with consecutive counters and the same
 visibility are written as one, whatever splits the replica's history left. Since the order and
@@ -36,6 +41,7 @@ from microsync.state.document import Document
 from microsync.state.ids import MAX_ACTOR, MAX_COUNTER, OpId
 from microsync.state.listcrdt import ListCRDT
 from microsync.state.orset import ORSet
+from microsync.state.paths import MAX_PATH_BYTES, check_top_key, is_path, segments
 from microsync.state.registers import Register
 from microsync.state.sequence import MoveSlot, Run, Sequence
 
@@ -81,7 +87,15 @@ def encode_snapshot(doc: Document) -> bytes:
         [k, [_text_run(r, index) for r in _merged(t)]] for k, t in sorted(doc.texts.items()) if t
     ]
     versions: list[Value] = [[a, doc.versions[a]] for a in actors]
-    return encoding.encode([VERSION, versions, regs, counters, sets, lists, texts])
+    top: list[Value] = [VERSION, versions, regs, counters, sets, lists, texts]
+    if doc.cleared:  # only nested documents have it: older snapshots keep their bytes
+        top.append(
+            [
+                [k, [[a, c] for a, c in sorted(seen.items())]]
+                for k, seen in sorted(doc.cleared.items())
+            ]
+        )
+    return encoding.encode(top)
 
 
 def _set_entries(s: ORSet) -> list[Value]:
@@ -137,7 +151,14 @@ def decode_snapshot(data: bytes, doc: Document) -> Document:
     )
     if not top or top[0] != VERSION or type(top[0]) is not int:
         raise UnknownOpVersion("unknown snapshot version")
-    _, versions, regs, counters, sets, lists, texts = expect_list(top, "snapshot", 7)
+    if len(top) not in (7, 8):
+        raise DecodeError("snapshot: expected 7 or 8 fields")
+    _, versions, regs, counters, sets, lists, texts = top[:7]
+    for path, seen in _keyed(top[7] if len(top) == 8 else []):
+        mark = doc.cleared[path] = {}
+        for item in expect_list(seen, "seen"):
+            who, last = expect_list(item, "seen", 2)
+            mark[_actor(who)] = _counter(last)
     actors = _versions(doc, versions)
     for item in expect_list(regs, "registers"):
         k, wall, tick, counter, actor, deleted, value = expect_list(item, "register", 7)
@@ -228,7 +249,11 @@ def _place(seq: Sequence, actor: bytes, counter: int, n: int, content: Any, visi
 
 
 def _key(v: Value) -> str:
-    return expect_str(v, "key", MAX_KEY)
+    key = expect_str(v, "key", MAX_PATH_BYTES)
+    if is_path(key):
+        segments(key)  # DecodeError unless canonical and within bounds
+        return key
+    return check_top_key(expect_str(v, "key", MAX_KEY))
 
 
 def _actor(v: Value) -> bytes:

@@ -8,9 +8,13 @@ and ``secure_delete=ON`` (a deleted payload's bytes are overwritten, not left in
 After a delete or an expiry the WAL is checkpointed and truncated, so no copy of a purged item
 stays in the log either.
 
-Tables: ``mailboxes(id, next_cursor, items, bytes)`` and ``items(mailbox, cursor, item,
-stored_at, size, payload)`` with ``(mailbox, item)`` unique: pushing an item id again returns
-the cursor it already has (nothing is duplicated by a client that retries after a crash).
+Tables (schema and migrations: :mod:`microsync.storage.keeper_schema`): ``mailboxes(n, id,
+next_cursor, items, bytes, last_ms)`` and ``items(key, item, stored_at, size, payload)``, each
+item keyed by its mailbox's number and its cursor (``n << 32 | cursor``), with one index on
+the item id: pushing an item id again returns the cursor it already has (nothing is
+duplicated by a client that retries after a crash). One push is four statements whatever its
+size (:meth:`KeeperStore.put`); several pushes share one transaction
+(:meth:`KeeperStore.put_many`, which the keeper's writer thread uses to commit in groups).
 Cursors grow per mailbox and are never reused (an emptied mailbox keeps its row, ~80 bytes,
 so a client resuming after cursor ``n`` never misses a new item numbered below it). Reads
 page through metadata, then fetch payloads a bounded batch at a time
@@ -32,34 +36,43 @@ from pathlib import Path
 from typing import Final
 
 from microsync.errors import StorageError
+from microsync.storage.keeper_schema import CURSOR_BITS, migrate_keeper
 
-__all__ = ["DATABASE_NAME", "ItemRef", "KeeperFull", "KeeperStore", "MailboxFull", "Usage"]
+__all__ = [
+    "DATABASE_NAME",
+    "Cursors",
+    "ItemRef",
+    "KeeperFull",
+    "KeeperStore",
+    "MailboxFull",
+    "Push",
+    "Usage",
+]
 
 DATABASE_NAME: Final = "keeper.sqlite3"
 KEEPER_ID_SIZE: Final = 16
 PAGE: Final = 1024
 """The most metadata rows one page query returns."""
+_LOOKUP: Final = 256
+"""Item ids looked up per query (well under SQLite's bound on parameters)."""
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS mailboxes (
-    id BLOB PRIMARY KEY,
-    next_cursor INTEGER NOT NULL,
-    items INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS items (
-    mailbox BLOB NOT NULL,
-    cursor INTEGER NOT NULL,
-    item BLOB NOT NULL,
-    stored_at INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    payload BLOB NOT NULL,
-    PRIMARY KEY (mailbox, cursor),
-    UNIQUE (mailbox, item)
-);
-CREATE INDEX IF NOT EXISTS items_by_age ON items (stored_at);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
-"""
+Push = tuple[bytes, Sequence[tuple[bytes, bytes]], int]
+"""``(mailbox, (item id, payload) pairs, now_ms)``: one PUSH for :meth:`KeeperStore.put_many`."""
+Cursors = list[tuple[int, bool]]
+"""Each pushed item's ``(cursor, duplicate)``."""
+_CURSORS: Final = (1 << CURSOR_BITS) - 1
+"""The last cursor a mailbox can give (then it is full: cursors are never reused)."""
+_NUMBERS_CACHED: Final = 4096
+"""Mailbox numbers a store remembers (they never change; forgotten all at once when full)."""
+
+
+def _range(n: int) -> tuple[int, int]:
+    """The keys of mailbox number ``n``'s items lie strictly between these two."""
+    return n << CURSOR_BITS, (n + 1) << CURSOR_BITS
+
+
+_BUSY: Final = "busy_timeout=10000"
+"""A connection waits (up to 10 s) for another's lock, or a checkpoint for a reader."""
 
 
 class MailboxFull(StorageError):
@@ -99,9 +112,10 @@ class KeeperStore:
         self.path = directory / DATABASE_NAME
         self.mailbox_quota, self.mailbox_items = mailbox_quota, mailbox_items
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON"):
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON", _BUSY):
             self._db.execute(f"PRAGMA {pragma}")
-        self._db.executescript(_SCHEMA)
+        migrate_keeper(self._db)
+        self._numbers: dict[bytes, int] = {}
         self._db.execute(
             "INSERT OR IGNORE INTO meta VALUES ('keeper', ?)", (os.urandom(KEEPER_ID_SIZE),)
         )
@@ -116,6 +130,18 @@ class KeeperStore:
     def close(self) -> None:
         self._db.close()
 
+    def _number(self, mailbox: bytes) -> int | None:
+        """The mailbox's number (it never changes once given), or ``None`` if it has none."""
+        n = self._numbers.get(mailbox)
+        if n is None:
+            row = self._db.execute("SELECT n FROM mailboxes WHERE id = ?", (mailbox,)).fetchone()
+            if row is None:
+                return None
+            if len(self._numbers) >= _NUMBERS_CACHED:
+                self._numbers.clear()
+            n = self._numbers[mailbox] = int(row[0])
+        return n
+
     def put(
         self, mailbox: bytes, items: Sequence[tuple[bytes, bytes]], now_ms: int
     ) -> list[tuple[int, bool]]:
@@ -123,35 +149,97 @@ class KeeperStore:
         once committed. :class:`MailboxFull` if the new ones exceed the quota."""
         try:
             with self._transaction():
-                return [self._put_one(mailbox, item, payload, now_ms) for item, payload in items]
+                return self._put_batch(mailbox, items, now_ms)
         except sqlite3.OperationalError as error:
             if error.sqlite_errorcode == sqlite3.SQLITE_FULL:
                 raise KeeperFull("the keeper is full") from None
             raise
 
-    def _put_one(
-        self, mailbox: bytes, item: bytes, payload: bytes, now_ms: int
-    ) -> tuple[int, bool]:
-        found = self._db.execute(
-            "SELECT cursor FROM items WHERE mailbox = ? AND item = ?", (mailbox, item)
-        ).fetchone()
-        if found is not None:
-            return int(found[0]), True
+    def put_many(self, pushes: Sequence[Push]) -> list[Cursors | StorageError]:
+        """Several pushes (``(mailbox, items, now_ms)``) in one transaction: one commit, one
+        fsync for all. Each is still all or none: one refused (:class:`MailboxFull`) leaves
+        the others stored; if the disk fills, each is retried in its own transaction."""
+        results: list[Cursors | StorageError] = []
+        try:
+            with self._transaction():
+                for mailbox, items, now_ms in pushes:
+                    try:
+                        results.append(self._put_batch(mailbox, items, now_ms))
+                    except MailboxFull as error:  # raised before it wrote anything
+                        results.append(error)
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_FULL:
+                raise
+            return [self._put_alone(*push) for push in pushes]
+        return results
+
+    def _put_alone(
+        self, mailbox: bytes, items: Sequence[tuple[bytes, bytes]], now_ms: int
+    ) -> Cursors | StorageError:
+        try:
+            return self.put(mailbox, items, now_ms)
+        except StorageError as error:
+            return error
+
+    def _put_batch(
+        self, mailbox: bytes, items: Sequence[tuple[bytes, bytes]], now_ms: int
+    ) -> Cursors:
+        """One push inside the open transaction: a lookup of the mailbox, one of the ids it
+        already holds, one ``executemany`` of the new rows, one update of the mailbox."""
         row = self._db.execute(
-            "SELECT next_cursor, items, bytes FROM mailboxes WHERE id = ?", (mailbox,)
+            "SELECT n, next_cursor, items, bytes, last_ms FROM mailboxes WHERE id = ?",
+            (mailbox,),
         ).fetchone()
-        cursor, items, used = row if row is not None else (1, 0, 0)
-        if used + len(payload) > self.mailbox_quota or items + 1 > self.mailbox_items:
+        n, cursor, count, used, last_ms = row if row is not None else (None, 1, 0, 0, 0)
+        held = {} if n is None else self._held(n, list({item for item, _ in items}))
+        stored_at = max(now_ms, last_ms)  # never decreasing along the cursors: see expire()
+        out: Cursors = []
+        rows: list[tuple[int, bytes, int, int, bytes]] = []
+        for item, payload in items:
+            if item in held:
+                out.append((held[item], True))
+                continue
+            held[item] = cursor
+            rows.append((cursor, item, stored_at, len(payload), payload))
+            out.append((cursor, False))
+            cursor, count, used = cursor + 1, count + 1, used + len(payload)
+        if used > self.mailbox_quota or count > self.mailbox_items or cursor > _CURSORS:
             raise MailboxFull("the mailbox is full")
-        self._db.execute(
-            "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)",
-            (mailbox, cursor, item, now_ms, len(payload), payload),
+        if not rows:
+            return out
+        if n is None:
+            n = self._db.execute(
+                "INSERT INTO mailboxes VALUES (NULL, ?, ?, ?, ?, ?) RETURNING n",
+                (mailbox, cursor, count, used, stored_at),
+            ).fetchone()[0]
+        else:
+            self._db.execute(
+                "UPDATE mailboxes SET next_cursor = ?, items = ?, bytes = ?, last_ms = ? "
+                "WHERE n = ?",
+                (cursor, count, used, stored_at, n),
+            )
+        base = n << CURSOR_BITS
+        self._db.executemany(
+            "INSERT INTO items VALUES (?, ?, ?, ?, ?)",
+            [(base + c, item, at, size, payload) for c, item, at, size, payload in rows],
         )
-        self._db.execute(
-            "INSERT OR REPLACE INTO mailboxes VALUES (?, ?, ?, ?)",
-            (mailbox, cursor + 1, items + 1, used + len(payload)),
-        )
-        return int(cursor), False
+        return out
+
+    def _held(self, n: int, items: list[bytes]) -> dict[bytes, int]:
+        """The cursors of those of ``items`` already in mailbox number ``n``."""
+        low, high = _range(n)
+        held: dict[bytes, int] = {}
+        for start in range(0, len(items), _LOOKUP):
+            chunk = items[start : start + _LOOKUP]
+            marks = ", ".join("?" * len(chunk))
+            held.update(
+                (bytes(item), int(key) - low)
+                for item, key in self._db.execute(
+                    f"SELECT item, key FROM items WHERE item IN ({marks}) AND key > ? AND key < ?",
+                    (*chunk, low, high),
+                )
+            )
+        return held
 
     def page(
         self,
@@ -165,51 +253,84 @@ class KeeperStore:
     ) -> list[ItemRef]:
         """Up to ``limit`` items with ``after < cursor`` (and ``< before`` unless 0), stored at
         or after ``not_before_ms``, oldest first or newest first: metadata only."""
+        n = self._number(mailbox)
+        if n is None:
+            return []
+        low, high = _range(n)
         order = "DESC" if newest_first else "ASC"
         rows = self._db.execute(
-            "SELECT cursor, item, size FROM items WHERE mailbox = ? AND cursor > ? "
-            "AND (? = 0 OR cursor < ?) AND stored_at >= ? "
-            f"ORDER BY cursor {order} LIMIT ?",
-            (mailbox, after, before, before, not_before_ms, min(limit, PAGE)),
+            "SELECT key, item, size FROM items WHERE key > ? AND key < ? AND stored_at >= ? "
+            f"ORDER BY key {order} LIMIT ?",
+            (
+                low + min(max(after, 0), _CURSORS),
+                low + min(max(before, 0), _CURSORS + 1) if before else high,
+                not_before_ms,
+                min(limit, PAGE),
+            ),
         ).fetchall()
-        return [ItemRef(cursor=c, item=i, size=s) for c, i, s in rows]
+        return [ItemRef(cursor=k - low, item=i, size=s) for k, i, s in rows]
 
     def payloads(self, mailbox: bytes, cursors: Sequence[int]) -> dict[int, bytes]:
         """The payloads at ``cursors`` still held (a caller bounds how many it asks for)."""
-        marks = ", ".join("?" * len(cursors))
+        n = self._number(mailbox)
+        low, _ = _range(n or 0)
+        keys = [low + c for c in cursors if 0 < c <= _CURSORS]
+        if n is None or not keys:
+            return {}
+        marks = ", ".join("?" * len(keys))
         rows = self._db.execute(
-            f"SELECT cursor, payload FROM items WHERE mailbox = ? AND cursor IN ({marks})",
-            (mailbox, *cursors),
+            f"SELECT key, payload FROM items WHERE key IN ({marks})", keys
         ).fetchall()
-        return {int(cursor): bytes(payload) for cursor, payload in rows}
+        return {int(key) - low: bytes(payload) for key, payload in rows}
 
     def delete(self, mailbox: bytes, items: Sequence[bytes]) -> int:
         """Purge these items of ``mailbox`` (payload bytes overwritten); how many there were."""
+        n = self._number(mailbox)
+        if n is None:
+            return 0
+        low, high = _range(n)
+        wanted = list(dict.fromkeys(items))
         with self._transaction():
-            gone = 0
-            for item in items:
-                row = self._db.execute(
-                    "DELETE FROM items WHERE mailbox = ? AND item = ? RETURNING size",
-                    (mailbox, item),
+            sizes: list[int] = []
+            for start in range(0, len(wanted), _LOOKUP):
+                chunk = wanted[start : start + _LOOKUP]
+                marks = ", ".join("?" * len(chunk))
+                sizes += (
+                    int(size)
+                    for (size,) in self._db.execute(
+                        f"DELETE FROM items WHERE item IN ({marks}) AND key > ? AND key < ? "
+                        "RETURNING size",
+                        (*chunk, low, high),
+                    ).fetchall()
+                )
+            self._shrink(n, len(sizes), sum(sizes))
+        if sizes:
+            self._checkpoint()
+        return len(sizes)
+
+    def expire(self, older_than_ms: int) -> int:
+        """Purge every item stored before ``older_than_ms``; how many went. What expired is
+        a prefix of each mailbox (``stored_at`` never decreases along its cursors): found
+        and deleted by key range, no age index needed."""
+        gone = 0
+        with self._transaction():
+            numbers = self._db.execute("SELECT n FROM mailboxes WHERE items > 0").fetchall()
+            for (n,) in numbers:
+                low, high = _range(n)
+                kept = self._db.execute(
+                    "SELECT key FROM items WHERE key > ? AND key < ? AND stored_at >= ? "
+                    "ORDER BY key LIMIT 1",
+                    (low, high, older_than_ms),
                 ).fetchone()
-                if row is not None:
-                    gone += 1
-                    self._shrink(mailbox, 1, int(row[0]))
+                sizes = self._db.execute(
+                    "DELETE FROM items WHERE key > ? AND key < ? RETURNING size",
+                    (low, high if kept is None else kept[0]),
+                ).fetchall()
+                self._shrink(n, len(sizes), sum(int(size) for (size,) in sizes))
+                gone += len(sizes)
         if gone:
             self._checkpoint()
         return gone
-
-    def expire(self, older_than_ms: int) -> int:
-        """Purge every item stored before ``older_than_ms``; how many went."""
-        with self._transaction():
-            rows = self._db.execute(
-                "DELETE FROM items WHERE stored_at < ? RETURNING mailbox, size", (older_than_ms,)
-            ).fetchall()
-            for mailbox, size in rows:
-                self._shrink(mailbox, 1, size)
-        if rows:
-            self._checkpoint()
-        return len(rows)
 
     def usage(self, mailbox: bytes | None = None) -> Usage:
         """Items and bytes held: in ``mailbox``, or in all of them (``mailboxes`` counts
@@ -221,11 +342,12 @@ class KeeperStore:
         ).fetchone()
         return Usage(mailboxes=int(count), items=int(items), bytes=int(used))
 
-    def _shrink(self, mailbox: bytes, items: int, size: int) -> None:
-        self._db.execute(
-            "UPDATE mailboxes SET items = items - ?, bytes = bytes - ? WHERE id = ?",
-            (items, size, mailbox),
-        )
+    def _shrink(self, n: int, items: int, size: int) -> None:
+        if items:
+            self._db.execute(
+                "UPDATE mailboxes SET items = items - ?, bytes = bytes - ? WHERE n = ?",
+                (items, size, n),
+            )
 
     def _checkpoint(self) -> None:
         """Fold the WAL into the file and truncate it: purged bytes leave the log too."""

@@ -1,6 +1,10 @@
 """The public test kit: simulated devices on memory stores, a fake clock and a lossy,
 partitionable network, with checks for convergence and for who can read what.
 
+To test *app code* (functions written against ``Device`` and ``Group``), use
+:class:`AppKit` (``microsync/testing/kit.py``, ``docs/testing.md``): real devices, invites
+and sync sessions over faulty in-memory connections. What follows is the replica simulator.
+
 >>> from microsync.testing import SimNetwork
 >>> net = SimNetwork(seed=1)
 >>> alice, bob = net.add_device("alice"), net.add_device("bob")
@@ -38,9 +42,11 @@ from microsync.testing.checks import (
 from microsync.testing.clock import FakeClock
 from microsync.testing.device import SimDevice, device_rng
 from microsync.testing.hostile import Hostile
+from microsync.testing.kit import AppKit
 from microsync.testing.network import Delivery, KeyExchange, Order, SimNetwork
 
 __all__ = [
+    "AppKit",
     "AppOp",
     "AppView",
     "Delivery",

@@ -134,8 +134,16 @@ class SimNetwork:
         if of.identity.person_key is None:
             raise ValueError(f"{of.name} does not hold its person key")
         rng = device_rng(self.seed, name).randbytes
-        identity = LocalIdentity.for_person(of.identity.person_key, name, rng, self.clock.now)
+        identity = LocalIdentity.for_person(
+            of.identity.person_key, name, rng, self.clock.now, of.identity.recovery_key
+        )
         return self._register(identity)
+
+    def add_restored_device(self, words: list[str], name: str) -> SimDevice:
+        """A device restored from ``words`` (with the recovery key's certificate of itself).
+        It is in no group until a member's device takes it back (``add_device(recovery=)``)."""
+        rng = device_rng(self.seed, name).randbytes
+        return self._register(LocalIdentity.restore(words, name, rng, self.clock.now))
 
     def _register(self, identity: LocalIdentity) -> SimDevice:
         name = identity.name

@@ -73,8 +73,8 @@ __all__ = [
     "Refused",
 ]
 
-Recover = Callable[[bytes, bytes], bytes]
-"""``recover(request, proof) -> response``: take a restored device back into the groups it
+Recover = Callable[[RecoverHello], bytes]
+"""``recover(hello) -> response``: take a restored device back into the groups it
 may rejoin, or raise an :class:`InviteError` (:mod:`microsync.group.recovery`)."""
 
 
@@ -251,7 +251,7 @@ class PairingHost:
     def _on_recover_hello(self, hello: RecoverHello) -> tuple[RecoverAdmit, Admitted]:
         if self._recover is None:
             raise InviteProtocolError("this host takes no recovery request")
-        response = self._recover(hello.request, hello.proof)
+        response = self._recover(hello)
         if not isinstance(response, bytes) or len(response) > MAX_PAYLOAD_SIZE:
             raise InviteRefused("the response is not at most MAX_PAYLOAD_SIZE bytes")
         return RecoverAdmit(response=response), Admitted(None)

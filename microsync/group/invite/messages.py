@@ -10,11 +10,13 @@ Every message is the canonical CBOR array ``[version, kind, field...]``::
     5     CodeConfirm   confirm_G (32), nonce (24), sealed req   guest, code mode
     6     CodeAdmit     confirm_H (32), nonce (24), sealed resp  host,  code mode
     7     Abort         reason (AbortReason)                     host, instead of a reply
-    8     RecoverHello  request, proof (64)                      guest, recovery
+    8     RecoverHello  request, proof (64), certificate         guest, recovery
     9     RecoverAdmit  response                                 host,  recovery
 
 A recovery (:mod:`microsync.group.recovery`) has no secret: the guest proves its person by a
-person-key signature over the session's handshake hash (``proof``).
+person-key signature over the session's handshake hash (``proof``), and its right to be
+taken back by the recovery key's certificate of the device (``certificate``, made from the
+words).
 
 Reading is two steps, so that a state machine can refuse a kind it does not expect before it
 looks at the fields: :func:`split_message` checks the envelope (size, canonical CBOR, version,
@@ -276,15 +278,17 @@ class Abort:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecoverHello:
-    """Recovery, guest -> host: the device to take back (a join request) and the proof, a
-    person-key signature over this session's handshake hash."""
+    """Recovery, guest -> host: the device to take back (a join request), the proof (a
+    person-key signature over this session's handshake hash) and the recovery certificate
+    (the recovery key's, of this device: :class:`~microsync.identity.RecoveryCertificate`)."""
 
     kind: ClassVar[Kind] = Kind.RECOVER_HELLO
     request: bytes = field(repr=False)
     proof: bytes = field(repr=False)
+    certificate: bytes = field(repr=False)
 
     def to_bytes(self) -> bytes:
-        return _encode(self.kind, self.request, self.proof)
+        return _encode(self.kind, self.request, self.proof, self.certificate)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -394,7 +398,11 @@ def _abort(f: list[Value]) -> Abort:
 
 
 def _recover_hello(f: list[Value]) -> RecoverHello:
-    return RecoverHello(request=_payload(f[0], "request"), proof=expect_bytes(f[1], "proof", 64))
+    return RecoverHello(
+        request=_payload(f[0], "request"),
+        proof=expect_bytes(f[1], "proof", 64),
+        certificate=expect_bytes(f[2], "certificate", max_size=1024),
+    )
 
 
 def _recover_admit(f: list[Value]) -> RecoverAdmit:
@@ -409,6 +417,6 @@ _PARSERS: Final[dict[Kind, tuple[Callable[[list[Value]], Message], int]]] = {
     Kind.CODE_CONFIRM: (_code_confirm, 3),
     Kind.CODE_ADMIT: (_code_admit, 3),
     Kind.ABORT: (_abort, 1),
-    Kind.RECOVER_HELLO: (_recover_hello, 2),
+    Kind.RECOVER_HELLO: (_recover_hello, 3),
     Kind.RECOVER_ADMIT: (_recover_admit, 1),
 }

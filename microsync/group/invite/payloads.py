@@ -48,29 +48,41 @@ def _items(data: bytes, name: str, count: int) -> list[encoding.Value]:
 
 @dataclass(frozen=True, slots=True)
 class JoinRequest:
-    """What a joiner sends: who it is and the device (with its signed prekey) to admit."""
+    """What a joiner sends: who it is, the device (with its signed prekey) to admit, and its
+    person's recovery public key (``None``: not recoverable by the words; then the request
+    encodes as before, four items)."""
 
     person: PersonId
     name: str
     device: DeviceGrant
+    recovery_key: bytes | None = None
 
     def to_bytes(self) -> bytes:
-        return encoding.encode([_VERSION, self.person, self.name, self.device.to_value()])
+        head: list[encoding.Value] = [_VERSION, self.person, self.name, self.device.to_value()]
+        key: list[encoding.Value] = [] if self.recovery_key is None else [self.recovery_key]
+        return encoding.encode([*head, *key])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> JoinRequest:
-        _, person, name, device = _items(data, "join request", 4)
+        items = expect_list(encoding.decode(data, max_size=_MAX), "join request")
+        if len(items) not in (4, 5) or expect_int(items[0], "version") != _VERSION:
+            raise DecodeError("join request: unknown version or shape")
+        key = expect_bytes(items[4], "recovery key", 32) if len(items) == 5 else None
+        _, person, name, device = items[:4]
         text = expect_str(name, "name", MAX_NAME_LENGTH)
         if not text:
             raise DecodeError("join request: empty name")
         return cls(
-            PersonId(expect_bytes(person, "person", 32)), text, DeviceGrant.from_value(device)
+            PersonId(expect_bytes(person, "person", 32)),
+            text,
+            DeviceGrant.from_value(device),
+            key,
         )
 
     @classmethod
     def of(cls, identity: LocalIdentity, name: str | None = None) -> JoinRequest:
         grant = DeviceGrant(identity.certificate.to_bytes(), identity.prekey_certificate.to_bytes())
-        return cls(identity.person_id, name or identity.name, grant)
+        return cls(identity.person_id, name or identity.name, grant, identity.recovery_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,18 +177,20 @@ class LinkResponse:
     groups: tuple[GroupId, ...]
     adds: tuple[EntryId, ...] = ()
     person_key: SigningKey | None = field(default=None, compare=False)
+    recovery_key: bytes | None = None  # the person's recovery PUBLIC key (6th item)
 
     def to_bytes(self) -> bytes:
         head: list[encoding.Value] = [_VERSION, self.certificate.to_bytes(), list(self.groups)]
-        if not self.adds and self.person_key is None:
+        if not self.adds and self.person_key is None and self.recovery_key is None:
             return encoding.encode(head)
         seed = None if self.person_key is None else self.person_key.secret_bytes()
-        return encoding.encode([*head, list(self.adds), seed])
+        tail = [] if self.recovery_key is None else [self.recovery_key]
+        return encoding.encode([*head, list(self.adds), seed, *tail])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> LinkResponse:
         items = expect_list(encoding.decode(data, max_size=_MAX), "link response")
-        if len(items) not in (3, 5) or expect_int(items[0], "version") != _VERSION:
+        if len(items) not in (3, 5, 6) or expect_int(items[0], "version") != _VERSION:
             raise DecodeError("link response: unknown version or shape")
         certificate = DeviceCertificate.from_bytes(
             expect_bytes(items[1], "certificate", max_size=1024)
@@ -191,7 +205,8 @@ class LinkResponse:
         person_key = None if items[4] is None else SigningKey(expect_bytes(items[4], "person", 32))
         if person_key is not None and bytes(person_key.public) != certificate.person:
             raise DecodeError("link response: the person key did not certify the device")
-        return cls(certificate, ids, adds, person_key)
+        key = expect_bytes(items[5], "recovery key", 32) if len(items) == 6 else None
+        return cls(certificate, ids, adds, person_key, key)
 
     def welcomes(self) -> dict[GroupId, EntryId]:
         """Per group, the add that admitted the new device (empty from an older host)."""
@@ -262,5 +277,6 @@ class DeviceCandidate:
             transport_certificate=self.transport_certificate,
             prekey=self.prekey,
             prekey_certificate=self.prekey_certificate,
+            recovery_key=response.recovery_key,
         )
         return identity

@@ -6,6 +6,11 @@ unanswered per group); the other answers each id once, with ``CHUNK_DATA`` or wi
 :class:`~microsync.protocol.sync.ports.ChunkHost`. An answer to an id not asked closes the
 session. Chunks spend no entry credit and are legal in every phase (:data:`CHUNK_TRANSFER`),
 so a fetch never waits for entry sync, nor entry sync for a fetch.
+
+A request with ``hops`` to spare may be passed on: for an id the host lacks, a
+:class:`~microsync.protocol.sync.ports.ChunkRelayHost` may take it on (``relay_chunk``) and
+answer later through :meth:`ChunkTransfer.answer`; such ids are ``owed`` to the peer, at most
+``max_chunks_outstanding`` at a time (beyond that, missing at once), and each is answered once.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from microsync.errors import LocalProtocolError, RemoteProtocolError
 from microsync.feed.entry import GroupId
 from microsync.protocol.messages import ChunkData, ChunkMissing, ChunkRequest, MsgType
 from microsync.protocol.sync.link import Link
-from microsync.protocol.sync.ports import ChunkHost
+from microsync.protocol.sync.ports import ChunkHost, ChunkRelayHost
 from microsync.protocol.sync.reconcile import GroupPhase
 from microsync.protocol.sync.table import Row
 
@@ -30,10 +35,11 @@ class ChunkTransfer:
     def __init__(self, link: Link, group: GroupId) -> None:
         self._link, self.group = link, group
         self.asked: set[bytes] = set()  # chunk ids asked of the peer, not answered yet
+        self.owed: set[bytes] = set()  # chunk ids the peer asked, passed on, not answered yet
 
-    def request(self, ids: Sequence[bytes]) -> None:
+    def request(self, ids: Sequence[bytes], hops: int = 0) -> None:
         """Ask for the ``ids`` not asked already (:class:`LocalProtocolError` beyond the
-        window)."""
+        window); ``hops``: how many more devices may pass the request on."""
         fresh = [i for i in dict.fromkeys(ids) if i not in self.asked]
         if len(self.asked) + len(fresh) > self._link.options.max_chunks_outstanding:
             raise LocalProtocolError("more chunks asked than the window allows")
@@ -41,7 +47,7 @@ class ChunkTransfer:
         for start in range(0, len(fresh), step):
             batch = tuple(fresh[start : start + step])
             self.asked.update(batch)
-            self._link.send(ChunkRequest(group=self.group, ids=batch))
+            self._link.send(ChunkRequest(group=self.group, ids=batch, hops=hops))
 
     def on_chunk_request(self, m: ChunkRequest) -> None:
         link = self._link
@@ -50,15 +56,44 @@ class ChunkTransfer:
             host = None
         missing = []
         for chunk in m.ids:
+            if chunk in self.owed:
+                continue  # asked again while passed on: answered once, by answer()
             data = None if host is None else host.chunk(m.group, link.peer, chunk)
-            if data is None or len(data) > link.options.limits.max_chunk_data:
+            if data is not None and len(data) <= link.options.limits.max_chunk_data:
+                self._send_data(chunk, data)
+            elif not (m.hops and host is not None and self._relayed(chunk)):
                 missing.append(chunk)
-                continue
-            link.stats.chunks_sent += 1
-            link.stats.chunk_bytes_sent += len(data)
-            link.send(ChunkData(group=m.group, id=chunk, data=data))
         if missing:
             link.send(ChunkMissing(group=m.group, ids=tuple(missing)))
+
+    def _relayed(self, chunk: bytes) -> bool:
+        """Has the host taken ``chunk`` on, to answer later (:meth:`answer`)?"""
+        host = self._link.host
+        if not isinstance(host, ChunkRelayHost):
+            return False
+        if len(self.owed) >= self._link.options.max_chunks_outstanding:
+            return False
+        if not host.relay_chunk(self.group, self._link.peer, chunk):
+            return False
+        self.owed.add(chunk)
+        return True
+
+    def answer(self, chunk: bytes, data: bytes | None) -> bool:
+        """Answer an owed id: the chunk, or missing (``None``). ``False`` if it is not owed
+        (answered already, or never taken on)."""
+        if chunk not in self.owed:
+            return False
+        self.owed.discard(chunk)
+        if data is not None and len(data) <= self._link.options.limits.max_chunk_data:
+            self._send_data(chunk, data)
+        else:
+            self._link.send(ChunkMissing(group=self.group, ids=(chunk,)))
+        return True
+
+    def _send_data(self, chunk: bytes, data: bytes) -> None:
+        self._link.stats.chunks_sent += 1
+        self._link.stats.chunk_bytes_sent += len(data)
+        self._link.send(ChunkData(group=self.group, id=chunk, data=data))
 
     def on_chunk_data(self, m: ChunkData) -> None:
         self._take_answers((m.id,))

@@ -14,7 +14,7 @@ from microsync.feed.entry import EntryId, GroupId
 from microsync.identity import DeviceId
 from microsync.protocol.messages import Item
 
-__all__ = ["ChunkHost", "ExitHost", "GroupProof", "PeerReceiver", "SyncHost"]
+__all__ = ["ChunkHost", "ChunkRelayHost", "ExitHost", "GroupProof", "PeerReceiver", "SyncHost"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -136,4 +136,15 @@ class ChunkHost(Protocol):
 
     def chunks_missing(self, group: GroupId, peer: DeviceId, chunks: Sequence[bytes]) -> None:
         """``peer`` does not hold these requested chunks."""
+        ...
+
+
+@runtime_checkable
+class ChunkRelayHost(Protocol):
+    """A :class:`ChunkHost` that can get a chunk it lacks from its own peers, for a peer that
+    asked with hops to spare; it answers later through the session's ``answer_chunk``."""
+
+    def relay_chunk(self, group: GroupId, peer: DeviceId, chunk: bytes) -> bool:
+        """Try to get ``chunk`` for ``peer`` elsewhere: ``True`` if it will answer later
+        (exactly once, with the chunk or as missing), ``False`` to answer missing now."""
         ...
