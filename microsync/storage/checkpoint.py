@@ -46,6 +46,9 @@ class Checkpointer:
         self._wal = Path(f"{path}-wal")
         self._busy_timeout = busy_timeout
         self._wake = threading.Event()
+        self.lock = threading.Lock()
+        """Held while the thread checkpoints: hold it to checkpoint alone (``scrub``'s TRUNCATE
+        would otherwise find the log busy and leave it as it is)."""
         self._stop = False
         self._thread: threading.Thread | None = None
         self._commits = 0  # since the thread was last woken
@@ -96,7 +99,8 @@ class Checkpointer:
                 if self._stop:
                     return
                 try:
-                    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    with self.lock:
+                        db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:
                     continue  # busy or closing: the next commit wakes us again
                 self.checkpoints += 1

@@ -440,7 +440,8 @@ class SqliteStore(ChunkMethods):
         survive in neither the database file (``secure_delete``) nor the log."""
         self._check_usable()
         try:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            with self._checkpoints.lock:  # not while the background one runs
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.Error as error:
             raise StorageError(f"cannot checkpoint the profile database: {error}") from error
 
