@@ -11,7 +11,11 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import microsync
-from microsync.testing import store_of
+from microsync.feed import parse_entry
+from microsync.group.mailbox import Mailbox
+from microsync.net.keeper_client import KeeperClient
+from microsync.node.keeper_state import decode_record
+from microsync.testing import replica_of, store_of
 from tests.keeper_helpers import Keeper, keeper, start_keeper
 from tests.test_app_group import family_of, share
 from tests.test_keeper_group import online, pushed_all, texts, until
@@ -134,3 +138,42 @@ async def test_a_restarted_device_pushes_only_what_is_new(tmp_path: Path) -> Non
             await until(lambda: pushed_all(alice))
             assert alice.keeper_status()[0].pushed == 1
             await alice.device.stop()
+
+
+async def test_a_keeper_that_withholds_the_newest_items_is_made_good_by_another(
+    tmp_path: Path,
+) -> None:
+    """A keeper serving a partial view (it leaves out the newest post) cannot hide it: the
+    device takes it from the group's other keeper, and pushes it back to the one that lacked
+    it (members push each other's entries). A keeper cannot alter an item either: each is
+    sealed to its mailbox and carries a signed entry, checked on the shared receive path."""
+    with keeper(tmp_path / "k1") as k1, keeper(tmp_path / "k2") as k2:
+        async with AsyncExitStack() as stack:
+            alice, bob = await family_of(stack, tmp_path, "alice", "bob")
+            await alice.add_keeper(k1.url)
+            await alice.add_keeper(k2.url)
+            share(alice, bob)
+            await online(bob)
+            await bob.post("first")
+            hidden = await bob.post("the newest, withheld by k1")
+            await until(lambda: pushed_all(bob))
+            await bob.device.stop()
+
+            key = replica_of(bob).current_epoch_key()
+            assert key is not None
+            mailbox = Mailbox.derive(key.control.secret_bytes())
+            async with await KeeperClient.connect(k1.url) as client:  # k1 turns dishonest
+                assert await client.delete(mailbox, [bytes(hidden.id)]) == 1
+                assert bytes(hidden.id) not in await names_at(client, mailbox)
+
+            await online(alice)
+            await until(lambda: "the newest, withheld by k1" in texts(alice))
+            await until(lambda: pushed_all(alice))
+            await alice.device.stop()
+            async with await KeeperClient.connect(k1.url) as client:
+                assert bytes(hidden.id) in await names_at(client, mailbox)
+
+
+async def names_at(client: KeeperClient, mailbox: Mailbox) -> set[bytes]:
+    """The ids of the entries a keeper serves in ``mailbox`` (the client opens each item)."""
+    return {parse_entry(decode_record(item.data)[0]).id async for item in client.pull(mailbox)}
