@@ -19,8 +19,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from tests.keeper_helpers import keeper
-from tests.test_app_group import family_of, share
-from tests.test_keeper_group import online, pushed_all, until
+from tests.test_keeper_group import kept_family, online, pushed_all, until
 
 
 async def measure(posts: int) -> list[float]:
@@ -29,9 +28,7 @@ async def measure(posts: int) -> list[float]:
         root = Path(scratch)
         with keeper(root / "keeper") as running:
             async with AsyncExitStack() as stack:
-                alice, bob = await family_of(stack, root, "alice", "bob")
-                await alice.add_keeper(running.url)
-                share(alice, bob)
+                alice, bob = await kept_family(stack, root, running.url, "alice", "bob")
                 await online(alice)
                 await online(bob)
                 await until(lambda: pushed_all(alice) and pushed_all(bob))

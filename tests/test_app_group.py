@@ -25,6 +25,24 @@ from microsync.testing import FakeClock, app_state, replica_of, store_of
 from tests.test_device_groups import introduce, pair, sync
 
 
+async def linked_device(
+    stack: AsyncExitStack, root: Path, group: microsync.Group, *others: microsync.Group
+) -> microsync.Group:
+    """A second device of ``group``'s person ("<name> laptop", under ``root``), linked in this
+    process, introduced to ``others``' devices and synced with the first: its ``group``."""
+    phone = group.device
+    pairing = await phone.link_device(ttl=60)
+    candidate = DeviceCandidate.generate(f"{phone.name} laptop", os.urandom, 0)
+    guest = PairingGuest.for_link(pairing.link, request=candidate.request().to_bytes())
+    response = pair(phone.invite_host().session(), guest)
+    laptop = await stack.enter_async_context(
+        await microsync.Device.complete_link(root / f"{phone.name}-laptop", candidate, response)
+    )
+    introduce(phone, laptop, *(o.device for o in others))
+    sync(phone, laptop, group.id)
+    return laptop.group(group.id)
+
+
 async def family_of(
     stack: AsyncExitStack, root: Path, *names: str, clock: Clock | None = None
 ) -> list[microsync.Group]:
@@ -257,16 +275,8 @@ async def test_read_cursors_sync_across_a_persons_own_devices(tmp_path: Path) ->
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
         phone = alice.device
-        pairing = await phone.link_device(ttl=60)
-        candidate = DeviceCandidate.generate("Alice laptop", os.urandom, 0)
-        guest = PairingGuest.for_link(pairing.link, request=candidate.request().to_bytes())
-        response = pair(phone.invite_host().session(), guest)
-        laptop_device = await stack.enter_async_context(
-            await microsync.Device.complete_link(tmp_path / "laptop", candidate, response)
-        )
-        introduce(phone, laptop_device, bob.device)
-        sync(phone, laptop_device, alice.id)
-        laptop = laptop_device.group(alice.id)
+        laptop = await linked_device(stack, tmp_path, alice, bob)
+        laptop_device = laptop.device
         first = await bob.post("one")
         second = await bob.post("two")
         share(alice, bob)

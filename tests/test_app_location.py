@@ -7,7 +7,6 @@ every device. Real SQLite profiles; what the sync layer would move is moved by h
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter
 from contextlib import AsyncExitStack, suppress
 from pathlib import Path
@@ -28,13 +27,10 @@ from microsync.errors import (
     StaleAnnouncement,
 )
 from microsync.feed import GroupId
-from microsync.group.invite import PairingGuest
-from microsync.group.join import DeviceCandidate
 from microsync.identity import DeviceId
 from microsync.net.connection import SyncConnection
 from microsync.testing import replica_of
-from tests.test_app_group import family_of, raw_profile_bytes, share
-from tests.test_device_groups import introduce, pair, sync
+from tests.test_app_group import family_of, linked_device, raw_profile_bytes, share
 from tests.test_net_sync import eventually
 
 OXFORD = (51.752_021, -1.257_726)
@@ -55,21 +51,6 @@ def deliver(*groups: microsync.Group) -> None:
 def received(by: microsync.Group, *others: microsync.Group) -> list[bytes]:
     """Everything ``others`` would send ``by`` on a connection now."""
     return [s for o in others for s in o.announcements(excluding=by.device.id, to=by.device.id)]
-
-
-async def _linked(stack: AsyncExitStack, tmp_path: Path, group: microsync.Group) -> microsync.Group:
-    """A second device of ``group``'s person, in the group."""
-    phone = group.device
-    pairing = await phone.link_device(ttl=60)
-    candidate = DeviceCandidate.generate(f"{phone.name} laptop", os.urandom, 0)
-    guest = PairingGuest.for_link(pairing.link, request=candidate.request().to_bytes())
-    response = pair(phone.invite_host().session(), guest)
-    laptop = await stack.enter_async_context(
-        await microsync.Device.complete_link(tmp_path / f"{phone.name}-laptop", candidate, response)
-    )
-    introduce(phone, laptop)
-    sync(phone, laptop, group.id)
-    return laptop.group(group.id)
 
 
 # ---------------------------------------------------------------------- per viewer
@@ -158,7 +139,7 @@ async def test_a_stop_reaches_a_viewer_who_was_away_through_someone_else(
     carries the stop to the laptop. The stop outlives the location it withdraws."""
     async with AsyncExitStack() as stack:
         jasmine, mum = await family_of(stack, tmp_path, "Jasmine", "Mum")
-        laptop = await _linked(stack, tmp_path, mum)
+        laptop = await linked_device(stack, tmp_path, mum)
         share(jasmine, mum)
         me = jasmine.device.person_id
         await jasmine.share_location(*OXFORD, with_=[mum.device.person_id], ttl=7 * 24 * 3600)
@@ -335,7 +316,7 @@ async def test_a_kept_location_arriving_after_its_forget_is_purged_on_arrival(
     their devices wrote that this one never saw."""
     async with AsyncExitStack() as stack:
         jasmine, mum = await family_of(stack, tmp_path, "Jasmine", "Mum")
-        laptop = await _linked(stack, tmp_path, jasmine)
+        laptop = await linked_device(stack, tmp_path, jasmine)
         share(jasmine, mum, laptop)
         me = jasmine.device.person_id
         await laptop.share_location(*OXFORD, keep_history=True)  # offline: not passed on yet

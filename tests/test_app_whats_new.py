@@ -6,7 +6,6 @@ mark is shared with the person's other devices. Real SQLite profiles, entries ca
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -19,8 +18,6 @@ import microsync
 from microsync.app.ops import DocOp
 from microsync.clock import system_clock
 from microsync.errors import DecodeError
-from microsync.group.invite import PairingGuest
-from microsync.group.join import DeviceCandidate
 from microsync.identity import DeviceId
 from microsync.node.news import (
     Cursor,
@@ -36,8 +33,8 @@ from microsync.node.news import (
 )
 from microsync.state import Document, encode_op
 from microsync.testing import FakeClock, app_state
-from tests.test_app_group import family_of, share
-from tests.test_device_groups import introduce, pair, sync
+from tests.test_app_group import family_of, linked_device, share
+from tests.test_device_groups import sync
 
 
 def told(items: tuple[News, ...]) -> list[tuple[str, str]]:
@@ -175,16 +172,8 @@ async def test_the_read_position_is_shared_with_my_other_devices(tmp_path: Path)
     async with AsyncExitStack() as stack:
         alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
         phone = alice.device
-        pairing = await phone.link_device(ttl=60)
-        candidate = DeviceCandidate.generate("Alice laptop", os.urandom, 0)
-        guest = PairingGuest.for_link(pairing.link, request=candidate.request().to_bytes())
-        response = pair(phone.invite_host().session(), guest)
-        laptop_device = await stack.enter_async_context(
-            await microsync.Device.complete_link(tmp_path / "laptop", candidate, response)
-        )
-        introduce(phone, laptop_device, bob.device)
-        sync(phone, laptop_device, alice.id)
-        laptop = laptop_device.group(alice.id)
+        laptop = await linked_device(stack, tmp_path, alice, bob)
+        laptop_device = laptop.device
         alice.mark_read()
         sync(phone, laptop_device, alice.id)
         await bob.post("one")

@@ -41,6 +41,17 @@ async def online(group: microsync.Group) -> None:
     await group.device.start(lan=False, port=None)
 
 
+async def kept_family(
+    stack: AsyncExitStack, root: Path, url: str, *names: str
+) -> list[microsync.Group]:
+    """Devices named ``names`` in one group founded by the first (:func:`family_of`), which
+    adds the keeper at ``url``; the setting reaches everyone through the group's state."""
+    groups = await family_of(stack, root, *names)
+    await groups[0].add_keeper(url)
+    share(*groups)
+    return groups
+
+
 def texts(group: microsync.Group) -> set[str | None]:
     return {p.text for p in group.feed()}
 
@@ -84,9 +95,7 @@ async def test_carol_joins_while_alice_is_offline_and_catches_up_from_the_keeper
 ) -> None:
     with keeper(tmp_path / "keeper") as k:
         async with AsyncExitStack() as stack:
-            alice, bob = await family_of(stack, tmp_path, "alice", "bob")
-            await alice.add_keeper(k.url)
-            share(alice, bob)
+            alice, bob = await kept_family(stack, tmp_path, k.url, "alice", "bob")
             await online(bob)
             await bob.post("before carol")
             await until(lambda: pushed_all(bob))
@@ -132,9 +141,7 @@ async def test_a_first_pull_takes_the_newest_items_first_then_everything(
     monkeypatch.setattr(keeper_link.GroupKeeperLink, "_take_in", recorded)
     with keeper(tmp_path / "keeper") as k:
         async with AsyncExitStack() as stack:
-            alice, bob = await family_of(stack, tmp_path, "alice", "bob")
-            await alice.add_keeper(k.url)
-            share(alice, bob)
+            alice, bob = await kept_family(stack, tmp_path, k.url, "alice", "bob")
             await online(bob)
             for n in range(40):
                 await bob.post(f"post {n}")
@@ -157,9 +164,7 @@ async def test_two_members_linked_only_by_the_keeper_get_each_others_posts_live(
 ) -> None:
     with keeper(tmp_path / "keeper") as k:
         async with AsyncExitStack() as stack:
-            alice, bob = await family_of(stack, tmp_path, "alice", "bob")
-            await alice.add_keeper(k.url)
-            share(alice, bob)
+            alice, bob = await kept_family(stack, tmp_path, k.url, "alice", "bob")
             await online(alice)
             await online(bob)
             await until(lambda: pushed_all(alice) and pushed_all(bob))
@@ -182,9 +187,7 @@ async def test_a_removed_member_cannot_read_or_write_anything_new_at_the_keeper(
 ) -> None:
     with keeper(tmp_path / "keeper") as k:
         async with AsyncExitStack() as stack:
-            alice, bob, carol = await family_of(stack, tmp_path, "alice", "bob", "carol")
-            await alice.add_keeper(k.url)
-            share(alice, bob, carol)
+            alice, bob, carol = await kept_family(stack, tmp_path, k.url, "alice", "bob", "carol")
             bobs_keys = set(replica_of(bob).epoch_keys())
             await alice.remove(bob.device.person_id)
             await online(alice)

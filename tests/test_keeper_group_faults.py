@@ -18,7 +18,7 @@ from microsync.node.keeper_state import decode_record
 from microsync.testing import replica_of, store_of
 from tests.keeper_helpers import Keeper, keeper, start_keeper
 from tests.test_app_group import family_of, share
-from tests.test_keeper_group import online, pushed_all, texts, until
+from tests.test_keeper_group import kept_family, online, pushed_all, texts, until
 
 
 def free_port() -> int:
@@ -43,9 +43,7 @@ async def test_with_the_keeper_down_devices_sync_peer_to_peer_and_catch_up_later
     port = free_port()
     url = f"ws://127.0.0.1:{port}"
     async with AsyncExitStack() as stack:
-        alice, bob = await family_of(stack, tmp_path, "alice", "bob")
-        await alice.add_keeper(url)
-        share(alice, bob)
+        alice, bob = await kept_family(stack, tmp_path, url, "alice", "bob")
         await alice.device.start(lan=False, port=0)
         await online(bob)
         await alice.post("nobody keeps this yet")

@@ -16,8 +16,8 @@ from microsync.net.keeper import KeeperServer
 from microsync.net.keeper_client import KeeperClient, Record
 from microsync.testing import replica_of, store_of
 from tests.keeper_helpers import everything_under, pieces
-from tests.test_app_group import family_of, share
-from tests.test_keeper_group import online, pushed_all, texts, until
+from tests.test_app_group import family_of
+from tests.test_keeper_group import kept_family, online, pushed_all, texts, until
 
 
 async def test_the_keeper_sees_no_group_id_key_name_or_text_and_deletes_purge_there(
@@ -31,11 +31,8 @@ async def test_the_keeper_sees_no_group_id_key_name_or_text_and_deletes_purge_th
             KeeperServer(data, tap=lambda flow, raw: tapped.append(raw))
         )
         url = f"ws://127.0.0.1:{server.port}"
-        family = await family_of(stack, tmp_path / "f", "alice", "bob")
-        friends = await family_of(stack, tmp_path / "g", "carol", "dave")
-        for alice, bob in (family, friends):
-            await alice.add_keeper(url)
-            share(alice, bob)
+        family = await kept_family(stack, tmp_path / "f", url, "alice", "bob")
+        friends = await kept_family(stack, tmp_path / "g", url, "carol", "dave")
         alice, bob = family
         carol, dave = friends
         await online(alice)
@@ -102,10 +99,8 @@ async def test_a_members_garbage_and_another_groups_items_are_skipped_by_every_p
     async with AsyncExitStack() as stack:
         server = await stack.enter_async_context(KeeperServer(tmp_path / "keeper"))
         url = f"ws://127.0.0.1:{server.port}"
-        alice, bob = await family_of(stack, tmp_path / "f", "alice", "bob")
+        alice, bob = await kept_family(stack, tmp_path / "f", url, "alice", "bob")
         carol, _ = await family_of(stack, tmp_path / "g", "carol", "dave")
-        await alice.add_keeper(url)
-        share(alice, bob)
         await carol.post("from another group")
         await online(alice)
         await alice.post("genuine")

@@ -18,7 +18,7 @@ from microsync.node.keeper_chunks import blob_mailbox
 from microsync.testing import replica_of
 from tests.keeper_helpers import everything_under, keeper, pieces, start_keeper
 from tests.test_app_group import family_of, share
-from tests.test_keeper_group import online, pushed_all, until
+from tests.test_keeper_group import kept_family, online, pushed_all, until
 
 MB = 1_000_000
 
@@ -49,9 +49,7 @@ async def test_a_5mb_photo_goes_both_ways_through_a_keeper_and_removal_purges_it
 ) -> None:
     with keeper(tmp_path / "keeper") as k:
         async with AsyncExitStack() as stack:
-            alice, bob = await family_of(stack, tmp_path, "alice", "bob")
-            await alice.add_keeper(k.url)
-            share(alice, bob)
+            alice, bob = await kept_family(stack, tmp_path, k.url, "alice", "bob")
             assert bob.vault.keeper_originals == DEFAULT_KEEPER_ORIGINALS
 
             await online(alice)
@@ -140,9 +138,7 @@ async def test_an_interrupted_upload_and_download_resume(tmp_path: Path) -> None
     port = first.url.rsplit(":", 1)[1]
     try:
         async with AsyncExitStack() as stack:
-            alice, bob = await family_of(stack, tmp_path, "alice", "bob")
-            await alice.add_keeper(first.url)
-            share(alice, bob)
+            alice, bob = await kept_family(stack, tmp_path, first.url, "alice", "bob")
             await online(alice)
             mine = photo(16 * MB, 5)  # 16 chunks: more than the client buffers at once
             ref = await alice.vault.add(mine, name="big.mov")
