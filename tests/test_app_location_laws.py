@@ -30,8 +30,8 @@ from microsync.crypto import SigningKey, X25519SecretKey
 from microsync.errors import MicrosyncError, StaleAnnouncement
 from microsync.feed.entry import EntryId, GroupId
 from microsync.identity import DeviceId
-from tests.test_app_group import family_of, share
-from tests.test_app_location import _linked, deliver, received
+from tests.test_app_group import family_of, linked_device, share
+from tests.test_app_location import deliver, received
 from tests.test_app_timeline import Writer, _all
 
 OXFORD = (51.752_021, -1.257_726)
@@ -133,7 +133,7 @@ async def test_per_viewer_locations_converge_under_random_delivery(
             jasmine, mum, sis, friend = await family_of(
                 stack, Path(root), "Jasmine", "Mum", "Sis", "Friend"
             )
-            laptop = await _linked(stack, Path(root), mum)
+            laptop = await linked_device(stack, Path(root), mum)
             everyone = [jasmine, mum, laptop, sis, friend]
             share(*everyone)  # everyone knows the laptop
             person = {"mum": mum, "sis": sis, "friend": friend}
