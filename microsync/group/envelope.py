@@ -4,6 +4,12 @@ Wire form (CBOR, unchanged since version 1): ``[1, [[purpose, epoch, bundle], ..
 at most :data:`MAX_BUNDLES` bundles. The ``sealed`` operation is encrypted under the control key
 of the entry's epoch; its first bytes are the ref of that key (:func:`sealed_ref`).
 Decoding is strict: an unknown version or purpose, or too many bundles, is a ``DecodeError``.
+
+A membership entry's body is decoded several times on its way in (the view reads its bundles,
+then the content fold its sealed op), and a removal's body in a large group is a few hundred
+KiB: :func:`decode_envelope` keeps the last :data:`RECENT_ENVELOPES` bodies it decoded, keyed by
+their bytes, so the second read of the same body is a dictionary lookup. The bodies are
+ciphertext (no secret is kept) and the answer is the one decoding gives.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ __all__ = ["MAX_BUNDLES", "Bundle", "decode_envelope", "encode_envelope", "seale
 
 ENVELOPE_VERSION: Final = 1
 MAX_BUNDLES: Final = 4
+RECENT_ENVELOPES: Final = 4
+"""How many decoded bodies :func:`decode_envelope` keeps (the newest)."""
 
 Bundle = tuple[Purpose, int, Value]
 """One key bundle: its purpose, the epoch it names, and the sealed wraps."""
@@ -30,7 +38,23 @@ def encode_envelope(bundles: list[Bundle], sealed: bytes) -> bytes:
 
 
 def decode_envelope(body: bytes) -> tuple[list[Bundle], bytes]:
-    """The bundles and the sealed operation of a membership entry's body (``DecodeError``)."""
+    """The bundles and the sealed operation of a membership entry's body (``DecodeError``).
+    The bundles' values are shared with later calls for the same body: read, never change,
+    them."""
+    recent = _recent.get(body)
+    if recent is None:
+        recent = _decode(body)
+        _recent[body] = recent
+        while len(_recent) > RECENT_ENVELOPES:
+            del _recent[next(iter(_recent))]
+    bundles, sealed = recent
+    return list(bundles), sealed
+
+
+_recent: dict[bytes, tuple[tuple[Bundle, ...], bytes]] = {}  # body -> decoded, oldest first
+
+
+def _decode(body: bytes) -> tuple[tuple[Bundle, ...], bytes]:
     version, bundles, sealed = expect_list(
         encoding.decode(body, max_size=len(body) + 1), "envelope", 3
     )
@@ -47,7 +71,7 @@ def decode_envelope(body: bytes) -> tuple[list[Bundle], bytes]:
         except ValueError:
             raise DecodeError("unknown bundle purpose") from None
         parsed.append((kind, expect_int(epoch, "epoch"), bundle))
-    return parsed, expect_bytes(sealed, "sealed", max_size=len(body))
+    return tuple(parsed), expect_bytes(sealed, "sealed", max_size=len(body))
 
 
 def sealed_ref(body: bytes) -> bytes:

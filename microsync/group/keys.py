@@ -28,6 +28,7 @@ naming devices. The bundle key then opens the bundle's payload (a list of epoch 
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -221,6 +222,16 @@ def _wrap_ad(
     return encoding.encode([group, epoch, sender, recipient, int(purpose)])
 
 
+def _wrap_ads(
+    group: GroupId, epoch: int, sender: DeviceId, purpose: Purpose
+) -> Callable[[DeviceId], bytes]:
+    """:func:`_wrap_ad` for many recipients: the same bytes, the parts that do not name the
+    recipient encoded once (a CBOR array is its header and its items' encodings in a row)."""
+    head = b"\x85" + b"".join(encoding.encode(v) for v in (group, epoch, sender))
+    tail = encoding.encode(int(purpose))
+    return lambda recipient: b"".join((head, encoding.encode(recipient), tail))
+
+
 def _wrap_key(shared: bytes, eph: bytes, prekey: bytes) -> SymmetricKey:
     return SymmetricKey(derive_key(labels.KEY_WRAP, shared, eph + prekey))
 
@@ -247,10 +258,11 @@ def seal_bundle(
     eph_public = bytes(eph.public)
     bundle_key = rng(_KEY)
     wraps: list[Value] = []
+    wrap_ad = _wrap_ads(group, epoch, sender, purpose)
     for r in recipients:
         shared = eph.exchange(r.prekey)
         wrapped = _wrap_key(shared, eph_public, bytes(r.prekey)).encrypt(
-            _ZERO_NONCE, bundle_key, _wrap_ad(group, epoch, sender, r.device, purpose)
+            _ZERO_NONCE, bundle_key, wrap_ad(r.device)
         )
         wraps.append([_tag(eph_public, r.device), r.prekey_id, wrapped])
     payload = encoding.encode([g.to_value() for g in grants])

@@ -369,7 +369,7 @@ class GroupReplica:
             entry = self._append(MEMBERSHIP_TYPE, body, draft.seal.number, max(now, least), deps)
             if draft.new_keys:
                 self._view.add_keys(draft.new_keys)
-            self._view.absorb([(entry, body)])
+            self._view.absorb_own(entry, body, draft.op, draft.bundles, draft.new_keys)
             if entry.id not in self._resolution.effective:
                 raise authoring.refusal(draft.op, self.state, self.me.person)
         return entry

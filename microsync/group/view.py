@@ -270,6 +270,19 @@ class MembershipView:
         self.open_all(fresh)
         self._resolve([e.id for e in fresh])
 
+    def absorb_own(
+        self, entry: Entry, body: bytes, op: Op, bundles: list[Bundle], keys: Sequence[EpochKey]
+    ) -> None:
+        """This device's own membership entry, sealed just now from ``op`` with ``bundles``:
+        resolved as :meth:`absorb` would, without decoding the body back or opening the wraps
+        (what they hold for this device is at most ``keys``, the keys it made, already kept)."""
+        h = entry.header
+        record = OpRecord.build(entry.id, h.device, h.seq, h.deps, op)
+        grants = [KeyGrant.of(key, True) for key in keys]
+        self._opened[entry.id] = _Opened(entry, record, list(bundles), grants)
+        self._bodies[entry.id] = body
+        self._resolve([entry.id])
+
     def open_all(self, fresh: Sequence[Entry] = ()) -> None:
         """Open bundles addressed to this device, then fold every sealed op a key opens (the
         content fold, :mod:`microsync.group.fold`); repeat while newly opened ops bring keys
