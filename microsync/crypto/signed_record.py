@@ -1,6 +1,12 @@
 """The codec every signed identity record shares: a canonical CBOR array
 ``[version, fields..., signature]`` whose signature covers ``label || the array without the
-signature`` (:mod:`microsync.identity` has the records)."""
+signature`` (:mod:`microsync.identity` has the records).
+
+Records are frozen values, and the same few certificates are decoded again and again (a
+store hands out each device's certificate as bytes, once per entry a peer sends): decoding
+keeps the last :data:`RECENT_RECORDS` it made, by type and bytes, and answers a repeat with the
+same value. Only what decoded is kept; a record's signature is still checked by
+:meth:`SignedRecord.verify`, every time it is called."""
 
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ __all__ = ["MAX_NAME_LENGTH", "MAX_RECORD_SIZE", "RECORD_VERSION", "SignedRecord
 RECORD_VERSION = 1
 MAX_RECORD_SIZE = 1024
 MAX_NAME_LENGTH = 64
+RECENT_RECORDS = 1024
+"""How many decoded records :meth:`SignedRecord.from_bytes` keeps (the newest)."""
 _KEY = 32
 
 
@@ -48,6 +56,16 @@ class SignedRecord:
     @classmethod
     def from_bytes(cls, data: bytes) -> Self:
         """Decode strictly. Does not check the signature: call :meth:`verify`."""
+        key = (cls, bytes(data))
+        found = _recent.get(key)
+        if found is None:
+            found = _recent[key] = cls._decode(key[1])
+            while len(_recent) > RECENT_RECORDS:
+                del _recent[next(iter(_recent))]
+        return found  # type: ignore[return-value]
+
+    @classmethod
+    def _decode(cls, data: bytes) -> Self:
         items = expect_list(encoding.decode(data, max_size=MAX_RECORD_SIZE), cls.__name__)
         if len(items) < 2:
             raise DecodeError(f"{cls.__name__}: too short")
@@ -60,6 +78,9 @@ class SignedRecord:
     def verify(self) -> None:
         """Raise :class:`~microsync.errors.BadSignature` unless the signature is valid."""
         self._signer().verify(self.LABEL, self.signing_bytes(), self.signature)
+
+
+_recent: dict[tuple[type[SignedRecord], bytes], SignedRecord] = {}  # oldest first
 
 
 def _exactly(fields: list[Value], count: int, name: str) -> list[Value]:

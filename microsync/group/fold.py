@@ -16,8 +16,9 @@ takes a batch of them and, for each, in order:
 3. **open** — ``open(entry, body)`` decrypts and decodes. :class:`DecryptionError` means no key
    here opens it yet: the entry is *locked*. :class:`DecodeError` means a member wrote
    garbage: it never counts, and is dropped.
-4. **author** — with ``person_of``, the entry's author person is looked up once per device; an
-   entry of a device with no known person is dropped.
+4. **author** — with ``person_of``, the entry's author person is looked up once per device
+   (and kept: a device's certificate names its person for good); an entry of a device with no
+   known person is dropped.
 
 What opened comes back as :class:`Folded` values, in the order given; the locked wait in
 :attr:`ContentFold.locked` (entry ids in arrival order). :meth:`ContentFold.retry` folds them
@@ -87,6 +88,9 @@ class ContentFold(Generic[T]):
         self.locked: dict[EntryId, Entry] = {}
         """Entries waiting for a key, or for their device's stretch to count."""
         self._windows: dict[DeviceId, tuple[Window, ...]] | None = None
+        # a device's person, once known: a certificate binds a device to its person for good
+        # (the first one kept stays), so a live entry does not look it up again
+        self._people: dict[DeviceId, PersonId] = {}
 
     def __repr__(self) -> str:
         return f"ContentFold(locked={len(self.locked)})"
@@ -99,7 +103,6 @@ class ContentFold(Generic[T]):
         """Open ``entries`` (bodies from ``known``, else read once); lock what cannot open
         yet, drop garbage. Returns what opened, in the order given."""
         state = self._state() if self._state is not None else None
-        people: dict[DeviceId, PersonId | None] = {}
         out: list[Folded[T]] = []
         for entry in entries:
             h = entry.header
@@ -122,7 +125,7 @@ class ContentFold(Generic[T]):
                     self.locked.pop(entry.id, None)
                     continue  # a member wrote garbage: it never counts
             self.locked.pop(entry.id, None)
-            person = self._author(h.device, people)
+            person = self._author(h.device)
             if self._person_of is not None and person is None:
                 continue
             out.append(Folded(entry=entry, body=body, value=value, person=person))
@@ -135,7 +138,7 @@ class ContentFold(Generic[T]):
     def accept(self, entry: Entry, body: bytes, value: T) -> Folded[T]:
         """This device's own entry, whose ``value`` it just wrote: nothing is decrypted."""
         self.locked.pop(entry.id, None)
-        person = self._author(entry.header.device, {})
+        person = self._author(entry.header.device)
         return Folded(entry=entry, body=body, value=value, person=person)
 
     # ------------------------------------------------------------------ cut-offs
@@ -164,9 +167,12 @@ class ContentFold(Generic[T]):
         stored = self._read(entry)
         return None if stored is None else (stored.body,)
 
-    def _author(self, device: DeviceId, people: dict[DeviceId, PersonId | None]) -> PersonId | None:
+    def _author(self, device: DeviceId) -> PersonId | None:
         if self._person_of is None:
             return None
-        if device not in people:
-            people[device] = self._person_of(device)
-        return people[device]
+        person = self._people.get(device)
+        if person is None:
+            person = self._person_of(device)
+            if person is not None:  # none yet: its certificate may still arrive
+                self._people[device] = person
+        return person

@@ -10,7 +10,7 @@ from microsync.identity import DeviceId
 from microsync.protocol.messages import Message
 from microsync.protocol.sync.credit import Allowance, Window
 from microsync.protocol.sync.options import SessionStats, SyncOptions
-from microsync.protocol.sync.ports import SyncHost
+from microsync.protocol.sync.ports import PeerReceiver, SyncHost
 
 __all__ = ["Link"]
 
@@ -33,6 +33,12 @@ class Link:
     dirty: dict[GroupId, None] = field(default_factory=dict)  # groups to push, in order
     pump_due: bool = False
     keys_due: dict[GroupId, None] = field(default_factory=dict)
+    # the host as a PeerReceiver, asked once (an isinstance of a runtime-checkable protocol
+    # costs about 10 µs: once per session, not once per batch received)
+    receiver: PeerReceiver | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        self.receiver = self.host if isinstance(self.host, PeerReceiver) else None
 
     def send(self, message: Message) -> None:
         self.out.append(message)

@@ -41,7 +41,6 @@ from microsync.protocol.messages import (
     MsgType,
 )
 from microsync.protocol.sync.link import Link
-from microsync.protocol.sync.ports import PeerReceiver
 from microsync.protocol.sync.stream import (
     PeerView,
     needs_certificates,
@@ -199,8 +198,8 @@ class Reconcile:
         link.window = link.window.take(size)
         for wire, _ in m.items:
             note_held(self.view.known, wire)
-        if isinstance(link.host, PeerReceiver):
-            accepted = link.host.receive_from(m.group, link.peer, m.items)
+        if link.receiver is not None:
+            accepted = link.receiver.receive_from(m.group, link.peer, m.items)
         else:
             accepted = link.host.receive(m.group, m.items)
         link.stats.entries_received += len(m.items)
