@@ -37,8 +37,9 @@ from typing import Final, assert_never
 from websockets.http11 import Request
 
 from microsync.net.limits import ConnectionQuota, Refusal, address_key
-from microsync.net.ws_conn import HttpRefusal, WsConnection, WsSettings
+from microsync.net.ws_conn import WsConnection, WsSettings
 from microsync.net.ws_frames import CloseCode
+from microsync.net.ws_opening import HttpRefusal
 from microsync.protocol.relay import (
     BUCKETS,
     MAX_MESSAGE,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from collections import deque
 
@@ -65,6 +66,12 @@ PING_INTERVAL = 20.0
 OPEN_TIMEOUT = 10.0
 
 
+@functools.lru_cache(maxsize=256)
+def _cuts(length: int) -> tuple[int, ...]:
+    """:func:`data_sizes`, remembered: a stream writes the same few lengths again and again."""
+    return tuple(data_sizes(length))
+
+
 class RelayChannel:
     """One end-to-end byte stream through the relay (a :class:`~microsync.net.stream.Stream`)."""
 
@@ -100,7 +107,7 @@ class RelayChannel:
         """Send ``data`` (cut by :func:`~microsync.net.relay.data_sizes`); waits while the
         send buffer is full. :class:`ConnectionResetError` if the channel is closed."""
         view, start = memoryview(data), 0
-        for size in data_sizes(len(view)):
+        for size in _cuts(len(view)):
             if self._eof or self._closed:
                 raise ConnectionResetError("relay channel closed")
             await self._client._send(Data(channel=self._number, payload=view[start : start + size]))
@@ -184,11 +191,15 @@ class RelayClient:
             ),
             OPEN_TIMEOUT,
         )
-        self._conn = conn
+        self._conn = conn  # before the handshake: a message may come with its answer
         try:
             await conn.open()
         except InvalidHandshake as refused:
+            self._conn = None
             raise ConnectionRefusedError(f"the relay refused the connection: {refused}") from None
+        except BaseException:
+            self._conn = None
+            raise
 
     async def join(self, rid: bytes) -> None:
         """Present rendezvous id ``rid`` (32 bytes): pair with every client that holds it."""
@@ -288,7 +299,7 @@ class RelayClient:
 
     def _malformed(self) -> None:
         assert self._conn is not None
-        self._conn.close(CloseCode.PROTOCOL_ERROR, "malformed relay message")
+        self._conn.fail(CloseCode.PROTOCOL_ERROR, "malformed relay message")
 
     def _on_message(self, message: Message) -> None:
         match message:

@@ -3,10 +3,9 @@ clients' connection (the framing is :mod:`microsync.net.ws_frames`).
 
 Theory of operation
 -------------------
-:class:`WsConnection` is an :class:`asyncio.Protocol`. The opening handshake is websockets'
-sans-IO :class:`~websockets.server.ServerProtocol` / :class:`~websockets.client.ClientProtocol`
-(request and response parsing, ``Sec-WebSocket-Accept``, no extensions: compression off);
-after it, every frame is read by a :class:`~microsync.net.ws_frames.FrameReader` and written
+:class:`WsConnection` is an :class:`asyncio.Protocol`. The opening handshake is
+:mod:`microsync.net.ws_opening` (websockets' sans-IO HTTP; no extensions: compression off),
+within ``open_timeout``; after it, every frame is read by a :class:`~microsync.net.ws_frames.FrameReader` and written
 by :func:`~microsync.net.ws_frames.frame` with no task, queue or lock in between: each binary
 message goes to :meth:`WsHandler.ws_message` from ``data_received``, and :meth:`send` writes
 one frame to the transport at once.
@@ -38,9 +37,8 @@ from enum import Enum
 from http import HTTPStatus
 from typing import Final, Protocol, TypeVar
 
-from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHandshake
 from websockets.http11 import Request
-from websockets.server import ServerProtocol
 from websockets.uri import WebSocketURI
 
 from microsync.net.ws_frames import (
@@ -53,15 +51,13 @@ from microsync.net.ws_frames import (
     frame,
     parse_close,
 )
+from microsync.net.ws_opening import ClientOpening, HttpRefusal, OpeningFailed, ServerOpening
 
-__all__ = ["HttpRefusal", "WsConnection", "WsHandler", "WsSettings"]
+__all__ = ["WsConnection", "WsHandler", "WsSettings"]
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD: Final = 16 * 1024
-"""The most bytes of an HTTP request or response head (before its blank line)."""
 _MASKS: Final = 4096  # random bytes drawn at once for client frame masks (1,024 masks)
-_MAX_ANSWER: Final = 64 * 1024  # a refusal's head and body, as a client reads it
 T = TypeVar("T")
 
 
@@ -92,14 +88,6 @@ class WsHandler(Protocol):
         """The connection is gone (called once)."""
 
 
-@dataclass(frozen=True, slots=True)
-class HttpRefusal:
-    """An HTTP answer that refuses an opening handshake."""
-
-    status: HTTPStatus
-    text: str
-
-
 OnRequest = Callable[["WsConnection", Request], "WsHandler | HttpRefusal"]
 
 
@@ -125,17 +113,16 @@ class WsConnection(asyncio.Protocol):
         if (on_request is None) == (uri is None) or (uri is not None and handler is None):
             raise ValueError("a server connection takes on_request, a client uri and handler")
         self.settings, self._on_request, self._handler = settings, on_request, handler
-        self._handshake: ServerProtocol | ClientProtocol
+        self._opening: ServerOpening | ClientOpening
         if uri is not None:
-            self._handshake = ClientProtocol(uri, max_size=settings.max_size)
+            self._opening = ClientOpening(uri, max_size=settings.max_size)
         else:
-            self._handshake = ServerProtocol(max_size=settings.max_size)
+            self._opening = ServerOpening(max_size=settings.max_size)
         self._client = uri is not None
         self._reader = FrameReader(masked=not self._client, max_size=settings.max_size)
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._state = State.CONNECTING
-        self._head = bytearray()
         self._opened: asyncio.Future[None] = self._loop.create_future()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._holds: set[object] = set()
@@ -169,9 +156,8 @@ class WsConnection(asyncio.Protocol):
         """A client's opening handshake, within ``open_timeout``. :class:`InvalidHandshake`
         if the server refused (its HTTP status in the message); :class:`TimeoutError`,
         :class:`ConnectionError` if it did not answer."""
-        assert isinstance(self._handshake, ClientProtocol) and self._transport is not None
-        self._handshake.send_request(self._handshake.connect())
-        self._flush_handshake()
+        assert isinstance(self._opening, ClientOpening) and self._transport is not None
+        self._transport.write(self._opening.request())
         try:
             await asyncio.wait_for(asyncio.shield(self._opened), self.settings.open_timeout)
         except BaseException:
@@ -237,6 +223,13 @@ class WsConnection(asyncio.Protocol):
         elif self._state is State.CONNECTING:
             self.abort()
 
+    def fail(self, code: CloseCode, reason: str) -> None:
+        """The peer broke a rule: a close frame with ``code``, then the TCP connection ends
+        (once what is buffered is written, ``close_timeout`` at most)."""
+        self._write_close(code, reason)
+        if self._transport is not None:
+            self._transport.close()
+
     def abort(self) -> None:
         """Drop the TCP connection now."""
         if self._transport is not None:
@@ -262,9 +255,11 @@ class WsConnection(asyncio.Protocol):
             self._pump()
 
     def eof_received(self) -> bool | None:
-        if self._state is State.CONNECTING and isinstance(self._handshake, ClientProtocol):
-            self._handshake.receive_eof()
-            self._client_answered()
+        if self._state is State.CONNECTING and isinstance(self._opening, ClientOpening):
+            try:
+                self._opening.eof()
+            except (InvalidHandshake, ConnectionError) as failed:
+                self._opening_failed(failed)
         return None  # close the transport
 
     def pause_writing(self) -> None:
@@ -291,66 +286,50 @@ class WsConnection(asyncio.Protocol):
     # --- the opening handshake ---------------------------------------------------------------
 
     def _handshake_data(self, data: bytes) -> None:
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if isinstance(self._handshake, ClientProtocol):
-            self._handshake.receive_data(data)  # a refusal's body may follow its head
-            self._client_answered(rest=bytes(self._head[end + 4 :]) if end >= 0 else b"")
-            if self._state is State.CONNECTING and len(self._head) > _MAX_ANSWER:
-                self.abort()
-        elif end >= 0:
-            head, rest = bytes(self._head[: end + 4]), bytes(self._head[end + 4 :])
-            self._head = bytearray()
-            self._server_handshake(self._handshake, head, rest)
-        elif len(self._head) > MAX_HEAD:
-            self.abort()
+        opening = self._opening
+        try:
+            if isinstance(opening, ClientOpening):
+                rest = opening.receive(data)
+                if rest is not None:
+                    self._now_open()
+                    self._opened.set_result(None)
+                    self.data_received(rest)
+            elif (request := opening.receive(data)) is not None:
+                self._answer(opening, request)
+        except InvalidHandshake as failed:
+            self._opening_failed(failed)
 
-    def _server_handshake(self, proto: ServerProtocol, head: bytes, rest: bytes) -> None:
-        proto.receive_data(head)
-        events = proto.events_received()
-        if not events or not isinstance(events[0], Request):
-            self._flush_handshake()  # websockets' answer to a bad request, if any
-            self.abort()
-            return
-        response = proto.accept(events[0])
-        if response.status_code == HTTPStatus.SWITCHING_PROTOCOLS:
-            on_request, request = self._on_request, events[0]
+    def _answer(self, opening: ServerOpening, request: Request) -> None:
+        """Admit the request (``on_request``) or refuse it; open, or close after the answer."""
+        refusal = opening.check(request)
+        if refusal is None:
+            on_request = self._on_request
             assert on_request is not None
             answer = self._call(lambda: on_request(self, request))
             if isinstance(answer, HttpRefusal):
-                response = proto.reject(answer.status, f"{answer.text}\n")
-            elif answer is None:
-                response = proto.reject(HTTPStatus.INTERNAL_SERVER_ERROR, "error\n")
+                refusal = answer
+            elif answer is None:  # on_request failed
+                refusal = HttpRefusal(HTTPStatus.INTERNAL_SERVER_ERROR, "error")
             else:
                 self._handler = answer
-        proto.send_response(response)
-        self._flush_handshake()
-        if response.status_code != HTTPStatus.SWITCHING_PROTOCOLS:
-            assert self._transport is not None
+        assert self._transport is not None
+        self._transport.write(opening.answer(refusal))
+        if refusal is not None:
             self._transport.close()
             return
         self._now_open()
-        if rest:
-            self.data_received(rest)
+        if opening.rest:
+            self.data_received(opening.rest)
 
-    def _client_answered(self, rest: bytes = b"") -> None:
-        proto = self._handshake
-        if proto.handshake_exc is not None:
-            if not self._opened.done():
-                self._opened.set_exception(proto.handshake_exc)
+    def _opening_failed(self, failed: InvalidHandshake | ConnectionError) -> None:
+        if not self._opened.done():
+            self._opened.set_exception(failed)
+            self._opened.exception()  # retrieved: a server's is never awaited
+        if isinstance(failed, OpeningFailed) and failed.answer and self._transport is not None:
+            self._transport.write(failed.answer)
+            self._transport.close()
+        else:
             self.abort()
-        elif proto.state.name == "OPEN":
-            self._head = bytearray()
-            self._now_open()
-            self._opened.set_result(None)
-            if rest:
-                self.data_received(rest)
-
-    def _flush_handshake(self) -> None:
-        assert self._transport is not None
-        for chunk in self._handshake.data_to_send():
-            if chunk:
-                self._transport.write(chunk)
 
     def _now_open(self) -> None:
         self._state = State.OPEN
@@ -367,8 +346,7 @@ class WsConnection(asyncio.Protocol):
             try:
                 got = reader.next()
             except FrameError as error:
-                self._write_close(error.code, error.reason)
-                self._finish()
+                self.fail(error.code, error.reason)
                 return
             if got is None:
                 return
@@ -397,12 +375,11 @@ class WsConnection(asyncio.Protocol):
         try:
             code, _reason = parse_close(payload)
         except FrameError as error:
-            self._write_close(error.code, error.reason)
-            self._finish()
+            self.fail(error.code, error.reason)
             return
         self.close_code = code
         if self._state is State.OPEN:  # echo it (RFC 6455 5.5.1), then end
-            self._write_close(CloseCode.NORMAL if code is None else CloseCode(code), "")
+            self._write_close(CloseCode.NORMAL if code is None else code, "")
         self._finish()
 
     def _finish(self) -> None:
@@ -411,10 +388,9 @@ class WsConnection(asyncio.Protocol):
         if not self._client and self._transport is not None:
             self._transport.close()
 
-    def _write_close(self, code: CloseCode | int, reason: str) -> None:
+    def _write_close(self, code: int, reason: str) -> None:
         if self._state is State.OPEN:
-            known = code if isinstance(code, CloseCode) else CloseCode.NORMAL
-            self._write_control(Opcode.CLOSE, close_payload(known, reason))
+            self._write_control(Opcode.CLOSE, close_payload(code, reason))
             self._state = State.CLOSING
             self._timer("close", self.settings.close_timeout, self.abort)
 

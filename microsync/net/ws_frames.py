@@ -213,7 +213,7 @@ def frame(opcode: Opcode, payload: bytes, *, mask: bytes | None = None) -> bytes
     return b"".join((header, mask, apply_mask(payload, mask)))
 
 
-def close_payload(code: CloseCode, reason: str = "") -> bytes:
+def close_payload(code: int, reason: str = "") -> bytes:
     """The body of a close frame: ``code`` and a short UTF-8 ``reason``."""
     encoded = reason.encode()
     if len(encoded) > MAX_CONTROL - 2:
