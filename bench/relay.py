@@ -12,11 +12,15 @@ process in every row; anything in the middle runs in a child process (spawned, b
 * **tcp forwarder**: sender -> a plain asyncio TCP forwarder (child) -> receiver: the cost of
   one extra hop with no framing at all;
 * **relay**: :class:`RelayClient` -> :class:`RelayServer` (child) -> :class:`RelayClient`:
-  WebSocket framing (compression off), padding to buckets, the channel multiplexing and the
-  client's bounded per-channel buffers.
+  WebSocket framing (``microsync.net.ws_conn``: masked client frames, compression off),
+  padding to buckets, the broker's checks and channel rewrite, the channel multiplexing and
+  the client's bounded per-channel buffers.
 
-Figures are medians of ``--repeat`` runs; wire bytes are the relay's count of padded messages
-received from the sender. Loopback only; nothing leaves the machine.
+The forwarder and the relay's middle read the same way (asyncio's 256 KiB reads) and both
+apply back-pressure; each path is timed the same way (``transfer``: first write to last byte
+read) with the same sender and receiver loops. Figures are medians (and bests) of
+``--repeat`` runs, the paths interleaved in each round; wire bytes are the padded messages
+the relay receives from the sender. Loopback only; nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -200,6 +204,11 @@ def measure(mb: int, write: int, repeat: int) -> dict[str, float]:
     """Median seconds per path for ``mb`` MiB in writes of ``write`` bytes, and (``... cpu``)
     the median CPU seconds the middle process and this one (both ends) spent on it: on a
     shared machine the CPU a path costs swings less than its wall time."""
+    return {name: statistics.median(times) for name, times in runs(mb, write, repeat).items()}
+
+
+def runs(mb: int, write: int, repeat: int) -> dict[str, list[float]]:
+    """Every run's seconds per path (and ``... cpu``), in the order run."""
     total, chunk = mb * 1024 * 1024, os.urandom(write)
     rows: dict[str, list[float]] = {}
     forwarder, relay = Middle("forwarder"), Middle("relay")
@@ -217,7 +226,7 @@ def measure(mb: int, write: int, repeat: int) -> dict[str, float]:
                 rows.setdefault(f"{name} cpu", []).append(
                     middle_cpu + time.process_time() - before[1]
                 )
-    return {name: statistics.median(times) for name, times in rows.items()}
+    return rows
 
 
 def figures(quick: bool = False) -> Report:
@@ -256,7 +265,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     total = args.mb * 1024 * 1024
-    seconds = measure(args.mb, args.write, args.repeat)
+    every = runs(args.mb, args.write, args.repeat)
+    seconds = {name: statistics.median(times) for name, times in every.items()}
     print(f"{args.mb} MiB in writes of {args.write:,} bytes, median of {args.repeat}")
     direct = seconds["tcp direct"]
     print(f"{'path':<15}{'seconds':>9}{'MB/s':>9}{'vs tcp direct':>15}{'cpu s':>8}")
@@ -268,6 +278,13 @@ def main() -> None:
     print(
         f"relay / forwarder: time {seconds['relay'] / forwarder:.2f}, "
         f"cpu {seconds['relay cpu'] / seconds['tcp forwarder cpu']:.2f}"
+    )
+    ratios = [r / f for r, f in zip(every["relay"], every["tcp forwarder"], strict=True)]
+    print(
+        "relay / forwarder time, each round: "
+        + ", ".join(f"{ratio:.2f}" for ratio in ratios)
+        + f" (median {statistics.median(ratios):.2f}, best {min(ratios):.2f}); "
+        f"throughput relay / forwarder: median {1 / statistics.median(ratios):.2f}x"
     )
     overhead = wire_bytes(total, args.write) / total - 1
     print(f"relay padding + framing overhead on the wire: {overhead:.2%}")

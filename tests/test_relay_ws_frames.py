@@ -1,6 +1,7 @@
 """The relay's RFC 6455 framing without sockets (microsync.net.ws_frames): known answers from
 the RFC, interop with websockets' own framing, frames fed in any cut, and every rule a hostile
-peer can break refused with its close code before any payload is held."""
+peer can break refused with its close code before any payload is held. Also the relay
+client's DATA fast paths, checked against the codec."""
 
 from __future__ import annotations
 
@@ -13,7 +14,19 @@ from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode as WsOpcode
 from websockets.streams import StreamReader
 
-from microsync.errors import RemoteProtocolError
+from microsync.errors import DecodeError, RemoteProtocolError
+from microsync.net.relay import (
+    BUCKETS,
+    MAX_PAYLOAD,
+    Closed,
+    Data,
+    Error,
+    ErrorCode,
+    Join,
+    decode,
+    encode,
+)
+from microsync.net.relay_client import data_parts, data_payload
 from microsync.net.ws_frames import (
     CloseCode,
     Frame,
@@ -22,10 +35,12 @@ from microsync.net.ws_frames import (
     Opcode,
     close_payload,
     frame,
+    frame_of_parts,
     parse_close,
 )
 
 MAX = 73_728
+RID = bytes(range(32))
 
 
 def frames_of(reader: FrameReader) -> list[Frame]:
@@ -35,8 +50,10 @@ def frames_of(reader: FrameReader) -> list[Frame]:
     return out
 
 
-def read_all(data: bytes, *, masked: bool, cut: int | None = None) -> list[Frame]:
-    reader = FrameReader(masked=masked, max_size=MAX)
+def read_all(
+    data: bytes, *, masked: bool, cut: int | None = None, views: bool = False
+) -> list[Frame]:
+    reader = FrameReader(masked=masked, max_size=MAX, views=views)
     got: list[Frame] = []
     step = cut or max(1, len(data))
     for i in range(0, len(data), step):
@@ -140,6 +157,22 @@ def test_frames_come_out_whole_and_in_order_whatever_the_cut(
     data, expect = serialize(messages, masked)
     assert read_all(data, masked=masked, cut=cut) == expect
     assert read_all(data, masked=masked, cut=1) == expect  # one byte at a time
+    assert read_all(data, masked=masked, cut=cut, views=True) == expect  # views of the input
+
+
+@given(MESSAGES, st.integers(1, 400))
+def test_feeding_again_before_reading_everything_loses_nothing(
+    messages: list[tuple[Opcode, bytes, int]], cut: int
+) -> None:
+    """A reader held mid-read (flow control) may be fed more before it is read again."""
+    data, expect = serialize(messages, False)
+    reader, got = FrameReader(masked=False, max_size=MAX, views=True), []
+    for i in range(0, len(data), cut):
+        reader.feed(data[i : i + cut])
+        if (one := reader.next()) is not None:  # at most one frame read per feed
+            got.append(one)
+    got += frames_of(reader)
+    assert got == expect and reader.buffered == 0
 
 
 def test_a_truncated_header_waits_and_holds_no_payload() -> None:
@@ -236,3 +269,68 @@ def test_any_bytes_give_frames_or_a_frame_error_and_never_anything_else(data: by
             frames_of(reader)
         except FrameError as error:
             assert error.code in set(CloseCode)
+
+
+@given(st.lists(st.binary(max_size=300), max_size=5), st.booleans())
+def test_a_frame_of_parts_is_the_frame_of_the_parts_joined(parts: list[bytes], mask: bool) -> None:
+    key = os.urandom(4) if mask else None
+    joined = frame(Opcode.BINARY, b"".join(parts), mask=key)
+    assert frame_of_parts(Opcode.BINARY, [memoryview(p) for p in parts], mask=key) == joined
+
+
+# --- the relay client's DATA fast paths (microsync.net.relay_client) -----------------------------
+
+
+@given(st.integers(1, 2**32 - 1), st.integers(1, MAX_PAYLOAD) | st.sampled_from([65_537, 65_544]))
+def test_data_parts_are_the_encoded_message(channel: int, size: int) -> None:
+    message = Data(channel=channel, payload=os.urandom(size))
+    assert b"".join(data_parts(message)) == encode(message)
+
+
+def test_data_parts_refuse_what_encode_refuses() -> None:
+    for bad in (Data(channel=0, payload=b"x"), Data(channel=1, payload=b"")):
+        with pytest.raises(ValueError):
+            data_parts(bad)
+    with pytest.raises(ValueError):
+        data_parts(Data(channel=1, payload=bytes(MAX_PAYLOAD + 1)))
+
+
+def _relay_messages() -> st.SearchStrategy[bytes]:
+    """Relay messages, some damaged: a byte changed, cut short, padded into a larger bucket."""
+    data = st.builds(
+        lambda channel, size: encode(Data(channel=channel, payload=os.urandom(size))),
+        st.integers(1, 2**32 - 1),
+        st.integers(1, 3_000) | st.sampled_from([65_537, MAX_PAYLOAD]),
+    )
+    others = st.sampled_from(
+        [encode(Closed(channel=2)), encode(Error(code=ErrorCode.IDLE)), encode(Join(rid=RID))]
+    )
+
+    def damage(raw: bytes, how: int, at: int, value: int) -> bytes:
+        i = at % len(raw)
+        if how == 1:
+            return raw[:i] + bytes([value]) + raw[i + 1 :]
+        if how == 2:
+            bigger = [b for b in BUCKETS if b > len(raw)]
+            return raw + bytes(bigger[0] - len(raw)) if bigger else raw
+        return raw[:i] if how == 3 else raw
+
+    return st.builds(
+        damage, data | others, st.integers(0, 3), st.integers(0, 2**20), st.integers(0, 255)
+    )
+
+
+@given(_relay_messages())
+def test_the_client_reads_data_without_decoding_exactly_as_decode_would(raw: bytes) -> None:
+    """``data_payload`` takes a message only when ``decode`` reads it as DATA in its own
+    bucket, and hands out the same channel and payload."""
+    try:
+        message = decode(raw, from_client=False)
+    except DecodeError:
+        message = None
+    found = data_payload(memoryview(raw))
+    canonical = isinstance(message, Data) and encode(message) == raw
+    assert (found is not None) == canonical
+    if found is not None:
+        assert isinstance(message, Data)
+        assert (found[0], bytes(found[1])) == (message.channel, message.payload)

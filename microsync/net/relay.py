@@ -38,7 +38,7 @@ from websockets.http11 import Request
 
 from microsync.net.limits import ConnectionQuota, Refusal, address_key
 from microsync.net.ws_conn import WsConnection, WsSettings
-from microsync.net.ws_frames import CloseCode
+from microsync.net.ws_frames import CloseCode, Payload
 from microsync.net.ws_opening import HttpRefusal
 from microsync.protocol.relay import (
     BUCKETS,
@@ -117,8 +117,8 @@ class _Client:
         self.relay, self.conn, self.id, self.key = relay, conn, client, key
         self.timer: asyncio.TimerHandle | None = None
 
-    def ws_message(self, data: bytes) -> None:
-        self.relay._received(self, data)
+    def ws_message(self, data: Payload) -> None:
+        self.relay._received(self, data if isinstance(data, bytes) else bytes(data))
 
     def ws_text(self) -> None:
         self.relay._refuse_text(self)

@@ -31,17 +31,21 @@ import contextlib
 import functools
 import ssl
 from collections import deque
+from typing import Final
 
 from websockets.exceptions import InvalidHandshake, InvalidURI
 from websockets.uri import parse_uri
 
 from microsync.errors import DecodeError, RemoteProtocolError
 from microsync.net.ws_conn import WsConnection, WsSettings
-from microsync.net.ws_frames import CloseCode
+from microsync.net.ws_frames import CloseCode, Payload
 from microsync.protocol.relay import (
+    BUCKETS,
+    CHANNEL_SIZE,
     DATA_OVERHEAD,
     HEADER_SIZE,
     MAX_MESSAGE,
+    MAX_PAYLOAD,
     RID_SIZE,
     ClientMessage,
     Close,
@@ -50,20 +54,55 @@ from microsync.protocol.relay import (
     Error,
     ErrorCode,
     Join,
+    Kind,
     Leave,
     Message,
     Paired,
-    data_channel,
+    bucket_for,
     data_sizes,
     decode,
     encode,
 )
 
-__all__ = ["DEFAULT_BUFFER_SIZE", "RelayChannel", "RelayClient"]
+__all__ = ["DEFAULT_BUFFER_SIZE", "RelayChannel", "RelayClient", "data_parts", "data_payload"]
 
 DEFAULT_BUFFER_SIZE = 256 * 1024
 PING_INTERVAL = 20.0
 OPEN_TIMEOUT = 10.0
+
+
+_ZEROS: Final = bytes(MAX_MESSAGE)
+
+
+def data_payload(message: Payload) -> tuple[int, memoryview] | None:
+    """(channel, payload view) of a DATA message in its own (smallest) bucket, the form the
+    relay sends; ``None`` for anything else, which :func:`decode` judges (strictly)."""
+    view = memoryview(message)
+    size = len(view)
+    if size < BUCKETS[0] or view[0] != Kind.DATA:
+        return None
+    end = HEADER_SIZE + int.from_bytes(view[1:HEADER_SIZE], "big")
+    if not DATA_OVERHEAD < end <= size or size != bucket_for(end):
+        return None
+    if view[end:] != _ZEROS[: size - end]:
+        return None
+    channel = int.from_bytes(view[HEADER_SIZE:DATA_OVERHEAD], "big")
+    return (channel, view[DATA_OVERHEAD:end]) if channel else None
+
+
+def data_parts(message: Data) -> tuple[bytes, Payload, bytes]:
+    """``encode(message)`` as (header, payload, padding): joined, the same bytes."""
+    length = CHANNEL_SIZE + len(message.payload)
+    if not CHANNEL_SIZE < length <= MAX_PAYLOAD + CHANNEL_SIZE:
+        raise ValueError(f"a DATA payload is 1 to {MAX_PAYLOAD} bytes")
+    if not 0 < message.channel < 2**32:
+        raise ValueError("channel ids are 1 to 2**32 - 1")
+    header = bytes((Kind.DATA,)) + length.to_bytes(3, "big") + message.channel.to_bytes(4, "big")
+    return (
+        header,
+        message.payload,
+        _ZEROS[: bucket_for(HEADER_SIZE + length) - HEADER_SIZE - length],
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -251,17 +290,17 @@ class RelayClient:
 
     # --- what the connection tells us (WsHandler) --------------------------------------------
 
-    def ws_message(self, data: bytes) -> None:
-        """One message from the relay: a DATA goes straight to its channel's buffer."""
-        number = data_channel(data)  # the bulk of the traffic, checked without a decode
-        if number is not None:
-            channel = self._channels.get(number)
+    def ws_message(self, data: Payload) -> None:
+        """One message from the relay (a view of the bytes read): a DATA's payload is copied
+        once, into its channel's buffer."""
+        found = data_payload(data)  # the bulk of the traffic, checked without a decode
+        if found is not None:
+            channel = self._channels.get(found[0])
             if channel is not None:
-                end = HEADER_SIZE + int.from_bytes(data[1:HEADER_SIZE], "big")
-                channel._deliver(data[DATA_OVERHEAD:end])
+                channel._deliver(bytes(found[1]))
             return
         try:
-            self._on_message(decode(data, from_client=False))
+            self._on_message(decode(bytes(data), from_client=False))
         except (DecodeError, RemoteProtocolError):
             self._malformed()
 
@@ -278,7 +317,11 @@ class RelayClient:
 
     async def _send(self, message: ClientMessage) -> None:
         conn = self._conn
-        if conn is None or self._ended or not conn.send(encode(message)):
+        if isinstance(message, Data):  # the bulk: framed with one copy of the payload
+            sent = conn is not None and not self._ended and conn.send_parts(data_parts(message))
+        else:
+            sent = conn is not None and not self._ended and conn.send(encode(message))
+        if not sent or conn is None:
             raise ConnectionResetError(f"not connected to the relay ({self._reason()})")
         if not conn.writable:
             await conn.drain()

@@ -5,8 +5,9 @@ Theory of operation
 -------------------
 :class:`WsConnection` is an :class:`asyncio.Protocol`. The opening handshake is
 :mod:`microsync.net.ws_opening` (websockets' sans-IO HTTP; no extensions: compression off),
-within ``open_timeout``; after it, every frame is read by a :class:`~microsync.net.ws_frames.FrameReader` and written
-by :func:`~microsync.net.ws_frames.frame` with no task, queue or lock in between: each binary
+within ``open_timeout``; after it, every frame is read by a
+:class:`~microsync.net.ws_frames.FrameReader` and written by
+:func:`~microsync.net.ws_frames.frame` with no task, queue or lock in between: each binary
 message goes to :meth:`WsHandler.ws_message` from ``data_received``, and :meth:`send` writes
 one frame to the transport at once.
 
@@ -31,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from http import HTTPStatus
@@ -47,8 +48,10 @@ from microsync.net.ws_frames import (
     FrameError,
     FrameReader,
     Opcode,
+    Payload,
     close_payload,
     frame,
+    frame_of_parts,
     parse_close,
 )
 from microsync.net.ws_opening import ClientOpening, HttpRefusal, OpeningFailed, ServerOpening
@@ -78,8 +81,9 @@ class WsSettings:
 class WsHandler(Protocol):
     """What a connection tells its owner once it is open."""
 
-    def ws_message(self, data: bytes) -> None:
-        """One binary message."""
+    def ws_message(self, data: Payload) -> None:
+        """One binary message (on a client's connection, a view of the bytes read: copy
+        what you keep)."""
 
     def ws_text(self) -> None:
         """A text message arrived (neither end of the relay speaks text)."""
@@ -119,7 +123,9 @@ class WsConnection(asyncio.Protocol):
         else:
             self._opening = ServerOpening(max_size=settings.max_size)
         self._client = uri is not None
-        self._reader = FrameReader(masked=not self._client, max_size=settings.max_size)
+        self._reader = FrameReader(
+            masked=not self._client, max_size=settings.max_size, views=self._client
+        )
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._state = State.CONNECTING
@@ -164,12 +170,19 @@ class WsConnection(asyncio.Protocol):
             self.abort()
             raise
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: Payload) -> bool:
         """Write one binary message now; ``False`` (nothing sent) unless the connection is
         open. Never waits: check :attr:`writable` or await :meth:`drain`."""
         if self._state is not State.OPEN or self._transport is None:
             return False
         self._transport.write(frame(Opcode.BINARY, data, mask=self._mask()))
+        return True
+
+    def send_parts(self, parts: Sequence[Payload]) -> bool:
+        """:meth:`send` of ``parts`` joined, with one copy of each."""
+        if self._state is not State.OPEN or self._transport is None:
+            return False
+        self._transport.write(frame_of_parts(Opcode.BINARY, parts, mask=self._mask()))
         return True
 
     async def drain(self) -> None:
@@ -356,20 +369,20 @@ class WsConnection(asyncio.Protocol):
         handler, opcode = self._handler, got.opcode
         if self._state is not State.OPEN or handler is None:
             if opcode is Opcode.CLOSE:
-                self._on_close(got.payload)
+                self._on_close(bytes(got.payload))
             return  # after our close frame, data is dropped
         if opcode is Opcode.BINARY:
             self._call(lambda: handler.ws_message(got.payload))
         elif opcode is Opcode.TEXT:
             self._call(handler.ws_text)
         elif opcode is Opcode.PING:
-            self._write_control(Opcode.PONG, got.payload)
+            self._write_control(Opcode.PONG, bytes(got.payload))
             self.throttle_by(self)
         elif opcode is Opcode.PONG:
             if got.payload == self._ping:
                 self._ping = None
         else:
-            self._on_close(got.payload)
+            self._on_close(bytes(got.payload))
 
     def _on_close(self, payload: bytes) -> None:
         try:

@@ -15,12 +15,13 @@ big, 1007 bad close reason). :func:`frame` builds one frame (masked with the 4 b
 drew, or not); :func:`close_payload` and :func:`parse_close` the body of a close frame.
 
 Invariants: the reader holds at most the unread bytes it was fed plus one partial message
-(``max_size`` + 14 bytes of header); the payload it hands out is unmasked and owned by the
-caller; it never reads past a frame it refused.
+(``max_size`` + 14 bytes of header), and copies only the bytes of a frame cut between two
+reads; the payload it hands out is unmasked; it never reads past a frame it refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
@@ -39,8 +40,10 @@ __all__ = [
     "FrameError",
     "FrameReader",
     "Opcode",
+    "Payload",
     "close_payload",
     "frame",
+    "frame_of_parts",
     "parse_close",
 ]
 
@@ -84,42 +87,57 @@ class FrameError(RemoteProtocolError):
         self.code, self.reason = code, reason
 
 
+Payload = bytes | memoryview
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """A whole data message (TEXT or BINARY, fragments joined) or one control frame."""
 
     opcode: Opcode
-    payload: bytes
+    payload: Payload
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    fin: bool
+    opcode: Opcode
+    mask: int  # where the mask (or, unmasked, the payload) starts, from the frame's start
+    body: int  # where the payload starts
+    size: int  # the whole frame's length
 
 
 class FrameReader:
-    """Frames from one peer: ``masked`` says whether that peer must mask (it is a client)."""
+    """Frames from one peer: ``masked`` says whether that peer must mask (it is a client).
+    With ``views``, an unmasked data payload is a :class:`memoryview` of the bytes fed, not a
+    copy (copy what you keep); control frames and masked payloads are always ``bytes``."""
 
-    def __init__(self, *, masked: bool, max_size: int) -> None:
-        self._masked, self._max_size = masked, max_size
-        self._buffer = bytearray()
-        self._start = 0  # where the next frame begins in the buffer
-        self._fragments: list[bytes] = []
+    def __init__(self, *, masked: bool, max_size: int, views: bool = False) -> None:
+        self._masked, self._max_size, self._views = masked, max_size, views
+        self._chunk, self._at = b"", 0  # the bytes fed last, and where the next frame starts
+        self._partial = bytearray()  # a frame begun in an earlier chunk (then _chunk is spent)
+        self._fragments: list[Payload] = []
         self._fragment_opcode: Opcode | None = None
         self._fragment_size = 0
 
     @property
     def buffered(self) -> int:
         """Bytes fed and not yet handed out as frames."""
-        return len(self._buffer) - self._start
+        return len(self._partial) + len(self._chunk) - self._at
 
     def feed(self, data: bytes) -> None:
-        """Add bytes that arrived."""
-        if self._start:
-            del self._buffer[: self._start]  # O(1) at the front of a bytearray
-            self._start = 0
-        self._buffer += data
+        """Add bytes that arrived. A frame that lies whole in them is never copied here; only
+        the bytes of a frame cut between two reads are gathered."""
+        data = bytes(data)  # no-op for bytes; a caller's bytearray could change under a view
+        if self._at < len(self._chunk):  # fed again before everything was read (rare)
+            data = self._chunk[self._at :] + data
+        self._chunk, self._at = data, 0
 
     def next(self) -> Frame | None:
         """The next whole message or control frame; ``None`` until more bytes arrive.
         :class:`FrameError` if the peer broke a rule (then stop reading)."""
         while True:
-            got = self._frame()
+            got = self._from_partial() if self._partial else self._from_chunk()
             if got is None:
                 return None
             fin, opcode, payload = got
@@ -129,34 +147,66 @@ class FrameReader:
             if message is not None:
                 return message
 
-    def _frame(self) -> tuple[bool, Opcode, bytes] | None:
-        buffer, start = self._buffer, self._start
+    def _from_chunk(self) -> tuple[bool, Opcode, Payload] | None:
+        chunk, start = self._chunk, self._at
+        header = self._header(chunk, start)
+        if header is not None and start + header.size <= len(chunk):
+            self._at = start + header.size
+            return self._take(chunk, start, header)
+        if start < len(chunk):  # a frame that goes on in the next read: gather it
+            self._partial = bytearray(memoryview(chunk)[start:])
+        self._chunk, self._at = b"", 0
+        return None
+
+    def _from_partial(self) -> tuple[bool, Opcode, Payload] | None:
+        partial, chunk, at = self._partial, self._chunk, self._at
+        while (header := self._header(partial, 0)) is None:
+            if at >= len(chunk):
+                self._at = at
+                return None
+            partial.append(chunk[at])  # the header, byte by byte: never past this frame
+            at += 1
+        take = min(header.size - len(partial), len(chunk) - at)
+        partial += memoryview(chunk)[at : at + take]
+        self._at = at + take
+        if len(partial) < header.size:
+            return None
+        self._partial = bytearray()
+        return self._take(partial, 0, header)
+
+    def _header(self, buffer: bytes | bytearray, start: int) -> _Header | None:
+        """The header of the frame at ``start`` once it is all in; checked first."""
         available = len(buffer) - start
         if available < 2:
             return None
-        first, second = buffer[start], buffer[start + 1]
-        opcode, length = self._check_header(first, second)
+        first = buffer[start]
+        opcode, length = self._check_header(first, buffer[start + 1])
         offset = 2
         if length == 126:
-            offset, length = 4, int.from_bytes(buffer[start + 2 : start + 4], "big")
+            offset = 4
         elif length == 127:
-            offset, length = 10, int.from_bytes(buffer[start + 2 : start + 10], "big")
-        if available < offset:
-            return None
-        self._check_length(opcode, length)
+            offset = 10
         mask_end = offset + 4 if self._masked else offset
-        end = mask_end + length
-        if available < end:
+        if available < mask_end:
             return None
-        with memoryview(buffer) as view:
-            body = view[start + mask_end : start + end]
-            if self._masked:
-                payload = apply_mask(body, bytes(view[start + offset : start + mask_end]))
-            else:
-                payload = bytes(body)
-            body.release()
-        self._start = start + end
-        return bool(first & 0x80), opcode, payload
+        if offset > 2:
+            length = int.from_bytes(buffer[start + 2 : start + offset], "big")
+        self._check_length(opcode, length)
+        return _Header(bool(first & 0x80), opcode, offset, mask_end, mask_end + length)
+
+    def _take(
+        self, buffer: bytes | bytearray, start: int, header: _Header
+    ) -> tuple[bool, Opcode, Payload]:
+        body = memoryview(buffer)[start + header.body : start + header.size]
+        payload: Payload
+        if self._masked:
+            mask = bytes(buffer[start + header.mask : start + header.body])
+            payload = apply_mask(body, mask)
+        elif self._views and header.opcode not in _CONTROL:
+            payload = body
+        else:
+            payload = bytes(body)
+        return header.fin, header.opcode, payload
 
     def _check_header(self, first: int, second: int) -> tuple[Opcode, int]:
         if first & 0x70:
@@ -178,7 +228,7 @@ class FrameReader:
         elif self._fragment_size + length > self._max_size:
             raise FrameError(CloseCode.MESSAGE_TOO_BIG, "message too big")
 
-    def _assemble(self, fin: bool, opcode: Opcode, payload: bytes) -> Frame | None:
+    def _assemble(self, fin: bool, opcode: Opcode, payload: Payload) -> Frame | None:
         if opcode is Opcode.CONTINUATION:
             if self._fragment_opcode is None:
                 raise FrameError(CloseCode.PROTOCOL_ERROR, "continuation without a message")
@@ -197,20 +247,32 @@ class FrameReader:
         return Frame(opcode, whole)
 
 
-def frame(opcode: Opcode, payload: bytes, *, mask: bytes | None = None) -> bytes:
+def frame(opcode: Opcode, payload: Payload, *, mask: bytes | None = None) -> bytes:
     """One final frame of ``payload``; masked with ``mask`` (4 bytes: a client's) if given."""
-    length = len(payload)
+    return frame_of_parts(opcode, (payload,), mask=mask)
+
+
+def frame_of_parts(opcode: Opcode, parts: Sequence[Payload], *, mask: bytes | None = None) -> bytes:
+    """One final frame whose payload is ``parts`` joined, built with one copy of each part
+    (each masked where it falls: the mask turns with the part's offset)."""
+    length = sum(len(part) for part in parts)
+    bit = 0x80 if mask is not None else 0
     if length < 126:
-        header = bytes((0x80 | opcode, length | (0x80 if mask else 0)))
+        header = bytes((0x80 | opcode, bit | length))
     elif length < 65536:
-        header = bytes((0x80 | opcode, 126 | (0x80 if mask else 0))) + length.to_bytes(2, "big")
+        header = bytes((0x80 | opcode, bit | 126)) + length.to_bytes(2, "big")
     else:
-        header = bytes((0x80 | opcode, 127 | (0x80 if mask else 0))) + length.to_bytes(8, "big")
+        header = bytes((0x80 | opcode, bit | 127)) + length.to_bytes(8, "big")
     if mask is None:
-        return header + payload
+        return b"".join((header, *parts))
     if len(mask) != 4:
         raise ValueError("a frame mask is 4 bytes")
-    return b"".join((header, mask, apply_mask(payload, mask)))
+    out, offset = [header, mask], 0
+    for part in parts:
+        turn = offset % 4
+        out.append(apply_mask(part, mask[turn:] + mask[:turn]) if part else b"")
+        offset += len(part)
+    return b"".join(out)
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
