@@ -11,8 +11,9 @@ within ``open_timeout``; after it, every frame is read by a
 message goes to :meth:`WsHandler.ws_message` from ``data_received``, and :meth:`send` writes
 one frame to the transport at once.
 
-Flow control is by *holds*: reading stops (``pause_reading``, and no buffered frame is handed
-out) while anything holds the connection (:meth:`hold` / :meth:`release`). A relay holds a
+Flow control is by *holds*: while anything holds the connection (:meth:`hold` /
+:meth:`release`) no buffered frame is handed out, and a read that arrives meanwhile pauses the
+transport (``pause_reading``: one read at most waits beyond the hold). A relay holds a
 sender while a receiver's transport buffer is above its high-water mark
 (:meth:`throttle_by`); a client holds its connection while a channel's buffer is full; a
 connection holds itself while its own buffer is full (a peer that pings but does not read).
@@ -23,8 +24,9 @@ matching pong is ``ping_timeout`` late (not while a hold on it by someone else m
 pong unread), and runs the closing handshake (a close frame each way, then the server closes
 TCP; ``close_timeout`` bounds every wait). A framing error is answered with its close code.
 
-Invariants: the bytes held are one partial message plus what the transport buffers; a
-handler's exception ends that connection only (kept in :attr:`failure` for its owner).
+Invariants: the bytes held are two reads and one partial message plus what the transport
+buffers; a handler's exception ends that connection only (kept in :attr:`failure` for its
+owner).
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class WsConnection(asyncio.Protocol):
         self._opened: asyncio.Future[None] = self._loop.create_future()
         self._closed: asyncio.Future[None] = self._loop.create_future()
         self._holds: set[object] = set()
+        self._paused = False  # the transport's reading is paused (for a hold)
         self._writable = True
         self._when_writable: list[Callable[[], None]] = []
         self._masks, self._mask_at = b"", _MASKS
@@ -208,10 +211,10 @@ class WsConnection(asyncio.Protocol):
             self._when_writable.append(callback)
 
     def hold(self, key: object) -> None:
-        """Stop reading until ``key`` is released (and every other hold)."""
+        """Stop reading until ``key`` is released (and every other hold): no frame is handed
+        out from now on, and the transport is paused if another read arrives meanwhile
+        (most holds end before that, and cost no system call)."""
         self._holds.add(key)
-        if self._transport is not None and self._state is not State.CLOSED:
-            self._transport.pause_reading()
 
     def release(self, key: object) -> None:
         """Drop the hold ``key``; the last one resumes reading."""
@@ -219,7 +222,9 @@ class WsConnection(asyncio.Protocol):
             return
         self._holds.discard(key)
         if not self._holds and self._transport is not None and self._state is not State.CLOSED:
-            self._transport.resume_reading()
+            if self._paused:
+                self._paused = False
+                self._transport.resume_reading()
             self._loop.call_soon(self._pump)
 
     def throttle_by(self, other: WsConnection) -> None:
@@ -265,7 +270,11 @@ class WsConnection(asyncio.Protocol):
             self._handshake_data(data)
         elif self._state is not State.CLOSED:
             self._reader.feed(data)
-            self._pump()
+            if not self._holds:
+                self._pump()
+            elif not self._paused and self._transport is not None:
+                self._paused = True  # held: what was read waits, and nothing more is read
+                self._transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         if self._state is State.CONNECTING and isinstance(self._opening, ClientOpening):

@@ -72,7 +72,7 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
 
 
-_OPCODES: Final = frozenset(int(op) for op in Opcode)
+_OPCODES: Final = {int(op): op for op in Opcode}
 _CONTROL: Final = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
 # codes a peer may put in a close frame: 1000-1014 less the three reserved for local use, and
 # the registered / private ranges
@@ -211,9 +211,9 @@ class FrameReader:
     def _check_header(self, first: int, second: int) -> tuple[Opcode, int]:
         if first & 0x70:
             raise FrameError(CloseCode.PROTOCOL_ERROR, "reserved bits set")
-        if first & 0x0F not in _OPCODES:
+        opcode = _OPCODES.get(first & 0x0F)
+        if opcode is None:
             raise FrameError(CloseCode.PROTOCOL_ERROR, "unknown opcode")
-        opcode = Opcode(first & 0x0F)
         if bool(second & 0x80) != self._masked:
             wrong = "an unmasked frame from a client" if self._masked else "a masked frame"
             raise FrameError(CloseCode.PROTOCOL_ERROR, wrong)
