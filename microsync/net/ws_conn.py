@@ -363,16 +363,20 @@ class WsConnection(asyncio.Protocol):
 
     def _pump(self) -> None:
         """Hand out buffered frames until a hold or the end of the bytes."""
-        reader = self._reader
-        while not self._holds and self._state in (State.OPEN, State.CLOSING):
-            try:
+        reader, handler = self._reader, self._handler
+        try:
+            while not self._holds and self._state in (State.OPEN, State.CLOSING):
                 got = reader.next()
-            except FrameError as error:
-                self.fail(error.code, error.reason)
-                return
-            if got is None:
-                return
-            self._dispatch(got)
+                if got is None:
+                    return
+                if got.opcode is Opcode.BINARY and self._state is State.OPEN and handler:
+                    handler.ws_message(got.payload)  # the bulk: no more indirection
+                else:
+                    self._dispatch(got)
+        except FrameError as error:
+            self.fail(error.code, error.reason)
+        except Exception as error:  # a bug in the owner: it hears of it through .failure
+            self._failed(error)
 
     def _dispatch(self, got: Frame) -> None:
         handler, opcode = self._handler, got.opcode
@@ -468,7 +472,10 @@ class WsConnection(asyncio.Protocol):
         try:
             return callback()
         except Exception as error:  # a bug in the owner: it hears of it through .failure
-            if self.failure is None:
-                self.failure = error
-            self.abort()
+            self._failed(error)
             return None
+
+    def _failed(self, error: Exception) -> None:
+        if self.failure is None:
+            self.failure = error
+        self.abort()

@@ -21,6 +21,7 @@ reads; the payload it hands out is unmasked; it never reads past a frame it refu
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -114,7 +115,8 @@ class FrameReader:
 
     def __init__(self, *, masked: bool, max_size: int, views: bool = False) -> None:
         self._masked, self._max_size, self._views = masked, max_size, views
-        self._chunk, self._at = b"", 0  # the bytes fed last, and where the next frame starts
+        self._chunk, self._at = b"", 0  # the bytes being read, and where the next frame starts
+        self._queue: deque[bytes] = deque()  # bytes fed while the chunk was still being read
         self._partial = bytearray()  # a frame begun in an earlier chunk (then _chunk is spent)
         self._fragments: list[Payload] = []
         self._fragment_opcode: Opcode | None = None
@@ -123,23 +125,28 @@ class FrameReader:
     @property
     def buffered(self) -> int:
         """Bytes fed and not yet handed out as frames."""
-        return len(self._partial) + len(self._chunk) - self._at
+        queued = sum(len(chunk) for chunk in self._queue)
+        return len(self._partial) + len(self._chunk) - self._at + queued
 
     def feed(self, data: bytes) -> None:
         """Add bytes that arrived. A frame that lies whole in them is never copied here; only
         the bytes of a frame cut between two reads are gathered."""
         data = bytes(data)  # no-op for bytes; a caller's bytearray could change under a view
-        if self._at < len(self._chunk):  # fed again before everything was read (rare)
-            data = self._chunk[self._at :] + data
-        self._chunk, self._at = data, 0
+        if self._at < len(self._chunk) or self._queue:  # fed before everything was read
+            self._queue.append(data)
+        else:
+            self._chunk, self._at = data, 0
 
     def next(self) -> Frame | None:
         """The next whole message or control frame; ``None`` until more bytes arrive.
         :class:`FrameError` if the peer broke a rule (then stop reading)."""
         while True:
             got = self._from_partial() if self._partial else self._from_chunk()
-            if got is None:
-                return None
+            if got is None:  # this chunk is spent
+                if not self._queue:
+                    return None
+                self._chunk, self._at = self._queue.popleft(), 0
+                continue
             fin, opcode, payload = got
             if opcode in _CONTROL:
                 return Frame(opcode, payload)
