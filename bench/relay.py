@@ -9,8 +9,11 @@ process in every row; anything in the middle runs in a child process (spawned, b
 127.0.0.1 port 0, terminated in a ``finally``):
 
 * **tcp direct**: sender -> receiver over one loopback TCP connection (asyncio streams);
-* **tcp forwarder**: sender -> a plain asyncio TCP forwarder (child) -> receiver: the cost of
-  one extra hop with no framing at all;
+* **tcp forwarder**: sender -> a plain asyncio TCP forwarder (child: streams, read up to
+  256 KiB, write, drain) -> receiver: the cost of one extra hop with no framing at all;
+* **protocol fwd**: the same hop on ``asyncio.Protocol`` (each read written to the other
+  transport, reading paused while it is above its high-water mark): the cheapest forwarder
+  asyncio gives, as the relay is built the same way;
 * **relay**: :class:`RelayClient` -> :class:`RelayServer` (child) -> :class:`RelayClient`:
   WebSocket framing (``microsync.net.ws_conn``: masked client frames, compression off),
   padding to buckets, the broker's checks and channel rewrite, the channel multiplexing and
@@ -74,6 +77,54 @@ async def _forwarder(ports: Queue[int]) -> None:
         await server.serve_forever()
 
 
+class _Pipe(asyncio.Protocol):
+    """One side of the protocol-level forwarder: what it reads goes to ``peer``'s transport,
+    and it stops reading while that transport is above its high-water mark."""
+
+    def __init__(self, waiting: list[_Pipe]) -> None:
+        self._waiting = waiting
+        self.peer: _Pipe | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if not self._waiting:
+            self._waiting.append(self)
+            transport.pause_reading()
+            return
+        self.peer = self._waiting.pop()
+        self.peer.peer = self
+        assert self.peer.transport is not None
+        self.peer.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None and self.peer.transport is not None
+        self.peer.transport.write(data)
+
+    def pause_writing(self) -> None:  # our transport is full: stop reading the other side
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
+async def _protocol_forwarder(ports: Queue[int]) -> None:
+    """The same forwarder on ``asyncio.Protocol``: no streams, no task, no copy of its own."""
+    waiting: list[_Pipe] = []
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Pipe(waiting), "127.0.0.1", 0)
+    ports.put(server.sockets[0].getsockname()[1])
+    async with server:
+        await server.serve_forever()
+
+
 async def _relay(ports: Queue[int]) -> None:
     async with RelayServer(limits=UNLIMITED) as relay:
         ports.put(relay.port)
@@ -81,7 +132,8 @@ async def _relay(ports: Queue[int]) -> None:
 
 
 def _child(kind: str, ports: Queue[int]) -> None:
-    asyncio.run(_forwarder(ports) if kind == "forwarder" else _relay(ports))
+    middles = {"forwarder": _forwarder, "protocol forwarder": _protocol_forwarder}
+    asyncio.run(middles.get(kind, _relay)(ports))
 
 
 class Middle:
@@ -211,11 +263,12 @@ def runs(mb: int, write: int, repeat: int) -> dict[str, list[float]]:
     """Every run's seconds per path (and ``... cpu``), in the order run."""
     total, chunk = mb * 1024 * 1024, os.urandom(write)
     rows: dict[str, list[float]] = {}
-    forwarder, relay = Middle("forwarder"), Middle("relay")
-    with forwarder as forwarder_port, relay as relay_port:
+    forwarder, protocol, relay = Middle("forwarder"), Middle("protocol forwarder"), Middle("relay")
+    with forwarder as forwarder_port, protocol as protocol_port, relay as relay_port:
         paths: list[tuple[str, Callable[[], Coroutine[Any, Any, float]], Middle | None]] = [
             ("tcp direct", lambda: run_tcp(None, total, chunk), None),
             ("tcp forwarder", lambda: run_tcp(forwarder_port, total, chunk), forwarder),
+            ("protocol fwd", lambda: run_tcp(protocol_port, total, chunk), protocol),
             ("relay", lambda: run_relay(relay_port, total, chunk), relay),
         ]
         for _ in range(repeat):
@@ -247,13 +300,22 @@ def figures(quick: bool = False) -> Report:
                 floor=f"{rate('tcp forwarder')} (plain forwarder)",
                 ratio=seconds["relay"] / seconds["tcp forwarder"],
                 target="<= 1.25",
-            )
+            ),
+            Figure(
+                bench="relay",
+                measure="the same",
+                value="",
+                floor=f"{rate('protocol fwd')} (asyncio.Protocol forwarder)",
+                ratio=seconds["relay"] / seconds["protocol fwd"],
+                target="",
+            ),
         ],
         notes=[
             f"direct loopback TCP {rate('tcp direct')}; relay padding + framing "
             f"{wire_bytes(total, 65_537) / total - 1:.2%} of the bytes; CPU (middle process "
             f"and both ends) relay / forwarder "
-            f"{seconds['relay cpu'] / seconds['tcp forwarder cpu']:.2f}"
+            f"{seconds['relay cpu'] / seconds['tcp forwarder cpu']:.2f}, relay / protocol "
+            f"forwarder {seconds['relay cpu'] / seconds['protocol fwd cpu']:.2f}"
         ],
     )
 
@@ -270,7 +332,7 @@ def main() -> None:
     print(f"{args.mb} MiB in writes of {args.write:,} bytes, median of {args.repeat}")
     direct = seconds["tcp direct"]
     print(f"{'path':<15}{'seconds':>9}{'MB/s':>9}{'vs tcp direct':>15}{'cpu s':>8}")
-    for name in ("tcp direct", "tcp forwarder", "relay"):
+    for name in ("tcp direct", "tcp forwarder", "protocol fwd", "relay"):
         took, cpu = seconds[name], seconds[f"{name} cpu"]
         rate = total / took / 1e6
         print(f"{name:<15}{took:>9.3f}{rate:>9.0f}{direct / took:>14.2f}x{cpu:>8.3f}")
@@ -279,12 +341,17 @@ def main() -> None:
         f"relay / forwarder: time {seconds['relay'] / forwarder:.2f}, "
         f"cpu {seconds['relay cpu'] / seconds['tcp forwarder cpu']:.2f}"
     )
-    ratios = [r / f for r, f in zip(every["relay"], every["tcp forwarder"], strict=True)]
+    for floor in ("tcp forwarder", "protocol fwd"):
+        ratios = [r / f for r, f in zip(every["relay"], every[floor], strict=True)]
+        print(
+            f"relay / {floor} time, each round: "
+            + ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            + f" (median {statistics.median(ratios):.2f}, best {min(ratios):.2f}); "
+            f"throughput: median {1 / statistics.median(ratios):.2f}x the {floor}'s"
+        )
     print(
-        "relay / forwarder time, each round: "
-        + ", ".join(f"{ratio:.2f}" for ratio in ratios)
-        + f" (median {statistics.median(ratios):.2f}, best {min(ratios):.2f}); "
-        f"throughput relay / forwarder: median {1 / statistics.median(ratios):.2f}x"
+        f"relay / protocol fwd: time {seconds['relay'] / seconds['protocol fwd']:.2f}, "
+        f"cpu {seconds['relay cpu'] / seconds['protocol fwd cpu']:.2f}"
     )
     overhead = wire_bytes(total, args.write) / total - 1
     print(f"relay padding + framing overhead on the wire: {overhead:.2%}")

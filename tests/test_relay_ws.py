@@ -12,6 +12,7 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import TypeVar
 
 import pytest
@@ -28,7 +29,8 @@ from microsync.net.relay import (
     encode,
 )
 from microsync.net.relay_client import RelayClient
-from microsync.net.ws_frames import CloseCode, Frame, FrameReader, Opcode, frame, parse_close
+from microsync.net.ws_conn import WsConnection, WsSettings
+from microsync.net.ws_frames import CloseCode, FrameReader, Opcode, frame, parse_close
 
 T = TypeVar("T")
 RID = bytes(range(32))
@@ -48,6 +50,14 @@ async def stack() -> AsyncIterator[AsyncExitStack]:
 
 async def relay_with(stack: AsyncExitStack, limits: RelayLimits = DEFAULT) -> RelayServer:
     return await stack.enter_async_context(RelayServer(limits=limits))
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A frame the relay sent (its payload as bytes)."""
+
+    opcode: Opcode
+    payload: bytes
 
 
 class Raw:
@@ -75,14 +85,14 @@ class Raw:
     def send(self, opcode: Opcode, payload: bytes) -> None:
         self.writer.write(frame(opcode, payload, mask=os.urandom(4)))
 
-    async def next(self) -> Frame | None:
+    async def next(self) -> Sent | None:
         """The relay's next frame; ``None`` once it closed the connection."""
         while (got := self.frames.next()) is None:
             data = await within(self.reader.read(65536))
             if not data:
                 return None
             self.frames.feed(data)
-        return got
+        return Sent(got.opcode, bytes(got.payload))
 
     async def closed_with(self) -> int | None:
         """Read until the relay closes: the code of its close frame (None if it sent none)."""
@@ -161,7 +171,7 @@ async def test_a_fragmented_message_with_a_ping_inside_is_one_message(
     rogue.writer.write(frame(Opcode.BINARY, join[:100], mask=mask)[1:])
     rogue.send(Opcode.PING, b"inside")
     rogue.writer.write(frame(Opcode.CONTINUATION, join[100:], mask=mask))
-    assert await rogue.next() == Frame(Opcode.PONG, b"inside")
+    assert await rogue.next() == Sent(Opcode.PONG, b"inside")
     got = await rogue.next()
     assert got is not None and isinstance(decode(got.payload, from_client=False), Paired)
 
@@ -206,7 +216,7 @@ async def test_a_ping_flood_from_a_client_that_does_not_read_is_throttled(
     await a_end.write(b"still served")
     assert await within(b_end.read()) == b"still served"
     pong = await rogue.next()  # and the flooder, once it reads, gets its pongs
-    assert pong == Frame(Opcode.PONG, bytes(125))
+    assert pong == Sent(Opcode.PONG, bytes(125))
 
 
 async def test_the_keepalive_drops_a_client_that_never_answers(stack: AsyncExitStack) -> None:
@@ -319,3 +329,64 @@ async def test_the_client_reads_data_sent_with_the_handshake_answer(
     stack.push_async_callback(client.close)
     channel = await within(client.accept())
     assert channel.initiator and await within(channel.read()) == b"early"
+
+
+# --- the connection on its own: timers and a handler's bug ----------------------------------------
+
+
+class Buggy:
+    """A handler with a bug in its message path."""
+
+    closed = False
+
+    def ws_message(self, data: bytes | memoryview) -> None:
+        raise KeyError("a bug")
+
+    def ws_text(self) -> None:
+        pass
+
+    def ws_closed(self) -> None:
+        self.closed = True
+
+
+async def ws_server(
+    stack: AsyncExitStack, settings: WsSettings, conns: list[WsConnection], handler: Buggy
+) -> int:
+    def admit(conn: WsConnection, request: object) -> Buggy:
+        return handler
+
+    def make() -> WsConnection:
+        conns.append(WsConnection(settings, on_request=admit))
+        return conns[-1]
+
+    server = await asyncio.get_running_loop().create_server(make, "127.0.0.1", 0)
+    stack.push_async_callback(server.wait_closed)
+    stack.callback(server.close)
+    return int(server.sockets[0].getsockname()[1])
+
+
+async def test_a_handler_bug_drops_its_connection_and_is_kept_for_the_owner(
+    stack: AsyncExitStack,
+) -> None:
+    conns: list[WsConnection] = []
+    handler = Buggy()
+    port = await ws_server(stack, WsSettings(max_size=1024), conns, handler)
+    client = RelayClient(f"ws://127.0.0.1:{port}")
+    await within(client.connect())
+    await client.join(RID)  # a binary message: the handler raises
+    with pytest.raises(ConnectionResetError):
+        await within(client.accept())
+    await within(client.close())
+    await within(conns[0].wait_closed())
+    assert isinstance(conns[0].failure, KeyError) and handler.closed
+
+
+async def test_a_client_that_never_opens_is_dropped_after_the_open_timeout(
+    stack: AsyncExitStack,
+) -> None:
+    conns: list[WsConnection] = []
+    port = await ws_server(stack, WsSettings(max_size=1024, open_timeout=0.2), conns, Buggy())
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    stack.callback(writer.transport.abort)
+    writer.write(b"GET / HTTP/1.1\r\n")  # and nothing more
+    assert await within(reader.read(), 2.0) == b""
