@@ -74,6 +74,7 @@ class CloseCode(IntEnum):
 
 
 _OPCODES: Final = {int(op): op for op in Opcode}
+_FINAL_BINARY: Final = 0x80 | Opcode.BINARY
 _CONTROL: Final = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
 # codes a peer may put in a close frame: 1000-1014 less the three reserved for local use, and
 # the registered / private ranges
@@ -140,6 +141,11 @@ class FrameReader:
     def next(self) -> Frame | None:
         """The next whole message or control frame; ``None`` until more bytes arrive.
         :class:`FrameError` if the peer broke a rule (then stop reading)."""
+        chunk, start = self._chunk, self._at
+        if len(chunk) - start >= 14 and chunk[start] == _FINAL_BINARY and not self._partial:
+            whole = self._whole_binary(chunk, start)  # the bulk of the traffic
+            if whole is not None:
+                return whole
         while True:
             got = self._from_partial() if self._partial else self._from_chunk()
             if got is None:  # this chunk is spent
@@ -153,6 +159,29 @@ class FrameReader:
             message = self._assemble(fin, opcode, payload)
             if message is not None:
                 return message
+
+    def _whole_binary(self, chunk: bytes, start: int) -> Frame | None:
+        """A final binary frame lying whole in ``chunk`` at ``start``, read in one step;
+        ``None`` (and nothing read) for anything else, which the general path reads."""
+        second = chunk[start + 1]
+        if self._fragment_opcode is not None or bool(second & 0x80) != self._masked:
+            return None
+        code = second & 0x7F
+        if code == 127:
+            offset, length = 10, int.from_bytes(chunk[start + 2 : start + 10], "big")
+        elif code == 126:
+            offset, length = 4, int.from_bytes(chunk[start + 2 : start + 4], "big")
+        else:
+            offset, length = 2, code
+        body = start + offset + 4 if self._masked else start + offset
+        end = body + length
+        if length > self._max_size or end > len(chunk):
+            return None
+        self._at = end
+        view = memoryview(chunk)[body:end]
+        if self._masked:
+            return Frame(Opcode.BINARY, apply_mask(view, chunk[body - 4 : body]))
+        return Frame(Opcode.BINARY, view if self._views else bytes(view))
 
     def _from_chunk(self) -> tuple[bool, Opcode, Payload] | None:
         chunk, start = self._chunk, self._at
@@ -256,7 +285,14 @@ class FrameReader:
 
 def frame(opcode: Opcode, payload: Payload, *, mask: bytes | None = None) -> bytes:
     """One final frame of ``payload``; masked with ``mask`` (4 bytes: a client's) if given."""
-    return frame_of_parts(opcode, (payload,), mask=mask)
+    if mask is not None:
+        return frame_of_parts(opcode, (payload,), mask=mask)
+    length = len(payload)
+    if length < 126:
+        return b"".join((bytes((0x80 | opcode, length)), payload))
+    if length < 65536:
+        return b"".join((bytes((0x80 | opcode, 126)), length.to_bytes(2, "big"), payload))
+    return b"".join((bytes((0x80 | opcode, 127)), length.to_bytes(8, "big"), payload))
 
 
 def frame_of_parts(opcode: Opcode, parts: Sequence[Payload], *, mask: bytes | None = None) -> bytes:
