@@ -247,7 +247,7 @@ class SharedText:
 
 class SharedMap:
     """A map in a document (``doc.map(key)``, ``map.map(name)``, ``list.map(index)``): each
-    field is a value, text, set, list or map of its own, so concurrent edits of two fields
+    field is a value, text, set, list, counter or map of its own, so concurrent edits of two fields
     both survive. Deleting a field removes what this device had seen of it; what others wrote
     there concurrently survives (``docs/state.md``, "Nested documents")."""
 
@@ -293,6 +293,11 @@ class SharedMap:
     def list(self, name: str) -> SharedList:
         """The list in field ``name``."""
         return SharedList(self._doc, self._handle().list(name).key)
+
+    def counter(self, name: str) -> SharedCounter:
+        """The counter in field ``name``: concurrent adds all count; deleting the field or
+        the map removes the adds this device had seen, and concurrent ones survive."""
+        return SharedCounter(self._doc, self._handle().counter(name).key)
 
     def __repr__(self) -> str:
         return f"SharedMap({self._doc.name!r})"
