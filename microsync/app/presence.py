@@ -59,6 +59,10 @@ LOCATION_TTL: Final = 12 * 3600.0
 """Default lifetime of a shared location, seconds."""
 
 
+_MAX_BUMP_MS: Final = 60_000
+"""Furthest ahead of the clock a new announcement is dated to come after this person's kept
+location (a far-future kept entry must not date announcements that receivers would refuse)."""
+
 class PresenceState:
     """The presence and location board of one group (module doc). Synchronous: every call
     takes ``now``; what produces events returns them, and announcing returns the sealed bytes
@@ -193,8 +197,8 @@ class PresenceState:
         if self._app.loaded:  # (a kept location needs the fold; it is loaded by any share)
             timeline = self._app.timeline(now)
             kept = timeline.locations.get(me.person)
-            if kept is not None:
-                mine.append(max(kept.hlc, timeline.shown_at(kept)))
+            if kept is not None:  # (its time may run a little ahead: never more than 1 min)
+                mine.append(min(timeline.shown_at(kept), now + _MAX_BUMP_MS))
         issued = max([now, *(t + 1 for t in mine)])
         return issued, issued + ttl_ms
 
