@@ -51,15 +51,17 @@ class FieldCounter:
 
     def __init__(self) -> None:
         self.adds: dict[bytes, list[tuple[int, int]]] = {}  # actor -> [(counter, delta)] sorted
+        self._value = 0  # the sum of the deltas in ``adds``
 
     @property
     def value(self) -> int:
         """The sum of the adds no delete has removed."""
-        return sum(delta for adds in self.adds.values() for _, delta in adds)
+        return self._value
 
     def add(self, op_id: OpId, delta: int) -> None:
         """Fold in the add ``op_id`` (kept in counter order whatever the arrival order)."""
         bisect.insort(self.adds.setdefault(op_id.actor, []), (op_id.counter, delta))
+        self._value += delta
 
     def clear(self, seen: Mapping[bytes, int]) -> bool:
         """Drop every add ``seen`` covers (``counter <= seen[actor]``); whether any was."""
@@ -69,6 +71,7 @@ class FieldCounter:
             cut = bisect.bisect_right(adds, (seen[actor], 2**64))
             if cut:
                 changed = True
+                self._value -= sum(delta for _, delta in adds[:cut])
                 del adds[:cut]
                 if not adds:
                     del self.adds[actor]
