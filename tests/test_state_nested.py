@@ -544,6 +544,12 @@ class OneDevice(RuleBasedStateMachine):
         rec = self.want.setdefault(who, {})
         rec["quirks"] = sorted({*rec.get("quirks", []), q})  # type: ignore[misc]
 
+    @rule(who=st.sampled_from(["ana", "ben"]), delta=st.sampled_from([-3, -1, 1, 2]))
+    def count_a_call(self, who: str, delta: int) -> None:
+        self.doc.map("contacts").map(who).counter("calls").add(delta)
+        rec = self.want.setdefault(who, {})
+        rec["calls"] = int(rec.get("calls", 0)) + delta  # type: ignore[arg-type]
+
     @precondition(lambda self: bool(self.want))
     @rule(data=st.data())
     def delete_record(self, data: st.DataObject) -> None:
