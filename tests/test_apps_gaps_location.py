@@ -138,3 +138,52 @@ def test_viewers_agree_whatever_order_the_announcements_reach_them(
 
 def _shown(group: microsync.Group) -> list[tuple[bytes, float, float]]:
     return sorted((bytes(p), loc.lat, loc.lon) for p, loc in group.locations().items())
+
+
+@settings(
+    max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(script=st.lists(step, min_size=1, max_size=6), orders=st.randoms(use_true_random=False))
+def test_the_last_share_or_stop_of_a_person_wins_at_every_viewer(
+    script: list[tuple[str, bool, bool]], orders: object
+) -> None:
+    """Ana's phone and laptop, connected, take turns sharing and stopping on a clock that
+    often does not move; viewers given every announcement in any order show what her last
+    action said (its place, or nothing)."""
+
+    async def scenario(root: str) -> tuple[list[object], object]:
+        async with AppKit(root, seed=15) as kit:
+            groups = await kit.group_of(3, "Family", names=["Ana", "Ben", "Cy"])
+            laptop = await kit.link(groups[0].device, "Ana laptop")
+            await kit.settle()
+            await kit.connect(groups[0].device, laptop)
+            senders = [groups[0], laptop.group(groups[0].id)]
+            sealed: list[bytes] = []
+            want: object = []
+            for i, (verb, on_laptop, tick) in enumerate(script):
+                sender = senders[on_laptop]
+                if verb == "share":
+                    shared = await sender.share_location(10.0 + i, 20.0, "city")
+                    want = [(bytes(shared.person_id), shared.lat, shared.lon)]
+                else:
+                    await sender.stop_sharing_location()
+                    want = []
+                await _passed(kit)  # the other device of Ana's holds it before she acts again
+                for s in (*senders[0].announcements(), *senders[1].announcements()):
+                    if s not in sealed:
+                        sealed.append(s)
+                if tick:
+                    kit.clock.advance(1)
+            views = []
+            for viewer in groups[1:]:
+                mine = list(sealed)
+                orders.shuffle(mine)  # type: ignore[attr-defined]
+                for data in mine:
+                    with contextlib.suppress(StaleAnnouncement):
+                        viewer.receive_announcement(data)
+                views.append(_shown(viewer))
+            return views, want
+
+    with tempfile.TemporaryDirectory() as root:
+        views, want = asyncio.run(scenario(root))
+    assert views == [want, want]
