@@ -63,6 +63,7 @@ _MAX_BUMP_MS: Final = 60_000
 """Furthest ahead of the clock a new announcement is dated to come after this person's kept
 location (a far-future kept entry must not date announcements that receivers would refuse)."""
 
+
 class PresenceState:
     """The presence and location board of one group (module doc). Synchronous: every call
     takes ``now``; what produces events returns them, and announcing returns the sealed bytes
