@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime
 import hashlib
+import ipaddress
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -272,7 +276,7 @@ async def test_not_a_websocket_request_is_refused(stack: AsyncExitStack) -> None
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-async def fake_relay(stack: AsyncExitStack, then: bytes) -> str:
+async def fake_relay(stack: AsyncExitStack, then: bytes, tls: ssl.SSLContext | None = None) -> str:
     """A server that accepts the opening handshake and then sends ``then``."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -291,7 +295,7 @@ async def fake_relay(stack: AsyncExitStack, then: bytes) -> str:
         await reader.read(1)  # the client's close frame (or its end)
         writer.close()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
     stack.push_async_callback(server.wait_closed)
     stack.callback(server.close)
     return f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
@@ -390,3 +394,63 @@ async def test_a_client_that_never_opens_is_dropped_after_the_open_timeout(
     stack.callback(writer.transport.abort)
     writer.write(b"GET / HTTP/1.1\r\n")  # and nothing more
     assert await within(reader.read(), 2.0) == b""
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test relay")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+async def test_a_wss_relay_is_reached_over_verified_tls(
+    stack: AsyncExitStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert_file, key_file = self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))  # the client's default context trusts it
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert_file, key_file)
+    paired = encode(Paired(rid=RID, channel=1, initiator=False))
+    data = encode(Data(channel=1, payload=b"over tls"))
+    url = await fake_relay(
+        stack, frame(Opcode.BINARY, paired) + frame(Opcode.BINARY, data), tls=server_tls
+    )
+    client = RelayClient(url.replace("ws://", "wss://"))
+    await within(client.connect())
+    stack.push_async_callback(client.close)
+    channel = await within(client.accept())
+    assert await within(channel.read()) == b"over tls"
+    monkeypatch.delenv("SSL_CERT_FILE")  # a certificate nobody vouches for is refused
+    stranger = RelayClient(url.replace("ws://", "wss://"))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await within(stranger.connect())
