@@ -454,3 +454,15 @@ async def test_a_wss_relay_is_reached_over_verified_tls(
     stranger = RelayClient(url.replace("ws://", "wss://"))
     with pytest.raises(ssl.SSLCertVerificationError):
         await within(stranger.connect())
+
+
+async def test_stop_drops_a_handshake_in_progress(stack: AsyncExitStack) -> None:
+    relay = RelayServer()
+    await relay.start()
+    reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+    stack.callback(writer.transport.abort)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the head not finished yet
+    await asyncio.sleep(0.05)
+    await within(relay.stop())
+    assert await within(reader.read(), 1.0) == b""  # dropped at once, not after 10 s
+    assert relay.stats.clients == 0

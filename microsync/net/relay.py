@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from enum import Enum
 from http import HTTPStatus
@@ -151,6 +152,7 @@ class RelayServer:
             ping_timeout=limits.ping_timeout,
         )
         self._clients: dict[ClientId, _Client] = {}
+        self._opening: weakref.WeakSet[WsConnection] = weakref.WeakSet()  # not yet admitted
         self._received_bytes = self._sent = 0
         self.port = 0
 
@@ -159,9 +161,7 @@ class RelayServer:
         if self._server is not None:
             raise RuntimeError("the relay is already started")
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: WsConnection(self._settings, on_request=self._admit), self._host, self._port
-        )
+        self._server = await loop.create_server(self._connection, self._host, self._port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
@@ -171,6 +171,8 @@ class RelayServer:
         if server is None:
             return
         server.close()
+        for opening in list(self._opening):  # mid-handshake: nobody to say goodbye to
+            opening.abort()
         conns = [client.conn for client in self._clients.values()]
         for conn in conns:
             conn.close(CloseCode.GOING_AWAY)
@@ -203,9 +205,17 @@ class RelayServer:
 
     # --- one connection ----------------------------------------------------------------------
 
+    def _connection(self) -> WsConnection:
+        conn = WsConnection(self._settings, on_request=self._admit)
+        self._opening.add(conn)
+        return conn
+
     def _admit(self, conn: WsConnection, request: Request) -> _Client | HttpRefusal:
         """Take a quota slot for the client's address and make it a broker client, or refuse
-        the opening handshake (HTTP 503 when full, 429 when full for its address)."""
+        the opening handshake (HTTP 503 when full or stopped, 429 when full for its address)."""
+        self._opening.discard(conn)
+        if self._server is None:
+            return HttpRefusal(HTTPStatus.SERVICE_UNAVAILABLE, "relay stopped")
         remote = conn.remote_address
         key = address_key(remote[0]) if remote is not None else "unknown"
         refusal = self._quota.admit(key)
