@@ -173,9 +173,14 @@ class KeeperClient:
         client of its own for it: it is one operation that never ends."""
         return self._pull(mailbox, after=after, newest_first=False, wait=True)
 
-    def pull_newest(self, mailbox: Mailbox, *, before: int = 0) -> AsyncGenerator[Pulled, None]:
-        """Every item with a cursor below ``before`` (0: all), newest first."""
-        return self._pull(mailbox, before=before, newest_first=True)
+    def pull_newest(
+        self, mailbox: Mailbox, *, before: int = 0, limit: int | None = None
+    ) -> AsyncGenerator[Pulled, None]:
+        """Every item with a cursor below ``before`` (0: all), newest first; with ``limit``,
+        the newest ``limit`` of them at most (nothing more is asked of the keeper)."""
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
+        return self._pull(mailbox, before=before, newest_first=True, limit=limit)
 
     async def delete(self, mailbox: Mailbox, names: Iterable[bytes]) -> int:
         """Purge the records named ``names``; how many the keeper held."""
@@ -268,39 +273,74 @@ class KeeperClient:
         before: int = 0,
         newest_first: bool,
         wait: bool = False,
+        limit: int | None = None,
     ) -> AsyncGenerator[Pulled, None]:
+        """Page after page (at most ``limit`` items in all); the next page is asked for as soon
+        as the current one is full (its last item names where the next starts), before its
+        items are handed on, so the keeper reads and sends it while the caller works."""
         with self._operation():
             await self._prove(mailbox)
-            more = True
-            while more:
-                pull = Pull(
-                    request=self._machine.next_request(),
-                    mailbox=mailbox.id,
-                    after=after,
-                    before=before,
-                    newest_first=newest_first,
-                    limit=MAX_PAGE,
-                    wait=wait,
-                )
-                await self._send(pull)
-                try:
-                    while True:
-                        answer = await self._answer(pull.request)
-                        if not isinstance(answer, Items):
-                            more = _expect(_refusal(answer), End).more or wait
-                            break
-                        for cursor, item in zip(answer.cursors, answer.items, strict=True):
-                            _check_order(cursor, after, before)
-                            after, before = _advance(cursor, after, before, newest_first)
-                            try:
-                                data = mailbox.open(item)
-                            except DecryptionError:  # forged or moved: skip it, count it
-                                self.unreadable += 1
-                                continue
-                            yield Pulled(cursor=cursor, item=item.id, data=data)
-                except GeneratorExit:
-                    self._abandoned.add(pull.request)
-                    raise
+            pages = _Pages(limit)
+            current = await self._ask_page(mailbox, after, before, newest_first, wait, pages)
+            ahead: tuple[int, int] | None = None  # the next page, asked for before this ended
+            got = 0  # items of the current page so far
+            try:
+                while True:
+                    answer = await self._answer(current[0])
+                    if not isinstance(answer, Items):
+                        more = _expect(_refusal(answer), End).more or wait
+                        if ahead is not None:  # already asked: its own END says what is left
+                            current, ahead, got = ahead, None, 0
+                        elif more and pages.left():
+                            current = await self._ask_page(
+                                mailbox, after, before, newest_first, wait, pages
+                            )
+                            got = 0
+                        else:
+                            return
+                        continue
+                    got += len(answer.items)
+                    if ahead is None and got >= current[1] and pages.left():
+                        last = answer.cursors[-1]  # the page is full: ask for the next now
+                        _check_order(last, after, before)
+                        start, end = _advance(last, after, before, newest_first)
+                        ahead = await self._ask_page(mailbox, start, end, newest_first, wait, pages)
+                    for cursor, item in zip(answer.cursors, answer.items, strict=True):
+                        _check_order(cursor, after, before)
+                        after, before = _advance(cursor, after, before, newest_first)
+                        try:
+                            data = mailbox.open(item)
+                        except DecryptionError:  # forged or moved: skip it, count it
+                            self.unreadable += 1
+                            continue
+                        yield Pulled(cursor=cursor, item=item.id, data=data)
+            except BaseException:  # stopped early, or failed: drop what is still to come
+                for page in (current, ahead):
+                    if page is not None and page[0] in self._machine.pending:
+                        self._abandoned.add(page[0])
+                raise
+
+    async def _ask_page(
+        self,
+        mailbox: Mailbox,
+        after: int,
+        before: int,
+        newest_first: bool,
+        wait: bool,
+        pages: _Pages,
+    ) -> tuple[int, int]:
+        """Send one PULL of the next page's size; its request number and that size."""
+        pull = Pull(
+            request=self._machine.next_request(),
+            mailbox=mailbox.id,
+            after=after,
+            before=before,
+            newest_first=newest_first,
+            limit=pages.take(),
+            wait=wait,
+        )
+        await self._send(pull)
+        return pull.request, pull.limit
 
     async def _ask(self, message: ClientMessage) -> KeeperMessage:
         await self._send(message)
@@ -336,6 +376,22 @@ class KeeperClient:
         if isinstance(message, Prove | Push | Pull | Delete):  # pragma: no cover (decode)
             raise RemoteProtocolError("a client message from the keeper")
         return message, self._machine.receive(message)
+
+
+class _Pages:
+    """How many items a pull still asks for (``limit``: ``None`` for no end)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._left = limit
+
+    def left(self) -> bool:
+        return self._left is None or self._left > 0
+
+    def take(self) -> int:
+        page = MAX_PAGE if self._left is None else min(MAX_PAGE, self._left)
+        if self._left is not None:
+            self._left -= page
+        return page
 
 
 class _Busy:
