@@ -85,6 +85,7 @@ class KeeperChunks:
 
     def __init__(self, replica: GroupReplica, fold: VaultFold, chunks: ChunkStore) -> None:
         self._replica, self._fold, self._chunks = replica, fold, chunks
+        self._settled: dict[str, set[BlobId]] = {}  # url -> blobs it acknowledged in full
 
     def __repr__(self) -> str:
         return f"KeeperChunks({len(self._replica.state.keepers)} keepers)"
@@ -125,13 +126,15 @@ class KeeperChunks:
         """Blobs within the policy, added here or held whole here, that the keeper may lack
         chunks of (the adder's first, then the others, each in blob order)."""
         refs, mine, gid = self._fold._index.refs, self._fold._mine, self._replica.id
-        for blob in [*sorted(mine), *sorted(set(refs) - mine)]:
+        settled = self._settled.setdefault(url, set())
+        for blob in [*sorted(mine - settled), *sorted(set(refs) - mine - settled)]:
             ref = refs.get(blob)
             if ref is None or ref.size > self.originals:
                 continue
             addresses = self._fold.addresses(blob)
             done = self.acknowledged(blob, url)
             if done >= len(addresses):
+                settled.add(blob)  # (memory only: spares the queries on every pass)
                 continue
             if blob in mine or all(self._chunks.has_chunk(gid, a) for a in addresses):
                 yield blob, addresses, done
