@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection, serve
 
 import microsync
 from microsync.app import unfolded
-from microsync.errors import RemoteProtocolError
+from microsync.errors import DecodeError, RemoteProtocolError
 from microsync.group.mailbox import Mailbox
 from microsync.net.keeper_client import KeeperClient, Pulled, Record
-from microsync.node import keeper_pull
+from microsync.node import keeper_pull, keeper_state
 from microsync.protocol.keeper import (
     MAX_MESSAGE,
     MAX_PAGE,
@@ -60,6 +62,60 @@ def sent_pulls(client: KeeperClient) -> list[Pull]:
 
     conn.send = recorded
     return found
+
+
+# --- the record: one canonical form read directly, everything else by the strict decoder ----
+
+
+def _either(data: bytes) -> object:
+    try:
+        return keeper_state._record_strict(data)
+    except DecodeError as error:
+        return type(error)
+
+
+def _fast_or_error(data: bytes) -> object:
+    try:
+        return keeper_state.decode_record(data)
+    except DecodeError as error:
+        return type(error)
+
+
+_sizes = st.sampled_from([0, 1, 23, 24, 255, 256, 4096, 4097, 65535, 65536, 70_000])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    wire=st.one_of(st.binary(max_size=300), _sizes.map(bytes)),
+    body=st.one_of(st.none(), st.binary(max_size=300), _sizes.map(bytes)),
+    cut=st.integers(0, 8),
+    flip=st.tuples(st.integers(0, 1 << 20), st.integers(1, 255)),
+)
+def test_a_record_reads_the_same_as_the_strict_decoder_reads_it(
+    wire: bytes, body: bytes | None, cut: int, flip: tuple[int, int]
+) -> None:
+    record = keeper_state.encode_record(wire, body)
+    assert _fast_or_error(record) == _either(record)
+    assert _either(record) == ((wire, body) if len(wire) <= 4096 else DecodeError)
+    at, xor = flip
+    hostile = [
+        record[: len(record) - cut],
+        record + bytes(cut),
+        bytes([record[0] ^ (xor if at % 3 == 0 else 0)]) + record[1:],
+        record[: at % len(record)]
+        + bytes([record[at % len(record)] ^ xor])
+        + record[at % len(record) + 1 :],
+    ]
+    for data in hostile:  # cut, padded, re-headed, one byte flipped: the same answer
+        assert _fast_or_error(data) == _either(data)
+
+
+def test_a_record_with_a_longer_head_than_it_needs_is_not_canonical() -> None:
+    wire, body = b"w" * 5, b"b" * 30
+    longer = b"\x82" + b"\x58\x05" + wire + b"\x58\x1e" + body  # 5 fits in the head byte
+    with pytest.raises(DecodeError):
+        keeper_state.decode_record(longer)
+    assert keeper_state.decode_record(b"\x82\x45" + wire + b"\x58\x1e" + body) == (wire, body)
 
 
 # --- the client: pipelined pages ------------------------------------------------------------
