@@ -20,7 +20,7 @@ import microsync
 from microsync.app import unfolded
 from microsync.errors import DecodeError, RemoteProtocolError
 from microsync.group.mailbox import Mailbox
-from microsync.net.keeper_client import KeeperClient, Pulled, Record
+from microsync.net.keeper_client import PULL_AHEAD, KeeperClient, Pulled, Record
 from microsync.node import keeper_pull, keeper_state
 from microsync.protocol.keeper import (
     MAX_MESSAGE,
@@ -121,10 +121,10 @@ def test_a_record_with_a_longer_head_than_it_needs_is_not_canonical() -> None:
 # --- the client: pipelined pages ------------------------------------------------------------
 
 
-async def test_the_next_page_is_asked_for_before_the_current_one_is_handed_on(
+async def test_the_next_pages_are_asked_for_before_the_current_one_is_handed_on(
     tmp_path: Path,
 ) -> None:
-    family, sent = box(), records(3 * MAX_PAGE + 10)
+    family, sent = box(), records(5 * MAX_PAGE + 10)
     with keeper(tmp_path / "k") as running:
         async with await KeeperClient.connect(running.url) as client:
             await client.push(family, sent)
@@ -136,11 +136,34 @@ async def test_the_next_page_is_asked_for_before_the_current_one_is_handed_on(
                 got.append(item)
             assert [g.data for g in got] == [r.data for r in sent]  # all, once, in order
             assert [g.cursor for g in got] == list(range(1, len(sent) + 1))
-            # the last item of each full page is handed on after the next page was asked for
-            for page in range(3):
-                assert asked_when[(page + 1) * MAX_PAGE - 1] == page + 2
-            assert len(pulls) == 4  # no more requests than pages
-            assert [p.after for p in pulls] == [0, MAX_PAGE, 2 * MAX_PAGE, 3 * MAX_PAGE]
+            # by the last item of the first page, PULL_AHEAD more pages were asked for
+            assert asked_when[MAX_PAGE - 1] == 1 + PULL_AHEAD
+            for page in range(1, 4):  # and as each page ends, one more
+                assert asked_when[(page + 1) * MAX_PAGE - 1] >= 1 + PULL_AHEAD + page
+            ranges = [(p.after, p.before) for p in pulls if p.before]
+            assert ranges[:3] == [(MAX_PAGE * k, MAX_PAGE * (k + 1) + 1) for k in (1, 2, 3)]
+            assert pulls[0].before == 0 and pulls[-1].before == 0  # open-ended at both ends
+            assert len(pulls) <= 6 + PULL_AHEAD + 1
+
+
+async def test_a_pull_across_deleted_stretches_gets_everything_left_once(tmp_path: Path) -> None:
+    family, sent = box(), records(6 * MAX_PAGE)
+    with keeper(tmp_path / "k") as running:
+        async with await KeeperClient.connect(running.url) as client:
+            await client.push(family, sent)
+            gone = {*range(300, 300 + 2 * MAX_PAGE + 20), *range(1200, 1210), 1535}
+            await client.delete(family, [sent[i].name for i in sorted(gone)])
+            left = [r.data for i, r in enumerate(sent) if i not in gone]
+            assert [p.data async for p in client.pull(family)] == left
+            for after in (0, 299, 300, 1000):  # from anywhere, across every gap
+                want = [r.data for i, r in enumerate(sent) if i not in gone and i >= after]
+                assert [p.data async for p in client.pull(family, after=after)] == want
+            more = records(3, "late")
+            await client.push(family, more)  # past the end and the gaps: found too
+            tail = [p.data async for p in client.pull(family, after=1500)]
+            assert tail == [r.data for i, r in enumerate(sent) if i >= 1500 and i not in gone] + [
+                r.data for r in more
+            ]
 
 
 async def test_a_pull_stopped_with_a_page_asked_ahead_leaves_the_connection_usable(
@@ -152,9 +175,9 @@ async def test_a_pull_stopped_with_a_page_asked_ahead_leaves_the_connection_usab
             await client.push(family, sent)
             pulls = sent_pulls(client)
             items = client.pull(family)
-            for _ in range(MAX_PAGE):  # the whole first page: the second is asked for
+            for _ in range(MAX_PAGE):  # the whole first page: the next ones are asked for
                 last = await anext(items)
-            assert len(pulls) == 2 and last.cursor == MAX_PAGE
+            assert len(pulls) == 1 + PULL_AHEAD and last.cursor == MAX_PAGE
             await items.aclose()  # both pages' answers still to come are dropped
             assert [p.cursor for p in [p async for p in client.pull(family, after=10)]] == list(
                 range(11, len(sent) + 1)

@@ -69,6 +69,9 @@ T = TypeVar("T")
 
 PUSH_WINDOW: Final = 4
 """PUSH messages in flight before the client waits for the first answer."""
+PULL_AHEAD: Final = 3
+"""Pages an oldest-first pull keeps asked for beyond the one being read (as ranges of cursors,
+once a first page came back full)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,7 +168,7 @@ class KeeperClient:
     def pull(self, mailbox: Mailbox, *, after: int = 0) -> AsyncGenerator[Pulled, None]:
         """Every item with a cursor above ``after``, oldest first (an async iterator: iterate
         it to the end, or ``aclose()`` it to stop early)."""
-        return self._pull(mailbox, after=after, newest_first=False)
+        return self._pull_ahead(mailbox, after)
 
     def watch(self, mailbox: Mailbox, *, after: int = 0) -> AsyncGenerator[Pulled, None]:
         """Every item above ``after``, then each new one as it lands, until the iterator is
@@ -318,6 +321,69 @@ class KeeperClient:
                 for page in (current, ahead):
                     if page is not None and page[0] in self._machine.pending:
                         self._abandoned.add(page[0])
+                raise
+
+    async def _pull_ahead(self, mailbox: Mailbox, after: int) -> AsyncGenerator[Pulled, None]:
+        """An oldest-first pull that keeps :data:`PULL_AHEAD` pages asked for ahead.
+
+        The first request is open-ended (a small mailbox costs one round trip). Once a page
+        comes back full, the next pages are asked for as *ranges*: ``after < cursor < after +
+        MAX_PAGE + 1`` holds at most :data:`MAX_PAGE` cursors, so each range is one whole page
+        whatever the keeper holds, and it can be asked for before the one below it arrived.
+        While ranges come back full, another is asked for as each one fills. A range that comes
+        back short (the end, or items deleted) stops that; once the ranges asked for are read,
+        an open-ended request from the top of the last one says what is left, as a plain pull
+        would: nothing is skipped, whatever the gaps."""
+        with self._operation():
+            await self._prove(mailbox)
+            asked: deque[tuple[int, int]] = deque()  # (request, its ``before``; 0: open-ended)
+            top = after  # where the next request starts
+
+            async def ask(ranged: bool) -> None:
+                nonlocal top
+                before = top + MAX_PAGE + 1 if ranged else 0
+                request, _ = await self._ask_page(mailbox, top, before, False, False, _Pages(None))
+                asked.append((request, before))
+                if ranged:
+                    top += MAX_PAGE
+
+            await ask(False)
+            try:
+                while asked:
+                    request, before = asked[0]
+                    got = 0
+                    while True:
+                        answer = await self._answer(request)
+                        if not isinstance(answer, Items):
+                            break
+                        got += len(answer.items)
+                        if got >= MAX_PAGE and before and asked[-1][1]:
+                            await ask(True)  # a whole page again: keep as many asked ahead
+                        elif got >= MAX_PAGE and not before and len(asked) == 1:
+                            top = answer.cursors[-1]  # full: range ahead from its last cursor
+                            _check_order(top, after, 0)
+                            for _ in range(PULL_AHEAD):
+                                await ask(True)
+                        for cursor, item in zip(answer.cursors, answer.items, strict=True):
+                            _check_order(cursor, after, before)
+                            after = cursor
+                            try:
+                                data = mailbox.open(item)
+                            except DecryptionError:  # forged or moved: skip it, count it
+                                self.unreadable += 1
+                                continue
+                            yield Pulled(cursor=cursor, item=item.id, data=data)
+                    more = _expect(_refusal(answer), End).more
+                    asked.popleft()
+                    if not before and not asked and more:
+                        top = after  # cut short by deletions, more beyond: ask again
+                        await ask(False)
+                    if before and not asked:
+                        await ask(False)  # the ranges are read: what is left beyond them?
+            except BaseException:  # stopped early, or failed: drop what is still to come
+                for request, _ in asked:
+                    if request in self._machine.pending:
+                        self._abandoned.add(request)
                 raise
 
     async def _ask_page(
