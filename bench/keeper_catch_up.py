@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import os
 import random
 import re
 import shutil
@@ -193,7 +194,9 @@ def measure(
                     plain = asyncio.run(build(hosts / "plain", via_peer, posts, seed, None))
                     with hosted(plain.host) as host:
                         for run in range(runs):
+                            os.sync()  # neither catch-up pays for writing back what came before
                             t_keeper = asyncio.run(catch_up(via_keeper[run], built))
+                            os.sync()
                             t_peer = asyncio.run(catch_up(via_peer[run], plain, (host.url,)))
                             times.append((t_keeper, t_peer))
                         if profiled:
