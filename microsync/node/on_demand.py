@@ -125,8 +125,8 @@ class SyncSummary:
     def line(self) -> str:
         """The round in one line, for a log or the command line."""
         if not self.attempts:
-            return "nothing to sync with: no known peer, relay or keeper"
-        done = f"synced {len(self.synced)} of {len(self.attempts)}"
+            return "Nothing to sync with: no known peer, relay or keeper"
+        done = f"Synced {len(self.synced)} of {len(self.attempts)}"
         parts = [f"{done}, {self.new_entries} new here"]
         if self.synced:
             parts.append("; ".join(a.line() for a in self.synced))
