@@ -10,12 +10,16 @@ from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from pathlib import Path
 
+import pytest
+
 import microsync
 from microsync.net.relay import RelayServer
-from microsync.node import SyncSummary, Via
+from microsync.net.stream import Stream, open_tcp
+from microsync.node import SyncSummary, Via, runtime
 from tests.keeper_helpers import keeper
 from tests.test_app_group import family_of
 from tests.test_keeper_group import kept_family, texts
+from tests.test_net_sync import eventually
 
 
 def tasks_now() -> set[str]:
@@ -150,3 +154,30 @@ async def test_nothing_to_sync_with_is_an_empty_round(tmp_path: Path) -> None:
         summary = await alone.sync_now(timeout=5)
         assert summary.attempts == () and summary.new_entries == 0
         assert summary.line() == "Nothing to sync with: no known peer, relay or keeper"
+
+
+async def test_a_loud_devices_round_leaves_its_live_connections_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with AsyncExitStack() as stack:
+        alice, bob = await family_of(stack, tmp_path, "Alice", "Bob")
+        await bob.device.start(lan=False, port=0)
+        address = f"127.0.0.1:{bob.device.port}"
+        await alice.device.start(lan=False, port=None, peers=(address,))
+        await eventually(lambda: [p.synced for p in alice.device.peers()] == [True])
+        [before] = alice.device.peers()
+        dials: list[str] = []
+
+        async def dialling(host: str, port: int, *, timeout: float) -> Stream:
+            dials.append(f"{host}:{port}")
+            return await open_tcp(host, port, timeout=timeout)
+
+        monkeypatch.setattr(runtime, "open_tcp", dialling)
+        summary = await alice.device.sync_now(timeout=10)
+        assert dials == []  # in sync over the live one: nothing to dial
+        [attempt] = summary.attempts
+        assert attempt.address == address and attempt.synced
+        assert attempt.peers == (bob.device.id,)
+        assert alice.device.peers() == [before] and len(bob.device.peers()) == 1  # no churn
+        await alice.device.stop()
+        await bob.device.stop()

@@ -246,7 +246,9 @@ class Device:
         (default: all interfaces with ``lan``, else 127.0.0.1); ``interfaces`` limits LAN
         discovery to those addresses. With ``lan`` and ``port=0`` the well-known port 7425 is
         used when free. ``limits`` caps what the listener admits (connections in total and
-        per address, the handshake's time; default :class:`ServeLimits`). Stop with :meth:`stop`."""
+        per address, the handshake's time; default :class:`ServeLimits`). Stop with :meth:`stop`.
+        A quiet device (:meth:`set_quiet`) only listens: ``peers``, ``relay`` and discovery wait
+        until it is not quiet, and :meth:`sync_now` syncs on demand."""
         await self._network.start(
             lan=lan,
             port=port,
@@ -265,7 +267,7 @@ class Device:
 
     def connect(self, address: str) -> None:
         """Keep a live connection to ``address`` (``"host:port"``), reconnecting with backoff
-        whenever it drops, until :meth:`stop`. Needs :meth:`start`."""
+        whenever it drops, until :meth:`stop` (while not quiet). Needs :meth:`start`."""
         self._network.connect(address)
 
     def peers(self) -> list[PeerInfo]:

@@ -187,7 +187,11 @@ async def _run(work: Awaitable[SyncAttempt]) -> SyncAttempt:
 
 
 async def _peer(net: Runtime, address: str, deadline: float) -> SyncAttempt:
-    """Dial ``address``, sync until in sync, close."""
+    """Dial ``address``, sync until in sync, close (a live connection there already in sync
+    is the answer: a second one could only close it as its duplicate)."""
+    live = [c for c in net.live() if c.peer_address == address and c.synced.is_set()]
+    if live:
+        return _of_connections(Via.PEER, address, live[:1], None, counted=False)
     connection: SyncConnection | None = None
     error: str | None = None
     try:
@@ -222,9 +226,14 @@ async def _synced_or_closed(connection: SyncConnection) -> None:
 
 
 def _of_connections(
-    via: Via, address: str, connections: Sequence[SyncConnection], error: str | None
+    via: Via,
+    address: str,
+    connections: Sequence[SyncConnection],
+    error: str | None,
+    *,
+    counted: bool = True,
 ) -> SyncAttempt:
-    """An attempt's summary from the connections it made."""
+    """An attempt's summary from the connections it made (their entries ``counted``)."""
     done = [c for c in connections if c.synced.is_set()]
     if error is None and len(done) < len(connections):
         failed = next(c for c in connections if not c.synced.is_set())
@@ -238,8 +247,8 @@ def _of_connections(
         synced=error is None,
         peers=tuple(c.peer.device for c in done),
         groups=tuple(sorted(groups)),
-        entries_received=sum(c.session.stats.entries_accepted for c in connections),
-        entries_sent=sum(c.session.stats.entries_sent for c in connections),
+        entries_received=sum(c.session.stats.entries_accepted for c in connections) * counted,
+        entries_sent=sum(c.session.stats.entries_sent for c in connections) * counted,
         error=error,
     )
 
