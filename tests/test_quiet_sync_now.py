@@ -181,3 +181,24 @@ async def test_a_loud_devices_round_leaves_its_live_connections_alone(
         assert alice.device.peers() == [before] and len(bob.device.peers()) == 1  # no churn
         await alice.device.stop()
         await bob.device.stop()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"timeout": 0},
+        {"timeout": -1.0},
+        {"timeout": float("nan")},
+        {"peers": ("no-port-here",)},
+        {"peers": ("127.0.0.1:99999",)},
+        {"relay": "http://127.0.0.1:1"},
+    ],
+)
+async def test_bad_arguments_are_a_value_error_before_anything_is_dialled(
+    tmp_path: Path, arguments: dict[str, object]
+) -> None:
+    async with await microsync.Device.open(tmp_path / "a", name="A") as device:
+        before = tasks_now()
+        with pytest.raises(ValueError):
+            await device.sync_now(**arguments)  # type: ignore[arg-type]
+        assert tasks_now() == before and not device.status().online

@@ -30,10 +30,10 @@ link once the device is not quiet.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from microsync.errors import PeerUnreachable
 from microsync.feed import GroupId
@@ -138,7 +138,12 @@ class SyncSummary:
 async def sync_now(
     network: Network, *, timeout: float, peers: Sequence[str], relay: str | None
 ) -> SyncSummary:
-    """One round (module docstring) within ``timeout`` seconds."""
+    """One round (module docstring) within ``timeout`` seconds. ``ValueError`` for a timeout
+    that is not positive, a malformed address in ``peers`` or relay URL."""
+    if not timeout > 0:
+        raise ValueError(f"the timeout must be positive, not {timeout!r}")
+    for address in peers:
+        split_address(address)
     if relay is not None:
         check_relay_url(relay)
     before = _held(network)
@@ -146,7 +151,7 @@ async def sync_now(
     addresses, relays = _ways(network, peers, relay)
     async with network._for_call() as net:
         keepers = sorted(KeeperLinks(net).wanted())
-        work: list[Awaitable[SyncAttempt]] = [_peer(net, a, deadline) for a in addresses]
+        work: list[Coroutine[Any, Any, SyncAttempt]] = [_peer(net, a, deadline) for a in addresses]
         work += [_relay(network, url, deadline) for url in relays]
         work += [_keeper(net, g, url, deadline) for g, url in keepers]
         attempts = await _all(work)
@@ -173,14 +178,11 @@ def _held(network: Network) -> int:
     return sum(sum(device.frontier(g.id).values()) for g in device.groups())
 
 
-async def _all(work: Sequence[Awaitable[SyncAttempt]]) -> list[SyncAttempt]:
+async def _all(work: Sequence[Coroutine[Any, Any, SyncAttempt]]) -> list[SyncAttempt]:
+    """Run every attempt at once; their results in order (a bug in one raises)."""
     async with asyncio.TaskGroup() as tasks:
-        running = [tasks.create_task(_run(w)) for w in work]
+        running = [tasks.create_task(w) for w in work]
     return [task.result() for task in running]
-
-
-async def _run(work: Awaitable[SyncAttempt]) -> SyncAttempt:
-    return await work
 
 
 # ---------------------------------------------------------------------- peers

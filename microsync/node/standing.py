@@ -112,13 +112,6 @@ class Standing:
         """The device's quiet mode changed: apply it in a child task (module docstring)."""
         self._runtime.spawn(self._apply(), "quiet mode")
 
-    async def settled(self) -> None:
-        """Wait until the mode applied is the one asked for (a change being applied ends)."""
-        while self._quiet != self._wanted_quiet() and not self._runtime.stopping:
-            async with self._applying:
-                pass
-            await asyncio.sleep(0)
-
     async def _apply(self) -> None:
         async with self._applying:
             quiet = self._wanted_quiet()
@@ -128,7 +121,10 @@ class Standing:
             if quiet:
                 await self._go_quiet()
             else:
-                await self._start_discovery()
+                try:
+                    await self._start_discovery()
+                except OSError as exc:  # (on start() it is the caller's error)
+                    log.warning("LAN discovery could not start: %s", _brief(exc))
                 self._loud()
             self.keepers.changed()
 
@@ -216,14 +212,15 @@ class Standing:
         if self._lan is None or self._discovery is not None:
             return
         port, interfaces = self._lan
-        self._discovery = LanDiscovery(
+        discovery = LanDiscovery(
             port=port,
             tags=self._announce_tags,
             match_tags=self._match_tags,
             on_peer=self._found,
             interfaces=interfaces,
         )
-        await self._discovery.start()
+        await discovery.start()  # (on failure it has stopped itself)
+        self._discovery = discovery
 
     def _announce_tags(self, bucket: int) -> list[bytes]:
         """The discovery tags to publish: the current epoch of each group."""
