@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AsyncExitStack
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import microsync
 from microsync.net.keeper_client import KeeperClient
@@ -243,3 +246,33 @@ async def test_a_damaged_quiet_value_opens_as_not_quiet_and_is_repaired(
     assert "quiet mode is damaged" in caplog.text
     async with await microsync.Device.open(path) as again:
         assert again.quiet
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(modes=st.lists(st.tuples(st.booleans(), st.sampled_from([0, 1, 3])), min_size=1, max_size=8))
+def test_any_run_of_toggles_ends_as_the_last_one_said(modes: list[tuple[bool, int]]) -> None:
+    """Whatever the order and spacing of ``set_quiet`` calls on a started device (each followed
+    by 0-3 turns of the event loop), its standing work ends up as the last call said, with
+    no task left over from the calls before."""
+    asyncio.run(_toggled(modes))
+
+
+async def _toggled(modes: list[tuple[bool, int]]) -> None:
+    seen: Counter[str] = Counter()
+    FakeDiscovery.started, FakeDiscovery.running = seen, set()
+    with pytest.MonkeyPatch.context() as patch, tempfile.TemporaryDirectory() as root:
+        patch.setattr(standing, "LanDiscovery", FakeDiscovery)
+        async with await microsync.Device.open(Path(root), name="A", quiet=True) as device:
+            await device.create_group("G")
+            dead = f"127.0.0.1:{closed_port()}"
+            await device.start(lan=True, port=0, bind="127.0.0.1", peers=(dead,))
+            for quiet, turns in modes:
+                device.set_quiet(quiet)
+                for _ in range(turns):
+                    await asyncio.sleep(0)
+            last = modes[-1][0]
+            await eventually(lambda: len(FakeDiscovery.running) == (0 if last else 1))
+            await eventually(lambda: standing_tasks() == ([] if last else [f"keep {dead}"]))
+            assert seen["start"] - seen["stop"] == (0 if last else 1)
+            await device.stop()
+            assert standing_tasks() == [] and not FakeDiscovery.running

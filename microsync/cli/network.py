@@ -152,7 +152,10 @@ async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
     """Sync once: with the peer at ``HOST:PORT``, with every member met at ``--relay``, or
     with neither, one round with every known peer, relay and keeper (``Device.sync_now``)."""
     if args.address is not None and args.relay is not None:
-        raise ValueError("sync takes HOST:PORT or --relay ws://HOST:PORT, not both")
+        raise ValueError(
+            "sync takes HOST:PORT or --relay ws://HOST:PORT (one of the two), or neither: "
+            "every known peer, relay and keeper"
+        )
     async with open_device(args.home) as device:
         if args.relay is not None:
             return await _sync_via_relay(device, args, out)

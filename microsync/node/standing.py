@@ -184,9 +184,12 @@ class Standing:
             self._kept[address] = task
 
     async def _keep(self, address: str, host: str, port: int) -> None:
+        """Redial ``address`` with backoff while this task is the one kept for it (checked
+        as well as cancelled: Python 3.11's ``wait_for`` in a dial can swallow a cancel that
+        lands as the dial fails)."""
         runtime = self._runtime
         delay = BACKOFF_START
-        while not runtime.stopping:
+        while self._kept.get(address) is asyncio.current_task() and not runtime.stopping:
             try:
                 connection = await runtime.dial(host, port)
                 delay = BACKOFF_START
@@ -194,7 +197,7 @@ class Standing:
                 await self._while_connected(connection.peer.device)
             except DIAL_ERRORS as exc:
                 log.info("connection to %s: %s", address, _brief(exc))
-            if runtime.stopping:
+            if self._kept.get(address) is not asyncio.current_task() or runtime.stopping:
                 return
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, BACKOFF_MAX)
