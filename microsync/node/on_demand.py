@@ -201,6 +201,8 @@ async def _peer(net: Runtime, address: str, deadline: float) -> SyncAttempt:
         async with asyncio.timeout_at(deadline):
             left = max(deadline - asyncio.get_running_loop().time(), 0.1)
             connection = await net.dial(host, port, timeout=left, oneshot=True)
+            if asyncio.get_running_loop().time() >= deadline:  # 3.11's wait_for in the dial
+                raise TimeoutError  # can swallow the deadline's cancel as it connects
             await _synced_or_closed(connection)
     except ValueError as exc:
         error = brief(exc)

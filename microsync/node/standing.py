@@ -118,6 +118,7 @@ class Standing:
             if quiet == self._quiet or self._runtime.stopping:
                 return
             self._quiet = quiet
+            self.keepers.changed()  # ends or starts every keeper link at once
             if quiet:
                 await self._go_quiet()
             else:
@@ -126,7 +127,6 @@ class Standing:
                 except OSError as exc:  # (on start() it is the caller's error)
                     log.warning("LAN discovery could not start: %s", _brief(exc))
                 self._loud()
-            self.keepers.changed()
 
     def _loud(self) -> None:
         """Start the redial loops and the relay link."""
