@@ -232,7 +232,9 @@ class Network:
     async def join(self, link_or_code: str, *, at: str | None) -> Group:
         device = self._device
         guest = device.join_guest(link_or_code)
-        secure = await reach_inviter(link_or_code, at, device._identity, device.rng)
+        secure = await reach_inviter(
+            link_or_code, at, device._identity, device.rng, clock=device.clock
+        )
         try:
             response = await run_guest(secure, guest)
             group = await device.finish_join(response)

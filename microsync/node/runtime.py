@@ -207,6 +207,7 @@ class Runtime:
                 rng=self.rng,
                 timeout=self.limits.handshake_timeout,
                 coalesce=True,
+                clock=self.clock,
             )
         except HandshakeError as exc:
             count = self._failed_handshakes.count(asyncio.get_running_loop().time())
@@ -329,7 +330,9 @@ class Runtime:
             stream = await open_tcp(host, port, timeout=min(timeout, 10.0))
         except (OSError, TimeoutError) as exc:
             raise PeerUnreachable(f"cannot reach {host}:{port}: {why_unreachable(exc)}") from None
-        secure = await handshake(stream, self.device._identity, initiator=True, rng=self.rng)
+        secure = await handshake(
+            stream, self.device._identity, initiator=True, rng=self.rng, clock=self.clock
+        )
         return self.open_connection(secure, initiator=True, oneshot=oneshot)
 
     def live(self) -> list[SyncConnection]:
