@@ -4,6 +4,7 @@ Real subprocesses, real profiles, real TCP on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tests.test_cli import run
@@ -60,3 +61,14 @@ def test_sync_alone_with_nothing_known_says_so(tmp_path: Path) -> None:
     done = run("--home", home, "sync")
     assert done.returncode == 1
     assert done.stdout.strip() == "Nothing to sync with: no known peer, relay or keeper"
+
+
+def test_status_says_quiet(tmp_path: Path) -> None:
+    home = str(tmp_path / "alice")
+    run("--home", home, "init", "--name", "Alice")
+    assert json.loads(run("--home", home, "status", "--json").stdout)["quiet"] is False
+    assert "Quiet" not in run("--home", home, "status").stdout
+    served_line(home, "--quiet")
+    assert json.loads(run("--home", home, "status", "--json").stdout)["quiet"] is True
+    shown = run("--home", home, "status").stdout
+    assert "Offline: run `microsync serve`" in shown and "Quiet (`microsync sync`" in shown

@@ -244,15 +244,18 @@ async def cmd_status(args: argparse.Namespace, out: Console) -> int:
     connected now and in sync, when it last synced and how many entries a peer still lacks
     (run it while ``serve`` runs: it is handed to serve, which knows the live connections)."""
     async with open_device(args.home) as device:
-        status = device.status()
+        status, quiet = device.status(), device.quiet
     if args.json:
-        out.print_json(json.dumps(_status_json(status)))
+        out.print_json(json.dumps({**_status_json(status), "quiet": quiet}))
         return 0
+    hush = "quiet (`microsync sync` syncs on demand)" if quiet else ""
     if not status.online:
-        out.print("Offline: run `microsync serve` to listen, discover members and sync live.")
+        line = "Offline: run `microsync serve` to listen, discover members and sync live."
+        out.print(line + (f" {hush[0].upper()}{hush[1:]}." if quiet else ""), markup=False)
     else:
         where = ", ".join(status.listen_addresses) or "no listener"
-        out.print(f"Online: listening on {where}{_relay_words(status.relay)}", markup=False)
+        hush = f"; {hush}" if quiet else ""
+        out.print(f"Online: listening on {where}{_relay_words(status.relay)}{hush}", markup=False)
     for group in status.groups:
         out.print(_group_status(group), markup=False)
     return 0
