@@ -5,12 +5,20 @@ here failed before the fix it names, against a hostile member or a hostile disk.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import tempfile
 
+import pytest
+
 from microsync.app.ops import APP_TYPE, AppOp, Kind
+from microsync.crypto import SigningKey
+from microsync.errors import HandshakeError
+from microsync.identity import TRANSPORT_KEY_LIFETIME, LocalIdentity
+from microsync.protocol.handshake import Handshake, Purpose, pump
 from microsync.testing import AppKit
 from microsync.testing.hostile import Hostile
+from tests.conftest import make_identity, make_rng
 
 YEAR_MS = 365 * 24 * 3600 * 1000
 
@@ -45,3 +53,65 @@ def test_a_stop_wins_over_a_kept_location_a_hostile_member_dated_ahead() -> None
 
     with tempfile.TemporaryDirectory() as root:
         assert asyncio.run(scenario(root)) == [0, 0, 0]
+
+
+# --- the transport certificate renewed by LocalIdentity.current -------------------------------
+
+T0 = 1_700_000_000_000  # when make_identity's devices were made
+DAY = 24 * 3600 * 1000
+
+
+class _Thief(Handshake):
+    """Modified code: no "connected to itself" check (its identity reuses Ana's fields)."""
+
+    def _check_not_self(self) -> None:
+        return None
+
+
+def _handshake(a: LocalIdentity, b: LocalIdentity, now_a: int, now_b: int) -> Handshake:
+    """``a`` connects to ``b``, each presenting what ``handshake()`` presents at its own
+    clock (``current``); ``b``'s finished side (errors propagate)."""
+    ours = _Thief.initiator(a, Purpose.SYNC, now=now_a, rng=make_rng("review-a"))
+    theirs = Handshake.responder(b.current(now_b), now=now_b, rng=make_rng("review-b"))
+    pump(ours, theirs)
+    return theirs
+
+
+def test_a_stolen_transport_key_stops_passing_once_its_certificate_has_expired() -> None:
+    """A thief copies Ana's transport secret on day 0 (not her device key). Every device
+    hands its renewed certificate to whoever connects, so the thief has that too; once the
+    30 days of the key it stole are over, it must no longer pass as Ana. (The renewal
+    certified the same key forever: the stolen key never stopped working.)"""
+    ana, ben = make_identity("review-ana"), make_identity("review-ben")
+    stolen = ana.transport_key
+    later = T0 + TRANSPORT_KEY_LIFETIME + DAY
+    assert _handshake(ana.current(later), ben, later, later).peer == ana.certificate  # control
+    shown = ana.current(later).transport_certificate  # what anyone who connects to Ana gets
+    thief = dataclasses.replace(
+        ana,
+        device_key=SigningKey(make_rng("review-thief")(32)),
+        transport_key=stolen,
+        transport_certificate=shown,
+    )
+    with pytest.raises(HandshakeError, match="not the key of this session"):
+        _handshake(thief, ben, later, later)
+
+
+def test_a_renewed_transport_certificate_tolerates_clock_skew_and_tells_no_clock() -> None:
+    """Past half its life, Ana's certificate is issued again. Dated at her clock to the
+    millisecond, it told every peer her exact time at each handshake, and a clock 6 minutes
+    fast made every peer refuse it ("not valid yet", past the 5-minute tolerance) where the
+    original certificate passed. It is dated at the start of its 15-day period instead."""
+    ana, ben = make_identity("review-ana"), make_identity("review-ben")
+    day_20 = T0 + 20 * DAY
+    fast = day_20 + 6 * 60 * 1000  # Ana's clock, 6 minutes ahead of Ben's
+    assert _handshake(ana.current(fast), ben, fast, day_20).peer == ana.certificate
+    first, second = ana.current(day_20), ana.current(day_20 + 3 * 3600 * 1000)
+    assert first.transport_certificate == second.transport_certificate  # nothing moved
+    assert first.transport_certificate.issued_at % (TRANSPORT_KEY_LIFETIME // 2) == 0
+    assert first.transport_certificate.issued_at <= day_20
+    again = LocalIdentity.from_bytes(first.to_bytes())  # a consistent bundle (key = certified)
+    assert again.transport_certificate.key == again.transport_key.public
+    assert "secret" not in repr(first) and first.transport_key.secret_bytes().hex() not in repr(
+        first
+    )
