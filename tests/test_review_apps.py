@@ -11,11 +11,14 @@ import tempfile
 
 import pytest
 
+from microsync import encoding
 from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.crypto import SigningKey
-from microsync.errors import HandshakeError
+from microsync.encoding import Value
+from microsync.errors import DecodeError, HandshakeError
 from microsync.identity import TRANSPORT_KEY_LIFETIME, LocalIdentity
 from microsync.protocol.handshake import Handshake, Purpose, pump
+from microsync.state import Document
 from microsync.testing import AppKit
 from microsync.testing.hostile import Hostile
 from tests.conftest import make_identity, make_rng
@@ -115,3 +118,37 @@ def test_a_renewed_transport_certificate_tolerates_clock_skew_and_tells_no_clock
     assert "secret" not in repr(first) and first.transport_key.secret_bytes().hex() not in repr(
         first
     )
+
+
+# --- nested counters: a snapshot forged on disk -----------------------------------------------
+
+
+def _deleted_then_added() -> tuple[Document, list[Value]]:
+    """Ana adds 5 to ``m.c``, deletes ``m``, adds 2: ``{"m": {"c": 2}}``; and its snapshot."""
+    doc = Document(b"ana")
+    doc.map("m").counter("c").add(5)
+    doc.clear("m")
+    doc.map("m").counter("c").add(2)
+    top = encoding.decode(doc.snapshot_bytes(), max_size=1 << 20)
+    assert isinstance(top, list) and len(top) == 9  # the field counters section is there
+    return doc, top
+
+
+def test_a_snapshot_bringing_back_an_add_a_delete_removed_is_refused() -> None:
+    """The field counter section holds adds no delete removed; one that a kept delete mark
+    covers (``cleared``) is a state no history makes: it was read back as ``c == 7``."""
+    doc, top = _deleted_then_added()
+    assert doc.to_value() == {"m": {"c": 2}}
+    top[8][0][1][0][1].insert(0, [1, 5])  # type: ignore[index, union-attr]
+    with pytest.raises(DecodeError, match="field counter"):
+        Document.from_snapshot(encoding.encode(top), b"ben")
+
+
+def test_a_snapshot_with_a_top_level_counter_at_a_nested_path_is_refused() -> None:
+    """A counter in a nested map lives in the field counter section; one at a path in the
+    top-level section was read back and shown as a junk top-level key (``"\\x00m\\x00c"``)."""
+    _, top = _deleted_then_added()
+    path = top[8][0][0]  # type: ignore[index]
+    top[3] = [[path, [[b"ana", 99, 0]]]]
+    with pytest.raises(DecodeError, match="top-level"):
+        Document.from_snapshot(encoding.encode(top), b"ben")
