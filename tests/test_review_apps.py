@@ -15,10 +15,11 @@ from microsync import encoding
 from microsync.app.ops import APP_TYPE, AppOp, Kind
 from microsync.crypto import SigningKey
 from microsync.encoding import Value
-from microsync.errors import DecodeError, HandshakeError
+from microsync.errors import DecodeError, HandshakeError, MicrosyncError
 from microsync.identity import TRANSPORT_KEY_LIFETIME, LocalIdentity
 from microsync.protocol.handshake import Handshake, Purpose, pump
-from microsync.state import Document
+from microsync.state import CounterAdd, Document
+from microsync.state.ids import OpId
 from microsync.testing import AppKit
 from microsync.testing.hostile import Hostile
 from tests.conftest import make_identity, make_rng
@@ -152,3 +153,26 @@ def test_a_snapshot_with_a_top_level_counter_at_a_nested_path_is_refused() -> No
     top[3] = [[path, [[b"ana", 99, 0]]]]
     with pytest.raises(DecodeError, match="top-level"):
         Document.from_snapshot(encoding.encode(top), b"ben")
+
+
+# --- top-level counters: totals a snapshot can hold (found while reviewing; older code) --------
+
+
+def test_a_member_s_huge_increments_cannot_make_a_document_unsnapshottable() -> None:
+    """Each add may be ``2**53``; 2048 of them from one actor took its total past what the
+    snapshot encodes (64 bits), and ``snapshot_bytes()`` failed for good on every replica.
+    The add that would pass the bound is refused (a typed error, the document unchanged),
+    the same on every replica: an actor's total depends on its own operations only."""
+    doc = Document(b"ana")
+    for counter in range(1, 2048):
+        doc.apply(CounterAdd(id=OpId(counter, b"mal"), key="n", delta=2**53))
+    doc.apply(CounterAdd(id=OpId(2048, b"mal"), key="n", delta=2**53 - 1))
+    assert doc.counter("n").value == 2**64 - 1
+    too_far = CounterAdd(id=OpId(2049, b"mal"), key="n", delta=1)
+    with pytest.raises(MicrosyncError):
+        doc.apply(too_far)
+    assert doc.counter("n").value == 2**64 - 1
+    doc.apply(CounterAdd(id=OpId(2050, b"mal"), key="n", delta=-5))  # decrements still count
+    again = Document.from_snapshot(doc.snapshot_bytes(), b"ben")
+    assert again.to_value() == doc.to_value() == {"n": 2**64 - 6}
+    assert again.snapshot_bytes() == doc.snapshot_bytes()

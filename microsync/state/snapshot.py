@@ -40,7 +40,7 @@ from microsync.encoding import Value, expect_bytes, expect_int, expect_list, exp
 from microsync.errors import DecodeError
 from microsync.state.clock import Timestamp
 from microsync.state.codec import MAX_KEY, VERSION, UnknownOpVersion, check_value
-from microsync.state.counter import FieldCounter, PNCounter
+from microsync.state.counter import MAX_TOTAL, FieldCounter, PNCounter
 from microsync.state.document import Document
 from microsync.state.ids import MAX_ACTOR, MAX_COUNTER, OpId
 from microsync.state.listcrdt import ListCRDT
@@ -186,7 +186,8 @@ def decode_snapshot(data: bytes, doc: Document) -> Document:
         c = doc.counters[k] = PNCounter()
         for t in expect_list(totals, "counter"):
             actor, p, n = expect_list(t, "total", 3)
-            c.totals[_actor(actor)] = (expect_int(p, "p", 0, 2**64), expect_int(n, "n", 0, 2**64))
+            total = (expect_int(p, "p", 0, MAX_TOTAL), expect_int(n, "n", 0, MAX_TOTAL))
+            c.totals[_actor(actor)] = total
     for k, adds in _keyed(top[8] if len(top) == 9 else []):
         doc.field_counters[k] = _restore_field_counter(k, adds, doc)
     for k, elements in _keyed(sets):
