@@ -364,17 +364,30 @@ class LocalIdentity:
         return replace(device, recovery_certificate=certificate, root=root)
 
     def current(self, now: int) -> LocalIdentity:
-        """This identity with a transport certificate good at ``now``: itself while its
-        certificate has more than half of :data:`TRANSPORT_KEY_LIFETIME` left, else a copy
-        whose certificate of the same key is issued again at ``now`` (a handshake uses this,
-        so a device older than the lifetime still connects)."""
-        cert = self.transport_certificate
-        if cert.issued_at <= now < cert.expires_at - TRANSPORT_KEY_LIFETIME // 2:
+        """This identity with a transport certificate good at ``now`` (a handshake uses this,
+        so a device older than :data:`TRANSPORT_KEY_LIFETIME` still connects): itself while
+        its certificate has more than half the lifetime left, else a copy holding the
+        transport key of ``now``'s period (the lifetime's halves, counted from the epoch),
+        derived from the device key, and its certificate dated at the period's start.
+
+        A new key per period, never the old one certified again: a transport secret that
+        leaked stops passing once its certificate expires (anyone who connects gets the
+        current certificate). Dated at the period's start, the certificate is the same at
+        every handshake of the period: it tells no peer this device's clock, and a clock a
+        little fast passes peers' checks as the original certificate did."""
+        cert, half = self.transport_certificate, TRANSPORT_KEY_LIFETIME // 2
+        if cert.issued_at <= now < cert.expires_at - half:
             return self
-        renewed = TransportCertificate.issue(
-            self.device_key, self.transport_key.public, now, TRANSPORT_KEY_LIFETIME
+        start = now // half * half
+        secret = X25519SecretKey(
+            derive_key(
+                labels.TRANSPORT_KEY_PERIOD, self.device_key.secret_bytes(), encoding.encode(start)
+            )
         )
-        return replace(self, transport_certificate=renewed)
+        renewed = TransportCertificate.issue(
+            self.device_key, secret.public, start, TRANSPORT_KEY_LIFETIME
+        )
+        return replace(self, transport_key=secret, transport_certificate=renewed)
 
     def recovery_words(self) -> list[str]:
         """The root as 24 BIP39 words: only in the process that created or restored the

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 from microsync import encoding
 from microsync.app.ephemeral import (
+    MAX_FUTURE_MS,
     MAX_TTL_MS,
     STATUSES,
     Announcement,
@@ -57,11 +58,6 @@ PRESENCE_TTL: Final = 120.0
 """Default lifetime of a presence announcement, seconds (``Device.start`` renews it)."""
 LOCATION_TTL: Final = 12 * 3600.0
 """Default lifetime of a shared location, seconds."""
-
-
-_MAX_BUMP_MS: Final = 60_000
-"""Furthest ahead of the clock a new announcement is dated to come after this person's kept
-location (a far-future kept entry must not date announcements that receivers would refuse)."""
 
 
 class PresenceState:
@@ -198,8 +194,11 @@ class PresenceState:
         if self._app.loaded:  # (a kept location needs the fold; it is loaded by any share)
             timeline = self._app.timeline(now)
             kept = timeline.locations.get(me.person)
-            if kept is not None:  # (its time may run a little ahead: never more than 1 min)
-                mine.append(min(timeline.shown_at(kept), now + _MAX_BUMP_MS))
+            if kept is not None:  # dated at (a tie goes to the stop) or after it, however
+                # far ahead a member's entry pulled it (up to MAX_DRIFT_MS), but never past
+                # what receivers accept (MAX_FUTURE_MS): a cap below that left a stop losing
+                # to a kept location dated further ahead, for the location's whole lifetime
+                mine.append(min(timeline.shown_at(kept), now + MAX_FUTURE_MS) - 1)
         issued = max([now, *(t + 1 for t in mine)])
         return issued, issued + ttl_ms
 

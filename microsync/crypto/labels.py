@@ -92,6 +92,9 @@ ROOT_PERSON_KEY = Label(b"microsync/v1/root-person-key")
 ROOT_RECOVERY_KEY = Label(b"microsync/v1/root-recovery-key")
 RECOVERY_CERTIFICATE = Label(b"microsync/v1/recovery-certificate")
 RECOVERY_SERVE_ORDER = Label(b"microsync/v1/recovery-serve-order")  # person, device -> rank
+# A device's transport key for one half-lifetime period (microsync.identity): device key,
+# period start -> the X25519 secret (a renewal certifies a new key, never the old one again)
+TRANSPORT_KEY_PERIOD = Label(b"microsync/v1/transport-key-period")
 
 ALL_LABELS: dict[str, Label] = {
     name: Label(value)

@@ -20,10 +20,15 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Mapping
+from typing import Final
 
+from microsync.errors import DecodeError
 from microsync.state.ids import OpId
 
-__all__ = ["FieldCounter", "PNCounter"]
+__all__ = ["MAX_TOTAL", "FieldCounter", "PNCounter"]
+
+MAX_TOTAL: Final = 2**64 - 1
+"""The most one actor's increments (or decrements) of a top-level counter may add up to."""
 
 
 class PNCounter:
@@ -38,9 +43,14 @@ class PNCounter:
         return sum(p - n for p, n in self.totals.values())
 
     def add(self, actor: bytes, delta: int) -> None:
-        """Fold in one operation of ``actor``."""
+        """Fold in one operation of ``actor``; :class:`DecodeError` (nothing changed) if it
+        would take one of the actor's totals past :data:`MAX_TOTAL` (what a snapshot holds:
+        refused alike on every replica, as a total depends on its actor's own adds only)."""
         p, n = self.totals.get(actor, (0, 0))
-        self.totals[actor] = (p + delta, n) if delta > 0 else (p, n - delta)
+        p, n = (p + delta, n) if delta > 0 else (p, n - delta)
+        if max(p, n) > MAX_TOTAL:
+            raise DecodeError("counter: an actor's total past 2**64 - 1")
+        self.totals[actor] = (p, n)
 
     def __bool__(self) -> bool:
         return bool(self.totals)

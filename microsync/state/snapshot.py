@@ -40,10 +40,11 @@ from microsync.encoding import Value, expect_bytes, expect_int, expect_list, exp
 from microsync.errors import DecodeError
 from microsync.state.clock import Timestamp
 from microsync.state.codec import MAX_KEY, VERSION, UnknownOpVersion, check_value
-from microsync.state.counter import FieldCounter, PNCounter
+from microsync.state.counter import MAX_TOTAL, FieldCounter, PNCounter
 from microsync.state.document import Document
 from microsync.state.ids import MAX_ACTOR, MAX_COUNTER, OpId
 from microsync.state.listcrdt import ListCRDT
+from microsync.state.nesting import prefixes
 from microsync.state.orset import ORSet
 from microsync.state.paths import MAX_PATH_BYTES, check_top_key, is_path, segments
 from microsync.state.registers import Register
@@ -180,12 +181,15 @@ def decode_snapshot(data: bytes, doc: Document) -> Document:
         reg = Register(ts, OpId(_counter(counter), a), check_value(value), deleted)
         doc.registers.entries[_key(k)] = reg
     for k, totals in _keyed(counters):
+        if is_path(k):  # a nested counter is a field counter (below): no history puts it here
+            raise DecodeError("counter: a nested path in the top-level counters")
         c = doc.counters[k] = PNCounter()
         for t in expect_list(totals, "counter"):
             actor, p, n = expect_list(t, "total", 3)
-            c.totals[_actor(actor)] = (expect_int(p, "p", 0, 2**64), expect_int(n, "n", 0, 2**64))
+            total = (expect_int(p, "p", 0, MAX_TOTAL), expect_int(n, "n", 0, MAX_TOTAL))
+            c.totals[_actor(actor)] = total
     for k, adds in _keyed(top[8] if len(top) == 9 else []):
-        doc.field_counters[k] = _restore_field_counter(k, adds, doc.versions)
+        doc.field_counters[k] = _restore_field_counter(k, adds, doc)
     for k, elements in _keyed(sets):
         s = doc.sets[k] = ORSet()
         for e in expect_list(elements, "set"):
@@ -223,9 +227,12 @@ def _keyed(items: Value) -> Iterator[tuple[str, Value]]:
         yield _key(k), body
 
 
-def _restore_field_counter(key: str, actors: Value, versions: dict[bytes, int]) -> FieldCounter:
+def _restore_field_counter(key: str, actors: Value, doc: Document) -> FieldCounter:
+    """The adds of one field counter: each applied (``versions``) and none a delete of the
+    key or of a map above it removed (``cleared``): what a history can leave."""
     if not is_path(key):
         raise DecodeError("field counter: at a top-level key")
+    versions, marks = doc.versions, [doc.cleared.get(p, {}) for p in prefixes(key)]
     counter = FieldCounter()
     for item in expect_list(actors, "field counter"):
         actor, adds = expect_list(item, "field counter actor", 2)
@@ -235,6 +242,8 @@ def _restore_field_counter(key: str, actors: Value, versions: dict[bytes, int]) 
             number, d = _counter(c), expect_int(delta, "delta", -MAX_COUNTER, MAX_COUNTER)
             if d == 0 or number <= last or number > versions.get(a, 0):
                 raise DecodeError("field counter: an add out of order, zero or not applied")
+            if any(number <= mark.get(a, 0) for mark in marks):
+                raise DecodeError("field counter: an add a delete removed")
             counter.add(OpId(number, a), d)
             last = number
     return counter  # actors out of order: the canonical check refuses it
