@@ -144,19 +144,69 @@ def ingest_many(
     with store.transaction():
         checked = [_checked_or_error(group, wire, body) for wire, body in items]
         verdicts = _verify_ahead(store, checked, verify, verified)
+        appends = _Appends(store)
         for item in checked:
             if isinstance(item, MicrosyncError):
                 results.append(item)
                 continue
             entry, body = item
+            verdict = verdicts.get(entry.id)
+            if appends.take(entry, body, verdict):
+                results.append(Ingested(outcome=Outcome.ACCEPTED, entry=entry, accepted=(entry,)))
+                continue
+            appends.flush()
             try:
                 quota = _Quota(pending_quota, room)
-                results.append(_place(store, entry, body, quota, verdicts.get(entry.id)))
+                results.append(_place(store, entry, body, quota, verdict))
             except MicrosyncError as error:
                 if not _is_input_error(error):
                     raise
                 results.append(error)
+        appends.flush()
     return results
+
+
+class _Appends:
+    """The plain appends of a batch, stored with one :meth:`FeedStore.insert_entries`.
+
+    An entry is *plain* when :func:`_place` would store it as its feed's next entry and
+    unblock nothing: its signature checked already (``verdict`` true), its author certified,
+    its ``seq`` and ``prev`` the next after its feed's head (as this run moved it), the feed
+    not forked and with nothing pending. Every other entry goes through :func:`_place`, after
+    :meth:`flush` (so it sees every earlier entry of the batch stored)."""
+
+    __slots__ = ("_heads", "_run", "_store")
+
+    def __init__(self, store: FeedStore) -> None:
+        self._store = store
+        self._run: list[tuple[Entry, bytes | None]] = []
+        self._heads: dict[tuple[GroupId, DeviceId], tuple[int, EntryId | None]] = {}
+
+    def take(self, entry: Entry, body: bytes | None, verdict: bool | None) -> bool:
+        """Keep ``entry`` for the next flush if it is plain (class doc); ``False`` if not."""
+        if verdict is not True:
+            return False
+        h = entry.header
+        key = (h.group, h.device)
+        head = self._heads.get(key)
+        if head is None:
+            feed = self._store.feed_status(h.group, h.device)
+            if feed.pending or feed.forked_at is not None:
+                return False
+            head = (feed.head_seq, feed.head_id)
+        if h.seq != head[0] + 1 or h.prev != head[1]:
+            return False
+        if self._store.author_status(h.device) is not AuthorStatus.CERTIFIED:
+            return False
+        self._run.append((entry, body))
+        self._heads[key] = (h.seq, entry.id)
+        return True
+
+    def flush(self) -> None:
+        """Store the kept entries; what the store says of their feeds is current again."""
+        if self._run:
+            self._store.insert_entries(self._run)
+        self._run, self._heads = [], {}
 
 
 def _checked_or_error(
