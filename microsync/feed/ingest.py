@@ -36,8 +36,8 @@ import enum
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 
-from microsync.crypto import SigningKey, labels
-from microsync.crypto.batch import PARALLEL_AT, BatchVerify, verify_many
+from microsync.crypto import SigningKey
+from microsync.crypto.batch import BatchVerify, verify_many
 from microsync.errors import (
     AuthorNotCertified,
     BadForkEvidence,
@@ -50,6 +50,7 @@ from microsync.errors import (
     SequenceGap,
     VerificationError,
 )
+from microsync.feed.batch import PlainAppends, verify_ahead
 from microsync.feed.entry import (
     MAX_BODY_SIZE,
     Entry,
@@ -136,15 +137,15 @@ def ingest_many(
     (the same id is the same signed bytes), not checked again.
     A rejected item leaves no trace and does not stop the batch: its error is returned in its
     place. A storage failure rolls back the whole batch and is raised. ``verify`` checks the
-    batch's signatures at once (:func:`_verify_ahead`; a device passes one that uses every
-    core).
+    batch's signatures at once (``feed.batch.verify_ahead``; a device passes one that uses
+    every core). Plain appends are stored with one statement (``feed.batch.PlainAppends``).
     """
     results: list[Ingested | MicrosyncError] = []
     room = _Room(group_pending_room)
     with store.transaction():
         checked = [_checked_or_error(group, wire, body) for wire, body in items]
-        verdicts = _verify_ahead(store, checked, verify, verified)
-        appends = _Appends(store)
+        verdicts = verify_ahead(store, checked, verify, verified)
+        appends = PlainAppends(store)
         for item in checked:
             if isinstance(item, MicrosyncError):
                 results.append(item)
@@ -163,50 +164,8 @@ def ingest_many(
                     raise
                 results.append(error)
         appends.flush()
+        verdicts.settle()
     return results
-
-
-class _Appends:
-    """The plain appends of a batch, stored with one :meth:`FeedStore.insert_entries`.
-
-    An entry is *plain* when :func:`_place` would store it as its feed's next entry and
-    unblock nothing: its signature checked already (``verdict`` true), its author certified,
-    its ``seq`` and ``prev`` the next after its feed's head (as this run moved it), the feed
-    not forked and with nothing pending. Every other entry goes through :func:`_place`, after
-    :meth:`flush` (so it sees every earlier entry of the batch stored)."""
-
-    __slots__ = ("_heads", "_run", "_store")
-
-    def __init__(self, store: FeedStore) -> None:
-        self._store = store
-        self._run: list[tuple[Entry, bytes | None]] = []
-        self._heads: dict[tuple[GroupId, DeviceId], tuple[int, EntryId | None]] = {}
-
-    def take(self, entry: Entry, body: bytes | None, verdict: bool | None) -> bool:
-        """Keep ``entry`` for the next flush if it is plain (class doc); ``False`` if not."""
-        if verdict is not True:
-            return False
-        h = entry.header
-        key = (h.group, h.device)
-        head = self._heads.get(key)
-        if head is None:
-            feed = self._store.feed_status(h.group, h.device)
-            if feed.pending or feed.forked_at is not None:
-                return False
-            head = (feed.head_seq, feed.head_id)
-        if h.seq != head[0] + 1 or h.prev != head[1]:
-            return False
-        if self._store.author_status(h.device) is not AuthorStatus.CERTIFIED:
-            return False
-        self._run.append((entry, body))
-        self._heads[key] = (h.seq, entry.id)
-        return True
-
-    def flush(self) -> None:
-        """Store the kept entries; what the store says of their feeds is current again."""
-        if self._run:
-            self._store.insert_entries(self._run)
-        self._run, self._heads = [], {}
 
 
 def _checked_or_error(
@@ -218,38 +177,6 @@ def _checked_or_error(
         if not _is_input_error(error):
             raise
         return error
-
-
-def _verify_ahead(
-    store: FeedStore,
-    checked: Sequence[tuple[Entry, bytes | None] | MicrosyncError],
-    verify: BatchVerify,
-    verified: Container[EntryId] = frozenset(),
-) -> dict[EntryId, bool]:
-    """The signatures of a batch that :func:`_place` will check, checked at once by
-    ``verify``: those of certified authors' entries
-    past their feed's head, each distinct entry once. An entry the rules refuse before its
-    signature is checked (a wrong ``prev``, a forked feed) may be checked here for nothing:
-    at most one check per item received, what a valid entry costs anyway."""
-    wanted: dict[EntryId, Entry] = {}
-    known: dict[EntryId, bool] = {}
-    for item in checked:
-        if isinstance(item, MicrosyncError):
-            continue
-        entry = item[0]
-        h = entry.header
-        if entry.id in verified:
-            known[entry.id] = True
-            continue
-        if entry.id in wanted or store.author_status(h.device) is not AuthorStatus.CERTIFIED:
-            continue
-        if h.seq > store.feed_status(h.group, h.device).head_seq:
-            wanted[entry.id] = entry
-    if len(wanted) < PARALLEL_AT:
-        return known  # the others checked one by one as they are placed
-    signed = [(e.header.device, e.header_bytes, e.signature) for e in wanted.values()]
-    known.update(zip(wanted, verify(labels.ENTRY_SIGNATURE, signed), strict=True))
-    return known
 
 
 @dataclass(slots=True)
