@@ -4,23 +4,20 @@ helpers there are, they are exactly ``verify_many``'s; no helper outlives the ba
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microsync.crypto import labels
-from microsync.crypto.batch import PARALLEL_AT, verify_many
+from microsync.crypto.batch import PARALLEL_AT, Signed, verify_many
+from microsync.crypto.labels import Label
 from microsync.feed import GroupId, Ingested, ingest_many
 from microsync.node.parallel import CHUNK, Verdicts, verify_in_threads
 from microsync.storage.memory import MemoryStore
 from tests.test_feed import GROUP, trusting
 from tests.test_feed_batch_verify import ALICE, ALICE_FEED, _signed
-
-
-def _helpers_alive() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "microsync-verify"]
 
 
 @settings(max_examples=30, deadline=None)
@@ -40,7 +37,7 @@ def test_answers_read_in_any_order_are_verify_manys(
     assert verdicts[-1:] == expected[-1:] and len(verdicts) == len(expected)
     assert list(verdicts) == expected
     verdicts.join()
-    assert not _helpers_alive()
+    assert verdicts.running == 0
     with pytest.raises(IndexError):
         verdicts[len(items)]
 
@@ -59,9 +56,16 @@ def test_a_batch_stored_with_threads_leaves_no_helper_running() -> None:
     store = trusting(MemoryStore(), ALICE)
     items = [(e.wire, b) for e, b in ALICE_FEED]
     assert len(items) >= PARALLEL_AT
-    results = ingest_many(store, GroupId(GROUP), items, verify=verify_in_threads)
+    handed: list[Sequence[bool]] = []
+
+    def verify(label: Label, signed: Sequence[Signed]) -> Sequence[bool]:
+        handed.append(verify_in_threads(label, signed))
+        return handed[-1]
+
+    results = ingest_many(store, GroupId(GROUP), items, verify=verify)
     assert all(isinstance(r, Ingested) for r in results)
-    assert not _helpers_alive()
+    (verdicts,) = handed
+    assert isinstance(verdicts, Verdicts) and verdicts.running == 0  # all stopped on return
     assert store.feed_status(GroupId(GROUP), ALICE.device_id).head_seq == len(items)
 
 

@@ -9,7 +9,8 @@ the rest, and checks chunks itself when it would otherwise wait. PyNaCl releases
 libsodium, so the chunks run at once: one plain loop per chunk, since a pool fed one signature
 at a time measured *slower* than one thread (the hand-off cost more than it saved).
 
-The helpers stop when every chunk is taken (at most one chunk after the last answer is read),
+The helpers (started with ``_thread``, whose start does not wait for the new thread to run) stop
+when every chunk is taken (at most one chunk after the last answer is read),
 so nothing outlives a batch; an exception in one is raised to the reader of an answer in its
 chunk. A device hands it to its groups (``LocalMember.verify``); the feed layer calls it once
 per batch it stores.
@@ -17,6 +18,7 @@ per batch it stores.
 
 from __future__ import annotations
 
+import _thread
 import os
 import threading
 from collections.abc import Sequence
@@ -69,12 +71,11 @@ class Verdicts(Sequence[bool]):
         self._failures: dict[int, BaseException] = {}
         self._lock = threading.Lock()
         self._next = 0  # the first chunk nobody has taken
-        self._helpers = [
-            threading.Thread(target=self._help, daemon=True, name="microsync-verify")
-            for _ in range(min(helpers, count))
-        ]
-        for helper in self._helpers:
-            helper.start()
+        self._stopped = [threading.Event() for _ in range(min(helpers, count))]
+        for stopped in self._stopped:
+            # not threading.Thread: its start() waits until the new thread runs, which on a
+            # busy machine cost milliseconds per batch; this one returns at once
+            _thread.start_new_thread(self._help, (stopped,))
 
     def __repr__(self) -> str:
         known = sum(1 for done in self._done if done.is_set())
@@ -114,8 +115,13 @@ class Verdicts(Sequence[bool]):
         answer is known then)."""
         while (chunk := self._take()) is not None:
             self._check(chunk)
-        for helper in self._helpers:
-            helper.join()
+        for stopped in self._stopped:
+            stopped.wait()
+
+    @property
+    def running(self) -> int:
+        """Helper threads not stopped yet."""
+        return sum(1 for stopped in self._stopped if not stopped.is_set())
 
     def _take(self) -> int | None:
         with self._lock:
@@ -133,6 +139,9 @@ class Verdicts(Sequence[bool]):
         finally:
             self._done[chunk].set()
 
-    def _help(self) -> None:
-        while (chunk := self._take()) is not None:
-            self._check(chunk)
+    def _help(self, stopped: threading.Event) -> None:
+        try:
+            while (chunk := self._take()) is not None:
+                self._check(chunk)
+        finally:
+            stopped.set()
