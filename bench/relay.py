@@ -9,14 +9,21 @@ process in every row; anything in the middle runs in a child process (spawned, b
 127.0.0.1 port 0, terminated in a ``finally``):
 
 * **tcp direct**: sender -> receiver over one loopback TCP connection (asyncio streams);
-* **tcp forwarder**: sender -> a plain asyncio TCP forwarder (child) -> receiver: the cost of
-  one extra hop with no framing at all;
+* **tcp forwarder**: sender -> a plain asyncio TCP forwarder (child: streams, read up to
+  256 KiB, write, drain) -> receiver: the cost of one extra hop with no framing at all;
+* **protocol fwd**: the same hop on ``asyncio.Protocol`` (each read written to the other
+  transport, reading paused while it is above its high-water mark): the cheapest forwarder
+  asyncio gives, as the relay is built the same way;
 * **relay**: :class:`RelayClient` -> :class:`RelayServer` (child) -> :class:`RelayClient`:
-  WebSocket framing (compression off), padding to buckets, the channel multiplexing and the
-  client's bounded per-channel buffers.
+  WebSocket framing (``microsync.net.ws_conn``: masked client frames, compression off),
+  padding to buckets, the broker's checks and channel rewrite, the channel multiplexing and
+  the client's bounded per-channel buffers.
 
-Figures are medians of ``--repeat`` runs; wire bytes are the relay's count of padded messages
-received from the sender. Loopback only; nothing leaves the machine.
+The forwarder and the relay's middle read the same way (asyncio's 256 KiB reads) and both
+apply back-pressure; each path is timed the same way (``transfer``: first write to last byte
+read) with the same sender and receiver loops. Figures are medians (and bests) of
+``--repeat`` runs, the paths interleaved in each round; wire bytes are the padded messages
+the relay receives from the sender. Loopback only; nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -70,6 +77,54 @@ async def _forwarder(ports: Queue[int]) -> None:
         await server.serve_forever()
 
 
+class _Pipe(asyncio.Protocol):
+    """One side of the protocol-level forwarder: what it reads goes to ``peer``'s transport,
+    and it stops reading while that transport is above its high-water mark."""
+
+    def __init__(self, waiting: list[_Pipe]) -> None:
+        self._waiting = waiting
+        self.peer: _Pipe | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if not self._waiting:
+            self._waiting.append(self)
+            transport.pause_reading()
+            return
+        self.peer = self._waiting.pop()
+        self.peer.peer = self
+        assert self.peer.transport is not None
+        self.peer.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None and self.peer.transport is not None
+        self.peer.transport.write(data)
+
+    def pause_writing(self) -> None:  # our transport is full: stop reading the other side
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+
+async def _protocol_forwarder(ports: Queue[int]) -> None:
+    """The same forwarder on ``asyncio.Protocol``: no streams, no task, no copy of its own."""
+    waiting: list[_Pipe] = []
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Pipe(waiting), "127.0.0.1", 0)
+    ports.put(server.sockets[0].getsockname()[1])
+    async with server:
+        await server.serve_forever()
+
+
 async def _relay(ports: Queue[int]) -> None:
     async with RelayServer(limits=UNLIMITED) as relay:
         ports.put(relay.port)
@@ -77,7 +132,8 @@ async def _relay(ports: Queue[int]) -> None:
 
 
 def _child(kind: str, ports: Queue[int]) -> None:
-    asyncio.run(_forwarder(ports) if kind == "forwarder" else _relay(ports))
+    middles = {"forwarder": _forwarder, "protocol forwarder": _protocol_forwarder}
+    asyncio.run(middles.get(kind, _relay)(ports))
 
 
 class Middle:
@@ -200,13 +256,19 @@ def measure(mb: int, write: int, repeat: int) -> dict[str, float]:
     """Median seconds per path for ``mb`` MiB in writes of ``write`` bytes, and (``... cpu``)
     the median CPU seconds the middle process and this one (both ends) spent on it: on a
     shared machine the CPU a path costs swings less than its wall time."""
+    return {name: statistics.median(times) for name, times in runs(mb, write, repeat).items()}
+
+
+def runs(mb: int, write: int, repeat: int) -> dict[str, list[float]]:
+    """Every run's seconds per path (and ``... cpu``), in the order run."""
     total, chunk = mb * 1024 * 1024, os.urandom(write)
     rows: dict[str, list[float]] = {}
-    forwarder, relay = Middle("forwarder"), Middle("relay")
-    with forwarder as forwarder_port, relay as relay_port:
+    forwarder, protocol, relay = Middle("forwarder"), Middle("protocol forwarder"), Middle("relay")
+    with forwarder as forwarder_port, protocol as protocol_port, relay as relay_port:
         paths: list[tuple[str, Callable[[], Coroutine[Any, Any, float]], Middle | None]] = [
             ("tcp direct", lambda: run_tcp(None, total, chunk), None),
             ("tcp forwarder", lambda: run_tcp(forwarder_port, total, chunk), forwarder),
+            ("protocol fwd", lambda: run_tcp(protocol_port, total, chunk), protocol),
             ("relay", lambda: run_relay(relay_port, total, chunk), relay),
         ]
         for _ in range(repeat):
@@ -217,7 +279,7 @@ def measure(mb: int, write: int, repeat: int) -> dict[str, float]:
                 rows.setdefault(f"{name} cpu", []).append(
                     middle_cpu + time.process_time() - before[1]
                 )
-    return {name: statistics.median(times) for name, times in rows.items()}
+    return rows
 
 
 def figures(quick: bool = False) -> Report:
@@ -238,13 +300,22 @@ def figures(quick: bool = False) -> Report:
                 floor=f"{rate('tcp forwarder')} (plain forwarder)",
                 ratio=seconds["relay"] / seconds["tcp forwarder"],
                 target="<= 1.25",
-            )
+            ),
+            Figure(
+                bench="relay",
+                measure="the same",
+                value="",
+                floor=f"{rate('protocol fwd')} (asyncio.Protocol forwarder)",
+                ratio=seconds["relay"] / seconds["protocol fwd"],
+                target="",
+            ),
         ],
         notes=[
             f"direct loopback TCP {rate('tcp direct')}; relay padding + framing "
             f"{wire_bytes(total, 65_537) / total - 1:.2%} of the bytes; CPU (middle process "
             f"and both ends) relay / forwarder "
-            f"{seconds['relay cpu'] / seconds['tcp forwarder cpu']:.2f}"
+            f"{seconds['relay cpu'] / seconds['tcp forwarder cpu']:.2f}, relay / protocol "
+            f"forwarder {seconds['relay cpu'] / seconds['protocol fwd cpu']:.2f}"
         ],
     )
 
@@ -256,11 +327,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     total = args.mb * 1024 * 1024
-    seconds = measure(args.mb, args.write, args.repeat)
+    every = runs(args.mb, args.write, args.repeat)
+    seconds = {name: statistics.median(times) for name, times in every.items()}
     print(f"{args.mb} MiB in writes of {args.write:,} bytes, median of {args.repeat}")
     direct = seconds["tcp direct"]
     print(f"{'path':<15}{'seconds':>9}{'MB/s':>9}{'vs tcp direct':>15}{'cpu s':>8}")
-    for name in ("tcp direct", "tcp forwarder", "relay"):
+    for name in ("tcp direct", "tcp forwarder", "protocol fwd", "relay"):
         took, cpu = seconds[name], seconds[f"{name} cpu"]
         rate = total / took / 1e6
         print(f"{name:<15}{took:>9.3f}{rate:>9.0f}{direct / took:>14.2f}x{cpu:>8.3f}")
@@ -268,6 +340,18 @@ def main() -> None:
     print(
         f"relay / forwarder: time {seconds['relay'] / forwarder:.2f}, "
         f"cpu {seconds['relay cpu'] / seconds['tcp forwarder cpu']:.2f}"
+    )
+    for floor in ("tcp forwarder", "protocol fwd"):
+        ratios = [r / f for r, f in zip(every["relay"], every[floor], strict=True)]
+        print(
+            f"relay / {floor} time, each round: "
+            + ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            + f" (median {statistics.median(ratios):.2f}, best {min(ratios):.2f}); "
+            f"throughput: median {1 / statistics.median(ratios):.2f}x the {floor}'s"
+        )
+    print(
+        f"relay / protocol fwd: time {seconds['relay'] / seconds['protocol fwd']:.2f}, "
+        f"cpu {seconds['relay cpu'] / seconds['protocol fwd cpu']:.2f}"
     )
     overhead = wire_bytes(total, args.write) / total - 1
     print(f"relay padding + framing overhead on the wire: {overhead:.2%}")

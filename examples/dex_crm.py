@@ -24,14 +24,14 @@ FIELDS = ("birthday", "passions", "notes")
 
 class Contacts:
     """The app's model: one nested document, ``contacts -> {id: {name, birthday, quirks
-    (a set), passions, notes}}``; every field merges on its own, so edits of two fields of
-    one contact on two devices while apart both survive."""
+    (a set), calls (a counter), passions, notes}}``; every field merges on its own, so edits
+    of two fields of one contact on two devices while apart both survive."""
 
     def __init__(self, group: microsync.Group) -> None:
         self.group = group
 
     def _people(self) -> SharedMap:
-        return self.group.doc("dex").map("contacts")  # asked for each time: what arrived since
+        return self.group.doc("dex").map("contacts")  # a live handle on the shared state
 
     async def add(self, cid: str, name: str, **fields: str) -> None:
         await self._people().map(cid).set("name", name)
@@ -45,6 +45,9 @@ class Contacts:
 
     async def quirk(self, cid: str, quirk: str) -> None:
         await self._people().map(cid).orset("quirks").add(quirk)
+
+    async def called(self, cid: str) -> None:
+        await self._people().map(cid).counter("calls").add(1)  # calls on both devices add up
 
     async def forget(self, cid: str) -> None:
         await self._people().delete(cid)
@@ -72,9 +75,11 @@ async def main(root: Path) -> None:
             await phone.stop()  # apart from here on: each edits offline
 
             await contacts.edit("ana", "notes", "new job in Lyon")  # on the phone
+            await contacts.called("ana")
             await contacts.add("cy", "Cy", birthday="07-30")
             await contacts.edit("ben", "notes", "owes me a call")
             await on_laptop.quirk("ana", "always 10 min early")  # on the laptop
+            await on_laptop.called("ana")
             await on_laptop.edit("ben", "passions", "jazz, sourdough")
             await on_laptop.forget("ben")  # and drops Ben (the phone never saw this)
             assert "cy" not in on_laptop.all() and "notes" not in str(on_laptop.all()["ana"])
@@ -98,6 +103,7 @@ async def main(root: Path) -> None:
                 "quirks": ["always 10 min early"],
                 "passions": "climbing",
                 "notes": "new job in Lyon",
+                "calls": 2,
             }
             assert sorted(merged) == ["ana", "ben", "cy"]  # Cy added on one, Ben forgotten
             assert merged["ben"] == {"notes": "owes me a call"}  # on the other: the note written

@@ -363,6 +363,19 @@ class LocalIdentity:
         certificate = RecoveryCertificate.issue(recovery, device.person_id, device.device_id, now)
         return replace(device, recovery_certificate=certificate, root=root)
 
+    def current(self, now: int) -> LocalIdentity:
+        """This identity with a transport certificate good at ``now``: itself while its
+        certificate has more than half of :data:`TRANSPORT_KEY_LIFETIME` left, else a copy
+        whose certificate of the same key is issued again at ``now`` (a handshake uses this,
+        so a device older than the lifetime still connects)."""
+        cert = self.transport_certificate
+        if cert.issued_at <= now < cert.expires_at - TRANSPORT_KEY_LIFETIME // 2:
+            return self
+        renewed = TransportCertificate.issue(
+            self.device_key, self.transport_key.public, now, TRANSPORT_KEY_LIFETIME
+        )
+        return replace(self, transport_certificate=renewed)
+
     def recovery_words(self) -> list[str]:
         """The root as 24 BIP39 words: only in the process that created or restored the
         person. Anywhere else ``ValueError``: no device keeps them."""

@@ -94,7 +94,7 @@ def _hostile_payloads(actor: bytes) -> list[bytes]:
         encoding.encode([1, 1, actor, 2000, ["a", *["s"] * 9], *reg]),  # too deep
         encoding.encode([1, 1, actor, 2001, ["a", "k" * 300], *reg]),  # key too long
         encoding.encode([1, 1, actor, 2002, ["a", "b\x07"], *reg]),  # control character
-        encoding.encode([1, 3, actor, 2003, ["a", "b"], 5]),  # a nested counter
+        encoding.encode([1, 3, actor, 2003, ["a", "b"], 0]),  # a nested counter adding 0
         encoding.encode([1, 11, actor, 2004, ["a", "b"], [[actor, 1]] * 2]),  # bad seen
     ]
 

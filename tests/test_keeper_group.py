@@ -14,7 +14,7 @@ import pytest
 
 import microsync
 from microsync.group.mailbox import Mailbox
-from microsync.node import keeper_link
+from microsync.node import keeper_pull
 from microsync.testing import replica_of
 from tests.keeper_helpers import keeper
 from tests.test_app_group import family_of, share
@@ -129,16 +129,16 @@ async def test_carol_joins_while_alice_is_offline_and_catches_up_from_the_keeper
 async def test_a_first_pull_takes_the_newest_items_first_then_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(keeper_link, "NEWEST_FIRST", 10)
+    monkeypatch.setattr(keeper_pull, "NEWEST_FIRST", 10)
     pages: list[tuple[bool, list[int]]] = []
-    take_in = keeper_link.GroupKeeperLink._take_in
+    take_in = keeper_pull.KeeperPull.take_in
 
-    def recorded(self: keeper_link.GroupKeeperLink, *args: Any, advance: bool = True) -> None:
-        if self.runtime.device.name == "alice":
+    def recorded(self: keeper_pull.KeeperPull, *args: Any, advance: bool = True) -> None:
+        if self.link.runtime.device.name == "alice":
             pages.append((advance, [p.cursor for p in args[2]]))
         take_in(self, *args, advance=advance)
 
-    monkeypatch.setattr(keeper_link.GroupKeeperLink, "_take_in", recorded)
+    monkeypatch.setattr(keeper_pull.KeeperPull, "take_in", recorded)
     with keeper(tmp_path / "keeper") as k:
         async with AsyncExitStack() as stack:
             alice, bob = await kept_family(stack, tmp_path, k.url, "alice", "bob")

@@ -7,11 +7,13 @@ import os
 import sqlite3
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import microsync
 from microsync.errors import DecodeError, NotAMember, PeerUnreachable
+from microsync.group.mailbox import Mailbox
 from microsync.group.settings import DEFAULT_KEEPER_ORIGINALS, SettingsChange
 from microsync.net.keeper_client import KeeperClient, Record
 from microsync.node.keeper_chunks import blob_mailbox
@@ -204,3 +206,64 @@ async def test_junk_a_member_planted_at_the_keeper_is_refused_by_every_fetch(
             assert not dest.exists()
             assert bob.vault.missing(ref) == [first]  # the junk refused, the rest kept
             await bob.device.stop()
+
+
+async def test_a_member_who_fetched_a_file_from_a_peer_pushes_what_the_keeper_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Alice's device never reaches the keeper: Bob fetched her photo directly and pushes it;
+    Carol gets it from the keeper alone and pushes nothing back; Dave, who fetched it from a
+    peer after Bob pushed, finds the keeper holds it and pushes nothing either."""
+    blob_pushes: list[tuple[str, int]] = []  # (device, chunks) pushed into a blob's mailbox
+    push = KeeperClient.push
+
+    async def recorded(self: KeeperClient, mailbox: Mailbox, records: Any, **kw: Any) -> Any:
+        sent = list(records)
+        if sent and len(sent[0].data) > 4096:  # chunks, not entries
+            blob_pushes.append((who, len(sent)))
+        return await push(self, mailbox, sent, **kw)
+
+    monkeypatch.setattr(KeeperClient, "push", recorded)
+    with keeper(tmp_path / "keeper") as k:
+        async with AsyncExitStack() as stack:
+            alice, bob, carol, dave = await family_of(
+                stack, tmp_path, "alice", "bob", "carol", "dave"
+            )
+            mine = photo(3 * MB, 7)
+            ref = await alice.vault.add(mine, name="beach.jpg")  # no keeper: nothing pushed
+            share(alice, bob, carol, dave)
+            who = "bob"
+            await alice.device.start(lan=False, port=0)
+            peer = (f"127.0.0.1:{alice.device.port}",)
+            await bob.device.start(lan=False, port=None, peers=peer)
+            await until(lambda: any(p.synced for p in bob.device.peers()))
+            assert (await bob.vault.fetch(ref, tmp_path / "b.jpg")).read_bytes() == mine
+            await bob.device.stop()
+            await alice.add_keeper(k.url)  # then Alice's device is gone for good
+            share(alice, bob, carol, dave)
+            await dave.device.start(lan=False, port=None, peers=peer)
+            await until(lambda: any(p.synced for p in dave.device.peers()))
+            assert (await dave.vault.fetch(ref, tmp_path / "d.jpg")).read_bytes() == mine
+            await dave.device.stop()
+            await alice.device.stop()
+
+            await online(bob)  # Bob holds every chunk: the keeper gets them from him
+            await until(lambda: pushed(bob, ref, k.url), timeout=30)
+            await bob.device.stop()
+            assert sum(n for w, n in blob_pushes if w == "bob") == ref.chunks
+
+            who = "carol"
+            await online(carol)  # only the keeper: Alice and Bob are offline
+            got = await carol.vault.fetch(ref, tmp_path / "c.jpg", timeout=30)
+            assert got.read_bytes() == mine
+            assert carol.vault.at_keeper(ref, k.url) == ref.chunks  # known held there
+            await until(lambda: pushed_all(carol))
+            await carol.device.stop()
+
+            who = "dave"
+            await online(dave)  # held whole, from a peer: asks the keeper, which has it
+            await until(lambda: pushed(dave, ref, k.url), timeout=30)
+            await dave.device.stop()
+            assert [w for w, _ in blob_pushes] == ["bob"]  # nobody else uploaded a chunk
+            [box] = [v for v in items_by_mailbox(k.data).values() if len(v[0]) > MB]
+            assert len(box) == ref.chunks  # stored once

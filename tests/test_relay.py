@@ -448,8 +448,9 @@ async def test_a_noise_session_runs_end_to_end_through_the_relay(clients: Client
 
 
 async def test_the_connection_runner_works_over_relay_channels(clients: Clients) -> None:
+    from microsync.clock import now_ms
     from microsync.identity import LocalIdentity
-    from microsync.net.connection import handshake, now_ms
+    from microsync.net.connection import handshake
 
     alice = LocalIdentity.create("alice", make_rng("runner alice"), now_ms())
     bob = LocalIdentity.create("bob", make_rng("runner bob"), now_ms())

@@ -155,5 +155,5 @@ async def test_a_paired_client_stays_and_the_clock_restarts_when_its_channel_clo
     assert await asyncio.wait_for(b_end.read(), 2) == b""
     start = time.monotonic()
     codes = await asyncio.gather(dropped_with(a, 3.0), dropped_with(b, 3.0))
-    assert codes == [ErrorCode.UNPAIRED, ErrorCode.UNPAIRED]
+    assert list(codes) == [ErrorCode.UNPAIRED, ErrorCode.UNPAIRED]
     assert 0.3 <= time.monotonic() - start < 2.0

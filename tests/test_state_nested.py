@@ -18,6 +18,7 @@ from microsync import encoding
 from microsync.encoding import Value
 from microsync.errors import DecodeError, LocalProtocolError
 from microsync.state import (
+    CounterAdd,
     Document,
     MapDelete,
     MissingDependency,
@@ -248,11 +249,15 @@ def test_path_bounds_hold_at_the_limit() -> None:
     assert len("\x00".join(["x" * 256] * MAX_DEPTH).encode()) > MAX_PATH_BYTES
 
 
-def test_counters_live_at_top_level_keys_only() -> None:
+def test_a_counter_may_be_a_field_of_a_map() -> None:
+    """Counters were top-level only; a nested one now decodes, round trips and folds."""
+    op = decode_op(_raw(["a", "b"], 3, kind=3))
+    assert encode_op(op) == _raw(["a", "b"], 3, kind=3)
+    doc = Document(B)
+    doc.apply(op)
+    assert doc.map("a").counter("b").value == 3 and doc.to_value() == {"a": {"b": 3}}
     with pytest.raises(DecodeError):
-        decode_op(_raw(["a", "b"], 3, kind=3))
-    with pytest.raises(LocalProtocolError):
-        Document(A).counter(join("a", "b"))
+        decode_op(_raw(["a", "b"], 0, kind=3))  # a zero delta, nested or not
 
 
 @pytest.mark.parametrize(
@@ -311,7 +316,9 @@ def nested_edit(doc: Document, data: st.DataObject, now: int) -> Op | None:
     """A random edit of a small nested universe: two contact records with a register, a text
     and a set each, record and field deletes, and a list of records."""
     kind = data.draw(
-        st.sampled_from(["reg", "text", "untext", "add", "discard", "rm", "drop", "li", "ld", "lf"])
+        st.sampled_from(
+            ["reg", "text", "untext", "add", "discard", "rm", "drop", "li", "ld", "lf", "count"]
+        )
     )
     who = data.draw(st.sampled_from(["ana", "ben"]))
     rec = doc.map("contacts").map(who)
@@ -330,7 +337,9 @@ def nested_edit(doc: Document, data: st.DataObject, now: int) -> Op | None:
     if kind == "rm":
         return doc.map("contacts").delete(who)
     if kind == "drop":
-        return rec.delete(data.draw(st.sampled_from(["birthday", "notes", "quirks"])))
+        return rec.delete(data.draw(st.sampled_from(["birthday", "notes", "quirks", "visits"])))
+    if kind == "count":
+        return rec.counter("visits").add(data.draw(st.sampled_from([-2, -1, 1, 3])))
     trips = doc.list("trips")
     if kind == "li":
         return trips.insert(data.draw(st.integers(0, len(trips))), {})
@@ -472,6 +481,12 @@ def model(made: list[Made]) -> dict[str, object]:
             for k in range(r.length)
         }
         out[f"{who}.notes"] = {c for c in chars - gone if not hidden(text_key, c)}
+        count_key = join("contacts", who, "visits")
+        out[f"{who}.visits"] = sum(
+            op.delta
+            for op in ops
+            if isinstance(op, CounterAdd) and op.key == count_key and not hidden(count_key, op.id)
+        )
     return out
 
 
@@ -483,6 +498,7 @@ def observed(doc: Document) -> dict[str, object]:
         if reg_key in doc.registers.entries:
             out[f"{who}.birthday"] = rec.get("birthday")
         out[f"{who}.quirks"] = rec.orset("quirks").value
+        out[f"{who}.visits"] = rec.counter("visits").value
         seq = doc.texts.get(join("contacts", who, "notes"))
         out[f"{who}.notes"] = (
             set()
@@ -527,6 +543,12 @@ class OneDevice(RuleBasedStateMachine):
         self.doc.map("contacts").map(who).orset("quirks").add(q)
         rec = self.want.setdefault(who, {})
         rec["quirks"] = sorted({*rec.get("quirks", []), q})  # type: ignore[misc]
+
+    @rule(who=st.sampled_from(["ana", "ben"]), delta=st.sampled_from([-3, -1, 1, 2]))
+    def count_a_call(self, who: str, delta: int) -> None:
+        self.doc.map("contacts").map(who).counter("calls").add(delta)
+        rec = self.want.setdefault(who, {})
+        rec["calls"] = int(rec.get("calls", 0)) + delta  # type: ignore[arg-type]
 
     @precondition(lambda self: bool(self.want))
     @rule(data=st.data())

@@ -5,6 +5,12 @@ Reads are plain methods; every change is ``async`` (it writes an entry). Operati
 in the order of the feed's ``deps`` (the timeline's causal order). An operation whose id does not
 belong to the device that wrote its entry is refused on every replica (a member cannot write as
 another), and one that names an element this replica has not seen yet waits until it has.
+
+The app state holds one folded :class:`SharedDoc` per open document, and drops them all when
+it folds again (a removal's cut-off or an admin change reached back over what was folded).
+What ``group.doc(name)`` returns is a *live* handle (:meth:`SharedDoc.live`): it holds no
+state, and every read or write resolves the folded document afresh, so a handle an app keeps
+across a removal reads and writes the state as it is now, never a stale copy.
 """
 
 from __future__ import annotations
@@ -34,10 +40,26 @@ class SharedDoc:
 
     def __init__(self, name: str, document: Document, publish: Publish, now: Callable[[], int]):
         self.name = name
-        self._doc = document
+        self._document = document
         self._publish = publish
         self._now = now
         self._pending: builtins.list[tuple[AppEntry, Op]] = []
+        self._resolve: Callable[[], SharedDoc] | None = None
+
+    @classmethod
+    def live(
+        cls, name: str, resolve: Callable[[], SharedDoc], publish: Publish, now: Callable[[], int]
+    ) -> SharedDoc:
+        """A handle on the document ``resolve()`` returns at each use (the one the app state
+        holds folded now, refolded after an unload): it never goes stale."""
+        handle = cls(name, Document(b"\x00"), publish, now)  # its own document is never used
+        handle._resolve = resolve
+        return handle
+
+    @property
+    def _doc(self) -> Document:
+        """The document reads and writes go to: this one's, or the live one's."""
+        return self._document if self._resolve is None else self._resolve()._document
 
     # ------------------------------------------------------------------ reading
 
@@ -61,7 +83,7 @@ class SharedDoc:
         await self._publish(self._doc.delete(key, now=self._now()))
 
     def counter(self, key: str) -> SharedCounter:
-        """The counter ``key`` (top-level keys only)."""
+        """The counter ``key`` (a PN-counter: concurrent adds all count)."""
         return SharedCounter(self, key)
 
     def orset(self, key: str) -> SharedSet:
@@ -122,7 +144,7 @@ class SharedDoc:
     @property
     def waiting(self) -> int:
         """Operations held back until what they name arrives."""
-        return len(self._pending)
+        return len(self._pending if self._resolve is None else self._resolve()._pending)
 
     def __repr__(self) -> str:
         return f"SharedDoc({self.name!r})"
@@ -225,7 +247,7 @@ class SharedText:
 
 class SharedMap:
     """A map in a document (``doc.map(key)``, ``map.map(name)``, ``list.map(index)``): each
-    field is a value, text, set, list or map of its own, so concurrent edits of two fields
+    field is a value, text, set, list, counter or map of its own, so concurrent edits of two fields
     both survive. Deleting a field removes what this device had seen of it; what others wrote
     there concurrently survives (``docs/state.md``, "Nested documents")."""
 
@@ -271,6 +293,11 @@ class SharedMap:
     def list(self, name: str) -> SharedList:
         """The list in field ``name``."""
         return SharedList(self._doc, self._handle().list(name).key)
+
+    def counter(self, name: str) -> SharedCounter:
+        """The counter in field ``name``: concurrent adds all count; deleting the field or
+        the map removes the adds this device had seen, and concurrent ones survive."""
+        return SharedCounter(self._doc, self._handle().counter(name).key)
 
     def __repr__(self) -> str:
         return f"SharedMap({self._doc.name!r})"

@@ -147,9 +147,17 @@ class ViewerBoard:
         return [a for a in self._opened.values() if a.expires_at > now]
 
     def last_issued(self, now: int) -> int:
-        """When this device last issued an envelope (0: never)."""
-        me = self._replica.me.device
-        return max((e.issued_at for e in self._board(now).values() if e.sender == me), default=0)
+        """When this person's devices last issued an envelope held here (0: never): a new
+        one is dated after it, so a stop never ties with the location it replaces."""
+        me, state = self._replica.me, self._replica.state
+        return max(
+            (
+                e.issued_at
+                for e in self._board(now).values()
+                if e.sender == me.device or state.person_of(e.sender) == me.person
+            ),
+            default=0,
+        )
 
     def _mine(self, now: int) -> dict[DeviceId, Envelope]:
         """The newest unexpired envelope from this person's devices, per recipient device."""

@@ -59,6 +59,11 @@ LOCATION_TTL: Final = 12 * 3600.0
 """Default lifetime of a shared location, seconds."""
 
 
+_MAX_BUMP_MS: Final = 60_000
+"""Furthest ahead of the clock a new announcement is dated to come after this person's kept
+location (a far-future kept entry must not date announcements that receivers would refuse)."""
+
+
 class PresenceState:
     """The presence and location board of one group (module doc). Synchronous: every call
     takes ``now``; what produces events returns them, and announcing returns the sealed bytes
@@ -180,13 +185,21 @@ class PresenceState:
         ttl_ms = int(ttl * 1000)
         if not 1000 <= ttl_ms <= MAX_TTL_MS:
             raise ValueError("ttl is between 1 second and 7 days")
-        held = self._board(now)._held  # never issue an announcement older than our last one
+        # never dated at or before anything this person issued or kept that it may replace
+        # (a stop in the same millisecond as its share must win everywhere): the held
+        # announcements of this person's devices, their envelopes, the kept location
+        held, state, me = self._board(now)._held, self._replica.state, self._replica.me
         mine = [
             h.announcement.issued_at
             for (device, _), h in held.items()
-            if device == self._replica.me.device
+            if device == me.device or state.person_of(device) == me.person
         ]
         mine.append(self.viewers.last_issued(now))
+        if self._app.loaded:  # (a kept location needs the fold; it is loaded by any share)
+            timeline = self._app.timeline(now)
+            kept = timeline.locations.get(me.person)
+            if kept is not None:  # (its time may run a little ahead: never more than 1 min)
+                mine.append(min(timeline.shown_at(kept), now + _MAX_BUMP_MS))
         issued = max([now, *(t + 1 for t in mine)])
         return issued, issued + ttl_ms
 
@@ -286,9 +299,15 @@ class PresenceState:
         state = self._replica.state
         latest: dict[PersonId, tuple[int, int, int, str, str | None] | None] = {}
         stamp: dict[PersonId, int] = {}
-        for a in [*self._board(now).current("location", now), *self.viewers.seen(now)]:
+        seen = [*self._board(now).current("location", now), *self.viewers.seen(now)]
+        # oldest first, so the latest wins; on a tie (two devices of one person in the same
+        # millisecond) a stop wins, then the greater device id: the same on every device
+        seen.sort(
+            key=lambda a: (a.issued_at, a.kind is AnnouncementKind.LOCATION_STOPPED, a.device)
+        )
+        for a in seen:
             person = state.person_of(a.device)
-            if person is None or a.issued_at <= stamp.get(person, -1):
+            if person is None or a.issued_at < stamp.get(person, -1):
                 continue
             stamp[person] = a.issued_at
             if a.kind is AnnouncementKind.LOCATION_STOPPED:

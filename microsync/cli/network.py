@@ -79,6 +79,8 @@ async def cmd_serve(args: argparse.Namespace, out: Console) -> int:
         limits = ServeLimits(
             max_connections=args.max_connections, max_per_address=args.max_per_address
         )
+        if args.quiet is not None:  # kept in the profile for the next serve too
+            device.set_quiet(args.quiet)
         with _listening(args.bind, args.port):
             await device.start(
                 lan=not args.no_lan,
@@ -130,7 +132,9 @@ async def _serve_until_stopped(
     out.print(
         f"{_stamp()}  {device.name} online: {where}, LAN discovery {lan}"
         + (f", relay {args.relay}" if args.relay else "")
-        + f", {count} {'group' if count == 1 else 'groups'}. Ctrl-C to stop."
+        + f", {count} {'group' if count == 1 else 'groups'}"
+        + (", quiet (no redials, discovery, relay or keeper links: `sync` syncs)" * device.quiet)
+        + ". Ctrl-C to stop."
     )
     try:
         if args.seconds:
@@ -145,13 +149,26 @@ async def _serve_until_stopped(
 
 
 async def cmd_sync(args: argparse.Namespace, out: Console) -> int:
-    """Sync once: with the peer at ``HOST:PORT``, or with every member met at ``--relay``."""
-    if (args.address is None) == (args.relay is None):
-        raise ValueError("sync needs HOST:PORT or --relay ws://HOST:PORT (one of the two)")
+    """Sync once: with the peer at ``HOST:PORT``, with every member met at ``--relay``, or
+    with neither, one round with every known peer, relay and keeper (``Device.sync_now``)."""
+    if args.address is not None and args.relay is not None:
+        raise ValueError(
+            "sync takes HOST:PORT or --relay ws://HOST:PORT (one of the two), or neither: "
+            "every known peer, relay and keeper"
+        )
     async with open_device(args.home) as device:
         if args.relay is not None:
             return await _sync_via_relay(device, args, out)
+        if args.address is None:
+            return await _sync_now(device, args, out)
         return await _sync_with(device, args, out)
+
+
+async def _sync_now(device: Device, args: argparse.Namespace, out: Console) -> int:
+    """``sync`` alone: one round with every known way, in one line; 1 if none synced."""
+    summary = await device.sync_now(timeout=args.timeout)
+    out.print(summary.line(), markup=False, soft_wrap=True)
+    return 0 if summary.synced else 1
 
 
 def _sync_bar(
@@ -227,15 +244,18 @@ async def cmd_status(args: argparse.Namespace, out: Console) -> int:
     connected now and in sync, when it last synced and how many entries a peer still lacks
     (run it while ``serve`` runs: it is handed to serve, which knows the live connections)."""
     async with open_device(args.home) as device:
-        status = device.status()
+        status, quiet = device.status(), device.quiet
     if args.json:
-        out.print_json(json.dumps(_status_json(status)))
+        out.print_json(json.dumps({**_status_json(status), "quiet": quiet}))
         return 0
+    hush = "quiet (`microsync sync` syncs on demand)" if quiet else ""
     if not status.online:
-        out.print("Offline: run `microsync serve` to listen, discover members and sync live.")
+        line = "Offline: run `microsync serve` to listen, discover members and sync live."
+        out.print(line + (f" {hush[0].upper()}{hush[1:]}." if quiet else ""), markup=False)
     else:
         where = ", ".join(status.listen_addresses) or "no listener"
-        out.print(f"Online: listening on {where}{_relay_words(status.relay)}", markup=False)
+        hush = f"; {hush}" if quiet else ""
+        out.print(f"Online: listening on {where}{_relay_words(status.relay)}{hush}", markup=False)
     for group in status.groups:
         out.print(_group_status(group), markup=False)
     return 0
@@ -400,6 +420,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     serve.add_argument("--seconds", type=float, default=0, help="stop after this long")
     serve.add_argument(
+        "--quiet",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="quiet mode, kept for next time: no heartbeat, redials, LAN discovery, relay or "
+        "keeper links; the listener stays; `microsync sync` syncs on demand "
+        "(default: as last set)",
+    )
+    serve.add_argument(
         "--show-text",
         action="store_true",
         help="log the text of posts and replies (a log file keeps what a delete purges)",
@@ -423,7 +451,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     sync = sub.add_parser(
-        "sync", help="sync once with a peer (HOST:PORT) or the members at a relay, and exit"
+        "sync",
+        help="sync once with a peer (HOST:PORT), the members at a relay, or (neither) every "
+        "known peer, relay and keeper, and exit",
     )
     sync.add_argument("address", type=parse_peer, metavar="HOST:PORT", nargs="?")
     sync.add_argument(

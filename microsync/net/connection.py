@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from microsync.clock import now_ms
+from microsync.clock import Clock, now_ms
 from microsync.crypto.random import Rng
 from microsync.errors import HandshakeError, MicrosyncError, RemoteProtocolError
 from microsync.feed.entry import GroupId
@@ -99,21 +99,24 @@ async def handshake(
     accept: Callable[[DeviceCertificate], bool] | None = None,
     timeout: float = HANDSHAKE_TIMEOUT,
     coalesce: bool = False,
+    clock: Clock = now_ms,
 ) -> SecureStream:
     """Run the microsync handshake over ``stream`` (closing it on failure).
 
     With ``coalesce``, a responder keeps its last handshake message (its certificate chain)
     and sends it with the first record, or before its first receive: one write fewer, and the
     peer gets the chain and the first record together (saving it a round trip). The caller
-    must then send or receive right away.
+    must then send or receive right away. ``clock`` is the time the peer's certificates are
+    checked against (the device's clock; a test's fake one).
 
     Raises :class:`HandshakeError` for a peer that fails it (bad or foreign certificates, a
     downgrade, tampering, itself), that stalls past ``timeout`` or that hangs up.
     """
+    identity = identity.current(clock())  # a certificate past half its life: issued again
     if initiator:
-        hs = Handshake.initiator(identity, purpose, now=now_ms(), rng=rng, accept=accept)
+        hs = Handshake.initiator(identity, purpose, now=clock(), rng=rng, accept=accept)
     else:
-        hs = Handshake.responder(identity, accept_purposes, now=now_ms(), rng=rng, accept=accept)
+        hs = Handshake.responder(identity, accept_purposes, now=clock(), rng=rng, accept=accept)
 
     last = b""
 
@@ -152,7 +155,9 @@ class SyncConnection:
     """A sync session with one peer, kept running (live) until closed.
 
     ``notify(group)`` when the device has new entries of a group; ``send_ephemeral`` for
-    presence and location; ``synced`` is set once every shared group is up to date.
+    presence and location; ``synced`` is set once every shared group is up to date. Its
+    timers (keepalive, idle timeout, rate limits) run on this machine's clock: they measure
+    the connection, not the content (a test's fake clock may jump hours).
     """
 
     def __init__(

@@ -69,6 +69,9 @@ T = TypeVar("T")
 
 PUSH_WINDOW: Final = 4
 """PUSH messages in flight before the client waits for the first answer."""
+PULL_AHEAD: Final = 3
+"""Pages an oldest-first pull keeps asked for beyond the one being read (as ranges of cursors,
+once a first page came back full)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,7 +168,7 @@ class KeeperClient:
     def pull(self, mailbox: Mailbox, *, after: int = 0) -> AsyncGenerator[Pulled, None]:
         """Every item with a cursor above ``after``, oldest first (an async iterator: iterate
         it to the end, or ``aclose()`` it to stop early)."""
-        return self._pull(mailbox, after=after, newest_first=False)
+        return self._pull_ahead(mailbox, after)
 
     def watch(self, mailbox: Mailbox, *, after: int = 0) -> AsyncGenerator[Pulled, None]:
         """Every item above ``after``, then each new one as it lands, until the iterator is
@@ -173,9 +176,14 @@ class KeeperClient:
         client of its own for it: it is one operation that never ends."""
         return self._pull(mailbox, after=after, newest_first=False, wait=True)
 
-    def pull_newest(self, mailbox: Mailbox, *, before: int = 0) -> AsyncGenerator[Pulled, None]:
-        """Every item with a cursor below ``before`` (0: all), newest first."""
-        return self._pull(mailbox, before=before, newest_first=True)
+    def pull_newest(
+        self, mailbox: Mailbox, *, before: int = 0, limit: int | None = None
+    ) -> AsyncGenerator[Pulled, None]:
+        """Every item with a cursor below ``before`` (0: all), newest first; with ``limit``,
+        the newest ``limit`` of them at most (nothing more is asked of the keeper)."""
+        if limit is not None and limit < 1:
+            raise ValueError("limit must be at least 1")
+        return self._pull(mailbox, before=before, newest_first=True, limit=limit)
 
     async def delete(self, mailbox: Mailbox, names: Iterable[bytes]) -> int:
         """Purge the records named ``names``; how many the keeper held."""
@@ -268,39 +276,137 @@ class KeeperClient:
         before: int = 0,
         newest_first: bool,
         wait: bool = False,
+        limit: int | None = None,
     ) -> AsyncGenerator[Pulled, None]:
+        """Page after page (at most ``limit`` items in all); the next page is asked for as soon
+        as the current one is full (its last item names where the next starts), before its
+        items are handed on, so the keeper reads and sends it while the caller works."""
         with self._operation():
             await self._prove(mailbox)
-            more = True
-            while more:
-                pull = Pull(
-                    request=self._machine.next_request(),
-                    mailbox=mailbox.id,
-                    after=after,
-                    before=before,
-                    newest_first=newest_first,
-                    limit=MAX_PAGE,
-                    wait=wait,
-                )
-                await self._send(pull)
-                try:
+            pages = _Pages(limit)
+            current = await self._ask_page(mailbox, after, before, newest_first, wait, pages)
+            ahead: tuple[int, int] | None = None  # the next page, asked for before this ended
+            got = 0  # items of the current page so far
+            try:
+                while True:
+                    answer = await self._answer(current[0])
+                    if not isinstance(answer, Items):
+                        more = _expect(_refusal(answer), End).more or wait
+                        if ahead is not None:  # already asked: its own END says what is left
+                            current, ahead, got = ahead, None, 0
+                        elif more and pages.left():
+                            current = await self._ask_page(
+                                mailbox, after, before, newest_first, wait, pages
+                            )
+                            got = 0
+                        else:
+                            return
+                        continue
+                    got += len(answer.items)
+                    if ahead is None and got >= current[1] and pages.left():
+                        last = answer.cursors[-1]  # the page is full: ask for the next now
+                        _check_order(last, after, before)
+                        start, end = _advance(last, after, before, newest_first)
+                        ahead = await self._ask_page(mailbox, start, end, newest_first, wait, pages)
+                    for cursor, item in zip(answer.cursors, answer.items, strict=True):
+                        _check_order(cursor, after, before)
+                        after, before = _advance(cursor, after, before, newest_first)
+                        try:
+                            data = mailbox.open(item)
+                        except DecryptionError:  # forged or moved: skip it, count it
+                            self.unreadable += 1
+                            continue
+                        yield Pulled(cursor=cursor, item=item.id, data=data)
+            except BaseException:  # stopped early, or failed: drop what is still to come
+                for page in (current, ahead):
+                    if page is not None and page[0] in self._machine.pending:
+                        self._abandoned.add(page[0])
+                raise
+
+    async def _pull_ahead(self, mailbox: Mailbox, after: int) -> AsyncGenerator[Pulled, None]:
+        """An oldest-first pull that keeps :data:`PULL_AHEAD` pages asked for ahead.
+
+        The first request is open-ended (a small mailbox costs one round trip). Once a page
+        comes back full, the next pages are asked for as *ranges*: ``after < cursor < after +
+        MAX_PAGE + 1`` holds at most :data:`MAX_PAGE` cursors, so each range is one whole page
+        whatever the keeper holds, and it can be asked for before the one below it arrived.
+        While ranges come back full, another is asked for as each one fills. A range that comes
+        back short (the end, or items deleted) stops that; once the ranges asked for are read,
+        an open-ended request from the top of the last one says what is left, as a plain pull
+        would: nothing is skipped, whatever the gaps."""
+        with self._operation():
+            await self._prove(mailbox)
+            asked: deque[tuple[int, int]] = deque()  # (request, its ``before``; 0: open-ended)
+            top = after  # where the next request starts
+
+            async def ask(ranged: bool) -> None:
+                nonlocal top
+                before = top + MAX_PAGE + 1 if ranged else 0
+                request, _ = await self._ask_page(mailbox, top, before, False, False, _Pages(None))
+                asked.append((request, before))
+                if ranged:
+                    top += MAX_PAGE
+
+            await ask(False)
+            try:
+                while asked:
+                    request, before = asked[0]
+                    got = 0
                     while True:
-                        answer = await self._answer(pull.request)
+                        answer = await self._answer(request)
                         if not isinstance(answer, Items):
-                            more = _expect(_refusal(answer), End).more or wait
                             break
+                        got += len(answer.items)
+                        if got >= MAX_PAGE and before and asked[-1][1]:
+                            await ask(True)  # a whole page again: keep as many asked ahead
+                        elif got >= MAX_PAGE and not before and len(asked) == 1:
+                            top = answer.cursors[-1]  # full: range ahead from its last cursor
+                            _check_order(top, after, 0)
+                            for _ in range(PULL_AHEAD):
+                                await ask(True)
                         for cursor, item in zip(answer.cursors, answer.items, strict=True):
                             _check_order(cursor, after, before)
-                            after, before = _advance(cursor, after, before, newest_first)
+                            after = cursor
                             try:
                                 data = mailbox.open(item)
                             except DecryptionError:  # forged or moved: skip it, count it
                                 self.unreadable += 1
                                 continue
                             yield Pulled(cursor=cursor, item=item.id, data=data)
-                except GeneratorExit:
-                    self._abandoned.add(pull.request)
-                    raise
+                    more = _expect(_refusal(answer), End).more
+                    asked.popleft()
+                    if not before and not asked and more:
+                        top = after  # cut short by deletions, more beyond: ask again
+                        await ask(False)
+                    if before and not asked:
+                        await ask(False)  # the ranges are read: what is left beyond them?
+            except BaseException:  # stopped early, or failed: drop what is still to come
+                for request, _ in asked:
+                    if request in self._machine.pending:
+                        self._abandoned.add(request)
+                raise
+
+    async def _ask_page(
+        self,
+        mailbox: Mailbox,
+        after: int,
+        before: int,
+        newest_first: bool,
+        wait: bool,
+        pages: _Pages,
+    ) -> tuple[int, int]:
+        """Send one PULL of the next page's size; its request number and that size."""
+        pull = Pull(
+            request=self._machine.next_request(),
+            mailbox=mailbox.id,
+            after=after,
+            before=before,
+            newest_first=newest_first,
+            limit=pages.take(),
+            wait=wait,
+        )
+        await self._send(pull)
+        return pull.request, pull.limit
 
     async def _ask(self, message: ClientMessage) -> KeeperMessage:
         await self._send(message)
@@ -336,6 +442,22 @@ class KeeperClient:
         if isinstance(message, Prove | Push | Pull | Delete):  # pragma: no cover (decode)
             raise RemoteProtocolError("a client message from the keeper")
         return message, self._machine.receive(message)
+
+
+class _Pages:
+    """How many items a pull still asks for (``limit``: ``None`` for no end)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._left = limit
+
+    def left(self) -> bool:
+        return self._left is None or self._left > 0
+
+    def take(self) -> int:
+        page = MAX_PAGE if self._left is None else min(MAX_PAGE, self._left)
+        if self._left is not None:
+            self._left -= page
+        return page
 
 
 class _Busy:

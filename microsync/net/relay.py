@@ -6,35 +6,41 @@ Theory of operation
 The rules -- pairing by rendezvous id, caps, timers -- are :class:`RelayBroker`'s
 (:mod:`microsync.protocol.relay_broker`, sans-IO); the wire format is
 :mod:`microsync.protocol.relay` (its names are re-exported here). This module only moves
-messages: every client connection is one task group, a reader that hands each binary message
-to the broker with the loop's clock and a writer that sends the client's outbox in order. The
-reader carries out the broker's effects: it puts each message in its receiver's outbox (all of
-one event's before any is sent, so per client they leave in the broker's order: DATA never
-overtakes PAIRED) and then waits until those outboxes are flushed, so a slow reader slows its
-sender (back-pressure); it reschedules a client's timer when the broker says; on a refusal it
-sends ERROR and closes. Before the broker sees a client, the opening handshake is refused with
-HTTP 503 once ``max_clients`` are connected and with 429 once ``max_clients_per_address`` come
-from its IP (:class:`~microsync.net.limits.ConnectionQuota`).
+messages, with no task per client: every connection is a
+:class:`~microsync.net.ws_conn.WsConnection`, which hands each binary message to the broker
+(with the loop's clock) from ``data_received``, and the broker's effects are carried out at
+once: each :class:`Send` is one frame written to its receiver's transport, so per client
+messages leave in the broker's order (DATA never overtakes PAIRED). Back-pressure: while a
+receiver's transport buffer is above its high-water mark, its sender is not read
+(:meth:`~microsync.net.ws_conn.WsConnection.throttle_by`), so a slow reader slows its sender
+and TCP pushes back to it. Each client's broker timer is a loop timer rescheduled when the
+broker says; on a refusal the client gets ERROR and a close frame. The opening handshake is
+refused with HTTP 503 once ``max_clients`` are connected and with 429 once
+``max_clients_per_address`` come from its IP (:class:`~microsync.net.limits.ConnectionQuota`:
+the slot is taken in the same step, so a rush cannot pass it together).
 
 Invariants: nothing is written to disk and no payload or id is logged; every buffer is bounded
-(websockets' ``max_queue``/``write_limit`` per connection, one event's messages in hand per
-reader); a connection's tasks end with it, and an error in one of them reaches its handler.
+(per connection one partial message read and the transport's high-water mark written, plus the
+messages of one read); a connection's timers end with it, and a bug in handling one client's
+message drops that client only (and is logged).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import weakref
 from collections.abc import Callable
 from enum import Enum
+from http import HTTPStatus
 from typing import Final, assert_never
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.http11 import Request
 
-from microsync.net.limits import ConnectionQuota, Refusal, peer_address, refuse_when_full
+from microsync.net.limits import ConnectionQuota, Refusal, address_key
+from microsync.net.ws_conn import WsConnection, WsSettings
+from microsync.net.ws_frames import CloseCode, Payload
+from microsync.net.ws_opening import HttpRefusal
 from microsync.protocol.relay import (
     BUCKETS,
     MAX_MESSAGE,
@@ -105,55 +111,21 @@ class Flow(Enum):
 Tap = Callable[[Flow, bytes], None]
 
 
-class _Outbox:
-    """One client's messages in the broker's order. :meth:`run` (the client's writer task)
-    hands queued ones to websockets one at a time; :meth:`send` sends one message at once
-    when nothing waits before it. Either way its producer waits as for a direct send."""
+class _Client:
+    """One admitted connection: the broker's client on a WebSocket (its handler)."""
 
-    def __init__(self, conn: ServerConnection) -> None:
-        self._conn = conn
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self._open = True
-        self._sending = False
+    def __init__(self, relay: RelayServer, conn: WsConnection, client: ClientId, key: str):
+        self.relay, self.conn, self.id, self.key = relay, conn, client, key
+        self.timer: asyncio.TimerHandle | None = None
 
-    def put(self, data: bytes) -> None:
-        if self._open:
-            self._queue.put_nowait(data)
+    def ws_message(self, data: Payload) -> None:
+        self.relay._received(self, data if isinstance(data, bytes) else bytes(data))
 
-    async def flushed(self) -> None:
-        """Until everything put so far was sent (or the connection is gone)."""
-        await self._queue.join()
+    def ws_text(self) -> None:
+        self.relay._refuse_text(self)
 
-    async def send(self, data: bytes) -> None:
-        """Send ``data`` after what waits here: at once (written before this first yields)
-        when nothing does, so the common case, one DATA, costs no task switch."""
-        if not self._open:
-            return
-        if self._sending or not self._queue.empty():
-            self.put(data)
-            await self.flushed()
-            return
-        with contextlib.suppress(ConnectionClosed):
-            await self._conn.send(data)
-
-    async def run(self) -> None:
-        """Send until cancelled or the connection closed; then drop the rest."""
-        try:
-            while True:
-                data = await self._queue.get()
-                self._sending = True
-                try:
-                    await self._conn.send(data)
-                finally:
-                    self._sending = False
-                    self._queue.task_done()
-        except ConnectionClosed:
-            return
-        finally:
-            self._open = False
-            while not self._queue.empty():
-                self._queue.get_nowait()
-                self._queue.task_done()
+    def ws_closed(self) -> None:
+        self.relay._gone(self)
 
 
 class RelayServer:
@@ -169,43 +141,49 @@ class RelayServer:
     ) -> None:
         """``tap(flow, message)`` sees every WebSocket message received and sent (for audits)."""
         self._host, self._port, self.limits, self._tap = host, port, limits, tap
-        self._server: Server | None = None
+        self._server: asyncio.Server | None = None
         self._broker = RelayBroker(limits)
         self._quota = ConnectionQuota(
             total=limits.max_clients, per_address=limits.max_clients_per_address
         )
-        self._outboxes: dict[ClientId, _Outbox] = {}
-        self._timers: dict[ClientId, asyncio.Timeout] = {}
-        self._received = self._sent = 0
+        self._settings = WsSettings(
+            max_size=MAX_MESSAGE,
+            ping_interval=limits.ping_interval,
+            ping_timeout=limits.ping_timeout,
+        )
+        self._clients: dict[ClientId, _Client] = {}
+        self._opening: weakref.WeakSet[WsConnection] = weakref.WeakSet()  # not yet admitted
+        self._received_bytes = self._sent = 0
         self.port = 0
 
     async def start(self) -> int:
         """Listen; return the bound port."""
         if self._server is not None:
             raise RuntimeError("the relay is already started")
-        self._server = await serve(
-            self._handle,
-            self._host,
-            self._port,
-            compression=None,
-            max_size=MAX_MESSAGE,
-            max_queue=16,
-            write_limit=128 * 1024,
-            ping_interval=self.limits.ping_interval,
-            ping_timeout=self.limits.ping_timeout,
-            close_timeout=2,
-            server_header=None,
-            process_request=self._admit,
-        )
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._connection, self._host, self._port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
-        """Close every client and stop listening. Idempotent."""
+        """Close every client (close frame 1001) and stop listening. Idempotent."""
         server, self._server = self._server, None
-        if server is not None:
-            server.close()
-            await server.wait_closed()
+        if server is None:
+            return
+        server.close()
+        for opening in list(self._opening):  # mid-handshake: nobody to say goodbye to
+            opening.abort()
+        conns = [client.conn for client in self._clients.values()]
+        for conn in conns:
+            conn.close(CloseCode.GOING_AWAY)
+        if conns:
+            closing = {asyncio.ensure_future(conn.wait_closed()) for conn in conns}
+            _, late = await asyncio.wait(closing, timeout=self._settings.close_timeout + 1)
+            for conn in conns:
+                conn.abort()
+            if late:
+                await asyncio.wait(late)
+        await server.wait_closed()
 
     async def __aenter__(self) -> RelayServer:
         await self.start()
@@ -220,130 +198,102 @@ class RelayServer:
             clients=self._broker.clients,
             channels=self._broker.channels,
             rendezvous_ids=self._broker.rendezvous_ids,
-            bytes_received=self._received,
+            bytes_received=self._received_bytes,
             bytes_sent=self._sent,
             bytes_forwarded=self._broker.bytes_forwarded,
         )
 
     # --- one connection ----------------------------------------------------------------------
 
-    def _admit(self, connection: ServerConnection, request: Request) -> Response | None:
-        """Refuse the opening handshake once the connection quota is full (HTTP 503) or
-        full for the client's address (429)."""
-        return refuse_when_full(connection, self._quota, "relay full")
+    def _connection(self) -> WsConnection:
+        conn = WsConnection(self._settings, on_request=self._admit)
+        self._opening.add(conn)
+        return conn
 
-    async def _handle(self, conn: ServerConnection) -> None:
-        address = peer_address(conn)
-        refusal = self._quota.admit(address)  # again: a rush passes _admit together
-        if refusal is not None:
-            code = ErrorCode.RELAY_FULL if refusal is Refusal.TOTAL else ErrorCode.ADDRESS_FULL
-            await self._refuse(conn, code, encode(Error(code=code)))
-            return
-        try:
-            await self._serve_client(conn)
-        finally:
-            self._quota.release(address)
-
-    async def _serve_client(self, conn: ServerConnection) -> None:
-        """One task group: the outbox's writer and, in the body, the reader."""
+    def _admit(self, conn: WsConnection, request: Request) -> _Client | HttpRefusal:
+        """Take a quota slot for the client's address and make it a broker client, or refuse
+        the opening handshake (HTTP 503 when full or stopped, 429 when full for its address)."""
+        self._opening.discard(conn)
+        if self._server is None:
+            return HttpRefusal(HTTPStatus.SERVICE_UNAVAILABLE, "relay stopped")
+        remote = conn.remote_address
+        key = address_key(remote[0]) if remote is not None else "unknown"
+        refusal = self._quota.admit(key)
+        if refusal is Refusal.TOTAL:
+            return HttpRefusal(HTTPStatus.SERVICE_UNAVAILABLE, "relay full")
+        if refusal is Refusal.ADDRESS:
+            return HttpRefusal(HTTPStatus.TOO_MANY_REQUESTS, "too many connections")
         loop = asyncio.get_running_loop()
-        client = self._broker.connect(loop.time())
-        outbox = self._outboxes[client] = _Outbox(conn)
+        client = _Client(self, conn, self._broker.connect(loop.time()), key)
+        self._clients[client.id] = client
+        self._schedule(client, self._broker.deadline(client.id))
         log.debug("relay client connected (%d)", self._broker.clients)
-        goodbye: Disconnect | None = None
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                writer = tasks.create_task(outbox.run(), name="relay client writer")
-                goodbye = await self._read(client, conn)
-                writer.cancel()
-        finally:
-            del self._outboxes[client]
-            await self._apply(self._broker.disconnected(client, loop.time()))
-            log.debug("relay client gone (%d)", self._broker.clients)
-        if goodbye is not None:
-            await self._refuse(conn, goodbye.code, goodbye.data)
+        return client
 
-    async def _read(self, client: ClientId, conn: ServerConnection) -> Disconnect | None:
-        """Hand ``client``'s messages and timer to the broker until it is refused (the
-        refusal) or its connection closed (``None``)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            timer = asyncio.timeout_at(self._broker.deadline(client))
-            try:
-                async with timer:
-                    self._timers[client] = timer
-                    try:
-                        return await self._receive(client, conn)
-                    finally:
-                        del self._timers[client]
-            except TimeoutError:
-                if not timer.expired():
-                    raise
-            goodbye = await self._apply(self._broker.expire(client, loop.time()))
-            if goodbye is not None:
-                return goodbye
+    def _received(self, client: _Client, raw: bytes) -> None:
+        self._count(Flow.RECEIVED, raw)
+        now = asyncio.get_running_loop().time()
+        self._apply(self._broker.receive(client.id, raw, now), client)
 
-    async def _receive(self, client: ClientId, conn: ServerConnection) -> Disconnect | None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                raw = await conn.recv()
-                if isinstance(raw, str):
-                    effects = self._broker.refuse(client, ErrorCode.MALFORMED, loop.time())
-                else:
-                    self._count(Flow.RECEIVED, raw)
-                    effects = self._broker.receive(client, raw, loop.time())
-                goodbye = await self._apply(effects)
-                if goodbye is not None:
-                    return goodbye
-        except ConnectionClosed:
-            return None
+    def _refuse_text(self, client: _Client) -> None:
+        now = asyncio.get_running_loop().time()
+        self._apply(self._broker.refuse(client.id, ErrorCode.MALFORMED, now), client)
 
-    async def _apply(self, effects: list[Effect]) -> Disconnect | None:
-        """Carry out the broker's ``effects``: queue every message (one alone is sent at
-        once), then wait until each receiver's outbox is flushed. The refusal among them, if
-        any, is returned."""
-        goodbye: Disconnect | None = None
-        sends: list[tuple[_Outbox, bytes]] = []
+    def _expire(self, client: _Client) -> None:
+        client.timer = None
+        now = asyncio.get_running_loop().time()
+        self._apply(self._broker.expire(client.id, now), client)
+
+    def _gone(self, client: _Client) -> None:
+        if self._clients.pop(client.id, None) is None:
+            return
+        if client.timer is not None:
+            client.timer.cancel()
+        self._quota.release(client.key)
+        if client.conn.failure is not None:
+            log.error("relay client dropped: %r", client.conn.failure)
+        now = asyncio.get_running_loop().time()
+        self._apply(self._broker.disconnected(client.id, now), None)
+        log.debug("relay client gone (%d)", self._broker.clients)
+
+    def _apply(self, effects: list[Effect], source: _Client | None) -> None:
+        """Carry out the broker's ``effects`` in order; hold ``source`` while a receiver it
+        wrote to is above its high-water mark."""
         for effect in effects:
             match effect:
                 case Send(to=to, data=data):
-                    outbox = self._outboxes.get(to)
-                    if outbox is not None:
+                    receiver = self._clients.get(to)
+                    if receiver is not None and receiver.conn.send(data):
                         self._count(Flow.SENT, data)
-                        sends.append((outbox, data))
+                        if source is not None:
+                            source.conn.throttle_by(receiver.conn)
                 case Deadline(client=client, at=at):
-                    timer = self._timers.get(client)
-                    if timer is not None:
-                        timer.reschedule(at)
-                case Disconnect():
-                    goodbye = effect
+                    found = self._clients.get(client)
+                    if found is not None:
+                        self._schedule(found, at)
+                case Disconnect(client=client, code=code, data=data):
+                    found = self._clients.get(client)
+                    if found is not None:
+                        log.info("relay client refused: %s", code.name)
+                        if found.conn.send(data):
+                            self._count(Flow.SENT, data)
+                        found.conn.close(CloseCode.POLICY_VIOLATION, code.name.lower())
                 case _:
                     assert_never(effect)
-        if len(sends) == 1:
-            await sends[0][0].send(sends[0][1])
-            return goodbye
-        for outbox, data in sends:
-            outbox.put(data)
-        for outbox in {id(outbox): outbox for outbox, _ in sends}.values():
-            await outbox.flushed()
-        return goodbye
+
+    def _schedule(self, client: _Client, at: float | None) -> None:
+        if client.timer is not None:
+            client.timer.cancel()
+        loop = asyncio.get_running_loop()
+        client.timer = None if at is None else loop.call_at(at, self._expire, client)
 
     def _count(self, flow: Flow, raw: bytes) -> None:
         if self._tap is not None:
             self._tap(flow, raw)
         if flow is Flow.RECEIVED:
-            self._received += len(raw)
+            self._received_bytes += len(raw)
         else:
             self._sent += len(raw)
-
-    async def _refuse(self, conn: ServerConnection, code: ErrorCode, error: bytes) -> None:
-        """Tell the client ``code`` (the encoded ERROR ``error``) and close its connection."""
-        log.info("relay client refused: %s", code.name)
-        self._count(Flow.SENT, error)
-        with contextlib.suppress(ConnectionClosed, TimeoutError):
-            await asyncio.wait_for(conn.send(error), 1.0)
-            await asyncio.wait_for(conn.close(1008, code.name.lower()), 2.0)
 
 
 async def run_relay(

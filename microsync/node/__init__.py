@@ -23,14 +23,13 @@ from typing import Self
 
 from microsync.clock import Clock, system_clock
 from microsync.crypto import Rng, fingerprint, system_rng
-from microsync.errors import NotAMember, ProfileNotFound, StorageError
+from microsync.errors import NotAMember, StorageError
 from microsync.feed import GroupId
 from microsync.group.invite import Invite, PairingGuest
 from microsync.group.join import (
     DeviceCandidate,
     InviteBook,
     InviteHost,
-    LinkResponse,
     Welcome,
 )
 from microsync.group.replica import GroupReplica
@@ -40,24 +39,25 @@ from microsync.identity import (
     PersonId,
 )
 from microsync.net.limits import ServeLimits
+from microsync.node import opening
 from microsync.node.addresses import DEFAULT_PORT
 from microsync.node.devices import DeviceRecord, device_id_of, device_records, link_new_device
 from microsync.node.exits import GroupExit
 from microsync.node.founding import found_group
 from microsync.node.group import Group, InviteStatus, Member
 from microsync.node.host import DeviceHost
-from microsync.node.inbound import WELCOME_PREFIX, Inbound
+from microsync.node.inbound import Inbound
 from microsync.node.invites import DeviceInvites
 from microsync.node.keeper_state import remember_welcome
 from microsync.node.keys import revoke_device, rotate_prekey
 from microsync.node.network import Network, PeerInfo, SyncResult
+from microsync.node.on_demand import SyncAttempt, SyncSummary, Via, sync_now
 from microsync.node.profile import (
     group_ids,
     local_member,
-    open_profile,
     remember_group,
 )
-from microsync.node.recovery import mark_recovering, recover_groups
+from microsync.node.recovery import recover_groups
 from microsync.node.runtime import Runtime, brief
 from microsync.node.status import (
     DeviceStatus,
@@ -83,16 +83,14 @@ __all__ = [
     "PeerInfo",
     "PeerStatus",
     "RelayStatus",
+    "SyncAttempt",
     "SyncResult",
+    "SyncSummary",
+    "Via",
 ]
 
 
 log = logging.getLogger("microsync.node")
-
-
-def _or_system(clock: Clock | None, rng: Rng | None) -> tuple[Clock, Rng]:
-    """The clock and rng given, else this machine's."""
-    return (system_clock if clock is None else clock), (system_rng if rng is None else rng)
 
 
 class Device:
@@ -137,26 +135,19 @@ class Device:
         name: str | None = None,
         clock: Clock | None = None,
         rng: Rng | None = None,
+        quiet: bool | None = None,
     ) -> Device:
         """Load the profile at ``path``, or create one named ``name`` if there is none.
 
         ``clock`` (milliseconds since the Unix epoch, :mod:`microsync.clock`) and ``rng`` are
         what the device, its groups and its network read time and randomness from: this
-        machine's by default; a test passes a :class:`microsync.testing.FakeClock`.
+        machine's by default; a test passes a :class:`microsync.testing.FakeClock`. ``quiet``
+        sets quiet mode (:meth:`set_quiet`) and keeps it; ``None``: as the profile keeps it.
 
         Raises :class:`ProfileNotFound` when there is no profile and no ``name``, and
         :class:`~microsync.errors.ProfileInUse` when the profile is open elsewhere.
         """
-        directory = Path(path)
-        clock_, rng_ = _or_system(clock, rng)
-        if name is None:
-            if not (directory / DATABASE_NAME).exists():
-                raise ProfileNotFound(f"no microsync profile at {directory}")
-            return cls._load_or_create(directory, None, clock_, rng_)
-        new_name = name
-        return cls._load_or_create(
-            directory, lambda: LocalIdentity.create(new_name, rng_, clock_()), clock_, rng_
-        )
+        return opening.open_device(cls, path, name, clock, rng, quiet)
 
     @classmethod
     async def restore(
@@ -174,23 +165,7 @@ class Device:
         The person is the same; the device key is new (a restored device is a new device).
         Refuses to touch a directory that already holds a profile.
         """
-        directory = Path(path)
-        if (directory / DATABASE_NAME).exists():
-            raise StorageError(f"{directory} already holds a profile; restore into a new one")
-        clock_, rng_ = _or_system(clock, rng)
-        identity = LocalIdentity.restore(words, name, rng_, clock_())
-        return mark_recovering(cls._load_or_create(directory, lambda: identity, clock_, rng_))
-
-    @classmethod
-    def _load_or_create(
-        cls,
-        directory: Path,
-        make: Callable[[], LocalIdentity] | None,
-        clock: Clock = system_clock,
-        rng: Rng = system_rng,
-    ) -> Device:
-        store, identity = open_profile(directory, make)
-        return cls(directory, store, identity, clock=clock, rng=rng)
+        return opening.restore(cls, path, words, name, clock, rng)
 
     @property
     def id(self) -> DeviceId:
@@ -221,8 +196,14 @@ class Device:
         return self._rng
 
     def set_quiet(self, quiet: bool = True) -> None:
-        """Quiet mode (battery): no presence heartbeat, a long keepalive, sync on demand."""
+        """Quiet mode (battery), kept in the profile: no heartbeat, no redials, discovery, relay
+        or keeper links (:mod:`microsync.node.standing`), a long keepalive; :meth:`sync_now`."""
         self._network.set_quiet(quiet)
+
+    @property
+    def quiet(self) -> bool:
+        """Quiet mode is on (:meth:`set_quiet`)."""
+        return self._network.quiet
 
     def export_recovery_words(self) -> list[str]:
         """The 24 words, only where the person was made (else ValueError: docs/devices.md)."""
@@ -265,7 +246,9 @@ class Device:
         (default: all interfaces with ``lan``, else 127.0.0.1); ``interfaces`` limits LAN
         discovery to those addresses. With ``lan`` and ``port=0`` the well-known port 7425 is
         used when free. ``limits`` caps what the listener admits (connections in total and
-        per address, the handshake's time; default :class:`ServeLimits`). Stop with :meth:`stop`."""
+        per address, the handshake's time; default :class:`ServeLimits`). Stop with :meth:`stop`.
+        A quiet device (:meth:`set_quiet`) only listens: ``peers``, ``relay`` and discovery wait
+        until it is not quiet, and :meth:`sync_now` syncs on demand."""
         await self._network.start(
             lan=lan,
             port=port,
@@ -284,7 +267,7 @@ class Device:
 
     def connect(self, address: str) -> None:
         """Keep a live connection to ``address`` (``"host:port"``), reconnecting with backoff
-        whenever it drops, until :meth:`stop`. Needs :meth:`start`."""
+        whenever it drops, until :meth:`stop` (while not quiet). Needs :meth:`start`."""
         self._network.connect(address)
 
     def peers(self) -> list[PeerInfo]:
@@ -323,6 +306,15 @@ class Device:
         return await self._network.sync_via_relay(
             relay, timeout=timeout, settle=settle, progress=progress
         )
+
+    async def sync_now(
+        self, *, timeout: float = 30.0, peers: Sequence[str] = (), relay: str | None = None
+    ) -> SyncSummary:
+        """One round, then done: sync with every known peer address (and ``peers``), the
+        members at every known relay (and ``relay``), and each group's keepers; returns within
+        ``timeout`` what synced, entries in and out, what failed and why
+        (:mod:`microsync.node.on_demand`). Started or not, quiet or not."""
+        return await sync_now(self._network, timeout=timeout, peers=peers, relay=relay)
 
     async def join(self, link_or_code: str, *, at: str | None = None) -> Group:
         """Redeem an invite over the network and sync the group: a link carries the
@@ -457,21 +449,7 @@ class Device:
     ) -> Device:
         """Create the linked device's profile at ``path`` from a finished pairing: same person,
         this new device, and every group the person is in (they fill in as entries arrive)."""
-        directory = Path(path)
-        if (directory / DATABASE_NAME).exists():
-            raise StorageError(f"{directory} already holds a profile; link into a new one")
-        answer = LinkResponse.from_bytes(response)
-        identity = candidate.complete(answer)
-        clock_, rng_ = _or_system(clock, rng)
-        device = cls._load_or_create(directory, lambda: identity, clock_, rng_)
-        welcomes = answer.welcomes()
-        with device._store.transaction():
-            for group_id in answer.groups:
-                add = welcomes.get(group_id)
-                if add is not None:  # how it proves membership before it holds a key
-                    device._store.put_meta(f"{WELCOME_PREFIX}{group_id.hex()}", add)
-                device._adopt(group_id)
-        return device
+        return opening.complete_link(cls, path, candidate, response, clock, rng)
 
     @classmethod
     async def link(

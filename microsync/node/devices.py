@@ -71,7 +71,7 @@ async def link_new_device(
     request = candidate.request().to_bytes()
     guest = PairingGuest.redeem(link_or_code, purpose=InvitePurpose.LINK, request=request, rng=rng_)
     provisional = candidate.provisional(rng_, clock_())
-    secure = await reach_inviter(link_or_code, at, provisional, rng_, relay)
+    secure = await reach_inviter(link_or_code, at, provisional, rng_, relay, clock_)
     try:
         response = await run_guest(secure, guest)
         device = await cls.complete_link(directory, candidate, response, clock=clock_, rng=rng_)

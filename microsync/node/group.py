@@ -9,14 +9,11 @@ from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from microsync.app.docs import SharedDoc
 from microsync.app.events import Location, Post, Presence
-from microsync.app.ops import AppOperation, DeleteOp, DocOp, EditOp, PostOp, ReactOp, UnreactOp
-from microsync.app.parts import Part
+from microsync.app.ops import AppOperation, DeleteOp, EditOp, ReactOp, UnreactOp
 from microsync.app.presence import LOCATION_TTL, PRESENCE_TTL, PresenceState
 from microsync.app.state import AppState
 from microsync.app.timeline import Timeline
-from microsync.blobs import BlobRef
 from microsync.crypto import fingerprint
 from microsync.feed import Entry, EntryId, GroupId
 from microsync.group.invite import Invite
@@ -24,7 +21,7 @@ from microsync.group.join import issue_invite
 from microsync.group.ops import Role
 from microsync.group.replica import GroupReplica
 from microsync.identity import DeviceId, PersonId
-from microsync.node import keeper_settings, sharing, whats_new
+from microsync.node import documents, keeper_settings, posting, sharing, whats_new
 from microsync.node.admin import refuse_last_admin
 from microsync.node.events import Event, listen
 from microsync.node.exits import GroupExit, exit_of
@@ -36,7 +33,6 @@ from microsync.node.sharing import Viewers
 from microsync.node.vault import Vault
 from microsync.node.watch import MembershipWatch
 from microsync.node.whats_new import Since
-from microsync.state import Op, encode_op
 
 if TYPE_CHECKING:
     from microsync.node import Device
@@ -196,30 +192,9 @@ class Group:
         this themselves when they close; it is never needed for correctness."""
         self._app_state.snapshot(self._now())
 
-    async def post(
-        self,
-        text: str,
-        attachments: Sequence[bytes | BlobRef] = (),
-        *,
-        ttl: float | None = None,
-        parts: Sequence[Part] = (),
-    ) -> Post:
-        """Post ``text`` and typed ``parts`` (:mod:`microsync.app.parts`); ``attachments`` may be
-        vault :class:`~microsync.blobs.BlobRef`s (a post carries ``bytes(ref)``, the blob id:
-        receivers resolve it with ``vault.get``). With ``ttl`` (seconds) the post disappears:
-        every device purges it from its disk once that time has passed."""
-        ttl_ms = None if ttl is None else int(ttl * 1000)
-        refs = tuple(bytes(a) for a in attachments)
-        op = PostOp(text=text, attachments=refs, ttl_ms=ttl_ms, parts=tuple(parts))
-        entry = await self._write(op)
-        return self._app_state.post(entry.id, self._now())
-
-    async def reply(self, post_id: bytes, text: str, *, ttl: float | None = None) -> Post:
-        """Reply to a post (or to a reply)."""
-        self._app_state.require(post_id, self._now())
-        ttl_ms = None if ttl is None else int(ttl * 1000)
-        entry = await self._write(PostOp(text=text, reply_to=bytes(post_id), ttl_ms=ttl_ms))
-        return self._app_state.post(entry.id, self._now())
+    # writing posts and replies (docstrings in microsync.node.posting)
+    post = posting.post
+    reply = posting.reply
 
     async def edit(self, post_id: bytes, text: str) -> Post:
         """Change the text of one of your own posts (``NotAMember`` for someone else's)."""
@@ -244,21 +219,7 @@ class Group:
         if tags:
             await self._write(UnreactOp(post=bytes(post_id), emoji=emoji, removes=tuple(tags[:32])))
 
-    def doc(self, name: str) -> SharedDoc:
-        """The group's shared document ``name`` (created on first write): registers,
-        counters, sets, lists and texts every member can read and change, merged without
-        conflicts (see ``docs/state.md``)."""
-        if not isinstance(name, str) or not 0 < len(name.encode()) <= 256:
-            raise ValueError("a document name is 1 to 256 bytes of text")
-
-        async def publish(op: Op) -> None:
-            try:
-                await self._write(DocOp(doc=name, payload=encode_op(op)))
-            except BaseException:
-                self._app_state.close_doc(name)  # the change did not land: rebuild from the feed
-                raise
-
-        return self._app_state.doc(name, publish, self._now)
+    doc = documents.doc  # a live handle on a shared document (microsync.node.documents)
 
     def post_by_id(self, post_id: bytes) -> Post:
         """One post or reply (``KeyError`` if this device has none with that id)."""

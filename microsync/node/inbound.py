@@ -40,6 +40,9 @@ class Inbound:
         """Entries refused from peers since the profile was opened, by error type."""
         self.forked = False
         """Whether the last :meth:`receive` found a fork (fork points change only then)."""
+        self.results: Sequence[Ingested | MicrosyncError] = ()
+        """Each item's result in the last :meth:`receive`, in its place (a keeper link learns
+        from it which pulled entries it need not push back)."""
         self._unadmitted: dict[DeviceId, DeviceCertificate] = {}  # from peers, not kept
 
     def welcomes(self) -> dict[GroupId, bytes]:
@@ -57,12 +60,13 @@ class Inbound:
         self, group_id: GroupId, items: Sequence[tuple[bytes, bytes | None]], peer: DeviceId | None
     ) -> int:
         """Store entries of a group from ``peer``; how many joined this device's feeds."""
+        self.results = ()
         group = self.device._held(group_id) or self.device._adopt(group_id)
         if peer is not None:
             self._vouch_for_joiner(group, peer)
         replica = group._replica
         batch = replica.receive_batch(items, peer=peer)
-        results = batch.results
+        results = self.results = batch.results
         accepted = [e for r in results if isinstance(r, Ingested) for e in r.accepted]
         accepted += replica.released
         pending = [
@@ -71,8 +75,8 @@ class Inbound:
             if isinstance(r, Ingested) and r.outcome is Outcome.PENDING and body is not None
         ]
         group._app_pending(pending)
-        by_wire = {wire: body for wire, body in items if body is not None}
-        known = {e.id: by_wire[e.wire] for e in accepted if e.wire in by_wire}
+        # bodies as the intake stored them: those of pending entries a gap-filler released too
+        known = {s.entry.id: s.body for s in batch.accepted if s.body is not None}
         group._app_received(accepted, known)
         group.vault.received(batch.accepted)  # removals purge chunks right away
         group._check_members()

@@ -13,14 +13,22 @@ blob lets a fetch pull exactly that blob's items (a keeper reads by cursor, not 
 removal purge them in one delete; no other blob's or epoch's mailbox is proved on the same
 connection.
 
-**Push** (:meth:`KeeperChunks.push`, on every pass of the device's keeper link): the device
-that added a blob pushes its chunks in order when the blob is at most the group's
-``keeper_originals`` bytes (an admin setting: the ``SETTINGS`` op's ``"vo"``; thumbnails
-travel anyway, inside the manifests, which are entries). How many chunks each keeper
-acknowledged is kept in the profile, so an interrupted upload resumes at the first chunk not
-acknowledged; the mailbox secret and the addresses are kept with it, so that once the blob is
-removed (which purges its key here) the device still purges its items at the keeper, on that
-pass or a later one, and then forgets them.
+**Push** (:meth:`KeeperChunks.push`, on every pass of the device's keeper link): a blob of at
+most the group's ``keeper_originals`` bytes (an admin setting: the ``SETTINGS`` op's ``"vo"``;
+thumbnails travel anyway, inside the manifests, which are entries) is pushed in order by the
+device that added it, and by every device that holds all of its chunks (it fetched them), so
+a file fetched from its adder while the adder could not reach the keeper still gets there. A
+device that is not the adder first asks whether the keeper already holds the whole blob: a
+fetch from that keeper that saw a cursor at or past the blob's chunk count says so (the
+keeper numbers a mailbox's items 1, 2, ... and never reuses a number), else the mailbox's
+newest item is read (one chunk) and its cursor tells; only a blob the keeper lacks chunks of
+is pushed (chunks it holds are answered ``duplicate``, never stored twice). How many chunks
+each keeper acknowledged is kept in the profile, so an interrupted upload resumes at the first
+chunk not acknowledged; the mailbox secret and the addresses are kept with it, so that once
+the blob is removed (which purges its key here) the device still purges its items at the
+keeper, on that pass or a later one, and then forgets them. (A member can squat a chunk's
+name with junk, or inflate the count: then the blob is not served from the keeper, and
+fetches go to peers; every fetch checks every chunk.)
 
 **Fetch** (:meth:`KeeperChunks.fetch`, the fetch's :class:`~microsync.node.vault_fetch.
 KeeperSource`): when no connected peer can serve, each keeper in turn is asked for the blob's
@@ -31,6 +39,7 @@ through the fetch's own check (id, length, decryption): a keeper is as hostile a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
@@ -76,6 +85,7 @@ class KeeperChunks:
 
     def __init__(self, replica: GroupReplica, fold: VaultFold, chunks: ChunkStore) -> None:
         self._replica, self._fold, self._chunks = replica, fold, chunks
+        self._settled: dict[str, set[BlobId]] = {}  # url -> blobs it acknowledged in full
 
     def __repr__(self) -> str:
         return f"KeeperChunks({len(self._replica.state.keepers)} keepers)"
@@ -113,16 +123,24 @@ class KeeperChunks:
         return int.from_bytes(value, "big") if value else 0
 
     def _wanted(self, url: str) -> Iterator[tuple[BlobId, tuple[ChunkId, ...], int]]:
-        """Blobs added here, within the policy, that the keeper lacks chunks of."""
-        refs = self._fold._index.refs
-        for blob in sorted(self._fold._mine):
+        """Blobs within the policy, added here or held whole here, that the keeper may lack
+        chunks of (the adder's first, then the others, each in blob order)."""
+        refs, mine, gid = self._fold._index.refs, self._fold._mine, self._replica.id
+        settled = self._settled.setdefault(url, set())
+        for blob in [*sorted(mine - settled), *sorted(set(refs) - mine - settled)]:
             ref = refs.get(blob)
             if ref is None or ref.size > self.originals:
                 continue
             addresses = self._fold.addresses(blob)
             done = self.acknowledged(blob, url)
-            if done < len(addresses):
+            if done >= len(addresses):
+                settled.add(blob)  # (memory only: spares the queries on every pass)
+                continue
+            if blob in mine or all(self._chunks.has_chunk(gid, a) for a in addresses):
                 yield blob, addresses, done
+
+    def _acknowledge_all(self, blob: BlobId, url: str, count: int) -> None:
+        self._store.put_meta(self._key(url, bytes(blob).hex(), "done"), count.to_bytes(4, "big"))
 
     async def push(self, url: str) -> int:
         """Push what the policy wants at ``url``, purge what was removed since; how many
@@ -157,8 +175,14 @@ class KeeperChunks:
         addresses: tuple[ChunkId, ...],
         done: int,
     ) -> int:
-        """Push ``blob``'s chunks from ``done`` on, recording each acknowledgement."""
+        """Push ``blob``'s chunks from ``done`` on, recording each acknowledgement (another
+        member's blob only if the keeper lacks some of it)."""
         secret = self._remember(url, blob, addresses)
+        mailbox = Mailbox.derive(secret)
+        theirs = blob not in self._fold._mine and done == 0
+        if theirs and await _holds_all(keeper, mailbox, len(addresses)):
+            self._acknowledge_all(blob, url, len(addresses))
+            return 0
         key = self._key(url, bytes(blob).hex(), "done")
         acked = done
 
@@ -167,7 +191,7 @@ class KeeperChunks:
             acked += 1
             self._store.put_meta(key, acked.to_bytes(4, "big"))
 
-        await keeper.push(Mailbox.derive(secret), self._records(addresses[done:]), on_stored=stored)
+        await keeper.push(mailbox, self._records(addresses[done:]), on_stored=stored)
         return acked - done
 
     def _records(self, addresses: tuple[ChunkId, ...]) -> Iterator[Record]:
@@ -236,13 +260,18 @@ class KeeperChunks:
                 return
             try:
                 async with await KeeperClient.connect(url, timeout=CONNECT_TIMEOUT) as keeper:
-                    await self._pull(keeper, mailbox, job, fetcher)
+                    newest = await self._pull(keeper, mailbox, job, fetcher)
+                count = len(self._fold.addresses(job.blob))
+                if newest >= count and self.acknowledged(job.blob, url) < count:
+                    self._acknowledge_all(job.blob, url, count)  # it holds them: none to push
             except KEEPER_ERRORS as exc:
                 log.info("vault chunks from %s: %s", url, type(exc).__name__)
 
     async def _pull(
         self, keeper: KeeperClient, mailbox: Mailbox, job: Download, fetcher: Fetcher
-    ) -> None:
+    ) -> int:
+        """Take ``job``'s wanted chunks from ``mailbox``; the highest cursor seen there."""
+        newest = 0
         cursor_key = f"vault/keeper-cursor/{keeper.keeper_id.hex()}/{mailbox.id.hex()}"
         saved = self._store.get_meta(cursor_key)
         start = int.from_bytes(saved, "big") if saved and job.keep else 0
@@ -252,6 +281,7 @@ class KeeperChunks:
             items = keeper.pull(mailbox, after=after)
             try:
                 async for item in items:
+                    newest = max(newest, item.cursor)
                     address = names.get(item.item)
                     if address is not None and address in job.wanted:
                         await fetcher.take(job, address, item.data)
@@ -261,6 +291,16 @@ class KeeperChunks:
                         if job.keep and not taken & job.wanted.keys():
                             self._store.put_meta(cursor_key, item.cursor.to_bytes(8, "big"))
                     if not job.wanted:
-                        return
+                        return newest
             finally:
                 await items.aclose()
+        return newest
+
+
+async def _holds_all(keeper: KeeperClient, mailbox: Mailbox, count: int) -> bool:
+    """Whether ``mailbox`` has held at least ``count`` items: its newest item's cursor (read,
+    one item) is how many it was ever given."""
+    async with contextlib.aclosing(keeper.pull_newest(mailbox, limit=1)) as items:
+        async for item in items:
+            return item.cursor >= count
+    return False

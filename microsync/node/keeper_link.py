@@ -15,12 +15,8 @@ so a waiting pull would hold pushes back on a shared one).
   its entry id, to the mailbox of the epoch whose key sealed it. What the keeper acknowledged is
   kept durably per feed (:mod:`~microsync.node.keeper_state`); a restart pushes only the rest.
 * **Pull.** Every mailbox of an epoch this device holds a key of, oldest epoch first, each
-  from its durable cursor on (resumable); a mailbox pulled from a keeper for the first time
-  (cursor 0) first takes its newest :data:`NEWEST_FIRST` items, so a newcomer holds the latest
-  posts (and its own add, written last) early, as a peer sync's newest-first window does.
-  Pages go through the peer sync's receive path (:meth:`DeviceHost.receive
-  <microsync.node.host.DeviceHost.receive>`), so every check applies; an item that does not
-  open or decode is skipped and counted.
+  from its durable cursor on (resumable), the first time its newest items first, through the
+  peer sync's receive path (:mod:`~microsync.node.keeper_pull` has the rules).
 * **Live.** The live connection watches the current epoch's mailbox; a new epoch restarts it.
 * **Faults.** Any failure ends the connections, is shown in :attr:`GroupKeeperLink.status`, and
   the link retries with backoff. Nothing is marked pushed before the keeper committed it, nor
@@ -42,14 +38,14 @@ from websockets.exceptions import WebSocketException
 from microsync.app.saved import Keys
 from microsync.errors import DecodeError, DecryptionError, MicrosyncError
 from microsync.feed import GroupId
-from microsync.feed.entry import feed_position, parse_entry
 from microsync.group.envelope import sealed_ref
 from microsync.group.keys import body_ref
 from microsync.group.mailbox import Mailbox
 from microsync.group.ops import MEMBERSHIP_TYPE
 from microsync.identity import DeviceId
-from microsync.net.keeper_client import KeeperClient, Pulled, Record
+from microsync.net.keeper_client import KeeperClient, Record
 from microsync.node import keeper_state as saved
+from microsync.node.keeper_pull import KeeperPull
 
 if TYPE_CHECKING:
     from microsync.node import Group
@@ -63,12 +59,10 @@ RECHECK: Final = 10.0
 """Seconds between full passes (push what is new, pull every mailbox) while connected."""
 BACKOFF_START, BACKOFF_MAX = 0.5, 10.0
 PAGE: Final = 1024
-"""At most this many items taken in per receive batch (one transaction) ..."""
+"""At most this many entries pushed per call of the client's push (it cuts them into PUSH
+messages) ..."""
 PAGE_BYTES: Final = 8 << 20
-"""... and at most about this many bytes (memory stays bounded whatever a mailbox holds)."""
-NEWEST_FIRST: Final = 1024
-"""A mailbox's first pull from a keeper takes this many of its newest items first, as a peer
-sync's newest-first window (``docs/sync.md``), then everything oldest first."""
+"""... and at most about this many bytes (memory stays bounded whatever a device holds)."""
 MAX_MAILBOXES: Final = 48
 """Newest epochs' mailboxes used per connection (a keeper proves at most 64 per connection)."""
 KEEPER_ERRORS: Final = (OSError, ConnectionError, MicrosyncError, TimeoutError, WebSocketException)
@@ -122,6 +116,7 @@ class GroupKeeperLink:
         self._frontier: dict[DeviceId, int] | None = None
         self._purge_seen: bytes | None = None  # the purge record at the last purge pass
         self._derived: dict[tuple[int, bytes], Mailbox] = {}  # (epoch, key ref) -> mailbox
+        self.pulls = KeeperPull(self)
 
     @property
     def runtime(self) -> Runtime:
@@ -179,7 +174,7 @@ class GroupKeeperLink:
                         watching[1].cancel()
                         watching = None
                     if watching is None and current is not None:
-                        watching = (current.id, tasks.create_task(self._live(current)))
+                        watching = (current.id, tasks.create_task(self.pulls.live(current)))
                     if watching is not None and watching[1].done():
                         watching[1].result()  # its error ends this connection
                     with contextlib.suppress(TimeoutError):
@@ -235,7 +230,7 @@ class GroupKeeperLink:
         if group is not None:  # vault chunks, on connections of their own (node/keeper_chunks.py)
             await group.vault.keeper_push(self.url)
         for mailbox in self._mailboxes():
-            await self._pull(work, mailbox)
+            await self.pulls.pull(work, mailbox)
 
     def _unpushed(self) -> Iterator[tuple[Mailbox, Record, DeviceId, int]]:
         """Entries not yet acknowledged by this keeper, feed by feed in order; a feed stops at
@@ -319,86 +314,6 @@ class GroupKeeperLink:
         except MicrosyncError as exc:
             self.status = f"refused: {_brief(exc)}"
             raise
-
-    async def _pull(self, work: KeeperClient, mailbox: Mailbox) -> None:
-        keeper = work.keeper_id
-        after = self._cursor(keeper, mailbox)
-        if after == 0:
-            await self._pull_newest(work, mailbox)
-        page: list[Pulled] = []
-        size = 0
-        async for item in work.pull(mailbox, after=after):
-            page.append(item)
-            size += len(item.data)
-            if len(page) >= PAGE or size >= PAGE_BYTES:
-                self._take_in(keeper, mailbox, page)
-                page, size = [], 0
-        if page:
-            self._take_in(keeper, mailbox, page)
-
-    async def _pull_newest(self, work: KeeperClient, mailbox: Mailbox) -> None:
-        """The newest :data:`NEWEST_FIRST` items, oldest of them first, cursor unmoved (the
-        oldest-first pull after it takes everything: a cut here loses nothing)."""
-        page: list[Pulled] = []
-        size = 0
-        async with contextlib.aclosing(work.pull_newest(mailbox)) as items:  # may stop early
-            async for item in items:
-                page.append(item)
-                size += len(item.data)
-                if len(page) >= NEWEST_FIRST or size >= PAGE_BYTES:
-                    break
-        if page:
-            self._take_in(work.keeper_id, mailbox, page[::-1], advance=False)
-
-    async def _live(self, mailbox: Mailbox) -> None:
-        """Watch ``mailbox`` on a connection of its own, taking in each item as it lands."""
-        async with await KeeperClient.connect(self.url) as live:
-            keeper = live.keeper_id
-            async for item in live.watch(mailbox, after=self._cursor(keeper, mailbox)):
-                self._take_in(keeper, mailbox, [item])
-
-    def _cursor(self, keeper: bytes, mailbox: Mailbox) -> int:
-        group = self._held()
-        return 0 if group is None else saved.load_cursor(group._replica.store, keeper, mailbox.id)
-
-    def _take_in(
-        self, keeper: bytes, mailbox: Mailbox, page: list[Pulled], *, advance: bool = True
-    ) -> None:
-        """Store what ``page`` carries through the sync receive path, then (``advance``) move
-        the cursor (an entry this device already holds, or refuses, changes nothing)."""
-        group = self._held()
-        if group is None:
-            return
-        items: list[tuple[bytes, bytes | None]] = []
-        for pulled in page:
-            try:
-                items.append(saved.decode_record(pulled.data))
-            except DecodeError:
-                self.skipped += 1
-        if items:
-            self.runtime.device._host.receive(self.group, items)
-            self.pulled += len(items)
-            for wire, _ in items:
-                self._note_held_here(wire)
-        if not advance:
-            return
-        store = group._replica.store
-        last = max(p.cursor for p in page)
-        if last > saved.load_cursor(store, keeper, mailbox.id):
-            saved.save_cursor(store, keeper, mailbox.id, last)
-
-    def _note_held_here(self, wire: bytes) -> None:
-        """An entry pulled from this keeper need not be pushed back to it."""
-        try:
-            entry = parse_entry(wire)
-        except (DecodeError, MicrosyncError):
-            return
-        if entry.header.group != self.group:
-            return
-        device, seq = feed_position(entry.header_bytes)
-        group = self._held()
-        if group is not None and group._replica.store.entry_at(self.group, device, seq):
-            self._acknowledged(device, seq)
 
     def _purged_marker(self) -> bytes | None:
         group = self._held()

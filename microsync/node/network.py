@@ -23,6 +23,7 @@ from microsync.net.connection import SecureStream, SyncConnection
 from microsync.net.limits import ServeLimits
 from microsync.node.addresses import check_relay_url, machine_addresses
 from microsync.node.pairing import probe_relay, reach_inviter, run_guest
+from microsync.node.profile import load_quiet, save_quiet
 from microsync.node.recovery import recover, recover_on_start, recovering
 from microsync.node.runtime import Runtime
 from microsync.protocol.session import SessionStats, SyncOptions
@@ -63,12 +64,16 @@ class Network:
         self.runtime: Runtime | None = None
         """The running network side while started, else ``None``."""
         self._running: list[Runtime] = []  # the started one and those opened for one call
-        self.quiet = False
-        """Quiet mode (:mod:`microsync.node.runtime`: no heartbeat, a long keepalive)."""
+        self.quiet = load_quiet(device._store)
+        """Quiet mode (:mod:`microsync.node.standing`), as the profile keeps it."""
 
     def set_quiet(self, quiet: bool) -> None:
-        """Quiet mode on or off; a started device follows at once (its new sessions)."""
-        self.quiet = bool(quiet)
+        """Quiet mode on or off, kept in the profile; a started device follows at once (the
+        heartbeat, the standing work, new sessions' keepalive)."""
+        quiet = bool(quiet)
+        if quiet != load_quiet(self._device._store):
+            save_quiet(self._device._store, quiet)
+        self.quiet = quiet
         if self.runtime is not None:
             self.runtime.quiet_changed()
 
@@ -162,6 +167,12 @@ class Network:
         if self.runtime is not None:
             yield self.runtime
             return
+        async with self.runtime_of_its_own() as net:
+            yield net
+
+    @contextlib.asynccontextmanager
+    async def runtime_of_its_own(self) -> AsyncIterator[Runtime]:
+        """A runtime opened for this call (besides a started one) and stopped after it."""
         net = await self._open(Runtime(self._device, None))
         try:
             yield net
@@ -207,13 +218,9 @@ class Network:
         await probe_relay(relay, min(timeout, 10.0))
         if recovering(self._device):  # restored from the words: be taken back first
             await recover(self._device, at=None, relay=relay, timeout=timeout)
-        # a connection of its own, besides the live ones
-        net = await self._open(Runtime(self._device, None))
-        try:
+        async with self.runtime_of_its_own() as net:  # besides the live connections
             net.meet_at(relay)
             seen = await _gather(net, timeout, settle, progress)
-        finally:
-            await self._stop(net)
         done = [result(c) for c in seen if c.synced.is_set()]
         if not done:
             raise PeerUnreachable(
@@ -225,7 +232,9 @@ class Network:
     async def join(self, link_or_code: str, *, at: str | None) -> Group:
         device = self._device
         guest = device.join_guest(link_or_code)
-        secure = await reach_inviter(link_or_code, at, device._identity, device.rng)
+        secure = await reach_inviter(
+            link_or_code, at, device._identity, device.rng, clock=device.clock
+        )
         try:
             response = await run_guest(secure, guest)
             group = await device.finish_join(response)

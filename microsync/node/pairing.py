@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
+from microsync.clock import Clock, system_clock
 from microsync.crypto import Rng
 from microsync.errors import InviteError, MicrosyncError, PeerUnreachable
 from microsync.group.invite import InviteSecret, PairingGuest, invite_rendezvous, parse_link
@@ -31,9 +32,11 @@ async def reach_inviter(
     identity: LocalIdentity,
     rng: Rng,
     relay: str | None = None,
+    clock: Clock = system_clock,
 ) -> SecureStream:
     """A finished ``invite`` handshake with the inviter: at ``at``, at the link's addresses in
-    turn, else through ``relay`` or the link's relay (under the invite's rendezvous id)."""
+    turn, else through ``relay`` or the link's relay (under the invite's rendezvous id), its
+    certificates checked at ``clock``'s time."""
     addresses: list[str] = [at] if at is not None else []
     secret: InviteSecret | None = None
     if link_or_code.startswith("microsync:"):
@@ -51,7 +54,9 @@ async def reach_inviter(
         except (OSError, TimeoutError, ValueError) as exc:
             errors.append(f"{address}: {why_unreachable(exc)}")
             continue
-        return await handshake(stream, identity, initiator=True, purpose=Purpose.INVITE, rng=rng)
+        return await handshake(
+            stream, identity, initiator=True, purpose=Purpose.INVITE, rng=rng, clock=clock
+        )
     if relay is not None and secret is not None:
         client = RelayClient(relay)
         try:
@@ -69,6 +74,7 @@ async def reach_inviter(
                 purpose=Purpose.INVITE,
                 accept_purposes=(Purpose.INVITE,),
                 rng=rng,
+                clock=clock,
             )
     raise PeerUnreachable(
         "could not reach the inviter (is their serve running?): "

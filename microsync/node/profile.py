@@ -1,13 +1,16 @@
 """What a profile keeps in its store's meta table besides the feeds: the identity bundle, the
-prekey secrets still held, and the list of groups held.
+prekey secrets still held, the list of groups held, and whether the device is quiet.
 
 Invariants: the identity is written once, with its own certificate, in one transaction; the
 current prekey is always among the prekeys loaded; a damaged prekey list is a
-:class:`~microsync.errors.StorageError`, never a silent loss of keys.
+:class:`~microsync.errors.StorageError`, never a silent loss of keys. Quiet mode is only a
+preference: a profile from before it was kept, or a damaged value, reads as not quiet (logged)
+and opens as ever.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
@@ -27,17 +30,24 @@ __all__ = [
     "GROUPS_KEY",
     "IDENTITY_KEY",
     "PREKEYS_KEY",
+    "QUIET_KEY",
     "group_ids",
     "load_prekeys",
+    "load_quiet",
     "local_member",
     "open_profile",
     "remember_group",
     "save_identity",
+    "save_quiet",
 ]
+
+log = logging.getLogger("microsync.node")
 
 IDENTITY_KEY: Final = "identity"
 GROUPS_KEY: Final = "groups"
 PREKEYS_KEY: Final = "prekeys"
+QUIET_KEY: Final = "quiet"
+_QUIET: Final = {b"1": True, b"0": False}
 
 
 def open_profile(
@@ -109,3 +119,21 @@ def local_member(store: SqliteStore, identity: LocalIdentity, rng: Rng) -> Local
     """This device as its groups see it: its identity, the prekey secrets held, ``rng``, and
     its received signatures checked on every core (:mod:`microsync.node.parallel`)."""
     return LocalMember(identity, load_prekeys(store, identity), rng, verify_in_threads)
+
+
+def load_quiet(store: SqliteStore) -> bool:
+    """Whether the device is in quiet mode (``Device.set_quiet``): not quiet when the profile
+    never said (made before quiet mode was kept) or the value is damaged."""
+    data = store.get_meta(QUIET_KEY)
+    if data is None:
+        return False
+    found = _QUIET.get(data)
+    if found is None:
+        log.warning("the stored quiet mode is damaged: read as not quiet")
+        return False
+    return found
+
+
+def save_quiet(store: SqliteStore, quiet: bool) -> None:
+    """Keep quiet mode on (``True``) or off for the next open."""
+    store.put_meta(QUIET_KEY, b"1" if quiet else b"0")

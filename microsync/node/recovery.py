@@ -220,7 +220,9 @@ async def _reach(device: Device, at: str | None, relay: str | None, wait: float)
             stream = await open_tcp(host, port, timeout=5)
         except (OSError, TimeoutError) as exc:
             raise PeerUnreachable(f"cannot reach {at}: {why_unreachable(exc)}") from None
-        return await handshake(stream, identity, initiator=True, purpose=Purpose.INVITE, rng=rng)
+        return await handshake(
+            stream, identity, initiator=True, purpose=Purpose.INVITE, rng=rng, clock=device.clock
+        )
     if relay is None:
         raise ValueError("a recovery needs at='host:port' or relay=URL")
     client = RelayClient(relay)
@@ -240,6 +242,7 @@ async def _reach(device: Device, at: str | None, relay: str | None, wait: float)
         purpose=Purpose.INVITE,
         accept_purposes=(Purpose.INVITE,),
         rng=rng,
+        clock=device.clock,
     )
 
 

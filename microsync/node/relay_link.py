@@ -137,6 +137,7 @@ class RelayLink:
                 purpose=Purpose.INVITE if invite else Purpose.SYNC,
                 accept_purposes=(Purpose.INVITE,) if invite else (Purpose.SYNC,),
                 rng=runtime.rng,
+                clock=runtime.clock,
             )
         except HandshakeError as exc:
             log.info("handshake through the relay failed: %s", exc)

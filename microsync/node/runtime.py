@@ -4,7 +4,9 @@ with every connected peer, invites over the wire, presence heartbeats.
 Everything here is plumbing around the sans-IO machines: the handshake and the sync session
 (:mod:`microsync.protocol`), carried by :mod:`microsync.net`. Every task is a child of the
 runtime's one task group (:class:`~microsync.node.tasks.TaskTree`): one per connection, per
-kept address, per relay channel, plus the accept loop, the relay link and the heartbeat. A peer
+kept address, per relay channel, plus the accept loop, the relay link and the heartbeat. The
+standing work (redial loops, discovery, the relay and keeper links) is
+:class:`~microsync.node.standing.Standing`'s, which quiet mode turns off. A peer
 that misbehaves or disappears only ends its own connection (its task handles that error and
 returns); any other error is a bug and stops the runtime, and :meth:`Runtime.stop` raises it.
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -28,10 +29,8 @@ from microsync.errors import (
 )
 from microsync.feed import GroupId
 from microsync.group.invite import HostState
-from microsync.group.keys import discovery_tag
 from microsync.identity import DeviceId
 from microsync.net.connection import SecureStream, SyncConnection, handshake
-from microsync.net.discovery import MAX_TAGS, LanDiscovery
 from microsync.net.limits import LogBudget, ServeLimits
 from microsync.net.stream import Stream, open_tcp
 from microsync.node import chunk_net
@@ -45,9 +44,10 @@ from microsync.node.heartbeat import Heartbeat
 from microsync.node.keeper_link import KeeperLinks
 from microsync.node.listener import Listener, listen
 from microsync.node.peers import remember_sync
-from microsync.node.recovery import member_recovery, recover, recovering, recovery_tags
-from microsync.node.relay_link import BACKOFF_MAX, BACKOFF_START, RelayLink
+from microsync.node.recovery import member_recovery
+from microsync.node.relay_link import RelayLink
 from microsync.node.sharing import may_pass
+from microsync.node.standing import DIAL_ERRORS, Standing
 from microsync.node.tasks import TaskTree
 from microsync.protocol.handshake import Purpose
 from microsync.protocol.session import SyncOptions
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PORT",
+    "DIAL_ERRORS",
     "Runtime",
     "brief",
     "machine_addresses",
@@ -69,8 +70,6 @@ log = logging.getLogger("microsync.node")
 
 PEER_ERRORS: Final = (MicrosyncError, ConnectionError, OSError, TimeoutError)
 """What a peer can make a connection fail with: it ends that connection, nothing more."""
-DIAL_ERRORS: Final = (PeerUnreachable, HandshakeError, OSError)
-"""What dialling an address can fail with (:meth:`Runtime.dial`): tried again later."""
 
 
 class Runtime:
@@ -90,25 +89,34 @@ class Runtime:
         self._tasks = TaskTree(f"device {device.name!r}")
         self._listener: Listener | None = None
         self._accepting: asyncio.Task[None] | None = None
-        self._relay: RelayLink | None = None
+        self._relays: list[RelayLink] = []  # met for one call (meet_at)
         self._failed_handshakes = LogBudget(self.limits.log_interval)
         self._connections: set[SyncConnection] = set()
-        self._kept: dict[str, asyncio.Task[None]] = {}
-        self._discovery: LanDiscovery | None = None
-        self._dialing: set[str] = set()
+        self._oneshots: set[SyncConnection] = set()  # a sync_with's or sync_now's
         self._due: set[GroupId] = set()
         self._prefetching: set[GroupId] = set()
         self._heartbeat = Heartbeat(self)
-        self.keepers: KeeperLinks | None = None  # the groups' keeper links, once started
+        self.standing: Standing | None = None
+        """Redial loops, discovery, the relay and keeper links, once started (quiet mode)."""
+
+    @property
+    def keepers(self) -> KeeperLinks | None:
+        """The groups' keeper links, once started (none run while quiet)."""
+        return None if self.standing is None else self.standing.keepers
 
     @property
     def relay(self) -> str | None:
-        return None if self._relay is None else self._relay.url
+        """The relay this device meets members through (met only while not quiet)."""
+        if self.standing is not None and self.standing.relay_url is not None:
+            return self.standing.relay_url
+        return self._relays[0].url if self._relays else None
 
     @property
     def relay_connected(self) -> bool:
         """The WebSocket to the relay is up now."""
-        return self._relay is not None and self._relay.connected
+        if self.standing is not None and self.standing.relay_url is not None:
+            return self.standing.relay_connected
+        return any(link.connected for link in self._relays)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,6 +133,8 @@ class Runtime:
         bind: str | None,
         interfaces: Sequence[str] | None = None,
     ) -> None:
+        """Listen on ``port`` (if not ``None``) and begin the standing work (:class:`Standing`:
+        none while the device is quiet) and the heartbeat."""
         await self.open()
         if port is not None:
             address = bind if bind is not None else ("0.0.0.0" if lan else "127.0.0.1")
@@ -137,40 +147,41 @@ class Runtime:
             self._listener = listener = Listener(self, sock or listen(address, port))
             self.port, self.bind = listener.port, address
             self._accepting = self.spawn(listener.accept_loop(), f"accept on port {self.port}")
-        if lan and self.port is not None:
-            self._discovery = LanDiscovery(
-                port=self.port,
-                tags=self._announce_tags,
-                match_tags=self._match_tags,
-                on_peer=self._found,
-                interfaces=interfaces,
-            )
-            await self._discovery.start()
-        if relay is not None:
-            self.meet_at(relay)
-        self.quiet_changed()
-        self.keepers = KeeperLinks(self)
-        self.keepers.changed()
-
-    def quiet_changed(self) -> None:
-        """The device went quiet or back: end or start the heartbeat."""
+        self.standing = Standing(self)
+        lan_port = self.port if lan else None
+        await self.standing.start(lan_port=lan_port, interfaces=interfaces, relay=relay)
         self._heartbeat.changed()
 
-    def meet_at(self, relay: str) -> None:
-        """Meet the members of this device's groups at ``relay`` from now on."""
-        self._relay = RelayLink(self, relay)
-        self.spawn(self._relay.run(), f"relay {relay}")
+    def quiet_changed(self) -> None:
+        """The device went quiet or back: end or start the heartbeat and the standing work."""
+        self._heartbeat.changed()
+        if self.standing is not None:
+            self.standing.changed()
+
+    def keep(self, address: str) -> None:
+        """Keep a connection to ``address`` up, reconnecting with backoff (while not quiet)."""
+        if self.standing is None:
+            raise RuntimeError("start() the device first")
+        self.standing.keep(address)
+
+    def meet_at(self, relay: str) -> RelayLink:
+        """Meet the members of this device's groups at ``relay`` until this runtime stops (a
+        runtime opened for one call; a started one meets its relay as :class:`Standing`)."""
+        link = RelayLink(self, relay)
+        self._relays.append(link)
+        self.spawn(link.run(), f"relay {relay}")
+        return link
 
     async def stop(self) -> None:
         """Close every connection (each says goodbye), then end every task; raises what
         failed in one of them, if one did (:meth:`TaskTree.close`)."""
         self.stopping = True
         try:
-            if self._discovery is not None:
-                await self._discovery.stop()
-            for task in [*self._kept.values(), self._accepting]:
-                if task is not None:
-                    task.cancel()  # no new connection from here on
+            if self.standing is not None:
+                await self.standing.stop_discovery()
+                self.standing.end_loops()
+            if self._accepting is not None:
+                self._accepting.cancel()  # no new connection from here on
             for connection in list(self._connections):
                 await connection.close()
         finally:
@@ -196,6 +207,7 @@ class Runtime:
                 rng=self.rng,
                 timeout=self.limits.handshake_timeout,
                 coalesce=True,
+                clock=self.clock,
             )
         except HandshakeError as exc:
             count = self._failed_handshakes.count(asyncio.get_running_loop().time())
@@ -271,6 +283,8 @@ class Runtime:
         )
         redundant = self._drop_duplicate(connection) and not oneshot
         self._connections.add(connection)
+        if oneshot:
+            self._oneshots.add(connection)
         task = connection.start()
         if self.spawn(self._watch(connection, task), f"watch {connection.peer_address}") is None:
             task.cancel()  # stopping: it would have been closed right away
@@ -286,6 +300,7 @@ class Runtime:
             await task
         finally:
             self._connections.discard(connection)
+            self._oneshots.discard(connection)
             if connection.synced.is_set():  # in sync while live, up to its end
                 self._note_sync(connection)
             log.info("disconnected from %s", connection.peer.device_name)
@@ -315,40 +330,10 @@ class Runtime:
             stream = await open_tcp(host, port, timeout=min(timeout, 10.0))
         except (OSError, TimeoutError) as exc:
             raise PeerUnreachable(f"cannot reach {host}:{port}: {why_unreachable(exc)}") from None
-        secure = await handshake(stream, self.device._identity, initiator=True, rng=self.rng)
+        secure = await handshake(
+            stream, self.device._identity, initiator=True, rng=self.rng, clock=self.clock
+        )
         return self.open_connection(secure, initiator=True, oneshot=oneshot)
-
-    def keep(self, address: str) -> None:
-        """Keep a connection to ``address`` up, reconnecting with backoff."""
-        host, port = split_address(address)  # ValueError for the caller, not for the task
-        if address in self._kept or self.stopping:
-            return
-        task = self.spawn(self._keep(address, host, port), f"keep {address}")
-        if task is not None:
-            self._kept[address] = task
-
-    async def _keep(self, address: str, host: str, port: int) -> None:
-        delay = BACKOFF_START
-        while not self.stopping:
-            try:
-                connection = await self.dial(host, port)
-                delay = BACKOFF_START
-                await connection.wait()
-                await self._while_connected(connection.peer.device)
-            except DIAL_ERRORS as exc:
-                log.info("connection to %s: %s", address, brief(exc))
-            if self.stopping:
-                return
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, BACKOFF_MAX)
-
-    async def _while_connected(self, device: DeviceId) -> None:
-        """Wait while another connection to ``device`` lives (the one kept here was closed as
-        its duplicate): redialling now would only be closed again, every backoff period."""
-        while not self.stopping and any(
-            c.peer.device == device and not c.session.closed for c in self._connections
-        ):
-            await asyncio.sleep(BACKOFF_START)
 
     def live(self) -> list[SyncConnection]:
         """The open sync connections."""
@@ -358,47 +343,9 @@ class Runtime:
         """Every sync connection whose task has not ended yet (open or closing)."""
         return list(self._connections)
 
-    # ------------------------------------------------------------------ discovery
-
-    def _announce_tags(self, bucket: int) -> list[bytes]:
-        """The discovery tags to publish: the current epoch of each group."""
-        tags = []
-        for group in self.device.groups():
-            key = group._replica.current_epoch_key()
-            if key is not None:
-                tags.append(discovery_tag(key, bucket))
-        room = MAX_TAGS - len(tags)  # its groups' tags first
-        return tags + recovery_tags(self.device, bucket, looking=False, room=room)
-
-    def _match_tags(self, bucket: int) -> list[bytes]:
-        """The tags to look for: the latest two epochs of each group (a member one rotation
-        behind is still found, and then catches up)."""
-        tags = []
-        for group in self.device.groups():
-            latest = sorted(group._replica.epoch_keys().items(), reverse=True)[:2]
-            tags += [discovery_tag(key, bucket) for _, key in latest]
-        return tags + recovery_tags(self.device, bucket, looking=True)  # restored: a member
-
-    def _found(self, host: str, port: int) -> None:
-        """Discovery saw a member's device: connect unless already connected there."""
-        address = f"{host}:{port}"
-        if self.stopping or address in self._dialing:
-            return
-        if any(c.peer_address == address for c in self._connections):
-            return
-        if self.spawn(self._dial_found(address, host, port), f"dial {address}") is not None:
-            self._dialing.add(address)
-
-    async def _dial_found(self, address: str, host: str, port: int) -> None:
-        try:
-            if recovering(self.device):  # restored from the words: be taken back first
-                await recover(self.device, at=address, relay=None)
-            else:
-                await self.dial(host, port)
-        except (*DIAL_ERRORS, InviteError) as exc:
-            log.info("could not sync with %s found on the LAN: %s", address, brief(exc))
-        finally:
-            self._dialing.discard(address)
+    def is_oneshot(self, connection: SyncConnection) -> bool:
+        """``connection`` is a one-shot sync's (``sync_with``, ``sync_now``): it ends itself."""
+        return connection in self._oneshots
 
     # ------------------------------------------------------------------ live updates
 

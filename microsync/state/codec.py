@@ -20,7 +20,7 @@ kind  operation       fields
 
 ``key`` is a text string (a top-level key, as it always was) or, for a field of a nested map,
 a path ``[key, segment, ...]`` (:mod:`microsync.state.paths`): a segment is a field name or a
-list element ``[counter, actor]``. Counters live at top-level keys only. An operation without
+list element ``[counter, actor]``; every kind may be a field, counters too. An operation without
 a path encodes byte for byte as before nesting existed (``tests/test_state_nested.py`` pins
 both forms).
 
@@ -56,7 +56,7 @@ from microsync.state.ops import (
     TextInsert,
     span,
 )
-from microsync.state.paths import MAX_KEY, check_top_key, from_wire, is_path, to_wire
+from microsync.state.paths import MAX_KEY, check_top_key, from_wire, to_wire
 
 __all__ = [
     "MAX_KEY",
@@ -287,8 +287,6 @@ def decode_op(data: bytes) -> Op:
         stored = from_wire(key)
     else:
         stored = check_top_key(expect_str(key, "key", MAX_KEY))
-    if kind == 3 and is_path(stored):
-        raise DecodeError("operation: a counter lives at a top-level key")
     op = decoder(op_id, stored, fields)
     if op_id.counter + span(op) - 1 > MAX_COUNTER:
         raise DecodeError("operation: counters past the limit")

@@ -28,7 +28,7 @@ from microsync.encoding import Value
 from microsync.errors import LocalProtocolError, MicrosyncError
 from microsync.state.clock import HLC, Timestamp
 from microsync.state.codec import check_value
-from microsync.state.counter import PNCounter
+from microsync.state.counter import FieldCounter, PNCounter
 from microsync.state.handles import CounterHandle, ListHandle, SetHandle, TextHandle, text_value
 from microsync.state.ids import MAX_ACTOR, OpId
 from microsync.state.listcrdt import Edit, ListCRDT
@@ -83,7 +83,8 @@ class Document:
         self.versions: dict[bytes, int] = {}  # actor -> last counter applied
         self.hlc = HLC(actor)
         self.registers = Registers()
-        self.counters: dict[str, PNCounter] = {}
+        self.counters: dict[str, PNCounter] = {}  # at top-level keys
+        self.field_counters: dict[str, FieldCounter] = {}  # fields of nested maps
         self.sets: dict[str, ORSet] = {}
         self.lists: dict[str, ListCRDT] = {}
         self.texts: dict[str, Sequence] = {}
@@ -158,10 +159,9 @@ class Document:
         return MapHandle(self, _check_stored(key))
 
     def counter(self, key: str) -> CounterHandle:
-        """The counter ``key`` (empty until first added to)."""
-        if is_path(key):
-            raise LocalProtocolError("a counter lives at a top-level key")
-        return CounterHandle(self, _check_key(key))
+        """The counter ``key`` (empty until first added to): a top-level key, or a field of a
+        nested map (deleted with it, as seen: :mod:`microsync.state.counter`)."""
+        return CounterHandle(self, _check_stored(key))
 
     def orset(self, key: str) -> SetHandle:
         """The observed-remove set ``key``."""
@@ -244,6 +244,10 @@ class Document:
                     return [RegisterChanged(key=key, value=value, deleted=deleted)]
                 return []
             case CounterAdd():
+                if is_path(key):
+                    field = self.field_counters.setdefault(key, FieldCounter())
+                    field.add(op.id, op.delta)
+                    return [CounterChanged(key=key, value=field.value)]
                 counter = self.counters.setdefault(key, PNCounter())
                 counter.add(op.id.actor, op.delta)
                 return [CounterChanged(key=key, value=counter.value)]

@@ -48,7 +48,8 @@ class CounterHandle:
 
     @property
     def value(self) -> int:
-        counter = self._doc.counters.get(self.key)
+        doc = self._doc
+        counter = doc.field_counters.get(self.key) or doc.counters.get(self.key)
         return 0 if counter is None else counter.value
 
     def add(self, delta: int) -> CounterAdd:

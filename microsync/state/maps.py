@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from microsync.encoding import Value
 from microsync.errors import DecodeError, LocalProtocolError
-from microsync.state.handles import ListHandle, SetHandle, TextHandle
+from microsync.state.handles import CounterHandle, ListHandle, SetHandle, TextHandle
 from microsync.state.nesting import map_value
 from microsync.state.ops import MapDelete, RegisterSet
 from microsync.state.paths import Segment, join, segments
@@ -42,7 +42,7 @@ def element_map(doc: Document, key: str, index: int) -> MapHandle:
 
 
 class MapHandle:
-    """A map of a document: named fields, each a value, text, set, list or map."""
+    """A map of a document: named fields, each a value, text, set, list, counter or map."""
 
     def __init__(self, doc: Document, key: str) -> None:
         self._doc, self.key = doc, key
@@ -89,3 +89,8 @@ class MapHandle:
     def list(self, name: str) -> ListHandle:
         """The list in field ``name``."""
         return self._doc.list(self._field(name))
+
+    def counter(self, name: str) -> CounterHandle:
+        """The counter in field ``name`` (deleted with the map, as seen; concurrent adds
+        survive: :mod:`microsync.state.counter`)."""
+        return self._doc.counter(self._field(name))

@@ -9,6 +9,8 @@ concurrently survives, and the record shows again holding only that. Per kind:
 
 * texts and lists: the seen characters and elements are deleted (as a delete of them would);
 * sets: the seen add tags are withdrawn (as a remove would);
+* counters: the seen adds are dropped (:class:`~microsync.state.counter.FieldCounter`), the
+  concurrent ones still count: the field shows again holding their sum;
 * registers: the register is hidden while its winning write (by ``(ts, id)``, the usual
   last-writer-wins) is seen by a delete of it or of a key above it. A concurrent write that
   wins shows; one that loses to a write the deleter saw stays lost, as it would without the
@@ -26,8 +28,15 @@ from typing import TYPE_CHECKING, Any
 from microsync.encoding import Value
 from microsync.state.handles import text_value
 from microsync.state.ids import MissingDependency, OpId
-from microsync.state.ops import Change, MapCleared, MapDelete, SetChanged, TextDeleted
-from microsync.state.paths import is_path
+from microsync.state.ops import (
+    Change,
+    CounterChanged,
+    MapCleared,
+    MapDelete,
+    SetChanged,
+    TextDeleted,
+)
+from microsync.state.paths import is_path, split
 from microsync.state.runs import MoveSlot
 
 if TYPE_CHECKING:
@@ -88,6 +97,10 @@ def clear(doc: Document, op: MapDelete) -> list[Change]:
             covered = tuple(t for t in tags if _covered(seen, t))
             if covered and s.remove(value, covered):
                 changes.append(SetChanged(key=key, element=value, present=False))
+    for key in [k for k in doc.field_counters if _under(k, op.key)]:
+        field = doc.field_counters[key]
+        if field.clear(seen):
+            changes.append(CounterChanged(key=key, value=field.value))
     return changes
 
 
@@ -126,7 +139,7 @@ def _tree(doc: Document, within: str | None) -> tuple[dict[str, list[str]], dict
         inside = is_path(key) and (below is None or key.startswith(below))
         if inside and not reg.deleted and register_visible(doc, key, reg.id):
             leaves[key] = reg.value
-    for kind in (doc.sets, doc.lists, doc.texts):
+    for kind in (doc.sets, doc.lists, doc.texts, doc.field_counters):
         for key in kind:
             if is_path(key) and (below is None or key.startswith(below)):
                 leaves.setdefault(key, None)
@@ -158,10 +171,23 @@ def render(doc: Document, flat: dict[str, Value]) -> dict[str, Value]:
 
 
 def map_value(doc: Document, key: str) -> dict[str, Value]:
-    """The map at ``key`` as :func:`render` shows it (only what lies below ``key`` is read)."""
+    """The map at ``key`` as :func:`render` shows it (only what lies below ``key`` is read):
+    a list element's map merged over the dict the element holds, as in the list's value."""
     children, leaves = _tree(doc, key)
-    value = _value(doc, key, children, leaves, doc.get(key)) if key not in doc.lists else None
+    value = _value(doc, key, children, leaves, _own(doc, key)) if key not in doc.lists else None
     return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _own(doc: Document, key: str) -> Value:
+    """What ``key`` holds itself: its register, or for a list element's map the element."""
+    found = split(key) if is_path(key) else None
+    if found is None:
+        return doc.get(key)
+    parent, element = found
+    if not isinstance(element, OpId) or parent not in doc.lists:
+        return doc.get(key)
+    held = dict(_elements(doc.lists[parent])).get(element)
+    return held if held is not None else doc.get(key)
 
 
 def _value(
@@ -180,6 +206,9 @@ def _value(
         return text_value(doc.texts[key]) or None
     if key in doc.sets:
         return doc.sets[key].values() or None
+    if key in doc.field_counters:
+        counter = doc.field_counters[key]
+        return counter.value if counter else None
     below = _map(doc, key, children, leaves)
     if below:
         return {**(base if isinstance(base, dict) else {}), **below}

@@ -1,6 +1,6 @@
 """Snapshots: the canonical bytes of a document's whole state, and back.
 
-    [version=1, versions, registers, counters, sets, lists, texts, (cleared)]
+    [version=1, versions, registers, counters, sets, lists, texts, (cleared, (field counters))]
 
 * ``versions``: ``[[actor, last counter], ...]`` sorted by actor. Sequences name actors by their
   index in this list.
@@ -16,6 +16,10 @@
 * ``cleared`` (only when a nested field was ever deleted, so older snapshots keep their
   bytes): ``[[key, [[actor, counter], ...]], ...]``, the greatest ``seen`` of the deletes of
   each key (:mod:`microsync.state.nesting`).
+* ``field counters`` (only when a counter in a nested map holds adds; ``cleared`` is then
+  written, empty if need be): ``[[key, [[actor, [[counter, delta], ...]], ...]], ...]``, the
+  adds no delete has removed (:class:`~microsync.state.counter.FieldCounter`), actors sorted,
+  adds in counter order.
 
 A key is a top-level key or a stored path (:mod:`microsync.state.paths`).
 
@@ -36,7 +40,7 @@ from microsync.encoding import Value, expect_bytes, expect_int, expect_list, exp
 from microsync.errors import DecodeError
 from microsync.state.clock import Timestamp
 from microsync.state.codec import MAX_KEY, VERSION, UnknownOpVersion, check_value
-from microsync.state.counter import PNCounter
+from microsync.state.counter import FieldCounter, PNCounter
 from microsync.state.document import Document
 from microsync.state.ids import MAX_ACTOR, MAX_COUNTER, OpId
 from microsync.state.listcrdt import ListCRDT
@@ -88,13 +92,20 @@ def encode_snapshot(doc: Document) -> bytes:
     ]
     versions: list[Value] = [[a, doc.versions[a]] for a in actors]
     top: list[Value] = [VERSION, versions, regs, counters, sets, lists, texts]
-    if doc.cleared:  # only nested documents have it: older snapshots keep their bytes
+    fields: list[Value] = [
+        [k, [[a, [[c, d] for c, d in adds]] for a, adds in sorted(f.adds.items())]]
+        for k, f in sorted(doc.field_counters.items())
+        if f
+    ]
+    if doc.cleared or fields:  # only nested documents have it: older snapshots keep their bytes
         top.append(
             [
                 [k, [[a, c] for a, c in sorted(seen.items())]]
                 for k, seen in sorted(doc.cleared.items())
             ]
         )
+    if fields:
+        top.append(fields)
     return encoding.encode(top)
 
 
@@ -151,10 +162,10 @@ def decode_snapshot(data: bytes, doc: Document) -> Document:
     )
     if not top or top[0] != VERSION or type(top[0]) is not int:
         raise UnknownOpVersion("unknown snapshot version")
-    if len(top) not in (7, 8):
-        raise DecodeError("snapshot: expected 7 or 8 fields")
+    if len(top) not in (7, 8, 9):
+        raise DecodeError("snapshot: expected 7 to 9 fields")
     _, versions, regs, counters, sets, lists, texts = top[:7]
-    for path, seen in _keyed(top[7] if len(top) == 8 else []):
+    for path, seen in _keyed(top[7] if len(top) >= 8 else []):
         mark = doc.cleared[path] = {}
         for item in expect_list(seen, "seen"):
             who, last = expect_list(item, "seen", 2)
@@ -173,6 +184,8 @@ def decode_snapshot(data: bytes, doc: Document) -> Document:
         for t in expect_list(totals, "counter"):
             actor, p, n = expect_list(t, "total", 3)
             c.totals[_actor(actor)] = (expect_int(p, "p", 0, 2**64), expect_int(n, "n", 0, 2**64))
+    for k, adds in _keyed(top[8] if len(top) == 9 else []):
+        doc.field_counters[k] = _restore_field_counter(k, adds, doc.versions)
     for k, elements in _keyed(sets):
         s = doc.sets[k] = ORSet()
         for e in expect_list(elements, "set"):
@@ -208,6 +221,23 @@ def _keyed(items: Value) -> Iterator[tuple[str, Value]]:
     for item in expect_list(items, "section"):
         k, body = expect_list(item, "entry", 2)
         yield _key(k), body
+
+
+def _restore_field_counter(key: str, actors: Value, versions: dict[bytes, int]) -> FieldCounter:
+    if not is_path(key):
+        raise DecodeError("field counter: at a top-level key")
+    counter = FieldCounter()
+    for item in expect_list(actors, "field counter"):
+        actor, adds = expect_list(item, "field counter actor", 2)
+        a, last = _actor(actor), 0
+        for add in expect_list(adds, "adds"):
+            c, delta = expect_list(add, "add", 2)
+            number, d = _counter(c), expect_int(delta, "delta", -MAX_COUNTER, MAX_COUNTER)
+            if d == 0 or number <= last or number > versions.get(a, 0):
+                raise DecodeError("field counter: an add out of order, zero or not applied")
+            counter.add(OpId(number, a), d)
+            last = number
+    return counter  # actors out of order: the canonical check refuses it
 
 
 def _restore_text(runs: Value, actors: list[bytes]) -> Sequence:

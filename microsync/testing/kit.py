@@ -21,6 +21,13 @@ rng=...)``: each device draws its keys from its own seeded stream
 (:func:`~microsync.testing.device.device_rng`). The app gets the same ``Device`` and ``Group``
 objects it gets in production; the kit never reaches into a replica.
 
+**Clock.** One :class:`FakeClock` for everything: the devices, their groups, and the
+certificate checks of every handshake the kit runs or serves (``handshake(..., clock=)``). It
+starts at ``start`` (Unix ms or an aware ``datetime``; default :data:`KIT_EPOCH`, a fixed
+instant, never this machine's time), so a scenario can be set in 2001 or 2030 and a seed
+gives the same run on any day. Only the connections' own timers (keepalive, idle timeout)
+keep real time: they measure the pipe, and a test's clock may jump hours.
+
 **Transport.** Every exchange is a real connection: the Noise handshake, then a sync session
 (:class:`~microsync.net.connection.SyncConnection`) or an invite pairing, over a
 :func:`~microsync.testing.pipe.memory_pipe`, served on the far side by the device's own
@@ -57,11 +64,11 @@ import contextlib
 import os
 import random
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 
-from microsync.clock import now_ms
 from microsync.errors import HandshakeError, MicrosyncError, PeerUnreachable
 from microsync.group.invite import InvitePurpose, PairingGuest
 from microsync.group.invite.payloads import DeviceCandidate
@@ -73,10 +80,27 @@ from microsync.testing.clock import FakeClock
 from microsync.testing.device import device_rng
 from microsync.testing.pipe import MemoryStream, PipeFaults, memory_pipe
 
-__all__ = ["AppKit"]
+__all__ = ["KIT_EPOCH", "AppKit"]
+
+KIT_EPOCH: Final = 1_767_225_600_000
+"""Where a kit's clock starts unless told (2026-01-01T00:00:00Z, in Unix ms): fixed, so a
+seed gives the same run on any day."""
 
 MAX_CUT_BYTES = 8 * 1024
 """A dropped connection is cut somewhere in its first this many bytes."""
+
+
+def _start_ms(start: int | datetime | None) -> int:
+    """Unix ms of ``start`` (:data:`KIT_EPOCH` if ``None``; a datetime must be aware)."""
+    if start is None:
+        return KIT_EPOCH
+    if isinstance(start, datetime):
+        if start.tzinfo is None:
+            raise ValueError("start: a datetime with a time zone (datetime(..., tzinfo=UTC))")
+        return round(start.timestamp() * 1000)
+    if type(start) is not int or start < 0:
+        raise ValueError("start: Unix milliseconds (an int >= 0) or an aware datetime")
+    return start
 
 
 class AppKit:
@@ -89,17 +113,19 @@ class AppKit:
         *,
         seed: int = 0,
         clock: FakeClock | None = None,
+        start: int | datetime | None = None,
         drop: float = 0.0,
         delay_ms: float = 0.0,
         timeout: float = 10.0,
     ) -> None:
         if not 0.0 <= drop < 1.0:
             raise ValueError("drop is a probability below 1 (every sync must be able to finish)")
+        if clock is not None and start is not None:
+            raise ValueError("give a clock or where it starts, not both")
         self.root = Path(root)
         self.seed = seed
-        # starting at the real time: a handshake checks certificates against this machine's
-        # clock (microsync.net.connection), the app against the fake one
-        self.clock = clock if clock is not None else FakeClock(now_ms())
+        # every device, and every handshake the kit runs or serves, reads this one clock
+        self.clock = clock if clock is not None else FakeClock(_start_ms(start))
         self.drop = drop
         self.delay_ms = delay_ms
         self.timeout = timeout
@@ -200,7 +226,7 @@ class AppKit:
         far, near = b._net, a._net
         assert far is not None and near is not None
         far.spawn(far.serve(theirs), f"kit connection from {a.name}")
-        secure = await handshake(ours, a._identity, initiator=True, rng=a.rng)
+        secure = await handshake(ours, a._identity, initiator=True, rng=a.rng, clock=self.clock)
         connection = near.open_connection(secure, initiator=True)
         self._live[(a, b)] = ours
         done = asyncio.ensure_future(connection.synced.wait())
@@ -340,7 +366,7 @@ class AppKit:
             served = asyncio.ensure_future(runtime.serve(theirs))
             try:
                 secure: SecureStream = await handshake(
-                    ours, identity, initiator=True, purpose=purpose, rng=rng
+                    ours, identity, initiator=True, purpose=purpose, rng=rng, clock=self.clock
                 )
                 yield secure
             finally:
