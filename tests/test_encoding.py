@@ -593,3 +593,73 @@ def test_expect_int_accepts_exactly_non_bool_ints_in_range(value: Value) -> None
     else:
         assert ok
         assert result == value
+
+
+# --------------------------------------------------------------------------- the model check
+
+
+def _reference_check(value: object, depth: int) -> None:
+    """The model check item by item, as ``_check_model`` was written before it looked at a
+    container's item types first: the fast one must accept and refuse exactly the same."""
+    if depth < 0:
+        raise DecodeError("nested too deeply")
+    kind = type(value)
+    if value is None or kind is bool or kind is str or kind is bytes:
+        return
+    if kind is int:
+        if not INT_MIN <= value <= INT_MAX:  # type: ignore[operator]
+            raise DecodeError("integer out of the 64-bit range")
+        return
+    if kind is float:
+        if value != value:  # NaN
+            raise DecodeError("NaN is not allowed")
+        return
+    if kind is list:
+        for item in value:  # type: ignore[attr-defined]
+            _reference_check(item, depth - 1)
+        return
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str and type(key) is not int:
+                raise DecodeError("map keys must be text or integers")
+            _reference_check(key, depth - 1)
+            _reference_check(item, depth - 1)
+        return
+    raise DecodeError(f"type not allowed: {kind.__name__}")
+
+
+outside = st.one_of(
+    st.sampled_from([2**64, INT_MIN - 1, float("nan"), (1,), frozenset(), bytearray(b"x")]),
+    st.just(object()),
+)
+loose_scalars = st.one_of(scalars, outside)
+
+
+def loose_values(levels: int) -> st.SearchStrategy[Any]:
+    """Values that are mostly in the model, with things outside it anywhere (keys too)."""
+    if levels == 0:
+        return loose_scalars
+    child = loose_values(levels - 1)
+    loose_keys = st.one_of(keys, st.sampled_from([2**64, True, 1.5, b"k", None]))
+    return st.one_of(
+        loose_scalars,
+        st.lists(child, max_size=5),
+        st.dictionaries(loose_keys, child, max_size=4),
+    )
+
+
+@settings(max_examples=600, deadline=None)
+@given(loose_values(4), st.integers(0, 5))
+def test_the_model_check_accepts_and_refuses_what_the_item_by_item_check_does(
+    value: Any, limit: int
+) -> None:
+    from microsync.encoding import _check_model
+
+    def verdict(check: Any) -> bool:
+        try:
+            check(value, limit)
+        except DecodeError:
+            return False
+        return True
+
+    assert verdict(_check_model) == verdict(_reference_check)

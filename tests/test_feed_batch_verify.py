@@ -78,7 +78,7 @@ def test_verify_many_agrees_with_verify_one_at_a_time(
     expected = _one_by_one(items)
     assert verify_many(labels.ENTRY_SIGNATURE, items) == expected
     threaded = verify_in_threads(labels.ENTRY_SIGNATURE, items, workers=workers or 2)
-    assert threaded == expected
+    assert list(threaded) == expected
 
 
 def test_verify_many_refuses_a_key_of_the_wrong_size_as_verify_does() -> None:
@@ -95,8 +95,12 @@ def test_verify_many_refuses_a_key_of_the_wrong_size_as_verify_does() -> None:
 def test_a_failure_in_a_helper_thread_reaches_the_caller() -> None:
     good = [_signed(0, n) for n in range(2 * PARALLEL_AT)]
     broken = (good[-1][0], "not bytes", good[-1][2])  # fails in the last share's thread
+    answers = verify_in_threads(labels.ENTRY_SIGNATURE, [*good, broken], workers=2)  # type: ignore[list-item]
+    assert answers[0] is True  # the chunks without it answer
     with pytest.raises(TypeError):
-        verify_in_threads(labels.ENTRY_SIGNATURE, [*good, broken], workers=2)  # type: ignore[list-item]
+        list(answers)  # the reader of an answer in its chunk hears of it
+    with pytest.raises(TypeError):
+        answers[-1]
 
 
 # --- the feed layer's batch path against one ingest per item ------------------------------

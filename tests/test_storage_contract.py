@@ -223,6 +223,43 @@ def test_a_refused_write_leaves_the_transaction_usable(store: Store) -> None:
     assert store.feed_status(GROUP, A).head_seq == 2
 
 
+def test_insert_entries_stores_what_one_insert_entry_each_would(store: Store) -> None:
+    one_by_one = MemoryStore()
+    for entry, body in [*ALICE_FEED[:4], *BOB_FEED]:
+        one_by_one.insert_entry(entry, body)
+    with store.transaction():
+        store.insert_entries(ALICE_FEED[:1])
+        assert store.feed_status(GROUP, A).head_seq == 1  # a read inside sees it
+        store.insert_entries([*ALICE_FEED[1:3], *BOB_FEED, ALICE_FEED[3]])
+        store.insert_entries([])
+    assert store.dump() == one_by_one.dump()
+    assert store.feed_status(GROUP, A) == FeedStatus(head_seq=4, head_id=ALICE_FEED[3][0].id)
+    assert [s.body for s in store.entries(GROUP, BOB.device_id)] == [b for _, b in BOB_FEED]
+
+
+@pytest.mark.parametrize("taken", ["stored already", "twice in the batch", "a fork of a stored"])
+def test_insert_entries_stores_none_when_any_position_or_id_is_taken(
+    store: Store, taken: str
+) -> None:
+    fill(store, ALICE_FEED[:2])
+    before = store.dump()
+    clash = {
+        "stored already": [ALICE_FEED[2], ALICE_FEED[1]],
+        "twice in the batch": [ALICE_FEED[2], BOB_FEED[0], ALICE_FEED[2]],
+        "a fork of a stored": [BOB_FEED[0], ALICE_FORK[1], ALICE_FEED[2]],
+    }[taken]
+    with store.transaction():
+        store.put_meta("kept", b"1")
+        with pytest.raises(StorageError):
+            store.insert_entries(clash)
+        assert store.dump() != before  # the meta write stays: only the batch is undone
+        store.insert_entries(ALICE_FEED[2:3])  # the transaction goes on
+    assert store.get_meta("kept") == b"1"
+    assert store.feed_status(GROUP, A).head_seq == 3
+    assert store.feeds(GROUP).keys() == {A}
+    assert store.entry_at(GROUP, BOB.device_id, 1) is None
+
+
 @pytest.mark.parametrize(
     ("after_seq", "limit", "expected"),
     [

@@ -134,38 +134,77 @@ class AppOp(metaclass=_Dispatch):
     @classmethod
     def from_bytes(cls, data: bytes) -> AppOperation:
         """Decode strictly (:class:`DecodeError` for unknown kinds or fields, wrong types,
-        oversize values)."""
-        value = encoding.decode(data, max_size=_MAX_BYTES)
-        if not isinstance(value, list) or len(value) != 3:
-            raise DecodeError("app op: expected [version, kind, fields]")
-        version, kind, fields = value
-        if version != _VERSION:
-            raise DecodeError("app op: unknown version")
-        try:
-            parsed = Kind(kind) if type(kind) is int else None
-        except ValueError:
-            parsed = None
-        if parsed is None:
-            raise DecodeError("app op: unknown kind")
-        if not isinstance(fields, dict) or not all(type(k) is str for k in fields):
-            raise DecodeError("app op: fields must be a map of names")
-        _check(parsed, fields)
-        args: dict[str, object] = {}
-        for key, item in fields.items():
-            name = str(key)
-            if name in ("attachments", "removes"):
-                assert isinstance(item, list)
-                args[name] = tuple(item)
-            elif name == "parts":
-                args[name] = parts_from_value(item)
-            elif name in ("cursor", "upto"):
-                assert isinstance(item, list)
-                args[name] = tuple((pair[0], pair[1]) for pair in item)  # type: ignore[index]
-            elif name == "precision":
-                args[name] = Precision(str(item))
-            else:
-                args[name] = item
-        return _CLASSES[parsed](**args)  # type: ignore[arg-type]
+        oversize values). A post of text only, the common case, is read directly
+        (:func:`_text_post`); everything else, and every error, is the generic path's."""
+        post = _text_post(data) if type(data) is bytes else None
+        return _from_bytes_strict(data) if post is None else post
+
+
+def _from_bytes_strict(data: bytes) -> AppOperation:
+    """:meth:`AppOp.from_bytes` by the generic strict decoder alone (what decides errors)."""
+    value = encoding.decode(data, max_size=_MAX_BYTES)
+    if not isinstance(value, list) or len(value) != 3:
+        raise DecodeError("app op: expected [version, kind, fields]")
+    version, kind, fields = value
+    if version != _VERSION:
+        raise DecodeError("app op: unknown version")
+    try:
+        parsed = Kind(kind) if type(kind) is int else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        raise DecodeError("app op: unknown kind")
+    if not isinstance(fields, dict) or not all(type(k) is str for k in fields):
+        raise DecodeError("app op: fields must be a map of names")
+    _check(parsed, fields)
+    args: dict[str, object] = {}
+    for key, item in fields.items():
+        name = str(key)
+        if name in ("attachments", "removes"):
+            assert isinstance(item, list)
+            args[name] = tuple(item)
+        elif name == "parts":
+            args[name] = parts_from_value(item)
+        elif name in ("cursor", "upto"):
+            assert isinstance(item, list)
+            args[name] = tuple((pair[0], pair[1]) for pair in item)  # type: ignore[index]
+        elif name == "precision":
+            args[name] = Precision(str(item))
+        else:
+            args[name] = item
+    return _CLASSES[parsed](**args)  # type: ignore[arg-type]
+
+
+_TEXT_POST: Final = bytes.fromhex("830101a164") + b"text"
+"""``[1, 1, {"text": ...`` in canonical CBOR: the start of every post that is text only."""
+_TEXT_POST_LEN: Final = len(_TEXT_POST)
+
+
+def _text_post(data: bytes) -> PostOp | None:
+    """The post in ``data`` if it is exactly ``[1, 1, {"text": text}]`` in canonical CBOR
+    with a valid text, else ``None`` (the generic decoder then decides). Canonical means the
+    text's length has its shortest head; the text must be valid UTF-8 (as cbor2 requires), at
+    most :data:`MAX_TEXT` bytes, and end the data."""
+    pos = _TEXT_POST_LEN
+    if data[:pos] != _TEXT_POST or len(data) <= pos:
+        return None
+    head = data[pos]
+    if not 0x60 <= head <= 0x7B:  # major type 3 (text), a definite length
+        return None
+    size, pos = head - 0x60, pos + 1
+    if size >= 24:
+        width = 1 << (size - 24)  # 1, 2, 4 or 8 bytes of length follow
+        size = int.from_bytes(data[pos : pos + width], "big")
+        pos += width
+        if size < (24 if width == 1 else 1 << (4 * width)):
+            return None  # a shorter head would do: not canonical
+    if pos + size != len(data) or size > MAX_TEXT:
+        return None
+    try:
+        text = data[pos:].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return PostOp(text=text)
 
 
 @dataclass(frozen=True, slots=True)

@@ -214,10 +214,11 @@ class Timeline:
         gives the same state; this one makes events come out in time order)."""
         changes: list[Change] = []
         ready: list[tuple[int, bytes, AppEntry]] = []
+        applied = self.applied
         for entry in entries:
-            if entry.id in self.applied or entry.id in self._waiting:
+            if entry.id in applied or entry.id in self._waiting:
                 continue
-            missing = {d for d in entry.deps if d not in self.applied}
+            missing = {d for d in entry.deps if d not in applied} if entry.deps else None
             if missing:
                 self._waiting[entry.id] = entry
                 self._blocked[entry.id] = len(missing)
@@ -264,7 +265,7 @@ class Timeline:
         if entry.seq > self.frontier.get(entry.device, 0):
             self.frontier[entry.device] = entry.seq
             self.latest[entry.device] = entry.id
-        self.heads -= set(entry.deps)
+        self.heads.difference_update(entry.deps)
         self.heads.add(entry.id)
         self.active[entry.person] = max(self.active.get(entry.person, 0), self.shown_at(entry))
         change = self._change(entry)

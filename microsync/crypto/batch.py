@@ -28,8 +28,9 @@ __all__ = ["PARALLEL_AT", "BatchVerify", "Signed", "verify_many"]
 
 Signed = tuple[bytes, bytes, bytes]
 """``(public key, message, signature)``."""
-BatchVerify = Callable[[Label, Sequence[Signed]], list[bool]]
-"""Check a batch under one label; answers in order (:func:`verify_many`'s contract)."""
+BatchVerify = Callable[[Label, Sequence[Signed]], Sequence[bool]]
+"""Check a batch under one label; answers in order (:func:`verify_many`'s contract), which
+may be worked out as they are read (``microsync.node.parallel.Verdicts``)."""
 PARALLEL_AT: Final = 32
 """Batches smaller than this are not worth handing to several threads (a thread start costs
 about as much as two checks); the feed layer checks them one by one as it places them."""

@@ -36,8 +36,8 @@ import enum
 from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 
-from microsync.crypto import SigningKey, labels
-from microsync.crypto.batch import PARALLEL_AT, BatchVerify, verify_many
+from microsync.crypto import SigningKey
+from microsync.crypto.batch import BatchVerify, verify_many
 from microsync.errors import (
     AuthorNotCertified,
     BadForkEvidence,
@@ -50,6 +50,7 @@ from microsync.errors import (
     SequenceGap,
     VerificationError,
 )
+from microsync.feed.batch import PlainAppends, verify_ahead
 from microsync.feed.entry import (
     MAX_BODY_SIZE,
     Entry,
@@ -136,26 +137,34 @@ def ingest_many(
     (the same id is the same signed bytes), not checked again.
     A rejected item leaves no trace and does not stop the batch: its error is returned in its
     place. A storage failure rolls back the whole batch and is raised. ``verify`` checks the
-    batch's signatures at once (:func:`_verify_ahead`; a device passes one that uses every
-    core).
+    batch's signatures at once (``feed.batch.verify_ahead``; a device passes one that uses
+    every core). Plain appends are stored with one statement (``feed.batch.PlainAppends``).
     """
     results: list[Ingested | MicrosyncError] = []
     room = _Room(group_pending_room)
     with store.transaction():
         checked = [_checked_or_error(group, wire, body) for wire, body in items]
-        verdicts = _verify_ahead(store, checked, verify, verified)
+        verdicts = verify_ahead(store, checked, verify, verified)
+        appends = PlainAppends(store)
         for item in checked:
             if isinstance(item, MicrosyncError):
                 results.append(item)
                 continue
             entry, body = item
+            verdict = verdicts.get(entry.id)
+            if appends.take(entry, body, verdict):
+                results.append(Ingested(outcome=Outcome.ACCEPTED, entry=entry, accepted=(entry,)))
+                continue
+            appends.flush()
             try:
                 quota = _Quota(pending_quota, room)
-                results.append(_place(store, entry, body, quota, verdicts.get(entry.id)))
+                results.append(_place(store, entry, body, quota, verdict))
             except MicrosyncError as error:
                 if not _is_input_error(error):
                     raise
                 results.append(error)
+        appends.flush()
+        verdicts.settle()
     return results
 
 
@@ -168,38 +177,6 @@ def _checked_or_error(
         if not _is_input_error(error):
             raise
         return error
-
-
-def _verify_ahead(
-    store: FeedStore,
-    checked: Sequence[tuple[Entry, bytes | None] | MicrosyncError],
-    verify: BatchVerify,
-    verified: Container[EntryId] = frozenset(),
-) -> dict[EntryId, bool]:
-    """The signatures of a batch that :func:`_place` will check, checked at once by
-    ``verify``: those of certified authors' entries
-    past their feed's head, each distinct entry once. An entry the rules refuse before its
-    signature is checked (a wrong ``prev``, a forked feed) may be checked here for nothing:
-    at most one check per item received, what a valid entry costs anyway."""
-    wanted: dict[EntryId, Entry] = {}
-    known: dict[EntryId, bool] = {}
-    for item in checked:
-        if isinstance(item, MicrosyncError):
-            continue
-        entry = item[0]
-        h = entry.header
-        if entry.id in verified:
-            known[entry.id] = True
-            continue
-        if entry.id in wanted or store.author_status(h.device) is not AuthorStatus.CERTIFIED:
-            continue
-        if h.seq > store.feed_status(h.group, h.device).head_seq:
-            wanted[entry.id] = entry
-    if len(wanted) < PARALLEL_AT:
-        return known  # the others checked one by one as they are placed
-    signed = [(e.header.device, e.header_bytes, e.signature) for e in wanted.values()]
-    known.update(zip(wanted, verify(labels.ENTRY_SIGNATURE, signed), strict=True))
-    return known
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ shared contract suite in ``tests/test_storage_contract.py``.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -79,6 +79,11 @@ class FeedStore(Protocol):
 
     def insert_entry(self, entry: Entry, body: bytes | None) -> None:
         """Store ``entry`` (and its body) and make it the feed's head."""
+        ...
+
+    def insert_entries(self, items: Sequence[tuple[Entry, bytes | None]]) -> None:
+        """:meth:`insert_entry` of each item, in order, at once (a batch of appends). If any
+        position or id is taken (in the store or twice in ``items``), none is stored."""
         ...
 
     def delete_body(self, entry_id: EntryId) -> None: ...

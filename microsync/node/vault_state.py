@@ -52,6 +52,7 @@ class VaultFold:
         self._where: dict[ChunkId, tuple[BlobId, int]] = {}  # address -> (blob, index)
         self._where_of: frozenset[BlobId] = frozenset()  # the blobs ``_where`` maps
         self._admins: dict[DeviceId, tuple[Window, ...]] = {}  # the admin stretches folded with
+        self._folded_any = False  # whether a vault entry was ever folded (or locked) here
 
     def __repr__(self) -> str:
         return f"VaultFold({len(self._index.refs)} blobs)"
@@ -124,8 +125,8 @@ class VaultFold:
         store. Returns the blobs shown before, if it starts again."""
         admins = dict(self._replica.state.admin_windows)
         moved, self._admins = admins != self._admins, admins
-        if not moved or not self._loaded:
-            return None
+        if not moved or not self._loaded or not self._folded_any:
+            return None  # no vault entry folded yet: the stretches decided nothing to redo
         shown = dict(self._index.refs)
         self._index = VaultIndex(quota=self._index.quota)
         self._seen, self._bodies = {}, {}
@@ -174,6 +175,7 @@ class VaultFold:
     def _update(self, fresh: Sequence[StoredEntry]) -> dict[BlobId, BlobRef] | None:
         """Fold ``fresh`` and what waited; purge, forget and announce what changed."""
         fold = self._opener
+        self._folded_any |= bool(fresh)
         for stored in fresh:
             self._bodies[stored.entry.id] = stored.body
         retry = builtins.list(fold.locked.values())

@@ -6,7 +6,7 @@ them if the block raises, so a failed write leaves nothing behind, exactly like 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -144,6 +144,16 @@ class MemoryStore:
         self._t.by_id[entry.id] = key
         old = self._t.feeds.get((h.group, h.device), FeedStatus())
         self._t.feeds[(h.group, h.device)] = replace(old, head_seq=h.seq, head_id=entry.id)
+
+    def insert_entries(self, items: Sequence[tuple[Entry, bytes | None]]) -> None:
+        self._check_open()
+        keys = [(e.header.group, e.header.device, e.header.seq) for e, _ in items]
+        ids = [e.id for e, _ in items]
+        taken = any(k in self._t.entries for k in keys) or any(i in self._t.by_id for i in ids)
+        if taken or len(set(keys)) < len(keys) or len(set(ids)) < len(ids):
+            raise StorageError("entry already stored")
+        for entry, body in items:
+            self.insert_entry(entry, body)
 
     def delete_body(self, entry_id: EntryId) -> None:
         self._check_open()

@@ -40,12 +40,11 @@ back). Inside a transaction, feed status is cached too, and the ``feeds`` row of
   writes keep the cached answer up to date (``insert_entry`` moves the head, ``insert_pending``
   counts one more pending entry). ``delete_pending`` and ``record_fork`` drop the feed's
   cached answer, so the next ``feed_status`` asks the database again.
-* ``insert_entry`` runs one statement (the entry's row holds its body) and marks the feed's
-  head dirty. Dirty
-  heads are written by one ``executemany`` upsert before any statement that reads the
-  ``feeds`` table, and at the latest just before ``COMMIT``, inside the same transaction: the
-  head is never committed without its entries, nor entries without their head. (``record_fork``
-  writes only ``forked_at``, so its upsert and a later head upsert commute.)
+* ``insert_entry`` runs one statement (the entry's row holds its body), ``insert_entries`` one
+  ``executemany`` for a batch; both mark the feed's head dirty. Dirty heads are written by one
+  ``executemany`` upsert before any statement that reads ``feeds``, and at the latest just
+  before ``COMMIT``, in the same transaction: the head is never committed without its entries,
+  nor entries without their head. (``record_fork`` writes only ``forked_at``: it commutes.)
 * Both caches are dropped when the outermost block ends, whether it commits, rolls back or was
   aborted by a storage error, so nothing cached outlives the transaction it was read in.
 """
@@ -381,13 +380,34 @@ class SqliteStore(ChunkMethods):
     def insert_entry(self, entry: Entry, body: bytes | None) -> None:
         h = entry.header
         self._sql(sql.INSERT_ENTRY, (h.group, h.device, h.seq, entry.id, entry.wire, body))
+        self._moved(entry)
+
+    def _moved(self, entry: Entry) -> None:
+        """``entry`` was stored: it is its feed's head (cached, written before COMMIT)."""
+        h = entry.header
         key = (bytes(h.group), bytes(h.device))
-        self._dirty_heads[key] = (h.seq, entry.id)  # written before COMMIT (_write_heads)
+        self._dirty_heads[key] = (h.seq, entry.id)
         cached = self._feeds.get(key)
         if cached is not None:
             self._feeds[key] = FeedStatus(  # not dataclasses.replace: this is the hot path
                 head_seq=h.seq, head_id=entry.id, forked_at=cached.forked_at, pending=cached.pending
             )
+
+    @_atomic
+    def insert_entries(self, items: Sequence[tuple[Entry, bytes | None]]) -> None:
+        """One ``executemany`` in a savepoint: a taken position or id leaves none of it."""
+        rows = [(e.header.group, e.header.device, e.header.seq, e.id, e.wire, b) for e, b in items]
+        self._execute_control("SAVEPOINT entries")
+        try:
+            self._sql_many(sql.INSERT_ENTRY, rows)
+        except StorageError:
+            if not self._aborted:
+                self._execute_control("ROLLBACK TO entries")
+                self._execute_control("RELEASE entries")
+            raise
+        self._execute_control("RELEASE entries")
+        for entry, _ in items:
+            self._moved(entry)
 
     @_atomic
     def delete_body(self, entry_id: EntryId) -> None:
