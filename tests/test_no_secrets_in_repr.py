@@ -708,6 +708,10 @@ ASYNC_BUILT = {
 """Classes built by the async test below (a real profile on SQLite)."""
 
 PUBLIC: dict[str, str] = {
+    "microsync.net.ws_frames.Frame": "a WebSocket frame: opcode and the relayed ciphertext; "
+    "its mask is the RFC 6455 client mask, sent in clear on the wire",
+    "microsync.net.ws_frames._Header": "a WebSocket frame header: opcode, length and the "
+    "RFC 6455 client mask, all sent in clear on the wire",
     "microsync.crypto.keys.VerifyKey": "an Ed25519 public key",
     "microsync.app.viewers.Envelope": "a sealed location copy: device ids, times, a public "
     "ephemeral key, a nonce and ciphertext (what the wire carries)",
