@@ -71,6 +71,14 @@ class Checkpointer:
         size = self._wal_size()
         if size < self._mark:
             self._mark = size  # the log restarted and was truncated
+        if size > WAL_HARD_LIMIT:
+            # Checked at every commit, and under the thread's lock: a passive checkpoint run
+            # while the thread's own is in progress is refused as busy, so a loaded machine
+            # whose thread never catches up would let the WAL grow commit after commit. Run
+            # here, between two commits, the checkpoint copies every frame and the next write
+            # restarts the log.
+            with self.lock, suppress(sqlite3.Error):  # best effort: the next commit retries
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         if self._commits < WAKE_COMMITS and size - self._mark < WAKE_BYTES:
             return
         self._commits, self._mark = 0, size
@@ -80,9 +88,6 @@ class Checkpointer:
             )
             self._thread.start()
         self._wake.set()
-        if size > WAL_HARD_LIMIT:
-            with suppress(sqlite3.Error):  # best effort: the next wake tries again
-                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def _wal_size(self) -> int:
         try:
