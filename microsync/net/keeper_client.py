@@ -311,12 +311,8 @@ class KeeperClient:
                     for cursor, item in zip(answer.cursors, answer.items, strict=True):
                         _check_order(cursor, after, before)
                         after, before = _advance(cursor, after, before, newest_first)
-                        try:
-                            data = mailbox.open(item)
-                        except DecryptionError:  # forged or moved: skip it, count it
-                            self.unreadable += 1
-                            continue
-                        yield Pulled(cursor=cursor, item=item.id, data=data)
+                        if (pulled := self._opened(mailbox, cursor, item)) is not None:
+                            yield pulled
             except BaseException:  # stopped early, or failed: drop what is still to come
                 for page in (current, ahead):
                     if page is not None and page[0] in self._machine.pending:
@@ -367,12 +363,8 @@ class KeeperClient:
                         for cursor, item in zip(answer.cursors, answer.items, strict=True):
                             _check_order(cursor, after, before)
                             after = cursor
-                            try:
-                                data = mailbox.open(item)
-                            except DecryptionError:  # forged or moved: skip it, count it
-                                self.unreadable += 1
-                                continue
-                            yield Pulled(cursor=cursor, item=item.id, data=data)
+                            if (pulled := self._opened(mailbox, cursor, item)) is not None:
+                                yield pulled
                     more = _expect(_refusal(answer), End).more
                     asked.popleft()
                     if not before and not asked and more:
@@ -385,6 +377,16 @@ class KeeperClient:
                     if request in self._machine.pending:
                         self._abandoned.add(request)
                 raise
+
+    def _opened(self, mailbox: Mailbox, cursor: int, item: SealedItem) -> Pulled | None:
+        """``item`` opened with the mailbox's key, or None (counted) if it does not open: a
+        forged item, or one moved from another mailbox, is skipped, not fatal."""
+        try:
+            data = mailbox.open(item)
+        except DecryptionError:
+            self.unreadable += 1
+            return None
+        return Pulled(cursor=cursor, item=item.id, data=data)
 
     async def _ask_page(
         self,
