@@ -379,8 +379,7 @@ class KeeperClient:
                 raise
 
     def _opened(self, mailbox: Mailbox, cursor: int, item: SealedItem) -> Pulled | None:
-        """``item`` opened with the mailbox's key, or None (counted) if it does not open: a
-        forged item, or one moved from another mailbox, is skipped, not fatal."""
+        """``item`` opened, or None (counted) if it does not: forged or moved, skipped."""
         try:
             data = mailbox.open(item)
         except DecryptionError:
