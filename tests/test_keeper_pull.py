@@ -5,6 +5,7 @@ loopback WebSocket."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -205,9 +206,11 @@ async def test_a_limited_newest_first_pull_asks_for_no_more_than_its_limit(
 
 
 @asynccontextmanager
-async def fake_keeper(pages: Callable[[Pull], list[int]]) -> AsyncIterator[str]:
+async def fake_keeper(
+    pages: Callable[[Pull], list[int]], more: Callable[[Pull], bool] = lambda _: True
+) -> AsyncIterator[str]:
     """A keeper of the test's own: proves anything, and answers each PULL with items at the
-    cursors ``pages(pull)`` names (garbage payloads), then END (more)."""
+    cursors ``pages(pull)`` names (garbage payloads), then END (``more(pull)``)."""
 
     async def handle(conn: ServerConnection) -> None:
         await conn.send(encode(Challenge(nonce=bytes(32), keeper=bytes(16))))
@@ -222,7 +225,7 @@ async def fake_keeper(pages: Callable[[Pull], list[int]]) -> AsyncIterator[str]:
                     await conn.send(
                         encode(Items(request=message.request, cursors=batch, items=sealed))
                     )
-                await conn.send(encode(End(request=message.request, more=True)))
+                await conn.send(encode(End(request=message.request, more=more(message))))
             elif isinstance(message, Prove):
                 await conn.send(encode(Proved(request=message.request)))
 
@@ -255,6 +258,54 @@ async def test_a_keeper_whose_full_page_goes_backwards_is_caught_before_anything
             async for _ in client.pull(box()):
                 pass
         assert len(pulls) == 1  # nothing asked ahead from a cursor the keeper made up
+
+
+class _Growing:
+    """A mailbox that gains items between the keeper's answers: each PULL is answered from
+    what it holds then (cursors 1..``count`` but those ``gone``), as one read of a real keeper
+    is, and ``growth`` more items land after each answer."""
+
+    def __init__(self, count: int, growth: list[int], gone: set[int]) -> None:
+        self.count, self.growth, self.gone = count, list(growth), gone
+        self.read_at: list[int] = []  # ``count`` when each PULL was answered
+
+    def held(self, pull: Pull) -> list[int]:
+        top = pull.before - 1 if pull.before else self.count
+        return [c for c in range(pull.after + 1, min(top, self.count) + 1) if c not in self.gone]
+
+    def page(self, pull: Pull) -> list[int]:
+        self.read_at.append(self.count)
+        return self.held(pull)[: pull.limit]
+
+    def more(self, pull: Pull) -> bool:  # asked for just after ``page``, before growing
+        more = len(self.held(pull)) > pull.limit
+        self.count += self.growth.pop(0) if self.growth else 0
+        return more
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    count=st.integers(0, 3 * MAX_PAGE),
+    growth=st.lists(st.integers(0, 2 * MAX_PAGE), max_size=10),
+    gone=st.sets(st.integers(1, 4000), max_size=300),
+)
+def test_a_pull_while_items_land_between_its_pages_skips_nothing(
+    count: int, growth: list[int], gone: set[int]
+) -> None:
+    """The CI failure of 2026-12-02: a range asked ahead was answered after more items landed,
+    above a range that had come back short at the top of what the keeper then held; the items
+    between were never asked for. Now everything the last read held is pulled, once, in order."""
+    mailbox = _Growing(count, growth, gone)
+
+    async def run() -> list[int]:
+        async with (
+            fake_keeper(mailbox.page, mailbox.more) as url,
+            await KeeperClient.connect(url) as client,
+        ):
+            return [p.cursor async for p in client.pull(box())]
+
+    got = asyncio.run(run())
+    assert got == [c for c in range(1, mailbox.read_at[-1] + 1) if c not in gone]
 
 
 # --- a device's catch-up --------------------------------------------------------------------

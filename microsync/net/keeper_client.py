@@ -20,9 +20,9 @@ Resumable both ways, at item granularity:
   cursor it processed (with :attr:`KeeperClient.keeper_id`) resumes exactly there; cursors are
   never reused by one keeper database, and another database has another id.
 
-Memory is bounded whatever a mailbox holds: a pull asks one page at a time and yields each item
-as it arrives (websockets' ``max_queue`` bounds what is buffered). One operation at a time per
-client: a second one started while a pull is being iterated raises ``LocalProtocolError``.
+Memory is bounded whatever a mailbox holds: a pull asks a few pages at a time and yields each
+item as it arrives (websockets' ``max_queue`` bounds what is buffered). One operation at a time:
+a second one started while a pull is being iterated raises ``LocalProtocolError``.
 """
 
 from __future__ import annotations
@@ -314,9 +314,7 @@ class KeeperClient:
                         if (pulled := self._opened(mailbox, cursor, item)) is not None:
                             yield pulled
             except BaseException:  # stopped early, or failed: drop what is still to come
-                for page in (current, ahead):
-                    if page is not None and page[0] in self._machine.pending:
-                        self._abandoned.add(page[0])
+                self._drop(page[0] for page in (current, ahead) if page is not None)
                 raise
 
     async def _pull_ahead(self, mailbox: Mailbox, after: int) -> AsyncGenerator[Pulled, None]:
@@ -326,10 +324,10 @@ class KeeperClient:
         comes back full, the next pages are asked for as *ranges*: ``after < cursor < after +
         MAX_PAGE + 1`` holds at most :data:`MAX_PAGE` cursors, so each range is one whole page
         whatever the keeper holds, and it can be asked for before the one below it arrived.
-        While ranges come back full, another is asked for as each one fills. A range that comes
-        back short (the end, or items deleted) stops that; once the ranges asked for are read,
-        an open-ended request from the top of the last one says what is left, as a plain pull
-        would: nothing is skipped, whatever the gaps."""
+        While ranges come back full, another is asked for as each one fills. A range short of
+        its top (the end when the keeper read it, or items deleted) drops those above it, which
+        may have been read after more arrived; then an open-ended request from the last cursor
+        says what is left: nothing is skipped, whatever the gaps or the pushes meanwhile."""
         with self._operation():
             await self._prove(mailbox)
             asked: deque[tuple[int, int]] = deque()  # (request, its ``before``; 0: open-ended)
@@ -340,8 +338,7 @@ class KeeperClient:
                 before = top + MAX_PAGE + 1 if ranged else 0
                 request, _ = await self._ask_page(mailbox, top, before, False, False, _Pages(None))
                 asked.append((request, before))
-                if ranged:
-                    top += MAX_PAGE
+                top += MAX_PAGE if ranged else 0
 
             await ask(False)
             try:
@@ -367,16 +364,19 @@ class KeeperClient:
                                 yield pulled
                     more = _expect(_refusal(answer), End).more
                     asked.popleft()
-                    if not before and not asked and more:
-                        top = after  # cut short by deletions, more beyond: ask again
+                    if before and after < before - 1:  # short of its top: perhaps the end
+                        self._drop(r for r, _ in asked)  # then; those above read after more came
+                        asked.clear()
+                    if not asked and (before or more):  # what is left beyond, from one read
+                        top = after
                         await ask(False)
-                    if before and not asked:
-                        await ask(False)  # the ranges are read: what is left beyond them?
             except BaseException:  # stopped early, or failed: drop what is still to come
-                for request, _ in asked:
-                    if request in self._machine.pending:
-                        self._abandoned.add(request)
+                self._drop(r for r, _ in asked)
                 raise
+
+    def _drop(self, requests: Iterable[int]) -> None:
+        """Forget these pulls: their answers still to come are skipped."""
+        self._abandoned.update(r for r in requests if r in self._machine.pending)
 
     def _opened(self, mailbox: Mailbox, cursor: int, item: SealedItem) -> Pulled | None:
         """``item`` opened, or None (counted) if it does not: forged or moved, skipped."""
