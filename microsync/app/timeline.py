@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 import heapq
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import assert_never
 
@@ -168,12 +169,16 @@ def named_by(op: AppOp) -> list[bytes]:
             assert_never(operation)
 
 
-def deps_for(op: AppOp, heads: Iterable[EntryId]) -> tuple[EntryId, ...]:
+def deps_for(op: AppOp, heads: AbstractSet[EntryId]) -> tuple[EntryId, ...]:
     """The ``deps`` of a new entry carrying ``op``: the entries it acts on, then as many of the
-    current heads as fit (``MAX_DEPS``)."""
+    current heads as fit (``MAX_DEPS``), the smallest ids first. A group whose history has
+    many heads (tens of thousands of entries nobody's later entry named) is not sorted whole
+    for every post: only the few smallest are picked (``heapq.nsmallest``, one pass)."""
     needed = sorted({EntryId(i) for i in named_by(op)})
-    rest = sorted(set(heads) - set(needed))
-    return tuple(needed + rest[: max(0, MAX_DEPS - len(needed))])
+    room = max(0, MAX_DEPS - len(needed))
+    smallest = heapq.nsmallest(room + len(needed), heads) if room else []
+    rest = [h for h in smallest if h not in needed][:room]
+    return tuple(needed + rest)
 
 
 class Timeline:

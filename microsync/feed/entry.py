@@ -19,7 +19,7 @@ What the body contains (ciphertext under an epoch key) is decided by the layers 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, NewType
+from typing import Final, NewType, cast
 
 from microsync import encoding
 from microsync.crypto import SIGNATURE_SIZE, SigningKey, VerifyKey, labelled_hash, labels
@@ -199,7 +199,7 @@ def _parse_fast(data: bytes) -> Header | None:
     Written out in one function (the one-byte integers and the 32-byte ids read in place, a
     call only for a longer integer): it runs once per entry received."""
     try:
-        # No size check needed: this shape (at most 23 deps) is under 1 KiB, far below
+        # No size check needed: this shape (at most MAX_DEPS deps) is under 2.5 KiB, below
         # MAX_ENTRY_SIZE, and the last field must end exactly at the end of ``data``.
         if data[:2] != _HEAD or data[2:4] != _ID_HEAD or data[36:38] != _ID_HEAD:
             return None
@@ -233,15 +233,20 @@ def _parse_fast(data: bytes) -> Header | None:
             pos = found[1]
         epoch, kind, hlc = numbers
         count = data[pos] - 0x80  # an array of fewer than 24 items: one head byte
-        if not 0 <= count < 0x18 or kind > MAX_TYPE:
+        if count == 0x18:  # 24..MAX_DEPS items: 0x98 and a one-byte count (canonical: >= 24)
+            count, pos = data[pos + 1], pos + 1
+            if not 0x18 <= count <= MAX_DEPS:
+                return None
+        elif not 0 <= count < 0x18:
+            return None
+        if kind > MAX_TYPE:
             return None
         pos += 1
-        deps: list[EntryId] = []
-        for _ in range(count):
-            if data[pos : pos + 2] != _ID_HEAD:
-                return None
-            deps.append(EntryId(data[pos + 2 : pos + 34]))
-            pos += 34
+        end = pos + 34 * count  # each dep: 58 20 and 32 bytes; every head checked in one go
+        if data[pos:end:34] != _DEP_MARKS[count] or data[pos + 1 : end : 34] != _DEP_SIZES[count]:
+            return None
+        deps = cast(list[EntryId], [data[at + 2 : at + 34] for at in range(pos, end, 34)])
+        pos = end
         if data[pos : pos + 2] != _ID_HEAD:
             return None
         digest, pos = data[pos + 2 : pos + 34], pos + 34
@@ -268,6 +273,8 @@ def _parse_fast(data: bytes) -> Header | None:
 
 _HEAD: Final = bytes([0x8B, VERSION])  # an array of 11 items, then the version
 _ID_HEAD: Final = bytes([0x58, _ID])  # a byte string of 32 bytes follows
+_DEP_MARKS: Final = [bytes([0x58]) * n for n in range(MAX_DEPS + 1)]  # n deps' first bytes
+_DEP_SIZES: Final = [bytes([_ID]) * n for n in range(MAX_DEPS + 1)]  # and second bytes
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
