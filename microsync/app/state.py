@@ -302,6 +302,12 @@ class AppState:
     def write(self, op: AppOperation, now: int) -> tuple[Entry, list[AppEvent]]:
         """Append ``op`` to this device's feed and fold it: the entry and the events it made
         (:class:`NotAMember` if this device is not a member, or the group refuses it)."""
+        stored, events = self.write_stored(op, now)
+        return stored.entry, events
+
+    def write_stored(self, op: AppOperation, now: int) -> tuple[StoredEntry, list[AppEvent]]:
+        """:meth:`write`, returning the entry with the body it stored (and committed: the
+        live push hands both to the peers as they are)."""
         timeline = self.timeline(now)
         if not self._replica.is_member:
             raise NotAMember("this device is not a member of the group")
@@ -319,7 +325,7 @@ class AppState:
         events = self._fold_own(stored, op, now)
         if stored.entry.id in timeline.rejected:
             raise NotAMember(f"the group refuses this {op.kind.name.lower()} from this person")
-        return stored.entry, events
+        return stored, events
 
     def _fold_own(self, stored: StoredEntry, op: AppOperation, now: int) -> list[AppEvent]:
         """Fold this device's own new entry: it knows the operation, nothing is decrypted."""

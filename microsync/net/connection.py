@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from microsync.clock import Clock, now_ms
@@ -22,6 +22,7 @@ from microsync.identity import DeviceCertificate, DeviceId, LocalIdentity
 from microsync.net.stream import Stream
 from microsync.protocol.framing import SecureChannel
 from microsync.protocol.handshake import Handshake, Purpose
+from microsync.protocol.messages import Item
 from microsync.protocol.session import SyncHost, SyncOptions, SyncSession
 
 __all__ = ["HANDSHAKE_TIMEOUT", "SecureStream", "SyncConnection", "handshake"]
@@ -210,10 +211,11 @@ class SyncConnection:
     async def wait(self) -> None:
         await self.closed.wait()
 
-    def notify(self, group: GroupId) -> None:
-        """New entries of ``group`` here: push what the peer lacks."""
+    def notify(self, group: GroupId, fresh: Sequence[Item] = ()) -> None:
+        """New entries of ``group`` here: push what the peer lacks (``fresh``: see
+        :meth:`SyncSession.local_update`)."""
         if not self.session.closed:
-            self._outbox.put_nowait(self.session.local_update(group, now_ms()))
+            self._outbox.put_nowait(self.session.local_update(group, now_ms(), fresh))
 
     def send_ephemeral(self, group: GroupId, data: bytes) -> None:
         """Presence or location for the peer; dropped (a lost heartbeat) when the session

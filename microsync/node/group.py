@@ -182,9 +182,12 @@ class Group:
         self._deliver(self._app_state.received(accepted, self._now(), known))
 
     async def _write(self, op: AppOperation) -> Entry:
-        entry, events = self._app_state.write(op, self._now())
+        stored, events = self._app_state.write_stored(op, self._now())
+        net = self._device._net  # committed: live peers get it as it is (Runtime.written)
+        if net is not None and not self._watch.forked(stored.entry.header.device):
+            net.written(self.id, (stored.entry.wire, stored.body))
         self._deliver(events)
-        return entry
+        return stored.entry
 
     def snapshot(self) -> None:
         """Save a snapshot of this group's app state in the profile, so the next start folds

@@ -50,6 +50,7 @@ from microsync.node.sharing import may_pass
 from microsync.node.standing import DIAL_ERRORS, Standing
 from microsync.node.tasks import TaskTree
 from microsync.protocol.handshake import Purpose
+from microsync.protocol.messages import Item
 from microsync.protocol.session import SyncOptions
 from microsync.protocol.sync.keepalive import session_options
 
@@ -94,6 +95,8 @@ class Runtime:
         self._connections: set[SyncConnection] = set()
         self._oneshots: set[SyncConnection] = set()  # a sync_with's or sync_now's
         self._due: set[GroupId] = set()
+        self._unexplained: dict[GroupId, int] = {}  # changes due, per group, not yet explained
+        self._fresh: dict[GroupId, list[Item]] = {}  # by own entries handed over (written)
         self._prefetching: set[GroupId] = set()
         self._heartbeat = Heartbeat(self)
         self.standing: Standing | None = None
@@ -352,15 +355,30 @@ class Runtime:
     def changed(self, group: GroupId) -> None:
         """Push new entries of ``group`` to every connection, once the writing code (always
         synchronous, inside one transaction) has finished and committed."""
+        self._unexplained[group] = self._unexplained.get(group, 0) + 1
         if group in self._due:
             return
         self._due.add(group)
         asyncio.get_running_loop().call_soon(self._push, group)
 
+    def written(self, group: GroupId, item: Item) -> None:
+        """The after-commit hook: this device's own new entry of ``group`` (wire, body) is
+        committed (called once the write returned, never from inside its transaction). It
+        explains one :meth:`changed` (the replica's, from inside that transaction); when
+        every change of the group before the push is explained so, the push hands the
+        entries to the sessions as they are, and none asks the store for them."""
+        pending = self._unexplained.get(group, 0)
+        if group in self._due and pending > 0:
+            self._unexplained[group] = pending - 1
+            self._fresh.setdefault(group, []).append(item)
+
     def _push(self, group: GroupId) -> None:
         self._due.discard(group)
+        fresh = self._fresh.pop(group, [])
+        if self._unexplained.pop(group, 0):
+            fresh = []  # something else changed too: the sessions ask the store
         for connection in list(self._connections):
-            connection.notify(group)
+            connection.notify(group, fresh)
         if self.keepers is not None:
             self.keepers.changed(group)
 

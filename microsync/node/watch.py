@@ -37,6 +37,11 @@ class MembershipWatch:
         self._was_member = self._replica.is_member
         return events
 
+    def forked(self, device: DeviceId) -> bool:
+        """Was ``device``'s feed forked when last looked (:meth:`forks`, called whenever a
+        fork point may have moved)?"""
+        return device in self._forks
+
     def _fork_points(self) -> dict[DeviceId, int]:
         feeds = self._replica.store.feeds(self._replica.id)
         return {d: s.forked_at for d, s in feeds.items() if s.forked_at is not None}

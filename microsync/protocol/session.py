@@ -54,6 +54,7 @@ from microsync.protocol.messages import (
     ErrorMessage,
     ForkEvidenceMessage,
     Frontier,
+    Item,
     KeyRefused,
     KeyRequest,
     KeyResponse,
@@ -233,11 +234,22 @@ class SyncSession:
             self._fail(ErrorCode.INTERNAL, exc, reason="internal error")
         return self._flush(now)
 
-    def local_update(self, group: GroupId, now: int | None = None) -> list[bytes]:
-        """The host appended or received entries of ``group``: push what the peer lacks."""
+    def local_update(
+        self, group: GroupId, now: int | None = None, fresh: Sequence[Item] = ()
+    ) -> list[bytes]:
+        """The host appended or received entries of ``group``: push what the peer lacks.
+
+        ``fresh``: when everything that changed is this device's own new entries, handed over
+        after their commit (the runtime's after-commit hook), those entries: pushed as they
+        are when they are exactly what the peer lacks (:meth:`Reconcile.push_fresh
+        <microsync.protocol.sync.reconcile.Reconcile.push_fresh>`), with no store query;
+        otherwise the host is asked as for any update."""
         g = self._groups.get(group)
         if self.closed or g is None or g.reconcile.phase not in STREAMING:
             return self._flush(now)  # only what was queued (chunk requests)
+        if fresh and g.reconcile.push_fresh(fresh):
+            self._follow_up()
+            return self._flush(now)
         g.reconcile.view.certs_check = True  # due if a batch may need new ones
         g.reconcile.forks.share()
         self._link.push_soon(group)

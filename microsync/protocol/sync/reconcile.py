@@ -20,7 +20,7 @@ up to its exit); the peer's entries spend the credit granted to it, or the sessi
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final
 
@@ -38,7 +38,9 @@ from microsync.protocol.messages import (
     Entries,
     Frontier,
     FrontierHead,
+    Item,
     MsgType,
+    batch_size,
 )
 from microsync.protocol.sync.link import Link
 from microsync.protocol.sync.stream import (
@@ -236,18 +238,63 @@ class Reconcile:
                 return False
             if not items:
                 return self._exhausted()
-            if view.certs_due or (view.certs_check and needs_certificates(view, items)):
-                # just before entries, so none are sent when nothing is due
-                view.certs_due = view.certs_check = False
-                self.send_certificates()
-            view.fed.update(position(wire)[0] for wire, _ in items)
-            batch = Entries(group=self.group, items=tuple(items))
-            link.credit = credit.spend(batch.size)
-            link.stats.entries_sent += len(items)
-            link.stats.bytes_sent += batch.size
-            link.send(batch)
+            due = view.certs_due or (view.certs_check and needs_certificates(view, items))
+            self._send(items, due)
             if view.drained:  # a live push: one entry, all there was; no second look
                 return self._exhausted()
+
+    def push_fresh(self, items: Sequence[Item]) -> bool:
+        """Push ``items``, this device's own entries handed over after their commit, without
+        asking the host, when they are exactly what the peer lacks: LIVE, the last push took
+        everything the host had (nothing waits for credit), each item the next of its feed
+        after what the peer holds, and the batch fits the credit. ``False`` (nothing done)
+        otherwise: the caller takes the general path. As on every push, ``serves`` is asked
+        first and the certificates go first when due or when the batch may need new ones."""
+        link, view, items = self._link, self.view, tuple(items)
+        if not self._takes_fresh() or not self.serves():
+            return False
+        after = dict(view.known)
+        for wire, _ in items:
+            device, seq = position(wire)
+            if seq != after.get(DeviceId(device), 0) + 1:
+                return False  # a gap or a repeat: the host knows what the peer lacks
+            after[DeviceId(device)] = seq
+        size = batch_size(items)
+        credit = link.credit
+        if len(items) > link.options.batch_entries or credit.batches < 1:
+            return False
+        if size > min(link.options.batch_bytes, credit.bytes):
+            return False
+        view.known = after
+        self._send(items, view.certs_due or needs_certificates(view, items))
+        return self._exhausted()
+
+    def _takes_fresh(self) -> bool:
+        view = self.view
+        return (
+            self.phase is GroupPhase.LIVE
+            and self.serving
+            and view.knows
+            and view.drained
+            and view.limit is None
+            and view.newest_budget == 0
+            and not view.sent_ahead
+            and self.group not in self._link.dirty
+        )
+
+    def _send(self, items: Sequence[Item], certificates: bool) -> None:
+        """One ``ENTRIES`` batch, after the certificates of the group if due (just before
+        entries, so none are sent when nothing is due)."""
+        link, view = self._link, self.view
+        if certificates:
+            view.certs_due = view.certs_check = False
+            self.send_certificates()
+        view.fed.update(position(wire)[0] for wire, _ in items)
+        batch = Entries(group=self.group, items=tuple(items))
+        link.credit = link.credit.spend(batch.size)
+        link.stats.entries_sent += len(items)
+        link.stats.bytes_sent += batch.size
+        link.send(batch)
 
     def _exhausted(self) -> bool:
         self._link.dirty.pop(self.group, None)
