@@ -10,9 +10,11 @@
    own size (header + signature + body).
 2. **Already in sync**: a second ``sync_with``: records, bytes and round trips after the
    handshake (a round trip: our writes followed by the peer's answer).
-3. **Live latency**: two devices connected live; time from ``post`` returning on one to the
-   ``"post"`` event on the other; p50 and p99 over ``--samples`` posts, against the floor of
-   a push: a 200-byte asyncio round trip over loopback TCP (measured first, same process).
+3. **Live latency**: two devices of this process connected live (the new device posts, a
+   device given the same history receives; the ``serve`` subprocess takes no part); time from
+   ``post`` returning on one to the ``"post"`` event on the other; p50 and p99 over
+   ``--samples`` posts, against the floor of a push: a 200-byte asyncio round trip over
+   loopback TCP (measured first, same process).
 4. **Newest first**: a new device connected with ``newest_first``: time until its feed shows
    the group's newest 50 posts (before the history has arrived).
 

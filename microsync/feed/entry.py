@@ -232,7 +232,7 @@ def _parse_fast(data: bytes) -> Header | None:
             numbers.append(found[0])
             pos = found[1]
         epoch, kind, hlc = numbers
-        count = data[pos] - 0x80  # an array of fewer than 24 items: one head byte
+        count = data[pos] - 0x80  # fewer than 24 items: the count is in the head byte
         if count == 0x18:  # 24..MAX_DEPS items: 0x98 and a one-byte count (canonical: >= 24)
             count, pos = data[pos + 1], pos + 1
             if not 0x18 <= count <= MAX_DEPS:
