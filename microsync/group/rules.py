@@ -425,8 +425,8 @@ def _exit(state: GroupState, rec: OpRecord, author: PersonId | None) -> None:
         return
     person = op.person if op.kind is OpKind.REMOVE else author
     gone = state.members.pop(person, None) if person is not None else None
+    named = {d for d, _, _ in cuts_of(rec)} if gone is not None else set()
     for device in () if gone is None else gone.devices:
-        named = {d for d, _, _ in cuts_of(rec)}
         if device not in named:  # joined concurrently: nothing of it after its start counts
             _close_window(state, device, None)
             close_admin(state, [(device, None)])
