@@ -107,6 +107,16 @@ def test_wrap_ads_gives_the_bytes_of_wrap_ad(
     assert many(recipient) == one  # type: ignore[arg-type]
 
 
+@given(ids, ids, st.binary(max_size=300), st.sampled_from(Purpose))
+def test_wrap_ads_gives_the_bytes_of_wrap_ad_for_a_recipient_id_of_any_length(
+    group: bytes, sender: bytes, recipient: bytes, purpose: Purpose
+) -> None:
+    # a 32-byte id has its CBOR head written out; any other length goes through the encoder
+    many = _wrap_ads(group, 7, sender, purpose)  # type: ignore[arg-type]
+    one = _wrap_ad(group, 7, sender, recipient, purpose)  # type: ignore[arg-type]
+    assert many(recipient) == one  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------------- envelope decoding
 
 

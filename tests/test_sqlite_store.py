@@ -193,7 +193,9 @@ def test_a_newer_schema_is_refused_and_the_lock_released(tmp_path: Path) -> None
     SqliteStore.open(tmp_path).close()
 
 
-@pytest.mark.parametrize("garbage", [b"this is not a database\n" * 200, os.urandom(8192)])
+@pytest.mark.parametrize(
+    "garbage", [b"this is not a database\n" * 200, os.urandom(8192)], ids=["text", "random"]
+)
 def test_a_file_that_is_not_a_database_is_refused(tmp_path: Path, garbage: bytes) -> None:
     (tmp_path / "profile.db").write_bytes(garbage)
     with pytest.raises(StorageError, match="not a database"):

@@ -49,7 +49,7 @@ from microsync.group.ops import (
     Role,
     recipients_digest,
 )
-from microsync.group.rules import may_add_device
+from microsync.group.rules import entitled_after, may_add_device
 from microsync.group.settings import SettingsChange
 from microsync.identity import (
     DeviceId,
@@ -217,7 +217,7 @@ class Authoring:
         target = self.state.members.get(person)
         positions = self.positions(target.devices if target is not None else ())
         op = Op(kind=OpKind.REMOVE, person=person, positions=positions)
-        return self._rotating(op, self.preview(op))
+        return self._rotating(op, self.entitled_after(op))
 
     def leave(self, person: PersonId) -> Draft:
         """``person`` (this device's) leaves; the next member to write starts an epoch."""
@@ -232,7 +232,7 @@ class Authoring:
 
     def rotate(self) -> Draft:
         """A new epoch wrapped to every entitled device."""
-        return self._rotating(Op(kind=OpKind.ROTATE), self.state)
+        return self._rotating(Op(kind=OpKind.ROTATE), self.state.entitled_devices())
 
     def add_device(
         self, grant: DeviceGrant, person: PersonId, recovery: RecoveryCertificate | None = None
@@ -283,7 +283,7 @@ class Authoring:
         rec = OpRecord.build(_NO_ID, self.identity.device_id, 0, (), op)
         after = self.state.copy()
         _apply(after, rec, self.state.person_of(self.identity.device_id))
-        return self._rotating(op, after)
+        return self._rotating(op, after.entitled_devices())
 
     def update_prekey(self, certificate: PrekeyCertificate) -> Draft:
         """Publish this device's new signed prekey."""
@@ -307,9 +307,9 @@ class Authoring:
     def _plain(self, op: Op) -> Draft:
         return Draft(op=op, seal=self.seal_key(), bundles=[])
 
-    def _rotating(self, op: Op, after: GroupState) -> Draft:
-        """``op`` starting a new epoch for the devices entitled in ``after``."""
-        key, announcement, rotation = self.new_epoch(after)
+    def _rotating(self, op: Op, entitled: frozenset[DeviceId]) -> Draft:
+        """``op`` starting a new epoch for the ``entitled`` devices (after ``op``)."""
+        key, announcement, rotation = self.new_epoch_for(entitled)
         op = replace(op, epoch=announcement)
         return Draft(op=op, seal=self.seal_key(), bundles=[rotation], new_keys=(key,))
 
@@ -333,9 +333,14 @@ class Authoring:
     ) -> tuple[EpochKey, EpochAnnouncement, Bundle]:
         """A fresh epoch key for the devices entitled in ``after``, its announcement, and
         the bundle wrapping it to them (``extra``: devices ``after`` has that this view lacks)."""
+        return self.new_epoch_for(after.entitled_devices(), extra)
+
+    def new_epoch_for(
+        self, devices: frozenset[DeviceId], extra: Iterable[DeviceInfo] = ()
+    ) -> tuple[EpochKey, EpochAnnouncement, Bundle]:
+        """:meth:`new_epoch` for the entitled ``devices`` given as a set."""
         number = self.state.max_epoch + 1
         key = EpochKey.from_root(self.group, number, self.rng(32))
-        devices = after.entitled_devices()
         announcement = EpochAnnouncement(number, key.commitment, recipients_digest(devices))
         bundle = self.bundle(Purpose.ROTATION, number, devices, [KeyGrant.of(key, True)], extra)
         return key, announcement, bundle
@@ -346,6 +351,12 @@ class Authoring:
         rec = OpRecord(_NO_ID, self.identity.device_id, 0, (), op, tuple(grants))
         _apply(after, rec, self.state.person_of(self.identity.device_id))
         return after
+
+    def entitled_after(self, op: Op) -> frozenset[DeviceId]:
+        """``preview(op).entitled_devices()``, without copying the state where the rules
+        need not (:func:`rules.entitled_after`)."""
+        rec = OpRecord(_NO_ID, self.identity.device_id, 0, (), op)
+        return entitled_after(self.state, rec, self.state.person_of(self.identity.device_id))
 
     def positions(self, devices: Iterable[DeviceId]) -> Positions:
         """The feed heads of ``devices`` as this device holds them."""

@@ -114,7 +114,11 @@ class Keyring:
     def keep(self, grant: KeyGrant, announced: set[Slot]) -> bool:
         """Keep the key ``grant`` carries if a valid operation announced its slot and it adds
         to what is held (a new slot, or the root of a control-only key). Returns whether it
-        did; the caller saves."""
+        did; the caller saves. A slot already held in full (or held at all, for a
+        control-only grant) is decided before the grant is opened: nothing could change."""
+        held = self.keys.get((grant.number, grant.commitment))
+        if held is not None and (held.root is not None or not grant.full):
+            return False
         try:
             key = grant.open(self.group)
         except DecryptionError:

@@ -229,7 +229,16 @@ def _wrap_ads(
     recipient encoded once (a CBOR array is its header and its items' encodings in a row)."""
     head = b"\x85" + b"".join(encoding.encode(v) for v in (group, epoch, sender))
     tail = encoding.encode(int(purpose))
-    return lambda recipient: b"".join((head, encoding.encode(recipient), tail))
+
+    def wrap_ad(recipient: DeviceId) -> bytes:
+        if type(recipient) is bytes and len(recipient) == _KEY:  # a device id: written out
+            return b"".join((head, _ID_HEAD, recipient, tail))
+        return b"".join((head, encoding.encode(recipient), tail))
+
+    return wrap_ad
+
+
+_ID_HEAD: Final = b"\x58\x20"  # CBOR: a byte string of 32 bytes (one-byte length follows)
 
 
 def _wrap_key(shared: bytes, eph: bytes, prekey: bytes) -> SymmetricKey:

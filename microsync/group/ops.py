@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from itertools import pairwise
 from typing import Final, TypeVar
 
 from microsync import encoding
@@ -231,6 +232,13 @@ class Op:
     _encoded: bytes = field(default=b"", compare=False, repr=False)
 
     def to_bytes(self) -> bytes:
+        """The op's encoding, refused (``DecodeError``) where a peer's decoding would be."""
+        data = self._encode()
+        if not _plain_rotation(self, len(data)):
+            Op.from_bytes(data)  # refuse to write what a peer would reject
+        return data
+
+    def _encode(self) -> bytes:
         value: dict[str | int, Value] = {"k": int(self.kind)}
         if self.person is not None:
             value["p"] = self.person
@@ -266,9 +274,7 @@ class Op:
             value["y"] = self.recovery
         if self.settings is not None:
             value["m"] = self.settings.to_value()
-        data = encoding.encode(value)
-        Op.from_bytes(data)  # refuse to write what a peer would reject
-        return data
+        return encoding.encode(value)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Op:
@@ -314,6 +320,55 @@ class Op:
             else None,
             _encoded=bytes(data),
         )
+
+
+_INT63: Final = 2**63 - 1
+
+
+def _plain_rotation(op: Op, size: int) -> bool:
+    """Would :meth:`Op.from_bytes` accept the ``size`` bytes :meth:`Op.to_bytes` encoded from
+    ``op``, a REMOVE or ROTATE whose every field is what that kind holds, within the bounds
+    decoding checks? Sound, not complete: ``False`` only means decode back as before
+    (``tests/test_rekey_op_check.py``: whenever this says yes, decoding gives ``op`` back)."""
+    epoch = op.epoch
+    if type(epoch) is not EpochAnnouncement or size > MAX_OP_SIZE:
+        return False
+    number = epoch.number
+    if type(number) is not int or not 0 <= number <= _INT63:
+        return False
+    if not (_is_id(epoch.commitment) and _is_id(epoch.recipients_digest)):
+        return False
+    if op.kind is OpKind.ROTATE:
+        named = op.person is None and not op.positions
+    elif op.kind is OpKind.REMOVE:
+        named = _is_id(op.person) and _plain_positions(op.positions)
+    else:
+        return False
+    # nothing else set (every other field of Op, a new one too, at its default)
+    return named and all(getattr(op, name) == default for name, default in _UNSET)
+
+
+_UNSET: Final = tuple(
+    (f.name, f.default)
+    for f in fields(Op)
+    if f.name not in {"kind", "person", "epoch", "positions", "_encoded"}
+)
+
+
+def _is_id(value: object) -> bool:
+    return type(value) is bytes and len(value) == _ID
+
+
+def _plain_positions(positions: tuple[tuple[DeviceId, int], ...]) -> bool:
+    """Positions that decode as they are: at most the limit, sorted by device, each once."""
+    if type(positions) is not tuple or len(positions) > _MAX_POSITIONS:
+        return False
+    for item in positions:
+        if type(item) is not tuple or len(item) != 2 or not _is_id(item[0]):
+            return False
+        if type(item[1]) is not int or not 0 <= item[1] <= _INT63:
+            return False
+    return all(a[0] < b[0] for a, b in pairwise(positions))
 
 
 def _opt(value: dict[str | int, Value], key: str, parse: Callable[[Value], _T]) -> _T | None:

@@ -63,6 +63,7 @@ from microsync.group.ops import (
     History,
     Role,
 )
+from microsync.group.own_feed import OwnFeed
 from microsync.group.settings import SettingsChange
 from microsync.group.view import MembershipView
 from microsync.group.view import _Opened as _Opened
@@ -95,6 +96,7 @@ class GroupReplica:
         self.id = group
         self._view = MembershipView(store, me, group)
         self._intake = Intake(self._view)
+        self._own = OwnFeed(group, me.device)
         self.on_append: Callable[[GroupId], None] | None = None
         """Called (with the group id) once this device has stored an entry it wrote, inside the
         writing transaction: live sync, which only schedules a push for the next turn of the
@@ -328,14 +330,9 @@ class GroupReplica:
         return self.store.feed_status(self.id, device).head_seq
 
     def _next(self) -> tuple[int, int]:
-        """The seq of this device's next entry and the least ``hlc`` it may carry: one past
-        the previous entry's, so a feed's timestamps strictly increase even when the clock
-        stands still or steps back ("newest first" never contradicts the order a device
-        wrote in). Only this device's own entry is read: a peer's timestamps never reach
-        here (the app layer bounds what it derives from them)."""
-        head = self.store.feed_status(self.id, self.me.device).head_seq
-        previous = self.store.entry_at(self.id, self.me.device, head) if head else None
-        return head + 1, 0 if previous is None else previous.entry.header.hlc + 1
+        """The seq of this device's next entry and the least ``hlc`` it may carry
+        (:mod:`~microsync.group.own_feed`: one past the previous entry's)."""
+        return self._own.next(self.store, self._view.entry)
 
     def _append(
         self, type: int, body: bytes, epoch: int, hlc: int, deps: Sequence[EntryId] = ()
@@ -353,6 +350,7 @@ class GroupReplica:
             hlc=min(max(hlc, 0), MAX_HLC),
             deps=deps,
         )
+        self._own.last = entry
         if self.on_append is not None:
             self.on_append(self.id)  # told once the entry is stored, never before
         return entry

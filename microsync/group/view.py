@@ -110,6 +110,11 @@ class MembershipView:
         opened = self._opened.get(op_id)
         return None if opened is None else opened.record
 
+    def entry(self, op_id: EntryId) -> Entry | None:
+        """The membership entry with id ``op_id``, if this device holds it (opened or not)."""
+        opened = self._opened.get(op_id)
+        return None if opened is None else opened.entry
+
     def hlc_of(self, op_id: EntryId) -> int:
         """The ``hlc`` the author of operation ``op_id`` (held here) signed."""
         return self._opened[op_id].entry.header.hlc
