@@ -99,6 +99,40 @@ def test_a_full_keeper_refuses_the_push_that_does_not_fit_and_keeps_the_rest(
         store.close()
 
 
+def test_a_purge_a_reader_kept_from_the_log_is_finished_by_the_next_delete_or_expiry(
+    tmp_path: Path,
+) -> None:
+    """A reader on an older snapshot keeps the delete's checkpoint from truncating the WAL
+    (past the busy timeout): the purged bytes are still in the log, so the store remembers
+    and the next delete or expiry, even one that removes nothing, checkpoints again."""
+    canary = b"purge me, canary " * 64
+
+    def in_files() -> bool:
+        return any(canary in p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+
+    for finish in ("delete", "expire"):
+        for p in tmp_path.iterdir():
+            p.unlink()
+        store = KeeperStore(tmp_path)
+        try:
+            store.put(A, [(item(1), canary), (item(2), b"kept")], 1)
+            store._db.execute("PRAGMA busy_timeout = 50")  # not 10 s, for the test
+            reader = sqlite3.connect(tmp_path / DATABASE_NAME, isolation_level=None)
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM items").fetchone()  # holds its snapshot
+            assert store.delete(A, [item(1)]) == 1
+            assert in_files()  # the reader's snapshot still needs the log
+            reader.execute("COMMIT")
+            reader.close()
+            if finish == "delete":
+                assert store.delete(A, [item(1)]) == 0  # nothing left to delete, yet
+            else:
+                assert store.expire(0) == 0  # nothing older than the epoch, yet
+            assert not in_files()
+        finally:
+            store.close()
+
+
 # --- the writer thread ----------------------------------------------------------------------
 
 

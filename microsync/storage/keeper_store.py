@@ -116,6 +116,7 @@ class KeeperStore:
             self._db.execute(f"PRAGMA {pragma}")
         migrate_keeper(self._db)
         self._numbers: dict[bytes, int] = {}
+        self._unpurged = False  # a purge's checkpoint was kept from truncating the WAL
         self._db.execute(
             "INSERT OR IGNORE INTO meta VALUES ('keeper', ?)", (os.urandom(KEEPER_ID_SIZE),)
         )
@@ -304,7 +305,7 @@ class KeeperStore:
                     ).fetchall()
                 )
             self._shrink(n, len(sizes), sum(sizes))
-        if sizes:
+        if sizes or self._unpurged:
             self._checkpoint()
         return len(sizes)
 
@@ -328,7 +329,7 @@ class KeeperStore:
                 ).fetchall()
                 self._shrink(n, len(sizes), sum(int(size) for (size,) in sizes))
                 gone += len(sizes)
-        if gone:
+        if gone or self._unpurged:
             self._checkpoint()
         return gone
 
@@ -350,8 +351,14 @@ class KeeperStore:
             )
 
     def _checkpoint(self) -> None:
-        """Fold the WAL into the file and truncate it: purged bytes leave the log too."""
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        """Fold the WAL into the file and truncate it: purged bytes leave the log too. A
+        reader still on an older snapshot past the busy timeout keeps it from finishing
+        (``busy`` in its answer): tried again, and else at the next delete or expiry."""
+        for _ in range(3):
+            busy, _log, _done = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            self._unpurged = bool(busy)
+            if not busy:
+                return
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
