@@ -60,9 +60,7 @@ def test_an_entrys_ad_is_the_canonical_encoding(
     group: bytes, epoch: int, device: bytes, seq: int, kind: int, ref: bytes
 ) -> None:
     fields = (group, epoch, device, seq, kind, ref)
-    assert _content_ad(GroupId(group), epoch, DeviceId(device), seq, kind, ref) == _slow(
-        *fields
-    )
+    assert _content_ad(GroupId(group), epoch, DeviceId(device), seq, kind, ref) == _slow(*fields)
 
 
 @settings(max_examples=1000, deadline=None)

@@ -39,7 +39,11 @@ def to_ms(moment: datetime) -> int:
 
 
 def post_view(post: PostState, names: Mapping[PersonId, str]) -> Post:
-    """``post`` as the public :class:`Post` (``names``: the members' names by person)."""
+    """``post`` as the public :class:`Post` (``names``: the members' names by person).
+
+    A post nobody reacted to (most of them; ``Group.feed`` makes one view per post) skips the
+    reaction summaries: both are empty then."""
+    reacted = bool(post.reactions)
     return Post(
         id=post.id,
         author=post.author,
@@ -47,15 +51,19 @@ def post_view(post: PostState, names: Mapping[PersonId, str]) -> Post:
         text=post.text,
         created_at=when(post.created_at),
         attachments=post.attachments,
-        reactions=post.reaction_summary(),
+        reactions=post.reaction_summary() if reacted else {},
         reply_to=post.reply_to,
-        edited=post.edited,
+        edited=post.last_edit is not None,
         deleted=post.deleted,
-        parts=() if post.gone else post.parts,
-        reaction_records=tuple(
-            Reaction(person=person, emoji=emoji, at=when(at))
-            for emoji, person, at in post.reaction_times()
-        ),
+        parts=() if post.deleted or post.expired else post.parts,
+        reaction_records=_records(post) if reacted else (),
+    )
+
+
+def _records(post: PostState) -> tuple[Reaction, ...]:
+    return tuple(
+        Reaction(person=person, emoji=emoji, at=when(at))
+        for emoji, person, at in post.reaction_times()
     )
 
 
