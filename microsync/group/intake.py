@@ -265,8 +265,8 @@ class Intake:
             verified=verified,
         )
         accepted: list[tuple[Entry, bytes]] = []
-        bodies = {w: b for _, w, b in batch if b is not None}
-        for (index, _, _), result in zip(batch, out, strict=True):
+        bodies: dict[bytes, bytes] | None = None  # by wire, built only if asked
+        for (index, _, body), result in zip(batch, out, strict=True):
             if index is not None:
                 results[index] = result
             if not isinstance(result, Ingested):
@@ -275,7 +275,11 @@ class Intake:
             if index is None:
                 self.released.extend(result.accepted)
             for entry in result.accepted:
-                stored = self._joined_body(entry, bodies)
+                if entry is result.entry and body is not None:  # its own, hash-checked body
+                    stored = StoredEntry(entry=entry, body=body)
+                else:
+                    bodies = bodies or {w: b for _, w, b in batch if b is not None}
+                    stored = self._joined_body(entry, bodies)
                 self._joined.append(stored)
                 if entry.header.type == MEMBERSHIP_TYPE and stored.body is not None:
                     accepted.append((entry, stored.body))
