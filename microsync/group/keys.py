@@ -335,46 +335,48 @@ def _content_ad(
 ) -> bytes:
     """The content AD: canonical CBOR of ``[group, epoch, device, seq, type, ref]``.
 
-    Written out directly when every field is a byte string (under 256 bytes) or an unsigned
-    64-bit integer, as on every entry (one per decrypt, so once per entry a catch-up folds);
-    anything else goes through :func:`encoding.encode`, which gives the same bytes or the
-    same error (``tests/test_catch_up_content_ad.py`` holds the two to each other)."""
-    parts = (
-        _ad_bytes(group),
-        _ad_uint(epoch),
-        _ad_bytes(device),
-        _ad_uint(seq),
-        _ad_uint(type),
-        _ad_bytes(ref),
-    )
-    if None in parts:
-        return encoding.encode([group, epoch, device, seq, type, ref])
-    return b"\x86" + b"".join(parts)  # type: ignore[arg-type]  # no None: checked above
+    Written out directly for the fields an entry has (32-byte ids, a key ref, an epoch and a
+    type under 256, a seq under 2**32): one AD per decrypt, so once per entry a catch-up
+    folds. Anything else goes through :func:`encoding.encode`, the reference, which
+    ``tests/test_catch_up_content_ad.py`` holds this to (same bytes, or the same error)."""
+    if (
+        group.__class__ is bytes
+        and device.__class__ is bytes
+        and ref.__class__ is bytes
+        and len(group) == len(device) == 32
+        and len(ref) == KEY_REF_SIZE
+        and epoch.__class__ is type.__class__ is seq.__class__ is int
+        and 0 <= epoch < 256
+        and 0 <= type < 256
+        and 0 <= seq < 0x100000000
+    ):
+        if seq < 256:
+            position = _SMALL_UINTS[seq]
+        elif seq < 0x10000:
+            position = b"\x19" + seq.to_bytes(2, "big")
+        else:
+            position = b"\x1a" + seq.to_bytes(4, "big")
+        small = _SMALL_UINTS
+        return b"".join(
+            (
+                _AD_HEAD,
+                group,
+                small[epoch],
+                _ID_HEAD,
+                device,
+                position,
+                small[type],
+                _REF_HEAD,
+                ref,
+            )
+        )
+    return encoding.encode([group, epoch, device, seq, type, ref])
 
 
-# canonical CBOR heads: a byte string of n < 256 bytes (major type 2), a small unsigned int
-_BYTES_HEADS: Final = tuple(bytes([0x40 | n] if n < 24 else [0x58, n]) for n in range(256))
+_AD_HEAD: Final = b"\x86\x58\x20"  # an array of 6, then a byte string of 32 bytes (the group)
+_REF_HEAD: Final = bytes([0x40 | KEY_REF_SIZE])  # a byte string of 16 bytes (the key ref)
+# canonical CBOR of 0..255: one byte under 24, else 0x18 and the byte
 _SMALL_UINTS: Final = tuple(bytes([n] if n < 24 else [0x18, n]) for n in range(256))
-_UINT_HEADS: Final = ((0x10000, b"\x19", 2), (0x100000000, b"\x1a", 4), (2**64, b"\x1b", 8))
-
-
-def _ad_bytes(value: bytes) -> bytes | None:
-    """``value``'s canonical CBOR if it is ``bytes`` of under 256 bytes, else ``None``."""
-    if value.__class__ is not bytes or len(value) > 255:
-        return None
-    return _BYTES_HEADS[len(value)] + value
-
-
-def _ad_uint(value: int) -> bytes | None:
-    """``value``'s canonical CBOR if it is an ``int`` (not a ``bool``) in 0 .. 2**64 - 1."""
-    if value.__class__ is not int or value < 0:
-        return None
-    if value < 256:
-        return _SMALL_UINTS[value]
-    for bound, head, size in _UINT_HEADS:
-        if value < bound:
-            return head + value.to_bytes(size, "big")
-    return None
 
 
 def encrypt_content(
