@@ -3,6 +3,8 @@ path's 24..MAX_DEPS deps): hostile input and hostile orderings against what was 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
@@ -142,3 +144,31 @@ def test_max_deps_plus_one_is_refused_both_ways() -> None:
     )
     assert _parse_fast(extra) is None
     assert strict(extra)[0] == "refused"
+
+
+# ---------------------------------------------------------------------- the fresh push
+
+
+def test_a_fresh_push_to_a_peer_just_put_out_stops_at_its_exit(tmp_path: Path) -> None:
+    """Bob is removed; the removal and a post after it are handed over together, exactly what
+    Bob lacks. ``serves`` admits Bob as a former member (up to the removal, so he learns he is
+    out) and sets his exit limit: the post, past that limit, must not reach him."""
+    from tests.sync_helpers import close_all, family, open_devices, pump, run, sync_pair
+    from tests.test_live_fresh import StoreCountingHost, entries_sent, newest_items
+
+    devices = open_devices(tmp_path, "Alice", "Bob", "Carol")
+    try:
+        group = family(devices)
+        alice, bob = StoreCountingHost(devices[0]), StoreCountingHost(devices[1])
+        link = sync_pair(alice, bob)
+        run(alice.device.group(group).remove(bob.device.person_id))
+        run(alice.device.group(group).post("after the removal"))
+        removal, post = newest_items(alice.device, group, 2)
+        link.queue("a", link.a.local_update(group, fresh=[removal, post]))
+        pump(link)
+        sent = entries_sent(link, "a")
+        assert post[0] not in sent  # past Bob's exit: never sent
+        texts = {p.text for p in bob.device.group(group).feed()}
+        assert "after the removal" not in texts
+    finally:
+        close_all(devices)
