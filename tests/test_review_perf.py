@@ -172,3 +172,53 @@ def test_a_fresh_push_to_a_peer_just_put_out_stops_at_its_exit(tmp_path: Path) -
         assert "after the removal" not in texts
     finally:
         close_all(devices)
+
+
+# ---------------------------------------------------------------------- the keeper's purge
+
+_KILLED_MID_PURGE = """
+import os, sqlite3, sys
+from pathlib import Path
+from microsync.storage.keeper_store import DATABASE_NAME, KeeperStore
+root = Path(sys.argv[1])
+canary = b"purge me, canary " * 64
+store = KeeperStore(root)
+store.put(b"a" * 32, [(b"1" * 32, canary), (b"2" * 32, b"kept")], 1)
+store._db.execute("PRAGMA busy_timeout = 50")
+reader = sqlite3.connect(root / DATABASE_NAME, isolation_level=None)
+reader.execute("BEGIN")
+reader.execute("SELECT count(*) FROM items").fetchone()  # holds its snapshot
+assert store.delete(b"a" * 32, [b"1" * 32]) == 1  # its checkpoint is kept from truncating
+reader.execute("COMMIT")
+os._exit(0)  # killed before any later delete or expiry: nothing closes, nothing checkpoints
+"""
+
+
+def test_a_purge_left_in_the_log_by_a_killed_keeper_is_finished_after_the_restart(
+    tmp_path: Path,
+) -> None:
+    """The keeper remembers a purge still in the WAL only in memory: killed before the next
+    delete or expiry, the restarted keeper must still take the purged bytes out of the log
+    at its first delete or expiry (which finds nothing to purge)."""
+    import os
+    import subprocess
+    import sys
+
+    from microsync.storage.keeper_store import KeeperStore
+
+    canary = b"purge me, canary " * 64
+
+    def in_files() -> bool:
+        return any(canary in p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run(
+        [sys.executable, "-c", _KILLED_MID_PURGE, str(tmp_path)], check=True, env=env, timeout=60
+    )
+    assert in_files()  # the kill left the purged bytes in the log
+    store = KeeperStore(tmp_path)
+    try:
+        assert store.expire(0) == 0  # the keeper's periodic expiry: nothing older, yet
+        assert not in_files()
+    finally:
+        store.close()
