@@ -15,7 +15,9 @@ members, received by one real device, against the floor of the same work, in one
   with an integer key, 1,000 rows per ``executemany`` (WAL, ``synchronous=FULL``;
   ``bench/floors.py``).
 
-Resident memory is read from ``/proc/self/status`` before and after applying.
+Resident memory is read from ``/proc/self/status`` before and after applying, and set against
+what the same operations added to the profile's files on disk (database and WAL): issue 19's
+target is a resident growth of at most 5x the on-disk growth.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ from microsync.feed.entry import Entry, EntryId, GroupId
 from microsync.testing import SimDevice, SimNetwork
 
 EMOJI = ("❤️", "👍", "😂", "🎉", "😮")
+
+
+def dir_mib(path: Path) -> float:
+    """The size of every file under ``path`` (database, WAL, blobs), in MiB."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
 
 def rss_mib() -> float:
@@ -114,6 +121,7 @@ class Measured:
     rss_before: float
     rss_after: float
     posts: int
+    disk: float  # MiB the applied operations added to the profile's files
 
 
 async def measure(ops: int, members: int, batch: int, seed: int) -> Measured:
@@ -129,6 +137,7 @@ async def measure(ops: int, members: int, batch: int, seed: int) -> Measured:
             assert family.is_member()
             family.feed()  # load the (empty) timeline so the fold runs as entries arrive
             items = [(e.wire, b) for e, b in made]
+            disk_before = dir_mib(work / "reader")
             rss_before = rss_mib()
             start = time.perf_counter()
             accepted = 0
@@ -136,6 +145,7 @@ async def measure(ops: int, members: int, batch: int, seed: int) -> Measured:
                 accepted += reader.receive(group, items[first : first + batch])
             t_apply = time.perf_counter() - start
             rss_after = rss_mib()
+            disk = dir_mib(work / "reader") - disk_before
             assert accepted == len(items), f"only {accepted} of {len(items)} accepted"
             timeline = family._timeline()
             assert len(timeline.applied) == len(items) and timeline.waiting == 0
@@ -156,7 +166,9 @@ async def measure(ops: int, members: int, batch: int, seed: int) -> Measured:
             t_fold = time.perf_counter() - start
 
             t_floor = receive_floor(work / "floor.db", receive_work(items), batch)
-    return Measured(len(made), t_build, t_apply, t_floor, t_fold, rss_before, rss_after, posts)
+    return Measured(
+        len(made), t_build, t_apply, t_floor, t_fold, rss_before, rss_after, posts, disk
+    )
 
 
 def figures(quick: bool = False) -> Report:
@@ -170,7 +182,15 @@ def figures(quick: bool = False) -> Report:
                 value=f"{m.ops / m.apply:,.0f} ops/s",
                 floor=f"{m.ops / m.floor:,.0f} ops/s",
                 ratio=m.apply / m.floor,
-            )
+            ),
+            Figure(
+                bench="feed_state",
+                measure=f"resident memory the same {m.ops:,} ops added (the fold and caches)",
+                value=f"+{m.rss_after - m.rss_before:.0f} MiB",
+                floor=f"{m.disk:.0f} MiB (what they added on disk)",
+                ratio=(m.rss_after - m.rss_before) / m.disk,
+                target="<= 5.00",
+            ),
         ],
         notes=[
             f"resident memory +{m.rss_after - m.rss_before:.0f} MiB for {m.ops:,} ops "
@@ -198,6 +218,9 @@ async def run(ops: int, members: int, batch: int, seed: int) -> None:
         f"(+{rss_after - rss_before:.0f} MiB for {n:,} ops, {posts:,} visible posts); "
         f"peak {peak:.0f} MiB (includes the simulated members)"
     )
+    growth = rss_after - rss_before
+    print(f"  on disk: +{m.disk:.0f} MiB (the profile's files); resident / on disk = ", end="")
+    print(f"{growth / m.disk:.2f} (target <= 5)")
 
 
 def main() -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +62,24 @@ def entries_sent(link: Any, side: str) -> list[bytes]:
     return [w for m in link.sent_by(side) if isinstance(m, Entries) for w, _ in m.items]
 
 
+@contextmanager
+def linked(tmp_path: Path, *names: str) -> Iterator[tuple[GroupId, StoreCountingHost, Any, Any]]:
+    """``names``' devices in one family, the first two in a sync session over an in-memory
+    link: (group, the first's counting host, the second's, the link); all closed after."""
+    devices = open_devices(tmp_path, *names)
+    try:
+        group = family(devices)
+        alice, bob = StoreCountingHost(devices[0]), StoreCountingHost(devices[1])
+        yield group, alice, bob, sync_pair(alice, bob)
+    finally:
+        close_all(devices)
+
+
 # ---------------------------------------------------------------------- the session
 
 
 def test_a_fresh_entry_is_pushed_without_asking_the_host_and_once(tmp_path: Path) -> None:
-    devices = open_devices(tmp_path, "Alice", "Bob")
-    try:
-        group = family(devices)
-        alice, bob = StoreCountingHost(devices[0]), StoreCountingHost(devices[1])
-        link = sync_pair(alice, bob)
+    with linked(tmp_path, "Alice", "Bob") as (group, alice, bob, link):
         for text in ("one", "two"):
             run(alice.device.group(group).post(text))
             [item] = newest_items(alice.device, group, 1)
@@ -82,16 +93,10 @@ def test_a_fresh_entry_is_pushed_without_asking_the_host_and_once(tmp_path: Path
         wires = entries_sent(link, "a")
         assert wires.count(item[0]) == 1  # pushed once, not again on the repeat
         assert {p.text for p in bob.device.group(group).feed()} >= {"one", "two"}
-    finally:
-        close_all(devices)
 
 
 def test_a_fresh_entry_behind_a_gap_takes_the_general_path(tmp_path: Path) -> None:
-    devices = open_devices(tmp_path, "Alice", "Bob")
-    try:
-        group = family(devices)
-        alice, bob = StoreCountingHost(devices[0]), StoreCountingHost(devices[1])
-        link = sync_pair(alice, bob)
+    with linked(tmp_path, "Alice", "Bob") as (group, alice, bob, link):
         run(alice.device.group(group).post("first"))  # never pushed: no update for it
         run(alice.device.group(group).post("second"))
         first, second = newest_items(alice.device, group, 2)
@@ -103,24 +108,16 @@ def test_a_fresh_entry_behind_a_gap_takes_the_general_path(tmp_path: Path) -> No
         assert wires.index(first[0]) < wires.index(second[0])  # in feed order, each once
         assert wires.count(first[0]) == wires.count(second[0]) == 1
         assert [p.text for p in bob.device.group(group).feed()][:2] == ["second", "first"]
-    finally:
-        close_all(devices)
 
 
 def test_a_fresh_entry_is_not_pushed_to_a_peer_no_longer_served(tmp_path: Path) -> None:
-    devices = open_devices(tmp_path, "Alice", "Bob", "Carol")
-    try:
-        group = family(devices)
-        alice, bob = StoreCountingHost(devices[0]), StoreCountingHost(devices[1])
-        link = sync_pair(alice, bob)
+    with linked(tmp_path, "Alice", "Bob", "Carol") as (group, alice, bob, link):
         run(alice.device.group(group).remove(bob.device.person_id))
         run(alice.device.group(group).post("after the removal"))
         [item] = newest_items(alice.device, group, 1)
         link.queue("a", link.a.local_update(group, fresh=[item]))
         pump(link)
         assert item[0] not in entries_sent(link, "a")  # may_serve asked as on every push
-    finally:
-        close_all(devices)
 
 
 # ---------------------------------------------------------------------- the runtime

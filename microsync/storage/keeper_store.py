@@ -116,7 +116,9 @@ class KeeperStore:
             self._db.execute(f"PRAGMA {pragma}")
         migrate_keeper(self._db)
         self._numbers: dict[bytes, int] = {}
-        self._unpurged = False  # a purge's checkpoint was kept from truncating the WAL
+        # a purge's checkpoint was kept from truncating the WAL; at open, a run killed before
+        # it was tried again may have left one there: the first delete or expiry checkpoints
+        self._unpurged = True
         self._db.execute(
             "INSERT OR IGNORE INTO meta VALUES ('keeper', ?)", (os.urandom(KEEPER_ID_SIZE),)
         )

@@ -251,8 +251,8 @@ class Reconcile:
         otherwise: the caller takes the general path. As on every push, ``serves`` is asked
         first and the certificates go first when due or when the batch may need new ones."""
         link, view, items = self._link, self.view, tuple(items)
-        if not self._takes_fresh() or not self.serves():
-            return False
+        if not self._takes_fresh() or not self.serves() or view.limit is not None:
+            return False  # ``serves`` may have just found a former member: only up to its exit
         after = dict(view.known)
         for wire, _ in items:
             device, seq = position(wire)
