@@ -63,3 +63,26 @@ def test_every_joined_entry_carries_the_body_the_store_holds(
         stored = bob.store.entry_at(group, h.device, h.seq)
         assert stored is not None and stored.entry.id == s.entry.id
         assert s.body == stored.body
+
+
+def test_a_refused_copys_body_is_never_reported_as_the_entrys() -> None:
+    """Hostile: an entry sent without its body, and a copy of it with another body (which its
+    header's hash refuses), in one batch, in and out of order: nothing reports that body."""
+    group, bob, items = _world(posts=4)
+    forged = b"\x00" * 80
+    first, second, third = items[0], items[1], items[2]
+    batch = [
+        (third[0], None),  # waits for the second; promoted when it arrives
+        (third[0], forged),
+        first,
+        (first[0], forged),
+        (second[0], forged),
+        second,
+    ]
+    received = bob.replica(group).receive_batch(batch)
+    assert len(received.accepted) == 3
+    assert all(s.body != forged for s in received.accepted)
+    for s in received.accepted:
+        h = s.entry.header
+        stored = bob.store.entry_at(group, h.device, h.seq)
+        assert stored is not None and s.body == stored.body

@@ -265,7 +265,7 @@ class Intake:
             verified=verified,
         )
         accepted: list[tuple[Entry, bytes]] = []
-        bodies: dict[bytes, bytes] | None = None  # by wire, built only if asked
+        bodies: dict[bytes, bytes | None] | None = None  # by wire, built only if asked
         for (index, _, body), result in zip(batch, out, strict=True):
             if index is not None:
                 results[index] = result
@@ -275,10 +275,10 @@ class Intake:
             if index is None:
                 self.released.extend(result.accepted)
             for entry in result.accepted:
-                if entry is result.entry and body is not None:  # its own, hash-checked body
+                if entry is result.entry:  # stored by this item, with the body it came with
                     stored = StoredEntry(entry=entry, body=body)
-                else:
-                    bodies = bodies or {w: b for _, w, b in batch if b is not None}
+                else:  # a pending entry it unblocked
+                    bodies = _stored_bodies(batch, out) if bodies is None else bodies
                     stored = self._joined_body(entry, bodies)
                 self._joined.append(stored)
                 if entry.header.type == MEMBERSHIP_TYPE and stored.body is not None:
@@ -286,15 +286,14 @@ class Intake:
         if accepted:
             self.view.absorb(accepted)
 
-    def _joined_body(self, entry: Entry, bodies: Mapping[bytes, bytes]) -> StoredEntry:
-        """``entry``, which just joined its feed, with its body: the one it came with, or for a
-        pending entry it unblocked, the one stored then (read once, here)."""
-        body = bodies.get(entry.wire)
-        if body is None:
-            h = entry.header
-            stored = self.store.entry_at(self.id, h.device, h.seq)
-            body = None if stored is None else stored.body
-        return StoredEntry(entry=entry, body=body)
+    def _joined_body(self, entry: Entry, bodies: Mapping[bytes, bytes | None]) -> StoredEntry:
+        """``entry``, a pending entry that just joined its feed, with the body stored with it:
+        the one this batch stored it with, or else the one stored then (read once, here)."""
+        if entry.wire in bodies:
+            return StoredEntry(entry=entry, body=bodies[entry.wire])
+        h = entry.header
+        stored = self.store.entry_at(self.id, h.device, h.seq)
+        return StoredEntry(entry=entry, body=None if stored is None else stored.body)
 
     def _trust_grants(self, devices: set[DeviceId]) -> None:
         """Keep the certificate an admitting grant carries for devices the store lacks one of
@@ -466,6 +465,15 @@ class Intake:
             if self.view.ring.key_for(h.epoch, ref) is None:
                 found.append((held.entry.id, (h.epoch, ref)))
         return found
+
+
+def _stored_bodies(
+    batch: Sequence[tuple[int | None, bytes, bytes | None]], out: Sequence[object]
+) -> dict[bytes, bytes | None]:
+    """The body each item that stored its entry (accepted or pending: not a duplicate, nor a
+    refused item, whose body may not match its header) stored it with, by wire."""
+    placed, pairs = (Outcome.ACCEPTED, Outcome.PENDING), zip(batch, out, strict=True)
+    return {w: b for (_, w, b), r in pairs if isinstance(r, Ingested) and r.outcome in placed}
 
 
 def _wraps_to(me: LocalMember, group: GroupId, entry: Entry, body: bytes) -> bool:
