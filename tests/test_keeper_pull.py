@@ -22,6 +22,7 @@ from microsync.app import unfolded
 from microsync.errors import DecodeError, RemoteProtocolError
 from microsync.group.mailbox import Mailbox
 from microsync.net.keeper_client import PULL_AHEAD, KeeperClient, Pulled, Record
+from microsync.net.keeper_pages import STALLS
 from microsync.node import keeper_pull, keeper_state
 from microsync.protocol.keeper import (
     MAX_MESSAGE,
@@ -258,6 +259,29 @@ async def test_a_keeper_whose_full_page_goes_backwards_is_caught_before_anything
             async for _ in client.pull(box()):
                 pass
         assert len(pulls) == 1  # nothing asked ahead from a cursor the keeper made up
+
+
+async def test_a_keeper_that_answers_more_with_nothing_for_ever_is_caught() -> None:
+    """A keeper that ends every page with "more" and sends no item would keep a pull asking for
+    ever; past STALLS such answers in a row the pull fails, either way round. A live wait
+    that ends with nothing is not a stall: a watch keeps waiting."""
+    async with fake_keeper(lambda pull: []) as url, await KeeperClient.connect(url) as client:
+        pulls = sent_pulls(client)
+        for pull in (client.pull(box()), client.pull_newest(box())):
+            with pytest.raises(RemoteProtocolError, match="more, with nothing"):
+                async with asyncio.timeout(10):  # without the check: asking for ever
+                    async for _ in pull:
+                        pass
+            assert len(pulls) == STALLS + 1
+            pulls.clear()
+        watch = client.watch(box())
+        waiting = asyncio.ensure_future(anext(watch))
+        await until(lambda: len(pulls) > 3 * STALLS, timeout=10)  # still asking, no error
+        assert not waiting.done()
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await watch.aclose()
 
 
 class _Growing:

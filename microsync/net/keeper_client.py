@@ -31,7 +31,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -39,6 +39,7 @@ from websockets.exceptions import ConnectionClosed
 from microsync.crypto.random import Rng, system_rng
 from microsync.errors import DecryptionError, LocalProtocolError, RemoteProtocolError
 from microsync.group.mailbox import ItemId, Mailbox, MailboxId, SealedItem
+from microsync.net.keeper_pages import Pages, Stalls, advance, check_order, expect, refusal
 from microsync.protocol.keeper import (
     BATCH_BYTES,
     ITEM_ROOM,
@@ -64,8 +65,6 @@ from microsync.protocol.keeper import (
 from microsync.protocol.keeper_session import ClientMachine
 
 __all__ = ["KeeperClient", "Pulled", "Record"]
-
-T = TypeVar("T")
 
 PUSH_WINDOW: Final = 4
 """PUSH messages in flight before the client waits for the first answer."""
@@ -196,7 +195,7 @@ class KeeperClient:
                 answer = await self._ask(
                     Delete(request=self._machine.next_request(), mailbox=mailbox.id, items=batch)
                 )
-                gone += _expect(answer, Deleted).count
+                gone += expect(answer, Deleted).count
             return gone
 
     # --- inside ------------------------------------------------------------------------------
@@ -210,7 +209,7 @@ class KeeperClient:
         challenge = self._machine.challenge
         assert challenge is not None  # connect() waited for it
         request = self._machine.next_request()
-        _refusal(await self._ask(Prove(request=request, proof=mailbox.prove(challenge))))
+        refusal(await self._ask(Prove(request=request, proof=mailbox.prove(challenge))))
         self._proved.add(mailbox.id)
 
     async def _push(
@@ -229,7 +228,7 @@ class KeeperClient:
             if isinstance(answer, Refused):
                 refusals.append(KeeperRefused(answer.code))
                 return
-            for record, cursor in zip(batch, _expect(answer, Stored).cursors, strict=True):
+            for record, cursor in zip(batch, expect(answer, Stored).cursors, strict=True):
                 cursors.append(cursor)
                 if on_stored is not None:
                     on_stored(record, cursor)
@@ -283,7 +282,7 @@ class KeeperClient:
         items are handed on, so the keeper reads and sends it while the caller works."""
         with self._operation():
             await self._prove(mailbox)
-            pages = _Pages(limit)
+            pages, stalls = Pages(limit), Stalls()
             current = await self._ask_page(mailbox, after, before, newest_first, wait, pages)
             ahead: tuple[int, int] | None = None  # the next page, asked for before this ended
             got = 0  # items of the current page so far
@@ -291,7 +290,8 @@ class KeeperClient:
                 while True:
                     answer = await self._answer(current[0])
                     if not isinstance(answer, Items):
-                        more = _expect(_refusal(answer), End).more or wait
+                        more = expect(refusal(answer), End).more or wait
+                        stalls.answered(1 if wait else got)  # a live wait may end with none
                         if ahead is not None:  # already asked: its own END says what is left
                             current, ahead, got = ahead, None, 0
                         elif more and pages.left():
@@ -305,12 +305,12 @@ class KeeperClient:
                     got += len(answer.items)
                     if ahead is None and got >= current[1] and pages.left():
                         last = answer.cursors[-1]  # the page is full: ask for the next now
-                        _check_order(last, after, before)
-                        start, end = _advance(last, after, before, newest_first)
+                        check_order(last, after, before)
+                        start, end = advance(last, after, before, newest_first)
                         ahead = await self._ask_page(mailbox, start, end, newest_first, wait, pages)
                     for cursor, item in zip(answer.cursors, answer.items, strict=True):
-                        _check_order(cursor, after, before)
-                        after, before = _advance(cursor, after, before, newest_first)
+                        check_order(cursor, after, before)
+                        after, before = advance(cursor, after, before, newest_first)
                         if (pulled := self._opened(mailbox, cursor, item)) is not None:
                             yield pulled
             except BaseException:  # stopped early, or failed: drop what is still to come
@@ -331,12 +331,12 @@ class KeeperClient:
         with self._operation():
             await self._prove(mailbox)
             asked: deque[tuple[int, int]] = deque()  # (request, its ``before``; 0: open-ended)
-            top = after  # where the next request starts
+            top, stalls = after, Stalls()  # where the next request starts
 
             async def ask(ranged: bool) -> None:
                 nonlocal top
                 before = top + MAX_PAGE + 1 if ranged else 0
-                request, _ = await self._ask_page(mailbox, top, before, False, False, _Pages(None))
+                request, _ = await self._ask_page(mailbox, top, before, False, False, Pages(None))
                 asked.append((request, before))
                 top += MAX_PAGE if ranged else 0
 
@@ -354,16 +354,17 @@ class KeeperClient:
                             await ask(True)  # a whole page again: keep as many asked ahead
                         elif got >= MAX_PAGE and not before and len(asked) == 1:
                             top = answer.cursors[-1]  # full: range ahead from its last cursor
-                            _check_order(top, after, 0)
+                            check_order(top, after, 0)
                             for _ in range(PULL_AHEAD):
                                 await ask(True)
                         for cursor, item in zip(answer.cursors, answer.items, strict=True):
-                            _check_order(cursor, after, before)
+                            check_order(cursor, after, before)
                             after = cursor
                             if (pulled := self._opened(mailbox, cursor, item)) is not None:
                                 yield pulled
-                    more = _expect(_refusal(answer), End).more
+                    more = expect(refusal(answer), End).more
                     asked.popleft()
+                    stalls.answered(got)
                     if before and after < before - 1:  # short of its top: perhaps the end
                         self._drop(r for r, _ in asked)  # then; those above read after more came
                         asked.clear()
@@ -394,7 +395,7 @@ class KeeperClient:
         before: int,
         newest_first: bool,
         wait: bool,
-        pages: _Pages,
+        pages: Pages,
     ) -> tuple[int, int]:
         """Send one PULL of the next page's size; its request number and that size."""
         pull = Pull(
@@ -445,22 +446,6 @@ class KeeperClient:
         return message, self._machine.receive(message)
 
 
-class _Pages:
-    """How many items a pull still asks for (``limit``: ``None`` for no end)."""
-
-    def __init__(self, limit: int | None) -> None:
-        self._left = limit
-
-    def left(self) -> bool:
-        return self._left is None or self._left > 0
-
-    def take(self) -> int:
-        page = MAX_PAGE if self._left is None else min(MAX_PAGE, self._left)
-        if self._left is not None:
-            self._left -= page
-        return page
-
-
 class _Busy:
     """Marks a client busy for one operation; a second one at once is a caller's bug."""
 
@@ -474,27 +459,3 @@ class _Busy:
 
     def __exit__(self, *exc: object) -> None:
         self._client._busy = False
-
-
-def _refusal(answer: KeeperMessage) -> KeeperMessage:
-    if isinstance(answer, Refused):
-        raise KeeperRefused(answer.code)
-    return answer
-
-
-def _expect(answer: KeeperMessage, kind: type[T]) -> T:
-    _refusal(answer)
-    if not isinstance(answer, kind):
-        raise RemoteProtocolError(f"expected {kind.__name__}, got {type(answer).__name__}")
-    return answer
-
-
-def _check_order(cursor: int, after: int, before: int) -> None:
-    """A keeper must serve what was asked, in order; a stale or reordered view is caught
-    here (the signed heads catch one that leaves items out)."""
-    if cursor <= after or (before and cursor >= before):
-        raise RemoteProtocolError("the keeper sent an item outside the range asked for")
-
-
-def _advance(cursor: int, after: int, before: int, newest_first: bool) -> tuple[int, int]:
-    return (after, cursor) if newest_first else (cursor, before)
