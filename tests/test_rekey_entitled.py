@@ -56,7 +56,7 @@ def records(draw: st.DrawFn) -> OpRecord:
     return OpRecord(EntryId(b"\3" * 32), device, seq, (), op)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(states(), records())
 def test_entitled_after_is_the_entitled_devices_of_the_state_after_the_op(
     state: GroupState, rec: OpRecord

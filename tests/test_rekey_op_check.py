@@ -74,7 +74,7 @@ def ops(draw: st.DrawFn) -> Op:
     )
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(ops())
 def test_whenever_the_typed_check_passes_decoding_gives_the_op_back(op: Op) -> None:
     try:
